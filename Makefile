@@ -1,0 +1,36 @@
+# stemwatch: two commands do everything.
+#   make demo   - set up .venv, then simulated microscope -> analyzer -> dashboard in the browser
+#   make test   - set up .venv, then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip
+# The CPU build of torch (used by `stemwatch train` and the export tests).
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test test-slow bench venv clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "stemwatch needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e '.[dev,train]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m stemwatch demo
+
+test: venv
+	$(PY) -m pytest -q
+
+test-slow: venv
+	$(PY) -m pytest -q -m slow
+
+bench: venv
+	$(PY) -m stemwatch bench all --out bench_results
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

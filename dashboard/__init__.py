@@ -1,0 +1,1 @@
+"""Dashboard: the Bokeh server app for the operator."""

@@ -1,0 +1,1 @@
+"""Engine: simulator, inference, atoms, lattice graph, tracking, events and the pipeline."""

@@ -1,0 +1,169 @@
+"""Plain-data interfaces between the engine's stages.
+
+Flow: ``Frame`` (streamer) -> ``Probabilities`` -> ``Atoms`` -> ``Chemistry`` -> track ids ->
+``Event`` list, gathered per frame in ``FrameResult``.
+
+Conventions used everywhere:
+
+* positions are ``(x, y)`` with ``x`` = column and ``y`` = row, in pixels of the *input frame*
+  (sub-pixel, pixel centres at integer coordinates); ``*_A`` arrays are the same in angstrom;
+* arrays are numpy, one row per atom; species are small integer codes (:data:`SPECIES`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Network output classes, in channel order.
+CLASSES: tuple[str, ...] = ("background", "C", "Si")
+#: Species codes used in ``Atoms.species``. ``other`` is a heavy atom that is neither C nor Si.
+SPECIES: tuple[str, ...] = ("C", "Si", "other")
+C, SI, OTHER = 0, 1, 2
+
+
+@dataclass
+class Probabilities:
+    """Per-pixel class probabilities for one frame, on the analysis (model) grid.
+
+    The network runs on a grid of ``pixel_size_A`` (the model's pixel size); the frame was
+    resampled to it so that the grid covers exactly the frame's field of view.
+
+    p : float32 array (3, h, w) in :data:`CLASSES` order, summing to 1 per pixel.
+    pixel_size_A : angstrom per pixel of this grid.
+    frame_shape : (H, W) of the input frame; frame_pixel_size_A : its angstrom per pixel.
+    """
+
+    p: np.ndarray
+    pixel_size_A: float
+    frame_shape: tuple[int, int]
+    frame_pixel_size_A: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.p.shape[1]), int(self.p.shape[2])
+
+    def to_frame_px(self, xy: np.ndarray) -> np.ndarray:
+        """Map (N, 2) (x, y) positions on this grid to input-frame pixels (pixel-centre convention)."""
+        h, w = self.shape
+        H, W = self.frame_shape
+        scale = np.array([W / w, H / h])
+        return (np.asarray(xy, dtype=np.float64) + 0.5) * scale - 0.5
+
+    def to_grid_px(self, xy: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_frame_px`."""
+        h, w = self.shape
+        H, W = self.frame_shape
+        scale = np.array([W / w, H / h])
+        return (np.asarray(xy, dtype=np.float64) + 0.5) / scale - 0.5
+
+
+@dataclass
+class Atoms:
+    """Atoms found in one frame.
+
+    Attributes
+    ----------
+    xy_px : (N, 2) float64, (x=col, y=row) in input-frame pixels.
+    species : (N,) int8 codes into :data:`SPECIES`.
+    confidence : (N,) float32 in [0, 1] (peak probability of the atom's class).
+    class_prob : (N, 3) float32, mean class probabilities over the atom's site.
+    border : (N,) bool, True when the atom is within ``border_A`` of the frame edge.
+    pixel_size_A : float, angstrom per pixel of the input frame.
+    """
+
+    xy_px: np.ndarray
+    species: np.ndarray
+    confidence: np.ndarray
+    class_prob: np.ndarray
+    border: np.ndarray
+    pixel_size_A: float
+
+    def __len__(self) -> int:
+        return int(self.xy_px.shape[0])
+
+    @property
+    def xy_A(self) -> np.ndarray:
+        """(N, 2) positions in angstrom."""
+        return self.xy_px * self.pixel_size_A
+
+    @classmethod
+    def empty(cls, pixel_size_A: float) -> "Atoms":
+        return cls(np.zeros((0, 2)), np.zeros(0, np.int8), np.zeros(0, np.float32),
+                   np.zeros((0, 3), np.float32), np.zeros(0, bool), pixel_size_A)
+
+
+@dataclass
+class Defect:
+    """A connected defect group (around Si, or a vacancy / topological defect).
+
+    ``members`` are atom indices into the frame's :class:`Atoms`; ``centre_px`` is (x, y).
+    """
+
+    kind: str                 # e.g. "Si-3fold", "Si-4fold", "Si-dimer", "vacancy", "divacancy", "5-8-5"
+    formula: str              # e.g. "Si1C3"
+    members: np.ndarray
+    centre_px: tuple[float, float]
+    signature: str = ""       # canonical hash of the local environment
+    motif: str = ""           # known name or "new motif k"
+
+
+@dataclass
+class Chemistry:
+    """The lattice graph of one frame and what it says.
+
+    bonds : (M, 2) int32 atom index pairs (i < j); bond_length_A : (M,) float.
+    coordination : (N,) int16 number of bonds per atom.
+    defects : list of :class:`Defect`.
+    atom_defect : (N,) int32 index into ``defects`` or -1.
+    """
+
+    atoms: Atoms
+    bonds: np.ndarray
+    bond_length_A: np.ndarray
+    coordination: np.ndarray
+    defects: list = field(default_factory=list)
+    atom_defect: np.ndarray | None = None
+    rings: list = field(default_factory=list)   # list of int arrays of atom indices (5-8 members)
+
+
+@dataclass
+class Event:
+    """A debounced transformation event, as written to events.jsonl and shown on the dashboard."""
+
+    frame: int                # seq of the frame where the change is confirmed
+    t_acquired: float         # Unix seconds of that frame
+    latency_s: float          # detection latency: confirmation time - t_acquired of the first changed frame
+    kind: str                 # "si_3_to_4", "si_4_to_3", "si_appeared", "si_lost", "si_hop", ...
+    atom_id: int              # track id
+    x: float                  # px (column)
+    y: float                  # px (row)
+    x_A: float
+    y_A: float
+    before: str
+    after: str
+    confidence: float
+    first_frame: int = -1     # seq of the first frame showing the new state
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+        return asdict(self)
+
+
+@dataclass
+class FrameResult:
+    """Everything the pipeline produced for one frame (what the dashboard and the writers consume)."""
+
+    series: str
+    seq: int
+    t_acquired: float
+    pixel_size_A: float
+    frame_shape: tuple[int, int]
+    chemistry: Chemistry
+    track_ids: np.ndarray                     # (N,) int64 track id per atom of chemistry.atoms (-1: none yet)
+    events: list = field(default_factory=list)    # list[Event]
+    drift_px: tuple[float, float] = (0.0, 0.0)    # global shift of this frame vs the previous, (dx, dy)
+    timings_s: dict = field(default_factory=dict)  # stage name -> seconds
+    t_done: float = 0.0                        # Unix seconds when the result was ready
+    image: np.ndarray | None = None            # the frame's pixels (for display); may be None

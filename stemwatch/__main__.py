@@ -1,0 +1,3 @@
+from stemwatch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""One typed configuration object for the whole analyzer.
+
+Every quantity carries its unit in its name (``_A`` for angstrom, ``_s`` for seconds, ``_px`` for
+pixels of the input frame). Sections are plain frozen dataclasses so that a configuration can be
+logged, compared and written to JSON (:func:`to_dict`).
+
+Example
+-------
+>>> from stemwatch.config import Config
+>>> cfg = Config()
+>>> cfg.chemistry.bond_cutoff_A["Si-C"]
+2.1
+>>> cfg2 = cfg.replace(tracking={"max_speed_A_per_frame": 3.0})
+>>> cfg2.tracking.max_speed_A_per_frame
+3.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Receiver and recorder settings (issue: streamer)."""
+
+    max_frame_bytes: int = 2048 * 2048 * 8          # largest accepted pixel buffer
+    max_frame_side_px: int = 8192                    # largest accepted frame side
+    rcvhwm: int = 1000                               # ZeroMQ receive high-water mark (messages)
+    recorder_queue_frames: int = 256                 # bounded queue between receiver and recorder
+    stall_timeout_s: float = 5.0                     # no frame for this long while a series is open
+    poll_interval_s: float = 0.05                    # I/O thread poll period
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Network inference settings (issue: inference)."""
+
+    backend: str = "auto"                            # auto | tensorrt | onnx
+    model_path: str | None = None                    # None: the model shipped in engine/models
+    precision: str = "fp32"                          # fp32 | fp16 (TensorRT only)
+    tile_px: int = 1024                              # frames larger than this (model pixels) are tiled
+    tile_overlap_px: int = 32                        # overlap between tiles (model pixels)
+    threads: int | None = None                       # CPU threads; None = physical cores
+    engine_cache_dir: str | None = None              # TensorRT engine cache; None = user cache dir
+
+
+@dataclass(frozen=True)
+class ChemistryConfig:
+    """Atom finding and lattice graph settings (issue: chemistry).
+
+    Default bond cutoffs follow the ORNL LibraryNet analysis of Si-doped graphene
+    (C-C 1.75, Si-C 2.10, Si-Si 2.50 A), see docs/chemistry.md.
+    """
+
+    prob_threshold: float = 0.5                      # an atom site needs P(atom) above this
+    min_atom_separation_A: float = 0.85              # ~0.6 x C-C bond: closer peaks are one atom
+    bond_cutoff_A: dict = field(default_factory=lambda: {"C-C": 1.75, "Si-C": 2.10, "Si-Si": 2.50})
+    border_A: float = 1.0                            # atoms closer than this to the edge are flagged
+    refine_gaussian: bool = False                    # optional 2D Gaussian refinement on the raw frame
+    motif_radius_bonds: int = 2                      # graph radius of a local-environment signature
+    motif_names_path: str | None = None              # JSON file of operator-given motif names
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Drift correction and tracker settings (issue: tracking)."""
+
+    max_speed_A_per_frame: float = 0.7               # gate radius after drift correction
+    max_drift_A_per_frame: float = 2.5               # largest global shift searched
+    memory_frames: int = 3                           # a missed atom is kept this many frames
+    confirm_frames: int = 2                          # a new track counts after this many hits
+    process_noise_A: float = 0.05                    # Kalman process noise (thermal jitter)
+    measurement_noise_A: float = 0.08                # Kalman measurement noise (localisation)
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    """Debounced event state machines (issue: tracking)."""
+
+    k_of_n: tuple = (3, 4)                           # a new state must hold k of the last n frames
+    min_confidence: float = 0.5                      # events below this confidence are not raised
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """Bokeh operator screen (issue: dashboard)."""
+
+    port: int = 5006
+    address: str = "127.0.0.1"                       # localhost unless explicitly opened
+    allow_origins: tuple = ()                         # extra websocket origins
+    history_frames: int = 200                        # ring buffer browsable with the slider
+    max_update_bytes: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. Build with defaults and override with :meth:`replace`."""
+
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    chemistry: ChemistryConfig = field(default_factory=ChemistryConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    events: EventConfig = field(default_factory=EventConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+
+    def replace(self, **sections: dict[str, Any]) -> "Config":
+        """Return a copy with the given fields of the given sections replaced.
+
+        ``cfg.replace(chemistry={"prob_threshold": 0.4})``; unknown sections or fields raise
+        ``TypeError`` naming them.
+        """
+        changes = {}
+        for name, values in sections.items():
+            if not hasattr(self, name):
+                raise TypeError(f"unknown configuration section {name!r}")
+            changes[name] = dataclasses.replace(getattr(self, name), **values)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable copy of the configuration."""
+        return dataclasses.asdict(self)

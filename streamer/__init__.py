@@ -1,0 +1,1 @@
+"""Streamer: the ZeroMQ wire protocol, publisher, receiver, recording, replay and file import."""
