@@ -22,6 +22,23 @@ CLASSES: tuple[str, ...] = ("background", "C", "Si")
 SPECIES: tuple[str, ...] = ("C", "Si", "other")
 C, SI, OTHER = 0, 1, 2
 
+#: Event kinds, shared by the simulator's ground truth and the tracker's detections.
+#: ("flicker" appears only in ground truth: a one-frame dim Si that must NOT raise an event.)
+EVENT_KINDS: tuple[str, ...] = (
+    "si_3_to_4",        # Si 3-fold -> 4-fold (a neighbouring C ejected / Si into a divacancy)
+    "si_4_to_3",        # Si 4-fold -> 3-fold
+    "si_appeared",      # a Si track appears (entered the field or a new dopant)
+    "si_lost",          # a Si track ends (ejected or left the field)
+    "si_hop",           # Si hops to a neighbouring lattice site
+    "dimer_formed",     # two Si become bonded
+    "dimer_broken",     # two bonded Si separate
+    "formula_changed",  # a defect group's formula changes (e.g. Si1C3 -> Si2C6)
+    "rotor",            # a defect group rotates in place
+    "vacancy_created",  # a C atom ejected from the lattice
+    "new_motif",        # a local environment never seen before
+)
+GT_ONLY_KINDS: tuple[str, ...] = ("flicker",)
+
 
 @dataclass
 class Probabilities:
