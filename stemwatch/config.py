@@ -32,6 +32,10 @@ class StreamConfig:
     recorder_queue_frames: int = 256                 # bounded queue between receiver and recorder
     stall_timeout_s: float = 5.0                     # no frame for this long while a series is open
     poll_interval_s: float = 0.05                    # I/O thread poll period
+    recorder_queue_bytes: int = 1 << 30              # the recorder queue also holds at most this many bytes
+    max_gaps_kept: int = 1000                        # most recent seq gaps listed in stats (all are counted)
+    recorder_policy: str = "drop"                    # queue full: "drop" (count it, never slow the
+                                                     # socket) or "block" (lossless: back-pressure a PUSH sender)
 
 
 @dataclass(frozen=True)
