@@ -1,0 +1,104 @@
+"""Backend selection: ``auto`` probes TensorRT once and falls back to ONNX Runtime, saying why.
+
+``select_backend(kind)`` returns ``(backend, reason)``. ``kind`` is ``"auto"``, ``"tensorrt"`` or
+``"onnx"`` (the environment variable ``STEMWATCH_BACKEND`` overrides ``"auto"``). The TensorRT probe
+(:func:`engine.infer.tensorrt_backend.probe_tensorrt`) catches every exception (a missing library,
+the ``TypeError`` TensorRT raises when CUDA fails to start, pycuda's own errors); its result is kept
+for the life of the process (:func:`probe_gpu`, ``refresh=True`` to probe again).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from stemwatch.config import InferenceConfig
+
+log = logging.getLogger(__name__)
+
+BACKEND_KINDS = ("auto", "tensorrt", "onnx")
+
+_probe_lock = threading.Lock()
+_probe_cache: dict[int, tuple[bool, str]] = {}
+
+
+def probe_gpu(device_index: int = 0, refresh: bool = False) -> tuple[bool, str]:
+    """``(available, reason)`` for the TensorRT backend; probed once per process and device."""
+    with _probe_lock:
+        if refresh or device_index not in _probe_cache:
+            from engine.infer.tensorrt_backend import probe_tensorrt
+
+            try:
+                _probe_cache[device_index] = probe_tensorrt(device_index)
+            except Exception as exc:  # the probe catches everything; belt and braces
+                _probe_cache[device_index] = (False, f"probe failed ({type(exc).__name__}: {exc})")
+        return _probe_cache[device_index]
+
+
+def _make_onnx(cfg: InferenceConfig, contract):
+    from engine.infer.backends import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(contract.path, threads=cfg.threads, multiple=contract.multiple,
+                              input_name=contract.input_name, output_name=contract.output_name)
+
+
+def _make_tensorrt(cfg: InferenceConfig, contract):
+    from engine.infer.model import DEFAULT_MODEL_FP16, ModelContract
+    from engine.infer.tensorrt_backend import TensorRTBackend
+
+    model = contract
+    if cfg.precision == "fp16":
+        fp16_path = Path(cfg.model_path).with_name(Path(cfg.model_path).stem + "_fp16.onnx") \
+            if cfg.model_path else DEFAULT_MODEL_FP16
+        model = ModelContract.load(fp16_path)
+    tile = -(-int(cfg.tile_px) // contract.multiple) * contract.multiple
+    return TensorRTBackend(model.path, onnx_sha256=model.sha256, precision=cfg.precision,
+                           cache_dir=cfg.engine_cache_dir, min_side_px=max(32, contract.multiple),
+                           opt_side_px=min(512, tile), max_side_px=tile, multiple=contract.multiple,
+                           input_name=model.input_name, output_name=model.output_name)
+
+
+def select_backend(kind: str = "auto", cfg: InferenceConfig | None = None, contract=None):
+    """Create the backend to use: ``(backend, reason)``.
+
+    ``onnx``: ONNX Runtime CPU. ``tensorrt``: TensorRT or an error saying why it cannot run.
+    ``auto``: TensorRT when the probe succeeds and the engine starts, else ONNX Runtime, with the
+    reason. ``cfg`` gives the model path, precision, threads, tile size and engine cache folder.
+    """
+    from engine.infer.model import ModelContract
+
+    cfg = cfg or InferenceConfig()
+    kind = (kind or "auto").lower()
+    if kind == "auto":
+        env = os.environ.get("STEMWATCH_BACKEND", "").strip().lower()
+        if env:
+            if env not in BACKEND_KINDS:
+                raise ValueError(f"STEMWATCH_BACKEND={env!r}: expected one of {BACKEND_KINDS}")
+            kind = env
+    if kind == "cpu":
+        kind = "onnx"
+    if kind not in BACKEND_KINDS:
+        raise ValueError(f"backend must be one of {BACKEND_KINDS}, got {kind!r}")
+    contract = contract or ModelContract.load(cfg.model_path)
+
+    if kind == "onnx":
+        return _make_onnx(cfg, contract), "ONNX Runtime requested (--backend onnx)"
+    ok, why = probe_gpu()
+    if kind == "tensorrt":
+        if not ok:
+            raise RuntimeError(f"TensorRT backend requested but not available: {why}")
+        return _make_tensorrt(cfg, contract), f"TensorRT requested: {why}"
+    # auto
+    if ok:
+        try:
+            backend = _make_tensorrt(cfg, contract)
+            return backend, f"auto: GPU found: {why}; engine {backend.engine_source}"
+        except Exception as exc:
+            reason = f"auto: TensorRT probe passed ({why}) but the engine failed: {type(exc).__name__}: {exc}"
+            log.warning("%s; falling back to ONNX Runtime", reason)
+            return _make_onnx(cfg, contract), reason + " -> ONNX Runtime CPU"
+    reason = f"auto: TensorRT unavailable ({why}) -> ONNX Runtime CPU"
+    log.info(reason)
+    return _make_onnx(cfg, contract), reason
