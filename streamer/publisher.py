@@ -115,6 +115,11 @@ class Publisher:
         self._send(protocol.encode_end(self.series, self.next_seq), copy=True)
         self.series = None
 
+    def send_raw(self, parts: list, copy: bool = False) -> bool:
+        """Send an already encoded message (a recorded one, during replay) as it is. Returns False
+        if it was dropped (``send_timeout_s``)."""
+        return self._send(list(parts), copy=copy)
+
     def heartbeat(self) -> None:
         """Tell receivers the acquisition PC is alive (call about once a second when idle)."""
         self._send(protocol.encode_heartbeat(), copy=True)

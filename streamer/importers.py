@@ -1,0 +1,364 @@
+"""Import what microscopists have on disk into the frame iterator the replayer uses; export EMD.
+
+``open_frames(path)`` yields :class:`~streamer.frame.Frame` objects from
+
+- recordings (``stemwatch record`` / :class:`~streamer.recording.RecordingWriter`),
+- ``.npy`` (one (H, W) frame or an (N, H, W) stack, memory-mapped) and ``.npz`` (``--key``, or the
+  array named ``frames``/``data``/``images``, or the only 2-D/3-D array, or every 2-D array),
+- TIFF stacks (tifffile; ImageJ ``unit`` + resolution and ``finterval`` are used when present),
+- HDF5 in the Berkeley EMD v0.2 convention (the first ``emd_group_type == 1`` group; ``dim``
+  vectors give the pixel size and frame times),
+- Nion Swift ``.ndata`` (an uncompressed zip of ``data.npy`` + ``metadata.json``; read with zipfile
+  and numpy, ``allow_pickle=False``).
+
+DM3/DM4 are not supported: the maintained readers (rosettasciio, ncempy) pull in dask/pint or
+matplotlib; convert in DigitalMicrograph or with rosettasciio to TIFF/EMD first.
+
+Pixel sizes are angstrom per pixel; formats without a calibration need ``pixel_size_A``. Frame
+times are Unix seconds when the file has them, else ``i * frame_time_s``. Pixel types other than
+the wire types are converted losslessly where possible (int8/int16 -> int32, float16 -> float32,
+uint32 -> float64; 64-bit integers -> float64 with a warning). No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import zipfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from streamer.frame import Frame
+from streamer.protocol import ALLOWED_DTYPES
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = {".npy", ".npz", ".tif", ".tiff", ".emd", ".h5", ".hdf5", ".ndata", ".swrec"}
+_LENGTH_TO_A = {"a": 1.0, "å": 1.0, "angstrom": 1.0, "angstroms": 1.0, "\u00c5": 1.0, "nm": 10.0,
+                "nanometer": 10.0, "um": 1e4, "µm": 1e4, "\u03bcm": 1e4, "micron": 1e4, "m": 1e10, "pm": 0.01}
+_TIME_TO_S = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+class FileImportError(ValueError):
+    """A file that cannot be imported (unknown format, no frames, missing pixel size...)."""
+
+
+def to_wire_dtype(a: np.ndarray) -> np.ndarray:
+    """``a`` itself if its dtype is a wire type, else a lossless (where possible) conversion."""
+    if a.dtype.str in ALLOWED_DTYPES:
+        return a
+    k, size = a.dtype.kind, a.dtype.itemsize
+    if k == "b":
+        return a.astype(np.uint8)
+    if k in "iu" and size <= 2:
+        return a.astype(np.uint16 if k == "u" else np.int32)
+    if k in "iu" and size == 4:
+        return a.astype(np.int32 if k == "i" else np.float64)
+    if k == "f" and size <= 4:
+        return a.astype(np.float32)
+    if k == "f" and size == 8:
+        return a.astype(np.float64)              # big/little-endian mismatch: native order
+    if k in "iu" and size == 8:
+        log.warning("64-bit integer frames converted to float64 (exact up to 2**53)")
+        return a.astype(np.float64)
+    raise FileImportError(f"pixel type {a.dtype} cannot be streamed (complex or non-numeric)")
+
+
+def _length_A(value: float, unit: str | None) -> float | None:
+    if unit is None:
+        return None
+    f = _LENGTH_TO_A.get(str(unit).strip().lower())
+    return None if f is None else float(value) * f
+
+
+def _frames_from_stack(stack: np.ndarray, name: str, pixel_size_A: float | None, times: np.ndarray | None,
+                       frame_time_s: float, meta: dict | None = None, series: str | None = None,
+                       seqs: np.ndarray | None = None) -> Iterator[Frame]:
+    if stack.ndim == 2:
+        stack = stack[None]
+    if stack.ndim != 3 or min(stack.shape) < 1:
+        raise FileImportError(f"{name}: expected an (H, W) frame or an (N, H, W) stack, got shape {stack.shape}")
+    if pixel_size_A is None or not pixel_size_A > 0:
+        raise FileImportError(f"{name}: the file has no pixel size; pass pixel_size_A (--pixel-size, A/px)")
+    meta = dict(meta or {})
+    meta.setdefault("frame_time_s", float(frame_time_s))
+    meta.setdefault("source_file", name)
+    for i in range(stack.shape[0]):
+        t = float(times[i]) if times is not None else i * float(frame_time_s)
+        data = np.ascontiguousarray(to_wire_dtype(np.asarray(stack[i])))
+        yield Frame(data=data, series=series or Path(name).stem, seq=int(seqs[i]) if seqs is not None else i,
+                    t_acquired=t, pixel_size_A=float(pixel_size_A),
+                    t_received=t, meta=meta)
+
+
+# ----------------------------------------------------------------------------------- formats
+
+def _npy(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:     # object arrays would need pickle: refused
+        raise FileImportError(f"{path.name}: not a plain numeric array, refused (no pickle): {exc}") from exc
+    yield from _frames_from_stack(arr, path.name, pixel_size_A, None, frame_time_s)
+
+
+def _npz(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
+    with np.load(path, allow_pickle=False) as z:
+        names = list(z.files)
+        if key is not None:
+            if key not in names:
+                raise FileImportError(f"{path.name}: no array {key!r}; it holds {names}")
+            chosen = [key]
+        else:
+            preferred = [n for n in ("frames", "data", "images") if n in names]
+            try:
+                images = [n for n in names if z[n].ndim in (2, 3) and z[n].dtype.kind in "biuf"
+                          and min(z[n].shape[-2:]) >= 8]
+            except ValueError as exc:
+                raise FileImportError(f"{path.name}: holds object arrays, refused (no pickle): {exc}") from exc
+            chosen = preferred[:1] or (images if images else [])
+            if not chosen:
+                raise FileImportError(f"{path.name}: no image array found; arrays: {names}")
+        if pixel_size_A is None and "pixel_size_A" in names:
+            pixel_size_A = float(z["pixel_size_A"])
+        times = None
+        for tkey in ("t_acquired", "times_s"):
+            if tkey in names:
+                times = np.asarray(z[tkey], dtype=np.float64)
+        seq = 0
+        for n in chosen:
+            arr = z[n]
+            for f in _frames_from_stack(arr, path.name, pixel_size_A, times if len(chosen) == 1 else None,
+                                        frame_time_s, {"array": n}):
+                f.seq = seq
+                if times is None or len(chosen) > 1:
+                    f.t_acquired = f.t_received = seq * float(frame_time_s)
+                seq += 1
+                yield f
+
+
+def _tiff(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        ij = tif.imagej_metadata or {}
+        if pixel_size_A is None:
+            page = tif.pages[0]
+            res = page.tags.get("XResolution")
+            unit = ij.get("unit")
+            if res is not None and unit:
+                num, den = res.value
+                if num > 0:
+                    pixel_size_A = _length_A(den / num, unit)
+        if "finterval" in ij:
+            frame_time_s = float(ij["finterval"])
+        arr = tif.asarray()
+    if arr.ndim > 3:
+        arr = arr.reshape(-1, *arr.shape[-2:])
+    yield from _frames_from_stack(arr, path.name, pixel_size_A, None, frame_time_s)
+
+
+def _emd_group(h5):
+    found = []
+
+    def visit(name, obj):
+        if hasattr(obj, "attrs") and obj.attrs.get("emd_group_type") == 1 and "data" in obj:
+            found.append(obj)
+
+    h5.visititems(visit)
+    return found
+
+
+def _dim(group, i):
+    d = group.get(f"dim{i}")
+    if d is None:
+        return None, None, None
+    name = d.attrs.get("name", b"")
+    units = d.attrs.get("units", b"")
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    units = units.decode() if isinstance(units, bytes) else str(units)
+    return np.asarray(d[()], dtype=np.float64).ravel(), name, units
+
+
+def _emd(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        groups = _emd_group(h5)
+        if key is not None:
+            groups = [g for g in groups if g.name.strip("/").endswith(key)]
+        if not groups:
+            raise FileImportError(f"{path.name}: no EMD data group (emd_group_type = 1) found")
+        g = groups[0]
+        data = g["data"]
+        if data.ndim not in (2, 3):
+            raise FileImportError(f"{path.name}: EMD data has {data.ndim} dimensions; 2 or 3 are supported")
+        times = None
+        first_spatial = 1
+        if data.ndim == 3:
+            t, _, tu = _dim(g, 1)
+            if t is not None and tu.strip().lower() in _TIME_TO_S and len(t) == data.shape[0]:
+                times = t * _TIME_TO_S[tu.strip().lower()]
+            first_spatial = 2
+        if pixel_size_A is None:
+            x, _, xu = _dim(g, first_spatial + 1)
+            if x is not None and len(x) > 1:
+                pixel_size_A = _length_A(x[1] - x[0], xu)
+        t0 = float(g.attrs.get("t0_unix_s", 0.0))
+        if times is not None:
+            times = times + t0
+        meta = {}
+        if "meta_json" in g.attrs:
+            try:
+                meta = json.loads(g.attrs["meta_json"])
+            except (TypeError, ValueError):
+                meta = {}
+        series = g.attrs.get("series")
+        series = series.decode() if isinstance(series, bytes) else (str(series) if series is not None else None)
+        seqs = np.asarray(g["seq"][()]) if "seq" in g and data.ndim == 3 and len(g["seq"]) == data.shape[0] else None
+        if "t_acquired_unix_s" in g and data.ndim == 3 and len(g["t_acquired_unix_s"]) == data.shape[0]:
+            times = np.asarray(g["t_acquired_unix_s"][()], dtype=np.float64)   # exact, not t0 + offset
+        stack = data if data.ndim == 3 else data[()]      # an h5py dataset is read frame by frame
+        yield from _frames_from_stack(stack, path.name, pixel_size_A, times, frame_time_s, meta, series, seqs)
+
+
+def _ndata(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise FileImportError(f"{path.name}: not a Nion .ndata file (not a zip archive)") from exc
+    with zf:
+        names = zf.namelist()
+        if "data.npy" not in names:
+            raise FileImportError(f"{path.name}: no data.npy inside; entries {names[:10]}")
+        info = zf.getinfo("data.npy")
+        if info.file_size > (1 << 34):
+            raise FileImportError(f"{path.name}: data.npy declares {info.file_size} bytes")
+        meta = {}
+        if "metadata.json" in names:
+            try:
+                meta = json.loads(zf.read("metadata.json").decode("utf-8"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise FileImportError(f"{path.name}: metadata.json is not valid JSON") from exc
+        with zf.open("data.npy") as f:
+            arr = np.load(io.BytesIO(f.read()), allow_pickle=False)
+    desc = meta.get("data_descriptor") or {}
+    cals = meta.get("spatial_calibrations") or []
+    if pixel_size_A is None and len(cals) >= 1:
+        c = cals[-1] if isinstance(cals[-1], dict) else {}
+        if "scale" in c:
+            pixel_size_A = _length_A(c["scale"], c.get("units"))
+    if arr.ndim == 3 and not desc.get("is_sequence", True):
+        raise FileImportError(f"{path.name}: a 3-D item that is not a sequence (e.g. a spectrum image)")
+    if arr.ndim == 3 and cals and isinstance(cals[0], dict) and pixel_size_A is not None:
+        dt = _TIME_TO_S.get(str(cals[0].get("units", "")).lower())
+        if dt is not None and cals[0].get("scale"):
+            frame_time_s = float(cals[0]["scale"]) * dt
+    props = {k: meta[k] for k in ("title", "created", "timezone") if k in meta and isinstance(meta[k], str)}
+    props.update({f"nion_{k}": v for k, v in (meta.get("metadata") or {}).items()
+                  if isinstance(v, (str, int, float, bool))})
+    yield from _frames_from_stack(arr, path.name, pixel_size_A, None, frame_time_s, props)
+
+
+def open_frames(path: str | Path, pixel_size_A: float | None = None, frame_time_s: float = 0.2,
+                key: str | None = None) -> Iterator[Frame]:
+    """Frames of a recording or an image file (see the module docstring).
+
+    pixel_size_A : A/px, overrides (or supplies) the file's calibration.
+    frame_time_s : s between frames when the file holds no frame times.
+    key : the array of an .npz, or the data group of an EMD file.
+    """
+    from streamer.recording import iter_frames
+    from streamer.replay import is_recording
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such file: {p}")
+    if is_recording(p):
+        for f in iter_frames(p):
+            if pixel_size_A is not None:
+                f.pixel_size_A = float(pixel_size_A)
+            yield f
+        return
+    suffix = p.suffix.lower()
+    reader = {".npy": _npy, ".npz": _npz, ".tif": _tiff, ".tiff": _tiff, ".emd": _emd, ".h5": _emd,
+              ".hdf5": _emd, ".ndata": _ndata}.get(suffix)
+    if reader is None:
+        if suffix in (".dm3", ".dm4"):
+            raise FileImportError(f"{p.name}: DM3/DM4 is not supported; export TIFF or EMD from DigitalMicrograph")
+        raise FileImportError(f"{p.name}: unknown file type {suffix!r}; supported: {sorted(SUFFIXES)}")
+    try:
+        yield from reader(p, pixel_size_A, frame_time_s, key)
+    except FileImportError:
+        raise
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+        # damaged or unexpected content: one explicit error type for callers
+        raise FileImportError(f"{p.name}: cannot import ({type(exc).__name__}: {exc})") from exc
+
+
+# ----------------------------------------------------------------------------------- export
+
+def export_emd(frames: Iterable[Frame], path: str | Path, name: str = "frames",
+               progress: bool = False) -> int:
+    """Write frames to an EMD v0.2 HDF5 file; returns the number of frames written.
+
+    Layout: root attrs ``version_major=0, version_minor=2``; group ``/data/NAME`` with
+    ``emd_group_type=1``, dataset ``data`` (N, H, W) in the frames' dtype, ``dim1`` = frame time
+    in s relative to the first frame (``name="time"``, ``units="s"``; attr ``t0_unix_s`` on the
+    group gives the absolute start), ``dim2`` = y and ``dim3`` = x in angstrom (``units="A"``),
+    plus ``seq`` (int64) and ``t_acquired_unix_s`` (float64) datasets and the series metadata as
+    JSON in the group attr ``meta_json``. All frames must share shape, dtype and pixel size.
+    """
+    import h5py
+
+    it = iter(frames)
+    if progress:
+        from tqdm import tqdm
+
+        it = iter(tqdm(it, unit="frame", desc="export"))
+    first = next(it, None)
+    if first is None:
+        raise FileImportError("nothing to export: no frames")
+    H, W = first.data.shape
+    dt = first.data.dtype
+    px = float(first.pixel_size_A)
+    with h5py.File(path, "w") as h5:
+        h5.attrs["version_major"] = 0
+        h5.attrs["version_minor"] = 2
+        h5.create_group("microscope")
+        h5.create_group("sample")
+        h5.create_group("user")
+        h5.create_group("comments")
+        g = h5.create_group(f"data/{name}")
+        g.attrs["emd_group_type"] = 1
+        g.attrs["series"] = first.series
+        g.attrs["t0_unix_s"] = float(first.t_acquired)
+        g.attrs["meta_json"] = json.dumps(first.meta or {}, default=str)
+        data = g.create_dataset("data", shape=(0, H, W), maxshape=(None, H, W), dtype=dt, chunks=(1, H, W))
+        seqs, times = [], []
+        n = 0
+        for f in _chain([first], it):
+            if f.data.shape != (H, W) or f.data.dtype != dt or float(f.pixel_size_A) != px:
+                raise FileImportError(f"frame {f.seq} of series {f.series}: shape/dtype/pixel size differ from the "
+                                   f"first frame ({(H, W)}, {dt}, {px} A); export one series at a time")
+            data.resize(n + 1, axis=0)
+            data[n] = f.data
+            seqs.append(f.seq)
+            times.append(f.t_acquired)
+            n += 1
+        t = np.asarray(times, dtype=np.float64)
+        for i, (vec, nm, un) in enumerate([(t - t[0], "time", "s"), (np.arange(H) * px, "y", "A"),
+                                           (np.arange(W) * px, "x", "A")], start=1):
+            d = g.create_dataset(f"dim{i}", data=vec)
+            d.attrs["name"] = nm
+            d.attrs["units"] = un
+        g.create_dataset("seq", data=np.asarray(seqs, dtype=np.int64))
+        g.create_dataset("t_acquired_unix_s", data=t)
+    return n
+
+
+def _chain(*iterables):
+    for it in iterables:
+        yield from it
