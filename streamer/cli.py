@@ -1,4 +1,4 @@
-"""Sub-commands of the streamer: record, replay, import, export, info, monitor, keys.
+"""Sub-commands of the streamer: record, replay, import, convert (export to EMD), info, monitor, keys.
 
 This module only builds argparse parsers; each handler imports what it needs when it runs.
 """
@@ -82,7 +82,6 @@ def _watch(args, rx, out_json: bool, duration: float | None, max_frames: int | N
 
     t0 = time.monotonic()
     next_print = t0 + 1.0
-    ended0 = None
     frame = None
     try:
         while True:
@@ -92,11 +91,9 @@ def _watch(args, rx, out_json: bool, duration: float | None, max_frames: int | N
                 time.sleep(max(0.0, min(0.2, next_print - time.monotonic())))
             now = time.monotonic()
             st = rx.stats()
-            if ended0 is None:
-                ended0 = st["series_ended"]
             done = ((duration is not None and now - t0 >= duration)
                     or (max_frames is not None and st["frames_received"] >= max_frames)
-                    or (until_end and st["series_ended"] > ended0))
+                    or (until_end and st["series_ended"] > 0))
             if now >= next_print or done:
                 next_print += 1.0
                 if out_json:
@@ -397,8 +394,9 @@ def register(sub) -> None:
     for name, helptext, default_note in [
         ("import", "convert an image file (npy/npz/TIFF/EMD/ndata) into a recording",
          "OUT ending in .swrec (or anything but .emd/.h5) gets a recording"),
-        ("export", "convert a recording (or image file) to EMD HDF5 (or a recording)",
-         "OUT ending in .emd/.h5/.hdf5 gets Berkeley EMD v0.2 with pixel size and frame times"),
+        ("convert", "convert a recording (or image file) to EMD HDF5 or to a recording",
+         "OUT ending in .emd/.h5/.hdf5 gets Berkeley EMD v0.2 with pixel size and frame times, anything else "
+         "a recording (this is the recording -> EMD export; `stemwatch export` exports ONNX models)"),
     ]:
         p = sub.add_parser(name, help=helptext, description=helptext + ". " + default_note + ".")
         p.add_argument("file", metavar="FILE")
