@@ -112,10 +112,7 @@ class Inferencer:
 
     def _run_window(self, x: np.ndarray) -> np.ndarray:
         h, w = x.shape
-        xp, _ = pad_to_multiple(x, self.multiple)
-        if min(xp.shape) < self.min_side_px:
-            ph, pw = max(0, self.min_side_px - xp.shape[0]), max(0, self.min_side_px - xp.shape[1])
-            xp = np.pad(xp, ((0, ph), (0, pw)), mode="edge")
+        xp, _ = pad_to_multiple(x, self.multiple, self.min_side_px)
         y = self.backend.run(np.ascontiguousarray(xp[None, None], dtype=np.float32))
         if y.shape[:2] != (1, 3) or y.shape[2:] != xp.shape:
             raise RuntimeError(f"backend returned shape {y.shape} for input {xp.shape}")

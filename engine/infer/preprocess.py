@@ -134,17 +134,16 @@ def normalisation_levels(x: np.ndarray, recipe: dict = NORMALISATION) -> tuple[f
     return lo, hi
 
 
-def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Pad an ``(h, w)`` image at the bottom/right to multiples of ``multiple`` (reflect; edge if tiny).
-
-    Returns the padded image and the original ``(h, w)`` (crop with ``[:, :h, :w]``).
+def pad_to_multiple(x: np.ndarray, multiple: int, min_side: int = 1) -> tuple[np.ndarray, tuple[int, int]]:
+    """Reflect-pad an ``(h, w)`` image at the bottom/right to multiples of ``multiple`` (and at least
+    ``min_side`` per side). Returns the padded image and the original ``(h, w)`` (crop ``[:h, :w]``).
     """
     h, w = x.shape
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
+    th = max(-(-h // multiple) * multiple, -(-min_side // multiple) * multiple)
+    tw = max(-(-w // multiple) * multiple, -(-min_side // multiple) * multiple)
+    if (th, tw) == (h, w):
         return x, (h, w)
-    mode = "reflect" if (h > ph and w > pw) else "edge"
-    return np.pad(x, ((0, ph), (0, pw)), mode=mode), (h, w)
+    return np.pad(x, ((0, th - h), (0, tw - w)), mode="reflect"), (h, w)
 
 
 @dataclass(frozen=True)

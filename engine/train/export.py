@@ -53,6 +53,7 @@ def export_onnx(net, out_path: str | Path, pixel_size_A: float, normalisation: d
     import torch
     from torch.export import Dim
 
+    from engine.train.network import macs_per_pixel
     from engine.types import CLASSES
 
     out_path = Path(out_path)
@@ -74,6 +75,8 @@ def export_onnx(net, out_path: str | Path, pixel_size_A: float, normalisation: d
         "stemwatch.normalisation": json.dumps(normalisation),
         "stemwatch.multiple": str(int(m)),
         "stemwatch.receptive_radius_px": str(int(net.receptive_radius_px())),
+        "stemwatch.macs_per_pixel": repr(float(macs_per_pixel(net))),
+        "stemwatch.params": str(int(net.n_params())),
         "stemwatch.input": INPUT_NAME,
         "stemwatch.output": OUTPUT_NAME,
         "stemwatch.precision": "fp16" if fp16 else "fp32",

@@ -1,0 +1,104 @@
+"""``stemwatch bench infer``: inference speed per frame on the CPU backend (and the GPU where one exists).
+
+CPU rows: frames of 256x256, 512x512 and 1024x1024 pixels at 0.1 A/px (the model grid is then
+half that size per side at 0.2 A/px) through :meth:`Inferencer.predict` (resampling,
+normalisation, padding, network), median of N runs; the network alone; GMAC of the network on
+that grid and the GFLOP/s achieved (2 FLOP per MAC). GPU rows (only when the TensorRT probe
+passes): CUDA events around ``execute_async_v3``, host->device and device->host copies timed
+separately, FP32 and FP16 engines.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from stemwatch.bench import BenchReport
+
+FRAME_PX_A = 0.1
+
+
+def _median_ms(fn, n: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts) * 1e3)
+
+
+def _frame(side: int, rng) -> np.ndarray:
+    """A graphene-like test frame (Poisson counts on a hexagonal lattice) at FRAME_PX_A."""
+    try:
+        from engine.sim import make_training_example
+
+        return np.asarray(make_training_example(rng, shape_px=(side, side), pixel_size_A=FRAME_PX_A).image)
+    except Exception:
+        yy, xx = np.mgrid[0:side, 0:side] * FRAME_PX_A
+        k = 2 * np.pi / 2.13
+        lat = sum(np.cos(k * (np.cos(a) * xx + np.sin(a) * yy)) for a in (0, 2 * np.pi / 3, 4 * np.pi / 3))
+        return rng.poisson(20 * (lat - lat.min() + 0.2)).astype(np.uint16)
+
+
+def bench_infer(quick: bool = False) -> BenchReport:
+    from engine.infer.inferencer import Inferencer
+    from engine.infer.probe import probe_gpu
+    from stemwatch.config import InferenceConfig
+
+    rng = np.random.default_rng(0)
+    n = 5 if quick else 20
+    rows = []
+    notes = {}
+    targets = {}
+    with Inferencer(InferenceConfig(backend="onnx")) as inf:
+        mpp = float(inf.contract.metadata.get("stemwatch.macs_per_pixel", "nan"))
+        notes["backend"] = inf.description
+        notes["model"] = f"{inf.contract.path.name} ({inf.contract.metadata.get('stemwatch.params', '?')} params, " \
+                         f"{inf.contract.pixel_size_A} A/px)"
+        for side in (256, 512, 1024):
+            frame = _frame(side, rng)
+            print(f"bench infer: CPU {side}x{side}", file=sys.stderr, flush=True)
+            total = _median_ms(lambda: inf.predict(frame, FRAME_PX_A), n if side < 1024 else max(3, n // 3))
+            x, _ = inf.preprocess(frame, FRAME_PX_A)
+            pre = _median_ms(lambda: inf.preprocess(frame, FRAME_PX_A), n)
+            net = _median_ms(lambda: inf.run_grid(x), n if side < 1024 else max(3, n // 3))
+            gh, gw = x.shape
+            ph, pw = -(-gh // inf.multiple) * inf.multiple, -(-gw // inf.multiple) * inf.multiple
+            gmac = mpp * ph * pw / 1e9
+            rows.append({"device": "cpu", "frame": f"{side}x{side}", "grid": f"{gh}x{gw}", "ms/frame": total,
+                         "preprocess ms": pre, "network ms": net, "GMAC": gmac,
+                         "GFLOP/s": 2 * gmac / (net / 1e3), "fps": 1e3 / total})
+            if side == 512:
+                targets["512x512 @0.1 A/px on CPU <= 35 ms"] = f"{total:.1f} ms: {'PASS' if total <= 35 else 'FAIL'}"
+    ok, why = probe_gpu()
+    notes["gpu"] = why
+    if ok:
+        from engine.infer.model import DEFAULT_MODEL, DEFAULT_MODEL_FP16, ModelContract
+        from engine.infer.tensorrt_backend import TensorRTBackend
+
+        for precision, path in (("fp32", DEFAULT_MODEL), ("fp16", DEFAULT_MODEL_FP16)):
+            c = ModelContract.load(path)
+            print(f"bench infer: building/loading TensorRT {precision} engine", file=sys.stderr, flush=True)
+            be = TensorRTBackend(c.path, onnx_sha256=c.sha256, precision=precision, multiple=c.multiple,
+                                 min_side_px=32, opt_side_px=512, max_side_px=1024,
+                                 input_name=c.input_name, output_name=c.output_name)
+            try:
+                notes[f"tensorrt {precision}"] = f"{be.description}; engine {be.engine_source}"
+                for side in (128, 256, 512, 1024):
+                    r = be.benchmark((side, side), n_iter=n * 5)
+                    gmac = mpp * side * side / 1e9
+                    rows.append({"device": f"gpu {precision}", "frame": f"(grid {side})", "grid": f"{side}x{side}",
+                                 "ms/frame": r["run_wall_ms"], "network ms": r["compute_ms"],
+                                 "preprocess ms": float("nan"), "h2d ms": r["h2d_ms"], "d2h ms": r["d2h_ms"],
+                                 "GMAC": gmac, "GFLOP/s": 2 * gmac / (r["compute_ms"] / 1e3),
+                                 "fps": 1e3 / r["run_wall_ms"]})
+            finally:
+                be.close()
+    columns = ["device", "frame", "grid", "ms/frame", "preprocess ms", "network ms", "GMAC", "GFLOP/s", "fps"]
+    if any("h2d ms" in r for r in rows):
+        columns += ["h2d ms", "d2h ms"]
+    return BenchReport(name="infer", columns=columns, rows=rows, notes=notes, targets=targets)
