@@ -136,3 +136,25 @@ def test_decoded_frame_is_a_view_not_a_copy():
     msg = decode([msgpack.packb(_frame_header(shape=[3, 4], dtype="<u2")), buf])
     buf[0] = 99       # the frame shares memory with the received buffer
     assert msg.frame.data[0, 0] == 99
+
+
+def test_publisher_side_needs_only_pyzmq_msgpack_numpy():
+    import subprocess
+    import sys
+
+    code = ("import sys, streamer.publisher, streamer.protocol; "
+            "bad = [m for m in ('scipy', 'torch', 'h5py', 'tifffile', 'stemwatch', 'bokeh', 'onnxruntime') "
+            "if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_no_pickle_in_the_streamer():
+    from pathlib import Path
+
+    import streamer
+
+    for path in Path(streamer.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        for banned in ("import pickle", "recv_pyobj", "send_pyobj", "allow_pickle=True", "cloudpickle"):
+            assert banned not in text, f"{path.name} uses {banned}"
