@@ -374,8 +374,8 @@ def register(sub) -> None:
     p = sub.add_parser("replay", help="replay a recording (or an image file) over a bound socket",
                        description="Send a recording's messages byte for byte (or an imported file's frames) on "
                                    "a bound socket, paced from t_acquired. FILE may be a directory: every "
-                                   "recording/importable file in it, in name order.")
-    p.add_argument("file", metavar="FILE", help="recording, .npy/.npz/.tif/.emd/.ndata file, or directory")
+                                   "recording in it, in name order (other files are ignored).")
+    p.add_argument("file", metavar="FILE", help="recording, .npy/.npz/.tif/.emd/.ndata file, or a directory of recordings")
     p.add_argument("--bind", required=True, metavar="ENDPOINT", help=_ENDPOINT_HELP)
     p.add_argument("--speed", default="1", help="1 = original pace, N = N times faster, max = no waiting")
     p.add_argument("--loop", action="store_true", help="play again and again until Ctrl-C")

@@ -9,7 +9,8 @@ When ``t_acquired`` goes backwards (a new series, another file, the next loop) t
 re-anchored; a pause longer than ``max_pause_s`` (s of recorded time) is shortened to it.
 
 Files that are not recordings (.npy/.npz/TIFF/EMD/.ndata, see :mod:`streamer.importers`) are
-encoded on the fly into ``start``/``frame``/``end`` messages.
+encoded on the fly into ``start``/``frame``/``end`` messages. A directory replays every recording
+in it, in name order (other files are ignored).
 """
 
 from __future__ import annotations
@@ -93,16 +94,13 @@ def encoded_messages(frames: Iterable[Frame], frame_time_s: float = 0.0) -> Iter
 
 
 def source_files(path: str | Path) -> list[Path]:
-    """The files a replay source names: the file itself, or every file of a directory that is a
-    recording or an importable file (sorted by name)."""
-    from streamer.importers import SUFFIXES
-
+    """The files a replay source names: the file itself, or every recording in a directory
+    (sorted by name; other files, e.g. ground truth next to the recordings, are ignored)."""
     p = Path(path)
     if p.is_dir():
-        files = [q for q in sorted(p.iterdir())
-                 if q.is_file() and (is_recording(q) or q.suffix.lower() in SUFFIXES)]
+        files = [q for q in sorted(p.iterdir()) if q.is_file() and is_recording(q)]
         if not files:
-            raise FileNotFoundError(f"no recording or importable file in {p}")
+            raise FileNotFoundError(f"no recording in {p}")
         return files
     if not p.exists():
         raise FileNotFoundError(f"no such file: {p}")

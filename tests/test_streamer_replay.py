@@ -95,23 +95,37 @@ def test_replay_is_byte_exact_and_loops(tmp_path):
     assert st["malformed_total"] == 0 and st["series_ended"] == 2 and st["frames_received"] == 60
 
 
-def test_replay_of_an_npy_stack_and_a_directory(tmp_path):
-    stack = np.arange(5 * 16 * 16, dtype=np.float32).reshape(5, 16, 16)
-    np.save(tmp_path / "stack.npy", stack)
-    make_recording(tmp_path / "z.swrec", [0.01 * i for i in range(3)])
+def _collect(source, n_frames):
     rec = ListRecorder()
     holder = {}
     th = threading.Thread(target=lambda: holder.setdefault("stats", replay(
-        tmp_path, "tcp://127.0.0.1:*", speed="max", pixel_size_A=0.2, frame_time_s=0.1,
+        source, "tcp://127.0.0.1:*", speed="max", pixel_size_A=0.2, frame_time_s=0.1,
         on_bound=lambda ep: holder.setdefault("rx", Receiver(ep, StreamConfig(), recorder=rec).start()))))
     th.start()
     th.join(60)
     rx = holder["rx"]
     t_end = time.monotonic() + 10
-    while rx.stats()["frames_received"] < 8 and time.monotonic() < t_end:
+    while rx.stats()["frames_received"] < n_frames and time.monotonic() < t_end:
         time.sleep(0.01)
     rx.stop()
-    st = rx.stats()
-    assert st["frames_received"] == 8 and st["series_started"] == 2 and st["malformed_total"] == 0
-    frames = [p for p, _ in rec.items if len(p) == 2]
-    assert frames[0][1] == stack[0].tobytes() and frames[4][1] == stack[4].tobytes()
+    return rec.items, rx.stats()
+
+
+def test_replay_of_an_npy_stack(tmp_path):
+    stack = np.arange(5 * 16 * 16, dtype=np.float32).reshape(5, 16, 16)
+    np.save(tmp_path / "stack.npy", stack)
+    items, st = _collect(tmp_path / "stack.npy", 5)
+    assert st["frames_received"] == 5 and st["series_ended"] == 1 and st["malformed_total"] == 0
+    frames = [p for p, _ in items if len(p) == 2]
+    assert [f[1] for f in frames] == [a.tobytes() for a in stack]
+
+
+def test_replay_of_a_directory_plays_its_recordings_in_order(tmp_path):
+    np.save(tmp_path / "ground_truth.npy", np.zeros((3, 8, 8), np.float32))     # not a recording: ignored
+    (tmp_path / "README.md").write_text("notes")
+    make_recording(tmp_path / "a.swrec", [0.01 * i for i in range(5)], series="a")
+    make_recording(tmp_path / "b.swrec", [0.01 * i for i in range(3)], series="b")
+    items, st = _collect(tmp_path, 8)
+    assert st["frames_received"] == 8 and st["series_started"] == 2 and st["series_ended"] == 2
+    want = [p for f in ("a.swrec", "b.swrec") for p, _ in RecordingReader(tmp_path / f)]
+    assert [p for p, _ in items] == want
