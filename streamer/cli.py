@@ -11,10 +11,14 @@ import sys
 _ENDPOINT_HELP = "ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555, tcp://acq-pc:5555 or ipc:///tmp/frames"
 
 
-def _add_source(p: argparse.ArgumentParser) -> None:
+def _add_source(p: argparse.ArgumentParser, replay: bool = False) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--connect", metavar="ENDPOINT", help="connect to a publisher that binds (" + _ENDPOINT_HELP + ")")
     g.add_argument("--bind", metavar="ENDPOINT", help="bind and let publishers connect")
+    if replay:
+        g.add_argument("--replay", metavar="SOURCE",
+                       help="replay SOURCE (a recording or a directory of recordings, e.g. replay_data) in a "
+                            "background thread over tcp loopback, in a loop, and monitor it")
     p.add_argument("--sub", action="store_true", help="use a SUB socket (publisher uses PUB) instead of PULL")
     p.add_argument("--stall-timeout", type=float, default=5.0, metavar="S",
                    help="report a stall after this many seconds without a frame in an open series (default %(default)s)")
@@ -115,11 +119,41 @@ def _cmd_monitor(args) -> int:
         from streamer.recording import RecordingWriter
 
         writer = RecordingWriter(args.record, append=args.append)
+    player = stop_player = None
+    if args.replay:
+        import threading
+
+        from streamer.replay import parse_speed, replay, source_files
+
+        source_files(args.replay)                      # fail now if there is nothing to replay
+        speed = parse_speed(args.speed)
+        bound = threading.Event()
+        stop_player = threading.Event()
+        where: dict = {}
+
+        def play():
+            try:
+                replay(args.replay, "tcp://127.0.0.1:*", speed=speed, loops=0, stop=stop_player,
+                       max_pause_s=5.0, on_bound=lambda ep: (where.setdefault("ep", ep), bound.set()))
+            except Exception as exc:                   # shown, not swallowed
+                where["error"] = exc
+                bound.set()
+
+        player = threading.Thread(target=play, name="stemwatch-replay", daemon=True)
+        player.start()
+        bound.wait(30)
+        if "ep" not in where:
+            print(f"error: replay failed: {where.get('error')}", file=sys.stderr)
+            return 1
+        args.connect = where["ep"]
+        print(f"replaying {args.replay} (loop, speed {args.speed}) on {args.connect}", file=sys.stderr, flush=True)
     rx = _receiver(args, writer).start()
     print(f"monitoring {rx.endpoint} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
         st = _watch(args, rx, args.json, args.duration, args.frames, args.until_end, take_frames=True)
     finally:
+        if stop_player is not None:
+            stop_player.set()
         rx.stop()
         if writer is not None:
             writer.close()
@@ -418,8 +452,11 @@ def register(sub) -> None:
 
     p = sub.add_parser("monitor", help="receive a stream and print live stats once a second",
                        description="A receiver that prints frames/s, drops, gaps, series changes, stalls, "
-                                   "malformed messages and recorder state once a second.")
-    _add_source(p)
+                                   "malformed messages and recorder state once a second. With --replay it "
+                                   "also plays recordings into itself (what `make demo` runs until the "
+                                   "engine exists).")
+    _add_source(p, replay=True)
+    p.add_argument("--speed", default="1", help="with --replay: 1 = original pace, N, or max (default %(default)s)")
     p.add_argument("--record", metavar="FILE", help="also record to FILE")
     p.add_argument("--append", action="store_true", help="continue an existing recording")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")

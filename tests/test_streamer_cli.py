@@ -84,3 +84,13 @@ def test_import_then_convert_to_emd(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     (s,) = info["series"].values()
     assert s["frames"] == 3 and s["pixel_size_A"] == pytest.approx(0.09) and s["duration_s"] == pytest.approx(1.0)
+
+
+def test_monitor_replays_a_directory_in_a_loop(tmp_path, capsys):
+    _recording(tmp_path / "a.swrec", n=6, series="a")
+    _recording(tmp_path / "b.swrec", n=4, series="b")
+    assert main(["monitor", "--replay", str(tmp_path), "--speed", "8", "--duration", "1.5", "--json"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    last = lines[-1]
+    assert last["frames_received"] >= 10 and last["malformed_total"] == 0
+    assert last["series_changes"] >= 1 and ["a", 5, 6] in last["gaps"]
