@@ -96,7 +96,13 @@ class DashboardConfig:
     address: str = "127.0.0.1"                       # localhost unless explicitly opened
     allow_origins: tuple = ()                         # extra websocket origins
     history_frames: int = 200                        # ring buffer browsable with the slider
-    max_update_bytes: int = 1_000_000
+    max_update_bytes: int = 1_000_000                # one frame update to a browser stays under this
+    max_events: int = 1000                           # events kept in the log table
+    max_event_frames: int = 64                       # frames of recent events kept after leaving the ring
+    display_period_s: float = 0.05                   # fastest image update per browser tab (20 Hz)
+    status_period_s: float = 0.5                     # status panel / timeline refresh period
+    ack_timeout_s: float = 2.0                       # a tab that has not shown the last frame this long
+                                                     # is sent the next one anyway (slow-browser guard)
 
 
 @dataclass(frozen=True)

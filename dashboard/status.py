@@ -1,0 +1,162 @@
+"""The status panel: from the live service's ``status()`` dict to an HTML table.
+
+The service's dict is read leniently (keys documented in docs/dashboard.md, "Status keys"); a
+missing key shows as "–", never as an error. Values that need the operator's attention are
+coloured: amber (``warn``) and red (``bad``).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from typing import Any
+
+_MISSING = object()
+
+
+def get(d: Any, *paths: str, default: Any = None) -> Any:
+    """First value found at any of the dotted ``paths`` in nested dicts ``d`` (else ``default``)."""
+    for path in paths:
+        cur = d
+        for key in path.split("."):
+            if isinstance(cur, dict) and key in cur:
+                cur = cur[key]
+            else:
+                cur = _MISSING
+                break
+        if cur is not _MISSING and cur is not None:
+            return cur
+    return default
+
+
+def _num(v: Any, fmt: str = "{:.1f}") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    try:
+        return fmt.format(v)
+    except (TypeError, ValueError):
+        return html.escape(str(v))
+
+
+def _ms(v: Any) -> str:
+    return "–" if v is None else _num(1000.0 * float(v), "{:.0f}")
+
+
+def latency_rows(status: dict) -> list[tuple[str, float | None, float | None]]:
+    """(stage, p50_s, p99_s) rows from ``status['latency_s']`` = {stage: {'p50': s, 'p99': s}}
+    (also accepts ``{stage: (p50, p99)}``), in the order the service gives them."""
+    lat = get(status, "latency_s", "latency", default={}) or {}
+    rows = []
+    if isinstance(lat, dict):
+        for stage, v in lat.items():
+            if isinstance(v, dict):
+                rows.append((str(stage), v.get("p50"), v.get("p99")))
+            elif isinstance(v, (list, tuple)) and len(v) >= 2:
+                rows.append((str(stage), v[0], v[1]))
+    return rows
+
+
+def summarize(status: dict, local: dict) -> dict:
+    """Flatten the service status plus the dashboard's own numbers (``local``) into display fields.
+
+    local keys: analysed_fps, display_fps, display_p50_s, display_p99_s, latency_total_p50_s,
+    latency_total_p99_s, last_frame_age_s, tabs, coalesced, paused_view (bool), series, frame_seq.
+    """
+    malformed = get(status, "malformed_total", "receiver.malformed_total", "stream.malformed_total")
+    mal_by = get(status, "malformed", "receiver.malformed", "stream.malformed", default={})
+    if malformed is None and isinstance(mal_by, dict):
+        malformed = sum(mal_by.values()) if mal_by else None
+    rec = get(status, "recorder", default={}) or {}
+    return {
+        "endpoint": get(status, "endpoint", "source.endpoint", "receiver.endpoint", "stream.endpoint"),
+        "series": get(status, "series", "source.series", "receiver.series", "stream.series") or local.get("series"),
+        "data_fps": get(status, "data_fps", "fps.data", "receiver.fps", "stream.fps"),
+        "analysed_fps": get(status, "analysed_fps", "fps.analysed", default=local.get("analysed_fps")),
+        "display_fps": local.get("display_fps"),
+        "dropped": get(status, "dropped_for_analysis", "receiver.dropped_for_analysis",
+                       "stream.dropped_for_analysis"),
+        "gaps": get(status, "gap_count", "gaps", "receiver.gap_count", "stream.gap_count"),
+        "missing": get(status, "missing_frames", "receiver.missing_frames", "stream.missing_frames"),
+        "stalls": get(status, "stalls", "receiver.stalls", "stream.stalls"),
+        "stalled": bool(get(status, "stalled", "receiver.stalled", "stream.stalled", default=False)),
+        "malformed": malformed,
+        "malformed_by": mal_by if isinstance(mal_by, dict) else {},
+        "backend": get(status, "backend", "inference.backend"),
+        "recording": bool(get(rec, "recording", "active", default=False)) if isinstance(rec, dict) else bool(rec),
+        "rec_path": get(rec, "path") if isinstance(rec, dict) else None,
+        "rec_written": get(rec, "written", "frames") if isinstance(rec, dict) else None,
+        "rec_lost": get(rec, "lost") if isinstance(rec, dict) else None,
+        "rec_error": get(rec, "error") if isinstance(rec, dict) else None,
+        "paused": bool(get(status, "paused", default=False)),
+        "latency": latency_rows(status),
+        "last_frame_age_s": local.get("last_frame_age_s"),
+    }
+
+
+def _row(label: str, value: str, level: str = "") -> str:
+    """One table row; ``label`` and ``value`` are trusted HTML built here (values escaped above)."""
+    cls = f' class="{level}"' if level else ""
+    return f"<tr><th>{label}</th><td{cls}>{value}</td></tr>"
+
+
+def status_html(status: dict, local: dict, now: float | None = None) -> str:
+    """The status panel's HTML (a state pill and a two-column table)."""
+    now = time.time() if now is None else now
+    s = summarize(status or {}, local)
+    age = s["last_frame_age_s"]
+    if s["paused"]:
+        state, level = "ANALYSIS PAUSED", "warn"
+    elif s["stalled"] or (age is not None and age > 5.0):
+        state, level = "STALLED · no frame for " + _num(age, "{:.0f}") + " s", "bad"
+    elif age is None:
+        state, level = "WAITING FOR DATA", "warn"
+    else:
+        state, level = "LIVE", "ok"
+    if local.get("paused_view"):
+        state += f" · viewing history (frame {local.get('frame_seq')})"
+    rows = []
+    rows.append(_row("source", f"{html.escape(str(s['endpoint'] or '–'))}<br>"
+                     f"series <b>{html.escape(str(s['series'] or '–'))}</b>"))
+    af, dfps = s["analysed_fps"], s["data_fps"]
+    lag = dfps is not None and af is not None and dfps > 0 and af < 0.9 * dfps
+    rows.append(_row("frames/s", f"data {_num(dfps)} · analysed <span class='{'warn' if lag else ''}'>{_num(af)}</span>"
+                     f" · display {_num(s['display_fps'])}"))
+    lat = s["latency"] or []
+    lat_lines = [f"{html.escape(st)} {_ms(p50)} / {_ms(p99)}" for st, p50, p99 in lat]
+    if local.get("latency_total_p50_s") is not None and not lat:
+        lat_lines.append(f"analysed {_ms(local['latency_total_p50_s'])} / {_ms(local['latency_total_p99_s'])}")
+    if local.get("display_p50_s") is not None:
+        lat_lines.append(f"display (this tab) {_ms(local['display_p50_s'])} / {_ms(local['display_p99_s'])}")
+    worst = max([p99 for _, _, p99 in lat if p99 is not None] + [local.get("display_p99_s") or 0.0])
+    rows.append(_row("latency p50/p99 ms<br><small>from t_acquired</small>",
+                     "<br>".join(lat_lines) or "–", "warn" if worst > 1.0 else ""))
+    drops = s["dropped"]
+    rows.append(_row("dropped for analysis", _num(drops, "{:d}") if isinstance(drops, int) else _num(drops),
+                     "warn" if drops else ""))
+    gaps = s["gaps"]
+    gaps_txt = _num(gaps, "{}")
+    if s["missing"]:
+        gaps_txt += f" ({s['missing']} frames missing)"
+    rows.append(_row("gaps", gaps_txt, "warn" if gaps else ""))
+    rows.append(_row("stalls", _num(s["stalls"], "{}"), "bad" if s["stalled"] else ("warn" if s["stalls"] else "")))
+    mal = _num(s["malformed"], "{}")
+    if s["malformed_by"]:
+        top = sorted(s["malformed_by"].items(), key=lambda kv: -kv[1])[:3]
+        mal += " <small>(" + ", ".join(f"{html.escape(str(k))}: {v}" for k, v in top) + ")</small>"
+    rows.append(_row("malformed messages", mal, "warn" if s["malformed"] else ""))
+    rows.append(_row("backend", html.escape(str(s["backend"] or "–"))))
+    if s["rec_error"]:
+        rec, rl = f"ERROR: {html.escape(str(s['rec_error']))}", "bad"
+    elif s["recording"]:
+        rec = f"● recording {html.escape(str(s['rec_path'] or ''))}<br>{_num(s['rec_written'], '{}')} frames"
+        if s["rec_lost"]:
+            rec += f", <b>{s['rec_lost']} lost</b>"
+        rl = "rec" if not s["rec_lost"] else "bad"
+    else:
+        rec, rl = "off", ""
+    rows.append(_row("recorder", rec, rl))
+    rows.append(_row("dashboard", f"{local.get('tabs', 1)} tab(s) · {local.get('coalesced', 0)} frames "
+                     "coalesced"))
+    return (f'<div class="status"><div class="pill {level}">{state}</div>'
+            f'<table>{"".join(rows)}</table></div>')
