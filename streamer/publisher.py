@@ -55,6 +55,8 @@ class Publisher:
             if bind:
                 self._sock.bind(endpoint)
             else:
+                # queue only to peers that completed the handshake (never to a refused one)
+                self._sock.immediate = 1
                 self._sock.connect(endpoint)
         except Exception:
             self.close()

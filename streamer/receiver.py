@@ -11,8 +11,10 @@ An I/O thread drains the socket at all times and decodes every message (protocol
   disk's speed, and the time spent waiting is counted in ``recorder.blocked_s``).
 
 It tracks series (start/end, new series without an end, publisher restarts), sequence gaps (exact
-seq ranges), stalls (no frame for ``stall_timeout_s`` while a series is open) and malformed
-messages by reason. Malformed and stale-series messages are counted and skipped: they never reach
+seq ranges), stalls (no frame for ``stall_timeout_s`` while a series is open), malformed
+messages by reason, and connection events (peers connected/disconnected, failed CURVE
+handshakes). A message part larger than ``max_frame_bytes`` is refused by libzmq itself
+(``ZMQ_MAXMSGSIZE``: the peer is disconnected), so no sender can make the receiver allocate more. Malformed and stale-series messages are counted and skipped: they never reach
 analysis or the recording.
 """
 
@@ -28,7 +30,7 @@ import zmq
 
 from stemwatch.config import StreamConfig
 from streamer.frame import Frame
-from streamer.protocol import ProtocolError, decode
+from streamer.protocol import MAX_HEADER_BYTES, ProtocolError, decode
 from streamer.security import Curve, apply_curve
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,9 @@ class Receiver:
         try:
             self._sock.rcvhwm = int(self.cfg.rcvhwm)
             self._sock.linger = 0
+            # libzmq drops (and disconnects) a peer sending a larger part: a hostile or broken
+            # sender can never make us allocate more than this per message part.
+            self._sock.maxmsgsize = max(int(self.cfg.max_frame_bytes), MAX_HEADER_BYTES)
             if socket_type == "SUB":
                 self._sock.setsockopt(zmq.SUBSCRIBE, b"")
             self._auth = apply_curve(self._ctx, self._sock, curve, server=bind)
@@ -126,6 +131,11 @@ class Receiver:
             self._ctx.term()
             raise
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
+        # connection events (peers connecting, disconnecting, failing the CURVE handshake)
+        self._mon = self._sock.get_monitor_socket(
+            zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+            | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
         self.recorder = recorder
         self._lock = threading.Lock()
         self._slot_cond = threading.Condition(self._lock)
@@ -151,6 +161,7 @@ class Receiver:
             "implicit_starts": 0, "restarts": 0, "seq_rewinds": 0, "stalls": 0, "heartbeats": 0,
             "malformed": collections.Counter(),
             "rec_written": 0, "rec_lost": 0, "rec_error": None, "rec_blocked_s": 0.0,
+            "peers_connected": 0, "peer_disconnects": 0, "handshake_failures": 0,
         }
 
     # ------------------------------------------------------------------------------- life cycle
@@ -184,6 +195,8 @@ class Receiver:
         with self._slot_cond:
             self._slot_cond.notify_all()
         if not self._sock.closed:
+            self._sock.disable_monitor()
+            self._mon.close(0)
             self._sock.close(0)
         if self._auth is not None:
             self._auth.stop()
@@ -237,6 +250,8 @@ class Receiver:
                 "stalls": s["stalls"], "stalled": self._stalled, "heartbeats": s["heartbeats"],
                 "malformed": dict(s["malformed"]), "malformed_total": sum(s["malformed"].values()),
                 "fps": fps,
+                "peers_connected": s["peers_connected"], "peer_disconnects": s["peer_disconnects"],
+                "handshake_failures": s["handshake_failures"],
                 "last_frame_age_s": None if self._last_frame_mono is None else now_mono - self._last_frame_mono,
                 "recorder": {
                     "enabled": self.recorder is not None, "written": s["rec_written"],
@@ -252,14 +267,17 @@ class Receiver:
         sock = self._sock
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(self._mon, zmq.POLLIN)
         timeout_ms = max(1, int(self.cfg.poll_interval_s * 1000))
         while not self._stop.is_set():
             try:
-                ready = poller.poll(timeout_ms)
+                ready = dict(poller.poll(timeout_ms))
             except zmq.ZMQError as exc:  # context terminated under us
                 log.error("receiver poll failed: %s", exc)
                 break
-            if ready:
+            if self._mon in ready:
+                self._drain_monitor()
+            if sock in ready:
                 for _ in range(10_000):          # drain, but look at the stop flag now and then
                     try:
                         parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -272,6 +290,25 @@ class Receiver:
                         with self._lock:
                             self._s["malformed"]["internal_error"] += 1
             self._check_stall()
+
+    def _drain_monitor(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while True:
+            try:
+                ev = recv_monitor_message(self._mon, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                return
+            except Exception:              # a malformed monitor message: ignore it
+                return
+            with self._lock:
+                if ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self._s["peers_connected"] += 1
+                elif ev == zmq.EVENT_DISCONNECTED:
+                    self._s["peer_disconnects"] += 1
+                elif ev in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                    self._s["handshake_failures"] += 1
 
     def _check_stall(self) -> None:
         with self._lock:

@@ -83,3 +83,39 @@ def test_configuration_errors_are_explicit(tmp_path):
         Publisher("tcp://127.0.0.1:*", curve=Curve(str(keys / "microscope.key")))
     with pytest.raises(SecurityError, match="server_public_key_file"):
         Receiver("tcp://127.0.0.1:5", StreamConfig(), curve=Curve(str(keys / "analyzer.key_secret")))
+
+
+def test_receiver_as_server_refuses_unlisted_publishers(tmp_path):
+    keys, _ = _keys(tmp_path)
+    allowed = tmp_path / "publishers"
+    allowed.mkdir()
+    (allowed / "microscope.key").write_bytes((keys / "microscope.key").read_bytes())
+    rx = Receiver("tcp://127.0.0.1:*", StreamConfig(), bind=True,
+                  curve=Curve(str(keys / "analyzer.key_secret"), allowed_clients_dir=str(allowed))).start()
+    server_pub = str(keys / "analyzer.key")
+    intruder = Publisher(rx.endpoint, bind=False, send_timeout_s=0.5,
+                         curve=Curve(str(keys / "intruder.key_secret"), server_pub))
+    good = Publisher(rx.endpoint, bind=False, curve=Curve(str(keys / "microscope.key_secret"), server_pub))
+    try:
+        assert wait_until(lambda: rx.stats()["handshake_failures"] >= 1)
+        with pytest.raises(TimeoutError):
+            intruder.start_series("evil", (4, 4), "uint8", 0.1)
+        good.start_series("lab", (4, 4), "uint8", 0.1)
+        good.send_frame(np.ones((4, 4), np.uint8))
+        assert wait_until(lambda: rx.stats()["frames_received"] == 1)
+        st = rx.stats()
+        assert st["series"] == "lab" and st["malformed_total"] == 0 and st["peers_connected"] == 1
+        assert st["messages"] == 2                       # nothing from the intruder ever arrived
+    finally:
+        intruder.close()
+        good.close()
+        rx.stop()
+
+
+def wait_until(pred, timeout=10.0):
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()

@@ -300,3 +300,23 @@ def test_restart_from_seq_zero_is_a_rewind_not_a_gap():
     finally:
         rx.stop()
         pub.close()
+
+
+def test_oversized_part_refused_by_libzmq_and_receiver_carries_on():
+    rx = Receiver(TCP, StreamConfig(max_frame_bytes=1 << 20), bind=True).start()
+    ctx = zmq.Context()
+    try:
+        hostile = ctx.socket(zmq.PUSH)
+        hostile.connect(rx.endpoint)
+        hostile.send_multipart([b"x", bytes(8 << 20)])            # 8 MiB part, limit 1 MiB
+        assert wait_until(lambda: rx.stats()["peer_disconnects"] >= 1)
+        hostile.close(0)
+        assert rx.stats()["messages"] == 0
+        pub = Publisher(rx.endpoint, bind=False)
+        pub.start_series("ok", (8, 8), "uint8", 0.1)
+        pub.send_frame(np.zeros((8, 8), np.uint8))
+        assert wait_until(lambda: rx.stats()["frames_received"] == 1)
+        pub.close()
+    finally:
+        ctx.term()
+        rx.stop()
