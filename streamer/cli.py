@@ -64,6 +64,8 @@ def format_stats(st: dict, elapsed_s: float, frame=None) -> str:
              f"series_changes={st['series_changes']}", f"restarts={st['restarts']}",
              f"stalls={st['stalls']}{' STALLED' if st['stalled'] else ''}",
              f"malformed={st['malformed_total']}"]
+    if st.get("handshake_failures"):
+        parts.append(f"refused_handshakes={st['handshake_failures']}")
     if rec["enabled"]:
         r = f"rec: written={rec['written']} backlog={rec['backlog']} lost={rec['lost']}"
         if rec["error"]:
