@@ -74,17 +74,34 @@ class TrackingConfig:
 
     max_speed_A_per_frame: float = 0.7               # gate radius after drift correction
     max_drift_A_per_frame: float = 2.5               # largest global shift searched
-    memory_frames: int = 3                           # a missed atom is kept this many frames
+    memory_frames: int = 3                           # a missed atom is kept this many frames; a
+                                                     # confirmed track missed this many in a row ends
     confirm_frames: int = 2                          # a new track counts after this many hits
     process_noise_A: float = 0.05                    # Kalman process noise (thermal jitter)
     measurement_noise_A: float = 0.08                # Kalman measurement noise (localisation)
+    hop_radius_A: float = 2.3                        # a heavy atom (Si) may jump this far (one bond + margin)
+    hop_min_A: float = 1.0                           # a heavy atom this far from its site has hopped
+    hop_cost: float = 0.25                           # cost of a hop, as a fraction of the birth+death cost
+    species_mismatch_cost: float = 0.8               # cost of a species change, fraction of birth+death
+    tentative_cost: float = 0.3                      # extra cost of matching a not yet confirmed track
+    light_hops: bool = True                          # left-over C tracks may follow a C one bond away
+                                                     # (Si-C site exchange), as a second matching pass
+    drift_tolerance_A: float = 0.4                   # an atom matches under a candidate drift within this
+    env_radius_A: float = 2.5                        # neighbours of a heavy atom (longest bond cutoff)
+    edge_exclusion_A: float = 3.0                    # no environment events (coordination, dimer,
+                                                     # formula) for atoms this close to the field edge
+    edge_unobservable_A: float = 0.5                 # a track predicted this close to (or beyond) the
+                                                     # edge is not counted as missed
+    border_margin_A: float = 1.5                     # tracks ending this close to the field edge "left"
+    history_frames: int = 32                         # per-track raw species/coordination ring length
 
 
 @dataclass(frozen=True)
 class EventConfig:
     """Debounced event state machines (issue: tracking)."""
 
-    k_of_n: tuple = (3, 4)                           # a new state must hold k of the last n frames
+    k_of_n: tuple = (2, 3)                           # a new state must hold k of the last n frames
+                                                     # (k >= 2: a one-frame flicker never changes a state)
     min_confidence: float = 0.5                      # events below this confidence are not raised
 
 

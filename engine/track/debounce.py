@@ -1,0 +1,77 @@
+"""Vectorised k-of-n debounced state machines over per-track ring buffers.
+
+Every live track writes one raw observation per frame into a column of a ring buffer
+(``UNKNOWN`` = -1 when the track was not seen or the quantity does not apply). A machine holds a
+debounced ``state`` per track; the state changes to a new value ``v`` only when ``v`` was observed in
+at least ``k`` of the last ``n`` frames. From ``UNKNOWN`` the state is *adopted* under the same rule
+(adoptions are not transitions). A one-frame flicker (1 of n) can therefore never change a state,
+and with ``k <= 3`` a lasting change is confirmed at most ``k - 1`` frames after it first shows
+(plus one per missed observation in between).
+
+Shapes: rings are (T, H) int8 with H >= n; ``cols`` are the n ring columns of the current window,
+newest first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+UNKNOWN = -1
+
+
+@dataclass
+class Transitions:
+    """What one :func:`step` decided (indices are track rows).
+
+    rows : tracks whose state changed from a known value (transitions, which may become events).
+    before, after : (len(rows),) old and new states. count : how many of the last n frames agreed.
+    adopted : tracks whose state was UNKNOWN and is now known (no event).
+    """
+
+    rows: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+    count: np.ndarray
+    adopted: np.ndarray
+
+
+def step(ring: np.ndarray, state: np.ndarray, raw: np.ndarray, cols: np.ndarray, k: int) -> Transitions:
+    """Decide transitions after ``raw`` (T,) was written to column ``cols[0]`` of ``ring`` (T, H).
+
+    ``state`` (T,) is updated in place. Only the newest raw value is a candidate: if it differs from
+    the state, is known, and appears at least ``k`` times in the window, the state becomes it.
+    """
+    window = ring[:, cols]                                 # (T, n)
+    cand = raw
+    known = cand != UNKNOWN
+    diff = known & (cand != state)
+    if not diff.any():
+        return Transitions(*(np.zeros(0, np.int64),) * 4, np.zeros(0, np.int64))
+    rows = np.flatnonzero(diff)
+    count = (window[rows] == cand[rows, None]).sum(1)
+    fire = count >= k
+    rows, count = rows[fire], count[fire]
+    before = state[rows].copy()
+    after = cand[rows].copy()
+    state[rows] = after
+    adopted = before == UNKNOWN
+    return Transitions(rows[~adopted], before[~adopted], after[~adopted], count[~adopted], rows[adopted])
+
+
+def first_seen(ring_row: np.ndarray, seqs: np.ndarray, value: int) -> int:
+    """The first frame seq of the newest run of ``value`` in a window (UNKNOWN entries do not break a
+    run); -1 if the newest known entry is not ``value``.
+
+    ``ring_row`` (n,) and ``seqs`` (n,) are the window's raw values and frame seqs, newest first.
+    """
+    first = -1
+    for v, s in zip(ring_row.tolist(), seqs.tolist()):
+        if s < 0:
+            break
+        if v == value:
+            first = s
+        elif v != UNKNOWN:
+            break
+    return first

@@ -1,0 +1,145 @@
+"""Global drift between consecutive frames from the atoms themselves (robust point-set matching).
+
+Drift in STEM is one 2-D translation per frame (stage / thermal drift). We estimate it from the
+previous frame's atoms and the current frame's atoms, both in angstrom in their own frame's
+coordinates:
+
+1. try the *predicted* shift (last frame's drift: drift is smooth); accept it when most of a
+   subsample of previous atoms land on a current atom of the same species;
+2. otherwise search: candidate shifts are the displacements from a few anchor atoms of the previous
+   frame (every heavy atom and a few central C) to every current atom within ``max_shift_A``; each
+   candidate is scored on the subsample (species-weighted fraction of atoms that land within
+   ``tol_A`` of an atom, counted only where the shifted atom is still inside the current frame) and
+   the best one wins (ties: the one closest to the prediction);
+3. refine: the median displacement of all previous atoms matched within ``tol_A`` (sub-pixel).
+
+A perfect graphene lattice is periodic: shifts that differ by a lattice vector (2.46 A) match
+equally well. Heavy atoms (Si), defects, vacancies and the field edges break that symmetry; the
+heavy-atom weight makes the search prefer the shift that keeps dopants on dopants, and temporal
+smoothness (the prediction) decides when nothing breaks it.
+
+All arrays are (N, 2) float64 (x, y) in angstrom; species are int8 codes of :data:`engine.types.SPECIES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from engine.types import C
+
+#: Score weight of a heavy (non-C) atom landing on a heavy atom, relative to C on C.
+HEAVY_WEIGHT = 10.0
+
+
+@dataclass
+class ShiftEstimate:
+    """The estimated shift ``cur = prev + shift_A`` and how well it is supported.
+
+    shift_A : (2,) float, angstrom. score : species-weighted matched fraction in [0, 1].
+    n_matched : atoms used in the refinement. searched : True when the prediction was rejected.
+    """
+
+    shift_A: np.ndarray
+    score: float
+    n_matched: int
+    searched: bool
+
+
+def _subsample(n: int, heavy: np.ndarray, max_light: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices: every heavy atom plus at most ``max_light`` others (deterministic given rng)."""
+    idx_heavy = np.flatnonzero(heavy)
+    light = np.flatnonzero(~heavy)
+    if light.size > max_light:
+        light = rng.choice(light, max_light, replace=False)
+    return np.concatenate([idx_heavy, light])
+
+
+def _scores(shifts: np.ndarray, prev: np.ndarray, prev_sp: np.ndarray, tree: cKDTree,
+            cur_sp: np.ndarray, lo: np.ndarray, hi: np.ndarray, tol_A: float) -> np.ndarray:
+    """Species-weighted matched fraction for each candidate shift. shifts: (K, 2); prev: (M, 2)."""
+    K, M = shifts.shape[0], prev.shape[0]
+    q = (prev[None, :, :] + shifts[:, None, :]).reshape(-1, 2)
+    d, j = tree.query(q, k=1, distance_upper_bound=tol_A)
+    hit = np.isfinite(d)
+    jj = np.where(hit, j, 0)
+    sp_p = np.tile(prev_sp, K)
+    w_full = np.where(sp_p == C, 1.0, HEAVY_WEIGHT)
+    same = hit & (cur_sp[jj] == sp_p)
+    # an atom shifted out of the current field cannot match: leave it out of the denominator
+    inside = np.all((q >= lo) & (q <= hi), axis=1)
+    num = np.where(same & inside, w_full, np.where(hit & inside, 0.25, 0.0)).reshape(K, M).sum(1)
+    den = np.where(inside, w_full, 0.0).reshape(K, M).sum(1)
+    return np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
+
+
+def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, cur_sp: np.ndarray,
+                   predicted_A: np.ndarray, max_shift_A: float, tol_A: float = 0.4,
+                   cur_tree: cKDTree | None = None, accept_score: float = 0.7,
+                   subsample: int = 256, seed: int = 0) -> ShiftEstimate:
+    """Estimate the global shift taking ``prev_A`` onto ``cur_A`` (see the module docstring).
+
+    prev_A, cur_A : (N, 2), (M, 2) angstrom; prev_sp, cur_sp : species codes.
+    predicted_A : (2,) the expected shift (e.g. the last drift). max_shift_A : search radius.
+    tol_A : match tolerance (about half the C-C bond or less). cur_tree : a cKDTree on ``cur_A``
+    (built if None). Returns a :class:`ShiftEstimate`; with fewer than 3 atoms on either side the
+    prediction is returned unchanged with score 0.
+    """
+    predicted_A = np.asarray(predicted_A, dtype=np.float64).reshape(2)
+    if len(prev_A) < 3 or len(cur_A) < 3:
+        return ShiftEstimate(predicted_A.copy(), 0.0, 0, False)
+    tree = cur_tree if cur_tree is not None else cKDTree(cur_A)
+    lo = cur_A.min(0) - tol_A
+    hi = cur_A.max(0) + tol_A
+    rng = np.random.default_rng(seed)
+    heavy = prev_sp != C
+    sub = _subsample(len(prev_A), heavy, subsample, rng)
+    p_sub, sp_sub = prev_A[sub], prev_sp[sub]
+
+    shift = predicted_A
+    score = float(_scores(shift[None], p_sub, sp_sub, tree, cur_sp, lo, hi, tol_A)[0])
+    searched = False
+    if score < accept_score:
+        searched = True
+        cands = [predicted_A[None]]
+        # anchors: every heavy atom, plus the few C nearest the centre of the previous field
+        centre = prev_A.mean(0)
+        n_light = 6
+        light_idx = np.flatnonzero(~heavy)
+        if light_idx.size:
+            dc = np.linalg.norm(prev_A[light_idx] - centre, axis=1)
+            light_idx = light_idx[np.argsort(dc)[:n_light]]
+        anchors = np.concatenate([np.flatnonzero(heavy)[:32], light_idx])
+        near = tree.query_ball_point(prev_A[anchors], max_shift_A + tol_A)
+        for a, js in zip(anchors, near):
+            if not js:
+                continue
+            js = np.asarray(js)
+            if heavy[a]:
+                js = js[cur_sp[js] == prev_sp[a]]
+            cands.append(cur_A[js] - prev_A[a])
+        cand = np.concatenate(cands)
+        cand = cand[np.linalg.norm(cand, axis=1) <= max_shift_A + tol_A]
+        if len(cand):
+            cand = np.unique(np.round(cand / 0.05) * 0.05, axis=0)
+            sc = _scores(cand, p_sub, sp_sub, tree, cur_sp, lo, hi, tol_A)
+            best = sc.max()
+            # among near-best candidates prefer the one closest to the prediction
+            ok = np.flatnonzero(sc >= best - 0.02)
+            k = ok[np.argmin(np.linalg.norm(cand[ok] - predicted_A, axis=1))]
+            if sc[k] > score:
+                shift, score = cand[k], float(sc[k])
+
+    # refinement with every previous atom: median displacement of same-species matches
+    n_used = 0
+    for _ in range(2):
+        d, j = tree.query(prev_A + shift, k=1, distance_upper_bound=tol_A)
+        hit = np.isfinite(d)
+        hit[hit] &= cur_sp[j[hit]] == prev_sp[hit]
+        n_used = int(hit.sum())
+        if n_used < 3:
+            break
+        shift = np.median(cur_A[j[hit]] - prev_A[hit], axis=0)
+    return ShiftEstimate(np.asarray(shift, dtype=np.float64), score, n_used, searched)

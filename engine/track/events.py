@@ -1,0 +1,233 @@
+"""Debounced transformation events from the tracks' raw observation rings.
+
+Each rule is a k-of-n state machine over one ring (see :mod:`engine.track.debounce`), evaluated for
+all tracks at once; only the (few) confirmed transitions become :class:`engine.types.Event` objects.
+
+========================  ==========================================================================
+kind                      rule (all states debounced k of n)
+========================  ==========================================================================
+``si_3_to_4``/``4_to_3``  a Si track's number of bonded C goes 3 -> 4 / 4 -> 3
+``si_appeared``           a track that was not there in the first frame becomes Si (``before``:
+                          ``absent``, or ``outside field`` when born at the edge), or C -> Si
+``si_lost``               a Si track ends (missed max(k, ``memory_frames``) frames in a row;
+                          ``after``: ``ejected``, or ``left field`` near the edge), or Si -> C
+``si_hop``                a Si track sits more than ``max_speed_A_per_frame`` from its site for k of
+                          n frames (the new site becomes its site)
+``rotor``                 two or more heavy members of one defect group hop in the same frame
+                          (one event for the group instead of hops)
+``dimer_formed/broken``   a Si track becomes / stops being bonded to another heavy atom (one event
+                          per pair)
+``formula_changed``       the formula of a Si's defect group changes with no other event explaining
+                          it (no coordination / dimer / hop event of that track in the last n frames)
+``vacancy_created``       a confirmed C track ends away from the field edge, no atom took its site,
+                          and it was not bonded to a heavy atom (then the Si's event reports it)
+``new_motif``             a defect whose motif is ``new motif k`` is present k of n frames, first time
+                          in the series
+========================  ==========================================================================
+
+Events are not raised for tracks born in the series' first frame adopting their first state, and
+not below ``EventConfig.min_confidence`` (confidence = fraction of the window agreeing x the track's
+last detection confidence).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine.track import debounce
+from engine.track.debounce import UNKNOWN
+from engine.types import C, SI, SPECIES, Chemistry, Event
+
+if TYPE_CHECKING:  # pragma: no cover
+    from engine.track.tracker import Tracker
+
+_SP_NAMES = {UNKNOWN: "unknown", **{i: s for i, s in enumerate(SPECIES)}}
+
+
+class EventLogic:
+    """Per-series event state for a :class:`engine.track.tracker.Tracker` (reset with it)."""
+
+    def __init__(self, tracker: "Tracker"):
+        self.tr = tracker
+        self.ended = np.zeros(0, bool)
+        self._recent_pairs: deque = deque(maxlen=256)     # (seq, kind, x_A, y_A) of dimer events
+        self._motif_seen: dict[str, deque] = {}
+        self._motif_raised: set[str] = set()
+
+    # -------------------------------------------------------------------------------------- helpers
+    def _event(self, kind: str, row: int, seq: int, t: float, first_seq: int, before: str, after: str,
+               confidence: float, xy_px=None) -> Event:
+        tr, st = self.tr, self.tr.store
+        ps = tr._ps or 1.0
+        x, y = (st.last_px[row] if xy_px is None else xy_px)
+        t_first = t
+        if first_seq >= 0:
+            hit = np.flatnonzero(tr.ring_seq == first_seq)
+            if len(hit):
+                t_first = float(tr.ring_t[hit[0]])
+        return Event(frame=int(seq), t_acquired=float(t), latency_s=float(t - t_first), kind=kind,
+                     atom_id=int(st.id[row]), x=float(x), y=float(y), x_A=float(x * ps), y_A=float(y * ps),
+                     before=before, after=after, confidence=float(confidence), first_frame=int(first_seq))
+
+    def _first(self, ring: np.ndarray, row: int, value: int, cols: np.ndarray) -> int:
+        return debounce.first_seen(ring[row, cols], self.tr.ring_seq[cols], value)
+
+    # -------------------------------------------------------------------------------------- main
+    def step(self, chem: Chemistry, seq: int, t: float, det_track: np.ndarray, matched: np.ndarray,
+             feats: dict, world: np.ndarray, tree) -> list:
+        """Run every machine for this frame; return the events and set ``self.ended`` (T,) bool."""
+        tr, st = self.tr, self.tr.store
+        k, n = (int(v) for v in tr.ecfg.k_of_n)
+        min_conf = float(tr.ecfg.min_confidence)
+        cols = tr._window_cols(n)
+        col = tr._col
+        T = len(st)
+        out: list[Event] = []
+        self.ended = np.zeros(T, bool)
+        if T == 0:
+            return out
+
+        def conf_of(rows, count):
+            return (np.asarray(count, float) / n) * st.conf[rows].astype(float)
+
+        def emit(kind, row, first, before, after, confidence, xy_px=None):
+            st.last_event_seq[row] = seq
+            if confidence >= min_conf:
+                out.append(self._event(kind, row, seq, t, first, before, after, confidence, xy_px))
+
+        # ---- species
+        ring = st.ring("sp")
+        res = debounce.step(ring, st.sp_state, ring[:, col], cols, k)
+        for r, b, a, c in zip(res.rows, res.before, res.after, conf_of(res.rows, res.count)):
+            first = self._first(ring, r, a, cols)
+            if a == SI:
+                emit("si_appeared", r, first, _SP_NAMES[b], "Si", c)
+            elif b == SI:
+                emit("si_lost", r, first, "Si", _SP_NAMES[a], c)
+        for r in res.adopted:
+            if st.sp_state[r] == SI and not st.initial[r]:
+                first = self._first(ring, r, SI, cols)
+                count = int((ring[r, cols] == SI).sum())
+                emit("si_appeared", r, first, "outside field" if st.edge_born[r] else "absent", "Si",
+                     count / n * float(st.conf[r]))
+        is_si = st.sp_state == SI
+
+        # ---- coordination (C neighbours of a Si)
+        ring = st.ring("coord")
+        res = debounce.step(ring, st.coord_state, ring[:, col], cols, k)
+        for r, b, a, c in zip(res.rows, res.before, res.after, conf_of(res.rows, res.count)):
+            if not is_si[r]:
+                continue
+            if (b, a) in ((3, 4), (4, 3)):
+                emit(f"si_{b}_to_{a}", r, self._first(ring, r, a, cols), f"{b}-fold", f"{a}-fold", c)
+
+        # ---- dimers
+        ring = st.ring("dimer")
+        res = debounce.step(ring, st.dimer_state, ring[:, col], cols, k)
+        ps = tr._ps or 1.0
+        for r, b, a, c in zip(res.rows, res.before, res.after, conf_of(res.rows, res.count)):
+            if not is_si[r]:
+                continue
+            kind = "dimer_formed" if a == 1 else "dimer_broken"
+            xy = st.last_px[r] * ps
+            dup = any(s >= seq - n and kk == kind and np.hypot(xy[0] - x0, xy[1] - y0) < 3.0
+                      for s, kk, x0, y0 in self._recent_pairs)
+            self._recent_pairs.append((seq, kind, xy[0], xy[1]))
+            if dup:
+                st.last_event_seq[r] = seq
+                continue
+            emit(kind, r, self._first(ring, r, a, cols), "separate" if a == 1 else "dimer",
+                 "dimer" if a == 1 else "separate", c)
+
+        # ---- hops (and rotors: several heavy members of one group hop together)
+        ring = st.ring("away")
+        zero = np.zeros(T, np.int16)
+        res = debounce.step(ring, zero, ring[:, col], cols, k)
+        if len(res.rows):
+            rows = res.rows
+            cnt = res.count
+            group = np.full(len(rows), -1, np.int64)
+            if chem.atom_defect is not None and len(chem.atom_defect) == len(det_track) and len(det_track):
+                row_to_det = np.full(T, -1, np.int64)
+                row_to_det[det_track] = np.arange(len(det_track))
+                d = row_to_det[rows]
+                ad = np.asarray(chem.atom_defect, np.int64)
+                group = np.where(d >= 0, ad[np.maximum(d, 0)], -1)
+            confs = conf_of(rows, cnt)
+            done = np.zeros(len(rows), bool)
+            for g in np.unique(group[group >= 0]):
+                m = np.flatnonzero(group == g)
+                if len(m) >= 2:
+                    done[m] = True
+                    r0 = rows[m[np.argmin(st.id[rows[m]])]]
+                    dfc = chem.defects[int(g)]
+                    for r in rows[m]:
+                        st.last_event_seq[r] = seq
+                    emit("rotor", r0, self._first(ring, r0, 1, cols), dfc.formula, dfc.formula,
+                         float(confs[m].mean()), xy_px=dfc.centre_px)
+            for i in np.flatnonzero(~done):
+                r = rows[i]
+                if is_si[r]:
+                    a_px = (st.anchor[r] + tr.offset_A) / ps
+                    emit("si_hop", r, self._first(ring, r, 1, cols), f"site ({a_px[0]:.1f}, {a_px[1]:.1f}) px",
+                         f"site ({st.last_px[r][0]:.1f}, {st.last_px[r][1]:.1f}) px", confs[i])
+            st.anchor[rows] = st.pos[rows]
+            ring[rows] = UNKNOWN
+
+        # ---- defect formula of a Si's group
+        ring = st.ring("formula")
+        res = debounce.step(ring, st.formula_state, ring[:, col], cols, k)
+        if len(res.rows):
+            names = {v: kk for kk, v in tr._formula_codes.items()}
+            for r, b, a, c in zip(res.rows, res.before, res.after, conf_of(res.rows, res.count)):
+                if not is_si[r] or st.last_event_seq[r] >= seq - n:
+                    continue
+                emit("formula_changed", r, self._first(ring, r, a, cols), names.get(int(b), "?"),
+                     names.get(int(a), "?"), c)
+
+        # ---- new motifs (first time in the series, present k of n frames)
+        for di, dfc in enumerate(chem.defects or []):
+            motif = getattr(dfc, "motif", "") or ""
+            if not motif.startswith("new motif") or motif in self._motif_raised:
+                continue
+            seen = self._motif_seen.setdefault(motif, deque(maxlen=n))
+            if not seen or seen[-1] != seq:
+                seen.append(seq)
+            recent = [s for s in seen if s > seq - n]
+            if len(recent) >= k:
+                self._motif_raised.add(motif)
+                members = np.asarray(dfc.members, np.int64)
+                rows = det_track[members] if len(members) else np.zeros(0, np.int64)
+                if not len(rows):
+                    continue
+                r = int(rows[np.argmax(st.sp_state[rows] != C)]) if len(rows) else int(rows[0])
+                emit("new_motif", r, int(min(recent)), "unseen", motif, len(recent) / n,
+                     xy_px=dfc.centre_px)
+
+        # ---- presence: a track ends after max(k, memory_frames) missed frames in a row. Random
+        # missed detections (rate p) end a track with probability p^m per frame, not ~C(n,k) p^k.
+        ring = st.ring("present")
+        ended = st.misses >= max(k, tr.cfg.memory_frames)
+        left = tr.left_field
+        ended |= left
+        st.present_state[ended] = 0
+        ended &= st.confirmed
+        for r in np.flatnonzero(ended):
+            pred_A = st.pos[r] + tr.offset_A
+            xy_px = pred_A / ps
+            edge = bool(left[r] or tr._near_edge(pred_A[None], tr.cfg.border_margin_A)[0])
+            first = self._first(ring, r, 0, cols)
+            count = int((ring[r, cols] == 0).sum())
+            sp_r = st.sp_state[r]
+            if sp_r == SI:
+                emit("si_lost", r, first, "Si", "left field" if edge else "ejected", count / n, xy_px=xy_px)
+            elif sp_r == C and not edge and not st.heavy_nb[r]:   # next to a Si: the Si's event says it
+                if tree is not None and np.isfinite(tree.query(pred_A, k=1,
+                                                               distance_upper_bound=tr.cfg.max_speed_A_per_frame)[0]):
+                    continue                                   # another atom sits on the site
+                emit("vacancy_created", r, first, "C", "vacancy", count / n, xy_px=xy_px)
+        self.ended = ended
+        return out

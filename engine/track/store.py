@@ -1,0 +1,107 @@
+"""Columnar storage of live tracks (struct of arrays), with append and compaction.
+
+One row per live track. Columns are numpy arrays; rings are (T, H) int16 raw observation buffers
+(see :mod:`engine.track.debounce`). Positions are *world* angstrom: drift-corrected coordinates
+(``frame_A = world_A + offset_A``, see :class:`engine.track.tracker.Tracker`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.track.debounce import UNKNOWN
+
+#: column name -> (dtype, per-row shape, fill value for new rows when not given)
+SCALARS: dict[str, tuple] = {
+    "id": (np.int64, (), -1),
+    "pos": (np.float64, (2,), 0.0),        # world A, Kalman state
+    "P": (np.float64, (), 0.0),            # isotropic position variance, A^2
+    "anchor": (np.float64, (2,), 0.0),     # world A, the debounced lattice site (hop detection)
+    "last_px": (np.float64, (2,), 0.0),    # last measured position, input-frame px (x, y)
+    "conf": (np.float32, (), 0.0),         # last detection confidence
+    "last_sp": (np.int16, (), UNKNOWN),    # last observed species code
+    "heavy_nb": (np.bool_, (), False),     # last seen bonded to a heavy atom (Si, other)
+    "born_seq": (np.int64, (), -1),
+    "last_seq": (np.int64, (), -1),
+    "last_event_seq": (np.int64, (), -(1 << 40)),
+    "hits": (np.int32, (), 0),
+    "misses": (np.int32, (), 0),
+    "confirmed": (np.bool_, (), False),
+    "initial": (np.bool_, (), False),      # born in the first frame of the series
+    "edge_born": (np.bool_, (), False),    # born near the field edge (entered the field)
+    "sp_state": (np.int16, (), UNKNOWN),   # debounced species
+    "coord_state": (np.int16, (), UNKNOWN),  # debounced C-neighbour count (heavy atoms)
+    "dimer_state": (np.int16, (), UNKNOWN),  # debounced "bonded to another heavy atom"
+    "formula_state": (np.int16, (), UNKNOWN),  # debounced defect-formula code
+    "present_state": (np.int16, (), 1),
+}
+#: raw observation rings, (T, H) int16
+RINGS: tuple[str, ...] = ("sp", "coord", "present", "away", "dimer", "formula", "ncoord")
+
+
+class TrackStore:
+    """Struct-of-arrays table of tracks; ``len(store)`` live rows, capacity grows by doubling."""
+
+    def __init__(self, ring_len: int, capacity: int = 1024):
+        self.H = int(ring_len)
+        self.n = 0
+        self._cap = 0
+        self.cols: dict[str, np.ndarray] = {}
+        self._alloc(capacity)
+
+    def _alloc(self, cap: int) -> None:
+        new = {}
+        for name, (dt, shp, fill) in SCALARS.items():
+            a = np.full((cap, *shp), fill, dtype=dt)
+            if name in self.cols:
+                a[: self.n] = self.cols[name][: self.n]
+            new[name] = a
+        for name in RINGS:
+            a = np.full((cap, self.H), UNKNOWN, dtype=np.int16)
+            key = "ring_" + name
+            if key in self.cols:
+                a[: self.n] = self.cols[key][: self.n]
+            new[key] = a
+        self.cols, self._cap = new, cap
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        cols = self.__dict__.get("cols")
+        if cols is not None and name in cols:
+            return cols[name][: self.__dict__["n"]]
+        raise AttributeError(name)
+
+    def ring(self, name: str) -> np.ndarray:
+        return self.cols["ring_" + name][: self.n]
+
+    def append(self, count: int, **values) -> slice:
+        """Add ``count`` rows; ``values`` are column arrays (or scalars) for them. Returns their slice."""
+        if count <= 0:
+            return slice(self.n, self.n)
+        need = self.n + count
+        if need > self._cap:
+            cap = max(need, 2 * self._cap)
+            self._alloc(cap)
+        sl = slice(self.n, need)
+        for name, (dt, shp, fill) in SCALARS.items():
+            self.cols[name][sl] = values.pop(name) if name in values else fill
+        for name in RINGS:
+            self.cols["ring_" + name][sl] = UNKNOWN
+        if values:
+            raise KeyError(f"unknown track columns {sorted(values)}")
+        self.n = need
+        return sl
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep only the rows where ``mask`` (len(self),) is True (order preserved)."""
+        m = int(mask.sum())
+        if m == self.n:
+            return
+        for a in self.cols.values():
+            a[:m] = a[: self.n][mask]
+        self.n = m
+
+    def clear(self) -> None:
+        self.n = 0

@@ -1,0 +1,445 @@
+"""The incremental atom tracker: drift correction, vectorised Kalman filter, sparse gated assignment
+with births and deaths, track memory and confirmation, per-track species/coordination histories and
+debounced transformation events.
+
+One call per frame: :meth:`Tracker.update` (``Chemistry`` of the frame, its ``seq`` and
+``t_acquired``) -> :class:`TrackUpdate` (a track id per atom, the events confirmed in this frame,
+the frame's drift).
+
+Coordinates. Atoms arrive in input-frame pixels; the tracker works in angstrom. ``offset_A`` is the
+accumulated drift: ``frame_A = world_A + offset_A``. Tracks live in world coordinates, where atoms
+are (nearly) still, so the Kalman filter is a constant-position model per atom (state: x, y;
+isotropic covariance ``P`` in A^2; process noise ``process_noise_A`` per frame, measurement noise
+``measurement_noise_A``). It is exact and fully vectorised: ``P <- P + q^2``;
+``K = P / (P + r^2)``; ``x <- x + K (z - x)``; ``P <- (1 - K) P``.
+
+Assignment. Costs are normalised innovations ``d^2 / (P + r^2)``; an edge exists within
+``max_speed_A_per_frame`` of the prediction (KD-tree gate). Birth + death cost ``G`` equals the gate
+at the steady-state innovation variance, so any gated pair beats a death plus a birth. A heavy
+track (Si, other) may also *hop* to a same-species detection up to ``hop_radius_A`` away at cost
+``hop_cost * G``; a species change costs ``species_mismatch_cost * G``. So a Si that dims for a
+frame and reads as C keeps its track, while a Si that exchanges its site with a neighbouring C
+follows the Si. Left-over C tracks and detections one bond apart are matched in a second, small
+pass (the C of a site exchange).
+
+Events are decided by k-of-n state machines (:mod:`engine.track.debounce`) and described in
+:mod:`engine.track.events`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from engine.track import assign
+from engine.track.debounce import UNKNOWN
+from engine.track.drift import estimate_shift
+from engine.track.events import EventLogic
+from engine.track.store import TrackStore
+from engine.types import C, SI, Chemistry, Event
+from stemwatch.config import EventConfig, TrackingConfig
+
+
+@dataclass
+class TrackUpdate:
+    """The tracker's answer for one frame.
+
+    track_ids : (N,) int64, a track id per atom of the frame's ``Chemistry.atoms``.
+    confirmed : (N,) bool, the track has been seen ``confirm_frames`` times.
+    events : events confirmed in this frame (:class:`engine.types.Event`).
+    drift_px : (dx, dy) shift of this frame's content vs the previous analysed frame, input px.
+    drift_A : the same in angstrom. drift_searched : the predicted drift was rejected and searched.
+    n_tracks : live tracks after this frame.
+    """
+
+    track_ids: np.ndarray
+    events: list
+    drift_px: tuple[float, float]
+    confirmed: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    drift_A: tuple[float, float] = (0.0, 0.0)
+    drift_searched: bool = False
+    n_tracks: int = 0
+
+
+def _features(chem: Chemistry, codes: dict) -> dict:
+    """Per-atom raw observations used by the state machines (vectorised over bonds).
+
+    codes : formula string -> small int, extended in place (one entry per distinct formula).
+    """
+    atoms = chem.atoms
+    n = len(atoms)
+    sp = np.asarray(atoms.species, np.int16)
+    bonds = np.asarray(chem.bonds, np.int64).reshape(-1, 2)
+    if bonds.size:
+        a, b = bonds[:, 0], bonds[:, 1]
+        n_c = (np.bincount(a[sp[b] == C], minlength=n) + np.bincount(b[sp[a] == C], minlength=n))
+        n_heavy = (np.bincount(a[sp[b] != C], minlength=n) + np.bincount(b[sp[a] != C], minlength=n))
+    else:
+        n_c = np.zeros(n, np.int64)
+        n_heavy = np.zeros(n, np.int64)
+    coord = (np.asarray(chem.coordination, np.int64) if chem.coordination is not None
+             and len(chem.coordination) == n else n_c + n_heavy)
+    formula = np.full(n, UNKNOWN, np.int16)
+    if chem.defects and chem.atom_defect is not None and len(chem.atom_defect) == n:
+        dcode = np.array([codes.setdefault(d.formula, len(codes)) for d in chem.defects] + [UNKNOWN],
+                         np.int16)
+        ad = np.asarray(chem.atom_defect, np.int64)
+        formula = dcode[np.where(ad >= 0, ad, len(chem.defects))]
+    return {"sp": sp, "n_c": n_c, "n_heavy": n_heavy, "coord": coord, "formula": formula}
+
+
+class Tracker:
+    """Incremental tracker; see the module docstring. Not thread-safe: one thread calls ``update``.
+
+    tracking : :class:`stemwatch.config.TrackingConfig`; events : :class:`stemwatch.config.EventConfig`.
+    """
+
+    def __init__(self, tracking: TrackingConfig | None = None, events: EventConfig | None = None):
+        self.cfg = tracking or TrackingConfig()
+        self.ecfg = events or EventConfig()
+        k, n = self.ecfg.k_of_n
+        if not (1 <= int(k) <= int(n)):
+            raise ValueError(f"events.k_of_n must satisfy 1 <= k <= n, got {self.ecfg.k_of_n}")
+        self._ring_len = max(int(self.cfg.history_frames), int(n), 2)
+        self._next_id = 0
+        self.reset()
+
+    # ------------------------------------------------------------------------------ control
+    def reset(self) -> None:
+        """Forget every track (a new series). Track ids keep increasing (never reused)."""
+        self.store = TrackStore(self._ring_len)
+        self._frames = 0                      # analysed frames in this series
+        self._col = -1                        # current ring column
+        self.ring_seq = np.full(self._ring_len, -1, np.int64)
+        self.ring_t = np.full(self._ring_len, np.nan)
+        self.offset_A = np.zeros(2)
+        self._drift_per_frame_A = np.zeros(2)
+        self._prev_xy_A: np.ndarray | None = None
+        self._prev_sp: np.ndarray | None = None
+        self._last_seq: int | None = None
+        self._ps: float | None = None
+        self._shape_A: np.ndarray | None = None
+        self._formula_codes: dict[str, int] = {}
+        self.left_field = np.zeros(0, bool)
+        self.events_logic = EventLogic(self)
+
+    def set_event_config(self, events: EventConfig) -> None:
+        """Change debounce (k of n, n <= history_frames) and confidence threshold while running."""
+        k, n = events.k_of_n
+        if not (1 <= int(k) <= int(n) <= self._ring_len):
+            raise ValueError(f"k_of_n must satisfy 1 <= k <= n <= {self._ring_len}, got {events.k_of_n}")
+        self.ecfg = events
+
+    @property
+    def n_tracks(self) -> int:
+        return len(self.store)
+
+    def _window_cols(self, n: int) -> np.ndarray:
+        return (self._col - np.arange(n)) % self._ring_len
+
+    # ------------------------------------------------------------------------------ costs
+    def _costs(self):
+        q2 = self.cfg.process_noise_A ** 2
+        r2 = self.cfg.measurement_noise_A ** 2
+        p_pred = 0.5 * (q2 + math.sqrt(q2 * q2 + 4.0 * q2 * r2))     # steady-state predicted variance
+        s_ss = p_pred + r2
+        G = self.cfg.max_speed_A_per_frame ** 2 / s_ss
+        return q2, r2, G
+
+    # ------------------------------------------------------------------------------ main
+    def update(self, chem: Chemistry, seq: int, t_acquired: float,
+               frame_shape: tuple[int, int] | None = None) -> TrackUpdate:
+        """Track one frame. ``chem`` holds the frame's atoms (px) and bonds; ``seq`` its number;
+        ``frame_shape`` (H, W) px tells where the field edges are (default: the atoms' extent)."""
+        cfg = self.cfg
+        atoms = chem.atoms
+        N = len(atoms)
+        ps = float(atoms.pixel_size_A)
+        if not ps > 0:
+            raise ValueError(f"atoms.pixel_size_A must be > 0, got {ps}")
+        if self._ps is not None and abs(ps - self._ps) > 1e-6 * self._ps:
+            self.reset()                                   # pixel size changed: a new geometry
+        self._ps = ps
+        gap = 1 if self._last_seq is None else max(1, int(seq) - int(self._last_seq))
+        xy_A = np.asarray(atoms.xy_px, np.float64).reshape(-1, 2) * ps
+        feats = _features(chem, self._formula_codes)
+        sp = feats["sp"]
+        conf = np.asarray(atoms.confidence, np.float32).reshape(-1)
+        if frame_shape is not None:
+            self._shape_A = np.array([frame_shape[1], frame_shape[0]], np.float64) * ps
+        elif N:
+            self._shape_A = np.maximum(self._shape_A if self._shape_A is not None else 0.0,
+                                       xy_A.max(0) + ps)
+        tree = cKDTree(xy_A) if N else None
+
+        # ---- drift
+        shift = self._drift_per_frame_A * gap
+        searched = False
+        if self._prev_xy_A is not None and N:
+            est = estimate_shift(self._prev_xy_A, self._prev_sp, xy_A, sp, shift,
+                                 max_shift_A=cfg.max_drift_A_per_frame * gap,
+                                 tol_A=cfg.drift_tolerance_A, cur_tree=tree, seed=int(seq))
+            if est.n_matched >= 3:
+                shift = est.shift_A
+            searched = est.searched
+            self._drift_per_frame_A = shift / gap
+        elif self._prev_xy_A is None:
+            shift = np.zeros(2)
+        self.offset_A = self.offset_A + shift
+        if N:
+            self._prev_xy_A, self._prev_sp = xy_A, sp
+
+        # ---- new ring column
+        self._frames += 1
+        self._col = (self._col + 1) % self._ring_len
+        col = self._col
+        self.ring_seq[col] = seq
+        self.ring_t[col] = t_acquired
+        st = self.store
+        T = len(st)
+
+        # ---- Kalman predict
+        q2, r2, G = self._costs()
+        if T:
+            st.P[:] += q2 * gap
+        # ---- gating + assignment
+        mt = np.zeros(0, np.int64)
+        md = np.zeros(0, np.int64)
+        hop = np.zeros(0, bool)
+        if T and N:
+            mt, md, hop = self._assign(st, tree, xy_A, sp, r2, G)
+        # ---- Kalman update of matched tracks
+        world = xy_A - self.offset_A
+        if len(mt):
+            z = world[md]
+            P = st.P[mt]
+            K = P / (P + r2)
+            newpos = st.pos[mt] + K[:, None] * (z - st.pos[mt])
+            newP = (1.0 - K) * P
+            newpos[hop] = z[hop]
+            newP[hop] = r2
+            st.pos[mt] = newpos
+            st.P[mt] = newP
+            st.hits[mt] += 1
+            st.misses[mt] = 0
+            st.last_seq[mt] = seq
+            st.last_px[mt] = atoms.xy_px[md]
+            st.conf[mt] = conf[md]
+            st.last_sp[mt] = sp[md]
+            st.heavy_nb[mt] = feats["n_heavy"][md] > 0
+        matched_t = np.zeros(T, bool)
+        matched_t[mt] = True
+        self.left_field = np.zeros(T, bool)
+        if T:
+            # a track predicted at (or beyond) the field edge is unobservable, not missed; one
+            # predicted well outside has left the field
+            unmatched = np.flatnonzero(~matched_t)
+            pred_A = st.pos[unmatched] + self.offset_A
+            unobs = self._near_edge(pred_A, cfg.edge_unobservable_A)
+            st.misses[unmatched[~unobs]] += 1
+            self.left_field[unmatched] = self._near_edge(pred_A, -cfg.border_margin_A)
+
+        # ---- births
+        det_track = np.full(N, -1, np.int64)           # row of the track per detection
+        det_track[md] = mt
+        newd = np.flatnonzero(det_track < 0)
+        if len(newd):
+            first = self._frames == 1
+            edge = self._near_edge(xy_A[newd], cfg.border_margin_A + float(np.hypot(*shift)))
+            ids = np.arange(self._next_id, self._next_id + len(newd), dtype=np.int64)
+            self._next_id += len(newd)
+            sl = st.append(len(newd), id=ids, pos=world[newd], P=np.full(len(newd), r2),
+                           anchor=world[newd], last_px=atoms.xy_px[newd], conf=conf[newd], last_sp=sp[newd],
+                           heavy_nb=feats["n_heavy"][newd] > 0,
+                           born_seq=seq, last_seq=seq, hits=1, misses=0,
+                           confirmed=cfg.confirm_frames <= 1, initial=first, edge_born=edge & ~first)
+            det_track[newd] = np.arange(sl.start, sl.stop)
+        T = len(st)
+        self.left_field = np.concatenate([self.left_field, np.zeros(T - len(self.left_field), bool)])
+        matched_all = np.zeros(T, bool)
+        matched_all[det_track] = True
+        st.confirmed[:] |= st.hits >= cfg.confirm_frames
+
+        # ---- raw observations for this frame's column
+        self._write_rings(st, det_track, matched_all, feats, world)
+
+        # ---- events and track ends
+        events = self.events_logic.step(chem, seq, t_acquired, det_track, matched_all, feats, world, tree)
+
+        track_ids = st.id[det_track] if N else np.zeros(0, np.int64)
+        confirmed = st.confirmed[det_track] if N else np.zeros(0, bool)
+        self._remove_dead()
+        self._last_seq = int(seq)
+        return TrackUpdate(track_ids=track_ids.astype(np.int64), events=events,
+                           drift_px=(float(shift[0] / ps), float(shift[1] / ps)), confirmed=confirmed,
+                           drift_A=(float(shift[0]), float(shift[1])), drift_searched=searched,
+                           n_tracks=len(self.store))
+
+    # ------------------------------------------------------------------------------ pieces
+    def _near_edge(self, xy_A: np.ndarray, margin_A: float) -> np.ndarray:
+        if self._shape_A is None:
+            return np.zeros(len(xy_A), bool)
+        return np.any((xy_A < margin_A) | (xy_A > self._shape_A - margin_A), axis=1)
+
+    def _track_species(self, st: TrackStore) -> np.ndarray:
+        """Debounced species, or the last observed species while not yet decided."""
+        s = st.sp_state.copy()
+        unk = s == UNKNOWN
+        s[unk] = st.last_sp[unk]
+        return s
+
+    def _assign(self, st: TrackStore, tree: cKDTree, xy_A: np.ndarray, sp: np.ndarray, r2: float, G: float):
+        cfg = self.cfg
+        T = len(st)
+        pred = st.pos + self.offset_A                      # predictions in this frame's angstrom
+        S = st.P + r2
+        tsp = self._track_species(st)
+        gate = cfg.max_speed_A_per_frame
+        d, j = tree.query(pred, k=4, distance_upper_bound=gate)
+        ok = np.isfinite(d)
+        ti = np.nonzero(ok)[0]
+        dj = j[ok]
+        dd = d[ok]
+        cost = dd * dd / S[ti]
+        is_hop = np.zeros(len(ti), bool)
+        heavy = np.flatnonzero((tsp != C) & (tsp != UNKNOWN))
+        if len(heavy) and cfg.hop_radius_A > gate:
+            hd, hj = tree.query(pred[heavy], k=12, distance_upper_bound=cfg.hop_radius_A)
+            hok = np.isfinite(hd) & (hd > gate)
+            hti = np.broadcast_to(heavy[:, None], hd.shape)[hok]
+            hdj = hj[hok]
+            same = sp[hdj] == tsp[hti]                     # hops only onto the same species
+            ti = np.concatenate([ti, hti[same]])
+            dj = np.concatenate([dj, hdj[same]])
+            cost = np.concatenate([cost, np.full(int(same.sum()), cfg.hop_cost * G)])
+            is_hop = np.concatenate([is_hop, np.ones(int(same.sum()), bool)])
+        known = tsp[ti] != UNKNOWN
+        cost = cost + np.where(known & (sp[dj] != tsp[ti]), cfg.species_mismatch_cost * G, 0.0)
+        # a tentative track (maybe a spurious detection) loses ties against an established one
+        cost = cost + np.where(st.confirmed[ti], 0.0, cfg.tentative_cost * G)
+        mt, md = assign.match(T, len(xy_A), ti, dj, cost, G / 2, G / 2)
+        # was the chosen edge a hop?  (edges are unique per (track, det) pair)
+        key = ti * len(xy_A) + dj
+        order = np.argsort(key)
+        pos = np.searchsorted(key[order], mt * len(xy_A) + md)
+        hop = is_hop[order[pos]] if len(mt) else np.zeros(0, bool)
+
+        if cfg.light_hops:
+            mt, md, hop = self._light_hop_pass(st, tree, xy_A, sp, tsp, pred, mt, md, hop, G)
+        return mt, md, hop
+
+    def _light_hop_pass(self, st, tree, xy_A, sp, tsp, pred, mt, md, hop, G):
+        """Second pass for site exchanges: when a heavy track hopped, the left-over track of the atom
+        it displaced may take the left-over detection sitting on the heavy atom's old site."""
+        cfg = self.cfg
+        if not hop.any():
+            return mt, md, hop
+        T, D = len(st), len(xy_A)
+        free_t = np.ones(T, bool)
+        free_t[mt] = False
+        free_d = np.ones(D, bool)
+        free_d[md] = False
+        old_sites = pred[mt[hop]]                            # where the hopping heavy atoms were
+        # left-over detections on those old sites
+        dd, dj = tree.query(old_sites, k=2, distance_upper_bound=cfg.max_speed_A_per_frame)
+        ok = np.isfinite(dd)
+        cand_d = np.unique(dj[ok])
+        cand_d = cand_d[free_d[cand_d]]
+        if not len(cand_d):
+            return mt, md, hop
+        # left-over tracks (seen last frame) one bond away from such a detection
+        interior = ~self._near_edge(pred, cfg.border_margin_A)
+        tmask = free_t & (st.misses == 0) & (tsp != UNKNOWN) & interior
+        cand_t = np.flatnonzero(tmask)
+        if not len(cand_t):
+            return mt, md, hop
+        pairs = cKDTree(pred[cand_t]).query_ball_point(xy_A[cand_d], cfg.hop_radius_A)
+        lens = np.fromiter((len(p) for p in pairs), np.int64, len(pairs))
+        if not lens.sum():
+            return mt, md, hop
+        hdj = np.repeat(cand_d, lens)
+        hti = cand_t[np.concatenate([np.asarray(p, np.int64) for p in pairs if p])]
+        dist = np.linalg.norm(xy_A[hdj] - pred[hti], axis=1)
+        keep = (sp[hdj] == tsp[hti]) & (dist > cfg.max_speed_A_per_frame)
+        hti, hdj, dist = hti[keep], hdj[keep], dist[keep]
+        if not len(hti):
+            return mt, md, hop
+        cost = cfg.hop_cost * G * (1.0 + dist / cfg.hop_radius_A)
+        ut, ti_local = np.unique(hti, return_inverse=True)
+        ud, dj_local = np.unique(hdj, return_inverse=True)
+        a, b = assign.match(len(ut), len(ud), ti_local, dj_local, cost, G / 2, G / 2)
+        if not len(a):
+            return mt, md, hop
+        return (np.concatenate([mt, ut[a]]), np.concatenate([md, ud[b]]),
+                np.concatenate([hop, np.ones(len(a), bool)]))
+
+    def _write_rings(self, st: TrackStore, det_track: np.ndarray, matched: np.ndarray, feats: dict,
+                     world: np.ndarray) -> None:
+        col = self._col
+        rows = det_track
+        sp = feats["sp"]
+        heavy_raw = sp != C
+        # defaults for tracks not seen this frame
+        for name in ("sp", "coord", "away", "dimer", "formula", "ncoord"):
+            st.ring(name)[:, col] = UNKNOWN
+        st.ring("present")[:, col] = matched.astype(np.int16)
+        if not len(rows):
+            return
+        st.ring("sp")[rows, col] = sp
+        # near the field edge an atom's neighbours are cut off: its environment says nothing
+        env = heavy_raw & ~self._near_edge(world + self.offset_A, self.cfg.edge_exclusion_A)
+        # a neighbour missed in this frame only is probably a missed detection, not a change: the
+        # heavy atom's environment is unknown for this frame (a real loss shows from the next one)
+        coasting = np.flatnonzero(st.confirmed & (st.misses == 1))
+        hv = np.flatnonzero(env)
+        if len(coasting) and len(hv):
+            near = cKDTree(st.pos[coasting]).query(world[hv], k=1, distance_upper_bound=self.cfg.env_radius_A)[0]
+            env[hv[np.isfinite(near)]] = False
+        st.ring("ncoord")[rows, col] = np.minimum(feats["coord"], 32000)
+        st.ring("coord")[rows, col] = np.where(env, np.minimum(feats["n_c"], 32000), UNKNOWN)
+        st.ring("formula")[rows, col] = np.where(env, feats["formula"], UNKNOWN)
+        st.ring("dimer")[rows, col] = np.where(env, (feats["n_heavy"] > 0).astype(np.int16), UNKNOWN)
+        away = np.linalg.norm(world - st.anchor[rows], axis=1) > self.cfg.hop_min_A
+        st.ring("away")[rows, col] = np.where(heavy_raw, away.astype(np.int16), UNKNOWN)
+
+    def _remove_dead(self) -> None:
+        st = self.store
+        if not len(st):
+            return
+        dead = self.events_logic.ended | self.left_field
+        dead |= st.misses > self.cfg.memory_frames
+        if dead.any():
+            st.keep(~dead)
+
+    # ------------------------------------------------------------------------------ queries
+    def history(self, track_id: int) -> dict:
+        """Raw per-frame history of a live track over the ring (oldest first): seq, species code,
+        coordination (total bonds), C-neighbour count (heavy atoms), present (0/1); -1 = unknown."""
+        st = self.store
+        rows = np.flatnonzero(st.id == int(track_id))
+        if not len(rows):
+            raise KeyError(f"no live track {track_id}")
+        r = rows[0]
+        order = (self._col + 1 + np.arange(self._ring_len)) % self._ring_len
+        valid = self.ring_seq[order] >= 0
+        order = order[valid]
+        return {
+            "seq": self.ring_seq[order].tolist(),
+            "species": st.ring("sp")[r, order].tolist(),
+            "coordination": st.ring("ncoord")[r, order].tolist(),
+            "n_c": st.ring("coord")[r, order].tolist(),
+            "present": st.ring("present")[r, order].tolist(),
+        }
+
+    def tracks(self) -> dict:
+        """A snapshot of the live tracks (plain arrays): id, x/y (px in the latest frame),
+        species / coordination states, confirmed, hits, misses."""
+        st = self.store
+        ps = self._ps or 1.0
+        frame_px = (st.pos + self.offset_A) / ps
+        return {"id": st.id.copy(), "x": frame_px[:, 0].copy(), "y": frame_px[:, 1].copy(),
+                "species": st.sp_state.copy(), "n_c": st.coord_state.copy(),
+                "confirmed": st.confirmed.copy(), "hits": st.hits.copy(), "misses": st.misses.copy()}

@@ -1,0 +1,48 @@
+"""Global drift from point sets: large shifts in any direction, lattice ambiguity resolved by Si."""
+
+import numpy as np
+import pytest
+
+from engine.track.drift import estimate_shift
+from engine.types import SI
+
+from _track_lattice import honeycomb
+
+
+def _frame(pts, sp, shift, size, rng, jitter=0.05, p_miss=0.02):
+    xy = pts + shift + rng.normal(0, jitter, pts.shape)
+    keep = np.all((xy >= 0) & (xy <= size), axis=1) & (rng.random(len(pts)) > p_miss)
+    return xy[keep], sp[keep]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_recovers_shifts_up_to_2A_without_prediction(seed):
+    rng = np.random.default_rng(seed)
+    size = 40.0
+    pts = honeycomb(size, rotation_deg=rng.uniform(0, 60))
+    sp = np.zeros(len(pts), np.int8)
+    inner = np.flatnonzero(np.all((pts > 8) & (pts < size - 8), axis=1))
+    sp[rng.choice(inner, 3, replace=False)] = SI
+    ang = rng.uniform(0, 2 * np.pi)
+    true = rng.uniform(0.3, 2.0) * np.array([np.cos(ang), np.sin(ang)])
+    a, sa = _frame(pts, sp, np.zeros(2), size, rng)
+    b, sb = _frame(pts, sp, true, size, rng)
+    est = estimate_shift(a, sa, b, sb, predicted_A=np.zeros(2), max_shift_A=2.5)
+    assert np.linalg.norm(est.shift_A - true) < 0.03, (true, est)
+
+
+def test_prediction_accepted_without_search_when_it_fits():
+    rng = np.random.default_rng(3)
+    pts = honeycomb(30.0)
+    sp = np.zeros(len(pts), np.int8)
+    a, sa = _frame(pts, sp, np.zeros(2), 30.0, rng)
+    b, sb = _frame(pts, sp, np.array([0.55, -0.2]), 30.0, rng)
+    est = estimate_shift(a, sa, b, sb, predicted_A=np.array([0.5, -0.25]), max_shift_A=2.5)
+    assert not est.searched
+    assert np.linalg.norm(est.shift_A - [0.55, -0.2]) < 0.02
+
+
+def test_too_few_atoms_returns_prediction():
+    est = estimate_shift(np.zeros((2, 2)), np.zeros(2, np.int8), np.ones((5, 2)), np.zeros(5, np.int8),
+                         predicted_A=np.array([0.1, 0.2]), max_shift_A=2.0)
+    assert est.shift_A.tolist() == [0.1, 0.2] and est.score == 0.0
