@@ -1,0 +1,90 @@
+"""The held-out simulated test set and the model's accuracy table (criterion 7 of the inference issue).
+
+Frames are regenerated deterministically from :data:`HELDOUT_SEED` (training draws every random
+stream from ``SeedSequence([train_seed, k])`` with ``train_seed = 0``, ``k`` in 1..3, so this seed's
+stream is never seen in training). Each table cell is ``frames`` frames of a 25.6 A x 25.6 A field
+(about 250 atoms) at one dose and one frame pixel size; extra rows hold frames with the heavy
+"other" species and with amorphous contamination. Scoring: :mod:`engine.infer.evaluate`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from engine.infer.evaluate import Counts, find_atoms_simple, score_frame
+
+HELDOUT_SEED = 90_417
+FIELD_A = 25.6
+DOSES = (1e3, 1e4, 1e5, 1e6)
+PIXEL_SIZES_A = (0.05, 0.076, 0.1, 0.2)
+#: Extra rows: name -> simulator overrides.
+VARIANTS = ("plain", "heavy", "contamination")
+
+
+def sim_overrides(dose: float, variant: str) -> dict:
+    """Keyword overrides for ``engine.sim.make_training_example`` for one table cell."""
+    from engine.sim import heldout_overrides
+
+    return heldout_overrides(dose=dose, variant=variant)
+
+
+def cell_frames(dose: float, pixel_size_A: float, variant: str, frames: int):
+    """Yield ``(image, xy_px, species, pixel_size_A)`` for one cell, deterministically."""
+    from engine.sim import make_training_example
+
+    key = [HELDOUT_SEED, int(round(np.log10(dose) * 10)), int(round(pixel_size_A * 1000)), VARIANTS.index(variant)]
+    rng = np.random.default_rng(np.random.SeedSequence(key))
+    n = int(round(FIELD_A / pixel_size_A))
+    for _ in range(frames):
+        ex = make_training_example(rng, shape_px=(n, n), pixel_size_A=pixel_size_A, **sim_overrides(dose, variant))
+        yield np.asarray(ex.image), np.asarray(ex.xy_px), np.asarray(ex.species), float(ex.pixel_size_A)
+
+
+def score_cell(inferencer, dose: float, pixel_size_A: float, variant: str, frames: int) -> Counts:
+    total = Counts()
+    for image, xy, species, px in cell_frames(dose, pixel_size_A, variant, frames):
+        probs = inferencer.predict(image, px)
+        pxy, psp = find_atoms_simple(probs)
+        total.add(score_frame(pxy, psp, xy, species, image.shape, px))
+    return total
+
+
+def accuracy_table(cfg=None, frames_per_cell: int = 6, quick: bool = False, progress: bool = False) -> dict:
+    """Score every cell. Returns ``{"rows": [...], "seed": ..., "backend": ...}``."""
+    from engine.infer.inferencer import Inferencer
+
+    rows = []
+    cells = [(d, p, "plain") for d in DOSES for p in PIXEL_SIZES_A]
+    cells += [(d, 0.1, v) for v in VARIANTS[1:] for d in DOSES]
+    if quick:
+        cells = [c for c in cells if c[1] == 0.1]
+    t0 = time.time()
+    with Inferencer(cfg) as inf:
+        for i, (dose, px, variant) in enumerate(cells):
+            c = score_cell(inf, dose, px, variant, frames_per_cell)
+            s = c.summary()
+            rows.append({"dose": dose, "pixel_size_A": px, "variant": variant, **s})
+            if progress:
+                print(f"[{i + 1}/{len(cells)}] dose {dose:.0e} px {px} {variant}: F1 {s['f1']:.4f} "
+                      f"Si P {s['si_precision']:.3f} R {s['si_recall']:.3f}", file=sys.stderr, flush=True)
+        backend = inf.description
+        model = inf.contract.path.name
+    return {"rows": rows, "seed": HELDOUT_SEED, "frames_per_cell": frames_per_cell, "backend": backend,
+            "model": model, "seconds": round(time.time() - t0, 1)}
+
+
+def format_table(table: dict) -> str:
+    """Markdown table of :func:`accuracy_table`'s result."""
+    lines = [f"held-out seed {table['seed']}, {table['frames_per_cell']} frames of {FIELD_A} A per cell, "
+             f"{table['backend']}, model {table['model']}", "",
+             "| frames | dose (e/A^2) | pixel (A) | atoms | precision | recall | F1 | Si | Si P | Si R | heavy R | RMSE (A) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "-" if v != v else f"{v:.4f}"  # noqa: E731
+    for r in table["rows"]:
+        lines.append(f"| {r['variant']} | {r['dose']:.0e} | {r['pixel_size_A']} | {r['atoms']} | {fmt(r['precision'])} | "
+                     f"{fmt(r['recall'])} | {fmt(r['f1'])} | {r['si']} | {fmt(r['si_precision'])} | "
+                     f"{fmt(r['si_recall'])} | {fmt(r['heavy_recall'])} | {fmt(r['rmse_A'])} |")
+    return "\n".join(lines)
