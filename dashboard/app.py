@@ -26,7 +26,7 @@ import numpy as np
 from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import (Button, Checkbox, ColumnDataSource, CustomJS, CustomJSHover, DataTable, Div,
-                          FixedTicker, HoverTool, InlineStyleSheet, LinearColorMapper, Metric, Range1d, RangeSlider,
+                          FixedTicker, GlobalInlineStyleSheet, HoverTool, InlineStyleSheet, LinearColorMapper, Metric, Range1d, RangeSlider,
                           ScaleBar, Select, Slider, Span, Spinner, TableColumn, TextInput, Toggle)
 from bokeh.palettes import Greys256, Inferno256, Magma256, Viridis256
 from bokeh.plotting import figure
@@ -186,7 +186,7 @@ class TabSession:
         self.meta.on_change("tags", self._on_ack)
         self.image_source.tags = [self.meta]           # keeps meta in the document
 
-        self.mapper = LinearColorMapper(palette=PALETTES["gray"], low=0, high=255)
+        self.mapper = LinearColorMapper(palette=PALETTES["gray"], low=0, high=255, name="image_mapper")
         p = figure(name="frame_plot", frame_width=600, frame_height=600, x_range=Range1d(0, 1),
                    y_range=Range1d(1, 0), tools="pan,wheel_zoom,box_zoom,reset,save", active_scroll="wheel_zoom",
                    match_aspect=True, x_axis_label="x (Å)", y_axis_label="y (Å)", title="waiting for frames…",
@@ -337,7 +337,8 @@ class TabSession:
         events = column(h(text="<h4>event log · click a row to see its frame</h4>"), self.table, width=470)
         right = column(row(self.status, controls), row(events, column(t, tl_legend)))
         body = column(self.banner, row(left, right), sizing_mode="stretch_width",
-                      styles={"background": "#263238", "padding": "8px"})
+                      styles={"background": "#263238", "padding": "8px"},
+                      stylesheets=[GlobalInlineStyleSheet(css="body { background: #263238; margin: 0; }")])
         doc.add_root(body)
 
     # ------------------------------------------------------------------ periodic updates

@@ -113,8 +113,9 @@ def status_html(status: dict, local: dict, now: float | None = None) -> str:
         state, level = "WAITING FOR DATA", "warn"
     else:
         state, level = "LIVE", "ok"
+    view = ""
     if local.get("paused_view"):
-        state += f" · viewing history (frame {local.get('frame_seq')})"
+        view = f'<div class="pill warn">viewing history · frame {local.get("frame_seq")}</div>'
     rows = []
     rows.append(_row("source", f"{html.escape(str(s['endpoint'] or '–'))}<br>"
                      f"series <b>{html.escape(str(s['series'] or '–'))}</b>"))
@@ -158,5 +159,5 @@ def status_html(status: dict, local: dict, now: float | None = None) -> str:
     rows.append(_row("recorder", rec, rl))
     rows.append(_row("dashboard", f"{local.get('tabs', 1)} tab(s) · {local.get('coalesced', 0)} frames "
                      "coalesced"))
-    return (f'<div class="status"><div class="pill {level}">{state}</div>'
+    return (f'<div class="status"><div class="pill {level}">{state}</div> {view}'
             f'<table>{"".join(rows)}</table></div>')

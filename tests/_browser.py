@@ -1,0 +1,104 @@
+"""Headless Chromium for the dashboard tests (Debian ``chromium`` + ``chromedriver``, selenium).
+
+When ``CI=true`` the browser tests must run: a missing browser is a failure, not a skip. Outside
+CI they skip with the reason when chromium or chromedriver is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+
+import pytest
+
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+DRIVER_CANDIDATES = ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+         "--autoplay-policy=no-user-gesture-required")
+
+#: JavaScript prelude: ``model(name)`` finds a Bokeh model of the first document by name;
+#: ``deep(selector)`` queries through every shadow root (Bokeh 3 renders widgets in shadow DOM).
+JS = """
+const doc = Bokeh.documents[0];
+const models = doc ? [...(doc.all_models || doc._all_models.values())] : [];
+const model = (n) => models.find(m => { try { return m.name === n; } catch (e) { return false; } });
+const deep = (sel, root = document, out = []) => {
+  out.push(...root.querySelectorAll(sel));
+  for (const el of root.querySelectorAll('*')) { if (el.shadowRoot) { deep(sel, el.shadowRoot, out); } }
+  return out;
+};
+"""
+
+
+def _first(paths, name):
+    found = shutil.which(name)
+    return found or next((p for p in paths if os.path.exists(p)), None)
+
+
+def browser_paths() -> tuple[str, str]:
+    """(chromium, chromedriver) paths; fails under CI=true and skips otherwise when missing."""
+    chrome = _first(CHROMIUM_CANDIDATES, "chromium")
+    driver = _first(DRIVER_CANDIDATES, "chromedriver")
+    if chrome and driver:
+        return chrome, driver
+    missing = ", ".join(n for n, p in (("chromium", chrome), ("chromedriver", driver)) if not p)
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {missing} is not installed: the browser tests must run in CI "
+                    "(.ci/run installs chromium and chromium-driver)")
+    pytest.skip(f"{missing} not installed (apt-get install chromium chromium-driver); "
+                "these tests always run when CI=true")
+
+
+@contextmanager
+def chromium(width: int = 1640, height: int = 1000):
+    """A headless Chromium with a fresh profile and a fixed viewport; quits on exit."""
+    chrome, driver_path = browser_paths()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="stemwatch-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chrome
+    for flag in FLAGS:
+        opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={profile}")
+    opts.add_argument(f"--window-size={width},{height}")
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        yield drv
+    finally:
+        drv.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def js(drv, code: str, *args):
+    """Run ``code`` (a function body that may use model() and deep()) in the page."""
+    return drv.execute_script(JS + code, *args)
+
+
+def wait_for(fn, timeout_s: float = 10.0, period_s: float = 0.05, what: str = "condition"):
+    """Poll ``fn()`` until it returns something truthy; returns it, or fails after ``timeout_s``."""
+    deadline = time.time() + timeout_s
+    last_exc = None
+    while time.time() < deadline:
+        try:
+            value = fn()
+            if value:
+                return value
+        except Exception as exc:  # the page may still be loading
+            last_exc = exc
+        time.sleep(period_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}"
+                         + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+def severe_console_errors(drv) -> list[str]:
+    """Browser console messages of level SEVERE (JavaScript errors, failed loads)."""
+    return [e["message"] for e in drv.get_log("browser") if e.get("level") == "SEVERE"]

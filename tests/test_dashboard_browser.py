@@ -1,0 +1,147 @@
+"""The operator screen in a real headless Chromium, fed with plain-data FrameResults.
+
+(The end-to-end run with the simulated microscope, the live service and replay is in
+test_dashboard_e2e.py.)
+"""
+
+import threading
+import time
+
+import pytest
+
+from _browser import chromium, js, severe_console_errors, wait_for
+from _dashboard_data import Lattice
+from dashboard.server import DashboardServer
+from stemwatch.config import DashboardConfig
+
+pytestmark = pytest.mark.browser
+
+
+class Feeder:
+    """Publishes a drifting lattice at ``period_s`` from its own thread (like the analysis thread)."""
+
+    def __init__(self, dash: DashboardServer, period_s: float = 0.1):
+        self.dash = dash
+        self.period_s = period_s
+        self.lat = Lattice(shape=(256, 256), pixel_size_A=0.1, n_si=3, seed=3, series="browser-test")
+        self.seq = 0
+        self._event = None
+        self._event_done = threading.Event()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            events = []
+            if self._event is not None:
+                k = self._event
+                self._event = None
+                events = [self.lat.switch(k, self.seq)]
+                self.event_seq, self.event_t = self.seq, time.time()
+                self.event_obj = events[0]
+            drift = (0.02 * self.seq, 0.01 * self.seq)
+            res = self.lat.result(self.seq, events=events, drift_A=drift)
+            self.dash.publish(res, {"endpoint": "tcp://127.0.0.1:5555", "backend": "ONNX Runtime CPU",
+                                    "data_fps": 1 / self.period_s, "analysed_fps": 1 / self.period_s})
+            if events:
+                self._event_done.set()
+            self.seq += 1
+            time.sleep(self.period_s)
+
+    def script_event(self, dopant: int):
+        """Make dopant ``dopant`` switch in the next frame; returns (seq, publish time, Event)."""
+        self._event_done.clear()
+        self._event = dopant
+        assert self._event_done.wait(5)
+        return self.event_seq, self.event_t, self.event_obj
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def live():
+    dash = DashboardServer(DashboardConfig(port=0))
+    dash.start()
+    feeder = Feeder(dash)
+    feeder.thread.start()
+    with chromium() as drv:
+        drv.get(dash.url)
+        wait_for(lambda: js(drv, "return model('frame_meta').data.seq[0] >= 0"), 20, what="the first frame")
+        yield dash, feeder, drv
+    feeder.stop()
+    dash.stop()
+
+
+def _frame(drv):
+    return js(drv, """
+        const img = model('image_source').data.image[0];
+        let sum = 0; for (let i = 0; i < img.length; i += 7) { sum += img[i]; }
+        const a = model('atom_source').data;
+        return {seq: model('frame_meta').data.seq[0], idx: model('frame_meta').data.idx[0],
+                img_sum: sum, img_len: img.length, n_atoms: a.x.length, x0: a.x[0], y0: a.y[0],
+                banner: deep('.banner').map(e => e.textContent).join(' '),
+                status: deep('.status').map(e => e.textContent).join(' ')};""")
+
+
+def test_live_frame_and_atoms_update(live):
+    dash, feeder, drv = live
+    first = _frame(drv)
+    assert first["img_len"] == 256 * 256 and first["n_atoms"] == len(feeder.lat.xy_A)
+    later = wait_for(lambda: (f := _frame(drv))["seq"] >= first["seq"] + 5 and f, 5, what="5 newer frames")
+    assert later["img_sum"] != first["img_sum"]                  # a new image, not the same one again
+    assert later["x0"] - first["x0"] == pytest.approx(0.02 * (later["seq"] - first["seq"]), abs=1e-3)  # drift
+    assert "LIVE" in later["status"] and "ONNX Runtime CPU" in later["status"]
+    assert "display" in later["status"]
+    tab = next(iter(dash.sessions))
+    assert tab.ack_times, "the browser acknowledged no frame"
+    assert not severe_console_errors(drv)
+
+
+def test_alert_within_two_seconds_and_click_jumps_to_the_frame(live, tmp_path):
+    dash, feeder, drv = live
+    seq, t_pub, ev = feeder.script_event(1)
+    banner = wait_for(lambda: (b := _frame(drv)["banner"]) and f"frame {seq}" in b and b, 2.0,
+                      what="the alert banner")
+    alert_s = time.time() - t_pub
+    assert "Si 3→4-fold" in banner and f"#{ev.atom_id}" in banner
+    assert alert_s < 2.0
+    time.sleep(1.0)                                              # live frames move on
+    assert _frame(drv)["seq"] > seq + 3
+    cell = wait_for(lambda: [c for c in js(drv, "return deep('.slick-cell')") if c.text.strip() == str(seq)],
+                    5, what="the event row")[0]
+    cell.click()                                                 # a real click on the table row
+    shown = wait_for(lambda: (f := _frame(drv))["seq"] == seq and f, 3, what="the event frame")
+    assert shown["idx"] == next(r.idx for r in dash.hub.events if r.event.frame == seq)
+    hl = js(drv, "return model('highlight_source').data")
+    assert any(f"#{ev.atom_id}" in lab for lab in hl["label"])
+    assert js(drv, "return deep('button').some(b => b.textContent.includes('Back to live'))")
+    time.sleep(0.6)
+    assert _frame(drv)["seq"] == seq                             # stays on the event while data keeps coming
+    drv.save_screenshot(str(tmp_path / "dashboard_event.png"))
+    assert (tmp_path / "dashboard_event.png").stat().st_size > 50_000
+    # back to live
+    next(b for b in js(drv, "return deep('button')") if "Back to live" in b.text).click()
+    wait_for(lambda: _frame(drv)["seq"] > seq + 5, 3, what="live frames again")
+    print(f"alert shown {alert_s:.2f} s after publish")
+
+
+def test_second_tab_and_display_options(live):
+    dash, feeder, drv = live
+    before = js(drv, "return model('image_mapper').palette[20]")
+    js(drv, "return deep('input[type=checkbox]')"
+            ".find(i => i.nextSibling && i.nextSibling.textContent.trim() === 'log')").click()
+    after = wait_for(lambda: (p := js(drv, "return model('image_mapper').palette[20]")) != before and p,
+                     2, what="the log palette")
+    assert int(after[1:3], 16) > int(before[1:3], 16)            # dark values brightened (gray ramp)
+    main = drv.current_window_handle
+    drv.switch_to.new_window("tab")
+    drv.get(dash.url)
+    wait_for(lambda: js(drv, "return model('frame_meta').data.seq[0] >= 0"), 10, what="second tab frame")
+    s0 = _frame(drv)["seq"]
+    wait_for(lambda: _frame(drv)["seq"] > s0 + 2, 3, what="second tab updates")
+    assert len(dash.sessions) >= 2
+    assert all(t.pushes > 1 for t in dash.sessions)
+    drv.close()
+    drv.switch_to.window(main)

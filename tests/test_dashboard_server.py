@@ -1,0 +1,101 @@
+"""The Bokeh server on its own thread: HTTP, websocket origins, several tabs, stalled clients."""
+
+import asyncio
+import threading
+import time
+import urllib.request
+
+import pytest
+from bokeh.client import pull_session
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from _dashboard_data import Lattice
+from dashboard.server import DashboardServer, websocket_origins
+from stemwatch.config import DashboardConfig
+
+
+def _ws_status(port: int, origin: str):
+    """HTTP status of a websocket upgrade with this Origin (101 when the origin passes)."""
+    async def go():
+        try:
+            conn = await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{port}/ws", headers={"Origin": origin}))
+        except HTTPClientError as exc:
+            return exc.code
+        conn.close()
+        return 101
+    return asyncio.run(go())
+
+
+def test_serves_the_page_and_checks_websocket_origins():
+    with DashboardServer(DashboardConfig(port=0, allow_origins=("operator-pc.lab:8080",))) as dash:
+        assert dash.url == f"http://127.0.0.1:{dash.port}/" and dash.port > 0
+        page = urllib.request.urlopen(dash.url, timeout=10).read().decode()
+        assert "bokeh" in page.lower() and "stemwatch" in page
+        assert _ws_status(dash.port, "http://evil.example") == 403
+        assert _ws_status(dash.port, "http://operator-pc.lab:8080") == 101
+        assert _ws_status(dash.port, f"http://localhost:{dash.port}") == 101
+
+
+def test_origins_default_to_local_names_and_reject_bad_values():
+    assert websocket_origins("127.0.0.1", 5006) == ["localhost:5006", "127.0.0.1:5006"]
+    assert "10.1.2.3:5006" in websocket_origins("10.1.2.3", 5006)
+    assert "scope.lab:80" in websocket_origins("0.0.0.0", 5006, ("scope.lab",))
+    with pytest.raises(ValueError):
+        websocket_origins("127.0.0.1", 5006, ("a:b:c",))
+
+
+def test_port_in_use_gives_a_clear_error():
+    with DashboardServer(DashboardConfig(port=0)) as first:
+        with pytest.raises(RuntimeError, match=f"{first.port}"):
+            DashboardServer(DashboardConfig(port=first.port)).start()
+
+
+def test_stalled_tabs_and_a_blocked_event_loop_never_slow_publish():
+    """Two tabs that never read (a frozen browser) and a 1 s stall of the server's event loop:
+    publish() keeps returning at once, every result is taken, and the frozen tabs are not flooded."""
+    cfg = DashboardConfig(port=0, ack_timeout_s=0.5)
+    lat = Lattice(shape=(256, 256), n_si=2)
+    results = [lat.result(i) for i in range(20)]
+    with DashboardServer(cfg) as dash:
+        tabs = [pull_session(url=dash.url), pull_session(url=dash.url)]   # then never read again
+        try:
+            assert len(dash.sessions) == 2
+            durations = []
+            blocked = threading.Event()
+
+            def feed():
+                for i in range(150):
+                    if i == 40:
+                        dash.call_soon(lambda: (blocked.set(), time.sleep(1.0)))
+                    t0 = time.perf_counter()
+                    dash.publish(results[i % 20], {"i": i})
+                    durations.append(time.perf_counter() - t0)
+                    time.sleep(0.01)
+
+            t0 = time.time()
+            th = threading.Thread(target=feed)
+            th.start()
+            th.join()
+            elapsed = time.time() - t0
+            assert blocked.wait(5)
+            time.sleep(0.3)
+            assert dash.hub.published == 150
+            assert max(durations) < 0.25                  # never waited for the 1 s blocked loop
+            assert dash.hub.next_idx + dash.hub.coalesced == 150
+            for tab in dash.sessions:                     # no acknowledgement: about one push per timeout
+                assert 1 <= tab.pushes <= 2 + elapsed / cfg.ack_timeout_s
+        finally:
+            for s in tabs:
+                s.close()
+
+
+def test_stop_is_idempotent_and_frees_the_port():
+    dash = DashboardServer(DashboardConfig(port=0))
+    dash.start()
+    port = dash.port
+    dash.stop()
+    dash.stop()
+    again = DashboardServer(DashboardConfig(port=port))
+    assert again.start().endswith(f":{port}/")
+    again.stop()
