@@ -78,7 +78,7 @@ def _scores(shifts: np.ndarray, prev: np.ndarray, prev_sp: np.ndarray, tree: cKD
 def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, cur_sp: np.ndarray,
                    predicted_A: np.ndarray, max_shift_A: float, tol_A: float = 0.4,
                    cur_tree: cKDTree | None = None, accept_score: float = 0.7,
-                   subsample: int = 256, seed: int = 0) -> ShiftEstimate:
+                   subsample: int = 256, refine_max: int = 2000, seed: int = 0) -> ShiftEstimate:
     """Estimate the global shift taking ``prev_A`` onto ``cur_A`` (see the module docstring).
 
     prev_A, cur_A : (N, 2), (M, 2) angstrom; prev_sp, cur_sp : species codes.
@@ -132,14 +132,20 @@ def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, c
             if sc[k] > score:
                 shift, score = cand[k], float(sc[k])
 
-    # refinement with every previous atom: median displacement of same-species matches
+    # refinement: median displacement of same-species matches (at most ``refine_max`` atoms: the
+    # median of 2,000 displacements with 0.07 A scatter is good to ~0.002 A)
+    if len(prev_A) > refine_max:
+        ref = rng.choice(len(prev_A), refine_max, replace=False)
+        p_ref, sp_ref = prev_A[ref], prev_sp[ref]
+    else:
+        p_ref, sp_ref = prev_A, prev_sp
     n_used = 0
-    for _ in range(2):
-        d, j = tree.query(prev_A + shift, k=1, distance_upper_bound=tol_A)
+    for _ in range(2 if searched else 1):
+        d, j = tree.query(p_ref + shift, k=1, distance_upper_bound=tol_A)
         hit = np.isfinite(d)
-        hit[hit] &= cur_sp[j[hit]] == prev_sp[hit]
+        hit[hit] &= cur_sp[j[hit]] == sp_ref[hit]
         n_used = int(hit.sum())
         if n_used < 3:
             break
-        shift = np.median(cur_A[j[hit]] - prev_A[hit], axis=0)
+        shift = np.median(cur_A[j[hit]] - p_ref[hit], axis=0)
     return ShiftEstimate(np.asarray(shift, dtype=np.float64), score, n_used, searched)

@@ -1,6 +1,6 @@
 """Columnar storage of live tracks (struct of arrays), with append and compaction.
 
-One row per live track. Columns are numpy arrays; rings are (T, H) int16 raw observation buffers
+One row per live track. Columns are numpy arrays; rings are (T, H) raw observation buffers
 (see :mod:`engine.track.debounce`). Positions are *world* angstrom: drift-corrected coordinates
 (``frame_A = world_A + offset_A``, see :class:`engine.track.tracker.Tracker`).
 """
@@ -35,8 +35,10 @@ SCALARS: dict[str, tuple] = {
     "formula_state": (np.int16, (), UNKNOWN),  # debounced defect-formula code
     "present_state": (np.int16, (), 1),
 }
-#: raw observation rings, (T, H) int16
-RINGS: tuple[str, ...] = ("sp", "coord", "present", "away", "dimer", "formula", "ncoord")
+#: raw observation rings: name -> dtype. Stored as (H, capacity) so that writing one frame's column
+#: for all tracks is contiguous; :meth:`TrackStore.ring` returns the (T, H) transposed view.
+RINGS: dict[str, type] = {"sp": np.int8, "coord": np.int8, "present": np.int8, "away": np.int8,
+                          "dimer": np.int8, "formula": np.int16, "ncoord": np.int8}
 
 
 class TrackStore:
@@ -56,11 +58,11 @@ class TrackStore:
             if name in self.cols:
                 a[: self.n] = self.cols[name][: self.n]
             new[name] = a
-        for name in RINGS:
-            a = np.full((cap, self.H), UNKNOWN, dtype=np.int16)
+        for name, dt in RINGS.items():
+            a = np.full((self.H, cap), UNKNOWN, dtype=dt)
             key = "ring_" + name
             if key in self.cols:
-                a[: self.n] = self.cols[key][: self.n]
+                a[:, : self.n] = self.cols[key][:, : self.n]
             new[key] = a
         self.cols, self._cap = new, cap
 
@@ -74,7 +76,8 @@ class TrackStore:
         raise AttributeError(name)
 
     def ring(self, name: str) -> np.ndarray:
-        return self.cols["ring_" + name][: self.n]
+        """(T, H) view of a raw-observation ring (writable)."""
+        return self.cols["ring_" + name][:, : self.n].T
 
     def append(self, count: int, **values) -> slice:
         """Add ``count`` rows; ``values`` are column arrays (or scalars) for them. Returns their slice."""
@@ -88,19 +91,28 @@ class TrackStore:
         for name, (dt, shp, fill) in SCALARS.items():
             self.cols[name][sl] = values.pop(name) if name in values else fill
         for name in RINGS:
-            self.cols["ring_" + name][sl] = UNKNOWN
+            self.cols["ring_" + name][:, sl] = UNKNOWN
         if values:
             raise KeyError(f"unknown track columns {sorted(values)}")
         self.n = need
         return sl
 
     def keep(self, mask: np.ndarray) -> None:
-        """Keep only the rows where ``mask`` (len(self),) is True (order preserved)."""
+        """Keep only the rows where ``mask`` (len(self),) is True. Row order is NOT preserved: the
+        holes are filled with live rows from the end, so the cost is proportional to the number of
+        removed rows, not to the table size."""
+        mask = np.asarray(mask, bool)
         m = int(mask.sum())
         if m == self.n:
             return
-        for a in self.cols.values():
-            a[:m] = a[: self.n][mask]
+        holes = np.flatnonzero(~mask[:m])
+        tail = m + np.flatnonzero(mask[m:])
+        if len(holes):
+            for name, a in self.cols.items():
+                if name.startswith("ring_"):
+                    a[:, holes] = a[:, tail]
+                else:
+                    a[holes] = a[tail]
         self.n = m
 
     def clear(self) -> None:

@@ -298,7 +298,7 @@ class Tracker:
         S = st.P + r2
         tsp = self._track_species(st)
         gate = cfg.max_speed_A_per_frame
-        d, j = tree.query(pred, k=4, distance_upper_bound=gate)
+        d, j = tree.query(pred, k=2, distance_upper_bound=gate)
         ok = np.isfinite(d)
         ti = np.nonzero(ok)[0]
         dj = j[ok]
@@ -398,8 +398,8 @@ class Tracker:
         if len(coasting) and len(hv):
             near = cKDTree(st.pos[coasting]).query(world[hv], k=1, distance_upper_bound=self.cfg.env_radius_A)[0]
             env[hv[np.isfinite(near)]] = False
-        st.ring("ncoord")[rows, col] = np.minimum(feats["coord"], 32000)
-        st.ring("coord")[rows, col] = np.where(env, np.minimum(feats["n_c"], 32000), UNKNOWN)
+        st.ring("ncoord")[rows, col] = np.minimum(feats["coord"], 127)
+        st.ring("coord")[rows, col] = np.where(env, np.minimum(feats["n_c"], 127), UNKNOWN)
         st.ring("formula")[rows, col] = np.where(env, feats["formula"], UNKNOWN)
         st.ring("dimer")[rows, col] = np.where(env, (feats["n_heavy"] > 0).astype(np.int16), UNKNOWN)
         away = np.linalg.norm(world - st.anchor[rows], axis=1) > self.cfg.hop_min_A
