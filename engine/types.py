@@ -184,3 +184,6 @@ class FrameResult:
     timings_s: dict = field(default_factory=dict)  # stage name -> seconds
     t_done: float = 0.0                        # Unix seconds when the result was ready
     image: np.ndarray | None = None            # the frame's pixels (for display); may be None
+    error: str | None = None                   # set when a stage failed on this frame (the frame is
+                                               # skipped: empty chemistry, no tracks, no events)
+    confirmed: np.ndarray | None = None        # (N,) bool: the atom's track is confirmed

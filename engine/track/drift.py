@@ -11,7 +11,8 @@ coordinates:
    candidate is scored on the subsample (species-weighted fraction of atoms that land within
    ``tol_A`` of an atom, counted only where the shifted atom is still inside the current frame) and
    the best one wins (ties: the one closest to the prediction);
-3. refine: the median displacement of all previous atoms matched within ``tol_A`` (sub-pixel).
+3. refine: the mean displacement of the previous atoms matched within ``tol_A`` (inliers around
+   the median displacement; sub-pixel).
 
 A perfect graphene lattice is periodic: shifts that differ by a lattice vector (2.46 A) match
 equally well. Heavy atoms (Si), defects, vacancies and the field edges break that symmetry; the
@@ -147,5 +148,10 @@ def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, c
         n_used = int(hit.sum())
         if n_used < 3:
             break
-        shift = np.median(cur_A[j[hit]] - p_ref[hit], axis=0)
+        disp = cur_A[j[hit]] - p_ref[hit]
+        med = np.median(disp, axis=0)
+        # mean of the inliers around the median: unlike the median it is not stuck to a coarse
+        # position grid (an atom finder's pixel quantisation averages out over many atoms)
+        near = np.linalg.norm(disp - med, axis=1) < 0.5 * tol_A
+        shift = disp[near].mean(0) if near.sum() >= 3 else med
     return ShiftEstimate(np.asarray(shift, dtype=np.float64), score, n_used, searched)

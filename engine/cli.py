@@ -1,0 +1,224 @@
+"""Sub-commands of the engine: ``analyze`` (offline), ``serve`` (live), ``evaluate`` (vs ground truth).
+
+Light module: numpy, the network backends, Bokeh and ZeroMQ are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+_ENDPOINT_HELP = "ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555 or tcp://acq-pc:5555"
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("analysis")
+    g.add_argument("--backend", choices=("auto", "tensorrt", "onnx"), default="auto",
+                   help="inference backend (default %(default)s: TensorRT when a GPU works, else ONNX Runtime CPU)")
+    g.add_argument("--model", metavar="FILE", default=None, help="ONNX model (default: the shipped one)")
+    g.add_argument("--k-of-n", nargs=2, type=int, metavar=("K", "N"), default=None,
+                   help="debounce: a new state must hold K of the last N frames (default: config, 2 3)")
+    g.add_argument("--min-confidence", type=float, default=None, metavar="C",
+                   help="events below this confidence are not raised (default: config, 0.5)")
+    g.add_argument("--config", metavar="JSON", default=None,
+                   help="JSON file of configuration overrides by section, e.g. "
+                        '{"tracking": {"memory_frames": 4}, "chemistry": {"prob_threshold": 0.4}}')
+
+
+def _config(args):
+    import json
+
+    from stemwatch.config import Config
+
+    cfg = Config()
+    if getattr(args, "config", None):
+        with open(args.config) as fh:
+            overrides = json.load(fh)
+        if not isinstance(overrides, dict):
+            raise SystemExit(f"{args.config}: expected a JSON object of sections")
+        for section, values in overrides.items():
+            if section == "events" and "k_of_n" in values:
+                values = {**values, "k_of_n": tuple(values["k_of_n"])}
+            cfg = cfg.replace(**{section: values})
+    inf = {"backend": args.backend}
+    if args.model:
+        inf["model_path"] = args.model
+    cfg = cfg.replace(inference=inf)
+    ev = {}
+    if args.k_of_n:
+        ev["k_of_n"] = tuple(args.k_of_n)
+    if args.min_confidence is not None:
+        ev["min_confidence"] = float(args.min_confidence)
+    if ev:
+        cfg = cfg.replace(events=ev)
+    k, n = cfg.events.k_of_n
+    if not 1 <= k <= n:
+        raise SystemExit(f"--k-of-n: need 1 <= K <= N, got {k} {n}")
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------- analyze
+def _analyze(args) -> int:
+    from engine.analyze import analyze_file
+
+    cfg = _config(args)
+    summary = analyze_file(args.input, args.out, cfg, pixel_size_A=args.pixel_size, key=args.key,
+                           limit=args.limit, progress=not args.quiet)
+    print(f"{summary['frames']} frames ({summary['frames_with_error']} with errors), "
+          f"{summary['atoms_per_frame']:.0f} atoms/frame, {summary['tracks']} tracks, "
+          f"{summary['events']} events {summary['events_by_kind']}, "
+          f"{summary['frames_per_s'] or 0:.1f} frames/s on {summary['backend']}")
+    print(f"wrote {args.out}/atoms.csv, events.jsonl, frames.csv, summary.json")
+    return 0 if summary["frames"] > summary["frames_with_error"] else 1
+
+
+# ------------------------------------------------------------------------------------------- serve
+def _serve(args) -> int:
+    import json
+    import logging
+    import signal
+    import threading
+    import time
+
+    from engine.service import LiveService
+
+    cfg = _config(args)
+    curve = None
+    if args.curve_secret:
+        from streamer.security import Curve
+
+        curve = Curve(secret_key_file=args.curve_secret, server_public_key_file=args.curve_server_key,
+                      allowed_clients_dir=args.curve_allow)
+    svc = LiveService(cfg, args.connect or args.bind, record_path=args.record,
+                      events_endpoint=args.events or None, bind=bool(args.bind),
+                      socket_type="SUB" if args.sub else "PULL", curve=curve)
+    dash = None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    try:
+        svc.start()
+        print(f"analysing {svc.endpoint} on {svc.pipeline.backend_description}", file=sys.stderr)
+        if svc.events_endpoint:
+            print(f"events: PUB {svc.events_endpoint} (topic 'event', msgpack; docs/tracking.md)", file=sys.stderr)
+        if not args.no_dashboard:
+            from dashboard.cli import dashboard_config, open_browser
+            from dashboard.server import DashboardServer
+
+            dcfg = dashboard_config(cfg, args).dashboard
+            dash = DashboardServer(dcfg, controller=svc)
+            url = dash.start()
+            print(f"dashboard: {url}", file=sys.stderr, flush=True)
+            if not args.no_browser:
+                open_browser(url)
+        if args.events_log:
+            log_fh = open(args.events_log, "a")
+
+            def write_events(result, _status):
+                for e in result.events:
+                    log_fh.write(json.dumps({"series": result.series, **e.to_dict()}) + "\n")
+                if result.events:
+                    log_fh.flush()
+
+            svc.add_listener(write_events)
+        t0 = time.time()
+        last = 0.0
+        while not stop.is_set():
+            if args.duration_s is not None and time.time() - t0 >= args.duration_s:
+                break
+            stop.wait(0.2)
+            if args.quiet or time.time() - last < 2.0:
+                continue
+            last = time.time()
+            st = svc.status()
+            lat = st["latency_s"].get("tracking", {})
+            print(f"[{last - t0:7.1f}s] series={st['series'] or '-'} data {st['data_fps']:.1f} fps, analysed "
+                  f"{st['analysed_fps']:.1f} fps, latency p50/p99 {1e3 * lat.get('p50', float('nan')):.0f}/"
+                  f"{1e3 * lat.get('p99', float('nan')):.0f} ms, dropped {st['dropped_for_analysis']}, "
+                  f"gaps {st['gap_count']}, events {st['events']}, tracks {st['tracks']}"
+                  + (f", REC {st['recorder']['written']}" if st["recorder"]["recording"] else ""),
+                  file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if dash is not None:
+            dash.stop()
+        svc.stop()
+        logging.getLogger(__name__).info("stopped")
+    st = svc.status()
+    print(f"analysed {st['frames_analysed']} of {st['frames_received']} frames, {st['events']} events", file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- evaluate
+def _evaluate(args) -> int:
+    import json
+
+    from engine.evaluate import evaluate, format_report
+
+    report = evaluate(args.out_dir, args.ground_truth, match_radius_A=args.match_radius,
+                      max_latency_frames=args.max_latency)
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("analyze", help="analyse a recording or image stack: atoms.csv, events.jsonl, summary.json",
+                       description="Run the full pipeline (network -> atoms -> lattice graph -> tracks -> events) on "
+                       "every frame of INPUT (a stemwatch recording, .npy/.npz, TIFF stack, EMD HDF5 or Nion .ndata) "
+                       "and write atoms.csv (frame,atom_id,x,y,species,coordination,confidence; x = column, "
+                       "y = row in input pixels), events.jsonl, frames.csv and summary.json to --out "
+                       "(docs/tracking.md).")
+    p.add_argument("input", help="recording or image file")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="A",
+                   help="angstrom per pixel (needed for files without a calibration; overrides the file's)")
+    p.add_argument("--key", default=None, help="array name in an .npz, or the data group of an EMD file")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="analyse at most N frames")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_engine_options(p)
+    p.set_defaults(func=_analyze)
+
+    p = sub.add_parser("serve", help="live analysis of a frame stream, events on a ZeroMQ PUB socket, dashboard",
+                       description="Receive frames (protocol v1), analyse the newest one continuously, publish "
+                       "events (msgpack on a PUB socket, topic 'event'; docs/tracking.md) and show the operator "
+                       "dashboard. Ctrl-C stops.")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--connect", metavar="ENDPOINT", help="connect to a publisher that binds (" + _ENDPOINT_HELP + ")")
+    g.add_argument("--bind", metavar="ENDPOINT", help="bind and let publishers connect")
+    p.add_argument("--sub", action="store_true", help="SUB socket (publisher uses PUB) instead of PULL")
+    p.add_argument("--events", default="tcp://127.0.0.1:5557", metavar="ENDPOINT",
+                   help="bind the events PUB socket here (default %(default)s; '' = none)")
+    p.add_argument("--events-log", metavar="FILE", default=None, help="also append every event as JSON lines here")
+    p.add_argument("--record", metavar="FILE", default=None, help="record every message to FILE from the start")
+    p.add_argument("--duration-s", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument("--no-dashboard", action="store_true", help="run headless (no Bokeh server)")
+    p.add_argument("--quiet", action="store_true", help="no periodic status line")
+    c = p.add_argument_group("CURVE encryption of the frame socket (keys from `stemwatch keys`)")
+    c.add_argument("--curve-secret", metavar="FILE", help="this side's secret key file: enables CURVE")
+    c.add_argument("--curve-server-key", metavar="FILE", help="when connecting: the server's public key file")
+    c.add_argument("--curve-allow", metavar="DIR", help="when binding: directory of allowed client public keys")
+    _add_engine_options(p)
+    try:
+        from dashboard.cli import add_dashboard_arguments
+
+        add_dashboard_arguments(p)
+    except ImportError:  # dashboard package absent: headless only
+        p.set_defaults(no_dashboard=True, no_browser=True)
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("evaluate", help="score an analyze output folder against simulator ground truth",
+                       description="Detection precision/recall, localisation error, species, MOTA, IDF1, identity "
+                       "switches, event precision/recall and latency of OUT_DIR (from `stemwatch analyze`) "
+                       "against GROUND_TRUTH (the simulator's truth file next to a recording).")
+    p.add_argument("out_dir", help="folder written by `stemwatch analyze`")
+    p.add_argument("ground_truth", help="ground-truth file (or the recording it sits next to)")
+    p.add_argument("--match-radius", type=float, default=0.5, metavar="A",
+                   help="an atom is found when a detection lies within this distance (default %(default)s A)")
+    p.add_argument("--max-latency", type=int, default=3, metavar="FRAMES",
+                   help="an event counts when reported at most this many frames late (default %(default)s)")
+    p.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON")
+    p.set_defaults(func=_evaluate)

@@ -1,0 +1,390 @@
+"""The live service: frames from the microscope -> Pipeline on its own thread -> events on a
+ZeroMQ PUB socket, listeners (the dashboard), status, recording on demand.
+
+Threads (all owned here or by the receiver):
+
+* the receiver's I/O thread drains the frame socket at all times and keeps only the newest frame
+  for analysis (older ones are dropped and counted); it also feeds the recorder queue;
+* the receiver's recorder thread writes every message to the current recording, if any
+  (:meth:`LiveService.start_recording` / :meth:`LiveService.stop_recording` switch files while live);
+* the analysis thread takes the newest frame, runs :class:`engine.pipeline.Pipeline`, publishes the
+  events and calls the listeners ``fn(result, status)`` (they must return at once; the dashboard
+  only appends to a bounded deque).
+
+Events socket (docs/tracking.md): PUB, bound at ``events_endpoint``; each event is a two-part
+message ``[b"event", msgpack map]`` with the :class:`engine.types.Event` fields plus ``version``,
+``type="event"`` and ``series``. Latencies in status and events are measured from the frame's
+``t_acquired`` (the acquisition PC's clock: keep the clocks in sync, e.g. NTP).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from engine.pipeline import Pipeline
+from engine.types import FrameResult
+from stemwatch.config import Config, EventConfig
+
+log = logging.getLogger(__name__)
+
+EVENTS_PROTOCOL_VERSION = 1
+EVENT_TOPIC = b"event"
+#: latency stages, cumulative from t_acquired (seconds)
+LATENCY_STAGES = ("received", "started", "network", "atoms_graph", "tracking")
+
+
+class SwitchableRecorder:
+    """Recorder object given to the Receiver: writes to the current :class:`RecordingWriter` (if any).
+
+    It remembers the newest ``start`` message so that a recording started mid-series begins with
+    its series header. Called only from the receiver's recorder thread (``write``) and from control
+    calls (``open``/``close``), under a lock.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.writer = None
+        self.path: str | None = None
+        self.error: str | None = None
+        self.written = 0
+        self.last_start: tuple[list, float] | None = None
+
+    def write(self, parts, t_arrival: float) -> None:
+        head = bytes(getattr(parts[0], "buffer", parts[0])) if len(parts) == 1 else None
+        if head is not None:
+            try:
+                import msgpack
+
+                h = msgpack.unpackb(head, raw=False)
+                if isinstance(h, dict) and h.get("type") == "start":
+                    self.last_start = ([head], t_arrival)
+            except Exception:  # not ours to judge: the receiver already validated it
+                pass
+        with self._lock:
+            if self.writer is None:
+                return
+            try:
+                self.writer.write(parts, t_arrival)
+                self.written += 1
+            except Exception as exc:      # disk full, I/O error: stop this recording, keep analysing
+                self.error = str(exc) or type(exc).__name__
+                log.error("recording %s stopped: %s", self.path, self.error)
+                self._close_locked()
+
+    def open(self, path: str | Path, append: bool = False) -> None:
+        from streamer.recording import RecordingWriter
+
+        with self._lock:
+            self._close_locked()
+            self.writer = RecordingWriter(path, append=append)
+            self.path, self.error, self.written = str(path), None, 0
+            if self.last_start is not None:
+                parts, t = self.last_start
+                self.writer.write(parts, t)
+                self.written += 1
+
+    def _close_locked(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception as exc:
+                self.error = self.error or str(exc)
+            self.writer = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    @property
+    def recording(self) -> bool:
+        return self.writer is not None
+
+
+class LiveService:
+    """Live analysis of a frame stream (see the module docstring).
+
+    cfg : :class:`stemwatch.config.Config`. endpoint : the frame socket (connect by default;
+    ``bind=True`` to bind). record_path : start recording there at :meth:`start`.
+    events_endpoint : where to bind the events PUB socket (None: no socket).
+    pipeline : an existing :class:`Pipeline` (default: a new one on ``cfg``, image kept for display).
+    socket_type, curve : passed to :class:`streamer.Receiver`.
+    """
+
+    def __init__(self, cfg: Config | None = None, endpoint: str = "tcp://127.0.0.1:5555",
+                 record_path: str | Path | None = None, events_endpoint: str | None = None,
+                 bind: bool = False, pipeline: Pipeline | None = None, socket_type: str = "PULL",
+                 curve: Any = None, events_curve: Any = None):
+        import zmq
+
+        from streamer.receiver import Receiver
+
+        self.cfg = cfg or Config()
+        self.endpoint = endpoint
+        self.pipeline = pipeline if pipeline is not None else Pipeline(self.cfg, keep_image=True)
+        self.recorder = SwitchableRecorder()
+        self.receiver = Receiver(endpoint, self.cfg.stream, bind=bind, recorder=self.recorder,
+                                 socket_type=socket_type, curve=curve)
+        self._record_path = record_path
+        self._ctx = None
+        self._pub = None
+        self._pub_auth = None
+        self.events_endpoint = None
+        if events_endpoint:
+            self._ctx = zmq.Context()
+            self._pub = self._ctx.socket(zmq.PUB)
+            self._pub.linger = 0
+            self._pub.sndhwm = 10000
+            if events_curve is not None:
+                from streamer.security import apply_curve
+
+                self._pub_auth = apply_curve(self._ctx, self._pub, events_curve, server=True)
+            self._pub.bind(events_endpoint)
+            self.events_endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._listeners: list[Callable] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._paused = False
+        self._pending_events_cfg: EventConfig | None = None
+        self._pending_chem: dict | None = None
+        self._thread: threading.Thread | None = None
+        self._done_times: collections.deque = collections.deque(maxlen=64)
+        self._lat: dict[str, collections.deque] = {s: collections.deque(maxlen=1000) for s in LATENCY_STAGES}
+        self._n = {"analysed": 0, "paused_skipped": 0, "errors": 0, "events": 0, "listener_errors": 0,
+                   "events_published": 0}
+        self._last_error: str | None = None
+        self._last_result: FrameResult | None = None
+
+    # ------------------------------------------------------------------------------ life cycle
+    def start(self) -> "LiveService":
+        if self._thread is not None:
+            return self
+        self.receiver.start()
+        if self._record_path:
+            self.start_recording(self._record_path)
+        self._thread = threading.Thread(target=self._loop, name="stemwatch-analysis", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop analysing, stop receiving (the recorder writes what is queued), close everything."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.receiver.stop()
+        self.recorder.close()
+        if self._pub is not None:
+            self._pub.close(0)
+            self._pub = None
+        if self._pub_auth is not None:
+            self._pub_auth.stop()
+            self._pub_auth = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+        self.pipeline.close()
+
+    def __enter__(self) -> "LiveService":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------------------ controls
+    def add_listener(self, fn: Callable[[FrameResult, dict], Any]) -> None:
+        """Call ``fn(result, status)`` after every analysed frame, on the analysis thread. It must
+        return at once (hand the data to another thread); exceptions are logged and counted."""
+        with self._lock:
+            self._listeners.append(fn)
+
+    def remove_listener(self, fn) -> None:
+        with self._lock:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause / resume analysis. Receiving and recording go on; frames are skipped and counted."""
+        self._paused = bool(paused)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def start_recording(self, path: str | Path, append: bool = False) -> str:
+        """Record every message from now on to ``path`` (a new file; the series' start message first)."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.recorder.open(path, append=append)
+        log.info("recording to %s", path)
+        return str(path)
+
+    def stop_recording(self) -> None:
+        self.recorder.close()
+
+    def update_config(self, events: dict | None = None, chemistry: dict | None = None, **kw) -> None:
+        """Change thresholds while live: ``events={"k_of_n": (k, n), "min_confidence": c}`` (or
+        ``k_of_n=..., min_confidence=...`` directly), ``chemistry={"prob_threshold": p, ...}``.
+        Validated now (ValueError / TypeError), applied before the next frame."""
+        ev = dict(events or {})
+        for key in ("k_of_n", "min_confidence"):
+            if key in kw:
+                ev[key] = kw.pop(key)
+        if kw:
+            raise TypeError(f"unknown settings {sorted(kw)}: use events={{...}} or chemistry={{...}}")
+        new_cfg = self.cfg
+        if ev:
+            if "k_of_n" in ev:
+                k, n = (int(v) for v in ev["k_of_n"])
+                ev["k_of_n"] = (k, n)
+                if not 1 <= k <= n <= self.pipeline.tracker._ring_len:
+                    raise ValueError(f"k_of_n must satisfy 1 <= k <= n <= {self.pipeline.tracker._ring_len}, "
+                                     f"got {(k, n)}")
+            if "min_confidence" in ev:
+                c = float(ev["min_confidence"])
+                if not 0.0 <= c <= 1.0:
+                    raise ValueError(f"min_confidence must be in [0, 1], got {c}")
+                ev["min_confidence"] = c
+            new_cfg = new_cfg.replace(events=ev)
+        if chemistry:
+            new_cfg = new_cfg.replace(chemistry=dict(chemistry))
+        with self._lock:
+            self.cfg = new_cfg
+            if ev:
+                self._pending_events_cfg = new_cfg.events
+            if chemistry:
+                self._pending_chem = dict(chemistry)
+
+    # ------------------------------------------------------------------------------ status
+    def status(self) -> dict:
+        """Plain-data snapshot (JSON-serialisable): rates, latencies from t_acquired, receiver counters,
+        recorder, backend. Keys are documented in docs/tracking.md."""
+        rx = self.receiver.stats()
+        now = time.time()
+        with self._lock:
+            done = list(self._done_times)
+            lat = {s: np.asarray(d, float) for s, d in self._lat.items()}
+            n = dict(self._n)
+            last_error = self._last_error
+        fps = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
+        if done and now - done[-1] > 2.0:
+            fps = 0.0
+        latency = {s: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))}
+                   for s, v in lat.items() if len(v)}
+        rec = self.recorder
+        return {
+            "endpoint": self.endpoint,
+            "events_endpoint": self.events_endpoint,
+            "series": rx["series"],
+            "data_fps": rx["fps"],
+            "analysed_fps": fps,
+            "latency_s": latency,
+            "frames_received": rx["frames_received"],
+            "frames_analysed": n["analysed"],
+            "dropped_for_analysis": rx["dropped_for_analysis"],
+            "gap_count": rx["gap_count"], "gaps": rx["gaps"], "missing_frames": rx["missing_frames"],
+            "stalls": rx["stalls"], "stalled": rx["stalled"],
+            "malformed_total": rx["malformed_total"], "malformed": rx["malformed"],
+            "backend": self.pipeline.backend_description,
+            "paused": self._paused, "paused_skipped": n["paused_skipped"],
+            "errors": n["errors"], "last_error": last_error,
+            "events": n["events"], "events_published": n["events_published"],
+            "listener_errors": n["listener_errors"],
+            "tracks": self.pipeline.tracker.n_tracks,
+            "config": {"k_of_n": list(self.cfg.events.k_of_n), "min_confidence": self.cfg.events.min_confidence},
+            "recorder": {"recording": rec.recording, "path": rec.path, "written": rec.written,
+                         "lost": rx["recorder"]["lost"], "backlog": rx["recorder"]["backlog"],
+                         "error": rec.error or rx["recorder"]["error"]},
+            "receiver": rx,
+        }
+
+    @property
+    def last_result(self) -> FrameResult | None:
+        return self._last_result
+
+    # ------------------------------------------------------------------------------ analysis thread
+    def _apply_pending(self) -> None:
+        with self._lock:
+            ev, chem = self._pending_events_cfg, self._pending_chem
+            self._pending_events_cfg = self._pending_chem = None
+        if ev is not None:
+            self.pipeline.set_events(ev)
+        if chem is not None:
+            self.pipeline.cfg = self.pipeline.cfg.replace(chemistry=chem)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            frame = self.receiver.latest(timeout_s=0.1)
+            if frame is None:
+                continue
+            if self._paused:
+                with self._lock:
+                    self._n["paused_skipped"] += 1
+                continue
+            self._apply_pending()
+            t_start = time.time()
+            try:
+                result = self.pipeline.process(frame, t_start=t_start)
+            except Exception as exc:   # the pipeline reports stage errors itself; this is a last resort
+                log.exception("analysis failed on frame %s/%s", frame.series, frame.seq)
+                with self._lock:
+                    self._n["errors"] += 1
+                    self._last_error = f"{type(exc).__name__}: {exc}"
+                continue
+            self._account(frame, result, t_start)
+            self._publish(result)
+            status = self.status() if self._listeners else {}
+            with self._lock:
+                listeners = list(self._listeners)
+            for fn in listeners:
+                try:
+                    fn(result, status)
+                except Exception:
+                    log.exception("listener %r failed", fn)
+                    with self._lock:
+                        self._n["listener_errors"] += 1
+
+    def _account(self, frame, r: FrameResult, t_start: float) -> None:
+        ta = float(frame.t_acquired)
+        extra = r.t_done - ta
+        for e in r.events:                 # live: latency to the moment the event exists here
+            e.latency_s = float(e.latency_s + extra)
+        tm = r.timings_s
+        cum = t_start - ta
+        stages = {"received": (float(frame.t_received) - ta) if frame.t_received else None, "started": cum}
+        if not r.error:
+            for name, key in (("network", ("preprocess", "network")), ("atoms_graph", ("atoms_graph",)),
+                              ("tracking", ("tracking",))):
+                cum += sum(tm.get(k, 0.0) for k in key)
+                stages[name] = cum
+        with self._lock:
+            self._n["analysed"] += 1
+            self._n["events"] += len(r.events)
+            if r.error:
+                self._n["errors"] += 1
+                self._last_error = r.error
+            self._done_times.append(r.t_done)
+            for s, v in stages.items():
+                if v is not None:
+                    self._lat[s].append(v)
+            self._last_result = r
+
+    def _publish(self, r: FrameResult) -> None:
+        if self._pub is None or not r.events:
+            return
+        import msgpack
+
+        import zmq
+
+        for e in r.events:
+            msg = {"version": EVENTS_PROTOCOL_VERSION, "type": "event", "series": r.series, **e.to_dict()}
+            try:
+                self._pub.send_multipart([EVENT_TOPIC, msgpack.packb(msg, use_bin_type=True)], zmq.NOBLOCK)
+                with self._lock:
+                    self._n["events_published"] += 1
+            except zmq.ZMQError as exc:    # PUB never blocks; HWM reached drops (counted as not published)
+                log.warning("event not published: %s", exc)
