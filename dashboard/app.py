@@ -153,6 +153,7 @@ class TabSession:
         self.last_event_key = 0
         self.selected_key: int | None = None
         self._quiet = False            # True while the server itself sets widget values
+        self._seen_thresholds: tuple = ((), None)
         self._build()
         if registry is not None:
             registry.add(self)
@@ -171,11 +172,12 @@ class TabSession:
                                               "dw": [1.0], "dh": [1.0], "seq": [-1], "idx": [-1]},
                                              name="image_source")
         self.atom_source = ColumnDataSource({k: np.zeros(0, np.float32) for k in
-                                             ("x", "y", "cat", "sp", "coord", "tid", "conf", "defect", "size")},
+                                             ("x", "y", "cat", "sp", "coord", "tid", "conf", "defect", "size", "alpha")},
                                             name="atom_source")
         self.bond_source = ColumnDataSource({k: np.zeros(0, np.float32) for k in ("x0", "y0", "x1", "y1")},
                                             name="bond_source")
-        self.defect_source = ColumnDataSource({"x": [], "y": [], "kind": [], "formula": [], "motif": [], "n": []},
+        self.defect_source = ColumnDataSource({"x": [], "y": [], "kind": [], "formula": [], "motif": [], "n": [],
+                                               "label": []},
                                               name="defect_source")
         self.hl_source = ColumnDataSource({"x": [], "y": [], "label": [], "r": [], "lx": [], "ly": [], "align": []},
                                           name="highlight_source")
@@ -205,11 +207,11 @@ class TabSession:
                                 line_alpha=0.45, line_width=1.2, name="bonds")
         atom_r = p.scatter("x", "y", source=self.atom_source, size="size", name="atoms",
                            fill_color=linear_cmap("cat", list(ATOM_COLORS), -0.5, len(ATOM_COLORS) - 0.5),
-                           line_color="#000", line_width=0.6, fill_alpha=0.9)
+                           line_color="#000", line_width=0.6, fill_alpha="alpha", line_alpha="alpha")
         self.atom_r = atom_r
         p.scatter("x", "y", source=self.defect_source, marker="square", size=30, fill_alpha=0,
                   line_color="#ffffff", line_width=1.5, line_dash="dashed", name="defects")
-        p.text("x", "y", text="formula", source=self.defect_source, x_offset=17, y_offset=-17,
+        p.text("x", "y", text="label", source=self.defect_source, x_offset=17, y_offset=-17,
                text_color="#ffffff", text_font_size="12px", text_font_style="bold",
                background_fill_color="#000", background_fill_alpha=0.45)
         p.circle("x", "y", radius="r", source=self.hl_source, fill_alpha=0, line_color="#ff1744", line_width=2.5,
@@ -290,9 +292,9 @@ class TabSession:
         # ---- event log
         self.event_source = ColumnDataSource(render.event_table_columns([]), name="event_source")
         cols = [TableColumn(field="frame", title="frame", width=45), TableColumn(field="time", title="time", width=72),
-                TableColumn(field="kind", title="event", width=105), TableColumn(field="track", title="track", width=42),
-                TableColumn(field="change", title="change", width=100),
-                TableColumn(field="where", title="x, y (Å)", width=80), TableColumn(field="conf", title="conf.", width=40)]
+                TableColumn(field="kind", title="event", width=125), TableColumn(field="track", title="track", width=42),
+                TableColumn(field="change", title="change", width=90),
+                TableColumn(field="where", title="x, y (Å)", width=75), TableColumn(field="conf", title="conf.", width=36)]
         self.table = DataTable(source=self.event_source, columns=cols, width=470, height=290, index_position=None,
                                selectable=True, sortable=False, name="event_table")
         self.event_source.selected.on_change("indices", self._on_select)
@@ -394,7 +396,7 @@ class TabSession:
             self.plot.y_range.update(start=H - 0.5 * p, end=-0.5 * p)
             self.plot.frame_height = int(round(600 * H / W)) if W > 0 else 600
         if highlight is None:
-            highlight = [r.event for r in self.hub.events if 0 <= df.idx - r.idx < 15 and r.series == df.series]
+            highlight = self._recent_events(df)
         self.image_source.data = render.image_columns(df)
         self.bond_source.data = df.bonds if df.bonds is not None else {
             k: np.zeros(0, np.float32) for k in ("x0", "y0", "x1", "y1")}
@@ -402,7 +404,8 @@ class TabSession:
         self.defect_source.data = df.defects
         self.hl_source.data = render.highlight_columns(df, highlight)
         self.plot.title.text = (f"frame {df.seq} · series {df.series} · {df.n_atoms} atoms · "
-                                f"{int(df.si_track.size)} Si tracked")
+                                f"{int(df.si_track.size)} Si tracked"
+                                + (f" · ANALYSIS FAILED: {df.error[:80]}" if df.error else ""))
         n_si = int(np.count_nonzero(df.atoms["sp"] == 1))
         self.info.text = (f'<div class="info">acquired {time.strftime("%H:%M:%S", time.localtime(df.t_acquired))}'
                           f' · {df.frame_shape[1]}×{df.frame_shape[0]} px at {df.pixel_size_A:.3f} Å/px'
@@ -415,6 +418,16 @@ class TabSession:
         self.sent_idx = df.idx
         self.sent_t = time.time()
         self.pushes += 1
+
+    def _recent_events(self, df: DisplayFrame, frames: int = 15, most: int = 4) -> list:
+        """The newest ``most`` events of the last ``frames`` frames before ``df`` (ringed live)."""
+        out = []
+        for r in reversed(self.hub.events):
+            if df.idx - r.idx >= frames or len(out) >= most:
+                break
+            if 0 <= df.idx - r.idx and r.series == df.series:
+                out.append(r.event)
+        return out[::-1]
 
     def _on_ack(self, attr: str, old: Any, new: Any) -> None:
         if not new:
@@ -546,6 +559,12 @@ class TabSession:
             if self.rec.active != recording:
                 self.rec.active = recording
             self.rec.label = "■ Stop recording" if recording else "● Record"
+            cfg = get(status, "config", default={}) or {}
+            seen = (tuple(cfg.get("k_of_n", ())), cfg.get("min_confidence"))
+            if seen != self._seen_thresholds and len(seen[0]) == 2 and seen[1] is not None:
+                self._seen_thresholds = seen          # the service's values (this or another tab set them)
+                self.k.value, self.n.value = int(seen[0][0]), int(seen[0][1])
+                self.conf.value = float(seen[1])
         finally:
             self._quiet = False
 

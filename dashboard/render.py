@@ -32,7 +32,7 @@ ATOM_COLORS: tuple[str, ...] = ("#4dd0e1", "#ff9800", "#ff1744", "#ffd600", "#d5
 ATOM_SIZES: tuple[float, ...] = (5.0, 7.0, 15.0, 15.0, 15.0, 13.0, 4.0)
 
 #: Bytes per atom and per bond on the wire (see :func:`atom_columns`, :func:`bond_columns`).
-ATOM_BYTES = 4 + 4 + 1 + 1 + 1 + 4 + 4 + 2 + 4
+ATOM_BYTES = 4 + 4 + 1 + 1 + 1 + 4 + 4 + 2 + 4 + 4
 BOND_BYTES = 16
 #: Allowance for the JSON part of an update (keys, defects, title, status).
 JSON_OVERHEAD_BYTES = 48_000
@@ -100,6 +100,7 @@ class DisplayFrame:
     timings_s: dict = field(default_factory=dict)
     si_track: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     si_coord: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    error: str | None = None
 
     @property
     def n_atoms(self) -> int:
@@ -179,6 +180,9 @@ def atom_columns(result: FrameResult) -> dict:
               else np.full(n, -1, np.int16))
     border = np.asarray(atoms.border, bool) if atoms.border is not None else None
     cat = atom_category(species, coord, border)
+    confirmed = getattr(result, "confirmed", None)
+    alpha = (np.where(np.asarray(confirmed, bool), 0.9, 0.35).astype(np.float32)
+             if confirmed is not None and len(confirmed) == n else np.full(n, 0.9, np.float32))
     return {
         "x": (xy[:, 0] * p).astype(np.float32),
         "y": (xy[:, 1] * p).astype(np.float32),
@@ -189,6 +193,7 @@ def atom_columns(result: FrameResult) -> dict:
         "conf": np.asarray(atoms.confidence, np.float32),
         "defect": defect,
         "size": np.asarray(ATOM_SIZES, np.float32)[cat],
+        "alpha": alpha,            # tracks not yet confirmed are drawn faint
     }
 
 
@@ -203,10 +208,15 @@ def bond_columns(result: FrameResult) -> dict:
 
 
 def defect_columns(result: FrameResult) -> dict:
-    """Defect centres (angstrom) with kind, formula, motif and member count (plain lists)."""
+    """Defect centres (angstrom) with kind, formula, motif and member count (plain lists).
+
+    ``label`` (drawn next to the defect) is the formula for dopant defects (formula with Si or a
+    heavier atom) and empty for plain carbon defects, which are only outlined (hover tells more).
+    """
     p = float(result.pixel_size_A)
     ds = result.chemistry.defects or []
     return {
+        "label": [str(d.formula) if not str(d.formula).startswith("C") else "" for d in ds],
         "x": [float(d.centre_px[0]) * p for d in ds],
         "y": [float(d.centre_px[1]) * p for d in ds],
         "kind": [str(d.kind) for d in ds],
@@ -245,6 +255,7 @@ def display_frame(result: FrameResult, idx: int, max_update_bytes: int = 1_000_0
         defects=defect_columns(result), events=list(result.events or []),
         drift_px=tuple(float(v) for v in result.drift_px), timings_s=dict(result.timings_s or {}),
         si_track=atoms["tid"][si].copy(), si_coord=atoms["coord"][si].copy(),
+        error=getattr(result, "error", None),
     )
 
 

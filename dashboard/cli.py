@@ -1,0 +1,88 @@
+"""``stemwatch demo`` and the dashboard's command-line options (shared with ``stemwatch serve``).
+
+Light module: Bokeh, the engine and the simulator are imported only inside the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DEMO_HELP = "simulated microscope -> live analyzer -> operator dashboard in the browser (what `make demo` runs)"
+
+
+def add_dashboard_arguments(p: argparse.ArgumentParser, default_port: int = 5006) -> None:
+    """Options of the operator screen: ``--port``, ``--address``, ``--allow-origin``, ``--no-browser``.
+
+    Used by ``stemwatch demo`` and ``stemwatch serve`` (engine/cli.py); turn them into a config
+    with :func:`dashboard_config`.
+    """
+    g = p.add_argument_group("dashboard (Bokeh server, docs/dashboard.md)")
+    g.add_argument("--port", type=int, default=default_port,
+                   help="HTTP port of the dashboard (default %(default)s; 0 = any free port)")
+    g.add_argument("--address", default="127.0.0.1",
+                   help="address to listen on (default %(default)s: this computer only; 0.0.0.0 opens it to "
+                        "the network, then also give --allow-origin)")
+    g.add_argument("--allow-origin", action="append", default=[], metavar="HOST[:PORT]",
+                   help="extra websocket origin allowed to open the page (repeatable), e.g. "
+                        "operator-pc.lab:5006; localhost and 127.0.0.1 are always allowed")
+    g.add_argument("--history", type=int, default=None, metavar="N",
+                   help="frames kept for the history slider (default: config, 200)")
+    g.add_argument("--no-browser", action="store_true", help="do not open a browser; just print the URL")
+
+
+def dashboard_config(cfg, args: argparse.Namespace):
+    """``cfg`` (a :class:`stemwatch.config.Config`) with the dashboard options of ``args`` applied."""
+    changes = {"port": int(args.port), "address": str(args.address),
+               "allow_origins": tuple(cfg.dashboard.allow_origins) + tuple(args.allow_origin or ())}
+    if getattr(args, "history", None):
+        changes["history_frames"] = int(args.history)
+    return cfg.replace(dashboard=changes)
+
+
+def open_browser(url: str) -> bool:
+    """Open ``url`` in a graphical browser when this session has a display; never a text browser
+    that would take over the terminal. Returns True when a browser was asked to open it."""
+    import os
+    import sys
+    import webbrowser
+
+    graphical = sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or
+                                                              os.environ.get("WAYLAND_DISPLAY"))
+    if not graphical:
+        return False
+    try:
+        browser = webbrowser.get()
+    except webbrowser.Error:
+        return False
+    if type(browser).__name__ in ("GenericBrowser",) and any(
+            t in getattr(browser, "name", "") for t in ("lynx", "w3m", "links", "elinks", "www-browser")):
+        return False
+    try:
+        return bool(browser.open(url, new=2))
+    except Exception:
+        return False
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help=DEMO_HELP, description=DEMO_HELP + ". Starts the simulator (or replays "
+                       "replay_data/) on a local socket, the live analyzer on it, and the dashboard; prints the URL "
+                       "and opens a browser when there is a display. Runs until Ctrl-C or --duration-s.")
+    p.add_argument("--source", choices=("auto", "simulate", "replay"), default="auto",
+                   help="frames from the built-in simulator (simulate), from recordings (replay), or the simulator "
+                        "when it is installed and replay_data/ otherwise (auto, the default)")
+    p.add_argument("--replay-data", default="replay_data", metavar="PATH",
+                   help="recording or directory of recordings for --source replay (default %(default)s)")
+    p.add_argument("--data-endpoint", default="tcp://127.0.0.1:5555", metavar="ENDPOINT",
+                   help="local ZeroMQ endpoint between the microscope side and the analyzer (default %(default)s)")
+    p.add_argument("--frame-time", type=float, default=0.2, metavar="S", help="simulated frame time in seconds (default %(default)s)")
+    p.add_argument("--speed", default="1", help="replay pace: 1 = original (default), N = N times faster")
+    p.add_argument("--duration-s", type=float, default=None, metavar="S",
+                   help="stop after S seconds (default: run until Ctrl-C)")
+    add_dashboard_arguments(p)
+    p.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from dashboard.demo import run_demo
+
+    return run_demo(args)
