@@ -7,6 +7,7 @@ service, one frame at a time, with a progress bar.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -140,11 +141,14 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
 
     from engine.pipeline import Pipeline
     from stemwatch.config import Config
-    from streamer.importers import open_frames
+    from streamer.importers import FileImportError, open_frames
 
     cfg = cfg or Config()
     path = Path(path)
     frames = open_frames(path, pixel_size_A=pixel_size_A, key=key)
+    first = next(frames, None)          # fail on a bad input before creating any output
+    if first is None:
+        raise FileImportError(f"{path.name}: no frames")
     own = pipeline is None
     pipe = pipeline or Pipeline(cfg)
     writer = ResultWriter(out_dir)
@@ -155,7 +159,7 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
     bar = tqdm(total=total, unit="frame", desc=f"analyze {path.name}", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
     try:
-        for i, frame in enumerate(frames):
+        for i, frame in enumerate(itertools.chain([first], frames)):
             if limit is not None and i >= limit:
                 break
             r = pipe.process(frame)

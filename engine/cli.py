@@ -61,9 +61,15 @@ def _config(args):
 def _analyze(args) -> int:
     from engine.analyze import analyze_file
 
+    from streamer.importers import FileImportError
+
     cfg = _config(args)
-    summary = analyze_file(args.input, args.out, cfg, pixel_size_A=args.pixel_size, key=args.key,
-                           limit=args.limit, progress=not args.quiet)
+    try:
+        summary = analyze_file(args.input, args.out, cfg, pixel_size_A=args.pixel_size, key=args.key,
+                               limit=args.limit, progress=not args.quiet)
+    except (FileNotFoundError, FileImportError) as exc:
+        print(f"stemwatch analyze: {exc}", file=sys.stderr)
+        return 2
     print(f"{summary['frames']} frames ({summary['frames_with_error']} with errors), "
           f"{summary['atoms_per_frame']:.0f} atoms/frame, {summary['tracks']} tracks, "
           f"{summary['events']} events {summary['events_by_kind']}, "

@@ -1,0 +1,133 @@
+"""The live service over real ZeroMQ sockets on loopback: frames in, events out (PUB), listeners,
+status, pause, recording switched on and off while live, thresholds changed while live."""
+
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from engine.service import EVENT_TOPIC, LiveService
+from engine.types import SI
+from stemwatch.config import Config
+from streamer import Publisher
+from streamer.recording import RecordingReader, iter_frames
+
+from _track_lattice import lattice_scene, render_frame
+
+PS = 0.1
+SIZE = 160
+
+
+def _wait(cond, timeout=20.0):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def scene():
+    pts, sp = lattice_scene(SIZE, PS, n_si=1, seed=3)
+    # a C next to the Si becomes Si half-way through the series (a dopant appears there)
+    si = np.flatnonzero(sp == SI)[0]
+    d = np.linalg.norm(pts - pts[si], axis=1)
+    far = np.flatnonzero((d > 5.0) & (d < 7.0))[0]
+    rng = np.random.default_rng(0)
+
+    def frame(t):
+        s = sp.copy()
+        if t >= 8:
+            s[far] = SI
+        xy = (pts + np.array([0.05, 0.02]) * t + rng.normal(0, 0.03, pts.shape)) / PS
+        return render_frame(xy, s, (SIZE, SIZE), PS, rng=rng)
+    return frame
+
+
+def test_live_service_end_to_end(tmp_path, scene):
+    cfg = Config().replace(inference={"backend": "onnx"})
+    pub = Publisher("tcp://127.0.0.1:*", bind=True)
+    svc = LiveService(cfg, pub.endpoint, events_endpoint="tcp://127.0.0.1:*")
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.connect(svc.events_endpoint)
+    sub.setsockopt(zmq.SUBSCRIBE, EVENT_TOPIC)
+    seen = []
+    statuses = []
+    svc.add_listener(lambda r, s: (seen.append(r), statuses.append(s)))
+    svc.add_listener(lambda r, s: 1 / 0)          # a broken listener changes nothing
+    try:
+        svc.start()
+        time.sleep(0.3)                             # let SUB connect
+        pub.start_series("live-1", (SIZE, SIZE), np.float32, PS, frame_time_s=0.05)
+        for t in range(14):
+            pub.send_frame(scene(t))
+            time.sleep(0.06)
+        assert _wait(lambda: len(seen) >= 10 and seen[-1].seq >= 13), [r.seq for r in seen]
+
+        # events on the PUB socket are exactly the events the listeners saw
+        got = []
+        while sub.poll(200):
+            topic, body = sub.recv_multipart()
+            assert topic == EVENT_TOPIC
+            got.append(msgpack.unpackb(body))
+        listened = [(r.series, e.frame, e.kind, e.atom_id) for r in seen for e in r.events]
+        assert sorted((g["series"], g["frame"], g["kind"], g["atom_id"]) for g in got) == sorted(listened)
+        assert all(g["version"] == 1 and g["type"] == "event" for g in got)
+        appeared = [g for g in got if g["kind"] == "si_appeared" and g["frame"] >= 8]
+        assert appeared, got
+        assert all(g["latency_s"] >= 0 for g in got)
+
+        st = svc.status()
+        assert st["series"] == "live-1" and st["frames_received"] == 14
+        assert st["frames_analysed"] == len(seen) and st["frames_analysed"] + st["dropped_for_analysis"] == 14
+        assert st["listener_errors"] == len(seen)
+        assert "ONNX Runtime" in st["backend"]
+        lat = st["latency_s"]
+        assert {"received", "started", "network", "atoms_graph", "tracking"} <= set(lat)
+        assert 0 <= lat["started"]["p50"] <= lat["tracking"]["p50"] <= lat["tracking"]["p99"] < 5.0
+        assert statuses[-1]["frames_analysed"] >= 1
+
+        # pause: frames are received (and would be recorded) but not analysed
+        svc.set_paused(True)
+        n0 = svc.status()["frames_analysed"]
+        for t in range(14, 18):
+            pub.send_frame(scene(t))
+            time.sleep(0.03)
+        assert _wait(lambda: svc.status()["frames_received"] == 18)
+        time.sleep(0.2)
+        st = svc.status()
+        assert st["paused"] and st["frames_analysed"] == n0 and st["paused_skipped"] >= 1
+        svc.set_paused(False)
+
+        # record while live: the file starts with the series header, then every frame
+        rec = tmp_path / "live.swrec"
+        svc.start_recording(rec)
+        assert svc.status()["recorder"]["recording"]
+        for t in range(18, 21):
+            pub.send_frame(scene(t))
+            time.sleep(0.05)
+        assert _wait(lambda: svc.status()["recorder"]["written"] == 4)
+        svc.stop_recording()
+        assert not svc.status()["recorder"]["recording"]
+        first = next(iter(RecordingReader(rec)))[0]
+        assert msgpack.unpackb(bytes(first[0]))["type"] == "start"
+        assert [f.seq for f in iter_frames(rec)] == [18, 19, 20]
+
+        # thresholds while live
+        svc.update_config(events={"k_of_n": (3, 4), "min_confidence": 0.2})
+        assert svc.status()["config"] == {"k_of_n": [3, 4], "min_confidence": 0.2}
+        pub.send_frame(scene(21))
+        assert _wait(lambda: svc.pipeline.tracker.ecfg.k_of_n == (3, 4))
+        with pytest.raises(ValueError):
+            svc.update_config(k_of_n=(5, 4))
+        with pytest.raises(TypeError):
+            svc.update_config(nonsense=1)
+    finally:
+        svc.stop()
+        pub.close()
+        sub.close(0)
+        ctx.term()
