@@ -88,6 +88,8 @@ class Atoms:
     class_prob : (N, 3) float32, mean class probabilities over the atom's site.
     border : (N,) bool, True when the atom is within ``border_A`` of the frame edge.
     pixel_size_A : float, angstrom per pixel of the input frame.
+    frame_shape : (H, W) of the input frame, or None when unknown (the lattice graph then takes the
+        atoms' bounding box as the frame when judging which atoms may miss neighbours beyond it).
     """
 
     xy_px: np.ndarray
@@ -96,6 +98,7 @@ class Atoms:
     class_prob: np.ndarray
     border: np.ndarray
     pixel_size_A: float
+    frame_shape: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return int(self.xy_px.shape[0])

@@ -62,10 +62,23 @@ class ChemistryConfig:
     prob_threshold: float = 0.5                      # an atom site needs P(atom) above this
     min_atom_separation_A: float = 0.85              # ~0.6 x C-C bond: closer peaks are one atom
     bond_cutoff_A: dict = field(default_factory=lambda: {"C-C": 1.75, "Si-C": 2.10, "Si-Si": 2.50})
+                                                     # pairs with "other" use the Si cutoffs unless given
+                                                     # ("other-C", "other-Si", "other-other")
     border_A: float = 1.0                            # atoms closer than this to the edge are flagged
     refine_gaussian: bool = False                    # optional 2D Gaussian refinement on the raw frame
     motif_radius_bonds: int = 2                      # graph radius of a local-environment signature
     motif_names_path: str | None = None              # JSON file of operator-given motif names
+    site_radius_A: float = 0.65                      # window radius of the probability-weighted centroid
+    max_coordination: dict = field(default_factory=lambda: {"C": 3, "Si": 4, "other": 6})  # longest bonds
+                                                     # beyond this many are dropped (LibraryNet keeps 4 for Si)
+    calibrate_scale: bool = True                     # rescale bond cutoffs by median C-C / 1.42 A (within
+                                                     # +-15 %) so a mis-calibrated pixel size does not break bonds
+    edge_margin_A: float = 3.0                       # atoms this close to the frame edge are not judged
+                                                     # for missing neighbours (their bonds may leave the frame)
+    other_intensity_ratio: float = 1.8               # with a raw frame: an atom is "other" (heavier than Si)
+                                                     # when its intensity over background exceeds this x the
+                                                     # Si level (median of Si-like atoms, else (14/6)^2 x C)
+    refine_window_A: float = 0.6                     # half-size of the 2D Gaussian refinement window
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,357 @@
+"""Atoms from the network's probability maps: sub-pixel positions, species, confidence.
+
+Steps (all vectorised over atoms; sizes in model-grid pixels unless stated):
+
+1. ``P(atom) = 1 - P(background)`` (so one atom per site *across* classes: a site where C and Si
+   share the probability is still one atom), smoothed by a 5x5 binomial (sigma = 1 px).
+2. Peaks: pixels equal to the maximum of a square window of half-size 0.3 A whose
+   ``P(atom)`` exceeds ``prob_threshold``; pixels of one plateau (a saturated blob) become one
+   candidate; then of any two candidates closer than ``min_atom_separation_A`` (about 0.6 x C-C)
+   the higher stays (touching blobs give one atom per maximum; two maxima a bond apart stay two).
+3. Position: probability-weighted centroid of ``max(P - P_peak / 2, 0)`` in a disc of
+   ``site_radius_A`` around the peak, then once more with the disc re-centred (no binary
+   threshold, hence no pixelisation bias; the half-maximum floor keeps neighbours out).
+4. Class probabilities: the same weights applied to the three channels; species = the larger of
+   C / Si; confidence = ``P(atom)`` at the peak x ``P(species | atom)``.
+5. Map to input-frame pixels with :meth:`Probabilities.to_frame_px`; flag atoms within
+   ``border_A`` of the frame edge (kept, not dropped).
+6. Optional, on the raw frame (frame pixels): a vectorised 2D Gaussian refinement
+   (:func:`refine_gaussian`), and species "other" for atoms much brighter than Si
+   (:func:`assign_other`; HAADF intensity ~ Z^gamma, gamma 1.4-2.0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage, sparse
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from engine.types import OTHER, SI, Atoms, Probabilities
+
+SQRT2 = float(np.sqrt(2.0))
+
+
+def _peaks_to_sites(rc: np.ndarray, value: np.ndarray, min_sep: float) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate peaks -> one per site. Returns (rows/cols (M, 2) int64, values (M,)).
+
+    1. Candidates of one plateau (8-connected, exactly equal value: a saturated blob) become one, at
+       their mean pixel.
+    2. Of any two closer than ``min_sep`` (px) the lower goes; ties broken by index. Iterated (a few
+       rounds) so that a chain a > b > c with a, c far apart keeps both a and c.
+    One KD-tree query serves both steps.
+    """
+    n = len(rc)
+    if n < 2:
+        return rc, value
+    tree = cKDTree(rc)
+    pairs = tree.query_pairs(max(min_sep, 1.5), output_type="ndarray")
+    if len(pairs) == 0:
+        return rc, value
+    i, j = pairs[:, 0], pairs[:, 1]
+    d2 = ((rc[i] - rc[j]) ** 2).sum(1)
+    tie = (d2 <= 2) & (value[i] == value[j])
+    if tie.any():
+        g = sparse.csr_matrix((np.ones(int(tie.sum()), np.int8), (i[tie], j[tie])), shape=(n, n))
+        k, lab = connected_components(g, directed=False)
+        cnt = np.bincount(lab, minlength=k)
+        mr = np.bincount(lab, weights=rc[:, 0], minlength=k) / cnt
+        mc = np.bincount(lab, weights=rc[:, 1], minlength=k) / cnt
+        val = np.zeros(k)
+        val[lab] = value
+        rc = np.stack([np.rint(mr), np.rint(mc)], 1).astype(np.int64)
+        value, n = val, k
+        i, j = lab[i], lab[j]
+        diff = i != j
+        i, j = i[diff], j[diff]
+        d2 = ((rc[i] - rc[j]) ** 2).sum(1)
+    close = d2 < min_sep * min_sep
+    i, j = i[close], j[close]
+    keep = np.ones(n, bool)
+    if len(i) == 0:
+        return rc, value
+    rank = np.empty(n, np.int64)
+    rank[np.lexsort((-np.arange(n), value))] = np.arange(n)   # higher value -> higher rank
+    for _ in range(64):
+        active = keep[i] & keep[j]
+        if not active.any():
+            break
+        ia, ja = i[active], j[active]
+        i_wins = rank[ia] > rank[ja]
+        winner = np.where(i_wins, ia, ja)
+        loser = np.where(i_wins, ja, ia)
+        is_loser = np.zeros(n, bool)
+        is_loser[loser] = True
+        sure = ~is_loser[winner]            # the winner is not itself beaten by someone else
+        keep[loser[sure]] = False
+    return rc[keep], value[keep]
+
+
+def _shift_max(a: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Running maximum over ``size`` samples along ``axis`` (window centred, edges padded low).
+
+    Log-step doubling: about ``log2(size)`` ``np.maximum`` calls whatever the window.
+    """
+    if size <= 1:
+        return a
+    lo = size // 2
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (lo, size - 1 - lo)
+    b = np.pad(a, pad, mode="constant", constant_values=-np.inf)
+    n = a.shape[axis]
+    cur, width = b, 1
+    while width * 2 <= size:                      # cur[i] = max(b[i : i + width])
+        sl = [slice(None)] * 2
+        sl[axis] = slice(width, None)
+        sl0 = [slice(None)] * 2
+        sl0[axis] = slice(0, cur.shape[axis] - width)
+        cur = np.maximum(cur[tuple(sl0)], cur[tuple(sl)])
+        width *= 2
+    rest = size - width
+    sl0 = [slice(None)] * 2
+    sl0[axis] = slice(0, n)
+    if rest:
+        sl = [slice(None)] * 2
+        sl[axis] = slice(rest, rest + n)
+        return np.maximum(cur[tuple(sl0)], cur[tuple(sl)])
+    return cur[tuple(sl0)]
+
+
+def _binomial5(a: np.ndarray) -> np.ndarray:
+    """Separable [1, 4, 6, 4, 1] / 16 smoothing (sigma = 1 px), edges replicated."""
+    b = np.pad(a, 2, mode="edge")
+    c1, c4, c6 = np.float32(1 / 16), np.float32(4 / 16), np.float32(6 / 16)
+    r = (b[:, :-4] + b[:, 4:]) * c1 + (b[:, 1:-3] + b[:, 3:-1]) * c4 + b[:, 2:-2] * c6
+    return (r[:-4] + r[4:]) * c1 + (r[1:-3] + r[3:-1]) * c4 + r[2:-2] * c6
+
+
+def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
+    """Mean over ``f`` x ``f`` blocks (edges replicated up to a multiple of ``f``)."""
+    h, w = a.shape
+    H, W = -(-h // f) * f, -(-w // f) * f
+    if (H, W) != (h, w):
+        a = np.pad(a, ((0, H - h), (0, W - w)), mode="edge")
+    return a.reshape(H // f, f, W // f, f).mean(axis=(1, 3), dtype=np.float32)
+
+
+def _disc(radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Integer offsets (drow, dcol) within ``radius`` (at least the 3x3 block)."""
+    k = int(np.ceil(radius))
+    dr, dc = np.mgrid[-k:k + 1, -k:k + 1]
+    inside = (dr**2 + dc**2 <= radius * radius + 1e-9) | ((np.abs(dr) <= 1) & (np.abs(dc) <= 1))
+    return dr[inside].astype(np.float32), dc[inside].astype(np.float32)
+
+
+#: positions are computed on a grid no finer than this (finer maps are block-averaged first)
+WORK_PIXEL_A = 0.2
+
+
+def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None) -> Atoms:
+    """Atoms from ``probs`` (see the module docstring). ``cfg`` is a :class:`ChemistryConfig`.
+
+    ``image``: the raw input frame (H, W) in frame pixels, optional; used for the Gaussian
+    refinement when ``cfg.refine_gaussian`` and for species "other".
+    """
+    p = np.asarray(probs.p)
+    if p.ndim != 3 or p.shape[0] != 3:
+        raise ValueError(f"probabilities must have shape (3, h, w), got {p.shape}")
+    px0 = float(probs.pixel_size_A)
+    frame_px_A = float(probs.frame_pixel_size_A)
+    if not (px0 > 0 and frame_px_A > 0):
+        raise ValueError(f"pixel sizes must be positive (grid {px0} A, frame {frame_px_A} A)")
+    h0, w0 = p.shape[1:]
+    pa0 = 1.0 - p[0].astype(np.float32, copy=False)
+    f = max(1, int(WORK_PIXEL_A / px0 + 1e-6))           # block-average very fine maps
+    pa = _block_mean(pa0, f) if f > 1 else pa0
+    px = px0 * f
+    h, w = pa.shape
+    smooth = _binomial5(pa)
+    half = max(1, int(round(0.3 / px)))
+    mx = _shift_max(_shift_max(smooth, 2 * half + 1, 0), 2 * half + 1, 1)
+    cand = np.flatnonzero((smooth >= mx) & (pa >= (0.5 if f > 1 else 1.0) * cfg.prob_threshold))
+    empty = Atoms.empty(frame_px_A)
+    empty.frame_shape = tuple(probs.frame_shape)
+    if cand.size == 0:
+        return empty
+    rc = np.stack(np.divmod(cand, w), 1)
+    rc, _ = _peaks_to_sites(rc, smooth.ravel()[cand].astype(np.float64), cfg.min_atom_separation_A / px)
+
+    # probability-weighted centroid: one gather of a disc 1 px wider than the centroid disc
+    r = max(1.0, cfg.site_radius_A / px)
+    dr, dc = _disc(r + 1.0)
+    basis = np.stack([np.ones_like(dr), dr, dc], 1)      # (K, 3): sum, sum dr, sum dc
+    k = int(np.ceil(r + 1.0))
+    wp = w + 2 * k
+    pad = np.pad(pa, k)                                  # zeros outside the map
+    flat = (rc[:, 0] + k) * wp + (rc[:, 1] + k)
+    vals = pad.ravel()[flat[:, None] + (dr * wp + dc).astype(np.int64)[None]]
+    peak = pa[rc[:, 0], rc[:, 1]]
+    base = np.maximum(vals - 0.5 * peak[:, None], 0.0)
+    r2 = np.float32(r * r)
+    m = base @ (basis * (dr**2 + dc**2 <= r2)[:, None])              # first pass: disc at the peak
+    ok = m[:, 0] > 0
+    off = np.where(ok[:, None], m[:, 1:] / np.where(ok, m[:, 0], 1)[:, None], 0.0)
+    off /= np.maximum(np.hypot(off[:, 0], off[:, 1]), 1.0)[:, None]   # the disc stays in the gather
+    disc = (dr[None] - off[:, :1]) ** 2 + (dc[None] - off[:, 1:]) ** 2 <= r2
+    m = (base * disc) @ basis                                         # second pass: re-centred disc
+    ok = m[:, 0] > 0
+    off = np.where(ok[:, None], m[:, 1:] / np.where(ok, m[:, 0], 1)[:, None], off)
+    cen = (rc + off + 0.5) * f - 0.5                     # rows, cols on the probability grid
+
+    # class probabilities and peak P(atom) on the full-resolution map, in a 0.3 A disc
+    er, ec = _disc(max(1.0, 0.3 / px0))
+    ci = np.rint(cen).astype(np.int64)
+    ci[:, 0] = np.clip(ci[:, 0], 0, h0 - 1)
+    ci[:, 1] = np.clip(ci[:, 1], 0, w0 - 1)
+    idx = (ci[:, :1] + er[None].astype(np.int64)) * w0 + ci[:, 1:] + ec[None].astype(np.int64)
+    inside = (idx >= 0) & (idx < h0 * w0) & (np.abs(ci[:, 1:] + ec[None] - (w0 - 1) / 2) <= (w0 - 1) / 2)
+    idx = np.where(inside, idx, (ci[:, 0] * w0 + ci[:, 1])[:, None])    # outside the map: the centre
+    pw = p.reshape(3, -1)[:, idx]                        # (3, N, K)
+    class_prob = pw.sum(2).T
+    peak0 = 1.0 - pw[0].min(1)
+    good = peak0 >= cfg.prob_threshold
+    if not good.any():
+        return empty
+    cen, class_prob, peak0 = cen[good], class_prob[good], peak0[good]
+    class_prob = class_prob / np.maximum(class_prob.sum(1, keepdims=True), 1e-12)
+    species = (class_prob[:, 2] > class_prob[:, 1]).astype(np.int8)
+    atom_p = class_prob[:, 1] + class_prob[:, 2]
+    p_species = np.where(species == SI, class_prob[:, 2], class_prob[:, 1]) / np.where(atom_p > 0, atom_p, 1)
+    confidence = np.clip(peak0 * p_species, 0.0, 1.0)
+
+    xy_frame = probs.to_frame_px(cen[:, ::-1])
+    atoms = Atoms(xy_frame, species, confidence.astype(np.float32), class_prob.astype(np.float32),
+                  np.zeros(len(xy_frame), bool), frame_px_A, tuple(probs.frame_shape))
+    if image is not None:
+        image = np.asarray(image)
+        if image.shape != tuple(probs.frame_shape):
+            raise ValueError(f"image shape {image.shape} differs from the frame shape {probs.frame_shape}")
+        if cfg.refine_gaussian:
+            atoms.xy_px = refine_gaussian(image, atoms.xy_px, frame_px_A, cfg.refine_window_A)
+        assign_other(atoms, image, cfg)
+    atoms.border = border_mask(atoms.xy_px, probs.frame_shape, cfg.border_A / frame_px_A)
+    return atoms
+
+
+def border_mask(xy_px: np.ndarray, frame_shape: tuple[int, int], margin_px: float) -> np.ndarray:
+    """True for positions within ``margin_px`` of the frame edge (pixel-centre convention)."""
+    H, W = frame_shape
+    x, y = xy_px[:, 0], xy_px[:, 1]
+    return (x < margin_px - 0.5) | (y < margin_px - 0.5) | (x > W - 0.5 - margin_px) | (y > H - 0.5 - margin_px)
+
+
+#: Si/C HAADF intensity ratio (14/6)^gamma for gamma 1.4 .. 2.0
+SI_C_RATIO = ((14 / 6) ** 1.4, (14 / 6) ** 2.0)
+
+
+def assign_other(atoms: Atoms, image: np.ndarray, cfg) -> None:
+    """Relabel as "other" the atoms whose raw intensity is far above that of Si (in place).
+
+    Net intensity = image smoothed by 0.25 A sampled at the atom, minus the frame's 2nd percentile
+    (vacuum / hexagon-centre level); ``ratio`` = net / median net of the C atoms. The Si level is
+    the median ratio of the atoms the network calls Si whose ratio is Si-like (at most 1.25 x
+    (14/6)^2), else (14/6)^2. An atom is "other" when its ratio exceeds
+    ``other_intensity_ratio`` x the Si level. Needs at least 5 C atoms; otherwise nothing changes.
+    """
+    c_mask = atoms.species == 0
+    if c_mask.sum() < 5:
+        return
+    sigma_px = 0.25 / atoms.pixel_size_A
+    sm = ndimage.gaussian_filter(np.asarray(image, np.float32), sigma_px) if sigma_px > 0.3 else \
+        np.asarray(image, np.float32)
+    bg = float(np.percentile(sm, 2.0))
+    net = ndimage.map_coordinates(sm, [atoms.xy_px[:, 1], atoms.xy_px[:, 0]], order=1, mode="nearest") - bg
+    c_level = float(np.median(net[c_mask]))
+    if c_level <= 0:
+        return
+    ratio = net / c_level
+    si_like = (atoms.species == SI) & (ratio <= 1.25 * SI_C_RATIO[1]) & (ratio >= 0.5 * SI_C_RATIO[0])
+    si_level = float(np.median(ratio[si_like])) if si_like.any() else SI_C_RATIO[1]
+    heavy = ratio > cfg.other_intensity_ratio * si_level
+    atoms.species = np.where(heavy, OTHER, atoms.species).astype(np.int8)
+
+
+def _gauss_plane_fit(img: np.ndarray, xy_px: np.ndarray, pixel_size_A: float, k: int, iterations: int,
+                     plane: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One batch of fits on windows of half-size ``k`` px centred at ``rint(xy_px)``: (xy, A, s)."""
+    n = len(xy_px)
+    H, W = img.shape
+    d = np.arange(-k, k + 1)
+    x0 = np.rint(xy_px[:, 0]).astype(np.int64)
+    y0 = np.rint(xy_px[:, 1]).astype(np.int64)
+    cols = x0[:, None, None] + d[None, None, :]
+    rows = y0[:, None, None] + d[None, :, None]
+    ok = ((rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)).reshape(n, -1).astype(np.float64)
+    vals = img[np.clip(rows, 0, H - 1), np.clip(cols, 0, W - 1)].reshape(n, -1)
+    X = np.broadcast_to(cols, (n, 2 * k + 1, 2 * k + 1)).reshape(n, -1).astype(np.float64)
+    Y = np.broadcast_to(rows, (n, 2 * k + 1, 2 * k + 1)).reshape(n, -1).astype(np.float64)
+    DX = X - x0[:, None]
+    DY = Y - y0[:, None]
+    lo = np.where(ok > 0, vals, np.inf).min(1)
+    hi = np.where(ok > 0, vals, -np.inf).max(1)
+    b = np.where(np.isfinite(lo), lo, 0.0)
+    bx = np.zeros(n)
+    by = np.zeros(n)
+    A = np.where(np.isfinite(hi), hi - b, 1.0)
+    cx = xy_px[:, 0].astype(np.float64).copy()
+    cy = xy_px[:, 1].astype(np.float64).copy()
+    s = np.full(n, 0.35 / pixel_size_A)
+    eye = np.eye(7)[None]
+    for _ in range(iterations):
+        dx = X - cx[:, None]
+        dy = Y - cy[:, None]
+        r2 = dx * dx + dy * dy
+        s2 = (s * s)[:, None]
+        g = np.exp(-r2 / (2 * s2))
+        Ag = A[:, None] * g
+        res = (vals - (b[:, None] + bx[:, None] * DX + by[:, None] * DY + Ag)) * ok
+        J = np.stack([np.ones_like(g), DX, DY, g, Ag * dx / s2, Ag * dy / s2, Ag * r2 / (s2 * s[:, None])], -1)
+        J *= ok[..., None]
+        if not plane:
+            J[..., 1:3] = 0.0
+        JtJ = np.einsum("nki,nkj->nij", J, J)
+        Jtr = np.einsum("nki,nk->ni", J, res)
+        JtJ = JtJ + 1e-3 * eye * (np.trace(JtJ, axis1=1, axis2=2)[:, None, None] / 7 + 1e-12)
+        try:
+            step = np.linalg.solve(JtJ, Jtr[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            break
+        step = np.where(np.isfinite(step), step, 0.0)
+        b += step[:, 0]
+        bx += step[:, 1]
+        by += step[:, 2]
+        A += step[:, 3]
+        cx += np.clip(step[:, 4], -k / 2, k / 2)
+        cy += np.clip(step[:, 5], -k / 2, k / 2)
+        s = np.clip(s + step[:, 6], 0.05 / pixel_size_A, 2.0 / pixel_size_A)
+    return np.stack([cx, cy], 1), A, s
+
+
+def refine_gaussian(image: np.ndarray, xy_px: np.ndarray, pixel_size_A: float, window_A: float = 0.6,
+                    iterations: int = 8, rounds: int = 3, max_shift_A: float = 0.35, plane: bool = False
+                    ) -> np.ndarray:
+    """Refine (N, 2) positions by 2D Gaussian fits on the raw frame, all atoms at once.
+
+    Model ``b + A exp(-|r - r0|^2 / (2 s^2))`` (``plane=True`` adds a tilted background
+    ``bx dx + by dy``) on a square window of half-size ``window_A``; ``iterations`` damped
+    Gauss-Newton steps solved as a batch of small linear systems, repeated for ``rounds`` with the
+    window re-centred on the last estimate. A fit that fails (not finite, ``A <= 0``, ``s`` outside
+    0.1-1.5 A, or a shift over ``max_shift_A``) keeps the input position. Measured on a simulated
+    lattice (probe sigma 0.4 A, 0.05 A/px, Poisson noise): 0.15 A start error -> 0.009 A without the
+    plane, 0.03-0.04 A with it (in a symmetric lattice the neighbours' tails cancel; the plane
+    trades off against the Gaussian), hence the default. An isolated asymmetric neighbour still
+    pulls a one-atom fit by a few hundredths of an angstrom. Returns a new (N, 2) array in frame px.
+    """
+    img = np.asarray(image, np.float64)
+    xy0 = np.asarray(xy_px, np.float64)
+    if len(xy0) == 0:
+        return xy0.copy()
+    k = max(2, int(np.ceil(window_A / pixel_size_A)))
+    cur = xy0.copy()
+    for _ in range(max(1, rounds)):
+        xy, A, s = _gauss_plane_fit(img, cur, pixel_size_A, k, iterations, plane)
+        shift = np.hypot(*(xy - xy0).T) * pixel_size_A
+        good = (np.isfinite(xy).all(1) & (A > 0) & (shift <= max_shift_A)
+                & (s * pixel_size_A >= 0.1) & (s * pixel_size_A <= 1.5))
+        cur = np.where(good[:, None], xy, xy0)
+    return cur

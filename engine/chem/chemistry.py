@@ -1,0 +1,105 @@
+"""``Atoms`` -> ``Chemistry``: bonds, coordination, rings, defects with signatures and motif names.
+
+See :mod:`engine.chem.graph` (bonds, faces/rings), :mod:`engine.chem.defects` (dopant groups and
+lattice defects) and :mod:`engine.chem.motifs` (signatures, library). Units: positions in the
+frame's pixels (``Atoms.xy_px``) and angstrom (``Atoms.xy_A``); bond lengths in angstrom.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from engine.chem import defects as _defects
+from engine.chem import graph as _graph
+from engine.chem.motifs import atom_ring_hash, signatures
+from engine.types import Atoms, Chemistry, Probabilities
+
+
+def _pore_brightness(image: np.ndarray, atoms: Atoms, f: _graph.Faces, chem_rings) -> np.ndarray | None:
+    """(n_faces,) in [0, 1]-ish: pore interior intensity between hexagon-centre (0) and C-atom (1) level."""
+    if image is None or f.n_faces == 0 or len(atoms) < 10:
+        return None
+    px = atoms.pixel_size_A
+    sm = ndimage.gaussian_filter(np.asarray(image, np.float32), max(0.3 / px, 0.5))
+    def at(xy_px):
+        return ndimage.map_coordinates(sm, [xy_px[:, 1], xy_px[:, 0]], order=1, mode="nearest")
+    c_atoms = atoms.species == 0
+    hexes = chem_rings.sizes == 6
+    if c_atoms.sum() < 5 or hexes.sum() < 3:
+        return None
+    atom_level = float(np.median(at(atoms.xy_px[c_atoms])))
+    hex_level = float(np.median(at(chem_rings.centre_A[hexes] / px)))
+    span = atom_level - hex_level
+    if span <= 0:
+        return None
+    out = np.zeros(f.n_faces)
+    pores = np.flatnonzero((f.area_A2 > 0) & (f.size >= 9))
+    if len(pores):
+        out[pores] = (at(f.centre_A[pores] / px) - hex_level) / span
+    return out
+
+
+def build_chemistry(atoms: Atoms, cfg, motifs=None, image: np.ndarray | None = None) -> Chemistry:
+    """The lattice graph of one frame and its defects.
+
+    ``cfg``: :class:`stemwatch.config.ChemistryConfig`. ``motifs``: optional
+    :class:`engine.chem.motifs.MotifLibrary`; when given, every defect's ``motif`` is named and the
+    library counts it. ``image``: the raw frame (frame pixels), optional: tells bright pores
+    (contamination) from holes.
+    """
+    n = len(atoms)
+    xy_A = atoms.xy_A
+    sp = np.asarray(atoms.species)
+    bonds, blen, scale = _graph.find_bonds(xy_A, sp, cfg)
+    coord = _graph.coordination(n, bonds)
+    f = _graph.faces(xy_A, bonds)
+    rings = _graph.ring_list(xy_A, f)
+    edge_zone = _defects.near_frame_edge(atoms.xy_px, atoms.frame_shape, atoms.pixel_size_A, cfg.edge_margin_A)
+    dop = _defects.dopant_groups(sp, bonds, coord, atoms.xy_px)
+    in_dop = np.zeros(n, bool)
+    for d in dop:
+        in_dop[d.members] = True
+    bright = _pore_brightness(image, atoms, f, rings) if image is not None else None
+    lat = _defects.lattice_defects(xy_A, atoms.xy_px, sp, bonds, coord, f, edge_zone, in_dop, bright, scale)
+    defects = lat + dop
+    atom_defect = np.full(n, -1, np.int32)
+    for k, d in enumerate(defects):
+        atom_defect[d.members] = k
+    _sign(defects, n, bonds, sp, coord, f, edge_zone, cfg.motif_radius_bonds)
+    chem = Chemistry(atoms, bonds, blen, coord, defects, atom_defect, rings)
+    if motifs is not None:
+        motifs.observe(defects, atoms.pixel_size_A)
+    return chem
+
+
+def _sign(defects, n, bonds, sp, coord, f, edge_zone, radius) -> None:
+    """Set ``signature`` on every point defect whose neighbourhood is clear of the frame edge."""
+    todo = [d for d in defects if d.kind not in _defects.REGION_KINDS]
+    if not todo:
+        return
+    face_code = np.where(f.area_A2 > 0, np.minimum(f.size, 10), 0).astype(np.int64)
+    sigs, hoods = signatures(f.indptr, f.indices, sp, coord, lambda idx: atom_ring_hash(n, f.face, f.src, face_code, idx),
+                             [d.members for d in todo], radius)
+    for d, s, h in zip(todo, sigs, hoods):
+        d.signature = "" if edge_zone[h].any() else s
+
+
+def analyze(probs: Probabilities, cfg, image: np.ndarray | None = None, motifs=None) -> Chemistry:
+    """:func:`engine.chem.find_atoms` then :func:`build_chemistry` (``image``: raw frame, optional)."""
+    from engine.chem.atoms import find_atoms
+
+    atoms = find_atoms(probs, cfg, image)
+    return build_chemistry(atoms, cfg, motifs, image)
+
+
+def chemistry_from_positions(xy_A: np.ndarray, species: np.ndarray, cfg, motifs=None,
+                             frame_shape=None) -> Chemistry:
+    """Chemistry of exact positions in angstrom (pixel size 1 A; confidence 1): for references and tests."""
+    xy = np.asarray(xy_A, np.float64)
+    n = len(xy)
+    cp = np.zeros((n, 3), np.float32)
+    cp[np.arange(n), 1 + (np.asarray(species) != 0)] = 1
+    atoms = Atoms(xy, np.asarray(species, np.int8), np.ones(n, np.float32), cp, np.zeros(n, bool), 1.0,
+                  frame_shape)
+    return build_chemistry(atoms, cfg, motifs)

@@ -1,0 +1,247 @@
+"""Defects from the lattice graph: dopant groups, vacancies, topological defects, edges, contamination.
+
+Two families, both built from connected components (no per-atom Python loop; the loops below run
+over the few defects of a frame):
+
+* **Dopant groups** (the paper's weakly supervised step, as in LibraryNet): heavy atoms (Si, other)
+  plus every atom bonded to one, connected through bonds that touch a heavy atom. ``formula`` counts
+  them: ``Si1C3`` (3-fold substitutional Si), ``Si1C4`` (4-fold Si in a divacancy), ``Si2C4`` /
+  ``Si2C6`` (dimers), ``Si3C6``...; heavy atoms that are not Si count as ``X``.
+  ``kind``: ``Si-<n>fold`` for one Si with n bonds, ``Si-dimer`` (2 Si), ``Si-cluster`` (3+),
+  ``heavy-atom`` (only "other").
+* **Lattice defects**: faces of the planar graph that are not hexagons (bounded faces of 3-5 or 7+
+  corners) and C atoms that are not 3-fold, away from the frame edge, joined when they share atoms.
+  The multiset of face sizes names the defect:
+
+  =====================  =============  =======
+  faces                  kind           formula
+  =====================  =============  =======
+  one pore, 1 missing    vacancy        V1
+  5 + 9                  vacancy        V1     (reconstructed monovacancy)
+  one pore, 2 missing    divacancy      V2
+  5 + 8 + 5              5-8-5          V2
+  5 x 3 + 7 x 3          555-777        V2
+  5 + 5 + 7 + 7          Stone-Wales    SW
+  one pore, n missing    hole           Vn     (n >= 3 missing atoms)
+  anything else          topological    R5-7-... (sorted face sizes)
+  =====================  =============  =======
+
+  A pore is a bounded face of 9+ corners; the atoms missing from it follow from its area and
+  corner count (:func:`missing_atoms`, Pick's theorem on the honeycomb). A lattice defect whose
+  every face touches a dopant group (the two pentagons around a 4-fold Si) belongs to that group and
+  is not listed twice. C atoms on the outer boundary of the lattice away from the frame edge form
+  ``edge`` defects (2-fold C on the outer face of the lattice). ``contamination``: pieces of the
+  graph that do not reach the frame edge (islands, lone atoms) and the pore around them,
+  disordered clusters (faces of 3-4 corners, or several pores), and with the raw frame a pore
+  brighter than the lattice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from engine.chem.graph import HEX_AREA_A2, Faces
+from engine.types import C, OTHER, SI, Defect
+
+PATTERNS: dict[tuple[int, ...], tuple[str, str]] = {
+    (5, 9): ("vacancy", "V1"),
+    (5, 5, 8): ("5-8-5", "V2"),
+    (5, 5, 5, 7, 7, 7): ("555-777", "V2"),
+    (5, 5, 7, 7): ("Stone-Wales", "SW"),
+}
+
+#: kinds that are regions rather than point defects (no motif signature)
+REGION_KINDS = ("edge", "hole", "contamination")
+
+
+def near_frame_edge(xy_px: np.ndarray, frame_shape, pixel_size_A: float, margin_A: float) -> np.ndarray:
+    """True for atoms within ``margin_A`` of the frame edge (bounding box of the atoms if unknown)."""
+    if len(xy_px) == 0:
+        return np.zeros(0, bool)
+    m = margin_A / pixel_size_A
+    if frame_shape is not None:
+        H, W = frame_shape
+        lo = np.array([-0.5, -0.5])
+        hi = np.array([W - 0.5, H - 0.5])
+    else:
+        lo = xy_px.min(0)
+        hi = xy_px.max(0)
+    return ((xy_px - lo) < m).any(1) | ((hi - xy_px) < m).any(1)
+
+
+def formula_of(species: np.ndarray) -> str:
+    """``Si{n}C{m}`` (+ ``X{k}`` for other heavy atoms) from member species codes."""
+    n_si = int((species == SI).sum())
+    n_x = int((species == OTHER).sum())
+    n_c = int((species == C).sum())
+    out = ""
+    if n_si:
+        out += f"Si{n_si}"
+    if n_x:
+        out += f"X{n_x}"
+    return out + f"C{n_c}"
+
+
+def _components(n_nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected-component labels (n_nodes,) of the graph with edges (a, b).
+
+    Only the nodes touched by an edge enter the sparse graph; the others get labels of their own.
+    """
+    labels = np.arange(n_nodes) + n_nodes            # untouched nodes: unique labels >= n_nodes
+    if len(a) == 0:
+        return labels
+    used, inv = np.unique(np.r_[a, b], return_inverse=True)
+    k = len(used)
+    g = sparse.coo_matrix((np.ones(len(a), np.int8), (inv[:len(a)], inv[len(a):])), shape=(k, k)).tocsr()
+    labels[used] = connected_components(g, directed=False)[1]
+    return labels
+
+
+def _groups(labels: np.ndarray, members: np.ndarray) -> list[np.ndarray]:
+    """Split ``members`` (indices) by ``labels[members]``; returns a list of index arrays."""
+    if members.size == 0:
+        return []
+    lab = labels[members]
+    order = np.argsort(lab, kind="stable")
+    members, lab = members[order], lab[order]
+    cuts = np.flatnonzero(np.diff(lab)) + 1
+    return np.split(members, cuts)
+
+
+def dopant_groups(species: np.ndarray, bonds: np.ndarray, coord: np.ndarray, xy_px: np.ndarray
+                  ) -> list[Defect]:
+    """Dopant groups (see the module docstring)."""
+    n = len(species)
+    heavy = species != C
+    if not heavy.any():
+        return []
+    hb = heavy[bonds[:, 0]] | heavy[bonds[:, 1]]
+    a, b = bonds[hb, 0], bonds[hb, 1]
+    labels = _components(n, a, b)
+    in_group = heavy.copy()
+    in_group[a] = True
+    in_group[b] = True
+    out = []
+    for mem in _groups(labels, np.flatnonzero(in_group)):
+        sp = species[mem]
+        hv = mem[sp != C]
+        n_si = int((sp == SI).sum())
+        if n_si == 0:
+            kind = "heavy-atom"
+        elif n_si == 1:
+            kind = f"Si-{int(coord[hv[sp[sp != C] == SI][0]])}fold"
+        elif n_si == 2:
+            kind = "Si-dimer"
+        else:
+            kind = "Si-cluster"
+        centre = xy_px[hv].mean(0)
+        out.append(Defect(kind, formula_of(sp), mem.astype(np.int32), (float(centre[0]), float(centre[1]))))
+    return out
+
+
+def missing_atoms(area_A2: float, corners: int) -> int:
+    """Atoms missing from a pore of graphene: Pick's theorem on the honeycomb lattice.
+
+    Each atom owns 2.62 A^2 (half a hexagon); a polygon through ``corners`` atom centres covers
+    (corners - 2) / 2 atoms' worth of its boundary atoms, so missing = area / 2.62 - corners / 2 + 1
+    (exact for unrelaxed lattice: 1 for a monovacancy, 2 for a divacancy).
+    """
+    return int(round(area_A2 / (HEX_AREA_A2 / 2) - corners / 2 + 1))
+
+
+def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bonds: np.ndarray,
+                    coord: np.ndarray, f: Faces, edge_zone: np.ndarray, in_dopant: np.ndarray,
+                    pore_brightness: np.ndarray | None = None, scale: float = 1.0) -> list[Defect]:
+    """Lattice defects (see the module docstring).
+
+    ``edge_zone``: atoms near the frame edge (not judged); ``in_dopant``: atoms of dopant groups;
+    ``pore_brightness``: optional (n_faces,) values, > 0.5 where a pore looks bright on the raw frame;
+    ``scale``: the frame's C-C length / 1.42 A (pore areas are divided by its square).
+    """
+    n = len(species)
+    is_c = species == C
+    pos = f.area_A2 > 0
+    corner_face, corner_atom = f.face, f.src
+    touches_edge = np.bincount(corner_face, weights=edge_zone[corner_atom], minlength=f.n_faces) > 0
+    # islands: pieces of the graph that never reach the frame edge (and lone atoms)
+    island = (coord == 0) & ~edge_zone
+    island_faces = ~pos & ~touches_edge
+    comp = None
+    if island_faces.any():
+        comp = _components(n, bonds[:, 0], bonds[:, 1])
+        island |= np.isin(comp, comp[corner_atom[island_faces[corner_face]]])
+    # faces that are not hexagons and C that is not 3-fold, away from the frame edge and islands
+    dface = pos & (f.size != 6) & ~touches_edge
+    anom = is_c & (coord != 3) & ~edge_zone & ~island
+    outer_atom = np.zeros(n, bool)
+    outer_atom[corner_atom[~pos[corner_face]]] = True
+    edge_atom = outer_atom & (coord < 3) & ~edge_zone & is_c & ~island
+    anom_or_edge = anom | edge_atom
+    out: list[Defect] = []
+    islands: list[np.ndarray] = []
+    if island.any():
+        comp = comp if comp is not None else _components(n, bonds[:, 0], bonds[:, 1])
+        for mem in _groups(comp, np.flatnonzero(island)):
+            islands.append(mem)
+            c = xy_px[mem].mean(0)
+            out.append(Defect("contamination", "", mem.astype(np.int32), (float(c[0]), float(c[1]))))
+    island_centres = np.array([xy_A[m].mean(0) for m in islands]).reshape(-1, 2)
+    if not (dface.any() or anom_or_edge.any()):
+        return out
+    fids = np.flatnonzero(dface)
+    fnode = np.full(f.n_faces, -1, np.int64)
+    fnode[fids] = n + np.arange(len(fids))
+    sel = dface[corner_face]
+    bsel = anom_or_edge[bonds[:, 0]] & anom_or_edge[bonds[:, 1]]
+    a = np.r_[corner_atom[sel], bonds[bsel, 0]]
+    b = np.r_[fnode[corner_face[sel]], bonds[bsel, 1]]
+    labels = _components(n + len(fids), a, b)
+    seeds = np.r_[np.flatnonzero(anom_or_edge), n + np.arange(len(fids))]
+    corners_by_face = _groups(corner_face, np.flatnonzero(sel))   # corner indices per defect face
+    face_corners = {int(corner_face[c[0]]): corner_atom[c] for c in corners_by_face}
+    for nodes in _groups(labels, seeds):
+        faces_here = fids[nodes[nodes >= n] - n]
+        atoms_here = nodes[nodes < n]
+        corner_sets = [face_corners[int(k)] for k in faces_here]
+        members = np.unique(np.concatenate(corner_sets + [atoms_here])) if corner_sets else np.unique(atoms_here)
+        sizes = tuple(sorted(int(s) for s in f.size[faces_here]))
+        if edge_atom[atoms_here].any():
+            continue                                            # edges are grouped below
+        pores = [k for k in faces_here if f.size[k] >= 9]
+        if not pores and len(faces_here) and all(in_dopant[s].any() for s in corner_sets):
+            continue                                            # rings of a dopant group (e.g. Si1C4)
+        under = members[(coord[members] < 3) & is_c[members]]
+        if any(s <= 4 for s in sizes) or len(pores) >= 2:
+            kind, formula = "contamination", ""
+        elif sizes in PATTERNS:
+            kind, formula = PATTERNS[sizes]
+        elif len(sizes) == 1 and sizes[0] >= 9:
+            k = pores[0]
+            n_missing = max(1, missing_atoms(f.area_A2[k] / scale**2, f.size[k]))
+            radius = np.sqrt(f.area_A2[k] / np.pi)
+            holds_island = bool(len(island_centres)) and bool(
+                (np.hypot(*(island_centres - f.centre_A[k]).T) < radius).any())
+            if holds_island or (pore_brightness is not None and pore_brightness[k] > 0.5):
+                kind, formula = "contamination", ""
+            else:
+                kind = {1: "vacancy", 2: "divacancy"}.get(n_missing, "hole")
+                formula = f"V{n_missing}"
+        elif not sizes:
+            kind, formula = "topological", "C" + "".join(str(int(c)) for c in np.sort(coord[atoms_here]))
+        else:
+            kind, formula = "topological", "R" + "-".join(str(s) for s in sizes)
+        centre_set = under if (len(under) and kind in ("vacancy", "divacancy", "hole")) else members
+        c = xy_px[centre_set].mean(0)
+        out.append(Defect(kind, formula, members.astype(np.int32), (float(c[0]), float(c[1]))))
+    if edge_atom.any():                                         # edge atoms within 2 bonds: one edge
+        e_idx = np.flatnonzero(edge_atom)
+        pairs = cKDTree(xy_A[e_idx]).query_pairs(3.0, output_type="ndarray")
+        elab = _components(len(e_idx), pairs[:, 0], pairs[:, 1])
+        for grp in _groups(elab, np.arange(len(e_idx))):
+            mem = e_idx[grp]
+            c = xy_px[mem].mean(0)
+            out.append(Defect("edge", f"C{len(mem)}", mem.astype(np.int32), (float(c[0]), float(c[1]))))
+    return out

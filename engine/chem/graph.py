@@ -1,0 +1,265 @@
+"""The lattice graph: bonds from a KD-tree, coordination, bond angles, and rings as planar faces.
+
+Bonds: every pair closer than the cutoff of its species pair (``ChemistryConfig.bond_cutoff_A``,
+angstrom). Cutoffs sit between the first-neighbour shell and the graphene second-neighbour
+distance (2.46 A), so moderate strain and localisation error do not change the graph (see
+docs/chemistry.md for sources and margins). With ``calibrate_scale`` the cutoffs follow the
+frame's median C-C length (a pixel size off by up to 15 % is absorbed). An atom with more bonds
+than ``max_coordination`` of its species keeps its shortest ones.
+
+Rings: the graph is drawn in the plane, so its rings are its *faces*. Half-edges are sorted by
+angle around each atom; following "turn to the next neighbour clockwise" from every half-edge
+traces each face once (a permutation whose cycles are the faces). Bounded faces come out with
+positive signed area (x = column, y = row) and the outer boundary of each connected piece of
+lattice with negative area. No per-atom Python loop: sorting, one ``connected_components`` and
+a few ``bincount``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from engine.types import SPECIES
+
+CC_A = 1.42
+HEX_AREA_A2 = 1.5 * np.sqrt(3.0) * CC_A**2      # 5.24 A^2
+
+
+def cutoff_table(cutoffs: dict) -> np.ndarray:
+    """3x3 table of bond cutoffs (A) indexed by species codes; "other" falls back to Si's."""
+    def get(a: str, b: str) -> float:
+        for key in (f"{a}-{b}", f"{b}-{a}"):
+            if key in cutoffs:
+                return float(cutoffs[key])
+        a2, b2 = ("Si" if a == "other" else a), ("Si" if b == "other" else b)
+        if (a2, b2) != (a, b):
+            return get(a2, b2)
+        raise KeyError(f"bond_cutoff_A has no entry for {a}-{b} (keys: {sorted(cutoffs)})")
+
+    return np.array([[get(a, b) for b in SPECIES] for a in SPECIES])
+
+
+def max_coordination_table(max_coord: dict) -> np.ndarray:
+    return np.array([int(max_coord.get(s, 4)) for s in SPECIES])
+
+
+def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray, float]:
+    """Bonds (M, 2) int32 (i < j), their lengths (M,) in A, and the cutoff scale used."""
+    n = len(xy_A)
+    table = cutoff_table(cfg.bond_cutoff_A)
+    if n < 2:
+        return np.zeros((0, 2), np.int32), np.zeros(0), 1.0
+    scale_max = 1.15 if cfg.calibrate_scale else 1.0
+    tree = cKDTree(xy_A, balanced_tree=False, compact_nodes=False)
+    heavy = species != 0
+    # C-C pairs from one query; pairs touching a heavy atom from a second, per heavy atom (few)
+    pairs = tree.query_pairs(float(table[0, 0]) * scale_max, output_type="ndarray")
+    if heavy.any():
+        if len(pairs):
+            pairs = pairs[~(heavy[pairs[:, 0]] | heavy[pairs[:, 1]])]
+        hidx = np.flatnonzero(heavy)
+        lists = tree.query_ball_point(xy_A[hidx], float(table[1:].max()) * scale_max)
+        cnt = np.fromiter((len(x) for x in lists), np.int64, len(lists))
+        jj = np.fromiter((k for x in lists for k in x), np.int64, int(cnt.sum()))
+        ii = np.repeat(hidx, cnt)
+        a, b = np.minimum(ii, jj), np.maximum(ii, jj)
+        key = np.unique(a[a != b] * n + b[a != b])
+        hp = np.stack([key // n, key % n], 1)
+        pairs = np.concatenate([pairs.reshape(-1, 2), hp]) if len(hp) else pairs
+    if len(pairs) == 0:
+        return np.zeros((0, 2), np.int32), np.zeros(0), 1.0
+    i, j = pairs[:, 0], pairs[:, 1]
+    d = np.hypot(xy_A[i, 0] - xy_A[j, 0], xy_A[i, 1] - xy_A[j, 1])
+    si, sj = species[i], species[j]
+    scale = 1.0
+    if cfg.calibrate_scale:
+        cc = d[(si == 0) & (sj == 0)]
+        if cc.size >= 20:
+            scale = float(np.clip(np.median(cc) / CC_A, 1 / scale_max, scale_max))
+    keep = d <= table[si, sj] * scale
+    i, j, d = i[keep], j[keep], d[keep]
+    # over-coordinated atoms keep their shortest bonds
+    maxc = max_coordination_table(cfg.max_coordination)
+    counts = np.bincount(np.r_[i, j], minlength=n)
+    if (counts > maxc[species]).any():
+        m = len(d)
+        ends = np.r_[i, j]
+        order = np.lexsort((np.r_[d, d], ends))
+        rank = np.empty(2 * m, np.int64)
+        starts = np.searchsorted(ends[order], ends[order])
+        rank[order] = np.arange(2 * m) - starts
+        ok = rank < maxc[species[ends]]
+        keep = ok[:m] & ok[m:]
+        i, j, d = i[keep], j[keep], d[keep]
+    bonds = np.stack([i, j], 1).astype(np.int32)
+    return bonds, d, scale
+
+
+def coordination(n: int, bonds: np.ndarray) -> np.ndarray:
+    """(N,) int16 number of bonds per atom."""
+    return np.bincount(bonds.ravel(), minlength=n).astype(np.int16)
+
+
+def adjacency(n: int, bonds: np.ndarray) -> sparse.csr_matrix:
+    """Symmetric (N, N) boolean CSR adjacency matrix."""
+    i, j = bonds[:, 0], bonds[:, 1]
+    data = np.ones(2 * len(i), bool)
+    return sparse.csr_matrix((data, (np.r_[i, j], np.r_[j, i])), shape=(n, n))
+
+
+@dataclass
+class Faces:
+    """Faces of the planar bond graph.
+
+    Per half-edge h (2M of them; h < M is bond h as i->j, h >= M is j->i): ``src``, ``dst``,
+    ``face`` (face label). Per face f: ``size`` (number of half-edges = corners), ``area_A2``
+    (signed; > 0 bounded), ``centre_A`` (mean of corners). ``indptr``, ``indices``: the adjacency
+    in CSR form (neighbours of atom i, by angle: ``indices[indptr[i]:indptr[i + 1]]``).
+    """
+
+    src: np.ndarray
+    dst: np.ndarray
+    face: np.ndarray
+    size: np.ndarray
+    area_A2: np.ndarray
+    centre_A: np.ndarray
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    @property
+    def n_faces(self) -> int:
+        return len(self.size)
+
+
+def _sort_by_atom_then_angle(xy_A: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Permutation sorting half-edges by source atom, then by direction angle in [-pi, pi)."""
+    vec = xy_A[dst] - xy_A[src]
+    ang = np.arctan2(vec[:, 1], vec[:, 0])
+    return np.argsort(src + (ang + np.pi) * (0.999 / (2 * np.pi)))
+
+
+def faces(xy_A: np.ndarray, bonds: np.ndarray) -> Faces:
+    """Trace every face of the planar graph (see the module docstring)."""
+    m = len(bonds)
+    if m == 0:
+        z = np.zeros(0, np.int64)
+        return Faces(z, z, z, z, np.zeros(0), np.zeros((0, 2)), np.zeros(len(xy_A) + 1, np.int64), z)
+    src = np.r_[bonds[:, 0], bonds[:, 1]].astype(np.int64)
+    dst = np.r_[bonds[:, 1], bonds[:, 0]].astype(np.int64)
+    order = _sort_by_atom_then_angle(xy_A, src, dst)
+    pos = np.empty(2 * m, np.int64)
+    pos[order] = np.arange(2 * m)
+    s_sorted = src[order]
+    start = np.searchsorted(s_sorted, s_sorted, side="left")
+    end = np.searchsorted(s_sorted, s_sorted, side="right")
+    deg = end - start
+    twin = np.r_[np.arange(m, 2 * m), np.arange(m)]
+    # arriving by u->v: at v, take the neighbour just before u in increasing-angle order
+    k = pos[twin]                                  # position of v->u in the sorted array
+    kk = start[k] + (k - start[k] - 1) % deg[k]
+    nxt = order[kk]
+    g = sparse.csr_matrix((np.ones(2 * m, np.int8), nxt, np.arange(2 * m + 1)), shape=(2 * m, 2 * m))
+    n_faces, face = connected_components(g, directed=True, connection="weak")
+    size = np.bincount(face, minlength=n_faces)
+    cross = xy_A[src, 0] * xy_A[dst, 1] - xy_A[dst, 0] * xy_A[src, 1]
+    area = 0.5 * np.bincount(face, weights=cross, minlength=n_faces)
+    cx = np.bincount(face, weights=xy_A[src, 0], minlength=n_faces) / size
+    cy = np.bincount(face, weights=xy_A[src, 1], minlength=n_faces) / size
+    indptr = np.r_[0, np.cumsum(np.bincount(src, minlength=len(xy_A)))]
+    return Faces(src, dst, face, size, area, np.stack([cx, cy], 1), indptr, dst[order])
+
+
+class RingList(Sequence):
+    """The rings (5-8 membered bounded faces) of a frame, stored flat; behaves as a list of arrays.
+
+    ``atoms`` (K,) int32: ring members concatenated, each ring in angular order around its centre;
+    ``offsets`` (R + 1,); ``sizes`` (R,); ``centre_A`` (R, 2); ``face`` (R,) face label.
+    ``rings[r]`` is the int array of ring r's atom indices.
+    """
+
+    def __init__(self, atoms: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, centre_A: np.ndarray,
+                 face: np.ndarray):
+        self.atoms, self.offsets, self.sizes, self.centre_A, self.face = atoms, offsets, sizes, centre_A, face
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __getitem__(self, r):
+        if isinstance(r, slice):
+            return [self[k] for k in range(*r.indices(len(self)))]
+        r = int(r)
+        if r < 0:
+            r += len(self)
+        if not 0 <= r < len(self):
+            raise IndexError(r)
+        return self.atoms[self.offsets[r]:self.offsets[r + 1]]
+
+    def counts(self) -> dict[int, int]:
+        """Number of rings per size, e.g. ``{5: 2, 6: 480, 7: 2}``."""
+        u, c = np.unique(self.sizes, return_counts=True)
+        return {int(a): int(b) for a, b in zip(u, c)}
+
+    def __repr__(self) -> str:
+        return f"RingList({self.counts()})"
+
+
+def ring_list(xy_A: np.ndarray, f: Faces, min_size: int = 5, max_size: int = 8) -> RingList:
+    """Bounded faces of ``min_size``..``max_size`` corners with no repeated atom, as a :class:`RingList`."""
+    if f.n_faces == 0:
+        z = np.zeros(0, np.int64)
+        return RingList(z.astype(np.int32), np.zeros(1, np.int64), z, np.zeros((0, 2)), z)
+    is_ring = (f.area_A2 > 0) & (f.size >= min_size) & (f.size <= max_size)
+    # a face that runs along both sides of a bond (a dangling chain inside it) is not a ring
+    m = len(f.face) // 2
+    bridge = f.face[:m] == f.face[m:]
+    is_ring[f.face[:m][bridge]] = False
+    sel = is_ring[f.face]
+    fh, sh = f.face[sel], f.src[sel]
+    d = xy_A[sh] - f.centre_A[fh]
+    ang = np.arctan2(d[:, 1], d[:, 0])
+    order = np.argsort(fh + (ang + np.pi) * (0.999 / (2 * np.pi)))
+    fh, sh = fh[order], sh[order]
+    labels = np.flatnonzero(is_ring)
+    sizes = f.size[labels]
+    offsets = np.r_[0, np.cumsum(sizes)]
+    return RingList(sh.astype(np.int32), offsets, sizes, f.centre_A[labels], labels)
+
+
+def bond_angles(xy_A: np.ndarray, bonds: np.ndarray, atoms: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Bond angles: (K, 3) int32 triplets (j, i, k) with the angle at ``i``, and (K,) degrees.
+
+    ``atoms``: restrict to angles centred on these atom indices (all atoms when None).
+    Adjacent bonds only (consecutive in angle around ``i``), so a 3-fold atom has 3 angles summing
+    to 360 degrees and a 4-fold atom 4.
+    """
+    m = len(bonds)
+    if m == 0:
+        return np.zeros((0, 3), np.int32), np.zeros(0)
+    src = np.r_[bonds[:, 0], bonds[:, 1]]
+    dst = np.r_[bonds[:, 1], bonds[:, 0]]
+    if atoms is not None:
+        mask = np.zeros(len(xy_A), bool)
+        mask[np.asarray(atoms, np.int64)] = True
+        keep = mask[src]
+        src, dst = src[keep], dst[keep]
+    vec = xy_A[dst] - xy_A[src]
+    ang = np.arctan2(vec[:, 1], vec[:, 0])
+    order = np.lexsort((ang, src))
+    src, dst, ang = src[order], dst[order], ang[order]
+    start = np.searchsorted(src, src, side="left")
+    end = np.searchsorted(src, src, side="right")
+    deg = end - start
+    nxt = start + (np.arange(len(src)) - start + 1) % np.maximum(deg, 1)
+    ok = deg >= 2
+    ok &= ~((deg == 2) & (np.arange(len(src)) - start == 1))     # 2 bonds: one angle, not two
+    d = (ang[nxt] - ang) % (2 * np.pi)
+    d = np.where(deg == 2, np.minimum(d, 2 * np.pi - d), d)
+    trip = np.stack([dst[ok], src[ok], dst[nxt][ok]], 1).astype(np.int32)
+    return trip, np.degrees(d[ok])

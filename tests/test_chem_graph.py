@@ -1,0 +1,184 @@
+"""Lattice graph (engine.chem.graph / defects / chemistry): bonds, rings, coordination, defects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.chem import build_chemistry, reference
+from engine.chem.chemistry import chemistry_from_positions
+from engine.chem.graph import bond_angles, cutoff_table, faces, find_bonds
+from engine.chem.reference import add_hole, defect_field, graphene, single_defect
+from engine.types import Atoms
+from stemwatch.config import ChemistryConfig
+
+CFG = ChemistryConfig()
+
+EXPECTED = {
+    "Si-3fold": ("Si-3fold", "Si1C3", {6}),
+    "Si-4fold": ("Si-4fold", "Si1C4", {5, 6}),
+    "vacancy": ("vacancy", "V1", {6}),
+    "divacancy": ("divacancy", "V2", {6}),
+    "5-8-5": ("5-8-5", "V2", {5, 6, 8}),
+    "Stone-Wales": ("Stone-Wales", "SW", {5, 6, 7}),
+    "Si-dimer": ("Si-dimer", "Si2C4", {6}),
+}
+
+
+def interior(xy, lo=3.0, hi=None):
+    hi = hi if hi is not None else xy.max() - 3.0
+    return (xy > lo).all(1) & (xy < hi).all(1)
+
+
+def test_pristine_lattice():
+    s = graphene(30, 30, rotation_deg=7)
+    chem = chemistry_from_positions(s.xy_A, s.species, CFG)
+    inner = interior(s.xy_A)
+    assert (chem.coordination[inner] == 3).all()
+    assert np.allclose(chem.bond_length_A, 1.42, atol=1e-6)
+    assert set(chem.rings.sizes.tolist()) == {6}
+    assert chem.defects == [] and (chem.atom_defect == -1).all()
+    for r in chem.rings:                                   # every ring: 6 distinct bonded atoms, in order
+        assert len(set(r.tolist())) == 6
+        d = np.hypot(*(s.xy_A[r] - s.xy_A[np.roll(r, 1)]).T)
+        assert np.allclose(d, 1.42, atol=1e-6)
+    trip, ang = bond_angles(s.xy_A, chem.bonds, np.flatnonzero(inner))
+    assert np.allclose(ang, 120.0, atol=1e-6) and len(ang) == 3 * inner.sum()
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_each_reference_defect(kind):
+    s = single_defect(kind)
+    chem = chemistry_from_positions(s.xy_A, s.species, CFG)
+    want_kind, want_formula, rings = EXPECTED[kind]
+    assert [(d.kind, d.formula) for d in chem.defects] == [(want_kind, want_formula)]
+    d = chem.defects[0]
+    assert np.hypot(*(np.array(d.centre_px) - s.labels[0]["centre_A"])) < 0.3
+    assert set(chem.rings.sizes.tolist()) == rings
+    assert d.signature and len(d.signature) == 16
+    si = np.flatnonzero(s.species == 1)
+    if kind == "Si-3fold":
+        assert chem.coordination[si].tolist() == [3]
+    if kind == "Si-4fold":
+        assert chem.coordination[si].tolist() == [4]
+        trip, ang = bond_angles(s.xy_A, chem.bonds, si)
+        assert len(ang) == 4 and abs(ang.sum() - 360) < 1e-6
+
+
+def test_vacancy_members_are_the_dangling_atoms():
+    s = single_defect("vacancy")
+    chem = chemistry_from_positions(s.xy_A, s.species, CFG)
+    d = chem.defects[0]
+    under = np.flatnonzero((chem.coordination == 2) & interior(s.xy_A))
+    assert len(under) == 3 and set(under) <= set(d.members.tolist())
+    assert (chem.atom_defect[d.members] == 0).all()
+
+
+def test_robust_to_distortion_rotation_and_pixel_size():
+    rng = np.random.default_rng(4)
+    kinds = ["Si-3fold", "Si-4fold", "vacancy", "divacancy", "5-8-5", "Stone-Wales", "Si-dimer"]
+    s = defect_field(70, 70, kinds, rng, min_spacing_A=12.0)
+    truth = sorted((lab["kind"], lab["formula"]) for lab in s.labels)
+    for trial in range(3):
+        xy = s.xy_A + rng.normal(0, 0.05, s.xy_A.shape)   # thermal + localisation error (0.07 A rms)
+        xy = xy * (1.0 + 0.02 * trial)                     # up to 4 % uniform strain
+        chem = chemistry_from_positions(xy, s.species, CFG)
+        got = sorted((d.kind, d.formula) for d in chem.defects)
+        assert got == truth, (trial, got)
+    # a pixel size wrong by 12 %: the calibrated cutoffs still give the same graph
+    chem = chemistry_from_positions(s.xy_A * 1.12, s.species, CFG)
+    assert sorted((d.kind, d.formula) for d in chem.defects) == truth
+    strict = ChemistryConfig(calibrate_scale=False)
+    chem = chemistry_from_positions(s.xy_A * 1.3, s.species, strict)
+    assert sorted((d.kind, d.formula) for d in chem.defects) != truth   # without it: broken
+
+
+def test_faces_orientation_and_outer_boundary():
+    s = graphene(20, 20)
+    bonds, _, _ = find_bonds(s.xy_A, s.species, CFG)
+    f = faces(s.xy_A, bonds)
+    assert (f.area_A2 < 0).sum() == 1                       # one outer face
+    inner = f.area_A2 > 0
+    assert np.allclose(f.area_A2[inner], 1.5 * np.sqrt(3) * 1.42**2)
+    assert f.size.sum() == 2 * len(bonds)
+
+
+def test_hole_and_edge():
+    s = graphene(50, 50)
+    add_hole(s, 25, 25, 6.0)
+    chem = chemistry_from_positions(s.xy_A, s.species, CFG)
+    holes = [d for d in chem.defects if d.kind == "hole"]
+    assert len(holes) == 1
+    n_missing = int(holes[0].formula[1:])
+    assert 30 <= n_missing <= 60                            # pi 6^2 / 2.62 A^2 per atom ~ 43
+    assert np.hypot(holes[0].centre_px[0] - 25, holes[0].centre_px[1] - 25) < 1.5
+    # a flake edge inside the frame: the sheet covers only the left part of a 50 A frame
+    s2 = graphene(30, 40)
+    chem2 = chemistry_from_positions(s2.xy_A + [2.0, 0.0], s2.species, CFG, frame_shape=(40, 50))
+    edges = [d for d in chem2.defects if d.kind == "edge"]
+    assert len(edges) == 1
+    xs = chem2.atoms.xy_px[edges[0].members, 0]
+    assert xs.min() > 25                                    # the right-hand edge, not the frame border
+    assert all(d.kind == "edge" for d in chem2.defects)
+
+
+def test_contamination_from_disorder_and_from_brightness():
+    rng = np.random.default_rng(8)
+    s = graphene(50, 50)
+    add_hole(s, 25, 25, 7.0)
+    amorph = []
+    while len(amorph) < 25:                                 # amorphous atoms >= 1.1 A apart in the hole
+        p = rng.uniform(-5, 5, 2)
+        if np.hypot(*p) < 5 and all(np.hypot(*(p - q)) > 1.1 for q in amorph):
+            amorph.append(p)
+    amorph = np.array(amorph) + 25
+    xy = np.vstack([s.xy_A, amorph])
+    sp = np.zeros(len(xy), np.int8)
+    chem = chemistry_from_positions(xy, sp, CFG)
+    kinds = [d.kind for d in chem.defects]
+    assert "contamination" in kinds and "hole" not in kinds
+    # an empty pore that is bright on the raw frame is contamination, a dark one is a hole
+    atoms = Atoms(s.xy_A / 0.5, s.species, np.ones(len(s.xy_A), np.float32), np.zeros((len(s.xy_A), 3), np.float32),
+                  np.zeros(len(s.xy_A), bool), 0.5, (100, 100))
+    yy, xx = np.mgrid[:100, :100]
+    img = np.zeros((100, 100))
+    for x, y in s.xy_A / 0.5:
+        img += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 0.8**2))
+    dark = build_chemistry(atoms, CFG, image=img)
+    assert [d.kind for d in dark.defects if d.kind in ("hole", "contamination")] == ["hole"]
+    bright_img = img + 3.0 * (np.hypot(xx - 50, yy - 50) < 13)
+    bright = build_chemistry(atoms, CFG, image=bright_img)
+    assert [d.kind for d in bright.defects if d.kind in ("hole", "contamination")] == ["contamination"]
+
+
+def test_over_coordinated_atoms_keep_their_shortest_bonds():
+    s = graphene(20, 20)
+    i = s.nearest(10, 10)
+    xy = np.vstack([s.xy_A, s.xy_A[i] + [0.0, 1.0]])      # a spurious atom 1 A from a C
+    sp = np.r_[s.species, 0].astype(np.int8)
+    chem = chemistry_from_positions(xy, sp, CFG)
+    assert chem.coordination.max() <= 3
+    si = np.r_[s.species, 1].astype(np.int8)               # the same spurious atom as Si
+    chem = chemistry_from_positions(xy, si, CFG)
+    assert chem.coordination[-1] <= 4
+
+
+def test_cutoff_table_and_other_species():
+    t = cutoff_table(CFG.bond_cutoff_A)
+    assert t[0, 0] == 1.75 and t[0, 1] == t[1, 0] == 2.10 and t[1, 1] == 2.50
+    assert t[2, 0] == 2.10 and t[2, 2] == 2.50                # "other" falls back to Si
+    with pytest.raises(KeyError, match="Si-Si"):
+        cutoff_table({"C-C": 1.75, "Si-C": 2.1})
+    s = single_defect("Si-3fold")
+    sp = s.species.copy()
+    sp[sp == 1] = 2
+    chem = chemistry_from_positions(s.xy_A, sp, CFG)
+    assert [(d.kind, d.formula) for d in chem.defects] == [("heavy-atom", "X1C3")]
+
+
+def test_scales_linearly_enough_and_handles_empty():
+    chem = chemistry_from_positions(np.zeros((0, 2)), np.zeros(0, np.int8), CFG)
+    assert len(chem.bonds) == 0 and chem.defects == [] and len(chem.rings) == 0
+    chem = chemistry_from_positions(np.array([[1.0, 1.0]]), np.zeros(1, np.int8), CFG)
+    assert chem.coordination.tolist() == [0]
+    assert reference.CC_A == 1.42
