@@ -1,9 +1,11 @@
-"""Plain-data graphene detections for tracker benchmarks (no images, no network).
+"""Plain-data graphene detections for tracker benchmarks, and a quick HAADF-like renderer.
 
 ``lattice_frames(n_atoms, n_frames, ...)`` yields ``Chemistry`` objects of a honeycomb lattice (C-C
 1.42 A) with a few Si, global drift, thermal jitter and missed detections, with a minimal lattice
 graph (KD-tree bonds with per-pair cutoffs, coordination; no defect groups). The chemistry is built
-before timing starts; only the tracker is measured.
+before timing starts; only the tracker is measured. ``render_frame`` draws atoms as Gaussian probes
+with Z^gamma contrast and Poisson noise (benchmarks and tests of the pipeline; the physically
+grounded simulator is :mod:`engine.sim`).
 """
 
 from __future__ import annotations
@@ -70,3 +72,32 @@ def lattice_frames(n_atoms: int, n_frames: int, pixel_size_A: float = 0.1, drift
         keep = np.all((xy >= 0) & (xy <= [W - 1, H - 1]), axis=1) & (rng.random(len(world)) > p_miss)
         out.append((minimal_chemistry(xy[keep], sp[keep], pixel_size_A, (H, W)), (H, W)))
     return out
+
+
+def render_frame(xy_px: np.ndarray, species: np.ndarray, shape: tuple[int, int], ps: float,
+                 dose_e_per_A2: float = 2e4, gamma: float = 1.7, probe_A: float = 0.45,
+                 rng: np.random.Generator | None = None) -> np.ndarray:
+    """A HAADF-like frame (float32): Gaussian probe per atom, intensity ~ Z^gamma (C 6, Si 14,
+    other 30), Poisson noise at the dose. Atoms are (x=col, y=row) in pixels."""
+    rng = rng or np.random.default_rng(0)
+    H, W = shape
+    Z = np.array([6.0, 14.0, 30.0])[np.asarray(species, int)] / 6.0
+    sig = probe_A / ps
+    rad = int(np.ceil(3.5 * sig))
+    P = 2 * rad + 1
+    img = np.zeros((H + 2 * P, W + 2 * P))
+    off = np.arange(-rad, rad + 1)
+    ix = np.floor(xy_px[:, 0]).astype(int)
+    iy = np.floor(xy_px[:, 1]).astype(int)
+    ok = (ix > -rad) & (ix < W + rad) & (iy > -rad) & (iy < H + rad)
+    fx, fy, ix, iy, amp = xy_px[ok, 0] - ix[ok], xy_px[ok, 1] - iy[ok], ix[ok], iy[ok], Z[ok] ** gamma
+    gx = np.exp(-((off[None, :] - fx[:, None]) ** 2) / (2 * sig * sig))        # (N, K)
+    gy = np.exp(-((off[None, :] - fy[:, None]) ** 2) / (2 * sig * sig))
+    patches = amp[:, None, None] * gy[:, :, None] * gx[:, None, :]              # (N, K, K)
+    rows = (iy[:, None] + off[None, :] + P)[:, :, None]
+    cols = (ix[:, None] + off[None, :] + P)[:, None, :]
+    np.add.at(img, (np.broadcast_to(rows, patches.shape), np.broadcast_to(cols, patches.shape)), patches)
+    img = img[P: P + H, P: P + W]
+    electrons = dose_e_per_A2 * ps * ps
+    lam = (img * 0.3 + 0.02) * electrons
+    return rng.poisson(lam).astype(np.float32)

@@ -1,0 +1,152 @@
+"""``stemwatch bench pipeline``: end-to-end frames/s and latency from ``t_acquired`` on the CPU backend.
+
+For 256x256, 512x512 and 1024x1024 frames at 0.1 A/px (graphene with Si, drift, Poisson noise):
+
+* **offline**: ``Pipeline.process`` back to back on pre-rendered frames -> frames/s and the median
+  time of each stage (preprocess, network, atoms + graph, tracking);
+* **live**: a ``streamer.Publisher`` on tcp loopback sends frames faster than they can be analysed
+  into a ``LiveService`` (newest-frame policy), stamped with ``t_acquired`` at send time -> analysed
+  frames/s, frames dropped for analysis, and latency p50/p99 from ``t_acquired`` until the frame's
+  result (and so its events) exists. Midway a C becomes Si: the ``si_appeared`` event's latency
+  from the ``t_acquired`` of the first changed frame is reported too.
+
+Target (issue 6): >= 20 frames/s end to end at 512x512 on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+PS = 0.1
+
+
+def _scene(size: int, seed: int = 0):
+    from engine.track.synth import honeycomb
+    from engine.types import SI
+
+    rng = np.random.default_rng(seed)
+    side = size * PS
+    pts = honeycomb(side, side, rotation_deg=rng.uniform(0, 60))
+    sp = np.zeros(len(pts), np.int8)
+    centre = np.array([side, side]) / 2
+    order = np.argsort(np.linalg.norm(pts - centre, axis=1))
+    sp[order[0]] = SI
+    later = order[np.searchsorted(np.sort(np.linalg.norm(pts - centre, axis=1)), 6.0)]
+    return pts, sp, later
+
+
+def _frames(size: int, n: int, change_at: int | None = None, seed: int = 0) -> list[np.ndarray]:
+    from engine.track.synth import render_frame
+    from engine.types import SI
+
+    pts, sp, later = _scene(size, seed)
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in range(n):
+        s = sp.copy()
+        if change_at is not None and t >= change_at:
+            s[later] = SI
+        xy = (pts + np.array([0.05, 0.03]) * t + rng.normal(0, 0.04, pts.shape)) / PS
+        out.append(render_frame(xy, s, (size, size), PS, rng=rng))
+    return out
+
+
+def _offline(pipe, frames: list, repeat: int) -> dict:
+    from streamer.frame import Frame
+
+    pipe.reset()
+    times, stages = [], {}
+    n_atoms = []
+    seq = 0
+    for _ in range(repeat):
+        for img in frames:
+            f = Frame(data=img, series="bench", seq=seq, t_acquired=time.time(), pixel_size_A=PS)
+            t0 = time.perf_counter()
+            r = pipe.process(f)
+            times.append(time.perf_counter() - t0)
+            for k, v in r.timings_s.items():
+                stages.setdefault(k, []).append(v)
+            n_atoms.append(len(r.chemistry.atoms))
+            seq += 1
+    t = np.array(times[2:])
+    return {"fps": 1.0 / float(np.median(t)), "atoms": int(np.median(n_atoms)),
+            **{f"{k}_ms": 1e3 * float(np.median(v[2:])) for k, v in stages.items() if k != "total"}}
+
+
+def _live(cfg, frames: list, duration_s: float, rate_hz: float, change_at: int) -> dict:
+    from engine.service import LiveService
+    from streamer import Publisher
+
+    pub = Publisher("tcp://127.0.0.1:*", bind=True, sndhwm=64)
+    svc = LiveService(cfg, pub.endpoint)
+    events = []
+    t_first = {}
+    svc.add_listener(lambda r, s: events.extend(r.events))
+    try:
+        svc.start()
+        time.sleep(0.2)
+        size = frames[0].shape
+        pub.start_series("bench-live", size, np.float32, PS, frame_time_s=1.0 / rate_hz)
+        n = int(duration_s * rate_hz)
+        t0 = time.time()
+        for i in range(n):
+            img = frames[min(i, len(frames) - 1)] if i < change_at else frames[change_at + (i - change_at) % (len(frames) - change_at)]
+            t_acq = time.time()
+            if i == change_at:
+                t_first["si"] = t_acq
+            pub.send_frame(img, t_acquired=t_acq)
+            delay = t0 + (i + 1) / rate_hz - time.time()
+            if delay > 0:
+                time.sleep(delay)
+        time.sleep(0.5)
+        st = svc.status()
+    finally:
+        svc.stop()
+        pub.close()
+    lat = st["latency_s"].get("tracking", {})
+    ev = [e for e in events if e.kind == "si_appeared" and e.first_frame >= change_at]
+    return {"live_fps": st["analysed_fps"], "sent": n, "analysed": st["frames_analysed"],
+            "dropped": st["dropped_for_analysis"], "latency_p50_ms": 1e3 * lat.get("p50", float("nan")),
+            "latency_p99_ms": 1e3 * lat.get("p99", float("nan")),
+            "event_latency_ms": 1e3 * ev[0].latency_s if ev else float("nan")}
+
+
+def bench_pipeline(quick: bool = False):
+    from engine.pipeline import Pipeline
+    from stemwatch.bench import BenchReport
+    from stemwatch.config import Config
+
+    cfg = Config().replace(inference={"backend": "onnx"})
+    sizes = (256, 512, 1024)
+    rows, targets = [], {}
+    pipe = Pipeline(cfg)
+    backend = pipe.backend_description
+    for size in sizes:
+        n = 6 if quick else 12
+        change_at = n // 2
+        print(f"bench pipeline: {size}x{size}: rendering {n} frames ...", file=sys.stderr, flush=True)
+        frames = _frames(size, n, change_at=change_at)
+        off = _offline(pipe, frames, repeat=1 if quick else 2)
+        rate = min(100.0, 1.5 * off["fps"])
+        print(f"bench pipeline: {size}x{size}: offline {off['fps']:.1f} frames/s; live at {rate:.0f} Hz ...",
+              file=sys.stderr, flush=True)
+        live = _live(cfg, frames, duration_s=3.0 if quick else 6.0, rate_hz=rate, change_at=change_at)
+        rows.append({"size": f"{size}x{size}", **off, **live})
+    pipe.close()
+    r512 = next(r for r in rows if r["size"] == "512x512")
+    fps = min(r512["fps"], r512["live_fps"] or r512["fps"])
+    targets["512x512 end-to-end frames/s"] = f"{fps:.1f} >= 20: {'PASS' if fps >= 20 else 'FAIL'}"
+    cols = ["size", "atoms", "fps", "live_fps", "preprocess_ms", "network_ms", "atoms_graph_ms", "tracking_ms",
+            "latency_p50_ms", "latency_p99_ms", "event_latency_ms", "sent", "analysed", "dropped"]
+    return BenchReport(name="pipeline", columns=cols, rows=rows, targets=targets,
+                       notes={"backend": backend, "pixel size": f"{PS} A/px",
+                              "fps": "offline, Pipeline.process back to back (median)",
+                              "live_fps": "LiveService fed at 1.5x the offline rate over tcp loopback (newest frame)",
+                              "latency": "t_acquired -> result ready (events published), live"})
+
+
+def bench_soak(quick: bool = False):  # pragma: no cover - issue 8 owns the soak benchmark
+    raise NotImplementedError("bench soak is not written yet (issue 8)")
