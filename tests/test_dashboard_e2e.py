@@ -135,3 +135,41 @@ def test_controls_act_on_the_live_service(synthetic_chain, tmp_path):
         wait_for(lambda: "done" in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')"), 3,
                  what="the confirmation line")
         assert not severe_console_errors(drv)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_demo_command_serves_the_dashboard_and_analyses(tmp_path):
+    """`stemwatch demo` (what `make demo` runs) for a few seconds, on a replayed recording."""
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+
+    rec_dir = tmp_path / "replay"
+    rec_dir.mkdir()
+    _synthetic_recording(rec_dir / "a.swrec", n_frames=30)
+    cmd = [sys.executable, "-m", "stemwatch", "demo", "--source", "replay", "--replay-data", str(rec_dir),
+           "--duration-s", "6", "--port", "0", "--no-browser",
+           "--data-endpoint", f"tcp://127.0.0.1:{_free_port()}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"stemwatch dashboard: (http://127\.0\.0\.1:\d+/)", line)
+        assert m, f"no URL printed: {line!r}"
+        page = urllib.request.urlopen(m.group(1), timeout=10).read().decode()
+        assert "stemwatch" in page
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    frames = [int(x) for x in re.findall(r"frames (\d+)", err)]
+    assert frames and frames[-1] >= 10, err[-2000:]
+    assert "replay of" in err and "analysed" in err
