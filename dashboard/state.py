@@ -63,7 +63,8 @@ class DashboardHub:
         self.version = 0              # bumps when a frame enters the history
         self.events_version = 0       # bumps when an event enters the log
         self.next_idx = 0
-        self.lanes: dict[int, int] = {}    # Si track id -> timeline lane, first seen first
+        self.lanes: dict[int, int] = {}    # Si track id -> timeline lane, first seen first (newest series)
+        self.lanes_series: str | None = None
         self.latency_total = _Rolling()    # t_done - t_acquired (s)
         self.analysed_times = collections.deque(maxlen=100)
         self.convert_s = _Rolling()        # time to convert one result (s)
@@ -117,6 +118,8 @@ class DashboardHub:
         if df.t_done and df.t_acquired:
             self.latency_total.add(df.t_done - df.t_acquired)
         self.analysed_times.append(time.time())
+        if df.series != self.lanes_series:      # track ids restart with a series: so do the lanes
+            self.lanes, self.lanes_series = {}, df.series
         for tid in np.unique(df.si_track).tolist():
             if tid not in self.lanes:
                 self.lanes[tid] = len(self.lanes)
@@ -161,7 +164,8 @@ class DashboardHub:
         return n / window_s
 
     def timeline_columns(self) -> dict:
-        """Per-dopant coordination timeline over the history: one rectangle per (frame, Si track).
+        """Per-dopant coordination timeline over the history of the newest series: one rectangle per
+        (frame, Si track).
 
         x : frame seq (float32), lane : Si track lane (float32), coord : int8 coordination.
         """
@@ -169,7 +173,7 @@ class DashboardHub:
                  "coord": np.zeros(0, np.int8), "tid": np.zeros(0, np.int32)}
         xs, tids, coords = [], [], []
         for df in self.history:
-            if df.si_track.size:
+            if df.si_track.size and df.series == self.lanes_series:
                 xs.append(np.full(df.si_track.size, df.seq, np.float32))
                 tids.append(df.si_track)
                 coords.append(df.si_coord)
@@ -187,7 +191,7 @@ class DashboardHub:
         """Event markers on the timeline (events of Si tracks that have a lane)."""
         xs, lanes, labels = [], [], []
         for row in self.events:
-            lane = self.lanes.get(int(row.event.atom_id))
+            lane = self.lanes.get(int(row.event.atom_id)) if row.series == self.lanes_series else None
             if lane is not None:
                 xs.append(float(row.event.frame))
                 lanes.append(float(lane))

@@ -170,6 +170,11 @@ def test_timeline_has_one_lane_per_dopant_with_its_coordination():
     assert coord_by_frame == {s: (3 if s < 4 else 4) for s in range(10)}
     assert hub.timeline_events() == {"x": [4.0], "lane": [float(hub.lanes[lat.si_track(0)])],
                                      "kind": ["si_3_to_4"]}
+    lat.series = "next-series"                      # a new series: lanes start again
+    hub.publish(lat.result(0, image=False))
+    hub.drain()
+    tl = hub.timeline_columns()
+    assert tl["x"].tolist() == [0.0, 0.0] and hub.timeline_events()["x"] == []
 
 
 def test_publish_does_not_convert_or_copy():
