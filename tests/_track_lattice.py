@@ -87,6 +87,7 @@ class Movie:
     drift_A: np.ndarray     # (F, 2) true per-frame shift of the content (frame t vs t-1), A
     ps: float
     flickers: list = field(default_factory=list)
+    truth: list = field(default_factory=list)   # per frame (xy_px, species, ids) of every atom in the field
 
 
 def make_movie(n_frames: int = 40, size_A: float = 40.0, ps: float = 0.1, n_si: int = 4,
@@ -120,7 +121,7 @@ def make_movie(n_frames: int = 40, size_A: float = 40.0, ps: float = 0.1, n_si: 
     W = H = int(round(size_A / ps))
     off = np.array([2.0, 2.0])
     v = np.asarray(drift_A, float)
-    frames, drifts = [], []
+    frames, drifts, truth = [], [], []
     fourfold: dict[int, int] = {}      # si row -> ejected C row
     for t in range(n_frames):
         flick = set()
@@ -180,7 +181,9 @@ def make_movie(n_frames: int = 40, size_A: float = 40.0, ps: float = 0.1, n_si: 
         order = rng.permutation(len(xy_all))
         chem = chemistry_of(xy_all[order], sp_all[order], ps)
         frames.append((chem, gid_all[order], (H, W)))
-    return Movie(frames=frames, events=events, drift_A=np.array(drifts), ps=ps, flickers=flickers)
+        ti = np.flatnonzero(inside)
+        truth.append((xy_px[ti], species[ti].copy(), ids[ti].copy()))
+    return Movie(frames=frames, events=events, drift_A=np.array(drifts), ps=ps, flickers=flickers, truth=truth)
 
 
 def id_switches(movie: Movie, track_ids: list) -> tuple[int, int]:
