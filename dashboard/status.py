@@ -13,6 +13,9 @@ import time
 from typing import Any
 
 _MISSING = object()
+#: frames that reach the analyzer this long (s) after t_acquired come from a replay or a PC with
+#: another clock: latencies are then shown relative to arrival
+OLD_FRAME_S = 30.0
 
 
 def get(d: Any, *paths: str, default: Any = None) -> Any:
@@ -123,15 +126,26 @@ def status_html(status: dict, local: dict, now: float | None = None) -> str:
     lag = dfps is not None and af is not None and dfps > 0 and af < 0.9 * dfps
     rows.append(_row("frames/s", f"data {_num(dfps)} · analysed <span class='{'warn' if lag else ''}'>{_num(af)}</span>"
                      f" · display {_num(s['display_fps'])}"))
-    lat = s["latency"] or []
-    lat_lines = [f"{html.escape(st)} {_ms(p50)} / {_ms(p99)}" for st, p50, p99 in lat]
-    if local.get("latency_total_p50_s") is not None and not lat:
-        lat_lines.append(f"analysed {_ms(local['latency_total_p50_s'])} / {_ms(local['latency_total_p99_s'])}")
-    if local.get("display_p50_s") is not None:
-        lat_lines.append(f"display (this tab) {_ms(local['display_p50_s'])} / {_ms(local['display_p99_s'])}")
-    worst = max([p99 for _, _, p99 in lat if p99 is not None] + [local.get("display_p99_s") or 0.0])
-    rows.append(_row("latency p50/p99 ms<br><small>from t_acquired</small>",
-                     "<br>".join(lat_lines) or "–", "warn" if worst > 1.0 else ""))
+    lat = list(s["latency"] or [])
+    disp = (local.get("display_p50_s"), local.get("display_p99_s"))
+    if disp[0] is not None:
+        lat.append(("display (this tab)", *disp))
+    elif local.get("latency_total_p50_s") is not None and not lat:
+        lat.append(("analysed", local["latency_total_p50_s"], local["latency_total_p99_s"]))
+    # A replayed recording keeps its original t_acquired (and a PC clock may be off): when frames
+    # arrive "old", show how old and the stages relative to arrival, so the numbers stay useful.
+    offset = next((p50 for st, p50, _ in lat if st == "received" and p50 is not None), None)
+    label = "latency p50/p99 ms<br><small>from t_acquired</small>"
+    if offset is not None and offset > OLD_FRAME_S:
+        label = "latency p50/p99 ms<br><small>after arrival (≈)</small>"
+        lines = [f"<small>frames arrive {offset:.0f} s after t_acquired: replay or clock offset</small>"]
+        lines += [f"{html.escape(st)} {_ms(max(0.0, p50 - offset))} / {_ms(max(0.0, p99 - offset))}"
+                  for st, p50, p99 in lat if st != "received" and p50 is not None and p99 is not None]
+        worst = max([p99 - offset for st, _, p99 in lat if p99 is not None and st != "received"] + [0.0])
+    else:
+        lines = [f"{html.escape(st)} {_ms(p50)} / {_ms(p99)}" for st, p50, p99 in lat]
+        worst = max([p99 for _, _, p99 in lat if p99 is not None] + [0.0])
+    rows.append(_row(label, "<br>".join(lines) or "–", "warn" if worst > 1.0 else ""))
     drops = s["dropped"]
     rows.append(_row("dropped for analysis", _num(drops, "{:d}") if isinstance(drops, int) else _num(drops),
                      "warn" if drops else ""))

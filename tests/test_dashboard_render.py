@@ -124,3 +124,12 @@ def test_status_reads_nested_keys_and_flags_problems():
     assert "LIVE" in calm and "STALLED" not in calm
     assert "WAITING FOR DATA" in status_html({}, {})
     assert "ANALYSIS PAUSED" in status_html({"paused": True}, {"last_frame_age_s": 0.1})
+
+
+def test_status_shows_latency_after_arrival_for_replayed_frames():
+    status = {"latency_s": {"received": {"p50": 300.0, "p99": 300.2}, "tracking": {"p50": 300.1, "p99": 300.4}}}
+    html = status_html(status, {"display_p50_s": 300.3, "display_p99_s": 300.9, "last_frame_age_s": 0.1})
+    assert "frames arrive 300 s after t_acquired" in html
+    assert "tracking 100 / 400" in html and "display (this tab) 300 / 900" in html
+    live = status_html({"latency_s": {"received": {"p50": 0.01, "p99": 0.02}}}, {"last_frame_age_s": 0.1})
+    assert "received 10 / 20" in live and "replay" not in live
