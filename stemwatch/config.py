@@ -94,7 +94,7 @@ class TrackingConfig:
     measurement_noise_A: float = 0.08                # Kalman measurement noise (localisation)
     hop_radius_A: float = 2.3                        # a heavy atom (Si) may jump this far (one bond + margin)
     hop_min_A: float = 1.0                           # a heavy atom this far from its site has hopped
-    hop_cost: float = 0.25                           # cost of a hop, as a fraction of the birth+death cost
+    hop_cost: float = 0.25                           # cost of a hop, fraction of birth+death, x (0.5 + d/hop_radius)
     species_mismatch_cost: float = 0.8               # cost of a species change, fraction of birth+death
     tentative_cost: float = 0.3                      # extra cost of matching a not yet confirmed track
     light_hops: bool = True                          # left-over C tracks may follow a C one bond away

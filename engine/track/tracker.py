@@ -17,7 +17,7 @@ Assignment. Costs are normalised innovations ``d^2 / (P + r^2)``; an edge exists
 ``max_speed_A_per_frame`` of the prediction (KD-tree gate). Birth + death cost ``G`` equals the gate
 at the steady-state innovation variance, so any gated pair beats a death plus a birth. A heavy
 track (Si, other) may also *hop* to a same-species detection up to ``hop_radius_A`` away at cost
-``hop_cost * G``; a species change costs ``species_mismatch_cost * G``. So a Si that dims for a
+``hop_cost * G * (0.5 + d / hop_radius_A)``; a species change costs ``species_mismatch_cost * G``. So a Si that dims for a
 frame and reads as C keeps its track, while a Si that exchanges its site with a neighbouring C
 follows the Si. Left-over C tracks and detections one bond apart are matched in a second, small
 pass (the C of a site exchange).
@@ -314,7 +314,9 @@ class Tracker:
             same = sp[hdj] == tsp[hti]                     # hops only onto the same species
             ti = np.concatenate([ti, hti[same]])
             dj = np.concatenate([dj, hdj[same]])
-            cost = np.concatenate([cost, np.full(int(same.sum()), cfg.hop_cost * G)])
+            # the nearer of two candidate sites wins (a rotating cluster keeps its identities)
+            hop_d = hd[hok][same]
+            cost = np.concatenate([cost, cfg.hop_cost * G * (0.5 + hop_d / cfg.hop_radius_A)])
             is_hop = np.concatenate([is_hop, np.ones(int(same.sum()), bool)])
         known = tsp[ti] != UNKNOWN
         cost = cost + np.where(known & (sp[dj] != tsp[ti]), cfg.species_mismatch_cost * G, 0.0)
