@@ -145,3 +145,19 @@ def test_empty_frames_do_not_break_tracking():
     assert len(u.track_ids) == 0
     u = tr.update(mv.frames[1][0], 2, 2.0)
     assert (u.track_ids >= 0).all()
+
+
+def test_new_motif_raised_once_when_it_stays_put():
+    mv = make_movie(n_frames=8, size_A=50.0, n_si=4, drift_A=(0.1, 0.0), seed=6)
+    tr = Tracker()
+    evs = []
+    for t, (chem, _, shape) in enumerate(mv.frames):
+        dfs = sorted(chem.defects, key=lambda d: d.centre_px)     # the same dopant every frame
+        assert len(dfs) == 4
+        if t % 3 != 1:
+            dfs[0].motif = "new motif 1"                          # stays put (2 of every 3 frames)
+        if t >= 3:
+            dfs[1 + t % 3].motif = "new motif 2"                  # moves between three dopants
+        evs += [e for e in tr.update(chem, t, float(t), frame_shape=shape).events if e.kind == "new_motif"]
+    assert [e.after for e in evs] == ["new motif 1"]
+    assert evs[0].frame == 2 and evs[0].first_frame == 0

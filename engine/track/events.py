@@ -21,8 +21,8 @@ kind                      rule (all states debounced k of n)
                           it (no coordination / dimer / hop event of that track in the last n frames)
 ``vacancy_created``       a confirmed C track ends away from the field edge, no atom took its site,
                           and it was not bonded to a heavy atom (then the Si's event reports it)
-``new_motif``             a defect whose motif is ``new motif k`` is present k of n frames, first time
-                          in the series
+``new_motif``             a defect whose motif is ``new motif k`` is present at the same place k of n
+                          frames, first time in the series
 ========================  ==========================================================================
 
 Events are not raised for tracks born in the series' first frame adopting their first state, and
@@ -43,6 +43,9 @@ from engine.types import C, SI, SPECIES, Chemistry, Event
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.track.tracker import Tracker
+
+#: a new motif must be seen again within this distance (A, drift-corrected) to count
+MOTIF_RADIUS_A = 1.5
 
 _SP_NAMES = {UNKNOWN: "unknown", **{i: s for i, s in enumerate(SPECIES)}}
 
@@ -188,24 +191,24 @@ class EventLogic:
                 emit("formula_changed", r, self._first(ring, r, a, cols), names.get(int(b), "?"),
                      names.get(int(a), "?"), c)
 
-        # ---- new motifs (first time in the series, present k of n frames)
-        for di, dfc in enumerate(chem.defects or []):
+        # ---- new motifs: first time in the series, present at the same place (drift-corrected,
+        # within MOTIF_RADIUS_A) in k of the last n frames -- a motif made by noise moves around
+        for dfc in chem.defects or []:
             motif = getattr(dfc, "motif", "") or ""
             if not motif.startswith("new motif") or motif in self._motif_raised:
                 continue
-            seen = self._motif_seen.setdefault(motif, deque(maxlen=n))
-            if not seen or seen[-1] != seq:
-                seen.append(seq)
-            recent = [s for s in seen if s > seq - n]
+            centre_w = np.asarray(dfc.centre_px, float) * ps - tr.offset_A
+            seen = self._motif_seen.setdefault(motif, deque(maxlen=8 * n))
+            seen.append((seq, centre_w))
+            recent = {s for s, c in seen if s > seq - n and np.hypot(*(c - centre_w)) < MOTIF_RADIUS_A}
             if len(recent) >= k:
                 self._motif_raised.add(motif)
                 members = np.asarray(dfc.members, np.int64)
-                rows = det_track[members] if len(members) else np.zeros(0, np.int64)
-                if not len(rows):
+                if not len(members):
                     continue
-                r = int(rows[np.argmax(st.sp_state[rows] != C)]) if len(rows) else int(rows[0])
-                emit("new_motif", r, int(min(recent)), "unseen", motif, len(recent) / n,
-                     xy_px=dfc.centre_px)
+                rows = det_track[members]
+                r = int(rows[np.argmax(st.sp_state[rows] != C)])
+                emit("new_motif", r, int(min(recent)), "unseen", motif, len(recent) / n, xy_px=dfc.centre_px)
 
         # ---- presence: a track ends after max(k, memory_frames) missed frames in a row. Random
         # missed detections (rate p) end a track with probability p^m per frame, not ~C(n,k) p^k.
