@@ -184,7 +184,7 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None) -> At
     wp = w + 2 * k
     pad = np.pad(pa, k)                                  # zeros outside the map
     flat = (rc[:, 0] + k) * wp + (rc[:, 1] + k)
-    vals = pad.ravel()[flat[:, None] + (dr * wp + dc).astype(np.int64)[None]]
+    vals = np.take(pad.ravel(), flat[:, None] + (dr * wp + dc).astype(np.int64)[None])
     peak = pa[rc[:, 0], rc[:, 1]]
     base = np.maximum(vals - 0.5 * peak[:, None], 0.0)
     r2 = np.float32(r * r)
@@ -206,8 +206,8 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None) -> At
     idx = (ci[:, :1] + er[None].astype(np.int64)) * w0 + ci[:, 1:] + ec[None].astype(np.int64)
     inside = (idx >= 0) & (idx < h0 * w0) & (np.abs(ci[:, 1:] + ec[None] - (w0 - 1) / 2) <= (w0 - 1) / 2)
     idx = np.where(inside, idx, (ci[:, 0] * w0 + ci[:, 1])[:, None])    # outside the map: the centre
-    pw = p.reshape(3, -1)[:, idx]                        # (3, N, K)
-    class_prob = pw.sum(2).T
+    pw = np.take(p.reshape(3, -1), idx, axis=1)          # (3, N, K)
+    class_prob = (pw @ np.ones(pw.shape[2], pw.dtype)).T
     peak0 = 1.0 - pw[0].min(1)
     good = peak0 >= cfg.prob_threshold
     if not good.any():

@@ -23,17 +23,19 @@ over the few defects of a frame):
   5 x 3 + 7 x 3          555-777        V2
   5 + 5 + 7 + 7          Stone-Wales    SW
   one pore, n missing    hole           Vn     (n >= 3 missing atoms)
-  anything else          topological    R5-7-... (sorted face sizes)
+  6+ rings, 3/4 are 5/7  grain-boundary R5x6-7x6 (+Vn per pore)
+  anything else          topological    R5-7... (ring sizes x count, +Vn per pore)
   =====================  =============  =======
 
-  A pore is a bounded face of 9+ corners; the atoms missing from it follow from its area and
-  corner count (:func:`missing_atoms`, Pick's theorem on the honeycomb). A lattice defect whose
+  A pore is a bounded face of 9+ corners from which at least one atom is missing, by its area and
+  corner count (:func:`missing_atoms`, Pick's theorem on the honeycomb); a 9- or 11-ring of a grain
+  boundary with no atom missing is a ring, not a pore. A lattice defect whose
   every face touches a dopant group (the two pentagons around a 4-fold Si) belongs to that group and
   is not listed twice. C atoms on the outer boundary of the lattice away from the frame edge form
   ``edge`` defects (2-fold C on the outer face of the lattice). ``contamination``: pieces of the
-  graph that do not reach the frame edge (islands, lone atoms) and the pore around them,
-  disordered clusters (faces of 3-4 corners, or several pores), and with the raw frame a pore
-  brighter than the lattice.
+  graph that do not reach the frame edge (islands, lone atoms; pieces within 4 A are one region)
+  and the pore around them, disordered clusters (faces of 3-4 corners), and with the raw frame a
+  pore brighter than the lattice.
 """
 
 from __future__ import annotations
@@ -169,7 +171,6 @@ def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bo
     # islands: pieces of the graph that never reach the frame edge (and lone atoms)
     island = (coord == 0) & ~edge_zone
     island_faces = ~pos & ~touches_edge
-    comp = None
     if island_faces.any():
         comp = _components(n, bonds[:, 0], bonds[:, 1])
         island |= np.isin(comp, comp[corner_atom[island_faces[corner_face]]])
@@ -183,8 +184,12 @@ def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bo
     out: list[Defect] = []
     islands: list[np.ndarray] = []
     if island.any():
-        comp = comp if comp is not None else _components(n, bonds[:, 0], bonds[:, 1])
-        for mem in _groups(comp, np.flatnonzero(island)):
+        # island atoms within 4 A of each other form one contamination region
+        i_idx = np.flatnonzero(island)
+        pairs = cKDTree(xy_A[i_idx]).query_pairs(4.0, output_type="ndarray")
+        ilab = _components(len(i_idx), pairs[:, 0], pairs[:, 1])
+        for grp in _groups(ilab, np.arange(len(i_idx))):
+            mem = i_idx[grp]
             islands.append(mem)
             c = xy_px[mem].mean(0)
             out.append(Defect("contamination", "", mem.astype(np.int32), (float(c[0]), float(c[1]))))
@@ -210,17 +215,19 @@ def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bo
         sizes = tuple(sorted(int(s) for s in f.size[faces_here]))
         if edge_atom[atoms_here].any():
             continue                                            # edges are grouped below
-        pores = [k for k in faces_here if f.size[k] >= 9]
+        missing = {int(k): missing_atoms(f.area_A2[k] / scale**2, f.size[k]) for k in faces_here if f.size[k] >= 9}
+        pores = [k for k, v in missing.items() if v >= 1]
         if not pores and len(faces_here) and all(in_dopant[s].any() for s in corner_sets):
             continue                                            # rings of a dopant group (e.g. Si1C4)
         under = members[(coord[members] < 3) & is_c[members]]
-        if any(s <= 4 for s in sizes) or len(pores) >= 2:
-            kind, formula = "contamination", ""
+        rings_only = [int(f.size[k]) for k in faces_here if int(k) not in pores]
+        if any(s <= 4 for s in sizes):
+            kind, formula = "contamination", ""                 # no 3- or 4-rings in graphene: disorder
         elif sizes in PATTERNS:
             kind, formula = PATTERNS[sizes]
-        elif len(sizes) == 1 and sizes[0] >= 9:
+        elif len(sizes) == 1 and pores:
             k = pores[0]
-            n_missing = max(1, missing_atoms(f.area_A2[k] / scale**2, f.size[k]))
+            n_missing = missing[k]
             radius = np.sqrt(f.area_A2[k] / np.pi)
             holds_island = bool(len(island_centres)) and bool(
                 (np.hypot(*(island_centres - f.centre_A[k]).T) < radius).any())
@@ -232,7 +239,11 @@ def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bo
         elif not sizes:
             kind, formula = "topological", "C" + "".join(str(int(c)) for c in np.sort(coord[atoms_here]))
         else:
-            kind, formula = "topological", "R" + "-".join(str(s) for s in sizes)
+            counts = {r: rings_only.count(r) for r in sorted(set(rings_only))}
+            formula = "-".join(f"{r}x{c}" if c > 1 else str(r) for r, c in counts.items())
+            formula = "R" + formula + "".join(f"+V{missing[k]}" for k in pores)
+            n57 = sum(r in (5, 7) for r in rings_only)
+            kind = "grain-boundary" if len(rings_only) >= 6 and n57 >= 0.75 * len(rings_only) else "topological"
         centre_set = under if (len(under) and kind in ("vacancy", "divacancy", "hole")) else members
         c = xy_px[centre_set].mean(0)
         out.append(Defect(kind, formula, members.astype(np.int32), (float(c[0]), float(c[1]))))
