@@ -38,6 +38,8 @@ EVENTS_PROTOCOL_VERSION = 1
 EVENT_TOPIC = b"event"
 #: latency stages, cumulative from t_acquired (seconds)
 LATENCY_STAGES = ("received", "started", "network", "atoms_graph", "tracking")
+#: frames arriving more than this long after their t_acquired: latencies are measured from arrival
+CLOCK_OFFSET_LIMIT_S = 30.0
 
 
 class SwitchableRecorder:
@@ -160,6 +162,7 @@ class LiveService:
                    "events_published": 0}
         self._last_error: str | None = None
         self._last_result: FrameResult | None = None
+        self._clock_offset_s = 0.0
 
     # ------------------------------------------------------------------------------ life cycle
     def start(self) -> "LiveService":
@@ -283,6 +286,10 @@ class LiveService:
             "data_fps": rx["fps"],
             "analysed_fps": fps,
             "latency_s": latency,
+            "clock_offset_s": self._clock_offset_s,
+            "latency_reference": ("t_acquired" if not self._clock_offset_s else
+                                  f"arrival (frames arrive {self._clock_offset_s:.0f} s after their t_acquired: "
+                                  "a replay, or clocks out of sync)"),
             "frames_received": rx["frames_received"],
             "frames_analysed": n["analysed"],
             "dropped_for_analysis": rx["dropped_for_analysis"],
@@ -349,7 +356,12 @@ class LiveService:
                         self._n["listener_errors"] += 1
 
     def _account(self, frame, r: FrameResult, t_start: float) -> None:
-        ta = float(frame.t_acquired)
+        # t_acquired comes from the acquisition PC's clock. When frames arrive more than
+        # CLOCK_OFFSET_LIMIT_S "old" (a byte-exact replay, or clocks out of sync) latencies are
+        # measured from the frame's arrival instead, and status says so.
+        off = float(frame.t_received) - float(frame.t_acquired) if frame.t_received else 0.0
+        self._clock_offset_s = off if abs(off) > CLOCK_OFFSET_LIMIT_S else 0.0
+        ta = float(frame.t_acquired) + self._clock_offset_s
         extra = r.t_done - ta
         for e in r.events:                 # live: latency to the moment the event exists here
             e.latency_s = float(e.latency_s + extra)
