@@ -4,10 +4,11 @@ Steps (all vectorised over atoms; sizes in model-grid pixels unless stated):
 
 1. ``P(atom) = 1 - P(background)`` (so one atom per site *across* classes: a site where C and Si
    share the probability is still one atom), smoothed by a 5x5 binomial (sigma = 1 px).
-2. Peaks: pixels equal to the maximum of a square window of half-size 0.3 A whose
-   ``P(atom)`` exceeds ``prob_threshold``; pixels of one plateau (a saturated blob) become one
-   candidate; then of any two candidates closer than ``min_atom_separation_A`` (about 0.6 x C-C)
-   the higher stays (touching blobs give one atom per maximum; two maxima a bond apart stay two).
+2. Peaks (:func:`_peaks`): pixels equal to the maximum of a square window of half-size
+   ``min_atom_separation_A / sqrt(2)`` whose ``P(atom)`` exceeds ``prob_threshold``; one pixel per
+   plateau (a saturated blob); then of any two closer than ``min_atom_separation_A`` (about
+   0.6 x C-C) the higher stays (touching blobs give one atom per maximum; two maxima a bond
+   apart stay two).
 3. Position: probability-weighted centroid of ``max(P - P_peak / 2, 0)`` in a disc of
    ``site_radius_A`` around the peak, then once more with the disc re-centred (no binary
    threshold, hence no pixelisation bias; the half-maximum floor keeps neighbours out).
@@ -32,44 +33,14 @@ from engine.types import OTHER, SI, Atoms, Probabilities
 SQRT2 = float(np.sqrt(2.0))
 
 
-def _peaks_to_sites(rc: np.ndarray, value: np.ndarray, min_sep: float) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate peaks -> one per site. Returns (rows/cols (M, 2) int64, values (M,)).
+def _resolve_conflicts(n: int, i: np.ndarray, j: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Keep-mask over ``n`` candidates: of each conflicting pair (i, j) the lower value goes.
 
-    1. Candidates of one plateau (8-connected, exactly equal value: a saturated blob) become one, at
-       their mean pixel.
-    2. Of any two closer than ``min_sep`` (px) the lower goes; ties broken by index. Iterated (a few
-       rounds) so that a chain a > b > c with a, c far apart keeps both a and c.
-    One KD-tree query serves both steps.
+    Ties are broken by index. Iterated so that a chain a > b > c with a, c far apart keeps a and c.
     """
-    n = len(rc)
-    if n < 2:
-        return rc, value
-    tree = cKDTree(rc)
-    pairs = tree.query_pairs(max(min_sep, 1.5), output_type="ndarray")
-    if len(pairs) == 0:
-        return rc, value
-    i, j = pairs[:, 0], pairs[:, 1]
-    d2 = ((rc[i] - rc[j]) ** 2).sum(1)
-    tie = (d2 <= 2) & (value[i] == value[j])
-    if tie.any():
-        g = sparse.csr_matrix((np.ones(int(tie.sum()), np.int8), (i[tie], j[tie])), shape=(n, n))
-        k, lab = connected_components(g, directed=False)
-        cnt = np.bincount(lab, minlength=k)
-        mr = np.bincount(lab, weights=rc[:, 0], minlength=k) / cnt
-        mc = np.bincount(lab, weights=rc[:, 1], minlength=k) / cnt
-        val = np.zeros(k)
-        val[lab] = value
-        rc = np.stack([np.rint(mr), np.rint(mc)], 1).astype(np.int64)
-        value, n = val, k
-        i, j = lab[i], lab[j]
-        diff = i != j
-        i, j = i[diff], j[diff]
-        d2 = ((rc[i] - rc[j]) ** 2).sum(1)
-    close = d2 < min_sep * min_sep
-    i, j = i[close], j[close]
     keep = np.ones(n, bool)
     if len(i) == 0:
-        return rc, value
+        return keep
     rank = np.empty(n, np.int64)
     rank[np.lexsort((-np.arange(n), value))] = np.arange(n)   # higher value -> higher rank
     for _ in range(64):
@@ -84,7 +55,55 @@ def _peaks_to_sites(rc: np.ndarray, value: np.ndarray, min_sep: float) -> tuple[
         is_loser[loser] = True
         sure = ~is_loser[winner]            # the winner is not itself beaten by someone else
         keep[loser[sure]] = False
-    return rc[keep], value[keep]
+    return keep
+
+
+def _peaks(smooth: np.ndarray, pa: np.ndarray, threshold: float, min_sep_px: float) -> np.ndarray:
+    """(M, 2) int64 (row, col) of one peak per atom site on ``smooth``.
+
+    1. Local maxima of a square window of half-size ``min_sep / sqrt(2)`` (so no two maxima are
+       closer than that, ties aside) where ``pa >= threshold``.
+    2. Ties (a flat, saturated blob): of equal-valued maxima that touch, only the last in raster
+       order stays.
+    3. Maxima closer than ``min_sep`` (possible only between the square's half-size and
+       ``min_sep``): the lower goes (:func:`_resolve_conflicts`). Checked by looking up the few
+       offsets concerned in a mask image: no KD-tree.
+    """
+    h, w = smooth.shape
+    half = max(1, int(np.floor(min_sep_px / SQRT2)))
+    mx = _shift_max(_shift_max(smooth, 2 * half + 1, 0), 2 * half + 1, 1)
+    mask = (smooth >= mx) & (pa >= threshold)
+    flat_s = smooth.ravel()
+    cand = np.flatnonzero(mask)
+    if cand.size == 0:
+        return np.zeros((0, 2), np.int64)
+    flat_m = mask.ravel()
+    col = cand % w
+    val = flat_s[cand]
+    drop = np.zeros(len(cand), bool)
+    for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):       # neighbours later in raster order
+        nb = cand + dr * w + dc
+        ok = (nb < h * w) & (col + dc >= 0) & (col + dc < w)
+        nb = np.where(ok, nb, 0)
+        drop |= ok & flat_m[nb] & (flat_s[nb] == val)
+    cand, val, col = cand[~drop], val[~drop], col[~drop]
+    # pairs closer than min_sep that the square window allowed
+    k = int(np.ceil(min_sep_px))
+    dr, dc = np.mgrid[0:k + 1, -k:k + 1]
+    dr, dc = dr.ravel(), dc.ravel()
+    sel = ((dr > 0) | (dc > 0)) & (dr**2 + dc**2 < min_sep_px**2) & (np.maximum(np.abs(dr), np.abs(dc)) > half)
+    dr, dc = dr[sel], dc[sel]
+    if len(dr):
+        index = np.full(h * w, -1, np.int64)
+        index[cand] = np.arange(len(cand))
+        nb = cand[:, None] + (dr * w + dc)[None]
+        ok = (nb < h * w) & (col[:, None] + dc[None] >= 0) & (col[:, None] + dc[None] < w)
+        other = np.where(ok, index[np.where(ok, nb, 0)], -1)
+        ii, jj = np.nonzero(other >= 0)
+        if len(ii):
+            keep = _resolve_conflicts(len(cand), ii, other[ii, jj], val.astype(np.float64))
+            cand = cand[keep]
+    return np.stack(np.divmod(cand, w), 1)
 
 
 def _shift_max(a: np.ndarray, size: int, axis: int) -> np.ndarray:
@@ -166,15 +185,11 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None) -> At
     px = px0 * f
     h, w = pa.shape
     smooth = _binomial5(pa)
-    half = max(1, int(round(0.3 / px)))
-    mx = _shift_max(_shift_max(smooth, 2 * half + 1, 0), 2 * half + 1, 1)
-    cand = np.flatnonzero((smooth >= mx) & (pa >= (0.5 if f > 1 else 1.0) * cfg.prob_threshold))
+    rc = _peaks(smooth, pa, (0.5 if f > 1 else 1.0) * cfg.prob_threshold, cfg.min_atom_separation_A / px)
     empty = Atoms.empty(frame_px_A)
     empty.frame_shape = tuple(probs.frame_shape)
-    if cand.size == 0:
+    if len(rc) == 0:
         return empty
-    rc = np.stack(np.divmod(cand, w), 1)
-    rc, _ = _peaks_to_sites(rc, smooth.ravel()[cand].astype(np.float64), cfg.min_atom_separation_A / px)
 
     # probability-weighted centroid: one gather of a disc 1 px wider than the centroid disc
     r = max(1.0, cfg.site_radius_A / px)

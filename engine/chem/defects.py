@@ -90,15 +90,36 @@ def formula_of(species: np.ndarray) -> str:
 def _components(n_nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Connected-component labels (n_nodes,) of the graph with edges (a, b).
 
-    Only the nodes touched by an edge enter the sparse graph; the others get labels of their own.
+    Only the nodes touched by an edge take part; the others keep labels of their own (>= n_nodes).
+    Small graphs (the usual case: a few defects) use hook-and-compress label propagation in numpy,
+    large ones scipy's ``connected_components``.
     """
-    labels = np.arange(n_nodes) + n_nodes            # untouched nodes: unique labels >= n_nodes
+    labels = np.arange(n_nodes) + n_nodes
     if len(a) == 0:
         return labels
     used, inv = np.unique(np.r_[a, b], return_inverse=True)
     k = len(used)
-    g = sparse.coo_matrix((np.ones(len(a), np.int8), (inv[:len(a)], inv[len(a):])), shape=(k, k)).tocsr()
-    labels[used] = connected_components(g, directed=False)[1]
+    ia, ib = inv[:len(a)], inv[len(a):]
+    if len(a) > 4000:
+        g = sparse.coo_matrix((np.ones(len(a), np.int8), (ia, ib)), shape=(k, k)).tocsr()
+        labels[used] = connected_components(g, directed=False)[1]
+        return labels
+    lab = np.arange(k)
+    while True:
+        la, lb = lab[ia], lab[ib]
+        m = np.minimum(la, lb)
+        new = lab.copy()
+        np.minimum.at(new, la, m)                  # hook each root onto the smaller neighbour label
+        np.minimum.at(new, lb, m)
+        while True:                                # compress paths
+            nxt = new[new]
+            if np.array_equal(nxt, new):
+                break
+            new = nxt
+        if np.array_equal(new, lab):
+            break
+        lab = new
+    labels[used] = lab
     return labels
 
 

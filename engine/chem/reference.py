@@ -13,7 +13,7 @@ Geometry (sources: graphene a = 2.46 A, C-C 1.42 A; Si-C bond lengths of Ziatdin
 * monovacancy / divacancy: atoms removed (no reconstruction);
 * 5-8-5: divacancy whose two pairs of dangling C close into pentagons (C-C = 1.55 A);
 * Stone-Wales (55-77): a C-C bond rotated by 90 degrees about its midpoint;
-* Si dimer: two bonded C replaced by Si, pushed apart to Si-Si = 2.2 A.
+* Si dimer: two bonded C replaced by Si, pushed apart to Si-Si = 1.95 A, their C at 1.70 A.
 """
 
 from __future__ import annotations
@@ -156,15 +156,19 @@ def add_stone_wales(s: Structure, i: int) -> None:
     s.labels.append({"kind": "Stone-Wales", "formula": "SW", "centre_A": tuple(m)})
 
 
-def add_si_dimer(s: Structure, i: int, si_si_A: float = 2.2) -> None:
-    """Replace the bonded pair (``i``, a neighbour) by two Si, ``si_si_A`` apart."""
+def add_si_dimer(s: Structure, i: int, si_si_A: float = 1.95) -> None:
+    """Replace the bonded pair (``i``, a neighbour) by two Si, ``si_si_A`` apart (projected)."""
     a, b = _bonded_pair(s, i)
     m = (s.xy_A[a] + s.xy_A[b]) / 2
     u = s.xy_A[b] - s.xy_A[a]
     u /= np.linalg.norm(u)
+    nbs = {k: [q for q in s.neighbours(k) if q not in (a, b)] for k in (a, b)}
     s.xy_A[a] = m - u * si_si_A / 2
     s.xy_A[b] = m + u * si_si_A / 2
     s.species[[a, b]] = 1
+    for k, nb in nbs.items():                     # C neighbours pushed out to Si-C = 1.78 A
+        v = s.xy_A[nb] - s.xy_A[k]
+        s.xy_A[nb] = s.xy_A[k] + v / np.linalg.norm(v, axis=1, keepdims=True) * 1.70
     s.labels.append({"kind": "Si-dimer", "formula": "Si2C4", "centre_A": tuple(m)})
 
 
