@@ -9,7 +9,7 @@ Example
 >>> from stemwatch.config import Config
 >>> cfg = Config()
 >>> cfg.chemistry.bond_cutoff_A["Si-C"]
-2.1
+2.2
 >>> cfg2 = cfg.replace(tracking={"max_speed_A_per_frame": 3.0})
 >>> cfg2.tracking.max_speed_A_per_frame
 3.0
@@ -55,13 +55,13 @@ class InferenceConfig:
 class ChemistryConfig:
     """Atom finding and lattice graph settings (issue: chemistry).
 
-    Default bond cutoffs follow the ORNL LibraryNet analysis of Si-doped graphene
-    (C-C 1.75, Si-C 2.10, Si-Si 2.50 A), see docs/chemistry.md.
+    Default bond cutoffs sit midway between the first-neighbour shells and the next ones
+    (C-C 1.90, Si-C 2.20, Si-Si 2.50 A; LibraryNet used 1.75 / 2.10 / 2.50), see docs/chemistry.md.
     """
 
     prob_threshold: float = 0.5                      # an atom site needs P(atom) above this
     min_atom_separation_A: float = 0.85              # ~0.6 x C-C bond: closer peaks are one atom
-    bond_cutoff_A: dict = field(default_factory=lambda: {"C-C": 1.75, "Si-C": 2.10, "Si-Si": 2.50})
+    bond_cutoff_A: dict = field(default_factory=lambda: {"C-C": 1.90, "Si-C": 2.20, "Si-Si": 2.50})
                                                      # pairs with "other" use the Si cutoffs unless given
                                                      # ("other-C", "other-Si", "other-other")
     border_A: float = 1.0                            # atoms closer than this to the edge are flagged
@@ -79,6 +79,9 @@ class ChemistryConfig:
                                                      # when its intensity over background exceeds this x the
                                                      # Si level (median of Si-like atoms, else (14/6)^2 x C)
     refine_window_A: float = 0.6                     # half-size of the 2D Gaussian refinement window
+    min_intensity_ratio: float = 0.35                # with a raw frame: atoms whose contrast over the local
+                                                     # background is below this x the median C atom's are
+                                                     # dropped (the network "filled in" a vacancy); 0: off
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ def test_robust_to_distortion_rotation_and_pixel_size():
     chem = chemistry_from_positions(s.xy_A * 1.12, s.species, CFG)
     assert sorted((d.kind, d.formula) for d in chem.defects) == truth
     strict = ChemistryConfig(calibrate_scale=False)
-    chem = chemistry_from_positions(s.xy_A * 1.3, s.species, strict)
+    chem = chemistry_from_positions(s.xy_A * 1.4, s.species, strict)
     assert sorted((d.kind, d.formula) for d in chem.defects) != truth   # without it: broken
 
 
@@ -165,8 +165,8 @@ def test_over_coordinated_atoms_keep_their_shortest_bonds():
 
 def test_cutoff_table_and_other_species():
     t = cutoff_table(CFG.bond_cutoff_A)
-    assert t[0, 0] == 1.75 and t[0, 1] == t[1, 0] == 2.10 and t[1, 1] == 2.50
-    assert t[2, 0] == 2.10 and t[2, 2] == 2.50                # "other" falls back to Si
+    assert t[0, 0] == 1.90 and t[0, 1] == t[1, 0] == 2.20 and t[1, 1] == 2.50
+    assert t[2, 0] == 2.20 and t[2, 2] == 2.50                # "other" falls back to Si
     with pytest.raises(KeyError, match="Si-Si"):
         cutoff_table({"C-C": 1.75, "Si-C": 2.1})
     s = single_defect("Si-3fold")

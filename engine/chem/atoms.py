@@ -5,7 +5,7 @@ Steps (all vectorised over atoms; sizes in model-grid pixels unless stated):
 1. ``P(atom) = 1 - P(background)`` (so one atom per site *across* classes: a site where C and Si
    share the probability is still one atom), smoothed by a 5x5 binomial (sigma = 1 px).
 2. Peaks (:func:`_peaks`): pixels equal to the maximum of a square window of half-size
-   ``min_atom_separation_A / sqrt(2)`` whose ``P(atom)`` exceeds ``prob_threshold``; one pixel per
+   ``min_atom_separation_A / 2`` whose ``P(atom)`` exceeds ``prob_threshold``; one pixel per
    plateau (a saturated blob); then of any two closer than ``min_atom_separation_A`` (about
    0.6 x C-C) the higher stays (touching blobs give one atom per maximum; two maxima a bond
    apart stay two).
@@ -17,8 +17,9 @@ Steps (all vectorised over atoms; sizes in model-grid pixels unless stated):
 5. Map to input-frame pixels with :meth:`Probabilities.to_frame_px`; flag atoms within
    ``border_A`` of the frame edge (kept, not dropped).
 6. Optional, on the raw frame (frame pixels): a vectorised 2D Gaussian refinement
-   (:func:`refine_gaussian`), and species "other" for atoms much brighter than Si
-   (:func:`assign_other`; HAADF intensity ~ Z^gamma, gamma 1.4-2.0).
+   (:func:`refine_gaussian`); atoms with no contrast on the frame are dropped (a network can
+   "fill in" a vacancy; :func:`intensity_ratio`, ``min_intensity_ratio``); species "other" for atoms
+   much brighter than Si (:func:`assign_other`; HAADF intensity ~ Z^gamma, gamma 1.4-2.0).
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ def _resolve_conflicts(n: int, i: np.ndarray, j: np.ndarray, value: np.ndarray) 
 def _peaks(smooth: np.ndarray, pa: np.ndarray, threshold: float, min_sep_px: float) -> np.ndarray:
     """(M, 2) int64 (row, col) of one peak per atom site on ``smooth``.
 
-    1. Local maxima of a square window of half-size ``min_sep / sqrt(2)`` (so no two maxima are
-       closer than that, ties aside) where ``pa >= threshold``.
+    1. Local maxima of a square window of half-size ``min_sep / 2`` where ``pa >= threshold`` (a
+       wider window would let a bright neighbour's flank, a bond away, hide a faint atom: measured
+       on the real grain-boundary frames).
     2. Ties (a flat, saturated blob): of equal-valued maxima that touch, only the last in raster
        order stays.
     3. Maxima closer than ``min_sep`` (possible only between the square's half-size and
@@ -70,7 +72,7 @@ def _peaks(smooth: np.ndarray, pa: np.ndarray, threshold: float, min_sep_px: flo
        offsets concerned in a mask image: no KD-tree.
     """
     h, w = smooth.shape
-    half = max(1, int(np.floor(min_sep_px / SQRT2)))
+    half = max(1, int(0.5 * min_sep_px))
     mx = _shift_max(_shift_max(smooth, 2 * half + 1, 0), 2 * half + 1, 1)
     mask = (smooth >= mx) & (pa >= threshold)
     flat_s = smooth.ravel()
@@ -94,14 +96,15 @@ def _peaks(smooth: np.ndarray, pa: np.ndarray, threshold: float, min_sep_px: flo
     sel = ((dr > 0) | (dc > 0)) & (dr**2 + dc**2 < min_sep_px**2) & (np.maximum(np.abs(dr), np.abs(dc)) > half)
     dr, dc = dr[sel], dc[sel]
     if len(dr):
-        index = np.full(h * w, -1, np.int64)
-        index[cand] = np.arange(len(cand))
+        present = np.zeros(h * w, bool)
+        present[cand] = True
         nb = cand[:, None] + (dr * w + dc)[None]
         ok = (nb < h * w) & (col[:, None] + dc[None] >= 0) & (col[:, None] + dc[None] < w)
-        other = np.where(ok, index[np.where(ok, nb, 0)], -1)
-        ii, jj = np.nonzero(other >= 0)
-        if len(ii):
-            keep = _resolve_conflicts(len(cand), ii, other[ii, jj], val.astype(np.float64))
+        hit = ok & present[np.where(ok, nb, 0)]
+        if hit.any():
+            ii, jj = np.nonzero(hit)
+            other = np.searchsorted(cand, nb[ii, jj])            # cand is sorted (raster order)
+            keep = _resolve_conflicts(len(cand), ii, other, val.astype(np.float64))
             cand = cand[keep]
     return np.stack(np.divmod(cand, w), 1)
 
@@ -243,7 +246,11 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None) -> At
             raise ValueError(f"image shape {image.shape} differs from the frame shape {probs.frame_shape}")
         if cfg.refine_gaussian:
             atoms.xy_px = refine_gaussian(image, atoms.xy_px, frame_px_A, cfg.refine_window_A)
-        assign_other(atoms, image, cfg)
+        ratio = intensity_ratio(atoms, image)
+        if ratio is not None:
+            if cfg.min_intensity_ratio > 0:
+                atoms, ratio = drop_faint(atoms, ratio, cfg.min_intensity_ratio)
+            assign_other(atoms, image, cfg, ratio)
     atoms.border = border_mask(atoms.xy_px, probs.frame_shape, cfg.border_A / frame_px_A)
     return atoms
 
@@ -259,27 +266,53 @@ def border_mask(xy_px: np.ndarray, frame_shape: tuple[int, int], margin_px: floa
 SI_C_RATIO = ((14 / 6) ** 1.4, (14 / 6) ** 2.0)
 
 
-def assign_other(atoms: Atoms, image: np.ndarray, cfg) -> None:
-    """Relabel as "other" the atoms whose raw intensity is far above that of Si (in place).
+def intensity_ratio(atoms: Atoms, image: np.ndarray) -> np.ndarray | None:
+    """(N,) raw-frame contrast of each atom over the local background, in units of the median C atom.
 
-    Net intensity = image smoothed by 0.25 A sampled at the atom, minus the frame's 2nd percentile
-    (vacuum / hexagon-centre level); ``ratio`` = net / median net of the C atoms. The Si level is
-    the median ratio of the atoms the network calls Si whose ratio is Si-like (at most 1.25 x
-    (14/6)^2), else (14/6)^2. An atom is "other" when its ratio exceeds
-    ``other_intensity_ratio`` x the Si level. Needs at least 5 C atoms; otherwise nothing changes.
+    The frame is block-averaged to about 0.1 A/px and smoothed by 0.25 A; the local background is
+    the minimum within 3 A (the hexagon hollows, or vacuum in a hole), smoothed by 1 A. Returns None
+    with fewer than 5 C atoms or no positive C contrast.
     """
     c_mask = atoms.species == 0
     if c_mask.sum() < 5:
-        return
-    sigma_px = 0.25 / atoms.pixel_size_A
-    sm = ndimage.gaussian_filter(np.asarray(image, np.float32), sigma_px) if sigma_px > 0.3 else \
-        np.asarray(image, np.float32)
-    bg = float(np.percentile(sm, 2.0))
-    net = ndimage.map_coordinates(sm, [atoms.xy_px[:, 1], atoms.xy_px[:, 0]], order=1, mode="nearest") - bg
+        return None
+    px = atoms.pixel_size_A
+    f = max(1, int(0.1 / px + 1e-6))
+    img = np.asarray(image, np.float32)
+    img = _block_mean(img, f) if f > 1 else img
+    pxd = px * f
+    sm = ndimage.gaussian_filter(img, max(0.25 / pxd, 0.5))
+    size = max(3, int(round(3.0 / pxd)) | 1)
+    bg = ndimage.gaussian_filter(ndimage.minimum_filter(sm, size=size, mode="nearest"), 1.0 / pxd)
+    rc = [(atoms.xy_px[:, 1] + 0.5) / f - 0.5, (atoms.xy_px[:, 0] + 0.5) / f - 0.5]
+    net = (ndimage.map_coordinates(sm, rc, order=1, mode="nearest")
+           - ndimage.map_coordinates(bg, rc, order=1, mode="nearest"))
     c_level = float(np.median(net[c_mask]))
-    if c_level <= 0:
+    if not c_level > 0:
+        return None
+    return net / c_level
+
+
+def drop_faint(atoms: Atoms, ratio: np.ndarray, min_ratio: float) -> tuple[Atoms, np.ndarray]:
+    """Remove atoms whose raw contrast ``ratio`` is below ``min_ratio`` (network hallucinations)."""
+    keep = ratio >= min_ratio
+    if keep.all():
+        return atoms, ratio
+    out = Atoms(atoms.xy_px[keep], atoms.species[keep], atoms.confidence[keep], atoms.class_prob[keep],
+                atoms.border[keep], atoms.pixel_size_A, atoms.frame_shape)
+    return out, ratio[keep]
+
+
+def assign_other(atoms: Atoms, image: np.ndarray, cfg, ratio: np.ndarray | None = None) -> None:
+    """Relabel as "other" the atoms whose raw intensity is far above that of Si (in place).
+
+    ``ratio`` = :func:`intensity_ratio` (computed when not given). The Si level is the median ratio
+    of the atoms the network calls Si whose ratio is Si-like (at most 1.25 x (14/6)^2), else
+    (14/6)^2. An atom is "other" when its ratio exceeds ``other_intensity_ratio`` x the Si level.
+    """
+    ratio = intensity_ratio(atoms, image) if ratio is None else ratio
+    if ratio is None:
         return
-    ratio = net / c_level
     si_like = (atoms.species == SI) & (ratio <= 1.25 * SI_C_RATIO[1]) & (ratio >= 0.5 * SI_C_RATIO[0])
     si_level = float(np.median(ratio[si_like])) if si_like.any() else SI_C_RATIO[1]
     heavy = ratio > cfg.other_intensity_ratio * si_level
