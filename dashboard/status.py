@@ -127,24 +127,29 @@ def status_html(status: dict, local: dict, now: float | None = None) -> str:
     rows.append(_row("frames/s", f"data {_num(dfps)} · analysed <span class='{'warn' if lag else ''}'>{_num(af)}</span>"
                      f" · display {_num(s['display_fps'])}"))
     lat = list(s["latency"] or [])
-    disp = (local.get("display_p50_s"), local.get("display_p99_s"))
+    # A replayed recording keeps its original t_acquired (and a PC clock may be off). The service
+    # then times its stages from arrival and reports the offset (clock_offset_s); older services
+    # do not, and a "received" stage many seconds long says the same thing.
+    svc_offset = float(get(status or {}, "clock_offset_s", default=0.0) or 0.0)
+    recv = next((p50 for st, p50, _ in lat if st == "received" and p50 is not None), None)
+    offset = svc_offset or (recv if recv is not None and recv > OLD_FRAME_S else 0.0)
+    if not svc_offset and offset:                 # the service's numbers still include the offset
+        lat = [(st, p50 - offset, p99 - offset) for st, p50, p99 in lat
+               if st != "received" and p50 is not None and p99 is not None]
+    disp = (local.get("display_p50_s"), local.get("display_p99_s"))   # this tab: from t_acquired
     if disp[0] is not None:
-        lat.append(("display (this tab)", *disp))
+        lat.append(("display (this tab)", disp[0] - offset, disp[1] - offset))
     elif local.get("latency_total_p50_s") is not None and not lat:
-        lat.append(("analysed", local["latency_total_p50_s"], local["latency_total_p99_s"]))
-    # A replayed recording keeps its original t_acquired (and a PC clock may be off): when frames
-    # arrive "old", show how old and the stages relative to arrival, so the numbers stay useful.
-    offset = next((p50 for st, p50, _ in lat if st == "received" and p50 is not None), None)
+        lat.append(("analysed", local["latency_total_p50_s"] - offset, local["latency_total_p99_s"] - offset))
     label = "latency p50/p99 ms<br><small>from t_acquired</small>"
-    if offset is not None and offset > OLD_FRAME_S:
-        label = "latency p50/p99 ms<br><small>after arrival (≈)</small>"
-        lines = [f"<small>frames arrive {offset:.0f} s after t_acquired: replay or clock offset</small>"]
-        lines += [f"{html.escape(st)} {_ms(max(0.0, p50 - offset))} / {_ms(max(0.0, p99 - offset))}"
-                  for st, p50, p99 in lat if st != "received" and p50 is not None and p99 is not None]
-        worst = max([p99 - offset for st, _, p99 in lat if p99 is not None and st != "received"] + [0.0])
-    else:
-        lines = [f"{html.escape(st)} {_ms(p50)} / {_ms(p99)}" for st, p50, p99 in lat]
-        worst = max([p99 for _, _, p99 in lat if p99 is not None] + [0.0])
+    lines = []
+    if offset:
+        label = "latency p50/p99 ms<br><small>from arrival</small>"
+        lines.append(f"<small>frames arrive {offset:.0f} s after t_acquired: a replay, or clocks out of "
+                     "sync</small>")
+    lines += [f"{html.escape(st)} {_ms(max(0.0, p50))} / {_ms(max(0.0, p99))}" for st, p50, p99 in lat
+              if p50 is not None and p99 is not None]
+    worst = max([p99 for _, _, p99 in lat if p99 is not None] + [0.0])
     rows.append(_row(label, "<br>".join(lines) or "–", "warn" if worst > 1.0 else ""))
     drops = s["dropped"]
     rows.append(_row("dropped for analysis", _num(drops, "{:d}") if isinstance(drops, int) else _num(drops),

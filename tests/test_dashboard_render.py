@@ -133,3 +133,9 @@ def test_status_shows_latency_after_arrival_for_replayed_frames():
     assert "tracking 100 / 400" in html and "display (this tab) 300 / 900" in html
     live = status_html({"latency_s": {"received": {"p50": 0.01, "p99": 0.02}}}, {"last_frame_age_s": 0.1})
     assert "received 10 / 20" in live and "replay" not in live
+    # a service that already times from arrival and says by how much
+    svc = {"clock_offset_s": 120.0, "latency_s": {"received": {"p50": 0.002, "p99": 0.004},
+                                                   "tracking": {"p50": 0.05, "p99": 0.08}}}
+    html = status_html(svc, {"display_p50_s": 120.2, "display_p99_s": 120.3, "last_frame_age_s": 0.1})
+    assert "frames arrive 120 s after t_acquired" in html and "from arrival" in html
+    assert "received 2 / 4" in html and "tracking 50 / 80" in html and "display (this tab) 200 / 300" in html
