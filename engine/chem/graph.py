@@ -87,15 +87,20 @@ def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg) -> tuple[np.ndarray, 
     # over-coordinated atoms keep their shortest bonds
     maxc = max_coordination_table(cfg.max_coordination)
     counts = np.bincount(np.r_[i, j], minlength=n)
-    if (counts > maxc[species]).any():
+    over = counts > maxc[species]
+    if over.any():
+        # rank only the bonds of over-coordinated atoms (few) by length around each of them
         m = len(d)
         ends = np.r_[i, j]
-        order = np.lexsort((np.r_[d, d], ends))
-        rank = np.empty(2 * m, np.int64)
-        starts = np.searchsorted(ends[order], ends[order])
-        rank[order] = np.arange(2 * m) - starts
-        ok = rank < maxc[species[ends]]
-        keep = ok[:m] & ok[m:]
+        sel = np.flatnonzero(over[ends])
+        e, dd = ends[sel], np.r_[d, d][sel]
+        order = np.lexsort((dd, e))
+        e_sorted = e[order]
+        rank = np.empty(len(sel), np.int64)
+        rank[order] = np.arange(len(sel)) - np.searchsorted(e_sorted, e_sorted)
+        drop = np.zeros(2 * m, bool)
+        drop[sel] = rank >= maxc[species[e]]
+        keep = ~(drop[:m] | drop[m:])
         i, j, d = i[keep], j[keep], d[keep]
     bonds = np.stack([i, j], 1).astype(np.int32)
     return bonds, d, scale
