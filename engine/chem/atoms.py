@@ -269,21 +269,22 @@ SI_C_RATIO = ((14 / 6) ** 1.4, (14 / 6) ** 2.0)
 def intensity_ratio(atoms: Atoms, image: np.ndarray) -> np.ndarray | None:
     """(N,) raw-frame contrast of each atom over the local background, in units of the median C atom.
 
-    The frame is block-averaged to about 0.1 A/px and smoothed by 0.25 A; the local background is
-    the minimum within 3 A (the hexagon hollows, or vacuum in a hole), smoothed by 1 A. Returns None
-    with fewer than 5 C atoms or no positive C contrast.
+    The frame is block-averaged to about 0.2 A/px and smoothed by a 5x5 binomial (sigma 1 px); the
+    local background is the minimum within 3 A (the hexagon hollows, or vacuum in a hole), smoothed
+    the same way. Returns None with fewer than 5 C atoms or no positive C contrast.
     """
     c_mask = atoms.species == 0
     if c_mask.sum() < 5:
         return None
     px = atoms.pixel_size_A
-    f = max(1, int(0.1 / px + 1e-6))
+    f = max(1, int(WORK_PIXEL_A / px + 1e-6))
     img = np.asarray(image, np.float32)
     img = _block_mean(img, f) if f > 1 else img
     pxd = px * f
-    sm = ndimage.gaussian_filter(img, max(0.25 / pxd, 0.5))
+    sm = _binomial5(img)
     size = max(3, int(round(3.0 / pxd)) | 1)
-    bg = ndimage.gaussian_filter(ndimage.minimum_filter(sm, size=size, mode="nearest"), 1.0 / pxd)
+    bg = -_shift_max(_shift_max(-sm, size, 0), size, 1)
+    bg = _binomial5(bg)
     rc = [(atoms.xy_px[:, 1] + 0.5) / f - 0.5, (atoms.xy_px[:, 0] + 0.5) / f - 0.5]
     net = (ndimage.map_coordinates(sm, rc, order=1, mode="nearest")
            - ndimage.map_coordinates(bg, rc, order=1, mode="nearest"))
