@@ -1,0 +1,111 @@
+"""Random samples and single training examples drawn over the simulator's full ranges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.sim import structures as st
+from engine.sim.imaging import ImagingParams, render
+
+
+@dataclass
+class TrainingExample:
+    """One simulated frame with exact atom positions.
+
+    image : (H, W) float32 detector counts; xy_px : (N, 2) (x=col, y=row) of every atom that
+    appears (atoms up to a few A outside the field included); species : (N,) int8 codes
+    (0 C, 1 Si, 2 other heavy); lattice : (N,) bool (False for contamination/adatoms);
+    pixel_size_A : A per pixel; params : imaging and structure parameters (JSON-able dict).
+    """
+
+    image: np.ndarray
+    xy_px: np.ndarray
+    species: np.ndarray
+    lattice: np.ndarray
+    z: np.ndarray
+    pixel_size_A: float
+    params: dict = field(default_factory=dict)
+
+
+def random_sample(rng: np.random.Generator, fov_A: tuple[float, float], *, si_per_nm2: float | None = None,
+                  defects: bool = True, holes: bool | None = None, contamination: bool | None = None,
+                  adatoms: bool | None = None) -> st.Sample:
+    """A graphene sheet with randomly placed dopants and defects.
+
+    si_per_nm2 : Si dopant density (default: drawn in [0.02, 0.6] /nm^2; at least one Si).
+    holes / contamination / adatoms : force on/off (default: random, each in ~30 % of samples).
+    """
+    w, h = fov_A
+    s = st.graphene(fov_A, rotation_deg=float(rng.uniform(0, 60)), rng=rng)
+    area_nm2 = w * h / 100.0
+    dens = si_per_nm2 if si_per_nm2 is not None else float(rng.uniform(0.02, 0.6))
+    n_sites = max(1, rng.poisson(dens * area_nm2))
+    kinds = ["si3", "si4", "dimer", "cluster3", "cluster4", "vacancy", "585", "sw"] if defects else ["si3"]
+    probs = np.array([0.45, 0.2, 0.1, 0.05, 0.03, 0.07, 0.05, 0.05])[: len(kinds)]
+    probs = probs / probs.sum()
+    taken = np.zeros((0, 2))
+    for _ in range(n_sites):
+        for _try in range(10):
+            p = rng.uniform([1.0, 1.0], [w - 1.0, h - 1.0])
+            if len(taken) == 0 or np.hypot(*(taken - p).T).min() > 6.0:
+                break
+        else:
+            continue
+        taken = np.vstack([taken, p])
+        kind = kinds[rng.choice(len(kinds), p=probs)]
+        try:
+            aid = s.nearest(p)
+        except ValueError:
+            continue
+        if kind == "si3":
+            st.add_si3(s, aid)
+        elif kind == "si4":
+            st.add_si4(s, aid)
+        elif kind == "dimer":
+            st.add_dimer(s, aid)
+        elif kind.startswith("cluster"):
+            st.add_cluster(s, aid, int(kind[-1]))
+        elif kind == "vacancy":
+            st.add_vacancy(s, aid)
+        elif kind == "585":
+            st.add_divacancy_585(s, aid)
+        elif kind == "sw":
+            st.add_stone_wales(s, aid)
+    if holes if holes is not None else rng.uniform() < 0.25:
+        st.add_hole(s, rng.uniform([0, 0], [w, h]), float(rng.uniform(3, 10)), rng)
+    if contamination if contamination is not None else rng.uniform() < 0.3:
+        for _ in range(rng.integers(1, 3)):
+            st.add_contamination(s, rng.uniform([0, 0], [w, h]), float(rng.uniform(3, 12)), rng,
+                                 density_per_A2=float(rng.uniform(0.1, 0.35)))
+    if adatoms if adatoms is not None else rng.uniform() < 0.3:
+        for _ in range(rng.integers(1, 4)):
+            st.add_adatom(s, st.hollow_site(s, rng.uniform([0, 0], [w, h])), z=int(rng.choice([26, 29, 42, 74, 79])))
+    # thermal jitter
+    s.xy_A += rng.normal(0, 0.05, s.xy_A.shape)
+    return s
+
+
+def make_training_example(rng: np.random.Generator, shape_px: tuple[int, int] = (256, 256),
+                          pixel_size_A: float | None = None, dose_range=(1e3, 1e6),
+                          params: ImagingParams | None = None, **sample_kwargs) -> TrainingExample:
+    """Draw a random sample and image it over the full simulator ranges.
+
+    pixel_size_A : default log-uniform in [0.05, 0.2] A/px; dose_range : e/A^2 (log-uniform);
+    params : fixed imaging parameters instead of random ones; other keywords go to
+    :func:`random_sample` (``si_per_nm2``, ``holes``, ``contamination``, ``adatoms``, ``defects``).
+    Deterministic for a given ``rng`` state.
+    """
+    if pixel_size_A is None:
+        pixel_size_A = float(np.exp(rng.uniform(np.log(0.05), np.log(0.2))))
+    h, w = shape_px
+    fov = (w * pixel_size_A, h * pixel_size_A)
+    sample = random_sample(rng, fov, **sample_kwargs)
+    ip = params if params is not None else ImagingParams.random(rng, dose_range)
+    image, xy = render(sample, ip, shape_px, pixel_size_A, rng)
+    margin = 3.0 / pixel_size_A
+    keep = (xy[:, 0] > -margin) & (xy[:, 0] < w - 1 + margin) & (xy[:, 1] > -margin) & (xy[:, 1] < h - 1 + margin)
+    return TrainingExample(image, xy[keep], sample.species[keep].copy(), sample.lattice[keep].copy(),
+                           sample.z[keep].copy(), float(pixel_size_A),
+                           {"imaging": ip.to_dict(), "defects": [d["kind"] for d in sample.defects]})
