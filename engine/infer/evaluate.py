@@ -10,7 +10,8 @@ the chemistry stage's better finder:
 Matching: predicted and true atoms are matched one-to-one as mutual nearest neighbours within
 ``match_radius_A`` (0.5 A, about a third of the C-C bond). Atoms (true or predicted) within
 ``border_A`` of the frame edge are left out of the counts, because half-visible atoms are
-ambiguous for any finder. True atoms of the "other" (heavier-than-Si) species are a separate
+ambiguous for any finder; so are atoms within ``IGNORE_RADIUS_A`` of amorphous contamination
+(overlapping atoms in projection, not resolvable; the network is not trained there either). True atoms of the "other" (heavier-than-Si) species are a separate
 category: the network labels them in its Si ("heavy") channel, so a Si prediction on one counts as
 a correct heavy detection (``heavy_recall``) and is excluded from Si precision/recall.
 """
@@ -27,6 +28,7 @@ from engine.types import OTHER, SI, Probabilities
 
 MATCH_RADIUS_A = 0.5
 BORDER_A = 1.0
+IGNORE_RADIUS_A = 1.0
 
 
 def find_atoms_simple(probs: Probabilities, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -118,14 +120,25 @@ class Counts:
 
 def score_frame(pred_xy_px: np.ndarray, pred_species: np.ndarray, true_xy_px: np.ndarray, true_species: np.ndarray,
                 frame_shape: tuple[int, int], pixel_size_A: float, match_radius_A: float = MATCH_RADIUS_A,
-                border_A: float = BORDER_A) -> Counts:
-    """Counts for one frame; positions in frame pixels (x=col, y=row); species codes of ``SPECIES``."""
+                border_A: float = BORDER_A, ignore_xy_px: np.ndarray | None = None,
+                ignore_radius_A: float = IGNORE_RADIUS_A) -> Counts:
+    """Counts for one frame; positions in frame pixels (x=col, y=row); species codes of ``SPECIES``.
+
+    Atoms (true or predicted) within ``ignore_radius_A`` of any ``ignore_xy_px`` point (amorphous
+    contamination) are not counted, like border atoms."""
     H, W = frame_shape
     b = border_A / pixel_size_A
+    ign = None
+    if ignore_xy_px is not None and len(ignore_xy_px):
+        ign = cKDTree(np.asarray(ignore_xy_px, np.float64).reshape(-1, 2) * pixel_size_A)
 
     def inside(xy):
         xy = np.asarray(xy, np.float64).reshape(-1, 2)
-        return (xy[:, 0] >= b - 0.5) & (xy[:, 0] <= W - 0.5 - b) & (xy[:, 1] >= b - 0.5) & (xy[:, 1] <= H - 0.5 - b)
+        ok = (xy[:, 0] >= b - 0.5) & (xy[:, 0] <= W - 0.5 - b) & (xy[:, 1] >= b - 0.5) & (xy[:, 1] <= H - 0.5 - b)
+        if ign is not None and len(xy):
+            d, _ = ign.query(xy * pixel_size_A, distance_upper_bound=ignore_radius_A)
+            ok &= ~np.isfinite(d)
+        return ok
 
     pred_xy = np.asarray(pred_xy_px, np.float64).reshape(-1, 2)
     true_xy = np.asarray(true_xy_px, np.float64).reshape(-1, 2)

@@ -24,31 +24,47 @@ PIXEL_SIZES_A = (0.05, 0.076, 0.1, 0.2)
 VARIANTS = ("plain", "heavy", "contamination")
 
 
-def sim_overrides(dose: float, variant: str) -> dict:
-    """Keyword overrides for ``engine.sim.make_training_example`` for one table cell."""
-    from engine.sim import heldout_overrides
+#: Si site density of held-out frames (/nm^2): about 9 Si per 25.6 A frame, so Si precision and
+#: recall rest on hundreds of Si per dose.
+HELDOUT_SI_PER_NM2 = 1.0
 
-    return heldout_overrides(dose=dose, variant=variant)
+
+def sim_overrides(dose: float, variant: str) -> dict:
+    """Keyword overrides for ``engine.sim.make_training_example`` for one table cell.
+
+    ``plain``: lattice defects, dopants and holes as drawn, no contamination, no adatoms;
+    ``heavy``: plus 1-3 heavy adatoms (Fe/Cu/Mo/W/Au); ``contamination``: plus 1-2 amorphous patches.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}")
+    return {"dose_range": (dose, dose), "si_per_nm2": HELDOUT_SI_PER_NM2,
+            "adatoms": variant == "heavy", "contamination": variant == "contamination"}
 
 
 def cell_frames(dose: float, pixel_size_A: float, variant: str, frames: int):
-    """Yield ``(image, xy_px, species, pixel_size_A)`` for one cell, deterministically."""
+    """Yield ``(image, xy_px, species, pixel_size_A, ignore_xy_px)`` for one cell, deterministically.
+
+    Contamination atoms are returned separately (``ignore_xy_px``): true and predicted atoms within
+    1 A of them are not scored (amorphous patches hold no resolvable atoms)."""
     from engine.sim import make_training_example
+    from engine.train.data import contamination_mask
 
     key = [HELDOUT_SEED, int(round(np.log10(dose) * 10)), int(round(pixel_size_A * 1000)), VARIANTS.index(variant)]
     rng = np.random.default_rng(np.random.SeedSequence(key))
     n = int(round(FIELD_A / pixel_size_A))
     for _ in range(frames):
         ex = make_training_example(rng, shape_px=(n, n), pixel_size_A=pixel_size_A, **sim_overrides(dose, variant))
-        yield np.asarray(ex.image), np.asarray(ex.xy_px), np.asarray(ex.species), float(ex.pixel_size_A)
+        contam = contamination_mask(ex.species, getattr(ex, "lattice", None))
+        xy, sp = np.asarray(ex.xy_px), np.asarray(ex.species)
+        yield np.asarray(ex.image), xy[~contam], sp[~contam], float(ex.pixel_size_A), xy[contam]
 
 
 def score_cell(inferencer, dose: float, pixel_size_A: float, variant: str, frames: int) -> Counts:
     total = Counts()
-    for image, xy, species, px in cell_frames(dose, pixel_size_A, variant, frames):
+    for image, xy, species, px, ignore_xy in cell_frames(dose, pixel_size_A, variant, frames):
         probs = inferencer.predict(image, px)
         pxy, psp = find_atoms_simple(probs)
-        total.add(score_frame(pxy, psp, xy, species, image.shape, px))
+        total.add(score_frame(pxy, psp, xy, species, image.shape, px, ignore_xy_px=ignore_xy))
     return total
 
 

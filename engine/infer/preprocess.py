@@ -14,7 +14,7 @@ shrinking (``H / h >= 1``) each grid pixel is the area-weighted mean of the fram
 enlarging, bilinear interpolation.
 
 Normalisation (stored in the model's ONNX metadata as ``NORMALISATION``): on the model grid,
-``g = gaussian_filter(x, 1 px)``; ``lo, hi = percentile(g, 1), percentile(g, 99)``;
+``g = gaussian_filter(x, 1 px)``; ``lo, hi = percentile(g, 1), percentile(g, 95)``;
 ``x_norm = (x - lo) / (hi - lo)``. Smoothing before the percentiles makes ``lo``/``hi`` follow the
 lattice (vacuum/hollow level and atom-peak level) rather than single-pixel shot noise, so the
 normalised contrast is the same from 1e3 to 1e6 e/A^2 and independent of detector gain and offset.
@@ -32,7 +32,7 @@ NORMALISATION = {
     "method": "robust_percentile",
     "smooth_sigma_px": 1.0,
     "low_percentile": 1.0,
-    "high_percentile": 99.0,
+    "high_percentile": 95.0,
     "formula": "x_norm = (x - lo) / (hi - lo); lo, hi = percentiles of gaussian_filter(x, smooth_sigma_px) "
                "on the model grid after area-weighted resampling to the model pixel size",
 }

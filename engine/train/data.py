@@ -8,9 +8,11 @@ rasterised into labels (:func:`rasterise_labels`).
 
 Labels (``CLASSES`` order): 0 background, 1 C, 2 Si. Each atom is a disc of radius
 ``label_radius_A`` (0.4 A) at its position. Atoms heavier than Si (the simulator's "other"
-species) are labelled in the Si channel, which therefore means "an atom heavier than C"; the
-chemistry stage separates Si from heavier species by raw intensity. Pixels within
-``ignore_radius_A`` of a disc edge that belong to no disc are background with weight 1.
+species: adatoms) are labelled in the Si channel, which therefore means "an atom heavier than C";
+the chemistry stage separates Si from heavier species by raw intensity. Amorphous contamination
+(the simulator's non-lattice light atoms, overlapping in projection, not resolvable as atoms) is
+*ignored* (label -1, no loss) within ``IGNORE_RADIUS_A`` of any of its atoms, lattice atoms
+under it included: the network is taught neither to invent atoms there nor to suppress them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,17 @@ from engine.infer.preprocess import NORMALISATION, Resampler, normalise
 
 #: Species code of the simulator -> label class (0 C -> 1, 1 Si -> 2, 2 other heavy -> 2).
 SPECIES_TO_CLASS = np.array([1, 2, 2], dtype=np.int64)
+#: Pixels this close (A) to a contamination atom are ignored by the loss.
+IGNORE_RADIUS_A = 1.0
+IGNORE = -1
+
+
+def contamination_mask(species: np.ndarray, lattice: np.ndarray | None) -> np.ndarray:
+    """True for contamination atoms: light (C-like) atoms that are not part of the lattice."""
+    species = np.asarray(species)
+    if lattice is None:
+        return np.zeros(len(species), bool)
+    return (~np.asarray(lattice, bool)) & (species != 2)
 
 
 @dataclass
@@ -36,6 +49,7 @@ class BankItem:
     cls: np.ndarray          # (N,) int64 label class per atom (1 C, 2 Si/heavy)
     grid_px_A: float
     dose: float              # e/A^2 if the simulator reported it, else nan
+    ignore_xy: np.ndarray | None = None   # (M, 2) contamination atoms (grid px): loss ignored near them
 
 
 def frame_to_grid(image: np.ndarray, xy_px: np.ndarray, frame_px_A: float, model_px_A: float):
@@ -60,29 +74,40 @@ def make_bank_item(rng: np.random.Generator, model_px_A: float, grid_side_px: in
     ex = make_training_example(rng, shape_px=(n, n), pixel_size_A=frame_px, **sim_overrides)
     g, xy, gpx = frame_to_grid(ex.image, ex.xy_px, ex.pixel_size_A, model_px_A)
     species = np.asarray(ex.species, dtype=np.int64)
-    params = getattr(ex, "params", {}) or {}
-    dose = float(params.get("dose_e_per_A2", params.get("dose", float("nan")))) if isinstance(params, dict) else float("nan")
-    return BankItem(g.astype(np.float32), xy, SPECIES_TO_CLASS[np.clip(species, 0, 2)], gpx, dose)
+    contam = contamination_mask(species, getattr(ex, "lattice", None))
+    imaging = (getattr(ex, "params", {}) or {}).get("imaging", {})
+    dose = float(imaging.get("dose_e_per_A2", float("nan")))
+    return BankItem(g.astype(np.float32), xy[~contam], SPECIES_TO_CLASS[np.clip(species[~contam], 0, 2)], gpx, dose,
+                    xy[contam] if contam.any() else None)
 
 
-def rasterise_labels(shape: tuple[int, int], xy: np.ndarray, cls: np.ndarray, radius_px: float) -> np.ndarray:
-    """Per-pixel class map (int64) with a disc of ``radius_px`` per atom (later atoms win overlaps;
-    Si/heavy drawn last so a heavy atom is never hidden by a neighbour's disc)."""
+def rasterise_labels(shape: tuple[int, int], xy: np.ndarray, cls: np.ndarray, radius_px: float,
+                     ignore_xy: np.ndarray | None = None, ignore_radius_px: float = 0.0) -> np.ndarray:
+    """Per-pixel class map (int64) with a disc of ``radius_px`` per atom (Si/heavy drawn last so a
+    heavy atom is never hidden by a neighbour's disc); ``IGNORE`` (-1) within ``ignore_radius_px``
+    of every ``ignore_xy`` point."""
     h, w = shape
     lab = np.zeros((h, w), np.int64)
+    _discs(lab, xy, cls, radius_px)
+    if ignore_xy is not None and len(ignore_xy):
+        _discs(lab, ignore_xy, np.full(len(ignore_xy), IGNORE), ignore_radius_px)
+    return lab
+
+
+def _discs(lab: np.ndarray, xy: np.ndarray, cls: np.ndarray, radius_px: float) -> None:
+    h, w = lab.shape
     if len(xy) == 0:
-        return lab
+        return
     r = int(math.ceil(radius_px))
     dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
     order = np.argsort(cls, kind="stable")
-    xy, cls = xy[order], cls[order]
+    xy, cls = np.asarray(xy, np.float64)[order], np.asarray(cls)[order]
     cx, cy = np.rint(xy[:, 0]).astype(np.int64), np.rint(xy[:, 1]).astype(np.int64)
     px = cx[:, None, None] + dx[None]
     py = cy[:, None, None] + dy[None]
     d2 = (px - xy[:, 0, None, None]) ** 2 + (py - xy[:, 1, None, None]) ** 2
     inside = (d2 <= radius_px ** 2) & (px >= 0) & (px < w) & (py >= 0) & (py < h)
     lab[py[inside], px[inside]] = np.broadcast_to(cls[:, None, None], inside.shape)[inside]
-    return lab
 
 
 def _smooth_field(rng, shape, scale_px):
@@ -139,7 +164,8 @@ def photometric(rng: np.random.Generator, x: np.ndarray, strength: float = 1.0) 
     return (x * float(np.exp(rng.uniform(-3, 3))) + float(rng.uniform(-2, 2) * span)).astype(np.float32)
 
 
-def augment_crop(rng: np.random.Generator, item: BankItem, crop_px: int, strength: float = 1.0):
+def augment_crop(rng: np.random.Generator, item: BankItem, crop_px: int, strength: float = 1.0,
+                 return_ignore: bool = False):
     """A normalised, augmented random crop of ``item``: ``(x float32 (c, c), xy, cls)``.
 
     Photometric augmentation and the inference normalisation act on the whole bank image (as the
@@ -154,16 +180,22 @@ def augment_crop(rng: np.random.Generator, item: BankItem, crop_px: int, strengt
     y0 = int(rng.integers(0, h - crop_px + 1))
     x0 = int(rng.integers(0, w - crop_px + 1))
     x = x[y0:y0 + crop_px, x0:x0 + crop_px]
-    xy = item.xy - np.array([x0, y0], np.float64)
+    off = np.array([x0, y0], np.float64)
+    xy = item.xy - off
     keep = (xy[:, 0] > -3) & (xy[:, 0] < crop_px + 2) & (xy[:, 1] > -3) & (xy[:, 1] < crop_px + 2)
     xy, cls = xy[keep], item.cls[keep]
+    ign = np.zeros((0, 2)) if item.ignore_xy is None else item.ignore_xy - off
     c = (crop_px - 1) / 2.0
     for _ in range(int(rng.integers(0, 4))):   # np.rot90: new[i, j] = old[j, n-1-i]
         x = np.rot90(x)
         xy = np.stack([xy[:, 1], 2 * c - xy[:, 0]], axis=1)
+        ign = np.stack([ign[:, 1], 2 * c - ign[:, 0]], axis=1)
     if rng.random() < 0.5:
         x = x[:, ::-1]
         xy = np.stack([2 * c - xy[:, 0], xy[:, 1]], axis=1)
+        ign = np.stack([2 * c - ign[:, 0], ign[:, 1]], axis=1)
+    if return_ignore:
+        return np.ascontiguousarray(x, dtype=np.float32), xy, cls, ign
     return np.ascontiguousarray(x, dtype=np.float32), xy, cls
 
 
@@ -174,6 +206,7 @@ def make_batch(rng: np.random.Generator, bank: list[BankItem], batch: int, crop_
     ys = np.empty((batch, crop_px, crop_px), np.int64)
     for b in range(batch):
         item = bank[int(rng.integers(0, len(bank)))]
-        xs[b, 0], xy, cls = augment_crop(rng, item, crop_px, strength)
-        ys[b] = rasterise_labels((crop_px, crop_px), xy, cls, label_radius_px)
+        xs[b, 0], xy, cls, ign = augment_crop(rng, item, crop_px, strength, return_ignore=True)
+        ys[b] = rasterise_labels((crop_px, crop_px), xy, cls, label_radius_px, ign,
+                                 IGNORE_RADIUS_A / item.grid_px_A)
     return xs, ys

@@ -45,7 +45,7 @@ class TrainConfig:
     bank_side_px: int = 192                  # model px per simulated frame
     bank_initial: int = 600
     bank_max: int = 3000
-    new_per_step: float = 1.0               # simulated frames added per step (fractional: every k steps)
+    new_per_step: float = 0.5               # simulated frames added per step (fractional: every k steps)
     pixel_size_range_A: tuple = (0.05, 0.2)  # frame pixel sizes drawn log-uniformly
     zoom_range: tuple = (0.9, 1.12)         # model-grid scale jitter (pixel-size calibration error)
     label_radius_A: float = 0.4
@@ -58,6 +58,7 @@ class TrainConfig:
     val_frames: int = 24
     checkpoint_every: int = 250
     max_minutes: float = 0.0                 # stop early (and export) after this wall time; 0 = no limit
+    si_per_nm2_range: tuple = (0.05, 1.2)   # Si site density drawn log-uniformly per frame (more Si to learn)
     sim_overrides: dict = field(default_factory=dict)
 
 
@@ -112,28 +113,22 @@ def load_checkpoint(path: str | Path, opt=None):
 # ----------------------------------------------------------------------------- validation
 
 def validation_set(cfg: TrainConfig):
-    """Fixed validation frames (seed spawn key 3): ``[(image, xy_px, species, pixel_size_A)]``."""
+    """Fixed validation frames (seed spawn key 3): ``[(image, xy_px, species, pixel_size_A, dose, ignore_xy)]``."""
+    from engine.infer.heldout import sim_overrides
     from engine.sim import make_training_example
+    from engine.train.data import contamination_mask
 
-    ss = np.random.SeedSequence([cfg.seed, 3])
-    rng = np.random.default_rng(ss)
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 3]))
     out = []
     doses = [1e3, 1e4, 1e5]
     for i in range(cfg.val_frames):
         px = float(rng.choice([0.06, 0.1, 0.16]))
         n = int(round(25.6 / px))
-        ex = make_training_example(rng, shape_px=(n, n), pixel_size_A=px,
-                                   **{**cfg.sim_overrides, **_dose_override(doses[i % 3])})
-        out.append((np.asarray(ex.image), np.asarray(ex.xy_px), np.asarray(ex.species), float(ex.pixel_size_A),
-                    doses[i % 3]))
+        ex = make_training_example(rng, shape_px=(n, n), pixel_size_A=px, **sim_overrides(doses[i % 3], "plain"))
+        contam = contamination_mask(ex.species, getattr(ex, "lattice", None))
+        out.append((np.asarray(ex.image), np.asarray(ex.xy_px)[~contam], np.asarray(ex.species)[~contam],
+                    float(ex.pixel_size_A), doses[i % 3], np.asarray(ex.xy_px)[contam]))
     return out
-
-
-def _dose_override(dose: float) -> dict:
-    """The simulator's keyword for the electron dose (e/A^2)."""
-    from engine.sim import DOSE_KEY  # the simulator names its dose parameter
-
-    return {DOSE_KEY: dose}
 
 
 def evaluate_torch(net, frames, model_px_A: float) -> dict:
@@ -147,14 +142,15 @@ def evaluate_torch(net, frames, model_px_A: float) -> dict:
     net.eval()
     by_dose: dict[float, Counts] = {}
     with torch.no_grad():
-        for image, xy, species, px, dose in frames:
+        for image, xy, species, px, dose, ignore_xy in frames:
             r = Resampler(image.shape, px, model_px_A)
             g = normalise(r(image), NORMALISATION)
             gp, (h, w) = pad_to_multiple(g, net.multiple)
             p = torch.softmax(net(torch.from_numpy(gp[None, None].copy())), 1)[0, :, :h, :w].numpy()
             probs = Probabilities(p, r.grid_px_A, image.shape, px)
             pxy, psp = find_atoms_simple(probs)
-            by_dose.setdefault(dose, Counts()).add(score_frame(pxy, psp, xy, species, image.shape, px))
+            by_dose.setdefault(dose, Counts()).add(score_frame(pxy, psp, xy, species, image.shape, px,
+                                                               ignore_xy_px=ignore_xy))
     net.train()
     out = {}
     for dose, c in sorted(by_dose.items()):
@@ -204,8 +200,10 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True) ->
 
     def new_item():
         zoom = float(np.exp(bank_rng.uniform(np.log(cfg.zoom_range[0]), np.log(cfg.zoom_range[1]))))
+        lo, hi = cfg.si_per_nm2_range
+        si = float(np.exp(bank_rng.uniform(np.log(lo), np.log(hi))))
         return make_bank_item(bank_rng, cfg.model_px_A * zoom, cfg.bank_side_px, tuple(cfg.pixel_size_range_A),
-                              **cfg.sim_overrides)
+                              **{"si_per_nm2": si, **cfg.sim_overrides})
 
     t_start = time.time()
     log_f = open(out / "log.jsonl", "a")
@@ -241,7 +239,7 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True) ->
             g["lr"] = lr_at(step)
         xb, yb = make_batch(aug_rng, bank, cfg.batch, cfg.crop_px, radius_px)
         logits = net(torch.from_numpy(xb))
-        loss = F.cross_entropy(logits, torch.from_numpy(yb), weight=weights)
+        loss = F.cross_entropy(logits, torch.from_numpy(yb), weight=weights, ignore_index=-1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
