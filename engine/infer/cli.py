@@ -25,6 +25,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(out_dir=args.out, seed=args.seed, steps=args.steps, threads=args.threads,
                       max_minutes=args.minutes, batch=args.batch)
+    if args.bank is not None:
+        cfg.bank_initial = args.bank
+    if args.val_frames is not None:
+        cfg.val_frames = args.val_frames
+        cfg.val_every = max(1, min(cfg.val_every, args.steps))
+    if args.steps < cfg.warmup_steps * 2:
+        cfg.warmup_steps = max(1, args.steps // 4)
     if args.widths:
         cfg.widths = tuple(int(w) for w in args.widths.split(","))
     summary = train(cfg, resume=args.resume, progress=not args.no_progress)
@@ -137,6 +144,8 @@ def register(sub) -> None:
     p.add_argument("--widths", default="", help="channels per U-Net level, e.g. 12,24,32 (default: 12,24,32)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
     p.add_argument("--minutes", type=float, default=0.0, help="stop after this wall time and export (0 = no limit)")
+    p.add_argument("--bank", type=int, default=None, help="simulated frames before the first step (default 600)")
+    p.add_argument("--val-frames", type=int, default=None, help="validation frames (default 24)")
     p.add_argument("--resume", default=None, help="continue from a checkpoint (ckpt_last.npz)")
     p.add_argument("--install", action="store_true", help="copy the exported ONNX files into engine/models")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
