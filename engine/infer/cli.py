@@ -74,6 +74,7 @@ def doctor_report() -> dict:
             rep[mod] = str(getattr(m, "__version__", "installed"))
         except Exception as exc:
             rep[mod] = f"not available ({type(exc).__name__}: {exc})"
+    rep["gpu"] = _gpu_names()
     backends = {}
     try:
         import onnxruntime as ort
@@ -102,6 +103,30 @@ def doctor_report() -> dict:
     except Exception as exc:
         rep["auto_selects"] = f"failed ({type(exc).__name__}: {exc})"
     return rep
+
+
+def _gpu_names() -> str:
+    """NVIDIA GPUs as pycuda or ``nvidia-smi -L`` see them (a string; never raises)."""
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        names = [cuda.Device(i).name() for i in range(cuda.Device.count())]
+        return ", ".join(names) if names else "pycuda sees no CUDA device"
+    except Exception as exc:
+        pycuda_err = f"{type(exc).__name__}: {exc}"
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip().replace("\n", "; ")
+        except Exception:
+            pass
+    return f"none found (pycuda: {pycuda_err}; nvidia-smi: {'no GPU listed' if smi else 'not installed'})"
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
