@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -31,14 +31,16 @@ class TrainingExample:
 
 def random_sample(rng: np.random.Generator, fov_A: tuple[float, float], *, si_per_nm2: float | None = None,
                   defects: bool = True, holes: bool | None = None, contamination: bool | None = None,
-                  adatoms: bool | None = None) -> st.Sample:
-    """A graphene sheet with randomly placed dopants and defects.
+                  adatoms: bool | None = None, margin_A: float = 3.0, thermal_jitter_A: float = 0.05) -> st.Sample:
+    """A graphene sheet over ``[-margin, fov + margin]`` with randomly placed dopants and defects.
 
     si_per_nm2 : Si dopant density (default: drawn in [0.02, 0.6] /nm^2; at least one Si).
-    holes / contamination / adatoms : force on/off (default: random, each in ~30 % of samples).
+    holes / contamination / adatoms : force on/off (default: random, in ~25/30/30 % of samples).
+    margin_A : lattice beyond the field (atoms outside still light the edges through the probe).
+    thermal_jitter_A : std of the random displacement of every atom (A).
     """
     w, h = fov_A
-    s = st.graphene(fov_A, rotation_deg=float(rng.uniform(0, 60)), rng=rng)
+    s = st.graphene(fov_A, rotation_deg=float(rng.uniform(0, 60)), rng=rng, margin_A=margin_A)
     area_nm2 = w * h / 100.0
     dens = si_per_nm2 if si_per_nm2 is not None else float(rng.uniform(0.02, 0.6))
     n_sites = max(1, rng.poisson(dens * area_nm2))
@@ -77,35 +79,47 @@ def random_sample(rng: np.random.Generator, fov_A: tuple[float, float], *, si_pe
         st.add_hole(s, rng.uniform([0, 0], [w, h]), float(rng.uniform(3, 10)), rng)
     if contamination if contamination is not None else rng.uniform() < 0.3:
         for _ in range(rng.integers(1, 3)):
-            st.add_contamination(s, rng.uniform([0, 0], [w, h]), float(rng.uniform(3, 12)), rng,
-                                 density_per_A2=float(rng.uniform(0.1, 0.35)))
+            st.add_contamination(s, rng.uniform([0, 0], [w, h]), float(rng.uniform(3, 15)), rng,
+                                 density_per_A2=float(np.exp(rng.uniform(np.log(0.1), np.log(1.5)))))
     if adatoms if adatoms is not None else rng.uniform() < 0.3:
         for _ in range(rng.integers(1, 4)):
             st.add_adatom(s, st.hollow_site(s, rng.uniform([0, 0], [w, h])), z=int(rng.choice([26, 29, 42, 74, 79])))
-    # thermal jitter
-    s.xy_A += rng.normal(0, 0.05, s.xy_A.shape)
+    s.xy_A += rng.normal(0, thermal_jitter_A, s.xy_A.shape)
     return s
 
 
 def make_training_example(rng: np.random.Generator, shape_px: tuple[int, int] = (256, 256),
                           pixel_size_A: float | None = None, dose_range=(1e3, 1e6),
-                          params: ImagingParams | None = None, **sample_kwargs) -> TrainingExample:
+                          params: ImagingParams | None = None, **overrides) -> TrainingExample:
     """Draw a random sample and image it over the full simulator ranges.
 
     pixel_size_A : default log-uniform in [0.05, 0.2] A/px; dose_range : e/A^2 (log-uniform);
-    params : fixed imaging parameters instead of random ones; other keywords go to
-    :func:`random_sample` (``si_per_nm2``, ``holes``, ``contamination``, ``adatoms``, ``defects``).
-    Deterministic for a given ``rng`` state.
+    params : fixed imaging parameters instead of random ones. Other keywords: any
+    :class:`ImagingParams` field (fixes that parameter, e.g. ``gamma=1.7``), or a keyword of
+    :func:`random_sample` (``si_per_nm2``, ``holes``, ``contamination``, ``adatoms``, ``defects``,
+    ``thermal_jitter_A``). Atoms up to 3 A outside the field are included in the truth (the sample
+    extends further, so the probe tail lights the edges realistically). Deterministic for a given
+    ``rng`` state.
     """
+    names = {f.name for f in fields(ImagingParams)}
+    img_over = {k: v for k, v in overrides.items() if k in names}
+    smp_over = {k: v for k, v in overrides.items() if k not in names}
     if pixel_size_A is None:
         pixel_size_A = float(np.exp(rng.uniform(np.log(0.05), np.log(0.2))))
     h, w = shape_px
     fov = (w * pixel_size_A, h * pixel_size_A)
-    sample = random_sample(rng, fov, **sample_kwargs)
-    ip = params if params is not None else ImagingParams.random(rng, dose_range)
+    if params is not None:
+        ip = params
+        if img_over:
+            ip = ImagingParams.from_dict({**params.to_dict(), **img_over})
+    else:
+        ip = ImagingParams.random(rng, dose_range, **img_over)
+    margin = max(3.0, 1.4 * ip.tail_fwhm_A if ip.tail_fraction > 0 else 3.0, 2.0 * ip.probe_fwhm_A)
+    sample = random_sample(rng, fov, margin_A=margin, **smp_over)
     image, xy = render(sample, ip, shape_px, pixel_size_A, rng)
-    margin = 3.0 / pixel_size_A
-    keep = (xy[:, 0] > -margin) & (xy[:, 0] < w - 1 + margin) & (xy[:, 1] > -margin) & (xy[:, 1] < h - 1 + margin)
+    m = 3.0 / pixel_size_A
+    keep = (xy[:, 0] > -m) & (xy[:, 0] < w - 1 + m) & (xy[:, 1] > -m) & (xy[:, 1] < h - 1 + m)
     return TrainingExample(image, xy[keep], sample.species[keep].copy(), sample.lattice[keep].copy(),
                            sample.z[keep].copy(), float(pixel_size_A),
-                           {"imaging": ip.to_dict(), "defects": [d["kind"] for d in sample.defects]})
+                           {"imaging": ip.to_dict(), "defects": [d["kind"] for d in sample.defects],
+                            "n_atoms": int(keep.sum())})

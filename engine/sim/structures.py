@@ -245,9 +245,12 @@ def add_stone_wales(sample: Sample, atom_id: int) -> list[int]:
     return _mark(sample, [atom_id, partner], "stone_wales", "stone_wales")
 
 
-def add_dimer(sample: Sample, atom_id: int) -> list[int]:
-    """Two neighbouring lattice sites both Si (a Si dimer; projected Si-Si ~1.8 A, Si-C ~1.77 A)."""
-    partner = int(sample.lattice_neighbours(atom_id, 3)[0])
+def add_dimer(sample: Sample, atom_id: int, partner_id: int | None = None) -> list[int]:
+    """Two neighbouring lattice sites both Si (a Si dimer; projected Si-Si ~1.8 A, Si-C ~1.77 A).
+
+    partner_id : the neighbouring site that becomes the second Si (default: the nearest neighbour).
+    """
+    partner = int(sample.lattice_neighbours(atom_id, 3)[0]) if partner_id is None else int(partner_id)
     idx = sample.index([atom_id, partner])
     mid = sample.xy_A[idx].mean(axis=0)
     others = {sid: [x for x in sample.lattice_neighbours(sid, 3) if x not in (atom_id, partner)]
@@ -269,12 +272,18 @@ def _clear(sample: Sample, atom_id: int, bonded, min_A: float = 2.4) -> None:
     sample.xy_A[sel] = sample.xy_A[i] + v[sel] / r[sel, None] * min_A
 
 
-def add_cluster(sample: Sample, atom_id: int, n_si: int = 3) -> list[int]:
+def add_cluster(sample: Sample, atom_id: int, n_si: int = 3, outer_ids=None) -> list[int]:
     """A small Si cluster: a Si and ``n_si - 1`` of its neighbours become Si (Si-Si ~1.95 A).
 
+    outer_ids : which neighbours become Si (default: the nearest ``n_si - 1``).
     A "rotor" candidate: :func:`rotate_group` turns it in place.
     """
     nb = [int(x) for x in sample.lattice_neighbours(atom_id, 3)]
+    if outer_ids is not None:
+        outer_ids = [int(x) for x in outer_ids]
+        if len(outer_ids) != n_si - 1 or not set(outer_ids) <= set(nb):
+            raise ValueError(f"outer_ids {outer_ids} must be {n_si - 1} lattice neighbours of {atom_id} ({nb})")
+        nb = outer_ids + [x for x in nb if x not in outer_ids]
     outer = nb[: n_si - 1]
     bonded = {int(atom_id): nb}
     for j in outer:
@@ -332,17 +341,28 @@ def _lattice_counts(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
 
 def add_contamination(sample: Sample, centre_A, radius_A: float, rng: np.random.Generator,
                       density_per_A2: float = 0.25, heavy_fraction: float = 0.05) -> list[int]:
-    """An amorphous contamination patch: random atoms (mostly C, a few heavier) over the lattice."""
-    area = np.pi * radius_A ** 2
-    n = rng.poisson(density_per_A2 * area)
-    r = radius_A * np.sqrt(rng.uniform(0, 1, n)) * (1 + 0.2 * rng.standard_normal(n))
-    t = rng.uniform(0, 2 * np.pi, n)
-    xy = np.asarray(centre_A) + np.c_[r * np.cos(t), r * np.sin(t)]
-    heavy = rng.uniform(size=n) < heavy_fraction
+    """An amorphous contamination patch over the lattice: random atoms (mostly C, ~5 % O/N-like
+    Z = 8) in 1-3 overlapping lobes with soft edges, within about ``1.3 x radius_A`` of the centre.
+
+    ``density_per_A2`` is the projected density at the centre (graphene itself is 0.38 /A^2; thick
+    hydrocarbon layers reach > 1 /A^2 and look brighter than the lattice).
+    """
+    centre_A = np.asarray(centre_A, float)
+    n_lobes = int(rng.integers(1, 4))
+    xy_parts = []
+    for j in range(n_lobes):
+        rad = radius_A * (1.0 if j == 0 else float(rng.uniform(0.4, 0.9)))
+        off = np.zeros(2) if j == 0 else rng.normal(0, 0.4 * radius_A, 2)
+        n = rng.poisson(density_per_A2 * np.pi * rad ** 2)
+        r = rad * np.sqrt(rng.uniform(0, 1, n)) * (1 + 0.15 * rng.standard_normal(n))
+        t = rng.uniform(0, 2 * np.pi, n)
+        xy_parts.append(centre_A + off + np.c_[r * np.cos(t), r * np.sin(t)])
+    xy = np.vstack(xy_parts)
+    heavy = rng.uniform(size=len(xy)) < heavy_fraction
     # Contamination is hydrocarbon-like: light atoms (labelled C) with a few heavier O/N-like ones
     # (Z = 8) that scatter more but are not a "heavy species".
-    ids = list(sample.append(xy, C, 6, LABEL["contamination"], False))
-    sample.z[sample.index(np.asarray(ids)[heavy])] = 8
+    ids = sample.append(xy, C, 6, LABEL["contamination"], False)
+    sample.z[sample.index(ids[heavy])] = 8
     sample.defects.append({"kind": "contamination", "ids": [int(x) for x in ids],
                            "centre_A": [float(centre_A[0]), float(centre_A[1])], "radius_A": float(radius_A)})
     return [int(x) for x in ids]
