@@ -9,7 +9,7 @@ Example
 >>> from stemwatch.config import Config
 >>> cfg = Config()
 >>> cfg.chemistry.bond_cutoff_A["Si-C"]
-2.2
+2.1
 >>> cfg2 = cfg.replace(tracking={"max_speed_A_per_frame": 3.0})
 >>> cfg2.tracking.max_speed_A_per_frame
 3.0
@@ -56,12 +56,15 @@ class ChemistryConfig:
     """Atom finding and lattice graph settings (issue: chemistry).
 
     Default bond cutoffs sit midway between the first-neighbour shells and the next ones
-    (C-C 1.90, Si-C 2.20, Si-Si 2.50 A; LibraryNet used 1.75 / 2.10 / 2.50), see docs/chemistry.md.
+    (C-C 1.90, Si-C 2.10 with an adaptive 1.95-2.35 A shell break, Si-Si 2.50 A; LibraryNet used
+    1.75 / 2.10 / 2.50), see docs/chemistry.md.
     """
 
     prob_threshold: float = 0.5                      # an atom site needs P(atom) above this
     min_atom_separation_A: float = 0.85              # ~0.6 x C-C bond: closer peaks are one atom
-    bond_cutoff_A: dict = field(default_factory=lambda: {"C-C": 1.90, "Si-C": 2.20, "Si-Si": 2.50})
+    heavy_separation_A: float = 1.2                  # nothing closer than this to a Si / heavy atom (a bright
+                                                     # blob's flank can give a second peak); 0: off
+    bond_cutoff_A: dict = field(default_factory=lambda: {"C-C": 1.90, "Si-C": 2.10, "Si-Si": 2.50})
                                                      # pairs with "other" use the Si cutoffs unless given
                                                      # ("other-C", "other-Si", "other-other")
     border_A: float = 1.0                            # atoms closer than this to the edge are flagged
@@ -79,6 +82,11 @@ class ChemistryConfig:
                                                      # when its intensity over background exceeds this x the
                                                      # Si level (median of Si-like atoms, else (14/6)^2 x C)
     refine_window_A: float = 0.6                     # half-size of the 2D Gaussian refinement window
+    si_c_shell_A: tuple = (1.95, 2.35)               # Si/heavy-C pairs below the first are bonded, above the
+                                                     # second not, in between at the widest gap of that atom's
+                                                     # sorted C distances (shell break); () : fixed cutoffs
+    dangling_bond_A: float = 2.2                     # two C that each miss a neighbour and are closer than
+                                                     # this are bonded (a reconstructed 5-8-5 pair); 0: off
     min_intensity_ratio: float = 0.35                # with a raw frame: atoms whose contrast over the local
                                                      # background is below this x the median C atom's are
                                                      # dropped (the network "filled in" a vacancy); 0: off

@@ -186,3 +186,32 @@ def test_defect_field_atoms_found_with_noise_and_confusion():
     d, i = match(atoms.xy_A, s.xy_A)
     assert np.isfinite(d).all() and len(atoms) == len(s.xy_A)
     assert (atoms.species[i] == s.species).all()
+
+
+def test_no_second_peak_on_a_heavy_atoms_flank():
+    px = 0.2
+    pts = np.array([[5.0, 5.0], [6.0, 5.0], [10.0, 5.0], [11.42, 5.0]])   # Si + a flank peak; C-C pair
+    probs = render_probabilities(pts, np.array([1, 0, 0, 0], np.int8), (50, 80), px, sigma_A=0.25)
+    atoms = find_atoms(probs, CFG)
+    xs = np.sort(atoms.xy_A[:, 0])
+    assert len(atoms) == 3 and abs(xs[0] - 5.0) < 0.05        # the Si stays, its flank peak goes
+    assert abs(xs[1] - 10.0) < 0.05 and abs(xs[2] - 11.42) < 0.05
+    off = find_atoms(probs, ChemistryConfig(heavy_separation_A=0.0))
+    assert len(off) == 4
+
+
+def test_atoms_with_no_contrast_on_the_frame_are_dropped():
+    """The network 'fills in' a vacancy: the raw frame shows nothing there, so the atom goes."""
+    px = 0.1
+    s = graphene(20, 20)
+    vac = s.nearest(10, 10)
+    shown = np.ones(len(s.xy_A), bool)
+    shown[vac] = False
+    img = _render_image(s.xy_A[shown] / px, np.full(shown.sum(), 50.0), (201, 201), 0.45 / px, bg=5.0)
+    probs = render_probabilities(s.xy_A, s.species, (201, 201), px, sigma_A=0.3)   # includes the vacancy
+    with_frame = find_atoms(probs, CFG, image=img)
+    without = find_atoms(probs, CFG)
+    assert len(without) == len(s.xy_A)
+    assert len(with_frame) == len(s.xy_A) - 1
+    d, _ = match(with_frame.xy_A, s.xy_A[[vac]])
+    assert not np.isfinite(d).any()

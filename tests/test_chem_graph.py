@@ -165,8 +165,8 @@ def test_over_coordinated_atoms_keep_their_shortest_bonds():
 
 def test_cutoff_table_and_other_species():
     t = cutoff_table(CFG.bond_cutoff_A)
-    assert t[0, 0] == 1.90 and t[0, 1] == t[1, 0] == 2.20 and t[1, 1] == 2.50
-    assert t[2, 0] == 2.20 and t[2, 2] == 2.50                # "other" falls back to Si
+    assert t[0, 0] == 1.90 and t[0, 1] == t[1, 0] == 2.10 and t[1, 1] == 2.50
+    assert t[2, 0] == 2.10 and t[2, 2] == 2.50                # "other" falls back to Si
     with pytest.raises(KeyError, match="Si-Si"):
         cutoff_table({"C-C": 1.75, "Si-C": 2.1})
     s = single_defect("Si-3fold")
@@ -182,3 +182,50 @@ def test_scales_linearly_enough_and_handles_empty():
     chem = chemistry_from_positions(np.array([[1.0, 1.0]]), np.zeros(1, np.int8), CFG)
     assert chem.coordination.tolist() == [0]
     assert reference.CC_A == 1.42
+
+
+def test_si_c_shell_break_beats_a_single_cutoff():
+    """A 4-fold Si with one bond read 0.2 A long, and a 3-fold Si with a second-shell C read short."""
+    s = single_defect("Si-4fold")
+    si = int(np.flatnonzero(s.species == 1)[0])
+    nb = np.argsort(np.hypot(*(s.xy_A - s.xy_A[si]).T))[1:5]
+    xy = s.xy_A.copy()
+    v = xy[nb[0]] - xy[si]
+    xy[nb[0]] = xy[si] + v / np.linalg.norm(v) * 2.15         # beyond the 2.10 A cutoff
+    chem = chemistry_from_positions(xy, s.species, CFG)
+    assert chem.coordination[si] == 4                        # the widest gap is after the 4th C
+    fixed = ChemistryConfig(si_c_shell_A=())
+    assert chemistry_from_positions(xy, s.species, fixed).coordination[si] == 3
+    s3 = single_defect("Si-3fold")
+    si = int(np.flatnonzero(s3.species == 1)[0])
+    d = np.hypot(*(s3.xy_A - s3.xy_A[si]).T)
+    second = int(np.argsort(d)[4])                           # a second-shell C, ~2.5 A away
+    xy = s3.xy_A.copy()
+    v = xy[second] - xy[si]
+    xy[second] = xy[si] + v / np.linalg.norm(v) * 2.25
+    chem = chemistry_from_positions(xy, s3.species, CFG)
+    assert chem.coordination[si] == 3
+
+
+def test_dangling_pairs_close_into_pentagons():
+    s = single_defect("5-8-5")
+    chem = chemistry_from_positions(s.xy_A, s.species, CFG)
+    pent = [d for d in chem.defects if d.kind == "5-8-5"]
+    assert pent
+    # stretch both pentagon-closing bonds to 2.05 A (a network that pulls atoms back to the lattice)
+    b, L = chem.bonds, chem.bond_length_A
+    closing = b[np.abs(L - 1.55) < 1e-6]                      # reference.add_585 closes at 1.55 A
+    assert len(closing) == 2
+    xy = s.xy_A.copy()
+    for i, j in closing:
+        m = (xy[i] + xy[j]) / 2
+        u = (xy[j] - xy[i]) / np.linalg.norm(xy[j] - xy[i])
+        xy[i], xy[j] = m - u * 1.025, m + u * 1.025
+    got = [(d.kind, d.formula) for d in chemistry_from_positions(xy, s.species, CFG).defects]
+    assert got == [("5-8-5", "V2")]
+    off = ChemistryConfig(dangling_bond_A=0.0)
+    assert [(d.kind, d.formula) for d in chemistry_from_positions(xy, s.species, off).defects] != got
+    # an unreconstructed divacancy (dangling C 2.46 A apart) stays a divacancy
+    s2 = single_defect("divacancy")
+    assert [(d.kind, d.formula) for d in chemistry_from_positions(s2.xy_A, s2.species, CFG).defects] == \
+        [("divacancy", "V2")]

@@ -14,9 +14,12 @@ Steps (all vectorised over atoms; sizes in model-grid pixels unless stated):
    threshold, hence no pixelisation bias; the half-maximum floor keeps neighbours out).
 4. Class probabilities: the same weights applied to the three channels; species = the larger of
    C / Si; confidence = ``P(atom)`` at the peak x ``P(species | atom)``.
-5. Map to input-frame pixels with :meth:`Probabilities.to_frame_px`; flag atoms within
+5. No atom closer than ``heavy_separation_A`` (1.2 A) to a Si / heavy atom: a bright blob can
+   show a second maximum on its flank (seen on simulated 4-fold Si), and no real neighbour is
+   that close (Si-C >= 1.6 A projected).
+6. Map to input-frame pixels with :meth:`Probabilities.to_frame_px`; flag atoms within
    ``border_A`` of the frame edge (kept, not dropped).
-6. Optional, on the raw frame (frame pixels): a vectorised 2D Gaussian refinement
+7. Optional, on the raw frame (frame pixels): a vectorised 2D Gaussian refinement
    (:func:`refine_gaussian`); atoms with no contrast on the frame are dropped (a network can
    "fill in" a vacancy; :func:`intensity_ratio`, ``min_intensity_ratio``); species "other" for atoms
    much brighter than Si (:func:`assign_other`; HAADF intensity ~ Z^gamma, gamma 1.4-2.0).
@@ -240,6 +243,8 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None) -> At
     xy_frame = probs.to_frame_px(cen[:, ::-1])
     atoms = Atoms(xy_frame, species, confidence.astype(np.float32), class_prob.astype(np.float32),
                   np.zeros(len(xy_frame), bool), frame_px_A, tuple(probs.frame_shape))
+    if cfg.heavy_separation_A > 0 and (species != 0).any():
+        atoms = _subset(atoms, _clear_around_heavy(atoms, cfg.heavy_separation_A / frame_px_A))
     if image is not None:
         image = np.asarray(image)
         if image.shape != tuple(probs.frame_shape):
@@ -294,14 +299,39 @@ def intensity_ratio(atoms: Atoms, image: np.ndarray) -> np.ndarray | None:
     return net / c_level
 
 
+def _subset(atoms: Atoms, keep: np.ndarray) -> Atoms:
+    if keep.all():
+        return atoms
+    return Atoms(atoms.xy_px[keep], atoms.species[keep], atoms.confidence[keep], atoms.class_prob[keep],
+                 atoms.border[keep], atoms.pixel_size_A, atoms.frame_shape)
+
+
+def _clear_around_heavy(atoms: Atoms, sep_px: float) -> np.ndarray:
+    """Keep-mask: no atom closer than ``sep_px`` to a heavy atom (a bright blob can show a second
+    maximum on its flank); between two heavy atoms the more confident stays."""
+    keep = np.ones(len(atoms), bool)
+    heavy = np.flatnonzero(atoms.species != 0)
+    lists = cKDTree(atoms.xy_px).query_ball_point(atoms.xy_px[heavy], sep_px)
+    cnt = np.fromiter((len(x) for x in lists), np.int64, len(lists))
+    if cnt.max(initial=0) <= 1:
+        return keep
+    h = np.repeat(heavy, cnt)
+    j = np.fromiter((k for x in lists for k in x), np.int64, int(cnt.sum()))
+    other = h != j
+    h, j = h[other], j[other]
+    light = atoms.species[j] == 0
+    keep[j[light]] = False
+    hh, jj = h[~light], j[~light]
+    weaker = np.where(atoms.confidence[hh] >= atoms.confidence[jj], jj, hh)
+    keep[weaker] = False
+    keep[heavy[~np.isin(heavy, weaker)]] = True
+    return keep
+
+
 def drop_faint(atoms: Atoms, ratio: np.ndarray, min_ratio: float) -> tuple[Atoms, np.ndarray]:
     """Remove atoms whose raw contrast ``ratio`` is below ``min_ratio`` (network hallucinations)."""
     keep = ratio >= min_ratio
-    if keep.all():
-        return atoms, ratio
-    out = Atoms(atoms.xy_px[keep], atoms.species[keep], atoms.confidence[keep], atoms.class_prob[keep],
-                atoms.border[keep], atoms.pixel_size_A, atoms.frame_shape)
-    return out, ratio[keep]
+    return _subset(atoms, keep), ratio[keep]
 
 
 def assign_other(atoms: Atoms, image: np.ndarray, cfg, ratio: np.ndarray | None = None) -> None:

@@ -64,7 +64,8 @@ def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg) -> tuple[np.ndarray, 
         if len(pairs):
             pairs = pairs[~(heavy[pairs[:, 0]] | heavy[pairs[:, 1]])]
         hidx = np.flatnonzero(heavy)
-        lists = tree.query_ball_point(xy_A[hidx], float(table[1:].max()) * scale_max)
+        r_heavy = max(float(table[1:].max()), float(cfg.si_c_shell_A[1]) + 0.3 if cfg.si_c_shell_A else 0.0)
+        lists = tree.query_ball_point(xy_A[hidx], r_heavy * scale_max)
         cnt = np.fromiter((len(x) for x in lists), np.int64, len(lists))
         jj = np.fromiter((k for x in lists for k in x), np.int64, int(cnt.sum()))
         ii = np.repeat(hidx, cnt)
@@ -83,6 +84,12 @@ def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg) -> tuple[np.ndarray, 
         if cc.size >= 20:
             scale = float(np.clip(np.median(cc) / CC_A, 1 / scale_max, scale_max))
     keep = d <= table[si, sj] * scale
+    if cfg.si_c_shell_A and heavy.any():
+        hc = (si != 0) != (sj != 0)                       # one heavy atom, one C
+        hc &= (si == 0) | (sj == 0)
+        if hc.any():
+            keep[hc] = _heavy_shell(np.where(si[hc] != 0, i[hc], j[hc]), d[hc],
+                                    float(cfg.si_c_shell_A[0]) * scale, float(cfg.si_c_shell_A[1]) * scale)
     i, j, d = i[keep], j[keep], d[keep]
     # over-coordinated atoms keep their shortest bonds
     maxc = max_coordination_table(cfg.max_coordination)
@@ -102,8 +109,76 @@ def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg) -> tuple[np.ndarray, 
         drop[sel] = rank >= maxc[species[e]]
         keep = ~(drop[:m] | drop[m:])
         i, j, d = i[keep], j[keep], d[keep]
+    if cfg.dangling_bond_A > 0:
+        i, j, d = _close_dangling_pairs(xy_A, species, i, j, d, cfg.dangling_bond_A * scale, maxc)
     bonds = np.stack([i, j], 1).astype(np.int32)
     return bonds, d, scale
+
+
+def _heavy_shell(h: np.ndarray, d: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Which heavy-C pairs are bonds: below ``lo`` yes, above ``hi`` no, in between at the widest gap.
+
+    For each heavy atom the C distances are sorted; the first shell ends where the gap to the next
+    distance is largest among the cuts that leave every pair below ``lo`` bonded and every pair
+    above ``hi`` not (a natural break between shells, robust to a 0.1-0.2 A localisation error that
+    a single cutoff is not). ``h``: heavy-atom index of each pair; ``d``: its length.
+    """
+    order = np.lexsort((d, h))
+    hs, ds = h[order], d[order]
+    first = np.r_[True, hs[1:] != hs[:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(len(hs)), 0))
+    rank = np.arange(len(hs)) - start
+    last = np.r_[hs[1:] != hs[:-1], True]
+    nxt = np.where(last, np.inf, np.r_[ds[1:], np.inf])
+    gap = np.where(np.isfinite(nxt), nxt - ds, np.inf)    # the outermost pair: an open gap
+    n_sure = np.bincount(np.searchsorted(np.unique(hs), hs), weights=(ds < lo))
+    n_amb = np.bincount(np.searchsorted(np.unique(hs), hs), weights=(ds <= hi))
+    g = np.searchsorted(np.unique(hs), hs)
+    k = rank + 1                                          # bonds if the cut is after this pair
+    cand = (k >= np.maximum(n_sure[g], 1)) & (k <= n_amb[g])
+    best = np.full(len(n_sure), -1.0)
+    np.maximum.at(best, g[cand], gap[cand])
+    # the chosen cut: the smallest k whose gap is the group's best (no candidate: keep the sure ones)
+    chosen = np.where(cand & (gap == best[g]), k, np.iinfo(np.int64).max)
+    kstar = np.full(len(n_sure), np.iinfo(np.int64).max)
+    np.minimum.at(kstar, g, chosen)
+    kstar = np.where(kstar == np.iinfo(np.int64).max, n_sure.astype(np.int64), kstar)
+    out = np.empty(len(h), bool)
+    out[order] = rank < kstar[g]
+    return out
+
+
+def _close_dangling_pairs(xy_A, species, i, j, d, cutoff, maxc):
+    """Bond under-coordinated C pairs closer than ``cutoff`` (a reconstructed bond, e.g. 5-8-5).
+
+    Two C that each miss a neighbour and sit within ``cutoff`` (2.2 A: between a stretched
+    reconstruction bond, ~1.6-2.0 A once localised, and the 2.46 A of an unreconstructed pair)
+    are bonded; each atom takes at most one such bond, shortest first.
+    """
+    n = len(species)
+    coord = np.bincount(np.r_[i, j], minlength=n)
+    under = np.flatnonzero((species == 0) & (coord < maxc[0]))
+    if len(under) < 2:
+        return i, j, d
+    pairs = cKDTree(xy_A[under]).query_pairs(cutoff, output_type="ndarray")
+    if len(pairs) == 0:
+        return i, j, d
+    a, b = under[pairs[:, 0]], under[pairs[:, 1]]
+    dd = np.hypot(*(xy_A[a] - xy_A[b]).T)
+    existing = set((np.minimum(i, j) * n + np.maximum(i, j)).tolist())
+    new = ~np.isin(np.minimum(a, b) * n + np.maximum(a, b), list(existing))
+    a, b, dd = a[new], b[new], dd[new]
+    taken = np.zeros(n, bool)
+    add = []
+    for k in np.argsort(dd):                     # few pairs: dangling atoms only
+        if not (taken[a[k]] or taken[b[k]]):
+            taken[a[k]] = taken[b[k]] = True
+            add.append(k)
+    if not add:
+        return i, j, d
+    add = np.array(add)
+    lo, hi = np.minimum(a[add], b[add]), np.maximum(a[add], b[add])
+    return np.r_[i, lo], np.r_[j, hi], np.r_[d, dd[add]]
 
 
 def coordination(n: int, bonds: np.ndarray) -> np.ndarray:

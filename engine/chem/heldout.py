@@ -1,16 +1,21 @@
 """Criterion 5: the chemistry stage end to end (network -> atoms -> graph) on held-out simulated frames.
 
-Frames come from the project's simulator (``engine.sim.make_training_example``) with a seed never
-used in training (:data:`HELDOUT_SEED`; training draws from ``SeedSequence([0, k])``); when the
-simulator is not importable a stand-in renderer in this module is used and the table says so.
+Frames come from the project's simulator (``engine.sim``: a random sample over its full ranges,
+imaged at a fixed dose and pixel size) with a seed never used in training (:data:`HELDOUT_SEED`;
+training draws from ``SeedSequence([0, k])``).
 Every frame goes through the shipped model (:class:`engine.infer.Inferencer`, ONNX Runtime) and
 :func:`engine.chem.analyze` with the raw frame. Scored against the ground truth:
 
 * localisation RMSE (A) of matched atoms (mutual nearest, 0.5 A), atoms > 3 A from the edge;
-* Si coordination: the bonds of each matched true Si vs its true coordination;
+* Si coordination: the bonds of each matched true Si vs its coordination in the simulator's truth
+  (geometric, :func:`engine.sim.structures.coordination`) and vs its designed coordination (4 for
+  a Si in a divacancy, 3 otherwise: the simulator's dimers and clusters leave a non-bonded C
+  2.1-2.2 A from a Si, inside its own 2.2 A cutoff);
 * defect formula: each true defect (> 6 A from the edge) vs the found defect nearest its centre
   (within 1.5 A); vacancy recall: true vacancies / divacancies / 5-8-5 with a vacancy-type defect
-  found there.
+  found there;
+* heavy adatoms (species "other"): found at their place with species "other".
+Atoms and defects under contamination or at a hole's rim (+3 A) are not scored.
 
 ``run_heldout()`` returns the table (rows per dose x pixel size + totals at doses >= 1e4).
 """
@@ -32,89 +37,81 @@ KINDS = ["Si-3fold", "Si-4fold", "Si-dimer", "vacancy", "divacancy", "5-8-5", "S
 VACANCY_KINDS = ("vacancy", "divacancy", "5-8-5", "555-777")
 
 
-def _stand_in_frame(rng: np.random.Generator, px: float, dose: float) -> dict:
-    """A frame from :mod:`engine.chem.reference` rendered as incoherent HAADF (Z^gamma, probe with a
-    tail, Poisson noise at ``dose`` e/A^2, 2 % of the probe to the detector at a C column)."""
-    from engine.chem.chemistry import chemistry_from_positions
-    from engine.chem.reference import defect_field
-    from stemwatch.config import ChemistryConfig
-
-    kinds = list(rng.choice(KINDS, size=5, replace=False))
-    s = defect_field(FIELD_A, FIELD_A, kinds, rng, min_spacing_A=9.0, margin_A=7.0)
-    xy = s.xy_A + rng.normal(0, 0.05, s.xy_A.shape)            # thermal jitter
-    image = render_haadf(xy, s.species, int(round(FIELD_A / px)), px, dose, rng)
-    truth = chemistry_from_positions(xy, s.species, ChemistryConfig())
-    return {"image": image, "pixel_size_A": px, "xy_A": xy, "species": s.species,
-            "coordination": truth.coordination, "defects": s.labels, "source": "stand-in renderer"}
-
-
-def render_haadf(xy_A: np.ndarray, species: np.ndarray, n: int, px: float, dose: float,
-                 rng: np.random.Generator, gamma: float | None = None, sigma_A: float | None = None) -> np.ndarray:
-    """(n, n) float32 incoherent HAADF image: Z^gamma (gamma 1.4-2.0), Gaussian probe (sigma 0.38-0.5 A)
-    with a 10 % tail of sigma 1.5 A, Poisson counts at ``dose`` e/A^2 with 2 % of the probe scattered
-    to the detector at a C column and 0.2 % background. Pixel i is centred at i * px."""
-    gamma = rng.uniform(1.4, 2.0) if gamma is None else gamma
-    sigma = rng.uniform(0.38, 0.5) if sigma_A is None else sigma_A
-    ax = np.arange(n) * px
-    img = np.zeros((n, n))
-    z = np.array([6.0, 14.0, 40.0])[np.asarray(species)] / 6.0
-    r = int(np.ceil(5 * 1.5 / px))
-    for (x, y), w in zip(xy_A, z ** gamma):
-        c0, r0 = int(x / px), int(y / px)
-        cs, rs = slice(max(c0 - r, 0), min(c0 + r + 1, n)), slice(max(r0 - r, 0), min(r0 + r + 1, n))
-        dx = ax[cs][None, :] - x
-        dy = ax[rs][:, None] - y
-        d2 = dx * dx + dy * dy
-        img[rs, cs] += w * (0.9 * np.exp(-d2 / (2 * sigma**2)) + 0.1 * (sigma / 1.5) ** 2 * np.exp(-d2 / (2 * 1.5**2)))
-    lam = dose * px * px * (0.002 + 0.02 * img)
-    return rng.poisson(lam).astype(np.float32)
+#: the formula each simulator defect is built to have (engine/sim/structures.py): a 3-fold Si has 3 C,
+#: a 4-fold Si 4; a dimer's two Si 2 C each; cluster3 = a Si + 2 Si neighbours (1 + 2 x 2 C);
+#: cluster4 = a Si + 3 Si neighbours (3 x 2 C)
+SIM_FORMULA = {"vacancy": ("vacancy", "V1"), "divacancy_585": ("5-8-5", "V2"), "stone_wales": ("Stone-Wales", "SW"),
+               "si3": ("si3", "Si1C3"), "si4": ("si4", "Si1C4"), "dimer": ("dimer", "Si2C4"),
+               "cluster3": ("cluster3", "Si3C5"), "cluster4": ("cluster4", "Si4C6")}
 
 
 def _sim_frame(rng: np.random.Generator, px: float, dose: float) -> dict | None:
-    """A frame from the project's simulator, normalised to the dict of :func:`_stand_in_frame`."""
+    """A frame from the project's simulator (``engine.sim``) with its exact truth, or None without it.
+
+    Structure: :func:`engine.sim.sample.random_sample` over the full ranges (dopants, vacancies,
+    5-8-5, Stone-Wales, dimers, clusters, and at random holes, contamination, heavy adatoms);
+    imaging: :meth:`ImagingParams.random` at the given dose. Truth: every atom's position where
+    it appears (drift included), species, coordination (:func:`engine.sim.structures.coordination`),
+    and per defect its kind, centre and the formula it is built to have (:data:`SIM_FORMULA`). Regions (holes, contamination) and
+    everything within reach of them are excluded from scoring (``score_mask``, defects dropped).
+    """
     try:
-        import engine.sim as sim
+        from engine.sim import imaging, sample as simsample, structures as st
     except ImportError:
         return None
-    make = getattr(sim, "make_training_example", None)
-    if make is None:
-        return None
     n = int(round(FIELD_A / px))
-    key = getattr(sim, "DOSE_KEY", "dose")
-    ex = make(rng, (n, n), pixel_size_A=px, **{key: dose})
-    return _normalise_sim_example(ex, px)
-
-
-def _normalise_sim_example(ex, px: float) -> dict:
-    """Accept the simulator's example (object or dict) and return our frame dict."""
-    get = (lambda k, d=None: ex.get(k, d)) if isinstance(ex, dict) else (lambda k, d=None: getattr(ex, k, d))
-    truth = get("truth") or get("ground_truth")
-    tget = ((lambda k, d=None: truth.get(k, d)) if isinstance(truth, dict) else
-            (lambda k, d=None: getattr(truth, k, d))) if truth is not None else get
-    image = np.asarray(get("image"), np.float32)
-    xy_px = np.asarray(get("xy_px") if get("xy_px") is not None else tget("xy_px"), float)
-    species = np.asarray(get("species") if get("species") is not None else tget("species"))
-    coord = tget("coordination")
-    defects = tget("defects") or []
-    out_def = []
-    for d in defects:
-        dd = d if isinstance(d, dict) else vars(d)
-        c = dd.get("centre_A")
-        if c is None and dd.get("centre_px") is not None:
-            c = np.asarray(dd["centre_px"], float) * px
-        if c is None and dd.get("xy_A") is not None:
-            c = dd["xy_A"]
-        out_def.append({"kind": dd.get("kind", ""), "formula": dd.get("formula", ""), "centre_A": tuple(np.asarray(c, float))})
-    return {"image": image, "pixel_size_A": px, "xy_A": xy_px * px, "species": species,
-            "coordination": None if coord is None else np.asarray(coord), "defects": out_def,
-            "source": "engine.sim"}
+    smp = simsample.random_sample(rng, (n * px, n * px))
+    ip = imaging.ImagingParams.random(rng, (dose, dose))
+    image, xy_px = imaging.render(smp, ip, (n, n), px, rng)
+    xy = xy_px * px
+    coord = st.coordination(smp)
+    # designed coordination of the Si: 4 for a Si in a divacancy, 3 for every other (substitutional,
+    # dimer and cluster Si have three bonds by construction, counting Si-Si)
+    designed = coord.copy()
+    is_si = smp.lattice & (smp.species == 1)
+    designed[is_si] = np.where(smp.label[is_si] == st.LABEL["si4"], 4, 3)
+    # regions: contamination discs and hole rims, plus 3 A
+    bad = np.zeros(len(smp), bool)
+    for d in smp.defects:
+        if d["kind"] == "contamination":
+            c = np.asarray(d["centre_A"], float)
+            bad |= np.hypot(*(smp.xy_A - c).T) < 1.4 * float(d["radius_A"]) + 3.0
+        elif d["kind"] == "hole" and d["ids"]:
+            rim = smp.xy_A[smp.index(d["ids"])]
+            tree_d = np.min(np.hypot(*(smp.xy_A[:, None, :] - rim[None]).transpose(2, 0, 1)), axis=1)
+            bad |= tree_d < 3.0
+    adatoms = smp.xy_A[smp.species == 2]
+    near_adatom = np.zeros(len(smp), bool)
+    for p in adatoms:                                      # a heavy adatom changes a neighbour's group
+        near_adatom |= np.hypot(*(smp.xy_A - p).T) < 3.0
+    defects = []
+    for d in smp.defects:
+        kind = d["kind"]
+        if not d["ids"] or kind in ("hole", "contamination"):
+            continue
+        idx = smp.index(d["ids"])
+        if bad[idx].any() or (kind != "adatom" and near_adatom[idx].any()):
+            continue
+        centre = xy[idx].mean(0)
+        if kind == "adatom":
+            defects.append({"kind": "adatom", "formula": "X", "centre_A": tuple(centre)})
+            continue
+        if kind in SIM_FORMULA:
+            k, f = SIM_FORMULA[kind]
+            si = idx[smp.species[idx] == 1]
+            if len(si):                                     # dopant groups are centred on their Si
+                centre = xy[si].mean(0)
+            defects.append({"kind": k, "formula": f, "centre_A": tuple(centre)})
+    return {"image": image, "pixel_size_A": px, "xy_A": xy, "species": smp.species.copy(),
+            "coordination": coord, "coordination_designed": designed, "defects": defects, "score_mask": smp.lattice & ~bad,
+            "adatom": (smp.species == 2) & ~bad, "source": "engine.sim", "params": ip}
 
 
 def run_heldout(seed: int | None = None, n_frames: int | None = None, doses=DOSES, pixel_sizes=PIXEL_SIZES_A,
                 inferencer=None, progress: bool = True) -> dict:
     """Score ``n_frames`` frames per (dose, pixel size) cell; returns ``{"rows", "totals", ...}``."""
     from engine.chem import analyze
-    from engine.chem.evaluate import atom_metrics, defect_metrics
+    from engine.chem.evaluate import atom_metrics, defect_metrics, match_mutual
     from stemwatch.config import ChemistryConfig
 
     seed = HELDOUT_SEED if seed is None else seed
@@ -130,17 +127,22 @@ def run_heldout(seed: int | None = None, n_frames: int | None = None, doses=DOSE
     for dose in doses:
         for px in pixel_sizes:
             rng = np.random.default_rng([seed, int(round(np.log10(dose) * 10)), int(round(px * 1000))])
-            acc = {"sq_err": [], "si_pairs": [], "formula": [0, 0], "vac": [0, 0], "det": [0, 0, 0],
-                   "false_defects": 0}
+            acc = {"sq_err": [], "si_pairs": [], "si_pairs_designed": [], "formula": [0, 0], "vac": [0, 0], "det": [0, 0, 0],
+                   "adatoms": [0, 0]}
             t0 = time.perf_counter()
             for _ in range(n_frames):
-                fr = _sim_frame(rng, px, dose) or _stand_in_frame(rng, px, dose)
+                fr = _sim_frame(rng, px, dose)
+                if fr is None:
+                    raise RuntimeError("engine.sim is not importable: the held-out frames need the simulator")
                 source = fr["source"]
                 img = fr["image"]
                 chem = analyze(inferencer.predict(img, px), cfg, image=img)
                 H, W = img.shape
                 xy = fr["xy_A"]
                 inner = (xy > 3.0).all(1) & (xy[:, 0] < W * px - 3.0) & (xy[:, 1] < H * px - 3.0)
+                inner_all = inner.copy()
+                if "score_mask" in fr:
+                    inner &= fr["score_mask"]
                 m = atom_metrics(chem.atoms.xy_A, xy, 0.5, chem.atoms.species, fr["species"],
                                  chem.coordination, fr["coordination"], true_mask=inner)
                 acc["det"][0] += m.n_matched
@@ -149,8 +151,16 @@ def run_heldout(seed: int | None = None, n_frames: int | None = None, doses=DOSE
                 if m.n_matched:
                     acc["sq_err"].append(m.rmse_A ** 2 * m.n_matched)
                 acc["si_pairs"] += m.extra.get("si_coordination_pairs", [])
-                far = [d for d in fr["defects"]
-                       if 6.0 < d["centre_A"][0] < W * px - 6.0 and 6.0 < d["centre_A"][1] < H * px - 6.0]
+                m2 = atom_metrics(chem.atoms.xy_A, xy, 0.5, chem.atoms.species, fr["species"],
+                                  chem.coordination, fr["coordination_designed"], true_mask=inner)
+                acc["si_pairs_designed"] += m2.extra.get("si_coordination_pairs", [])
+                far = [d for d in fr["defects"] if d["kind"] != "adatom"
+                       and 6.0 < d["centre_A"][0] < W * px - 6.0 and 6.0 < d["centre_A"][1] < H * px - 6.0]
+                ad = np.flatnonzero(fr.get("adatom", np.zeros(0, bool)) & inner_all)
+                if len(ad):
+                    fi, ti = match_mutual(chem.atoms.xy_A, xy[ad], 0.5)
+                    acc["adatoms"][0] += int((chem.atoms.species[fi] == 2).sum())
+                    acc["adatoms"][1] += len(ad)
                 dm = defect_metrics(chem.defects, far, chem.atoms.pixel_size_A)
                 acc["formula"][0] += dm["formula_correct"]
                 acc["formula"][1] += dm["n_true"]
@@ -187,15 +197,19 @@ def _row(dose, px, n, acc) -> dict:
             "recall": _ratio(matched, n_true), "precision": _ratio(matched, n_found),
             "rmse_A": round(float(np.sqrt(sq / matched)), 4) if matched else None,
             "si": len(si), "si_coordination": _ratio(sum(a == b for a, b in si), len(si)),
+            "si_coord_designed": _ratio(sum(a == b for a, b in acc["si_pairs_designed"]), len(acc["si_pairs_designed"])),
             "defects": int(acc["formula"][1]), "formula": _ratio(*acc["formula"]),
             "vacancies": int(acc["vac"][1]), "vacancy_recall": _ratio(*acc["vac"]),
+            "adatoms": int(acc["adatoms"][1]), "other_recall": _ratio(*acc["adatoms"]),
             "misses": acc.get("misses", [])}
 
 
 def _row_pooled(pooled: dict, n) -> dict:
     acc = {"sq_err": sum(pooled["sq_err"], []), "si_pairs": sum(pooled["si_pairs"], []),
+           "si_pairs_designed": sum(pooled["si_pairs_designed"], []),
            "formula": list(np.sum(pooled["formula"], 0)), "vac": list(np.sum(pooled["vac"], 0)),
-           "det": list(np.sum(pooled["det"], 0)), "misses": sum(pooled.get("misses", []), [])}
+           "det": list(np.sum(pooled["det"], 0)), "misses": sum(pooled.get("misses", []), []),
+           "adatoms": list(np.sum(pooled["adatoms"], 0))}
     out = _row(1e4, "all", n, acc)
     out["dose"] = ">=1e4"
     return out
