@@ -1,0 +1,49 @@
+"""Criterion 5 end to end: shipped network -> atoms -> graph on held-out simulated frames.
+
+Frames come from engine.sim with the held-out seed (engine.chem.heldout.HELDOUT_SEED, never used in
+training). The quick test checks one high-dose cell; the slow one is the criterion's table (doses
+>= 1e4, both pixel sizes, 10 frames per cell): ``pytest -m slow tests/test_chem_accuracy.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("engine.sim")
+
+
+@pytest.fixture(scope="module")
+def inferencer():
+    from engine.infer.model import DEFAULT_MODEL
+
+    if not DEFAULT_MODEL.exists():
+        pytest.skip(f"no shipped model at {DEFAULT_MODEL}")
+    from engine.infer import Inferencer
+    from stemwatch.config import InferenceConfig
+
+    with Inferencer(InferenceConfig(backend="onnx")) as inf:
+        yield inf
+
+
+def test_heldout_high_dose(inferencer):
+    from engine.chem.heldout import run_heldout
+
+    table = run_heldout(n_frames=2, doses=(1e5,), pixel_sizes=(0.05, 0.1), inferencer=inferencer, progress=False)
+    tot = table["totals_dose_ge_1e4"]
+    assert table["source"] == "engine.sim"
+    assert tot["atoms"] > 500 and tot["si"] >= 5
+    assert tot["rmse_A"] <= 0.1
+    assert tot["recall"] >= 0.95 and tot["precision"] >= 0.95
+    assert tot["si_coord_designed"] >= 0.9
+
+
+@pytest.mark.slow
+def test_criterion_5(inferencer):
+    from engine.chem.heldout import run_heldout
+
+    table = run_heldout(n_frames=10, doses=(1e4, 1e5, 1e6), inferencer=inferencer, progress=False)
+    tot = table["totals_dose_ge_1e4"]
+    assert tot["rmse_A"] <= 0.1, tot
+    assert tot["si_coord_designed"] >= 0.98, tot
+    assert tot["formula"] >= 0.95, tot
+    assert tot["vacancy_recall"] >= 0.95, tot
