@@ -273,7 +273,7 @@ def _clear(sample: Sample, atom_id: int, bonded, min_A: float = 2.4) -> None:
 
 
 def add_cluster(sample: Sample, atom_id: int, n_si: int = 3, outer_ids=None) -> list[int]:
-    """A small Si cluster: a Si and ``n_si - 1`` of its neighbours become Si (Si-Si ~1.95 A).
+    """A small Si cluster: a Si and ``n_si - 1`` of its neighbours become Si (projected Si-Si ~1.8 A).
 
     outer_ids : which neighbours become Si (default: the nearest ``n_si - 1``).
     A "rotor" candidate: :func:`rotate_group` turns it in place.
@@ -290,12 +290,14 @@ def add_cluster(sample: Sample, atom_id: int, n_si: int = 3, outer_ids=None) -> 
         bonded[j] = [int(x) for x in sample.lattice_neighbours(j, 3)]
     i = sample.index(atom_id)[0]
     centre = sample.xy_A[i].copy()
-    _relax_shell(sample, centre, 2.6, 6.0, 0.12)
-    _push(sample, centre, outer, 1.95)
+    # Si-Si projected ~1.8 A (as the dimer); a wider outward relaxation keeps every second-neighbour
+    # C-C pair clear of the 1.9 A bond cutoff (the earlier 1.95 A / 0.12 A strain left pairs at 1.94 A).
+    _relax_shell(sample, centre, 2.6, 7.0, 0.3)
+    _push(sample, centre, outer, SI_SI_DIMER_A)
     _push(sample, centre, nb[n_si - 1:], SI_C_3FOLD_A)
     for j in outer:
         cs = [x for x in bonded[j] if x != atom_id]
-        _push(sample, sample.xy_A[sample.index(j)[0]], cs, 1.8)
+        _push(sample, sample.xy_A[sample.index(j)[0]], cs, SI_C_3FOLD_A)
     for sid, bl in bonded.items():
         _clear(sample, sid, bl)
     return _mark(sample, [int(atom_id)] + outer, "cluster", f"cluster{n_si}", SI)
