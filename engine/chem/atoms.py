@@ -311,14 +311,21 @@ def _clear_around_heavy(atoms: Atoms, sep_px: float) -> np.ndarray:
     maximum on its flank); between two heavy atoms the more confident stays."""
     keep = np.ones(len(atoms), bool)
     heavy = np.flatnonzero(atoms.species != 0)
-    lists = cKDTree(atoms.xy_px).query_ball_point(atoms.xy_px[heavy], sep_px)
-    cnt = np.fromiter((len(x) for x in lists), np.int64, len(lists))
-    if cnt.max(initial=0) <= 1:
-        return keep
-    h = np.repeat(heavy, cnt)
-    j = np.fromiter((k for x in lists for k in x), np.int64, int(cnt.sum()))
+    xy = atoms.xy_px
+    if len(heavy) * len(xy) <= 4_000_000:                 # few heavy atoms: direct distances
+        dx = xy[None, :, 0] - xy[heavy, 0][:, None]
+        dy = xy[None, :, 1] - xy[heavy, 1][:, None]
+        hh, j = np.nonzero(dx * dx + dy * dy < sep_px * sep_px)
+        h = heavy[hh]
+    else:
+        lists = cKDTree(xy).query_ball_point(xy[heavy], sep_px)
+        cnt = np.fromiter((len(x) for x in lists), np.int64, len(lists))
+        h = np.repeat(heavy, cnt)
+        j = np.fromiter((k for x in lists for k in x), np.int64, int(cnt.sum()))
     other = h != j
     h, j = h[other], j[other]
+    if len(h) == 0:
+        return keep
     light = atoms.species[j] == 0
     keep[j[light]] = False
     hh, jj = h[~light], j[~light]

@@ -165,8 +165,11 @@ def _close_dangling_pairs(xy_A, species, i, j, d, cutoff, maxc):
         return i, j, d
     a, b = under[pairs[:, 0]], under[pairs[:, 1]]
     dd = np.hypot(*(xy_A[a] - xy_A[b]).T)
-    existing = set((np.minimum(i, j) * n + np.maximum(i, j)).tolist())
-    new = ~np.isin(np.minimum(a, b) * n + np.maximum(a, b), list(existing))
+    is_under = np.zeros(n, bool)
+    is_under[under] = True
+    both = is_under[i] & is_under[j]                   # existing bonds between dangling atoms
+    existing = np.minimum(i[both], j[both]) * n + np.maximum(i[both], j[both])
+    new = ~np.isin(np.minimum(a, b) * n + np.maximum(a, b), existing)
     a, b, dd = a[new], b[new], dd[new]
     taken = np.zeros(n, bool)
     add = []
