@@ -69,7 +69,11 @@ def load_ground_truth(path: str | Path) -> Truth:
     """
     from engine.sim.truth import load_truth
 
-    gt = load_truth(path)
+    return as_truth(load_truth(path))
+
+
+def as_truth(gt) -> Truth:
+    """Normalise an :class:`engine.sim.truth.GroundTruth` (or anything shaped like it) to :class:`Truth`."""
     ps = float(_get(gt, "pixel_size_A", "pixel_size"))
     frames_src = _get(gt, "frames")
     frames = []
@@ -224,6 +228,8 @@ def evaluate(out_dir: str | Path, ground_truth, match_radius_A: float = 0.5, max
 def _truth_event_position(ev: dict, gt_pos: dict, seqs: list) -> np.ndarray | None:
     """Where the event's atom is: at the event frame, else the nearest frame (earlier first: an
     ejected atom exists only before its event)."""
+    if ev.get("x") is not None and ev.get("y") is not None:     # the simulator records where it happened
+        return np.array([float(ev["x"]), float(ev["y"])])
     g, f = int(ev["atom_id"]), int(ev["frame"])
     for df in [0] + [s * k for k in range(1, 31) for s in (-1, 1)]:
         xy = gt_pos.get((f + df, g))

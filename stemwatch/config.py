@@ -103,9 +103,11 @@ class TrackingConfig:
     confirm_frames: int = 2                          # a new track counts after this many hits
     process_noise_A: float = 0.05                    # Kalman process noise (thermal jitter)
     measurement_noise_A: float = 0.08                # Kalman measurement noise (localisation)
-    hop_radius_A: float = 2.3                        # a heavy atom (Si) may jump this far (one bond + margin)
+    hop_radius_A: float = 3.6                        # a heavy atom (Si) may jump this far (a bond exchange,
+                                                     # 1.4 A; a Si3 rotor step, ~3.4 A)
     hop_min_A: float = 1.0                           # a heavy atom this far from its site has hopped
-    hop_cost: float = 0.25                           # cost of a hop, fraction of birth+death, x (0.5 + d/hop_radius)
+    hop_cost: float = 0.25                           # cost of a hop, fraction of birth+death, x (0.8 + 0.2 d/hop_radius)
+    pivot_hop_cost: float = 0.15                     # extra hop cost of a heavy atom bonded to 2+ heavy atoms
     species_mismatch_cost: float = 0.8               # cost of a species change, fraction of birth+death
     tentative_cost: float = 0.3                      # extra cost of matching a not yet confirmed track
     light_hops: bool = True                          # left-over C tracks may follow a C one bond away

@@ -17,8 +17,9 @@ kind                      rule (all states debounced k of n)
                           (one event for the group instead of hops)
 ``dimer_formed/broken``   a Si track becomes / stops being bonded to another heavy atom (one event
                           per pair)
-``formula_changed``       the formula of a Si's defect group changes with no other event explaining
-                          it (no coordination / dimer / hop event of that track in the last n frames)
+``formula_changed``       the heavy-atom part of a Si's defect-group formula changes (``Si1`` ->
+                          ``Si2`` of Si1C3 -> Si2C6) with no other event of that track in the last n
+                          frames explaining it (dimer, hop, coordination)
 ``vacancy_created``       a confirmed C track ends away from the field edge, no atom took its site,
                           and it was not bonded to a heavy atom (then the Si's event reports it)
 ``new_motif``             a defect whose motif is ``new motif k`` is present at the same place k of n
@@ -227,7 +228,7 @@ class EventLogic:
             sp_r = st.sp_state[r]
             if sp_r == SI:
                 emit("si_lost", r, first, "Si", "left field" if edge else "ejected", count / n, xy_px=xy_px)
-            elif sp_r == C and not edge and not st.heavy_nb[r]:   # next to a Si: the Si's event says it
+            elif sp_r == C and not edge and st.heavy_nb[r] == 0:   # next to a Si: the Si's event says it
                 if tree is not None and np.isfinite(tree.query(pred_A, k=1,
                                                                distance_upper_bound=tr.cfg.max_speed_A_per_frame)[0]):
                     continue                                   # another atom sits on the site

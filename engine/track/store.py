@@ -20,7 +20,7 @@ SCALARS: dict[str, tuple] = {
     "last_px": (np.float64, (2,), 0.0),    # last measured position, input-frame px (x, y)
     "conf": (np.float32, (), 0.0),         # last detection confidence
     "last_sp": (np.int16, (), UNKNOWN),    # last observed species code
-    "heavy_nb": (np.bool_, (), False),     # last seen bonded to a heavy atom (Si, other)
+    "heavy_nb": (np.int8, (), 0),          # heavy atoms (Si, other) it was last seen bonded to
     "born_seq": (np.int64, (), -1),
     "last_seq": (np.int64, (), -1),
     "last_event_seq": (np.int64, (), -(1 << 40)),

@@ -17,10 +17,11 @@ Assignment. Costs are normalised innovations ``d^2 / (P + r^2)``; an edge exists
 ``max_speed_A_per_frame`` of the prediction (KD-tree gate). Birth + death cost ``G`` equals the gate
 at the steady-state innovation variance, so any gated pair beats a death plus a birth. A heavy
 track (Si, other) may also *hop* to a same-species detection up to ``hop_radius_A`` away at cost
-``hop_cost * G * (0.5 + d / hop_radius_A)``; a species change costs ``species_mismatch_cost * G``. So a Si that dims for a
+``hop_cost * G * (0.8 + 0.2 d / hop_radius_A)``; a species change costs ``species_mismatch_cost * G``. So a Si that dims for a
 frame and reads as C keeps its track, while a Si that exchanges its site with a neighbouring C
-follows the Si. Left-over C tracks and detections one bond apart are matched in a second, small
-pass (the C of a site exchange).
+follows the Si (and the Si of a rotating cluster, ~3.4 A, follow the rotation). Left-over C tracks
+are matched to left-over C detections on a hopping heavy atom's old site in a second, small pass
+(the C of a site exchange or of a rotor).
 
 Events are decided by k-of-n state machines (:mod:`engine.track.debounce`) and described in
 :mod:`engine.track.events`.
@@ -29,6 +30,7 @@ Events are decided by k-of-n state machines (:mod:`engine.track.debounce`) and d
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +43,9 @@ from engine.track.events import EventLogic
 from engine.track.store import TrackStore
 from engine.types import C, SI, Chemistry, Event
 from stemwatch.config import EventConfig, TrackingConfig
+
+
+_HEAVY_PART = re.compile(r"C\d+$")
 
 
 @dataclass
@@ -84,8 +89,10 @@ def _features(chem: Chemistry, codes: dict) -> dict:
              and len(chem.coordination) == n else n_c + n_heavy)
     formula = np.full(n, UNKNOWN, np.int16)
     if chem.defects and chem.atom_defect is not None and len(chem.atom_defect) == n:
-        dcode = np.array([codes.setdefault(d.formula, len(codes)) for d in chem.defects] + [UNKNOWN],
-                         np.int16)
+        # the heavy-atom part of the formula ("Si2" of "Si2C6"): changes of the C count are the
+        # coordination events' business (and flicker with bond lengths near a cutoff)
+        dcode = np.array([codes.setdefault(_HEAVY_PART.sub("", d.formula), len(codes)) for d in chem.defects]
+                         + [UNKNOWN], np.int16)
         ad = np.asarray(chem.atom_defect, np.int64)
         formula = dcode[np.where(ad >= 0, ad, len(chem.defects))]
     return {"sp": sp, "n_c": n_c, "n_heavy": n_heavy, "coord": coord, "formula": formula}
@@ -229,7 +236,7 @@ class Tracker:
             st.last_px[mt] = atoms.xy_px[md]
             st.conf[mt] = conf[md]
             st.last_sp[mt] = sp[md]
-            st.heavy_nb[mt] = feats["n_heavy"][md] > 0
+            st.heavy_nb[mt] = np.minimum(feats["n_heavy"][md], 127)
         matched_t = np.zeros(T, bool)
         matched_t[mt] = True
         self.left_field = np.zeros(T, bool)
@@ -253,7 +260,7 @@ class Tracker:
             self._next_id += len(newd)
             sl = st.append(len(newd), id=ids, pos=world[newd], P=np.full(len(newd), r2),
                            anchor=world[newd], last_px=atoms.xy_px[newd], conf=conf[newd], last_sp=sp[newd],
-                           heavy_nb=feats["n_heavy"][newd] > 0,
+                           heavy_nb=np.minimum(feats["n_heavy"][newd], 127),
                            born_seq=seq, last_seq=seq, hits=1, misses=0,
                            confirmed=cfg.confirm_frames <= 1, initial=first, edge_born=edge & ~first)
             det_track[newd] = np.arange(sl.start, sl.stop)
@@ -307,7 +314,7 @@ class Tracker:
         is_hop = np.zeros(len(ti), bool)
         heavy = np.flatnonzero((tsp != C) & (tsp != UNKNOWN))
         if len(heavy) and cfg.hop_radius_A > gate:
-            hd, hj = tree.query(pred[heavy], k=12, distance_upper_bound=cfg.hop_radius_A)
+            hd, hj = tree.query(pred[heavy], k=32, distance_upper_bound=cfg.hop_radius_A)
             hok = np.isfinite(hd) & (hd > gate)
             hti = np.broadcast_to(heavy[:, None], hd.shape)[hok]
             hdj = hj[hok]
@@ -316,7 +323,10 @@ class Tracker:
             dj = np.concatenate([dj, hdj[same]])
             # the nearer of two candidate sites wins (a rotating cluster keeps its identities)
             hop_d = hd[hok][same]
-            cost = np.concatenate([cost, cfg.hop_cost * G * (0.5 + hop_d / cfg.hop_radius_A)])
+            hop_cost = cfg.hop_cost * G * (0.8 + 0.2 * hop_d / cfg.hop_radius_A)
+            # the pivot of a cluster (bonded to 2+ heavy atoms) stays while its ring turns
+            hop_cost += np.where(st.heavy_nb[hti[same]] >= 2, cfg.pivot_hop_cost * G, 0.0)
+            cost = np.concatenate([cost, hop_cost])
             is_hop = np.concatenate([is_hop, np.ones(int(same.sum()), bool)])
         known = tsp[ti] != UNKNOWN
         cost = cost + np.where(known & (sp[dj] != tsp[ti]), cfg.species_mismatch_cost * G, 0.0)
@@ -329,9 +339,47 @@ class Tracker:
         pos = np.searchsorted(key[order], mt * len(xy_A) + md)
         hop = is_hop[order[pos]] if len(mt) else np.zeros(0, bool)
 
+        if hop.any():
+            self._ring_rotations(pred, xy_A, tsp, mt, md, hop)
         if cfg.light_hops:
             mt, md, hop = self._light_hop_pass(st, tree, xy_A, sp, tsp, pred, mt, md, hop, G)
         return mt, md, hop
+
+    def _ring_rotations(self, pred, xy_A, tsp, mt, md, hop) -> None:
+        """Prefer a rigid rotation to a jump across a ring (in place on ``md``/``hop``).
+
+        When a heavy track A jumps from p_A across to q_A and a same-species heavy track B sat still
+        at p_B with p_A, p_B, q_A an equilateral triangle (three sites around a cluster centre), the
+        images are explained equally by "A jumped across" and by "the ring turned: A -> p_B,
+        B -> q_A" (a rotor step). Identical atoms cannot be told apart; the rotation is the
+        physical move (and the simulator's truth), so A and B exchange detections. Rare: a loop over
+        the few long hops of this frame.
+        """
+        tol = 0.45
+        long_hops = np.flatnonzero(hop)
+        if not len(long_hops):
+            return
+        still = np.flatnonzero(~hop & (tsp[mt] != C) & (tsp[mt] != UNKNOWN))
+        if not len(still):
+            return
+        for i in long_hops:
+            a = mt[i]
+            pa, qa = pred[a], xy_A[md[i]]
+            L = float(np.hypot(*(qa - pa)))
+            if L < 2.0:
+                continue                                   # an exchange with a neighbour, not across a ring
+            b_rows = still[(tsp[mt[still]] == tsp[a])]
+            if not len(b_rows):
+                continue
+            pb = pred[mt[b_rows]]
+            ok = (np.abs(np.hypot(*(pb - pa).T) - L) < tol) & (np.abs(np.hypot(*(pb - qa).T) - L) < tol)
+            ok &= np.hypot(*(xy_A[md[b_rows]] - pb).T) < tol          # B really sat still
+            if ok.sum() != 1:
+                continue
+            j = b_rows[np.flatnonzero(ok)[0]]
+            md[i], md[j] = md[j], md[i]
+            hop[j] = True
+            still = still[still != j]
 
     def _light_hop_pass(self, st, tree, xy_A, sp, tsp, pred, mt, md, hop, G):
         """Second pass for site exchanges: when a heavy track hopped, the left-over track of the atom
