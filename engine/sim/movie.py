@@ -38,7 +38,7 @@ from typing import Iterator
 import numpy as np
 
 from engine.sim import structures as st
-from engine.sim.imaging import ImagingParams, render
+from engine.sim.imaging import ImagingParams, apparent_positions, render
 from engine.sim.truth import FrameTruth, GroundTruth
 from engine.types import C, SI
 
@@ -216,8 +216,9 @@ class MovieSimulator:
 
     def _free_site(self, rng, lo, hi, taken: list, sep: float, centre: bool = False) -> int | None:
         b = self.base
+        m = min(5.0, 0.25 * float(np.min(hi - lo)))          # keep dopants off the field's edge
         for _ in range(200):
-            p = (lo + hi) / 2 if centre else rng.uniform(lo + 5.0, hi - 5.0)
+            p = (lo + hi) / 2 if centre else rng.uniform(lo + m, hi - m)
             centre = False
             if taken and np.hypot(*(np.array(taken) - p).T).min() < sep:
                 continue
@@ -506,11 +507,10 @@ class MovieSimulator:
         return out
 
     # ------------------------------------------------------------------------------ frames
-    def _to_px(self, xy_A: np.ndarray, origin: np.ndarray, drift_px: np.ndarray) -> np.ndarray:
+    def _to_px(self, xy_A: np.ndarray, origin: np.ndarray, params: ImagingParams) -> np.ndarray:
         """Sample A -> where it appears in the frame (px), as render() maps it."""
         xy = (np.atleast_2d(xy_A) - origin) / self.spec.pixel_size_A
-        t = np.clip(xy[:, 1] / max(self.spec.shape_px[0] - 1, 1), 0, 1)
-        return xy + t[:, None] * drift_px[None, :]
+        return apparent_positions(xy, params, tuple(self.spec.shape_px), float(self.spec.pixel_size_A))
 
     def frames(self, keep: bool = False) -> Iterator[tuple[np.ndarray, FrameTruth]]:
         """Yield ``(image, FrameTruth)`` for every frame (forever when ``n_frames`` is None).
@@ -529,7 +529,6 @@ class MovieSimulator:
             params = dataclasses.replace(self.imaging)
             if spec.in_frame_drift:
                 params.drift_in_frame_A = (float(-step[0]), float(-step[1]))
-            drift_px = np.asarray(params.drift_in_frame_A, float) / ps
             evs = self._events_for(f) if f > 0 else []
             if any(e["kind"] != "flicker" for e in evs):
                 self.sample = self._build()
@@ -548,11 +547,14 @@ class MovieSimulator:
             coord = st.coordination(st.Sample(s.xy_A[near], s.species[near], s.z[near], s.ids[near],
                                               s.label[near], s.lattice[near]))
             inside = (xy_px[:, 0] >= -0.5) & (xy_px[:, 0] < w - 0.5) & (xy_px[:, 1] >= -0.5) & (xy_px[:, 1] < h - 0.5)
-            evs = self._finish_events(evs, cur, xy_px, origin, drift_px)
+            evs = self._finish_events(evs, cur, xy_px, origin, params)
             self.events += evs
-            truth = FrameTruth(seq=f, xy_px=xy_px[inside], xy_A=xy_px[inside] * ps, species=cur.species[inside].copy(),
-                               ids=cur.ids[inside].copy(), coordination=coord[inside],
-                               label=cur.label[inside].copy(), origin_A=np.asarray(origin, float).copy(), events=evs)
+            bright = (cur.z[inside] / s.z[near][inside].astype(float)) ** params.gamma
+            truth = _make(FrameTruth, seq=f, xy_px=xy_px[inside], xy_A=xy_px[inside] * ps,
+                          species=cur.species[inside].copy(), ids=cur.ids[inside].copy(), coordination=coord[inside],
+                          label=cur.label[inside].copy(), lattice=cur.lattice[inside].copy(), z=s.z[near][inside].copy(),
+                          intensity=bright.astype(np.float32), origin_A=np.asarray(origin, float).copy(),
+                          t_s=f * spec.frame_time_s, events=evs)
             if keep:
                 self.frames_kept.append(truth)
             if spec.output == "uint16":
@@ -560,7 +562,7 @@ class MovieSimulator:
             yield img, truth
             f += 1
 
-    def _finish_events(self, evs: list, cur: st.Sample, xy_px: np.ndarray, origin, drift_px) -> list:
+    def _finish_events(self, evs: list, cur: st.Sample, xy_px: np.ndarray, origin, params) -> list:
         """Fill each event's position (px and A in its frame) and make hops' sites readable."""
         ps = self.spec.pixel_size_A
         out = []
@@ -569,11 +571,11 @@ class MovieSimulator:
             e = dict(e)
             gone = e.pop("_gone_xy", None)
             j = pos.get(e["atom_id"])
-            xy = xy_px[j] if j is not None else self._to_px(gone, origin, drift_px)[0]
+            xy = xy_px[j] if j is not None else self._to_px(gone, origin, params)[0]
             e["x"], e["y"] = float(xy[0]), float(xy[1])
             e["x_A"], e["y_A"] = float(xy[0] * ps), float(xy[1] * ps)
             if e["kind"] == "si_hop":
-                a, b = (self._to_px(self._site_xy(x), origin, drift_px)[0] for x in (e["before"], e["after"]))
+                a, b = (self._to_px(self._site_xy(x), origin, params)[0] for x in (e["before"], e["after"]))
                 e["before"] = f"site ({a[0]:.1f}, {a[1]:.1f}) px"
                 e["after"] = f"site ({b[0]:.1f}, {b[1]:.1f}) px"
             out.append(e)
@@ -590,7 +592,15 @@ class MovieSimulator:
 
     def ground_truth(self) -> GroundTruth:
         """The truth of the frames produced so far with ``keep=True``."""
-        return GroundTruth(frames=list(self.frames_kept), events=list(self.events), meta=self.meta())
+        m = self.meta()
+        return _make(GroundTruth, pixel_size_A=m["pixel_size_A"], shape_px=tuple(m["shape_px"]),
+                     frame_time_s=m["frame_time_s"], frames=list(self.frames_kept), events=list(self.events), meta=m)
+
+
+def _make(cls, **kw):
+    """``cls(**kw)`` with only the fields ``cls`` has (truth classes may carry more or fewer fields)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in kw.items() if k in names})
 
 
 def simulate_movie(spec: MovieSpec) -> Iterator[tuple[np.ndarray, FrameTruth]]:
