@@ -229,3 +229,19 @@ def test_dangling_pairs_close_into_pentagons():
     s2 = single_defect("divacancy")
     assert [(d.kind, d.formula) for d in chemistry_from_positions(s2.xy_A, s2.species, CFG).defects] == \
         [("divacancy", "V2")]
+
+
+def test_heavy_adatom_over_a_hexagon_leaves_the_lattice_intact():
+    s = graphene(24, 24)
+    pristine = chemistry_from_positions(s.xy_A, s.species, CFG)
+    r = int(np.argmin(np.hypot(*(pristine.rings.centre_A - [12, 12]).T)))
+    hollow = pristine.rings.centre_A[r]
+    assert np.allclose(np.hypot(*(s.xy_A[pristine.rings[r]] - hollow).T), 1.42, atol=1e-6)
+    xy = np.vstack([s.xy_A, hollow])
+    sp = np.r_[s.species, 2].astype(np.int8)
+    chem = chemistry_from_positions(xy, sp, CFG)
+    assert [(d.kind, d.formula) for d in chem.defects] == [("heavy-atom", "X1C6")]
+    assert chem.coordination[-1] == 6
+    inner = interior(s.xy_A)
+    assert (chem.coordination[:-1][inner] == 3).all()
+    assert set(chem.rings.sizes.tolist()) == {6}

@@ -51,12 +51,16 @@ def build_chemistry(atoms: Atoms, cfg, motifs=None, image: np.ndarray | None = N
     n = len(atoms)
     xy_A = atoms.xy_A
     sp = np.asarray(atoms.species)
-    bonds, blen, scale = _graph.find_bonds(xy_A, sp, cfg)
+    adatom = _graph.adatom_mask(xy_A, sp)
+    bonds, blen, scale = _graph.find_bonds(xy_A, sp, cfg, exclude=adatom)
     coord = _graph.coordination(n, bonds)
     f = _graph.faces(xy_A, bonds)
     rings = _graph.ring_list(xy_A, f)
     edge_zone = _defects.near_frame_edge(atoms.xy_px, atoms.frame_shape, atoms.pixel_size_A, cfg.edge_margin_A)
-    dop = _defects.dopant_groups(sp, bonds, coord, atoms.xy_px)
+    dop = _defects.dopant_groups(sp, bonds, coord, atoms.xy_px, heavy=(sp != 0) & ~adatom)
+    if adatom.any():
+        other_c = float(_graph.cutoff_table(cfg.bond_cutoff_A)[2, 0]) * scale
+        dop += _defects.heavy_adatoms(xy_A, atoms.xy_px, np.where(adatom, sp, np.minimum(sp, 1)), coord, other_c)
     in_dop = np.zeros(n, bool)
     for d in dop:
         in_dop[d.members] = True

@@ -134,11 +134,30 @@ def _groups(labels: np.ndarray, members: np.ndarray) -> list[np.ndarray]:
     return np.split(members, cuts)
 
 
-def dopant_groups(species: np.ndarray, bonds: np.ndarray, coord: np.ndarray, xy_px: np.ndarray
-                  ) -> list[Defect]:
-    """Dopant groups (see the module docstring)."""
+def heavy_adatoms(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, coord: np.ndarray,
+                  cutoff_A: float) -> list[Defect]:
+    """Heavy adatoms (species "other" over a hexagon, kept out of the bond graph).
+
+    Each is a ``heavy-atom`` defect ``X1C{n}`` with its n C within ``cutoff_A`` (6 over a hexagon's
+    centre); ``coord`` (in place) gets n for the heavy atom. ``species``: only the adatoms are 2.
+    """
+    out = []
+    xs = np.flatnonzero(species == OTHER)
+    cs = np.flatnonzero(species == C)
+    for x in xs:                                            # a few per frame
+        d = np.hypot(*(xy_A[cs] - xy_A[x]).T)
+        nb = cs[d < cutoff_A]
+        coord[x] = len(nb)
+        out.append(Defect("heavy-atom", f"X1C{len(nb)}", np.r_[x, nb].astype(np.int32),
+                          (float(xy_px[x, 0]), float(xy_px[x, 1]))))
+    return out
+
+
+def dopant_groups(species: np.ndarray, bonds: np.ndarray, coord: np.ndarray, xy_px: np.ndarray,
+                  heavy: np.ndarray | None = None) -> list[Defect]:
+    """Dopant groups (see the module docstring); ``heavy``: which atoms seed groups (default non-C)."""
     n = len(species)
-    heavy = species != C
+    heavy = (species != C) if heavy is None else heavy
     if not heavy.any():
         return []
     hb = heavy[bonds[:, 0]] | heavy[bonds[:, 1]]
@@ -197,10 +216,13 @@ def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bo
         island |= np.isin(comp, comp[corner_atom[island_faces[corner_face]]])
     # faces that are not hexagons and C that is not 3-fold, away from the frame edge and islands
     dface = pos & (f.size != 6) & ~touches_edge
-    anom = is_c & (coord != 3) & ~edge_zone & ~island
+    # an atom on a non-hexagonal face that reaches the frame edge may miss a neighbour beyond it
+    edge_affected = np.zeros(n, bool)
+    edge_affected[corner_atom[(touches_edge & pos & (f.size != 6))[corner_face]]] = True
+    anom = is_c & (coord != 3) & ~edge_zone & ~island & ~edge_affected
     outer_atom = np.zeros(n, bool)
     outer_atom[corner_atom[~pos[corner_face]]] = True
-    edge_atom = outer_atom & (coord < 3) & ~edge_zone & is_c & ~island
+    edge_atom = outer_atom & (coord < 3) & ~edge_zone & is_c & ~island & ~edge_affected
     anom_or_edge = anom | edge_atom
     out: list[Defect] = []
     islands: list[np.ndarray] = []
@@ -242,21 +264,21 @@ def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bo
             continue                                            # rings of a dopant group (e.g. Si1C4)
         under = members[(coord[members] < 3) & is_c[members]]
         rings_only = [int(f.size[k]) for k in faces_here if int(k) not in pores]
-        if any(s <= 4 for s in sizes):
+        big = [k for k in pores if missing[k] >= 3]
+        # a big pore that is bright on the raw frame, or holds an island, is covered, not empty
+        covered = any((pore_brightness is not None and pore_brightness[k] > 0.5)
+                      or (len(island_centres) and (np.hypot(*(island_centres - f.centre_A[k]).T)
+                                                   < np.sqrt(f.area_A2[k] / np.pi)).any()) for k in big)
+        if any(s <= 4 for s in sizes) or covered:
             kind, formula = "contamination", ""                 # no 3- or 4-rings in graphene: disorder
+        elif big:                                               # a hole, with whatever lines its rim
+            kind, formula = "hole", f"V{sum(missing[k] for k in pores)}"
         elif sizes in PATTERNS:
             kind, formula = PATTERNS[sizes]
         elif len(sizes) == 1 and pores:
-            k = pores[0]
-            n_missing = missing[k]
-            radius = np.sqrt(f.area_A2[k] / np.pi)
-            holds_island = bool(len(island_centres)) and bool(
-                (np.hypot(*(island_centres - f.centre_A[k]).T) < radius).any())
-            if holds_island or (pore_brightness is not None and pore_brightness[k] > 0.5):
-                kind, formula = "contamination", ""
-            else:
-                kind = {1: "vacancy", 2: "divacancy"}.get(n_missing, "hole")
-                formula = f"V{n_missing}"
+            n_missing = missing[pores[0]]
+            kind = {1: "vacancy", 2: "divacancy"}.get(n_missing, "hole")
+            formula = f"V{n_missing}"
         elif not sizes:
             kind, formula = "topological", "C" + "".join(str(int(c)) for c in np.sort(coord[atoms_here]))
         else:

@@ -25,10 +25,24 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from engine.types import SPECIES
+from engine.types import OTHER, SPECIES
 
 CC_A = 1.42
 HEX_AREA_A2 = 1.5 * np.sqrt(3.0) * CC_A**2      # 5.24 A^2
+
+
+def adatom_mask(xy_A: np.ndarray, species: np.ndarray, r_A: float = 1.75, min_c: int = 5) -> np.ndarray:
+    """(N,) bool: "other" atoms sitting on the sheet: >= ``min_c`` C within ``r_A`` (over a hexagon
+    centre there are 6 at 1.42 A) or any C closer than 1.6 A (a substitutional heavy atom has its 3-4
+    C at >= 1.75 A)."""
+    out = np.zeros(len(species), bool)
+    xs = np.flatnonzero(species == OTHER)
+    if len(xs) == 0:
+        return out
+    cs = xy_A[species == 0]
+    d2 = (cs[None, :, 0] - xy_A[xs, 0][:, None]) ** 2 + (cs[None, :, 1] - xy_A[xs, 1][:, None]) ** 2
+    out[xs] = ((d2 < r_A * r_A).sum(1) >= min_c) | (d2.min(1, initial=np.inf) < 1.6**2)
+    return out
 
 
 def cutoff_table(cutoffs: dict) -> np.ndarray:
@@ -49,13 +63,22 @@ def max_coordination_table(max_coord: dict) -> np.ndarray:
     return np.array([int(max_coord.get(s, 4)) for s in SPECIES])
 
 
-def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray, float]:
-    """Bonds (M, 2) int32 (i < j), their lengths (M,) in A, and the cutoff scale used."""
+def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg, exclude: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Bonds (M, 2) int32 (i < j), their lengths (M,) in A, and the cutoff scale used.
+
+    ``exclude``: (N,) bool, atoms kept out of the graph (see :func:`adatom_mask`).
+    """
     n = len(xy_A)
     table = cutoff_table(cfg.bond_cutoff_A)
     if n < 2:
         return np.zeros((0, 2), np.int32), np.zeros(0), 1.0
     scale_max = 1.15 if cfg.calibrate_scale else 1.0
+    if exclude is not None and exclude.any():
+        # atoms on top of the sheet (heavy adatoms) take no part in the bond graph
+        lat = np.flatnonzero(~exclude)
+        b, d, sc = find_bonds(xy_A[lat], species[lat], cfg)
+        return lat[b].astype(np.int32).reshape(-1, 2), d, sc
     tree = cKDTree(xy_A, balanced_tree=False, compact_nodes=False)
     heavy = species != 0
     # C-C pairs from one query; pairs touching a heavy atom from a second, per heavy atom (few)
