@@ -58,7 +58,7 @@ def default_imaging(dose_e_per_A2: float = 1e5) -> ImagingParams:
     want = dict(gamma=1.7, sigma_C_A2=0.02, probe_fwhm_A=0.95, astig_ratio=1.08, astig_angle_deg=30.0,
                 tail_fraction=0.15, tail_fwhm_A=3.0, tail_shift_A=0.1, dose_e_per_A2=dose_e_per_A2,
                 background_fraction=0.002, gradient_fraction=0.15, gradient_angle_deg=35.0,
-                gain_counts_per_e=2.0, offset_counts=100.0, read_noise_counts=1.5,
+                gain_counts_per_e=2.0, offset_counts=100.0, read_noise_counts=0.6,
                 row_jitter_px=0.15, flyback_prob=0.002, flyback_shift_px=1.5,
                 row_jitter_A=0.015, line_glitch_prob=0.002, line_glitch_A=0.15)
     names = {f.name for f in dataclasses.fields(ImagingParams)}
