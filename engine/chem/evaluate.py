@@ -308,9 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1, default=str))
         return 0
-    from engine.chem.heldout import run_heldout
+    from engine.chem.heldout import markdown_table, run_heldout
     table = run_heldout(seed=args.seed, n_frames=args.frames)
-    print(json.dumps(table, indent=1, default=str))
+    print(markdown_table(table))
     if args.json:
         args.json.write_text(json.dumps(table, indent=1, default=str))
     return 0

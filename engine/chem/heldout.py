@@ -213,3 +213,26 @@ def _row_pooled(pooled: dict, n) -> dict:
     out = _row(1e4, "all", n, acc)
     out["dose"] = ">=1e4"
     return out
+
+
+def markdown_table(table: dict) -> str:
+    """The held-out table as markdown (rows per cell, then the pooled doses >= 1e4)."""
+    cols = ["dose", "px_A", "frames", "atoms", "recall", "precision", "rmse_A", "si", "si_coordination",
+            "si_coord_designed", "defects", "formula", "vacancies", "vacancy_recall", "adatoms", "other_recall"]
+
+    def cell(v):
+        if v is None:
+            return "-"
+        if isinstance(v, (float, np.floating)):
+            return f"{float(v):.3f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in table["rows"] + [table["totals_dose_ge_1e4"]]:
+        lines.append("| " + " | ".join(cell(r.get(c)) for c in cols) + " |")
+    misses = table["totals_dose_ge_1e4"].get("misses", [])
+    lines.append("")
+    lines.append(f"seed {table['seed']}, {table['frames_per_cell']} frames per cell, source {table['source']}; "
+                 f"defects missed or misread at doses >= 1e4 (true -> found): "
+                 + (", ".join(misses) if misses else "none"))
+    return "\n".join(lines)
