@@ -162,7 +162,7 @@ def _evaluate(args) -> int:
     from engine.evaluate import evaluate, format_report
 
     report = evaluate(args.out_dir, args.ground_truth, match_radius_A=args.match_radius,
-                      max_latency_frames=args.max_latency)
+                      max_latency_frames=args.max_latency, warmup_frames=args.warmup, end_margin_frames=args.end_margin)
     print(format_report(report))
     if args.json:
         with open(args.json, "w") as fh:
@@ -226,5 +226,11 @@ def register(sub) -> None:
                    help="an atom is found when a detection lies within this distance (default %(default)s A)")
     p.add_argument("--max-latency", type=int, default=3, metavar="FRAMES",
                    help="an event counts when reported at most this many frames late (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=2, metavar="FRAMES",
+                   help="truth events in the first FRAMES analysed frames are not counted in recall (the "
+                        "state before them is not established yet; default %(default)s)")
+    p.add_argument("--end-margin", type=int, default=2, metavar="FRAMES",
+                   help="truth events in the last FRAMES frames are not counted in recall (no frames left to "
+                        "confirm them; default %(default)s)")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON")
     p.set_defaults(func=_evaluate)

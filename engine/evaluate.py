@@ -11,7 +11,9 @@ correspondence is preferred, as in CLEAR MOT). From these matches:
   the last time it was matched) and per 10,000 atom-frames, IDF1 = 2 IDTP / (GT + detections) with
   IDTP from the best one-to-one truth-id <-> track-id assignment;
 * events: a truth event is found when an event of the same kind is reported 0..``max_latency_frames``
-  frames after it within ``event_radius_A`` of the atom (each report used once); recall per kind,
+  frames after it within ``event_radius_A`` of the atom (each report used once); truth events in
+  the first ``warmup_frames`` or the last ``end_margin_frames`` analysed frames cannot be confirmed
+  inside the movie by an online k-of-n detector: they are matched but counted apart; recall per kind,
   precision, latency in frames, false events per 1,000 frames, and alarms near a truth "flicker"
   (which must raise none). Events about atoms entering or leaving the field of view (``before`` =
   "outside field" / ``after`` = "left field") are field bookkeeping, not transformations: they are
@@ -146,7 +148,7 @@ def _idf1(pairs_g: np.ndarray, pairs_h: np.ndarray, n_gt: int, n_hyp: int) -> tu
 
 
 def evaluate(out_dir: str | Path, ground_truth, match_radius_A: float = 0.5, max_latency_frames: int = 3,
-             event_radius_A: float = 2.5) -> dict:
+             event_radius_A: float = 2.5, warmup_frames: int = 2, end_margin_frames: int = 2) -> dict:
     """Score ``out_dir`` (from ``stemwatch analyze``) against ``ground_truth`` (a path, or a
     :class:`Truth`). Returns a JSON-serialisable report (see the module docstring)."""
     out_dir = Path(out_dir)
@@ -220,7 +222,8 @@ def evaluate(out_dir: str | Path, ground_truth, match_radius_A: float = 0.5, max
                     "si_coordination_correct": si_coord_ok / si_coord_n if si_coord_n else None},
         "tracking": {"mota": 1.0 - (fn + fp + idsw) / max(1, n_gt), "idf1": idf1, "idtp": idtp,
                      "id_switches": idsw, "id_switches_per_10k_atom_frames": 1e4 * idsw / max(1, n_gt)},
-        "events": _score_events(truth, events, gt_pos, analysed, ps, max_latency_frames, event_radius_A, n_frames),
+        "events": _score_events(truth, events, gt_pos, analysed, ps, max_latency_frames, event_radius_A, n_frames,
+                                warmup_frames, end_margin_frames),
     }
     return report
 
@@ -239,7 +242,7 @@ def _truth_event_position(ev: dict, gt_pos: dict, seqs: list) -> np.ndarray | No
 
 
 def _score_events(truth: Truth, events: list, gt_pos: dict, analysed: set, ps: float, max_lat: int,
-                  radius_A: float, n_frames: int) -> dict:
+                  radius_A: float, n_frames: int, warmup: int = 2, end_margin: int = 2) -> dict:
     seqs = sorted(analysed)
     r_px = radius_A / ps
     field = [e for e in events if e.get("before") in FIELD_BEFORE or e.get("after") in FIELD_AFTER]
@@ -250,10 +253,20 @@ def _score_events(truth: Truth, events: list, gt_pos: dict, analysed: set, ps: f
     per_kind: dict[str, dict] = {}
     latencies = []
     missed = []
-    for e in sorted(gt, key=lambda v: int(v["frame"])):
+    # An online detector needs a few frames to know the state before a change (warm-up) and after
+    # it (debounce): truth events in the first `warmup` or last `end_margin` analysed frames cannot
+    # be confirmed inside the movie. They are matched (a report of one is not false) but counted
+    # apart, not in recall.
+    lo, hi = (seqs[0] + warmup, seqs[-1] - end_margin) if seqs else (0, -1)
+    edge_found = edge_total = 0
+    for e in sorted(gt, key=lambda v: (not lo <= int(v["frame"]) <= hi, int(v["frame"]))):
         k = e["kind"]
+        countable = lo <= int(e["frame"]) <= hi
         pk = per_kind.setdefault(k, {"truth": 0, "found": 0, "reported": 0})
-        pk["truth"] += 1
+        if countable:
+            pk["truth"] += 1
+        else:
+            edge_total += 1
         xy = _truth_event_position(e, gt_pos, seqs)
         best, best_key = -1, None
         for i, h in enumerate(hyp):
@@ -270,9 +283,12 @@ def _score_events(truth: Truth, events: list, gt_pos: dict, analysed: set, ps: f
                 best, best_key = i, key
         if best >= 0:
             used[best] = True
-            pk["found"] += 1
-            latencies.append(best_key[0])
-        else:
+            if countable:
+                pk["found"] += 1
+                latencies.append(best_key[0])
+            else:
+                edge_found += 1
+        elif countable:
             missed.append({"frame": int(e["frame"]), "kind": k, "atom_id": int(e["atom_id"])})
     for h in hyp:
         per_kind.setdefault(h["kind"], {"truth": 0, "found": 0, "reported": 0})["reported"] += 1
@@ -283,10 +299,13 @@ def _score_events(truth: Truth, events: list, gt_pos: dict, analysed: set, ps: f
         if any(0 <= int(h["frame"]) - int(e["frame"]) <= max_lat and
                (xy is None or np.hypot(h["x"] - xy[0], h["y"] - xy[1]) <= r_px) for h in hyp):
             alarms += 1
-    n_gt = len(gt)
+    n_gt = len(gt) - edge_total
+    found = int(used.sum()) - edge_found
     return {
-        "truth_events": n_gt, "reported": len(hyp), "found": int(used.sum()),
-        "recall": used.sum() / n_gt if n_gt else None,
+        "truth_events": n_gt, "reported": len(hyp), "found": found,
+        "recall": found / n_gt if n_gt else None,
+        "unconfirmable_truth_events": edge_total, "unconfirmable_found": edge_found,
+        "warmup_frames": warmup, "end_margin_frames": end_margin,
         "precision": used.sum() / len(hyp) if hyp else None,
         "latency_frames_mean": float(np.mean(latencies)) if latencies else None,
         "latency_frames_max": int(np.max(latencies)) if latencies else None,
@@ -319,6 +338,8 @@ def format_report(r: dict) -> str:
         f"events      truth {ev['truth_events']}  reported {ev['reported']}  found {ev['found']}  "
         f"recall {f(ev['recall'])}  precision {f(ev['precision'])}  latency mean/max "
         f"{f(ev['latency_frames_mean'], '{:.2f}')}/{ev['latency_frames_max']} frames",
+        f"            not confirmable in the movie (first {ev['warmup_frames']} / last {ev['end_margin_frames']} "
+        f"frames): {ev['unconfirmable_truth_events']} truth events, {ev['unconfirmable_found']} found\n"
         f"            false {ev['false_events']} ({f(ev['false_per_1000_frames'], '{:.2f}')} per 1,000 frames)  "
         f"flickers {ev['flickers']} -> alarms {ev['flicker_alarms']}  field enter/leave events {ev['field_events']}",
     ]

@@ -126,7 +126,7 @@ class TrackingConfig:
 class EventConfig:
     """Debounced event state machines (issue: tracking)."""
 
-    k_of_n: tuple = (2, 3)                           # a new state must hold k of the last n frames
+    k_of_n: tuple = (3, 4)                           # a new state must hold k of the last n frames
                                                      # (k >= 2: a one-frame flicker never changes a state)
     min_confidence: float = 0.5                      # events below this confidence are not raised
 

@@ -1,7 +1,8 @@
 """Vectorised k-of-n debounced state machines over per-track ring buffers.
 
 Every live track writes one raw observation per frame into a column of a ring buffer
-(``UNKNOWN`` = -1 when the track was not seen or the quantity does not apply). A machine holds a
+(``UNKNOWN`` = -1 when the track was not seen or the quantity does not apply; ``WILD`` = -2 when
+it may be either the old or a new value). A machine holds a
 debounced ``state`` per track; the state changes to a new value ``v`` only when ``v`` was observed in
 at least ``k`` of the last ``n`` frames. From ``UNKNOWN`` the state is *adopted* under the same rule
 (adoptions are not transitions). A one-frame flicker (1 of n) can therefore never change a state,
@@ -19,6 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 UNKNOWN = -1
+#: an observation that may be either: it counts for whichever new value is a candidate but is never
+#: a candidate itself (a heavy atom's environment in a frame where a neighbour was missed once)
+WILD = -2
 
 
 @dataclass
@@ -40,17 +44,24 @@ class Transitions:
 def step(ring: np.ndarray, state: np.ndarray, raw: np.ndarray, cols: np.ndarray, k: int) -> Transitions:
     """Decide transitions after ``raw`` (T,) was written to column ``cols[0]`` of ``ring`` (T, H).
 
-    ``state`` (T,) is updated in place. Only the newest raw value is a candidate: if it differs from
-    the state, is known, and appears at least ``k`` times in the window, the state becomes it.
+    ``state`` (T,) is updated in place. Only the newest known value of the window is a candidate
+    (``raw`` is the column just written, kept for the signature): if it differs from the state and
+    appears at least ``k`` times in the window (one ``WILD`` entry may count as one of them), the
+    state becomes it.
     """
-    window = ring[:, cols]                                 # (T, n)
-    cand = raw
-    known = cand != UNKNOWN
+    window = ring[:, cols]                                 # (T, n), newest first
+    # the candidate is the newest known observation (a frame with no information -- not seen,
+    # WILD -- neither proposes nor blocks a change)
+    has = window >= 0
+    newest = np.argmax(has, axis=1)
+    cand = np.where(has.any(1), window[np.arange(len(window)), newest], UNKNOWN)
+    known = cand >= 0
     diff = known & (cand != state)
     if not diff.any():
         return Transitions(*(np.zeros(0, np.int64),) * 4, np.zeros(0, np.int64))
     rows = np.flatnonzero(diff)
-    count = (window[rows] == cand[rows, None]).sum(1)
+    w = window[rows]
+    count = (w == cand[rows, None]).sum(1) + (w == WILD).any(1)     # at most one WILD counts
     fire = count >= k
     rows, count = rows[fire], count[fire]
     before = state[rows].copy()
@@ -62,7 +73,7 @@ def step(ring: np.ndarray, state: np.ndarray, raw: np.ndarray, cols: np.ndarray,
 
 def first_seen(ring_row: np.ndarray, seqs: np.ndarray, value: int) -> int:
     """The first frame seq of the newest run of ``value`` in a window (UNKNOWN entries do not break a
-    run); -1 if the newest known entry is not ``value``.
+    run, WILD entries belong to it); -1 if the newest known entry is not ``value``.
 
     ``ring_row`` (n,) and ``seqs`` (n,) are the window's raw values and frame seqs, newest first.
     """
@@ -70,8 +81,8 @@ def first_seen(ring_row: np.ndarray, seqs: np.ndarray, value: int) -> int:
     for v, s in zip(ring_row.tolist(), seqs.tolist()):
         if s < 0:
             break
-        if v == value:
+        if v == value or (v == WILD and first >= 0):
             first = s
-        elif v != UNKNOWN:
+        elif v not in (UNKNOWN, WILD):
             break
     return first

@@ -45,6 +45,8 @@ from engine.types import C, SI, SPECIES, Chemistry, Event
 if TYPE_CHECKING:  # pragma: no cover
     from engine.track.tracker import Tracker
 
+#: the two Si of a dimer (or of a pair about to bond) are closer than this (A)
+DIMER_PARTNER_A = 3.5
 #: a new motif must be seen again within this distance (A, drift-corrected) to count
 MOTIF_RADIUS_A = 1.5
 
@@ -88,6 +90,7 @@ class EventLogic:
         min_conf = float(tr.ecfg.min_confidence)
         cols = tr._window_cols(n)
         col = tr._col
+        ps = tr._ps or 1.0
         T = len(st)
         out: list[Event] = []
         self.ended = np.zeros(T, bool)
@@ -128,24 +131,6 @@ class EventLogic:
             if (b, a) in ((3, 4), (4, 3)):
                 emit(f"si_{b}_to_{a}", r, self._first(ring, r, a, cols), f"{b}-fold", f"{a}-fold", c)
 
-        # ---- dimers
-        ring = st.ring("dimer")
-        res = debounce.step(ring, st.dimer_state, ring[:, col], cols, k)
-        ps = tr._ps or 1.0
-        for r, b, a, c in zip(res.rows, res.before, res.after, conf_of(res.rows, res.count)):
-            if not is_si[r]:
-                continue
-            kind = "dimer_formed" if a == 1 else "dimer_broken"
-            xy = st.last_px[r] * ps
-            dup = any(s >= seq - n and kk == kind and np.hypot(xy[0] - x0, xy[1] - y0) < 3.0
-                      for s, kk, x0, y0 in self._recent_pairs)
-            self._recent_pairs.append((seq, kind, xy[0], xy[1]))
-            if dup:
-                st.last_event_seq[r] = seq
-                continue
-            emit(kind, r, self._first(ring, r, a, cols), "separate" if a == 1 else "dimer",
-                 "dimer" if a == 1 else "separate", c)
-
         # ---- hops (and rotors: several heavy members of one group hop together)
         ring = st.ring("away")
         zero = np.zeros(T, np.int16)
@@ -179,7 +164,31 @@ class EventLogic:
                     emit("si_hop", r, self._first(ring, r, 1, cols), f"site ({a_px[0]:.1f}, {a_px[1]:.1f}) px",
                          f"site ({st.last_px[r][0]:.1f}, {st.last_px[r][1]:.1f}) px", confs[i])
             st.anchor[rows] = st.pos[rows]
+            st.last_hop_seq[rows] = seq
             ring[rows] = UNKNOWN
+
+        # ---- dimers (one event per pair, on the Si that moved when one did)
+        ring = st.ring("dimer")
+        res = debounce.step(ring, st.dimer_state, ring[:, col], cols, k)
+        hopped = np.flatnonzero(is_si & (st.last_hop_seq >= seq - n))
+        for r, b, a, c in zip(res.rows, res.before, res.after, conf_of(res.rows, res.count)):
+            if not is_si[r]:
+                continue
+            st.last_event_seq[r] = seq
+            kind = "dimer_formed" if a == 1 else "dimer_broken"
+            re_ = r
+            if len(hopped):
+                dh = np.hypot(*(st.pos[hopped] - st.pos[r]).T)
+                if dh.min() < DIMER_PARTNER_A:
+                    re_ = int(hopped[np.argmin(dh)])
+            xy = st.pos[re_]
+            dup = any(s_ >= seq - n and kk == kind and np.hypot(xy[0] - x0, xy[1] - y0) < DIMER_PARTNER_A
+                      for s_, kk, x0, y0 in self._recent_pairs)
+            if dup:
+                continue
+            self._recent_pairs.append((seq, kind, xy[0], xy[1]))
+            emit(kind, re_, self._first(ring, r, a, cols), "separate" if a == 1 else "dimer",
+                 "dimer" if a == 1 else "separate", c)
 
         # ---- defect formula of a Si's group
         ring = st.ring("formula")

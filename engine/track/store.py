@@ -24,6 +24,7 @@ SCALARS: dict[str, tuple] = {
     "born_seq": (np.int64, (), -1),
     "last_seq": (np.int64, (), -1),
     "last_event_seq": (np.int64, (), -(1 << 40)),
+    "last_hop_seq": (np.int64, (), -(1 << 40)),
     "hits": (np.int32, (), 0),
     "misses": (np.int32, (), 0),
     "confirmed": (np.bool_, (), False),

@@ -37,7 +37,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from engine.track import assign
-from engine.track.debounce import UNKNOWN
+from engine.track.debounce import UNKNOWN, WILD
 from engine.track.drift import estimate_shift
 from engine.track.events import EventLogic
 from engine.track.store import TrackStore
@@ -441,19 +441,26 @@ class Tracker:
         st.ring("sp")[rows, col] = sp
         # near the field edge an atom's neighbours are cut off: its environment says nothing
         env = heavy_raw & ~self._near_edge(world + self.offset_A, self.cfg.edge_exclusion_A)
-        # a neighbour missed in this frame only is probably a missed detection, not a change: the
-        # heavy atom's environment is unknown for this frame (a real loss shows from the next one)
+        # a neighbour missed in this frame only may be a missed detection or a real loss: the heavy
+        # atom's environment is WILD for this frame (it counts for a change confirmed later, but
+        # cannot start one)
         coasting = np.flatnonzero(st.confirmed & (st.misses == 1))
         hv = np.flatnonzero(env)
+        wild = np.zeros(len(rows), bool)
         if len(coasting) and len(hv):
             near = cKDTree(st.pos[coasting]).query(world[hv], k=1, distance_upper_bound=self.cfg.env_radius_A)[0]
-            env[hv[np.isfinite(near)]] = False
+            wild[hv[np.isfinite(near)]] = True
+        env_val = np.where(wild, WILD, UNKNOWN)
         st.ring("ncoord")[rows, col] = np.minimum(feats["coord"], 127)
-        st.ring("coord")[rows, col] = np.where(env, np.minimum(feats["n_c"], 127), UNKNOWN)
-        st.ring("formula")[rows, col] = np.where(env, feats["formula"], UNKNOWN)
-        st.ring("dimer")[rows, col] = np.where(env, (feats["n_heavy"] > 0).astype(np.int16), UNKNOWN)
+        st.ring("coord")[rows, col] = np.where(env & ~wild, np.minimum(feats["n_c"], 127), env_val)
+        st.ring("formula")[rows, col] = np.where(env & ~wild, feats["formula"], env_val)
+        st.ring("dimer")[rows, col] = np.where(env & ~wild, (feats["n_heavy"] > 0).astype(np.int16), env_val)
         away = np.linalg.norm(world - st.anchor[rows], axis=1) > self.cfg.hop_min_A
         st.ring("away")[rows, col] = np.where(heavy_raw, away.astype(np.int16), UNKNOWN)
+        # the site follows small moves (a Si sliding into a divacancy centre and out to the other
+        # site is two 0.7 A steps, not a hop); only a jump beyond hop_min_A leaves it behind
+        near = rows[~away]
+        st.anchor[near] = st.pos[near]
 
     def _remove_dead(self) -> None:
         st = self.store
