@@ -23,6 +23,8 @@ docs/simulator.md):
    mains-frequency sinusoidal x-shift per row, and flyback settling near the left edge (the beam lags
    behind the ramp just after each line flyback). Random ones are noise and are not in the truth:
    per-row jitter and occasional line glitches (a whole row shifted).
+6. Spikes: a few isolated hot pixels (X-ray / cosmic-ray hits on the detector), 1-4x the 99.9th
+   percentile of the frame.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class ImagingParams:
     offset_counts: float = 0.0            # detector offset (counts) [0, 1000] (half the frames 0)
     read_noise_counts: float = 0.0        # Gaussian read noise (counts) [0, 2 x gain]
     scan_lag: float = 0.0                 # detector lag along x: y[c] = (1-a) x[c] + a y[c-1] [0, 0.35]
-    row_jitter_A: float = 0.0             # std of the random per-row x shift (A) [0, 0.1]
+    row_jitter_A: float = 0.0             # std of the random per-row x shift (A) [0, 0.2], 0.2 x U^2
     line_glitch_prob: float = 0.0         # probability per row of a glitch (row shifted) [0, 0.01]
     line_glitch_A: float = 0.15           # size of a glitch shift (A) [0.05, 0.5]
     mains_amp_A: float = 0.0              # amplitude of the sinusoidal per-row x shift (A) [0, 0.15]
@@ -74,6 +76,7 @@ class ImagingParams:
     flyback_decay_px: float = 20.0        # e-folding length of the flyback lag (px) [3, 60]
     drift_in_frame_A: tuple = (0.0, 0.0)  # (dx, dy) specimen drift from the first to the last row (A)
     atom_intensity_jitter: float = 0.0    # relative per-atom brightness scatter [0, 0.08]
+    hot_pixel_prob: float = 0.0           # fraction of pixels hit by a spike (X-ray / cosmic) [0, 5e-4]
 
     @classmethod
     def random(cls, rng: np.random.Generator, dose_range=(1e3, 1e6), **overrides) -> "ImagingParams":
@@ -114,7 +117,7 @@ class ImagingParams:
             offset_counts=maybe(0.5, 0.0, 1000.0),
             read_noise_counts=float(rng.uniform(0, 2.0) * gain),
             scan_lag=maybe(0.6, 0.0, 0.35),
-            row_jitter_A=maybe(0.6, 0.0, 0.1),
+            row_jitter_A=0.2 * float(rng.uniform()) ** 2 if rng.uniform() < 0.6 else 0.0,
             line_glitch_prob=maybe(0.3, 0.0, 0.01),
             line_glitch_A=float(rng.uniform(0.05, 0.5)),
             mains_amp_A=maybe(0.4, 0.0, 0.15),
@@ -124,6 +127,7 @@ class ImagingParams:
             flyback_decay_px=float(rng.uniform(3, 60)),
             drift_in_frame_A=tuple(float(v) for v in rng.normal(0, 0.3, 2)),
             atom_intensity_jitter=float(rng.uniform(0, 0.08)),
+            hot_pixel_prob=maybe(0.25, 0.0, 5e-4),
         )
         d.update(overrides)
         return cls(**d)
@@ -382,4 +386,10 @@ def render(sample, params: ImagingParams, shape_px: tuple[int, int], pixel_size_
         img += np.float32(params.offset_counts)
     if noise and params.read_noise_counts:
         img += rng.standard_normal((h, w), dtype=np.float32) * np.float32(params.read_noise_counts)
+    if noise and params.hot_pixel_prob:
+        n_hot = int(rng.binomial(h * w, params.hot_pixel_prob))
+        if n_hot:
+            at = rng.integers(0, h * w, n_hot)
+            peak = float(np.percentile(img, 99.9)) if h * w > 1000 else float(img.max())
+            img.reshape(-1)[at] += np.float32(peak - params.offset_counts) * rng.uniform(1.0, 4.0, n_hot).astype(np.float32)
     return img, apparent_positions(xy, params, (h, w), px)
