@@ -2,7 +2,10 @@
 
 Per frame, ground-truth atoms and detections are matched one to one within ``match_radius_A``
 (sparse minimum-cost matching on KD-tree candidates; a pair that continues the previous frame's
-correspondence is preferred, as in CLEAR MOT). From these matches:
+correspondence is preferred, as in CLEAR MOT). Atoms within ``edge_ignore_A`` of the frame edge
+form an ignore region (an atom cut by the edge is where truth and detector legitimately disagree):
+there, a truth atom is not a miss, a detection is not false, and pairs are not counted. From the
+matches:
 
 * detection: precision, recall, F1; localisation RMSE / median / p95 in angstrom;
 * species: confusion C/Si/other, Si precision and recall; coordination correct for matched Si;
@@ -17,7 +20,9 @@ correspondence is preferred, as in CLEAR MOT). From these matches:
   precision, latency in frames, false events per 1,000 frames, and alarms near a truth "flicker"
   (which must raise none). Events about atoms entering or leaving the field of view (``before`` =
   "outside field" / ``after`` = "left field") are field bookkeeping, not transformations: they are
-  counted separately and not held against precision.
+  counted separately and not held against precision. The simulator has no notion of motifs: a
+  ``new_motif`` report on a truth defect (an atom labelled other than pristine lattice) is counted
+  as plausible, elsewhere as false.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class TruthFrame:
     species: np.ndarray
     ids: np.ndarray
     coordination: np.ndarray | None = None
+    label: np.ndarray | None = None       # defect label per atom, 0 = pristine lattice
 
 
 @dataclass
@@ -52,6 +58,7 @@ class Truth:
     frames: list            # list[TruthFrame]
     events: list            # dicts: frame, atom_id, kind, (before, after)
     pixel_size_A: float
+    shape_px: tuple | None = None   # (H, W) of the frames
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -91,10 +98,14 @@ def as_truth(gt) -> Truth:
                                  species=np.asarray(_get(fr, "species"), np.int64),
                                  ids=np.asarray(_get(fr, "ids", "atom_ids", "id"), np.int64),
                                  coordination=None if _get(fr, "coordination") is None
-                                 else np.asarray(_get(fr, "coordination"), np.int64)))
+                                 else np.asarray(_get(fr, "coordination"), np.int64),
+                                 label=None if _get(fr, "label") is None else np.asarray(_get(fr, "label"), np.int64)))
     events = [dict(e) if isinstance(e, dict) else {k: getattr(e, k) for k in ("frame", "atom_id", "kind")}
               for e in _get(gt, "events", default=[])]
-    return Truth(frames=frames, events=events, pixel_size_A=ps)
+    meta = _get(gt, "meta", default={}) or {}
+    shape = meta.get("shape_px") if isinstance(meta, dict) else None
+    return Truth(frames=frames, events=events, pixel_size_A=ps,
+                 shape_px=tuple(int(v) for v in shape) if shape is not None else None)
 
 
 def read_atoms_csv(path: str | Path) -> dict:
@@ -148,7 +159,8 @@ def _idf1(pairs_g: np.ndarray, pairs_h: np.ndarray, n_gt: int, n_hyp: int) -> tu
 
 
 def evaluate(out_dir: str | Path, ground_truth, match_radius_A: float = 0.5, max_latency_frames: int = 3,
-             event_radius_A: float = 2.5, warmup_frames: int = 2, end_margin_frames: int = 2) -> dict:
+             event_radius_A: float = 2.5, warmup_frames: int = 2, end_margin_frames: int = 2,
+             edge_ignore_A: float = 0.5) -> dict:
     """Score ``out_dir`` (from ``stemwatch analyze``) against ``ground_truth`` (a path, or a
     :class:`Truth`). Returns a JSON-serialisable report (see the module docstring)."""
     out_dir = Path(out_dir)
@@ -165,6 +177,16 @@ def evaluate(out_dir: str | Path, ground_truth, match_radius_A: float = 0.5, max
         fr = np.loadtxt(frames_csv, delimiter=",", skiprows=1, usecols=(0,), ndmin=1)
         analysed |= set(fr.astype(int).tolist())
 
+    if truth.shape_px is not None:
+        H, W = truth.shape_px
+    else:
+        allxy = np.concatenate([f.xy_px for f in truth.frames]) if truth.frames else np.zeros((1, 2))
+        W, H = np.ceil(allxy.max(0)) + 1
+
+    def inner(xy: np.ndarray) -> np.ndarray:
+        e = edge_ignore_A / ps
+        return np.all((xy >= e) & (xy <= np.array([W - 1, H - 1]) - e), axis=1)
+
     tp = fp = fn = idsw = 0
     n_gt = n_hyp = 0
     loc = []
@@ -173,6 +195,7 @@ def evaluate(out_dir: str | Path, ground_truth, match_radius_A: float = 0.5, max
     last: dict[int, int] = {}
     pg, ph = [], []
     gt_pos: dict[tuple[int, int], np.ndarray] = {}
+    defect_xy: dict[int, np.ndarray] = {}
     for tf in truth.frames:
         if tf.seq not in analysed:
             continue
@@ -181,11 +204,18 @@ def evaluate(out_dir: str | Path, ground_truth, match_radius_A: float = 0.5, max
         h_xy = np.c_[hyp["x"][rows], hyp["y"][rows]]
         h_ids, h_sp = hyp["atom_id"][rows], hyp["species"][rows]
         mg, mh, d = _match_frame(tf.xy_px, h_xy, r_px, tf.ids, h_ids, last)
-        n_gt += len(tf.xy_px)
-        n_hyp += len(h_xy)
-        tp += len(mg)
-        fn += len(tf.xy_px) - len(mg)
-        fp += len(h_xy) - len(mg)
+        # atoms in the edge strip are neither required nor held against (an ignore region): a
+        # truth atom there is not a miss, a detection there is not false, pairs there do not count
+        g_in, h_in = inner(tf.xy_px), inner(h_xy)
+        keep = g_in[mg]
+        h_used = np.zeros(len(h_xy), bool)
+        h_used[mh] = True
+        n_gt += int(g_in.sum())
+        n_hyp += int((h_in & ~h_used).sum()) + int(keep.sum())
+        tp += int(keep.sum())
+        fn += int(g_in.sum() - keep.sum())
+        fp += int((h_in & ~h_used).sum())
+        mg, mh, d = mg[keep], mh[keep], d[keep]
         loc.append(d * ps)
         np.add.at(conf, (np.clip(tf.species[mg], 0, 2), np.clip(h_sp[mh], 0, 2)), 1)
         if tf.coordination is not None:
@@ -202,6 +232,8 @@ def evaluate(out_dir: str | Path, ground_truth, match_radius_A: float = 0.5, max
         ph.append(hids[ok])
         for g, xy in zip(tf.ids.tolist(), tf.xy_px):
             gt_pos[(tf.seq, g)] = xy
+        if tf.label is not None:
+            defect_xy[tf.seq] = tf.xy_px[tf.label != 0]
     loc_A = np.concatenate(loc) if loc else np.zeros(0)
     idf1, idtp = _idf1(np.concatenate(pg) if pg else np.zeros(0, np.int64),
                        np.concatenate(ph) if ph else np.zeros(0, np.int64), n_gt, n_hyp)
@@ -212,7 +244,8 @@ def evaluate(out_dir: str | Path, ground_truth, match_radius_A: float = 0.5, max
         "frames": n_frames,
         "atom_frames": n_gt,
         "detection": {"precision": prec, "recall": rec, "f1": 2 * prec * rec / max(1e-12, prec + rec),
-                      "tp": tp, "fp": fp, "fn": fn, "match_radius_A": match_radius_A},
+                      "tp": tp, "fp": fp, "fn": fn, "match_radius_A": match_radius_A,
+                      "edge_ignore_A": edge_ignore_A},
         "localisation_A": {"rmse": float(np.sqrt(np.mean(loc_A ** 2))) if len(loc_A) else None,
                            "median": float(np.median(loc_A)) if len(loc_A) else None,
                            "p95": float(np.percentile(loc_A, 95)) if len(loc_A) else None},
@@ -223,7 +256,7 @@ def evaluate(out_dir: str | Path, ground_truth, match_radius_A: float = 0.5, max
         "tracking": {"mota": 1.0 - (fn + fp + idsw) / max(1, n_gt), "idf1": idf1, "idtp": idtp,
                      "id_switches": idsw, "id_switches_per_10k_atom_frames": 1e4 * idsw / max(1, n_gt)},
         "events": _score_events(truth, events, gt_pos, analysed, ps, max_latency_frames, event_radius_A, n_frames,
-                                warmup_frames, end_margin_frames),
+                                warmup_frames, end_margin_frames, defect_xy),
     }
     return report
 
@@ -242,11 +275,23 @@ def _truth_event_position(ev: dict, gt_pos: dict, seqs: list) -> np.ndarray | No
 
 
 def _score_events(truth: Truth, events: list, gt_pos: dict, analysed: set, ps: float, max_lat: int,
-                  radius_A: float, n_frames: int, warmup: int = 2, end_margin: int = 2) -> dict:
+                  radius_A: float, n_frames: int, warmup: int = 2, end_margin: int = 2,
+                  defect_xy: dict | None = None) -> dict:
     seqs = sorted(analysed)
     r_px = radius_A / ps
     field = [e for e in events if e.get("before") in FIELD_BEFORE or e.get("after") in FIELD_AFTER]
     hyp = [e for e in events if e not in field]
+    # The simulator's truth has no notion of motifs: a "new motif" report is judged plausible when
+    # it sits on a truth defect (an atom whose label is not pristine lattice), false otherwise.
+    motifs = [e for e in hyp if e["kind"] == "new_motif"]
+    hyp = [e for e in hyp if e["kind"] != "new_motif"]
+    motif_ok = 0
+    for e in motifs:
+        dx = (defect_xy or {}).get(int(e["frame"]))
+        if dx is not None and len(dx) and np.min(np.hypot(dx[:, 0] - e["x"], dx[:, 1] - e["y"])) <= r_px:
+            motif_ok += 1
+        else:
+            hyp.append(e)
     used = np.zeros(len(hyp), bool)
     gt = [e for e in truth.events if e["kind"] not in GT_ONLY_KINDS and int(e["frame"]) in analysed]
     flick = [e for e in truth.events if e["kind"] in GT_ONLY_KINDS and int(e["frame"]) in analysed]
@@ -311,7 +356,8 @@ def _score_events(truth: Truth, events: list, gt_pos: dict, analysed: set, ps: f
         "latency_frames_max": int(np.max(latencies)) if latencies else None,
         "false_events": len(false), "false_per_1000_frames": 1e3 * len(false) / max(1, n_frames),
         "flickers": len(flick), "flicker_alarms": alarms,
-        "field_events": len(field), "per_kind": per_kind,
+        "field_events": len(field), "new_motif_reports": len(motifs), "new_motif_on_truth_defect": motif_ok,
+        "per_kind": per_kind,
         "missed": missed[:50],
         "false": [{k: h[k] for k in ("frame", "kind", "atom_id", "x", "y", "before", "after")} for h in false[:50]],
         "max_latency_frames": max_lat, "event_radius_A": radius_A,
@@ -341,7 +387,8 @@ def format_report(r: dict) -> str:
         f"            not confirmable in the movie (first {ev['warmup_frames']} / last {ev['end_margin_frames']} "
         f"frames): {ev['unconfirmable_truth_events']} truth events, {ev['unconfirmable_found']} found\n"
         f"            false {ev['false_events']} ({f(ev['false_per_1000_frames'], '{:.2f}')} per 1,000 frames)  "
-        f"flickers {ev['flickers']} -> alarms {ev['flicker_alarms']}  field enter/leave events {ev['field_events']}",
+        f"flickers {ev['flickers']} -> alarms {ev['flicker_alarms']}  field enter/leave events {ev['field_events']}  "
+        f"new motifs {ev['new_motif_reports']} ({ev['new_motif_on_truth_defect']} on a truth defect)",
     ]
     for k, v in sorted(ev["per_kind"].items()):
         lines.append(f"            {k:16s} truth {v['truth']:3d}  found {v['found']:3d}  reported {v['reported']:3d}")

@@ -30,15 +30,16 @@ def _ev(frame, kind, x, y, atom_id=0, before="", after=""):
                  x_A=x * 0.1, y_A=y * 0.1, before=before, after=after, confidence=1.0)
 
 
-def _truth(frames, events=(), ps=0.1):
+def _truth(frames, events=(), ps=0.1, shape=(100, 100)):
     return Truth(frames=[TruthFrame(t, np.asarray(xy, float), np.asarray(sp), np.asarray(ids))
-                         for t, (xy, sp, ids) in enumerate(frames)], events=list(events), pixel_size_A=ps)
+                         for t, (xy, sp, ids) in enumerate(frames)], events=list(events), pixel_size_A=ps,
+                 shape_px=shape)
 
 
 def test_perfect_output_scores_one(tmp_path):
     mv = make_movie(n_frames=8, seed=0)
     _write(tmp_path, mv.truth)
-    r = evaluate(tmp_path, _truth(mv.truth))
+    r = evaluate(tmp_path, _truth(mv.truth, shape=mv.frames[0][2]))
     assert r["detection"]["precision"] == r["detection"]["recall"] == 1.0
     assert r["tracking"]["mota"] == 1.0 and r["tracking"]["idf1"] == pytest.approx(1.0)
     assert r["tracking"]["id_switches"] == 0 and r["localisation_A"]["rmse"] < 1e-3
@@ -106,7 +107,7 @@ def test_tracker_output_metrics_agree_with_direct_count(tmp_path):
         w.write(FrameResult(series="s", seq=t, t_acquired=float(t), pixel_size_A=mv.ps, frame_shape=shape,
                             chemistry=chem, track_ids=u.track_ids, events=u.events, drift_px=u.drift_px))
     w.close(w.summary())
-    truth = _truth(mv.truth, mv.events, ps=mv.ps)
+    truth = _truth(mv.truth, mv.events, ps=mv.ps, shape=mv.frames[0][2])
     r = evaluate(tmp_path, truth)
     assert r["detection"]["recall"] == pytest.approx(0.99, abs=0.01)
     assert r["detection"]["precision"] > 0.99
@@ -123,7 +124,17 @@ def test_evaluate_cli_writes_json(tmp_path, monkeypatch, capsys):
     _write(tmp_path / "out", mv.truth)
     import engine.evaluate as ev
 
-    monkeypatch.setattr(ev, "load_ground_truth", lambda path: _truth(mv.truth))
+    monkeypatch.setattr(ev, "load_ground_truth", lambda path: _truth(mv.truth, shape=mv.frames[0][2]))
     assert main(["evaluate", str(tmp_path / "out"), "truth.json", "--json", str(tmp_path / "r.json")]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["tracking"]["mota"] == 1.0
     assert "MOTA 1.0000" in capsys.readouterr().out
+
+
+def test_edge_strip_is_an_ignore_region(tmp_path):
+    xy = np.array([[50.0, 50.0], [0.5, 40.0], [60.0, 99.0]])          # two atoms within 0.5 A of the edge
+    truth = [(xy[:2], [0, 0], [1, 2])] * 3                            # the truth lacks the third (cut) atom
+    _write(tmp_path, [(xy[[0, 2]], [0, 0], [5, 6])] * 3)              # the detector misses the second
+    r = evaluate(tmp_path, _truth(truth))
+    assert (r["detection"]["tp"], r["detection"]["fp"], r["detection"]["fn"]) == (3, 0, 0)
+    r = evaluate(tmp_path, _truth(truth), edge_ignore_A=0.0)
+    assert (r["detection"]["tp"], r["detection"]["fp"], r["detection"]["fn"]) == (3, 3, 3)
