@@ -102,17 +102,20 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         pub.send_raw(start, copy=True)
     n = 0
     slow = dropped = 0
+    deadline = t0
     bar = tqdm(total=spec.n_frames, unit="frame", desc=f"simulate {args.scenario}", file=sys.stderr,
                disable=args.quiet)
     try:
         for img, truth in sim.frames(keep=bool(writer)):
-            t_acq = t0 + (n + 1) * spec.frame_time_s if pub else t0 + n * spec.frame_time_s
-            if pub:
-                wait = t_acq - time.time()
+            t_acq = t0 + n * spec.frame_time_s
+            if pub:                                   # real time: one frame per frame time
+                deadline += spec.frame_time_s
+                wait = deadline - time.time()
                 if wait > 0:
                     time.sleep(wait)
-                elif wait < -spec.frame_time_s:
+                elif wait < -spec.frame_time_s:        # late by more than a frame: count it, re-anchor
                     slow += 1
+                    deadline = time.time()
                 t_acq = time.time()
             parts = encode_frame(series, n, t_acq, img, spec.pixel_size_A)
             if writer:
@@ -143,7 +146,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         print(f"stemwatch simulate: {dropped} frames dropped (no receiver took them within --send-timeout)",
               file=sys.stderr)
     if slow:
-        print(f"stemwatch simulate: {slow} frames came later than one frame time (simulation slower than "
+        print(f"stemwatch simulate: {slow} times a frame came more than one frame time late (simulation slower than "
               f"--frame-time {spec.frame_time_s:g} s)", file=sys.stderr)
     return 0
 
