@@ -31,13 +31,15 @@ class TrainingExample:
 
 def random_sample(rng: np.random.Generator, fov_A: tuple[float, float], *, si_per_nm2: float | None = None,
                   defects: bool = True, holes: bool | None = None, contamination: bool | None = None,
-                  adatoms: bool | None = None, margin_A: float = 3.0, thermal_jitter_A: float = 0.05) -> st.Sample:
+                  adatoms: bool | None = None, margin_A: float = 3.0, thermal_jitter_A: float = 0.05,
+                  distort: bool | None = None) -> st.Sample:
     """A graphene sheet over ``[-margin, fov + margin]`` with randomly placed dopants and defects.
 
     si_per_nm2 : Si dopant density (default: drawn in [0.02, 0.6] /nm^2; at least one Si).
     holes / contamination / adatoms : force on/off (default: random, in ~25/30/30 % of samples).
     margin_A : lattice beyond the field (atoms outside still light the edges through the probe).
     thermal_jitter_A : std of the random displacement of every atom (A).
+    distort : lattice strain and ripples (:func:`distort_lattice`); default: random, in 60 % of samples.
     """
     w, h = fov_A
     s = st.graphene(fov_A, rotation_deg=float(rng.uniform(0, 60)), rng=rng, margin_A=margin_A)
@@ -84,8 +86,35 @@ def random_sample(rng: np.random.Generator, fov_A: tuple[float, float], *, si_pe
     if adatoms if adatoms is not None else rng.uniform() < 0.3:
         for _ in range(rng.integers(1, 4)):
             st.add_adatom(s, st.hollow_site(s, rng.uniform([0, 0], [w, h])), z=int(rng.choice([26, 29, 42, 74, 79])))
+    if distort if distort is not None else rng.uniform() < 0.6:
+        distort_lattice(s, rng, centre_A=(w / 2, h / 2))
     s.xy_A += rng.normal(0, thermal_jitter_A, s.xy_A.shape)
     return s
+
+
+def distort_lattice(sample: st.Sample, rng: np.random.Generator, centre_A=(0.0, 0.0), strain_std: float = 0.01,
+                    ripple_max_A: float = 0.12, ripple_wavelength_A: tuple = (8.0, 30.0)) -> None:
+    """Distort every atom's position in place like a real, slightly strained and rippled sheet.
+
+    A homogeneous strain (symmetric 2x2 tensor, components N(0, ``strain_std``): also covers a
+    pixel-size calibration error of ~1 %) about ``centre_A``, plus 1-2 in-plane ripple waves
+    (projected displacement of a corrugated membrane) with amplitude U(0, ``ripple_max_A``) A and
+    wavelength U(``ripple_wavelength_A``). Bonds change by at most a few hundredths of an A, so
+    coordination is unchanged.
+    """
+    e = rng.normal(0.0, strain_std, 3)
+    eps = np.array([[e[0], e[2]], [e[2], e[1]]])
+    c = np.asarray(centre_A, float)
+    xy = sample.xy_A
+    disp = (xy - c) @ eps.T
+    for _ in range(int(rng.integers(1, 3))):
+        k_dir = rng.uniform(0, 2 * np.pi)
+        k = 2 * np.pi / rng.uniform(*ripple_wavelength_A) * np.array([np.cos(k_dir), np.sin(k_dir)])
+        pol = rng.uniform(0, 2 * np.pi)
+        amp = rng.uniform(0, ripple_max_A)
+        phase = xy @ k + rng.uniform(0, 2 * np.pi)
+        disp += amp * np.sin(phase)[:, None] * np.array([np.cos(pol), np.sin(pol)])[None, :]
+    sample.xy_A = xy + disp
 
 
 def make_training_example(rng: np.random.Generator, shape_px: tuple[int, int] = (256, 256),
