@@ -119,14 +119,21 @@ def test_tracker_output_metrics_agree_with_direct_count(tmp_path):
     assert "IDF1" in text and "si_hop" in text
 
 
-def test_evaluate_cli_writes_json(tmp_path, monkeypatch, capsys):
-    mv = make_movie(n_frames=4, seed=1)
-    _write(tmp_path / "out", mv.truth)
-    import engine.evaluate as ev
+def test_evaluate_cli_reads_the_simulator_truth(tmp_path, capsys):
+    """The real truth format (engine.sim.truth) end to end through the CLI: a perfect answer."""
+    from engine.sim.movie import MovieSpec, run_movie
+    from engine.sim.truth import save_truth
 
-    monkeypatch.setattr(ev, "load_ground_truth", lambda path: _truth(mv.truth, shape=mv.frames[0][2]))
-    assert main(["evaluate", str(tmp_path / "out"), "truth.json", "--json", str(tmp_path / "r.json")]) == 0
-    assert json.loads((tmp_path / "r.json").read_text())["tracking"]["mota"] == 1.0
+    _, gt = run_movie(MovieSpec(n_frames=6, shape_px=(96, 96), events=[(3, "si_3_to_4", 0)], seed=5))
+    save_truth(gt, tmp_path / "movie.swrec")
+    frames = [(f.xy_px, f.species, f.ids) for f in gt.frames]
+    ev = gt.events[0]
+    _write(tmp_path / "out", frames, {5: [_ev(5, "si_3_to_4", ev["x"], ev["y"], before="3-fold", after="4-fold")]})
+    assert main(["evaluate", str(tmp_path / "out"), str(tmp_path / "movie.swrec"), "--json",
+                 str(tmp_path / "r.json"), "--end-margin", "0"]) == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["tracking"]["mota"] == 1.0 and r["detection"]["recall"] == 1.0
+    assert r["events"]["recall"] == 1.0 and r["events"]["latency_frames_max"] == 2
     assert "MOTA 1.0000" in capsys.readouterr().out
 
 
