@@ -106,7 +106,7 @@ class ImagingParams:
             tail_fwhm_A=float(rng.uniform(2.0, 8.0)),
             tail_shift_A=float(rng.uniform(0.0, 0.3)),
             dose_e_per_A2=lu(*dose_range) if dose_range[1] > dose_range[0] else float(dose_range[0]),
-            background_fraction=(float(rng.uniform(1.0, 8.0)) if rng.uniform() < 0.5 else lu(0.03, 8.0)) * lattice,
+            background_fraction=(float(rng.uniform(1.0, 5.0)) if rng.uniform() < 0.5 else lu(0.03, 8.0)) * lattice,
             gradient_fraction=maybe(0.6, 0.0, 0.6),
             gradient_angle_deg=float(rng.uniform(0, 360)),
             blob_fraction=maybe(0.4, -0.3, 0.8),
