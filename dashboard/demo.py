@@ -49,7 +49,7 @@ def source_command(args: argparse.Namespace) -> tuple[list[str], str]:
     if src == "simulate":
         if not simulator_available():
             raise SystemExit("stemwatch demo: the simulator (engine.sim) is not installed; use --source replay")
-        return (py + ["simulate", "--bind", args.data_endpoint, "--frame-time", str(args.frame_time)],
+        return (py + ["simulate", "--bind", args.data_endpoint, "--frame-time", str(args.frame_time), "-q"],
                 f"simulated microscope, one frame every {args.frame_time:g} s")
     if not has_recordings(args.replay_data):
         raise SystemExit(f"stemwatch demo: no recordings in {args.replay_data!r} to replay "

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from _browser import chromium, js, severe_console_errors, wait_for
-from _dashboard_data import Lattice
 from dashboard.server import DashboardServer
 from stemwatch.config import Config
 
@@ -28,72 +27,135 @@ return null;
 """
 
 
-def _synthetic_recording(path: Path, n_frames: int = 40, frame_time_s: float = 0.2) -> Path:
-    """A small recording of rendered lattice frames (protocol messages written as received)."""
-    from streamer.protocol import encode_end, encode_frame, encode_start
-    from streamer.recording import RecordingWriter
+REPO = Path(__file__).resolve().parent.parent
+SWITCHING = REPO / "replay_data" / "01_switching_256.swrec"
 
-    lat = Lattice(shape=(256, 256), pixel_size_A=0.1, n_si=3, seed=5)
-    t0 = time.time()
-    with RecordingWriter(path) as w:
-        w.write(encode_start("e2e-synthetic", (256, 256), "float32", 0.1, 1e-6, frame_time_s, {}), t0)
-        for i in range(n_frames):
-            img = lat.render(lat.xy_A / 0.1 + np.array([0.02 * i, 0.0]), i).astype(np.float32)
-            w.write(encode_frame("e2e-synthetic", i, t0 + frame_time_s * i, img, 0.1), t0 + frame_time_s * i)
-        w.write(encode_end("e2e-synthetic", n_frames), t0 + frame_time_s * n_frames)
-    return path
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Chain:
-    """replay thread -> LiveService -> DashboardServer, all on loopback, stopped in reverse."""
+    """replay thread -> LiveService -> DashboardServer on loopback. The analyzer and the dashboard
+    start first; :meth:`start_replay` starts the "microscope" (so a test can be watching)."""
 
     def __init__(self, source: Path, cfg: Config | None = None, speed: float = 1.0):
         from engine.service import LiveService
-        from streamer.replay import replay
 
+        self.source, self.speed = source, speed
         self.cfg = (cfg or Config()).replace(dashboard={"port": 0})
+        self.endpoint = f"tcp://127.0.0.1:{_free_port()}"
         self.stop_replay = threading.Event()
-        bound = threading.Event()
-        self.endpoint = None
-        self.sent: list[tuple[int, float]] = []      # (frames sent so far, time)
-
-        def on_bound(ep):
-            self.endpoint = ep
-            bound.set()
-
-        def on_message(messages, frames):
-            if not self.sent or self.sent[-1][0] != frames:
-                self.sent.append((frames, time.time()))
-
-        self.thread = threading.Thread(target=replay, args=(str(source), "tcp://127.0.0.1:*"), daemon=True,
-                                       kwargs={"speed": speed, "loops": 0, "stop": self.stop_replay,
-                                               "on_bound": on_bound, "on_message": on_message})
-        self.thread.start()
-        assert bound.wait(10)
+        self.sent: dict[int, float] = {}             # frames sent so far -> wall time of that send
+        self.thread = None
         self.service = LiveService(self.cfg, endpoint=self.endpoint)
         self.dash = DashboardServer(self.cfg.dashboard, controller=self.service)
         self.url = self.dash.start()
         self.service.start()
 
+    def start_replay(self) -> None:
+        from streamer.replay import replay
+
+        if self.thread is not None:
+            return
+
+        def on_message(messages, frames):
+            self.sent.setdefault(frames, time.time())
+
+        self.thread = threading.Thread(target=replay, args=(str(self.source), self.endpoint), daemon=True,
+                                       kwargs={"speed": self.speed, "loops": 0, "stop": self.stop_replay,
+                                               "on_message": on_message})
+        self.thread.start()
+
+    def sent_time(self, seq: int) -> float:
+        """Wall time when frame ``seq`` (0-based, first loop) left the replayer."""
+        return self.sent[seq + 1]
+
     def close(self):
         self.stop_replay.set()
         self.service.stop()
         self.dash.stop()
-        self.thread.join(10)
+        if self.thread is not None:
+            self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
-def synthetic_chain(tmp_path_factory):
-    rec = _synthetic_recording(tmp_path_factory.mktemp("e2e") / "synthetic.swrec")
-    chain = Chain(rec)
+def switching_chain():
+    if not SWITCHING.exists():
+        pytest.fail(f"{SWITCHING} is missing (replay_data/ ships with the repository)")
+    chain = Chain(SWITCHING)
     try:
         yield chain
     finally:
         chain.close()
 
 
-def test_controls_act_on_the_live_service(synthetic_chain, tmp_path):
-    chain = synthetic_chain
+def _page(drv):
+    return js(drv, """
+        const img = model('image_source').data.image[0];
+        let sum = 0; for (let i = 0; i < img.length; i += 5) { sum += img[i]; }
+        return {seq: model('frame_meta').data.seq[0], img_sum: sum, img_len: img.length,
+                n_atoms: model('atom_source').data.x.length,
+                banner: deep('.banner').map(e => e.textContent).join(' ')};""")
+
+
+def test_replay_shows_frames_alerts_within_two_seconds_and_jumps_to_the_event(switching_chain, tmp_path):
+    """01_switching_256: one Si switches 3 -> 4-fold at frame 8 (scripted in the simulator's truth)."""
+    from engine.sim.truth import load_truth
+
+    chain = switching_chain
+    gt = next(e for e in load_truth(SWITCHING).events if e["kind"] == "si_3_to_4")
+    with chromium() as drv:
+        drv.get(chain.url)
+        wait_for(lambda: js(drv, "return model('frame_meta') !== undefined"), 20, what="the page")
+        chain.start_replay()
+        # the image and the atoms update while the replay runs
+        seen = {}
+        deadline = time.time() + 30
+        t_alert = None
+        while time.time() < deadline:
+            p = _page(drv)
+            if p["seq"] >= 0:
+                seen[p["seq"]] = (p["img_sum"], p["n_atoms"])
+            if "Si 3→4-fold" in p["banner"]:
+                t_alert = time.time()
+                break
+            time.sleep(0.03)
+        assert t_alert is not None, f"no alert; frames seen {sorted(seen)}"
+        alert_s = t_alert - chain.sent_time(gt["frame"])
+        assert alert_s < 2.0, f"alert {alert_s:.2f} s after the scripted frame {gt['frame']} was sent"
+        assert len(seen) >= 4 and len({v[0] for v in seen.values()}) >= 4    # new images
+        assert all(v[1] > 150 for v in seen.values())                        # atoms on each
+        row = next(r for r in chain.dash.hub.events if r.event.kind == "si_3_to_4")
+        ev = row.event
+        assert gt["frame"] <= ev.frame <= gt["frame"] + 3
+        assert np.hypot(ev.x_A - gt["x_A"], ev.y_A - gt["y_A"]) < 1.5
+        print(f"alert {alert_s:.2f} s after the scripted frame left the replayer "
+              f"(detected on frame {ev.frame}, truth frame {gt['frame']})")
+        # clicking the event shows its frame, with the dopant ringed, while live frames go on
+        wait_for(lambda: _page(drv)["seq"] > ev.frame + 2, 5, what="later frames")
+        cell = wait_for(lambda: [c for c in js(drv, "return deep('.slick-cell')") if c.text.strip() == str(ev.frame)],
+                        5, what="the event row")[0]
+        cell.click()
+        wait_for(lambda: _page(drv)["seq"] == ev.frame, 3, what="the event's frame")
+        hl = js(drv, "return model('highlight_source').data")
+        ring = [i for i, lab in enumerate(hl["label"]) if f"#{ev.atom_id}" in lab]
+        assert ring and np.hypot(hl["x"][ring[0]] - gt["x_A"], hl["y"][ring[0]] - gt["y_A"]) < 1.5
+        assert len(hl["x"]) >= 4                           # the Si and its neighbours are ringed too
+        time.sleep(0.5)
+        assert _page(drv)["seq"] == ev.frame and chain.service.status()["frames_analysed"] > ev.frame + 3
+        drv.save_screenshot(str(tmp_path / "dashboard_replay_event.png"))
+        assert (tmp_path / "dashboard_replay_event.png").stat().st_size > 50_000
+        assert not severe_console_errors(drv)
+
+
+def test_controls_act_on_the_live_service(switching_chain, tmp_path):
+    chain = switching_chain
+    chain.start_replay()
     svc = chain.service
     with chromium() as drv:
         drv.get(chain.url)
@@ -137,26 +199,15 @@ def test_controls_act_on_the_live_service(synthetic_chain, tmp_path):
         assert not severe_console_errors(drv)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_demo_command_serves_the_dashboard_and_analyses(tmp_path):
-    """`stemwatch demo` (what `make demo` runs) for a few seconds, on a replayed recording."""
+    """`stemwatch demo` (what `make demo` runs) for a few seconds: simulator -> analyzer -> dashboard."""
     import re
     import subprocess
     import sys
     import urllib.request
 
-    rec_dir = tmp_path / "replay"
-    rec_dir.mkdir()
-    _synthetic_recording(rec_dir / "a.swrec", n_frames=30)
-    cmd = [sys.executable, "-m", "stemwatch", "demo", "--source", "replay", "--replay-data", str(rec_dir),
-           "--duration-s", "6", "--port", "0", "--no-browser",
+    cmd = [sys.executable, "-m", "stemwatch", "demo", "--source", "simulate", "--duration-s", "4", "--port", "0",
+           "--no-browser",
            "--data-endpoint", f"tcp://127.0.0.1:{_free_port()}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -171,5 +222,5 @@ def test_demo_command_serves_the_dashboard_and_analyses(tmp_path):
             proc.kill()
     assert proc.returncode == 0, err[-2000:]
     frames = [int(x) for x in re.findall(r"frames (\d+)", err)]
-    assert frames and frames[-1] >= 10, err[-2000:]
-    assert "replay of" in err and "analysed" in err
+    assert frames and frames[-1] >= 5, err[-2000:]
+    assert "simulated microscope" in err and "analysed" in err
