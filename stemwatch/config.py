@@ -108,6 +108,7 @@ class TrackingConfig:
     hop_min_A: float = 1.0                           # a heavy atom this far from its site has hopped
     hop_cost: float = 0.25                           # cost of a hop, fraction of birth+death, x (0.8 + 0.2 d/hop_radius)
     pivot_hop_cost: float = 0.15                     # extra hop cost of a heavy atom bonded to 2+ heavy atoms
+    heavy_mismatch_cost: float = 0.2                 # cost of Si <-> other (an intensity call), fraction
     species_mismatch_cost: float = 0.8               # cost of a species change, fraction of birth+death
     tentative_cost: float = 0.3                      # extra cost of matching a not yet confirmed track
     light_hops: bool = True                          # left-over C tracks may follow a C one bond away

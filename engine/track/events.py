@@ -9,6 +9,8 @@ kind                      rule (all states debounced k of n)
 ``si_3_to_4``/``4_to_3``  a Si track's number of bonded C goes 3 -> 4 / 4 -> 3
 ``si_appeared``           a track that was not there in the first frame becomes Si (``before``:
                           ``absent``, or ``outside field`` when born at the edge), or C -> Si
+                          (the machine decides C vs heavy; Si vs "other" is the majority of the
+                          track's heavy observations, an intensity call that may waver)
 ``si_lost``               a Si track ends (missed max(k, ``memory_frames``) frames in a row;
                           ``after``: ``ejected``, or ``left field`` near the edge), or Si -> C
 ``si_hop``                a Si track sits more than ``max_speed_A_per_frame`` from its site for k of
@@ -40,7 +42,7 @@ import numpy as np
 
 from engine.track import debounce
 from engine.track.debounce import UNKNOWN
-from engine.types import C, SI, SPECIES, Chemistry, Event
+from engine.types import C, OTHER, SI, SPECIES, Chemistry, Event
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.track.tracker import Tracker
@@ -105,19 +107,27 @@ class EventLogic:
             if confidence >= min_conf:
                 out.append(self._event(kind, row, seq, t, first, before, after, confidence, xy_px))
 
-        # ---- species
-        ring = st.ring("sp")
-        res = debounce.step(ring, st.sp_state, ring[:, col], cols, k)
+        # ---- species: the machine decides C vs heavy; a heavy track is Si or "other" by the majority
+        # of its heavy observations (the finder's Si/other call rests on intensity and may waver)
+        ring = st.ring("cls")
+        prev_sp = st.sp_state.copy()
+        res = debounce.step(ring, st.cls_state, ring[:, col], cols, k)
+        heavy = np.flatnonzero(st.cls_state == 1)
+        sp_state = np.where(st.cls_state == 0, C, np.where(st.cls_state == 1, SI, UNKNOWN)).astype(np.int16)
+        if len(heavy):
+            raw = st.ring("sp")[heavy]
+            sp_state[heavy] = np.where((raw == OTHER).sum(1) > (raw == SI).sum(1), OTHER, SI)
+        st.sp_state[:] = sp_state
         for r, b, a, c in zip(res.rows, res.before, res.after, conf_of(res.rows, res.count)):
             first = self._first(ring, r, a, cols)
-            if a == SI:
-                emit("si_appeared", r, first, _SP_NAMES[b], "Si", c)
-            elif b == SI:
-                emit("si_lost", r, first, "Si", _SP_NAMES[a], c)
+            if a == 1 and st.sp_state[r] == SI:
+                emit("si_appeared", r, first, "C", "Si", c)
+            elif b == 1 and prev_sp[r] == SI:
+                emit("si_lost", r, first, "Si", "C", c)
         for r in res.adopted:
             if st.sp_state[r] == SI and not st.initial[r]:
-                first = self._first(ring, r, SI, cols)
-                count = int((ring[r, cols] == SI).sum())
+                first = self._first(ring, r, 1, cols)
+                count = int((ring[r, cols] == 1).sum())
                 emit("si_appeared", r, first, "outside field" if st.edge_born[r] else "absent", "Si",
                      count / n * float(st.conf[r]))
         is_si = st.sp_state == SI

@@ -30,7 +30,8 @@ SCALARS: dict[str, tuple] = {
     "confirmed": (np.bool_, (), False),
     "initial": (np.bool_, (), False),      # born in the first frame of the series
     "edge_born": (np.bool_, (), False),    # born near the field edge (entered the field)
-    "sp_state": (np.int16, (), UNKNOWN),   # debounced species
+    "sp_state": (np.int16, (), UNKNOWN),   # debounced species (C, or the majority Si/other of a heavy track)
+    "cls_state": (np.int16, (), UNKNOWN),  # debounced class: 0 C, 1 heavy (Si or other)
     "coord_state": (np.int16, (), UNKNOWN),  # debounced C-neighbour count (heavy atoms)
     "dimer_state": (np.int16, (), UNKNOWN),  # debounced "bonded to another heavy atom"
     "formula_state": (np.int16, (), UNKNOWN),  # debounced defect-formula code
@@ -38,7 +39,7 @@ SCALARS: dict[str, tuple] = {
 }
 #: raw observation rings: name -> dtype. Stored as (H, capacity) so that writing one frame's column
 #: for all tracks is contiguous; :meth:`TrackStore.ring` returns the (T, H) transposed view.
-RINGS: dict[str, type] = {"sp": np.int8, "coord": np.int8, "present": np.int8, "away": np.int8,
+RINGS: dict[str, type] = {"sp": np.int8, "cls": np.int8, "coord": np.int8, "present": np.int8, "away": np.int8,
                           "dimer": np.int8, "formula": np.int16, "ncoord": np.int8}
 
 

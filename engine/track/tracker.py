@@ -318,7 +318,7 @@ class Tracker:
             hok = np.isfinite(hd) & (hd > gate)
             hti = np.broadcast_to(heavy[:, None], hd.shape)[hok]
             hdj = hj[hok]
-            same = sp[hdj] == tsp[hti]                     # hops only onto the same species
+            same = sp[hdj] != C                            # heavy tracks hop only onto heavy atoms
             ti = np.concatenate([ti, hti[same]])
             dj = np.concatenate([dj, hdj[same]])
             # the nearer of two candidate sites wins (a rotating cluster keeps its identities)
@@ -329,7 +329,10 @@ class Tracker:
             cost = np.concatenate([cost, hop_cost])
             is_hop = np.concatenate([is_hop, np.ones(int(same.sum()), bool)])
         known = tsp[ti] != UNKNOWN
-        cost = cost + np.where(known & (sp[dj] != tsp[ti]), cfg.species_mismatch_cost * G, 0.0)
+        # C <-> heavy is a real change (or a dim Si); Si <-> other is the finder's intensity call
+        cls_change = (sp[dj] != C) != (tsp[ti] != C)
+        cost = cost + np.where(known & cls_change, cfg.species_mismatch_cost * G,
+                               np.where(known & (sp[dj] != tsp[ti]), cfg.heavy_mismatch_cost * G, 0.0))
         # a tentative track (maybe a spurious detection) loses ties against an established one
         cost = cost + np.where(st.confirmed[ti], 0.0, cfg.tentative_cost * G)
         mt, md = assign.match(T, len(xy_A), ti, dj, cost, G / 2, G / 2)
@@ -368,7 +371,7 @@ class Tracker:
             L = float(np.hypot(*(qa - pa)))
             if L < 2.0:
                 continue                                   # an exchange with a neighbour, not across a ring
-            b_rows = still[(tsp[mt[still]] == tsp[a])]
+            b_rows = still
             if not len(b_rows):
                 continue
             pb = pred[mt[b_rows]]
@@ -433,12 +436,13 @@ class Tracker:
         sp = feats["sp"]
         heavy_raw = sp != C
         # defaults for tracks not seen this frame
-        for name in ("sp", "coord", "away", "dimer", "formula", "ncoord"):
+        for name in ("sp", "cls", "coord", "away", "dimer", "formula", "ncoord"):
             st.ring(name)[:, col] = UNKNOWN
         st.ring("present")[:, col] = matched.astype(np.int16)
         if not len(rows):
             return
         st.ring("sp")[rows, col] = sp
+        st.ring("cls")[rows, col] = (sp != C).astype(np.int8)
         # near the field edge an atom's neighbours are cut off: its environment says nothing
         env = heavy_raw & ~self._near_edge(world + self.offset_A, self.cfg.edge_exclusion_A)
         # a neighbour missed in this frame only may be a missed detection or a real loss: the heavy
