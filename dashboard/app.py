@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 PALETTES = {"gray": list(Greys256), "viridis": list(Viridis256), "inferno": list(Inferno256),
             "magma": list(Magma256)}
+#: Events this recent (s) are listed under the newest one in the banner.
+RECENT_ALERT_S = 10.0
 #: Coordination colours on the timeline: same colours as the Si atoms on the image.
 COORD_PALETTE = ["#9e9e9e", "#9e9e9e", ATOM_COLORS[2], ATOM_COLORS[3], ATOM_COLORS[4]]   # <=1,2,3,4,>=5
 
@@ -63,10 +65,10 @@ CSS = """
 .banner .muted { opacity: 0.75; font-size: 14px; }
 .banner.flash0 { animation: flash0 2.4s ease-out 1 forwards; }
 .banner.flash1 { animation: flash1 2.4s ease-out 1 forwards; }
-@keyframes flash0 { 0%, 20%, 40% { background: #ff1744; color: #fff; } 10%, 30% { background: #fff; }
-                    100% { background: #ffb300; } }
-@keyframes flash1 { 0%, 20%, 40% { background: #ff1744; color: #fff; } 10%, 30% { background: #fff; }
-                    100% { background: #ffb300; } }
+@keyframes flash0 { 0%, 20%, 40% { background: #ff1744; color: #fff; } 10%, 30% { background: #ffd600; color: #111; }
+                    100% { background: #ffb300; color: #111; } }
+@keyframes flash1 { 0%, 20%, 40% { background: #ff1744; color: #fff; } 10%, 30% { background: #ffd600; color: #111; }
+                    100% { background: #ffb300; color: #111; } }
 .status { font-size: 13px; color: #ddd; }
 .status .pill { display: inline-block; padding: 3px 10px; border-radius: 10px; font-weight: 600;
                 margin-bottom: 6px; }
@@ -291,10 +293,10 @@ class TabSession:
 
         # ---- event log
         self.event_source = ColumnDataSource(render.event_table_columns([]), name="event_source")
-        cols = [TableColumn(field="frame", title="frame", width=45), TableColumn(field="time", title="time", width=72),
-                TableColumn(field="kind", title="event", width=125), TableColumn(field="track", title="track", width=42),
-                TableColumn(field="change", title="change", width=90),
-                TableColumn(field="where", title="x, y (Å)", width=75), TableColumn(field="conf", title="conf.", width=36)]
+        cols = [TableColumn(field="frame", title="frame", width=40), TableColumn(field="time", title="time", width=64),
+                TableColumn(field="kind", title="event", width=112), TableColumn(field="track", title="track", width=40),
+                TableColumn(field="change", title="change", width=124),
+                TableColumn(field="where", title="x, y (Å)", width=70), TableColumn(field="conf", title="conf.", width=34)]
         self.table = DataTable(source=self.event_source, columns=cols, width=470, height=290, index_position=None,
                                selectable=True, sortable=False, name="event_table")
         self.event_source.selected.on_change("indices", self._on_select)
@@ -410,9 +412,9 @@ class TabSession:
         self.info.text = (f'<div class="info">acquired {time.strftime("%H:%M:%S", time.localtime(df.t_acquired))}'
                           f' · {df.frame_shape[1]}×{df.frame_shape[0]} px at {df.pixel_size_A:.3f} Å/px'
                           f'{f" (shown binned ×{df.bin_factor})" if df.bin_factor > 1 else ""}'
-                          f' · {n_si} Si · {len(df.defects["x"])} defects'
+                          f' · {n_si} Si, {len(df.defects["x"])} defects'
                           f' · drift ({df.drift_px[0] * df.pixel_size_A:+.2f}, {df.drift_px[1] * df.pixel_size_A:+.2f}) Å/frame'
-                          f' · intensity {df.intensity_range[0]:.3g}…{df.intensity_range[1]:.3g}</div>')
+                          f' · display range {df.intensity_range[0]:.3g}–{df.intensity_range[1]:.3g}</div>')
         self.meta.data = {"seq": [df.seq], "idx": [df.idx], "t": [df.t_acquired]}
         self.shown = df
         self.sent_idx = df.idx
@@ -463,7 +465,14 @@ class TabSession:
         row_ = self.hub.events[-1] if self.hub.events else None
         if row_ is not None and not flash and now - row_.t_seen < 2.5:
             return                                        # let the flash animation finish
-        self.banner.text = render.banner_html(row_, self.hub.n_events, now, flash)
+        earlier = []
+        for r in reversed(self.hub.events):
+            if r is row_:
+                continue
+            if now - r.t_seen > RECENT_ALERT_S or len(earlier) >= 3:
+                break
+            earlier.append(r)
+        self.banner.text = render.banner_html(row_, self.hub.n_events, now, flash, earlier)
 
     def _on_select(self, attr: str, old: Any, new: Any) -> None:
         if self._quiet or not new:

@@ -330,18 +330,29 @@ def event_table_columns(rows: list[EventRow]) -> dict:
     }
 
 
-def banner_html(row: EventRow | None, n_events: int, now: float, flash: bool) -> str:
-    """The alert banner's HTML: the newest event (flashing when new) or a calm 'watching' line."""
+def banner_html(row: EventRow | None, n_events: int, now: float, flash: bool,
+                earlier: list[EventRow] | None = None) -> str:
+    """The alert banner's HTML: the newest event (flashing when new) or a calm 'watching' line.
+
+    ``earlier``: other recent events (newest first), listed on a second line so that an event
+    followed quickly by another is not lost from view.
+    """
     if row is None:
         return ('<div class="banner calm">No transformation yet · watching the dopants '
                 '<span class="muted">(events appear here the moment they are confirmed)</span></div>')
     e = row.event
     age = max(0.0, now - row.t_seen)
     cls = f"banner alert {'flash' + str(row.key % 2) if flash else 'steady'}"
+    more = ""
+    if earlier:
+        items = [f"{event_label(r.event.kind)} #{r.event.atom_id} (frame {r.event.frame}, "
+                 f"{max(0.0, now - r.t_seen):.0f} s ago)" for r in earlier]
+        more = f'<div class="muted">also: {" · ".join(items)}</div>'
     return (f'<div class="{cls}"><b>⚠ {event_label(e.kind)}</b> · Si track #{e.atom_id} · '
             f'{e.before} → {e.after} · frame {e.frame} · at ({e.x_A:.1f}, {e.y_A:.1f}) Å · '
             f'confidence {e.confidence:.2f} <span class="muted">· {age:.0f} s ago · '
-            f'{n_events} event{"s" if n_events != 1 else ""} so far · click a row below to see it</span></div>')
+            f'{n_events} event{"s" if n_events != 1 else ""} so far · click a row below to see it</span>'
+            f'{more}</div>')
 
 
 def species_name(code: int) -> str:

@@ -139,3 +139,12 @@ def test_status_shows_latency_after_arrival_for_replayed_frames():
     html = status_html(svc, {"display_p50_s": 120.2, "display_p99_s": 120.3, "last_frame_age_s": 0.1})
     assert "frames arrive 120 s after t_acquired" in html and "from arrival" in html
     assert "received 2 / 4" in html and "tracking 50 / 80" in html and "display (this tab) 200 / 300" in html
+
+
+def test_banner_keeps_recent_events_in_view():
+    lat = Lattice(n_si=2)
+    rows = [render.EventRow(k + 1, k, "s", lat.switch(k, seq=10 + k), 100.0 + k) for k in range(2)]
+    html = render.banner_html(rows[1], 2, 103.0, True, earlier=[rows[0]])
+    assert "flash0" in html and f"#{rows[1].event.atom_id}" in html
+    assert f"also: Si 3→4-fold #{rows[0].event.atom_id} (frame 10, 3 s ago)" in html
+    assert "No transformation yet" in render.banner_html(None, 0, 0.0, False)

@@ -1,0 +1,105 @@
+"""Screenshot of the dashboard during a transformation (what docs/dashboard.png shows).
+
+Replays a recording (simulated data only: replay_data/) through the live service into the
+dashboard, opens it in headless Chromium, waits until the page alerts on an event of ``--kind``
+and saves a screenshot ``--delay-s`` later, with the live view showing the ringed dopant::
+
+    python -m dashboard.screenshot --source replay_data/02_field_512.swrec --kind si_3_to_4 \\
+        --out docs/dashboard.png
+
+Needs Debian ``chromium`` + ``chromedriver`` and selenium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def take(source: str, out: str, kind: str = "si_3_to_4", delay_s: float = 0.3, width: int = 1640,
+         height: int = 880, timeout_s: float = 60.0) -> dict:
+    """Run the chain and save the screenshot; returns what was shown (event, frame, alert time)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from dashboard.server import DashboardServer
+    from engine.service import LiveService
+    from stemwatch.config import Config
+    from streamer.replay import replay
+
+    cfg = Config().replace(dashboard={"port": 0})
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    service = LiveService(cfg, endpoint=endpoint)
+    dash = DashboardServer(cfg.dashboard, controller=service)
+    url = dash.start()
+    service.start()
+    stop = threading.Event()
+    profile = tempfile.mkdtemp(prefix="stemwatch-shot-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+                 f"--window-size={width},{height}", "--hide-scrollbars"):
+        opts.add_argument(flag)
+    drv = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
+    th = None
+    try:
+        drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        drv.get(url)
+        time.sleep(1.5)
+        th = threading.Thread(target=replay, args=(source, endpoint), daemon=True,
+                              kwargs={"speed": 1.0, "loops": 1, "stop": stop})
+        th.start()
+        from dashboard.render import event_label
+
+        probe = ("const out = []; const walk = (r) => { out.push(...r.querySelectorAll('.banner b'));"
+                 "for (const e of r.querySelectorAll('*')) { if (e.shadowRoot) { walk(e.shadowRoot); } } };"
+                 "walk(document); return out.map(e => e.textContent).join(' ');")
+        t0 = time.time()
+        while time.time() - t0 < timeout_s:             # until the page alerts on that kind
+            time.sleep(0.03)
+            if event_label(kind) in drv.execute_script(probe):
+                break
+        else:
+            raise RuntimeError(f"no {kind} alert on the page within {timeout_s} s of {source}")
+        row = next(r for r in reversed(dash.hub.events) if r.event.kind == kind)
+        time.sleep(delay_s)
+        drv.save_screenshot(out)
+        return {"event": row.event.to_dict(), "url": url}
+    finally:
+        stop.set()
+        drv.quit()
+        service.stop()
+        dash.stop()
+        if th is not None:
+            th.join(10)
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dashboard.screenshot", description=__doc__.split("\n\n")[0])
+    p.add_argument("--source", default="replay_data/02_field_512.swrec", help="recording (simulated data only)")
+    p.add_argument("--kind", default="si_3_to_4", help="event kind to wait for (default %(default)s)")
+    p.add_argument("--delay-s", type=float, default=0.3, help="seconds after the event (default %(default)s)")
+    p.add_argument("--out", default="docs/dashboard.png")
+    args = p.parse_args(argv)
+    info = take(args.source, args.out, args.kind, args.delay_s)
+    e = info["event"]
+    print(f"saved {args.out}: {e['kind']} track {e['atom_id']} on frame {e['frame']}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
