@@ -59,6 +59,7 @@ class Truth:
     events: list            # dicts: frame, atom_id, kind, (before, after)
     pixel_size_A: float
     shape_px: tuple | None = None   # (H, W) of the frames
+    origins: dict | None = None     # seq -> (2,) sample coordinate (A) of pixel (0, 0): the field's drift
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -104,8 +105,10 @@ def as_truth(gt) -> Truth:
               for e in _get(gt, "events", default=[])]
     meta = _get(gt, "meta", default={}) or {}
     shape = meta.get("shape_px") if isinstance(meta, dict) else None
+    origins = {f.seq: np.asarray(_get(fr, "origin_A"), float) for f, fr in zip(frames, frames_src)
+               if _get(fr, "origin_A") is not None}
     return Truth(frames=frames, events=events, pixel_size_A=ps,
-                 shape_px=tuple(int(v) for v in shape) if shape is not None else None)
+                 shape_px=tuple(int(v) for v in shape) if shape is not None else None, origins=origins or None)
 
 
 def read_atoms_csv(path: str | Path) -> dict:
@@ -274,6 +277,21 @@ def _truth_event_position(ev: dict, gt_pos: dict, seqs: list) -> np.ndarray | No
     return None
 
 
+def _at_frame(ev: dict, xy, frame: int, gt_pos: dict, truth: Truth):
+    """Where the event's atom is in ``frame`` (a report comes a few frames later and the field
+    drifts): the truth atom's position then, else the event position moved with the field."""
+    here = gt_pos.get((frame, int(ev["atom_id"])))
+    if here is not None:
+        return here
+    if xy is None:
+        return None
+    o = truth.origins
+    f0 = int(ev["frame"])
+    if o is not None and f0 in o and frame in o:
+        return np.asarray(xy, float) - (o[frame] - o[f0]) / truth.pixel_size_A
+    return xy
+
+
 def _score_events(truth: Truth, events: list, gt_pos: dict, analysed: set, ps: float, max_lat: int,
                   radius_A: float, n_frames: int, warmup: int = 2, end_margin: int = 2,
                   defect_xy: dict | None = None) -> dict:
@@ -320,7 +338,8 @@ def _score_events(truth: Truth, events: list, gt_pos: dict, analysed: set, ps: f
             lat = int(h["frame"]) - int(e["frame"])
             if not 0 <= lat <= max_lat:
                 continue
-            dist = np.hypot(h["x"] - xy[0], h["y"] - xy[1]) if xy is not None else 0.0
+            at = _at_frame(e, xy, int(h["frame"]), gt_pos, truth)
+            dist = np.hypot(h["x"] - at[0], h["y"] - at[1]) if at is not None else 0.0
             if dist > r_px:
                 continue
             key = (lat, dist)
@@ -341,8 +360,11 @@ def _score_events(truth: Truth, events: list, gt_pos: dict, analysed: set, ps: f
     alarms = 0
     for e in flick:
         xy = _truth_event_position(e, gt_pos, seqs)
-        if any(0 <= int(h["frame"]) - int(e["frame"]) <= max_lat and
-               (xy is None or np.hypot(h["x"] - xy[0], h["y"] - xy[1]) <= r_px) for h in hyp):
+        def near(h):
+            at = _at_frame(e, xy, int(h["frame"]), gt_pos, truth)
+            return at is None or np.hypot(h["x"] - at[0], h["y"] - at[1]) <= r_px
+
+        if any(0 <= int(h["frame"]) - int(e["frame"]) <= max_lat and near(h) for h in hyp):
             alarms += 1
     n_gt = len(gt) - edge_total
     found = int(used.sum()) - edge_found

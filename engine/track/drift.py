@@ -11,8 +11,11 @@ coordinates:
    candidate is scored on the subsample (species-weighted fraction of atoms that land within
    ``tol_A`` of an atom, counted only where the shifted atom is still inside the current frame) and
    the best one wins (ties: the one closest to the prediction);
-3. refine: the mean displacement of the previous atoms matched within ``tol_A`` (inliers around
-   the median displacement; sub-pixel).
+3. refine: a least-squares map ``cur = prev + shift + slope * y`` on the matched atoms, re-matched
+   a few times (sub-pixel). The slope (per axis) absorbs the slow-scan distortion: the sample
+   moves while a frame is scanned, so a frame is sheared along the slow-scan axis by its drift,
+   and two frames with different drift differ by a shift that grows with the row. Candidates of
+   step 2 are compared after this refinement.
 
 A perfect graphene lattice is periodic: shifts that differ by a lattice vector (2.46 A) match
 equally well. Heavy atoms (Si), defects, vacancies and the field edges break that symmetry; the
@@ -24,7 +27,7 @@ All arrays are (N, 2) float64 (x, y) in angstrom; species are int8 codes of :dat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -33,20 +36,27 @@ from engine.types import C
 
 #: Score weight of a heavy (non-C) atom landing on a heavy atom, relative to C on C.
 HEAVY_WEIGHT = 10.0
+#: candidates this close to the prediction (A) are always refined (translation + slope)
+NEAR_PREDICTION_A = 1.5
+#: how many of the best translations are refined
+TOP_CANDIDATES = 4
 
 
 @dataclass
 class ShiftEstimate:
-    """The estimated shift ``cur = prev + shift_A`` and how well it is supported.
+    """The estimated map ``cur = prev + shift_A + slope * prev_y`` and how well it is supported.
 
-    shift_A : (2,) float, angstrom. score : species-weighted matched fraction in [0, 1].
-    n_matched : atoms used in the refinement. searched : True when the prediction was rejected.
+    shift_A : (2,) float, angstrom. slope : (2,) dimensionless, the change of the shift per angstrom
+    of row (y): the slow-scan distortion of drift during a frame differs between frames whose drift
+    differs. score : species-weighted matched fraction in [0, 1]. n_matched : atoms used in the
+    refinement. searched : True when the prediction was rejected.
     """
 
     shift_A: np.ndarray
     score: float
     n_matched: int
     searched: bool
+    slope: np.ndarray = field(default_factory=lambda: np.zeros(2))
 
 
 def _subsample(n: int, heavy: np.ndarray, max_light: int, rng: np.random.Generator) -> np.ndarray:
@@ -59,10 +69,15 @@ def _subsample(n: int, heavy: np.ndarray, max_light: int, rng: np.random.Generat
 
 
 def _scores(shifts: np.ndarray, prev: np.ndarray, prev_sp: np.ndarray, tree: cKDTree,
-            cur_sp: np.ndarray, lo: np.ndarray, hi: np.ndarray, tol_A: float) -> np.ndarray:
-    """Species-weighted matched fraction for each candidate shift. shifts: (K, 2); prev: (M, 2)."""
+            cur_sp: np.ndarray, lo: np.ndarray, hi: np.ndarray, tol_A: float,
+            slopes: np.ndarray | None = None) -> np.ndarray:
+    """Species-weighted matched fraction for each candidate map ``prev + shift (+ slope * prev_y)``.
+    shifts, slopes: (K, 2); prev: (M, 2). Atoms mapped outside the current field do not count."""
     K, M = shifts.shape[0], prev.shape[0]
-    q = (prev[None, :, :] + shifts[:, None, :]).reshape(-1, 2)
+    q = prev[None, :, :] + shifts[:, None, :]
+    if slopes is not None:
+        q = q + slopes[:, None, :] * prev[None, :, 1:2]
+    q = q.reshape(-1, 2)
     d, j = tree.query(q, k=1, distance_upper_bound=tol_A)
     hit = np.isfinite(d)
     jj = np.where(hit, j, 0)
@@ -74,6 +89,36 @@ def _scores(shifts: np.ndarray, prev: np.ndarray, prev_sp: np.ndarray, tree: cKD
     num = np.where(same & inside, w_full, np.where(hit & inside, 0.25, 0.0)).reshape(K, M).sum(1)
     den = np.where(inside, w_full, 0.0).reshape(K, M).sum(1)
     return np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
+
+
+def refine_affine(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, cur_sp: np.ndarray,
+                  tree: cKDTree, shift: np.ndarray, slope: np.ndarray, tol_A: float, iters: int = 3):
+    """Least-squares ``cur = prev + shift + slope * prev_y`` (per axis) on same-species matches,
+    re-matching after each fit so that a translation that fits one band of rows grows into the
+    whole frame. Returns (shift, slope, matched fraction, n matched)."""
+    shift = np.asarray(shift, float).copy()
+    slope = np.asarray(slope, float).copy()
+    n = 0
+    frac = 0.0
+    for _ in range(iters):
+        q = prev_A + shift + slope[None, :] * prev_A[:, 1:2]
+        d, j = tree.query(q, k=1, distance_upper_bound=tol_A)
+        hit = np.isfinite(d)
+        hit[hit] &= cur_sp[j[hit]] == prev_sp[hit]
+        n = int(hit.sum())
+        frac = n / max(1, len(prev_A))
+        if n < 8:
+            break
+        y = prev_A[hit, 1]
+        r = cur_A[j[hit]] - prev_A[hit]
+        ym = y.mean()
+        A = np.c_[np.ones(n), y - ym]
+        coef, *_ = np.linalg.lstsq(A, r, rcond=None)       # (2, 2): rows intercept, slope; cols x, y
+        if np.ptp(y) < 4 * tol_A:                           # too thin a band to see a slope
+            coef[1] = 0.0
+        slope = coef[1]
+        shift = coef[0] - slope * ym
+    return shift, slope, frac, n
 
 
 def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, cur_sp: np.ndarray,
@@ -99,8 +144,13 @@ def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, c
     sub = _subsample(len(prev_A), heavy, subsample, rng)
     p_sub, sp_sub = prev_A[sub], prev_sp[sub]
 
-    shift = predicted_A
-    score = float(_scores(shift[None], p_sub, sp_sub, tree, cur_sp, lo, hi, tol_A)[0])
+    zero = np.zeros(2)
+
+    def refined(shift0):
+        sh, sl, _, _ = refine_affine(p_sub, sp_sub, cur_A, cur_sp, tree, shift0, zero, tol_A)
+        return sh, sl, float(_scores(sh[None], p_sub, sp_sub, tree, cur_sp, lo, hi, tol_A, sl[None])[0])
+
+    shift, slope, score = refined(predicted_A)
     searched = False
     if score < accept_score:
         searched = True
@@ -126,32 +176,30 @@ def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, c
         if len(cand):
             cand = np.unique(np.round(cand / 0.05) * 0.05, axis=0)
             sc = _scores(cand, p_sub, sp_sub, tree, cur_sp, lo, hi, tol_A)
-            best = sc.max()
+            # the best translations, and the ones near the prediction (where a change of the
+            # slow-scan distortion makes a pure translation fit only a band of rows), are refined
+            near_pred = np.linalg.norm(cand - predicted_A, axis=1) <= NEAR_PREDICTION_A
+            top = np.argsort(-sc)[:TOP_CANDIDATES]
+            near_top = np.flatnonzero(near_pred)[np.argsort(-sc[near_pred])[:TOP_CANDIDATES]]
+            pick = np.unique(np.concatenate([top, near_top]))
+            res = [refined(cand[i]) for i in pick]
+            rsc = np.array([r[2] for r in res])
+            best = rsc.max()
             # among near-best candidates prefer the one closest to the prediction
-            ok = np.flatnonzero(sc >= best - 0.02)
-            k = ok[np.argmin(np.linalg.norm(cand[ok] - predicted_A, axis=1))]
-            if sc[k] > score:
-                shift, score = cand[k], float(sc[k])
+            ok = np.flatnonzero(rsc >= best - 0.02)
+            k = ok[np.argmin([np.linalg.norm(res[i][0] - predicted_A) for i in ok])]
+            if rsc[k] > score:
+                shift, slope, score = res[k]
 
-    # refinement: median displacement of same-species matches (at most ``refine_max`` atoms: the
-    # median of 2,000 displacements with 0.07 A scatter is good to ~0.002 A)
+    # final fit on up to ``refine_max`` atoms (least squares on 2,000 displacements with 0.07 A
+    # scatter is good to ~0.002 A), then once more on the close inliers only
     if len(prev_A) > refine_max:
         ref = rng.choice(len(prev_A), refine_max, replace=False)
         p_ref, sp_ref = prev_A[ref], prev_sp[ref]
     else:
         p_ref, sp_ref = prev_A, prev_sp
-    n_used = 0
-    for _ in range(2 if searched else 1):
-        d, j = tree.query(p_ref + shift, k=1, distance_upper_bound=tol_A)
-        hit = np.isfinite(d)
-        hit[hit] &= cur_sp[j[hit]] == sp_ref[hit]
-        n_used = int(hit.sum())
-        if n_used < 3:
-            break
-        disp = cur_A[j[hit]] - p_ref[hit]
-        med = np.median(disp, axis=0)
-        # mean of the inliers around the median: unlike the median it is not stuck to a coarse
-        # position grid (an atom finder's pixel quantisation averages out over many atoms)
-        near = np.linalg.norm(disp - med, axis=1) < 0.5 * tol_A
-        shift = disp[near].mean(0) if near.sum() >= 3 else med
-    return ShiftEstimate(np.asarray(shift, dtype=np.float64), score, n_used, searched)
+    shift, slope, _, n_used = refine_affine(p_ref, sp_ref, cur_A, cur_sp, tree, shift, slope, tol_A, iters=2)
+    if n_used >= 8:
+        shift, slope, _, n_used = refine_affine(p_ref, sp_ref, cur_A, cur_sp, tree, shift, slope, 0.5 * tol_A,
+                                                iters=1)
+    return ShiftEstimate(np.asarray(shift, dtype=np.float64), score, n_used, searched, np.asarray(slope, float))

@@ -170,7 +170,7 @@ class EventLogic:
             for i in np.flatnonzero(~done):
                 r = rows[i]
                 if is_si[r]:
-                    a_px = (st.anchor[r] + tr.offset_A) / ps
+                    a_px = tr.to_frame(st.anchor[r]) / ps
                     emit("si_hop", r, self._first(ring, r, 1, cols), f"site ({a_px[0]:.1f}, {a_px[1]:.1f}) px",
                          f"site ({st.last_px[r][0]:.1f}, {st.last_px[r][1]:.1f}) px", confs[i])
             st.anchor[rows] = st.pos[rows]
@@ -217,7 +217,7 @@ class EventLogic:
             motif = getattr(dfc, "motif", "") or ""
             if not motif.startswith("new motif") or motif in self._motif_raised:
                 continue
-            centre_w = np.asarray(dfc.centre_px, float) * ps - tr.offset_A
+            centre_w = tr.to_world(np.asarray(dfc.centre_px, float) * ps)
             seen = self._motif_seen.setdefault(motif, deque(maxlen=8 * n))
             seen.append((seq, centre_w))
             recent = {s for s, c in seen if s > seq - n and np.hypot(*(c - centre_w)) < MOTIF_RADIUS_A}
@@ -239,7 +239,7 @@ class EventLogic:
         st.present_state[ended] = 0
         ended &= st.confirmed
         for r in np.flatnonzero(ended):
-            pred_A = st.pos[r] + tr.offset_A
+            pred_A = tr.to_frame(st.pos[r])
             xy_px = pred_A / ps
             edge = bool(left[r] or tr._near_edge(pred_A[None], tr.cfg.border_margin_A)[0])
             first = self._first(ring, r, 0, cols)

@@ -2,7 +2,7 @@
 
 One row per live track. Columns are numpy arrays; rings are (T, H) raw observation buffers
 (see :mod:`engine.track.debounce`). Positions are *world* angstrom: drift-corrected coordinates
-(``frame_A = world_A + offset_A``, see :class:`engine.track.tracker.Tracker`).
+(``frame_A = world_A + offset_A + shear * world_y``, see :class:`engine.track.tracker.Tracker`).
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ One call per frame: :meth:`Tracker.update` (``Chemistry`` of the frame, its ``se
 ``t_acquired``) -> :class:`TrackUpdate` (a track id per atom, the events confirmed in this frame,
 the frame's drift).
 
-Coordinates. Atoms arrive in input-frame pixels; the tracker works in angstrom. ``offset_A`` is the
-accumulated drift: ``frame_A = world_A + offset_A``. Tracks live in world coordinates, where atoms
+Coordinates. Atoms arrive in input-frame pixels; the tracker works in angstrom. The accumulated drift
+maps world to frame coordinates: ``frame_A = world_A + offset_A + shear * world_y`` (``shear``, per
+axis, is the slow-scan distortion: the sample drifts while the frame is scanned row by row, so the
+shift grows with the row). Tracks live in world coordinates, where atoms
 are (nearly) still, so the Kalman filter is a constant-position model per atom (state: x, y;
 isotropic covariance ``P`` in A^2; process noise ``process_noise_A`` per frame, measurement noise
 ``measurement_noise_A``). It is exact and fully vectorised: ``P <- P + q^2``;
@@ -123,8 +125,9 @@ class Tracker:
         self.ring_seq = np.full(self._ring_len, -1, np.int64)
         self.ring_t = np.full(self._ring_len, np.nan)
         self.offset_A = np.zeros(2)
+        self.shear = np.zeros(2)
         self._drift_per_frame_A = np.zeros(2)
-        self._prev_xy_A: np.ndarray | None = None
+        self._prev_world: np.ndarray | None = None
         self._prev_sp: np.ndarray | None = None
         self._last_seq: int | None = None
         self._ps: float | None = None
@@ -182,22 +185,36 @@ class Tracker:
                                        xy_A.max(0) + ps)
         tree = cKDTree(xy_A) if N else None
 
-        # ---- drift
-        shift = self._drift_per_frame_A * gap
+        # ---- drift: frame = world + offset + shear * world_y (see the module docstring)
+        o_prev, s_prev = self.offset_A.copy(), self.shear.copy()
+        o_pred = o_prev + self._drift_per_frame_A * gap
         searched = False
-        if self._prev_xy_A is not None and N:
-            est = estimate_shift(self._prev_xy_A, self._prev_sp, xy_A, sp, shift,
+        if self._prev_world is not None and N:
+            P = self._prev_world + o_pred + s_prev[None, :] * self._prev_world[:, 1:2]
+            est = estimate_shift(P, self._prev_sp, xy_A, sp, np.zeros(2),
                                  max_shift_A=cfg.max_drift_A_per_frame * gap,
                                  tol_A=cfg.drift_tolerance_A, cur_tree=tree, seed=int(seq))
             if est.n_matched >= 3:
-                shift = est.shift_A
+                # cur = P + d + b * P_y, P = W + o_pred + s W_y  =>  o = o_pred + d + b o_pred_y,
+                # s = s_prev + b (1 + s_prev_y)
+                d, b = est.shift_A, est.slope
+                self.offset_A = o_pred + d + b * o_pred[1]
+                self.shear = s_prev + b * (1.0 + s_prev[1])
+            else:
+                self.offset_A = o_pred
             searched = est.searched
-            self._drift_per_frame_A = shift / gap
-        elif self._prev_xy_A is None:
-            shift = np.zeros(2)
-        self.offset_A = self.offset_A + shift
+            self._drift_per_frame_A = (self.offset_A - o_prev) / gap
+        elif self._prev_world is None:
+            self.offset_A = np.zeros(2)
+            self.shear = np.zeros(2)
+        else:
+            self.offset_A = o_pred
+        # the reported drift: the shift of the field's middle row since the last analysed frame
+        yc = 0.5 * (self._shape_A[1] if self._shape_A is not None else 0.0)
+        shift = (self.offset_A + self.shear * yc) - (o_prev + s_prev * yc) if self._frames else np.zeros(2)
+        world = self.to_world(xy_A)
         if N:
-            self._prev_xy_A, self._prev_sp = xy_A, sp
+            self._prev_world, self._prev_sp = world, sp
 
         # ---- new ring column
         self._frames += 1
@@ -219,7 +236,6 @@ class Tracker:
         if T and N:
             mt, md, hop = self._assign(st, tree, xy_A, sp, r2, G)
         # ---- Kalman update of matched tracks
-        world = xy_A - self.offset_A
         if len(mt):
             z = world[md]
             P = st.P[mt]
@@ -244,7 +260,7 @@ class Tracker:
             # a track predicted at (or beyond) the field edge is unobservable, not missed; one
             # predicted well outside has left the field
             unmatched = np.flatnonzero(~matched_t)
-            pred_A = st.pos[unmatched] + self.offset_A
+            pred_A = self.to_frame(st.pos[unmatched])
             unobs = self._near_edge(pred_A, cfg.edge_unobservable_A)
             st.misses[unmatched[~unobs]] += 1
             self.left_field[unmatched] = self._near_edge(pred_A, -cfg.border_margin_A)
@@ -285,6 +301,19 @@ class Tracker:
                            drift_A=(float(shift[0]), float(shift[1])), drift_searched=searched,
                            n_tracks=len(self.store))
 
+    # ------------------------------------------------------------------------------ coordinates
+    def to_frame(self, world_A: np.ndarray) -> np.ndarray:
+        """World (drift-corrected) angstrom -> this frame's angstrom: ``w + offset + shear * w_y``."""
+        w = np.asarray(world_A, float)
+        return w + self.offset_A + self.shear * w[..., 1:2]
+
+    def to_world(self, frame_A: np.ndarray) -> np.ndarray:
+        """This frame's angstrom -> world angstrom (inverse of :meth:`to_frame`)."""
+        q = np.asarray(frame_A, float)
+        wy = (q[..., 1] - self.offset_A[1]) / (1.0 + self.shear[1])
+        wx = q[..., 0] - self.offset_A[0] - self.shear[0] * wy
+        return np.stack([wx, wy], axis=-1)
+
     # ------------------------------------------------------------------------------ pieces
     def _near_edge(self, xy_A: np.ndarray, margin_A: float) -> np.ndarray:
         if self._shape_A is None:
@@ -301,7 +330,7 @@ class Tracker:
     def _assign(self, st: TrackStore, tree: cKDTree, xy_A: np.ndarray, sp: np.ndarray, r2: float, G: float):
         cfg = self.cfg
         T = len(st)
-        pred = st.pos + self.offset_A                      # predictions in this frame's angstrom
+        pred = self.to_frame(st.pos)                       # predictions in this frame's angstrom
         S = st.P + r2
         tsp = self._track_species(st)
         gate = cfg.max_speed_A_per_frame
@@ -444,7 +473,7 @@ class Tracker:
         st.ring("sp")[rows, col] = sp
         st.ring("cls")[rows, col] = (sp != C).astype(np.int8)
         # near the field edge an atom's neighbours are cut off: its environment says nothing
-        env = heavy_raw & ~self._near_edge(world + self.offset_A, self.cfg.edge_exclusion_A)
+        env = heavy_raw & ~self._near_edge(self.to_frame(world), self.cfg.edge_exclusion_A)
         # a neighbour missed in this frame only may be a missed detection or a real loss: the heavy
         # atom's environment is WILD for this frame (it counts for a change confirmed later, but
         # cannot start one)
@@ -500,7 +529,7 @@ class Tracker:
         species / coordination states, confirmed, hits, misses."""
         st = self.store
         ps = self._ps or 1.0
-        frame_px = (st.pos + self.offset_A) / ps
+        frame_px = self.to_frame(st.pos) / ps
         return {"id": st.id.copy(), "x": frame_px[:, 0].copy(), "y": frame_px[:, 1].copy(),
                 "species": st.sp_state.copy(), "n_c": st.coord_state.copy(),
                 "confirmed": st.confirmed.copy(), "hits": st.hits.copy(), "misses": st.misses.copy()}
