@@ -120,19 +120,6 @@ def torch_reference(net, x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
-def load_checkpoint(path: str | Path):
-    """Rebuild a :class:`StemFCN` from a training checkpoint (a torch state file, weights only)."""
-    import torch
-
-    from engine.train.network import StemFCN
-
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-    arch = json.loads(state["arch_json"]) if isinstance(state.get("arch_json"), str) else state["arch"]
-    net = StemFCN(tuple(arch["widths"]), arch["convs"])
-    net.load_state_dict(state["model"])
-    return net.eval(), state
-
-
 def onnx_bytes_single_file(path: str | Path) -> bool:
     """True when the ONNX file has no external-data references."""
     import onnx
