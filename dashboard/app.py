@@ -145,6 +145,10 @@ class TabSession:
         self.shown: DisplayFrame | None = None
         self.shown_events_version = -1
         self.shown_timeline_version = -1
+        self.tl_series: str | None = None
+        self.tl_last_idx = -1
+        self.tl_events_version = -1
+        self.tl_lanes_key: tuple = (None, -1)
         self.field: tuple[float, float, float] | None = None
         self.sent_idx: int | None = None
         self.sent_t = 0.0
@@ -374,18 +378,38 @@ class TabSession:
             finally:
                 self._quiet = False
         if self.hub.version != self.shown_timeline_version:
-            self.shown_timeline_version = self.hub.version
-            self.tl_source.data = self.hub.timeline_columns()
-            self.tl_events.data = self.hub.timeline_events()
-            lanes = self.hub.lanes
-            self.tl_ticker.ticks = sorted(lanes.values())
-            self.timeline.yaxis.major_label_overrides = {int(v): f"Si #{k}" for k, v in lanes.items()}
+            self._update_timeline()
         if self.shown is not None:
             self.now_span.location = self.shown.seq
         if self.hub.n_events and self.last_event_key:
             self._refresh_banner(now, flash=False)
         self._update_status(now)
         self._sync_controls()
+
+    def _update_timeline(self) -> None:
+        """Stream the new frames' cells (a full replace only when the series, hence the lanes, change)."""
+        hub = self.hub
+        self.shown_timeline_version = hub.version
+        newest = hub.newest()
+        if newest is None:
+            return
+        lanes = hub.lanes
+        if hub.lanes_series != self.tl_series:
+            self.tl_series = hub.lanes_series
+            self.tl_source.data = hub.timeline_columns()
+        else:
+            new = hub.timeline_columns(since_idx=self.tl_last_idx)
+            if new["x"].size:
+                self.tl_source.stream(new, rollover=self.cfg.history_frames * max(1, len(lanes)))
+        self.tl_last_idx = newest.idx
+        lanes_key = (hub.lanes_series, len(lanes))
+        if hub.events_version != self.tl_events_version or lanes_key != self.tl_lanes_key:
+            self.tl_events_version = hub.events_version
+            self.tl_events.data = hub.timeline_events()
+        if lanes_key != self.tl_lanes_key:
+            self.tl_lanes_key = lanes_key
+            self.tl_ticker.ticks = sorted(lanes.values())
+            self.timeline.yaxis.major_label_overrides = {int(v): f"Si #{k}" for k, v in lanes.items()}
 
     # ------------------------------------------------------------------ frame display
     def _show(self, df: DisplayFrame, highlight: list | None = None) -> None:

@@ -163,9 +163,9 @@ class DashboardHub:
         n = sum(1 for t in self.analysed_times if now - t <= window_s)
         return n / window_s
 
-    def timeline_columns(self) -> dict:
+    def timeline_columns(self, since_idx: int = -1) -> dict:
         """Per-dopant coordination timeline over the history of the newest series: one rectangle per
-        (frame, Si track).
+        (frame, Si track). ``since_idx``: only frames after that history index (for streaming).
 
         x : frame seq (float32), lane : Si track lane (float32), coord : int8 coordination.
         """
@@ -173,7 +173,7 @@ class DashboardHub:
                  "coord": np.zeros(0, np.int8), "tid": np.zeros(0, np.int32)}
         xs, tids, coords = [], [], []
         for df in self.history:
-            if df.si_track.size and df.series == self.lanes_series:
+            if df.si_track.size and df.series == self.lanes_series and df.idx > since_idx:
                 xs.append(np.full(df.si_track.size, df.seq, np.float32))
                 tids.append(df.si_track)
                 coords.append(df.si_coord)

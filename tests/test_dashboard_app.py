@@ -186,3 +186,23 @@ def test_publish_does_not_convert_or_copy():
     assert len(hub.history) == 0
     hub.drain()
     assert hub.newest().image.dtype == np.uint8 and not hub._pending
+
+
+def test_tab_timeline_streams_the_same_cells_as_the_hub():
+    hub = DashboardHub()
+    tab = make_document(Document(), hub)
+    lat = Lattice(shape=(128, 128), n_si=2)
+    for seq in range(12):
+        ev = [lat.switch(1, seq)] if seq == 5 else []
+        hub.publish(lat.result(seq, events=ev, image=False))
+        hub.drain()
+        if seq % 3 == 0:
+            tab._slow_tick()
+    tab._slow_tick()
+    full = hub.timeline_columns()
+    got = tab.tl_source.data
+    assert sorted(zip(np.asarray(got["x"]).tolist(), np.asarray(got["tid"]).tolist(), np.asarray(got["coord"]).tolist())) \
+        == sorted(zip(full["x"].tolist(), full["tid"].tolist(), full["coord"].tolist()))
+    assert len(got["x"]) == 24
+    assert tab.tl_events.data["x"] == [5.0]
+    assert tab.timeline.yaxis.major_label_overrides == {v: f"Si #{k}" for k, v in hub.lanes.items()}
