@@ -119,6 +119,9 @@ class TrackingConfig:
                                                      # formula) for atoms this close to the field edge
     edge_unobservable_A: float = 0.5                 # a track predicted this close to (or beyond) the
                                                      # edge is not counted as missed
+    park_forget_A: float = 40.0                      # tracks that drifted out are parked (an atom coming
+    park_forget_frames: int = 2000                   # back gets its id back) until this far outside or
+                                                     # this many frames old
     border_margin_A: float = 1.5                     # tracks ending this close to the field edge "left"
     history_frames: int = 32                         # per-track raw species/coordination ring length
 

@@ -93,7 +93,7 @@ class Movie:
 def make_movie(n_frames: int = 40, size_A: float = 40.0, ps: float = 0.1, n_si: int = 4,
                drift_A=(0.6, -0.3), drift_walk_A: float = 0.05, jitter_A: float = 0.05,
                p_miss: float = 0.01, p_spurious: float = 0.002, script: list | None = None,
-               seed: int = 0) -> Movie:
+               seed: int = 0, reverse_at: int | None = None) -> Movie:
     """Simulate detections. ``script``: list of (frame, kind, si_index) with kind in
     {"hop", "3to4", "4to3", "flicker", "vacancy"}; ``si_index`` picks the dopant (for "vacancy": any
     interior C far from dopants)."""
@@ -157,6 +157,8 @@ def make_movie(n_frames: int = 40, size_A: float = 40.0, ps: float = 0.1, n_si: 
                 c = int(far[k])
                 alive[c] = False
                 events.append({"frame": t, "kind": "vacancy_created", "atom_id": int(ids[c])})
+        if reverse_at is not None and t == reverse_at:
+            v = -v                                   # the stage drift reverses: atoms come back
         step = v + rng.normal(0, drift_walk_A, 2) if t else np.zeros(2)
         off = off + step
         drifts.append(step)

@@ -91,6 +91,23 @@ def _scores(shifts: np.ndarray, prev: np.ndarray, prev_sp: np.ndarray, tree: cKD
     return np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
 
 
+def _heavy_fraction(shift, slope, prev, prev_sp, tree, cur_sp, lo, hi, tol_A) -> float:
+    """Fraction of the previous heavy atoms (mapped inside the current field) that land on a heavy
+    atom; 1.0 when there are none to judge by."""
+    hv = prev_sp != C
+    if not hv.any():
+        return 1.0
+    q = prev[hv] + shift + slope * prev[hv, 1:2]
+    inside = np.all((q >= lo) & (q <= hi), axis=1)
+    if not inside.any():
+        return 1.0
+    d, j = tree.query(q[inside], k=1, distance_upper_bound=tol_A)
+    hit = np.isfinite(d)
+    ok = np.zeros(len(d), bool)
+    ok[hit] = cur_sp[j[hit]] != C
+    return float(ok.mean())
+
+
 def refine_affine(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, cur_sp: np.ndarray,
                   tree: cKDTree, shift: np.ndarray, slope: np.ndarray, tol_A: float, iters: int = 3):
     """Least-squares ``cur = prev + shift + slope * prev_y`` (per axis) on same-species matches,
@@ -152,7 +169,10 @@ def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, c
 
     shift, slope, score = refined(predicted_A)
     searched = False
-    if score < accept_score:
+    # the lattice repeats every 2.46 A: a wrong prediction can still put most C on C. Heavy atoms
+    # are not periodic, so the prediction is accepted only if they land on heavy atoms too
+    heavy_ok = _heavy_fraction(shift, slope, p_sub, sp_sub, tree, cur_sp, lo, hi, tol_A) >= 0.5
+    if score < accept_score or not heavy_ok:
         searched = True
         cands = [predicted_A[None]]
         # anchors: every heavy atom, plus the few C nearest the centre of the previous field

@@ -131,6 +131,9 @@ class EventLogic:
                 emit("si_appeared", r, first, "outside field" if st.edge_born[r] else "absent", "Si",
                      count / n * float(st.conf[r]))
         is_si = st.sp_state == SI
+        for r in tr.revived_rows:                  # a parked Si drifted back into view
+            if is_si[r]:
+                emit("si_appeared", int(r), seq, "outside field", "Si", float(st.conf[r]))
 
         # ---- coordination (C neighbours of a Si)
         ring = st.ring("coord")

@@ -117,5 +117,22 @@ class TrackStore:
                     a[holes] = a[tail]
         self.n = m
 
+    def take(self, rows: np.ndarray) -> dict:
+        """Copies of every column (rings included) for ``rows``: a dict for :meth:`put`."""
+        rows = np.asarray(rows, np.int64)
+        out = {name: self.cols[name][: self.n][rows].copy() for name in SCALARS}
+        for name in RINGS:
+            out["ring_" + name] = self.cols["ring_" + name][:, : self.n][:, rows].copy()
+        return out
+
+    def put(self, rows: dict, reset_rings: bool = False) -> slice:
+        """Append rows taken with :meth:`take` (optionally with their rings cleared)."""
+        count = len(rows["id"])
+        sl = self.append(count, **{name: rows[name] for name in SCALARS})
+        if not reset_rings:
+            for name in RINGS:
+                self.cols["ring_" + name][:, sl] = rows["ring_" + name]
+        return sl
+
     def clear(self) -> None:
         self.n = 0

@@ -134,6 +134,8 @@ class Tracker:
         self._shape_A: np.ndarray | None = None
         self._formula_codes: dict[str, int] = {}
         self.left_field = np.zeros(0, bool)
+        self.parked = TrackStore(self._ring_len, capacity=256)   # tracks that drifted out of view
+        self.revived = 0
         self.events_logic = EventLogic(self)
 
     def set_event_config(self, events: EventConfig) -> None:
@@ -222,6 +224,9 @@ class Tracker:
         col = self._col
         self.ring_seq[col] = seq
         self.ring_t[col] = t_acquired
+        self.left_field = np.zeros(len(self.store), bool)
+        self.revived_rows = np.zeros(0, np.int64)
+        self._revive_parked()
         st = self.store
         T = len(st)
 
@@ -255,7 +260,6 @@ class Tracker:
             st.heavy_nb[mt] = np.minimum(feats["n_heavy"][md], 127)
         matched_t = np.zeros(T, bool)
         matched_t[mt] = True
-        self.left_field = np.zeros(T, bool)
         if T:
             # a track predicted at (or beyond) the field edge is unobservable, not missed; one
             # predicted well outside has left the field
@@ -263,6 +267,8 @@ class Tracker:
             pred_A = self.to_frame(st.pos[unmatched])
             unobs = self._near_edge(pred_A, cfg.edge_unobservable_A)
             st.misses[unmatched[~unobs]] += 1
+            # tracks that drifted out are parked (kept aside, in world coordinates) so that an atom
+            # coming back into view -- the drift reverses -- gets its identity back
             self.left_field[unmatched] = self._near_edge(pred_A, -cfg.border_margin_A)
 
         # ---- births
@@ -334,9 +340,11 @@ class Tracker:
         S = st.P + r2
         tsp = self._track_species(st)
         gate = cfg.max_speed_A_per_frame
-        d, j = tree.query(pred, k=2, distance_upper_bound=gate)
+        # parked tracks (predicted outside the field) cannot match: leave them out of the query
+        vis = np.flatnonzero(~self._near_edge(pred, -gate))
+        d, j = tree.query(pred[vis], k=2, distance_upper_bound=gate)
         ok = np.isfinite(d)
-        ti = np.nonzero(ok)[0]
+        ti = vis[np.nonzero(ok)[0]]
         dj = j[ok]
         dd = d[ok]
         cost = dd * dd / S[ti]
@@ -499,10 +507,44 @@ class Tracker:
         st = self.store
         if not len(st):
             return
-        dead = self.events_logic.ended | self.left_field
-        dead |= st.misses > self.cfg.memory_frames
+        gone = (self.events_logic.ended & ~self.left_field) | (st.misses > self.cfg.memory_frames)
+        park = self.left_field & ~gone & (st.confirmed | st.initial)
+        if park.any():
+            self.parked.put(st.take(np.flatnonzero(park)))
+        dead = gone | self.left_field
         if dead.any():
             st.keep(~dead)
+        self._prune_parked()
+
+    def _prune_parked(self) -> None:
+        """Forget parked tracks far outside the field or parked for too long (bounded memory)."""
+        pk = self.parked
+        if not len(pk):
+            return
+        far = self._near_edge(self.to_frame(pk.pos), -self.cfg.park_forget_A)
+        old = (self._last_seq or 0) - pk.last_seq > self.cfg.park_forget_frames
+        if (far | old).any():
+            pk.keep(~(far | old))
+
+    def _revive_parked(self) -> None:
+        """Parked tracks predicted back inside the field rejoin the live ones (same id and states,
+        empty observation rings)."""
+        pk = self.parked
+        if not len(pk):
+            return
+        back = np.flatnonzero(~self._near_edge(self.to_frame(pk.pos), -self.cfg.max_speed_A_per_frame))
+        if not len(back):
+            return
+        rows = pk.take(back)
+        rows["misses"][:] = 0
+        rows["present_state"][:] = 1
+        sl = self.store.put(rows, reset_rings=True)
+        self.revived_rows = np.arange(sl.start, sl.stop)
+        self.left_field = np.concatenate([self.left_field, np.zeros(sl.stop - sl.start, bool)])
+        keep = np.ones(len(pk), bool)
+        keep[back] = False
+        pk.keep(keep)
+        self.revived += sl.stop - sl.start
 
     # ------------------------------------------------------------------------------ queries
     def history(self, track_id: int) -> dict:
