@@ -27,6 +27,9 @@ def add_dashboard_arguments(p: argparse.ArgumentParser, default_port: int = 5006
                         "operator-pc.lab:5006; localhost and 127.0.0.1 are always allowed")
     g.add_argument("--history", type=int, default=None, metavar="N",
                    help="frames kept for the history slider (default: config, 200)")
+    g.add_argument("--max-display-fps", type=float, default=None, metavar="F",
+                   help="most frames per second sent to each browser tab (default 20). Lower it when the "
+                        "browser runs on the analysis computer and CPU is short")
     g.add_argument("--no-browser", action="store_true", help="do not open a browser; just print the URL")
 
 
@@ -36,6 +39,11 @@ def dashboard_config(cfg, args: argparse.Namespace):
                "allow_origins": tuple(cfg.dashboard.allow_origins) + tuple(args.allow_origin or ())}
     if getattr(args, "history", None):
         changes["history_frames"] = int(args.history)
+    fps = getattr(args, "max_display_fps", None)
+    if fps:
+        if not fps > 0:
+            raise ValueError(f"--max-display-fps must be positive, got {fps}")
+        changes["display_period_s"] = 1.0 / float(fps)
     return cfg.replace(dashboard=changes)
 
 

@@ -99,3 +99,20 @@ def test_stop_is_idempotent_and_frees_the_port():
     again = DashboardServer(DashboardConfig(port=port))
     assert again.start().endswith(f":{port}/")
     again.stop()
+
+
+def test_command_line_options_map_to_the_config():
+    import argparse
+
+    from dashboard.cli import add_dashboard_arguments, dashboard_config
+    from stemwatch.config import Config
+
+    p = argparse.ArgumentParser()
+    add_dashboard_arguments(p)
+    args = p.parse_args(["--port", "0", "--address", "0.0.0.0", "--allow-origin", "scope.lab:5006",
+                         "--allow-origin", "ops.lab", "--history", "50", "--max-display-fps", "4"])
+    d = dashboard_config(Config(), args).dashboard
+    assert (d.port, d.address, d.history_frames) == (0, "0.0.0.0", 50)
+    assert d.allow_origins == ("scope.lab:5006", "ops.lab") and d.display_period_s == 0.25
+    default = dashboard_config(Config(), p.parse_args([])).dashboard
+    assert default == Config().dashboard
