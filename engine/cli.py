@@ -17,7 +17,7 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="inference backend (default %(default)s: TensorRT when a GPU works, else ONNX Runtime CPU)")
     g.add_argument("--model", metavar="FILE", default=None, help="ONNX model (default: the shipped one)")
     g.add_argument("--k-of-n", nargs=2, type=int, metavar=("K", "N"), default=None,
-                   help="debounce: a new state must hold K of the last N frames (default: config, 2 3)")
+                   help="debounce: a new state must hold K of the last N frames (default: config, 3 4)")
     g.add_argument("--min-confidence", type=float, default=None, metavar="C",
                    help="events below this confidence are not raised (default: config, 0.5)")
     g.add_argument("--config", metavar="JSON", default=None,
