@@ -119,6 +119,18 @@ def test_alert_within_two_seconds_and_click_jumps_to_the_frame(live, tmp_path):
     assert js(drv, "return deep('button').some(b => b.textContent.includes('Back to live'))")
     time.sleep(0.6)
     assert _frame(drv)["seq"] == seq                             # stays on the event while data keeps coming
+    # hover the dopant: its track id and details in the tooltip
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    x, y = js(drv, """const v = Bokeh.index.find_one(model('frame_plot')); const a = model('atom_source').data;
+        const i = a.tid.indexOf(arguments[0]); const r = v.canvas_view.el.getBoundingClientRect();
+        return [r.left + v.frame.x_scale.compute(a.x[i]), r.top + v.frame.y_scale.compute(a.y[i])];""", ev.atom_id)
+    hover = ActionChains(drv)
+    hover.w3c_actions.pointer_action.move_to_location(int(x), int(y))
+    hover.perform()
+    tip = wait_for(lambda: " ".join(js(drv, "return deep('.bk-tooltip-content').map(e => e.textContent)")), 3,
+                   what="the hover tooltip")
+    assert f"track: {ev.atom_id}" in tip and "species: Si" in tip and "bonds: 4" in tip and "Si1C4" in tip
     drv.save_screenshot(str(tmp_path / "dashboard_event.png"))
     assert (tmp_path / "dashboard_event.png").stat().st_size > 50_000
     # back to live
