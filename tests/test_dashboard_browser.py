@@ -157,3 +157,16 @@ def test_second_tab_and_display_options(live):
     assert all(t.pushes > 1 for t in dash.sessions)
     drv.close()
     drv.switch_to.window(main)
+
+
+def test_missing_browser_fails_under_ci_and_skips_otherwise(monkeypatch):
+    import _browser
+
+    monkeypatch.setattr(_browser.shutil, "which", lambda name: None)
+    monkeypatch.setattr(_browser.os.path, "exists", lambda p: False)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="must run in CI"):
+        _browser.browser_paths()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="chromium, chromedriver not installed"):
+        _browser.browser_paths()
