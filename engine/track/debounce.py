@@ -41,34 +41,39 @@ class Transitions:
     adopted: np.ndarray
 
 
-def step(ring: np.ndarray, state: np.ndarray, raw: np.ndarray, cols: np.ndarray, k: int) -> Transitions:
+def step(ring: np.ndarray, state: np.ndarray, raw: np.ndarray, cols: np.ndarray, k: int,
+         rows: np.ndarray | None = None) -> Transitions:
     """Decide transitions after ``raw`` (T,) was written to column ``cols[0]`` of ``ring`` (T, H).
 
     ``state`` (T,) is updated in place. Only the newest known value of the window is a candidate
     (``raw`` is the column just written, kept for the signature): if it differs from the state and
     appears at least ``k`` times in the window (one ``WILD`` entry may count as one of them), the
-    state becomes it.
+    state becomes it. ``rows``: only these tracks can change (default: all).
     """
-    window = ring[:, cols]                                 # (T, n), newest first
+    sub = np.arange(len(state)) if rows is None else np.asarray(rows, np.int64)
+    if not len(sub):
+        return Transitions(*(np.zeros(0, np.int64),) * 4, np.zeros(0, np.int64))
+    window = ring[sub][:, cols]                            # (R, n), newest first
     # the candidate is the newest known observation (a frame with no information -- not seen,
     # WILD -- neither proposes nor blocks a change)
     has = window >= 0
     newest = np.argmax(has, axis=1)
     cand = np.where(has.any(1), window[np.arange(len(window)), newest], UNKNOWN)
     known = cand >= 0
-    diff = known & (cand != state)
+    diff = known & (cand != state[sub])
     if not diff.any():
         return Transitions(*(np.zeros(0, np.int64),) * 4, np.zeros(0, np.int64))
-    rows = np.flatnonzero(diff)
-    w = window[rows]
-    count = (w == cand[rows, None]).sum(1) + (w == WILD).any(1)     # at most one WILD counts
+    loc = np.flatnonzero(diff)
+    w = window[loc]
+    count = (w == cand[loc, None]).sum(1) + (w == WILD).any(1)      # at most one WILD counts
     fire = count >= k
-    rows, count = rows[fire], count[fire]
-    before = state[rows].copy()
-    after = cand[rows].copy()
-    state[rows] = after
+    loc, count = loc[fire], count[fire]
+    out_rows = sub[loc]
+    before = state[out_rows].copy()
+    after = cand[loc].astype(state.dtype)
+    state[out_rows] = after
     adopted = before == UNKNOWN
-    return Transitions(rows[~adopted], before[~adopted], after[~adopted], count[~adopted], rows[adopted])
+    return Transitions(out_rows[~adopted], before[~adopted], after[~adopted], count[~adopted], out_rows[adopted])
 
 
 def first_seen(ring_row: np.ndarray, seqs: np.ndarray, value: int) -> int:

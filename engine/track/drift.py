@@ -59,12 +59,13 @@ class ShiftEstimate:
     slope: np.ndarray = field(default_factory=lambda: np.zeros(2))
 
 
-def _subsample(n: int, heavy: np.ndarray, max_light: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices: every heavy atom plus at most ``max_light`` others (deterministic given rng)."""
+def _subsample(n: int, heavy: np.ndarray, max_light: int) -> np.ndarray:
+    """Indices: every heavy atom plus at most ``max_light`` others (an even stride: detections come
+    in no particular order, and a stride costs nothing)."""
     idx_heavy = np.flatnonzero(heavy)
     light = np.flatnonzero(~heavy)
     if light.size > max_light:
-        light = rng.choice(light, max_light, replace=False)
+        light = light[:: -(-light.size // max_light)]
     return np.concatenate([idx_heavy, light])
 
 
@@ -133,15 +134,18 @@ def refine_affine(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, cu
         coef, *_ = np.linalg.lstsq(A, r, rcond=None)       # (2, 2): rows intercept, slope; cols x, y
         if np.ptp(y) < 4 * tol_A:                           # too thin a band to see a slope
             coef[1] = 0.0
-        slope = coef[1]
-        shift = coef[0] - slope * ym
+        new_shift = coef[0] - coef[1] * ym
+        change = np.abs(new_shift - shift).max() + np.abs(coef[1] - slope).max() * np.ptp(y)
+        slope, shift = coef[1], new_shift
+        if change < 0.01:                                   # converged (0.01 A anywhere in the field)
+            break
     return shift, slope, frac, n
 
 
 def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, cur_sp: np.ndarray,
                    predicted_A: np.ndarray, max_shift_A: float, tol_A: float = 0.4,
                    cur_tree: cKDTree | None = None, accept_score: float = 0.7,
-                   subsample: int = 256, refine_max: int = 2000, seed: int = 0) -> ShiftEstimate:
+                   subsample: int = 256, refine_max: int = 600) -> ShiftEstimate:
     """Estimate the global shift taking ``prev_A`` onto ``cur_A`` (see the module docstring).
 
     prev_A, cur_A : (N, 2), (M, 2) angstrom; prev_sp, cur_sp : species codes.
@@ -156,9 +160,8 @@ def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, c
     tree = cur_tree if cur_tree is not None else cKDTree(cur_A)
     lo = cur_A.min(0) - tol_A
     hi = cur_A.max(0) + tol_A
-    rng = np.random.default_rng(seed)
     heavy = prev_sp != C
-    sub = _subsample(len(prev_A), heavy, subsample, rng)
+    sub = _subsample(len(prev_A), heavy, subsample)
     p_sub, sp_sub = prev_A[sub], prev_sp[sub]
 
     zero = np.zeros(2)
@@ -167,7 +170,11 @@ def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, c
         sh, sl, _, _ = refine_affine(p_sub, sp_sub, cur_A, cur_sp, tree, shift0, zero, tol_A)
         return sh, sl, float(_scores(sh[None], p_sub, sp_sub, tree, cur_sp, lo, hi, tol_A, sl[None])[0])
 
-    shift, slope, score = refined(predicted_A)
+    # the prediction as it is (one query), then -- if that fails -- refined with a slope
+    shift, slope = predicted_A, zero
+    score = float(_scores(shift[None], p_sub, sp_sub, tree, cur_sp, lo, hi, tol_A)[0])
+    if score < accept_score:
+        shift, slope, score = refined(predicted_A)
     searched = False
     # the lattice repeats every 2.46 A: a wrong prediction can still put most C on C. Heavy atoms
     # are not periodic, so the prediction is accepted only if they land on heavy atoms too
@@ -211,14 +218,15 @@ def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, c
             if rsc[k] > score:
                 shift, slope, score = res[k]
 
-    # final fit on up to ``refine_max`` atoms (least squares on 2,000 displacements with 0.07 A
-    # scatter is good to ~0.002 A), then once more on the close inliers only
+    # final fit on up to ``refine_max`` atoms (least squares on 600 displacements with 0.07 A
+    # scatter is good to ~0.003 A), then once more on the close inliers only
     if len(prev_A) > refine_max:
-        ref = rng.choice(len(prev_A), refine_max, replace=False)
+        ref = np.arange(0, len(prev_A), -(-len(prev_A) // refine_max))
         p_ref, sp_ref = prev_A[ref], prev_sp[ref]
     else:
         p_ref, sp_ref = prev_A, prev_sp
-    shift, slope, _, n_used = refine_affine(p_ref, sp_ref, cur_A, cur_sp, tree, shift, slope, tol_A, iters=2)
+    shift, slope, _, n_used = refine_affine(p_ref, sp_ref, cur_A, cur_sp, tree, shift, slope, tol_A,
+                                            iters=2 if searched else 1)
     if n_used >= 8:
         shift, slope, _, n_used = refine_affine(p_ref, sp_ref, cur_A, cur_sp, tree, shift, slope, 0.5 * tol_A,
                                                 iters=1)

@@ -131,13 +131,15 @@ class EventLogic:
                 emit("si_appeared", r, first, "outside field" if st.edge_born[r] else "absent", "Si",
                      count / n * float(st.conf[r]))
         is_si = st.sp_state == SI
+        # environment and hop machines only matter for heavy tracks (or tracks just seen heavy)
+        heavy_rows = np.flatnonzero((st.cls_state == 1) | ((st.last_sp != C) & (st.last_sp != UNKNOWN)))
         for r in tr.revived_rows:                  # a parked Si drifted back into view
             if is_si[r]:
                 emit("si_appeared", int(r), seq, "outside field", "Si", float(st.conf[r]))
 
         # ---- coordination (C neighbours of a Si)
         ring = st.ring("coord")
-        res = debounce.step(ring, st.coord_state, ring[:, col], cols, k)
+        res = debounce.step(ring, st.coord_state, ring[:, col], cols, k, rows=heavy_rows)
         for r, b, a, c in zip(res.rows, res.before, res.after, conf_of(res.rows, res.count)):
             if not is_si[r]:
                 continue
@@ -147,7 +149,7 @@ class EventLogic:
         # ---- hops (and rotors: several heavy members of one group hop together)
         ring = st.ring("away")
         zero = np.zeros(T, np.int16)
-        res = debounce.step(ring, zero, ring[:, col], cols, k)
+        res = debounce.step(ring, zero, ring[:, col], cols, k, rows=heavy_rows)
         if len(res.rows):
             rows = res.rows
             cnt = res.count
@@ -182,7 +184,7 @@ class EventLogic:
 
         # ---- dimers (one event per pair, on the Si that moved when one did)
         ring = st.ring("dimer")
-        res = debounce.step(ring, st.dimer_state, ring[:, col], cols, k)
+        res = debounce.step(ring, st.dimer_state, ring[:, col], cols, k, rows=heavy_rows)
         hopped = np.flatnonzero(is_si & (st.last_hop_seq >= seq - n))
         for r, b, a, c in zip(res.rows, res.before, res.after, conf_of(res.rows, res.count)):
             if not is_si[r]:
@@ -205,7 +207,7 @@ class EventLogic:
 
         # ---- defect formula of a Si's group
         ring = st.ring("formula")
-        res = debounce.step(ring, st.formula_state, ring[:, col], cols, k)
+        res = debounce.step(ring, st.formula_state, ring[:, col], cols, k, rows=heavy_rows)
         if len(res.rows):
             names = {v: kk for kk, v in tr._formula_codes.items()}
             for r, b, a, c in zip(res.rows, res.before, res.after, conf_of(res.rows, res.count)):
@@ -241,19 +243,23 @@ class EventLogic:
         ended |= left
         st.present_state[ended] = 0
         ended &= st.confirmed
-        for r in np.flatnonzero(ended):
-            pred_A = tr.to_frame(st.pos[r])
-            xy_px = pred_A / ps
-            edge = bool(left[r] or tr._near_edge(pred_A[None], tr.cfg.border_margin_A)[0])
-            first = self._first(ring, r, 0, cols)
-            count = int((ring[r, cols] == 0).sum())
-            sp_r = st.sp_state[r]
-            if sp_r == SI:
-                emit("si_lost", r, first, "Si", "left field" if edge else "ejected", count / n, xy_px=xy_px)
-            elif sp_r == C and not edge and st.heavy_nb[r] == 0:   # next to a Si: the Si's event says it
-                if tree is not None and np.isfinite(tree.query(pred_A, k=1,
-                                                               distance_upper_bound=tr.cfg.max_speed_A_per_frame)[0]):
-                    continue                                   # another atom sits on the site
-                emit("vacancy_created", r, first, "C", "vacancy", count / n, xy_px=xy_px)
+        rows = np.flatnonzero(ended)
+        # only the Si and the interior, Si-free C among the ending tracks can make an event
+        sp_end = st.sp_state[rows]
+        rows = rows[(sp_end == SI) | ((sp_end == C) & ~left[rows] & (st.heavy_nb[rows] == 0))]
+        if len(rows):
+            pred_all = tr.to_frame(st.pos[rows])
+            edge_all = left[rows] | tr._near_edge(pred_all, tr.cfg.border_margin_A)
+            for r, pred_A, edge in zip(rows, pred_all, edge_all):
+                xy_px = pred_A / ps
+                first = self._first(ring, r, 0, cols)
+                count = int((ring[r, cols] == 0).sum())
+                if st.sp_state[r] == SI:
+                    emit("si_lost", r, first, "Si", "left field" if edge else "ejected", count / n, xy_px=xy_px)
+                elif not edge:                             # C: a Si neighbour's own event reports it
+                    if tree is not None and np.isfinite(tree.query(pred_A, k=1,
+                                                                   distance_upper_bound=tr.cfg.max_speed_A_per_frame)[0]):
+                        continue                           # another atom sits on the site
+                    emit("vacancy_created", r, first, "C", "vacancy", count / n, xy_px=xy_px)
         self.ended = ended
         return out

@@ -195,7 +195,7 @@ class Tracker:
             P = self._prev_world + o_pred + s_prev[None, :] * self._prev_world[:, 1:2]
             est = estimate_shift(P, self._prev_sp, xy_A, sp, np.zeros(2),
                                  max_shift_A=cfg.max_drift_A_per_frame * gap,
-                                 tol_A=cfg.drift_tolerance_A, cur_tree=tree, seed=int(seq))
+                                 tol_A=cfg.drift_tolerance_A, cur_tree=tree)
             if est.n_matched >= 3:
                 # cur = P + d + b * P_y, P = W + o_pred + s W_y  =>  o = o_pred + d + b o_pred_y,
                 # s = s_prev + b (1 + s_prev_y)
