@@ -60,7 +60,7 @@ def lattice_frames(n_atoms: int, n_frames: int, pixel_size_A: float = 0.1, drift
                    jitter_A: float = 0.05, p_miss: float = 0.01, si_fraction: float = 0.005, seed: int = 0):
     """List of (Chemistry, frame_shape) with about ``n_atoms`` atoms per frame."""
     rng = np.random.default_rng(seed)
-    side = np.sqrt(n_atoms / 0.38)                 # graphene: 0.38 atoms per A^2
+    side = np.sqrt(n_atoms / 0.38 / 0.93)          # graphene: 0.38 atoms per A^2 (7 % missed/edge)
     world = honeycomb(side, side)
     sp = np.where(rng.random(len(world)) < si_fraction, SI, C).astype(np.int8)
     W = H = int(round(side / pixel_size_A))
