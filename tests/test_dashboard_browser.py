@@ -107,8 +107,7 @@ def test_alert_within_two_seconds_and_click_jumps_to_the_frame(live, tmp_path):
     alert_s = time.time() - t_pub
     assert "Si 3→4-fold" in banner and f"#{ev.atom_id}" in banner
     assert alert_s < 2.0
-    time.sleep(1.0)                                              # live frames move on
-    assert _frame(drv)["seq"] > seq + 3
+    wait_for(lambda: _frame(drv)["seq"] > seq + 3, 2, what="live frames after the event")
     cell = wait_for(lambda: [c for c in js(drv, "return deep('.slick-cell')") if c.text.strip() == str(seq)],
                     5, what="the event row")[0]
     cell.click()                                                 # a real click on the table row
