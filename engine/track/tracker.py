@@ -50,6 +50,13 @@ from stemwatch.config import EventConfig, TrackingConfig
 _HEAVY_PART = re.compile(r"C\d+$")
 
 
+#: the drift search radius grows with the frames skipped since the last analysed one, but at most
+#: this many frames' worth: under overload the live analyzer skips tens to hundreds of frames
+#: (100 frames/s sources), and the search cost grows with the radius squared (seconds per frame
+#: at 100 skipped frames). The predicted drift (last drift x gap) still covers the whole gap.
+MAX_SEARCH_GAP_FRAMES = 4
+
+
 @dataclass
 class TrackUpdate:
     """The tracker's answer for one frame.
@@ -194,7 +201,7 @@ class Tracker:
         if self._prev_world is not None and N:
             P = self._prev_world + o_pred + s_prev[None, :] * self._prev_world[:, 1:2]
             est = estimate_shift(P, self._prev_sp, xy_A, sp, np.zeros(2),
-                                 max_shift_A=cfg.max_drift_A_per_frame * gap,
+                                 max_shift_A=cfg.max_drift_A_per_frame * min(gap, MAX_SEARCH_GAP_FRAMES),
                                  tol_A=cfg.drift_tolerance_A, cur_tree=tree)
             if est.n_matched >= 3:
                 # cur = P + d + b * P_y, P = W + o_pred + s W_y  =>  o = o_pred + d + b o_pred_y,
