@@ -40,6 +40,9 @@ HEAVY_WEIGHT = 10.0
 NEAR_PREDICTION_A = 1.5
 #: how many of the best translations are refined
 TOP_CANDIDATES = 4
+#: a heavy atom counts as landing on a heavy atom within this distance (A): a Si sliding 0.7 A into
+#: a divacancy still lands; a lattice-periodic wrong shift (>= 1.4 A) does not
+HEAVY_TOL_A = 1.0
 
 
 @dataclass
@@ -178,7 +181,7 @@ def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, c
     searched = False
     # the lattice repeats every 2.46 A: a wrong prediction can still put most C on C. Heavy atoms
     # are not periodic, so the prediction is accepted only if they land on heavy atoms too
-    heavy_ok = _heavy_fraction(shift, slope, p_sub, sp_sub, tree, cur_sp, lo, hi, tol_A) >= 0.5
+    heavy_ok = _heavy_fraction(shift, slope, p_sub, sp_sub, tree, cur_sp, lo, hi, HEAVY_TOL_A) >= 0.5
     if score < accept_score or not heavy_ok:
         searched = True
         cands = [predicted_A[None]]
@@ -211,11 +214,17 @@ def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, c
             pick = np.unique(np.concatenate([top, near_top]))
             res = [refined(cand[i]) for i in pick]
             rsc = np.array([r[2] for r in res])
-            best = rsc.max()
-            # among near-best candidates prefer the one closest to the prediction
-            ok = np.flatnonzero(rsc >= best - 0.02)
-            k = ok[np.argmin([np.linalg.norm(res[i][0] - predicted_A) for i in ok])]
-            if rsc[k] > score:
+            dist = np.array([np.linalg.norm(r[0] - predicted_A) for r in res])
+            hfr = np.array([_heavy_fraction(r[0], r[1], p_sub, sp_sub, tree, cur_sp, lo, hi, HEAVY_TOL_A)
+                            for r in res])
+            # drift changes slowly: a good map near the prediction beats a (lattice-periodic) one
+            # far from it; only when none fits nearby does the best anywhere win
+            good_near = (rsc >= accept_score) & (hfr >= 0.5) & (dist <= max(NEAR_PREDICTION_A, 0.6 * max_shift_A))
+            pool = np.flatnonzero(good_near) if good_near.any() else np.arange(len(res))
+            best = rsc[pool].max()
+            ok = pool[rsc[pool] >= best - 0.02]          # near-best: the one closest to the prediction
+            k = ok[np.argmin(dist[ok])]
+            if rsc[k] > score or good_near.any():
                 shift, slope, score = res[k]
 
     # final fit on up to ``refine_max`` atoms (least squares on 600 displacements with 0.07 A
