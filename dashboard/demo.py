@@ -82,7 +82,13 @@ def run_demo(args: argparse.Namespace) -> int:
     dash = DashboardServer(cfg.dashboard, controller=service)
     proc = None
     events: Counter = Counter()
-    service.add_listener(lambda result, status: events.update(e.kind for e in result.events))
+    analysed = [0]
+
+    def count(result, status) -> None:          # on the analysis thread: just count
+        analysed[0] += 1
+        events.update(e.kind for e in result.events)
+
+    service.add_listener(count)
     try:
         url = dash.start()
         service.start()
@@ -94,8 +100,13 @@ def run_demo(args: argparse.Namespace) -> int:
         print("[demo] Ctrl-C stops" + (f"; stopping after {args.duration_s:g} s" if args.duration_s else ""),
               file=sys.stderr)
         t0 = last = time.time()
+        first = False
         while args.duration_s is None or time.time() - t0 < args.duration_s:
             time.sleep(0.2)
+            if not first and analysed[0]:
+                first = True
+                print(f"[demo] first frame analysed {time.time() - t0:.1f} s after start", file=sys.stderr,
+                      flush=True)
             if proc.poll() is not None:
                 print(f"[demo] the frame source exited with code {proc.returncode}: {' '.join(cmd)}",
                       file=sys.stderr)
