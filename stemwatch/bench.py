@@ -23,6 +23,7 @@ BENCHES: dict[str, str] = {
     "chemistry": "engine.chem.bench:bench_chemistry",
     "track": "engine.track.bench:bench_track",
     "pipeline": "engine.bench_pipeline:bench_pipeline",
+    "dashboard": "dashboard.bench:bench_dashboard",
     "soak": "engine.bench_pipeline:bench_soak",
 }
 
