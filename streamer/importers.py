@@ -18,6 +18,13 @@ Pixel sizes are angstrom per pixel; formats without a calibration need ``pixel_s
 times are Unix seconds when the file has them, else ``i * frame_time_s``. Pixel types other than
 the wire types are converted losslessly where possible (int8/int16 -> int32, float16 -> float32,
 uint32 -> float64; 64-bit integers -> float64 with a warning). No pickle anywhere.
+
+Damaged or hostile files: every size a file declares (npy/npz headers, TIFF tags, HDF5 dataset
+shapes, zip members) is checked *before* anything is allocated, against what the file holds (when
+uncompressed) and against :func:`import_memory_limit` (half the available memory, at most 16 GiB,
+within RLIMIT_AS): a file claiming a 30 GiB stack is refused with :class:`FileImportError`, not
+allocated. ``.npy`` stacks are memory-mapped and EMD stacks read frame by frame, so only one frame
+must fit.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import io
 import json
 import logging
 import zipfile
+from struct import error as struct_error
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -44,6 +52,85 @@ _TIME_TO_S = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1
 
 class FileImportError(ValueError):
     """A file that cannot be imported (unknown format, no frames, missing pixel size...)."""
+
+
+MAX_IMPORT_BYTES = 16 << 30          # the most one array read into memory may take (bytes)
+MAX_METADATA_BYTES = 64 << 20        # JSON metadata inside a file (bytes)
+
+
+def import_memory_limit() -> int:
+    """Bytes one import may allocate for an array: the smallest of :data:`MAX_IMPORT_BYTES`, half
+    of the available physical memory (``MemAvailable``) and half of what RLIMIT_AS leaves."""
+    import os
+    import resource
+
+    limit = MAX_IMPORT_BYTES
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    limit = min(limit, int(line.split()[1]) * 1024 // 2)
+                    break
+    except (OSError, ValueError):
+        pass
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            used = 0
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith("VmSize:"):
+                        used = int(line.split()[1]) * 1024
+            limit = min(limit, max(0, soft - used) // 2)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return int(limit)
+
+
+def _declared(name: str, what: str, shape, dtype, holds: int | None = None) -> int:
+    """Check a declared array size before allocating it; returns its bytes or raises FileImportError.
+    ``holds``: the bytes the file actually has for it (uncompressed storage), if known."""
+    try:
+        shape = tuple(int(v) for v in shape)
+        itemsize = np.dtype(dtype).itemsize
+    except (TypeError, ValueError) as exc:
+        raise FileImportError(f"{name}: {what} has an unreadable shape/type ({exc})") from None
+    if any(v < 0 for v in shape):
+        raise FileImportError(f"{name}: {what} declares a negative size {shape}")
+    nbytes = itemsize
+    for v in shape:
+        nbytes *= v                                  # Python ints: no overflow
+    if holds is not None and nbytes > holds:
+        raise FileImportError(f"{name}: {what} declares shape {shape} ({nbytes:,} bytes) but the file holds only "
+                              f"{holds:,} bytes for it: truncated or damaged")
+    limit = import_memory_limit()
+    if nbytes > limit:
+        raise FileImportError(f"{name}: {what} declares shape {shape} {np.dtype(dtype)} = {nbytes / 2**30:.1f} GiB, "
+                              f"more than the import memory limit ({limit / 2**30:.1f} GiB); split the file or use "
+                              f".npy (memory-mapped) / EMD (read frame by frame)")
+    return nbytes
+
+
+def _npy_header(fh, name: str, what: str):
+    """(shape, dtype, fortran_order, header bytes) of an .npy stream positioned at its start."""
+    from numpy.lib import format as npf
+
+    start = fh.tell() if hasattr(fh, "tell") else 0
+    try:
+        version = npf.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = npf.read_array_header_1_0(fh, max_header_size=1 << 16)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = npf.read_array_header_2_0(fh, max_header_size=1 << 16)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except MemoryError:
+        raise
+    except Exception as exc:       # numpy's header parser raises Value/Syntax/Token/EOF errors on damaged bytes
+        raise FileImportError(f"{name}: {what} is not a valid .npy array ({type(exc).__name__}: {exc})") from None
+    if dtype.hasobject:
+        raise FileImportError(f"{name}: {what} holds Python objects: not a plain numeric array, refused (no pickle)")
+    return shape, dtype, fortran, (fh.tell() if hasattr(fh, "tell") else 0) - start
 
 
 def to_wire_dtype(a: np.ndarray) -> np.ndarray:
@@ -97,6 +184,13 @@ def _frames_from_stack(stack: np.ndarray, name: str, pixel_size_A: float | None,
 # ----------------------------------------------------------------------------------- formats
 
 def _npy(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
+    with open(path, "rb") as fh:
+        shape, dtype, _, head = _npy_header(fh, path.name, "the array")
+    nbytes = _declared(path.name, "the array", shape, dtype, holds=path.stat().st_size - head)
+    if len(shape) == 3 and shape[0]:
+        _declared(path.name, "one frame", shape[1:], dtype)   # memory-mapped: one frame at a time in memory
+    elif nbytes:
+        _declared(path.name, "the frame", shape, dtype)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:     # object arrays would need pickle: refused
@@ -104,7 +198,33 @@ def _npy(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
     yield from _frames_from_stack(arr, path.name, pixel_size_A, None, frame_time_s)
 
 
+def _zip_open(zf: zipfile.ZipFile, info, name: str):
+    """``zf.open(info)``; an encrypted member (zipfile raises RuntimeError) is a FileImportError."""
+    try:
+        return zf.open(info)
+    except RuntimeError as exc:
+        raise FileImportError(f"{name}: {info.filename} cannot be read ({exc})") from None
+
+
+def _npz_headers(path: Path) -> dict:
+    """name -> (shape, dtype) of every array of an .npz, from the member headers (nothing loaded);
+    each declared size checked against the memory limit (and the stored bytes, when uncompressed)."""
+    out = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            what = f"array {info.filename[:-4]!r}"
+            with _zip_open(zf, info, path.name) as fh:
+                shape, dtype, _, head = _npy_header(fh, path.name, what)
+            holds = info.file_size - head
+            _declared(path.name, what, shape, dtype, holds=holds)
+            out[info.filename[:-4]] = (tuple(shape), dtype)
+    return out
+
+
 def _npz(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
+    headers = _npz_headers(path)
     with np.load(path, allow_pickle=False) as z:
         names = list(z.files)
         if key is not None:
@@ -113,11 +233,8 @@ def _npz(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
             chosen = [key]
         else:
             preferred = [n for n in ("frames", "data", "images") if n in names]
-            try:
-                images = [n for n in names if z[n].ndim in (2, 3) and z[n].dtype.kind in "biuf"
-                          and min(z[n].shape[-2:]) >= 8]
-            except ValueError as exc:
-                raise FileImportError(f"{path.name}: holds object arrays, refused (no pickle): {exc}") from exc
+            images = [n for n in names if n in headers and len(headers[n][0]) in (2, 3)
+                      and headers[n][1].kind in "biuf" and min(headers[n][0][-2:]) >= 8]
             chosen = preferred[:1] or (images if images else [])
             if not chosen:
                 raise FileImportError(f"{path.name}: no image array found; arrays: {names}")
@@ -142,19 +259,28 @@ def _npz(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
 def _tiff(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
-        ij = tif.imagej_metadata or {}
-        if pixel_size_A is None:
-            page = tif.pages[0]
-            res = page.tags.get("XResolution")
-            unit = ij.get("unit")
-            if res is not None and unit:
-                num, den = res.value
-                if num > 0:
-                    pixel_size_A = _length_A(den / num, unit)
-        if "finterval" in ij:
-            frame_time_s = float(ij["finterval"])
-        arr = tif.asarray()
+    try:
+        with tifffile.TiffFile(path) as tif:
+            ij = tif.imagej_metadata or {}
+            if pixel_size_A is None:
+                page = tif.pages[0]
+                res = page.tags.get("XResolution")
+                unit = ij.get("unit")
+                if res is not None and unit:
+                    num, den = res.value
+                    if num > 0:
+                        pixel_size_A = _length_A(den / num, unit)
+            if "finterval" in ij:
+                frame_time_s = float(ij["finterval"])
+            if not tif.series:
+                raise FileImportError(f"{path.name}: no image in the TIFF file")
+            ser = tif.series[0]
+            _declared(path.name, "the image stack", ser.shape, ser.dtype)
+            arr = tif.asarray()
+    except (FileImportError, MemoryError):
+        raise
+    except Exception as exc:       # tifffile raises many types on damaged files (struct, Type, Index errors)
+        raise FileImportError(f"{path.name}: not a readable TIFF ({type(exc).__name__}: {exc})") from exc
     if arr.ndim > 3:
         arr = arr.reshape(-1, *arr.shape[-2:])
     yield from _frames_from_stack(arr, path.name, pixel_size_A, None, frame_time_s)
@@ -175,6 +301,8 @@ def _dim(group, i):
     d = group.get(f"dim{i}")
     if d is None:
         return None, None, None
+    if d.size > (1 << 24):
+        raise FileImportError(f"dim{i} declares {d.size:,} values: damaged file")
     name = d.attrs.get("name", b"")
     units = d.attrs.get("units", b"")
     name = name.decode() if isinstance(name, bytes) else str(name)
@@ -183,6 +311,15 @@ def _dim(group, i):
 
 
 def _emd(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
+    try:
+        yield from _emd_frames(path, pixel_size_A, frame_time_s, key)
+    except (FileImportError, MemoryError):
+        raise
+    except Exception as exc:       # h5py raises Runtime/Type/Key/OS errors on damaged files
+        raise FileImportError(f"{path.name}: not a readable EMD/HDF5 file ({type(exc).__name__}: {exc})") from exc
+
+
+def _emd_frames(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
     import h5py
 
     with h5py.File(path, "r") as h5:
@@ -195,6 +332,10 @@ def _emd(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
         data = g["data"]
         if data.ndim not in (2, 3):
             raise FileImportError(f"{path.name}: EMD data has {data.ndim} dimensions; 2 or 3 are supported")
+        _declared(path.name, "one frame" if data.ndim == 3 else "the frame", data.shape[-2:], data.dtype)
+        for extra in ("seq", "t_acquired_unix_s"):
+            if extra in g and hasattr(g[extra], "size"):
+                _declared(path.name, extra, g[extra].shape, g[extra].dtype)
         times = None
         first_spatial = 1
         if data.ndim == 3:
@@ -234,12 +375,16 @@ def _ndata(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
         if "data.npy" not in names:
             raise FileImportError(f"{path.name}: no data.npy inside; entries {names[:10]}")
         info = zf.getinfo("data.npy")
-        if info.file_size > (1 << 34):
-            raise FileImportError(f"{path.name}: data.npy declares {info.file_size} bytes")
+        with _zip_open(zf, info, path.name) as fh:
+            shape, dtype, _, head = _npy_header(fh, path.name, "data.npy")
+        _declared(path.name, "data.npy", shape, dtype, holds=info.file_size - head)
         meta = {}
         if "metadata.json" in names:
+            if zf.getinfo("metadata.json").file_size > MAX_METADATA_BYTES:
+                raise FileImportError(f"{path.name}: metadata.json declares more than {MAX_METADATA_BYTES} bytes")
             try:
-                meta = json.loads(zf.read("metadata.json").decode("utf-8"))
+                with _zip_open(zf, zf.getinfo("metadata.json"), path.name) as fh:
+                    meta = json.loads(fh.read().decode("utf-8"))
             except (ValueError, UnicodeDecodeError) as exc:
                 raise FileImportError(f"{path.name}: metadata.json is not valid JSON") from exc
         with zf.open("data.npy") as f:
@@ -293,9 +438,13 @@ def open_frames(path: str | Path, pixel_size_A: float | None = None, frame_time_
         yield from reader(p, pixel_size_A, frame_time_s, key)
     except FileImportError:
         raise
-    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
-        # damaged or unexpected content: one explicit error type for callers
+    except (ValueError, KeyError, IndexError, OverflowError, OSError, EOFError, struct_error, NotImplementedError,
+            zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+        # damaged or unexpected content (the parsers of tifffile, h5py, zipfile and numpy raise all
+        # of these on hostile bytes): one explicit error type for callers
         raise FileImportError(f"{p.name}: cannot import ({type(exc).__name__}: {exc})") from exc
+    except MemoryError as exc:     # last resort: a size that passed the checks still did not fit
+        raise FileImportError(f"{p.name}: not enough memory to import it ({exc})") from exc
 
 
 # ----------------------------------------------------------------------------------- export
