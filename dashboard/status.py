@@ -91,6 +91,9 @@ def summarize(status: dict, local: dict) -> dict:
         "rec_written": get(rec, "written", "frames") if isinstance(rec, dict) else None,
         "rec_lost": get(rec, "lost") if isinstance(rec, dict) else None,
         "rec_error": get(rec, "error") if isinstance(rec, dict) else None,
+        "rec_backlog": get(rec, "backlog") if isinstance(rec, dict) else None,
+        "rec_backlog_bytes": get(rec, "backlog_bytes") if isinstance(rec, dict) else None,
+        "rec_backlog_s": get(rec, "backlog_s") if isinstance(rec, dict) else None,
         "paused": bool(get(status, "paused", default=False)),
         "latency": latency_rows(status),
         "last_frame_age_s": local.get("last_frame_age_s"),
@@ -172,6 +175,12 @@ def status_html(status: dict, local: dict, now: float | None = None) -> str:
         rec = f"● recording {html.escape(str(s['rec_path'] or ''))}<br>{_num(s['rec_written'], '{}')} frames"
         if s["rec_lost"]:
             rec += f", <b>{s['rec_lost']} lost</b>"
+        if s["rec_backlog"]:               # the recorder is behind: say by how much
+            rec += f"<br>{s['rec_backlog']} queued"
+            if s["rec_backlog_bytes"]:
+                rec += f", {s['rec_backlog_bytes'] / 2**20:.0f} MB"
+            if s["rec_backlog_s"]:
+                rec += f", {s['rec_backlog_s']:.1f} s behind"
         rl = "rec" if not s["rec_lost"] else "bad"
     else:
         rec, rl = "off", ""

@@ -305,6 +305,7 @@ class LiveService:
             "config": {"k_of_n": list(self.cfg.events.k_of_n), "min_confidence": self.cfg.events.min_confidence},
             "recorder": {"recording": rec.recording, "path": rec.path, "written": rec.written,
                          "lost": rx["recorder"]["lost"], "backlog": rx["recorder"]["backlog"],
+                         "backlog_bytes": rx["recorder"]["backlog_bytes"], "backlog_s": rx["recorder"].get("backlog_s"),
                          "error": rec.error or rx["recorder"]["error"]},
             "receiver": rx,
         }

@@ -256,11 +256,19 @@ class Receiver:
                 "recorder": {
                     "enabled": self.recorder is not None, "written": s["rec_written"],
                     "backlog": len(self._rq.items), "backlog_bytes": self._rq.nbytes,
+                    "backlog_s": self._backlog_age_s(),
                     "lost": s["rec_lost"], "error": s["rec_error"], "policy": self.cfg.recorder_policy,
                     "blocked_s": s["rec_blocked_s"],
                 },
             }
         return out
+
+    def _backlog_age_s(self) -> float:
+        """How far behind the recorder is: seconds since the oldest queued message arrived (0: none)."""
+        try:
+            return max(0.0, time.time() - self._rq.items[0][1]) if self._rq.items else 0.0
+        except IndexError:                 # taken by the recorder thread meanwhile
+            return 0.0
 
     # ------------------------------------------------------------------------------- I/O thread
     def _io_loop(self) -> None:
