@@ -89,15 +89,28 @@ def _serve(args) -> int:
     from engine.service import LiveService
 
     cfg = _config(args)
-    curve = None
-    if args.curve_secret:
+    curve = events_curve = None
+    if args.curve_secret or args.events_curve_secret or args.events_curve_allow:
         from streamer.security import Curve
-
+    if args.curve_secret:
         curve = Curve(secret_key_file=args.curve_secret, server_public_key_file=args.curve_server_key,
                       allowed_clients_dir=args.curve_allow)
+        if args.bind and not args.curve_allow:
+            print("stemwatch serve: warning: CURVE on the frame socket without --curve-allow: encrypted, but any "
+                  "publisher that knows this server's public key may send", file=sys.stderr)
+    if args.events_curve_secret or args.events_curve_allow:
+        secret = args.events_curve_secret or args.curve_secret
+        if not secret:
+            raise SystemExit("stemwatch serve: --events-curve-allow needs --events-curve-secret (or --curve-secret)")
+        if not args.events:
+            raise SystemExit("stemwatch serve: events CURVE options given but --events is ''")
+        events_curve = Curve(secret_key_file=secret, allowed_clients_dir=args.events_curve_allow)
+        if not args.events_curve_allow:
+            print("stemwatch serve: warning: CURVE on the events socket without --events-curve-allow: encrypted, but "
+                  "any subscriber that knows this server's public key may listen", file=sys.stderr)
     svc = LiveService(cfg, args.connect or args.bind, record_path=args.record,
                       events_endpoint=args.events or None, bind=bool(args.bind),
-                      socket_type="SUB" if args.sub else "PULL", curve=curve)
+                      socket_type="SUB" if args.sub else "PULL", curve=curve, events_curve=events_curve)
     dash = None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
@@ -207,6 +220,12 @@ def register(sub) -> None:
     c.add_argument("--curve-secret", metavar="FILE", help="this side's secret key file: enables CURVE")
     c.add_argument("--curve-server-key", metavar="FILE", help="when connecting: the server's public key file")
     c.add_argument("--curve-allow", metavar="DIR", help="when binding: directory of allowed client public keys")
+    c = p.add_argument_group("CURVE encryption of the events PUB socket (docs/security.md)")
+    c.add_argument("--events-curve-secret", metavar="FILE",
+                   help="secret key file of the events socket (the CURVE server): enables CURVE on it "
+                        "(default with --events-curve-allow: the --curve-secret key)")
+    c.add_argument("--events-curve-allow", metavar="DIR",
+                   help="directory of the public keys (*.key) of the subscribers allowed on the events socket")
     _add_engine_options(p)
     try:
         from dashboard.cli import add_dashboard_arguments
