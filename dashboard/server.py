@@ -42,6 +42,32 @@ def websocket_origins(address: str, port: int, extra: tuple | list = ()) -> list
     return create_hosts_allowlist(hosts, port)
 
 
+def _restrict_hosts(tornado_app, allowed: list[str]) -> None:
+    """Answer 403 to any request (page, websocket) whose ``Host`` header is not an allowed origin.
+
+    Tornado >= 6.6 accepts a websocket whose Origin equals its Host (same origin) before asking
+    Bokeh's origin list; so, without this, a dashboard listening on 0.0.0.0 is usable from any
+    computer without ``--allow-origin``, and a localhost dashboard is open to DNS rebinding (a web
+    page whose name resolves to 127.0.0.1 is same-origin with itself)."""
+    import tornado.web
+    from bokeh.server.util import check_allowlist
+
+    class HostNotAllowed(tornado.web.RequestHandler):
+        def prepare(self):
+            self.set_status(403)
+            self.finish(f"host {self.request.host!r} is not allowed: open the dashboard with "
+                        f"--allow-origin {self.request.host}")
+
+    find = tornado_app.find_handler
+
+    def find_handler(request, **kwargs):
+        if not check_allowlist(request.host.lower(), allowed):
+            return tornado_app.get_handler_delegate(request, HostNotAllowed)
+        return find(request, **kwargs)
+
+    tornado_app.find_handler = find_handler
+
+
 class DashboardServer:
     """The operator screen (a Bokeh server app) fed by :meth:`publish`.
 
@@ -161,12 +187,14 @@ class DashboardServer:
                 make_document(doc, self.hub, self.controller, self._executor, self.sessions)
 
             app = Application(FunctionHandler(modify))
+            origins = websocket_origins(self.cfg.address, port, self.cfg.allow_origins)
             tornado_app = BokehTornado(
-                {"/": app}, extra_websocket_origins=websocket_origins(self.cfg.address, port, self.cfg.allow_origins),
+                {"/": app}, extra_websocket_origins=origins,
                 absolute_url=f"http://{host}:{port}",
                 websocket_max_message_size_bytes=4 * max(self.cfg.max_update_bytes, 1 << 20),
                 keep_alive_milliseconds=10_000, check_unused_sessions_milliseconds=2_000,
                 unused_session_lifetime_milliseconds=10_000)
+            _restrict_hosts(tornado_app, origins)
             http = HTTPServer(tornado_app, xheaders=False)
             http.add_sockets(sockets)
             self._server = BaseServer(self._loop, tornado_app, http)
