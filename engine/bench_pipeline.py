@@ -128,5 +128,10 @@ def bench_pipeline(quick: bool = False):
                               "latency": "t_acquired -> result ready (events published), live"})
 
 
-def bench_soak(quick: bool = False):  # pragma: no cover - issue 8 owns the soak benchmark
-    raise NotImplementedError("bench soak is not written yet (issue 8)")
+def bench_soak(quick: bool = False):
+    """``stemwatch bench soak`` (issue 8): a long live session (simulated microscope -> serve-equivalent
+    LiveService with recording, dashboard and a headless browser); the implementation and its
+    environment overrides are in :mod:`engine.soak`."""
+    from engine.soak import bench_soak as run
+
+    return run(quick=quick)
