@@ -1,0 +1,770 @@
+"""Soak run: a simulated microscope streams for a long time into the live analyzer; is anything lost?
+
+``stemwatch bench soak`` (and the soak tests) run this:
+
+* **source** (a separate process, ``python -m engine.soak source ...``): a movie with exact ground
+  truth (a recording written by ``stemwatch simulate``, e.g. ``replay_data/02_field_512.swrec``) is
+  streamed again and again over tcp loopback with :class:`streamer.Publisher` (PUSH), each loop a
+  new series (``start``, the frames with ``seq`` 0..n-1 and ``t_acquired`` = send time, ``end``),
+  each frame re-noised with a uniform integer dither (0-3 counts) so that no two series are
+  byte-identical. Frames are sent at ``rate_hz`` on an absolute schedule (accelerated: faster
+  than the movie's frame time, and faster than analysis when asked to: the receiver hands
+  analysis the newest frame and counts the others as dropped for analysis).
+* **analyzer** (this process): :class:`engine.service.LiveService` (what ``stemwatch serve``
+  runs) with recording on, the events PUB socket bound, the Bokeh dashboard
+  (:class:`dashboard.server.DashboardServer`) and a real headless Chromium showing it.
+  The recording is rotated into segments (``LiveService.start_recording`` on a new file while
+  live); each closed segment is read back (every record's checksum verified), its frames counted
+  per series, and deleted, so disk use stays bounded on long runs.
+
+Measured: RSS of the analyzer process over time (``/proc/self/status``; growth after warm-up in
+percent and MB/hour), open file descriptors and threads at start and end, frames sent / received
+/ recorded / lost to the recorder (per series: every ``seq`` 0..n-1 exactly once), frames
+analysed and dropped for analysis, latency from ``t_acquired`` to result (p50/p99 over the whole
+run, from a fixed-size histogram), and the events against the movie's ground truth (see
+:func:`score_series`), plus the browser's progress.
+
+Memory of this bookkeeping is constant (per-series counters, a histogram), so it does not
+pollute the RSS trend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: the default movie: 20 frames 512x512 uint16 with 9 scripted events and a flicker (replay_data/README.md)
+DEFAULT_MOVIE = Path(__file__).resolve().parent.parent / "replay_data" / "02_field_512.swrec"
+#: latency histogram: 1 ms bins up to 20 s (larger values land in the last bin)
+_LAT_BIN_S = 1e-3
+_LAT_BINS = 20_000
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size of a process in bytes (Linux ``/proc/PID/status`` VmRSS)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+
+
+def open_fds() -> int:
+    """Number of open file descriptors of this process."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def memory_trend(t_s: np.ndarray, rss: np.ndarray, warmup_s: float) -> dict:
+    """RSS trend after warm-up: samples at ``t_s`` (s from start) of ``rss`` (bytes).
+
+    ``growth_pct``: median of the last quarter of the post-warm-up samples over the median of the
+    first quarter, minus 1, in percent; ``slope_MB_per_h``: least-squares slope over all
+    post-warm-up samples; ``max_MB`` and the values at the ends.
+    """
+    t_s, rss = np.asarray(t_s, float), np.asarray(rss, float)
+    post = t_s >= warmup_s
+    out = {"samples": int(len(rss)), "warmup_s": float(warmup_s),
+           "start_MB": float(rss[0] / 2**20) if len(rss) else None,
+           "max_MB": float(rss.max() / 2**20) if len(rss) else None,
+           "end_MB": float(rss[-1] / 2**20) if len(rss) else None,
+           "growth_pct": None, "slope_MB_per_h": None, "post_warmup_samples": int(post.sum())}
+    if post.sum() >= 4:
+        t, r = t_s[post], rss[post]
+        q = max(1, len(r) // 4)
+        first, last = float(np.median(r[:q])), float(np.median(r[-q:]))
+        out["after_warmup_MB"] = first / 2**20
+        out["growth_pct"] = 100.0 * (last / first - 1.0)
+        if t[-1] > t[0]:
+            out["slope_MB_per_h"] = float(np.polyfit(t, r / 2**20, 1)[0] * 3600.0)
+    return out
+
+
+@dataclass
+class MovieTruth:
+    """Ground truth of the source movie, indexed for event scoring (constant memory)."""
+
+    n_frames: int
+    pixel_size_A: float
+    events: list                 # truth events (dicts), flickers excluded
+    flickers: list               # GT_ONLY events (a dim frame): must raise no event
+    pos: dict                    # seq -> {atom id: (x, y) px}
+
+    @classmethod
+    def load(cls, movie: str | Path) -> "MovieTruth":
+        from engine.evaluate import load_ground_truth
+        from engine.types import GT_ONLY_KINDS
+
+        truth = load_ground_truth(movie)
+        pos = {int(tf.seq): {int(i): (float(x), float(y)) for i, (x, y) in zip(tf.ids, tf.xy_px)}
+               for tf in truth.frames}
+        ev = [e for e in truth.events if e["kind"] not in GT_ONLY_KINDS]
+        fl = [e for e in truth.events if e["kind"] in GT_ONLY_KINDS]
+        return cls(n_frames=len(truth.frames), pixel_size_A=float(truth.pixel_size_A), events=ev, flickers=fl,
+                   pos=pos)
+
+    def where(self, atom_id: int, seq: int, fallback: tuple) -> tuple:
+        """Position (px) of truth atom ``atom_id`` in frame ``seq`` (the nearest earlier frame where it
+        still exists, else ``fallback``)."""
+        for s in range(int(seq), -1, -1):
+            p = self.pos.get(s, {}).get(int(atom_id))
+            if p is not None:
+                return p
+        return fallback
+
+
+@dataclass
+class EventScore:
+    """Events of many series against the truth (counts only)."""
+
+    series: int = 0
+    truth: int = 0               # countable truth events
+    found: int = 0
+    reported: int = 0            # reported transformation events (field enter/leave and new motifs apart)
+    matched: int = 0             # reported events that match a truth event (countable or not)
+    false: int = 0
+    flickers: int = 0
+    flicker_alarms: int = 0
+    latency_frames: collections.Counter = field(default_factory=collections.Counter)  # analysed frames
+    missed_by_kind: collections.Counter = field(default_factory=collections.Counter)
+    false_by_kind: collections.Counter = field(default_factory=collections.Counter)
+
+    def add(self, other: "EventScore") -> None:
+        for k in ("series", "truth", "found", "reported", "matched", "false", "flickers", "flicker_alarms"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.latency_frames.update(other.latency_frames)
+        self.missed_by_kind.update(other.missed_by_kind)
+        self.false_by_kind.update(other.false_by_kind)
+
+    def summary(self) -> dict:
+        lat = self.latency_frames
+        n = sum(lat.values())
+        return {"series_scored": self.series, "truth_events": self.truth, "found": self.found,
+                "recall": self.found / self.truth if self.truth else None,
+                "reported": self.reported, "precision": self.matched / self.reported if self.reported else None,
+                "false_events": self.false, "flickers": self.flickers, "flicker_alarms": self.flicker_alarms,
+                "latency_analysed_frames_mean": sum(k * v for k, v in lat.items()) / n if n else None,
+                "latency_analysed_frames_max": max(lat) if lat else None,
+                "missed_by_kind": dict(self.missed_by_kind), "false_by_kind": dict(self.false_by_kind)}
+
+
+FIELD_BEFORE = ("outside field",)
+FIELD_AFTER = ("left field",)
+
+
+def score_series(truth: MovieTruth, analysed: np.ndarray, events: list, max_latency: int = 3,
+                 radius_A: float = 2.5, warmup: int = 2, end_margin: int = 2) -> EventScore:
+    """Score the events of one series against the movie truth, aware of frames dropped for analysis.
+
+    analysed : sorted seqs that were analysed. events : dicts with ``frame`` (seq), ``kind``, ``x``,
+    ``y`` (px), ``before``, ``after``. Latency is counted in *analysed* frames: a truth event at
+    frame f first shows in the first analysed frame with seq >= f (index i_f); a report of the same
+    kind at an analysed frame with index i_r, 0 <= i_r - i_f <= ``max_latency``, within ``radius_A``
+    of where the truth atom is in that frame, finds it (each report used once). With nothing
+    dropped this is exactly ``stemwatch evaluate``'s rule (0..3 frames late, 2.5 A). Truth events
+    whose i_f is inside the first ``warmup`` or the last ``end_margin`` analysed frames cannot be
+    confirmed by an online k-of-n detector: matched, not counted. Field enter/leave events and new
+    motifs are not transformations and are left out of precision (as in ``stemwatch evaluate``).
+    """
+    sc = EventScore(series=1)
+    analysed = np.asarray(sorted(set(int(s) for s in analysed)), np.int64)
+    if len(analysed) == 0:
+        return sc
+    r_px = radius_A / truth.pixel_size_A
+    hyp = [e for e in events if e["kind"] != "new_motif" and e.get("before") not in FIELD_BEFORE
+           and e.get("after") not in FIELD_AFTER]
+    idx_of = {int(s): i for i, s in enumerate(analysed)}
+    used = np.zeros(len(hyp), bool)
+    n = len(analysed)
+    for e in sorted(truth.events, key=lambda v: int(v["frame"])):
+        f = int(e["frame"])
+        i_f = int(np.searchsorted(analysed, f))
+        if i_f >= n:
+            continue
+        countable = warmup <= i_f <= n - 1 - end_margin
+        best, best_key = -1, None
+        for j, h in enumerate(hyp):
+            if used[j] or h["kind"] != e["kind"]:
+                continue
+            i_r = idx_of.get(int(h["frame"]))
+            if i_r is None or not 0 <= i_r - i_f <= max_latency:
+                continue
+            tx, ty = truth.where(e["atom_id"], int(h["frame"]), (float(e.get("x", np.nan)), float(e.get("y", np.nan))))
+            d = float(np.hypot(h["x"] - tx, h["y"] - ty))
+            if not d <= r_px:
+                continue
+            key = (i_r - i_f, d)
+            if best_key is None or key < best_key:
+                best, best_key = j, key
+        if best >= 0:
+            used[best] = True
+            sc.matched += 1
+        if countable:
+            sc.truth += 1
+            if best >= 0:
+                sc.found += 1
+                sc.latency_frames[best_key[0]] += 1
+            else:
+                sc.missed_by_kind[e["kind"]] += 1
+    sc.reported = len(hyp)
+    for h, u in zip(hyp, used):
+        if not u:
+            sc.false += 1
+            sc.false_by_kind[h["kind"]] += 1
+    for e in truth.flickers:
+        i_f = int(np.searchsorted(analysed, int(e["frame"])))
+        if i_f >= n or analysed[i_f] != int(e["frame"]):
+            continue                       # the dim frame itself was not analysed
+        sc.flickers += 1
+        fallback = (float(e.get("x", np.nan)), float(e.get("y", np.nan)))
+        for h in hyp:
+            if not 0 <= idx_of.get(int(h["frame"]), -99) - i_f <= max_latency:
+                continue
+            tx, ty = truth.where(e["atom_id"], int(h["frame"]), fallback)
+            if np.hypot(h["x"] - tx, h["y"] - ty) <= r_px:
+                sc.flicker_alarms += 1
+                break
+    return sc
+
+
+# ----------------------------------------------------------------------------------------- source
+def load_movie(movie: str | Path) -> tuple[list, dict]:
+    """Frames (arrays) of a recording and its series info (shape, dtype, pixel size, frame time)."""
+    from streamer.recording import iter_frames
+
+    frames = [np.array(f.data) for f in iter_frames(movie)]
+    if not frames:
+        raise ValueError(f"{movie}: no frames")
+    f0 = next(iter_frames(movie))
+    info = {"shape": frames[0].shape, "dtype": frames[0].dtype.str, "pixel_size_A": float(f0.pixel_size_A),
+            "frame_time_s": float((f0.meta or {}).get("frame_time_s", 0.2)), "n_frames": len(frames)}
+    return frames, info
+
+
+def run_source(movie: str | Path, endpoint: str, rate_hz: float, max_frames: int | None = None,
+               duration_s: float | None = None, prefix: str = "soak", dither: bool = True, seed: int = 0,
+               stop: threading.Event | None = None, out=sys.stdout, one_series: bool = False) -> dict:
+    """Stream ``movie`` in loops (a new series per loop, or all in one series with ``one_series``) at
+    ``rate_hz`` (inf: as fast as the socket takes them) until ``max_frames`` frames or
+    ``duration_s`` seconds. Prints ``bound ENDPOINT`` once bound and a JSON report at the end (also
+    returned)."""
+    from streamer import Publisher
+
+    frames, info = load_movie(movie)
+    stop = stop or threading.Event()
+    rng = np.random.default_rng(seed)
+    integer = np.dtype(info["dtype"]).kind in "ui"
+    pub = Publisher(endpoint, bind=True, sndhwm=16)
+    print(f"bound {pub.endpoint}", file=out, flush=True)
+    sent, late, loop = 0, 0, 0
+    series_sent: list = []
+    t0 = time.monotonic()
+    period = 1.0 / rate_hz if np.isfinite(rate_hz) and rate_hz > 0 else 0.0
+    done = False
+    try:
+        while not done and not stop.is_set():
+            sid = prefix if one_series else f"{prefix}-{loop:05d}"
+            if loop == 0 or not one_series:
+                pub.start_series(sid, info["shape"], info["dtype"], info["pixel_size_A"],
+                                 frame_time_s=period or info["frame_time_s"], meta={"source": "engine.soak", "loop": loop})
+                n = 0
+            for img in frames:
+                if stop.is_set() or (max_frames is not None and sent >= max_frames) or \
+                        (duration_s is not None and time.monotonic() - t0 >= duration_s):
+                    done = True
+                    break
+                if period:
+                    delay = t0 + sent * period - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    elif delay < -period:
+                        late += 1
+                if dither and integer:
+                    img = img + rng.integers(0, 4, size=img.shape, dtype=img.dtype)
+                elif dither:
+                    img = img + rng.integers(0, 4, size=img.shape).astype(img.dtype)
+                pub.send_frame(img, seq=n, t_acquired=time.time())
+                sent += 1
+                n += 1
+            if done or not one_series:
+                pub.end_series()
+                series_sent.append([sid, n])
+            loop += 1
+    finally:
+        wall = time.monotonic() - t0
+        pub.close()
+    report = {"frames_sent": sent, "series": series_sent, "wall_s": wall, "late_frames": late,
+              "rate_hz": rate_hz, "movie_frames": info["n_frames"], "shape": list(info["shape"]),
+              "dtype": info["dtype"]}
+    print(json.dumps(report), file=out, flush=True)
+    return report
+
+
+def start_source_process(movie: str | Path, rate_hz: float, max_frames: int | None, duration_s: float | None,
+                         prefix: str = "soak", seed: int = 0, one_series: bool = False) -> tuple[subprocess.Popen, str]:
+    """Start the source in its own process; returns (process, bound endpoint)."""
+    cmd = [sys.executable, "-m", "engine.soak", "source", "--movie", str(movie), "--rate", str(rate_hz),
+           "--prefix", prefix, "--seed", str(seed)] + (["--one-series"] if one_series else [])
+    if max_frames is not None:
+        cmd += ["--frames", str(int(max_frames))]
+    if duration_s is not None:
+        cmd += ["--duration-s", str(float(duration_s))]
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
+    line = p.stdout.readline().strip()
+    if not line.startswith("bound "):
+        p.kill()
+        raise RuntimeError(f"soak source did not start: {line!r}")
+    return p, line.split(" ", 1)[1]
+
+
+# ----------------------------------------------------------------------------------------- browser
+class Browser:
+    """Headless Chromium (Debian ``chromium`` + ``chromedriver``, selenium) showing ``url``."""
+
+    def __init__(self, url: str):
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        chrome = shutil.which("chromium") or shutil.which("chromium-browser")
+        driver = shutil.which("chromedriver") or next(
+            (p for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver") if os.path.exists(p)), None)
+        if not (chrome and driver):
+            raise RuntimeError("chromium and chromedriver are needed for the browser (apt-get install chromium "
+                               "chromium-driver)")
+        self.profile = tempfile.mkdtemp(prefix="stemwatch-soak-chromium-")
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = chrome
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                     f"--user-data-dir={self.profile}", "--window-size=1640,1000"):
+            opts.add_argument(flag)
+        self.driver = webdriver.Chrome(service=Service(driver), options=opts)
+        self.driver.set_script_timeout(10)
+        self.driver.get(url)
+
+    def shown_seq(self) -> tuple[int, int] | None:
+        """(display index, seq) of the frame the page shows now (the index grows with every frame the
+        dashboard took), or None before the first one."""
+        try:
+            r = self.driver.execute_script(
+                "const d = Bokeh.documents[0]; if (!d) return null;"
+                "const m = [...(d.all_models || d._all_models.values())].find(m => m.name === 'frame_meta');"
+                "if (!m || !m.data.seq || !m.data.seq.length) return null;"
+                "return [Number(m.data.idx[0]), Number(m.data.seq[0])];")
+        except Exception:
+            return None
+        return None if r is None or r[0] < 0 else (int(r[0]), int(r[1]))
+
+    def pids(self) -> list[int]:
+        """Process ids of the browser (children of chromedriver)."""
+        root = self.driver.service.process.pid
+        kids, frontier = [], [root]
+        ppid = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as fh:
+                        ppid[int(d)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    pass
+        while frontier:
+            p = frontier.pop()
+            for c, pp in ppid.items():
+                if pp == p:
+                    kids.append(c)
+                    frontier.append(c)
+        return kids
+
+    def close(self) -> None:
+        try:
+            self.driver.quit()
+        except Exception:
+            pass
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------- analyzer
+@dataclass
+class _SeriesAcc:
+    analysed: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+    errors: int = 0
+
+
+class _RecordCheck:
+    """Frames found in verified recording segments, per series: count, sum and min/max of seq."""
+
+    def __init__(self):
+        self.per_series: dict[str, list] = {}       # series -> [count, sum, sumsq, min, max]
+        self.segments = 0
+        self.problems: list[str] = []
+        self.bytes = 0
+
+    def verify(self, path: Path, delete: bool) -> None:
+        import msgpack
+
+        from streamer.recording import RecordingReader
+
+        r = RecordingReader(path)
+        for parts, _t in r.records(verify=True):
+            h = msgpack.unpackb(parts[0], raw=False)
+            if h.get("type") != "frame":
+                continue
+            s = int(h["seq"])
+            acc = self.per_series.setdefault(h["series"], [0, 0, 0, s, s])
+            acc[0] += 1
+            acc[1] += s
+            acc[2] += s * s
+            acc[3] = min(acc[3], s)
+            acc[4] = max(acc[4], s)
+        if not r.complete:
+            self.problems.append(f"{path.name}: {r.problem}")
+        self.segments += 1
+        self.bytes += path.stat().st_size
+        if delete:
+            path.unlink()
+
+    def exact(self, series_sent: list) -> tuple[int, int, list]:
+        """(frames recorded, frames sent, series whose seqs are not exactly 0..n-1 once each)."""
+        bad = []
+        rec = sum(v[0] for v in self.per_series.values())
+        for sid, n in series_sent:
+            v = self.per_series.get(sid)
+            want = [n, n * (n - 1) // 2, (n - 1) * n * (2 * n - 1) // 6, 0, n - 1]
+            if n == 0 and v is None:
+                continue
+            if v is None or v != want:
+                bad.append([sid, n, v])
+        return rec, sum(n for _, n in series_sent), bad
+
+
+def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_frames: int | None = None,
+             rate_hz: float = 28.0, browser: bool = True, warmup_s: float | None = None,
+             sample_period_s: float = 2.0, segment_s: float = 120.0, workdir: str | Path | None = None,
+             keep_recordings: bool = False, cfg=None, dashboard: dict | None = None,
+             progress: bool = True, kill_browser_at_s: float | None = None) -> dict:
+    """Run a soak (module docstring) and return its report (plain data).
+
+    duration_s / max_frames : the source stops at whichever comes first. rate_hz : source frame rate
+    (frames/s). warmup_s : RSS samples before this are not in the trend (default: 20 % of the
+    duration, at least 5 s and at most 180 s). segment_s : a new recording segment this often.
+    dashboard : overrides of :class:`stemwatch.config.DashboardConfig` (e.g. a smaller
+    ``history_frames`` / ``max_event_frames`` so that a short run reaches its steady state).
+    kill_browser_at_s : kill the browser (SIGKILL, while frames are being pushed to it) this many
+    seconds into the run; the report then says how many frames were analysed after it.
+    """
+    from dashboard.server import DashboardServer
+    from engine.service import LiveService
+    from stemwatch.config import Config
+
+    cfg = cfg or Config().replace(inference={"backend": "onnx"})
+    cfg = cfg.replace(dashboard={**(dashboard or {}), "port": 0})
+    truth = MovieTruth.load(movie)
+    if warmup_s is None:
+        warmup_s = min(180.0, max(5.0, 0.2 * duration_s))
+    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="stemwatch-soak-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    say = (lambda msg: print(f"soak: {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+
+    queue: collections.deque = collections.deque()
+    lat_hist = np.zeros(_LAT_BINS, np.int64)
+
+    def listener(r, _status):
+        lat = r.t_done - r.t_acquired
+        lat_hist[min(_LAT_BINS - 1, max(0, int(lat / _LAT_BIN_S)))] += 1
+        queue.append((r.series, int(r.seq), r.error is not None,
+                      [{"frame": e.frame, "kind": e.kind, "x": e.x, "y": e.y, "before": e.before, "after": e.after}
+                       for e in r.events]))
+
+    score = EventScore()
+    series_acc: dict[str, _SeriesAcc] = {}
+    errors = 0
+    complete_n = truth.n_frames
+
+    def drain(final: bool = False):
+        nonlocal errors
+        while queue:
+            sid, seq, err, evs = queue.popleft()
+            if sid not in series_acc:
+                # a new series: every older one is over
+                for old in [k for k in series_acc]:
+                    finish(old)
+                series_acc[sid] = _SeriesAcc()
+            acc = series_acc[sid]
+            if err:
+                acc.errors += 1
+                errors += 1
+            else:
+                acc.analysed.append(seq)
+            acc.events.extend(evs)
+        if final:
+            for old in list(series_acc):
+                finish(old)
+
+    finished_full: list = [0]
+    sent_per_series: dict = {}
+
+    def finish(sid):
+        acc = series_acc.pop(sid)
+        n = sent_per_series.get(sid)
+        if n is not None and n < complete_n:
+            return                      # a partial last loop: its truth is not complete
+        score.add(score_series(truth, np.asarray(acc.analysed), acc.events))
+        finished_full[0] += 1
+
+    t_start = time.monotonic()
+    source, endpoint = start_source_process(movie, rate_hz, max_frames, duration_s)
+    svc = LiveService(cfg, endpoint, events_endpoint="tcp://127.0.0.1:*")
+    svc.add_listener(listener)
+    dash = DashboardServer(cfg.dashboard, controller=svc)
+    checker = _RecordCheck()
+    verify_threads: list = []
+    rss_t, rss_v = [], []
+    shown = {"last": None, "distinct": 0, "samples": 0}
+    killed = {"at_s": None, "analysed_at_kill": None, "pids": 0}
+    br = None
+    seg = 0
+    status = {}
+    fds0 = threads0 = None
+    try:
+        svc.start_recording(tmp / f"soak_{seg:04d}.swrec")
+        svc.start()
+        url = dash.start()
+        if browser:
+            br = Browser(url)
+        fds0, threads0 = open_fds(), threading.active_count()
+        say(f"source {endpoint} at {rate_hz:g} frames/s, movie {Path(movie).name} ({truth.n_frames} frames), "
+            f"dashboard {url}{' + chromium' if br else ''}, recording to {tmp}")
+        t_seg = t_next = t_print = time.monotonic()
+        while source.poll() is None:
+            time.sleep(0.2)
+            now = time.monotonic()
+            drain()
+            if now >= t_next:
+                rss_t.append(now - t_start)
+                rss_v.append(rss_bytes())
+                t_next += sample_period_s
+                if br is not None and killed["at_s"] is None:
+                    s = br.shown_seq()
+                    shown["samples"] += 1
+                    if s is not None and s != shown["last"]:
+                        shown["last"], shown["distinct"] = s, shown["distinct"] + 1
+            if br is not None and kill_browser_at_s is not None and killed["at_s"] is None \
+                    and now - t_start >= kill_browser_at_s:
+                pids = br.pids()
+                killed.update(at_s=now - t_start, analysed_at_kill=svc.status()["frames_analysed"], pids=len(pids))
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                say(f"killed the browser ({len(pids)} processes) at {killed['at_s']:.0f} s")
+            if now - t_seg >= segment_s:
+                old = tmp / f"soak_{seg:04d}.swrec"
+                seg += 1
+                svc.start_recording(tmp / f"soak_{seg:04d}.swrec")
+                th = threading.Thread(target=checker.verify, args=(old, not keep_recordings), daemon=True)
+                th.start()
+                verify_threads.append(th)
+                t_seg = now
+            if progress and now - t_print >= 30:
+                t_print = now
+                st = svc.status()
+                say(f"{now - t_start:7.0f} s: received {st['frames_received']}, analysed {st['frames_analysed']}, "
+                    f"dropped {st['dropped_for_analysis']}, recorded {st['recorder']['written']} (segment {seg}), "
+                    f"lost {st['recorder']['lost']}, RSS {rss_v[-1] / 2**20:.0f} MB, events {st['events']}")
+        out_line = source.stdout.read().strip().splitlines()
+        src = json.loads(out_line[-1]) if out_line else {"frames_sent": None, "series": []}
+        sent_per_series.update({sid: n for sid, n in src["series"]})
+        # wait until everything sent has been received (the end message of the last series included)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and svc.status()["frames_received"] < src["frames_sent"]:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        status = svc.status()
+        fds1, threads1 = open_fds(), threading.active_count()
+    finally:
+        if source.poll() is None:
+            source.terminate()
+            source.wait(10)
+        if br is not None:
+            br.close()
+        dash.stop()
+        svc.stop()
+    wall = time.monotonic() - t_start
+    drain(final=True)
+    for th in verify_threads:
+        th.join()
+    last = tmp / f"soak_{seg:04d}.swrec"
+    if last.exists():
+        checker.verify(last, not keep_recordings)
+    recorded, sent, bad = checker.exact(src["series"])
+    if not keep_recordings and workdir is None:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    cum = np.cumsum(lat_hist)
+    total = int(cum[-1])
+
+    def pct(p):
+        return float((np.searchsorted(cum, p / 100 * total) + 0.5) * _LAT_BIN_S) if total else None
+
+    report = {
+        "duration_s": wall, "movie": str(movie), "movie_frames": truth.n_frames, "rate_hz": rate_hz,
+        "frames_sent": sent, "series_sent": len(src["series"]), "source_late_frames": src.get("late_frames"),
+        "frames_received": status.get("frames_received"), "frames_analysed": status.get("frames_analysed"),
+        "dropped_for_analysis": status.get("dropped_for_analysis"), "analysis_errors": errors,
+        "analysed_fps": status.get("frames_analysed", 0) / wall if wall else None,
+        "gaps": status.get("gap_count"), "stalls": status.get("stalls"), "malformed": status.get("malformed_total"),
+        "frames_recorded": recorded, "recorder_lost": (status.get("recorder") or {}).get("lost"),
+        "recorder_error": (status.get("recorder") or {}).get("error"),
+        "recording_segments": checker.segments, "recorded_bytes": checker.bytes,
+        "recording_problems": checker.problems[:10], "series_not_exact": bad[:10], "series_not_exact_count": len(bad),
+        "latency_p50_s": pct(50), "latency_p99_s": pct(99), "latency_max_s": pct(100),
+        "rss": memory_trend(np.asarray(rss_t), np.asarray(rss_v), warmup_s),
+        "rss_samples_MB": [[round(t, 1), round(v / 2**20, 1)] for t, v in zip(rss_t, rss_v)][:: max(1, len(rss_t) // 60)],
+        "fds_start_end": [fds0, fds1 if status else None], "threads_start_end": [threads0, threads1 if status else None],
+        "events": score.summary(), "events_published": status.get("events_published"),
+        "browser": ({"samples": shown["samples"], "distinct_frames_seen": shown["distinct"],
+                     "last_shown": shown["last"], "killed_at_s": killed["at_s"], "killed_processes": killed["pids"],
+                     "analysed_after_kill": (status.get("frames_analysed", 0) - killed["analysed_at_kill"]
+                                             if killed["at_s"] is not None else None)} if browser else None),
+        "listener_errors": status.get("listener_errors"),
+        "backend": status.get("backend"),
+    }
+    return report
+
+
+def reference_events(movie: str | Path = DEFAULT_MOVIE, cfg=None) -> dict:
+    """The "short run": every frame of the movie through :class:`engine.pipeline.Pipeline` offline (no
+    drops), scored with :func:`score_series`, plus the median analysis time per frame (s)."""
+    from engine.pipeline import Pipeline
+    from stemwatch.config import Config
+    from streamer.recording import iter_frames
+
+    cfg = cfg or Config().replace(inference={"backend": "onnx"})
+    truth = MovieTruth.load(movie)
+    pipe = Pipeline(cfg)
+    seqs, events, times = [], [], []
+    try:
+        for f in iter_frames(movie):
+            t0 = time.perf_counter()
+            r = pipe.process(f)
+            times.append(time.perf_counter() - t0)
+            if r.error is None:
+                seqs.append(r.seq)
+            events += [{"frame": e.frame, "kind": e.kind, "x": e.x, "y": e.y, "before": e.before, "after": e.after}
+                       for e in r.events]
+    finally:
+        pipe.close()
+    return {"events": score_series(truth, np.asarray(seqs), events).summary(),
+            "analysis_s_median": float(np.median(times[2:] if len(times) > 4 else times))}
+
+
+# ----------------------------------------------------------------------------------------- bench
+def bench_soak(quick: bool = False):
+    """``stemwatch bench soak``: see the module docstring. Environment overrides:
+    ``STEMWATCH_SOAK_DURATION_S`` (default 1800, quick 60), ``STEMWATCH_SOAK_FRAMES`` (default 50,000),
+    ``STEMWATCH_SOAK_RATE_HZ`` (default frames / duration, at least 28 fps; quick 10),
+    ``STEMWATCH_SOAK_MOVIE`` (default replay_data/02_field_512.swrec), ``STEMWATCH_SOAK_BROWSER``
+    (1/0, default 1), ``STEMWATCH_SOAK_DIR`` (where the recording segments go; default a temp dir)."""
+    from stemwatch.bench import BenchReport
+
+    env = os.environ.get
+    duration = float(env("STEMWATCH_SOAK_DURATION_S", 60 if quick else 1800))
+    frames = int(env("STEMWATCH_SOAK_FRAMES", 600 if quick else 50_000))
+    rate = float(env("STEMWATCH_SOAK_RATE_HZ", 10.0 if quick else max(28.0, frames / duration)))
+    movie = env("STEMWATCH_SOAK_MOVIE", str(DEFAULT_MOVIE))
+    use_browser = env("STEMWATCH_SOAK_BROWSER", "1") not in ("0", "false", "no")
+    print("bench soak: reference (offline, every frame) ...", file=sys.stderr, flush=True)
+    ref = reference_events(movie)
+    print(f"bench soak: {duration:.0f} s / {frames} frames at {rate:g} frames/s ...", file=sys.stderr, flush=True)
+    r = run_soak(movie, duration_s=duration, max_frames=frames, rate_hz=rate, browser=use_browser,
+                 workdir=env("STEMWATCH_SOAK_DIR"))
+    ev, rss = r["events"], r["rss"]
+    row = {"duration_s": r["duration_s"], "sent": r["frames_sent"], "received": r["frames_received"],
+           "recorded": r["frames_recorded"], "rec_lost": r["recorder_lost"], "analysed": r["frames_analysed"],
+           "dropped": r["dropped_for_analysis"], "analysed_fps": r["analysed_fps"],
+           "lat_p50_ms": 1e3 * (r["latency_p50_s"] or float("nan")), "lat_p99_ms": 1e3 * (r["latency_p99_s"] or float("nan")),
+           "rss_MB_after_warmup": rss.get("after_warmup_MB"), "rss_MB_end": rss["end_MB"],
+           "rss_growth_pct": rss["growth_pct"], "event_recall": ev["recall"], "event_precision": ev["precision"],
+           "ref_recall": ref["events"]["recall"], "ref_precision": ref["events"]["precision"]}
+    growth = rss["growth_pct"]
+    targets = {
+        "duration >= 1800 s and >= 50,000 frames": "PASS" if r["duration_s"] >= 1800 and r["frames_sent"] >= 50_000
+        else f"not met (ran {r['duration_s']:.0f} s, {r['frames_sent']} frames)",
+        "RSS growth after warm-up < 5 %": f"{growth:.2f} %: {'PASS' if growth is not None and growth < 5 else 'FAIL'}"
+        if growth is not None else "too few samples",
+        "no frame lost to the recorder": "PASS" if (r["frames_recorded"] == r["frames_sent"] and not r["recorder_lost"]
+                                                    and not r["series_not_exact_count"]) else "FAIL",
+        "events as on a short run": f"recall {ev['recall']} vs {ref['events']['recall']}, precision "
+                                    f"{ev['precision']} vs {ref['events']['precision']}",
+    }
+    notes = {k: r[k] for k in ("movie", "rate_hz", "series_sent", "recording_segments", "recorded_bytes",
+                               "recording_problems", "series_not_exact", "gaps", "stalls", "malformed",
+                               "analysis_errors", "fds_start_end", "threads_start_end", "browser", "backend",
+                               "latency_max_s", "events_published")}
+    notes["rss"] = rss
+    notes["rss_samples_MB (t_s, MB)"] = r["rss_samples_MB"]
+    notes["events"] = ev
+    notes["reference (offline, every frame)"] = ref
+    cols = list(row)
+    return BenchReport(name="soak", columns=cols, rows=[row], notes=notes, targets=targets)
+
+
+# ----------------------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine.soak", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("source", help="stream a movie in loops (the soak's simulated microscope)")
+    s.add_argument("--movie", default=str(DEFAULT_MOVIE), help="recording to loop (default %(default)s)")
+    s.add_argument("--bind", default="tcp://127.0.0.1:*", help="endpoint to bind (default %(default)s)")
+    s.add_argument("--rate", type=float, default=28.0, help="frames/s (inf: as fast as possible)")
+    s.add_argument("--frames", type=int, default=None, help="stop after N frames")
+    s.add_argument("--duration-s", type=float, default=None, help="stop after S seconds")
+    s.add_argument("--prefix", default="soak", help="series id prefix")
+    s.add_argument("--seed", type=int, default=0, help="dither seed")
+    s.add_argument("--no-dither", action="store_true", help="send the movie's frames unchanged")
+    s.add_argument("--one-series", action="store_true", help="one series, the movie cycling (seq keeps counting)")
+    r = sub.add_parser("run", help="run a soak and print its report as JSON")
+    r.add_argument("--movie", default=str(DEFAULT_MOVIE))
+    r.add_argument("--duration-s", type=float, default=60.0)
+    r.add_argument("--frames", type=int, default=None)
+    r.add_argument("--rate", type=float, default=10.0)
+    r.add_argument("--no-browser", action="store_true")
+    r.add_argument("--out", default=None, help="also write the JSON report here")
+    args = p.parse_args(argv)
+    if args.cmd == "source":
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *a: stop.set())
+        run_source(args.movie, args.bind, args.rate, args.frames, args.duration_s, args.prefix,
+                   dither=not args.no_dither, seed=args.seed, stop=stop, one_series=args.one_series)
+        return 0
+    rep = run_soak(args.movie, duration_s=args.duration_s, max_frames=args.frames, rate_hz=args.rate,
+                   browser=not args.no_browser)
+    text = json.dumps(rep, indent=2, default=str)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
