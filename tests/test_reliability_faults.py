@@ -72,7 +72,7 @@ PUB_SCRIPT = textwrap.dedent("""
     from streamer import Publisher
     endpoint, frames_path, period, plan = sys.argv[1], sys.argv[2], float(sys.argv[3]), json.loads(sys.argv[4])
     frames = np.load(frames_path, allow_pickle=False)
-    with Publisher(endpoint, bind=True, linger_s=5.0) as pub:
+    with Publisher(endpoint, bind=True, linger_s=60.0) as pub:        # close() waits for a paused link
         print("ready", flush=True)
         for step in plan:
             pub.start_series(step["series"], frames.shape[1:], frames.dtype, 0.1, frame_time_s=period)
