@@ -29,11 +29,17 @@ def _frames(size: int, n: int, change_at: int | None = None, seed: int = 0) -> l
     few Si; with ``change_at``, the first dopant goes 3 -> 4-fold at that frame."""
     from engine.sim.movie import MovieSpec, simulate_movie
 
-    n_si = {256: 2, 512: 6, 1024: 16}.get(size, 4)
-    spec = MovieSpec(n_frames=n, shape_px=(size, size), pixel_size_A=PS, dopants=("si3",) * n_si,
-                     drift_A_per_frame=(0.15, 0.08),
-                     events=[(change_at, "si_3_to_4", 0)] if change_at is not None else None, seed=seed)
-    return [img for img, _ in simulate_movie(spec)]
+    n_si = {256: 2, 512: 5, 1024: 12}.get(size, 3)
+    while True:
+        spec = MovieSpec(n_frames=n, shape_px=(size, size), pixel_size_A=PS, dopants=("si3",) * n_si,
+                         drift_A_per_frame=(0.15, 0.08), drift_bound_A=8.0,
+                         events=[(change_at, "si_3_to_4", 0)] if change_at is not None else None, seed=seed)
+        try:
+            return [img for img, _ in simulate_movie(spec)]
+        except ValueError:              # no room for that many dopants along the drift path
+            if n_si == 1:
+                raise
+            n_si -= 1
 
 
 def _offline(pipe, frames: list, repeat: int) -> dict:

@@ -43,6 +43,8 @@ TOP_CANDIDATES = 4
 #: a heavy atom counts as landing on a heavy atom within this distance (A): a Si sliding 0.7 A into
 #: a divacancy still lands; a lattice-periodic wrong shift (>= 1.4 A) does not
 HEAVY_TOL_A = 1.0
+#: heavy atoms mapped this close to the field edge are not used to judge a shift (A)
+EDGE_SKIP_A = 2.0
 
 
 @dataclass
@@ -102,7 +104,8 @@ def _heavy_fraction(shift, slope, prev, prev_sp, tree, cur_sp, lo, hi, tol_A) ->
     if not hv.any():
         return 1.0
     q = prev[hv] + shift + slope * prev[hv, 1:2]
-    inside = np.all((q >= lo) & (q <= hi), axis=1)
+    # a heavy atom mapped near the field edge may be cut by it (and not found): it does not judge
+    inside = np.all((q >= lo + EDGE_SKIP_A) & (q <= hi - EDGE_SKIP_A), axis=1)
     if not inside.any():
         return 1.0
     d, j = tree.query(q[inside], k=1, distance_upper_bound=tol_A)
@@ -193,24 +196,32 @@ def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, c
             dc = np.linalg.norm(prev_A[light_idx] - centre, axis=1)
             light_idx = light_idx[np.argsort(dc)[:n_light]]
         anchors = np.concatenate([np.flatnonzero(heavy)[:32], light_idx])
-        near = tree.query_ball_point(prev_A[anchors], max_shift_A + tol_A)
-        for a, js in zip(anchors, near):
-            if not js:
-                continue
-            js = np.asarray(js)
-            if heavy[a]:
-                js = js[cur_sp[js] == prev_sp[a]]
-            cands.append(cur_A[js] - prev_A[a])
+        # candidate shifts: within max_shift_A of no drift at all (a wrong prediction must not
+        # keep the search away from the truth), and around the prediction when it lies beyond
+        near_r = max(NEAR_PREDICTION_A, 0.6 * max_shift_A)
+        centres = [(np.zeros(2), max_shift_A)]
+        if np.linalg.norm(predicted_A) > max_shift_A - near_r:
+            centres.append((predicted_A, near_r))
+        for c, r in centres:
+            near = tree.query_ball_point(prev_A[anchors] + c, r + tol_A)
+            for a, js in zip(anchors, near):
+                if not js:
+                    continue
+                js = np.asarray(js)
+                if heavy[a]:
+                    js = js[cur_sp[js] == prev_sp[a]]
+                cands.append(cur_A[js] - prev_A[a])
         cand = np.concatenate(cands)
-        cand = cand[np.linalg.norm(cand, axis=1) <= max_shift_A + tol_A]
+        cand = cand[(np.linalg.norm(cand, axis=1) <= max_shift_A + tol_A)
+                    | (np.linalg.norm(cand - predicted_A, axis=1) <= near_r + tol_A)]
         if len(cand):
             cand = np.unique(np.round(cand / 0.05) * 0.05, axis=0)
             sc = _scores(cand, p_sub, sp_sub, tree, cur_sp, lo, hi, tol_A)
             # the best translations, and the ones near the prediction (where a change of the
             # slow-scan distortion makes a pure translation fit only a band of rows), are refined
-            near_pred = np.linalg.norm(cand - predicted_A, axis=1) <= NEAR_PREDICTION_A
+            near_pred = np.linalg.norm(cand - predicted_A, axis=1) <= near_r
             top = np.argsort(-sc)[:TOP_CANDIDATES]
-            near_top = np.flatnonzero(near_pred)[np.argsort(-sc[near_pred])[:TOP_CANDIDATES]]
+            near_top = np.flatnonzero(near_pred)[np.argsort(-sc[near_pred])[:2 * TOP_CANDIDATES]]
             pick = np.unique(np.concatenate([top, near_top]))
             res = [refined(cand[i]) for i in pick]
             rsc = np.array([r[2] for r in res])
@@ -219,7 +230,7 @@ def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, c
                             for r in res])
             # drift changes slowly: a good map near the prediction beats a (lattice-periodic) one
             # far from it; only when none fits nearby does the best anywhere win
-            good_near = (rsc >= accept_score) & (hfr >= 0.5) & (dist <= max(NEAR_PREDICTION_A, 0.6 * max_shift_A))
+            good_near = (rsc >= accept_score) & (hfr >= 0.5) & (dist <= near_r)
             pool = np.flatnonzero(good_near) if good_near.any() else np.arange(len(res))
             best = rsc[pool].max()
             ok = pool[rsc[pool] >= best - 0.02]          # near-best: the one closest to the prediction

@@ -250,13 +250,15 @@ class EventLogic:
         if len(rows):
             pred_all = tr.to_frame(st.pos[rows])
             edge_all = left[rows] | tr._near_edge(pred_all, tr.cfg.border_margin_A)
-            for r, pred_A, edge in zip(rows, pred_all, edge_all):
+            # an atom vanishing near the edge is more often cut by it than ejected
+            c_edge = tr._near_edge(pred_all, tr.cfg.edge_exclusion_A)
+            for r, pred_A, edge, ce in zip(rows, pred_all, edge_all, c_edge):
                 xy_px = pred_A / ps
                 first = self._first(ring, r, 0, cols)
                 count = int((ring[r, cols] == 0).sum())
                 if st.sp_state[r] == SI:
                     emit("si_lost", r, first, "Si", "left field" if edge else "ejected", count / n, xy_px=xy_px)
-                elif not edge:                             # C: a Si neighbour's own event reports it
+                elif not (edge or ce):                     # C: a Si neighbour's own event reports it
                     if tree is not None and np.isfinite(tree.query(pred_A, k=1,
                                                                    distance_upper_bound=tr.cfg.max_speed_A_per_frame)[0]):
                         continue                           # another atom sits on the site

@@ -199,15 +199,17 @@ class Tracker:
         o_pred = o_prev + self._drift_per_frame_A * gap
         searched = False
         if self._prev_world is not None and N:
-            P = self._prev_world + o_pred + s_prev[None, :] * self._prev_world[:, 1:2]
-            est = estimate_shift(P, self._prev_sp, xy_A, sp, np.zeros(2),
+            # the previous frame's atoms where they were (the search is about the absolute shift,
+            # so that a wrong prediction cannot keep it away from the truth); predicted: o_pred
+            P = self._prev_world + o_prev + s_prev[None, :] * self._prev_world[:, 1:2]
+            est = estimate_shift(P, self._prev_sp, xy_A, sp, o_pred - o_prev,
                                  max_shift_A=cfg.max_drift_A_per_frame * min(gap, MAX_SEARCH_GAP_FRAMES),
                                  tol_A=cfg.drift_tolerance_A, cur_tree=tree)
             if est.n_matched >= 3:
-                # cur = P + d + b * P_y, P = W + o_pred + s W_y  =>  o = o_pred + d + b o_pred_y,
+                # cur = P + d + b * P_y, P = W + o_prev + s W_y  =>  o = o_prev + d + b o_prev_y,
                 # s = s_prev + b (1 + s_prev_y)
                 d, b = est.shift_A, est.slope
-                self.offset_A = o_pred + d + b * o_pred[1]
+                self.offset_A = o_prev + d + b * o_prev[1]
                 self.shear = s_prev + b * (1.0 + s_prev[1])
             else:
                 self.offset_A = o_pred
