@@ -375,6 +375,7 @@ def test_disk_fills_while_recording(tmp_path, movie_npy):
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_browser_disconnects_mid_update(tmp_path, movie_npy):
     """A browser tab that dies while frames are being pushed to it (SIGKILL, no websocket close)
     changes nothing upstream: analysis, events and recording go on; the server takes new tabs.

@@ -38,6 +38,7 @@ def _check(r, min_series: int):
     assert ev["recall"] >= 0.7 and ev["precision"] >= 0.9 and ev["flicker_alarms"] == 0, ev
 
 
+@pytest.mark.browser
 def test_short_soak_flat_memory_nothing_lost_browser_killed_midway(tmp_path):
     """~12 s at 8 frames/s (about 5 series of 20 frames). Two thirds in, the browser is killed
     (SIGKILL) while frames are being pushed to it: a browser disconnecting mid-update (criterion 3)
@@ -52,6 +53,7 @@ def test_short_soak_flat_memory_nothing_lost_browser_killed_midway(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_soak_10_minutes(tmp_path):
     browser_paths()
     r = run_soak(duration_s=600, rate_hz=28, warmup_s=120, sample_period_s=2, segment_s=60, workdir=tmp_path,
