@@ -56,10 +56,14 @@ def test_short_soak_flat_memory_nothing_lost_browser_killed_midway(tmp_path):
 @pytest.mark.browser
 def test_soak_10_minutes(tmp_path):
     browser_paths()
-    r = run_soak(duration_s=600, rate_hz=28, warmup_s=120, sample_period_s=2, segment_s=60, workdir=tmp_path,
+    """10 minutes at 10 frames/s (about half the frames analysed on 2 loaded cores, as in the short
+    run); the 30-minute, 50,000-frame run at 27.8 frames/s is ``stemwatch bench soak``."""
+    r = run_soak(duration_s=600, rate_hz=10, warmup_s=120, sample_period_s=2, segment_s=60, workdir=tmp_path,
                  progress=True)
-    _check(r, min_series=600)
+    _check(r, min_series=250)
     assert r["duration_s"] >= 600
+    # no degradation over time: the events of the second half as good as those of the first
+    assert r["events_second_half"]["recall"] >= r["events_first_half"]["recall"] - 0.1
 
 
 def test_memory_trend_detects_growth():
