@@ -22,6 +22,8 @@ DOSES = (1e3, 1e4, 1e5, 1e6)
 PIXEL_SIZES_A = (0.05, 0.076, 0.1, 0.2)
 #: Extra rows: name -> simulator overrides.
 VARIANTS = ("plain", "heavy", "contamination")
+#: Out-of-family images (``engine.sim.foreign``: other simulators' styles, never trained on).
+FOREIGN_STYLES = ("gaussian_blobs", "zgamma_jitter", "airy")
 
 
 #: Si site density of held-out frames (/nm^2): about 9 Si per 25.6 A frame, so Si precision and
@@ -49,11 +51,19 @@ def cell_frames(dose: float, pixel_size_A: float, variant: str, frames: int):
     from engine.sim import make_training_example
     from engine.train.data import contamination_mask
 
-    key = [HELDOUT_SEED, int(round(np.log10(dose) * 10)), int(round(pixel_size_A * 1000)), VARIANTS.index(variant)]
+    foreign = variant.startswith("foreign:")
+    vidx = 10 + FOREIGN_STYLES.index(variant.split(":", 1)[1]) if foreign else VARIANTS.index(variant)
+    key = [HELDOUT_SEED, int(round(np.log10(dose) * 10)) if dose > 0 else 0, int(round(pixel_size_A * 1000)), vidx]
     rng = np.random.default_rng(np.random.SeedSequence(key))
     n = int(round(FIELD_A / pixel_size_A))
     for _ in range(frames):
-        ex = make_training_example(rng, shape_px=(n, n), pixel_size_A=pixel_size_A, **sim_overrides(dose, variant))
+        if foreign:
+            from engine.sim.foreign import foreign_example
+
+            ex = foreign_example(rng, variant.split(":", 1)[1], shape_px=(n, n), pixel_size_A=pixel_size_A,
+                                 si_per_nm2=HELDOUT_SI_PER_NM2, adatoms=False, contamination=False)
+        else:
+            ex = make_training_example(rng, shape_px=(n, n), pixel_size_A=pixel_size_A, **sim_overrides(dose, variant))
         contam = contamination_mask(ex.species, getattr(ex, "lattice", None))
         xy, sp = np.asarray(ex.xy_px), np.asarray(ex.species)
         yield np.asarray(ex.image), xy[~contam], sp[~contam], float(ex.pixel_size_A), xy[contam]
@@ -75,6 +85,7 @@ def accuracy_table(cfg=None, frames_per_cell: int = 6, quick: bool = False, prog
     rows = []
     cells = [(d, p, "plain") for d in DOSES for p in PIXEL_SIZES_A]
     cells += [(d, 0.1, v) for v in VARIANTS[1:] for d in DOSES]
+    cells += [(0.0, px, f"foreign:{st}") for st in FOREIGN_STYLES for px in (0.05, 0.1)]
     if quick:
         cells = [c for c in cells if c[1] == 0.1]
     t0 = time.time()
@@ -100,7 +111,8 @@ def format_table(table: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: "-" if v != v else f"{v:.4f}"  # noqa: E731
     for r in table["rows"]:
-        lines.append(f"| {r['variant']} | {r['dose']:.0e} | {r['pixel_size_A']} | {r['atoms']} | {fmt(r['precision'])} | "
+        dose = f"{r['dose']:.0e}" if r["dose"] > 0 else "(own)"
+        lines.append(f"| {r['variant']} | {dose} | {r['pixel_size_A']} | {r['atoms']} | {fmt(r['precision'])} | "
                      f"{fmt(r['recall'])} | {fmt(r['f1'])} | {r['si']} | {fmt(r['si_precision'])} | "
                      f"{fmt(r['si_recall'])} | {fmt(r['heavy_recall'])} | {fmt(r['rmse_A'])} |")
     return "\n".join(lines)

@@ -97,6 +97,7 @@ def export_onnx(net, out_path: str | Path, pixel_size_A: float, normalisation: d
     fd, tmpname = tempfile.mkstemp(dir=out_path.parent, suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+    os.chmod(tmpname, 0o644)
     os.replace(tmpname, out_path)
     return out_path
 
