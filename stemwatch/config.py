@@ -87,6 +87,8 @@ class ChemistryConfig:
                                                      # sorted C distances (shell break); () : fixed cutoffs
     dangling_bond_A: float = 2.2                     # two C that each miss a neighbour and are closer than
                                                      # this are bonded (a reconstructed 5-8-5 pair); 0: off
+    min_si_relative_intensity: float = 0.5           # with a raw frame and >= 2 Si: a "Si" dimmer than this x
+                                                     # the frame's 75th-percentile Si is a C; 0: off
     min_intensity_ratio: float = 0.35                # with a raw frame: atoms whose contrast over the local
                                                      # background is below this x the median C atom's are
                                                      # dropped (the network "filled in" a vacancy); 0: off

@@ -215,3 +215,20 @@ def test_atoms_with_no_contrast_on_the_frame_are_dropped():
     assert len(with_frame) == len(s.xy_A) - 1
     d, _ = match(with_frame.xy_A, s.xy_A[[vac]])
     assert not np.isfinite(d).any()
+
+
+def test_a_dim_si_between_bright_ones_is_a_c():
+    px = 0.1
+    s = graphene(20, 20)
+    si = [s.nearest(8, 10), s.nearest(12, 10)]
+    mid = s.nearest(10, 10)
+    amp = np.full(len(s.xy_A), 50.0)
+    amp[si] = 50 * (14 / 6) ** 1.7
+    img = _render_image(s.xy_A / px, amp, (201, 201), 0.45 / px, bg=5.0)
+    species = np.zeros(len(s.xy_A), np.int8)
+    species[si + [mid]] = 1                                # the network also calls the C between them Si
+    probs = render_probabilities(s.xy_A, species, (201, 201), px, sigma_A=0.3)
+    atoms = find_atoms(probs, CFG, image=img)
+    d, i = match(atoms.xy_A, s.xy_A[si + [mid]])
+    assert list(atoms.species[i]) == [1, 1, 0]
+    assert list(find_atoms(probs, CFG).species[i]) == [1, 1, 1]   # without the frame: as the network said

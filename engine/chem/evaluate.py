@@ -194,7 +194,8 @@ def analyse_real(items: list[dict], cfg=None, overlays: Path | None = None, infe
         atoms = chem.atoms
         si = atoms.species == 1
         row = {"frame": it["name"], "shape": "x".join(map(str, img.shape)), "px_A": px,
-               "atoms": len(atoms), "Si": int(si.sum()), "other": int((atoms.species == 2).sum()),
+               "atoms": len(atoms), "Si": int(si.sum()), "Si_at_border": int((si & atoms.border).sum()),
+               "other": int((atoms.species == 2).sum()),
                "Si_coordination": sorted(int(c) for c in chem.coordination[si]),
                "defects": sorted(f"{d.kind}:{d.formula}" for d in chem.defects if d.kind != "edge"),
                "rings": chem.rings.counts()}
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no real frames under {args.dir}", file=sys.stderr)
             return 1
         rows = analyse_real(items, overlays=args.overlays)
-        _print_table(rows, ["frame", "shape", "px_A", "atoms", "Si", "other", "Si_coordination", "labelled",
+        _print_table(rows, ["frame", "shape", "px_A", "atoms", "Si", "Si_at_border", "other", "Si_coordination", "labelled",
                             "found_in", "matched", "precision", "recall", "rms_vs_labels_A", "unlabelled_found",
                             "of_which_3_bonds", "Si_labelled",
                             "Si_matched", "Si_matched_coordination"])
