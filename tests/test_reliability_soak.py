@@ -15,6 +15,9 @@ SMALL_DASHBOARD = {"history_frames": 10, "max_event_frames": 4, "max_events": 50
 
 
 def _check(r, min_series: int):
+    print({k: r[k] for k in ("duration_s", "frames_sent", "frames_recorded", "recorder_lost", "frames_analysed",
+                             "dropped_for_analysis", "latency_p50_s", "latency_p99_s", "events",
+                             "events_first_half", "events_second_half")}, r["rss"])
     # nothing lost: every frame sent was received and recorded exactly once (per series seq 0..n-1)
     assert r["frames_sent"] >= 20 * min_series
     assert r["frames_received"] == r["frames_sent"]
