@@ -46,7 +46,7 @@ def test_simulate_live_publishes_frames_at_the_frame_time():
     sock = ctx.socket(zmq.PULL)
     sock.connect(ep)
     proc = subprocess.Popen([sys.executable, "-m", "stemwatch", "simulate", "--bind", ep, "--frames", "6",
-                             "--frame-time", "0.1", "--scenario", "switching", "--size", "128", "-q"],
+                             "--frame-time", "0.3", "--scenario", "switching", "--size", "128", "-q"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         msgs = []
@@ -69,4 +69,5 @@ def test_simulate_live_publishes_frames_at_the_frame_time():
     fr = [m.frame for m in msgs if m.type == "frame"]
     assert [f.seq for f in fr] == list(range(6)) and fr[0].data.shape == (128, 128)
     dt = np.diff([f.t_acquired for f in fr])
-    assert np.all(dt > 0.05) and abs(dt.mean() - 0.1) < 0.03
+    # 0.3 s frames: long against a render (~3 ms) and against scheduling on a loaded 2-core machine
+    assert np.all(dt > 0.15) and abs(dt.mean() - 0.3) < 0.09
