@@ -24,6 +24,13 @@ def _add_source(p: argparse.ArgumentParser, replay: bool = False) -> None:
                    help="report a stall after this many seconds without a frame in an open series (default %(default)s)")
 
 
+def _add_stop_options(p: argparse.ArgumentParser) -> None:
+    """--duration / --frames / --until-end, shared by the receiving commands (record, monitor)."""
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--until-end", action="store_true", help="stop after the next end-of-series message")
+
+
 def _add_curve(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("CURVE encryption (optional; keys from `stemwatch keys`, see docs/protocol.md)")
     g.add_argument("--curve-secret", metavar="FILE", help="this side's NAME.key_secret file: enables CURVE")
@@ -401,9 +408,7 @@ def register(sub) -> None:
                    help="never drop: when the disk falls behind, slow the sender (PUSH back-pressure) instead")
     p.add_argument("--sync-every", type=float, default=1.0, metavar="S",
                    help="fdatasync at most every S seconds (default %(default)s; durability on power loss)")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    p.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
-    p.add_argument("--until-end", action="store_true", help="stop after the next end-of-series message")
+    _add_stop_options(p)
     _add_curve(p)
     p.set_defaults(func=_cmd_record)
 
@@ -461,9 +466,7 @@ def register(sub) -> None:
     p.add_argument("--speed", default="1", help="with --replay: 1 = original pace, N, or max (default %(default)s)")
     p.add_argument("--record", metavar="FILE", help="also record to FILE")
     p.add_argument("--append", action="store_true", help="continue an existing recording")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    p.add_argument("--frames", type=int, metavar="N", help="stop after N frames")
-    p.add_argument("--until-end", action="store_true", help="stop after the next end-of-series message")
+    _add_stop_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object per second")
     _add_curve(p)
     p.set_defaults(func=_cmd_monitor)
