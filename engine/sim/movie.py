@@ -275,12 +275,8 @@ class MovieSimulator:
                 raise ValueError(f"no room for extra {kind!r} in the field")
             p = b.xy_A[b.index(sid)[0]].copy()
             taken.append(p)
-            if kind == "vacancy":
-                st.add_vacancy(b, sid)
-            elif kind == "585":
-                st.add_divacancy_585(b, sid)
-            elif kind == "stone_wales":
-                st.add_stone_wales(b, sid)
+            if kind in st.SITE_DEFECTS:
+                st.SITE_DEFECTS[kind](b, sid)
             elif kind == "adatom":
                 st.add_adatom(b, st.hollow_site(b, p), z=29)
             elif kind == "contamination":

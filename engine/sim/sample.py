@@ -46,7 +46,7 @@ def random_sample(rng: np.random.Generator, fov_A: tuple[float, float], *, si_pe
     area_nm2 = w * h / 100.0
     dens = si_per_nm2 if si_per_nm2 is not None else float(rng.uniform(0.02, 0.6))
     n_sites = max(1, rng.poisson(dens * area_nm2))
-    kinds = ["si3", "si4", "dimer", "cluster3", "cluster4", "vacancy", "585", "sw"] if defects else ["si3"]
+    kinds = ["si3", "si4", "dimer", "cluster3", "cluster4", "vacancy", "585", "stone_wales"] if defects else ["si3"]
     probs = np.array([0.45, 0.2, 0.1, 0.05, 0.03, 0.07, 0.05, 0.05])[: len(kinds)]
     probs = probs / probs.sum()
     taken = np.zeros((0, 2))
@@ -63,20 +63,7 @@ def random_sample(rng: np.random.Generator, fov_A: tuple[float, float], *, si_pe
             aid = s.nearest(p)
         except ValueError:
             continue
-        if kind == "si3":
-            st.add_si3(s, aid)
-        elif kind == "si4":
-            st.add_si4(s, aid)
-        elif kind == "dimer":
-            st.add_dimer(s, aid)
-        elif kind.startswith("cluster"):
-            st.add_cluster(s, aid, int(kind[-1]))
-        elif kind == "vacancy":
-            st.add_vacancy(s, aid)
-        elif kind == "585":
-            st.add_divacancy_585(s, aid)
-        elif kind == "sw":
-            st.add_stone_wales(s, aid)
+        st.SITE_DEFECTS[kind](s, aid)
     if holes if holes is not None else rng.uniform() < 0.25:
         st.add_hole(s, rng.uniform([0, 0], [w, h]), float(rng.uniform(3, 10)), rng)
     if contamination if contamination is not None else rng.uniform() < 0.3:

@@ -410,3 +410,16 @@ def coordination(sample: Sample, cutoffs_A: dict | None = None) -> np.ndarray:
     np.add.at(out, lat[pairs[ok, 0]], 1)
     np.add.at(out, lat[pairs[ok, 1]], 1)
     return out
+
+
+#: Defects placed at one lattice site (an atom id), by name: ``SITE_DEFECTS[kind](sample, atom_id)``.
+SITE_DEFECTS = {
+    "si3": add_si3,
+    "si4": add_si4,
+    "dimer": add_dimer,
+    "cluster3": lambda s, a: add_cluster(s, a, 3),
+    "cluster4": lambda s, a: add_cluster(s, a, 4),
+    "vacancy": add_vacancy,
+    "585": add_divacancy_585,
+    "stone_wales": add_stone_wales,
+}
