@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-_ENDPOINT_HELP = "ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555 or tcp://acq-pc:5555"
+from streamer.cli import ENDPOINT_HELP, add_file_options
 
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
@@ -193,9 +193,7 @@ def register(sub) -> None:
                        "(docs/tracking.md).")
     p.add_argument("input", help="recording or image file")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    p.add_argument("--pixel-size", type=float, default=None, metavar="A",
-                   help="angstrom per pixel (needed for files without a calibration; overrides the file's)")
-    p.add_argument("--key", default=None, help="array name in an .npz, or the data group of an EMD file")
+    add_file_options(p, frame_time=False)
     p.add_argument("--limit", type=int, default=None, metavar="N", help="analyse at most N frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_engine_options(p)
@@ -206,7 +204,7 @@ def register(sub) -> None:
                        "events (msgpack on a PUB socket, topic 'event'; docs/tracking.md) and show the operator "
                        "dashboard. Ctrl-C stops.")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--connect", metavar="ENDPOINT", help="connect to a publisher that binds (" + _ENDPOINT_HELP + ")")
+    g.add_argument("--connect", metavar="ENDPOINT", help="connect to a publisher that binds (" + ENDPOINT_HELP + ")")
     g.add_argument("--bind", metavar="ENDPOINT", help="bind and let publishers connect")
     p.add_argument("--sub", action="store_true", help="SUB socket (publisher uses PUB) instead of PULL")
     p.add_argument("--events", default="tcp://127.0.0.1:5557", metavar="ENDPOINT",

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-_ENDPOINT_HELP = "ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555, tcp://acq-pc:5555 or ipc:///tmp/frames"
+ENDPOINT_HELP = "ZeroMQ endpoint, e.g. tcp://127.0.0.1:5555, tcp://acq-pc:5555 or ipc:///tmp/frames"
 
 
 def _add_source(p: argparse.ArgumentParser, replay: bool = False) -> None:
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--connect", metavar="ENDPOINT", help="connect to a publisher that binds (" + _ENDPOINT_HELP + ")")
+    g.add_argument("--connect", metavar="ENDPOINT", help="connect to a publisher that binds (" + ENDPOINT_HELP + ")")
     g.add_argument("--bind", metavar="ENDPOINT", help="bind and let publishers connect")
     if replay:
         g.add_argument("--replay", metavar="SOURCE",
@@ -22,6 +22,17 @@ def _add_source(p: argparse.ArgumentParser, replay: bool = False) -> None:
     p.add_argument("--sub", action="store_true", help="use a SUB socket (publisher uses PUB) instead of PULL")
     p.add_argument("--stall-timeout", type=float, default=5.0, metavar="S",
                    help="report a stall after this many seconds without a frame in an open series (default %(default)s)")
+
+
+def add_file_options(p: argparse.ArgumentParser, frame_time: bool = True) -> None:
+    """``--pixel-size``, ``--frame-time`` (optional) and ``--key``: how to read an image file that has
+    no calibration, no frame times, or several arrays (shared by replay/import/convert/analyze)."""
+    p.add_argument("--pixel-size", type=float, default=None, metavar="A",
+                   help="angstrom per pixel (needed for files without a calibration; overrides the file's)")
+    if frame_time:
+        p.add_argument("--frame-time", type=float, default=0.2, metavar="S",
+                       help="s between frames for files without times (default %(default)s)")
+    p.add_argument("--key", default=None, help="array name in an .npz, or the data group of an EMD file")
 
 
 def _add_stop_options(p: argparse.ArgumentParser) -> None:
@@ -417,17 +428,14 @@ def register(sub) -> None:
                                    "a bound socket, paced from t_acquired. FILE may be a directory: every "
                                    "recording in it, in name order (other files are ignored).")
     p.add_argument("file", metavar="FILE", help="recording, .npy/.npz/.tif/.emd/.ndata file, or a directory of recordings")
-    p.add_argument("--bind", required=True, metavar="ENDPOINT", help=_ENDPOINT_HELP)
+    p.add_argument("--bind", required=True, metavar="ENDPOINT", help=ENDPOINT_HELP)
     p.add_argument("--speed", default="1", help="1 = original pace, N = N times faster, max = no waiting")
     p.add_argument("--loop", action="store_true", help="play again and again until Ctrl-C")
     p.add_argument("--loops", type=int, default=1, metavar="N", help="play N times (default %(default)s)")
     p.add_argument("--pub", action="store_true", help="PUB socket (many subscribers) instead of PUSH")
     p.add_argument("--max-pause", type=float, default=None, metavar="S",
                    help="shorten recorded pauses longer than S seconds to S")
-    p.add_argument("--pixel-size", type=float, metavar="A", help="A/px for files without a calibration")
-    p.add_argument("--frame-time", type=float, default=0.2, metavar="S",
-                   help="s between frames for files without times (default %(default)s)")
-    p.add_argument("--key", help="array of an .npz / data group of an EMD file")
+    add_file_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_curve(p)
     p.set_defaults(func=_cmd_replay)
@@ -442,10 +450,7 @@ def register(sub) -> None:
         p = sub.add_parser(name, help=helptext, description=helptext + ". " + default_note + ".")
         p.add_argument("file", metavar="FILE")
         p.add_argument("--out", required=True, metavar="OUT")
-        p.add_argument("--pixel-size", type=float, metavar="A", help="A/px (required for files without calibration)")
-        p.add_argument("--frame-time", type=float, default=0.2, metavar="S",
-                       help="s between frames for files without times (default %(default)s)")
-        p.add_argument("--key", help="array of an .npz / data group of an EMD file")
+        add_file_options(p)
         p.add_argument("--series", help="only this series (EMD export takes the first series by default)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=_cmd_convert)
