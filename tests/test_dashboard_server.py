@@ -1,30 +1,16 @@
 """The Bokeh server on its own thread: HTTP, websocket origins, several tabs, stalled clients."""
 
-import asyncio
 import threading
 import time
 import urllib.request
 
 import pytest
 from bokeh.client import pull_session
-from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.websocket import websocket_connect
 
 from _dashboard_data import Lattice
+from _ws import ws_status
 from dashboard.server import DashboardServer, websocket_origins
 from stemwatch.config import DashboardConfig
-
-
-def _ws_status(port: int, origin: str):
-    """HTTP status of a websocket upgrade with this Origin (101 when the origin passes)."""
-    async def go():
-        try:
-            conn = await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{port}/ws", headers={"Origin": origin}))
-        except HTTPClientError as exc:
-            return exc.code
-        conn.close()
-        return 101
-    return asyncio.run(go())
 
 
 def test_serves_the_page_and_checks_websocket_origins():
@@ -32,9 +18,9 @@ def test_serves_the_page_and_checks_websocket_origins():
         assert dash.url == f"http://127.0.0.1:{dash.port}/" and dash.port > 0
         page = urllib.request.urlopen(dash.url, timeout=10).read().decode()
         assert "bokeh" in page.lower() and "stemwatch" in page
-        assert _ws_status(dash.port, "http://evil.example") == 403
-        assert _ws_status(dash.port, "http://operator-pc.lab:8080") == 101
-        assert _ws_status(dash.port, f"http://localhost:{dash.port}") == 101
+        assert ws_status("127.0.0.1", dash.port, "http://evil.example") == 403
+        assert ws_status("127.0.0.1", dash.port, "http://operator-pc.lab:8080") == 101
+        assert ws_status("127.0.0.1", dash.port, f"http://localhost:{dash.port}") == 101
 
 
 def test_origins_default_to_local_names_and_reject_bad_values():

@@ -8,7 +8,6 @@ tests/test_streamer_security.py.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -19,8 +18,6 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.websocket import websocket_connect
 
 from dashboard.server import DashboardServer
 from engine.service import EVENT_TOPIC
@@ -30,6 +27,7 @@ from streamer import Publisher
 from streamer.recording import RecordingReader, iter_frames
 from streamer.security import Curve
 
+from _ws import ws_status
 from test_reliability_faults import MOVIE, free_port
 
 
@@ -128,17 +126,6 @@ def _lan_address() -> str | None:
     return None if ip.startswith("127.") else ip
 
 
-def _ws_status(host: str, port: int, origin: str) -> int:
-    async def go():
-        try:
-            conn = await websocket_connect(HTTPRequest(f"ws://{host}:{port}/ws", headers={"Origin": origin}))
-        except HTTPClientError as exc:
-            return exc.code
-        conn.close()
-        return 101
-    return asyncio.run(go())
-
-
 def test_dashboard_is_local_by_default():
     """serve and demo default to 127.0.0.1; the server is then unreachable on the LAN address."""
     parser = build_parser()
@@ -165,12 +152,12 @@ def test_dashboard_opened_to_the_network_needs_allowed_origins():
         assert urllib.request.urlopen(dash.url, timeout=10).status == 200            # locally: yes
         with pytest.raises(urllib.error.HTTPError, match="403"):
             urllib.request.urlopen(f"http://{lan}:{port}/", timeout=10)              # from the LAN: no
-        assert _ws_status(lan, port, f"http://{lan}:{port}") == 403
+        assert ws_status(lan, port, f"http://{lan}:{port}") == 403
     port = free_port()
     with DashboardServer(DashboardConfig(port=port, address="0.0.0.0", allow_origins=(f"{lan}:{port}",))) as dash:
         page = urllib.request.urlopen(f"http://{lan}:{port}/", timeout=10)
         assert page.status == 200 and b"bokeh" in page.read().lower()
-        assert _ws_status(lan, port, "http://evil.example") == 403
+        assert ws_status(lan, port, "http://evil.example") == 403
 
 
 def _raw_get(port: int, host: str, origin: str | None = None) -> int:
