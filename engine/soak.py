@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 #: the default movie: 20 frames 512x512 uint16 with 9 scripted events and a flicker (replay_data/README.md)
 DEFAULT_MOVIE = Path(__file__).resolve().parent.parent / "replay_data" / "02_field_512.swrec"
+#: ``--movie long`` / the bench default: a generated 512x512 movie with long series (see :func:`long_series_movie`)
+LONG_MOVIE = "long"
 #: latency histogram: 1 ms bins up to 20 s (larger values land in the last bin)
 _LAT_BIN_S = 1e-3
 _LAT_BINS = 20_000
@@ -244,6 +246,36 @@ def score_series(truth: MovieTruth, analysed: np.ndarray, events: list, max_late
 
 
 # ----------------------------------------------------------------------------------------- source
+def long_series_movie(workdir: str | Path, frames: int = 240, event_rate_per_frame: float = 0.05,
+                      seed: int = 20261124) -> Path:
+    """Simulate (once, cached in ``workdir``) the long-series soak movie and return its path.
+
+    ``stemwatch simulate --scenario random`` at 512x512, 0.1 A/px: eight dopants (3- and 4-fold Si,
+    a pair, a cluster) and random events at ``event_rate_per_frame`` (about one every 20 frames,
+    i.e. 4 s at the movie's 0.2 s frame time), with exact ground truth. The bundled
+    ``02_field_512`` packs nine events into 20 frames (a state lasts ~2 frames), which no analyzer
+    that must skip frames can follow; a real dopant keeps its state for seconds to minutes, which
+    this movie imitates. About 10 s to simulate on one core.
+    """
+    out = Path(workdir) / f"soak_long_{frames}_{event_rate_per_frame:g}_{seed}.swrec"
+    from engine.sim.truth import truth_path
+
+    if out.exists() and truth_path(out).exists():
+        return out
+    cmd = [sys.executable, "-m", "stemwatch", "simulate", "--scenario", "random", "--frames", str(int(frames)),
+           "--event-rate", str(float(event_rate_per_frame)), "--seed", str(int(seed)), "--frame-time", "0.2",
+           "--out", str(out), "-q"]
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def resolve_movie(movie: str | Path, workdir: str | Path) -> Path:
+    """``movie`` as a path; :data:`LONG_MOVIE` is simulated into ``workdir`` (:func:`long_series_movie`)."""
+    if str(movie) == LONG_MOVIE:
+        return long_series_movie(workdir)
+    return Path(movie)
+
+
 def load_movie(movie: str | Path) -> tuple[list, dict]:
     """Frames (arrays) of a recording and its series info (shape, dtype, pixel size, frame time)."""
     from streamer.recording import iter_frames
@@ -688,7 +720,8 @@ def bench_soak(quick: bool = False):
     """``stemwatch bench soak``: see the module docstring. Environment overrides:
     ``STEMWATCH_SOAK_DURATION_S`` (default 1800, quick 60), ``STEMWATCH_SOAK_FRAMES`` (default 50,000),
     ``STEMWATCH_SOAK_RATE_HZ`` (default frames / duration = 27.8 frames/s; quick 10),
-    ``STEMWATCH_SOAK_MOVIE`` (default replay_data/02_field_512.swrec), ``STEMWATCH_SOAK_BROWSER``
+    ``STEMWATCH_SOAK_MOVIE`` (default ``long``: :func:`long_series_movie`; or a recording with its
+    truth, e.g. replay_data/02_field_512.swrec), ``STEMWATCH_SOAK_BROWSER``
     (1/0, default 1), ``STEMWATCH_SOAK_DIR`` (where the recording segments go; default a temp dir)."""
     from stemwatch.bench import BenchReport
 
@@ -696,13 +729,22 @@ def bench_soak(quick: bool = False):
     duration = float(env("STEMWATCH_SOAK_DURATION_S", 60 if quick else 1800))
     frames = int(env("STEMWATCH_SOAK_FRAMES", 600 if quick else 50_000))
     rate = float(env("STEMWATCH_SOAK_RATE_HZ", 10.0 if quick else frames / duration))
-    movie = env("STEMWATCH_SOAK_MOVIE", str(DEFAULT_MOVIE))
+    movie = env("STEMWATCH_SOAK_MOVIE", LONG_MOVIE)
+    movie_dir = None
+    if movie == LONG_MOVIE:
+        movie_dir = env("STEMWATCH_SOAK_DIR") or tempfile.mkdtemp(prefix="stemwatch-soak-movie-")
+        print("bench soak: simulating the long-series movie ...", file=sys.stderr, flush=True)
+        movie = str(long_series_movie(movie_dir))
     use_browser = env("STEMWATCH_SOAK_BROWSER", "1") not in ("0", "false", "no")
     print("bench soak: reference (offline, every frame) ...", file=sys.stderr, flush=True)
     ref = reference_events(movie)
     print(f"bench soak: {duration:.0f} s / {frames} frames at {rate:g} frames/s ...", file=sys.stderr, flush=True)
-    r = run_soak(movie, duration_s=duration, max_frames=frames, rate_hz=rate, browser=use_browser,
-                 workdir=env("STEMWATCH_SOAK_DIR"))
+    try:
+        r = run_soak(movie, duration_s=duration, max_frames=frames, rate_hz=rate, browser=use_browser,
+                     workdir=env("STEMWATCH_SOAK_DIR"))
+    finally:
+        if movie_dir and not env("STEMWATCH_SOAK_DIR"):
+            shutil.rmtree(movie_dir, ignore_errors=True)
     ev, rss = r["events"], r["rss"]
     row = {"duration_s": r["duration_s"], "sent": r["frames_sent"], "received": r["frames_received"],
            "recorded": r["frames_recorded"], "rec_lost": r["recorder_lost"], "analysed": r["frames_analysed"],
@@ -752,7 +794,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--no-dither", action="store_true", help="send the movie's frames unchanged")
     s.add_argument("--one-series", action="store_true", help="one series, the movie cycling (seq keeps counting)")
     r = sub.add_parser("run", help="run a soak and print its report as JSON")
-    r.add_argument("--movie", default=str(DEFAULT_MOVIE))
+    r.add_argument("--movie", default=str(DEFAULT_MOVIE),
+                   help=f"recording with ground truth to loop, or '{LONG_MOVIE}' for the simulated long-series movie "
+                        "(default %(default)s)")
+    r.add_argument("--dir", default=None, help="working folder for recordings and the long movie (default: a temp dir)")
     r.add_argument("--duration-s", type=float, default=60.0)
     r.add_argument("--frames", type=int, default=None)
     r.add_argument("--rate", type=float, default=10.0)
@@ -765,8 +810,10 @@ def main(argv: list[str] | None = None) -> int:
         run_source(args.movie, args.bind, args.rate, args.frames, args.duration_s, args.prefix,
                    dither=not args.no_dither, seed=args.seed, stop=stop, one_series=args.one_series)
         return 0
-    rep = run_soak(args.movie, duration_s=args.duration_s, max_frames=args.frames, rate_hz=args.rate,
-                   browser=not args.no_browser)
+    workdir = args.dir or tempfile.mkdtemp(prefix="stemwatch-soak-")
+    movie = resolve_movie(args.movie, workdir)
+    rep = run_soak(movie, duration_s=args.duration_s, max_frames=args.frames, rate_hz=args.rate,
+                   browser=not args.no_browser, workdir=workdir)
     text = json.dumps(rep, indent=2, default=str)
     print(text)
     if args.out:

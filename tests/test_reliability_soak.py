@@ -79,3 +79,18 @@ def test_memory_trend_detects_growth():
     assert abs(flat["growth_pct"]) < 1 and flat["max_MB"] > 249
     leak = memory_trend(t, warm + (t - 10).clip(0) * 2**20, warmup_s=10)      # 1 MB/s
     assert 12 < leak["growth_pct"] < 25 and 3000 < leak["slope_MB_per_h"] < 4000
+
+
+def test_long_series_movie_is_simulated_once_with_truth(tmp_path):
+    """The bench's default movie: random events spaced over long series, exact truth, cached."""
+    from engine.soak import LONG_MOVIE, MovieTruth, long_series_movie, resolve_movie
+
+    path = long_series_movie(tmp_path, frames=24, event_rate_per_frame=0.2, seed=7)
+    truth = MovieTruth.load(path)
+    assert truth.n_frames == 24 and truth.pixel_size_A == 0.1
+    assert len(truth.events) >= 1 and all(0 < int(e["frame"]) < 24 for e in truth.events)
+    mtime = path.stat().st_mtime_ns
+    assert long_series_movie(tmp_path, frames=24, event_rate_per_frame=0.2, seed=7) == path
+    assert path.stat().st_mtime_ns == mtime                      # cached, not simulated again
+    assert resolve_movie("replay_data/02_field_512.swrec", tmp_path).name == "02_field_512.swrec"
+    assert LONG_MOVIE == "long"
