@@ -94,3 +94,18 @@ def test_heavy_adatom_is_other_and_brighter():
     assert s.species[s.index(aid)[0]] == OTHER
     img, xy = render(s, ImagingParams(tail_fraction=0.0), (300, 300), 0.1, np.random.default_rng(0), noise=False)
     assert _peak(img, xy[s.index(aid)[0]]) > 5 * _peak(img, xy[s.index(s.nearest((5.0, 5.0)))[0]])
+
+
+def test_atom_snr_follows_the_noise_sources():
+    """ImagingParams.atom_snr: sqrt(dose) scaling without read noise; read noise costs more at fine
+    sampling (more pixels per atom); a heavier atom stands out more; background lowers it."""
+    from engine.sim.imaging import ImagingParams
+
+    p = ImagingParams(dose_e_per_A2=1e4, read_noise_counts=0.0, background_fraction=0.005)
+    s1, s2 = p.atom_snr(0.1), ImagingParams(**{**p.__dict__, "dose_e_per_A2": 4e4}).atom_snr(0.1)
+    assert abs(s2 / s1 - 2.0) < 1e-9
+    assert p.atom_snr(0.05) == s1                                  # no read noise: sampling does not matter
+    noisy = ImagingParams(**{**p.__dict__, "read_noise_counts": 1.0})
+    assert noisy.atom_snr(0.05) < noisy.atom_snr(0.1) < s1
+    assert p.atom_snr(0.1, z=14) > 2 * s1
+    assert ImagingParams(**{**p.__dict__, "background_fraction": 0.05}).atom_snr(0.1) < s1

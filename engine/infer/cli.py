@@ -34,6 +34,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.warmup_steps = max(1, args.steps // 4)
     if args.widths:
         cfg.widths = tuple(int(w) for w in args.widths.split(","))
+    if args.low_dose_fraction is not None:
+        cfg.low_dose_fraction = args.low_dose_fraction
+    if args.new_per_step is not None:
+        cfg.new_per_step = args.new_per_step
     summary = train(cfg, resume=args.resume, progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
     if args.install:
@@ -152,6 +156,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     cfg = InferenceConfig(backend=args.backend, model_path=args.model)
     table = accuracy_table(cfg, frames_per_cell=args.frames, quick=args.quick, progress=True)
     print(format_table(table))
+    if args.snr:
+        from engine.infer.heldout import format_snr_breakdown, snr_breakdown
+        from engine.infer.inferencer import Inferencer
+
+        with Inferencer(cfg) as inf:
+            table["snr_breakdown"] = snr_breakdown(inf, frames=args.frames)
+        print("\nplain frames by C-atom signal-to-noise ratio (ImagingParams.atom_snr):\n")
+        print(format_snr_breakdown(table["snr_breakdown"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(table, f, indent=2)
@@ -167,6 +179,10 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=4000, help="optimiser steps (default: %(default)s)")
     p.add_argument("--batch", type=int, default=16, help="crops per step (default: %(default)s)")
     p.add_argument("--widths", default="", help="channels per U-Net level, e.g. 12,24,32 (default: 12,24,32)")
+    p.add_argument("--low-dose-fraction", type=float, default=None,
+                   help="share of training frames drawn at 1e3-3e4 e/A^2 instead of 1e3-1e6 (default 0)")
+    p.add_argument("--new-per-step", type=float, default=None,
+                   help="simulated frames added to the bank per step (default 0.5)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
     p.add_argument("--minutes", type=float, default=0.0, help="stop after this wall time and export (0 = no limit)")
     p.add_argument("--bank", type=int, default=None, help="simulated frames before the first step (default 600)")
@@ -197,5 +213,7 @@ def register(sub) -> None:
     p.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
     p.add_argument("--frames", type=int, default=6, help="frames per table cell (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="fewer cells")
+    p.add_argument("--snr", action="store_true",
+                   help="also split the 1e3 and 1e4 e/A^2 cells by each frame's C-atom signal-to-noise ratio")
     p.add_argument("--json", default=None, help="also write the table as JSON to this file")
     p.set_defaults(func=_cmd_eval)

@@ -43,8 +43,9 @@ def sim_overrides(dose: float, variant: str) -> dict:
             "adatoms": variant == "heavy", "contamination": variant == "contamination"}
 
 
-def cell_frames(dose: float, pixel_size_A: float, variant: str, frames: int):
-    """Yield ``(image, xy_px, species, pixel_size_A, ignore_xy_px)`` for one cell, deterministically.
+def cell_frames(dose: float, pixel_size_A: float, variant: str, frames: int, with_params: bool = False):
+    """Yield ``(image, xy_px, species, pixel_size_A, ignore_xy_px)`` for one cell, deterministically
+    (with ``with_params``, a sixth item: the simulator's parameter dict, ``{}`` for foreign styles).
 
     Contamination atoms are returned separately (``ignore_xy_px``): true and predicted atoms within
     1 A of them are not scored (amorphous patches hold no resolvable atoms)."""
@@ -66,7 +67,8 @@ def cell_frames(dose: float, pixel_size_A: float, variant: str, frames: int):
             ex = make_training_example(rng, shape_px=(n, n), pixel_size_A=pixel_size_A, **sim_overrides(dose, variant))
         contam = contamination_mask(ex.species, getattr(ex, "lattice", None))
         xy, sp = np.asarray(ex.xy_px), np.asarray(ex.species)
-        yield np.asarray(ex.image), xy[~contam], sp[~contam], float(ex.pixel_size_A), xy[contam]
+        item = (np.asarray(ex.image), xy[~contam], sp[~contam], float(ex.pixel_size_A), xy[contam])
+        yield item + ((getattr(ex, "params", None) or {},) if with_params else ())
 
 
 def score_cell(inferencer, dose: float, pixel_size_A: float, variant: str, frames: int) -> Counts:
@@ -76,6 +78,45 @@ def score_cell(inferencer, dose: float, pixel_size_A: float, variant: str, frame
         pxy, psp = find_atoms_simple(probs)
         total.add(score_frame(pxy, psp, xy, species, image.shape, px, ignore_xy_px=ignore_xy))
     return total
+
+
+#: per-frame C-atom SNR bins of :func:`snr_breakdown` (``ImagingParams.atom_snr``)
+SNR_BINS = (0.0, 2.0, 4.0, 8.0, float("inf"))
+
+
+def snr_breakdown(inferencer, doses=(1e3, 1e4), pixel_sizes=PIXEL_SIZES_A, frames: int = 6) -> list[dict]:
+    """The plain cells of ``doses`` x ``pixel_sizes`` again, pooled per dose and split by each frame's
+    C-atom signal-to-noise ratio (:meth:`engine.sim.imaging.ImagingParams.atom_snr`): how accuracy
+    depends on what the frame physically holds. Rows: ``{"dose", "snr_lo", "snr_hi", "frames", **Counts.summary()}``."""
+    from engine.sim.imaging import ImagingParams
+
+    rows = []
+    for dose in doses:
+        bins = [Counts() for _ in SNR_BINS[:-1]]
+        nfr = [0] * len(bins)
+        for px in pixel_sizes:
+            for image, xy, species, fpx, ignore_xy, params in cell_frames(dose, px, "plain", frames, with_params=True):
+                snr = ImagingParams.from_dict(params["imaging"]).atom_snr(fpx)
+                k = int(np.searchsorted(SNR_BINS, snr, side="right")) - 1
+                probs = inferencer.predict(image, fpx)
+                pxy, psp = find_atoms_simple(probs)
+                bins[k].add(score_frame(pxy, psp, xy, species, image.shape, fpx, ignore_xy_px=ignore_xy))
+                nfr[k] += 1
+        for k, c in enumerate(bins):
+            if nfr[k]:
+                rows.append({"dose": dose, "snr_lo": SNR_BINS[k], "snr_hi": SNR_BINS[k + 1], "frames": nfr[k],
+                             **c.summary()})
+    return rows
+
+
+def format_snr_breakdown(rows: list[dict]) -> str:
+    """Markdown table of :func:`snr_breakdown`."""
+    lines = ["| dose (e/A^2) | C-atom SNR | frames | atoms | precision | recall | F1 |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        hi = "" if r["snr_hi"] == float("inf") else f"{r['snr_hi']:g}"
+        lines.append(f"| {r['dose']:.0e} | {r['snr_lo']:g}-{hi} | {r['frames']} | {r['atoms']} | {r['precision']:.4f} | "
+                     f"{r['recall']:.4f} | {r['f1']:.4f} |")
+    return "\n".join(lines)
 
 
 def accuracy_table(cfg=None, frames_per_cell: int = 6, quick: bool = False, progress: bool = False) -> dict:

@@ -136,6 +136,25 @@ class ImagingParams:
         """Mean scattered fraction of a pristine graphene sheet (the unit of the diffuse terms)."""
         return GRAPHENE_ATOMS_PER_A2 * self.sigma_C_A2
 
+    def atom_snr(self, pixel_size_A: float, z: int = 6) -> float:
+        """Signal-to-noise ratio of one atom of atomic number ``z`` for an ideal detector that knows
+        where to look (a diagnostic of how much a frame can tell, not a property of any finder).
+
+        Signal: the atom's electrons in the probe core within a disc of radius ``probe_fwhm_A``
+        (94 % of a Gaussian core): ``0.94 dose sigma_Z (1 - tail_fraction)``. Noise over the same
+        disc (area ``a``): Poisson of the diffuse background and the mean lattice signal,
+        ``dose a (background_fraction + lattice_signal_fraction)``, plus the read noise of the
+        ``a / pixel_size_A**2`` pixels in electrons, ``(read_noise_counts / gain_counts_per_e)**2``
+        each. Ratios below ~3 leave single atoms undecidable from their own pixels; only the
+        lattice around them can help.
+        """
+        sigma_z = self.sigma_C_A2 * (z / 6.0) ** self.gamma * (self.heavy_boost if z > 6 else 1.0)
+        area = np.pi * self.probe_fwhm_A ** 2
+        signal = 0.94 * self.dose_e_per_A2 * sigma_z * (1.0 - self.tail_fraction)
+        var = self.dose_e_per_A2 * area * (self.background_fraction + self.lattice_signal_fraction())
+        var += area / pixel_size_A ** 2 * (self.read_noise_counts / max(self.gain_counts_per_e, 1e-12)) ** 2
+        return float(signal / np.sqrt(max(var, 1e-300)))
+
     def to_dict(self) -> dict:
         """JSON-able dict (tuples as lists)."""
         d = asdict(self)

@@ -59,6 +59,8 @@ class TrainConfig:
     checkpoint_every: int = 250
     max_minutes: float = 0.0                 # stop early (and export) after this wall time; 0 = no limit
     si_per_nm2_range: tuple = (0.05, 1.2)   # Si site density drawn log-uniformly per frame (more Si to learn)
+    low_dose_fraction: float = 0.0          # share of bank frames drawn from low_dose_range_e_per_A2 instead
+    low_dose_range_e_per_A2: tuple = (1e3, 3e4)  # of the simulator's full 1e3-1e6 (the hard, informative frames)
     sim_overrides: dict = field(default_factory=dict)
 
 
@@ -202,8 +204,11 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True) ->
         zoom = float(np.exp(bank_rng.uniform(np.log(cfg.zoom_range[0]), np.log(cfg.zoom_range[1]))))
         lo, hi = cfg.si_per_nm2_range
         si = float(np.exp(bank_rng.uniform(np.log(lo), np.log(hi))))
+        over = {"si_per_nm2": si, **cfg.sim_overrides}
+        if cfg.low_dose_fraction > 0 and bank_rng.random() < cfg.low_dose_fraction:
+            over["dose_range"] = tuple(cfg.low_dose_range_e_per_A2)
         return make_bank_item(bank_rng, cfg.model_px_A * zoom, cfg.bank_side_px, tuple(cfg.pixel_size_range_A),
-                              **{"si_per_nm2": si, **cfg.sim_overrides})
+                              **over)
 
     t_start = time.time()
     log_f = open(out / "log.jsonl", "a")
