@@ -226,7 +226,9 @@ def analyse_real(items: list[dict], cfg=None, overlays: Path | None = None, infe
                         "precision": round(len(fi) / max(n_found, 1), 4),
                         "recall": round(len(fi) / max(n_true, 1), 4),
                         "rms_vs_labels_A": round(float(np.sqrt((err**2).sum(1).mean())), 3),
-                        "unlabelled_found": int(extra.sum()), "of_which_3_bonds": int((extra & (ok_len == 3)).sum())})
+                        "unlabelled_found": int(extra.sum()), "of_which_3_bonds": int((extra & (ok_len == 3)).sum()),
+                        # Si calls on atoms the labels hold (the lattice the authors resolved) vs elsewhere
+                        "Si_on_labelled": int(si[fi].sum())})
         if it.get("si_rc") is not None:
             si_true = np.asarray(it["si_rc"], float).reshape(-1, 2)[:, ::-1] * px
             fi, ti = match_mutual(atoms.xy_A[si], si_true, 0.5)

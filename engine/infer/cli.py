@@ -176,13 +176,13 @@ def register(sub) -> None:
                                    "a JSONL loss/metric log in --out), then export FP32 and FP16 ONNX files.")
     p.add_argument("--out", default="runs/train", help="run folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=4000, help="optimiser steps (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=7000, help="optimiser steps (default: %(default)s)")
     p.add_argument("--batch", type=int, default=16, help="crops per step (default: %(default)s)")
-    p.add_argument("--widths", default="", help="channels per U-Net level, e.g. 12,24,32 (default: 12,24,32)")
+    p.add_argument("--widths", default="", help="channels per U-Net level, e.g. 12,24,32 (default: 12,24,32,48)")
     p.add_argument("--low-dose-fraction", type=float, default=None,
-                   help="share of training frames drawn at 1e3-3e4 e/A^2 instead of 1e3-1e6 (default 0)")
+                   help="share of training frames drawn at 1e3-3e4 e/A^2 instead of 1e3-1e6 (default 0.4)")
     p.add_argument("--new-per-step", type=float, default=None,
-                   help="simulated frames added to the bank per step (default 0.5)")
+                   help="simulated frames added to the bank per step (default 0.75)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
     p.add_argument("--minutes", type=float, default=0.0, help="stop after this wall time and export (0 = no limit)")
     p.add_argument("--bank", type=int, default=None, help="simulated frames before the first step (default 600)")

@@ -37,15 +37,15 @@ class TrainConfig:
     out_dir: str = "runs/train"
     seed: int = 0
     model_px_A: float = 0.2                 # model grid pixel size (A/px)
-    widths: tuple = (12, 24, 32)
+    widths: tuple = (12, 24, 32, 48)
     convs: int = 2
-    steps: int = 4000
+    steps: int = 7000
     batch: int = 16
     crop_px: int = 128                       # model px (25.6 A at 0.2 A/px)
     bank_side_px: int = 192                  # model px per simulated frame
     bank_initial: int = 600
     bank_max: int = 3000
-    new_per_step: float = 0.5               # simulated frames added per step (fractional: every k steps)
+    new_per_step: float = 0.75              # simulated frames added per step (fractional: every k steps)
     pixel_size_range_A: tuple = (0.05, 0.2)  # frame pixel sizes drawn log-uniformly
     zoom_range: tuple = (0.9, 1.12)         # model-grid scale jitter (pixel-size calibration error)
     label_radius_A: float = 0.4
@@ -59,7 +59,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     max_minutes: float = 0.0                 # stop early (and export) after this wall time; 0 = no limit
     si_per_nm2_range: tuple = (0.05, 1.2)   # Si site density drawn log-uniformly per frame (more Si to learn)
-    low_dose_fraction: float = 0.0          # share of bank frames drawn from low_dose_range_e_per_A2 instead
+    low_dose_fraction: float = 0.4          # share of bank frames drawn from low_dose_range_e_per_A2 instead
     low_dose_range_e_per_A2: tuple = (1e3, 3e4)  # of the simulator's full 1e3-1e6 (the hard, informative frames)
     sim_overrides: dict = field(default_factory=dict)
 
