@@ -168,9 +168,9 @@ class LiveService:
     def start(self) -> "LiveService":
         if self._thread is not None:
             return self
-        self.receiver.start()
-        if self._record_path:
+        if self._record_path:                 # before the first message can arrive: nothing received goes unrecorded
             self.start_recording(self._record_path)
+        self.receiver.start()
         self._thread = threading.Thread(target=self._loop, name="stemwatch-analysis", daemon=True)
         self._thread.start()
         return self

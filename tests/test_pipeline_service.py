@@ -131,3 +131,18 @@ def test_live_service_end_to_end(tmp_path, scene):
         pub.close()
         sub.close(0)
         ctx.term()
+
+
+def test_recording_is_open_before_the_first_message_can_arrive(tmp_path, monkeypatch):
+    """With record_path, the file is open before the receiver starts: a message arriving at once is
+    recorded, never silently skipped (the overload test once lost frame 0 to this window)."""
+    svc = LiveService(Config().replace(inference={"backend": "onnx"}), "tcp://127.0.0.1:1",
+                      record_path=tmp_path / "r.swrec")
+    seen = []
+    real_start = svc.receiver.start
+    monkeypatch.setattr(svc.receiver, "start", lambda: (seen.append(svc.recorder.recording), real_start())[1])
+    try:
+        svc.start()
+    finally:
+        svc.stop()
+    assert seen == [True]
