@@ -92,6 +92,11 @@ class ChemistryConfig:
     min_intensity_ratio: float = 0.35                # with a raw frame: atoms whose contrast over the local
                                                      # background is below this x the median C atom's are
                                                      # dropped (the network "filled in" a vacancy); 0: off
+    overlayer_excess: float = 2.5                    # with a raw frame: >= overlayer_min_atoms atoms (within
+    overlayer_min_atoms: int = 10                    # 4 A of each other) whose 3 A surroundings are brighter
+                                                     # than the frame's typical atom's by this many C contrasts
+                                                     # form a contamination region (an overlayer), unless a
+                                                     # heavy "other" atom lies within 3 A; 0: off
 
 
 @dataclass(frozen=True)

@@ -232,3 +232,60 @@ def test_a_dim_si_between_bright_ones_is_a_c():
     d, i = match(atoms.xy_A, s.xy_A[si + [mid]])
     assert list(atoms.species[i]) == [1, 1, 0]
     assert list(find_atoms(probs, CFG).species[i]) == [1, 1, 1]   # without the frame: as the network said
+
+
+def _overlayer_scene(blob_amp: float, heavy: bool = False):
+    """A 40 A graphene field (0.1 A/px) rendered as Gaussians, one Si trimer-like bright group, and a
+    smooth bright blob (an amorphous overlayer) of ``blob_amp`` x the C peak in one corner."""
+    from engine.chem import build_chemistry
+
+    px = 0.1
+    s = graphene(40, 40, rotation_deg=7)
+    xy = s.xy_A / px
+    sp = np.zeros(len(xy), np.int8)
+    sp[np.argsort(np.hypot(*(s.xy_A - 12.0).T))[:3]] = 1          # three Si near (12, 12) A
+    if heavy:
+        sp[np.argmin(np.hypot(*(s.xy_A - 30.0).T))] = 2          # a heavy adatom in the blob
+    amp = np.array([1.0, 4.5, 30.0])[sp]
+    img = _render_image(xy, amp, (400, 400), 0.45 / px)
+    yy, xx = np.mgrid[:400, :400]
+    img += blob_amp * np.exp(-((xx - 300) ** 2 + (yy - 300) ** 2) / (2 * 40.0 ** 2))
+    n = len(xy)
+    atoms = Atoms(xy, sp, np.ones(n, np.float32), np.tile([0, 1, 0], (n, 1)).astype(np.float32),
+                  np.zeros(n, bool), px, (400, 400))
+    return atoms, img, build_chemistry(atoms, CFG, image=img)
+
+
+def test_bright_overlayer_is_a_contamination_region():
+    """An overlayer the network reads as lattice is still reported, from the raw frame (local_excess):
+    the region covers the blob, not the dopants; a dopant group alone never makes one."""
+    from engine.chem.atoms import local_excess
+
+    atoms, img, chem = _overlayer_scene(blob_amp=6.0)
+    exc = local_excess(atoms, img)
+    si = atoms.species == 1
+    assert exc[si].max() < 1.0 and abs(float(np.median(exc))) < 1e-6
+    regions = [d for d in chem.defects if d.kind == "contamination"]
+    assert len(regions) == 1 and len(regions[0].members) >= 10
+    cx, cy = regions[0].centre_px
+    assert np.hypot(cx - 300, cy - 300) < 40
+    assert not np.isin(np.flatnonzero(si), regions[0].members).any()
+    _, _, clean = _overlayer_scene(blob_amp=0.0)
+    assert not [d for d in clean.defects if d.kind == "contamination"]
+
+
+def test_bright_heavy_adatom_is_not_an_overlayer():
+    """A heavy adatom lifts its surroundings too: it is reported as itself, not as contamination."""
+    _, _, chem = _overlayer_scene(blob_amp=0.0, heavy=True)
+    assert (chem.atoms.species == 2).sum() == 1
+    assert not [d for d in chem.defects if d.kind == "contamination"]
+
+
+def test_overlayer_rule_can_be_switched_off():
+    from dataclasses import replace
+
+    from engine.chem import build_chemistry
+
+    atoms, img, _ = _overlayer_scene(blob_amp=6.0)
+    plain = build_chemistry(atoms, replace(CFG, overlayer_excess=0.0), image=img)
+    assert not [d for d in plain.defects if d.kind == "contamination"]

@@ -67,6 +67,19 @@ def build_chemistry(atoms: Atoms, cfg, motifs=None, image: np.ndarray | None = N
     bright = _pore_brightness(image, atoms, f, rings) if image is not None else None
     lat = _defects.lattice_defects(xy_A, atoms.xy_px, sp, bonds, coord, f, edge_zone, in_dop, bright, scale)
     defects = lat + dop
+    if image is not None and getattr(cfg, "overlayer_excess", 0) > 0:
+        from engine.chem.atoms import local_excess
+
+        exc = local_excess(atoms, image)
+        if exc is not None:
+            known = np.zeros(n, bool)
+            for d in defects:
+                if d.kind == "contamination":
+                    known[d.members] = True
+            for d in _defects.overlayer_regions(xy_A, atoms.xy_px, sp, exc, cfg.overlayer_excess,
+                                                cfg.overlayer_min_atoms):
+                if known[d.members].mean() < 0.5:        # not already found by the graph
+                    defects.append(d)
     atom_defect = np.full(n, -1, np.int32)
     for k, d in enumerate(defects):
         atom_defect[d.members] = k

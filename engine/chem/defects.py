@@ -35,7 +35,7 @@ over the few defects of a frame):
   ``edge`` defects (2-fold C on the outer face of the lattice). ``contamination``: pieces of the
   graph that do not reach the frame edge (islands, lone atoms; pieces within 4 A are one region)
   and the pore around them, disordered clusters (faces of 3-4 corners), and with the raw frame a
-  pore brighter than the lattice.
+  pore brighter than the lattice and a bright overlayer (:func:`overlayer_regions`).
 """
 
 from __future__ import annotations
@@ -298,4 +298,31 @@ def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bo
             mem = e_idx[grp]
             c = xy_px[mem].mean(0)
             out.append(Defect("edge", f"C{len(mem)}", mem.astype(np.int32), (float(c[0]), float(c[1]))))
+    return out
+
+
+def overlayer_regions(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, excess: np.ndarray,
+                      threshold: float, min_atoms: int, link_A: float = 4.0, heavy_clear_A: float = 3.0) -> list[Defect]:
+    """Contamination regions seen on the raw frame: atoms whose surroundings are brighter than the
+    frame's typical atom's by ``threshold`` (:func:`engine.chem.atoms.local_excess`), linked within
+    ``link_A``, in groups of at least ``min_atoms``. A group with a heavy "other" atom within
+    ``heavy_clear_A`` is left out: a bright adatom lifts its surroundings too, and is reported as itself.
+    The graph alone misses an overlayer that the network reads as lattice (thin contamination on
+    graphene)."""
+    idx = np.flatnonzero(np.asarray(excess) > threshold)
+    if len(idx) < max(1, min_atoms):
+        return []
+    pairs = cKDTree(xy_A[idx]).query_pairs(link_A, output_type="ndarray")
+    lab = _components(len(idx), pairs[:, 0], pairs[:, 1])
+    heavy = xy_A[np.asarray(species) == 2]
+    heavy_tree = cKDTree(heavy) if len(heavy) else None
+    out = []
+    for grp in _groups(lab, np.arange(len(idx))):
+        mem = idx[grp]
+        if len(mem) < min_atoms:
+            continue
+        if heavy_tree is not None and (heavy_tree.query(xy_A[mem], distance_upper_bound=heavy_clear_A)[0] < np.inf).any():
+            continue
+        c = xy_px[mem].mean(0)
+        out.append(Defect("contamination", "", mem.astype(np.int32), (float(c[0]), float(c[1]))))
     return out
