@@ -172,11 +172,12 @@ def _disc(radius: float) -> tuple[np.ndarray, np.ndarray]:
 WORK_PIXEL_A = 0.2
 
 
-def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None) -> Atoms:
+def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps: tuple | None = None) -> Atoms:
     """Atoms from ``probs`` (see the module docstring). ``cfg`` is a :class:`ChemistryConfig`.
 
     ``image``: the raw input frame (H, W) in frame pixels, optional; used for the Gaussian
-    refinement when ``cfg.refine_gaussian`` and for species "other".
+    refinement when ``cfg.refine_gaussian`` and for species "other". ``maps``: its
+    :func:`contrast_maps`, if already computed (:func:`engine.chem.analyze` shares them).
     """
     p = np.asarray(probs.p)
     if p.ndim != 3 or p.shape[0] != 3:
@@ -252,7 +253,7 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None) -> At
             raise ValueError(f"image shape {image.shape} differs from the frame shape {probs.frame_shape}")
         if cfg.refine_gaussian:
             atoms.xy_px = refine_gaussian(image, atoms.xy_px, frame_px_A, cfg.refine_window_A)
-        ratio = intensity_ratio(atoms, image)
+        ratio = intensity_ratio(atoms, image, maps)
         if ratio is not None:
             if cfg.min_intensity_ratio > 0:
                 atoms, ratio = drop_faint(atoms, ratio, cfg.min_intensity_ratio)
@@ -273,61 +274,59 @@ def border_mask(xy_px: np.ndarray, frame_shape: tuple[int, int], margin_px: floa
 SI_C_RATIO = ((14 / 6) ** 1.4, (14 / 6) ** 2.0)
 
 
-def _contrast_maps(atoms: Atoms, image: np.ndarray):
-    """The raw frame block-averaged to about 0.2 A/px and smoothed by a 5x5 binomial (``sm``), its
-    local background (minimum within 3 A, smoothed the same way: ``bg``), the work pixel size (A) and
-    the atoms' (row, col) coordinates on that grid."""
-    px = atoms.pixel_size_A
-    f = max(1, int(WORK_PIXEL_A / px + 1e-6))
+def contrast_maps(image: np.ndarray, pixel_size_A: float) -> tuple:
+    """Frame-level maps for the raw-frame contrast checks, computed once per frame:
+    ``(sm, bg, pxd, f)``: the frame block-averaged by ``f`` to about 0.2 A/px (``pxd``) and smoothed by
+    a 5x5 binomial (sigma 1 px), and its local background (minimum within 3 A: the hexagon hollows, or
+    vacuum in a hole), smoothed the same way."""
+    f = max(1, int(WORK_PIXEL_A / pixel_size_A + 1e-6))
     img = np.asarray(image, np.float32)
     img = _block_mean(img, f) if f > 1 else img
-    pxd = px * f
+    pxd = pixel_size_A * f
     sm = _binomial5(img)
     size = max(3, int(round(3.0 / pxd)) | 1)
     bg = _binomial5(-_shift_max(_shift_max(-sm, size, 0), size, 1))
+    return sm, bg, pxd, f
+
+
+def _net_contrast_and_level(atoms: Atoms, maps: tuple):
+    """Each atom's net contrast on ``maps``, the median C atom's (None when < 5 C or not positive), and
+    the atoms' (row, col) coordinates on the maps' grid."""
+    sm, bg, _pxd, f = maps
     rc = [(atoms.xy_px[:, 1] + 0.5) / f - 0.5, (atoms.xy_px[:, 0] + 0.5) / f - 0.5]
-    return sm, bg, pxd, rc
-
-
-def _net_contrast(sm, bg, rc) -> np.ndarray:
-    return (ndimage.map_coordinates(sm, rc, order=1, mode="nearest")
-            - ndimage.map_coordinates(bg, rc, order=1, mode="nearest"))
-
-
-def intensity_ratio(atoms: Atoms, image: np.ndarray) -> np.ndarray | None:
-    """(N,) raw-frame contrast of each atom over the local background, in units of the median C atom.
-
-    The frame is block-averaged to about 0.2 A/px and smoothed by a 5x5 binomial (sigma 1 px); the
-    local background is the minimum within 3 A (the hexagon hollows, or vacuum in a hole), smoothed
-    the same way. Returns None with fewer than 5 C atoms or no positive C contrast.
-    """
     c_mask = atoms.species == 0
     if c_mask.sum() < 5:
-        return None
-    sm, bg, _pxd, rc = _contrast_maps(atoms, image)
-    net = _net_contrast(sm, bg, rc)
+        return None, None, rc
+    net = (ndimage.map_coordinates(sm, rc, order=1, mode="nearest")
+           - ndimage.map_coordinates(bg, rc, order=1, mode="nearest"))
     c_level = float(np.median(net[c_mask]))
-    if not c_level > 0:
-        return None
-    return net / c_level
+    return net, (c_level if c_level > 0 else None), rc
 
 
-def local_excess(atoms: Atoms, image: np.ndarray, radius_A: float = 3.0) -> np.ndarray | None:
+def intensity_ratio(atoms: Atoms, image: np.ndarray, maps: tuple | None = None) -> np.ndarray | None:
+    """(N,) raw-frame contrast of each atom over the local background, in units of the median C atom.
+
+    Measured on :func:`contrast_maps` (``maps``, computed from ``image`` when not given). Returns None
+    with fewer than 5 C atoms or no positive C contrast.
+    """
+    net, c_level, _rc = _net_contrast_and_level(atoms, maps or contrast_maps(image, atoms.pixel_size_A))
+    return None if c_level is None else net / c_level
+
+
+def local_excess(atoms: Atoms, image: np.ndarray, radius_A: float = 3.0, maps: tuple | None = None) -> np.ndarray | None:
     """(N,) how much brighter the raw frame is around each atom than around the frame's typical atom.
 
     The mean intensity in a Gaussian window of ``radius_A`` (sigma) around each atom, minus the median
     of that over all atoms, in units of the median C atom's contrast (:func:`intensity_ratio`). A
     lattice, with or without dopants, stays near 0 (a single Si ~0.2, a Si trimer ~0.5 on real
     frames); an overlayer of amorphous contamination lifts whole patches by several units. None as
-    for :func:`intensity_ratio`.
+    for :func:`intensity_ratio`. ``maps``: :func:`contrast_maps` of ``image``, if already computed.
     """
-    c_mask = atoms.species == 0
-    if c_mask.sum() < 5:
+    maps = maps or contrast_maps(image, atoms.pixel_size_A)
+    _net, c_level, rc = _net_contrast_and_level(atoms, maps)
+    if c_level is None:
         return None
-    sm, bg, pxd, rc = _contrast_maps(atoms, image)
-    c_level = float(np.median(_net_contrast(sm, bg, rc)[c_mask]))
-    if not c_level > 0:
-        return None
+    sm, _bg, pxd, _f = maps
     k = max(1, int(radius_A / (4 * pxd)))              # the window is wide: average on a coarser grid
     coarse = _block_mean(sm, k) if k > 1 else sm
     rck = [(r + 0.5) / k - 0.5 for r in rc]

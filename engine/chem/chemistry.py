@@ -40,13 +40,15 @@ def _pore_brightness(image: np.ndarray, atoms: Atoms, f: _graph.Faces, chem_ring
     return out
 
 
-def build_chemistry(atoms: Atoms, cfg, motifs=None, image: np.ndarray | None = None) -> Chemistry:
+def build_chemistry(atoms: Atoms, cfg, motifs=None, image: np.ndarray | None = None,
+                    maps: tuple | None = None) -> Chemistry:
     """The lattice graph of one frame and its defects.
 
     ``cfg``: :class:`stemwatch.config.ChemistryConfig`. ``motifs``: optional
     :class:`engine.chem.motifs.MotifLibrary`; when given, every defect's ``motif`` is named and the
     library counts it. ``image``: the raw frame (frame pixels), optional: tells bright pores
-    (contamination) from holes.
+    (contamination) from holes, and bright overlayers. ``maps``: the image's
+    :func:`engine.chem.atoms.contrast_maps`, if already computed.
     """
     n = len(atoms)
     xy_A = atoms.xy_A
@@ -67,10 +69,10 @@ def build_chemistry(atoms: Atoms, cfg, motifs=None, image: np.ndarray | None = N
     bright = _pore_brightness(image, atoms, f, rings) if image is not None else None
     lat = _defects.lattice_defects(xy_A, atoms.xy_px, sp, bonds, coord, f, edge_zone, in_dop, bright, scale)
     defects = lat + dop
-    if image is not None and getattr(cfg, "overlayer_excess", 0) > 0:
+    if image is not None and cfg.overlayer_excess > 0:
         from engine.chem.atoms import local_excess
 
-        exc = local_excess(atoms, image)
+        exc = local_excess(atoms, image, maps=maps)
         if exc is not None:
             known = np.zeros(n, bool)
             for d in defects:
@@ -104,10 +106,11 @@ def _sign(defects, n, bonds, sp, coord, f, edge_zone, radius) -> None:
 
 def analyze(probs: Probabilities, cfg, image: np.ndarray | None = None, motifs=None) -> Chemistry:
     """:func:`engine.chem.find_atoms` then :func:`build_chemistry` (``image``: raw frame, optional)."""
-    from engine.chem.atoms import find_atoms
+    from engine.chem.atoms import contrast_maps, find_atoms
 
-    atoms = find_atoms(probs, cfg, image)
-    return build_chemistry(atoms, cfg, motifs, image)
+    maps = contrast_maps(image, float(probs.frame_pixel_size_A)) if image is not None else None
+    atoms = find_atoms(probs, cfg, image, maps)
+    return build_chemistry(atoms, cfg, motifs, image, maps)
 
 
 def chemistry_from_positions(xy_A: np.ndarray, species: np.ndarray, cfg, motifs=None,
