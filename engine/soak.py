@@ -811,9 +811,13 @@ def main(argv: list[str] | None = None) -> int:
                    dither=not args.no_dither, seed=args.seed, stop=stop, one_series=args.one_series)
         return 0
     workdir = args.dir or tempfile.mkdtemp(prefix="stemwatch-soak-")
-    movie = resolve_movie(args.movie, workdir)
-    rep = run_soak(movie, duration_s=args.duration_s, max_frames=args.frames, rate_hz=args.rate,
-                   browser=not args.no_browser, workdir=workdir)
+    try:
+        movie = resolve_movie(args.movie, workdir)
+        rep = run_soak(movie, duration_s=args.duration_s, max_frames=args.frames, rate_hz=args.rate,
+                       browser=not args.no_browser, workdir=workdir)
+    finally:
+        if not args.dir:                     # our temp dir: the long movie and any kept segment go with it
+            shutil.rmtree(workdir, ignore_errors=True)
     text = json.dumps(rep, indent=2, default=str)
     print(text)
     if args.out:
