@@ -177,6 +177,30 @@ def test_assign_other_from_intensity():
     assert (np.delete(atoms.species, [si, heavy]) == 0).all()
 
 
+def test_assign_other_is_not_fooled_by_dim_contamination_called_si():
+    """The network calls many atoms of amorphous contamination "Si" (2-5 x a C's contrast on held-out
+    frames, against 5-8 for the lattice's Si): outnumbering the real Si, they must not pull the Si
+    level down so far that the real Si read as "other" (they did with a median Si level)."""
+    px = 0.1
+    s = graphene(20, 20)
+    xy_px = s.xy_A / px
+    amp = np.full(len(xy_px), 50.0)
+    centre = xy_px.mean(0)
+    order = np.argsort(np.hypot(*(xy_px - centre).T))
+    si = order[[0, 40, 80]]                                # three lattice Si, well apart
+    dim = order[120:128]                                   # eight contamination atoms called "Si"
+    amp[si] = 50 * 6.0
+    amp[dim] = 50 * 2.6
+    img = _render_image(xy_px, amp, (201, 201), 0.5 / px, bg=5.0)
+    species = np.zeros(len(xy_px), np.int8)
+    species[np.r_[si, dim]] = 1
+    atoms = Atoms(xy_px, species, np.ones(len(xy_px), np.float32), np.zeros((len(xy_px), 3), np.float32),
+                  np.zeros(len(xy_px), bool), px, (201, 201))
+    assign_other(atoms, img, CFG)
+    assert (atoms.species[si] == 1).all()
+    assert (atoms.species[dim] == 1).all()
+
+
 def test_defect_field_atoms_found_with_noise_and_confusion():
     rng = np.random.default_rng(11)
     s = defect_field(50, 50, ["Si-3fold", "Si-4fold", "vacancy", "Si-dimer"], rng)
