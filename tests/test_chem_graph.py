@@ -245,3 +245,25 @@ def test_heavy_adatom_over_a_hexagon_leaves_the_lattice_intact():
     inner = interior(s.xy_A)
     assert (chem.coordination[:-1][inner] == 3).all()
     assert set(chem.rings.sizes.tolist()) == {6}
+
+
+def test_5_8_5_beside_a_heavy_adatom_that_hides_two_carbons():
+    """The network finds one bright atom where a heavy adatom sits on a C-C bond (the two C hidden
+    under it): the two hexagons around that bond read as pentagons. Next to a 5-8-5 they join its
+    group; the 5-8-5 must still be named (seen on a held-out simulated frame at 1e5 e/A^2)."""
+    s = single_defect("5-8-5")
+    chem = chemistry_from_positions(s.xy_A, s.species, CFG)
+    odd = np.unique(np.concatenate([r for r in chem.rings if len(r) != 6]))
+    xy, b = s.xy_A, chem.bonds
+    # a bond (i, j) of two hexagon-only atoms, i bonded to a corner of the 5-8-5, nearest its centre
+    centre = np.asarray(s.labels[0]["centre_A"])
+    nb = [set(b[b[:, 0] == k, 1]) | set(b[b[:, 1] == k, 0]) for k in range(len(xy))]
+    cand = [(i, j) for i, j in b if i not in odd and j not in odd and (nb[i] & set(odd)) and not (nb[j] & set(odd))]
+    i, j = min(cand, key=lambda p: np.hypot(*((xy[p[0]] + xy[p[1]]) / 2 - centre)))
+    keep = np.ones(len(xy), bool)
+    keep[[i, j]] = False
+    xy2 = np.vstack([xy[keep], (xy[i] + xy[j]) / 2])
+    sp2 = np.r_[s.species[keep], 2].astype(np.int8)              # the adatom, species "other"
+    got = [(d.kind, d.formula) for d in chemistry_from_positions(xy2, sp2, CFG).defects]
+    assert ("5-8-5", "V2") in got
+    assert ("heavy-atom", "X1C4") in got

@@ -27,6 +27,9 @@ over the few defects of a frame):
   anything else          topological    R5-7... (ring sizes x count, +Vn per pore)
   =====================  =============  =======
 
+  When a group matches no pattern but does once the faces with a heavy "other" atom among their
+  corners are set aside, it takes that pattern's name (a heavy adatom hides the C under it and bends
+  the rings beside it; :func:`_pattern_beside_heavy`).
   A pore is a bounded face of 9+ corners from which at least one atom is missing, by its area and
   corner count (:func:`missing_atoms`, Pick's theorem on the honeycomb); a 9- or 11-ring of a grain
   boundary with no atom missing is a ring, not a pore. A lattice defect whose
@@ -194,6 +197,25 @@ def missing_atoms(area_A2: float, corners: int) -> int:
     return int(round(area_A2 / (HEX_AREA_A2 / 2) - corners / 2 + 1))
 
 
+def _pattern_beside_heavy(faces_here: np.ndarray, corner_sets: list, heavy_other: np.ndarray, f: Faces):
+    """A known pattern (:data:`PATTERNS`) left when the faces with a heavy "other" atom among their
+    corners are set aside, as ``(kind, formula, corner atoms of the rest)``; None when no face is set
+    aside or the rest is not a known pattern. A heavy adatom hides the C under it: the network finds
+    one bright atom where the adatom and one or two C are, and the ring around it reads as a pentagon
+    that joins the group of a neighbouring 5-8-5 (seen on held-out simulated frames); the heavy atom
+    is reported by its own dopant group."""
+    if len(faces_here) < 2:
+        return None
+    touch = np.array([bool(heavy_other[c].any()) for c in corner_sets])
+    if not touch.any() or touch.all():
+        return None
+    rest = tuple(sorted(int(s) for s in f.size[faces_here[~touch]]))
+    if rest not in PATTERNS:
+        return None
+    kind, formula = PATTERNS[rest]
+    return kind, formula, np.unique(np.concatenate([c for c, t in zip(corner_sets, touch) if not t]))
+
+
 def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bonds: np.ndarray,
                     coord: np.ndarray, f: Faces, edge_zone: np.ndarray, in_dopant: np.ndarray,
                     pore_brightness: np.ndarray | None = None, scale: float = 1.0) -> list[Defect]:
@@ -256,6 +278,7 @@ def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bo
         corner_sets = [face_corners[int(k)] for k in faces_here]
         members = np.unique(np.concatenate(corner_sets + [atoms_here])) if corner_sets else np.unique(atoms_here)
         sizes = tuple(sorted(int(s) for s in f.size[faces_here]))
+        core = None
         if edge_atom[atoms_here].any():
             continue                                            # edges are grouped below
         missing = {int(k): missing_atoms(f.area_A2[k] / scale**2, f.size[k]) for k in faces_here if f.size[k] >= 9}
@@ -275,6 +298,8 @@ def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bo
             kind, formula = "hole", f"V{sum(missing[k] for k in pores)}"
         elif sizes in PATTERNS:
             kind, formula = PATTERNS[sizes]
+        elif (core := _pattern_beside_heavy(faces_here, corner_sets, species == OTHER, f)) is not None:
+            kind, formula, members_core = core                  # e.g. a 5-8-5 beside a heavy adatom
         elif len(sizes) == 1 and pores:
             n_missing = missing[pores[0]]
             kind = {1: "vacancy", 2: "divacancy"}.get(n_missing, "hole")
@@ -288,6 +313,8 @@ def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bo
             n57 = sum(r in (5, 7) for r in rings_only)
             kind = "grain-boundary" if len(rings_only) >= 6 and n57 >= 0.75 * len(rings_only) else "topological"
         centre_set = under if (len(under) and kind in ("vacancy", "divacancy", "hole")) else members
+        if core is not None and kind != "contamination" and kind != "hole" and sizes not in PATTERNS:
+            centre_set = members_core
         c = xy_px[centre_set].mean(0)
         out.append(Defect(kind, formula, members.astype(np.int32), (float(c[0]), float(c[1]))))
     if edge_atom.any():                                         # edge atoms within 2 bonds: one edge
