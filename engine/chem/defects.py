@@ -272,6 +272,7 @@ def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bo
     seeds = np.r_[np.flatnonzero(anom_or_edge), n + np.arange(len(fids))]
     corners_by_face = _groups(corner_face, np.flatnonzero(sel))   # corner indices per defect face
     face_corners = {int(corner_face[c[0]]): corner_atom[c] for c in corners_by_face}
+    heavy_other = species == OTHER
     for nodes in _groups(labels, seeds):
         faces_here = fids[nodes[nodes >= n] - n]
         atoms_here = nodes[nodes < n]
@@ -298,8 +299,8 @@ def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bo
             kind, formula = "hole", f"V{sum(missing[k] for k in pores)}"
         elif sizes in PATTERNS:
             kind, formula = PATTERNS[sizes]
-        elif (core := _pattern_beside_heavy(faces_here, corner_sets, species == OTHER, f)) is not None:
-            kind, formula, members_core = core                  # e.g. a 5-8-5 beside a heavy adatom
+        elif (core := _pattern_beside_heavy(faces_here, corner_sets, heavy_other, f)) is not None:
+            kind, formula, _ = core                             # e.g. a 5-8-5 beside a heavy adatom
         elif len(sizes) == 1 and pores:
             n_missing = missing[pores[0]]
             kind = {1: "vacancy", 2: "divacancy"}.get(n_missing, "hole")
@@ -312,9 +313,10 @@ def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bo
             formula = "R" + formula + "".join(f"+V{missing[k]}" for k in pores)
             n57 = sum(r in (5, 7) for r in rings_only)
             kind = "grain-boundary" if len(rings_only) >= 6 and n57 >= 0.75 * len(rings_only) else "topological"
-        centre_set = under if (len(under) and kind in ("vacancy", "divacancy", "hole")) else members
-        if core is not None and kind != "contamination" and kind != "hole" and sizes not in PATTERNS:
-            centre_set = members_core
+        if core is not None:                                    # centred on the named pattern's rings
+            centre_set = core[2]
+        else:
+            centre_set = under if (len(under) and kind in ("vacancy", "divacancy", "hole")) else members
         c = xy_px[centre_set].mean(0)
         out.append(Defect(kind, formula, members.astype(np.int32), (float(c[0]), float(c[1]))))
     if edge_atom.any():                                         # edge atoms within 2 bonds: one edge
@@ -341,7 +343,7 @@ def overlayer_regions(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, 
         return []
     pairs = cKDTree(xy_A[idx]).query_pairs(link_A, output_type="ndarray")
     lab = _components(len(idx), pairs[:, 0], pairs[:, 1])
-    heavy = xy_A[np.asarray(species) == 2]
+    heavy = xy_A[np.asarray(species) == OTHER]
     heavy_tree = cKDTree(heavy) if len(heavy) else None
     out = []
     for grp in _groups(lab, np.arange(len(idx))):
