@@ -13,7 +13,7 @@ DEMO_HELP = "simulated microscope -> live analyzer -> operator dashboard in the 
 def add_dashboard_arguments(p: argparse.ArgumentParser, default_port: int = 5006) -> None:
     """Options of the operator screen: ``--port``, ``--address``, ``--allow-origin``, ``--no-browser``.
 
-    Used by ``stemwatch demo`` and ``stemwatch serve`` (engine/cli.py); turn them into a config
+    Used by ``stemwatch demo`` and ``stemwatch serve`` (dashboard/serve.py); turn them into a config
     with :func:`dashboard_config`.
     """
     g = p.add_argument_group("dashboard (Bokeh server, docs/dashboard.md)")

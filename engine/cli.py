@@ -1,4 +1,5 @@
-"""Sub-commands of the engine: ``analyze`` (offline), ``serve`` (live), ``evaluate`` (vs ground truth).
+"""Sub-command of the engine: ``analyze`` (offline), and the analysis options it shares with ``serve``
+(:mod:`dashboard.serve`, which composes the live service and the screen); ``evaluate`` is in :mod:`lab.cli`.
 
 Light module: numpy, the network backends, Bokeh and ZeroMQ are imported inside the handlers.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streamer.cli import ENDPOINT_HELP, add_file_options
+from streamer.cli import add_file_options
 
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
@@ -78,112 +79,6 @@ def _analyze(args) -> int:
     return 0 if summary["frames"] > summary["frames_with_error"] else 1
 
 
-# ------------------------------------------------------------------------------------------- serve
-def _serve(args) -> int:
-    import json
-    import logging
-    import signal
-    import threading
-    import time
-
-    from engine.service import LiveService
-
-    cfg = _config(args)
-    curve = events_curve = None
-    if args.curve_secret or args.events_curve_secret or args.events_curve_allow:
-        from streamer.security import Curve
-    if args.curve_secret:
-        curve = Curve(secret_key_file=args.curve_secret, server_public_key_file=args.curve_server_key,
-                      allowed_clients_dir=args.curve_allow)
-        if args.bind and not args.curve_allow:
-            print("stemwatch serve: warning: CURVE on the frame socket without --curve-allow: encrypted, but any "
-                  "publisher that knows this server's public key may send", file=sys.stderr)
-    if args.events_curve_secret or args.events_curve_allow:
-        secret = args.events_curve_secret or args.curve_secret
-        if not secret:
-            raise SystemExit("stemwatch serve: --events-curve-allow needs --events-curve-secret (or --curve-secret)")
-        if not args.events:
-            raise SystemExit("stemwatch serve: events CURVE options given but --events is ''")
-        events_curve = Curve(secret_key_file=secret, allowed_clients_dir=args.events_curve_allow)
-        if not args.events_curve_allow:
-            print("stemwatch serve: warning: CURVE on the events socket without --events-curve-allow: encrypted, but "
-                  "any subscriber that knows this server's public key may listen", file=sys.stderr)
-    svc = LiveService(cfg, args.connect or args.bind, record_path=args.record,
-                      events_endpoint=args.events or None, bind=bool(args.bind),
-                      socket_type="SUB" if args.sub else "PULL", curve=curve, events_curve=events_curve)
-    dash = None
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    try:
-        svc.start()
-        print(f"analysing {svc.endpoint} on {svc.pipeline.backend_description}", file=sys.stderr)
-        if svc.events_endpoint:
-            print(f"events: PUB {svc.events_endpoint} (topic 'event', msgpack; docs/tracking.md)", file=sys.stderr)
-        if not args.no_dashboard:
-            from dashboard.cli import dashboard_config, open_browser
-            from dashboard.server import DashboardServer
-
-            dcfg = dashboard_config(cfg, args).dashboard
-            dash = DashboardServer(dcfg, controller=svc)
-            url = dash.start()
-            print(f"dashboard: {url}", file=sys.stderr, flush=True)
-            if not args.no_browser:
-                open_browser(url)
-        if args.events_log:
-            log_fh = open(args.events_log, "a")
-
-            def write_events(result, _status):
-                for e in result.events:
-                    log_fh.write(json.dumps({"series": result.series, **e.to_dict()}) + "\n")
-                if result.events:
-                    log_fh.flush()
-
-            svc.add_listener(write_events)
-        t0 = time.time()
-        last = 0.0
-        while not stop.is_set():
-            if args.duration_s is not None and time.time() - t0 >= args.duration_s:
-                break
-            stop.wait(0.2)
-            if args.quiet or time.time() - last < 2.0:
-                continue
-            last = time.time()
-            st = svc.status()
-            lat = st["latency_s"].get("tracking", {})
-            print(f"[{last - t0:7.1f}s] series={st['series'] or '-'} data {st['data_fps']:.1f} fps, analysed "
-                  f"{st['analysed_fps']:.1f} fps, latency p50/p99 {1e3 * lat.get('p50', float('nan')):.0f}/"
-                  f"{1e3 * lat.get('p99', float('nan')):.0f} ms, dropped {st['dropped_for_analysis']}, "
-                  f"gaps {st['gap_count']}, events {st['events']}, tracks {st['tracks']}"
-                  + (f", REC {st['recorder']['written']}" if st["recorder"]["recording"] else ""),
-                  file=sys.stderr, flush=True)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if dash is not None:
-            dash.stop()
-        svc.stop()
-        logging.getLogger(__name__).info("stopped")
-    st = svc.status()
-    print(f"analysed {st['frames_analysed']} of {st['frames_received']} frames, {st['events']} events", file=sys.stderr)
-    return 0
-
-
-# ------------------------------------------------------------------------------------------- evaluate
-def _evaluate(args) -> int:
-    import json
-
-    from engine.evaluate import evaluate, format_report
-
-    report = evaluate(args.out_dir, args.ground_truth, match_radius_A=args.match_radius,
-                      max_latency_frames=args.max_latency, warmup_frames=args.warmup, end_margin_frames=args.end_margin)
-    print(format_report(report))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=2)
-        print(f"wrote {args.json}")
-    return 0
-
-
 def register(sub) -> None:
     p = sub.add_parser("analyze", help="analyse a recording or image stack: atoms.csv, events.jsonl, summary.json",
                        description="Run the full pipeline (network -> atoms -> lattice graph -> tracks -> events) on "
@@ -199,55 +94,7 @@ def register(sub) -> None:
     _add_engine_options(p)
     p.set_defaults(func=_analyze)
 
-    p = sub.add_parser("serve", help="live analysis of a frame stream, events on a ZeroMQ PUB socket, dashboard",
-                       description="Receive frames (protocol v1), analyse the newest one continuously, publish "
-                       "events (msgpack on a PUB socket, topic 'event'; docs/tracking.md) and show the operator "
-                       "dashboard. Ctrl-C stops.")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--connect", metavar="ENDPOINT", help="connect to a publisher that binds (" + ENDPOINT_HELP + ")")
-    g.add_argument("--bind", metavar="ENDPOINT", help="bind and let publishers connect")
-    p.add_argument("--sub", action="store_true", help="SUB socket (publisher uses PUB) instead of PULL")
-    p.add_argument("--events", default="tcp://127.0.0.1:5557", metavar="ENDPOINT",
-                   help="bind the events PUB socket here (default %(default)s; '' = none)")
-    p.add_argument("--events-log", metavar="FILE", default=None, help="also append every event as JSON lines here")
-    p.add_argument("--record", metavar="FILE", default=None, help="record every message to FILE from the start")
-    p.add_argument("--duration-s", type=float, default=None, metavar="S", help="stop after S seconds")
-    p.add_argument("--no-dashboard", action="store_true", help="run headless (no Bokeh server)")
-    p.add_argument("--quiet", action="store_true", help="no periodic status line")
-    c = p.add_argument_group("CURVE encryption of the frame socket (keys from `stemwatch keys`)")
-    c.add_argument("--curve-secret", metavar="FILE", help="this side's secret key file: enables CURVE")
-    c.add_argument("--curve-server-key", metavar="FILE", help="when connecting: the server's public key file")
-    c.add_argument("--curve-allow", metavar="DIR", help="when binding: directory of allowed client public keys")
-    c = p.add_argument_group("CURVE encryption of the events PUB socket (docs/security.md)")
-    c.add_argument("--events-curve-secret", metavar="FILE",
-                   help="secret key file of the events socket (the CURVE server): enables CURVE on it "
-                        "(default with --events-curve-allow: the --curve-secret key)")
-    c.add_argument("--events-curve-allow", metavar="DIR",
-                   help="directory of the public keys (*.key) of the subscribers allowed on the events socket")
-    _add_engine_options(p)
-    try:
-        from dashboard.cli import add_dashboard_arguments
 
-        add_dashboard_arguments(p)
-    except ImportError:  # dashboard package absent: headless only
-        p.set_defaults(no_dashboard=True, no_browser=True)
-    p.set_defaults(func=_serve)
-
-    p = sub.add_parser("evaluate", help="score an analyze output folder against simulator ground truth",
-                       description="Detection precision/recall, localisation error, species, MOTA, IDF1, identity "
-                       "switches, event precision/recall and latency of OUT_DIR (from `stemwatch analyze`) "
-                       "against GROUND_TRUTH (the simulator's truth file next to a recording).")
-    p.add_argument("out_dir", help="folder written by `stemwatch analyze`")
-    p.add_argument("ground_truth", help="ground-truth file (or the recording it sits next to)")
-    p.add_argument("--match-radius", type=float, default=0.5, metavar="A",
-                   help="an atom is found when a detection lies within this distance (default %(default)s A)")
-    p.add_argument("--max-latency", type=int, default=3, metavar="FRAMES",
-                   help="an event counts when reported at most this many frames late (default %(default)s)")
-    p.add_argument("--warmup", type=int, default=2, metavar="FRAMES",
-                   help="truth events in the first FRAMES analysed frames are not counted in recall (the "
-                        "state before them is not established yet; default %(default)s)")
-    p.add_argument("--end-margin", type=int, default=2, metavar="FRAMES",
-                   help="truth events in the last FRAMES frames are not counted in recall (no frames left to "
-                        "confirm them; default %(default)s)")
-    p.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON")
-    p.set_defaults(func=_evaluate)
+#: Public names of the shared analysis options (used by :mod:`dashboard.serve`).
+add_engine_options = _add_engine_options
+config_from_args = _config

@@ -17,14 +17,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 BENCHES: dict[str, str] = {
-    "ingest": "streamer.bench:bench_ingest",
-    "sim": "engine.sim.bench:bench_sim",
-    "infer": "engine.infer.bench:bench_infer",
-    "chemistry": "engine.chem.bench:bench_chemistry",
-    "track": "engine.track.bench:bench_track",
-    "pipeline": "engine.bench_pipeline:bench_pipeline",
-    "dashboard": "dashboard.bench:bench_dashboard",
-    "soak": "engine.bench_pipeline:bench_soak",
+    "ingest": "lab.streamer.bench:bench_ingest",
+    "sim": "lab.sim.bench:bench_sim",
+    "infer": "lab.infer.bench:bench_infer",
+    "chemistry": "lab.chem.bench:bench_chemistry",
+    "track": "lab.track.bench:bench_track",
+    "pipeline": "lab.bench_pipeline:bench_pipeline",
+    "dashboard": "lab.dashboard.bench:bench_dashboard",
+    "soak": "lab.bench_pipeline:bench_soak",
 }
 
 

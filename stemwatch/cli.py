@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "engine.sim.cli",
     "engine.infer.cli",
     "engine.cli",
+    "dashboard.serve",
+    "lab.cli",
     "dashboard.cli",
     "stemwatch.bench",
 )

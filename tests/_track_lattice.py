@@ -16,7 +16,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from engine.track.synth import render_frame  # noqa: F401  (re-exported for the tests)
+from lab.track.synth import render_frame  # noqa: F401  (re-exported for the tests)
 from engine.types import C, SI, Atoms, Chemistry, Defect
 
 BOND_A = 1.42

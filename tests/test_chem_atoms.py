@@ -9,7 +9,7 @@ from scipy.spatial import cKDTree
 from engine.chem import find_atoms
 from engine.chem.atoms import assign_other, refine_gaussian
 from engine.chem.reference import defect_field, graphene
-from engine.chem.synth import grid_for, render_probabilities
+from lab.chem.synth import grid_for, render_probabilities
 from engine.types import Atoms, Probabilities
 from stemwatch.config import ChemistryConfig
 

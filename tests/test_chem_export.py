@@ -10,7 +10,7 @@ import numpy as np
 from engine.chem import analyze
 from engine.chem.export import ATOM_COLUMNS, atoms_to_csv, chemistry_to_json
 from engine.chem.reference import defect_field
-from engine.chem.synth import grid_for, render_probabilities
+from lab.chem.synth import grid_for, render_probabilities
 from stemwatch.config import ChemistryConfig
 
 CFG = ChemistryConfig()

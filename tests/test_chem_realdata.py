@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.chem.evaluate import REALDATA, analyse_real, real_frames
+from lab.chem.evaluate import REALDATA, analyse_real, real_frames
 
 pytestmark = pytest.mark.skipif(not REALDATA.exists(), reason=f"{REALDATA} absent (real frames are not shipped)")
 

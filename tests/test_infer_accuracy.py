@@ -1,6 +1,6 @@
 """Criterion 7: the shipped model on the held-out simulated set (seed 90417, never used in training).
 
-Frames are regenerated deterministically from that seed by ``engine.infer.heldout`` (the simulator
+Frames are regenerated deterministically from that seed by ``lab.infer.heldout`` (the simulator
 is seeded and deterministic). The default test covers 0.05 and 0.1 A/px at every dose (about 100
 Si per dose); criterion 7 is met at 1e5 and 1e6 e/A^2 and not yet at 1e4 and 1e3 (strict xfails that turn
 into failures once a better model meets them; the misses are in frames whose C-atom signal-to-noise
@@ -28,8 +28,8 @@ def inferencer():
 
 
 def _dose_counts(inf, dose, pixel_sizes, frames, variant="plain"):
-    from engine.infer.evaluate import Counts
-    from engine.infer.heldout import score_cell
+    from lab.infer.evaluate import Counts
+    from lab.infer.heldout import score_cell
 
     total = Counts()
     for px in pixel_sizes:
@@ -75,7 +75,7 @@ def test_low_dose_regression_floor(inferencer):
 
 
 def test_heldout_frames_are_deterministic():
-    from engine.infer.heldout import cell_frames
+    from lab.infer.heldout import cell_frames
 
     a = next(cell_frames(1e4, 0.1, "plain", 1))
     b = next(cell_frames(1e4, 0.1, "plain", 1))
@@ -86,7 +86,7 @@ def test_heldout_frames_are_deterministic():
 def test_full_table():
     """The docs/model.md table (every dose x pixel size, heavy adatoms, contamination, other simulators'
     styles): printed; asserts the cells where criterion 7 holds today and the out-of-family rows."""
-    from engine.infer.heldout import accuracy_table, format_table
+    from lab.infer.heldout import accuracy_table, format_table
     from stemwatch.config import InferenceConfig
 
     table = accuracy_table(InferenceConfig(backend="onnx"), frames_per_cell=6)

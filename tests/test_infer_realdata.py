@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.skipif(not SI_FRAMES.is_file(), reason=f"real data not
 
 def detection_scores(image, pixel_size_A, atoms_rc, si_rc=None):
     from engine.infer import Inferencer
-    from engine.infer.evaluate import find_atoms_simple, score_frame
+    from lab.infer.evaluate import find_atoms_simple, score_frame
     from engine.types import C, SI
     from stemwatch.config import InferenceConfig
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from engine.train.data import BankItem, augment_crop, frame_to_grid, rasterise_labels
+from lab.train.data import BankItem, augment_crop, frame_to_grid, rasterise_labels
 
 
 def _blob_item(rng, n_atoms=40, side=96):
@@ -63,9 +63,9 @@ def test_checkpoint_round_trip_and_export(tmp_path):
 
     from engine.infer.model import ModelContract
     from engine.infer.preprocess import NORMALISATION
-    from engine.train.export import export_both, torch_reference
-    from engine.train.network import StemFCN
-    from engine.train.training import load_checkpoint, save_checkpoint
+    from lab.train.export import export_both, torch_reference
+    from lab.train.network import StemFCN
+    from lab.train.training import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     net = StemFCN((4, 8), 1)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.analyze import ResultWriter
-from engine.evaluate import Truth, TruthFrame, evaluate, format_report
+from lab.evaluate import Truth, TruthFrame, evaluate, format_report
 from engine.track import Tracker
 from engine.types import Event, FrameResult
 from stemwatch.cli import main

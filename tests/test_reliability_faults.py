@@ -386,7 +386,7 @@ def test_browser_disconnects_mid_update(tmp_path, movie_npy):
     from bokeh.client import pull_session
 
     from dashboard.server import DashboardServer
-    from engine.soak import Browser
+    from lab.soak import Browser
 
     frames = np.load(movie_npy, allow_pickle=False)
     pub = Publisher("tcp://127.0.0.1:*")

@@ -13,7 +13,7 @@ import numpy as np
 
 from dashboard.status import status_html
 from engine.service import LiveService
-from engine.soak import start_source_process
+from lab.soak import start_source_process
 from stemwatch.config import Config
 from streamer.protocol import encode_end, encode_frame, encode_start
 from streamer.recording import RecordingReader, RecordingWriter, iter_frames

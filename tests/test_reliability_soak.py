@@ -1,4 +1,4 @@
-"""Soak (issue 8, criterion 1): the simulated microscope (engine.soak's source process, looping
+"""Soak (issue 8, criterion 1): the simulated microscope (lab.soak's source process, looping
 replay_data/02_field_512.swrec, 512x512 with ground truth) streams into the live service with
 recording on (rotated segments, each read back with checksums), the dashboard and a headless
 Chromium showing it. A ~20 s run by default; 10 minutes at 28 frames/s with ``-m slow``; the
@@ -8,7 +8,7 @@ Chromium showing it. A ~20 s run by default; 10 minutes at 28 frames/s with ``-m
 import pytest
 
 from _browser import browser_paths
-from engine.soak import memory_trend, run_soak
+from lab.soak import memory_trend, run_soak
 
 #: a short run reaches the dashboard's steady state (ring buffers full) within its warm-up
 SMALL_DASHBOARD = {"history_frames": 10, "max_event_frames": 4, "max_events": 50}
@@ -35,7 +35,7 @@ def _check(r, min_series: int):
     # the browser kept showing new frames (until it was killed, if it was)
     assert r["browser"]["distinct_frames_seen"] >= 0.5 * r["browser"]["samples"] >= 2
     assert r["listener_errors"] == 0
-    # events against the movie's truth (drop-aware scoring, engine.soak.score_series)
+    # events against the movie's truth (drop-aware scoring, lab.soak.score_series)
     ev = r["events"]
     assert ev["series_scored"] >= min_series - 1 and ev["truth_events"] >= 5
     assert ev["recall"] >= 0.7 and ev["precision"] >= 0.9 and ev["flicker_alarms"] == 0, ev
@@ -83,7 +83,7 @@ def test_memory_trend_detects_growth():
 
 def test_long_series_movie_is_simulated_once_with_truth(tmp_path):
     """The bench's default movie: random events spaced over long series, exact truth, cached."""
-    from engine.soak import LONG_MOVIE, MovieTruth, long_series_movie, resolve_movie
+    from lab.soak import LONG_MOVIE, MovieTruth, long_series_movie, resolve_movie
 
     path = long_series_movie(tmp_path, frames=24, event_rate_per_frame=0.2, seed=7)
     truth = MovieTruth.load(path)

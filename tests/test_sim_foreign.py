@@ -1,9 +1,9 @@
-"""Out-of-family test images (engine.sim.foreign): right shape, deterministic, truth where the atoms are."""
+"""Out-of-family test images (lab.sim.foreign): right shape, deterministic, truth where the atoms are."""
 
 import numpy as np
 import pytest
 
-from engine.sim.foreign import STYLES, foreign_example
+from lab.sim.foreign import STYLES, foreign_example
 
 
 @pytest.mark.parametrize("style", STYLES)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.sim.realism import frame_statistics, real_frames, simulated_statistics
+from lab.sim.realism import frame_statistics, real_frames, simulated_statistics
 
 REAL = Path("/work/shared/realdata")
 pytestmark = pytest.mark.skipif(not (REAL / "aicr_graphene_si_frames.npz").exists(),

@@ -1,6 +1,6 @@
 """The shipped model and its contract, read from the ONNX file's metadata without any ONNX library.
 
-Contract keys written by :mod:`engine.train.export` into ``ModelProto.metadata_props``:
+Contract keys written by :mod:`lab.train.export` into ``ModelProto.metadata_props``:
 
 * ``stemwatch.classes``: JSON list, must equal :data:`engine.types.CLASSES`;
 * ``stemwatch.pixel_size_A``: the model grid's angstrom per pixel;

@@ -242,7 +242,7 @@ def probe_profile(params: ImagingParams, r_A: np.ndarray) -> np.ndarray:
     return (1 - params.tail_fraction) * g(r_A, params.probe_fwhm_A) + params.tail_fraction * g(r_A, params.tail_fwhm_A)
 
 
-def _splat(xy_px: np.ndarray, weights: np.ndarray, shape_px: tuple[int, int]) -> np.ndarray:
+def splat(xy_px: np.ndarray, weights: np.ndarray, shape_px: tuple[int, int]) -> np.ndarray:
     """Bilinear splatting of point weights onto a (H, W) float32 grid (points outside dropped)."""
     h, w = shape_px
     x0 = np.floor(xy_px[:, 0]).astype(np.int64)
@@ -286,7 +286,7 @@ def scattered_fraction(xy_px: np.ndarray, cross_A2: np.ndarray, params: ImagingP
     if core_w > 0:
         pad = int(np.ceil(4.0 * max(fwhm_x, fwhm_y) * _FWHM_TO_SIGMA / px)) + 2
         H, W = sfft.next_fast_len(h + 2 * pad, real=True), sfft.next_fast_len(w + 2 * pad, real=True)
-        grid = _splat(xy_px + pad, cross_A2 * core_w, (H, W))
+        grid = splat(xy_px + pad, cross_A2 * core_w, (H, W))
         otf = _gauss_otf(H, W, float(px), float(fwhm_x), float(fwhm_y), float(params.astig_angle_deg))
         conv = sfft.irfft2(sfft.rfft2(grid, workers=1) * otf, s=(H, W), workers=1)
         out += conv[pad:pad + h, pad:pad + w]
@@ -298,7 +298,7 @@ def scattered_fraction(xy_px: np.ndarray, cross_A2: np.ndarray, params: ImagingP
         hc, wc = -(-h // k), -(-w // k)
         H, W = sfft.next_fast_len(hc + 2 * pad, real=True), sfft.next_fast_len(wc + 2 * pad, real=True)
         uv = (xy_px - (k - 1) / 2.0) / k + pad      # coarse pixel coordinates
-        grid = _splat(uv, cross_A2 * params.tail_fraction, (H, W))
+        grid = splat(uv, cross_A2 * params.tail_fraction, (H, W))
         th = np.deg2rad(params.astig_angle_deg)
         otf = _gauss_otf(H, W, float(cpx), float(params.tail_fwhm_A), float(params.tail_fwhm_A), 0.0,
                          float(params.tail_shift_A * np.cos(th)), float(params.tail_shift_A * np.sin(th)))

@@ -10,6 +10,14 @@ from engine.sim import structures as st
 from engine.sim.imaging import ImagingParams, render
 
 
+def contamination_mask(species: np.ndarray, lattice: np.ndarray | None) -> np.ndarray:
+    """True for contamination atoms: light (C-like) atoms that are not part of the lattice."""
+    species = np.asarray(species)
+    if lattice is None:
+        return np.zeros(len(species), bool)
+    return (~np.asarray(lattice, bool)) & (species != 2)
+
+
 @dataclass
 class TrainingExample:
     """One simulated frame with exact atom positions.

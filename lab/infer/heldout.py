@@ -4,7 +4,7 @@ Frames are regenerated deterministically from :data:`HELDOUT_SEED` (training dra
 stream from ``SeedSequence([train_seed, k])`` with ``train_seed = 0``, ``k`` in 1..3, so this seed's
 stream is never seen in training). Each table cell is ``frames`` frames of a 25.6 A x 25.6 A field
 (about 250 atoms) at one dose and one frame pixel size; extra rows hold frames with the heavy
-"other" species and with amorphous contamination. Scoring: :mod:`engine.infer.evaluate`.
+"other" species and with amorphous contamination. Scoring: :mod:`lab.infer.evaluate`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from engine.infer.evaluate import Counts, find_atoms_simple, score_frame
+from lab.infer.evaluate import Counts, find_atoms_simple, score_frame
 
 HELDOUT_SEED = 90_417
 FIELD_A = 25.6
@@ -22,7 +22,7 @@ DOSES = (1e3, 1e4, 1e5, 1e6)
 PIXEL_SIZES_A = (0.05, 0.076, 0.1, 0.2)
 #: Extra rows: name -> simulator overrides.
 VARIANTS = ("plain", "heavy", "contamination")
-#: Out-of-family images (``engine.sim.foreign``: other simulators' styles, never trained on).
+#: Out-of-family images (``lab.sim.foreign``: other simulators' styles, never trained on).
 FOREIGN_STYLES = ("gaussian_blobs", "zgamma_jitter", "airy")
 
 
@@ -50,7 +50,7 @@ def cell_frames(dose: float, pixel_size_A: float, variant: str, frames: int, wit
     Contamination atoms are returned separately (``ignore_xy_px``): true and predicted atoms within
     1 A of them are not scored (amorphous patches hold no resolvable atoms)."""
     from engine.sim import make_training_example
-    from engine.train.data import contamination_mask
+    from engine.sim.sample import contamination_mask
 
     foreign = variant.startswith("foreign:")
     vidx = 10 + FOREIGN_STYLES.index(variant.split(":", 1)[1]) if foreign else VARIANTS.index(variant)
@@ -59,7 +59,7 @@ def cell_frames(dose: float, pixel_size_A: float, variant: str, frames: int, wit
     n = int(round(FIELD_A / pixel_size_A))
     for _ in range(frames):
         if foreign:
-            from engine.sim.foreign import foreign_example
+            from lab.sim.foreign import foreign_example
 
             ex = foreign_example(rng, variant.split(":", 1)[1], shape_px=(n, n), pixel_size_A=pixel_size_A,
                                  si_per_nm2=HELDOUT_SI_PER_NM2, adatoms=False, contamination=False)

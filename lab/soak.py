@@ -2,7 +2,7 @@
 
 ``stemwatch bench soak`` (and the soak tests) run this:
 
-* **source** (a separate process, ``python -m engine.soak source ...``): a movie with exact ground
+* **source** (a separate process, ``python -m lab.soak source ...``): a movie with exact ground
   truth (a recording written by ``stemwatch simulate``, e.g. ``replay_data/02_field_512.swrec``) is
   streamed again and again over tcp loopback with :class:`streamer.Publisher` (PUSH), each loop a
   new series (``start``, the frames with ``seq`` 0..n-1 and ``t_acquired`` = send time, ``end``),
@@ -110,7 +110,7 @@ class MovieTruth:
 
     @classmethod
     def load(cls, movie: str | Path) -> "MovieTruth":
-        from engine.evaluate import load_ground_truth
+        from lab.evaluate import load_ground_truth
         from engine.types import GT_ONLY_KINDS
 
         truth = load_ground_truth(movie)
@@ -314,7 +314,7 @@ def run_source(movie: str | Path, endpoint: str, rate_hz: float, max_frames: int
             sid = prefix if one_series else f"{prefix}-{loop:05d}"
             if loop == 0 or not one_series:
                 pub.start_series(sid, info["shape"], info["dtype"], info["pixel_size_A"],
-                                 frame_time_s=period or info["frame_time_s"], meta={"source": "engine.soak", "loop": loop})
+                                 frame_time_s=period or info["frame_time_s"], meta={"source": "lab.soak", "loop": loop})
                 n = 0
             for img in frames:
                 if stop.is_set() or (max_frames is not None and sent >= max_frames) or \
@@ -351,7 +351,7 @@ def run_source(movie: str | Path, endpoint: str, rate_hz: float, max_frames: int
 def start_source_process(movie: str | Path, rate_hz: float, max_frames: int | None, duration_s: float | None,
                          prefix: str = "soak", seed: int = 0, one_series: bool = False) -> tuple[subprocess.Popen, str]:
     """Start the source in its own process; returns (process, bound endpoint)."""
-    cmd = [sys.executable, "-m", "engine.soak", "source", "--movie", str(movie), "--rate", str(rate_hz),
+    cmd = [sys.executable, "-m", "lab.soak", "source", "--movie", str(movie), "--rate", str(rate_hz),
            "--prefix", prefix, "--seed", str(seed)] + (["--one-series"] if one_series else [])
     if max_frames is not None:
         cmd += ["--frames", str(int(max_frames))]
@@ -781,7 +781,7 @@ def bench_soak(quick: bool = False):
 
 # ----------------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m engine.soak", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lab.soak", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("source", help="stream a movie in loops (the soak's simulated microscope)")
     s.add_argument("--movie", default=str(DEFAULT_MOVIE), help="recording to loop (default %(default)s)")

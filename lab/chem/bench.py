@@ -1,6 +1,6 @@
 """``stemwatch bench chemistry``: atom finding + lattice graph + classification vs number of atoms.
 
-Input: probability maps rendered (:mod:`engine.chem.synth`) from graphene fields with one defect
+Input: probability maps rendered (:mod:`lab.chem.synth`) from graphene fields with one defect
 per ~200 atoms (3- and 4-fold Si, dimers, vacancies, divacancies, 5-8-5, Stone-Wales), on the
 shipped model's grid (its ``pixel_size_A``; 0.2 A/px if no model is found), with noise and some
 class confusion. Timed per frame: :func:`find_atoms`, :func:`build_chemistry` with a
@@ -30,7 +30,7 @@ def model_pixel_size_A() -> float:
 
 def _frame(n_atoms: int, px: float, rng: np.random.Generator):
     from engine.chem.reference import defect_field
-    from engine.chem.synth import render_probabilities
+    from lab.chem.synth import render_probabilities
 
     side = float(np.sqrt(n_atoms * 2.62))
     n_def = max(1, n_atoms // 200)

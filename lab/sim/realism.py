@@ -12,7 +12,7 @@
   (detector lag, row noise);
 * ``row_excess``: std of the row means over the value expected from pixel noise (line noise).
 
-``python -m engine.sim.realism [REALDATA_DIR]`` prints these for the real frames in
+``python -m lab.sim.realism [REALDATA_DIR]`` prints these for the real frames in
 ``/work/shared/realdata`` (evaluation only: nothing derived from them is written) next to the
 range the simulator draws at the same pixel size.
 """

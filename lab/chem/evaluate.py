@@ -10,8 +10,8 @@ defect matched to the found defect whose centre is nearest, within 1.5 A) and va
 
 Command line (prints a table; real frames are never written anywhere)::
 
-    python -m engine.chem.evaluate realdata [--dir /work/shared/realdata] [--overlays /tmp/DIR]
-    python -m engine.chem.evaluate simulated [--frames N] [--seed S]
+    python -m lab.chem.evaluate realdata [--dir /work/shared/realdata] [--overlays /tmp/DIR]
+    python -m lab.chem.evaluate simulated [--frames N] [--seed S]
 """
 
 from __future__ import annotations
@@ -284,7 +284,7 @@ def _print_table(rows: list[dict], cols: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m engine.chem.evaluate", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m lab.chem.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
     r = sub.add_parser("realdata", help="network -> atoms -> graph on the real frames, vs their labels")
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1, default=str))
         return 0
-    from engine.chem.heldout import markdown_table, run_heldout
+    from lab.chem.heldout import markdown_table, run_heldout
     table = run_heldout(seed=args.seed, n_frames=args.frames)
     print(markdown_table(table))
     if args.json:

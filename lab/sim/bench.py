@@ -98,7 +98,7 @@ def bench_sim(quick: bool = False):
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                NUMEXPR_NUM_THREADS="1")
     print("[bench sim] measuring in a child process pinned to one core...", file=sys.stderr, flush=True)
-    proc = subprocess.run([sys.executable, "-m", "engine.sim.bench", "--child"] + (["--quick"] if quick else []),
+    proc = subprocess.run([sys.executable, "-m", "lab.sim.bench", "--child"] + (["--quick"] if quick else []),
                           env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"bench sim child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")

@@ -1,7 +1,7 @@
 """``stemwatch bench track``: tracker time per frame at 2,000 and 10,000 atoms (and more).
 
 Detections are plain data (a drifting honeycomb with Si, jitter and 1 % missed detections, see
-:mod:`engine.track.synth`); the lattice graph is built before timing, so only ``Tracker.update``
+:mod:`lab.track.synth`); the lattice graph is built before timing, so only ``Tracker.update``
 (drift, Kalman, gating, sparse assignment, births/deaths, histories, events) is measured.
 Targets (issue 6): <= 3 ms per frame at 2,000 atoms, <= 15 ms at 10,000, on 2 CPU cores.
 """
@@ -19,7 +19,7 @@ TARGETS_MS = {2000: 3.0, 10000: 15.0}
 
 def bench_track(quick: bool = False):
     from engine.track import Tracker
-    from engine.track.synth import lattice_frames
+    from lab.track.synth import lattice_frames
     from stemwatch.bench import BenchReport
 
     sizes = [500, 2000, 5000, 10000] if not quick else [2000, 10000]

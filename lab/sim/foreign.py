@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy import special
 
-from engine.sim.imaging import _splat
+from engine.sim.imaging import splat
 from engine.sim.sample import TrainingExample, random_sample
 
 STYLES = ("gaussian_blobs", "zgamma_jitter", "airy")
@@ -41,7 +41,7 @@ def _electron_wavelength_A(kv: float) -> float:
 def _conv(points: np.ndarray, weights: np.ndarray, shape, kernel_fn, pad: int) -> np.ndarray:
     """Splat weighted points and convolve with a kernel given on a centred (2 pad + 1)^2 grid."""
     h, w = shape
-    grid = _splat(points + pad, weights, (h + 2 * pad, w + 2 * pad)).astype(np.float64)
+    grid = splat(points + pad, weights, (h + 2 * pad, w + 2 * pad)).astype(np.float64)
     yy, xx = np.mgrid[-pad:pad + 1, -pad:pad + 1]
     k = kernel_fn(np.hypot(xx, yy))
     from scipy.signal import fftconvolve

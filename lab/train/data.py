@@ -24,20 +24,13 @@ import numpy as np
 from scipy import ndimage
 
 from engine.infer.preprocess import NORMALISATION, Resampler, normalise
+from engine.sim.sample import contamination_mask
 
 #: Species code of the simulator -> label class (0 C -> 1, 1 Si -> 2, 2 other heavy -> 2).
 SPECIES_TO_CLASS = np.array([1, 2, 2], dtype=np.int64)
 #: Pixels this close (A) to a contamination atom are ignored by the loss.
 IGNORE_RADIUS_A = 1.0
 IGNORE = -1
-
-
-def contamination_mask(species: np.ndarray, lattice: np.ndarray | None) -> np.ndarray:
-    """True for contamination atoms: light (C-like) atoms that are not part of the lattice."""
-    species = np.asarray(species)
-    if lattice is None:
-        return np.zeros(len(species), bool)
-    return (~np.asarray(lattice, bool)) & (species != 2)
 
 
 @dataclass

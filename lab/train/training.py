@@ -1,13 +1,13 @@
 """Training loop for the shipped network (``stemwatch train``).
 
-Data: a *streaming bank* of simulated frames on the model grid (:mod:`engine.train.data`): the bank
+Data: a *streaming bank* of simulated frames on the model grid (:mod:`lab.train.data`): the bank
 starts with ``bank_initial`` frames and every step simulates ``new_per_step`` more (oldest dropped
 beyond ``bank_max``), so simulation cost is spread over training and no frame is reused for long.
 Each batch is ``batch`` random augmented crops of ``crop_px`` model pixels.
 
 Loss: class-weighted cross-entropy (background, C, Si/heavy) on disc labels. Optimiser: AdamW with
 a one-cycle schedule (linear warm-up, cosine decay). Validation every ``val_every`` steps on a fixed
-set of frames (its own seed), with the simple finder of :mod:`engine.infer.evaluate`.
+set of frames (its own seed), with the simple finder of :mod:`lab.infer.evaluate`.
 
 Reproducible: every random stream derives from ``seed`` through ``numpy.random.SeedSequence``
 (spawn keys 1 = bank, 2 = augmentation, 3 = validation) and ``torch.manual_seed(seed)``; with the same
@@ -91,7 +91,7 @@ def load_checkpoint(path: str | Path, opt=None):
     """
     import torch
 
-    from engine.train.network import StemFCN
+    from lab.train.network import StemFCN
 
     with np.load(str(path), allow_pickle=False) as z:
         meta = json.loads(str(z["meta_json"]))
@@ -116,9 +116,9 @@ def load_checkpoint(path: str | Path, opt=None):
 
 def validation_set(cfg: TrainConfig):
     """Fixed validation frames (seed spawn key 3): ``[(image, xy_px, species, pixel_size_A, dose, ignore_xy)]``."""
-    from engine.infer.heldout import sim_overrides
+    from lab.infer.heldout import sim_overrides
     from engine.sim import make_training_example
-    from engine.train.data import contamination_mask
+    from engine.sim.sample import contamination_mask
 
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 3]))
     out = []
@@ -137,7 +137,7 @@ def evaluate_torch(net, frames, model_px_A: float) -> dict:
     """Run the torch net (eval mode) through the inference preprocessing and score the frames."""
     import torch
 
-    from engine.infer.evaluate import Counts, find_atoms_simple, score_frame
+    from lab.infer.evaluate import Counts, find_atoms_simple, score_frame
     from engine.infer.preprocess import NORMALISATION, Resampler, normalise, pad_to_multiple
     from engine.types import Probabilities
 
@@ -171,9 +171,9 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True) ->
     from tqdm import tqdm
 
     from engine.infer.preprocess import NORMALISATION
-    from engine.train.data import make_bank_item, make_batch
-    from engine.train.export import export_both
-    from engine.train.network import StemFCN, macs_per_pixel
+    from lab.train.data import make_bank_item, make_batch
+    from lab.train.export import export_both
+    from lab.train.network import StemFCN, macs_per_pixel
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """PNG previews of simulated frames (the two in docs/), with a dependency-free 8-bit PNG writer.
 
-``python -m engine.sim.preview [OUT_DIR]`` writes ``preview_field.png`` (a 256x256 crop of the
+``python -m lab.sim.preview [OUT_DIR]`` writes ``preview_field.png`` (a 256x256 crop of the
 ``field`` movie: Si dopants, a Si dimer and a Si3 cluster) and ``preview_switching.png`` (the
 ``switching`` movie's Si just before and after it becomes 4-fold, side by side, 2x enlarged).
 Only simulated frames; contrast: percentiles 0.5-99.8 of each panel.

@@ -111,7 +111,7 @@ def run_heldout(seed: int | None = None, n_frames: int | None = None, doses=DOSE
                 inferencer=None, progress: bool = True) -> dict:
     """Score ``n_frames`` frames per (dose, pixel size) cell; returns ``{"rows", "totals", ...}``."""
     from engine.chem import analyze
-    from engine.chem.evaluate import atom_metrics, defect_metrics, match_mutual
+    from lab.chem.evaluate import atom_metrics, defect_metrics, match_mutual
     from stemwatch.config import ChemistryConfig
 
     seed = HELDOUT_SEED if seed is None else seed

@@ -1,4 +1,4 @@
-"""Export a trained :class:`~engine.train.network.StemFCN` to the shipped ONNX files.
+"""Export a trained :class:`~lab.train.network.StemFCN` to the shipped ONNX files.
 
 * FP32 model: BatchNorm folded, softmax inside the graph, opset 18, dynamic H and W, named I/O
   (``input`` float32 (1, 1, H, W) -> ``probabilities`` float32 (1, 3, H, W)), weights inline (one
@@ -28,7 +28,7 @@ def _wrap(net, fp16: bool):
     import torch
     from torch import nn
 
-    from engine.train.network import fold_batchnorm
+    from lab.train.network import fold_batchnorm
 
     folded = fold_batchnorm(net)
     folded.softmax = False
@@ -53,7 +53,7 @@ def export_onnx(net, out_path: str | Path, pixel_size_A: float, normalisation: d
     import torch
     from torch.export import Dim
 
-    from engine.train.network import macs_per_pixel
+    from lab.train.network import macs_per_pixel
     from engine.types import CLASSES
 
     out_path = Path(out_path)

@@ -4,7 +4,7 @@ Replays a recording (simulated data only: replay_data/) through the live service
 dashboard, opens it in headless Chromium, waits until the page alerts on an event of ``--kind``
 and saves a screenshot ``--delay-s`` later, with the live view showing the ringed dopant::
 
-    python -m dashboard.screenshot --source replay_data/02_field_512.swrec --kind si_3_to_4 \\
+    python -m lab.dashboard.screenshot --source replay_data/02_field_512.swrec --kind si_3_to_4 \\
         --out docs/dashboard.png
 
 Needs Debian ``chromium`` + ``chromedriver`` and selenium.
@@ -89,7 +89,7 @@ def take(source: str, out: str, kind: str = "si_3_to_4", delay_s: float = 0.3, w
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dashboard.screenshot", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lab.dashboard.screenshot", description=__doc__.split("\n\n")[0])
     p.add_argument("--source", default="replay_data/02_field_512.swrec", help="recording (simulated data only)")
     p.add_argument("--kind", default="si_3_to_4", help="event kind to wait for (default %(default)s)")
     p.add_argument("--delay-s", type=float, default=0.3, help="seconds after the event (default %(default)s)")

@@ -137,7 +137,7 @@ def bench_pipeline(quick: bool = False):
 def bench_soak(quick: bool = False):
     """``stemwatch bench soak`` (issue 8): a long live session (simulated microscope -> serve-equivalent
     LiveService with recording, dashboard and a headless browser); the implementation and its
-    environment overrides are in :mod:`engine.soak`."""
-    from engine.soak import bench_soak as run
+    environment overrides are in :mod:`lab.soak`."""
+    from lab.soak import bench_soak as run
 
     return run(quick=quick)

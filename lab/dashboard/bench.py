@@ -12,7 +12,7 @@ Measured (all on this machine, printed as one table):
 * the analysis-side slowdown: a CPU-bound numpy loop's rate alone vs with the dashboard and a
   browser consuming 20 frames/s.
 
-Run: ``python -m dashboard.bench [--quick]`` (or ``stemwatch bench dashboard`` once registered).
+Run: ``python -m lab.dashboard.bench [--quick]`` (or ``stemwatch bench dashboard`` once registered).
 The test lattice comes from tests/_dashboard_data.py (plain data, no engine needed).
 """
 

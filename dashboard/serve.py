@@ -1,0 +1,139 @@
+"""``stemwatch serve``: live analysis of a frame stream (:class:`engine.service.LiveService`), events on a
+ZeroMQ PUB socket, and the operator dashboard.
+
+It lives in the dashboard package because it composes the engine with the screen: the engine never
+imports the dashboard (docs/architecture.md). Light module: the service, Bokeh and ZeroMQ are
+imported inside the handler.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from engine.cli import add_engine_options, config_from_args
+from streamer.cli import ENDPOINT_HELP
+
+
+def _serve(args) -> int:
+    import json
+    import logging
+    import signal
+    import threading
+    import time
+
+    from engine.service import LiveService
+
+    cfg = config_from_args(args)
+    curve = events_curve = None
+    if args.curve_secret or args.events_curve_secret or args.events_curve_allow:
+        from streamer.security import Curve
+    if args.curve_secret:
+        curve = Curve(secret_key_file=args.curve_secret, server_public_key_file=args.curve_server_key,
+                      allowed_clients_dir=args.curve_allow)
+        if args.bind and not args.curve_allow:
+            print("stemwatch serve: warning: CURVE on the frame socket without --curve-allow: encrypted, but any "
+                  "publisher that knows this server's public key may send", file=sys.stderr)
+    if args.events_curve_secret or args.events_curve_allow:
+        secret = args.events_curve_secret or args.curve_secret
+        if not secret:
+            raise SystemExit("stemwatch serve: --events-curve-allow needs --events-curve-secret (or --curve-secret)")
+        if not args.events:
+            raise SystemExit("stemwatch serve: events CURVE options given but --events is ''")
+        events_curve = Curve(secret_key_file=secret, allowed_clients_dir=args.events_curve_allow)
+        if not args.events_curve_allow:
+            print("stemwatch serve: warning: CURVE on the events socket without --events-curve-allow: encrypted, but "
+                  "any subscriber that knows this server's public key may listen", file=sys.stderr)
+    svc = LiveService(cfg, args.connect or args.bind, record_path=args.record,
+                      events_endpoint=args.events or None, bind=bool(args.bind),
+                      socket_type="SUB" if args.sub else "PULL", curve=curve, events_curve=events_curve)
+    dash = None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    try:
+        svc.start()
+        print(f"analysing {svc.endpoint} on {svc.pipeline.backend_description}", file=sys.stderr)
+        if svc.events_endpoint:
+            print(f"events: PUB {svc.events_endpoint} (topic 'event', msgpack; docs/tracking.md)", file=sys.stderr)
+        if not args.no_dashboard:
+            from dashboard.cli import dashboard_config, open_browser
+            from dashboard.server import DashboardServer
+
+            dcfg = dashboard_config(cfg, args).dashboard
+            dash = DashboardServer(dcfg, controller=svc)
+            url = dash.start()
+            print(f"dashboard: {url}", file=sys.stderr, flush=True)
+            if not args.no_browser:
+                open_browser(url)
+        if args.events_log:
+            log_fh = open(args.events_log, "a")
+
+            def write_events(result, _status):
+                for e in result.events:
+                    log_fh.write(json.dumps({"series": result.series, **e.to_dict()}) + "\n")
+                if result.events:
+                    log_fh.flush()
+
+            svc.add_listener(write_events)
+        t0 = time.time()
+        last = 0.0
+        while not stop.is_set():
+            if args.duration_s is not None and time.time() - t0 >= args.duration_s:
+                break
+            stop.wait(0.2)
+            if args.quiet or time.time() - last < 2.0:
+                continue
+            last = time.time()
+            st = svc.status()
+            lat = st["latency_s"].get("tracking", {})
+            print(f"[{last - t0:7.1f}s] series={st['series'] or '-'} data {st['data_fps']:.1f} fps, analysed "
+                  f"{st['analysed_fps']:.1f} fps, latency p50/p99 {1e3 * lat.get('p50', float('nan')):.0f}/"
+                  f"{1e3 * lat.get('p99', float('nan')):.0f} ms, dropped {st['dropped_for_analysis']}, "
+                  f"gaps {st['gap_count']}, events {st['events']}, tracks {st['tracks']}"
+                  + (f", REC {st['recorder']['written']}" if st["recorder"]["recording"] else ""),
+                  file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if dash is not None:
+            dash.stop()
+        svc.stop()
+        logging.getLogger(__name__).info("stopped")
+    st = svc.status()
+    print(f"analysed {st['frames_analysed']} of {st['frames_received']} frames, {st['events']} events", file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="live analysis of a frame stream, events on a ZeroMQ PUB socket, dashboard",
+                       description="Receive frames (protocol v1), analyse the newest one continuously, publish "
+                       "events (msgpack on a PUB socket, topic 'event'; docs/tracking.md) and show the operator "
+                       "dashboard. Ctrl-C stops.")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--connect", metavar="ENDPOINT", help="connect to a publisher that binds (" + ENDPOINT_HELP + ")")
+    g.add_argument("--bind", metavar="ENDPOINT", help="bind and let publishers connect")
+    p.add_argument("--sub", action="store_true", help="SUB socket (publisher uses PUB) instead of PULL")
+    p.add_argument("--events", default="tcp://127.0.0.1:5557", metavar="ENDPOINT",
+                   help="bind the events PUB socket here (default %(default)s; '' = none)")
+    p.add_argument("--events-log", metavar="FILE", default=None, help="also append every event as JSON lines here")
+    p.add_argument("--record", metavar="FILE", default=None, help="record every message to FILE from the start")
+    p.add_argument("--duration-s", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument("--no-dashboard", action="store_true", help="run headless (no Bokeh server)")
+    p.add_argument("--quiet", action="store_true", help="no periodic status line")
+    c = p.add_argument_group("CURVE encryption of the frame socket (keys from `stemwatch keys`)")
+    c.add_argument("--curve-secret", metavar="FILE", help="this side's secret key file: enables CURVE")
+    c.add_argument("--curve-server-key", metavar="FILE", help="when connecting: the server's public key file")
+    c.add_argument("--curve-allow", metavar="DIR", help="when binding: directory of allowed client public keys")
+    c = p.add_argument_group("CURVE encryption of the events PUB socket (docs/security.md)")
+    c.add_argument("--events-curve-secret", metavar="FILE",
+                   help="secret key file of the events socket (the CURVE server): enables CURVE on it "
+                        "(default with --events-curve-allow: the --curve-secret key)")
+    c.add_argument("--events-curve-allow", metavar="DIR",
+                   help="directory of the public keys (*.key) of the subscribers allowed on the events socket")
+    add_engine_options(p)
+    try:
+        from dashboard.cli import add_dashboard_arguments
+
+        add_dashboard_arguments(p)
+    except ImportError:  # dashboard package absent: headless only
+        p.set_defaults(no_dashboard=True, no_browser=True)
+    p.set_defaults(func=_serve)
