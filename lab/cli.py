@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+from lab import radii
+
 
 def _cmd_train(args: argparse.Namespace) -> int:
     try:
@@ -152,14 +154,14 @@ def register(sub) -> None:
                        "against GROUND_TRUTH (the simulator's truth file next to a recording).")
     p.add_argument("out_dir", help="folder written by `stemwatch analyze`")
     p.add_argument("ground_truth", help="ground-truth file (or the recording it sits next to)")
-    p.add_argument("--match-radius", type=float, default=0.5, metavar="A",
+    p.add_argument("--match-radius", type=float, default=radii.ATOM_MATCH_RADIUS_A, metavar="A",
                    help="an atom is found when a detection lies within this distance (default %(default)s A)")
-    p.add_argument("--max-latency", type=int, default=3, metavar="FRAMES",
+    p.add_argument("--max-latency", type=int, default=radii.MAX_LATENCY_FRAMES, metavar="FRAMES",
                    help="an event counts when reported at most this many frames late (default %(default)s)")
-    p.add_argument("--warmup", type=int, default=2, metavar="FRAMES",
+    p.add_argument("--warmup", type=int, default=radii.WARMUP_FRAMES, metavar="FRAMES",
                    help="truth events in the first FRAMES analysed frames are not counted in recall (the "
                         "state before them is not established yet; default %(default)s)")
-    p.add_argument("--end-margin", type=int, default=2, metavar="FRAMES",
+    p.add_argument("--end-margin", type=int, default=radii.END_MARGIN_FRAMES, metavar="FRAMES",
                    help="truth events in the last FRAMES frames are not counted in recall (no frames left to "
                         "confirm them; default %(default)s)")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON")

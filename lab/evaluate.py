@@ -35,10 +35,10 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from engine.track import assign
-from engine.types import GT_ONLY_KINDS, SPECIES
-
-FIELD_BEFORE = ("outside field",)
-FIELD_AFTER = ("left field",)
+from engine.types import SPECIES
+from lab.eventscore import TruthEvents, score_events
+from lab.radii import (ATOM_MATCH_RADIUS_A, EDGE_IGNORE_A, END_MARGIN_FRAMES, EVENT_RADIUS_A, MAX_LATENCY_FRAMES,
+                       WARMUP_FRAMES)
 
 
 @dataclass
@@ -161,9 +161,10 @@ def _idf1(pairs_g: np.ndarray, pairs_h: np.ndarray, n_gt: int, n_hyp: int) -> tu
     return 2.0 * idtp / max(1, n_gt + n_hyp), idtp
 
 
-def evaluate(out_dir: str | Path, ground_truth, match_radius_A: float = 0.5, max_latency_frames: int = 3,
-             event_radius_A: float = 2.5, warmup_frames: int = 2, end_margin_frames: int = 2,
-             edge_ignore_A: float = 0.5) -> dict:
+def evaluate(out_dir: str | Path, ground_truth, match_radius_A: float = ATOM_MATCH_RADIUS_A,
+             max_latency_frames: int = MAX_LATENCY_FRAMES, event_radius_A: float = EVENT_RADIUS_A,
+             warmup_frames: int = WARMUP_FRAMES, end_margin_frames: int = END_MARGIN_FRAMES,
+             edge_ignore_A: float = EDGE_IGNORE_A) -> dict:
     """Score ``out_dir`` (from ``stemwatch analyze``) against ``ground_truth`` (a path, or a
     :class:`Truth`). Returns a JSON-serialisable report (see the module docstring)."""
     out_dir = Path(out_dir)
@@ -197,8 +198,6 @@ def evaluate(out_dir: str | Path, ground_truth, match_radius_A: float = 0.5, max
     si_coord_ok = si_coord_n = 0
     last: dict[int, int] = {}
     pg, ph = [], []
-    gt_pos: dict[tuple[int, int], np.ndarray] = {}
-    defect_xy: dict[int, np.ndarray] = {}
     for tf in truth.frames:
         if tf.seq not in analysed:
             continue
@@ -233,10 +232,6 @@ def evaluate(out_dir: str | Path, ground_truth, match_radius_A: float = 0.5, max
             last[g] = h
         pg.append(gids[ok])
         ph.append(hids[ok])
-        for g, xy in zip(tf.ids.tolist(), tf.xy_px):
-            gt_pos[(tf.seq, g)] = xy
-        if tf.label is not None:
-            defect_xy[tf.seq] = tf.xy_px[tf.label != 0]
     loc_A = np.concatenate(loc) if loc else np.zeros(0)
     idf1, idtp = _idf1(np.concatenate(pg) if pg else np.zeros(0, np.int64),
                        np.concatenate(ph) if ph else np.zeros(0, np.int64), n_gt, n_hyp)
@@ -258,132 +253,11 @@ def evaluate(out_dir: str | Path, ground_truth, match_radius_A: float = 0.5, max
                     "si_coordination_correct": si_coord_ok / si_coord_n if si_coord_n else None},
         "tracking": {"mota": 1.0 - (fn + fp + idsw) / max(1, n_gt), "idf1": idf1, "idtp": idtp,
                      "id_switches": idsw, "id_switches_per_10k_atom_frames": 1e4 * idsw / max(1, n_gt)},
-        "events": _score_events(truth, events, gt_pos, analysed, ps, max_latency_frames, event_radius_A, n_frames,
-                                warmup_frames, end_margin_frames, defect_xy),
+        "events": score_events(TruthEvents.from_truth(truth), events, analysed, max_latency_frames, event_radius_A,
+                               warmup_frames, end_margin_frames).report(n_frames, max_latency_frames, event_radius_A,
+                                                                        warmup_frames, end_margin_frames),
     }
     return report
-
-
-def _truth_event_position(ev: dict, gt_pos: dict, seqs: list) -> np.ndarray | None:
-    """Where the event's atom is: at the event frame, else the nearest frame (earlier first: an
-    ejected atom exists only before its event)."""
-    if ev.get("x") is not None and ev.get("y") is not None:     # the simulator records where it happened
-        return np.array([float(ev["x"]), float(ev["y"])])
-    g, f = int(ev["atom_id"]), int(ev["frame"])
-    for df in [0] + [s * k for k in range(1, 31) for s in (-1, 1)]:
-        xy = gt_pos.get((f + df, g))
-        if xy is not None:
-            return xy
-    return None
-
-
-def _at_frame(ev: dict, xy, frame: int, gt_pos: dict, truth: Truth):
-    """Where the event's atom is in ``frame`` (a report comes a few frames later and the field
-    drifts): the truth atom's position then, else the event position moved with the field."""
-    here = gt_pos.get((frame, int(ev["atom_id"])))
-    if here is not None:
-        return here
-    if xy is None:
-        return None
-    o = truth.origins
-    f0 = int(ev["frame"])
-    if o is not None and f0 in o and frame in o:
-        return np.asarray(xy, float) - (o[frame] - o[f0]) / truth.pixel_size_A
-    return xy
-
-
-def _score_events(truth: Truth, events: list, gt_pos: dict, analysed: set, ps: float, max_lat: int,
-                  radius_A: float, n_frames: int, warmup: int = 2, end_margin: int = 2,
-                  defect_xy: dict | None = None) -> dict:
-    seqs = sorted(analysed)
-    r_px = radius_A / ps
-    field = [e for e in events if e.get("before") in FIELD_BEFORE or e.get("after") in FIELD_AFTER]
-    hyp = [e for e in events if e not in field]
-    # The simulator's truth has no notion of motifs: a "new motif" report is judged plausible when
-    # it sits on a truth defect (an atom whose label is not pristine lattice), false otherwise.
-    motifs = [e for e in hyp if e["kind"] == "new_motif"]
-    hyp = [e for e in hyp if e["kind"] != "new_motif"]
-    motif_ok = 0
-    for e in motifs:
-        dx = (defect_xy or {}).get(int(e["frame"]))
-        if dx is not None and len(dx) and np.min(np.hypot(dx[:, 0] - e["x"], dx[:, 1] - e["y"])) <= r_px:
-            motif_ok += 1
-        else:
-            hyp.append(e)
-    used = np.zeros(len(hyp), bool)
-    gt = [e for e in truth.events if e["kind"] not in GT_ONLY_KINDS and int(e["frame"]) in analysed]
-    flick = [e for e in truth.events if e["kind"] in GT_ONLY_KINDS and int(e["frame"]) in analysed]
-    per_kind: dict[str, dict] = {}
-    latencies = []
-    missed = []
-    # An online detector needs a few frames to know the state before a change (warm-up) and after
-    # it (debounce): truth events in the first `warmup` or last `end_margin` analysed frames cannot
-    # be confirmed inside the movie. They are matched (a report of one is not false) but counted
-    # apart, not in recall.
-    lo, hi = (seqs[0] + warmup, seqs[-1] - end_margin) if seqs else (0, -1)
-    edge_found = edge_total = 0
-    for e in sorted(gt, key=lambda v: (not lo <= int(v["frame"]) <= hi, int(v["frame"]))):
-        k = e["kind"]
-        countable = lo <= int(e["frame"]) <= hi
-        pk = per_kind.setdefault(k, {"truth": 0, "found": 0, "reported": 0})
-        if countable:
-            pk["truth"] += 1
-        else:
-            edge_total += 1
-        xy = _truth_event_position(e, gt_pos, seqs)
-        best, best_key = -1, None
-        for i, h in enumerate(hyp):
-            if used[i] or h["kind"] != k:
-                continue
-            lat = int(h["frame"]) - int(e["frame"])
-            if not 0 <= lat <= max_lat:
-                continue
-            at = _at_frame(e, xy, int(h["frame"]), gt_pos, truth)
-            dist = np.hypot(h["x"] - at[0], h["y"] - at[1]) if at is not None else 0.0
-            if dist > r_px:
-                continue
-            key = (lat, dist)
-            if best_key is None or key < best_key:
-                best, best_key = i, key
-        if best >= 0:
-            used[best] = True
-            if countable:
-                pk["found"] += 1
-                latencies.append(best_key[0])
-            else:
-                edge_found += 1
-        elif countable:
-            missed.append({"frame": int(e["frame"]), "kind": k, "atom_id": int(e["atom_id"])})
-    for h in hyp:
-        per_kind.setdefault(h["kind"], {"truth": 0, "found": 0, "reported": 0})["reported"] += 1
-    false = [h for h, u in zip(hyp, used) if not u]
-    alarms = 0
-    for e in flick:
-        xy = _truth_event_position(e, gt_pos, seqs)
-        def near(h):
-            at = _at_frame(e, xy, int(h["frame"]), gt_pos, truth)
-            return at is None or np.hypot(h["x"] - at[0], h["y"] - at[1]) <= r_px
-
-        if any(0 <= int(h["frame"]) - int(e["frame"]) <= max_lat and near(h) for h in hyp):
-            alarms += 1
-    n_gt = len(gt) - edge_total
-    found = int(used.sum()) - edge_found
-    return {
-        "truth_events": n_gt, "reported": len(hyp), "found": found,
-        "recall": found / n_gt if n_gt else None,
-        "unconfirmable_truth_events": edge_total, "unconfirmable_found": edge_found,
-        "warmup_frames": warmup, "end_margin_frames": end_margin,
-        "precision": used.sum() / len(hyp) if hyp else None,
-        "latency_frames_mean": float(np.mean(latencies)) if latencies else None,
-        "latency_frames_max": int(np.max(latencies)) if latencies else None,
-        "false_events": len(false), "false_per_1000_frames": 1e3 * len(false) / max(1, n_frames),
-        "flickers": len(flick), "flicker_alarms": alarms,
-        "field_events": len(field), "new_motif_reports": len(motifs), "new_motif_on_truth_defect": motif_ok,
-        "per_kind": per_kind,
-        "missed": missed[:50],
-        "false": [{k: h[k] for k in ("frame", "kind", "atom_id", "x", "y", "before", "after")} for h in false[:50]],
-        "max_latency_frames": max_lat, "event_radius_A": radius_A,
-    }
 
 
 def format_report(r: dict) -> str:

@@ -47,6 +47,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lab.eventscore import EventMatch, TruthEvents, score_events
+from lab.radii import END_MARGIN_FRAMES, EVENT_RADIUS_A, MAX_LATENCY_FRAMES, WARMUP_FRAMES
+
 log = logging.getLogger(__name__)
 
 #: the default movie: 20 frames 512x512 uint16 with 9 scripted events and a flicker (replay_data/README.md)
@@ -99,36 +102,17 @@ def memory_trend(t_s: np.ndarray, rss: np.ndarray, warmup_s: float) -> dict:
 
 
 @dataclass
-class MovieTruth:
-    """Ground truth of the source movie, indexed for event scoring (constant memory)."""
+class MovieTruth(TruthEvents):
+    """Ground truth of the source movie, indexed once for event scoring (:class:`lab.eventscore.TruthEvents`)."""
 
-    n_frames: int
-    pixel_size_A: float
-    events: list                 # truth events (dicts), flickers excluded
-    flickers: list               # GT_ONLY events (a dim frame): must raise no event
-    pos: dict                    # seq -> {atom id: (x, y) px}
+    n_frames: int = 0
 
     @classmethod
     def load(cls, movie: str | Path) -> "MovieTruth":
         from lab.evaluate import load_ground_truth
-        from engine.types import GT_ONLY_KINDS
 
         truth = load_ground_truth(movie)
-        pos = {int(tf.seq): {int(i): (float(x), float(y)) for i, (x, y) in zip(tf.ids, tf.xy_px)}
-               for tf in truth.frames}
-        ev = [e for e in truth.events if e["kind"] not in GT_ONLY_KINDS]
-        fl = [e for e in truth.events if e["kind"] in GT_ONLY_KINDS]
-        return cls(n_frames=len(truth.frames), pixel_size_A=float(truth.pixel_size_A), events=ev, flickers=fl,
-                   pos=pos)
-
-    def where(self, atom_id: int, seq: int, fallback: tuple) -> tuple:
-        """Position (px) of truth atom ``atom_id`` in frame ``seq`` (the nearest earlier frame where it
-        still exists, else ``fallback``)."""
-        for s in range(int(seq), -1, -1):
-            p = self.pos.get(s, {}).get(int(atom_id))
-            if p is not None:
-                return p
-        return fallback
+        return cls(**vars(TruthEvents.from_truth(truth)), n_frames=len(truth.frames))
 
 
 @dataclass
@@ -146,6 +130,15 @@ class EventScore:
     latency_frames: collections.Counter = field(default_factory=collections.Counter)  # analysed frames
     missed_by_kind: collections.Counter = field(default_factory=collections.Counter)
     false_by_kind: collections.Counter = field(default_factory=collections.Counter)
+
+    @classmethod
+    def of(cls, m: EventMatch) -> "EventScore":
+        """One series' :class:`lab.eventscore.EventMatch` as counts."""
+        return cls(series=1, truth=m.truth, found=m.found, reported=m.reported, matched=m.matched,
+                   false=len(m.false), flickers=m.flickers, flicker_alarms=m.flicker_alarms,
+                   latency_frames=collections.Counter(m.latencies),
+                   missed_by_kind=collections.Counter(e["kind"] for e in m.missed),
+                   false_by_kind=collections.Counter(h["kind"] for h in m.false))
 
     def add(self, other: "EventScore") -> None:
         for k in ("series", "truth", "found", "reported", "matched", "false", "flickers", "flicker_alarms"):
@@ -166,83 +159,17 @@ class EventScore:
                 "missed_by_kind": dict(self.missed_by_kind), "false_by_kind": dict(self.false_by_kind)}
 
 
-FIELD_BEFORE = ("outside field",)
-FIELD_AFTER = ("left field",)
-
-
-def score_series(truth: MovieTruth, analysed: np.ndarray, events: list, max_latency: int = 3,
-                 radius_A: float = 2.5, warmup: int = 2, end_margin: int = 2) -> EventScore:
+def score_series(truth: MovieTruth, analysed: np.ndarray, events: list, max_latency: int = MAX_LATENCY_FRAMES,
+                 radius_A: float = EVENT_RADIUS_A, warmup: int = WARMUP_FRAMES,
+                 end_margin: int = END_MARGIN_FRAMES) -> EventScore:
     """Score the events of one series against the movie truth, aware of frames dropped for analysis.
 
-    analysed : sorted seqs that were analysed. events : dicts with ``frame`` (seq), ``kind``, ``x``,
-    ``y`` (px), ``before``, ``after``. Latency is counted in *analysed* frames: a truth event at
-    frame f first shows in the first analysed frame with seq >= f (index i_f); a report of the same
-    kind at an analysed frame with index i_r, 0 <= i_r - i_f <= ``max_latency``, within ``radius_A``
-    of where the truth atom is in that frame, finds it (each report used once). With nothing
-    dropped this is exactly ``stemwatch evaluate``'s rule (0..3 frames late, 2.5 A). Truth events
-    whose i_f is inside the first ``warmup`` or the last ``end_margin`` analysed frames cannot be
-    confirmed by an online k-of-n detector: matched, not counted. Field enter/leave events and new
-    motifs are not transformations and are left out of precision (as in ``stemwatch evaluate``).
+    analysed : the seqs that were analysed. events : dicts with ``frame`` (seq), ``kind``, ``x``,
+    ``y`` (px), ``before``, ``after``. The rule is :func:`lab.eventscore.score_events`, the one
+    ``stemwatch evaluate`` uses (latency in analysed frames; with nothing dropped the two agree
+    exactly: tests/test_eventscore.py).
     """
-    sc = EventScore(series=1)
-    analysed = np.asarray(sorted(set(int(s) for s in analysed)), np.int64)
-    if len(analysed) == 0:
-        return sc
-    r_px = radius_A / truth.pixel_size_A
-    hyp = [e for e in events if e["kind"] != "new_motif" and e.get("before") not in FIELD_BEFORE
-           and e.get("after") not in FIELD_AFTER]
-    idx_of = {int(s): i for i, s in enumerate(analysed)}
-    used = np.zeros(len(hyp), bool)
-    n = len(analysed)
-    for e in sorted(truth.events, key=lambda v: int(v["frame"])):
-        f = int(e["frame"])
-        i_f = int(np.searchsorted(analysed, f))
-        if i_f >= n:
-            continue
-        countable = warmup <= i_f <= n - 1 - end_margin
-        best, best_key = -1, None
-        for j, h in enumerate(hyp):
-            if used[j] or h["kind"] != e["kind"]:
-                continue
-            i_r = idx_of.get(int(h["frame"]))
-            if i_r is None or not 0 <= i_r - i_f <= max_latency:
-                continue
-            tx, ty = truth.where(e["atom_id"], int(h["frame"]), (float(e.get("x", np.nan)), float(e.get("y", np.nan))))
-            d = float(np.hypot(h["x"] - tx, h["y"] - ty))
-            if not d <= r_px:
-                continue
-            key = (i_r - i_f, d)
-            if best_key is None or key < best_key:
-                best, best_key = j, key
-        if best >= 0:
-            used[best] = True
-            sc.matched += 1
-        if countable:
-            sc.truth += 1
-            if best >= 0:
-                sc.found += 1
-                sc.latency_frames[best_key[0]] += 1
-            else:
-                sc.missed_by_kind[e["kind"]] += 1
-    sc.reported = len(hyp)
-    for h, u in zip(hyp, used):
-        if not u:
-            sc.false += 1
-            sc.false_by_kind[h["kind"]] += 1
-    for e in truth.flickers:
-        i_f = int(np.searchsorted(analysed, int(e["frame"])))
-        if i_f >= n or analysed[i_f] != int(e["frame"]):
-            continue                       # the dim frame itself was not analysed
-        sc.flickers += 1
-        fallback = (float(e.get("x", np.nan)), float(e.get("y", np.nan)))
-        for h in hyp:
-            if not 0 <= idx_of.get(int(h["frame"]), -99) - i_f <= max_latency:
-                continue
-            tx, ty = truth.where(e["atom_id"], int(h["frame"]), fallback)
-            if np.hypot(h["x"] - tx, h["y"] - ty) <= r_px:
-                sc.flicker_alarms += 1
-                break
-    return sc
+    return EventScore.of(score_events(truth, events, analysed, max_latency, radius_A, warmup, end_margin))
 
 
 # ----------------------------------------------------------------------------------------- source

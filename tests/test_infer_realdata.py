@@ -7,17 +7,14 @@ frames carry the original authors' network output (not ground truth, so a looser
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from engine.infer.model import DEFAULT_MODEL
+from lab.realdata import GB_FILE, REALDATA, SI_FILE, real_frames
 
-REALDATA = Path(os.environ.get("STEMWATCH_REALDATA", "/work/shared/realdata"))
-SI_FRAMES = REALDATA / "aicr_graphene_si_frames.npz"
-GB_FRAMES = REALDATA / "aicr_graphene_grainboundary.npz"
+SI_FRAMES = REALDATA / SI_FILE
+GB_FRAMES = REALDATA / GB_FILE
 
 pytestmark = [pytest.mark.skipif(not SI_FRAMES.is_file(), reason=f"real data not present in {REALDATA}"),
               pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="shipped model missing")]
@@ -41,8 +38,8 @@ def detection_scores(image, pixel_size_A, atoms_rc, si_rc=None):
 
 
 def test_real_si_frame_atoms_and_si():
-    z = np.load(SI_FRAMES)
-    c = detection_scores(z["G_Si_2nm_image"], 0.076, z["G_Si_2nm_atoms_rc"], z["G_Si_2nm_si_rc"])
+    (fr,) = real_frames(REALDATA, names=("G_Si_2nm",))
+    c = detection_scores(fr["image"], fr["pixel_size_A"], fr["atoms_rc"], fr["si_rc"])
     print("G_Si_2nm:", c.summary())
     assert c.precision >= 0.95 and c.recall >= 0.95
     assert c.si_tp == 1 and c.si_fp == 0
@@ -50,8 +47,7 @@ def test_real_si_frame_atoms_and_si():
 
 @pytest.mark.skipif(not GB_FRAMES.is_file(), reason="grain-boundary frames absent")
 def test_real_grain_boundary_frames_agree_with_published_network():
-    z = np.load(GB_FRAMES)
-    for key, px in (("G_GB_4nm", 0.078), ("G_GB_6nm", 0.117)):
-        c = detection_scores(z[f"{key}_image"], px, z[f"{key}_atoms_rc"])
-        print(key, c.summary())
-        assert c.recall >= 0.9 and c.precision >= 0.85, key
+    for fr in real_frames(REALDATA, names=("G_GB_4nm", "G_GB_6nm")):
+        c = detection_scores(fr["image"], fr["pixel_size_A"], fr["atoms_rc"])
+        print(fr["name"], c.summary())
+        assert c.recall >= 0.9 and c.precision >= 0.85, fr["name"]

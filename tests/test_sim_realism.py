@@ -7,14 +7,12 @@ noise) must fall inside the range of simulated frames drawn over the full parame
 same pixel size.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from lab.realdata import REALDATA as REAL
 from lab.sim.realism import frame_statistics, real_frames, simulated_statistics
 
-REAL = Path("/work/shared/realdata")
 pytestmark = pytest.mark.skipif(not (REAL / "aicr_graphene_si_frames.npz").exists(),
                                 reason="real frames not available (/work/shared/realdata)")
 

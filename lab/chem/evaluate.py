@@ -25,20 +25,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-REALDATA = Path("/work/shared/realdata")
-
-
-def match_mutual(found: np.ndarray, true: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i_found, i_true) of mutual nearest neighbours closer than ``radius``."""
-    if len(found) == 0 or len(true) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    d_ft, i_ft = cKDTree(true).query(found, distance_upper_bound=radius)
-    d_tf, i_tf = cKDTree(found).query(true, distance_upper_bound=radius)
-    f = np.flatnonzero(np.isfinite(d_ft))
-    t = i_ft[f]
-    ok = i_tf[t] == f
-    return f[ok], t[ok]
-
+from lab.match import match_mutual
+from lab.radii import ATOM_MATCH_RADIUS_A, DEFECT_MATCH_RADIUS_A
+from lab.realdata import REALDATA, real_frames  # noqa: F401  (the one loader; re-exported)
 
 @dataclass
 class AtomMetrics:
@@ -58,7 +47,7 @@ class AtomMetrics:
     extra: dict = field(default_factory=dict)
 
 
-def atom_metrics(found_xy_A: np.ndarray, true_xy_A: np.ndarray, radius_A: float = 0.5,
+def atom_metrics(found_xy_A: np.ndarray, true_xy_A: np.ndarray, radius_A: float = ATOM_MATCH_RADIUS_A,
                  found_species: np.ndarray | None = None, true_species: np.ndarray | None = None,
                  found_coord: np.ndarray | None = None, true_coord: np.ndarray | None = None,
                  true_mask: np.ndarray | None = None) -> AtomMetrics:
@@ -106,7 +95,7 @@ def atom_metrics(found_xy_A: np.ndarray, true_xy_A: np.ndarray, radius_A: float 
     return out
 
 
-def defect_metrics(found: list, true: list, pixel_size_A: float, radius_A: float = 1.5) -> dict:
+def defect_metrics(found: list, true: list, pixel_size_A: float, radius_A: float = DEFECT_MATCH_RADIUS_A) -> dict:
     """Formula accuracy and vacancy recall.
 
     ``found``: :class:`engine.types.Defect` list (centres in px); ``true``: dicts with ``formula``,
@@ -148,34 +137,6 @@ def defect_metrics(found: list, true: list, pixel_size_A: float, radius_A: float
 # real data
 
 
-def real_frames(folder: Path = REALDATA) -> list[dict]:
-    """The labelled/unlabelled real frames described in the folder's README (no pickle)."""
-    items = []
-    spec = [
-        ("aicr_graphene_si_frames.npz", "G_Si_2nm", 0.076, "G_Si_2nm_atoms_rc", "G_Si_2nm_si_rc"),
-        ("aicr_graphene_si_frames.npz", "G_dimSi", 0.038, None, None),
-        ("aicr_graphene_si_frames.npz", "G_trimSi", 0.038, None, None),
-        ("aicr_graphene_si_frames.npz", "G_Si_4fold", 0.039, None, None),
-        ("aicr_graphene_grainboundary.npz", "G_GB_4nm", 0.078, "G_GB_4nm_atoms_rc", None),
-        ("aicr_graphene_grainboundary.npz", "G_GB_6nm", 0.117, "G_GB_6nm_atoms_rc", None),
-    ]
-    cache: dict[str, dict] = {}
-    for fname, key, px, atoms_key, si_key in spec:
-        path = folder / fname
-        if not path.exists():
-            continue
-        if fname not in cache:
-            with np.load(path, allow_pickle=False) as z:
-                cache[fname] = {k: z[k] for k in z.files}
-        z = cache[fname]
-        if f"{key}_image" not in z:
-            continue
-        items.append({"name": key, "image": np.asarray(z[f"{key}_image"], np.float64), "pixel_size_A": px,
-                      "atoms_rc": z.get(atoms_key) if atoms_key else None,
-                      "si_rc": z.get(si_key) if si_key else None})
-    return items
-
-
 def analyse_real(items: list[dict], cfg=None, overlays: Path | None = None, inferencer=None) -> list[dict]:
     """Run the pipeline (network -> atoms -> graph) on each real frame; compare with labels."""
     from engine.chem import analyze
@@ -188,7 +149,7 @@ def analyse_real(items: list[dict], cfg=None, overlays: Path | None = None, infe
         inferencer = Inferencer(InferenceConfig(backend="onnx"))
     rows = []
     for it in items:
-        img, px = it["image"], it["pixel_size_A"]
+        img, px = np.asarray(it["image"], np.float64), it["pixel_size_A"]
         probs = inferencer.predict(img, px)
         chem = analyze(probs, cfg, image=img)
         atoms = chem.atoms
@@ -210,7 +171,7 @@ def analyse_real(items: list[dict], cfg=None, overlays: Path | None = None, infe
                 return ((xy > margin).all(1) & (xy[:, 0] < W * px - margin) & (xy[:, 1] < H * px - margin))
 
             t_in, f_in = inside(true_xy), inside(atoms.xy_A)
-            fi, ti = match_mutual(atoms.xy_A, true_xy, 0.5)
+            fi, ti = match_mutual(atoms.xy_A, true_xy, ATOM_MATCH_RADIUS_A)
             pair_in = t_in[ti] | f_in[fi]
             fi, ti = fi[pair_in], ti[pair_in]
             n_true = int(t_in.sum() + (~t_in[ti]).sum())
@@ -231,7 +192,7 @@ def analyse_real(items: list[dict], cfg=None, overlays: Path | None = None, infe
                         "Si_on_labelled": int(si[fi].sum())})
         if it.get("si_rc") is not None:
             si_true = np.asarray(it["si_rc"], float).reshape(-1, 2)[:, ::-1] * px
-            fi, ti = match_mutual(atoms.xy_A[si], si_true, 0.5)
+            fi, ti = match_mutual(atoms.xy_A[si], si_true, ATOM_MATCH_RADIUS_A)
             row["Si_labelled"] = len(si_true)
             row["Si_matched"] = len(fi)
             idx = np.flatnonzero(si)[fi]

@@ -111,7 +111,9 @@ def run_heldout(seed: int | None = None, n_frames: int | None = None, doses=DOSE
                 inferencer=None, progress: bool = True) -> dict:
     """Score ``n_frames`` frames per (dose, pixel size) cell; returns ``{"rows", "totals", ...}``."""
     from engine.chem import analyze
-    from lab.chem.evaluate import atom_metrics, defect_metrics, match_mutual
+    from lab.chem.evaluate import atom_metrics, defect_metrics
+    from lab.match import match_mutual
+    from lab.radii import ATOM_MATCH_RADIUS_A
     from stemwatch.config import ChemistryConfig
 
     seed = HELDOUT_SEED if seed is None else seed
@@ -158,7 +160,7 @@ def run_heldout(seed: int | None = None, n_frames: int | None = None, doses=DOSE
                        and 6.0 < d["centre_A"][0] < W * px - 6.0 and 6.0 < d["centre_A"][1] < H * px - 6.0]
                 ad = np.flatnonzero(fr.get("adatom", np.zeros(0, bool)) & inner_all)
                 if len(ad):
-                    fi, ti = match_mutual(chem.atoms.xy_A, xy[ad], 0.5)
+                    fi, ti = match_mutual(chem.atoms.xy_A, xy[ad], ATOM_MATCH_RADIUS_A)
                     acc["adatoms"][0] += int((chem.atoms.species[fi] == 2).sum())
                     acc["adatoms"][1] += len(ad)
                 dm = defect_metrics(chem.defects, far, chem.atoms.pixel_size_A)

@@ -25,10 +25,12 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from engine.types import OTHER, SI, Probabilities
+from lab.match import match_mutual
+from lab.radii import ATOM_MATCH_RADIUS_A, CONTAMINATION_IGNORE_A
 
-MATCH_RADIUS_A = 0.5
+MATCH_RADIUS_A = ATOM_MATCH_RADIUS_A
 BORDER_A = 1.0
-IGNORE_RADIUS_A = 1.0
+IGNORE_RADIUS_A = CONTAMINATION_IGNORE_A
 
 
 def find_atoms_simple(probs: Probabilities, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -45,17 +47,6 @@ def find_atoms_simple(probs: Probabilities, threshold: float = 0.5) -> tuple[np.
     ssi = ndimage.sum_labels(p[2], lab, idx)
     xy_grid = com[:, ::-1]
     return probs.to_frame_px(xy_grid), (ssi > sc).astype(np.int8)
-
-
-def _mutual_matches(a: np.ndarray, b: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (ia, ib) of mutual nearest neighbours closer than r."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros(0, int), np.zeros(0, int)
-    da, ja = cKDTree(b).query(a, distance_upper_bound=r)
-    db, jb = cKDTree(a).query(b, distance_upper_bound=r)
-    ia = np.nonzero(np.isfinite(da))[0]
-    ia = ia[jb[ja[ia]] == ia]
-    return ia, ja[ia]
 
 
 @dataclass
@@ -145,7 +136,7 @@ def score_frame(pred_xy_px: np.ndarray, pred_species: np.ndarray, true_xy_px: np
     pred_sp = np.asarray(pred_species).reshape(-1)
     true_sp = np.asarray(true_species).reshape(-1)
     # match with all atoms (so a border atom can absorb a prediction just inside), count only inside
-    ip, it = _mutual_matches(pred_xy * pixel_size_A, true_xy * pixel_size_A, match_radius_A)
+    ip, it = match_mutual(pred_xy * pixel_size_A, true_xy * pixel_size_A, match_radius_A)
     pin, tin = inside(pred_xy), inside(true_xy)
     matched_p = np.zeros(len(pred_xy), bool)
     matched_p[ip] = True

@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from lab.realdata import REALDATA
+from lab.realdata import real_frames as load_real_frames
+
 KEYS = ("cnr", "hollow_to_peak", "heavy_contrast", "lag_x", "lag_y", "row_excess")
 
 
@@ -48,28 +51,19 @@ def frame_statistics(image: np.ndarray, pixel_size_A: float, offset: float = 0.0
             "row_excess": float(rows_dev.std() / max(np.sqrt(v / a.shape[1]), 1e-12))}
 
 
-def real_frames(root: str | Path = "/work/shared/realdata") -> list[dict]:
-    """The real frames of ``root`` (if present) as dicts: name, image, pixel_size_A, offset.
+#: statistics are taken on a clean part of some frames: the grain boundary 6 nm frame's upper-left
+#: 256 x 256 px (a contamination blob fills the lower right)
+CROPS = {"G_GB_6nm": (slice(0, 256), slice(0, 256))}
 
-    The grain boundary 6 nm frame is cropped to its clean upper-left 256 x 256 px (a contamination
-    blob fills the lower right); the 4-fold frame's raw offset of 2.6e5 counts is given.
-    """
-    root = Path(root)
+
+def real_frames(root: str | Path = REALDATA) -> list[dict]:
+    """The real frames of ``root`` (:func:`lab.realdata.real_frames`, the one loader and pixel-size
+    table) as dicts: name, image (cropped by :data:`CROPS`), pixel_size_A, offset."""
     out = []
-    f = root / "aicr_graphene_si_frames.npz"
-    if f.exists():
-        with np.load(f, allow_pickle=False) as d:
-            out.append({"name": "G_Si_2nm", "image": d["G_Si_2nm_image"], "pixel_size_A": 0.076, "offset": 0.0})
-            out.append({"name": "G_dimSi", "image": d["G_dimSi_image"], "pixel_size_A": 0.038, "offset": 0.0})
-            out.append({"name": "G_trimSi", "image": d["G_trimSi_image"], "pixel_size_A": 0.038, "offset": 0.0})
-            out.append({"name": "G_Si_4fold", "image": d["G_Si_4fold_image"], "pixel_size_A": 0.039,
-                        "offset": 2.6e5})
-    f = root / "aicr_graphene_grainboundary.npz"
-    if f.exists():
-        with np.load(f, allow_pickle=False) as d:
-            out.append({"name": "G_GB_4nm", "image": d["G_GB_4nm_image"], "pixel_size_A": 0.078, "offset": 0.0})
-            out.append({"name": "G_GB_6nm", "image": d["G_GB_6nm_image"][:256, :256], "pixel_size_A": 0.117,
-                        "offset": 0.0})
+    for it in load_real_frames(root):
+        crop = CROPS.get(it["name"])
+        out.append({"name": it["name"], "image": it["image"][crop] if crop else it["image"],
+                    "pixel_size_A": it["pixel_size_A"], "offset": it["offset"]})
     return out
 
 
@@ -88,7 +82,7 @@ def simulated_statistics(pixel_size_A: float, n: int = 40, seed: int = 0, shape_
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    frames = real_frames(argv[0] if argv else "/work/shared/realdata")
+    frames = real_frames(argv[0] if argv else REALDATA)
     if not frames:
         print("no real frames found", file=sys.stderr)
         return 1

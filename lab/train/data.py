@@ -25,11 +25,12 @@ from scipy import ndimage
 
 from engine.infer.preprocess import NORMALISATION, Resampler, normalise
 from engine.sim.sample import contamination_mask
+from lab.radii import CONTAMINATION_IGNORE_A
 
 #: Species code of the simulator -> label class (0 C -> 1, 1 Si -> 2, 2 other heavy -> 2).
 SPECIES_TO_CLASS = np.array([1, 2, 2], dtype=np.int64)
 #: Pixels this close (A) to a contamination atom are ignored by the loss.
-IGNORE_RADIUS_A = 1.0
+IGNORE_RADIUS_A = CONTAMINATION_IGNORE_A          # lab/radii.py: the same region is left out of scoring
 IGNORE = -1
 
 
