@@ -10,33 +10,39 @@ import argparse
 DEMO_HELP = "simulated microscope -> live analyzer -> operator dashboard in the browser (what `make demo` runs)"
 
 
-def add_dashboard_arguments(p: argparse.ArgumentParser, default_port: int = 5006) -> None:
+def add_dashboard_arguments(p: argparse.ArgumentParser, default_port: int | None = None) -> None:
     """Options of the operator screen: ``--port``, ``--address``, ``--allow-origin``, ``--no-browser``.
 
     Used by ``stemwatch demo`` and ``stemwatch serve`` (dashboard/serve.py); turn them into a config
-    with :func:`dashboard_config`.
+    with :func:`dashboard_config`. Defaults are the configuration's (:class:`stemwatch.config.DashboardConfig`).
     """
+    from stemwatch.config import DashboardConfig
+
+    d = DashboardConfig()
     g = p.add_argument_group("dashboard (Bokeh server, docs/dashboard.md)")
     g.add_argument("--port", type=int, default=default_port,
-                   help="HTTP port of the dashboard (default %(default)s; 0 = any free port)")
-    g.add_argument("--address", default="127.0.0.1",
-                   help="address to listen on (default %(default)s: this computer only; 0.0.0.0 opens it to "
-                        "the network, then also give --allow-origin)")
+                   help=f"HTTP port of the dashboard (default: config, {d.port}; 0 = any free port)")
+    g.add_argument("--address", default=None,
+                   help=f"address to listen on (default: config, {d.address}: this computer only; 0.0.0.0 opens "
+                        "it to the network, then also give --allow-origin)")
     g.add_argument("--allow-origin", action="append", default=[], metavar="HOST[:PORT]",
                    help="extra websocket origin allowed to open the page (repeatable), e.g. "
                         "operator-pc.lab:5006; localhost and 127.0.0.1 are always allowed")
     g.add_argument("--history", type=int, default=None, metavar="N",
-                   help="frames kept for the history slider (default: config, 200)")
+                   help=f"frames kept for the history slider (default: config, {d.history_frames})")
     g.add_argument("--max-display-fps", type=float, default=None, metavar="F",
-                   help="most frames per second sent to each browser tab (default 20). Lower it when the "
+                   help=f"most frames per second sent to each browser tab (default {1 / d.display_period_s:g}). Lower it when the "
                         "browser runs on the analysis computer and CPU is short")
     g.add_argument("--no-browser", action="store_true", help="do not open a browser; just print the URL")
 
 
 def dashboard_config(cfg, args: argparse.Namespace):
     """``cfg`` (a :class:`stemwatch.config.Config`) with the dashboard options of ``args`` applied."""
-    changes = {"port": int(args.port), "address": str(args.address),
-               "allow_origins": tuple(cfg.dashboard.allow_origins) + tuple(args.allow_origin or ())}
+    changes = {"allow_origins": tuple(cfg.dashboard.allow_origins) + tuple(args.allow_origin or ())}
+    if getattr(args, "port", None) is not None:
+        changes["port"] = int(args.port)
+    if getattr(args, "address", None) is not None:
+        changes["address"] = str(args.address)
     if getattr(args, "history", None):
         changes["history_frames"] = int(args.history)
     fps = getattr(args, "max_display_fps", None)

@@ -13,49 +13,48 @@ from streamer.cli import add_file_options
 
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    from typing import get_args, get_type_hints
+
+    from stemwatch.config import Config, InferenceConfig
+
+    d = Config()                         # every default below is the configuration's, never repeated here
     g = p.add_argument_group("analysis")
-    g.add_argument("--backend", choices=("auto", "tensorrt", "onnx"), default="auto",
-                   help="inference backend (default %(default)s: TensorRT when a GPU works, else ONNX Runtime CPU)")
+    g.add_argument("--backend", choices=get_args(get_type_hints(InferenceConfig)["backend"]), default=None,
+                   help=f"inference backend (default: config, {d.inference.backend}: TensorRT when a GPU works, "
+                        "else ONNX Runtime CPU)")
     g.add_argument("--model", metavar="FILE", default=None, help="ONNX model (default: the shipped one)")
     g.add_argument("--k-of-n", nargs=2, type=int, metavar=("K", "N"), default=None,
-                   help="debounce: a new state must hold K of the last N frames (default: config, 3 4)")
+                   help="debounce: a new state must hold K of the last N frames (default: config, "
+                        f"{' '.join(map(str, d.events.k_of_n))})")
     g.add_argument("--min-confidence", type=float, default=None, metavar="C",
-                   help="events below this confidence are not raised (default: config, 0.5)")
+                   help=f"events below this confidence are not raised (default: config, {d.events.min_confidence})")
     g.add_argument("--config", metavar="JSON", default=None,
                    help="JSON file of configuration overrides by section, e.g. "
-                        '{"tracking": {"memory_frames": 4}, "chemistry": {"prob_threshold": 0.4}}')
+                        '{"tracking": {"memory_frames": 4}, "chemistry": {"prob_threshold": 0.4}} '
+                        "(`stemwatch config --show` prints the effective configuration)")
 
 
 def _config(args):
-    import json
+    """The effective configuration: the defaults, then ``--config``, then the options given.
+    A bad file or value: one line on stderr and exit status 2."""
+    from stemwatch.config import ConfigError, load_config
 
-    from stemwatch.config import Config
-
-    cfg = Config()
-    if getattr(args, "config", None):
-        with open(args.config) as fh:
-            overrides = json.load(fh)
-        if not isinstance(overrides, dict):
-            raise SystemExit(f"{args.config}: expected a JSON object of sections")
-        for section, values in overrides.items():
-            if section == "events" and "k_of_n" in values:
-                values = {**values, "k_of_n": tuple(values["k_of_n"])}
-            cfg = cfg.replace(**{section: values})
-    inf = {"backend": args.backend}
-    if args.model:
-        inf["model_path"] = args.model
-    cfg = cfg.replace(inference=inf)
-    ev = {}
-    if args.k_of_n:
-        ev["k_of_n"] = tuple(args.k_of_n)
-    if args.min_confidence is not None:
-        ev["min_confidence"] = float(args.min_confidence)
-    if ev:
-        cfg = cfg.replace(events=ev)
-    k, n = cfg.events.k_of_n
-    if not 1 <= k <= n:
-        raise SystemExit(f"--k-of-n: need 1 <= K <= N, got {k} {n}")
-    return cfg
+    try:
+        cfg = load_config(getattr(args, "config", None))
+        inf = {}
+        if getattr(args, "backend", None):
+            inf["backend"] = args.backend
+        if getattr(args, "model", None):
+            inf["model_path"] = args.model
+        ev = {}
+        if getattr(args, "k_of_n", None):
+            ev["k_of_n"] = tuple(args.k_of_n)
+        if getattr(args, "min_confidence", None) is not None:
+            ev["min_confidence"] = float(args.min_confidence)
+        return cfg.replace(**{k: v for k, v in (("inference", inf), ("events", ev)) if v})
+    except ConfigError as exc:
+        print(f"stemwatch: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 # ------------------------------------------------------------------------------------------- analyze

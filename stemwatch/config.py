@@ -1,8 +1,11 @@
 """One typed configuration object for the whole analyzer.
 
 Every quantity carries its unit in its name (``_A`` for angstrom, ``_s`` for seconds, ``_px`` for
-pixels of the input frame). Sections are plain frozen dataclasses so that a configuration can be
-logged, compared and written to JSON (:func:`to_dict`).
+pixels of the input frame). Sections are frozen dataclasses so that a configuration can be logged,
+compared and written to JSON (:func:`to_dict`). They protect themselves
+(:mod:`stemwatch.config_check`): values are checked and coerced when a section is built (JSON
+types, ranges; the message names the field and its unit), mappings are read-only, options are
+``Literal``. ``stemwatch config --show`` prints the effective configuration.
 
 Example
 -------
@@ -18,12 +21,21 @@ Example
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from stemwatch.config_check import SECTION_NAMES, ConfigError, Section, plain
+
+__all__ = ["Config", "ConfigError", "StreamConfig", "InferenceConfig", "ChemistryConfig", "TrackingConfig",
+           "EventConfig", "DashboardConfig", "load_config"]
 
 
 @dataclass(frozen=True)
-class StreamConfig:
+class StreamConfig(Section):
     """Receiver and recorder settings (issue: streamer)."""
 
     max_frame_bytes: int = 2048 * 2048 * 8          # largest accepted pixel buffer
@@ -34,17 +46,17 @@ class StreamConfig:
     poll_interval_s: float = 0.05                    # I/O thread poll period
     recorder_queue_bytes: int = 1 << 30              # the recorder queue also holds at most this many bytes
     max_gaps_kept: int = 1000                        # most recent seq gaps listed in stats (all are counted)
-    recorder_policy: str = "drop"                    # queue full: "drop" (count it, never slow the
+    recorder_policy: Literal["drop", "block"] = "drop"  # queue full: "drop" (count it, never slow the
                                                      # socket) or "block" (lossless: back-pressure a PUSH sender)
 
 
 @dataclass(frozen=True)
-class InferenceConfig:
+class InferenceConfig(Section):
     """Network inference settings (issue: inference)."""
 
-    backend: str = "auto"                            # auto | tensorrt | onnx
+    backend: Literal["auto", "tensorrt", "onnx"] = "auto"
     model_path: str | None = None                    # None: the model shipped in engine/models
-    precision: str = "fp32"                          # fp32 | fp16 (TensorRT only)
+    precision: Literal["fp32", "fp16"] = "fp32"      # TensorRT only
     tile_px: int = 1024                              # frames larger than this (model pixels) are tiled
     tile_overlap_px: int = 32                        # overlap between tiles (model pixels)
     threads: int | None = None                       # CPU threads; None = physical cores
@@ -52,7 +64,7 @@ class InferenceConfig:
 
 
 @dataclass(frozen=True)
-class ChemistryConfig:
+class ChemistryConfig(Section):
     """Atom finding and lattice graph settings (issue: chemistry).
 
     Default bond cutoffs sit midway between the first-neighbour shells and the next ones
@@ -100,7 +112,7 @@ class ChemistryConfig:
 
 
 @dataclass(frozen=True)
-class TrackingConfig:
+class TrackingConfig(Section):
     """Drift correction and tracker settings (issue: tracking)."""
 
     max_speed_A_per_frame: float = 0.7               # gate radius after drift correction
@@ -134,7 +146,7 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
-class EventConfig:
+class EventConfig(Section):
     """Debounced event state machines (issue: tracking)."""
 
     k_of_n: tuple = (3, 4)                           # a new state must hold k of the last n frames
@@ -143,7 +155,7 @@ class EventConfig:
 
 
 @dataclass(frozen=True)
-class DashboardConfig:
+class DashboardConfig(Section):
     """Bokeh operator screen (issue: dashboard)."""
 
     port: int = 5006
@@ -170,19 +182,83 @@ class Config:
     events: EventConfig = field(default_factory=EventConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
 
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            cls = _section_types()[f.name]
+            if isinstance(value, Mapping):
+                value = _section(cls, f.name, value)
+            elif not isinstance(value, cls):
+                raise ConfigError(f"{f.name}: expected a {cls.__name__} or a mapping of its fields, "
+                                  f"got {type(value).__name__}")
+            object.__setattr__(self, f.name, value)
+
     def replace(self, **sections: dict[str, Any]) -> "Config":
-        """Return a copy with the given fields of the given sections replaced.
+        """Return a copy with the given fields of the given sections replaced (validated, frozen).
 
         ``cfg.replace(chemistry={"prob_threshold": 0.4})``; unknown sections or fields raise
-        ``TypeError`` naming them.
+        :class:`ConfigError` (a ``TypeError`` and a ``ValueError``) naming them.
         """
         changes = {}
         for name, values in sections.items():
-            if not hasattr(self, name):
-                raise TypeError(f"unknown configuration section {name!r}")
-            changes[name] = dataclasses.replace(getattr(self, name), **values)
+            if name not in _section_types():
+                raise ConfigError(f"unknown configuration section {name!r} (sections: {', '.join(_section_types())})")
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"{name}: expected a mapping of fields, got {type(values).__name__}")
+            current = getattr(self, name)
+            changes[name] = _section(type(current), name, {**current.to_dict(), **values})
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
         """A JSON-serialisable copy of the configuration."""
-        return dataclasses.asdict(self)
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, sections: Mapping) -> "Config":
+        """A configuration from a JSON-like mapping of sections (each a mapping of fields; all optional)."""
+        if not isinstance(sections, Mapping):
+            raise ConfigError(f"expected a JSON object of sections, got {type(sections).__name__}")
+        return cls().replace(**dict(sections))
+
+    def __reduce__(self):
+        return (Config.from_dict, (self.to_dict(),))
+
+
+@functools.cache
+def _section_types() -> dict[str, type]:
+    """Section name -> section class, from :class:`Config`'s fields (a section added there is known)."""
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+SECTION_NAMES.update({cls: name for name, cls in _section_types().items()})
+
+
+def _section(cls, name: str, values: Mapping):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{name}: unknown field(s) {', '.join(map(repr, unknown))} (fields: {', '.join(sorted(known))})")
+    return cls(**values)
+
+
+def load_config(path=None, base: Config | None = None) -> Config:
+    """``base`` (default: the defaults) with the overrides of the JSON file ``path`` (sections of fields,
+    e.g. ``{"tracking": {"memory_frames": 4}}``). Raises :class:`ConfigError` with one clear line
+    for a missing or malformed file or a bad value."""
+    cfg = base or Config()
+    if path is None:
+        return cfg
+    try:
+        with open(path) as fh:
+            overrides = json.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{path}: expected a JSON object of sections, got {type(overrides).__name__}")
+    try:
+        return cfg.replace(**overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

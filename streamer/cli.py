@@ -20,7 +20,9 @@ def _add_source(p: argparse.ArgumentParser, replay: bool = False) -> None:
                        help="replay SOURCE (a recording or a directory of recordings, e.g. replay_data) in a "
                             "background thread over tcp loopback, in a loop, and monitor it")
     p.add_argument("--sub", action="store_true", help="use a SUB socket (publisher uses PUB) instead of PULL")
-    p.add_argument("--stall-timeout", type=float, default=5.0, metavar="S",
+    from stemwatch.config import StreamConfig
+
+    p.add_argument("--stall-timeout", type=float, default=StreamConfig().stall_timeout_s, metavar="S",
                    help="report a stall after this many seconds without a frame in an open series (default %(default)s)")
 
 
