@@ -244,8 +244,8 @@ class LiveService:
             if "k_of_n" in ev:
                 k, n = (int(v) for v in ev["k_of_n"])
                 ev["k_of_n"] = (k, n)
-                if not 1 <= k <= n <= self.pipeline.tracker._ring_len:
-                    raise ValueError(f"k_of_n must satisfy 1 <= k <= n <= {self.pipeline.tracker._ring_len}, "
+                if not 1 <= k <= n <= self.pipeline.tracker.ring_len:
+                    raise ValueError(f"k_of_n must satisfy 1 <= k <= n <= {self.pipeline.tracker.ring_len}, "
                                      f"got {(k, n)}")
             if "min_confidence" in ev:
                 c = float(ev["min_confidence"])

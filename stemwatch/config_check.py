@@ -57,7 +57,7 @@ def _in(lo, hi, unit=None, open_min=False):
 RULES: dict[str, dict] = {
     "stream.max_frame_bytes": _gt(0), "stream.max_frame_side_px": _gt(0),
     "stream.rcvhwm": _ge(0, "messages"), "stream.recorder_queue_frames": _ge(1, "frames"),
-    "stream.stall_timeout_s": _gt(0), "stream.poll_interval_s": _gt(0), "stream.recorder_queue_bytes": _gt(0),
+    "stream.stall_timeout_s": _ge(0), "stream.poll_interval_s": _gt(0), "stream.recorder_queue_bytes": _gt(0),
     "stream.max_gaps_kept": _ge(0, "gaps"),
     "inference.tile_px": _ge(16), "inference.tile_overlap_px": _ge(0), "inference.threads": _ge(1, "threads"),
     "chemistry.prob_threshold": _in(0.0, 1.0, "probability", open_min=True),
@@ -79,7 +79,7 @@ RULES: dict[str, dict] = {
     "dashboard.port": _in(0, 65535, "TCP port"), "dashboard.allow_origins": {"item": str}, "dashboard.history_frames": _ge(1),
     "dashboard.max_update_bytes": _gt(0), "dashboard.max_events": _ge(1, "events"),
     "dashboard.max_event_frames": _ge(0, "frames"), "dashboard.display_period_s": _gt(0),
-    "dashboard.status_period_s": _gt(0), "dashboard.ack_timeout_s": _gt(0),
+    "dashboard.status_period_s": _gt(0), "dashboard.ack_timeout_s": _ge(0),
 }
 
 #: "section" name of each section class (filled by stemwatch.config from Config's fields)

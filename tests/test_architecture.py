@@ -158,3 +158,24 @@ def test_named_targets_exist():
         if func not in defined:
             missing.append(target)
     assert not missing, f"named but not defined: {missing}"
+
+
+#: attribute accesses ``obj._name`` on something other than self/cls that are accepted, with why
+PRIVATE_ACCESS_ALLOWED = {
+    ("lab/dashboard/bench.py", "_fast_tick"): "the bench drives one display tick of the app without a browser",
+    ("lab/train/network.py", "_modules"): "torch's nn.Sequential container (third party)",
+}
+
+
+def test_no_private_attribute_access_across_objects():
+    """No ``other._field`` (EventLogic reading Tracker's ``_ps``, service.py ``tracker._ring_len``, ...):
+    modules talk through public names and plain data."""
+    bad = []
+    for m, path in MODULES.items():
+        rel = str(path.relative_to(ROOT))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+                    and (rel, node.attr) not in PRIVATE_ACCESS_ALLOWED):
+                bad.append(f"{rel}:{node.lineno} .{node.attr}")
+    assert not bad, "private attributes read across objects:\n" + "\n".join(bad)

@@ -36,6 +36,7 @@ def test_mappings_are_read_only_and_not_shared():
     ("tracking", {"memory_frames": -1}, ["tracking.memory_frames", ">= 0", "frames"]),
     ("tracking", {"max_speed_A_per_frame": 0}, ["tracking.max_speed_A_per_frame", "> 0", "A/frame"]),
     ("stream", {"stall_timeout_s": float("inf")}, ["stream.stall_timeout_s", "finite", "(s)"]),
+    ("stream", {"poll_interval_s": 0}, ["stream.poll_interval_s", "> 0", "(s)"]),
     ("chemistry", {"prob_threshold": 1.5}, ["chemistry.prob_threshold", "<= 1"]),
     ("chemistry", {"bond_cutoff_A": {"C-C": -1.0}}, ["chemistry.bond_cutoff_A['C-C']", "> 0", "(A)"]),
     ("chemistry", {"refine_gaussian": 1}, ["chemistry.refine_gaussian", "true or false"]),

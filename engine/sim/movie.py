@@ -318,7 +318,7 @@ class MovieSimulator:
                 hgt = np.sqrt(st.SI_C_3FOLD_A ** 2 - (PAIR_SI_SI_A / 2) ** 2)
                 s.xy_A[ib] = mid + vb / np.hypot(*vb) * hgt
                 for si, other in ((a, dd), (dd, a)):          # second shell clear of the Si-C cutoff
-                    st._clear(s, si, [int(x) for x in s.lattice_neighbours(si, 3)] + [other], 2.45)
+                    st.clear_unbonded(s, si, [int(x) for x in s.lattice_neighbours(si, 3)] + [other], 2.45)
             elif d.kind == "dimer":
                 a, dd, bb = d.sites
                 st.add_dimer(s, a, partner_id=bb)

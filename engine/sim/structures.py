@@ -272,6 +272,10 @@ def _clear(sample: Sample, atom_id: int, bonded, min_A: float = 2.4) -> None:
     sample.xy_A[sel] = sample.xy_A[i] + v[sel] / r[sel, None] * min_A
 
 
+#: public name of :func:`_clear` (the movie clears the second shell of a Si pair with it)
+clear_unbonded = _clear
+
+
 def add_cluster(sample: Sample, atom_id: int, n_si: int = 3, outer_ids=None) -> list[int]:
     """A small Si cluster: a Si and ``n_si - 1`` of its neighbours become Si (projected Si-Si ~1.8 A).
 

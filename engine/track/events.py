@@ -36,16 +36,14 @@ last detection confidence).
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.track import debounce
 from engine.track.debounce import UNKNOWN
+from engine.track.snapshot import TrackSnapshot
 from engine.types import C, OTHER, SI, SPECIES, Chemistry, Event
-
-if TYPE_CHECKING:  # pragma: no cover
-    from engine.track.tracker import Tracker
+from stemwatch.config import TrackingConfig
 
 #: the two Si of a dimer (or of a pair about to bond) are closer than this (A)
 DIMER_PARTNER_A = 3.5
@@ -55,60 +53,80 @@ MOTIF_RADIUS_A = 1.5
 _SP_NAMES = {UNKNOWN: "unknown", **{i: s for i, s in enumerate(SPECIES)}}
 
 
-class EventLogic:
-    """Per-series event state for a :class:`engine.track.tracker.Tracker` (reset with it)."""
+class _Frame:
+    """One frame's work: the snapshot, the events so far, and how an event is made."""
 
-    def __init__(self, tracker: "Tracker"):
-        self.tr = tracker
+    def __init__(self, snap: TrackSnapshot):
+        self.snap, self.st = snap, snap.store
+        self.k, self.n, self.cols, self.col = snap.k, snap.n, snap.window_cols, snap.col
+        self.seq, self.t, self.ps = snap.seq, snap.t_acquired, snap.pixel_size_A
+        self.out: list[Event] = []
+        self.is_si = np.zeros(0, bool)
+        self.heavy_rows = np.zeros(0, np.int64)
+
+    def conf_of(self, rows, count):
+        return (np.asarray(count, float) / self.n) * self.st.conf[rows].astype(float)
+
+    def first(self, ring: np.ndarray, row: int, value: int) -> int:
+        return debounce.first_seen(ring[row, self.cols], self.snap.ring_seq[self.cols], value)
+
+    def emit(self, kind, row, first, before, after, confidence, xy_px=None) -> None:
+        self.st.last_event_seq[row] = self.seq
+        if confidence >= self.snap.min_confidence:
+            self.out.append(self._event(kind, row, first, before, after, confidence, xy_px))
+
+    def _event(self, kind: str, row: int, first_seq: int, before: str, after: str, confidence: float,
+               xy_px=None) -> Event:
+        snap, st, t, ps = self.snap, self.st, self.t, self.ps
+        x, y = (st.last_px[row] if xy_px is None else xy_px)
+        t_first = t
+        if first_seq >= 0:
+            hit = np.flatnonzero(snap.ring_seq == first_seq)
+            if len(hit):
+                t_first = float(snap.ring_t[hit[0]])
+        return Event(frame=int(self.seq), t_acquired=float(t), latency_s=float(t - t_first), kind=kind,
+                     atom_id=int(st.id[row]), x=float(x), y=float(y), x_A=float(x * ps), y_A=float(y * ps),
+                     before=before, after=after, confidence=float(confidence), first_frame=int(first_seq))
+
+
+class EventLogic:
+    """Per-series event state (reset with the tracker); one :meth:`step` per frame.
+
+    tracking : the :class:`stemwatch.config.TrackingConfig` (``memory_frames``,
+    ``max_speed_A_per_frame``); everything about the frame comes in the :class:`TrackSnapshot`.
+    """
+
+    def __init__(self, tracking: TrackingConfig | None = None):
+        self.cfg = tracking or TrackingConfig()
         self.ended = np.zeros(0, bool)
         self._recent_pairs: deque = deque(maxlen=256)     # (seq, kind, x_A, y_A) of dimer events
         self._motif_seen: dict[str, deque] = {}
         self._motif_raised: set[str] = set()
 
-    # -------------------------------------------------------------------------------------- helpers
-    def _event(self, kind: str, row: int, seq: int, t: float, first_seq: int, before: str, after: str,
-               confidence: float, xy_px=None) -> Event:
-        tr, st = self.tr, self.tr.store
-        ps = tr._ps or 1.0
-        x, y = (st.last_px[row] if xy_px is None else xy_px)
-        t_first = t
-        if first_seq >= 0:
-            hit = np.flatnonzero(tr.ring_seq == first_seq)
-            if len(hit):
-                t_first = float(tr.ring_t[hit[0]])
-        return Event(frame=int(seq), t_acquired=float(t), latency_s=float(t - t_first), kind=kind,
-                     atom_id=int(st.id[row]), x=float(x), y=float(y), x_A=float(x * ps), y_A=float(y * ps),
-                     before=before, after=after, confidence=float(confidence), first_frame=int(first_seq))
-
-    def _first(self, ring: np.ndarray, row: int, value: int, cols: np.ndarray) -> int:
-        return debounce.first_seen(ring[row, cols], self.tr.ring_seq[cols], value)
-
     # -------------------------------------------------------------------------------------- main
-    def step(self, chem: Chemistry, seq: int, t: float, det_track: np.ndarray, matched: np.ndarray,
-             feats: dict, world: np.ndarray, tree) -> list:
-        """Run every machine for this frame; return the events and set ``self.ended`` (T,) bool."""
-        tr, st = self.tr, self.tr.store
-        k, n = (int(v) for v in tr.ecfg.k_of_n)
-        min_conf = float(tr.ecfg.min_confidence)
-        cols = tr._window_cols(n)
-        col = tr._col
-        ps = tr._ps or 1.0
-        T = len(st)
-        out: list[Event] = []
+    def step(self, snap: TrackSnapshot, chem: Chemistry, det_track: np.ndarray, tree) -> list:
+        """Run every machine for this frame; return the events and set ``self.ended`` (T,) bool
+        (tracks that end now). ``det_track``: the track row of each atom; ``tree``: KD-tree of the
+        frame's atoms (A) or None."""
+        T = len(snap.store)
         self.ended = np.zeros(T, bool)
         if T == 0:
-            return out
+            return []
+        f = _Frame(snap)
+        self._species(f)
+        self._coordination(f)
+        self._hops(f, chem, det_track)
+        self._dimers(f)
+        self._formula(f)
+        self._new_motifs(f, chem, det_track)
+        self.ended = self._presence(f, tree)
+        return f.out
 
-        def conf_of(rows, count):
-            return (np.asarray(count, float) / n) * st.conf[rows].astype(float)
-
-        def emit(kind, row, first, before, after, confidence, xy_px=None):
-            st.last_event_seq[row] = seq
-            if confidence >= min_conf:
-                out.append(self._event(kind, row, seq, t, first, before, after, confidence, xy_px))
-
-        # ---- species: the machine decides C vs heavy; a heavy track is Si or "other" by the majority
-        # of its heavy observations (the finder's Si/other call rests on intensity and may waver)
+    # -------------------------------------------------------------------------------------- rules
+    def _species(self, f: _Frame) -> None:
+        """The machine decides C vs heavy; a heavy track is Si or "other" by the majority of its heavy
+        observations (the finder's Si/other call rests on intensity and may waver)."""
+        st, cols, col, k, n, emit = f.st, f.cols, f.col, f.k, f.n, f.emit
         ring = st.ring("cls")
         prev_sp = st.sp_state.copy()
         res = debounce.step(ring, st.cls_state, ring[:, col], cols, k)
@@ -118,76 +136,89 @@ class EventLogic:
             raw = st.ring("sp")[heavy]
             sp_state[heavy] = np.where((raw == OTHER).sum(1) > (raw == SI).sum(1), OTHER, SI)
         st.sp_state[:] = sp_state
-        for r, b, a, c in zip(res.rows, res.before, res.after, conf_of(res.rows, res.count)):
-            first = self._first(ring, r, a, cols)
+        for r, b, a, c in zip(res.rows, res.before, res.after, f.conf_of(res.rows, res.count)):
+            first = f.first(ring, r, a)
             if a == 1 and st.sp_state[r] == SI:
                 emit("si_appeared", r, first, "C", "Si", c)
             elif b == 1 and prev_sp[r] == SI:
                 emit("si_lost", r, first, "Si", "C", c)
         for r in res.adopted:
             if st.sp_state[r] == SI and not st.initial[r]:
-                first = self._first(ring, r, 1, cols)
+                first = f.first(ring, r, 1)
                 count = int((ring[r, cols] == 1).sum())
                 emit("si_appeared", r, first, "outside field" if st.edge_born[r] else "absent", "Si",
                      count / n * float(st.conf[r]))
-        is_si = st.sp_state == SI
+        f.is_si = st.sp_state == SI
         # environment and hop machines only matter for heavy tracks (or tracks just seen heavy)
-        heavy_rows = np.flatnonzero((st.cls_state == 1) | ((st.last_sp != C) & (st.last_sp != UNKNOWN)))
-        for r in tr.revived_rows:                  # a parked Si drifted back into view
-            if is_si[r]:
-                emit("si_appeared", int(r), seq, "outside field", "Si", float(st.conf[r]))
+        f.heavy_rows = np.flatnonzero((st.cls_state == 1) | ((st.last_sp != C) & (st.last_sp != UNKNOWN)))
+        for r in f.snap.revived_rows:                  # a parked Si drifted back into view
+            if f.is_si[r]:
+                emit("si_appeared", int(r), f.seq, "outside field", "Si", float(st.conf[r]))
 
-        # ---- coordination (C neighbours of a Si)
+    def _coordination(self, f: _Frame) -> None:
+        """C neighbours of a Si: 3 -> 4 and 4 -> 3."""
+        st = f.st
         ring = st.ring("coord")
-        res = debounce.step(ring, st.coord_state, ring[:, col], cols, k, rows=heavy_rows)
-        for r, b, a, c in zip(res.rows, res.before, res.after, conf_of(res.rows, res.count)):
-            if not is_si[r]:
+        res = debounce.step(ring, st.coord_state, ring[:, f.col], f.cols, f.k, rows=f.heavy_rows)
+        for r, b, a, c in zip(res.rows, res.before, res.after, f.conf_of(res.rows, res.count)):
+            if not f.is_si[r]:
                 continue
             if (b, a) in ((3, 4), (4, 3)):
-                emit(f"si_{b}_to_{a}", r, self._first(ring, r, a, cols), f"{b}-fold", f"{a}-fold", c)
+                f.emit(f"si_{b}_to_{a}", r, f.first(ring, r, a), f"{b}-fold", f"{a}-fold", c)
 
-        # ---- hops (and rotors: several heavy members of one group hop together)
+    def _hops(self, f: _Frame, chem: Chemistry, det_track: np.ndarray) -> None:
+        """Hops, and rotors: several heavy members of one defect group hop together."""
+        st, seq = f.st, f.seq
+        T = len(st)
         ring = st.ring("away")
         zero = np.zeros(T, np.int16)
-        res = debounce.step(ring, zero, ring[:, col], cols, k, rows=heavy_rows)
-        if len(res.rows):
-            rows = res.rows
-            cnt = res.count
-            group = np.full(len(rows), -1, np.int64)
-            if chem.atom_defect is not None and len(chem.atom_defect) == len(det_track) and len(det_track):
-                row_to_det = np.full(T, -1, np.int64)
-                row_to_det[det_track] = np.arange(len(det_track))
-                d = row_to_det[rows]
-                ad = np.asarray(chem.atom_defect, np.int64)
-                group = np.where(d >= 0, ad[np.maximum(d, 0)], -1)
-            confs = conf_of(rows, cnt)
-            done = np.zeros(len(rows), bool)
-            for g in np.unique(group[group >= 0]):
-                m = np.flatnonzero(group == g)
-                if len(m) >= 2:
-                    done[m] = True
-                    r0 = rows[m[np.argmin(st.id[rows[m]])]]
-                    dfc = chem.defects[int(g)]
-                    for r in rows[m]:
-                        st.last_event_seq[r] = seq
-                    emit("rotor", r0, self._first(ring, r0, 1, cols), dfc.formula, dfc.formula,
-                         float(confs[m].mean()), xy_px=dfc.centre_px)
-            for i in np.flatnonzero(~done):
-                r = rows[i]
-                if is_si[r]:
-                    a_px = tr.to_frame(st.anchor[r]) / ps
-                    emit("si_hop", r, self._first(ring, r, 1, cols), f"site ({a_px[0]:.1f}, {a_px[1]:.1f}) px",
-                         f"site ({st.last_px[r][0]:.1f}, {st.last_px[r][1]:.1f}) px", confs[i])
-            st.anchor[rows] = st.pos[rows]
-            st.last_hop_seq[rows] = seq
-            ring[rows] = UNKNOWN
+        res = debounce.step(ring, zero, ring[:, f.col], f.cols, f.k, rows=f.heavy_rows)
+        if not len(res.rows):
+            return
+        rows = res.rows
+        group = self._hop_groups(rows, T, chem, det_track)
+        confs = f.conf_of(rows, res.count)
+        done = np.zeros(len(rows), bool)
+        for g in np.unique(group[group >= 0]):
+            m = np.flatnonzero(group == g)
+            if len(m) >= 2:
+                done[m] = True
+                r0 = rows[m[np.argmin(st.id[rows[m]])]]
+                dfc = chem.defects[int(g)]
+                for r in rows[m]:
+                    st.last_event_seq[r] = seq
+                f.emit("rotor", r0, f.first(ring, r0, 1), dfc.formula, dfc.formula,
+                       float(confs[m].mean()), xy_px=dfc.centre_px)
+        for i in np.flatnonzero(~done):
+            r = rows[i]
+            if f.is_si[r]:
+                a_px = f.snap.anchor_frame_A[r] / f.ps
+                f.emit("si_hop", r, f.first(ring, r, 1), f"site ({a_px[0]:.1f}, {a_px[1]:.1f}) px",
+                       f"site ({st.last_px[r][0]:.1f}, {st.last_px[r][1]:.1f}) px", confs[i])
+        st.anchor[rows] = st.pos[rows]
+        st.last_hop_seq[rows] = seq
+        ring[rows] = UNKNOWN
 
-        # ---- dimers (one event per pair, on the Si that moved when one did)
+    @staticmethod
+    def _hop_groups(rows: np.ndarray, T: int, chem: Chemistry, det_track: np.ndarray) -> np.ndarray:
+        """The defect group of each hopping track's atom in this frame (-1: none)."""
+        group = np.full(len(rows), -1, np.int64)
+        if chem.atom_defect is not None and len(chem.atom_defect) == len(det_track) and len(det_track):
+            row_to_det = np.full(T, -1, np.int64)
+            row_to_det[det_track] = np.arange(len(det_track))
+            d = row_to_det[rows]
+            ad = np.asarray(chem.atom_defect, np.int64)
+            group = np.where(d >= 0, ad[np.maximum(d, 0)], -1)
+        return group
+
+    def _dimers(self, f: _Frame) -> None:
+        """One event per pair, on the Si that moved when one did."""
+        st, seq, n = f.st, f.seq, f.n
         ring = st.ring("dimer")
-        res = debounce.step(ring, st.dimer_state, ring[:, col], cols, k, rows=heavy_rows)
-        hopped = np.flatnonzero(is_si & (st.last_hop_seq >= seq - n))
-        for r, b, a, c in zip(res.rows, res.before, res.after, conf_of(res.rows, res.count)):
-            if not is_si[r]:
+        res = debounce.step(ring, st.dimer_state, ring[:, f.col], f.cols, f.k, rows=f.heavy_rows)
+        hopped = np.flatnonzero(f.is_si & (st.last_hop_seq >= seq - n))
+        for r, b, a, c in zip(res.rows, res.before, res.after, f.conf_of(res.rows, res.count)):
+            if not f.is_si[r]:
                 continue
             st.last_event_seq[r] = seq
             kind = "dimer_formed" if a == 1 else "dimer_broken"
@@ -202,27 +233,31 @@ class EventLogic:
             if dup:
                 continue
             self._recent_pairs.append((seq, kind, xy[0], xy[1]))
-            emit(kind, re_, self._first(ring, r, a, cols), "separate" if a == 1 else "dimer",
-                 "dimer" if a == 1 else "separate", c)
+            f.emit(kind, re_, f.first(ring, r, a), "separate" if a == 1 else "dimer",
+                   "dimer" if a == 1 else "separate", c)
 
-        # ---- defect formula of a Si's group
+    def _formula(self, f: _Frame) -> None:
+        """The heavy-atom formula of a Si's defect group, when no other event of the track explains it."""
+        st = f.st
         ring = st.ring("formula")
-        res = debounce.step(ring, st.formula_state, ring[:, col], cols, k, rows=heavy_rows)
+        res = debounce.step(ring, st.formula_state, ring[:, f.col], f.cols, f.k, rows=f.heavy_rows)
         if len(res.rows):
-            names = {v: kk for kk, v in tr._formula_codes.items()}
-            for r, b, a, c in zip(res.rows, res.before, res.after, conf_of(res.rows, res.count)):
-                if not is_si[r] or st.last_event_seq[r] >= seq - n:
+            names = f.snap.formula_names
+            for r, b, a, c in zip(res.rows, res.before, res.after, f.conf_of(res.rows, res.count)):
+                if not f.is_si[r] or st.last_event_seq[r] >= f.seq - f.n:
                     continue
-                emit("formula_changed", r, self._first(ring, r, a, cols), names.get(int(b), "?"),
-                     names.get(int(a), "?"), c)
+                f.emit("formula_changed", r, f.first(ring, r, a), names.get(int(b), "?"),
+                       names.get(int(a), "?"), c)
 
-        # ---- new motifs: first time in the series, present at the same place (drift-corrected,
-        # within MOTIF_RADIUS_A) in k of the last n frames -- a motif made by noise moves around
-        for dfc in chem.defects or []:
+    def _new_motifs(self, f: _Frame, chem: Chemistry, det_track: np.ndarray) -> None:
+        """First time in the series, present at the same place (drift-corrected, within
+        MOTIF_RADIUS_A) in k of the last n frames -- a motif made by noise moves around."""
+        st, seq, k, n = f.st, f.seq, f.k, f.n
+        for i, dfc in enumerate(chem.defects or []):
             motif = getattr(dfc, "motif", "") or ""
             if not motif.startswith("new motif") or motif in self._motif_raised:
                 continue
-            centre_w = tr.to_world(np.asarray(dfc.centre_px, float) * ps)
+            centre_w = f.snap.defect_world_A[i]
             seen = self._motif_seen.setdefault(motif, deque(maxlen=8 * n))
             seen.append((seq, centre_w))
             recent = {s for s, c in seen if s > seq - n and np.hypot(*(c - centre_w)) < MOTIF_RADIUS_A}
@@ -233,13 +268,15 @@ class EventLogic:
                     continue
                 rows = det_track[members]
                 r = int(rows[np.argmax(st.sp_state[rows] != C)])
-                emit("new_motif", r, int(min(recent)), "unseen", motif, len(recent) / n, xy_px=dfc.centre_px)
+                f.emit("new_motif", r, int(min(recent)), "unseen", motif, len(recent) / n, xy_px=dfc.centre_px)
 
-        # ---- presence: a track ends after max(k, memory_frames) missed frames in a row. Random
-        # missed detections (rate p) end a track with probability p^m per frame, not ~C(n,k) p^k.
+    def _presence(self, f: _Frame, tree) -> np.ndarray:
+        """A track ends after max(k, memory_frames) missed frames in a row (random missed detections
+        at rate p end a track with probability p^m per frame, not ~C(n,k) p^k). Returns ``ended``."""
+        st, snap = f.st, f.snap
         ring = st.ring("present")
-        ended = st.misses >= max(k, tr.cfg.memory_frames)
-        left = tr.left_field
+        ended = st.misses >= max(f.k, self.cfg.memory_frames)
+        left = snap.left_field
         ended |= left
         st.present_state[ended] = 0
         ended &= st.confirmed
@@ -248,20 +285,19 @@ class EventLogic:
         sp_end = st.sp_state[rows]
         rows = rows[(sp_end == SI) | ((sp_end == C) & ~left[rows] & (st.heavy_nb[rows] == 0))]
         if len(rows):
-            pred_all = tr.to_frame(st.pos[rows])
-            edge_all = left[rows] | tr._near_edge(pred_all, tr.cfg.border_margin_A)
+            pred_all = snap.pred_frame_A[rows]
+            edge_all = left[rows] | snap.at_border[rows]
             # an atom vanishing near the edge is more often cut by it than ejected
-            c_edge = tr._near_edge(pred_all, tr.cfg.edge_exclusion_A)
+            c_edge = snap.in_exclusion[rows]
             for r, pred_A, edge, ce in zip(rows, pred_all, edge_all, c_edge):
-                xy_px = pred_A / ps
-                first = self._first(ring, r, 0, cols)
-                count = int((ring[r, cols] == 0).sum())
+                xy_px = pred_A / f.ps
+                first = f.first(ring, r, 0)
+                count = int((ring[r, f.cols] == 0).sum())
                 if st.sp_state[r] == SI:
-                    emit("si_lost", r, first, "Si", "left field" if edge else "ejected", count / n, xy_px=xy_px)
+                    f.emit("si_lost", r, first, "Si", "left field" if edge else "ejected", count / f.n, xy_px=xy_px)
                 elif not (edge or ce):                     # C: a Si neighbour's own event reports it
                     if tree is not None and np.isfinite(tree.query(pred_A, k=1,
-                                                                   distance_upper_bound=tr.cfg.max_speed_A_per_frame)[0]):
+                                                                   distance_upper_bound=self.cfg.max_speed_A_per_frame)[0]):
                         continue                           # another atom sits on the site
-                    emit("vacancy_created", r, first, "C", "vacancy", count / n, xy_px=xy_px)
-        self.ended = ended
-        return out
+                    f.emit("vacancy_created", r, first, "C", "vacancy", count / f.n, xy_px=xy_px)
+        return ended

@@ -31,7 +31,6 @@ Events are decided by k-of-n state machines (:mod:`engine.track.debounce`) and d
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 
@@ -40,21 +39,15 @@ from scipy.spatial import cKDTree
 
 from engine.track import assign
 from engine.track.debounce import UNKNOWN, WILD
-from engine.track.drift import estimate_shift
 from engine.track.events import EventLogic
+from engine.track.motion import MAX_SEARCH_GAP_FRAMES, DriftKalman, MotionModel  # noqa: F401 (re-export)
+from engine.track.snapshot import TrackSnapshot, near_edge
 from engine.track.store import TrackStore
 from engine.types import C, SI, Chemistry, Event
 from stemwatch.config import EventConfig, TrackingConfig
 
 
 _HEAVY_PART = re.compile(r"C\d+$")
-
-
-#: the drift search radius grows with the frames skipped since the last analysed one, but at most
-#: this many frames' worth: under overload the live analyzer skips tens to hundreds of frames
-#: (100 frames/s sources), and the search cost grows with the radius squared (seconds per frame
-#: at 100 skipped frames). The predicted drift (last drift x gap) still covers the whole gap.
-MAX_SEARCH_GAP_FRAMES = 4
 
 
 @dataclass
@@ -110,46 +103,46 @@ def _features(chem: Chemistry, codes: dict) -> dict:
 class Tracker:
     """Incremental tracker; see the module docstring. Not thread-safe: one thread calls ``update``.
 
-    tracking : :class:`stemwatch.config.TrackingConfig`; events : :class:`stemwatch.config.EventConfig`.
+    tracking : :class:`stemwatch.config.TrackingConfig`; events : :class:`stemwatch.config.EventConfig`;
+    motion : a :class:`engine.track.motion.MotionModel` (default: drift + Kalman, :class:`DriftKalman`).
     """
 
-    def __init__(self, tracking: TrackingConfig | None = None, events: EventConfig | None = None):
+    def __init__(self, tracking: TrackingConfig | None = None, events: EventConfig | None = None,
+                 motion: MotionModel | None = None):
         self.cfg = tracking or TrackingConfig()
         self.ecfg = events or EventConfig()
         k, n = self.ecfg.k_of_n
         if not (1 <= int(k) <= int(n)):
             raise ValueError(f"events.k_of_n must satisfy 1 <= k <= n, got {self.ecfg.k_of_n}")
-        self._ring_len = max(int(self.cfg.history_frames), int(n), 2)
+        self.ring_len = max(int(self.cfg.history_frames), int(n), 2)
+        self.motion: MotionModel = motion if motion is not None else DriftKalman(self.cfg)
         self._next_id = 0
         self.reset()
 
     # ------------------------------------------------------------------------------ control
     def reset(self) -> None:
         """Forget every track (a new series). Track ids keep increasing (never reused)."""
-        self.store = TrackStore(self._ring_len)
+        self.store = TrackStore(self.ring_len)
         self._frames = 0                      # analysed frames in this series
         self._col = -1                        # current ring column
-        self.ring_seq = np.full(self._ring_len, -1, np.int64)
-        self.ring_t = np.full(self._ring_len, np.nan)
-        self.offset_A = np.zeros(2)
-        self.shear = np.zeros(2)
-        self._drift_per_frame_A = np.zeros(2)
-        self._prev_world: np.ndarray | None = None
-        self._prev_sp: np.ndarray | None = None
+        self.ring_seq = np.full(self.ring_len, -1, np.int64)
+        self.ring_t = np.full(self.ring_len, np.nan)
+        self.motion.reset()
         self._last_seq: int | None = None
         self._ps: float | None = None
         self._shape_A: np.ndarray | None = None
         self._formula_codes: dict[str, int] = {}
         self.left_field = np.zeros(0, bool)
-        self.parked = TrackStore(self._ring_len, capacity=256)   # tracks that drifted out of view
+        self.revived_rows = np.zeros(0, np.int64)
+        self.parked = TrackStore(self.ring_len, capacity=256)   # tracks that drifted out of view
         self.revived = 0
-        self.events_logic = EventLogic(self)
+        self.events_logic = EventLogic(self.cfg)
 
     def set_event_config(self, events: EventConfig) -> None:
         """Change debounce (k of n, n <= history_frames) and confidence threshold while running."""
         k, n = events.k_of_n
-        if not (1 <= int(k) <= int(n) <= self._ring_len):
-            raise ValueError(f"k_of_n must satisfy 1 <= k <= n <= {self._ring_len}, got {events.k_of_n}")
+        if not (1 <= int(k) <= int(n) <= self.ring_len):
+            raise ValueError(f"k_of_n must satisfy 1 <= k <= n <= {self.ring_len}, got {events.k_of_n}")
         self.ecfg = events
 
     @property
@@ -157,130 +150,108 @@ class Tracker:
         return len(self.store)
 
     def _window_cols(self, n: int) -> np.ndarray:
-        return (self._col - np.arange(n)) % self._ring_len
-
-    # ------------------------------------------------------------------------------ costs
-    def _costs(self):
-        q2 = self.cfg.process_noise_A ** 2
-        r2 = self.cfg.measurement_noise_A ** 2
-        p_pred = 0.5 * (q2 + math.sqrt(q2 * q2 + 4.0 * q2 * r2))     # steady-state predicted variance
-        s_ss = p_pred + r2
-        G = self.cfg.max_speed_A_per_frame ** 2 / s_ss
-        return q2, r2, G
+        return (self._col - np.arange(n)) % self.ring_len
 
     # ------------------------------------------------------------------------------ main
     def update(self, chem: Chemistry, seq: int, t_acquired: float,
                frame_shape: tuple[int, int] | None = None) -> TrackUpdate:
         """Track one frame. ``chem`` holds the frame's atoms (px) and bonds; ``seq`` its number;
         ``frame_shape`` (H, W) px tells where the field edges are (default: the atoms' extent)."""
-        cfg = self.cfg
         atoms = chem.atoms
         N = len(atoms)
-        ps = float(atoms.pixel_size_A)
-        if not ps > 0:
-            raise ValueError(f"atoms.pixel_size_A must be > 0, got {ps}")
-        if self._ps is not None and abs(ps - self._ps) > 1e-6 * self._ps:
-            self.reset()                                   # pixel size changed: a new geometry
-        self._ps = ps
+        ps = self._set_geometry(float(atoms.pixel_size_A), atoms, frame_shape)
         gap = 1 if self._last_seq is None else max(1, int(seq) - int(self._last_seq))
         xy_A = np.asarray(atoms.xy_px, np.float64).reshape(-1, 2) * ps
         feats = _features(chem, self._formula_codes)
         sp = feats["sp"]
         conf = np.asarray(atoms.confidence, np.float32).reshape(-1)
+        tree = cKDTree(xy_A) if N else None
+        # ---- drift: frame = world + offset + shear * world_y (see the module docstring)
+        yc = 0.5 * (self._shape_A[1] if self._shape_A is not None else 0.0)
+        field_shift = self.motion.observe_field(xy_A, sp, gap, tree, yc, first_frame=not self._frames)
+        shift = field_shift.shift_A
+        world = self.to_world(xy_A)
+        self._open_column(seq, t_acquired)
+        st = self.store
+        # ---- predict, gate + assign, correct
+        self.motion.predict(st.P, gap)
+        mt, md, hop = self._assign(st, tree, xy_A, sp) if len(st) and N else (np.zeros(0, np.int64),) * 2 + (
+            np.zeros(0, bool),)
+        self._correct(st, mt, md, hop, world, atoms, conf, feats, seq)
+        self._count_misses(st, mt)
+        # ---- births, raw observations, events, track ends
+        det_track = self._births(st, mt, md, world, xy_A, atoms, conf, feats, seq, shift)
+        matched_all = np.zeros(len(st), bool)
+        matched_all[det_track] = True
+        st.confirmed[:] |= st.hits >= self.cfg.confirm_frames
+        self._write_rings(st, det_track, matched_all, feats, world)
+        events = self.events_logic.step(self._snapshot(chem, seq, t_acquired), chem, det_track, tree)
+        track_ids = st.id[det_track] if N else np.zeros(0, np.int64)
+        confirmed = st.confirmed[det_track] if N else np.zeros(0, bool)
+        self._remove_dead()
+        self._last_seq = int(seq)
+        return TrackUpdate(track_ids=track_ids.astype(np.int64), events=events,
+                           drift_px=(float(shift[0] / ps), float(shift[1] / ps)), confirmed=confirmed,
+                           drift_A=(float(shift[0]), float(shift[1])), drift_searched=field_shift.searched,
+                           n_tracks=len(self.store))
+
+    # ------------------------------------------------------------------------------ steps of update
+    def _set_geometry(self, ps: float, atoms, frame_shape) -> float:
+        """Pixel size (a change resets: a new geometry) and the field's extent in A."""
+        if not ps > 0:
+            raise ValueError(f"atoms.pixel_size_A must be > 0, got {ps}")
+        if self._ps is not None and abs(ps - self._ps) > 1e-6 * self._ps:
+            self.reset()
+        self._ps = ps
         if frame_shape is not None:
             self._shape_A = np.array([frame_shape[1], frame_shape[0]], np.float64) * ps
-        elif N:
-            self._shape_A = np.maximum(self._shape_A if self._shape_A is not None else 0.0,
-                                       xy_A.max(0) + ps)
-        tree = cKDTree(xy_A) if N else None
+        elif len(atoms):
+            xy_A = np.asarray(atoms.xy_px, np.float64).reshape(-1, 2) * ps
+            self._shape_A = np.maximum(self._shape_A if self._shape_A is not None else 0.0, xy_A.max(0) + ps)
+        return ps
 
-        # ---- drift: frame = world + offset + shear * world_y (see the module docstring)
-        o_prev, s_prev = self.offset_A.copy(), self.shear.copy()
-        o_pred = o_prev + self._drift_per_frame_A * gap
-        searched = False
-        if self._prev_world is not None and N:
-            # the previous frame's atoms where they were (the search is about the absolute shift,
-            # so that a wrong prediction cannot keep it away from the truth); predicted: o_pred
-            P = self._prev_world + o_prev + s_prev[None, :] * self._prev_world[:, 1:2]
-            est = estimate_shift(P, self._prev_sp, xy_A, sp, o_pred - o_prev,
-                                 max_shift_A=cfg.max_drift_A_per_frame * min(gap, MAX_SEARCH_GAP_FRAMES),
-                                 tol_A=cfg.drift_tolerance_A, cur_tree=tree)
-            if est.n_matched >= 3:
-                # cur = P + d + b * P_y, P = W + o_prev + s W_y  =>  o = o_prev + d + b o_prev_y,
-                # s = s_prev + b (1 + s_prev_y)
-                d, b = est.shift_A, est.slope
-                self.offset_A = o_prev + d + b * o_prev[1]
-                self.shear = s_prev + b * (1.0 + s_prev[1])
-            else:
-                self.offset_A = o_pred
-            searched = est.searched
-            self._drift_per_frame_A = (self.offset_A - o_prev) / gap
-        elif self._prev_world is None:
-            self.offset_A = np.zeros(2)
-            self.shear = np.zeros(2)
-        else:
-            self.offset_A = o_pred
-        # the reported drift: the shift of the field's middle row since the last analysed frame
-        yc = 0.5 * (self._shape_A[1] if self._shape_A is not None else 0.0)
-        shift = (self.offset_A + self.shear * yc) - (o_prev + s_prev * yc) if self._frames else np.zeros(2)
-        world = self.to_world(xy_A)
-        if N:
-            self._prev_world, self._prev_sp = world, sp
-
-        # ---- new ring column
+    def _open_column(self, seq: int, t_acquired: float) -> None:
+        """A new ring column for this frame; parked tracks back in view rejoin."""
         self._frames += 1
-        self._col = (self._col + 1) % self._ring_len
-        col = self._col
-        self.ring_seq[col] = seq
-        self.ring_t[col] = t_acquired
+        self._col = (self._col + 1) % self.ring_len
+        self.ring_seq[self._col] = seq
+        self.ring_t[self._col] = t_acquired
         self.left_field = np.zeros(len(self.store), bool)
         self.revived_rows = np.zeros(0, np.int64)
         self._revive_parked()
-        st = self.store
-        T = len(st)
 
-        # ---- Kalman predict
-        q2, r2, G = self._costs()
-        if T:
-            st.P[:] += q2 * gap
-        # ---- gating + assignment
-        mt = np.zeros(0, np.int64)
-        md = np.zeros(0, np.int64)
-        hop = np.zeros(0, bool)
-        if T and N:
-            mt, md, hop = self._assign(st, tree, xy_A, sp, r2, G)
-        # ---- Kalman update of matched tracks
-        if len(mt):
-            z = world[md]
-            P = st.P[mt]
-            K = P / (P + r2)
-            newpos = st.pos[mt] + K[:, None] * (z - st.pos[mt])
-            newP = (1.0 - K) * P
-            newpos[hop] = z[hop]
-            newP[hop] = r2
-            st.pos[mt] = newpos
-            st.P[mt] = newP
-            st.hits[mt] += 1
-            st.misses[mt] = 0
-            st.last_seq[mt] = seq
-            st.last_px[mt] = atoms.xy_px[md]
-            st.conf[mt] = conf[md]
-            st.last_sp[mt] = sp[md]
-            st.heavy_nb[mt] = np.minimum(feats["n_heavy"][md], 127)
+    def _correct(self, st, mt, md, hop, world, atoms, conf, feats, seq) -> None:
+        """Measurement update of the matched tracks and their last observations."""
+        if not len(mt):
+            return
+        st.pos[mt], st.P[mt] = self.motion.correct(st.pos[mt], st.P[mt], world[md], hop)
+        st.hits[mt] += 1
+        st.misses[mt] = 0
+        st.last_seq[mt] = seq
+        st.last_px[mt] = atoms.xy_px[md]
+        st.conf[mt] = conf[md]
+        st.last_sp[mt] = feats["sp"][md]
+        st.heavy_nb[mt] = np.minimum(feats["n_heavy"][md], 127)
+
+    def _count_misses(self, st, mt) -> None:
+        """A track predicted at (or beyond) the field edge is unobservable, not missed; one predicted
+        well outside has left the field (it is parked: an atom coming back into view -- the drift
+        reverses -- gets its identity back)."""
+        T = len(st)
+        if not T:
+            return
         matched_t = np.zeros(T, bool)
         matched_t[mt] = True
-        if T:
-            # a track predicted at (or beyond) the field edge is unobservable, not missed; one
-            # predicted well outside has left the field
-            unmatched = np.flatnonzero(~matched_t)
-            pred_A = self.to_frame(st.pos[unmatched])
-            unobs = self._near_edge(pred_A, cfg.edge_unobservable_A)
-            st.misses[unmatched[~unobs]] += 1
-            # tracks that drifted out are parked (kept aside, in world coordinates) so that an atom
-            # coming back into view -- the drift reverses -- gets its identity back
-            self.left_field[unmatched] = self._near_edge(pred_A, -cfg.border_margin_A)
+        unmatched = np.flatnonzero(~matched_t)
+        pred_A = self.to_frame(st.pos[unmatched])
+        unobs = self._near_edge(pred_A, self.cfg.edge_unobservable_A)
+        st.misses[unmatched[~unobs]] += 1
+        self.left_field[unmatched] = self._near_edge(pred_A, -self.cfg.border_margin_A)
 
-        # ---- births
+    def _births(self, st, mt, md, world, xy_A, atoms, conf, feats, seq, shift) -> np.ndarray:
+        """New tracks for unmatched detections; returns the track row of every detection."""
+        cfg = self.cfg
+        N = len(xy_A)
         det_track = np.full(N, -1, np.int64)           # row of the track per detection
         det_track[md] = mt
         newd = np.flatnonzero(det_track < 0)
@@ -289,51 +260,44 @@ class Tracker:
             edge = self._near_edge(xy_A[newd], cfg.border_margin_A + float(np.hypot(*shift)))
             ids = np.arange(self._next_id, self._next_id + len(newd), dtype=np.int64)
             self._next_id += len(newd)
-            sl = st.append(len(newd), id=ids, pos=world[newd], P=np.full(len(newd), r2),
-                           anchor=world[newd], last_px=atoms.xy_px[newd], conf=conf[newd], last_sp=sp[newd],
+            sl = st.append(len(newd), id=ids, pos=world[newd], P=np.full(len(newd), self.motion.measurement_var),
+                           anchor=world[newd], last_px=atoms.xy_px[newd], conf=conf[newd], last_sp=feats["sp"][newd],
                            heavy_nb=np.minimum(feats["n_heavy"][newd], 127),
                            born_seq=seq, last_seq=seq, hits=1, misses=0,
                            confirmed=cfg.confirm_frames <= 1, initial=first, edge_born=edge & ~first)
             det_track[newd] = np.arange(sl.start, sl.stop)
         T = len(st)
         self.left_field = np.concatenate([self.left_field, np.zeros(T - len(self.left_field), bool)])
-        matched_all = np.zeros(T, bool)
-        matched_all[det_track] = True
-        st.confirmed[:] |= st.hits >= cfg.confirm_frames
+        return det_track
 
-        # ---- raw observations for this frame's column
-        self._write_rings(st, det_track, matched_all, feats, world)
-
-        # ---- events and track ends
-        events = self.events_logic.step(chem, seq, t_acquired, det_track, matched_all, feats, world, tree)
-
-        track_ids = st.id[det_track] if N else np.zeros(0, np.int64)
-        confirmed = st.confirmed[det_track] if N else np.zeros(0, bool)
-        self._remove_dead()
-        self._last_seq = int(seq)
-        return TrackUpdate(track_ids=track_ids.astype(np.int64), events=events,
-                           drift_px=(float(shift[0] / ps), float(shift[1] / ps)), confirmed=confirmed,
-                           drift_A=(float(shift[0]), float(shift[1])), drift_searched=searched,
-                           n_tracks=len(self.store))
+    def _snapshot(self, chem: Chemistry, seq: int, t_acquired: float) -> TrackSnapshot:
+        """What the event machines see of this frame (plain data; engine.track.snapshot)."""
+        st, ps = self.store, self._ps or 1.0
+        k, n = (int(v) for v in self.ecfg.k_of_n)
+        pred = self.to_frame(st.pos)
+        centres = np.asarray([d.centre_px for d in chem.defects or []], float).reshape(-1, 2)
+        return TrackSnapshot(
+            store=st, seq=seq, t_acquired=t_acquired, k=k, n=n, min_confidence=float(self.ecfg.min_confidence),
+            col=self._col, window_cols=self._window_cols(n), ring_seq=self.ring_seq, ring_t=self.ring_t,
+            pixel_size_A=ps, formula_names={v: kk for kk, v in self._formula_codes.items()},
+            pred_frame_A=pred, anchor_frame_A=self.to_frame(st.anchor),
+            at_border=self._near_edge(pred, self.cfg.border_margin_A),
+            in_exclusion=self._near_edge(pred, self.cfg.edge_exclusion_A),
+            left_field=self.left_field, revived_rows=self.revived_rows,
+            defect_world_A=self.to_world(centres * ps))
 
     # ------------------------------------------------------------------------------ coordinates
     def to_frame(self, world_A: np.ndarray) -> np.ndarray:
-        """World (drift-corrected) angstrom -> this frame's angstrom: ``w + offset + shear * w_y``."""
-        w = np.asarray(world_A, float)
-        return w + self.offset_A + self.shear * w[..., 1:2]
+        """World (drift-corrected) angstrom -> this frame's angstrom (the motion model's drift)."""
+        return self.motion.to_frame(world_A)
 
     def to_world(self, frame_A: np.ndarray) -> np.ndarray:
         """This frame's angstrom -> world angstrom (inverse of :meth:`to_frame`)."""
-        q = np.asarray(frame_A, float)
-        wy = (q[..., 1] - self.offset_A[1]) / (1.0 + self.shear[1])
-        wx = q[..., 0] - self.offset_A[0] - self.shear[0] * wy
-        return np.stack([wx, wy], axis=-1)
+        return self.motion.to_world(frame_A)
 
     # ------------------------------------------------------------------------------ pieces
     def _near_edge(self, xy_A: np.ndarray, margin_A: float) -> np.ndarray:
-        if self._shape_A is None:
-            return np.zeros(len(xy_A), bool)
-        return np.any((xy_A < margin_A) | (xy_A > self._shape_A - margin_A), axis=1)
+        return near_edge(xy_A, self._shape_A, margin_A)
 
     def _track_species(self, st: TrackStore) -> np.ndarray:
         """Debounced species, or the last observed species while not yet decided."""
@@ -342,11 +306,12 @@ class Tracker:
         s[unk] = st.last_sp[unk]
         return s
 
-    def _assign(self, st: TrackStore, tree: cKDTree, xy_A: np.ndarray, sp: np.ndarray, r2: float, G: float):
+    def _assign(self, st: TrackStore, tree: cKDTree, xy_A: np.ndarray, sp: np.ndarray):
         cfg = self.cfg
+        G = self.motion.gate_cost
         T = len(st)
         pred = self.to_frame(st.pos)                       # predictions in this frame's angstrom
-        S = st.P + r2
+        S = self.motion.innovation_var(st.P)
         tsp = self._track_species(st)
         gate = cfg.max_speed_A_per_frame
         # parked tracks (predicted outside the field) cannot match: leave them out of the query
@@ -564,7 +529,7 @@ class Tracker:
         if not len(rows):
             raise KeyError(f"no live track {track_id}")
         r = rows[0]
-        order = (self._col + 1 + np.arange(self._ring_len)) % self._ring_len
+        order = (self._col + 1 + np.arange(self.ring_len)) % self.ring_len
         valid = self.ring_seq[order] >= 0
         order = order[valid]
         return {
