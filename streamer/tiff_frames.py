@@ -53,6 +53,17 @@ def read_tiff(path: Path, pixel_size_A=None, frame_time_s: float = 0.2, key=None
         n = 1
         for v in shape[:-2]:
             n *= v
+        try:                       # ImageJ's own count survives when a cut file loses the stack's pages
+            declared = int(ij.get("images", 0) or 0)
+        except (TypeError, ValueError):
+            declared = 0
+        available = n
+
+        def read(i: int):
+            if i >= available:
+                raise IndexError(f"the file ends before frame {i} (ImageJ declares {declared} images)")
+            return tif.asarray(key=i, series=0)
+
         meta = {"tiff_imagej": bool(tif.is_imagej), "frame_time_s": float(frame_time_s)}
-        yield from frames_one_by_one(path.name, n, lambda i: tif.asarray(key=i, series=0), pixel_size_A,
+        yield from frames_one_by_one(path.name, max(n, declared), read, pixel_size_A,
                                      lambda i: i * float(frame_time_s), meta, what="TIFF stack")

@@ -138,14 +138,12 @@ def read_velox(path: Path, pixel_size_A=None, frame_time_s: float = 0.2, key=Non
         raise FileImportError(f"{path.name}: no image in this Velox file")
     names = [str((d.get("metadata") or {}).get("General", {}).get("title", "")) for d in images]
     want = key if key is not None else ("HAADF" if "HAADF" in names else None)
-    if want is not None:
-        if want not in names:
-            raise FileImportError(f"{path.name}: no detector {want!r}; images: {names}")
-        d = images[names.index(want)]
-    else:
-        d = images[0]
+    if want is not None and want not in names:
+        raise FileImportError(f"{path.name}: no detector {want!r}; images: {names}")
+    chosen = names.index(want) if want is not None else 0
+    d = images[chosen]
     om = d.get("original_metadata") or {}
-    meta = {"source": "velox-emd", "detector": names[images.index(d)]}
+    meta = {"source": "velox-emd", "detector": names[chosen]}
     for group in ("Optics", "Instrument", "Scan", "Acquisition", "Stage", "DetectorMetadata", "BinaryResult"):
         if isinstance(om.get(group), dict):
             meta.update(flat_meta(om[group], f"velox.{group}.", max_items=200))
