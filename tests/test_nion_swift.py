@@ -38,7 +38,10 @@ def _wait(cond, timeout_s=30.0, what="condition"):
 class Swift:
     """A headless Nion Swift with all installed plug-ins loaded (module fixture)."""
 
-    def __init__(self, root: pathlib.Path):
+    def __init__(self):
+        self.app = self.hs = self.plugin_module = None
+
+    def start(self, root: pathlib.Path) -> None:
         from nion.instrumentation import HardwareSource
         from nion.swift import Application, Facade
         from nion.ui import TestUI
@@ -79,11 +82,16 @@ class Swift:
             self.hs.set_channel_enabled(i, i in channels)
 
     def close(self):
+        """Stop whatever started (also after a failed start: usim's cameras run non-daemon threads
+        that would keep the interpreter alive)."""
+        if self.app is None:
+            return
         from nionswift_plugin import nion_instrumentation_ui, usim
 
-        if self.hs.is_playing:
+        if self.hs is not None and self.hs.is_playing:
             self.hs.abort_playing(sync_timeout=5.0)
-        self.plugin_module.stop()
+        if self.plugin_module is not None:
+            self.plugin_module.stop()
         usim.stop()
         nion_instrumentation_ui.stop()
         self.app.deinitialize()
@@ -116,8 +124,9 @@ def swift(tmp_path_factory):
                                     "queue_frames": 16, "send_timeout_s": 0.2}))
     old = os.environ.get("STEMWATCH_SWIFT_SETTINGS")
     os.environ["STEMWATCH_SWIFT_SETTINGS"] = str(settings)
-    s = Swift(root)
+    s = Swift()
     try:
+        s.start(root)
         assert s.hs is not None, "usim's scan device was not registered"
         assert s.plugin is not None, "Swift did not run the stemwatch plug-in"
         yield s
