@@ -90,9 +90,9 @@ class Swift:
 
         if self.hs is not None and self.hs.is_playing:
             self.hs.abort_playing(sync_timeout=5.0)
+        usim.stop()
         if self.plugin_module is not None:
             self.plugin_module.stop()
-        usim.stop()
         nion_instrumentation_ui.stop()
         self.app.deinitialize()
 
@@ -262,3 +262,22 @@ def test_analyzer_stopped_mid_scan_acquisition_continues_and_drops_are_counted(s
     assert sent + dropped == submitted
     # the drops are shown: in the status Swift's console prints and in the log
     assert status["dropped"] == st["dropped"]
+
+
+def test_subscan_frames_are_not_sent(swift):
+    swift.configure(SHAPE, FOV_NM, channels=(0,))
+    own = SwiftFrames(swift.hs, channel="HAADF Subscan")           # Swift's name for the subscan of HAADF
+    before = swift.plugin.forwarder.stats()
+    swift.hs.subscan_enabled = True
+    try:
+        swift.hs.start_playing()
+        _wait(lambda: len(own.frames) >= 5, 30.0, "5 subscan frames")
+        swift.hs.stop_playing(sync_timeout=10.0)
+        _wait(lambda: not swift.hs.is_playing, 10.0, "the scan to stop")
+    finally:
+        swift.hs.subscan_enabled = False
+        own.close()
+    assert own.frames[0].metadata["scan"]["subscan_fractional_size"]
+    st = swift.plugin.forwarder.stats()
+    assert st["skipped_subscan"] - before["skipped_subscan"] == len(own.frames)
+    assert st["submitted"] == before["submitted"] and st["sent"] == before["sent"]

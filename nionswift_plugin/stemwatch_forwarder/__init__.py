@@ -92,8 +92,9 @@ class Attachment:
                     continue
                 hs = (xdata.metadata or {}).get("hardware_source", {})
                 name = str(hs.get("channel_name", hs.get("channel_id", ""))).strip().lower()
-                if name == self.channel:
-                    frame = scan_frame(xdata)
+                # Swift names the subscan of a channel "<channel> Subscan": same detector, marked subscan
+                if name in (self.channel, self.channel + " subscan"):
+                    frame = scan_frame(xdata, is_subscan_hint=name != self.channel)
                     if frame is not None:
                         self.forwarder.submit(frame)
                     return
