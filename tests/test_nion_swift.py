@@ -188,48 +188,46 @@ def test_swift_loads_the_plugin_and_a_receiver_gets_every_haadf_frame(swift, tmp
     assert not np.array_equal(got[0].data, np.zeros(SHAPE, np.float32))
 
 
-def test_graphene_si_rendered_through_usim_scan_is_analysed(swift):
+def test_graphene_si_rendered_through_usim_scan_is_found_by_the_live_service(swift):
+    """usim's scan renders stemwatch's sample; the plug-in forwards it; the service `stemwatch serve`
+    runs (LiveService: Receiver -> Pipeline, ONNX Runtime) finds both Si with their coordination."""
     from nion.utils import Registry
 
-    from engine.pipeline import Pipeline
+    from engine.service import LiveService
     from engine.sim.usim_scan import LatticeScanData, install
     from engine.types import SI
     from stemwatch.config import Config
 
     source = LatticeScanData(seed=3)
-    generator = Registry.get_component("stem_controller").scan_data_generator
-    install(Registry.get_component("stem_controller"), source)
+    instrument = Registry.get_component("stem_controller")
+    install(instrument, source)
     shape, fov_nm = (256, 256), 2.56                                       # 0.1 A/px
     swift.configure(shape, fov_nm, channels=(0,))
-    rx = Receiver(swift.plugin.forwarder.endpoint).start()
-    frames = []
+    results = []
+    svc = LiveService(Config().replace(inference={"backend": "onnx"}), swift.plugin.forwarder.endpoint)
+    svc.add_listener(lambda r, status: results.append(r))
     try:
-        _connected(rx)
+        svc.start()
+        _connected(svc.receiver)
         swift.hs.start_playing()
-        while len(frames) < 2:
-            f = rx.latest(timeout_s=30.0)
-            assert f is not None, "no frame from the plug-in"
-            frames.append(f)
+        _wait(lambda: len(results) >= 2, 60.0, "two analysed frames")
         swift.hs.stop_playing(sync_timeout=10.0)
     finally:
-        rx.stop()
-        del generator.generate_scan_data                                    # usim's own sample again
+        svc.stop()
+        del instrument.scan_data_generator.generate_scan_data                # usim's own sample again
     assert source.frames_rendered >= 2
     truth = source.si_positions_px(shape, 0.1)
-    with Pipeline(Config().replace(inference={"backend": "onnx"})) as pipe:
-        for f in frames:
-            assert f.data.shape == shape and f.pixel_size_A == pytest.approx(0.1)
-            r = pipe.process(f)
-            assert r.error is None
-            atoms, coord = r.chemistry.atoms, r.chemistry.coordination
-            assert len(atoms) > 200
-            for kind, want in (("si3", 3), ("si4", 4)):
-                d = np.hypot(*(atoms.xy_px - np.asarray(truth[kind])).T)
-                i = int(np.argmin(d))
-                assert d[i] < 3.0, f"{kind}: no atom within 0.3 A of the Si"
-                assert atoms.species[i] == SI, f"{kind}: the atom there is not read as Si"
-                assert coord[i] == want, f"{kind}: coordination {coord[i]}, want {want}"
-            assert int((atoms.species == SI).sum()) == 2
+    for r in results[:2]:
+        assert r.error is None and r.frame_shape == shape and r.pixel_size_A == pytest.approx(0.1)
+        atoms, coord = r.chemistry.atoms, r.chemistry.coordination
+        assert len(atoms) > 200
+        for kind, want in (("si3", 3), ("si4", 4)):
+            d = np.hypot(*(atoms.xy_px - np.asarray(truth[kind])).T)
+            i = int(np.argmin(d))
+            assert d[i] < 3.0, f"{kind}: no atom within 0.3 A of the Si"
+            assert atoms.species[i] == SI, f"{kind}: the atom there is not read as Si"
+            assert coord[i] == want, f"{kind}: coordination {coord[i]}, want {want}"
+        assert int((atoms.species == SI).sum()) == 2
 
 
 def test_analyzer_stopped_mid_scan_acquisition_continues_and_drops_are_counted(swift):
