@@ -34,7 +34,8 @@ def add_file_options(p: argparse.ArgumentParser, frame_time: bool = True) -> Non
     if frame_time:
         p.add_argument("--frame-time", type=float, default=0.2, metavar="S",
                        help="s between frames for files without times (default %(default)s)")
-    p.add_argument("--key", default=None, help="array name in an .npz, or the data group of an EMD file")
+    p.add_argument("--key", default=None, help="array name in an .npz, the data group of an EMD file, the image index of a "
+                   "DM3/DM4 file, or the detector of a Velox EMD file (default HAADF)")
 
 
 def _add_stop_options(p: argparse.ArgumentParser) -> None:
@@ -443,7 +444,7 @@ def register(sub) -> None:
     p.set_defaults(func=_cmd_replay)
 
     for name, helptext, default_note in [
-        ("import", "convert an image file (npy/npz/TIFF/EMD/ndata) into a recording",
+        ("import", "convert an image file (npy/npz/TIFF/EMD/Nion h5, ndata/DM3, DM4/Velox EMD) into a recording",
          "OUT ending in .swrec (or anything but .emd/.h5) gets a recording"),
         ("convert", "convert a recording (or image file) to EMD HDF5 or to a recording",
          "OUT ending in .emd/.h5/.hdf5 gets Berkeley EMD v0.2 with pixel size and frame times, anything else "

@@ -11,8 +11,8 @@
 - Nion Swift ``.ndata`` (an uncompressed zip of ``data.npy`` + ``metadata.json``; read with zipfile
   and numpy, ``allow_pickle=False``).
 
-DM3/DM4 are not supported: the maintained readers (rosettasciio, ncempy) pull in dask/pint or
-matplotlib; convert in DigitalMicrograph or with rosettasciio to TIFF/EMD first.
+Gatan DM3/DM4, Thermo Fisher Velox EMD (rosettasciio, extra ``[io]``), Nion Swift ``.h5``/``.ndata``
+and TIFF stacks frame by frame are read by :func:`streamer.file_common.special_reader`'s modules.
 
 Pixel sizes are angstrom per pixel; formats without a calibration need ``pixel_size_A``. Frame
 times are Unix seconds when the file has them, else ``i * frame_time_s``. Pixel types other than
@@ -44,7 +44,7 @@ from streamer.protocol import ALLOWED_DTYPES
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = {".npy", ".npz", ".tif", ".tiff", ".emd", ".h5", ".hdf5", ".ndata", ".swrec"}
+SUFFIXES = {".npy", ".npz", ".tif", ".tiff", ".emd", ".h5", ".hdf5", ".ndata", ".swrec", ".dm3", ".dm4"}
 _LENGTH_TO_A = {"a": 1.0, "å": 1.0, "angstrom": 1.0, "angstroms": 1.0, "\u00c5": 1.0, "nm": 10.0,
                 "nanometer": 10.0, "um": 1e4, "µm": 1e4, "\u03bcm": 1e4, "micron": 1e4, "m": 1e10, "pm": 0.01}
 _TIME_TO_S = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
@@ -428,11 +428,11 @@ def open_frames(path: str | Path, pixel_size_A: float | None = None, frame_time_
             yield f
         return
     suffix = p.suffix.lower()
-    reader = {".npy": _npy, ".npz": _npz, ".tif": _tiff, ".tiff": _tiff, ".emd": _emd, ".h5": _emd,
+    from streamer.file_common import special_reader
+
+    reader = special_reader(p) or {".npy": _npy, ".npz": _npz, ".tif": _tiff, ".tiff": _tiff, ".emd": _emd, ".h5": _emd,
               ".hdf5": _emd, ".ndata": _ndata}.get(suffix)
     if reader is None:
-        if suffix in (".dm3", ".dm4"):
-            raise FileImportError(f"{p.name}: DM3/DM4 is not supported; export TIFF or EMD from DigitalMicrograph")
         raise FileImportError(f"{p.name}: unknown file type {suffix!r}; supported: {sorted(SUFFIXES)}")
     try:
         yield from reader(p, pixel_size_A, frame_time_s, key)
