@@ -131,8 +131,9 @@ def output_names(paths) -> list[str]:
 # ------------------------------------------------------------------------------------------- workers
 
 class AnalyzerPlugin(WorkerPlugin):
-    """One inferencer per worker process, built on first use (the network is loaded once per worker,
-    not once per task) and closed with the worker. Tasks of one worker take turns on it."""
+    """One inferencer per worker process, built when the plugin is set up on the worker (the network
+    is loaded once per worker, not once per task) and closed with the worker. Tasks of one worker
+    take turns on it."""
 
     idempotent = False
 
@@ -150,6 +151,10 @@ class AnalyzerPlugin(WorkerPlugin):
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
             except ValueError:               # not the main thread of the worker process
                 pass
+        try:                                 # load the network now, not inside the first task
+            self.get()
+        except Exception as exc:             # noqa: BLE001 -- reported by the tasks, which try again
+            log.warning("worker %s: the network does not load: %s", getattr(worker, "address", "?"), exc)
 
     def teardown(self, worker) -> None:
         if self.inferencer is not None:
@@ -355,15 +360,15 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
                 from engine.infer.backends import physical_cores
 
                 cfg = cfg.replace(inference={"threads": max(1, physical_cores() // n_local)})
-        header["startup_s"] = time.time() - t0
-        t_ready = time.time()
         header["scheduler"] = "Client" if isinstance(scheduler, Client) else str(scheduler)
         header["workers"] = len(client.nthreads())
         header["dashboard"] = client.dashboard_link
         header["config"] = cfg.to_dict()
         run = uuid.uuid4().hex[:8]
         plugin = AnalyzerPlugin(cfg.inference, f"stemwatch-analyzer-{run}", ignore_sigint=bool(n_local))
-        client.register_plugin(plugin)
+        client.register_plugin(plugin)     # returns once every worker has loaded the network
+        header["startup_s"] = time.time() - t0
+        t_ready = time.time()
         kinds: dict = {}                     # future -> ("plan", i) | ("chunk", i, c)
         todo: deque = deque()                # (i, c) chunks not submitted yet
         ac = as_completed()

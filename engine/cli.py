@@ -125,8 +125,9 @@ def _analyze_archive(args) -> int:
         else:
             print(f"{e['out']}: {e['status'].upper()}: {e['reason']}")
             bad += 1
-    print(f"{index['frames_done']} frames of {len(index['inputs'])} inputs in {index['elapsed_s']:.1f} s on "
-          f"{index['workers']} Dask workers; wrote {args.out}/index.json and one folder per input")
+    print(f"{index['frames_done']} frames of {len(index['inputs'])} inputs in {index['elapsed_s']:.1f} s "
+          f"({index['startup_s']:.1f} s to start and load the network, then {index['frames_per_s'] or 0:.1f} frames/s) "
+          f"on {index['workers']} Dask workers; wrote {args.out}/index.json and one folder per input")
     return 0 if index["status"] == "complete" and not bad else 1
 
 
