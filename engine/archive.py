@@ -307,14 +307,16 @@ class _Input:
 def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: float | None = None,
                     key: str | None = None, limit: int | None = None, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
                     progress: bool = True, dashboard_address: str | None = ":8787",
-                    on_result: Callable | None = None) -> dict:
+                    on_result: Callable | None = None, resources: dict | None = None) -> dict:
     """Analyse every input on a Dask cluster; returns the index (also written to DIR/index.json).
 
     inputs : files, glob patterns or folders (:func:`expand_inputs`). scheduler : ``"local"``,
     ``"local:N"``, an address, or a :class:`distributed.Client`. cfg : the Config every worker and
     tracker uses; with a local cluster and ``cfg.inference.threads`` None, each worker gets
     ``physical cores // N`` inference threads. on_result(input_index, FrameResult) : called for
-    every frame, in frame order per input. Ctrl-C (KeyboardInterrupt) cancels the run: the files
+    every frame, in frame order per input. resources : Dask worker resources each ``analyze`` task
+    holds, e.g. ``{"GPU": 1}``: the chunks run only on workers started with ``--resources GPU=1``,
+    one at a time per GPU. Ctrl-C (KeyboardInterrupt) cancels the run: the files
     and the index say so and the exception is re-raised.
     """
     from tqdm import tqdm
@@ -332,6 +334,7 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
     states = [_Input(i, p, n, out / n) for i, (p, n) in enumerate(zip(paths, output_names(paths)))]
     t0 = time.time()
     header = {"version": INDEX_VERSION, "status": "running", "scheduler": str(scheduler), "workers": None,
+              "resources": dict(resources or {}),
               "dashboard": None, "started_unix_s": t0, "elapsed_s": None, "startup_s": None, "analysis_s": None,
               "frames_per_s": None, "chunk_frames": int(chunk_frames), "frames": 0, "frames_done": 0,
               "config": cfg.to_dict()}
@@ -413,7 +416,7 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
                 start = c * chunk_frames
                 stop = min(start + chunk_frames, s.plan.n_frames)
                 f = client.submit(analyze_chunk, plugin.name, i, s.plan, start, stop, cfg.chemistry,
-                                  key=f"analyze-{s.name}-{start:06d}-{run}", retries=0)
+                                  key=f"analyze-{s.name}-{start:06d}-{run}", retries=0, resources=resources)
                 kinds[f] = ("chunk", i, c)
                 s.futures.add(f)
                 ac.add(f)

@@ -35,6 +35,19 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _resources(text: str) -> dict:
+    out = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            name = ""
+        if not name.strip() or out.get(name.strip(), 0) <= 0:
+            raise argparse.ArgumentTypeError(f"expected NAME=N[,NAME=N] with N > 0, got {text!r}")
+    return out
+
+
 def _config(args):
     import json
 
@@ -113,7 +126,7 @@ def _analyze_archive(args) -> int:
     try:
         index = analyze_archive(args.input, args.out, cfg, scheduler=args.scheduler, pixel_size_A=args.pixel_size,
                                 key=args.key, limit=args.limit, chunk_frames=args.chunk_frames,
-                                progress=not args.quiet)
+                                progress=not args.quiet, resources=args.resources)
     except (FileNotFoundError, ConnectionError) as exc:
         print(f"stemwatch analyze: {exc}", file=sys.stderr)
         return 2
@@ -257,6 +270,9 @@ def register(sub) -> None:
                         "per input under --out plus --out/index.json")
     g.add_argument("--chunk-frames", type=_positive_int, default=8, metavar="N",
                    help="frames per worker task (default %(default)s)")
+    g.add_argument("--resources", type=_resources, default=None, metavar="NAME=N[,NAME=N]",
+                   help="run the frame tasks only on workers started with these Dask resources, each task "
+                        "holding them, e.g. GPU=1 for one task at a time per GPU worker")
     _add_engine_options(p)
     p.set_defaults(func=_analyze)
 

@@ -54,6 +54,28 @@ def _identical(a: Path, b: Path, names) -> bool:
                for n in names for f in ("atoms.csv", "events.jsonl", "frames.csv"))
 
 
+def _stages_2048(cfg, n: int = 3) -> dict:
+    """Median stage times (ms) and atoms of a 2048x2048 frame at 0.1 A/px in one process: frame 0 of
+    02_field_512 tiled 4 x 4 (the seams add a few defects), moved 2 px per frame for the tracker."""
+    import numpy as np
+
+    from engine.pipeline import Pipeline
+    from streamer.importers import open_frames
+
+    f0 = next(open_frames(ROOT / "replay_data" / "02_field_512.swrec"))
+    big = np.tile(np.asarray(f0.data), (4, 4))
+    times: dict[str, list] = {}
+    atoms = 0
+    with Pipeline(cfg) as pipe:
+        for i in range(n):
+            f0.data, f0.seq = np.ascontiguousarray(np.roll(big, 2 * i, axis=1)), i
+            r = pipe.process(f0)
+            atoms = len(r.chemistry.atoms)
+            for k, v in r.timings_s.items():
+                times.setdefault(k, []).append(1e3 * v)
+    return {"atoms": atoms, **{f"{k}_ms": float(np.median(v)) for k, v in times.items()}}
+
+
 def bench_cluster(quick: bool = False) -> BenchReport:
     from engine.infer.backends import physical_cores
     from stemwatch.config import Config
@@ -75,6 +97,7 @@ def bench_cluster(quick: bool = False) -> BenchReport:
             runs[n] = _cluster(paths, tmp / f"local{n}", cfg, limit, n)
         names = [p.stem for p in paths]
         same = {n: _identical(tmp / "single", tmp / f"local{n}", names) for n in (1, 2)}
+    big = _stages_2048(cfg)
     load_after = os.getloadavg()
     fps = {k: r["frames"] / r["analysis_s"] for k, r in runs.items()}
     for k, r in runs.items():
@@ -100,6 +123,8 @@ def bench_cluster(quick: bool = False) -> BenchReport:
         "analysis_s": "single: sum of the inputs' analysis times; cluster: from workers ready (network loaded) "
                       "to the last input written. wall_s adds the model load / cluster start",
         "efficiency": "frames/s of N workers / (N x frames/s of 1 worker)",
+        "one 2048x2048 frame at 0.1 A/px, 1 process (median of 3)": ", ".join(
+            f"{k} {v:.0f}" for k, v in big.items()),
     }
     return BenchReport(name="cluster", columns=["mode", "workers", "frames", "wall_s", "analysis_s", "frames/s",
                                                 "speed-up", "efficiency", "identical", "backend"],

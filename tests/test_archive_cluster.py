@@ -4,6 +4,7 @@ the others finish, and stops cleanly on Ctrl-C. Two workers, one thread each, on
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,7 +65,8 @@ def reference(inputs, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cl, \
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  resources={"GPU": 1}) as cl, \
             distributed.Client(cl) as c:
         c.wait_for_workers(2)
         yield c
@@ -180,11 +182,36 @@ def test_cluster_results_identical_and_a_corrupt_input_reported(tmp_path, inputs
     assert s["complete"] is True and s["frames_expected"] == LIMIT and "1 thread" in s["backend"]
 
 
-def test_cluster_npy_with_pixel_size_identical(tmp_path, inputs, reference, client):
+class _Restrictions(distributed.diagnostics.plugin.SchedulerPlugin):
+    """Records the resource restrictions of every frame task the scheduler starts."""
+
+    name = "test-restrictions"
+
+    def __init__(self):
+        self.seen = {}
+
+    async def start(self, scheduler):
+        self.scheduler = scheduler
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if finish == "processing" and str(key).startswith("analyze-"):
+            self.seen[str(key)] = self.scheduler.tasks[key].resource_restrictions
+
+
+def test_cluster_by_address_with_resources_identical(tmp_path, inputs, reference, client):
     got: dict[int, list] = {}
-    index = analyze_archive([str(inputs["npy"])], tmp_path / "out", CFG, scheduler=client, pixel_size_A=0.1,
-                            chunk_frames=4, progress=False, on_result=lambda i, r: got.setdefault(i, []).append(r))
+    client.register_plugin(_Restrictions())
+    try:
+        # a scheduler address (a second client of the same cluster), frame tasks holding a GPU each
+        index = analyze_archive([str(inputs["npy"])], tmp_path / "out", CFG, scheduler=client.scheduler.address,
+                                pixel_size_A=0.1, chunk_frames=4, progress=False, resources={"GPU": 1},
+                                on_result=lambda i, r: got.setdefault(i, []).append(r))
+        seen = client.run_on_scheduler(lambda dask_scheduler: dict(dask_scheduler.plugins["test-restrictions"].seen))
+    finally:
+        client.unregister_scheduler_plugin("test-restrictions")
     assert index["status"] == "complete" and index["inputs"][0]["frames_done"] == 6
+    assert index["workers"] == 2 and index["resources"] == {"GPU": 1}
+    assert len(seen) == 2 and all(r == {"GPU": 1} for r in seen.values())
     _same_files(reference["npy"][0], tmp_path / "out" / "stack")
     _same_results(reference["npy"][1], got[0])
 
@@ -236,7 +263,7 @@ def test_ctrl_c_cancels_cleanly(tmp_path):
     cfg.write_text(json.dumps({"inference": {"threads": 1}}))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "stemwatch", "analyze", str(REC), "--out", str(out), "--scheduler", "local:1",
-           "--chunk-frames", "1", "--backend", "onnx", "--config", str(cfg), "--quiet"]
+           "--chunk-frames", "1", "--backend", "onnx", "--config", str(cfg)]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -256,6 +283,9 @@ def test_ctrl_c_cancels_cleanly(tmp_path):
             os.killpg(p.pid, signal.SIGKILL)
     assert p.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
+    # the dashboard link of the local cluster, and one progress bar: frames done / total, frames/s, ETA
+    assert "local cluster of 1 worker process, dashboard http://" in err
+    assert re.search(r"analyze 1 input: +\d+%\|.*\| \d+/48 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+frame/s", err), err
     index = json.loads((out / "index.json").read_text())
     assert index["status"] == "cancelled"
     e = index["inputs"][0]
