@@ -356,149 +356,158 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
         return data
 
     write_index()
-    with connect(scheduler, dashboard_address, quiet=not progress) as (client, n_local):
-        if n_local:
-            client.wait_for_workers(n_local)
-            if cfg.inference.threads is None:
-                from engine.infer.backends import physical_cores
+    try:
+        with connect(scheduler, dashboard_address, quiet=not progress) as (client, n_local):
+            if n_local:
+                client.wait_for_workers(n_local)
+                if cfg.inference.threads is None:
+                    from engine.infer.backends import physical_cores
 
-                cfg = cfg.replace(inference={"threads": max(1, physical_cores() // n_local)})
-        header["scheduler"] = "Client" if isinstance(scheduler, Client) else str(scheduler)
-        header["workers"] = len(client.nthreads())
-        header["dashboard"] = client.dashboard_link
-        header["config"] = cfg.to_dict()
-        run = uuid.uuid4().hex[:8]
-        plugin = AnalyzerPlugin(cfg.inference, f"stemwatch-analyzer-{run}", ignore_sigint=bool(n_local))
-        client.register_plugin(plugin)     # returns once every worker has loaded the network
-        header["startup_s"] = time.time() - t0
-        t_ready = time.time()
-        kinds: dict = {}                     # future -> ("plan", i) | ("chunk", i, c)
-        todo: deque = deque()                # (i, c) chunks not submitted yet
-        ac = as_completed()
-        bar = tqdm(total=0, unit="frame", desc=f"analyze {len(states)} input{'s' * (len(states) > 1)}",
-                   file=sys.stderr, disable=not progress, dynamic_ncols=True)
+                    cfg = cfg.replace(inference={"threads": max(1, physical_cores() // n_local)})
+            header["scheduler"] = "Client" if isinstance(scheduler, Client) else str(scheduler)
+            header["workers"] = len(client.nthreads())
+            header["dashboard"] = client.dashboard_link
+            header["config"] = cfg.to_dict()
+            run = uuid.uuid4().hex[:8]
+            plugin = AnalyzerPlugin(cfg.inference, f"stemwatch-analyzer-{run}", ignore_sigint=bool(n_local))
+            client.register_plugin(plugin)     # returns once every worker has loaded the network
+            header["startup_s"] = time.time() - t0
+            t_ready = time.time()
+            kinds: dict = {}                     # future -> ("plan", i) | ("chunk", i, c)
+            todo: deque = deque()                # (i, c) chunks not submitted yet
+            ac = as_completed()
+            bar = tqdm(total=0, unit="frame", desc=f"analyze {len(states)} input{'s' * (len(states) > 1)}",
+                       file=sys.stderr, disable=not progress, dynamic_ncols=True)
 
-        def finish(s: _Input, status: str, reason: str | None = None) -> None:
-            s.status, s.reason = status, reason
-            s.elapsed_s = time.time() - t_ready
-            if s.futures:
-                client.cancel(list(s.futures))
-                for f in s.futures:
-                    kinds.pop(f, None)
-                s.futures.clear()
-            if s.writer is None and status != "ok":
-                s.out.mkdir(parents=True, exist_ok=True)
-            if s.writer is not None:
-                summary = s.writer.summary(input=str(s.path), out_dir=str(s.out), elapsed_s=s.elapsed_s,
-                                           frames_per_s=s.frames_done / s.elapsed_s if s.elapsed_s else None,
-                                           backend=s.backend, config=cfg.to_dict(), complete=status == "ok",
-                                           status=status, reason=reason,
-                                           frames_expected=s.plan.n_frames if s.plan else None)
-                s.writer.close(summary)
-            else:
-                (s.out / "summary.json").write_text(json.dumps(
-                    {"input": str(s.path), "frames": 0, "complete": False, "status": status, "reason": reason},
-                    indent=2))
-            if s.pipe is not None:
-                s.pipe.close()
-            s.pipe = None
-            bar.set_postfix(done=sum(x.status == "ok" for x in states),
-                            failed=sum(x.status == "failed" for x in states))
-            write_index()
-
-        def submit_more() -> None:
-            window = max(8, 3 * sum(client.nthreads().values()))
-            while todo and sum(1 for k in kinds.values() if k[0] == "chunk") < window:
-                i, c = todo.popleft()
-                s = states[i]
-                if s.status != "running":
-                    continue
-                start = c * chunk_frames
-                stop = min(start + chunk_frames, s.plan.n_frames)
-                f = client.submit(analyze_chunk, plugin.name, i, s.plan, start, stop, cfg.chemistry,
-                                  key=f"analyze-{s.name}-{start:06d}-{run}", retries=0, resources=resources)
-                kinds[f] = ("chunk", i, c)
-                s.futures.add(f)
-                ac.add(f)
-
-        last_index = [time.time()]
-
-        def take(s: _Input, res: ChunkResult) -> None:
-            if s.pipe is None:
-                s.pipe = Pipeline.tracking_only(cfg)
-                s.writer = ResultWriter(s.out)
-            s.backend = res.backend
-            s.compute_s += res.compute_s
-            for fc in res.frames:
-                r = s.pipe.track(fc)
-                s.writer.write(r)
-                s.frames_done += 1
-                bar.update(1)
-                if on_result is not None:
-                    on_result(s.index, r)
-            if time.time() - last_index[0] >= INDEX_PERIOD_S:   # a live index for whoever watches a long run
-                write_index()
-                last_index[0] = time.time()
-
-        try:
-            for s in states:
-                f = client.submit(plan_task, str(s.path), pixel_size_A, key, limit,
-                                  key=f"plan-{s.name}-{run}", retries=0)
-                kinds[f] = ("plan", s.index)
-                s.futures.add(f)
-                ac.add(f)
-            for f in ac:
-                kind = kinds.pop(f, None)
-                if kind is None:             # cancelled with its input
-                    f.release()
-                    continue
-                s = states[kind[1]]
-                s.futures.discard(f)
-                if f.status != "finished":
-                    exc = f.exception() if f.status == "error" else None
-                    why = f"{type(exc).__name__}: {exc}" if exc is not None else f"task {f.status}"
-                    if isinstance(exc, ValueError):
-                        why = str(exc)       # FileImportError messages name the file and the problem
-                    f.release()
-                    log.warning("%s failed: %s", s.path.name, why)
-                    finish(s, "failed", why)
-                    submit_more()
-                    continue
-                res = f.result()
-                f.release()
-                if isinstance(res, str):     # plan_task: the input cannot be read
-                    log.warning("%s failed: %s", s.path.name, res)
-                    finish(s, "failed", res)
-                    submit_more()
-                    continue
-                if kind[0] == "plan":
-                    s.plan = res
-                    s.plan_s = time.time() - t_ready
-                    s.status = "running"
-                    s.n_chunks = -(-res.n_frames // chunk_frames)
-                    todo.extend((s.index, c) for c in range(s.n_chunks))
-                    bar.total = sum(x.plan.n_frames for x in states if x.plan)
-                    bar.refresh()
+            def finish(s: _Input, status: str, reason: str | None = None) -> None:
+                s.status, s.reason = status, reason
+                s.elapsed_s = time.time() - t_ready
+                if s.futures:
+                    client.cancel(list(s.futures))
+                    for f in s.futures:
+                        kinds.pop(f, None)
+                    s.futures.clear()
+                if s.writer is None and status != "ok":
+                    s.out.mkdir(parents=True, exist_ok=True)
+                if s.writer is not None:
+                    summary = s.writer.summary(input=str(s.path), out_dir=str(s.out), elapsed_s=s.elapsed_s,
+                                               frames_per_s=s.frames_done / s.elapsed_s if s.elapsed_s else None,
+                                               backend=s.backend, config=cfg.to_dict(), complete=status == "ok",
+                                               status=status, reason=reason,
+                                               frames_expected=s.plan.n_frames if s.plan else None)
+                    s.writer.close(summary)
                 else:
-                    s.buffered[kind[2]] = res
-                    while s.next_chunk in s.buffered:
-                        take(s, s.buffered.pop(s.next_chunk))
-                        s.next_chunk += 1
-                    if s.next_chunk == s.n_chunks:
-                        finish(s, "ok")
-                submit_more()
-            header["status"] = "complete" if all(s.status == "ok" for s in states) else "incomplete"
-            write_index()
-        except KeyboardInterrupt:
-            client.cancel(list(kinds))
-            kinds.clear()
+                    (s.out / "summary.json").write_text(json.dumps(
+                        {"input": str(s.path), "frames": 0, "complete": False, "status": status, "reason": reason},
+                        indent=2))
+                if s.pipe is not None:
+                    s.pipe.close()
+                s.pipe = None
+                bar.set_postfix(done=sum(x.status == "ok" for x in states),
+                                failed=sum(x.status == "failed" for x in states))
+                write_index()
+
+            def submit_more() -> None:
+                window = max(8, 3 * sum(client.nthreads().values()))
+                while todo and sum(1 for k in kinds.values() if k[0] == "chunk") < window:
+                    i, c = todo.popleft()
+                    s = states[i]
+                    if s.status != "running":
+                        continue
+                    start = c * chunk_frames
+                    stop = min(start + chunk_frames, s.plan.n_frames)
+                    f = client.submit(analyze_chunk, plugin.name, i, s.plan, start, stop, cfg.chemistry,
+                                      key=f"analyze-{s.name}-{start:06d}-{run}", retries=0, resources=resources)
+                    kinds[f] = ("chunk", i, c)
+                    s.futures.add(f)
+                    ac.add(f)
+
+            last_index = [time.time()]
+
+            def take(s: _Input, res: ChunkResult) -> None:
+                if s.pipe is None:
+                    s.pipe = Pipeline.tracking_only(cfg)
+                    s.writer = ResultWriter(s.out)
+                s.backend = res.backend
+                s.compute_s += res.compute_s
+                for fc in res.frames:
+                    r = s.pipe.track(fc)
+                    s.writer.write(r)
+                    s.frames_done += 1
+                    bar.update(1)
+                    if on_result is not None:
+                        on_result(s.index, r)
+                if time.time() - last_index[0] >= INDEX_PERIOD_S:   # a live index for whoever watches a long run
+                    write_index()
+                    last_index[0] = time.time()
+
+            try:
+                for s in states:
+                    f = client.submit(plan_task, str(s.path), pixel_size_A, key, limit,
+                                      key=f"plan-{s.name}-{run}", retries=0)
+                    kinds[f] = ("plan", s.index)
+                    s.futures.add(f)
+                    ac.add(f)
+                for f in ac:
+                    kind = kinds.pop(f, None)
+                    if kind is None:             # cancelled with its input
+                        f.release()
+                        continue
+                    s = states[kind[1]]
+                    s.futures.discard(f)
+                    if f.status != "finished":
+                        exc = f.exception() if f.status == "error" else None
+                        why = f"{type(exc).__name__}: {exc}" if exc is not None else f"task {f.status}"
+                        if isinstance(exc, ValueError):
+                            why = str(exc)       # FileImportError messages name the file and the problem
+                        f.release()
+                        log.warning("%s failed: %s", s.path.name, why)
+                        finish(s, "failed", why)
+                        submit_more()
+                        continue
+                    res = f.result()
+                    f.release()
+                    if isinstance(res, str):     # plan_task: the input cannot be read
+                        log.warning("%s failed: %s", s.path.name, res)
+                        finish(s, "failed", res)
+                        submit_more()
+                        continue
+                    if kind[0] == "plan":
+                        s.plan = res
+                        s.plan_s = time.time() - t_ready
+                        s.status = "running"
+                        s.n_chunks = -(-res.n_frames // chunk_frames)
+                        todo.extend((s.index, c) for c in range(s.n_chunks))
+                        bar.total = sum(x.plan.n_frames for x in states if x.plan)
+                        bar.refresh()
+                    else:
+                        s.buffered[kind[2]] = res
+                        while s.next_chunk in s.buffered:
+                            take(s, s.buffered.pop(s.next_chunk))
+                            s.next_chunk += 1
+                        if s.next_chunk == s.n_chunks:
+                            finish(s, "ok")
+                    submit_more()
+                header["status"] = "complete" if all(s.status == "ok" for s in states) else "incomplete"
+                write_index()
+            except KeyboardInterrupt:
+                client.cancel(list(kinds))
+                kinds.clear()
+                for s in states:
+                    if s.status in ("pending", "running"):
+                        s.futures.clear()
+                        finish(s, "cancelled", "interrupted (Ctrl-C)")
+                header["status"] = "cancelled"
+                write_index()
+                raise
+            finally:
+                bar.close()
+    except KeyboardInterrupt:             # while the cluster starts or stops: nothing is running
+        if header["status"] == "running":
             for s in states:
                 if s.status in ("pending", "running"):
-                    s.futures.clear()
-                    finish(s, "cancelled", "interrupted (Ctrl-C)")
+                    s.status, s.reason = "cancelled", "interrupted (Ctrl-C)"
             header["status"] = "cancelled"
             write_index()
-            raise
-        finally:
-            bar.close()
+        raise
     return write_index()

@@ -82,6 +82,8 @@ def bench_cluster(quick: bool = False) -> BenchReport:
 
     import logging
 
+    import engine.archive  # noqa: F401 -- distributed sets its loggers up when imported
+
     logging.getLogger("distributed").setLevel(logging.WARNING)     # not every worker start and stop
     paths = sorted((ROOT / "replay_data").glob("*.swrec"))
     if not paths:
