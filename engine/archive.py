@@ -182,17 +182,22 @@ class ChunkResult:
 
 
 def analyze_chunk(plugin_name: str, input_index: int, plan: InputPlan, start: int, stop: int,
-                  chem_cfg) -> ChunkResult:
+                  chem_cfg) -> ChunkResult | str:
     """Worker task: read frames ``start..stop-1`` of the planned input from its path and run
-    :func:`engine.pipeline.analyze_frame` on each (raises when the file cannot be read)."""
+    :func:`engine.pipeline.analyze_frame` on each; the reason instead when the file cannot be read
+    any more (changed, truncated or removed since it was planned)."""
     from engine.pipeline import analyze_frame
+    from streamer.importers import FileImportError
 
     worker = get_worker()
     plugin = worker.plugins[plugin_name]
     t0 = time.perf_counter()
     with plugin.lock:
         inf = plugin.get()
-        frames = [analyze_frame(f, inf, chem_cfg) for f in read_chunk(plan, start, stop)]
+        try:
+            frames = [analyze_frame(f, inf, chem_cfg) for f in read_chunk(plan, start, stop)]
+        except (OSError, FileImportError) as exc:
+            return f"frames {start}-{stop - 1}: {exc}"
     desc = str(getattr(inf, "description", "") or type(inf).__name__)
     return ChunkResult(input_index, start, frames, desc, str(worker.address), time.perf_counter() - t0)
 
@@ -355,9 +360,9 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
         os.replace(tmp, index_path)
         return data
 
-    write_index()
     try:
         with connect(scheduler, dashboard_address, quiet=not progress) as (client, n_local):
+            write_index()
             if n_local:
                 client.wait_for_workers(n_local)
                 if cfg.inference.threads is None:
@@ -467,7 +472,7 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
                         continue
                     res = f.result()
                     f.release()
-                    if isinstance(res, str):     # plan_task: the input cannot be read
+                    if isinstance(res, str):     # plan_task / analyze_chunk: the input cannot be read
                         log.warning("%s failed: %s", s.path.name, res)
                         finish(s, "failed", res)
                         submit_more()

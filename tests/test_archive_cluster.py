@@ -132,6 +132,23 @@ def test_chunks_are_the_frames_open_frames_yields(inputs):
     assert plan_input(inputs["rec"]).note is None
 
 
+def test_a_recording_changed_after_planning_is_an_error_not_wrong_frames(tmp_path):
+    from streamer.importers import FileImportError
+
+    rec = tmp_path / "r.swrec"
+    rec.write_bytes(REC.read_bytes())
+    plan = plan_input(rec)
+    data = bytearray(rec.read_bytes())
+    data[plan.offsets[5] + 2000] ^= 0xFF                 # one pixel byte of frame 5
+    rec.write_bytes(bytes(data))
+    assert len(list(read_chunk(plan, 0, 5))) == 5
+    with pytest.raises(FileImportError, match="payload checksum"):
+        list(read_chunk(plan, 4, 8))
+    rec.write_bytes(bytes(data[: plan.offsets[9]]))       # cut short
+    with pytest.raises(FileImportError, match="missing"):
+        list(read_chunk(plan, 9, 10))
+
+
 def test_analyze_without_scheduler_never_imports_dask(tmp_path, inputs):
     code = ("import sys; from stemwatch.cli import main; "
             f"rc = main(['analyze', {str(inputs['npy'])!r}, '--out', {str(tmp_path / 'o')!r}, '--pixel-size', '0.1', "
