@@ -48,7 +48,7 @@ from typing import Callable
 from distributed import Client, LocalCluster, as_completed, get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from streamer.chunks import InputPlan, plan_input, read_chunk
+from streamer.chunks import InputPlan, chunk_plan, plan_input, read_chunk
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +182,11 @@ class ChunkResult:
 
 
 def analyze_chunk(plugin_name: str, input_index: int, plan: InputPlan, start: int, stop: int,
-                  chem_cfg) -> ChunkResult | str:
-    """Worker task: read frames ``start..stop-1`` of the planned input from its path and run
+                  chem_cfg, first: int = 0) -> ChunkResult | str:
+    """Worker task: read frames ``start..stop-1`` of the (chunk) plan from its path and run
     :func:`engine.pipeline.analyze_frame` on each; the reason instead when the file cannot be read
-    any more (changed, truncated or removed since it was planned)."""
+    any more (changed, truncated or removed since it was planned). ``first``: the index of the
+    chunk's first frame in the input (for messages)."""
     from engine.pipeline import analyze_frame
     from streamer.importers import FileImportError
 
@@ -197,9 +198,9 @@ def analyze_chunk(plugin_name: str, input_index: int, plan: InputPlan, start: in
         try:
             frames = [analyze_frame(f, inf, chem_cfg) for f in read_chunk(plan, start, stop)]
         except (OSError, FileImportError) as exc:
-            return f"frames {start}-{stop - 1}: {exc}"
+            return f"frames {first}-{first + stop - start - 1}: {exc}"
     desc = str(getattr(inf, "description", "") or type(inf).__name__)
-    return ChunkResult(input_index, start, frames, desc, str(worker.address), time.perf_counter() - t0)
+    return ChunkResult(input_index, first, frames, desc, str(worker.address), time.perf_counter() - t0)
 
 
 def plan_task(path: str, pixel_size_A, key, limit) -> InputPlan | str:
@@ -421,7 +422,8 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
                         continue
                     start = c * chunk_frames
                     stop = min(start + chunk_frames, s.plan.n_frames)
-                    f = client.submit(analyze_chunk, plugin.name, i, s.plan, start, stop, cfg.chemistry,
+                    part, a, b = chunk_plan(s.plan, start, stop)
+                    f = client.submit(analyze_chunk, plugin.name, i, part, a, b, cfg.chemistry, start,
                                       key=f"analyze-{s.name}-{start:06d}-{run}", retries=0, resources=resources)
                     kinds[f] = ("chunk", i, c)
                     s.futures.add(f)

@@ -25,6 +25,7 @@ seq, times, pixel size), in the same order.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import struct
@@ -77,6 +78,15 @@ def plan_input(path: str | os.PathLike, pixel_size_A: float | None = None, key: 
     if n == 0:
         raise FileImportError(f"{p.name}: no frames")
     return InputPlan(str(p), n, None, pixel_size_A, key, None)
+
+
+def chunk_plan(plan: InputPlan, start: int, stop: int) -> tuple[InputPlan, int, int]:
+    """``(plan', a, b)`` with ``read_chunk(plan', a, b)`` = ``read_chunk(plan, start, stop)``, where
+    ``plan'`` of a recording holds only those frames' offsets: what travels to a worker stays small
+    however long the recording."""
+    if plan.offsets is None:
+        return plan, start, stop
+    return dataclasses.replace(plan, n_frames=stop - start, offsets=plan.offsets[start:stop]), 0, stop - start
 
 
 def read_chunk(plan: InputPlan, start: int, stop: int) -> Iterator[Frame]:

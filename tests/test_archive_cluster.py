@@ -21,7 +21,7 @@ from engine.analyze import analyze_file  # noqa: E402
 from engine.archive import analyze_archive, expand_inputs, output_names, parse_scheduler  # noqa: E402
 from engine.pipeline import Pipeline  # noqa: E402
 from stemwatch.config import Config  # noqa: E402
-from streamer.chunks import plan_input, read_chunk  # noqa: E402
+from streamer.chunks import chunk_plan, plan_input, read_chunk  # noqa: E402
 from streamer.importers import open_frames  # noqa: E402
 
 from _track_lattice import lattice_scene, render_frame  # noqa: E402
@@ -124,7 +124,8 @@ def test_chunks_are_the_frames_open_frames_yields(inputs):
         ref = list(open_frames(inputs[name], pixel_size_A=px))
         plan = plan_input(inputs[name], pixel_size_A=px)
         assert plan.n_frames == len(ref)
-        got = [f for a in range(0, plan.n_frames, 4) for f in read_chunk(plan, a, min(a + 4, plan.n_frames))]
+        got = [f for a in range(0, plan.n_frames, 4)
+               for f in read_chunk(*chunk_plan(plan, a, min(a + 4, plan.n_frames)))]
         for a, b in zip(ref, got, strict=True):
             assert (a.series, a.seq, a.t_acquired, a.pixel_size_A) == (b.series, b.seq, b.t_acquired, b.pixel_size_A)
             assert a.data.dtype == b.data.dtype and np.array_equal(a.data, b.data)
