@@ -26,6 +26,12 @@ ATOMS_COLUMNS = ("frame", "atom_id", "x", "y", "species", "coordination", "confi
 FRAMES_COLUMNS = ("frame", "t_acquired", "n_atoms", "n_si", "n_other", "drift_x_A", "drift_y_A", "error")
 
 
+def frame_verdict(r: FrameResult) -> str:
+    """The verdict on one analysed frame, counted in summary.json (``verdicts``) and in the archive
+    index (DIR/index.json): ``"error"`` when a stage failed on it, else ``"ok"``."""
+    return "error" if r.error else "ok"
+
+
 class ResultWriter:
     """Streams FrameResults into the output files (append-only, flushed per frame)."""
 
@@ -46,6 +52,7 @@ class ResultWriter:
         self.drift_A: list = []
         self.timings: dict[str, list] = {}
         self.series: list = []
+        self.verdicts: Counter = Counter()      # frame_verdict -> frames
 
     def write(self, r: FrameResult) -> None:
         atoms = r.chemistry.atoms
@@ -79,6 +86,7 @@ class ResultWriter:
         dx, dy = (float(v) * r.pixel_size_A for v in r.drift_px)
         self._frames.write(f"{r.seq},{r.t_acquired:.6f},{n},{int((sp == 1).sum())},{int((sp == 2).sum())},"
                            f"{dx:.4f},{dy:.4f},{err}\n")
+        self.verdicts[frame_verdict(r)] += 1
         if r.error:
             self.n_errors += 1
         else:
@@ -105,6 +113,7 @@ class ResultWriter:
             "drift_A_per_frame": {"mean": float(speed.mean()) if len(speed) else 0.0,
                                   "max": float(speed.max()) if len(speed) else 0.0},
             "timings_ms_median": {k: 1e3 * float(np.median(v)) for k, v in self.timings.items()},
+            "verdicts": dict(self.verdicts),
             **extra,
         }
 

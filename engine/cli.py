@@ -34,6 +34,29 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                         "(`stemwatch config --show` prints the effective configuration)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _resources(text: str) -> dict:
+    out = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            name = ""
+        if not name.strip() or out.get(name.strip(), 0) <= 0:
+            raise argparse.ArgumentTypeError(f"expected NAME=N[,NAME=N] with N > 0, got {text!r}")
+    return out
+
+
 def _config(args):
     """The effective configuration: the defaults, then ``--config``, then the options given.
     A bad file or value: one line on stderr and exit status 2."""
@@ -59,13 +82,18 @@ def _config(args):
 
 # ------------------------------------------------------------------------------------------- analyze
 def _analyze(args) -> int:
+    if getattr(args, "scheduler", None) is not None:
+        return _analyze_archive(args)
+    if len(args.input) > 1:
+        print("stemwatch analyze: several inputs need --scheduler (local[:N] or tcp://HOST:PORT)", file=sys.stderr)
+        return 2
     from engine.analyze import analyze_file
 
     from streamer.importers import FileImportError
 
     cfg = _config(args)
     try:
-        summary = analyze_file(args.input, args.out, cfg, pixel_size_A=args.pixel_size, key=args.key,
+        summary = analyze_file(args.input[0], args.out, cfg, pixel_size_A=args.pixel_size, key=args.key,
                                limit=args.limit, progress=not args.quiet)
     except (FileNotFoundError, FileImportError) as exc:
         print(f"stemwatch analyze: {exc}", file=sys.stderr)
@@ -78,6 +106,44 @@ def _analyze(args) -> int:
     return 0 if summary["frames"] > summary["frames_with_error"] else 1
 
 
+def _analyze_archive(args) -> int:
+    """``analyze INPUT... --scheduler``: every input on a Dask cluster (engine.archive)."""
+    try:
+        from engine.archive import analyze_archive, parse_scheduler
+    except ImportError as exc:
+        print(f"stemwatch analyze: --scheduler needs Dask: pip install 'stemwatch[cluster]' ({exc})", file=sys.stderr)
+        return 2
+    try:
+        parse_scheduler(args.scheduler)
+    except ValueError as exc:
+        print(f"stemwatch analyze: {exc}", file=sys.stderr)
+        return 2
+    import logging
+
+    if not getattr(args, "verbose", 0):      # Dask logs every worker start and stop at INFO
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    cfg = _config(args)
+    try:
+        index = analyze_archive(args.input, args.out, cfg, scheduler=args.scheduler, pixel_size_A=args.pixel_size,
+                                key=args.key, limit=args.limit, chunk_frames=args.chunk_frames,
+                                progress=not args.quiet, resources=args.resources)
+    except (FileNotFoundError, ConnectionError) as exc:
+        print(f"stemwatch analyze: {exc}", file=sys.stderr)
+        return 2
+    bad = 0
+    for e in index["inputs"]:
+        if e["status"] == "ok":
+            print(f"{e['out']}: {e['frames_done']} frames ({e['frames_with_error']} with errors), {e['events']} events")
+            bad += e["frames_with_error"] >= e["frames_done"]
+        else:
+            print(f"{e['out']}: {e['status'].upper()}: {e['reason']}")
+            bad += 1
+    print(f"{index['frames_done']} frames of {len(index['inputs'])} inputs in {index['elapsed_s']:.1f} s "
+          f"({index['startup_s']:.1f} s to start and load the network, then {index['frames_per_s'] or 0:.1f} frames/s) "
+          f"on {index['workers']} Dask workers; wrote {args.out}/index.json and one folder per input")
+    return 0 if index["status"] == "complete" and not bad else 1
+
+
 def register(sub) -> None:
     p = sub.add_parser("analyze", help="analyse a recording or image stack: atoms.csv, events.jsonl, summary.json",
                        description="Run the full pipeline (network -> atoms -> lattice graph -> tracks -> events) on "
@@ -85,11 +151,22 @@ def register(sub) -> None:
                        "and write atoms.csv (frame,atom_id,x,y,species,coordination,confidence; x = column, "
                        "y = row in input pixels), events.jsonl, frames.csv and summary.json to --out "
                        "(docs/tracking.md).")
-    p.add_argument("input", help="recording or image file")
+    p.add_argument("input", nargs="+", help="recording or image file (several files, glob patterns or folders of "
+                   "recordings with --scheduler)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     add_file_options(p, frame_time=False)
     p.add_argument("--limit", type=int, default=None, metavar="N", help="analyse at most N frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("Dask cluster (the [cluster] extra; docs/scaling.md)")
+    g.add_argument("--scheduler", default=None, metavar="SPEC",
+                   help="analyse on Dask: 'local' or 'local:N' starts N worker processes on this machine (default "
+                        "N: the physical cores), 'tcp://HOST:PORT' joins a running scheduler. Writes one folder "
+                        "per input under --out plus --out/index.json")
+    g.add_argument("--chunk-frames", type=_positive_int, default=8, metavar="N",
+                   help="frames per worker task (default %(default)s)")
+    g.add_argument("--resources", type=_resources, default=None, metavar="NAME=N[,NAME=N]",
+                   help="run the frame tasks only on workers started with these Dask resources, each task "
+                        "holding them, e.g. GPU=1 for one task at a time per GPU worker")
     _add_engine_options(p)
     p.set_defaults(func=_analyze)
 

@@ -23,7 +23,7 @@ import traceback
 import numpy as np
 
 from engine.track import Tracker
-from engine.types import Atoms, Chemistry, FrameResult
+from engine.types import Atoms, Chemistry, FrameChemistry, FrameResult
 from stemwatch.config import Config, EventConfig
 
 log = logging.getLogger(__name__)
@@ -102,51 +102,104 @@ class Pipeline:
     # ------------------------------------------------------------------------------ work
     def process(self, frame, t_start: float | None = None) -> FrameResult:
         """Analyse one :class:`streamer.frame.Frame`. ``t_start``: Unix time a live caller took the
-        frame off the receiver; then ``timings_s["wait"] = t_start - frame.t_received``."""
-        live = t_start is not None
-        t_start = time.time() if t_start is None else t_start
-        if frame.series != self.series:
+        frame off the receiver; then ``timings_s["wait"] = t_start - frame.t_received``.
+
+        The same as ``self.track(analyze_frame(frame, self.inferencer, self.cfg.chemistry, ...))``:
+        the order-independent part, then the sequential one (what the Dask archive path runs on
+        workers and on the client, :mod:`engine.archive`)."""
+        return self.track(analyze_frame(frame, self.inferencer, self.cfg.chemistry, keep_image=self.keep_image,
+                                        t_start=t_start))
+
+    def track(self, fc: FrameChemistry) -> FrameResult:
+        """The sequential part of :meth:`process`: name the defects' motifs (the library numbers new
+        ones in order of first sight), track, raise events. Call it in frame order."""
+        if fc.series != self.series:
             if self.series is not None:
-                log.info("new series %s (was %s): tracks reset", frame.series, self.series)
+                log.info("new series %s (was %s): tracks reset", fc.series, self.series)
             self.tracker.reset()
-            self.series = frame.series
+            self.series = fc.series
         self.frames += 1
-        shape = tuple(int(v) for v in np.shape(frame.data))[:2]
-        timings: dict[str, float] = {}
-        if live and getattr(frame, "t_received", 0.0):
-            timings["wait"] = max(0.0, t_start - float(frame.t_received))
-        p0 = time.perf_counter()
-        try:
-            probs = self.inferencer.predict(frame.data, frame.pixel_size_A)
-            p1 = time.perf_counter()
-            sub = getattr(self.inferencer, "last_timings_s", None) or {}
-            if "preprocess" in sub and "network" in sub:
-                timings["preprocess"] = float(sub["preprocess"])
-                timings["network"] = float(sub["network"])
-            else:
-                timings["network"] = p1 - p0
-            chem = self._chem.analyze(probs, self.cfg.chemistry, image=frame.data, motifs=self.motifs)
+        timings = dict(fc.timings_s)
+        spent = float(timings.pop("total", 0.0))
+        msg = fc.error
+        if msg is None:
             p2 = time.perf_counter()
-            timings["atoms_graph"] = p2 - p1
-            upd = self.tracker.update(chem, int(frame.seq), float(frame.t_acquired), frame_shape=shape)
+            try:
+                chem = fc.chemistry
+                self.motifs.observe(chem.defects, chem.atoms.pixel_size_A)
+                upd = self.tracker.update(chem, int(fc.seq), float(fc.t_acquired), frame_shape=fc.frame_shape)
+            except Exception as exc:  # one bad frame must not stop the analysis
+                msg = f"{type(exc).__name__}: {exc}"
+                log.debug("%s", traceback.format_exc())
             p3 = time.perf_counter()
-            timings["tracking"] = p3 - p2
-            timings["total"] = p3 - p0
-        except Exception as exc:  # one bad frame must not stop the analysis
+            if msg is None:
+                timings["tracking"] = p3 - p2
+            spent += p3 - p2
+        timings["total"] = spent
+        if msg is not None:
             self.errors += 1
-            msg = f"{type(exc).__name__}: {exc}"
             self.last_error = msg
-            log.error("frame %s/%s skipped: %s", frame.series, frame.seq, msg)
-            log.debug("%s", traceback.format_exc())
-            timings["total"] = time.perf_counter() - p0
-            return FrameResult(series=frame.series, seq=int(frame.seq), t_acquired=float(frame.t_acquired),
-                               pixel_size_A=float(frame.pixel_size_A), frame_shape=shape,
-                               chemistry=empty_chemistry(float(frame.pixel_size_A), shape),
+            log.error("frame %s/%s skipped: %s", fc.series, fc.seq, msg)
+            return FrameResult(series=fc.series, seq=int(fc.seq), t_acquired=float(fc.t_acquired),
+                               pixel_size_A=float(fc.pixel_size_A), frame_shape=fc.frame_shape,
+                               chemistry=empty_chemistry(float(fc.pixel_size_A), fc.frame_shape),
                                track_ids=np.zeros(0, np.int64), events=[], timings_s=timings,
-                               t_done=time.time(), image=frame.data if self.keep_image else None,
-                               error=msg, confirmed=np.zeros(0, bool))
-        return FrameResult(series=frame.series, seq=int(frame.seq), t_acquired=float(frame.t_acquired),
-                           pixel_size_A=float(frame.pixel_size_A), frame_shape=shape, chemistry=chem,
+                               t_done=time.time(), image=fc.image, error=msg, confirmed=np.zeros(0, bool))
+        return FrameResult(series=fc.series, seq=int(fc.seq), t_acquired=float(fc.t_acquired),
+                           pixel_size_A=float(fc.pixel_size_A), frame_shape=fc.frame_shape, chemistry=chem,
                            track_ids=upd.track_ids, events=upd.events, drift_px=upd.drift_px,
-                           timings_s=timings, t_done=time.time(),
-                           image=frame.data if self.keep_image else None, confirmed=upd.confirmed)
+                           timings_s=timings, t_done=time.time(), image=fc.image, confirmed=upd.confirmed)
+
+    @classmethod
+    def tracking_only(cls, cfg: Config | None = None, motifs=None) -> "Pipeline":
+        """A pipeline for :meth:`track` alone, for chemistry computed elsewhere (Dask workers):
+        no network is loaded and :meth:`process` raises."""
+        return cls(cfg, inferencer=NoInference(), motifs=motifs)
+
+
+class NoInference:
+    """The inferencer of :meth:`Pipeline.tracking_only`: it has no network."""
+
+    description = "none (chemistry computed elsewhere)"
+
+    def predict(self, image, pixel_size_A):
+        raise RuntimeError("this pipeline only tracks (Pipeline.tracking_only): it has no network")
+
+
+def analyze_frame(frame, inferencer, chem_cfg, keep_image: bool = False,
+                  t_start: float | None = None) -> FrameChemistry:
+    """frame -> network -> atoms -> lattice graph: the part of :meth:`Pipeline.process` that
+    depends on the frame alone, so any process may compute it for any frame (a Dask worker of
+    ``stemwatch analyze --scheduler``); :meth:`Pipeline.track` takes it on in frame order.
+
+    inferencer : ``predict(image, pixel_size_A) -> Probabilities``; chem_cfg : ChemistryConfig.
+    A failing stage is reported in ``error`` (chemistry None), never raised.
+    """
+    import engine.chem as chem
+
+    live = t_start is not None
+    t_start = time.time() if t_start is None else t_start
+    shape = tuple(int(v) for v in np.shape(frame.data))[:2]
+    timings: dict[str, float] = {}
+    if live and getattr(frame, "t_received", 0.0):
+        timings["wait"] = max(0.0, t_start - float(frame.t_received))
+    p0 = time.perf_counter()
+    result, msg = None, None
+    try:
+        probs = inferencer.predict(frame.data, frame.pixel_size_A)
+        p1 = time.perf_counter()
+        sub = getattr(inferencer, "last_timings_s", None) or {}
+        if "preprocess" in sub and "network" in sub:
+            timings["preprocess"] = float(sub["preprocess"])
+            timings["network"] = float(sub["network"])
+        else:
+            timings["network"] = p1 - p0
+        result = chem.analyze(probs, chem_cfg, image=frame.data)    # motifs are named in order, by track()
+        timings["atoms_graph"] = time.perf_counter() - p1
+    except Exception as exc:  # one bad frame must not stop the analysis
+        msg = f"{type(exc).__name__}: {exc}"
+        log.debug("%s", traceback.format_exc())
+    timings["total"] = time.perf_counter() - p0
+    return FrameChemistry(series=frame.series, seq=int(frame.seq), t_acquired=float(frame.t_acquired),
+                          pixel_size_A=float(frame.pixel_size_A), frame_shape=shape, chemistry=result,
+                          timings_s=timings, error=msg, image=frame.data if keep_image else None)

@@ -190,3 +190,28 @@ class FrameResult:
     error: str | None = None                   # set when a stage failed on this frame (the frame is
                                                # skipped: empty chemistry, no tracks, no events)
     confirmed: np.ndarray | None = None        # (N,) bool: the atom's track is confirmed
+
+
+@dataclass
+class FrameChemistry:
+    """The order-independent part of one frame's analysis (network -> atoms -> lattice graph).
+
+    What :func:`engine.pipeline.analyze_frame` returns and :meth:`engine.pipeline.Pipeline.track`
+    consumes: it depends on the frame alone (no tracker, no motif library), so it can be computed
+    for any frame on any process -- a Dask worker of ``stemwatch analyze --scheduler`` -- and be
+    tracked later, in frame order. Defects carry their ``signature`` but no ``motif`` name yet
+    (naming "new motif k" depends on the order frames are seen: it happens in ``track``).
+
+    chemistry : None when a stage failed (then ``error`` says why).
+    timings_s : stage name -> seconds (``preprocess``, ``network``, ``atoms_graph``; ``wait`` live).
+    """
+
+    series: str
+    seq: int
+    t_acquired: float
+    pixel_size_A: float
+    frame_shape: tuple[int, int]
+    chemistry: Chemistry | None
+    timings_s: dict = field(default_factory=dict)
+    error: str | None = None
+    image: np.ndarray | None = None            # the frame's pixels when the caller keeps them

@@ -25,6 +25,7 @@ BENCHES: dict[str, str] = {
     "pipeline": "lab.bench_pipeline:bench_pipeline",
     "dashboard": "lab.dashboard.bench:bench_dashboard",
     "soak": "lab.bench_pipeline:bench_soak",
+    "cluster": "lab.bench_cluster:bench_cluster",
 }
 
 
