@@ -472,6 +472,10 @@ class StatsAccumulator:
     def n_frames(self) -> int:
         return len(self._seq)
 
+    def last_observations(self) -> DopantObservations:
+        """The observations of the frame added last (for dopants.csv)."""
+        return self._obs[-1] if self._obs else DopantObservations.empty()
+
     def frame_info(self) -> FrameInfo:
         seq = np.asarray(self._seq, np.int64)
         order = np.argsort(seq, kind="stable")

@@ -153,3 +153,29 @@ def test_accumulator_treats_failed_frames_as_unknown_and_writes_files(tmp_path):
     assert d["frames"] == {"total": 12, "usable": 11, "unknown": 1}
     assert d["transitions"][0]["cross_section_barn"] == pytest.approx(1 / (6 * 2e5) / 1e-8)
     assert (tmp_path / "transitions.csv").read_text().count("\n") == 2
+
+
+def test_analyze_writes_dopant_statistics_of_the_bundled_switching_movie(tmp_path):
+    """Frames 8 (3 -> 4) and 16 (4 -> 3) of replay_data/01_switching_256 switch the Si: analyze's
+    stats.json and transitions.csv count one of each, with the dose from --dose."""
+    from stemwatch.cli import main
+
+    out = tmp_path / "a"
+    rc = main(["analyze", "replay_data/01_switching_256.swrec", "--out", str(out), "--limit", "22", "--quiet",
+               "--dose", "2e5"])
+    assert rc == 0
+    d = json.loads((out / "stats.json").read_text())
+    assert d["complete"] and d["dose"] == {"e_per_A2_per_frame": 2e5, "source": "--dose option",
+                                           "session_e_per_A2": 2e5 * 22}
+    got = {t["kind"]: t for t in d["transitions"]}
+    assert set(got) == {"3-fold->4-fold", "4-fold->3-fold"}
+    assert got["3-fold->4-fold"]["count"] == 1 and got["4-fold->3-fold"]["count"] == 1
+    t = got["3-fold->4-fold"]
+    # 3-fold observed from frame 1 to the switch at 8 (7 steps) and from 16 to 21 (5 steps)
+    assert t["exposure_frames"] in (11.0, 12.0, 13.0)
+    assert t["cross_section_barn"] == pytest.approx(1 / (t["exposure_frames"] * 2e5) / 1e-8)
+    rows = (out / "transitions.csv").read_text().splitlines()
+    assert len(rows) == 3
+    st, h = S.stats_from_dir(out)                            # the report recomputes the same from the files
+    assert [(x["kind"], x["count"]) for x in st.transitions()] == [(x["kind"], x["count"]) for x in d["transitions"]]
+    assert json.loads((out / "summary.json").read_text())["acquisition"]["pixel_size_A"] == pytest.approx(0.1)
