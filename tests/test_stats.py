@@ -179,3 +179,34 @@ def test_analyze_writes_dopant_statistics_of_the_bundled_switching_movie(tmp_pat
     st, h = S.stats_from_dir(out)                            # the report recomputes the same from the files
     assert [(x["kind"], x["count"]) for x in st.transitions()] == [(x["kind"], x["count"]) for x in d["transitions"]]
     assert json.loads((out / "summary.json").read_text())["acquisition"]["pixel_size_A"] == pytest.approx(0.1)
+
+
+def test_simulator_draws_dose_driven_events_at_the_recorded_rates():
+    """Truth-side check (no analysis): the simulator's dose-driven 3 <-> 4 switches over many dopant-frames
+    match the cross-sections it records in the truth, and the scripted scenarios are untouched."""
+    from engine.sim.movie import MovieSimulator, MovieSpec
+
+    spec = MovieSpec(n_frames=300, shape_px=(128, 128), dopants=("si3",), drift_A_per_frame=(0.0, 0.0),
+                     drift_wander_A=0.0, dose_e_per_A2=1e5, seed=7,
+                     event_cross_sections_barn={"si_3_to_4": 60.0, "si_4_to_3": 120.0})
+    sim = MovieSimulator(spec)
+    states = []
+    kinds = []
+    state = "si3"
+    for _img, truth in sim.frames():
+        for e in truth.events:
+            kinds.append(e["kind"])
+            state = {"si_3_to_4": "si4", "si_4_to_3": "si3"}.get(e["kind"], state)
+        states.append(state)
+    meta = sim.meta()
+    assert meta["rates_per_dose"]["si_3_to_4"]["cross_section_barn"] == 60.0
+    assert meta["rates_per_dose"]["si_4_to_3"]["rate_per_e_per_A2"] == pytest.approx(1.2e-6)
+    n34, n43 = kinds.count("si_3_to_4"), kinds.count("si_4_to_3")
+    frames3 = sum(s == "si3" for s in states[:-1])
+    frames4 = sum(s == "si4" for s in states[:-1])
+    assert n34 > 10 and n43 > 10
+    for n, e, sig in ((n34, frames3, 60.0), (n43, frames4, 120.0)):
+        r, lo, hi = S.poisson_rate_ci(n, e * 1e5)
+        assert lo / S.BARN_A2 <= sig <= hi / S.BARN_A2
+    with pytest.raises(ValueError, match="not a dopant event kind"):
+        MovieSimulator(MovieSpec(n_frames=2, shape_px=(64, 64), event_cross_sections_barn={"flicker": 1.0}))
