@@ -189,7 +189,7 @@ class Histories:
     min_run_frames: int = 2
 
 
-def _runs(values: np.ndarray, breaks: np.ndarray):
+def runs(values: np.ndarray, breaks: np.ndarray):
     """Run starts and lengths of equal consecutive values of a 1-D array; ``breaks[i]`` forces a run
     to start at i."""
     n = len(values)
@@ -223,7 +223,7 @@ def build_histories(obs: DopantObservations, frames: FrameInfo, min_run_frames: 
         v = raw[r, c]
         brk = np.zeros(len(r), bool)
         brk[1:] = r[1:] != r[:-1]
-        s, ln = _runs(v, brk)
+        s, ln = runs(v, brk)
         short = np.repeat(ln < min_run_frames, ln)
         state[r[short], c[short]] = UNKNOWN
     return Histories(tracks, frames, state, raw, xs, ys, int(min_run_frames))
