@@ -28,12 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from engine import stats as S
+from engine.gallery import GalleryItem, gallery_items_from_frames, load_gallery, save_gallery  # noqa: F401
 
 STATE_COLORS = {"3-fold": "#1e88e5", "4-fold": "#e53935", "dimer": "#8e24aa", "cluster": "#fb8c00",
                 "2-fold": "#43a047", "other": "#757575"}
 SPECIES_COLORS = {"C": "#4dd0e1", "Si": "#ff9800", "other": "#d500f9"}
 GALLERY_MAX_EVENTS = 24
-CROP_HALF_A = 6.0                # gallery crops: 12 x 12 A around the event
+
 BOND_CUTOFF_A = 1.95             # display bonds between atoms closer than this (C-C 1.42, Si-C 1.77 A)
 REPRESENTATIVE_MAX_PX = 512      # the representative frame is shown at most this size (block-averaged)
 
@@ -169,14 +170,6 @@ def _images_of_frames(input_path: str | None, wanted: set, pixel_size_A: float |
     return out
 
 
-def _crop(img: np.ndarray, cx: float, cy: float, half: int):
-    h, w = img.shape
-    x0, y0 = int(round(cx)) - half, int(round(cy)) - half
-    x0 = min(max(x0, 0), max(w - 2 * half, 0))
-    y0 = min(max(y0, 0), max(h - 2 * half, 0))
-    return img[y0:y0 + 2 * half, x0:x0 + 2 * half], x0, y0
-
-
 # ------------------------------------------------------------------------------ sections
 def _table(rows: list, header: list) -> str:
     th = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
@@ -292,33 +285,26 @@ def _markov_plot(m: dict, name="markov"):
     return fig
 
 
-def _gallery(events: list, atoms: dict, images: dict, before_of: dict, ps: float, limit: int):
+def gallery_layout(items: list, pixel_size_A: float, per_row: int = 3) -> list:
+    """Rows of before/after panels (Bokeh) for the gallery items."""
     from bokeh.layouts import column, row
     from bokeh.models import Div
 
     panels = []
-    half = int(round(CROP_HALF_A / ps))
-    for k, e in enumerate(events[:limit]):
-        b, a = before_of[k], int(e["frame"])
-        if b not in images or a not in images:
-            continue
-        figs = []
-        for seq, label in ((b, "before"), (a, "after")):
-            crop, x0, y0 = _crop(images[seq], e["x"], e["y"], half)
-            xy, sp, _ids = atoms.get(seq, (np.zeros((0, 2)), np.zeros(0, object), None))
-            inside = ((xy[:, 0] >= x0 - 0.5) & (xy[:, 0] < x0 + crop.shape[1] - 0.5) & (xy[:, 1] >= y0 - 0.5)
-                      & (xy[:, 1] < y0 + crop.shape[0] - 0.5)) if len(xy) else np.zeros(0, bool)
-            figs.append(crop_figure(crop, xy[inside] - [x0, y0], sp[inside], f"{label}: frame {seq}",
-                                    pixel_size_A=ps, size_px=170, highlight_xy=(e["x"] - x0, e["y"] - y0)))
-        head = Div(text=f"<b>{html.escape(e['kind'])}</b> track {e.get('atom_id')} at frame {e['frame']}<br>"
-                        f"{html.escape(str(e.get('before')))} → {html.escape(str(e.get('after')))}, "
+    for it in items:
+        e = it.event
+        figs = [crop_figure(it.before, it.before_xy, it.before_species, f"before: frame {it.before_seq}",
+                            pixel_size_A=pixel_size_A, size_px=170, highlight_xy=it.centre),
+                crop_figure(it.after, it.after_xy, it.after_species, f"after: frame {it.after_seq}",
+                            pixel_size_A=pixel_size_A, size_px=170, highlight_xy=it.centre)]
+        head = Div(text=f"<b>{html.escape(str(e.get('kind')))}</b> track {e.get('atom_id')} at frame {e.get('frame')}"
+                        f"<br>{html.escape(str(e.get('before')))} → {html.escape(str(e.get('after')))}, "
                         f"confidence {_fmt(e.get('confidence'), 2)}", width=340)
         panels.append(column(head, row(*figs)))
     if not panels:
         return [Div(text="<p class='note'>No event crops: no events, or the analysed input is not readable "
                          "any more (the gallery reads the frames from it).</p>")]
-    rows = [row(*panels[i:i + 3]) for i in range(0, len(panels), 3)]
-    return rows
+    return [row(*panels[i:i + per_row]) for i in range(0, len(panels), per_row)]
 
 
 def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None = None,
@@ -331,7 +317,7 @@ def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None
     from bokeh.resources import INLINE
 
     d = Path(out_dir)
-    for need in ("frames.csv", "atoms.csv"):
+    for need in ("frames.csv",):
         if not (d / need).exists():
             raise ReportError(f"{d}: no {need} (give a `stemwatch analyze` output folder or a recording)")
     summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
@@ -410,14 +396,26 @@ def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None
     elif len(ok_seqs):
         rep_seq = int(ok_seqs[len(ok_seqs) // 2])
     wanted = {int(e["frame"]) for e in ev_sorted} | set(before_of.values()) | ({rep_seq} if rep_seq is not None else set())
-    atoms = _atoms_of_frames(d / "atoms.csv", wanted)
+    if (d / "gallery.npz").exists():               # written live (engine.stats_live): crops kept at the time
+        items = load_gallery(d / "gallery.npz")[:max_gallery]
+        wanted = {rep_seq} if rep_seq is not None else set()
+    else:
+        items = None
+    atoms = _atoms_of_frames(d / "atoms.csv", wanted) if (d / "atoms.csv").exists() else {}
     images = _images_of_frames(summary.get("input"), wanted, ps if acq.get("pixel_size_source") == "--pixel-size option"
                                else None)
-    gallery = _gallery(ev_sorted, atoms, images, before_of, ps, max_gallery)
+    if (d / "representative.npz").exists():
+        with np.load(d / "representative.npz", allow_pickle=False) as z:
+            rep_seq = int(z["seq"])
+            images[rep_seq] = z["image"]
+            atoms[rep_seq] = (z["xy"], z["species"].astype(object), None)
+    if items is None:
+        items = gallery_items_from_frames(ev_sorted, [before_of[k] for k in range(len(ev_sorted))], images, atoms, ps)
+    gallery = gallery_layout(items, ps)
     rep = []
     if rep_seq is not None and rep_seq in images:
         img = images[rep_seq]
-        xy, sp, _ids = atoms.get(rep_seq)
+        xy, sp, _ids = atoms.get(rep_seq, (np.zeros((0, 2)), np.zeros(0, object), None))
         f = max(1, int(np.ceil(max(img.shape) / REPRESENTATIVE_MAX_PX)))
         if f > 1:
             hh, ww = (img.shape[0] // f) * f, (img.shape[1] // f) * f
@@ -430,7 +428,7 @@ def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None
 
     layout = column(head, stats_div, row(_rates_plot(trans), _markov_plot(sd["markov"])),
                     Div(text=CSS + "<h2>Dopant state time-line</h2>", width=1100), _timeline(hist),
-                    Div(text=CSS + f"<h2>Event gallery ({len(ev_sorted)} of {len(events)} events; before / "
+                    Div(text=CSS + f"<h2>Event gallery ({len(items)} of {len(events)} events; before / "
                         "after, atoms: C cyan, Si orange, other magenta; bonds by distance)</h2>", width=1100),
                     *gallery, Div(text=CSS + "<h2>Representative frame</h2>", width=1100), *rep)
     out = Path(html_path) if html_path else d / "report.html"

@@ -359,7 +359,6 @@ def compute_stats(h: Histories, events: list | None = None, max_gap_frames: int 
     S = len(STATES)
     dose = np.asarray(fr.dose_e_per_A2, np.float64)
     t = np.asarray(fr.t_s, np.float64)
-    cum_dose = np.concatenate([[0.0], np.cumsum(np.nan_to_num(dose, nan=0.0))])
     dose_known = bool(F) and bool(np.all(np.isfinite(dose)))
     r, c = np.nonzero(h.state != UNKNOWN)
     v = h.state[r, c].astype(np.int64)
@@ -372,7 +371,9 @@ def compute_stats(h: Histories, events: list | None = None, max_gap_frames: int 
     np.add.at(counts, (a, b), 1)
     step_frames = (seq[i1] - seq[i0]).astype(np.float64)
     step_s = t[i1] - t[i0]
-    step_dose = cum_dose[i1 + 1] - cum_dose[i0 + 1]          # dose of frames i0+1 .. i1
+    # every frame scanned between the two observations delivered its dose, analysed or not (live
+    # analysis skips frames; their seq numbers still count): dose per frame x seq difference
+    step_dose = dose[i1] * step_frames if dose_known else np.zeros(len(i1))
     exposure = {"frames": np.bincount(a, weights=step_frames, minlength=S),
                 "s": np.bincount(a, weights=step_s, minlength=S),
                 "e_per_A2": (np.bincount(a, weights=step_dose, minlength=S) if dose_known

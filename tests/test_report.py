@@ -39,6 +39,7 @@ def test_report_is_one_self_contained_file_with_every_section(analysis, tmp_path
     assert "100000" in text or "1e+05" in text             # the dose from the recording's metadata
 
 
+@pytest.mark.slow
 def test_report_of_a_recording_analyses_it_first(tmp_path):
     from stemwatch.cli import main
 
