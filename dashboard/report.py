@@ -211,8 +211,7 @@ def _timeline(h: S.Histories, name="timeline"):
     T = len(h.tracks)
     x0, x1, y, st, tid = [], [], [], [], []
     if T and len(seq):
-        r, c = np.nonzero(h.state != S.UNKNOWN)
-        v = h.state[r, c]
+        r, c, v = h.known()
         brk = np.zeros(len(r), bool)
         brk[1:] = (r[1:] != r[:-1]) | (c[1:] != c[:-1] + 1)
         s, ln = S.runs(v, brk)
@@ -234,8 +233,8 @@ def _timeline(h: S.Histories, name="timeline"):
     fig.yaxis.ticker = [k + 0.5 for k in range(T)] if T <= 40 else fig.yaxis.ticker
     if T <= 40:
         fig.yaxis.major_label_overrides = {k + 0.5: str(t) for k, t in enumerate(h.tracks.tolist())}
-    fig.legend.location = "top_left"
-    fig.legend.orientation = "horizontal"
+    if fig.legend:
+        fig.add_layout(fig.legend[0], "right")       # beside the lanes, never over them
     return fig
 
 
@@ -390,7 +389,7 @@ def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None
     ok_seqs = seqs[[not r.get("error") for r in frames]] if len(frames) else seqs
     rep_seq = None
     if len(hist.tracks) and len(ok_seqs):
-        known = (hist.state != S.UNKNOWN).sum(0)
+        known = np.bincount(hist.known()[1], minlength=len(hist.frames))
         okcol = np.isin(hist.frames.seq, ok_seqs)
         rep_seq = int(hist.frames.seq[np.argmax(np.where(okcol, known, -1))])
     elif len(ok_seqs):
@@ -421,8 +420,11 @@ def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None
             hh, ww = (img.shape[0] // f) * f, (img.shape[1] // f) * f
             img = img[:hh, :ww].reshape(hh // f, f, ww // f, f).mean((1, 3))
             xy = (xy + 0.5) / f - 0.5
-        rep = [crop_figure(img, xy, sp, f"representative frame {rep_seq} (most dopants known)",
-                           pixel_size_A=ps * f, size_px=min(700, max(300, img.shape[1])), name="representative")]
+        rep = [crop_figure(img, xy, sp, f"frame {rep_seq}", pixel_size_A=ps * f,
+                           size_px=min(700, max(520, img.shape[1])), name="representative"),
+               Div(text="<p class='note'>The frame with the most dopants in a known state; atoms as analysed "
+                        "(C cyan, Si orange, other magenta), bonds drawn between atoms closer than "
+                        f"{BOND_CUTOFF_A} Å.</p>", width=1100)]
     else:
         rep = [Div(text="<p class='note'>No representative frame: the analysed input is not readable.</p>")]
 

@@ -100,6 +100,8 @@ class StatsPanel:
                              styles={"background": "#263238", "padding": "8px"}, sizing_mode="stretch_width")
         self._busy = False
         self._shown_version = -1
+        self._last_tick = -1e9
+        self.min_period_s = 3.0            # the statistics cost O(observations): not every status tick
 
     @property
     def live_stats(self):
@@ -111,6 +113,10 @@ class StatsPanel:
         ex = self.session.executor
         if ls is None or self._busy or getattr(ls, "version", 0) == self._shown_version:
             return
+        now = time.monotonic()
+        if ex is not None and now - self._last_tick < self.min_period_s:
+            return
+        self._last_tick = now
         version = ls.version
         if ex is None:                       # no executor (a document without a server): compute here
             self._show(ls.stats().to_dict(), version)
@@ -120,7 +126,7 @@ class StatsPanel:
 
         def done(f) -> None:
             self._busy = False
-            if f.exception() is None:
+            if not f.cancelled() and f.exception() is None:
                 try:
                     self.session.doc.add_next_tick_callback(partial(self._show, f.result(), version))
                 except Exception:   # the tab went away
@@ -159,6 +165,8 @@ class StatsPanel:
         fut = ex.submit(save_report_now, ls, out_dir, self.session.controller)
 
         def done(f) -> None:
+            if f.cancelled():
+                return
             text = (f"report saved: {html.escape(str(f.result()))}" if f.exception() is None
                     else f"report failed: {html.escape(str(f.exception()))}")
             try:

@@ -176,17 +176,32 @@ def dose_per_frame(meta: dict | None, pixel_size_A: float | None, override: floa
 # ------------------------------------------------------------------------------ histories
 @dataclass
 class Histories:
-    """state : (T, F) int16, per track (row, ``tracks``) and frame (column, ``frames.seq``), -1 unknown
-    (after removing runs shorter than ``min_run_frames``); raw : the same before that;
-    x_px, y_px : (T, F) float64 positions (NaN where not observed)."""
+    """The dopants' state histories, sparse (memory grows with the observations, not tracks x frames).
+
+    tracks : (T,) track ids; frames : the :class:`FrameInfo`; row, col : (N,) the track (index into
+    ``tracks``) and frame (index into ``frames.seq``) of each observation, sorted by track then frame;
+    raw : (N,) state codes as read; state : (N,) after removing runs shorter than ``min_run_frames``
+    (-1: unknown). Observations in frames that are not usable are dropped (unknown). :meth:`dense`
+    gives the (T, F) matrix with -1 wherever the state is unknown.
+    """
 
     tracks: np.ndarray
     frames: FrameInfo
-    state: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
     raw: np.ndarray
-    x_px: np.ndarray
-    y_px: np.ndarray
+    state: np.ndarray
     min_run_frames: int = 2
+
+    def dense(self, which: str = "state") -> np.ndarray:
+        out = np.full((len(self.tracks), len(self.frames)), UNKNOWN, np.int16)
+        out[self.row, self.col] = getattr(self, which)
+        return out
+
+    def known(self):
+        """(row, col, state) of the known observations."""
+        k = self.state != UNKNOWN
+        return self.row[k], self.col[k], self.state[k]
 
 
 def runs(values: np.ndarray, breaks: np.ndarray):
@@ -204,29 +219,27 @@ def runs(values: np.ndarray, breaks: np.ndarray):
 def build_histories(obs: DopantObservations, frames: FrameInfo, min_run_frames: int = 2) -> Histories:
     """State histories of every dopant track over the frames (vectorised)."""
     seq = np.asarray(frames.seq, np.int64)
+    F = len(seq)
     tracks, trow = np.unique(np.asarray(obs.track, np.int64), return_inverse=True)
-    T, F = len(tracks), len(seq)
-    raw = np.full((T, F), UNKNOWN, np.int16)
-    xs = np.full((T, F), np.nan)
-    ys = np.full((T, F), np.nan)
-    if len(obs) and F:
-        col = np.searchsorted(seq, obs.frame)
-        ok = (col < F) & (seq[np.minimum(col, F - 1)] == obs.frame)
-        raw[trow[ok], col[ok]] = obs.state[ok]
-        xs[trow[ok], col[ok]] = obs.x_px[ok]
-        ys[trow[ok], col[ok]] = obs.y_px[ok]
-        raw[:, ~np.asarray(frames.usable, bool)] = UNKNOWN
+    trow = trow.reshape(-1)
+    col = np.searchsorted(seq, obs.frame) if F else np.zeros(len(obs), np.int64)
+    ok = (col < F) & (seq[np.minimum(col, max(F - 1, 0))] == obs.frame) if F else np.zeros(len(obs), bool)
+    ok &= np.asarray(frames.usable, bool)[np.minimum(col, max(F - 1, 0))] if F else ok
+    row, col, raw = trow[ok], col[ok], np.asarray(obs.state, np.int16)[ok]
+    order = np.lexsort((col, row))
+    row, col, raw = row[order], col[order], raw[order]
+    if len(row) > 1:                                       # one observation per track and frame
+        keep = np.ones(len(row), bool)
+        keep[1:] = (row[1:] != row[:-1]) | (col[1:] != col[:-1])
+        row, col, raw = row[keep], col[keep], raw[keep]
     state = raw.copy()
-    if min_run_frames > 1 and T and F:
-        # runs over each track's *known* observations (unknown frames skipped), short ones -> unknown
-        r, c = np.nonzero(raw != UNKNOWN)                  # row-major: grouped by track, frames increasing
-        v = raw[r, c]
-        brk = np.zeros(len(r), bool)
-        brk[1:] = r[1:] != r[:-1]
-        s, ln = runs(v, brk)
-        short = np.repeat(ln < min_run_frames, ln)
-        state[r[short], c[short]] = UNKNOWN
-    return Histories(tracks, frames, state, raw, xs, ys, int(min_run_frames))
+    if min_run_frames > 1 and len(row):
+        # runs over each track's observations (unknown frames skipped); short ones -> unknown
+        brk = np.zeros(len(row), bool)
+        brk[1:] = row[1:] != row[:-1]
+        s, ln = runs(raw, brk)
+        state[np.repeat(ln < min_run_frames, ln)] = UNKNOWN
+    return Histories(tracks, frames, row.astype(np.int64), col.astype(np.int64), raw, state, int(min_run_frames))
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -360,8 +373,8 @@ def compute_stats(h: Histories, events: list | None = None, max_gap_frames: int 
     dose = np.asarray(fr.dose_e_per_A2, np.float64)
     t = np.asarray(fr.t_s, np.float64)
     dose_known = bool(F) and bool(np.all(np.isfinite(dose)))
-    r, c = np.nonzero(h.state != UNKNOWN)
-    v = h.state[r, c].astype(np.int64)
+    r, c, v = h.known()
+    v = v.astype(np.int64)
     same = np.zeros(0, bool)
     if len(r) > 1:
         same = (r[1:] == r[:-1]) & (seq[c[1:]] - seq[c[:-1]] <= max_gap_frames)
@@ -378,22 +391,21 @@ def compute_stats(h: Histories, events: list | None = None, max_gap_frames: int 
                 "s": np.bincount(a, weights=step_s, minlength=S),
                 "e_per_A2": (np.bincount(a, weights=step_dose, minlength=S) if dose_known
                              else np.full(S, np.nan))}
-    # per-dopant summaries
+    # per-dopant summaries (vectorised over the sparse observations)
     dopants = []
-    known = h.state != UNKNOWN
-    seen = h.raw != UNKNOWN
-    trans_per_track = np.bincount(r[:-1][same][a != b], minlength=len(h.tracks)) if len(r) > 1 else \
-        np.zeros(len(h.tracks), np.int64)
-    for k, tid in enumerate(h.tracks.tolist()):
-        cols = np.flatnonzero(seen[k] | known[k])
-        if not len(cols):
-            continue
-        first, last = int(cols[0]), int(cols[-1])
-        st_counts = np.bincount(h.state[k][known[k]].astype(np.int64), minlength=S)
-        dopants.append({"track": int(tid), "first_frame": int(seq[first]), "last_frame": int(seq[last]),
-                        "frames_known": int(known[k].sum()),
-                        "frames_unknown": int(last - first + 1 - known[k].sum()),
-                        "states": {STATES[i]: int(n) for i, n in enumerate(st_counts) if n},
+    T = len(h.tracks)
+    trans_per_track = (np.bincount(r[:-1][same][a != b], minlength=T) if len(r) > 1 else np.zeros(T, np.int64))
+    n_known = np.bincount(r, minlength=T)
+    first = np.full(T, F, np.int64)
+    last = np.full(T, -1, np.int64)
+    np.minimum.at(first, h.row, h.col)
+    np.maximum.at(last, h.row, h.col)
+    per_state = np.zeros((T, S), np.int64)
+    np.add.at(per_state, (r, v), 1)
+    for k in np.flatnonzero(last >= 0).tolist():
+        dopants.append({"track": int(h.tracks[k]), "first_frame": int(seq[first[k]]), "last_frame": int(seq[last[k]]),
+                        "frames_known": int(n_known[k]), "frames_unknown": int(last[k] - first[k] + 1 - n_known[k]),
+                        "states": {STATES[i]: int(n) for i, n in enumerate(per_state[k]) if n},
                         "transitions": int(trans_per_track[k])})
     # event kinds (hops, rotors, ...): rates over all dopant exposure
     ev_rows = []

@@ -33,9 +33,9 @@ def test_history_marks_unusable_and_unseen_frames_unknown_and_drops_one_frame_fl
     usable[10] = False                                    # frame verdict not ok
     h = S.build_histories(_obs(rows), _frames(12, usable=usable), min_run_frames=2)
     assert h.tracks.tolist() == [7]
-    st = h.state[0]
+    st = h.dense()[0]
     assert st[3] == S.UNKNOWN and st[6] == S.UNKNOWN and st[10] == S.UNKNOWN
-    assert h.raw[0, 3] == S.STATES.index(b)             # the raw reading is kept beside
+    assert h.dense("raw")[0, 3] == S.STATES.index(b)    # the raw reading is kept beside
     assert [S.STATES[x] for x in st[[0, 4, 8, 11]]] == [a, a, b, b]
     stats = S.compute_stats(h, max_gap_frames=4)
     tr = stats.transitions()
