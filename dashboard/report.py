@@ -250,12 +250,14 @@ def _rates_plot(trans: list, name="cross_sections"):
     hi = [t.get(key + "_hi") or 0.0 for t in trans]
     src = ColumnDataSource({"kind": kinds[:len(val)], "v": val, "lo": lo, "hi": hi,
                             "n": [t["count"] for t in trans]})
+    log = bool(trans) and all((t.get(key + "_lo") or 0) > 0 for t in trans)
+    top = max(hi + [1e-12]) * (2.0 if log else 1.1)
+    bottom = min(lo) / 2.0 if log else 0.0
     fig = figure(x_range=kinds, width=520, height=300, title=f"{label}, 95 % interval", name=name,
-                 tools="save", y_axis_label=label)
-    fig.vbar(source=src, x="kind", top="v", width=0.6, fill_color="#90caf9", line_color="#1e88e5")
+                 tools="save", y_axis_label=label, y_axis_type="log" if log else "linear", y_range=(bottom, top))
+    fig.scatter(source=src, x="kind", y="v", size=9, fill_color="#1e88e5", line_color="#0d47a1")
     fig.add_layout(Whisker(source=src, base="kind", lower="lo", upper="hi", line_width=1.5))
     fig.xaxis.major_label_orientation = 0.5
-    fig.y_range.start = 0
     return fig
 
 

@@ -59,7 +59,7 @@ def make_session(path: Path, n_frames: int, size: int, seed: int = 9200) -> Path
     return path
 
 
-def screenshot(html: Path, png: Path, width: int = 1180, height: int = 1500) -> None:
+def screenshot(html: Path, png: Path, width: int = 1180, height: int = 1500, scroll_px: int = 0) -> None:
     import shutil
     import tempfile
 
@@ -86,6 +86,9 @@ def screenshot(html: Path, png: Path, width: int = 1180, height: int = 1500) -> 
                 break
             time.sleep(0.5)
         time.sleep(3.0)                                   # let every canvas paint
+        if scroll_px:
+            drv.execute_script(f"window.scrollTo(0, {int(scroll_px)});")
+            time.sleep(1.0)
         png.parent.mkdir(parents=True, exist_ok=True)
         drv.save_screenshot(str(png))
     finally:
@@ -99,6 +102,9 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=512, help="frame size in px (square)")
     p.add_argument("--work", default="bench_results/report_bench", help="working folder")
     p.add_argument("--screenshot", metavar="PNG", default=None)
+    p.add_argument("--shot-size", type=int, nargs=2, default=(1180, 1500), metavar=("W", "H"),
+                   help="screenshot viewport in px (default 1180 1500)")
+    p.add_argument("--scroll-px", type=int, default=0, help="scroll the page down this far before the screenshot")
     p.add_argument("--reuse", action="store_true", help="reuse an existing analysis in --work")
     a = p.parse_args(argv)
     from dashboard.report import build_report
@@ -125,7 +131,7 @@ def main(argv=None) -> int:
            "transitions": json.loads((out / "stats.json").read_text())["transitions"].__len__()}
     print(json.dumps(res))
     if a.screenshot:
-        screenshot(html, Path(a.screenshot))
+        screenshot(html, Path(a.screenshot), *a.shot_size, scroll_px=a.scroll_px)
         print(f"wrote {a.screenshot}", file=sys.stderr)
     return 0 if wall <= TARGET_S and mb <= TARGET_MB else 1
 
