@@ -15,27 +15,33 @@ from tests._browser import chromium, js, severe_console_errors, wait_for
 
 @pytest.fixture(scope="module")
 def analysis(tmp_path_factory):
-    """The bundled switching movie, frames 0-21 (a 3 -> 4 at 8 and a 4 -> 3 at 16), analysed once."""
+    """The bundled switching movie, frames 0-13 (the Si goes 3 -> 4-fold at frame 8), analysed once."""
     from engine.analyze import analyze_file
 
     out = tmp_path_factory.mktemp("report") / "a"
-    analyze_file("replay_data/01_switching_256.swrec", out, limit=22, progress=False)
+    analyze_file("replay_data/01_switching_256.swrec", out, limit=14, progress=False)
     return out
 
 
-def test_report_is_one_self_contained_file_with_every_section(analysis, tmp_path):
+@pytest.fixture(scope="module")
+def report_html(analysis):
+    """`stemwatch report DIR --out r.html` on the analysis (built once for the tests below)."""
     from stemwatch.cli import main
 
-    html_path = tmp_path / "r.html"
+    html_path = analysis.parent / "r.html"
     assert main(["report", str(analysis), "--out", str(html_path), "--quiet"]) == 0
-    text = html_path.read_text()
+    return html_path
+
+
+def test_report_is_one_self_contained_file_with_every_section(report_html):
+    text = report_html.read_text()
     assert len(text) < 25e6
     # offline: BokehJS inline, no script or stylesheet fetched from anywhere
     assert not re.search(r"<script[^>]+src=", text) and "cdn.bokeh.org" not in text
     for name in ("acquisition", "statistics", "timeline", "cross_sections", "markov", "representative"):
         assert f'"name":"{name}"' in text.replace(" ", ""), name
     assert "3-fold-&gt;4-fold" in text or "3-fold->4-fold" in text
-    assert text.count("data:image/png;base64,") >= 5       # gallery crops (before/after) + the frame
+    assert text.count("data:image/png;base64,") >= 3       # gallery crops (before/after) + the frame
     assert "100000" in text or "1e+05" in text             # the dose from the recording's metadata
 
 
@@ -62,10 +68,8 @@ def test_report_bad_input_is_one_line_and_status_2(tmp_path, capsys):
     assert len(err) == 2 and all(x.startswith("stemwatch report: ") for x in err)
 
 
-def test_report_opens_in_headless_chromium_without_console_errors(analysis, tmp_path):
-    from dashboard.report import build_report
-
-    path = build_report(analysis, tmp_path / "report.html")
+def test_report_opens_in_headless_chromium_without_console_errors(report_html, tmp_path):
+    path = report_html
     with chromium(1200, 1600) as drv:
         drv.get(path.resolve().as_uri())
         wait_for(lambda: js(drv, "return Bokeh.documents.length > 0 && model('timeline') !== undefined"),
@@ -73,7 +77,7 @@ def test_report_opens_in_headless_chromium_without_console_errors(analysis, tmp_
         # every figure has rendered a canvas
         wait_for(lambda: js(drv, "return deep('canvas').length >= 6"), timeout_s=60, what="figures drawn")
         quads = js(drv, "return model('timeline').renderers[0].data_source.data['state'].length")
-        assert quads >= 3                          # 3-fold, 4-fold, 3-fold runs of the switching Si
+        assert quads >= 2                          # 3-fold, then 4-fold runs of the switching Si
         shot = tmp_path / "report.png"
         drv.save_screenshot(str(shot))
         errors = severe_console_errors(drv)
