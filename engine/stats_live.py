@@ -36,6 +36,7 @@ class LiveStats:
         self._lock = threading.Lock()
         self.dose_override = dose_e_per_A2
         self.max_gallery = int(max_gallery)
+        self.max_events = 100_000
         self._ring: collections.deque = collections.deque(maxlen=max(2, int(ring_frames)))
         self._acc = S.StatsAccumulator(max_frames=max_frames)
         self._frames_rows: list = []
@@ -69,6 +70,8 @@ class LiveStats:
                     self._rep, self._rep_n = snap, n_dop
                 self._ring.append(snap)
             self._events += [dict(e.to_dict(), series=r.series) for e in r.events]
+            if len(self._events) > self.max_events:
+                del self._events[: len(self._events) - self.max_events]
             self.version += 1
 
     def _new_series(self, r: FrameResult, meta: dict | None) -> None:

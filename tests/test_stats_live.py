@@ -66,3 +66,40 @@ def test_saved_live_session_folder_makes_a_report_with_the_gallery(live, tmp_pat
     html = build_report(d).read_text()
     assert html.count("data:image/png;base64,") >= 5
     assert '"name":"representative"' in html.replace(" ", "")
+
+
+def test_live_service_keeps_the_statistics_of_the_series(tmp_path):
+    """Frames over a real socket: the service's LiveStats takes the dose from the start message and
+    counts every analysed frame; serve's --stats-dir writer (LiveStats.write) puts the files there."""
+    import time
+
+    from engine.service import LiveService
+    from stemwatch.config import Config
+    from streamer import Publisher
+    from streamer.importers import open_frames
+
+    frames = list(itertools.islice(open_frames("replay_data/01_switching_256.swrec"), 12))
+    pub = Publisher("tcp://127.0.0.1:*", bind=True)
+    svc = LiveService(Config().replace(inference={"backend": "onnx"}), pub.endpoint)
+    try:
+        svc.start()
+        time.sleep(0.3)
+        pub.start_series("stats-live", frames[0].shape, np.uint16, 0.1, dwell_s=16e-6, frame_time_s=0.2,
+                         meta={"beam_current_pA": 30.0})
+        for f in frames:
+            pub.send_frame(f.data)
+            time.sleep(0.05)
+        deadline = time.time() + 60
+        while time.time() < deadline and svc.status()["frames_analysed"] + svc.status()["dropped_for_analysis"] < 12:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        st = svc.stats.stats()
+        n = svc.status()["frames_analysed"]
+    finally:
+        svc.stop()
+        pub.close()
+    assert n >= 1 and st.frames_total == n
+    assert st.dose_e_per_A2_per_frame == pytest.approx(30e-12 * 16e-6 / 1.602176634e-19 / 0.01)
+    assert "beam_current_pA" in st.dose_source
+    svc.stats.write(tmp_path)
+    assert json.loads((tmp_path / "stats.json").read_text())["frames"]["total"] == n
