@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import stats as S
-from engine.gallery import GalleryItem, gallery_items_from_frames, load_gallery, save_gallery  # noqa: F401
+from engine.gallery import gallery_items_from_frames, load_gallery
 
 STATE_COLORS = {"3-fold": "#1e88e5", "4-fold": "#e53935", "dimer": "#8e24aa", "cluster": "#fb8c00",
                 "2-fold": "#43a047", "other": "#757575"}
@@ -349,6 +349,10 @@ def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None
     health = [["frames analysed", _fmt(len(frames))], ["usable (ok)", _fmt(sd["frames"]["usable"])],
               ["unknown (not ok)", _fmt(sd["frames"]["unknown"])], ["with a pipeline error", _fmt(len(errors))],
               ["events", _fmt(len(events))], ["dopant tracks", _fmt(len(sd["dopants"]))]]
+    for col in ("verdict", "health"):               # a frame-health verdict column, when the analysis has one
+        if frames and col in frames[0]:
+            vals, counts = np.unique([str(r[col]) for r in frames], return_counts=True)
+            health += [[f"{col}: {html.escape(v)}", _fmt(int(c))] for v, c in zip(vals.tolist(), counts.tolist())]
     incomplete = "" if sd["complete"] else f"<p style='color:#c62828'><b>Incomplete:</b> {html.escape(sd['note'])}</p>"
     head = Div(text=CSS + f"<h1>stemwatch session report</h1>{incomplete}<h2>Acquisition</h2>"
                + _table(acq_rows, ["", ""]) + "<h2>Frame health</h2>" + _table(health, ["", ""]), width=1100,

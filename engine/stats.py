@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.types import SI, SPECIES, FrameResult
+from engine.types import SI, FrameResult
 
 #: fixed state vocabulary (codes index this tuple; histories use -1 for unknown)
 STATES: tuple[str, ...] = ("3-fold", "4-fold", "dimer", "cluster", "2-fold", "other")
@@ -600,4 +600,4 @@ def write_stats(stats: Stats, out_dir) -> None:
 
 __all__ = ["STATES", "UNKNOWN", "BARN_A2", "DopantObservations", "FrameInfo", "Histories", "Stats",
            "StatsAccumulator", "build_histories", "compute_stats", "dopant_observations", "dose_per_frame",
-           "poisson_rate_ci", "state_codes", "stats_from_dir", "transitions_csv", "write_stats", "SPECIES"]
+           "poisson_rate_ci", "runs", "state_codes", "stats_from_dir", "transitions_csv", "write_stats"]
