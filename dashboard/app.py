@@ -347,7 +347,14 @@ class TabSession:
         body = column(self.banner, row(left, right), sizing_mode="stretch_width",
                       styles={"background": "#263238", "padding": "8px"},
                       stylesheets=[GlobalInlineStyleSheet(css="body { background: #263238; margin: 0; }")])
-        doc.add_root(body)
+        from bokeh.models import TabPanel, Tabs
+
+        from dashboard.stats_tab import StatsPanel
+
+        self.stats_panel = StatsPanel(self)          # the "statistics" tab (issue 18)
+        doc.add_root(Tabs(tabs=[TabPanel(child=body, title="live"),
+                                TabPanel(child=self.stats_panel.layout, title="statistics")],
+                          name="tabs", sizing_mode="stretch_width", styles={"background": "#eceff1"}))
 
     # ------------------------------------------------------------------ periodic updates
     def _fast_tick(self) -> None:
@@ -385,6 +392,7 @@ class TabSession:
             self._refresh_banner(now, flash=False)
         self._update_status(now)
         self._sync_controls()
+        self.stats_panel.tick()
 
     def _update_timeline(self) -> None:
         """Stream the new frames' cells (a full replace only when the series, hence the lanes, change)."""

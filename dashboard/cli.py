@@ -95,6 +95,38 @@ def register(sub) -> None:
     add_dashboard_arguments(p)
     p.set_defaults(func=_demo)
 
+    p = sub.add_parser("report", help="one self-contained HTML session report (statistics, time-line, gallery)",
+                       description="Write one self-contained HTML file (Bokeh standalone, opens offline) from a "
+                       "`stemwatch analyze` output folder, or from a recording / image file (analysed first into "
+                       "NAME.analysis/): acquisition, frame health, dopant state time-line, transition rates and "
+                       "cross-sections with 95 %% intervals, Markov matrix, event gallery, a representative frame.")
+    p.add_argument("target", metavar="DIR_OR_RECORDING", help="analyze output folder, or a recording to analyse")
+    p.add_argument("--out", metavar="HTML", default=None, help="report file (default DIR/report.html)")
+    p.add_argument("--dose", type=float, default=None, metavar="E_PER_A2",
+                   help="electron dose per frame in e/A^2 (default: what the analysis found in the metadata)")
+    p.add_argument("--analysis-dir", metavar="DIR", default=None,
+                   help="where a recording is analysed first (default NAME.analysis beside it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    import sys
+
+    from dashboard.report import ReportError, report_command
+    from streamer.importers import FileImportError
+
+    if args.dose is not None and not args.dose > 0:
+        print(f"stemwatch report: --dose must be positive, got {args.dose}", file=sys.stderr)
+        return 2
+    try:
+        out = report_command(args.target, args.out, args.dose, args.analysis_dir, progress=not args.quiet)
+    except (ReportError, FileImportError, FileNotFoundError) as exc:
+        print(f"stemwatch report: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
 
 def _demo(args: argparse.Namespace) -> int:
     from dashboard.demo import run_demo

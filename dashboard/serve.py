@@ -45,7 +45,8 @@ def _serve(args) -> int:
                   "any subscriber that knows this server's public key may listen", file=sys.stderr)
     svc = LiveService(cfg, args.connect or args.bind, record_path=args.record,
                       events_endpoint=args.events or None, bind=bool(args.bind),
-                      socket_type="SUB" if args.sub else "PULL", curve=curve, events_curve=events_curve)
+                      socket_type="SUB" if args.sub else "PULL", curve=curve, events_curve=events_curve,
+                      dose_e_per_A2=args.dose)
     dash = None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
@@ -76,7 +77,14 @@ def _serve(args) -> int:
             svc.add_listener(write_events)
         t0 = time.time()
         last = 0.0
+        last_stats = time.time()
         while not stop.is_set():
+            if args.stats_dir and time.time() - last_stats >= args.stats_every_s:
+                last_stats = time.time()
+                try:
+                    svc.stats.write(args.stats_dir)
+                except OSError as exc:
+                    print(f"stemwatch serve: cannot write statistics to {args.stats_dir}: {exc}", file=sys.stderr)
             if args.duration_s is not None and time.time() - t0 >= args.duration_s:
                 break
             stop.wait(0.2)
@@ -97,6 +105,11 @@ def _serve(args) -> int:
         if dash is not None:
             dash.stop()
         svc.stop()
+        if args.stats_dir:
+            try:
+                svc.stats.write(args.stats_dir)
+            except OSError as exc:
+                print(f"stemwatch serve: cannot write statistics to {args.stats_dir}: {exc}", file=sys.stderr)
         logging.getLogger(__name__).info("stopped")
     st = svc.status()
     print(f"analysed {st['frames_analysed']} of {st['frames_received']} frames, {st['events']} events", file=sys.stderr)
@@ -118,6 +131,12 @@ def register(sub) -> None:
     p.add_argument("--record", metavar="FILE", default=None, help="record every message to FILE from the start")
     p.add_argument("--duration-s", type=float, default=None, metavar="S", help="stop after S seconds")
     p.add_argument("--no-dashboard", action="store_true", help="run headless (no Bokeh server)")
+    p.add_argument("--stats-dir", metavar="DIR", default=None,
+                   help="keep the dopant statistics (stats.json, transitions.csv) of the session up to date in DIR")
+    p.add_argument("--stats-every-s", type=float, default=5.0, metavar="S",
+                   help="how often --stats-dir is rewritten (default %(default)s s)")
+    p.add_argument("--dose", type=float, default=None, metavar="E_PER_A2",
+                   help="electron dose per frame in e/A^2 for the statistics (default: the series metadata)")
     p.add_argument("--quiet", action="store_true", help="no periodic status line")
     c = p.add_argument_group("CURVE encryption of the frame socket (keys from `stemwatch keys`)")
     c.add_argument("--curve-secret", metavar="FILE", help="this side's secret key file: enables CURVE")

@@ -140,12 +140,16 @@ def _count_frames(path: Path) -> int | None:
 
 def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, pixel_size_A: float | None = None,
                  key: str | None = None, limit: int | None = None, progress: bool = True,
-                 pipeline=None) -> dict:
+                 pipeline=None, dose_e_per_A2: float | None = None) -> dict:
     """Analyse every frame of ``path`` into ``out_dir``; returns the summary (also summary.json).
 
     pixel_size_A : A/px for inputs without a calibration (overrides the file's).
     limit : analyse at most this many frames. pipeline : an existing Pipeline (default: a new one).
+    dose_e_per_A2 : electron dose per frame (overrides the series metadata); the dopant statistics
+    (``dopants.csv``, ``stats.json``, ``transitions.csv``; :mod:`engine.stats`) use it.
     """
+    from engine import stats as dstats
+
     from tqdm import tqdm
 
     from engine.pipeline import Pipeline
@@ -161,6 +165,11 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
     own = pipeline is None
     pipe = pipeline or Pipeline(cfg)
     writer = ResultWriter(out_dir)
+    dose, dose_src = dstats.dose_per_frame(first.meta, first.pixel_size_A, dose_e_per_A2)
+    acc = dstats.StatsAccumulator(dose, dose_src)
+    dopants_fh = open(Path(out_dir) / "dopants.csv", "w")
+    dopants_fh.write(",".join(dstats.DOPANTS_COLUMNS) + "\n")
+    finished = False
     t0 = time.time()
     total = _count_frames(path)
     if limit is not None:
@@ -173,15 +182,29 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
                 break
             r = pipe.process(frame)
             writer.write(r)
+            acc.add(r)
+            dopants_fh.write(dstats.dopants_csv_rows(acc.last_observations()))
             bar.update(1)
             if r.events:
                 bar.set_postfix(events=sum(writer.events_by_kind.values()))
+        finished = True
     finally:
+        dopants_fh.close()
+        st = acc.stats(complete=finished, note="" if finished else "analysis stopped early: statistics of the "
+                       "frames analysed so far")
+        dstats.write_stats(st, out_dir)
         bar.close()
         elapsed = time.time() - t0
         summary = writer.summary(input=str(path), out_dir=str(Path(out_dir)), elapsed_s=elapsed,
                                  frames_per_s=writer.n_frames / elapsed if elapsed > 0 else None,
-                                 backend=pipe.backend_description, config=cfg.to_dict())
+                                 backend=pipe.backend_description, config=cfg.to_dict(),
+                                 dose={"e_per_A2_per_frame": dose, "source": dose_src},
+                                 dopant_transitions={t["kind"]: t["count"] for t in st.transitions()},
+                                 acquisition={"series": first.series, "shape_px": list(first.data.shape),
+                                              "pixel_size_A": float(first.pixel_size_A),
+                                              "pixel_size_source": "--pixel-size option" if pixel_size_A
+                                              else "input calibration",
+                                              "meta": first.meta})
         writer.close(summary)
         if own:
             pipe.close()

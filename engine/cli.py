@@ -94,7 +94,7 @@ def _analyze(args) -> int:
     cfg = _config(args)
     try:
         summary = analyze_file(args.input[0], args.out, cfg, pixel_size_A=args.pixel_size, key=args.key,
-                               limit=args.limit, progress=not args.quiet)
+                               limit=args.limit, progress=not args.quiet, dose_e_per_A2=args.dose)
     except (FileNotFoundError, FileImportError) as exc:
         print(f"stemwatch analyze: {exc}", file=sys.stderr)
         return 2
@@ -102,7 +102,8 @@ def _analyze(args) -> int:
           f"{summary['atoms_per_frame']:.0f} atoms/frame, {summary['tracks']} tracks, "
           f"{summary['events']} events {summary['events_by_kind']}, "
           f"{summary['frames_per_s'] or 0:.1f} frames/s on {summary['backend']}")
-    print(f"wrote {args.out}/atoms.csv, events.jsonl, frames.csv, summary.json")
+    print(f"wrote {args.out}/atoms.csv, events.jsonl, frames.csv, summary.json, dopants.csv, stats.json, "
+          f"transitions.csv (dose {summary['dose']['e_per_A2_per_frame'] or 'unknown'} e/A^2 per frame)")
     return 0 if summary["frames"] > summary["frames_with_error"] else 1
 
 
@@ -157,6 +158,9 @@ def register(sub) -> None:
     add_file_options(p, frame_time=False)
     p.add_argument("--limit", type=int, default=None, metavar="N", help="analyse at most N frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dose", type=float, default=None, metavar="E_PER_A2",
+                   help="electron dose per frame in e/A^2 for the dopant statistics (default: the series metadata, "
+                        "dose_e_per_A2 or beam current x dwell / pixel area; else rates per dose are not given)")
     g = p.add_argument_group("Dask cluster (the [cluster] extra; docs/scaling.md)")
     g.add_argument("--scheduler", default=None, metavar="SPEC",
                    help="analyse on Dask: 'local' or 'local:N' starts N worker processes on this machine (default "

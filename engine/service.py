@@ -117,12 +117,14 @@ class LiveService:
     events_endpoint : where to bind the events PUB socket (None: no socket).
     pipeline : an existing :class:`Pipeline` (default: a new one on ``cfg``, image kept for display).
     socket_type, curve : passed to :class:`streamer.Receiver`.
+    dose_e_per_A2 : electron dose per frame for the dopant statistics (:attr:`stats`, an
+    :class:`engine.stats_live.LiveStats`); default: each series' start metadata.
     """
 
     def __init__(self, cfg: Config | None = None, endpoint: str = "tcp://127.0.0.1:5555",
                  record_path: str | Path | None = None, events_endpoint: str | None = None,
                  bind: bool = False, pipeline: Pipeline | None = None, socket_type: str = "PULL",
-                 curve: Any = None, events_curve: Any = None):
+                 curve: Any = None, events_curve: Any = None, dose_e_per_A2: float | None = None):
         import zmq
 
         from streamer.receiver import Receiver
@@ -163,6 +165,9 @@ class LiveService:
         self._last_error: str | None = None
         self._last_result: FrameResult | None = None
         self._clock_offset_s = 0.0
+        from engine.stats_live import LiveStats
+
+        self.stats = LiveStats(dose_e_per_A2)          # dopant statistics of the current series (engine.stats)
 
     # ------------------------------------------------------------------------------ life cycle
     def start(self) -> "LiveService":
@@ -345,6 +350,10 @@ class LiveService:
                 continue
             self._account(frame, result, t_start)
             self._publish(result)
+            try:
+                self.stats.add(result, frame.meta)
+            except Exception:          # statistics must never stop the analysis
+                log.exception("dopant statistics failed on frame %s/%s", frame.series, frame.seq)
             status = self.status() if self._listeners else {}
             with self._lock:
                 listeners = list(self._listeners)

@@ -84,7 +84,11 @@ class MovieSpec:
     ``vacancy_created``). event_rate_per_frame : probability of a random event per frame (a kind
     and dopant drawn among those possible; a dopant rests ``min_event_gap_frames`` between events).
     output : ``"uint16"`` (rounded detector counts) or ``"float32"``. seed : everything is
-    reproducible from it.
+    reproducible from it. event_cross_sections_barn : ``{kind: barn}`` for dopant event kinds: each
+    frame, every dopant in view that can have one of them has an event with probability
+    1 - exp(-sum(sigma) x dose) (dose = the frame's e/A^2, 1 barn = 1e-8 A^2), its kind drawn in
+    proportion to sigma (no rest between events: a Poisson process in dose); the rates per dose are
+    recorded in the truth's ``meta["rates_per_dose"]``. None (default): no such events.
     """
 
     n_frames: int | None = 60
@@ -109,6 +113,7 @@ class MovieSpec:
     flicker_z: int = 6
     output: str = "uint16"
     seed: int = 0
+    event_cross_sections_barn: dict | None = None
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -138,6 +143,12 @@ class MovieSimulator:
         ss = np.random.SeedSequence(int(spec.seed))
         r_scene, r_drift, r_event, r_noise, r_img = (np.random.default_rng(s) for s in ss.spawn(5))
         self._r_drift, self._r_event, self._r_noise = r_drift, r_event, r_noise
+        self._r_rate = np.random.default_rng(ss.spawn(1)[0])   # a 6th stream: the other five are unchanged
+        for k, v in (spec.event_cross_sections_barn or {}).items():
+            if k not in MOVIE_EVENT_KINDS or k in ("vacancy_created", "flicker"):
+                raise ValueError(f"event_cross_sections_barn: {k!r} is not a dopant event kind")
+            if not (np.isfinite(v) and v >= 0):
+                raise ValueError(f"event_cross_sections_barn[{k!r}] must be >= 0 barn, got {v!r}")
         h, w = spec.shape_px
         ps = float(spec.pixel_size_A)
         self.fov_A = np.array([w * ps, h * ps])
@@ -500,6 +511,25 @@ class MovieSimulator:
                          and self._visible(self._site_xy(d.sites[0]), origin, 6.0)]
                 if cands:
                     out += self._apply(frame, k, cands[int(rng.integers(len(cands)))], rng)
+        if self.spec.event_cross_sections_barn:
+            out += self._dose_events(frame, origin)
+        return out
+
+    def _dose_events(self, frame: int, origin) -> list:
+        """Events drawn at the spec's cross-sections for this frame's dose (one per dopant at most)."""
+        rng = self._r_rate
+        dose = float(self.imaging.dose_e_per_A2)
+        kinds = sorted(self.spec.event_cross_sections_barn.items())
+        out = []
+        for d in self.dopants:
+            if not self._visible(self._site_xy(d.sites[0]), origin, 3.0):
+                continue                                    # not scanned: no dose on this dopant
+            sig = np.array([v * 1e-8 if self._possible(k, d) else 0.0 for k, v in kinds])
+            total = float(sig.sum())
+            if total <= 0 or rng.uniform() >= -np.expm1(-total * dose):
+                continue
+            k = kinds[int(rng.choice(len(kinds), p=sig / total))][0]
+            out += self._apply(frame, k, d, rng)
         return out
 
     # ------------------------------------------------------------------------------ frames
@@ -584,7 +614,16 @@ class MovieSimulator:
                 "frame_time_s": float(spec.frame_time_s), "imaging": self.imaging.to_dict(),
                 "spec": spec.to_dict(), "labels": list(st.LABELS), "species": ["C", "Si", "other"],
                 "dopants": [{"kind": d.kind, "sites": [int(x) for x in d.sites]} for d in self.dopants],
-                "thermal_jitter_A": float(spec.thermal_jitter_A), "simulator": "engine.sim.movie v1"}))
+                "thermal_jitter_A": float(spec.thermal_jitter_A), "simulator": "engine.sim.movie v1",
+                **({"rates_per_dose": self.rates_per_dose()} if spec.event_cross_sections_barn else {})}))
+
+    def rates_per_dose(self) -> dict:
+        """The true rates of the dose-driven events: per kind, the cross-section (barn), the rate per
+        e/A^2 (A^2) and per frame at this movie's dose."""
+        dose = float(self.imaging.dose_e_per_A2)
+        return {k: {"cross_section_barn": float(v), "rate_per_e_per_A2": float(v) * 1e-8,
+                    "rate_per_frame": float(v) * 1e-8 * dose, "dose_e_per_A2_per_frame": dose}
+                for k, v in sorted((self.spec.event_cross_sections_barn or {}).items())}
 
     def ground_truth(self) -> GroundTruth:
         """The truth of the frames produced so far with ``keep=True``."""

@@ -1,0 +1,85 @@
+"""stemwatch report: one self-contained offline HTML from an analysis; headless Chromium opens it
+without console errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from tests._browser import chromium, js, severe_console_errors, wait_for
+
+
+@pytest.fixture(scope="module")
+def analysis(tmp_path_factory):
+    """The bundled switching movie, frames 0-13 (the Si goes 3 -> 4-fold at frame 8), analysed once."""
+    from engine.analyze import analyze_file
+
+    out = tmp_path_factory.mktemp("report") / "a"
+    analyze_file("replay_data/01_switching_256.swrec", out, limit=14, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def report_html(analysis):
+    """`stemwatch report DIR --out r.html` on the analysis (built once for the tests below)."""
+    from stemwatch.cli import main
+
+    html_path = analysis.parent / "r.html"
+    assert main(["report", str(analysis), "--out", str(html_path), "--quiet"]) == 0
+    return html_path
+
+
+def test_report_is_one_self_contained_file_with_every_section(report_html):
+    text = report_html.read_text()
+    assert len(text) < 25e6
+    # offline: BokehJS inline, no script or stylesheet fetched from anywhere
+    assert not re.search(r"<script[^>]+src=", text) and "cdn.bokeh.org" not in text
+    for name in ("acquisition", "statistics", "timeline", "cross_sections", "markov", "representative"):
+        assert f'"name":"{name}"' in text.replace(" ", ""), name
+    assert "3-fold-&gt;4-fold" in text or "3-fold->4-fold" in text
+    assert text.count("data:image/png;base64,") >= 3       # gallery crops (before/after) + the frame
+    assert "100000" in text or "1e+05" in text             # the dose from the recording's metadata
+
+
+@pytest.mark.slow
+def test_report_of_a_recording_analyses_it_first(tmp_path):
+    from stemwatch.cli import main
+
+    rec = tmp_path / "sw.swrec"
+    shutil.copy("replay_data/01_switching_256.swrec", rec)
+    out = tmp_path / "sw.html"
+    assert main(["report", str(rec), "--out", str(out), "--quiet", "--dose", "5e4"]) == 0
+    stats = json.loads((tmp_path / "sw.analysis" / "stats.json").read_text())
+    assert stats["dose"]["source"] == "--dose option"
+    assert {t["kind"]: t["count"] for t in stats["transitions"]} == {"3-fold->4-fold": 2, "4-fold->3-fold": 2}
+    assert out.stat().st_size > 100_000
+
+
+def test_report_bad_input_is_one_line_and_status_2(tmp_path, capsys):
+    from stemwatch.cli import main
+
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert main(["report", str(tmp_path)]) == 2                # a folder that is not an analysis
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(x.startswith("stemwatch report: ") for x in err)
+
+
+def test_report_opens_in_headless_chromium_without_console_errors(report_html, tmp_path):
+    path = report_html
+    with chromium(1200, 1600) as drv:
+        drv.get(path.resolve().as_uri())
+        wait_for(lambda: js(drv, "return Bokeh.documents.length > 0 && model('timeline') !== undefined"),
+                 timeout_s=60, what="the report's Bokeh document")
+        # every figure has rendered a canvas
+        wait_for(lambda: js(drv, "return deep('canvas').length >= 6"), timeout_s=60, what="figures drawn")
+        quads = js(drv, "return model('timeline').renderers[0].data_source.data['state'].length")
+        assert quads >= 2                          # 3-fold, then 4-fold runs of the switching Si
+        shot = tmp_path / "report.png"
+        drv.save_screenshot(str(shot))
+        errors = severe_console_errors(drv)
+    assert errors == []
+    assert shot.stat().st_size > 20_000
