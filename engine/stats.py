@@ -285,11 +285,11 @@ class Stats:
         a_idx, b_idx = np.nonzero(self.counts * (1 - np.eye(S, dtype=np.int64)))
         for a, b in zip(a_idx.tolist(), b_idx.tolist()):
             n = int(self.counts[a, b])
-            out.append(self._rate_row(f"{self.states[a]}->{self.states[b]}", self.states[a], self.states[b], n,
+            out.append(self.rate_row(f"{self.states[a]}->{self.states[b]}", self.states[a], self.states[b], n,
                                       {u: float(v[a]) for u, v in self.exposure.items()}))
         return out
 
-    def _rate_row(self, kind: str, a: str, b: str, n: int, exp: dict) -> dict:
+    def rate_row(self, kind: str, a: str, b: str, n: int, exp: dict) -> dict:
         row = {"kind": kind, "from": a, "to": b, "count": n, "exposure_frames": exp["frames"],
                "exposure_s": exp["s"], "exposure_e_per_A2": exp["e_per_A2"]}
         for unit in ("frame", "s", "e_per_A2"):
@@ -416,7 +416,7 @@ def compute_stats(h: Histories, events: list | None = None, max_gap_frames: int 
         tot = {u: float(np.nansum(x)) if u != "e_per_A2" or dose_known else None for u, x in exposure.items()}
         st = Stats(STATES, F, 0, None, "", None, counts, exposure, [])
         for kind, n in sorted(kinds.items()):
-            row = st._rate_row(kind, "", "", n, tot)
+            row = st.rate_row(kind, "", "", n, tot)
             row["exposure"] = "all dopants' known exposure"
             ev_rows.append(row)
     usable = int(np.asarray(fr.usable, bool).sum())
