@@ -7,7 +7,6 @@ service, one frame at a time, with a progress bar.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -141,14 +140,11 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
 
     from engine.pipeline import Pipeline
     from stemwatch.config import Config
-    from streamer.importers import FileImportError, open_frames
+    from streamer.source import FileSource
 
     cfg = cfg or Config()
     path = Path(path)
-    frames = open_frames(path, pixel_size_A=pixel_size_A, key=key)
-    first = next(frames, None)          # fail on a bad input before creating any output
-    if first is None:
-        raise FileImportError(f"{path.name}: no frames")
+    source = FileSource(path, pixel_size_A=pixel_size_A, key=key).open()   # a bad input fails before any output
     own = pipeline is None
     pipe = pipeline or Pipeline(cfg)
     writer = ResultWriter(out_dir)
@@ -159,7 +155,7 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
     bar = tqdm(total=total, unit="frame", desc=f"analyze {path.name}", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
     try:
-        for i, frame in enumerate(itertools.chain([first], frames)):
+        for i, frame in enumerate(source.frames()):
             if limit is not None and i >= limit:
                 break
             r = pipe.process(frame)
@@ -169,10 +165,14 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
                 bar.set_postfix(events=sum(writer.events_by_kind.values()))
     finally:
         bar.close()
+        source.close()
         elapsed = time.time() - t0
+        report = source.report()
         summary = writer.summary(input=str(path), out_dir=str(Path(out_dir)), elapsed_s=elapsed,
                                  frames_per_s=writer.n_frames / elapsed if elapsed > 0 else None,
-                                 backend=pipe.backend_description, config=cfg.to_dict())
+                                 backend=pipe.backend_description, config=cfg.to_dict(),
+                                 source=report.to_dict(),
+                                 input_complete=report.complete or (limit is not None and writer.n_frames >= limit))
         writer.close(summary)
         if own:
             pipe.close()

@@ -75,6 +75,10 @@ def _analyze(args) -> int:
           f"{summary['events']} events {summary['events_by_kind']}, "
           f"{summary['frames_per_s'] or 0:.1f} frames/s on {summary['backend']}")
     print(f"wrote {args.out}/atoms.csv, events.jsonl, frames.csv, summary.json")
+    if not summary["input_complete"]:
+        print(f"stemwatch analyze: the input is incomplete: {summary['source']['problem']} "
+              "(summary.json: input_complete false)", file=sys.stderr)
+        return 1
     return 0 if summary["frames"] > summary["frames_with_error"] else 1
 
 
