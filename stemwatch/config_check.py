@@ -195,6 +195,11 @@ class Section:
         return (_rebuild, (type(self), self.to_dict()))
 
 
+def choices(section_cls, name: str) -> tuple:
+    """The options of a ``Literal`` field, e.g. ``choices(InferenceConfig, "backend")`` (for CLI choices)."""
+    return typing.get_args(typing.get_type_hints(section_cls)[name])
+
+
 def _rebuild(cls, values: dict):
     return cls(**values)
 
