@@ -154,17 +154,15 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
 
     from engine.pipeline import Pipeline
     from stemwatch.config import Config
-    from streamer.importers import FileImportError, open_frames
+    from streamer.source import FileSource
 
     cfg = cfg or Config()
     path = Path(path)
-    frames = open_frames(path, pixel_size_A=pixel_size_A, key=key)
-    first = next(frames, None)          # fail on a bad input before creating any output
-    if first is None:
-        raise FileImportError(f"{path.name}: no frames")
+    source = FileSource(path, pixel_size_A=pixel_size_A, key=key).open()   # a bad input fails before any output
     own = pipeline is None
     pipe = pipeline or Pipeline(cfg)
     writer = ResultWriter(out_dir)
+    first = source.read()               # open() made sure there is one; it sets the series' dose and metadata
     dose, dose_src = dstats.dose_per_frame(first.meta, first.pixel_size_A, dose_e_per_A2)
     acc = dstats.StatsAccumulator(dose, dose_src)
     dopants_fh = open(Path(out_dir) / "dopants.csv", "w")
@@ -177,7 +175,7 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
     bar = tqdm(total=total, unit="frame", desc=f"analyze {path.name}", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
     try:
-        for i, frame in enumerate(itertools.chain([first], frames)):
+        for i, frame in enumerate(itertools.chain([first], source.frames())):
             if limit is not None and i >= limit:
                 break
             r = pipe.process(frame)
@@ -194,7 +192,9 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
                        "frames analysed so far")
         dstats.write_stats(st, out_dir)
         bar.close()
+        source.close()
         elapsed = time.time() - t0
+        report = source.report()
         summary = writer.summary(input=str(path), out_dir=str(Path(out_dir)), elapsed_s=elapsed,
                                  frames_per_s=writer.n_frames / elapsed if elapsed > 0 else None,
                                  backend=pipe.backend_description, config=cfg.to_dict(),
@@ -204,7 +204,9 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
                                               "pixel_size_A": float(first.pixel_size_A),
                                               "pixel_size_source": "--pixel-size option" if pixel_size_A
                                               else "input calibration",
-                                              "meta": first.meta})
+                                              "meta": first.meta},
+                                 source=report.to_dict(),
+                                 input_complete=report.complete or (limit is not None and writer.n_frames >= limit))
         writer.close(summary)
         if own:
             pipe.close()

@@ -13,13 +13,11 @@ from streamer.cli import add_file_options
 
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
-    from typing import get_args, get_type_hints
-
-    from stemwatch.config import Config, InferenceConfig
+    from stemwatch.config import Config, InferenceConfig, choices
 
     d = Config()                         # every default below is the configuration's, never repeated here
     g = p.add_argument_group("analysis")
-    g.add_argument("--backend", choices=get_args(get_type_hints(InferenceConfig)["backend"]), default=None,
+    g.add_argument("--backend", choices=choices(InferenceConfig, "backend"), default=None,
                    help=f"inference backend (default: config, {d.inference.backend}: TensorRT when a GPU works, "
                         "else ONNX Runtime CPU)")
     g.add_argument("--model", metavar="FILE", default=None, help="ONNX model (default: the shipped one)")
@@ -104,6 +102,10 @@ def _analyze(args) -> int:
           f"{summary['frames_per_s'] or 0:.1f} frames/s on {summary['backend']}")
     print(f"wrote {args.out}/atoms.csv, events.jsonl, frames.csv, summary.json, dopants.csv, stats.json, "
           f"transitions.csv (dose {summary['dose']['e_per_A2_per_frame'] or 'unknown'} e/A^2 per frame)")
+    if not summary["input_complete"]:
+        print(f"stemwatch analyze: the input is incomplete: {summary['source']['problem']} "
+              "(summary.json: input_complete false)", file=sys.stderr)
+        return 1
     return 0 if summary["frames"] > summary["frames_with_error"] else 1
 
 

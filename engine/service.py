@@ -119,22 +119,27 @@ class LiveService:
     socket_type, curve : passed to :class:`streamer.Receiver`.
     dose_e_per_A2 : electron dose per frame for the dopant statistics (:attr:`stats`, an
     :class:`engine.stats_live.LiveStats`); default: each series' start metadata.
+    source : any :class:`streamer.source.FrameSource` instead of the socket (default: a
+    :class:`streamer.source.ReceiverSource` on ``endpoint`` that feeds the recorder); the service
+    stops analysing when a finite source is exhausted.
     """
 
     def __init__(self, cfg: Config | None = None, endpoint: str = "tcp://127.0.0.1:5555",
                  record_path: str | Path | None = None, events_endpoint: str | None = None,
                  bind: bool = False, pipeline: Pipeline | None = None, socket_type: str = "PULL",
-                 curve: Any = None, events_curve: Any = None, dose_e_per_A2: float | None = None):
+                 curve: Any = None, events_curve: Any = None, dose_e_per_A2: float | None = None,
+                 source: Any = None):
         import zmq
 
-        from streamer.receiver import Receiver
+        from streamer.source import ReceiverSource
 
         self.cfg = cfg or Config()
         self.endpoint = endpoint
         self.pipeline = pipeline if pipeline is not None else Pipeline(self.cfg, keep_image=True)
         self.recorder = SwitchableRecorder()
-        self.receiver = Receiver(endpoint, self.cfg.stream, bind=bind, recorder=self.recorder,
-                                 socket_type=socket_type, curve=curve)
+        self.source = source if source is not None else ReceiverSource(
+            endpoint, self.cfg.stream, bind=bind, recorder=self.recorder, socket_type=socket_type, curve=curve)
+        self.receiver = getattr(self.source, "receiver", None)     # the socket's counters, when there is one
         self._record_path = record_path
         self._ctx = None
         self._pub = None
@@ -175,7 +180,7 @@ class LiveService:
             return self
         if self._record_path:                 # before the first message can arrive: nothing received goes unrecorded
             self.start_recording(self._record_path)
-        self.receiver.start()
+        self.source.open()
         self._thread = threading.Thread(target=self._loop, name="stemwatch-analysis", daemon=True)
         self._thread.start()
         return self
@@ -185,7 +190,7 @@ class LiveService:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.receiver.stop()
+        self.source.close()
         self.recorder.close()
         if self._pub is not None:
             self._pub.close(0)
@@ -271,7 +276,7 @@ class LiveService:
     def status(self) -> dict:
         """Plain-data snapshot (JSON-serialisable): rates, latencies from t_acquired, receiver counters,
         recorder, backend. Keys are documented in docs/tracking.md."""
-        rx = self.receiver.stats()
+        rx = self.receiver.stats() if self.receiver is not None else _stats_of(self.source.report())
         now = time.time()
         with self._lock:
             done = list(self._done_times)
@@ -330,8 +335,13 @@ class LiveService:
             self.pipeline.cfg = self.pipeline.cfg.replace(chemistry=chem)
 
     def _loop(self) -> None:
+        from streamer.source import SourceExhausted
+
         while not self._stop.is_set():
-            frame = self.receiver.latest(timeout_s=0.1)
+            try:
+                frame = self.source.read(timeout_s=0.1)
+            except SourceExhausted:
+                break
             if frame is None:
                 continue
             if self._paused:
@@ -410,3 +420,13 @@ class LiveService:
                     self._n["events_published"] += 1
             except zmq.ZMQError as exc:    # PUB never blocks; HWM reached drops (counted as not published)
                 log.warning("event not published: %s", exc)
+
+
+def _stats_of(rep) -> dict:
+    """Receiver-like counters from a :class:`streamer.source.SourceReport` (a source without a socket)."""
+    return {"series": rep.series[-1] if rep.series else None, "fps": 0.0, "frames_received": rep.frames,
+            "dropped_for_analysis": rep.dropped, "gap_count": len(rep.gaps), "gaps": rep.gaps,
+            "missing_frames": rep.missing_frames, "stalls": 0, "stalled": False,
+            "malformed_total": rep.malformed, "malformed": {},
+            "recorder": {"lost": 0, "backlog": 0, "backlog_bytes": 0, "backlog_s": 0.0, "error": None},
+            "source": rep.to_dict()}

@@ -13,6 +13,7 @@ import json
 import sys
 
 from lab import radii
+from stemwatch.config import InferenceConfig, choices
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -139,7 +140,8 @@ def register(sub) -> None:
                        description="Detection F1, Si precision/recall, heavy-atom recall and localisation RMSE of "
                                    "the model (threshold + centre-of-mass finder) per dose x pixel size, on frames "
                                    "generated from the held-out seed (never used in training).")
-    p.add_argument("--backend", default="onnx", choices=["auto", "tensorrt", "onnx"])
+    p.add_argument("--backend", default="onnx", choices=choices(InferenceConfig, "backend"),
+                   help="inference backend (default %(default)s: the CPU reference, not the config's auto)")
     p.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
     p.add_argument("--frames", type=int, default=6, help="frames per table cell (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="fewer cells")

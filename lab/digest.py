@@ -1,10 +1,18 @@
 """A digest of ``stemwatch analyze`` outputs on the bundled recordings: "behaviour unchanged" as a test.
 
 :func:`output_digest` reduces an analyze output folder to what the analysis decided, in a form that
-does not depend on the machine or the clock: per-file SHA-256 of ``atoms.csv`` and ``frames.csv``
-(already rounded by the writer), of the events (positions rounded to 1e-3 px, confidences to 1e-4)
-and the count fields of ``summary.json`` (never its timings, backend or configuration). Next to the
-hashes it keeps the counts and the event list in plain text, so that a mismatch says what changed.
+does not depend on the clock or on the last bits of the CPU's floating point:
+
+* exact (SHA-256): every atom row's discrete content (frame, track id, species, coordination),
+  every frame's counts (frames.csv without times and drift), every event's discrete content
+  (frame, kind, track id, before, after, first frame) and the count fields of ``summary.json``;
+* numeric, compared within :data:`TOLERANCE`: per frame the mean atom position (px) and mean
+  confidence, the drift (A), and each event's position (px) and confidence. (Rounded positions
+  would flip between machines whose ONNX Runtime kernels differ in the last bits; a real change of
+  behaviour moves these by far more than the tolerance.)
+
+Next to the hashes the digest keeps the counts and the event list in plain text, so that a
+mismatch says what changed. ``summary.json``'s timings, backend and configuration are not part of it.
 
 ``tests/test_outputs_digest.py`` runs ``analyze`` (ONNX Runtime on the CPU, 2 threads) on
 :data:`RECORDINGS` and compares with :data:`DIGEST_FILE`. When a change is *meant* to change the
@@ -36,38 +44,46 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def _round(value, ndigits: int):
-    return round(value, ndigits) if isinstance(value, float) else value
+#: numeric parts of the digest: key -> largest accepted absolute difference
+TOLERANCE = {"frame_mean_xy_px": 2e-3, "frame_mean_confidence": 2e-3, "drift_A": 2e-3, "event_xy_px": 2e-2,
+             "event_confidence": 2e-3}
 
 
-def event_lines(out_dir: Path) -> list[str]:
-    """The events of ``events.jsonl`` without times, positions rounded (one string each)."""
-    lines = []
-    for line in (out_dir / "events.jsonl").read_text().splitlines():
-        if not line.strip():
-            continue
-        e = json.loads(line)
-        e = {k: v for k, v in e.items() if k not in ("t_acquired", "latency_s", "series")}
-        for k in ("x", "y", "x_A", "y_A"):
-            e[k] = _round(e.get(k), 3)
-        e["confidence"] = _round(e.get("confidence"), 4)
-        lines.append(json.dumps(e, sort_keys=True))
-    return lines
+def _events(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / "events.jsonl").read_text().splitlines() if line.strip()]
 
 
 def output_digest(out_dir: str | Path) -> dict:
     """What an analyze output folder decided, as plain data (see the module docstring)."""
+    import numpy as np
+
     out_dir = Path(out_dir)
     summary = json.loads((out_dir / "summary.json").read_text())
-    frames = (out_dir / "frames.csv").read_text().splitlines()
-    # t_acquired comes from the recording (identical on every run); kept in the hash
-    events = event_lines(out_dir)
+    atoms = np.genfromtxt(out_dir / "atoms.csv", delimiter=",", names=True, dtype=None, encoding="utf-8")
+    atoms = np.atleast_1d(atoms)
+    discrete = "\n".join(f"{f},{a},{sp},{c}" for f, a, sp, c in
+                          zip(atoms["frame"], atoms["atom_id"], atoms["species"], atoms["coordination"]))
+    frames = np.atleast_1d(np.genfromtxt(out_dir / "frames.csv", delimiter=",", names=True, dtype=None,
+                                         encoding="utf-8"))
+    counts = "\n".join(f"{r['frame']},{r['n_atoms']},{r['n_si']},{r['n_other']},{r['error']}" for r in frames)
+    fr = atoms["frame"]
+    order = np.unique(fr)
+    mean_xy = [[round(float(atoms["x"][fr == f].mean()), 5), round(float(atoms["y"][fr == f].mean()), 5)]
+               for f in order]
+    mean_conf = [round(float(atoms["confidence"][fr == f].mean()), 5) for f in order]
+    events = _events(out_dir)
+    ev_keys = ("frame", "kind", "atom_id", "before", "after", "first_frame")
     return {
-        "atoms_csv": _sha((out_dir / "atoms.csv").read_bytes()),
-        "frames_csv": _sha("\n".join(frames).encode()),
-        "events": _sha("\n".join(events).encode()),
+        "atoms": _sha(discrete.encode()),
+        "frames": _sha(counts.encode()),
+        "events": _sha(json.dumps([[e.get(k) for k in ev_keys] for e in events]).encode()),
         "summary": {k: summary.get(k) for k in SUMMARY_KEYS},
-        "event_list": [f"{e['frame']} {e['kind']} atom {e['atom_id']}" for e in map(json.loads, events)],
+        "event_list": [f"{e['frame']} {e['kind']} atom {e['atom_id']}" for e in events],
+        "frame_mean_xy_px": mean_xy,
+        "frame_mean_confidence": mean_conf,
+        "drift_A": [[round(float(r["drift_x_A"]), 5), round(float(r["drift_y_A"]), 5)] for r in frames],
+        "event_xy_px": [[round(float(e["x"]), 4), round(float(e["y"]), 4)] for e in events],
+        "event_confidence": [round(float(e["confidence"]), 5) for e in events],
     }
 
 
@@ -87,8 +103,18 @@ def analyze_digests(recordings=RECORDINGS, work_dir: str | Path | None = None) -
     return out
 
 
+def _close(a, b, tol: float) -> bool:
+    import numpy as np
+
+    try:
+        a, b = np.asarray(a, float), np.asarray(b, float)
+    except (TypeError, ValueError):
+        return False
+    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= tol))
+
+
 def differences(stored: dict, now: dict) -> list[str]:
-    """Human-readable differences between two digests (empty when equal)."""
+    """Human-readable differences between two digests (empty when equal; numbers within TOLERANCE)."""
     diffs = []
     for rec in sorted(set(stored) | set(now)):
         a, b = stored.get(rec), now.get(rec)
@@ -96,8 +122,12 @@ def differences(stored: dict, now: dict) -> list[str]:
             diffs.append(f"{rec}: {'new' if a is None else 'missing'}")
             continue
         for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                diffs.append(f"{rec}: {key}: stored {a.get(key)!r}, now {b.get(key)!r}")
+            va, vb = a.get(key), b.get(key)
+            same = _close(va, vb, TOLERANCE[key]) if key in TOLERANCE else va == vb
+            if not same:
+                shown = (f"stored {va!r}, now {vb!r}" if key not in TOLERANCE or len(repr(va)) < 300
+                         else f"differs by more than {TOLERANCE[key]}")
+                diffs.append(f"{rec}: {key}: {shown}")
     return diffs
 
 

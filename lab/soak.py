@@ -37,25 +37,26 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from lab.eventscore import EventMatch, TruthEvents, score_events
 from lab.radii import END_MARGIN_FRAMES, EVENT_RADIUS_A, MAX_LATENCY_FRAMES, WARMUP_FRAMES
+# the source process and the browser live in lab/soak_source.py and lab/soak_browser.py (re-exported)
+from lab.soak_browser import Browser  # noqa: F401
+from lab.soak_source import (LONG_MOVIE, load_movie, long_series_movie, resolve_movie,  # noqa: F401
+                             run_source, start_source_process)
 
 log = logging.getLogger(__name__)
 
 #: the default movie: 20 frames 512x512 uint16 with 9 scripted events and a flicker (replay_data/README.md)
 DEFAULT_MOVIE = Path(__file__).resolve().parent.parent / "replay_data" / "02_field_512.swrec"
-#: ``--movie long`` / the bench default: a generated 512x512 movie with long series (see :func:`long_series_movie`)
-LONG_MOVIE = "long"
 #: latency histogram: 1 ms bins up to 20 s (larger values land in the last bin)
 _LAT_BIN_S = 1e-3
 _LAT_BINS = 20_000
@@ -170,194 +171,6 @@ def score_series(truth: MovieTruth, analysed: np.ndarray, events: list, max_late
     exactly: tests/test_eventscore.py).
     """
     return EventScore.of(score_events(truth, events, analysed, max_latency, radius_A, warmup, end_margin))
-
-
-# ----------------------------------------------------------------------------------------- source
-def long_series_movie(workdir: str | Path, frames: int = 240, event_rate_per_frame: float = 0.05,
-                      seed: int = 2) -> Path:
-    """Simulate (once, cached in ``workdir``) the long-series soak movie and return its path.
-
-    ``stemwatch simulate --scenario random`` at 512x512, 0.1 A/px: eight dopants (3- and 4-fold Si,
-    a pair, a cluster) and random events at ``event_rate_per_frame`` (about one every 20 frames,
-    i.e. 4 s at the movie's 0.2 s frame time), with exact ground truth. The bundled
-    ``02_field_512`` packs nine events into 20 frames (a state lasts ~2 frames), which no analyzer
-    that must skip frames can follow; a real dopant keeps its state for seconds to minutes, which
-    this movie imitates. About 10 s to simulate on one core.
-    """
-    out = Path(workdir) / f"soak_long_{frames}_{event_rate_per_frame:g}_{seed}.swrec"
-    from engine.sim.truth import truth_path
-
-    if out.exists() and truth_path(out).exists():
-        return out
-    cmd = [sys.executable, "-m", "stemwatch", "simulate", "--scenario", "random", "--frames", str(int(frames)),
-           "--event-rate", str(float(event_rate_per_frame)), "--seed", str(int(seed)), "--frame-time", "0.2",
-           "--out", str(out), "-q"]
-    subprocess.run(cmd, check=True)
-    return out
-
-
-def resolve_movie(movie: str | Path, workdir: str | Path) -> Path:
-    """``movie`` as a path; :data:`LONG_MOVIE` is simulated into ``workdir`` (:func:`long_series_movie`)."""
-    if str(movie) == LONG_MOVIE:
-        return long_series_movie(workdir)
-    return Path(movie)
-
-
-def load_movie(movie: str | Path) -> tuple[list, dict]:
-    """Frames (arrays) of a recording and its series info (shape, dtype, pixel size, frame time)."""
-    from streamer.recording import iter_frames
-
-    frames = [np.array(f.data) for f in iter_frames(movie)]
-    if not frames:
-        raise ValueError(f"{movie}: no frames")
-    f0 = next(iter_frames(movie))
-    info = {"shape": frames[0].shape, "dtype": frames[0].dtype.str, "pixel_size_A": float(f0.pixel_size_A),
-            "frame_time_s": float((f0.meta or {}).get("frame_time_s", 0.2)), "n_frames": len(frames)}
-    return frames, info
-
-
-def run_source(movie: str | Path, endpoint: str, rate_hz: float, max_frames: int | None = None,
-               duration_s: float | None = None, prefix: str = "soak", dither: bool = True, seed: int = 0,
-               stop: threading.Event | None = None, out=sys.stdout, one_series: bool = False) -> dict:
-    """Stream ``movie`` in loops (a new series per loop, or all in one series with ``one_series``) at
-    ``rate_hz`` (inf: as fast as the socket takes them) until ``max_frames`` frames or
-    ``duration_s`` seconds. Prints ``bound ENDPOINT`` once bound and a JSON report at the end (also
-    returned)."""
-    from streamer import Publisher
-
-    frames, info = load_movie(movie)
-    stop = stop or threading.Event()
-    rng = np.random.default_rng(seed)
-    integer = np.dtype(info["dtype"]).kind in "ui"
-    pub = Publisher(endpoint, bind=True, sndhwm=16)
-    print(f"bound {pub.endpoint}", file=out, flush=True)
-    sent, late, loop = 0, 0, 0
-    series_sent: list = []
-    t0 = time.monotonic()
-    period = 1.0 / rate_hz if np.isfinite(rate_hz) and rate_hz > 0 else 0.0
-    done = False
-    try:
-        while not done and not stop.is_set():
-            sid = prefix if one_series else f"{prefix}-{loop:05d}"
-            if loop == 0 or not one_series:
-                pub.start_series(sid, info["shape"], info["dtype"], info["pixel_size_A"],
-                                 frame_time_s=period or info["frame_time_s"], meta={"source": "lab.soak", "loop": loop})
-                n = 0
-            for img in frames:
-                if stop.is_set() or (max_frames is not None and sent >= max_frames) or \
-                        (duration_s is not None and time.monotonic() - t0 >= duration_s):
-                    done = True
-                    break
-                if period:
-                    delay = t0 + sent * period - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                    elif delay < -period:
-                        late += 1
-                if dither and integer:
-                    img = img + rng.integers(0, 4, size=img.shape, dtype=img.dtype)
-                elif dither:
-                    img = img + rng.integers(0, 4, size=img.shape).astype(img.dtype)
-                pub.send_frame(img, seq=n, t_acquired=time.time())
-                sent += 1
-                n += 1
-            if done or not one_series:
-                pub.end_series()
-                series_sent.append([sid, n])
-            loop += 1
-    finally:
-        wall = time.monotonic() - t0
-        pub.close()
-    report = {"frames_sent": sent, "series": series_sent, "wall_s": wall, "late_frames": late,
-              "rate_hz": rate_hz, "movie_frames": info["n_frames"], "shape": list(info["shape"]),
-              "dtype": info["dtype"]}
-    print(json.dumps(report), file=out, flush=True)
-    return report
-
-
-def start_source_process(movie: str | Path, rate_hz: float, max_frames: int | None, duration_s: float | None,
-                         prefix: str = "soak", seed: int = 0, one_series: bool = False) -> tuple[subprocess.Popen, str]:
-    """Start the source in its own process; returns (process, bound endpoint)."""
-    cmd = [sys.executable, "-m", "lab.soak", "source", "--movie", str(movie), "--rate", str(rate_hz),
-           "--prefix", prefix, "--seed", str(seed)] + (["--one-series"] if one_series else [])
-    if max_frames is not None:
-        cmd += ["--frames", str(int(max_frames))]
-    if duration_s is not None:
-        cmd += ["--duration-s", str(float(duration_s))]
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
-    line = p.stdout.readline().strip()
-    if not line.startswith("bound "):
-        p.kill()
-        raise RuntimeError(f"soak source did not start: {line!r}")
-    return p, line.split(" ", 1)[1]
-
-
-# ----------------------------------------------------------------------------------------- browser
-class Browser:
-    """Headless Chromium (Debian ``chromium`` + ``chromedriver``, selenium) showing ``url``."""
-
-    def __init__(self, url: str):
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
-        chrome = shutil.which("chromium") or shutil.which("chromium-browser")
-        driver = shutil.which("chromedriver") or next(
-            (p for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver") if os.path.exists(p)), None)
-        if not (chrome and driver):
-            raise RuntimeError("chromium and chromedriver are needed for the browser (apt-get install chromium "
-                               "chromium-driver)")
-        self.profile = tempfile.mkdtemp(prefix="stemwatch-soak-chromium-")
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = chrome
-        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                     f"--user-data-dir={self.profile}", "--window-size=1640,1000"):
-            opts.add_argument(flag)
-        self.driver = webdriver.Chrome(service=Service(driver), options=opts)
-        self.driver.set_script_timeout(10)
-        self.driver.get(url)
-
-    def shown_seq(self) -> tuple[int, int] | None:
-        """(display index, seq) of the frame the page shows now (the index grows with every frame the
-        dashboard took), or None before the first one."""
-        try:
-            r = self.driver.execute_script(
-                "const d = Bokeh.documents[0]; if (!d) return null;"
-                "const m = [...(d.all_models || d._all_models.values())].find(m => m.name === 'frame_meta');"
-                "if (!m || !m.data.seq || !m.data.seq.length) return null;"
-                "return [Number(m.data.idx[0]), Number(m.data.seq[0])];")
-        except Exception:
-            return None
-        return None if r is None or r[0] < 0 else (int(r[0]), int(r[1]))
-
-    def pids(self) -> list[int]:
-        """Process ids of the browser (children of chromedriver)."""
-        root = self.driver.service.process.pid
-        kids, frontier = [], [root]
-        ppid = {}
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    with open(f"/proc/{d}/stat") as fh:
-                        ppid[int(d)] = int(fh.read().rsplit(")", 1)[1].split()[1])
-                except (OSError, ValueError, IndexError):
-                    pass
-        while frontier:
-            p = frontier.pop()
-            for c, pp in ppid.items():
-                if pp == p:
-                    kids.append(c)
-                    frontier.append(c)
-        return kids
-
-    def close(self) -> None:
-        try:
-            self.driver.quit()
-        except Exception:
-            pass
-        shutil.rmtree(self.profile, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------- analyzer

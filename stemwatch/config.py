@@ -28,10 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from stemwatch.config_check import SECTION_NAMES, ConfigError, Section, plain
+from stemwatch.config_check import SECTION_NAMES, ConfigError, Section, choices, plain  # noqa: F401 (choices)
 
 __all__ = ["Config", "ConfigError", "StreamConfig", "InferenceConfig", "ChemistryConfig", "TrackingConfig",
-           "EventConfig", "DashboardConfig", "load_config"]
+           "EventConfig", "DashboardConfig", "load_config", "choices"]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ Fields another change adds keep working unchecked beyond their annotation until 
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 import typing
@@ -170,12 +171,17 @@ def _item(where: str, value, unit: str, rule: dict | None, ranged: bool):
     return value
 
 
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
 class Section:
     """Base of the configuration sections: validated and frozen at construction (module docstring)."""
 
     def __post_init__(self) -> None:
         section = SECTION_NAMES.get(type(self), type(self).__name__)
-        hints = typing.get_type_hints(type(self))
+        hints = _hints(type(self))
         for f in fields(self):
             where = f"{section}.{f.name}"
             rule = RULES.get(where)
@@ -193,6 +199,11 @@ class Section:
 
     def __reduce__(self):                # pickle / deepcopy (a mappingproxy cannot be pickled)
         return (_rebuild, (type(self), self.to_dict()))
+
+
+def choices(section_cls, name: str) -> tuple:
+    """The options of a ``Literal`` field, e.g. ``choices(InferenceConfig, "backend")`` (for CLI choices)."""
+    return typing.get_args(typing.get_type_hints(section_cls)[name])
 
 
 def _rebuild(cls, values: dict):

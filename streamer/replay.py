@@ -114,10 +114,10 @@ def messages_for(path: str | Path, pixel_size_A: float | None = None, frame_time
         if is_recording(f):
             yield from recorded_messages(f)
         else:
-            from streamer.importers import open_frames
+            from streamer.source import FileSource
 
-            yield from encoded_messages(open_frames(f, pixel_size_A=pixel_size_A,
-                                                    frame_time_s=frame_time_s, key=key), frame_time_s)
+            with FileSource(f, pixel_size_A=pixel_size_A, frame_time_s=frame_time_s, key=key) as src:
+                yield from encoded_messages(src.frames(), frame_time_s)
 
 
 @dataclass

@@ -128,9 +128,12 @@ def _lan_address() -> str | None:
 
 def test_dashboard_is_local_by_default():
     """serve and demo default to 127.0.0.1; the server is then unreachable on the LAN address."""
+    from dashboard.cli import dashboard_config
+    from stemwatch.config import Config
+
     parser = build_parser()
-    for cmd in (["serve", "--connect", "tcp://x:1"], ["demo"]):
-        assert parser.parse_args(cmd).address == "127.0.0.1"
+    for cmd in (["serve", "--connect", "tcp://x:1"], ["demo"]):     # the effective address (option or config)
+        assert dashboard_config(Config(), parser.parse_args(cmd)).dashboard.address == "127.0.0.1"
     assert DashboardConfig().address == "127.0.0.1" and DashboardConfig().allow_origins == ()
     lan = _lan_address()
     if lan is None:

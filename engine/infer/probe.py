@@ -14,11 +14,11 @@ import os
 import threading
 from pathlib import Path
 
-from stemwatch.config import InferenceConfig
+from stemwatch.config import InferenceConfig, choices
 
 log = logging.getLogger(__name__)
 
-BACKEND_KINDS = ("auto", "tensorrt", "onnx")
+BACKEND_KINDS = choices(InferenceConfig, "backend")      # ("auto", "tensorrt", "onnx")
 
 _probe_lock = threading.Lock()
 _probe_cache: dict[int, tuple[bool, str]] = {}

@@ -61,22 +61,22 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from engine.sim.movie import MovieSimulator
+    from engine.sim.source import SimulatorSource
     from engine.sim.truth import save_truth
     from streamer.protocol import encode_end, encode_frame, encode_start
 
     if not args.out and not args.bind:
         raise SystemExit("stemwatch simulate: give --out FILE and/or --bind ENDPOINT")
+    series = args.series or None
     try:
         spec = _spec(args)
-        sim = MovieSimulator(spec)
+        source = SimulatorSource(args.scenario, spec=spec, series=series, keep_truth=bool(args.out))
     except ValueError as exc:
         raise SystemExit(f"stemwatch simulate: {exc}") from None
     h, w = spec.shape_px
-    dtype = "uint16" if spec.output == "uint16" else "float32"
-    series = args.series or f"sim-{args.scenario}-{spec.seed}-{int(time.time())}"
-    meta = {"source": "stemwatch simulate", "scenario": args.scenario, "seed": int(spec.seed),
-            "dose_e_per_A2": float(sim.imaging.dose_e_per_A2), "counts": dtype}
+    dtype = source.meta["counts"]
+    series = source.series
+    meta = dict(source.meta)
     dwell = spec.frame_time_s / (h * w)
     writer = pub = None
     if args.out:
@@ -106,7 +106,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     bar = tqdm(total=spec.n_frames, unit="frame", desc=f"simulate {args.scenario}", file=sys.stderr,
                disable=args.quiet)
     try:
-        for img, truth in sim.frames(keep=bool(writer)):
+        for frame in source.open().frames():
             t_acq = t0 + n * spec.frame_time_s
             if pub:                                   # real time: one frame per frame time
                 deadline += spec.frame_time_s
@@ -117,7 +117,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                     slow += 1
                     deadline = time.time()
                 t_acq = time.time()
-            parts = encode_frame(series, n, t_acq, img, spec.pixel_size_A)
+            parts = encode_frame(series, n, t_acq, frame.data, spec.pixel_size_A)
             if writer:
                 writer.write(parts, t_acq)
             if pub:
@@ -125,6 +125,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                     dropped += 1
             n += 1
             bar.update(1)
+            truth = source.last_truth
             if truth.events and not args.quiet:
                 bar.write(" ".join(f"[frame {e['frame']}] {e['kind']} atom {e['atom_id']} at "
                                    f"({e['x']:.0f}, {e['y']:.0f}) px" for e in truth.events), file=sys.stderr)
@@ -132,6 +133,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         print("\nstemwatch simulate: stopped", file=sys.stderr)
     finally:
         bar.close()
+        source.close()
         end = encode_end(series, n)
         if pub:
             pub.send_raw(end, copy=True)
@@ -139,8 +141,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         if writer:
             writer.write(end, time.time() if pub else t0 + n * spec.frame_time_s)
             writer.close()
-            p = save_truth(sim.ground_truth(), args.out)
-            print(f"wrote {args.out} ({n} frames {h}x{w} {dtype}) and {p} ({len(sim.events)} events)",
+            p = save_truth(source.ground_truth(), args.out)
+            print(f"wrote {args.out} ({n} frames {h}x{w} {dtype}) and {p} ({len(source.simulator.events)} events)",
                   file=sys.stderr)
     if dropped:
         print(f"stemwatch simulate: {dropped} frames dropped (no receiver took them within --send-timeout)",
