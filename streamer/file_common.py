@@ -82,11 +82,11 @@ def check_frame_bytes(name: str, shape, dtype) -> None:
     nbytes = int(np.dtype(dtype).itemsize)
     for v in shape:
         if int(v) < 1:
-            raise FileImportError(f"{name}: a frame of shape {tuple(shape)} is empty or damaged")
+            raise FileImportError(f"{name}: the file declares an empty frame shape {tuple(shape)}: damaged")
         nbytes *= int(v)
     limit = import_memory_limit()
     if nbytes > limit:
-        raise FileImportError(f"{name}: one frame of shape {tuple(shape)} {np.dtype(dtype)} needs {nbytes / 2**30:.1f} GiB, "
+        raise FileImportError(f"{name}: one frame declares shape {tuple(shape)} {np.dtype(dtype)} = {nbytes / 2**30:.1f} GiB, "
                               f"more than the import memory limit ({limit / 2**30:.1f} GiB)")
 
 

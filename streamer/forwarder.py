@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -315,7 +315,3 @@ def _default_publisher(settings: ForwarderSettings):
     return Publisher(settings.endpoint, bind=settings.bind, socket_type=settings.socket_type,
                      send_timeout_s=settings.send_timeout_s, sndhwm=max(2, int(settings.queue_frames)))
 
-
-def with_overrides(settings: ForwarderSettings, **kw) -> ForwarderSettings:
-    """A copy of ``settings`` with some fields replaced (validated)."""
-    return replace(settings, **kw)

@@ -10,8 +10,10 @@ stemwatch Receivers take the frames.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
+import sys
 import time
 
 import numpy as np
@@ -124,6 +126,10 @@ def swift(tmp_path_factory):
                                     "queue_frames": 16, "send_timeout_s": 0.2}))
     old = os.environ.get("STEMWATCH_SWIFT_SETTINGS")
     os.environ["STEMWATCH_SWIFT_SETTINGS"] = str(settings)
+    # Swift's Application sets the root logger to INFO with its own handler and adds its PlugIns
+    # folder to sys.path: put those back afterwards, for the tests that run later in this process
+    root_logger = logging.getLogger()
+    saved = (root_logger.level, list(root_logger.handlers), list(sys.path))
     s = Swift()
     try:
         s.start(root)
@@ -132,6 +138,9 @@ def swift(tmp_path_factory):
         yield s
     finally:
         s.close()
+        root_logger.setLevel(saved[0])
+        root_logger.handlers[:] = saved[1]
+        sys.path[:] = saved[2]
         if old is None:
             os.environ.pop("STEMWATCH_SWIFT_SETTINGS", None)
         else:

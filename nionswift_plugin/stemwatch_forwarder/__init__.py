@@ -21,11 +21,10 @@ import datetime
 import logging
 import typing
 
+from streamer.file_common import length_A
 from streamer.forwarder import Forwarder, ForwarderSettings, ScanFrame, load_settings
 
 log = logging.getLogger("stemwatch.forwarder")
-
-_LENGTH_TO_A = {"nm": 10.0, "a": 1.0, "å": 1.0, "\u00c5": 1.0, "angstrom": 1.0, "um": 1e4, "µm": 1e4, "pm": 0.01, "m": 1e10}
 
 
 def scan_frame(xdata: typing.Any, is_subscan_hint: bool = False) -> ScanFrame | None:
@@ -39,10 +38,7 @@ def scan_frame(xdata: typing.Any, is_subscan_hint: bool = False) -> ScanFrame | 
     cals = list(getattr(xdata, "dimensional_calibrations", []) or [])
     px_A = float("nan")
     if cals:
-        cal = cals[-1]
-        f = _LENGTH_TO_A.get(str(getattr(cal, "units", "") or "").strip().lower())
-        if f is not None:
-            px_A = abs(float(cal.scale)) * f
+        px_A = length_A(getattr(cals[-1], "scale", None), getattr(cals[-1], "units", None)) or float("nan")
     md = dict(getattr(xdata, "metadata", {}) or {})
     hs = dict(md.get("hardware_source", {}) or {})
     scan = dict(md.get("scan", {}) or {})
