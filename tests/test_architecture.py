@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,15 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+@functools.cache
 def _imports(name: str, path: Path) -> list[tuple[str, list[str], int]]:
     """(imported module, imported names, line) for every import statement anywhere in the file."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = _tree(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out = []
     for node in ast.walk(tree):
@@ -154,7 +161,7 @@ def test_named_targets_exist():
         module, func = target.split(":")
         path = MODULES.get(module)
         defined = set() if path is None else {
-            n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)}
+            n.name for n in _tree(path).body if isinstance(n, ast.FunctionDef)}
         if func not in defined:
             missing.append(target)
     assert not missing, f"named but not defined: {missing}"
@@ -173,7 +180,7 @@ def test_no_private_attribute_access_across_objects():
     bad = []
     for m, path in MODULES.items():
         rel = str(path.relative_to(ROOT))
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(_tree(path)):
             if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
                     and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
                     and (rel, node.attr) not in PRIVATE_ACCESS_ALLOWED):
