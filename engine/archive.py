@@ -271,6 +271,13 @@ def connect(scheduler, dashboard_address: str | None = ":8787", quiet: bool = Fa
 
 # ------------------------------------------------------------------------------------------- client
 
+def _quiet_teardown() -> None:
+    """After Ctrl-C the cluster is torn down mid-flight: connections closing under running
+    callbacks are expected then, and Dask / tornado would log each with a traceback."""
+    for name in ("distributed", "tornado.application", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 class _Input:
     """Client-side state of one input: its plan, the chunks taken so far, its tracker and writer."""
 
@@ -498,6 +505,7 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
                 header["status"] = "complete" if all(s.status == "ok" for s in states) else "incomplete"
                 write_index()
             except KeyboardInterrupt:
+                _quiet_teardown()
                 client.cancel(list(kinds))
                 kinds.clear()
                 for s in states:
@@ -510,6 +518,7 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
             finally:
                 bar.close()
     except KeyboardInterrupt:             # while the cluster starts or stops: nothing is running
+        _quiet_teardown()
         if header["status"] == "running":
             for s in states:
                 if s.status in ("pending", "running"):

@@ -299,11 +299,11 @@ def test_ctrl_c_cancels_cleanly(tmp_path):
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
-    assert p.returncode == 130, err
+    assert p.returncode == 130, err[-3000:]
     assert "Traceback" not in err and "interrupted" in err
     # the dashboard link of the local cluster, and one progress bar: frames done / total, frames/s, ETA
     assert "local cluster of 1 worker process, dashboard http://" in err
-    assert re.search(r"analyze 1 input: +\d+%\|.*\| \d+/48 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+frame/s", err), err
+    assert re.search(r"analyze 1 input: +\d+%\|.*\| \d+/48 \[\d\d:\d\d<[\d:?]+, +[\d.?]+(frame/s|s/frame)", err), err
     index = json.loads((out / "index.json").read_text())
     assert index["status"] == "cancelled"
     e = index["inputs"][0]
