@@ -23,7 +23,9 @@ import traceback
 import numpy as np
 
 from engine.track import Tracker
-from engine.types import Atoms, Chemistry, FrameResult
+from engine.health.atoms import drop_outside, estimate_snr
+from engine.health.monitor import SKIP_VERDICTS
+from engine.types import Atoms, Chemistry, Event, FrameResult
 from stemwatch.config import Config, EventConfig
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,10 @@ class Pipeline:
         self.motifs = motifs if motifs is not None else chem.MotifLibrary(self.cfg.chemistry.motif_names_path,
                                                                           self.cfg.chemistry)
         self.tracker = Tracker(self.cfg.tracking, self.cfg.events)
+        from engine.health.monitor import HealthMonitor
+
+        self.health = HealthMonitor(getattr(self.cfg, "health", None),
+                                    float(getattr(inferencer, "model_pixel_size_A", 0.2) or 0.2))
         self.keep_image = keep_image
         self.series: str | None = None
         self.frames = 0
@@ -80,6 +86,7 @@ class Pipeline:
     def reset(self) -> None:
         """Forget tracks (a new series)."""
         self.tracker.reset()
+        self.health.reset()
         self.series = None
 
     def set_events(self, events: EventConfig) -> None:
@@ -117,17 +124,42 @@ class Pipeline:
             timings["wait"] = max(0.0, t_start - float(frame.t_received))
         p0 = time.perf_counter()
         try:
-            probs = self.inferencer.predict(frame.data, frame.pixel_size_A)
+            health = self.health.before(frame)
+            ps = float(health.pixel_size_A)
+            timings["health"] = time.perf_counter() - p0
+            if set(health.verdicts) & SKIP_VERDICTS or not (np.isfinite(ps) and ps > 0):
+                if not (np.isfinite(ps) and ps > 0) and not health.verdicts:
+                    health.add("no_lattice", "no declared pixel size and no graphene lattice to measure it")
+                return self._unusable(frame, shape, health, timings, p0)
+            p0b = time.perf_counter()
+            probs = self.inferencer.predict(frame.data, ps)
             p1 = time.perf_counter()
             sub = getattr(self.inferencer, "last_timings_s", None) or {}
             if "preprocess" in sub and "network" in sub:
                 timings["preprocess"] = float(sub["preprocess"])
                 timings["network"] = float(sub["network"])
             else:
-                timings["network"] = p1 - p0
-            chem = self._chem.analyze(probs, self.cfg.chemistry, image=frame.data, motifs=self.motifs)
+                timings["network"] = p1 - p0b
+            chem = self._analyze(frame, probs, shape)
+            health = self.health.after(health, chem, shape, snr=estimate_snr(np.asarray(frame.data), chem))
             p2 = time.perf_counter()
             timings["atoms_graph"] = p2 - p1
+            if not health.ok:
+                events = []
+                if "fov_jump" in health.verdicts:
+                    self.tracker.reset()
+                    events = [Event(frame=int(frame.seq), t_acquired=float(frame.t_acquired), latency_s=0.0,
+                                    kind="fov_jump", atom_id=-1, x=float("nan"), y=float("nan"), x_A=float("nan"),
+                                    y_A=float("nan"), before="", after="", confidence=1.0,
+                                    first_frame=int(frame.seq))]
+                n = len(chem.atoms)
+                timings["tracking"] = 0.0
+                timings["total"] = time.perf_counter() - p0
+                return FrameResult(series=frame.series, seq=int(frame.seq), t_acquired=float(frame.t_acquired),
+                                   pixel_size_A=ps, frame_shape=shape, chemistry=chem,
+                                   track_ids=np.full(n, -1, np.int64), events=events, timings_s=timings,
+                                   t_done=time.time(), image=frame.data if self.keep_image else None,
+                                   confirmed=np.zeros(n, bool), health=health)
             upd = self.tracker.update(chem, int(frame.seq), float(frame.t_acquired), frame_shape=shape)
             p3 = time.perf_counter()
             timings["tracking"] = p3 - p2
@@ -146,7 +178,31 @@ class Pipeline:
                                t_done=time.time(), image=frame.data if self.keep_image else None,
                                error=msg, confirmed=np.zeros(0, bool))
         return FrameResult(series=frame.series, seq=int(frame.seq), t_acquired=float(frame.t_acquired),
-                           pixel_size_A=float(frame.pixel_size_A), frame_shape=shape, chemistry=chem,
+                           pixel_size_A=ps, frame_shape=shape, chemistry=chem,
                            track_ids=upd.track_ids, events=upd.events, drift_px=upd.drift_px,
                            timings_s=timings, t_done=time.time(),
-                           image=frame.data if self.keep_image else None, confirmed=upd.confirmed)
+                           image=frame.data if self.keep_image else None, confirmed=upd.confirmed,
+                           health=health)
+
+    def _analyze(self, frame, probs, shape):
+        """engine.chem.analyze with the atoms whose centre may lie outside the frame dropped first."""
+        from engine.chem.atoms import contrast_maps, find_atoms
+        from engine.chem.chemistry import build_chemistry
+
+        cc = self.cfg.chemistry
+        maps = contrast_maps(frame.data, float(probs.frame_pixel_size_A))
+        atoms = find_atoms(probs, cc, frame.data, maps)
+        atoms = drop_outside(atoms, shape, getattr(self.cfg, "health", None).edge_drop_A
+                             if hasattr(self.cfg, "health") else 0.3)
+        return build_chemistry(atoms, cc, self.motifs, frame.data, maps)
+
+    def _unusable(self, frame, shape, health, timings, p0) -> FrameResult:
+        """A frame the network is not run on (blank, non_finite, too_large): reported, no atoms."""
+        ps = float(health.pixel_size_A) if np.isfinite(health.pixel_size_A) and health.pixel_size_A > 0 else \
+            float(frame.pixel_size_A or 0.0)
+        timings["total"] = time.perf_counter() - p0
+        return FrameResult(series=frame.series, seq=int(frame.seq), t_acquired=float(frame.t_acquired),
+                           pixel_size_A=ps, frame_shape=shape, chemistry=empty_chemistry(ps, shape),
+                           track_ids=np.zeros(0, np.int64), events=[], timings_s=timings,
+                           t_done=time.time(), image=frame.data if self.keep_image else None,
+                           confirmed=np.zeros(0, bool), health=health)
