@@ -20,9 +20,28 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="debounce: a new state must hold K of the last N frames (default: config, 3 4)")
     g.add_argument("--min-confidence", type=float, default=None, metavar="C",
                    help="events below this confidence are not raised (default: config, 0.5)")
+    add_scale_option(g)
     g.add_argument("--config", metavar="JSON", default=None,
                    help="JSON file of configuration overrides by section, e.g. "
                         '{"tracking": {"memory_frames": 4}, "chemistry": {"prob_threshold": 0.4}}')
+
+
+def _scale_arg(value: str) -> str:
+    from engine.health.monitor import parse_scale
+
+    try:
+        parse_scale(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def add_scale_option(g) -> None:
+    """``--scale auto|declared|A_PER_PX`` (engine/health; Config.health.scale)."""
+    g.add_argument("--scale", type=_scale_arg, default=None, metavar="auto|declared|A/px",
+                   help="pixel size to analyse at: auto (default: the declared one unless the graphene lattice "
+                        "disagrees by > 5 %%, then the lattice's), declared (trust the file/stream), or a "
+                        "number in A/px (override)")
 
 
 def _config(args):
@@ -51,6 +70,8 @@ def _config(args):
         ev["min_confidence"] = float(args.min_confidence)
     if ev:
         cfg = cfg.replace(events=ev)
+    if getattr(args, "scale", None):
+        cfg = cfg.replace(health={"scale": args.scale})
     k, n = cfg.events.k_of_n
     if not 1 <= k <= n:
         raise SystemExit(f"--k-of-n: need 1 <= K <= N, got {k} {n}")
