@@ -96,6 +96,7 @@ class _Series:
     means: deque = field(default_factory=lambda: deque(maxlen=16))
     heavy_A: np.ndarray | None = None
     chosen_A: float | None = None
+    found: list = field(default_factory=list)
 
 
 def parse_scale(value) -> tuple[str, float | None]:
@@ -146,12 +147,16 @@ class HealthMonitor:
         if due:
             est = estimate_pixel_size(img)
             s.estimate_frame = s.frames
-            if est.ok or s.estimate is None:
-                if s.estimate is not None and s.estimate.ok and est.ok and \
-                        abs(est.pixel_size_A / s.estimate.pixel_size_A - 1.0) > cfg.scale_tolerance:
-                    log.warning("series %s: lattice pixel size changed %.4f -> %.4f A/px", s.name,
-                                s.estimate.pixel_size_A, est.pixel_size_A)
-                s.estimate = est
+            if est.ok:
+                s.found.append(est)
+                s.found = s.found[-5:]
+            best = _consensus(s.found)
+            if best is not None and s.estimate is not None and s.estimate.ok and \
+                    abs(best.pixel_size_A / s.estimate.pixel_size_A - 1.0) > cfg.scale_tolerance:
+                log.warning("series %s: lattice pixel size changed %.4f -> %.4f A/px", s.name,
+                            s.estimate.pixel_size_A, best.pixel_size_A)
+            s.estimate = best if best is not None else ScaleEstimate(float("nan"), float("nan"), est.strength,
+                                                                      0, False)
         est = s.estimate
         h.lattice_strength = est.strength if est is not None else float("nan")
         if est is not None and est.ok:
@@ -274,6 +279,26 @@ class HealthMonitor:
         if h.ok or "fov_jump" in h.verdicts:
             s.heavy_A = xy
         return h
+
+
+#: One frame's estimate alone is trusted only when both rings stand out this clearly.
+SOLO_STRENGTH = 2.0
+
+
+def _consensus(found: list) -> ScaleEstimate | None:
+    """The series' estimate: two frames agreeing within 3 % (their median), or one very clear frame."""
+    if not found:
+        return None
+    p = np.array([e.pixel_size_A for e in found])
+    agree = np.abs(p[:, None] / p[None, :] - 1.0) <= 0.03
+    k = int(np.argmax(agree.sum(1)))
+    members = [e for e, a in zip(found, agree[k]) if a]
+    if len(members) >= 2:
+        ps = float(np.median([e.pixel_size_A for e in members]))
+        unc = float(np.sqrt(np.mean([e.uncertainty_A ** 2 for e in members])))
+        return ScaleEstimate(ps, unc, float(max(e.strength for e in members)), sum(e.n_spots for e in members), True)
+    solo = [e for e in found if e.strength >= SOLO_STRENGTH]
+    return max(solo, key=lambda e: e.strength) if solo else None
 
 
 def _noise_sigma(img: np.ndarray) -> float:

@@ -178,6 +178,10 @@ def estimate_pixel_size(image: np.ndarray, max_side_px: int = 512, lo_A: float =
                                                                       * np.mean(q3[i2] ** 2, axis=1), 1e-300))
     score = np.where((h2 >= MIN_PART) & (cross >= MIN_PART), h1 + h2 + cross, h1)
     score[h1 < MIN_PART] = 0.0
+    # a six-fold ring sqrt(3) further in means the candidate is the 1.23 A ring (its 2.13 A partner may be
+    # too small to judge): never read it as the 2.13 A one
+    i0 = np.rint(i1 / SQRT3).astype(int)
+    score[(i0 >= 4) & (hexness[np.maximum(i0, 0)] >= MIN_PART)] = 0.0
     # a ring's inner flank scores like the ring: take the innermost clear maximum of the score
     k = int(np.argmax(score))
     strength = float(score[k])
