@@ -1,0 +1,192 @@
+"""engine/health (issue 13): pixel size from the lattice, per-frame verdicts, atoms inside the frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.health.monitor import HealthMonitor, parse_scale
+from engine.health.scale import estimate_pixel_size
+from engine.infer.model import DEFAULT_MODEL
+from stemwatch.config import Config, HealthConfig
+from streamer.frame import Frame
+
+needs_model = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="shipped model missing")
+
+
+def _sim_frame(ps, n=512, seed=0, dose=1e5, **kw):
+    from engine.sim import make_training_example
+    from engine.sim.movie import default_imaging
+
+    rng = np.random.default_rng(seed)
+    return make_training_example(rng, shape_px=(n, n), pixel_size_A=ps, params=default_imaging(dose), **kw)
+
+
+# ---------------------------------------------------------------------------------------- scale
+@pytest.mark.parametrize("ps", [0.04, 0.1, 0.25, 0.45])
+def test_lattice_pixel_size_on_simulated_frames(ps):
+    ex = _sim_frame(ps, seed=int(ps * 1000))
+    est = estimate_pixel_size(ex.image)
+    assert est.ok, est
+    assert abs(est.pixel_size_A / ps - 1.0) < 0.02
+    assert 0 < est.uncertainty_A < 0.02 * ps
+
+
+def test_lattice_pixel_size_with_a_hole_and_contamination():
+    ex = _sim_frame(0.1, seed=3, holes=True, contamination=True)
+    est = estimate_pixel_size(ex.image)
+    assert est.ok and abs(est.pixel_size_A / 0.1 - 1.0) < 0.02
+
+
+@pytest.mark.parametrize("kind", ["poisson", "smooth", "constant"])
+def test_no_lattice_no_pixel_size(kind):
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(7)
+    img = {"poisson": lambda: rng.poisson(50, (512, 512)).astype(float),
+           "smooth": lambda: rng.poisson(50, (512, 512)) + 300 * gaussian_filter(rng.normal(size=(512, 512)), 6),
+           "constant": lambda: np.full((512, 512), 7.0)}[kind]()
+    assert not estimate_pixel_size(img).ok
+
+
+def test_parse_scale():
+    assert parse_scale("auto") == ("auto", None)
+    assert parse_scale("declared") == ("declared", None)
+    assert parse_scale("0.1") == ("override", 0.1)
+    for bad in ("fast", "-1", "0", "nan"):
+        with pytest.raises(ValueError):
+            parse_scale(bad)
+
+
+def _frames(n=4, ps=0.1, seed=5, shape=(256, 256), dopants=("si3", "si3")):
+    from engine.sim.movie import MovieSpec, run_movie
+
+    spec = MovieSpec(n_frames=n, shape_px=shape, pixel_size_A=ps, seed=seed, dopants=dopants)
+    return run_movie(spec)
+
+
+def test_auto_scale_uses_the_lattice_when_the_declared_size_is_wrong():
+    frames, _ = _frames(3)
+    mon = HealthMonitor(HealthConfig())
+    hs = [mon.before(Frame(im, "s", i, float(i), 0.2)) for i, im in enumerate(frames)]
+    assert all(h.scale_source == "lattice" for h in hs)
+    assert all(abs(h.pixel_size_A / 0.1 - 1) < 0.02 for h in hs)
+    assert len(mon.warnings) == 1                          # once per series
+    mon2 = HealthMonitor(HealthConfig())
+    h = mon2.before(Frame(frames[0], "s", 0, 0.0, 0.101))  # within 5 %: the declared value stands
+    assert h.scale_source == "declared" and h.pixel_size_A == 0.101
+    mon3 = HealthMonitor(HealthConfig(scale="declared"))
+    assert mon3.before(Frame(frames[0], "s", 0, 0.0, 0.2)).pixel_size_A == 0.2
+    mon4 = HealthMonitor(HealthConfig(scale="0.11"))
+    h = mon4.before(Frame(frames[0], "s", 0, 0.0, 0.2))
+    assert h.scale_source == "override" and h.pixel_size_A == 0.11
+
+
+# ---------------------------------------------------------------------------------------- verdicts
+def test_verdicts_from_the_raw_pixels():
+    frames, _ = _frames(6)
+    mon = HealthMonitor(HealthConfig())
+    good = [mon.before(Frame(im, "s", i, float(i), 0.1)) for i, im in enumerate(frames[:4])]
+    assert all(h.ok for h in good), [h.reasons for h in good]
+    im = frames[4].astype(np.float32)
+    rng = np.random.default_rng(0)
+    cases = {
+        "blank": np.float32(100) + rng.normal(0, 0.6, im.shape).astype(np.float32),   # dark level + read noise
+        "non_finite": np.full(im.shape, np.nan, np.float32),
+        "glitch": im * 0.3,                                                             # dose dip
+        "saturated": np.minimum(im, np.percentile(im, 90)),
+    }
+    zero = np.zeros_like(im)
+    assert "blank" in mon.before(Frame(zero, "s", 10, 10.0, 0.1)).verdicts
+    for want, img in cases.items():
+        h = mon.before(Frame(img, "s", 11, 11.0, 0.1))
+        assert want in h.verdicts, (want, h.verdicts, h.reasons)
+        assert len(h.reasons) == len(h.verdicts) and all(h.reasons)
+    tear = im.copy()
+    tear[128:] += 4 * float(im.std())
+    assert "glitch" in mon.before(Frame(tear, "s", 12, 12.0, 0.1)).verdicts
+    h = mon.before(Frame(im[:200], "s", 13, 13.0, 0.1))
+    assert "fov_jump" in h.verdicts
+    assert mon.before(Frame(im, "s2", 0, 14.0, 0.1)).ok        # a new series starts clean
+
+
+def test_too_large_frames_are_not_analysed():
+    img = _sim_frame(0.1, seed=1).image                    # declared as a 2 A/px survey frame: 5120 model px
+    h = HealthMonitor(HealthConfig(scale="declared")).before(Frame(img, "s", 0, 0.0, 2.0))
+    assert "too_large" in h.verdicts and "4096" in h.reasons[h.verdicts.index("too_large")]
+
+
+# ---------------------------------------------------------------------------------------- pipeline
+def _run(frames, declared, cfg=None, inject=None):
+    from engine.pipeline import Pipeline
+
+    cfg = cfg or Config().replace(inference={"backend": "onnx"})
+    out = []
+    with Pipeline(cfg) as pipe:
+        for i, im in enumerate(frames):
+            if inject and i in inject:
+                im = inject[i]
+            out.append(pipe.process(Frame(im, "s", i, 0.2 * i, declared)))
+    return out
+
+
+def _f1(results, truth):
+    from engine.infer.evaluate import Counts, score_frame
+
+    c = Counts()
+    for r in results:
+        t = truth.frame(r.seq)
+        a = r.chemistry.atoms
+        c.add(score_frame(a.xy_px, a.species, t.xy_px, t.species, r.frame_shape, r.pixel_size_A))
+    return c.f1
+
+
+@needs_model
+def test_wrongly_declared_pixel_size_gives_the_same_detection():
+    frames, truth = _frames(2, seed=11)
+    ref = _f1(_run(frames, 0.1), truth)
+    assert ref > 0.95
+    for factor in (0.33, 0.5, 0.67, 1.5, 2.0, 3.0):
+        res = _run(frames, 0.1 * factor)
+        assert all(r.health.scale_source == "lattice" for r in res)
+        assert abs(_f1(res, truth) - ref) <= 0.01, factor
+
+
+@needs_model
+def test_bad_frames_raise_no_events_and_change_nothing():
+    from engine.sim.movie import scenario, run_movie
+
+    frames, truth = run_movie(scenario("switching", n_frames=20))
+    clean = _run(frames, 0.1)
+    rng = np.random.default_rng(1)
+    shape = frames[0].shape
+    inject = {12: np.zeros(shape, np.float32),
+              13: (np.float32(100) + rng.normal(0, 0.6, shape)).astype(np.float32),
+              14: np.full(shape, np.nan, np.float32)}
+    bad = _run(frames, 0.1, inject=inject)
+    kinds = lambda rs: sorted((e.kind, e.atom_id) for r in rs for e in r.events)  # noqa: E731
+    assert [r.health.verdict for r in bad[12:15]] != ["ok"] * 3
+    assert all(not r.events for r in bad[12:15])
+    # the same events, each at most 3 frames later (the three unreadable frames)
+    assert [k for k, _ in kinds(bad)] == [k for k, _ in kinds(clean)]
+    assert all(r.health.ok for r in clean)
+
+
+@needs_model
+def test_no_reported_atom_without_a_true_atom_near_the_border():
+    frames, truth = _frames(3, seed=21, shape=(192, 224), dopants=("si3",))
+    res = _run(frames, 0.1)
+    from scipy.spatial import cKDTree
+
+    n_edge = 0
+    for r in res:
+        t = truth.frame(r.seq)
+        xy = r.chemistry.atoms.xy_px
+        d, _ = cKDTree(t.xy_A).query(xy * 0.1)
+        H, W = r.frame_shape
+        assert ((xy >= -0.5) & (xy <= np.array([W, H]) - 0.5)).all()
+        assert (d <= 0.5).all(), np.sort(d)[-5:]
+        from engine.health.atoms import edge_flags
+
+        n_edge += int(edge_flags(xy, r.frame_shape, r.pixel_size_A).sum())
+    assert n_edge > 0                                      # the border band is populated and checked
