@@ -1,0 +1,174 @@
+"""Evaluation of engine/health on simulated frames (laboratory code, not used at run time).
+
+* :func:`snr_pairs` -- (estimated, true) C-atom SNR pairs: :func:`engine.health.atoms.estimate_snr` from
+  the image and the network's atoms, against :meth:`engine.sim.imaging.ImagingParams.atom_snr`;
+* :func:`snr_agreement` -- per dose, the fraction of held-out frames on the same side of 2;
+* :func:`calibrate` -- the factor ``SNR_SCALE`` (median true/estimated ratio) on calibration seeds.
+
+``python -m engine.health.evaluate [--calibrate] [--frames N]`` prints the tables of docs/model.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+CALIBRATION_SEED = 4242
+DOSES = (1e3, 1e4, 1e5, 1e6)
+PIXEL_SIZES_A = (0.05, 0.076, 0.1, 0.2)
+
+
+def _frames_cal(dose, px, frames, seed):
+    from engine.sim import make_training_example
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, int(np.log10(dose) * 10), int(px * 1000)]))
+    n = int(round(25.6 / px))
+    for _ in range(frames):
+        ex = make_training_example(rng, shape_px=(n, n), pixel_size_A=px, dose_range=(dose, dose),
+                                   si_per_nm2=1.0, adatoms=False, contamination=False)
+        yield ex.image, px, ex.params
+
+
+def _frames_heldout(dose, px, frames):
+    from engine.infer.heldout import cell_frames
+
+    for image, _xy, _sp, fpx, _ign, params in cell_frames(dose, px, "plain", frames, with_params=True):
+        yield image, fpx, params
+
+
+def snr_pairs(inferencer, doses=DOSES, pixel_sizes=PIXEL_SIZES_A, frames=4, heldout=True,
+              seed=CALIBRATION_SEED) -> list[dict]:
+    """Rows ``{"dose", "pixel_size_A", "estimated", "true"}`` (estimated with SNR_SCALE applied)."""
+    import engine.chem as chem
+    from engine.health.atoms import estimate_snr
+    from engine.sim.imaging import ImagingParams
+    from stemwatch.config import ChemistryConfig
+
+    cc = ChemistryConfig()
+    rows = []
+    for dose in doses:
+        for px in pixel_sizes:
+            it = _frames_heldout(dose, px, frames) if heldout else _frames_cal(dose, px, frames, seed)
+            for image, fpx, params in it:
+                probs = inferencer.predict(image, fpx)
+                c = chem.analyze(probs, cc, image=image)
+                est = estimate_snr(image, c)
+                true = ImagingParams.from_dict(params["imaging"]).atom_snr(fpx)
+                rows.append({"dose": dose, "pixel_size_A": px, "estimated": est, "true": true})
+    return rows
+
+
+def snr_agreement(rows: list[dict], limit: float = 2.0) -> list[dict]:
+    """Per dose: frames, fraction on the same side of ``limit`` (an unmeasurable estimate counts as
+    below), and the confusion counts."""
+    out = []
+    for dose in sorted({r["dose"] for r in rows}):
+        rr = [r for r in rows if r["dose"] == dose]
+        est_low = np.array([not (r["estimated"] >= limit) for r in rr])
+        true_low = np.array([r["true"] < limit for r in rr])
+        out.append({"dose": dose, "frames": len(rr), "agree": float((est_low == true_low).mean()),
+                    "true_low": int(true_low.sum()), "est_low": int(est_low.sum()),
+                    "low_as_ok": int((true_low & ~est_low).sum()), "ok_as_low": int((~true_low & est_low).sum())})
+    return out
+
+
+def calibrate(rows: list[dict]) -> float:
+    """Factor that makes the estimates unbiased (median of true/estimated, in log) on SNR 0.5-20."""
+    r = np.array([(x["true"], x["estimated"]) for x in rows if np.isfinite(x["estimated"]) and x["estimated"] > 0
+                  and 0.5 <= x["true"] <= 20])
+    return float(np.exp(np.median(np.log(r[:, 0] / r[:, 1])))) if len(r) else float("nan")
+
+
+def format_agreement(table: list[dict]) -> str:
+    lines = ["| dose (e/A^2) | frames | same side of 2 | true SNR < 2 | estimated < 2 | low read as ok | ok read as low |",
+             "|---|---|---|---|---|---|---|"]
+    for t in table:
+        lines.append(f"| {t['dose']:.0e} | {t['frames']} | {100 * t['agree']:.0f} % | {t['true_low']} | {t['est_low']} | "
+                     f"{t['low_as_ok']} | {t['ok_as_low']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from engine.infer import Inferencer
+    from stemwatch.config import InferenceConfig
+
+    p = argparse.ArgumentParser(prog="python -m engine.health.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--calibrate", action="store_true", help="fit SNR_SCALE on the calibration seed")
+    p.add_argument("--frames", type=int, default=4, help="frames per dose x pixel-size cell")
+    a = p.parse_args(argv)
+    with Inferencer(InferenceConfig(backend="onnx")) as inf:
+        if a.calibrate:
+            rows = snr_pairs(inf, frames=a.frames, heldout=False)
+            print(f"SNR_SCALE x {calibrate(rows):.3f}")
+            for r in rows:
+                print(f"{r['dose']:.0e} {r['pixel_size_A']} est {r['estimated']:.2f} true {r['true']:.2f}", file=sys.stderr)
+        rows = snr_pairs(inf, frames=a.frames, heldout=True)
+        print(format_agreement(snr_agreement(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+# ---------------------------------------------------------------------------------------------- accuracy
+#: A predicted atom farther than this from every true atom (contamination included) sits in empty
+#: space: lattice "filled in" by the network (holes, vacancies).
+EMPTY_SPACE_A = 1.5
+
+
+def frame_accuracy(inferencer, dose: float, pixel_sizes=(0.05, 0.1), frames: int = 12) -> list[dict]:
+    """Per held-out frame (issue 4's plain cells): its detection Counts (network-level scoring, as
+    engine.infer.heldout), the estimated and the true C-atom SNR, and the atoms put into empty space."""
+    from scipy.spatial import cKDTree
+
+    import engine.chem as chem
+    from engine.health.atoms import estimate_snr
+    from engine.infer.evaluate import find_atoms_simple, score_frame
+    from engine.infer.heldout import cell_frames
+    from engine.sim.imaging import ImagingParams
+    from stemwatch.config import ChemistryConfig
+
+    cc = ChemistryConfig()
+    rows = []
+    for px in pixel_sizes:
+        for image, xy, sp, fpx, ign, params in cell_frames(dose, px, "plain", frames, with_params=True):
+            probs = inferencer.predict(image, fpx)
+            pxy, psp = find_atoms_simple(probs)
+            counts = score_frame(pxy, psp, xy, sp, image.shape, fpx, ignore_xy_px=ign)
+            est = estimate_snr(image, chem.analyze(probs, cc, image=image))
+            true = ImagingParams.from_dict(params["imaging"]).atom_snr(fpx)
+            allxy = np.concatenate([xy, ign]) if len(ign) else xy
+            d, _ = cKDTree(allxy * fpx).query(np.asarray(pxy).reshape(-1, 2) * fpx) if len(pxy) else (np.zeros(0), None)
+            rows.append({"dose": dose, "pixel_size_A": px, "counts": counts, "snr_est": est, "snr_true": true,
+                         "n_pred": int(len(pxy)), "empty_space": int((d > EMPTY_SPACE_A).sum())})
+    return rows
+
+
+def pooled(rows: list[dict], key: str | None, limit: float = 2.0):
+    """Counts pooled over the rows whose ``key`` SNR is >= limit (all rows when key is None)."""
+    from engine.infer.evaluate import Counts
+
+    c = Counts()
+    n = 0
+    for r in rows:
+        if key is None or r[key] >= limit:
+            c.add(r["counts"])
+            n += 1
+    return c, n
+
+
+def format_accuracy(rows_by_dose: dict) -> str:
+    lines = ["| dose (e/A^2) | frames | pooled over | frames kept | F1 | Si P | Si R | worst empty-space precision |",
+             "|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "-" if v != v else f"{v:.4f}"  # noqa: E731
+    for dose, rows in rows_by_dose.items():
+        worst = min((1.0 - r["empty_space"] / max(1, r["n_pred"]) for r in rows), default=float("nan"))
+        for key, name in ((None, "all frames"), ("snr_est", "estimated SNR >= 2"), ("snr_true", "true SNR >= 2")):
+            c, n = pooled(rows, key)
+            s = c.summary()
+            lines.append(f"| {dose:.0e} | {len(rows)} | {name} | {n} | {fmt(s['f1'])} | {fmt(s['si_precision'])} | "
+                         f"{fmt(s['si_recall'])} | {fmt(worst) if key is None else ''} |")
+    return "\n".join(lines)
