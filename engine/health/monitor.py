@@ -97,6 +97,7 @@ class _Series:
     heavy_A: np.ndarray | None = None
     chosen_A: float | None = None
     found: list = field(default_factory=list)
+    agreeing: int = 0
 
 
 def parse_scale(value) -> tuple[str, float | None]:
@@ -142,7 +143,10 @@ class HealthMonitor:
         if self.mode == "declared":
             h.pixel_size_A = declared
             return
-        due = (s.estimate is None or not s.estimate.ok) and s.frames <= cfg.scale_attempt_frames
+        # estimate on the first frames until two agree (one very clear frame is used meanwhile), then
+        # every scale_recheck_frames frames and after a jump
+        settled = s.estimate is not None and s.estimate.ok and s.agreeing >= 2
+        due = not settled and s.frames <= cfg.scale_attempt_frames
         due |= s.frames - s.estimate_frame >= cfg.scale_recheck_frames or jump
         if due:
             est = estimate_pixel_size(img)
@@ -150,7 +154,7 @@ class HealthMonitor:
             if est.ok:
                 s.found.append(est)
                 s.found = s.found[-5:]
-            best = _consensus(s.found)
+            best, s.agreeing = _consensus(s.found)
             if best is not None and s.estimate is not None and s.estimate.ok and \
                     abs(best.pixel_size_A / s.estimate.pixel_size_A - 1.0) > cfg.scale_tolerance:
                 log.warning("series %s: lattice pixel size changed %.4f -> %.4f A/px", s.name,
@@ -212,10 +216,17 @@ class HealthMonitor:
             return h
         g = f if nf == 0 else np.where(finite, f, np.nanmedian(f))
         # blank: no signal beyond read noise (constant, all zero, dark)
-        lo, hi = np.percentile(g[::4, ::4], (1.0, 99.0)) if g.size >= 64 else (float(g.min()), float(g.max()))
+        # (on 4x4 block means: fine sampling spreads an atom over many noisy pixels, white noise drops 4x)
         noise = _noise_sigma(g)
+        H4, W4 = (g.shape[0] // 4) * 4, (g.shape[1] // 4) * 4
+        if H4 >= 16 and W4 >= 16:
+            b = g[:H4, :W4].reshape(H4 // 4, 4, W4 // 4, 4).mean(axis=(1, 3))
+            lo, hi = np.percentile(b, (1.0, 99.0))
+            bnoise = noise / 4.0
+        else:
+            lo, hi, bnoise = float(g.min()), float(g.max()), noise
         contrast = float(hi - lo)
-        if contrast <= 0 or contrast < cfg.blank_contrast_noise * max(noise, 1e-12):
+        if contrast <= 0 or contrast < cfg.blank_contrast_noise * max(bnoise, 1e-12):
             h.add("blank", "no signal above the noise (beam blanked, constant or dark frame)")
             h.pixel_size_A = declared
             return h
@@ -281,14 +292,16 @@ class HealthMonitor:
         return h
 
 
-#: One frame's estimate alone is trusted only when both rings stand out this clearly.
-SOLO_STRENGTH = 2.0
+#: One frame's estimate alone is used (until a second frame confirms it) only when its rings stand out
+#: this clearly.
+SOLO_STRENGTH = 1.4
 
 
-def _consensus(found: list) -> ScaleEstimate | None:
-    """The series' estimate: two frames agreeing within 3 % (their median), or one very clear frame."""
+def _consensus(found: list) -> tuple[ScaleEstimate | None, int]:
+    """The series' estimate and how many frames agree on it: two or more frames agreeing within 3 %
+    (their median), else the clearest frame with strength >= SOLO_STRENGTH."""
     if not found:
-        return None
+        return None, 0
     p = np.array([e.pixel_size_A for e in found])
     agree = np.abs(p[:, None] / p[None, :] - 1.0) <= 0.03
     k = int(np.argmax(agree.sum(1)))
@@ -296,9 +309,10 @@ def _consensus(found: list) -> ScaleEstimate | None:
     if len(members) >= 2:
         ps = float(np.median([e.pixel_size_A for e in members]))
         unc = float(np.sqrt(np.mean([e.uncertainty_A ** 2 for e in members])))
-        return ScaleEstimate(ps, unc, float(max(e.strength for e in members)), sum(e.n_spots for e in members), True)
+        return ScaleEstimate(ps, unc, float(max(e.strength for e in members)), sum(e.n_spots for e in members),
+                             True), len(members)
     solo = [e for e in found if e.strength >= SOLO_STRENGTH]
-    return max(solo, key=lambda e: e.strength) if solo else None
+    return (max(solo, key=lambda e: e.strength), 1) if solo else (None, 0)
 
 
 def _noise_sigma(img: np.ndarray) -> float:
