@@ -190,3 +190,16 @@ def test_no_reported_atom_without_a_true_atom_near_the_border():
 
         n_edge += int(edge_flags(xy, r.frame_shape, r.pixel_size_A).sum())
     assert n_edge > 0                                      # the border band is populated and checked
+
+
+@needs_model
+def test_stage_jump_resets_tracks_with_one_bookkeeping_event():
+    from engine.sim.movie import scenario, run_movie
+
+    frames, _ = run_movie(scenario("switching", n_frames=16))
+    moved = {i: np.roll(frames[i], 128, axis=1) for i in range(10, 16)}    # a 12.8 A stage move at frame 10
+    res = _run(frames, 0.1, inject=moved)
+    assert "fov_jump" in res[10].health.verdicts and all(r.health.ok for r in res[:10])
+    kinds = [e.kind for r in res for e in r.events]
+    assert kinds.count("fov_jump") == 1 and [e.kind for e in res[10].events] == ["fov_jump"]
+    assert len([k for k in kinds[kinds.index("fov_jump") + 1:]]) <= 3     # no burst of vacancies / si_lost

@@ -283,7 +283,7 @@ class HealthMonitor:
         # stage move: the heavy atoms (non-periodic, unlike the lattice) must reappear under one shift
         heavy = np.asarray(atoms.species) > 0
         xy = np.asarray(atoms.xy_px, np.float64)[heavy] * ps
-        if s.heavy_A is not None and len(s.heavy_A) >= 2 and len(xy) >= 2 and "fov_jump" not in h.verdicts:
+        if s.heavy_A is not None and len(s.heavy_A) >= 1 and len(xy) >= 1 and "fov_jump" not in h.verdicts:
             if not _constellation_matches(s.heavy_A, xy, cfg.max_jump_A, cfg.jump_tolerance_A):
                 h.add("fov_jump", "the dopants do not reappear under any drift within "
                                   f"{cfg.max_jump_A:g} A (stage move)")
@@ -334,7 +334,7 @@ def _constellation_matches(prev_A: np.ndarray, cur_A: np.ndarray, max_shift_A: f
     if not len(d):
         return False
     tree = cKDTree(cur_A)
-    need = max(2, int(np.ceil(0.5 * min(len(prev_A), len(cur_A)))))
+    need = max(1, int(np.ceil(0.5 * min(len(prev_A), len(cur_A)))))
     for shift in d[:400]:
         hit, _ = tree.query(prev_A + shift, distance_upper_bound=tol_A)
         if int(np.isfinite(hit).sum()) >= need:
