@@ -25,6 +25,7 @@ BENCHES: dict[str, str] = {
     "pipeline": "engine.bench_pipeline:bench_pipeline",
     "dashboard": "dashboard.bench:bench_dashboard",
     "soak": "engine.bench_pipeline:bench_soak",
+    "health": "engine.health.bench:bench_health",
 }
 
 

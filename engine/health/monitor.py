@@ -206,51 +206,55 @@ class HealthMonitor:
             s.means.clear()
             s.heavy_A = None
         s.shape = shape
-        # non-finite pixels
-        f = img.astype(np.float32, copy=False)
-        finite = np.isfinite(f)
-        nf = 1.0 - float(finite.mean()) if f.size else 1.0
-        if nf > cfg.max_non_finite_fraction:
-            h.add("non_finite", f"{100 * nf:.1f} % of the pixels are NaN or infinite")
-            h.pixel_size_A = declared
-            return h
-        g = f if nf == 0 else np.where(finite, f, np.nanmedian(f))
-        # blank: no signal beyond read noise (constant, all zero, dark)
-        # (on 4x4 block means: fine sampling spreads an atom over many noisy pixels, white noise drops 4x)
+        # non-finite pixels (integer frames have none)
+        if np.issubdtype(img.dtype, np.integer):
+            g, nf = img, 0.0
+        else:
+            finite = np.isfinite(img)
+            nf = 1.0 - float(np.count_nonzero(finite)) / img.size if img.size else 1.0
+            if nf > cfg.max_non_finite_fraction:
+                h.add("non_finite", f"{100 * nf:.1f} % of the pixels are NaN or infinite")
+                h.pixel_size_A = declared
+                return h
+            g = img if nf == 0 else np.where(finite, img, np.nanmedian(img))
+        # blank: no signal beyond read noise (constant, all zero, dark); judged on 4x4 block means (fine
+        # sampling spreads an atom over many noisy pixels; white noise drops 4x), which also give the
+        # frame's mean and its row-block profile in one pass
         noise = _noise_sigma(g)
         H4, W4 = (g.shape[0] // 4) * 4, (g.shape[1] // 4) * 4
         if H4 >= 16 and W4 >= 16:
-            b = g[:H4, :W4].reshape(H4 // 4, 4, W4 // 4, 4).mean(axis=(1, 3))
-            lo, hi = np.percentile(b, (1.0, 99.0))
+            b = g[:H4, :W4].reshape(H4 // 4, 4, W4 // 4, 4).mean(axis=(1, 3), dtype=np.float64)
             bnoise = noise / 4.0
         else:
-            lo, hi, bnoise = float(g.min()), float(g.max()), noise
+            b = np.asarray(g, np.float64)
+            bnoise = noise
+        lo, hi = np.percentile(b, (1.0, 99.0))
         contrast = float(hi - lo)
         if contrast <= 0 or contrast < cfg.blank_contrast_noise * max(bnoise, 1e-12):
             h.add("blank", "no signal above the noise (beam blanked, constant or dark frame)")
             h.pixel_size_A = declared
             return h
         # saturated: many pixels at the frame's maximum (the detector clipped)
-        top = float(g.max())
-        sat = float(np.count_nonzero(g >= top)) / g.size
+        top = g.max()
+        sat = float(np.count_nonzero(g == top)) / g.size
         if sat > cfg.max_saturated_fraction:
-            h.add("saturated", f"{100 * sat:.1f} % of the pixels sit at the maximum value {top:.6g}")
+            h.add("saturated", f"{100 * sat:.1f} % of the pixels sit at the maximum value {float(top):.6g}")
         # dose dip / spike against the recent frames of the series
-        m = float(g.mean(dtype=np.float64))
+        m = float(b.mean())
         if len(s.means) >= 3:
             ref = float(np.median(s.means))
             spread = max(abs(ref) * cfg.glitch_dose_ratio, 1e-12)
             if abs(m - ref) > spread:
                 h.add("glitch", f"mean intensity {m:.4g} vs {ref:.4g} in the series' recent frames (dose dip or spike)")
-        # scan tear / line jump: a step in the row means far beyond their frame-to-frame scatter
-        rows = g.mean(axis=1, dtype=np.float64)
+        # scan tear / line jump: a step in the (4-row block) row means far beyond their usual scatter
+        rows = b.mean(axis=1)
         d = np.abs(np.diff(rows))
         if len(d) > 8:
             mad = float(np.median(np.abs(d - np.median(d)))) * 1.4826 + 1e-12
             big = d > cfg.tear_row_mad * mad
             if big.any() and float(d.max()) > 0.5 * contrast:
                 r = int(np.argmax(d))
-                h.add("glitch", f"scan tear: the row mean jumps at row {r + 1}")
+                h.add("glitch", f"scan tear: the row mean jumps near row {4 * (r + 1)}")
         if "glitch" not in h.verdicts:
             s.means.append(m)
         self._scale(g, declared, h, jump)
@@ -316,8 +320,8 @@ def _consensus(found: list) -> tuple[ScaleEstimate | None, int]:
 
 
 def _noise_sigma(img: np.ndarray) -> float:
-    """Pixel noise from differences of horizontal neighbours (robust: MAD), on a subsample."""
-    a = img[::2, :]
+    """Pixel noise from differences of horizontal neighbours (robust: MAD), on every 8th row."""
+    a = np.asarray(img[::8, :], np.float64)          # (integer frames: no wrap-around in the differences)
     d = np.diff(a, axis=1).ravel()
     if not len(d):
         return 0.0
