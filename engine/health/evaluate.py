@@ -97,7 +97,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.health.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--calibrate", action="store_true", help="fit SNR_SCALE on the calibration seed")
     p.add_argument("--frames", type=int, default=4, help="frames per dose x pixel-size cell")
+    p.add_argument("--figures", action="store_true", help="the pixel-size table and the verdict confusion table")
     a = p.parse_args(argv)
+    if a.figures:
+        print(figures())
+        return 0
     with Inferencer(InferenceConfig(backend="onnx")) as inf:
         if a.calibrate:
             rows = snr_pairs(inf, frames=a.frames, heldout=False)
@@ -108,9 +112,6 @@ def main(argv=None) -> int:
         print(format_agreement(snr_agreement(rows)))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 # ---------------------------------------------------------------------------------------------- accuracy
@@ -172,3 +173,126 @@ def format_accuracy(rows_by_dose: dict) -> str:
             lines.append(f"| {dose:.0e} | {len(rows)} | {name} | {n} | {fmt(s['f1'])} | {fmt(s['si_precision'])} | "
                          f"{fmt(s['si_recall'])} | {fmt(worst) if key is None else ''} |")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- figures
+HELDOUT_MOVIE_SEED = 90_417
+FACTORS = (0.33, 0.5, 0.67, 1.0, 1.5, 2.0, 3.0)
+
+
+def _pipeline_run(frames, declared, scale="auto", inject=None):
+    from engine.pipeline import Pipeline
+    from stemwatch.config import Config
+    from streamer.frame import Frame
+
+    cfg = Config().replace(inference={"backend": "onnx"}, health={"scale": scale})
+    out = []
+    with Pipeline(cfg) as pipe:
+        for i, im in enumerate(frames):
+            im = inject.get(i, im) if inject else im
+            out.append(pipe.process(Frame(im, "heldout", i, 0.2 * i, declared)))
+    return out
+
+
+def heldout_movie(n_frames=12, shape=(256, 256), k=0):
+    from engine.sim.movie import MovieSpec, run_movie
+
+    return run_movie(MovieSpec(n_frames=n_frames, shape_px=shape, pixel_size_A=0.1, seed=HELDOUT_MOVIE_SEED + k,
+                               dopants=("si3", "si4"), drift_A_per_frame=(0.1, 0.05),
+                               events=[(5, "si_3_to_4", 0), (11, "si_4_to_3", 1), (16, "si_4_to_3", 0)]))
+
+
+def pixel_size_table(n_frames=6) -> list[dict]:
+    """Declared factor -> detection F1 and events on a held-out simulated movie (true 0.1 A/px), with
+    --scale auto and --scale declared."""
+    from engine.infer.evaluate import Counts, score_frame
+
+    frames, truth = heldout_movie(n_frames)
+    rows = []
+    for f in FACTORS:
+        row = {"factor": f}
+        for scale in ("auto", "declared"):
+            res = _pipeline_run(frames, 0.1 * f, scale)
+            c = Counts()
+            for r in res:
+                t = truth.frame(r.seq)
+                a = r.chemistry.atoms
+                c.add(score_frame(a.xy_px, a.species, t.xy_px, t.species, r.frame_shape, r.pixel_size_A))
+            row[scale] = {"f1": c.f1, "events": sum(len(r.events) for r in res),
+                          "source": sorted({r.health.scale_source for r in res}),
+                          "pixel_size_A": float(np.median([r.pixel_size_A for r in res]))}
+        rows.append(row)
+    return rows
+
+
+def injected_frames(frames, rng) -> dict:
+    """{index: (kind, image)}: bad frames injected into a movie (every 3rd frame from the 4th on)."""
+    shape = frames[0].shape
+    im = lambda i: frames[i].astype(np.float32)  # noqa: E731
+    kinds = ["blank_dark", "blank_zero", "non_finite", "glitch_dose", "glitch_tear", "saturated", "fov_jump"]
+    out = {}
+    for j, kind in enumerate(kinds):
+        i = 3 + 3 * j
+        if i >= len(frames):
+            break
+        a = im(i)
+        if kind == "blank_dark":
+            a = np.float32(100) + rng.normal(0, 0.6, shape).astype(np.float32)
+        elif kind == "blank_zero":
+            a = np.zeros(shape, np.float32)
+        elif kind == "non_finite":
+            a = np.full(shape, np.nan, np.float32)
+        elif kind == "glitch_dose":
+            a = a * 0.4
+        elif kind == "glitch_tear":
+            a[shape[0] // 2:] += 4 * float(a.std())
+        elif kind == "saturated":
+            a = np.minimum(a, np.percentile(a, 90))
+        elif kind == "fov_jump":
+            a = np.roll(a, shape[1] // 2, axis=1)
+        out[i] = (kind, a)
+    return out
+
+
+def verdict_confusion(n_frames=24, movies=3) -> dict:
+    """Injected kind (or 'clean') -> Counter of verdicts over ``movies`` held-out movies; plus the events
+    of each movie clean and with the injected frames."""
+    from collections import Counter, defaultdict
+
+    table = defaultdict(Counter)
+    events = []
+    for k in range(movies):
+        frames, truth = heldout_movie(n_frames, k=k)
+        inj = injected_frames(frames, np.random.default_rng(k))
+        images = {i: a for i, (kind, a) in inj.items()}
+        j = [i for i, (kind, _) in inj.items() if kind == "fov_jump"]
+        if j:                                   # a stage jump moves every later frame too
+            for i in range(j[0] + 1, len(frames)):
+                images[i] = np.roll(frames[i], frames[0].shape[1] // 2, axis=1)
+        res = _pipeline_run(frames, 0.1, inject=images)
+        clean = _pipeline_run(frames, 0.1)
+        for r in res:
+            table[inj[r.seq][0] if r.seq in inj else "clean"][r.health.verdict] += 1
+        events.append({"clean": [(e.frame, e.kind) for r in clean for e in r.events],
+                       "injected": [(e.frame, e.kind) for r in res for e in r.events],
+                       "truth": [(e["frame"], e["kind"]) for e in truth.events]})
+    return {"table": {k: dict(v) for k, v in table.items()}, "events": events}
+
+
+def figures() -> str:
+    lines = ["pixel size (held-out movie, true 0.1 A/px): factor | auto: F1, events, source, A/px | declared: F1, events"]
+    for r in pixel_size_table():
+        a, d = r["auto"], r["declared"]
+        lines.append(f"| x{r['factor']} | {a['f1']:.4f} | {a['events']} | {'/'.join(a['source'])} | {a['pixel_size_A']:.4f} | "
+                     f"{d['f1']:.4f} | {d['events']} |")
+    v = verdict_confusion()
+    lines.append("verdicts: injected -> {verdict: frames}")
+    for k, c in v["table"].items():
+        lines.append(f"| {k} | {c} |")
+    for e in v["events"]:
+        lines.append(f"events: truth {e['truth']}; clean {e['clean']}; injected {e['injected']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
