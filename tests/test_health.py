@@ -203,3 +203,18 @@ def test_stage_jump_resets_tracks_with_one_bookkeeping_event():
     kinds = [e.kind for r in res for e in r.events]
     assert kinds.count("fov_jump") == 1 and [e.kind for e in res[10].events] == ["fov_jump"]
     assert len([k for k in kinds[kinds.index("fov_jump") + 1:]]) <= 3     # no burst of vacancies / si_lost
+
+
+@needs_model
+def test_per_atom_confidence_is_calibrated_on_heldout_frames():
+    """Criterion 6, per atom: atoms with confidence c are right (a true atom of that species within 0.5 A)
+    about a fraction c of the time, at every dose (expected calibration error <= 0.05)."""
+    from engine.health.evaluate import atom_confidence_pairs, reliability
+    from engine.infer import Inferencer
+    from stemwatch.config import InferenceConfig
+
+    with Inferencer(InferenceConfig(backend="onnx")) as inf:
+        conf, ok = atom_confidence_pairs(inf, frames=1, only_ok=False)
+    rows, ece = reliability(conf, ok)
+    assert len(conf) > 1000 and ok.mean() < 1.0          # wrong atoms exist (1e3 frames): not a vacuous score
+    assert ece <= 0.05, rows

@@ -301,3 +301,64 @@ def figures() -> str:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ---------------------------------------------------------------------------------------------- confidence
+def atom_confidence_pairs(inferencer, doses=DOSES, pixel_sizes=(0.05, 0.1), frames=4, heldout=True,
+                          seed=CALIBRATION_SEED, only_ok=True) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, correct) of every reported atom inside the scored area: correct = a true atom of the
+    same species within 0.5 A. ``only_ok``: frames the analyzer keeps (estimated SNR >= 2)."""
+    import engine.chem as chem
+    from engine.health.atoms import drop_outside, estimate_snr
+    from engine.infer.evaluate import _mutual_matches
+    from stemwatch.config import ChemistryConfig
+
+    cc = ChemistryConfig()
+    conf, ok = [], []
+    for dose in doses:
+        for px in pixel_sizes:
+            if heldout:
+                from engine.infer.heldout import cell_frames
+
+                it = ((im, xy, sp, fpx, ign) for im, xy, sp, fpx, ign in cell_frames(dose, px, "plain", frames))
+            else:
+                it = ((ex.image, ex.xy_px, ex.species, px, np.zeros((0, 2)))
+                      for ex in _examples(dose, px, frames, seed))
+            for image, xy, sp, fpx, ign in it:
+                c = chem.analyze(inferencer.predict(image, fpx), cc, image=image)
+                if only_ok and not estimate_snr(image, c) >= 2.0:
+                    continue
+                a = drop_outside(c.atoms, image.shape, 0.3)
+                ip, it_ = _mutual_matches(a.xy_px * fpx, np.asarray(xy) * fpx, 0.5)
+                good = np.zeros(len(a), bool)
+                good[ip] = np.asarray(a.species)[ip] == np.asarray(sp)[it_]
+                H, W = image.shape
+                inner = ((a.xy_px >= 10) & (a.xy_px <= np.array([W, H]) - 11)).all(1)
+                conf.append(np.asarray(a.confidence)[inner])
+                ok.append(good[inner])
+    return np.concatenate(conf), np.concatenate(ok)
+
+
+def _examples(dose, px, frames, seed):
+    from engine.sim import make_training_example
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, int(np.log10(dose) * 10), int(px * 1000), 7]))
+    n = int(round(25.6 / px))
+    for _ in range(frames):
+        yield make_training_example(rng, shape_px=(n, n), pixel_size_A=px, dose_range=(dose, dose), si_per_nm2=1.0,
+                                    adatoms=False, contamination=False)
+
+
+def reliability(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> tuple[list[dict], float]:
+    """Reliability diagram rows (bin, count, mean confidence, fraction correct) and the expected
+    calibration error (count-weighted mean |confidence - accuracy|)."""
+    edges = np.linspace(0, 1, bins + 1)
+    k = np.clip(np.digitize(conf, edges) - 1, 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        m = k == b
+        if m.any():
+            rows.append({"lo": edges[b], "hi": edges[b + 1], "n": int(m.sum()), "conf": float(conf[m].mean()),
+                         "acc": float(correct[m].mean())})
+            ece += m.sum() / len(conf) * abs(conf[m].mean() - correct[m].mean())
+    return rows, float(ece)
