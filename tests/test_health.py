@@ -218,3 +218,38 @@ def test_per_atom_confidence_is_calibrated_on_heldout_frames():
     rows, ece = reliability(conf, ok)
     assert len(conf) > 1000 and ok.mean() < 1.0          # wrong atoms exist (1e3 frames): not a vacuous score
     assert ece <= 0.05, rows
+
+
+def test_event_confidence_is_replaced_by_the_calibrated_one():
+    from engine.health.confidence import calibrate_events, calibrated
+    from engine.types import Event
+
+    frames, truth = _frames(1)
+    from engine.chem.chemistry import chemistry_from_positions
+    from stemwatch.config import ChemistryConfig
+
+    t = truth.frame(0)
+    chem = chemistry_from_positions(t.xy_A, t.species, ChemistryConfig())
+    ids = np.arange(len(t.xy_A))
+    evs = [Event(frame=3, t_acquired=0.0, latency_s=0.0, kind="si_3_to_4", atom_id=int(ids[t.species == 1][0]),
+                 x=0.0, y=0.0, x_A=0.0, y_A=0.0, before="3", after="4", confidence=0.75)]
+    calibrate_events(evs, chem, ids, snr=10.0)
+    assert evs[0].confidence != 0.75 and 0.5 < evs[0].confidence < 1.0
+    # more signal, more confidence: the model is monotone in the frame's SNR and the atom's probability
+    assert calibrated(0.75, 0.9, 20.0) > calibrated(0.75, 0.9, 3.0)
+    assert calibrated(0.75, 0.99, 10.0) > calibrated(0.75, 0.6, 10.0)
+
+
+@pytest.mark.slow
+@needs_model
+def test_event_confidence_calibrated_on_heldout_movies():
+    """Criterion 6, events: ECE <= 0.05 on held-out simulated movies (seeds from 90417; ~10 min)."""
+    from engine.health.confidence import calibrated
+    from engine.health.evaluate import reliability
+    from engine.health.event_eval import HELDOUT_SEED, collect
+
+    rows = collect(HELDOUT_SEED, movies_per_dose=3)
+    assert len(rows) >= 30
+    ok = np.array([r["right"] for r in rows])
+    c = calibrated([r["confidence"] for r in rows], [r["atom_prob"] for r in rows], [r["snr"] for r in rows])
+    assert reliability(c, ok)[1] <= 0.05
