@@ -37,11 +37,16 @@ MAX_PIXEL_A = 0.5
 MIN_STRENGTH = 1.5
 #: ... and the {10-10} ring's own six-fold order at least this (the {11-20} ring may be wiped out by a
 #: wide probe).
-MIN_SINGLE = 1.0
+MIN_SINGLE = 1.1
 MIN_PART = 0.25
 #: Smallest ring radius (frequency bins) whose six-fold order can be judged.
 MIN_RING_BINS = 8.0
 ANGLE_STEP_DEG = 2.0
+#: In a pair, the inner (2.13 A) ring's six-fold order must be at least this fraction of the outer one's.
+PAIR_BALANCE = 0.5
+#: A ring sqrt(3) inside a candidate disqualifies it (as the 1.23 A ring) when its six-fold order is at
+#: least this fraction of the candidate's (a weak spurious inner ring, e.g. from dopants, does not).
+INNER_BALANCE = 0.8
 
 
 @dataclass(frozen=True)
@@ -176,16 +181,20 @@ def estimate_pixel_size(image: np.ndarray, max_side_px: int = 512, lo_A: float =
     cross = (np.mean(q3[i1] * np.roll(q3[i2], -lag(30), axis=1), axis=1)
              - np.mean(q3[i1] * q3[i2], axis=1)) / np.sqrt(np.maximum(np.mean(q3[i1] ** 2, axis=1)
                                                                       * np.mean(q3[i2] ** 2, axis=1), 1e-300))
-    score = np.where((h2 >= MIN_PART) & (cross >= MIN_PART), h1 + h2 + cross, h1)
+    # a pair needs both rings clearly six-fold (a weak spurious ring inside a strong 2.13 A ring must not
+    # pass as the 2.13 A ring of a lattice sqrt(3) coarser)
+    pair = (h2 >= MIN_PART) & (cross >= MIN_PART) & (h1 >= PAIR_BALANCE * h2)
+    score = np.where(pair, h1 + h2 + cross, h1)
     score[h1 < MIN_PART] = 0.0
     # a six-fold ring sqrt(3) further in means the candidate is the 1.23 A ring (its 2.13 A partner may be
     # too small to judge): never read it as the 2.13 A one
     i0 = np.rint(i1 / SQRT3).astype(int)
-    score[(i0 >= 4) & (hexness[np.maximum(i0, 0)] >= MIN_PART)] = 0.0
+    inner = hexness[np.maximum(i0, 0)]
+    score[(i0 >= 4) & (inner >= MIN_PART) & (inner >= INNER_BALANCE * h1)] = 0.0
     # a ring's inner flank scores like the ring: take the innermost clear maximum of the score
     k = int(np.argmax(score))
     strength = float(score[k])
-    single = not (h2[k] >= MIN_PART and cross[k] >= MIN_PART)
+    single = not pair[k]
     if not np.isfinite(strength) or strength < (MIN_SINGLE if single else MIN_STRENGTH):
         return ScaleEstimate(float("nan"), float("nan"), strength, 0, False)
     cand = i1 * 0.5
