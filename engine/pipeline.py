@@ -24,7 +24,6 @@ import numpy as np
 
 from engine.track import Tracker
 from engine.health.atoms import drop_outside, estimate_snr
-from engine.health.confidence import calibrate_events
 from engine.health.monitor import SKIP_VERDICTS
 from engine.types import Atoms, Chemistry, Event, FrameResult
 from stemwatch.config import Config, EventConfig
@@ -162,7 +161,6 @@ class Pipeline:
                                    t_done=time.time(), image=frame.data if self.keep_image else None,
                                    confirmed=np.zeros(n, bool), health=health)
             upd = self.tracker.update(chem, int(frame.seq), float(frame.t_acquired), frame_shape=shape)
-            calibrate_events(upd.events, chem, upd.track_ids, health.snr)
             p3 = time.perf_counter()
             timings["tracking"] = p3 - p2
             timings["total"] = p3 - p0
