@@ -298,7 +298,7 @@ def _score_events(truth: Truth, events: list, gt_pos: dict, analysed: set, ps: f
     seqs = sorted(analysed)
     r_px = radius_A / ps
     field = [e for e in events if e.get("before") in FIELD_BEFORE or e.get("after") in FIELD_AFTER]
-    hyp = [e for e in events if e not in field]
+    hyp = [e for e in events if e not in field and e.get("kind") != "fov_jump"]   # bookkeeping, not physics
     # The simulator's truth has no notion of motifs: a "new motif" report is judged plausible when
     # it sits on a truth defect (an atom whose label is not pristine lattice), false otherwise.
     motifs = [e for e in hyp if e["kind"] == "new_motif"]

@@ -77,6 +77,9 @@ def test_auto_scale_uses_the_lattice_when_the_declared_size_is_wrong():
     assert h.scale_source == "declared" and h.pixel_size_A == 0.101
     mon3 = HealthMonitor(HealthConfig(scale="declared"))
     assert mon3.before(Frame(frames[0], "s", 0, 0.0, 0.2)).pixel_size_A == 0.2
+    mon5 = HealthMonitor(HealthConfig())                   # no declared size at all: the lattice's
+    h = [mon5.before(Frame(im, "s", i, float(i), float("nan"))) for i, im in enumerate(frames)][-1]
+    assert h.scale_source == "lattice" and abs(h.pixel_size_A / 0.1 - 1) < 0.02
     mon4 = HealthMonitor(HealthConfig(scale="0.11"))
     h = mon4.before(Frame(frames[0], "s", 0, 0.0, 0.2))
     assert h.scale_source == "override" and h.pixel_size_A == 0.11
