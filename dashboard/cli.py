@@ -92,6 +92,9 @@ def register(sub) -> None:
     p.add_argument("--speed", default="1", help="replay pace: 1 = original (default), N = N times faster")
     p.add_argument("--duration-s", type=float, default=None, metavar="S",
                    help="stop after S seconds (default: run until Ctrl-C)")
+    from engine.cli import add_scale_option
+
+    add_scale_option(p)
     add_dashboard_arguments(p)
     p.set_defaults(func=_demo)
 

@@ -75,6 +75,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from stemwatch.config import Config
 
     cfg = dashboard_config(Config(), args)
+    if getattr(args, "scale", None):
+        cfg = cfg.replace(health={"scale": args.scale})
     cmd, what = source_command(args)
     print(f"[demo] frames: {what} on {args.data_endpoint}", file=sys.stderr)
     print("[demo] loading the analyzer (network, lattice graph, tracker)…", file=sys.stderr)

@@ -97,6 +97,7 @@ def summarize(status: dict, local: dict) -> dict:
         "paused": bool(get(status, "paused", default=False)),
         "latency": latency_rows(status),
         "last_frame_age_s": local.get("last_frame_age_s"),
+        "health": status.get("health") if isinstance(status.get("health"), dict) else None,
     }
 
 
@@ -169,6 +170,15 @@ def status_html(status: dict, local: dict, now: float | None = None) -> str:
         mal += " <small>(" + ", ".join(f"{html.escape(str(k))}: {v}" for k, v in top) + ")</small>"
     rows.append(_row("malformed messages", mal, "warn" if s["malformed"] else ""))
     rows.append(_row("backend", html.escape(str(s["backend"] or "–"))))
+    hl = (s.get("health") or {}).get("last")
+    if hl:
+        ps = hl.get("pixel_size_A")
+        txt = f"{html.escape(str(hl.get('verdict')))} · scale {html.escape(str(hl.get('scale_source')))}"
+        if ps:
+            txt += f" {ps:.4g} Å/px"
+        if hl.get("reasons"):
+            txt += "<br><small>" + html.escape("; ".join(hl["reasons"])) + "</small>"
+        rows.append(_row("frame health", txt, "" if hl.get("verdict") == "ok" else "warn"))
     if s["rec_error"]:
         rec, rl = f"ERROR: {html.escape(str(s['rec_error']))}", "bad"
     elif s["recording"]:

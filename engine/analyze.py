@@ -22,14 +22,20 @@ from engine.types import SPECIES, FrameResult
 
 log = logging.getLogger(__name__)
 
-ATOMS_COLUMNS = ("frame", "atom_id", "x", "y", "species", "coordination", "confidence")
-FRAMES_COLUMNS = ("frame", "t_acquired", "n_atoms", "n_si", "n_other", "drift_x_A", "drift_y_A", "error")
+ATOMS_COLUMNS = ("frame", "atom_id", "x", "y", "species", "coordination", "confidence", "edge")
+FRAMES_COLUMNS = ("frame", "t_acquired", "n_atoms", "n_si", "n_other", "drift_x_A", "drift_y_A", "error",
+                  "verdict", "reason", "scale_source", "pixel_size_A", "declared_pixel_size_A",
+                  "estimated_pixel_size_A", "estimated_uncertainty_A", "snr")
 
 
 def frame_verdict(r: FrameResult) -> str:
     """The verdict on one analysed frame, counted in summary.json (``verdicts``) and in the archive
-    index (DIR/index.json): ``"error"`` when a stage failed on it, else ``"ok"``."""
-    return "error" if r.error else "ok"
+    index (DIR/index.json): ``"error"`` when a stage failed on it, else its health verdict
+    (:attr:`engine.health.FrameHealth.verdict`: ``ok``, or e.g. ``blank``, ``glitch+low_snr``)."""
+    if r.error:
+        return "error"
+    h = getattr(r, "health", None)
+    return h.verdict if h is not None else "ok"
 
 
 class ResultWriter:
@@ -53,6 +59,8 @@ class ResultWriter:
         self.timings: dict[str, list] = {}
         self.series: list = []
         self.verdicts: Counter = Counter()      # frame_verdict -> frames
+        self.scale_sources: Counter = Counter()
+        self.estimates: list = []
 
     def write(self, r: FrameResult) -> None:
         atoms = r.chemistry.atoms
@@ -64,7 +72,9 @@ class ResultWriter:
             sp = np.asarray(atoms.species, np.int64)
             names = np.asarray(SPECIES, dtype=object)[np.clip(sp, 0, len(SPECIES) - 1)]
             coord = np.asarray(r.chemistry.coordination, np.int64)
-            rows = np.empty((n, 7), dtype=object)
+            from engine.health.atoms import edge_flags
+
+            rows = np.empty((n, 8), dtype=object)
             rows[:, 0] = int(r.seq)
             rows[:, 1] = np.asarray(r.track_ids, np.int64)
             rows[:, 2] = atoms.xy_px[:, 0]
@@ -72,7 +82,8 @@ class ResultWriter:
             rows[:, 4] = names
             rows[:, 5] = coord
             rows[:, 6] = np.asarray(atoms.confidence, np.float64)
-            np.savetxt(self._atoms, rows, fmt="%d,%d,%.3f,%.3f,%s,%d,%.3f")
+            rows[:, 7] = edge_flags(atoms.xy_px, r.frame_shape, r.pixel_size_A).astype(int)
+            np.savetxt(self._atoms, rows, fmt="%d,%d,%.3f,%.3f,%s,%d,%.3f,%d")
             self.n_atom_rows += n
             self.species_counts.update(names.tolist())
             self.track_ids.update(np.unique(r.track_ids).tolist())
@@ -84,8 +95,22 @@ class ResultWriter:
         sp = np.asarray(atoms.species)
         err = (r.error or "").replace(",", ";").replace("\n", " ")
         dx, dy = (float(v) * r.pixel_size_A for v in r.drift_px)
+        h = getattr(r, "health", None)
+        hd = h.to_dict() if h is not None else {}
+        if h is not None:
+            self.scale_sources[h.scale_source] += 1
+            if hd.get("estimated_pixel_size_A"):
+                self.estimates.append(hd["estimated_pixel_size_A"])
+
+        def num(v, fmt="{:.5g}"):
+            return "" if v is None else fmt.format(v)
+
+        reason = "; ".join(hd.get("reasons", ())).replace(",", ";").replace("\n", " ")
         self._frames.write(f"{r.seq},{r.t_acquired:.6f},{n},{int((sp == 1).sum())},{int((sp == 2).sum())},"
-                           f"{dx:.4f},{dy:.4f},{err}\n")
+                           f"{dx:.4f},{dy:.4f},{err},{hd.get('verdict', '')},{reason},{hd.get('scale_source', '')},"
+                           f"{r.pixel_size_A:.5g},{num(hd.get('declared_pixel_size_A'))},"
+                           f"{num(hd.get('estimated_pixel_size_A'))},{num(hd.get('estimated_uncertainty_A'))},"
+                           f"{num(hd.get('snr'), '{:.2f}')}\n")
         self.verdicts[frame_verdict(r)] += 1
         if r.error:
             self.n_errors += 1
@@ -114,6 +139,9 @@ class ResultWriter:
                                   "max": float(speed.max()) if len(speed) else 0.0},
             "timings_ms_median": {k: 1e3 * float(np.median(v)) for k, v in self.timings.items()},
             "verdicts": dict(self.verdicts),
+            "frames_not_ok": sum(v for k, v in self.verdicts.items() if k != "ok"),
+            "scale": {"sources": dict(self.scale_sources),
+                      "estimated_pixel_size_A_median": float(np.median(self.estimates)) if self.estimates else None},
             **extra,
         }
 
@@ -206,7 +234,8 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
                                               else "input calibration",
                                               "meta": first.meta},
                                  source=report.to_dict(),
-                                 input_complete=report.complete or (limit is not None and writer.n_frames >= limit))
+                                 input_complete=report.complete or (limit is not None and writer.n_frames >= limit),
+                                 warnings=list(getattr(getattr(pipe, "health", None), "warnings", [])))
         writer.close(summary)
         if own:
             pipe.close()

@@ -182,7 +182,7 @@ class ChunkResult:
 
 
 def analyze_chunk(plugin_name: str, input_index: int, plan: InputPlan, start: int, stop: int,
-                  chem_cfg, first: int = 0) -> ChunkResult | str:
+                  cfg, first: int = 0, healths=None) -> ChunkResult | str:
     """Worker task: read frames ``start..stop-1`` of the (chunk) plan from its path and run
     :func:`engine.pipeline.analyze_frame` on each; the reason instead when the file cannot be read
     any more (changed, truncated or removed since it was planned). ``first``: the index of the
@@ -196,22 +196,38 @@ def analyze_chunk(plugin_name: str, input_index: int, plan: InputPlan, start: in
     with plugin.lock:
         inf = plugin.get()
         try:
-            frames = [analyze_frame(f, inf, chem_cfg) for f in read_chunk(plan, start, stop)]
+            hs = healths if healths is not None else [None] * (stop - start)
+            frames = [analyze_frame(f, inf, cfg, health=h) for f, h in zip(read_chunk(plan, start, stop), hs)]
         except (OSError, FileImportError) as exc:
             return f"frames {first}-{first + stop - start - 1}: {exc}"
     desc = str(getattr(inf, "description", "") or type(inf).__name__)
     return ChunkResult(input_index, first, frames, desc, str(worker.address), time.perf_counter() - t0)
 
 
-def plan_task(path: str, pixel_size_A, key, limit) -> InputPlan | str:
-    """Worker task: :func:`streamer.chunks.plan_input`, or the reason a bad input cannot be read
-    (a returned value, not an exception: a corrupt file is an expected outcome, not a worker error)."""
+def plan_task(path: str, pixel_size_A, key, limit, plugin_name: str | None = None,
+              health_cfg=None) -> tuple | str:
+    """Worker task: :func:`streamer.chunks.plan_input` and the health pass over the whole input in
+    frame order (:meth:`engine.health.HealthMonitor.before`: raw-pixel verdicts and the pixel size to
+    analyse each frame at, which depend on the frames before it), as ``(plan, healths)``; or the
+    reason a bad input cannot be read (a returned value, not an exception: a corrupt file is an
+    expected outcome, not a worker error)."""
+    from engine.health.monitor import HealthMonitor
     from streamer.importers import FileImportError
 
     try:
-        return plan_input(path, pixel_size_A=pixel_size_A, key=key, limit=limit)
-    except (FileNotFoundError, FileImportError) as exc:
+        plan = plan_input(path, pixel_size_A=pixel_size_A, key=key, limit=limit)
+        model_ps = 0.2
+        if plugin_name is not None:
+            plugin = get_worker().plugins[plugin_name]
+            with plugin.lock:
+                model_ps = float(getattr(plugin.get(), "model_pixel_size_A", 0.2) or 0.2)
+        monitor = HealthMonitor(health_cfg, model_ps)
+        healths = [monitor.before(f) for f in read_chunk(plan, 0, plan.n_frames)]
+    except (FileNotFoundError, FileImportError, OSError) as exc:
         return str(exc)
+    if len(healths) != plan.n_frames:
+        return f"{Path(path).name}: {len(healths)} frames read of {plan.n_frames} planned"
+    return plan, healths
 
 
 @contextmanager
@@ -286,6 +302,7 @@ class _Input:
         self.status = "pending"                # pending | running | ok | failed | cancelled
         self.reason: str | None = None
         self.plan: InputPlan | None = None
+        self.healths: list = []                # FrameHealth per frame, from the plan task's health pass
         self.n_chunks = 0
         self.next_chunk = 0
         self.buffered: dict[int, ChunkResult] = {}
@@ -430,7 +447,7 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
                     start = c * chunk_frames
                     stop = min(start + chunk_frames, s.plan.n_frames)
                     part, a, b = chunk_plan(s.plan, start, stop)
-                    f = client.submit(analyze_chunk, plugin.name, i, part, a, b, cfg.chemistry, start,
+                    f = client.submit(analyze_chunk, plugin.name, i, part, a, b, cfg, start, s.healths[start:stop],
                                       key=f"analyze-{s.name}-{start:06d}-{run}", retries=0, resources=resources)
                     kinds[f] = ("chunk", i, c)
                     s.futures.add(f)
@@ -457,7 +474,7 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
 
             try:
                 for s in states:
-                    f = client.submit(plan_task, str(s.path), pixel_size_A, key, limit,
+                    f = client.submit(plan_task, str(s.path), pixel_size_A, key, limit, plugin.name, cfg.health,
                                       key=f"plan-{s.name}-{run}", retries=0)
                     kinds[f] = ("plan", s.index)
                     s.futures.add(f)
@@ -487,7 +504,8 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
                         submit_more()
                         continue
                     if kind[0] == "plan":
-                        s.plan = res
+                        s.plan, s.healths = res
+                        res = s.plan
                         s.plan_s = time.time() - t_ready
                         s.status = "running"
                         s.n_chunks = -(-res.n_frames // chunk_frames)

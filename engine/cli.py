@@ -26,6 +26,7 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                         f"{' '.join(map(str, d.events.k_of_n))})")
     g.add_argument("--min-confidence", type=float, default=None, metavar="C",
                    help=f"events below this confidence are not raised (default: config, {d.events.min_confidence})")
+    add_scale_option(g)
     g.add_argument("--config", metavar="JSON", default=None,
                    help="JSON file of configuration overrides by section, e.g. "
                         '{"tracking": {"memory_frames": 4}, "chemistry": {"prob_threshold": 0.4}} '
@@ -55,6 +56,24 @@ def _resources(text: str) -> dict:
     return out
 
 
+def _scale_arg(value: str) -> str:
+    from engine.health.monitor import parse_scale
+
+    try:
+        parse_scale(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def add_scale_option(g) -> None:
+    """``--scale auto|declared|A_PER_PX`` (engine/health; Config.health.scale)."""
+    g.add_argument("--scale", type=_scale_arg, default=None, metavar="auto|declared|A/px",
+                   help="pixel size to analyse at: auto (default: the declared one unless the graphene lattice "
+                        "disagrees by > 5 %%, then the lattice's), declared (trust the file/stream), or a "
+                        "number in A/px (override)")
+
+
 def _config(args):
     """The effective configuration: the defaults, then ``--config``, then the options given.
     A bad file or value: one line on stderr and exit status 2."""
@@ -72,7 +91,8 @@ def _config(args):
             ev["k_of_n"] = tuple(args.k_of_n)
         if getattr(args, "min_confidence", None) is not None:
             ev["min_confidence"] = float(args.min_confidence)
-        return cfg.replace(**{k: v for k, v in (("inference", inf), ("events", ev)) if v})
+        hl = {"scale": args.scale} if getattr(args, "scale", None) else {}
+        return cfg.replace(**{k: v for k, v in (("inference", inf), ("events", ev), ("health", hl)) if v})
     except ConfigError as exc:
         print(f"stemwatch: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -23,7 +23,9 @@ import traceback
 import numpy as np
 
 from engine.track import Tracker
-from engine.types import Atoms, Chemistry, FrameChemistry, FrameResult
+from engine.health.atoms import drop_outside, estimate_snr
+from engine.health.monitor import SKIP_VERDICTS
+from engine.types import Atoms, Chemistry, Event, FrameChemistry, FrameResult
 from stemwatch.config import Config, EventConfig
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,10 @@ class Pipeline:
         self.motifs = motifs if motifs is not None else chem.MotifLibrary(self.cfg.chemistry.motif_names_path,
                                                                           self.cfg.chemistry)
         self.tracker = Tracker(self.cfg.tracking, self.cfg.events)
+        from engine.health.monitor import HealthMonitor
+
+        self.health = HealthMonitor(getattr(self.cfg, "health", None),
+                                    float(getattr(inferencer, "model_pixel_size_A", 0.2) or 0.2))
         self.keep_image = keep_image
         self.series: str | None = None
         self.frames = 0
@@ -80,6 +86,7 @@ class Pipeline:
     def reset(self) -> None:
         """Forget tracks (a new series)."""
         self.tracker.reset()
+        self.health.reset()
         self.series = None
 
     def set_events(self, events: EventConfig) -> None:
@@ -104,15 +111,28 @@ class Pipeline:
         """Analyse one :class:`streamer.frame.Frame`. ``t_start``: Unix time a live caller took the
         frame off the receiver; then ``timings_s["wait"] = t_start - frame.t_received``.
 
-        The same as ``self.track(analyze_frame(frame, self.inferencer, self.cfg.chemistry, ...))``:
-        the order-independent part, then the sequential one (what the Dask archive path runs on
-        workers and on the client, :mod:`engine.archive`)."""
-        return self.track(analyze_frame(frame, self.inferencer, self.cfg.chemistry, keep_image=self.keep_image,
-                                        t_start=t_start))
+        Three steps: the frame's health from its raw pixels and the series so far (verdicts and the
+        pixel size to analyse at: :meth:`engine.health.HealthMonitor.before`, sequential), the
+        order-independent :func:`analyze_frame` (network, atoms, graph) and the sequential
+        :meth:`track`. The Dask archive path (:mod:`engine.archive`) runs the same three: the
+        health pass in frame order on the worker that plans the input, ``analyze_frame`` on any
+        worker, ``track`` on the client."""
+        p0 = time.perf_counter()
+        health = self.health.before(frame)
+        pre = time.perf_counter() - p0
+        fc = analyze_frame(frame, self.inferencer, self.cfg, health=health, keep_image=self.keep_image,
+                           t_start=t_start)
+        fc.timings_s["health"] = pre + fc.timings_s.get("health", 0.0)
+        fc.timings_s["total"] = fc.timings_s.get("total", 0.0) + pre
+        return self.track(fc)
 
     def track(self, fc: FrameChemistry) -> FrameResult:
-        """The sequential part of :meth:`process`: name the defects' motifs (the library numbers new
-        ones in order of first sight), track, raise events. Call it in frame order."""
+        """The sequential part of :meth:`process`: the health verdicts that need the previous
+        frames' atoms (:meth:`engine.health.HealthMonitor.after`), motif naming (the library numbers
+        new ones in order of first sight), tracking, events. Call it in frame order. A frame that is
+        not ``ok`` keeps its atoms (unreliable: no track ids) but is not fed to the tracker: no
+        events, no change to any debounce window; a ``fov_jump`` resets the tracks with one
+        bookkeeping event."""
         if fc.series != self.series:
             if self.series is not None:
                 log.info("new series %s (was %s): tracks reset", fc.series, self.series)
@@ -121,12 +141,28 @@ class Pipeline:
         self.frames += 1
         timings = dict(fc.timings_s)
         spent = float(timings.pop("total", 0.0))
+        health = fc.health
+        if fc.error is None and fc.chemistry is None:          # the network was not run (blank, too large, ...)
+            timings["total"] = spent
+            return self._result(fc, empty_chemistry(fc.pixel_size_A, fc.frame_shape), timings, health=health)
         msg = fc.error
         if msg is None:
             p2 = time.perf_counter()
             try:
                 chem = fc.chemistry
+                if health is not None:
+                    health = self.health.after(health, chem, fc.frame_shape, snr=health.snr)
                 self.motifs.observe(chem.defects, chem.atoms.pixel_size_A)
+                if health is not None and not health.ok:
+                    events = []
+                    if "fov_jump" in health.verdicts:
+                        self.tracker.reset()
+                        events = [_fov_jump_event(fc)]
+                    timings["tracking"] = 0.0
+                    timings["total"] = spent + time.perf_counter() - p2
+                    n = len(chem.atoms)
+                    return self._result(fc, chem, timings, health=health, events=events,
+                                        track_ids=np.full(n, -1, np.int64), confirmed=np.zeros(n, bool))
                 upd = self.tracker.update(chem, int(fc.seq), float(fc.t_acquired), frame_shape=fc.frame_shape)
             except Exception as exc:  # one bad frame must not stop the analysis
                 msg = f"{type(exc).__name__}: {exc}"
@@ -140,15 +176,21 @@ class Pipeline:
             self.errors += 1
             self.last_error = msg
             log.error("frame %s/%s skipped: %s", fc.series, fc.seq, msg)
-            return FrameResult(series=fc.series, seq=int(fc.seq), t_acquired=float(fc.t_acquired),
-                               pixel_size_A=float(fc.pixel_size_A), frame_shape=fc.frame_shape,
-                               chemistry=empty_chemistry(float(fc.pixel_size_A), fc.frame_shape),
-                               track_ids=np.zeros(0, np.int64), events=[], timings_s=timings,
-                               t_done=time.time(), image=fc.image, error=msg, confirmed=np.zeros(0, bool))
+            return self._result(fc, empty_chemistry(float(fc.pixel_size_A), fc.frame_shape), timings,
+                                health=health, error=msg)
+        return self._result(fc, chem, timings, health=health, events=upd.events, track_ids=upd.track_ids,
+                            confirmed=upd.confirmed, drift_px=upd.drift_px)
+
+    @staticmethod
+    def _result(fc: FrameChemistry, chem: Chemistry, timings: dict, health=None, events=(), track_ids=None,
+                confirmed=None, drift_px=(0.0, 0.0), error: str | None = None) -> FrameResult:
+        n = len(chem.atoms)
         return FrameResult(series=fc.series, seq=int(fc.seq), t_acquired=float(fc.t_acquired),
                            pixel_size_A=float(fc.pixel_size_A), frame_shape=fc.frame_shape, chemistry=chem,
-                           track_ids=upd.track_ids, events=upd.events, drift_px=upd.drift_px,
-                           timings_s=timings, t_done=time.time(), image=fc.image, confirmed=upd.confirmed)
+                           track_ids=np.zeros(n, np.int64) if track_ids is None else track_ids,
+                           events=list(events), drift_px=drift_px, timings_s=timings, t_done=time.time(),
+                           image=fc.image, error=error,
+                           confirmed=np.zeros(n, bool) if confirmed is None else confirmed, health=health)
 
     @classmethod
     def tracking_only(cls, cfg: Config | None = None, motifs=None) -> "Pipeline":
@@ -157,25 +199,37 @@ class Pipeline:
         return cls(cfg, inferencer=NoInference(), motifs=motifs)
 
 
+def _fov_jump_event(fc: FrameChemistry) -> Event:
+    nan = float("nan")
+    return Event(frame=int(fc.seq), t_acquired=float(fc.t_acquired), latency_s=0.0, kind="fov_jump", atom_id=-1,
+                 x=nan, y=nan, x_A=nan, y_A=nan, before="", after="", confidence=1.0, first_frame=int(fc.seq))
+
+
 class NoInference:
     """The inferencer of :meth:`Pipeline.tracking_only`: it has no network."""
 
     description = "none (chemistry computed elsewhere)"
+    model_pixel_size_A = 0.2
 
     def predict(self, image, pixel_size_A):
         raise RuntimeError("this pipeline only tracks (Pipeline.tracking_only): it has no network")
 
 
-def analyze_frame(frame, inferencer, chem_cfg, keep_image: bool = False,
+def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool = False,
                   t_start: float | None = None) -> FrameChemistry:
     """frame -> network -> atoms -> lattice graph: the part of :meth:`Pipeline.process` that
-    depends on the frame alone, so any process may compute it for any frame (a Dask worker of
-    ``stemwatch analyze --scheduler``); :meth:`Pipeline.track` takes it on in frame order.
+    depends on the frame alone (given its health from :meth:`engine.health.HealthMonitor.before`,
+    which says the pixel size to analyse at and whether to run the network at all), so any process
+    may compute it for any frame (a Dask worker of ``stemwatch analyze --scheduler``);
+    :meth:`Pipeline.track` takes it on in frame order.
 
-    inferencer : ``predict(image, pixel_size_A) -> Probabilities``; chem_cfg : ChemistryConfig.
-    A failing stage is reported in ``error`` (chemistry None), never raised.
+    inferencer : ``predict(image, pixel_size_A) -> Probabilities``; cfg : the :class:`Config`.
+    health : the frame's :class:`engine.health.FrameHealth` (None: analyse at the declared size).
+    The estimated C-atom SNR is stored in ``health.snr``. A failing stage is reported in ``error``
+    (chemistry None), never raised; a frame the network is not run on has chemistry None and no error.
     """
-    import engine.chem as chem
+    from engine.chem.atoms import contrast_maps, find_atoms
+    from engine.chem.chemistry import build_chemistry
 
     live = t_start is not None
     t_start = time.time() if t_start is None else t_start
@@ -183,10 +237,21 @@ def analyze_frame(frame, inferencer, chem_cfg, keep_image: bool = False,
     timings: dict[str, float] = {}
     if live and getattr(frame, "t_received", 0.0):
         timings["wait"] = max(0.0, t_start - float(frame.t_received))
+    ps = float(health.pixel_size_A) if health is not None else float(frame.pixel_size_A)
+    usable_ps = bool(np.isfinite(ps) and ps > 0)
+    out = dict(series=frame.series, seq=int(frame.seq), t_acquired=float(frame.t_acquired), frame_shape=shape,
+               image=frame.data if keep_image else None, health=health)
     p0 = time.perf_counter()
+    if health is not None and (set(health.verdicts) & SKIP_VERDICTS or not usable_ps):
+        if not usable_ps and not health.verdicts:
+            health.add("no_lattice", "no declared pixel size and no graphene lattice to measure it")
+        if not usable_ps:
+            ps = float(frame.pixel_size_A or 0.0)
+        timings["total"] = time.perf_counter() - p0
+        return FrameChemistry(pixel_size_A=ps, chemistry=None, timings_s=timings, **out)
     result, msg = None, None
     try:
-        probs = inferencer.predict(frame.data, frame.pixel_size_A)
+        probs = inferencer.predict(frame.data, ps)
         p1 = time.perf_counter()
         sub = getattr(inferencer, "last_timings_s", None) or {}
         if "preprocess" in sub and "network" in sub:
@@ -194,12 +259,15 @@ def analyze_frame(frame, inferencer, chem_cfg, keep_image: bool = False,
             timings["network"] = float(sub["network"])
         else:
             timings["network"] = p1 - p0
-        result = chem.analyze(probs, chem_cfg, image=frame.data)    # motifs are named in order, by track()
+        cc = cfg.chemistry
+        maps = contrast_maps(frame.data, float(probs.frame_pixel_size_A))
+        atoms = drop_outside(find_atoms(probs, cc, frame.data, maps), shape, cfg.health.edge_drop_A)
+        result = build_chemistry(atoms, cc, None, frame.data, maps)    # motifs are named in order, by track()
+        if health is not None:
+            health.snr = float(estimate_snr(np.asarray(frame.data), result))
         timings["atoms_graph"] = time.perf_counter() - p1
     except Exception as exc:  # one bad frame must not stop the analysis
         msg = f"{type(exc).__name__}: {exc}"
         log.debug("%s", traceback.format_exc())
     timings["total"] = time.perf_counter() - p0
-    return FrameChemistry(series=frame.series, seq=int(frame.seq), t_acquired=float(frame.t_acquired),
-                          pixel_size_A=float(frame.pixel_size_A), frame_shape=shape, chemistry=result,
-                          timings_s=timings, error=msg, image=frame.data if keep_image else None)
+    return FrameChemistry(pixel_size_A=ps, chemistry=result, timings_s=timings, error=msg, **out)

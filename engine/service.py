@@ -165,6 +165,9 @@ class LiveService:
         self._thread: threading.Thread | None = None
         self._done_times: collections.deque = collections.deque(maxlen=64)
         self._lat: dict[str, collections.deque] = {s: collections.deque(maxlen=1000) for s in LATENCY_STAGES}
+        self._health_counts: dict = {}
+        self._last_health: dict | None = None
+        self._health_published: tuple | None = None
         self._n = {"analysed": 0, "paused_skipped": 0, "errors": 0, "events": 0, "listener_errors": 0,
                    "events_published": 0}
         self._last_error: str | None = None
@@ -318,6 +321,7 @@ class LiveService:
                          "backlog_bytes": rx["recorder"]["backlog_bytes"], "backlog_s": rx["recorder"].get("backlog_s"),
                          "error": rec.error or rx["recorder"]["error"]},
             "receiver": rx,
+            "health": {"last": self._last_health, "counts": dict(self._health_counts)},
         }
 
     @property
@@ -400,17 +404,33 @@ class LiveService:
                 self._n["errors"] += 1
                 self._last_error = r.error
             self._done_times.append(r.t_done)
+            h = getattr(r, "health", None)
+            if h is not None:
+                self._health_counts[h.verdict] = self._health_counts.get(h.verdict, 0) + 1
+                self._last_health = h.to_dict()
             for s, v in stages.items():
                 if v is not None:
                     self._lat[s].append(v)
             self._last_result = r
 
     def _publish(self, r: FrameResult) -> None:
-        if self._pub is None or not r.events:
+        h = getattr(r, "health", None)
+        key = (r.series, h.scale_source, h.pixel_size_A) if h is not None else None
+        health_msg = h is not None and (not h.ok or key != self._health_published)
+        if self._pub is None or not (r.events or health_msg):
             return
         import msgpack
 
         import zmq
+
+        if health_msg:     # frames not ok, and the scale decision whenever it changes (type "health")
+            self._health_published = key
+            msg = {"version": EVENTS_PROTOCOL_VERSION, "type": "health", "series": r.series, "frame": int(r.seq),
+                   "t_acquired": float(r.t_acquired), **h.to_dict()}
+            try:
+                self._pub.send_multipart([b"health", msgpack.packb(msg, use_bin_type=True)], zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                log.warning("health message not published: %s", exc)
 
         for e in r.events:
             msg = {"version": EVENTS_PROTOCOL_VERSION, "type": "event", "series": r.series, **e.to_dict()}

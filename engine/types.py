@@ -36,6 +36,7 @@ EVENT_KINDS: tuple[str, ...] = (
     "rotor",            # a defect group rotates in place
     "vacancy_created",  # a C atom ejected from the lattice
     "new_motif",        # a local environment never seen before
+    "fov_jump",         # bookkeeping: the field of view jumped (stage move, new shape); tracks were reset
 )
 GT_ONLY_KINDS: tuple[str, ...] = ("flicker",)
 
@@ -190,6 +191,8 @@ class FrameResult:
     error: str | None = None                   # set when a stage failed on this frame (the frame is
                                                # skipped: empty chemistry, no tracks, no events)
     confirmed: np.ndarray | None = None        # (N,) bool: the atom's track is confirmed
+    health: object | None = None               # engine.health.FrameHealth: verdicts, reasons, scale source;
+                                               # a frame not ok keeps its atoms (unreliable) but no tracks/events
 
 
 @dataclass
@@ -215,3 +218,4 @@ class FrameChemistry:
     timings_s: dict = field(default_factory=dict)
     error: str | None = None
     image: np.ndarray | None = None            # the frame's pixels when the caller keeps them
+    health: object | None = None               # engine.health.FrameHealth from HealthMonitor.before (+ snr)

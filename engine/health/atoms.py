@@ -1,0 +1,105 @@
+"""Atoms inside the frame only, the edge flag, and the C-atom SNR measured from the frame itself.
+
+* :func:`drop_outside` -- an atom whose blob is cut by the frame edge has its centroid pulled inside
+  (a centre up to ~0.5 A outside reads as ~0.1-0.2 A inside); atoms closer than ``edge_drop_A`` to the
+  border are therefore not reported (the cost: true atoms in that thin band are missed).
+* :func:`edge_flags` -- atoms within half a C-C bond (0.71 A) of the border (``edge`` in atoms.csv).
+* :func:`estimate_snr` -- the C-atom signal-to-noise ratio in the sense of
+  :meth:`engine.sim.imaging.ImagingParams.atom_snr`, from the image and the atoms the network found
+  only (no simulator truth): the C atoms' peak height over the hexagon centres, times the probe's
+  area, over the pixel noise (Immerkaer's Laplacian estimate, insensitive to the smooth lattice).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.types import Atoms
+
+HALF_BOND_A = 0.71
+#: Calibration of :func:`estimate_snr` against ImagingParams.atom_snr (lab/health/evaluate.py,
+#: training-side seeds, never the held-out one).
+SNR_SCALE = 1.07
+#: The probe core assumed by the SNR estimate (A, FWHM): the middle of the simulator's 0.7-1.3 A.
+PROBE_FWHM_A = 1.0
+#: Fewer hexagons than this (a frame that is mostly hole, or where the network found little): no estimate.
+MIN_HEXAGONS = 10
+
+
+def inside_mask(xy_px: np.ndarray, frame_shape, margin_px: float) -> np.ndarray:
+    """True for atoms at least ``margin_px`` inside the frame (pixel centres at integers)."""
+    xy = np.asarray(xy_px, np.float64).reshape(-1, 2)
+    H, W = frame_shape
+    lo = -0.5 + margin_px
+    return (xy[:, 0] >= lo) & (xy[:, 1] >= lo) & (xy[:, 0] <= W - 0.5 - margin_px) & (xy[:, 1] <= H - 0.5 - margin_px)
+
+
+def drop_outside(atoms: Atoms, frame_shape, edge_drop_A: float) -> Atoms:
+    """``atoms`` without those closer than ``edge_drop_A`` to the border (or outside it)."""
+    if not len(atoms):
+        return atoms
+    keep = inside_mask(atoms.xy_px, frame_shape, edge_drop_A / float(atoms.pixel_size_A))
+    if keep.all():
+        return atoms
+    return Atoms(atoms.xy_px[keep], atoms.species[keep], atoms.confidence[keep], atoms.class_prob[keep],
+                 atoms.border[keep], atoms.pixel_size_A, atoms.frame_shape)
+
+
+def edge_flags(xy_px: np.ndarray, frame_shape, pixel_size_A: float) -> np.ndarray:
+    """(N,) bool: within half a bond length (0.71 A) of the frame border."""
+    if frame_shape is None:
+        return np.zeros(len(xy_px), bool)
+    return ~inside_mask(xy_px, frame_shape, HALF_BOND_A / float(pixel_size_A))
+
+
+def noise_sigma(image: np.ndarray) -> float:
+    """Pixel noise (counts, 1 sigma) by Immerkaer's method (Laplacian-difference mask, mean |.|)."""
+    a = np.asarray(image, np.float64)
+    if not np.isfinite(a).all():
+        a = np.where(np.isfinite(a), a, np.nanmedian(a))
+    if a.shape[0] < 3 or a.shape[1] < 3:
+        return float("nan")
+    lap = (a[:-2, :-2] - 2 * a[:-2, 1:-1] + a[:-2, 2:] - 2 * a[1:-1, :-2] + 4 * a[1:-1, 1:-1] - 2 * a[1:-1, 2:]
+           + a[2:, :-2] - 2 * a[2:, 1:-1] + a[2:, 2:])
+    return float(np.sqrt(np.pi / 2.0) * np.mean(np.abs(lap)) / 6.0)
+
+
+def estimate_snr(image: np.ndarray, chem) -> float:
+    """Estimated C-atom SNR of the frame (nan when it cannot be measured: < 20 C atoms or < MIN_HEXAGONS hexagons)."""
+    from scipy import ndimage
+
+    atoms = chem.atoms
+    img = np.asarray(image)
+    if img.ndim != 2:
+        return float("nan")
+    if img.dtype != np.float32 and img.dtype != np.float64:
+        img = img.astype(np.float32)
+    ps = float(atoms.pixel_size_A)
+    c = np.asarray(atoms.species) == 0
+    rings = [r for r in (chem.rings or []) if len(r) == 6]
+    if c.sum() < 20 or len(rings) < MIN_HEXAGONS:
+        return float("nan")
+    H, W = img.shape
+    crop = img[max(0, H // 2 - 96):H // 2 + 96, max(0, W // 2 - 96):W // 2 + 96]
+    sigma = noise_sigma(crop)
+    if not sigma > 0:
+        return float("nan")
+    xy = np.asarray(atoms.xy_px, np.float64)
+    centres = np.array([xy[np.asarray(r)].mean(0) for r in rings[:150]])
+
+    # mean over a 0.35 A disc: wide enough that the noise the network may have locked onto averages out
+    step = max(1.0, 0.07 / ps)
+    g = np.arange(-0.35 / ps, 0.35 / ps + 1e-9, step)
+    off = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    off = off[np.hypot(off[:, 0], off[:, 1]) <= 0.35 / ps + 1e-9]
+
+    def disc_mean(p):
+        q = (p[:, None, :] + off[None]).reshape(-1, 2)
+        v = ndimage.map_coordinates(img, [q[:, 1], q[:, 0]], order=1, mode="nearest")
+        return v.reshape(len(p), -1).mean(1)
+
+    cxy = xy[c]
+    cxy = cxy[:: max(1, len(cxy) // 300)]          # a few hundred atoms fix the median
+    h = float(np.nanmedian(disc_mean(cxy)) - np.nanmedian(disc_mean(centres)))
+    sp = PROBE_FWHM_A / 2.3548
+    return SNR_SCALE * 1.41 * h * sp / (sigma * ps)

@@ -1,0 +1,1 @@
+"""Evaluation and benchmarks of frame health (engine/health)."""

@@ -1,0 +1,260 @@
+"""engine/health (issue 13): pixel size from the lattice, per-frame verdicts, atoms inside the frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.health.monitor import HealthMonitor, parse_scale
+from engine.health.scale import estimate_pixel_size
+from engine.infer.model import DEFAULT_MODEL
+from stemwatch.config import Config, HealthConfig
+from streamer.frame import Frame
+
+needs_model = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="shipped model missing")
+
+
+def _sim_frame(ps, n=512, seed=0, dose=1e5, **kw):
+    from engine.sim import make_training_example
+    from engine.sim.movie import default_imaging
+
+    rng = np.random.default_rng(seed)
+    return make_training_example(rng, shape_px=(n, n), pixel_size_A=ps, params=default_imaging(dose), **kw)
+
+
+# ---------------------------------------------------------------------------------------- scale
+@pytest.mark.parametrize("ps", [0.04, 0.1, 0.25, 0.45])
+def test_lattice_pixel_size_on_simulated_frames(ps):
+    ex = _sim_frame(ps, seed=int(ps * 1000))
+    est = estimate_pixel_size(ex.image)
+    assert est.ok, est
+    assert abs(est.pixel_size_A / ps - 1.0) < 0.02
+    assert 0 < est.uncertainty_A < 0.02 * ps
+
+
+def test_lattice_pixel_size_with_a_hole_and_contamination():
+    ex = _sim_frame(0.1, seed=3, holes=True, contamination=True)
+    est = estimate_pixel_size(ex.image)
+    assert est.ok and abs(est.pixel_size_A / 0.1 - 1.0) < 0.02
+
+
+@pytest.mark.parametrize("kind", ["poisson", "smooth", "constant"])
+def test_no_lattice_no_pixel_size(kind):
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(7)
+    img = {"poisson": lambda: rng.poisson(50, (512, 512)).astype(float),
+           "smooth": lambda: rng.poisson(50, (512, 512)) + 300 * gaussian_filter(rng.normal(size=(512, 512)), 6),
+           "constant": lambda: np.full((512, 512), 7.0)}[kind]()
+    assert not estimate_pixel_size(img).ok
+
+
+def test_parse_scale():
+    assert parse_scale("auto") == ("auto", None)
+    assert parse_scale("declared") == ("declared", None)
+    assert parse_scale("0.1") == ("override", 0.1)
+    for bad in ("fast", "-1", "0", "nan"):
+        with pytest.raises(ValueError):
+            parse_scale(bad)
+
+
+def _frames(n=4, ps=0.1, seed=5, shape=(256, 256), dopants=("si3", "si3")):
+    from engine.sim.movie import MovieSpec, run_movie
+
+    spec = MovieSpec(n_frames=n, shape_px=shape, pixel_size_A=ps, seed=seed, dopants=dopants)
+    return run_movie(spec)
+
+
+def test_auto_scale_uses_the_lattice_when_the_declared_size_is_wrong():
+    frames, _ = _frames(3)
+    mon = HealthMonitor(HealthConfig())
+    hs = [mon.before(Frame(im, "s", i, float(i), 0.2)) for i, im in enumerate(frames)]
+    assert all(h.scale_source == "lattice" for h in hs)
+    assert all(abs(h.pixel_size_A / 0.1 - 1) < 0.02 for h in hs)
+    assert len(mon.warnings) == 1                          # once per series
+    mon2 = HealthMonitor(HealthConfig())
+    h = mon2.before(Frame(frames[0], "s", 0, 0.0, 0.101))  # within 5 %: the declared value stands
+    assert h.scale_source == "declared" and h.pixel_size_A == 0.101
+    mon3 = HealthMonitor(HealthConfig(scale="declared"))
+    assert mon3.before(Frame(frames[0], "s", 0, 0.0, 0.2)).pixel_size_A == 0.2
+    mon5 = HealthMonitor(HealthConfig())                   # no declared size at all: the lattice's
+    h = [mon5.before(Frame(im, "s", i, float(i), float("nan"))) for i, im in enumerate(frames)][-1]
+    assert h.scale_source == "lattice" and abs(h.pixel_size_A / 0.1 - 1) < 0.02
+    mon4 = HealthMonitor(HealthConfig(scale="0.11"))
+    h = mon4.before(Frame(frames[0], "s", 0, 0.0, 0.2))
+    assert h.scale_source == "override" and h.pixel_size_A == 0.11
+
+
+# ---------------------------------------------------------------------------------------- verdicts
+def test_verdicts_from_the_raw_pixels():
+    frames, _ = _frames(6)
+    mon = HealthMonitor(HealthConfig())
+    good = [mon.before(Frame(im, "s", i, float(i), 0.1)) for i, im in enumerate(frames[:4])]
+    assert all(h.ok for h in good), [h.reasons for h in good]
+    im = frames[4].astype(np.float32)
+    rng = np.random.default_rng(0)
+    cases = {
+        "blank": np.float32(100) + rng.normal(0, 0.6, im.shape).astype(np.float32),   # dark level + read noise
+        "non_finite": np.full(im.shape, np.nan, np.float32),
+        "glitch": im * 0.3,                                                             # dose dip
+        "saturated": np.minimum(im, np.percentile(im, 90)),
+    }
+    zero = np.zeros_like(im)
+    assert "blank" in mon.before(Frame(zero, "s", 10, 10.0, 0.1)).verdicts
+    for want, img in cases.items():
+        h = mon.before(Frame(img, "s", 11, 11.0, 0.1))
+        assert want in h.verdicts, (want, h.verdicts, h.reasons)
+        assert len(h.reasons) == len(h.verdicts) and all(h.reasons)
+    tear = im.copy()
+    tear[128:] += 4 * float(im.std())
+    assert "glitch" in mon.before(Frame(tear, "s", 12, 12.0, 0.1)).verdicts
+    h = mon.before(Frame(im[:200], "s", 13, 13.0, 0.1))
+    assert "fov_jump" in h.verdicts
+    assert mon.before(Frame(im, "s2", 0, 14.0, 0.1)).ok        # a new series starts clean
+
+
+def test_too_large_frames_are_not_analysed():
+    img = _sim_frame(0.1, seed=1).image                    # declared as a 2 A/px survey frame: 5120 model px
+    h = HealthMonitor(HealthConfig(scale="declared")).before(Frame(img, "s", 0, 0.0, 2.0))
+    assert "too_large" in h.verdicts and "4096" in h.reasons[h.verdicts.index("too_large")]
+
+
+# ---------------------------------------------------------------------------------------- pipeline
+def _run(frames, declared, cfg=None, inject=None):
+    from engine.pipeline import Pipeline
+
+    cfg = cfg or Config().replace(inference={"backend": "onnx"})
+    out = []
+    with Pipeline(cfg) as pipe:
+        for i, im in enumerate(frames):
+            if inject and i in inject:
+                im = inject[i]
+            out.append(pipe.process(Frame(im, "s", i, 0.2 * i, declared)))
+    return out
+
+
+def _f1(results, truth):
+    from lab.infer.evaluate import Counts, score_frame
+
+    c = Counts()
+    for r in results:
+        t = truth.frame(r.seq)
+        a = r.chemistry.atoms
+        c.add(score_frame(a.xy_px, a.species, t.xy_px, t.species, r.frame_shape, r.pixel_size_A))
+    return c.f1
+
+
+@needs_model
+def test_wrongly_declared_pixel_size_gives_the_same_detection():
+    frames, truth = _frames(2, seed=11)
+    ref = _f1(_run(frames, 0.1), truth)
+    assert ref > 0.95
+    for factor in (0.33, 0.5, 0.67, 1.5, 2.0, 3.0):
+        res = _run(frames, 0.1 * factor)
+        assert all(r.health.scale_source == "lattice" for r in res)
+        assert abs(_f1(res, truth) - ref) <= 0.01, factor
+
+
+@needs_model
+def test_bad_frames_raise_no_events_and_change_nothing():
+    from engine.sim.movie import scenario, run_movie
+
+    frames, truth = run_movie(scenario("switching", n_frames=20))
+    clean = _run(frames, 0.1)
+    rng = np.random.default_rng(1)
+    shape = frames[0].shape
+    inject = {12: np.zeros(shape, np.float32),
+              13: (np.float32(100) + rng.normal(0, 0.6, shape)).astype(np.float32),
+              14: np.full(shape, np.nan, np.float32)}
+    bad = _run(frames, 0.1, inject=inject)
+    kinds = lambda rs: sorted((e.kind, e.atom_id) for r in rs for e in r.events)  # noqa: E731
+    assert [r.health.verdict for r in bad[12:15]] != ["ok"] * 3
+    assert all(not r.events for r in bad[12:15])
+    # the same events, each at most 3 frames later (the three unreadable frames)
+    assert [k for k, _ in kinds(bad)] == [k for k, _ in kinds(clean)]
+    assert all(r.health.ok for r in clean)
+
+
+@needs_model
+def test_no_reported_atom_without_a_true_atom_near_the_border():
+    frames, truth = _frames(3, seed=21, shape=(192, 224), dopants=("si3",))
+    res = _run(frames, 0.1)
+    from scipy.spatial import cKDTree
+
+    n_edge = 0
+    for r in res:
+        t = truth.frame(r.seq)
+        xy = r.chemistry.atoms.xy_px
+        d, _ = cKDTree(t.xy_A).query(xy * 0.1)
+        H, W = r.frame_shape
+        assert ((xy >= -0.5) & (xy <= np.array([W, H]) - 0.5)).all()
+        assert (d <= 0.5).all(), np.sort(d)[-5:]
+        from engine.health.atoms import edge_flags
+
+        n_edge += int(edge_flags(xy, r.frame_shape, r.pixel_size_A).sum())
+    assert n_edge > 0                                      # the border band is populated and checked
+
+
+@needs_model
+def test_stage_jump_resets_tracks_with_one_bookkeeping_event():
+    from engine.sim.movie import scenario, run_movie
+
+    frames, _ = run_movie(scenario("switching", n_frames=16))
+    moved = {i: np.roll(frames[i], 128, axis=1) for i in range(10, 16)}    # a 12.8 A stage move at frame 10
+    res = _run(frames, 0.1, inject=moved)
+    assert "fov_jump" in res[10].health.verdicts and all(r.health.ok for r in res[:10])
+    kinds = [e.kind for r in res for e in r.events]
+    assert kinds.count("fov_jump") == 1 and [e.kind for e in res[10].events] == ["fov_jump"]
+    assert len([k for k in kinds[kinds.index("fov_jump") + 1:]]) <= 3     # no burst of vacancies / si_lost
+
+
+@needs_model
+def test_per_atom_confidence_is_calibrated_on_heldout_frames():
+    """Criterion 6, per atom: atoms with confidence c are right (a true atom of that species within 0.5 A)
+    about a fraction c of the time, at every dose (expected calibration error <= 0.05)."""
+    from lab.health.evaluate import atom_confidence_pairs, reliability
+    from engine.infer import Inferencer
+    from stemwatch.config import InferenceConfig
+
+    with Inferencer(InferenceConfig(backend="onnx")) as inf:
+        conf, ok = atom_confidence_pairs(inf, frames=1, only_ok=False)
+    rows, ece = reliability(conf, ok)
+    assert len(conf) > 1000 and ok.mean() < 1.0          # wrong atoms exist (1e3 frames): not a vacuous score
+    assert ece <= 0.05, rows
+
+
+def test_event_confidence_model_replaces_the_raw_value_monotonically():
+    from engine.health.confidence import calibrate_events, calibrated
+    from engine.types import Event
+
+    frames, truth = _frames(1)
+    from engine.chem.chemistry import chemistry_from_positions
+    from stemwatch.config import ChemistryConfig
+
+    t = truth.frame(0)
+    chem = chemistry_from_positions(t.xy_A, t.species, ChemistryConfig())
+    ids = np.arange(len(t.xy_A))
+    evs = [Event(frame=3, t_acquired=0.0, latency_s=0.0, kind="si_3_to_4", atom_id=int(ids[t.species == 1][0]),
+                 x=0.0, y=0.0, x_A=0.0, y_A=0.0, before="3", after="4", confidence=0.75)]
+    calibrate_events(evs, chem, ids, snr=10.0)
+    assert evs[0].confidence != 0.75 and 0.5 < evs[0].confidence < 1.0
+    # more signal, more confidence: the model is monotone in the frame's SNR and the atom's probability
+    assert calibrated(0.75, 0.9, 20.0) > calibrated(0.75, 0.9, 3.0)
+    assert calibrated(0.75, 0.99, 10.0) > calibrated(0.75, 0.6, 10.0)
+
+
+@pytest.mark.slow
+@needs_model
+@pytest.mark.xfail(strict=True, reason="issue 13 criterion 6 NOT met for events: on 56 held-out events (12 movies) 87.5 % "
+                                       "are right, the model fitted on 51 calibration events (50 right) says ~0.98: ECE ~0.10")
+def test_event_confidence_calibrated_on_heldout_movies():
+    """Criterion 6, events: ECE <= 0.05 on held-out simulated movies (seeds from 90417; ~10 min)."""
+    from engine.health.confidence import calibrated
+    from lab.health.evaluate import reliability
+    from lab.health.event_eval import HELDOUT_SEED, collect
+
+    rows = collect(HELDOUT_SEED, movies_per_dose=3)
+    assert len(rows) >= 30
+    ok = np.array([r["right"] for r in rows])
+    c = calibrated([r["confidence"] for r in rows], [r["atom_prob"] for r in rows], [r["snr"] for r in rows])
+    assert reliability(c, ok)[1] <= 0.05
