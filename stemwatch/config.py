@@ -31,7 +31,7 @@ from typing import Any, Literal
 from stemwatch.config_check import SECTION_NAMES, ConfigError, Section, choices, plain  # noqa: F401 (choices)
 
 __all__ = ["Config", "ConfigError", "StreamConfig", "InferenceConfig", "ChemistryConfig", "TrackingConfig",
-           "EventConfig", "DashboardConfig", "load_config", "choices"]
+           "EventConfig", "DashboardConfig", "HealthConfig", "load_config", "choices"]
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ class DashboardConfig(Section):
 
 
 @dataclass(frozen=True)
-class HealthConfig:
+class HealthConfig(Section):
     """Frame health verdicts and the pixel size from the lattice (issue 13, engine/health)."""
 
     scale: str = "auto"                              # auto | declared | a pixel size in A/px (override);

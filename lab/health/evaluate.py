@@ -310,7 +310,7 @@ def atom_confidence_pairs(inferencer, doses=DOSES, pixel_sizes=(0.05, 0.1), fram
     same species within 0.5 A. ``only_ok``: frames the analyzer keeps (estimated SNR >= 2)."""
     import engine.chem as chem
     from engine.health.atoms import drop_outside, estimate_snr
-    from lab.infer.evaluate import _mutual_matches
+    from lab.match import match_mutual
     from stemwatch.config import ChemistryConfig
 
     cc = ChemistryConfig()
@@ -329,7 +329,7 @@ def atom_confidence_pairs(inferencer, doses=DOSES, pixel_sizes=(0.05, 0.1), fram
                 if only_ok and not estimate_snr(image, c) >= 2.0:
                     continue
                 a = drop_outside(c.atoms, image.shape, 0.3)
-                ip, it_ = _mutual_matches(a.xy_px * fpx, np.asarray(xy) * fpx, 0.5)
+                ip, it_ = match_mutual(a.xy_px * fpx, np.asarray(xy) * fpx, 0.5)
                 good = np.zeros(len(a), bool)
                 good[ip] = np.asarray(a.species)[ip] == np.asarray(sp)[it_]
                 H, W = image.shape
