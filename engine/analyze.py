@@ -23,7 +23,12 @@ from engine.types import SPECIES, FrameResult
 log = logging.getLogger(__name__)
 
 ATOMS_COLUMNS = ("frame", "atom_id", "x", "y", "species", "coordination", "confidence")
-FRAMES_COLUMNS = ("frame", "t_acquired", "n_atoms", "n_si", "n_other", "drift_x_A", "drift_y_A", "error")
+FRAMES_COLUMNS = ("frame", "t_acquired", "n_atoms", "n_si", "n_other", "drift_x_A", "drift_y_A", "error", "material")
+
+
+def _material_name(r: FrameResult) -> str:
+    mat = getattr(r, "material", None)
+    return "" if mat is None else mat.verdict
 
 
 class ResultWriter:
@@ -46,6 +51,8 @@ class ResultWriter:
         self.drift_A: list = []
         self.timings: dict[str, list] = {}
         self.series: list = []
+        self.material_counts: Counter = Counter()
+        self.material_reasons: list = []
 
     def write(self, r: FrameResult) -> None:
         atoms = r.chemistry.atoms
@@ -78,7 +85,12 @@ class ResultWriter:
         err = (r.error or "").replace(",", ";").replace("\n", " ")
         dx, dy = (float(v) * r.pixel_size_A for v in r.drift_px)
         self._frames.write(f"{r.seq},{r.t_acquired:.6f},{n},{int((sp == 1).sum())},{int((sp == 2).sum())},"
-                           f"{dx:.4f},{dy:.4f},{err}\n")
+                           f"{dx:.4f},{dy:.4f},{err},{_material_name(r)}\n")
+        mat = getattr(r, "material", None)
+        if mat is not None:
+            self.material_counts[mat.verdict] += 1
+            if not mat.is_graphene and mat.reason not in self.material_reasons:
+                self.material_reasons.append(mat.reason)
         if r.error:
             self.n_errors += 1
         else:
@@ -105,6 +117,9 @@ class ResultWriter:
             "drift_A_per_frame": {"mean": float(speed.mean()) if len(speed) else 0.0,
                                   "max": float(speed.max()) if len(speed) else 0.0},
             "timings_ms_median": {k: 1e3 * float(np.median(v)) for k, v in self.timings.items()},
+            "material": {"frames_by_verdict": dict(self.material_counts),
+                         "frames_not_graphene": sum(v for k, v in self.material_counts.items() if k != "graphene"),
+                         "reasons": self.material_reasons[:10]},
             **extra,
         }
 

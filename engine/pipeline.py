@@ -40,6 +40,26 @@ def empty_chemistry(pixel_size_A: float, frame_shape=None) -> Chemistry:
                      coordination=np.zeros(0, np.int16), defects=[], atom_defect=np.zeros(0, np.int32))
 
 
+#: A graphene region mask is applied when it leaves out at least this fraction of the field.
+MASK_BELOW = 0.9
+
+
+def mask_probabilities(probs, mask: np.ndarray):
+    """Probabilities with every model pixel outside ``mask`` (frame-shaped bool) set to background, so
+    no atom is found outside the graphene region."""
+    from engine.types import Probabilities
+
+    h, w = probs.shape
+    H, W = mask.shape
+    ry = np.minimum(((np.arange(h) + 0.5) * H / h).astype(np.int64), H - 1)
+    rx = np.minimum(((np.arange(w) + 0.5) * W / w).astype(np.int64), W - 1)
+    out = ~mask[ry][:, rx]
+    p = probs.p.copy()
+    p[:, out] = 0.0
+    p[0, out] = 1.0
+    return Probabilities(p, probs.pixel_size_A, probs.frame_shape, probs.frame_pixel_size_A)
+
+
 class Pipeline:
     """frame -> FrameResult. Not thread-safe: one thread calls :meth:`process`.
 
@@ -116,8 +136,24 @@ class Pipeline:
         if live and getattr(frame, "t_received", 0.0):
             timings["wait"] = max(0.0, t_start - float(frame.t_received))
         p0 = time.perf_counter()
+        material = None
         try:
+            if self.cfg.chemistry.material_check:
+                material = self._material(frame)
+                timings["material"] = time.perf_counter() - p0
+                if not material.is_graphene:
+                    # not graphene: no atoms, no species, no events; the tracker keeps its state
+                    # (as after a dropped frame)
+                    timings["total"] = time.perf_counter() - p0
+                    return FrameResult(series=frame.series, seq=int(frame.seq), t_acquired=float(frame.t_acquired),
+                                       pixel_size_A=float(frame.pixel_size_A), frame_shape=shape,
+                                       chemistry=empty_chemistry(float(frame.pixel_size_A), shape),
+                                       track_ids=np.zeros(0, np.int64), events=[], timings_s=timings,
+                                       t_done=time.time(), image=frame.data if self.keep_image else None,
+                                       confirmed=np.zeros(0, bool), material=material)
             probs = self.inferencer.predict(frame.data, frame.pixel_size_A)
+            if material is not None and material.mask is not None and material.graphene_fraction < MASK_BELOW:
+                probs = mask_probabilities(probs, material.mask)
             p1 = time.perf_counter()
             sub = getattr(self.inferencer, "last_timings_s", None) or {}
             if "preprocess" in sub and "network" in sub:
@@ -149,4 +185,16 @@ class Pipeline:
                            pixel_size_A=float(frame.pixel_size_A), frame_shape=shape, chemistry=chem,
                            track_ids=upd.track_ids, events=upd.events, drift_px=upd.drift_px,
                            timings_s=timings, t_done=time.time(),
-                           image=frame.data if self.keep_image else None, confirmed=upd.confirmed)
+                           image=frame.data if self.keep_image else None, confirmed=upd.confirmed,
+                           material=material)
+
+    def _material(self, frame):
+        from engine.health.material import classify_material
+
+        data = np.asarray(frame.data)
+        if data.ndim != 2 or min(data.shape) < 128:
+            from engine.health.material import MaterialVerdict
+
+            return MaterialVerdict("graphene", "frame too small for a material verdict: assumed graphene",
+                                   graphene_fraction=1.0)
+        return classify_material(data, float(frame.pixel_size_A))

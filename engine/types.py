@@ -190,3 +190,4 @@ class FrameResult:
     error: str | None = None                   # set when a stage failed on this frame (the frame is
                                                # skipped: empty chemistry, no tracks, no events)
     confirmed: np.ndarray | None = None        # (N,) bool: the atom's track is confirmed
+    material: object | None = None             # engine.health.material.MaterialVerdict (None: not checked)

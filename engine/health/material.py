@@ -42,17 +42,30 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import fft as sfft
+from scipy import ndimage
 
 VERDICTS = ("graphene", "not_graphene", "amorphous", "vacuum")
 GRAPHENE_A = 2.46
 
 #: Decision thresholds (dimensionless; measured on held-out simulated frames, docs/simulator.md §6).
-PEAK_MIN = 30.0            # strongest Bragg spot: power / diffuse level at its radius (noise: max ~ 21 per 512^2 frame)
-SPOT_MIN = 15.0            # its hexagonal partners (searched in ~25 bins each: noise exceeds 15 with p ~ 0.5 %)
-RHO_GRAPHENE = 0.80        # sublattice ratio above this: equal sublattices
-RHO_BORDER = 0.90          # between RHO_GRAPHENE and this, a declared a far from 2.46 A decides
+PEAK_MIN = 8.0             # hexagon score: geometric mean of the local contrasts of 3 spots at 0/60/120 deg
+PEAK_SURE = 16.0           # (noise frames reach 8-13); between PEAK_MIN and PEAK_SURE the second-order
+SECOND_MIN = 4.0           # spots must confirm the lattice (geometric mean of their contrasts)
+SPOT_FAINT = 4.0           # the faintest of the three
+SPOT_MIN = 15.0            # a spot's power over the median of its surroundings (noise: exceeds 15 in a
+                           # 25-bin search window with p ~ 1e-3; a hexagon needs two more)
+RADII_TOL = 0.12           # the three first-order spots' radii agree within this fraction
+MIN_A_PX = 4.5             # a lattice needs a >= 4.5 px (graphene up to 0.55 A/px); finer is noise
+CLIP_STD = 4.0             # pixels above mean + CLIP_STD std are clipped before the FFT
+TOP_K = 24                 # strongest bins (by ring-normalised power) tried as the first spot
+CAND_LOG = 2.0             # ... among those with log(power / ring level) above this
+LOW_K, LOW_R = 12, 40      # and the LOW_K strongest bins (raw power) within LOW_R bins of the origin
+STEP_RATIO = 3e-3          # a lower-order spot is at least this fraction of the higher one (power)
+RHO_GRAPHENE = 0.70        # sublattice ratio above this: equal sublattices (simulated hBN <= 0.61, MoS2 <= 0.5)
+RHO_BORDER = 0.90          # between RHO_GRAPHENE and this, a declared a like MoS2/WS2 (TMD_A) decides
 A_TOLERANCE = 0.15         # relative difference to 2.46 A counted as "far" (calibration errors are smaller)
-WIDTH_RANGE = (0.12, 0.75)  # column FWHM / a accepted for graphene (probe 0.7-1.3 A, blur and jitter)
+TMD_A = (3.0, 3.35)        # a (A) at the declared pixel size that looks like MoS2 / WS2 / WSe2
+WIDTH_RANGE = (0.12, 0.90)  # column FWHM / a accepted for graphene (probe 0.7-1.3 A, blur, jitter, distortions)
 DIFFUSE_MIN = 0.6          # log power excess at atomic frequencies for amorphous matter
 
 
@@ -101,8 +114,8 @@ class MaterialVerdict:
 
 @functools.lru_cache(maxsize=8)
 def _geometry(h: int, w: int):
-    """Per-shape constants: 2-D periodic Hann window, radial bin of every rfft2 bin, the search band
-    (flat indices, their radial bins, the inverse map) and the ky-axis wedge of the diffuse cue."""
+    """Per-shape constants: 2-D periodic Hann window, the radial bin of every rfft2 bin (bins outside
+    the search band go to a last "dump" bin), band counts, and the ky-axis wedge of the diffuse cue."""
     wy = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(h) / h)).astype(np.float32)
     wx = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(w) / w)).astype(np.float32)
     win = wy[:, None] * wx[None, :]
@@ -110,23 +123,21 @@ def _geometry(h: int, w: int):
     kx = sfft.rfftfreq(w)[None, :]
     n = max(h, w)
     r = np.sqrt(ky ** 2 + kx ** 2)
-    rbin = np.minimum((r * n).astype(np.int32), n // 2 + 1)
+    rbin = np.minimum((r * n).astype(np.intp), n // 2 + 1)
     band = (rbin >= 6) & (r <= 0.46)
     band[:, 0] = False                 # kx = 0: per-row gain fluctuations
     band[0, :] = False                 # ky = 0
-    idx = np.flatnonzero(band).astype(np.int64)
-    rb = rbin.ravel()[idx]
-    counts = np.bincount(rb, minlength=n // 2 + 2).astype(np.float64)
-    pos = np.full(band.size, -1, np.int64)
-    pos[idx] = np.arange(len(idx))
+    nb = n // 2 + 2                    # radial bins; index nb is the dump bin
+    rdump = np.where(band, rbin, nb).ravel()
+    counts = np.bincount(rdump, minlength=nb + 1).astype(np.float64)
+    counts[nb] = 0
     # the ky-axis wedge for the diffuse cue: kx from 1 bin to 0.03 cycles/px, |ky| >= 4 bins
     wedge = (kx >= 1.0 / w) & (kx <= max(0.03, 2.5 / w)) & (np.abs(ky) >= 4.0 / h)
-    widx = np.flatnonzero(np.broadcast_to(wedge, band.shape))
-    kyb = np.broadcast_to(np.minimum((np.abs(ky) * h).astype(np.int32), h // 2), band.shape).ravel()[widx]
-    wcount = np.bincount(kyb, minlength=h // 2 + 1)
-    out = (wy, wx, win, rbin, band, idx, rb, counts, pos, widx, kyb, wcount)
-    for a in out:
-        a.setflags(write=False)
+    wcols = np.flatnonzero(wedge[0] if wedge.shape[0] == 1 else wedge.any(axis=0))
+    kyrow = np.minimum((np.abs(ky[:, 0]) * h).astype(np.intp), h // 2)
+    out = (wy, wx, win, band, rdump, counts, wcols, kyrow)
+    for a_ in out:
+        a_.setflags(write=False)
     return out
 
 
@@ -154,8 +165,13 @@ class _Spectrum:
     def __init__(self, img: np.ndarray):
         h, w = img.shape
         self.h, self.w = h, w
-        (self.wy, self.wx, win, self.rbin, self.band, idx, rb, counts, self.pos, widx, kyb,
-         wcount) = _geometry(h, w)
+        self.wy, self.wx, win, self.band, rdump, counts, wcols, kyrow = _geometry(h, w)
+        # clip bright outliers (Si and heavier adatoms, hot pixels, thick contamination) at mean + 4 std
+        # of a row subsample: a few dopants must not tip the sublattice balance of a small field,
+        # while a whole brighter sublattice (N in hBN, Mo in MoS2) lies far below the clip
+        sub = img[::4]
+        clip = float(sub.mean()) + CLIP_STD * float(sub.std())
+        img = np.minimum(img, np.float32(clip))
         # remove the mean and a plane (a ramp would leak through the window into low frequencies)
         cm = img.mean(axis=0, dtype=np.float64)
         rm = img.mean(axis=1, dtype=np.float64)
@@ -167,20 +183,31 @@ class _Spectrum:
         x -= (bx * xc).astype(np.float32)[None, :]
         x *= win
         self.F = F = sfft.rfft2(x, workers=1)
-        Ff = F.ravel()[idx]
-        Lb = np.log(Ff.real * Ff.real + Ff.imag * Ff.imag + 1e-30)
-        nb = len(counts)
+        P = np.abs(F)
+        P *= P
+        P += np.float32(1e-30)
+        L = np.log(P, out=P).ravel()                    # log power, float32
+        nb = len(counts) - 1
         good = counts > 0
-        lmean = np.where(good, np.bincount(rb, weights=Lb, minlength=nb) / np.maximum(counts, 1), 0.0)
-        self.lmean = _smooth(lmean, 3) / np.maximum(_smooth(good.astype(float), 3), 1e-9)
-        self.Qb = Lb - self.lmean[rb]
-        self.idx = idx
+        lmean = np.where(good, np.bincount(rdump, weights=L, minlength=nb + 1) / np.maximum(counts, 1), 0.0)
+        # trimmed: at small radii the spots fill a good part of a ring and would raise its level
+        low = L < (lmean[rdump] + 1.0).astype(np.float32)
+        c2 = np.bincount(rdump[low], minlength=nb + 1)
+        l2 = np.bincount(rdump[low], weights=L[low], minlength=nb + 1)
+        c2[nb] = 0
+        good = c2 > 0
+        lm = np.where(good, l2 / np.maximum(c2, 1), 0.0)
+        lm = _smooth(lm, 3) / np.maximum(_smooth(good.astype(float), 3), 1e-9)
+        self.lmean = lm
+        lm = lm.astype(np.float32)
+        lm[nb] = np.inf                                  # outside the band: Q = -inf
+        self.Q = (L - lm[rdump]).reshape(F.shape)
         # diffuse cue: log power profile along |ky| near the ky axis, excess over the Nyquist level
-        Fw = F.ravel()[widx]
-        prof = np.bincount(kyb, weights=np.log(Fw.real * Fw.real + Fw.imag * Fw.imag + 1e-30),
-                           minlength=h // 2 + 1)
-        prof = np.where(wcount > 0, prof / np.maximum(wcount, 1), np.nan)[4:]
-        prof = _smooth(np.nan_to_num(prof, nan=float(np.nanmedian(prof))), 7)
+        Lw = L.reshape(F.shape)[:, wcols]
+        prof = np.bincount(np.repeat(kyrow, len(wcols)), weights=Lw.ravel(), minlength=h // 2 + 1)
+        cnt = np.bincount(kyrow, minlength=h // 2 + 1) * len(wcols)
+        prof = (prof / np.maximum(cnt, 1))[4:]
+        prof = _smooth(prof, 7)
         f = np.arange(4, h // 2 + 1) / h
         hi, lo = f >= 0.40, (f < 0.38) & (f >= 6.0 / h)
         self.diffuse = float(prof[lo].max() - np.median(prof[hi])) if hi.any() and lo.any() else 0.0
@@ -194,20 +221,52 @@ class _Spectrum:
         ky = np.where(neg, -ky, ky) % self.h
         kx = np.abs(kx)
         ok = kx < self.F.shape[1]
-        flat = ky * self.F.shape[1] + np.minimum(kx, self.F.shape[1] - 1)
-        p = self.pos[flat]
-        ok &= p >= 0
-        return np.where(ok, np.exp(self.Qb[np.maximum(p, 0)]), 0.0)
+        return np.where(ok, np.exp(self.Q[ky, np.minimum(kx, self.F.shape[1] - 1)]), 0.0)
 
     def spot(self, kvec):
-        """Strongest bin within max(2 bins, 4 %) of a predicted signed (ky, kx) bin: (bin, exp Q)."""
+        """Strongest bin within max(2 bins, 4 %) of a predicted signed (ky, kx) bin, and its power over
+        the median power of the 4-bin-wide frame around the search window (local contrast; robust
+        to rings crowded with spots and to low-frequency clutter): (bin, contrast)."""
+        kvec = np.asarray(kvec, float)
         r = max(2, int(round(0.04 * np.hypot(*kvec))))
-        oy, ox = np.mgrid[-r:r + 1, -r:r + 1]
-        cy = int(np.rint(kvec[0])) + oy.ravel()
-        cx = int(np.rint(kvec[1])) + ox.ravel()
-        v = self.q(cy, cx)
-        j = int(np.argmax(v))
-        return np.array([cy[j], cx[j]], float), float(v[j])
+        b, c = self.spots(kvec[None, :], r)
+        return b[0], float(c[0])
+
+    def spots(self, kvecs: np.ndarray, r: int):
+        """:meth:`spot` for many (K, 2) predicted bins at once with search half-width ``r``."""
+        R = r + 4
+        oy, ox = np.mgrid[-R:R + 1, -R:R + 1]
+        inner = ((np.abs(oy) <= r) & (np.abs(ox) <= r)).ravel()
+        cy = np.rint(kvecs[:, 0]).astype(np.int64)[:, None] + oy.ravel()[None, :]
+        cx = np.rint(kvecs[:, 1]).astype(np.int64)[:, None] + ox.ravel()[None, :]
+        f = _full(self.F, cy, cx)
+        p = (f.real * f.real + f.imag * f.imag).astype(np.float64)
+        valid = self._in_band(cy, cx)
+        ring = valid & ~inner[None, :]
+        pin = np.where(inner[None, :] & valid, p, -1.0)
+        j = np.argmax(pin, axis=1)
+        rows = np.arange(len(kvecs))
+        peak = pin[rows, j]
+        n_ring = ring.sum(axis=1)
+        srt = np.sort(np.where(ring, p, np.inf), axis=1)
+        med = srt[rows, np.maximum(n_ring // 2, 0)]
+        ok = (peak > 0) & (n_ring >= 8)
+        contrast = np.where(ok, peak / (np.where(ok, med, 1.0) + 1e-30), 0.0)
+        return np.stack([cy[rows, j], cx[rows, j]], axis=1).astype(float), contrast
+
+    def centroid(self, k) -> np.ndarray:
+        """Power-weighted centre of the 3x3 bins around a signed bin."""
+        pts = np.asarray(k, float)[None, :] + _O3
+        f = _full(self.F, pts[:, 0], pts[:, 1])
+        p = (f.real * f.real + f.imag * f.imag).astype(np.float64)
+        return (pts * p[:, None]).sum(0) / max(p.sum(), 1e-30)
+
+    def _in_band(self, ky, kx) -> np.ndarray:
+        neg = kx < 0
+        ky = np.where(neg, -ky, ky) % self.h
+        kx = np.abs(kx)
+        ok = kx < self.F.shape[1]
+        return ok & self.band[ky, np.minimum(kx, self.F.shape[1] - 1)]
 
     def rot(self, kvec, deg):
         """Rotate a bin vector by ``deg`` in physical frequency (non-square frames)."""
@@ -216,39 +275,131 @@ class _Spectrum:
         return np.array([f[0] * np.cos(t) + f[1] * np.sin(t), -f[0] * np.sin(t) + f[1] * np.cos(t)]) / self.scale
 
     def strongest(self, exclude=()):
-        """The strongest band bin (signed (ky, kx), exp Q), leaving out +-r bins around ``exclude``."""
-        Qb = self.Qb
+        """The strongest spot: of the ``TOP_K`` band bins of largest Q, the one of largest local
+        contrast (:meth:`spots`), leaving out +-r bins around the (signed) bins in ``exclude``.
+        Returns (signed (ky, kx) bin, hexagon score: geometric mean of the three local contrasts)."""
+        Q = self.Q
         if len(exclude):
-            Qb = Qb.copy()
+            Q = Q.copy()
             for kv in exclude:
                 r = max(3, int(round(0.06 * np.hypot(*kv))))
                 oy, ox = np.mgrid[-r:r + 1, -r:r + 1]
                 for sgn in (1, -1):
-                    cy = (sgn * int(np.rint(kv[0])) + oy.ravel())
-                    cx = (sgn * int(np.rint(kv[1])) + ox.ravel())
-                    keep = cx >= 0
-                    cy, cx = cy[keep] % self.h, cx[keep]
-                    cx = np.minimum(cx, self.F.shape[1] - 1)
-                    p = self.pos[cy * self.F.shape[1] + cx]
-                    Qb[p[p >= 0]] = -np.inf
-        j = int(np.argmax(Qb))
-        ky, kx = divmod(int(self.idx[j]), self.F.shape[1])
-        return np.array([(ky + self.h // 2) % self.h - self.h // 2, kx], float), float(np.exp(Qb[j]))
+                    cy = sgn * int(np.rint(kv[0])) + oy.ravel()
+                    cx = sgn * int(np.rint(kv[1])) + ox.ravel()
+                    keep = (cx >= 0) & (cx < Q.shape[1])
+                    Q[cy[keep] % self.h, cx[keep]] = -np.inf
+        flat = Q.ravel()
+        cand = np.flatnonzero(flat > np.float32(CAND_LOG))
+        if len(cand) == 0:
+            cand = np.array([int(np.argmax(flat))])
+        if len(cand) > TOP_K:
+            cand = cand[np.argpartition(flat[cand], len(cand) - TOP_K)[-TOP_K:]]
+        # plus the LOW_K strongest bins by raw power at small radii (<= LOW_R bins): few cycles per
+        # field (fine sampling) put the spots where the rings are too short to normalise against
+        n_lo = min(LOW_R, self.h // 2 - 1, Q.shape[1] - 1)
+        sub = np.vstack([self.F[:n_lo + 1, :n_lo + 1], self.F[-n_lo:, :n_lo + 1]])
+        rows = np.r_[0:n_lo + 1, self.h - n_lo:self.h]
+        pw = np.abs(sub)
+        pw = np.where(np.isfinite(Q[rows, :n_lo + 1]), pw, 0.0).ravel()
+        lo = np.argpartition(pw, len(pw) - LOW_K)[-LOW_K:]
+        lo = rows[lo // (n_lo + 1)] * Q.shape[1] + lo % (n_lo + 1)
+        cand = np.unique(np.concatenate([cand, lo]))
+        cand = cand[np.isfinite(flat[cand])]
+        if len(cand) == 0:
+            return np.zeros(2), 0.0
+        ky, kx = np.divmod(cand, self.F.shape[1])
+        ks = np.stack([(ky + self.h // 2) % self.h - self.h // 2, kx], axis=1).astype(float)
+        # score: geometric mean of the local contrasts of the candidate and its partners at 60 and
+        # 120 degrees (a hexagonal lattice beats an isolated strong bin)
+        n = len(ks)
+        allk = np.vstack([ks, self.rot_many(ks, 60.0), self.rot_many(ks, 120.0)])
+        _, c = self.spots(allk, 2)
+        c = np.maximum(c.reshape(3, n), 1e-3)
+        score = np.exp(np.log(c).mean(axis=0))
+        j = int(np.argmax(score))
+        return ks[j], float(score[j])
+
+    def rot_many(self, ks: np.ndarray, deg: float) -> np.ndarray:
+        f = ks * self.scale
+        t = np.deg2rad(deg)
+        out = np.stack([f[:, 0] * np.cos(t) + f[:, 1] * np.sin(t), -f[:, 0] * np.sin(t) + f[:, 1] * np.cos(t)], axis=1)
+        return out / self.scale
 
 
+#: Lower-order reflections of a hexagonal lattice relative to a spot k: (|g| factor, rotation in degrees):
+#: {11-20} -> {10-10} (1/sqrt 3, +-30), {20-20} -> {10-10} (1/2, 0), {21-30} -> {10-10} (1/sqrt 7, +-19.1), 1/3.
+_LOWER = ((1 / np.sqrt(3.0), 30.0), (1 / np.sqrt(3.0), -30.0), (0.5, 0.0), (1 / np.sqrt(7.0), 19.1066),
+          (1 / np.sqrt(7.0), -19.1066), (1 / 3.0, 0.0))
 _O3 = np.array([[dy, dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], float)
+_O5 = np.array([[dy, dx] for dy in range(-2, 3) for dx in range(-2, 3)], float)
+
+
+def _rho(F: np.ndarray, k1: np.ndarray, k2: np.ndarray) -> float:
+    """Sublattice ratio from the bispectrum of the first-order spots k1, k2, k3 = -(k1 + k2), summed
+    over 3x3 x 3x3 bins with k3 = -(k1 + k2) exactly (the window's leakage phases cancel)."""
+    o = _O3
+    a1 = k1[None, :] + o
+    a2 = k2[None, :] + o
+    s12 = (a1[:, None, :] + a2[None, :, :]).reshape(-1, 2)
+    f1 = _full(F, a1[:, 0], a1[:, 1])
+    f2 = _full(F, a2[:, 0], a2[:, 1])
+    f3 = _full(F, -s12[:, 0], -s12[:, 1]).reshape(len(o), len(o))
+    B = complex((f1[:, None] * f2[None, :] * f3).sum())
+    delta = np.angle(np.exp(1j * (np.pi - np.angle(B)))) / 3.0          # in (-pi/3, pi/3]
+    t = abs(np.tan(delta)) / np.sqrt(3.0)
+    return float((1 - t) / (1 + t))
 
 
 def _lattice(S: _Spectrum, k1, q1):
     """Analyse the lattice whose strongest spot is ``k1``: None if not a hexagonal lattice, else a dict
     with the three first-order spots, a (px), sublattice ratio, column width ratio, spot strength."""
-    (bp, qp), (bm, qm) = (S.spot(S.rot(k1, s) / np.sqrt(3.0)) for s in (30.0, -30.0))
-    if min(qp, qm) >= SPOT_MIN:                      # k1 was a second-order spot
-        k1, q1 = bp, qp
-    k2, q2 = S.spot(S.rot(k1, 120.0))
-    k60, q60 = S.spot(S.rot(k1, 60.0))
-    if min(q2, q60) < SPOT_MIN:
+    q1 = S.spot(k1)[1]                               # its local contrast
+    kc = S.centroid(k1)                              # sub-bin position: rotations predict better
+    k2, q2 = S.spot(S.rot(kc, 120.0))
+    k60, q60 = S.spot(S.rot(kc, 60.0))
+    # hexagonal: three spots at 0, 60, 120 degrees, each clearly above its surroundings (scan
+    # distortions smear spots of some directions more than others: the weakest may be faint)
+    score = float(np.cbrt(max(q1, 1e-3) * max(q2, 1e-3) * max(q60, 1e-3)))
+    if score < PEAK_MIN or min(q1, q2, q60) < SPOT_FAINT:
         return None
+    stepped = False
+    for _ in range(3):                               # step down to the first order ({10-10}) spots
+        for f, ang in _LOWER:
+            b, qb = S.spot(S.rot(S.centroid(k1), ang) * f)
+            floor = max(SPOT_MIN, STEP_RATIO * q1)     # a real lower order, not window leakage
+            if qb >= floor and np.hypot(*(b * S.scale)) * max(S.h, S.w) >= 6:
+                b60, q60b = S.spot(S.rot(S.centroid(b), 60.0))
+                if q60b >= floor:
+                    k1, q1, stepped = b, qb, True
+                    break
+        else:
+            break
+    if not stepped:
+        # a lattice shows its second order ({11-20}, sqrt(3) further out, 30 degrees on); where that
+        # lies beyond the band, the first-order hexagon alone must be strong
+        k2nd = np.array([S.rot(S.centroid(k1), a) * np.sqrt(3.0) for a in (30.0, 90.0, 150.0)])
+        inside = np.abs(k2nd * S.scale).max(axis=1) < 0.46
+        if inside.sum() < 2:
+            if score < 2 * PEAK_SURE:
+                return None
+        else:
+            _, c2 = S.spots(k2nd[inside], 2)
+            if np.exp(np.log(np.maximum(c2, 1e-3)).mean()) < (SECOND_MIN if score < PEAK_SURE else SECOND_MIN / 2):
+                return None
+    kc = S.centroid(k1)
+    k2, q2 = S.spot(S.rot(kc, 120.0))
+    k60, q60 = S.spot(S.rot(kc, 60.0))
+    if not stepped and _rho(S.F, k1, k2) < 0.1:
+        # phase ~0: the {11-20} triple of a honeycomb (its structure factor is real and positive)
+        # looks like this; faint first-order spots 30 degrees off at 1/sqrt(3) then decide
+        for ang in (30.0, -30.0):
+            b, qb = S.spot(S.rot(k1, ang) / np.sqrt(3.0))
+            b2, qb2 = S.spot(S.rot(b, 120.0))
+            if min(qb, qb2) >= SPOT_FAINT and np.hypot(*(b * S.scale)) * max(S.h, S.w) >= 6:
+                k1, q1, k2, q2 = b, qb, b2, qb2
+                k60, q60 = S.spot(S.rot(k1, 60.0))
+                break
     k3 = -(k1 + k2)
     F = S.F
     radii, amps1 = [], []
@@ -259,20 +410,14 @@ def _lattice(S: _Spectrum, k1, q1):
         radii.append(np.hypot(*(c * S.scale)))
         amps1.append(p.sum())
     rmean = float(np.mean(radii))
+    if (max(radii) - min(radii)) > RADII_TOL * rmean:     # not one lattice (strain and drift stay below)
+        return None
     d1_px = 1.0 / rmean
     a_px = d1_px * 2.0 / np.sqrt(3.0)
-    q3 = float(S.q([int(k3[0])], [int(k3[1])])[0])
-    # bispectrum over 3x3 x 3x3 bins with k3 = -(k1 + k2) exactly (leakage phases cancel)
-    a1 = k1[None, :] + _O3
-    a2 = k2[None, :] + _O3
-    s12 = (a1[:, None, :] + a2[None, :, :]).reshape(-1, 2)
-    f1 = _full(F, a1[:, 0], a1[:, 1])
-    f2 = _full(F, a2[:, 0], a2[:, 1])
-    f3 = _full(F, -s12[:, 0], -s12[:, 1]).reshape(9, 9)
-    B = complex((f1[:, None] * f2[None, :] * f3).sum())
-    delta = np.angle(np.exp(1j * (np.pi - np.angle(B)))) / 3.0          # in (-pi/3, pi/3]
-    t = abs(np.tan(delta)) / np.sqrt(3.0)
-    rho = float((1 - t) / (1 + t))
+    if a_px < MIN_A_PX:
+        return None
+    q3 = S.spot(k3)[1]
+    rho = _rho(F, k1, k2)
     # column width from the second-order ({11-20}) spots
     amps2 = []
     for kv in (k1 - k2, k2 - k3, k3 - k1):
@@ -298,11 +443,11 @@ def _lattice(S: _Spectrum, k1, q1):
 def _graphene_like(lat: dict, px: float | None) -> tuple[bool, str]:
     """(is graphene, why not) for an analysed lattice."""
     rho, width = lat["rho"], lat["width"]
-    far = px is not None and abs(lat["a_px"] * px / GRAPHENE_A - 1) > A_TOLERANCE
+    tmd = px is not None and TMD_A[0] <= lat["a_px"] * px <= TMD_A[1]
     if rho < RHO_GRAPHENE:
         return False, f"2 sublattices of unequal contrast ({rho:.2f})"
-    if rho < RHO_BORDER and far:
-        return False, f"2 sublattices of slightly unequal contrast ({rho:.2f}) and a far from 2.46 A"
+    if rho < RHO_BORDER and tmd:
+        return False, f"2 sublattices of slightly unequal contrast ({rho:.2f}) and a as MoS2/WS2"
     if np.isfinite(width) and not (WIDTH_RANGE[0] <= width <= WIDTH_RANGE[1]):
         return False, (f"atom columns {width:.2f} of a wide (graphene {WIDTH_RANGE[0]}-{WIDTH_RANGE[1]})")
     return True, ""
@@ -401,7 +546,7 @@ def _graphene_mask(F, spots, h, w, wy, wx, thresh: float = 0.25):
     win = np.maximum(wy[gy][:, None] * wx[gx][None, :], 0.2)
     env = env / win
     top = float(np.percentile(env, 90))
-    coarse = env >= thresh * top
+    coarse = ndimage.binary_dilation(env >= thresh * top)       # keep the region's edge atoms
     frac = float(coarse.mean())
     ry = np.minimum((np.arange(h) * n) // h, n - 1)
     rx = np.minimum((np.arange(w) * n) // w, n - 1)

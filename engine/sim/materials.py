@@ -41,11 +41,12 @@ from engine.types import C, OTHER
 TMD = {"MoS2": (3.16, 42, 16), "WS2": (3.15, 74, 16)}
 HBN_A = 2.50
 #: Material names understood by :func:`material_sample` / :func:`material_example`.
-MATERIALS = ("graphene", "MoS2", "WS2", "hBN", "amorphous", "vacuum", "graphene_grains", "graphene_patch")
+MATERIALS = ("graphene", "MoS2", "WS2", "hBN", "amorphous", "vacuum", "graphene_grains", "graphene_patch",
+             "graphene_hole")
 #: What the verdict should say for each simulated material (engine.health.material).
 EXPECTED_VERDICT = {"graphene": "graphene", "graphene_grains": "graphene", "graphene_patch": "graphene",
                     "MoS2": "not_graphene", "WS2": "not_graphene", "hBN": "not_graphene",
-                    "amorphous": "amorphous", "vacuum": "vacuum"}
+                    "graphene_hole": "graphene", "amorphous": "amorphous", "vacuum": "vacuum"}
 
 
 def _empty() -> st.Sample:
@@ -220,11 +221,16 @@ def material_sample(material: str, fov_A, rng: np.random.Generator, margin_A: fl
                     thermal_jitter_A: float = 0.05, **kw) -> st.Sample:
     """A random sample of ``material`` (one of :data:`MATERIALS`) over the field.
 
-    ``graphene`` is :func:`engine.sim.sample.random_sample` (keywords passed on); TMDs get S vacancies
+    ``graphene`` is :func:`engine.sim.sample.random_sample` (keywords passed on); ``graphene_hole`` the
+    same with one large hole (radius 15-30 % of the field) and no other holes; TMDs get S vacancies
     (0-8 %) and dopants (0-5 %) at random; crystals get strain and ripples in 60 % of samples.
     """
     if material == "graphene":
         return random_sample(rng, fov_A, margin_A=margin_A, thermal_jitter_A=thermal_jitter_A, **kw)
+    if material == "graphene_hole":
+        s = random_sample(rng, fov_A, margin_A=margin_A, thermal_jitter_A=thermal_jitter_A, holes=False, **kw)
+        st.add_hole(s, rng.uniform(0.3, 0.7, 2) * np.asarray(fov_A), float(rng.uniform(0.15, 0.3)) * min(fov_A), rng)
+        return s
     if material in TMD:
         s = tmd(fov_A, material, rng=rng, margin_A=margin_A,
                 s_vacancy_fraction=kw.get("s_vacancy_fraction", float(rng.uniform(0, 0.08))),
