@@ -48,14 +48,16 @@ VERDICTS = ("graphene", "not_graphene", "amorphous", "vacuum")
 GRAPHENE_A = 2.46
 
 #: Decision thresholds (dimensionless; measured on held-out simulated frames, docs/simulator.md §6).
-PEAK_MIN = 8.0             # hexagon score: geometric mean of the local contrasts of 3 spots at 0/60/120 deg
+N_TRY = 4                  # best candidate spots tried in turn
+PEAK_MIN = 6.0             # hexagon score: geometric mean of the local contrasts of 3 spots at 0/60/120 deg
 PEAK_SURE = 16.0           # (noise frames reach 8-13); between PEAK_MIN and PEAK_SURE the second-order
-SECOND_MIN = 4.0           # spots must confirm the lattice (geometric mean of their contrasts)
+SECOND_MIN = 6.0           # spots must confirm the lattice (geometric mean of their contrasts)
 SPOT_FAINT = 4.0           # the faintest of the three
 SPOT_MIN = 15.0            # a spot's power over the median of its surroundings (noise: exceeds 15 in a
                            # 25-bin search window with p ~ 1e-3; a hexagon needs two more)
 RADII_TOL = 0.12           # the three first-order spots' radii agree within this fraction
-MIN_A_PX = 4.5             # a lattice needs a >= 4.5 px (graphene up to 0.55 A/px); finer is noise
+MIN_A_PX = 6.0             # a lattice needs a >= 6 px (graphene up to 0.41 A/px, MoS2 0.53); finer: noise
+R_MAX = 2.0 / MIN_A_PX + 0.01   # spots searched up to here (cycles/px): the second order of such a lattice
 CLIP_STD = 4.0             # pixels above mean + CLIP_STD std are clipped before the FFT
 TOP_K = 24                 # strongest bins (by ring-normalised power) tried as the first spot
 CAND_LOG = 2.0             # ... among those with log(power / ring level) above this
@@ -124,7 +126,7 @@ def _geometry(h: int, w: int):
     n = max(h, w)
     r = np.sqrt(ky ** 2 + kx ** 2)
     rbin = np.minimum((r * n).astype(np.intp), n // 2 + 1)
-    band = (rbin >= 6) & (r <= 0.46)
+    band = (rbin >= 6) & (r <= R_MAX)
     band[:, 0] = False                 # kx = 0: per-row gain fluctuations
     band[0, :] = False                 # ky = 0
     nb = n // 2 + 2                    # radial bins; index nb is the dump bin
@@ -228,7 +230,7 @@ class _Spectrum:
         the median power of the 4-bin-wide frame around the search window (local contrast; robust
         to rings crowded with spots and to low-frequency clutter): (bin, contrast)."""
         kvec = np.asarray(kvec, float)
-        r = max(2, int(round(0.04 * np.hypot(*kvec))))
+        r = max(1, int(round(0.025 * np.hypot(*kvec))))
         b, c = self.spots(kvec[None, :], r)
         return b[0], float(c[0])
 
@@ -251,7 +253,11 @@ class _Spectrum:
         srt = np.sort(np.where(ring, p, np.inf), axis=1)
         med = srt[rows, np.maximum(n_ring // 2, 0)]
         ok = (peak > 0) & (n_ring >= 8)
-        contrast = np.where(ok, peak / (np.where(ok, med, 1.0) + 1e-30), 0.0)
+        local = np.where(ok, peak / (np.where(ok, med, 1.0) + 1e-30), 0.0)
+        # and over the ring's level at its radius (exp Q): a ring of diffuse scattering (amorphous
+        # matter) stands out of a square box of bins, not out of its own ring
+        qr = self.q(cy[rows, j], cx[rows, j])
+        contrast = np.sqrt(local * qr)
         return np.stack([cy[rows, j], cx[rows, j]], axis=1).astype(float), contrast
 
     def centroid(self, k) -> np.ndarray:
@@ -277,7 +283,8 @@ class _Spectrum:
     def strongest(self, exclude=()):
         """The strongest spot: of the ``TOP_K`` band bins of largest Q, the one of largest local
         contrast (:meth:`spots`), leaving out +-r bins around the (signed) bins in ``exclude``.
-        Returns (signed (ky, kx) bin, hexagon score: geometric mean of the three local contrasts)."""
+        Returns up to ``N_TRY`` (signed (ky, kx) bin, hexagon score: geometric mean of the three
+        local contrasts), best first."""
         Q = self.Q
         if len(exclude):
             Q = Q.copy()
@@ -292,7 +299,7 @@ class _Spectrum:
         flat = Q.ravel()
         cand = np.flatnonzero(flat > np.float32(CAND_LOG))
         if len(cand) == 0:
-            cand = np.array([int(np.argmax(flat))])
+            cand = np.array([int(np.argmax(flat))], dtype=np.int64)
         if len(cand) > TOP_K:
             cand = cand[np.argpartition(flat[cand], len(cand) - TOP_K)[-TOP_K:]]
         # plus the LOW_K strongest bins by raw power at small radii (<= LOW_R bins): few cycles per
@@ -307,7 +314,7 @@ class _Spectrum:
         cand = np.unique(np.concatenate([cand, lo]))
         cand = cand[np.isfinite(flat[cand])]
         if len(cand) == 0:
-            return np.zeros(2), 0.0
+            return []
         ky, kx = np.divmod(cand, self.F.shape[1])
         ks = np.stack([(ky + self.h // 2) % self.h - self.h // 2, kx], axis=1).astype(float)
         # score: geometric mean of the local contrasts of the candidate and its partners at 60 and
@@ -317,8 +324,8 @@ class _Spectrum:
         _, c = self.spots(allk, 2)
         c = np.maximum(c.reshape(3, n), 1e-3)
         score = np.exp(np.log(c).mean(axis=0))
-        j = int(np.argmax(score))
-        return ks[j], float(score[j])
+        order = np.argsort(score)[::-1][:N_TRY]
+        return [(ks[j], float(score[j])) for j in order]
 
     def rot_many(self, ks: np.ndarray, deg: float) -> np.ndarray:
         f = ks * self.scale
@@ -354,12 +361,12 @@ def _rho(F: np.ndarray, k1: np.ndarray, k2: np.ndarray) -> float:
 def _lattice(S: _Spectrum, k1, q1):
     """Analyse the lattice whose strongest spot is ``k1``: None if not a hexagonal lattice, else a dict
     with the three first-order spots, a (px), sublattice ratio, column width ratio, spot strength."""
-    q1 = S.spot(k1)[1]                               # its local contrast
+    q1 = S.spots(np.asarray(k1, float)[None, :], 1)[1][0]     # its contrast (3x3 window)
     kc = S.centroid(k1)                              # sub-bin position: rotations predict better
     k2, q2 = S.spot(S.rot(kc, 120.0))
-    k60, q60 = S.spot(S.rot(kc, 60.0))
-    # hexagonal: three spots at 0, 60, 120 degrees, each clearly above its surroundings (scan
-    # distortions smear spots of some directions more than others: the weakest may be faint)
+    # the third spot of the hexagon is exactly k1 + k2 (at 60 degrees): a 3x3 window suffices there,
+    # so noise rarely fakes it
+    q60 = S.spots((k1 + k2)[None, :], 1)[1][0]
     score = float(np.cbrt(max(q1, 1e-3) * max(q2, 1e-3) * max(q60, 1e-3)))
     if score < PEAK_MIN or min(q1, q2, q60) < SPOT_FAINT:
         return None
@@ -376,15 +383,15 @@ def _lattice(S: _Spectrum, k1, q1):
         else:
             break
     if not stepped:
-        # a lattice shows its second order ({11-20}, sqrt(3) further out, 30 degrees on); where that
-        # lies beyond the band, the first-order hexagon alone must be strong
-        k2nd = np.array([S.rot(S.centroid(k1), a) * np.sqrt(3.0) for a in (30.0, 90.0, 150.0)])
-        inside = np.abs(k2nd * S.scale).max(axis=1) < 0.46
+        # a lattice shows its second order ({11-20}) exactly at k1 - k2, 2 k1 + k2 and k1 + 2 k2
+        # (3x3 windows); where that lies beyond the band, the first-order hexagon must be strong
+        k2nd = np.array([k1 - k2, 2 * k1 + k2, k1 + 2 * k2], float)
+        inside = np.abs(k2nd * S.scale).max(axis=1) < R_MAX
         if inside.sum() < 2:
             if score < 2 * PEAK_SURE:
                 return None
         else:
-            _, c2 = S.spots(k2nd[inside], 2)
+            _, c2 = S.spots(k2nd[inside], 1)
             if np.exp(np.log(np.maximum(c2, 1e-3)).mean()) < (SECOND_MIN if score < PEAK_SURE else SECOND_MIN / 2):
                 return None
     kc = S.centroid(k1)
@@ -473,11 +480,17 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
     if float(img.max()) == float(img.min()):
         return MaterialVerdict("vacuum", "constant frame: no sample (or beam blanked)")
     S = _Spectrum(img)
-    k1, q1 = S.strongest()
+    cands = S.strongest()
     res = {"diffuse_excess": S.diffuse}
-    if q1 < PEAK_MIN:
-        return _no_lattice(res, S.diffuse, q1)
-    lat = _lattice(S, k1, q1)
+    lat = None
+    k1, q1 = cands[0] if cands else (np.zeros(2), 0.0)
+    for k, q in cands:
+        if q < PEAK_MIN:
+            break
+        lat = _lattice(S, k, q)
+        if lat is not None:
+            k1, q1 = k, q
+            break
     if lat is None:
         if q1 >= 10 * PEAK_MIN:
             a_px = 1.0 / np.hypot(*(k1 * S.scale))
@@ -490,10 +503,16 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
     other = ""
     if not ok:
         # a second lattice (part of the field graphene, the rest another crystal)?
-        k1b, q1b = S.strongest(exclude=[s for k in lat["spots"] for s in (k, 2 * k)] +
-                               [lat["spots"][0] - lat["spots"][1], lat["spots"][1] - lat["spots"][2],
-                                lat["spots"][2] - lat["spots"][0]])
-        lat2 = _lattice(S, k1b, q1b) if q1b >= PEAK_MIN else None
+        more = S.strongest(exclude=[s for k in lat["spots"] for s in (k, 2 * k)] +
+                           [lat["spots"][0] - lat["spots"][1], lat["spots"][1] - lat["spots"][2],
+                            lat["spots"][2] - lat["spots"][0]])
+        lat2 = None
+        for k, q in more:
+            if q < PEAK_MIN:
+                break
+            lat2 = _lattice(S, k, q)
+            if lat2 is not None:
+                break
         if lat2 is not None and _graphene_like(lat2, px)[0]:
             other = (f"; another hexagonal lattice a = {_fmt_len(lat['a_px'], px)} with {why} covers part of "
                      "the field")
