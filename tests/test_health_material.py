@@ -133,8 +133,8 @@ def test_graphene_mask_leaves_out_the_other_part_of_the_field():
     d, _ = cKDTree(lat).query(np.c_[xx.ravel(), yy.ravel()])
     graphene_here = (d * 0.1 < 3.0).reshape(xx.shape)
     m = v.mask[::16, ::16]
-    assert (m & graphene_here).sum() / graphene_here.sum() > 0.9      # graphene kept
-    assert (~m & ~graphene_here).sum() / (~graphene_here).sum() > 0.6  # most of the vacuum side left out
+    assert (m & graphene_here).sum() / graphene_here.sum() > 0.85     # graphene kept
+    assert (~m & ~graphene_here).sum() / (~graphene_here).sum() > 0.5  # most of the vacuum side left out
     assert 0.4 < v.graphene_fraction < 0.9
 
 

@@ -48,6 +48,7 @@ VERDICTS = ("graphene", "not_graphene", "amorphous", "vacuum")
 GRAPHENE_A = 2.46
 
 #: Decision thresholds (dimensionless; measured on held-out simulated frames, docs/simulator.md §6).
+NEAR_BINS = 20             # spots closer than this to the origin are judged on local contrast alone
 N_TRY = 4                  # best candidate spots tried in turn
 PEAK_MIN = 6.0             # hexagon score: geometric mean of the local contrasts of 3 spots at 0/60/120 deg
 PEAK_SURE = 16.0           # (noise frames reach 8-13); between PEAK_MIN and PEAK_SURE the second-order
@@ -256,8 +257,10 @@ class _Spectrum:
         local = np.where(ok, peak / (np.where(ok, med, 1.0) + 1e-30), 0.0)
         # and over the ring's level at its radius (exp Q): a ring of diffuse scattering (amorphous
         # matter) stands out of a square box of bins, not out of its own ring
+        # (near the origin the rings are short and full of the spots' own leakage: local only)
         qr = self.q(cy[rows, j], cx[rows, j])
-        contrast = np.sqrt(local * qr)
+        near = np.hypot(kvecs[:, 0], kvecs[:, 1]) < NEAR_BINS
+        contrast = np.where(near, local, np.sqrt(local * qr))
         return np.stack([cy[rows, j], cx[rows, j]], axis=1).astype(float), contrast
 
     def centroid(self, k) -> np.ndarray:
@@ -547,7 +550,7 @@ def _no_lattice(res: dict, diffuse: float, q1: float) -> MaterialVerdict:
                            **res)
 
 
-def _graphene_mask(F, spots, h, w, wy, wx, thresh: float = 0.25):
+def _graphene_mask(F, spots, h, w, wy, wx, thresh: float = 0.4):
     """Where the lattice is: the first-order spots demodulated on a coarse grid (module docstring)."""
     kmin = min(np.hypot(*(k * np.array([1.0 / h, 1.0 / w]))) for k in spots) * max(h, w)
     m = int(max(2, min(8, kmin // 2)))
@@ -562,8 +565,13 @@ def _graphene_mask(F, spots, h, w, wy, wx, thresh: float = 0.25):
     # undo the Hann window on the coarse grid (the outer rim, where it is < 0.2, takes the value inside)
     gy = np.clip(((np.arange(n) + 0.5) * h / n).astype(int), 0, h - 1)
     gx = np.clip(((np.arange(n) + 0.5) * w / n).astype(int), 0, w - 1)
-    win = np.maximum(wy[gy][:, None] * wx[gx][None, :], 0.2)
-    env = env / win
+    win = wy[gy][:, None] * wx[gx][None, :]
+    env = env / np.maximum(win, 1e-3)
+    # near the edges the window leaves too little signal: take the nearest cell further in
+    valid = win >= 0.12
+    if valid.any() and not valid.all():
+        iy, ix = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
+        env = env[iy, ix]
     top = float(np.percentile(env, 90))
     coarse = ndimage.binary_dilation(env >= thresh * top)       # keep the region's edge atoms
     frac = float(coarse.mean())
