@@ -9,6 +9,7 @@ import argparse
 import sys
 
 SCENARIOS = ("switching", "field", "lowdose", "random")     # engine.sim.movie.SCENARIOS (not imported here)
+MATERIAL_CHOICES = ("graphene", "MoS2", "WS2", "hBN", "amorphous", "vacuum", "graphene_grains")  # engine.sim.materials
 
 DESCRIPTION = """\
 Simulate HAADF-STEM frames of Si-doped graphene with events at known frames (docs/simulator.md).
@@ -69,14 +70,20 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         raise SystemExit("stemwatch simulate: give --out FILE and/or --bind ENDPOINT")
     try:
         spec = _spec(args)
-        sim = MovieSimulator(spec)
+        if getattr(args, "material", "graphene") != "graphene":
+            from engine.sim.materials import MaterialMovie
+
+            sim = MaterialMovie(spec, args.material)
+        else:
+            sim = MovieSimulator(spec)
     except ValueError as exc:
         raise SystemExit(f"stemwatch simulate: {exc}") from None
     h, w = spec.shape_px
     dtype = "uint16" if spec.output == "uint16" else "float32"
     series = args.series or f"sim-{args.scenario}-{spec.seed}-{int(time.time())}"
     meta = {"source": "stemwatch simulate", "scenario": args.scenario, "seed": int(spec.seed),
-            "dose_e_per_A2": float(sim.imaging.dose_e_per_A2), "counts": dtype}
+            "dose_e_per_A2": float(sim.imaging.dose_e_per_A2), "counts": dtype,
+            "material": getattr(args, "material", "graphene")}
     dwell = spec.frame_time_s / (h * w)
     writer = pub = None
     if args.out:
@@ -179,4 +186,7 @@ def register(sub) -> None:
     p.add_argument("--startup-wait", type=float, default=0.3, metavar="S",
                    help="live: wait S seconds after binding before the series starts (default %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or event lines")
+    p.add_argument("--material", default="graphene", choices=MATERIAL_CHOICES,
+                   help="what is in the beam (default %(default)s): other materials are static samples with the "
+                        "same imaging and drift and no events (docs/simulator.md §6)")
     p.set_defaults(func=_cmd_simulate)

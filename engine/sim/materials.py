@@ -274,3 +274,81 @@ def material_example(rng: np.random.Generator, material: str, shape_px=(512, 512
                            float(pixel_size_A), {"imaging": ip.to_dict(), "material": material,
                                                  "defects": [d["kind"] for d in s.defects],
                                                  "n_atoms": int(keep.sum())})
+
+
+class MaterialMovie:
+    """A movie of a static sample of another material (no events) with the movie's imaging and drift:
+    the same interface as :class:`engine.sim.movie.MovieSimulator` for ``stemwatch simulate
+    --material`` (``frames(keep)``, ``ground_truth()``, ``events``, ``imaging``).
+
+    spec : a :class:`engine.sim.movie.MovieSpec` (shape, pixel size, frames, drift, dose, imaging,
+    output, seed are used; dopants, extras and events are ignored); material : one of
+    :data:`MATERIALS` other than the event-bearing ``graphene``.
+    """
+
+    def __init__(self, spec, material: str):
+        import dataclasses
+
+        from engine.sim.movie import default_imaging
+
+        if material not in MATERIALS or material == "graphene":
+            raise ValueError(f"material must be one of {MATERIALS[1:]}, got {material!r}")
+        self.spec, self.material = spec, material
+        ss = np.random.SeedSequence(int(spec.seed))
+        r_scene, self._r_noise, r_img = (np.random.default_rng(s) for s in ss.spawn(3))
+        if spec.imaging == "random":
+            self.imaging = ImagingParams.random(r_img)
+        elif spec.imaging is None:
+            self.imaging = default_imaging()
+        else:
+            self.imaging = dataclasses.replace(spec.imaging)
+        if spec.dose_e_per_A2 is not None:
+            self.imaging.dose_e_per_A2 = float(spec.dose_e_per_A2)
+        h, w = spec.shape_px
+        ps = float(spec.pixel_size_A)
+        n = spec.n_frames if spec.n_frames is not None else 1000
+        self._drift = np.asarray(spec.drift_A_per_frame, float)
+        self.span_A = float(np.abs(self._drift).max() * n) if spec.n_frames is not None else 0.0
+        reach = min(self.span_A, float(spec.drift_bound_A))
+        self.sample = material_sample(material, (w * ps + 2 * reach + 8, h * ps + 2 * reach + 8), r_scene, margin_A=4.0)
+        self.bound_A = reach
+        self.events: list = []
+        self.frames_kept: list = []
+
+    def frames(self, keep: bool = False):
+        from engine.sim.truth import FrameTruth
+
+        spec = self.spec
+        h, w = spec.shape_px
+        ps = float(spec.pixel_size_A)
+        base = np.array([self.bound_A + 4.0, self.bound_A + 4.0])
+        f = 0
+        while spec.n_frames is None or f < spec.n_frames:
+            shift = self._drift * f
+            if self.bound_A > 0:                 # bounce inside the sample (as the movie's drift bound)
+                shift = self.bound_A - np.abs((shift + self.bound_A) % (4 * self.bound_A) - 2 * self.bound_A)
+            elif spec.n_frames is None:
+                shift = np.zeros(2)
+            origin = base + shift
+            img, xy = render(self.sample, self.imaging, (h, w), ps, self._r_noise, origin_A=tuple(origin))
+            inside = ((xy[:, 0] >= -0.5) & (xy[:, 0] < w - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] < h - 0.5)
+                      if len(xy) else np.zeros(0, bool))
+            truth = FrameTruth(seq=f, xy_px=xy[inside], xy_A=xy[inside] * ps,
+                               species=self.sample.species[inside].copy(), ids=self.sample.ids[inside].copy(),
+                               coordination=np.zeros(int(inside.sum()), np.int16),
+                               label=self.sample.label[inside].copy(), origin_A=origin.copy(), events=[])
+            if keep:
+                self.frames_kept.append(truth)
+            if spec.output == "uint16":
+                img = np.clip(np.rint(img), 0, 65535).astype(np.uint16)
+            yield img, truth
+            f += 1
+
+    def ground_truth(self):
+        from engine.sim.truth import GroundTruth
+
+        spec = self.spec
+        return GroundTruth(frames=list(self.frames_kept), events=[],
+                           meta={"pixel_size_A": float(spec.pixel_size_A), "shape_px": list(spec.shape_px),
+                                 "frame_time_s": float(spec.frame_time_s), "imaging": self.imaging.to_dict(),
+                                 "material": self.material, "labels": list(st.LABELS), "seed": int(spec.seed)})
