@@ -49,10 +49,11 @@ def graphene_cover(ex, cell_A: float = 3.0) -> float:
     return float(ok.mean())
 
 
-def draw(kind: str, rng: np.random.Generator, size: int, dose_range):
-    """One simulated frame of ``kind`` (a TrainingExample)."""
+def draw(kind: str, rng: np.random.Generator, size: int, dose_range, px_range=(0.03, 0.3)):
+    """One simulated frame of ``kind`` (a TrainingExample), pixel size log-uniform in ``px_range``."""
     from engine.sim.materials import material_example
 
+    px = float(np.exp(rng.uniform(np.log(px_range[0]), np.log(px_range[1]))))
     kw = {}
     material = kind
     if kind == "graphene_contamination":
@@ -61,11 +62,11 @@ def draw(kind: str, rng: np.random.Generator, size: int, dose_range):
         material, kw = "graphene", {"si_per_nm2": float(rng.uniform(1.0, 4.0))}
     elif kind == "graphene_patch":
         kw = {"other": str(rng.choice(["amorphous", "vacuum"]))}
-    return material_example(rng, material, shape_px=(size, size), dose_range=dose_range, **kw)
+    return material_example(rng, material, shape_px=(size, size), pixel_size_A=px, dose_range=dose_range, **kw)
 
 
 def evaluate(per_kind: int = 40, seed: int = 2026, size: int = 512, dose_range=(1e4, 1e6), kinds=None,
-             progress: bool = False) -> dict:
+             progress: bool = False, px_range=(0.03, 0.3)) -> dict:
     """Classify ``per_kind`` frames of every kind under every declaration; return counts and costs."""
     from engine.health.material import classify_material
 
@@ -76,7 +77,7 @@ def evaluate(per_kind: int = 40, seed: int = 2026, size: int = 512, dose_range=(
     rows = []
     for kind in kinds:
         for i in range(per_kind):
-            ex = draw(kind, rng, size, dose_range)
+            ex = draw(kind, rng, size, dose_range, px_range)
             is_g = kind in GRAPHENE_KINDS
             cover = graphene_cover(ex) if is_g else 0.0
             if is_g and cover < 0.5:
@@ -108,7 +109,7 @@ def evaluate(per_kind: int = 40, seed: int = 2026, size: int = 512, dose_range=(
             "graphene_kept": g_ok / max(g_n, 1), "graphene_frames": g_n,
             "non_graphene_rejected": o_ok / max(o_n, 1), "non_graphene_frames": o_n,
             "mostly_covered": dict(covered), "seed": seed, "per_kind": per_kind, "size": size,
-            "dose_range": list(dose_range)}
+            "dose_range": list(dose_range), "px_range": list(px_range)}
 
 
 def table(res: dict) -> str:
@@ -136,10 +137,12 @@ def main(argv=None) -> int:
     ap.add_argument("--dose", type=float, nargs=2, default=(1e4, 1e6), metavar=("MIN", "MAX"),
                     help="dose range e/A^2 (log-uniform; default 1e4 1e6)")
     ap.add_argument("--kinds", nargs="*", default=None, help="subset of kinds")
+    ap.add_argument("--pixel-size", type=float, nargs=2, default=(0.03, 0.3), metavar=("MIN", "MAX"),
+                    help="pixel size range A/px (log-uniform; default 0.03 0.3)")
     ap.add_argument("--json", default=None, help="write the full result (every frame) here")
     a = ap.parse_args(argv)
     t0 = time.time()
-    res = evaluate(a.per_kind, a.seed, a.size, tuple(a.dose), a.kinds, progress=True)
+    res = evaluate(a.per_kind, a.seed, a.size, tuple(a.dose), a.kinds, progress=True, px_range=tuple(a.pixel_size))
     print(table(res))
     print(f"({time.time() - t0:.0f} s)")
     if a.json:

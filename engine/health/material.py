@@ -65,6 +65,7 @@ CAND_LOG = 2.0             # ... among those with log(power / ring level) above 
 LOW_K, LOW_R = 12, 40      # and the LOW_K strongest bins (raw power) within LOW_R bins of the origin
 STEP_RATIO = 3e-3          # a lower-order spot is at least this fraction of the higher one (power)
 RHO_GRAPHENE = 0.70        # sublattice ratio above this: equal sublattices (simulated hBN <= 0.61, MoS2 <= 0.5)
+RHO_WEAK, STRENGTH_WEAK = 0.85, 10.0   # a lattice with spots this faint needs rho >= RHO_WEAK
 RHO_BORDER = 0.90          # between RHO_GRAPHENE and this, a declared a like MoS2/WS2 (TMD_A) decides
 A_TOLERANCE = 0.15         # relative difference to 2.46 A counted as "far" (calibration errors are smaller)
 TMD_A = (3.0, 3.35)        # a (A) at the declared pixel size that looks like MoS2 / WS2 / WSe2
@@ -456,6 +457,9 @@ def _graphene_like(lat: dict, px: float | None) -> tuple[bool, str]:
     tmd = px is not None and TMD_A[0] <= lat["a_px"] * px <= TMD_A[1]
     if rho < RHO_GRAPHENE:
         return False, f"2 sublattices of unequal contrast ({rho:.2f})"
+    if rho < RHO_WEAK and lat["strength"] < STRENGTH_WEAK:
+        # faint spots measure the contrast less well: equal sublattices must show more clearly
+        return False, f"faint spots and 2 sublattices of not clearly equal contrast ({rho:.2f})"
     if rho < RHO_BORDER and tmd:
         return False, f"2 sublattices of slightly unequal contrast ({rho:.2f}) and a as MoS2/WS2"
     if np.isfinite(width) and not (WIDTH_RANGE[0] <= width <= WIDTH_RANGE[1]):
