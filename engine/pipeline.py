@@ -40,8 +40,13 @@ def empty_chemistry(pixel_size_A: float, frame_shape=None) -> Chemistry:
                      coordination=np.zeros(0, np.int16), defects=[], atom_defect=np.zeros(0, np.int32))
 
 
-#: A graphene region mask is applied when it leaves out at least this fraction of the field.
-MASK_BELOW = 0.9
+#: A graphene region mask is applied when it covers less than this fraction of the field. 0: never
+#: (the mask is computed and reported, but on whole graphene fields it covers only 60-90 % of the
+#: field, small frames less: applying it would drop real atoms; docs/material.md).
+MASK_BELOW = 0.0
+#: Frames smaller than this (either side) get no material verdict (assumed graphene): a few unit cells
+#: with one dopant near the centre do not show two equal sublattices reliably.
+MIN_SIDE_PX = 192
 
 
 def mask_probabilities(probs, mask: np.ndarray):
@@ -192,7 +197,7 @@ class Pipeline:
         from engine.health.material import classify_material
 
         data = np.asarray(frame.data)
-        if data.ndim != 2 or min(data.shape) < 128:
+        if data.ndim != 2 or min(data.shape) < MIN_SIDE_PX:
             from engine.health.material import MaterialVerdict
 
             return MaterialVerdict("graphene", "frame too small for a material verdict: assumed graphene",

@@ -447,8 +447,10 @@ def _lattice(S: _Spectrum, k1, q1):
         ratio = np.sqrt(A2 / A1) / ((1 + rho) / np.sqrt(1 + rho * rho - rho))
         sigma_px = np.sqrt(-np.log(min(ratio, 0.999))) / (2 * np.pi) * d1_px
         width = float(2.3548 * sigma_px / a_px)
-    return {"spots": (k1, k2, k3), "a_px": a_px, "rho": rho, "width": width,
-            "strength": float(min(q1, q2, max(q3, q60)))}
+    strength = float(min(q1, q2, max(q3, q60)))
+    if strength < SPOT_FAINT:                        # e.g. a step down onto a stray bin
+        return None
+    return {"spots": (k1, k2, k3), "a_px": a_px, "rho": rho, "width": width, "strength": strength}
 
 
 def _graphene_like(lat: dict, px: float | None) -> tuple[bool, str]:
