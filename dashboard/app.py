@@ -575,6 +575,7 @@ class TabSession:
             "coalesced": self.hub.coalesced,
             "paused_view": not self.live.active,
             "frame_seq": self.shown.seq if self.shown is not None else None,
+            "material": getattr(self.shown, "material", None) if self.shown is not None else None,
             "series": newest.series if newest is not None else None,
         }
 

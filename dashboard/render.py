@@ -101,6 +101,7 @@ class DisplayFrame:
     si_track: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     si_coord: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     error: str | None = None
+    material: tuple | None = None      # (verdict, reason, graphene_fraction) of engine.health.material
 
     @property
     def n_atoms(self) -> int:
@@ -256,7 +257,15 @@ def display_frame(result: FrameResult, idx: int, max_update_bytes: int = 1_000_0
         drift_px=tuple(float(v) for v in result.drift_px), timings_s=dict(result.timings_s or {}),
         si_track=atoms["tid"][si].copy(), si_coord=atoms["coord"][si].copy(),
         error=getattr(result, "error", None),
+        material=_material(result),
     )
+
+
+def _material(result: FrameResult):
+    mat = getattr(result, "material", None)
+    if mat is None:
+        return None
+    return (str(mat.verdict), str(mat.reason), float(mat.graphene_fraction))
 
 
 def image_columns(df: DisplayFrame) -> dict:

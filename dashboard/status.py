@@ -169,6 +169,13 @@ def status_html(status: dict, local: dict, now: float | None = None) -> str:
         top = sorted(s["malformed_by"].items(), key=lambda kv: -kv[1])[:3]
         mal += " <small>(" + ", ".join(f"{html.escape(str(k))}: {v}" for k, v in top) + ")</small>"
     rows.append(_row("malformed messages", mal, "warn" if s["malformed"] else ""))
+    mat = local.get("material")
+    if mat:
+        verdict, reason, frac = mat
+        txt = f"<b>{html.escape(str(verdict))}</b><br><small>{html.escape(str(reason))}</small>"
+        if verdict == "graphene" and frac < 0.9:
+            txt += f"<br><small>analysed only in the graphene region ({100 * frac:.0f} % of the field)</small>"
+        rows.append(_row("material", txt, "" if verdict == "graphene" else "bad"))
     rows.append(_row("backend", html.escape(str(s["backend"] or "–"))))
     hl = (s.get("health") or {}).get("last")
     if hl:

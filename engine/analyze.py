@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 ATOMS_COLUMNS = ("frame", "atom_id", "x", "y", "species", "coordination", "confidence", "edge")
 FRAMES_COLUMNS = ("frame", "t_acquired", "n_atoms", "n_si", "n_other", "drift_x_A", "drift_y_A", "error",
                   "verdict", "reason", "scale_source", "pixel_size_A", "declared_pixel_size_A",
-                  "estimated_pixel_size_A", "estimated_uncertainty_A", "snr")
+                  "estimated_pixel_size_A", "estimated_uncertainty_A", "snr", "material")
 
 
 def frame_verdict(r: FrameResult) -> str:
@@ -36,6 +36,11 @@ def frame_verdict(r: FrameResult) -> str:
         return "error"
     h = getattr(r, "health", None)
     return h.verdict if h is not None else "ok"
+
+
+def _material_name(r: FrameResult) -> str:
+    mat = getattr(r, "material", None)
+    return "" if mat is None else mat.verdict
 
 
 class ResultWriter:
@@ -61,6 +66,8 @@ class ResultWriter:
         self.verdicts: Counter = Counter()      # frame_verdict -> frames
         self.scale_sources: Counter = Counter()
         self.estimates: list = []
+        self.material_counts: Counter = Counter()
+        self.material_reasons: list = []
 
     def write(self, r: FrameResult) -> None:
         atoms = r.chemistry.atoms
@@ -110,8 +117,13 @@ class ResultWriter:
                            f"{dx:.4f},{dy:.4f},{err},{hd.get('verdict', '')},{reason},{hd.get('scale_source', '')},"
                            f"{r.pixel_size_A:.5g},{num(hd.get('declared_pixel_size_A'))},"
                            f"{num(hd.get('estimated_pixel_size_A'))},{num(hd.get('estimated_uncertainty_A'))},"
-                           f"{num(hd.get('snr'), '{:.2f}')}\n")
+                           f"{num(hd.get('snr'), '{:.2f}')},{_material_name(r)}\n")
         self.verdicts[frame_verdict(r)] += 1
+        mat = getattr(r, "material", None)
+        if mat is not None:
+            self.material_counts[mat.verdict] += 1
+            if not mat.is_graphene and mat.reason not in self.material_reasons:
+                self.material_reasons.append(mat.reason)
         if r.error:
             self.n_errors += 1
         else:
@@ -142,6 +154,9 @@ class ResultWriter:
             "frames_not_ok": sum(v for k, v in self.verdicts.items() if k != "ok"),
             "scale": {"sources": dict(self.scale_sources),
                       "estimated_pixel_size_A_median": float(np.median(self.estimates)) if self.estimates else None},
+            "material": {"frames_by_verdict": dict(self.material_counts),
+                         "frames_not_graphene": sum(v for k, v in self.material_counts.items() if k != "graphene"),
+                         "reasons": self.material_reasons[:10]},
             **extra,
         }
 

@@ -42,6 +42,31 @@ def empty_chemistry(pixel_size_A: float, frame_shape=None) -> Chemistry:
                      coordination=np.zeros(0, np.int16), defects=[], atom_defect=np.zeros(0, np.int32))
 
 
+#: A graphene region mask is applied when it covers less than this fraction of the field. 0: never
+#: (the mask is computed and reported, but on whole graphene fields it covers only 60-90 % of the
+#: field, small frames less: applying it would drop real atoms; docs/material.md).
+MASK_BELOW = 0.0
+#: Frames smaller than this (either side) get no material verdict (assumed graphene): a few unit cells
+#: with one dopant near the centre do not show two equal sublattices reliably.
+MIN_SIDE_PX = 192
+
+
+def mask_probabilities(probs, mask: np.ndarray):
+    """Probabilities with every model pixel outside ``mask`` (frame-shaped bool) set to background, so
+    no atom is found outside the graphene region."""
+    from engine.types import Probabilities
+
+    h, w = probs.shape
+    H, W = mask.shape
+    ry = np.minimum(((np.arange(h) + 0.5) * H / h).astype(np.int64), H - 1)
+    rx = np.minimum(((np.arange(w) + 0.5) * W / w).astype(np.int64), W - 1)
+    out = ~mask[ry][:, rx]
+    p = probs.p.copy()
+    p[:, out] = 0.0
+    p[0, out] = 1.0
+    return Probabilities(p, probs.pixel_size_A, probs.frame_shape, probs.frame_pixel_size_A)
+
+
 class Pipeline:
     """frame -> FrameResult. Not thread-safe: one thread calls :meth:`process`.
 
@@ -190,7 +215,8 @@ class Pipeline:
                            track_ids=np.zeros(n, np.int64) if track_ids is None else track_ids,
                            events=list(events), drift_px=drift_px, timings_s=timings, t_done=time.time(),
                            image=fc.image, error=error,
-                           confirmed=np.zeros(n, bool) if confirmed is None else confirmed, health=health)
+                           confirmed=np.zeros(n, bool) if confirmed is None else confirmed, health=health,
+                           material=fc.material)
 
     @classmethod
     def tracking_only(cls, cfg: Config | None = None, motifs=None) -> "Pipeline":
@@ -249,9 +275,21 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             ps = float(frame.pixel_size_A or 0.0)
         timings["total"] = time.perf_counter() - p0
         return FrameChemistry(pixel_size_A=ps, chemistry=None, timings_s=timings, **out)
+    material = None
+    if cfg.chemistry.material_check:
+        material = frame_material(frame)
+        timings["material"] = time.perf_counter() - p0
+        if not material.is_graphene:
+            # not graphene: no atoms, no species, no events; the tracker keeps its state (as after a
+            # dropped frame). The material is judged at the frame's declared pixel size (or none): the
+            # lattice scale estimate could "calibrate" any hexagonal lattice into graphene.
+            timings["total"] = time.perf_counter() - p0
+            return FrameChemistry(pixel_size_A=ps, chemistry=None, timings_s=timings, material=material, **out)
     result, msg = None, None
     try:
         probs = inferencer.predict(frame.data, ps)
+        if material is not None and material.mask is not None and material.graphene_fraction < MASK_BELOW:
+            probs = mask_probabilities(probs, material.mask)
         p1 = time.perf_counter()
         sub = getattr(inferencer, "last_timings_s", None) or {}
         if "preprocess" in sub and "network" in sub:
@@ -270,4 +308,17 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
         msg = f"{type(exc).__name__}: {exc}"
         log.debug("%s", traceback.format_exc())
     timings["total"] = time.perf_counter() - p0
-    return FrameChemistry(pixel_size_A=ps, chemistry=result, timings_s=timings, error=msg, **out)
+    return FrameChemistry(pixel_size_A=ps, chemistry=result, timings_s=timings, error=msg, material=material, **out)
+
+
+def frame_material(frame):
+    """The frame's :class:`engine.health.material.MaterialVerdict` (frames smaller than
+    :data:`MIN_SIDE_PX` are assumed graphene: too few unit cells for a verdict)."""
+    from engine.health.material import MaterialVerdict, classify_material
+
+    data = np.asarray(frame.data)
+    if data.ndim != 2 or min(data.shape) < MIN_SIDE_PX:
+        return MaterialVerdict("graphene", "frame too small for a material verdict: assumed graphene",
+                               graphene_fraction=1.0)
+    declared = frame.pixel_size_A
+    return classify_material(data, float(declared) if declared else None)

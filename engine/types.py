@@ -193,6 +193,7 @@ class FrameResult:
     confirmed: np.ndarray | None = None        # (N,) bool: the atom's track is confirmed
     health: object | None = None               # engine.health.FrameHealth: verdicts, reasons, scale source;
                                                # a frame not ok keeps its atoms (unreliable) but no tracks/events
+    material: object | None = None             # engine.health.material.MaterialVerdict (None: not checked)
 
 
 @dataclass
@@ -219,3 +220,4 @@ class FrameChemistry:
     error: str | None = None
     image: np.ndarray | None = None            # the frame's pixels when the caller keeps them
     health: object | None = None               # engine.health.FrameHealth from HealthMonitor.before (+ snr)
+    material: object | None = None             # engine.health.material.MaterialVerdict (None: not checked)

@@ -109,6 +109,10 @@ class ChemistryConfig(Section):
                                                      # than the frame's typical atom's by this many C contrasts
                                                      # form a contamination region (an overlayer), unless a
                                                      # heavy "other" atom lies within 3 A; 0: off
+    material_check: bool = True                      # a material verdict per frame (engine.health.material):
+                                                     # frames that are not graphene are not analysed (no
+                                                     # atoms, no events); a partly-graphene field only where
+                                                     # it is graphene
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 SCENARIOS = ("switching", "field", "lowdose", "random")     # engine.sim.movie.SCENARIOS (not imported here)
+MATERIAL_CHOICES = ("graphene", "MoS2", "WS2", "hBN", "amorphous", "vacuum", "graphene_grains")  # engine.sim.materials
 
 DESCRIPTION = """\
 Simulate HAADF-STEM frames of Si-doped graphene with events at known frames (docs/simulator.md).
@@ -70,7 +71,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     series = args.series or None
     try:
         spec = _spec(args)
-        source = SimulatorSource(args.scenario, spec=spec, series=series, keep_truth=bool(args.out))
+        source = SimulatorSource(args.scenario, spec=spec, series=series, keep_truth=bool(args.out),
+                                 material=getattr(args, "material", "graphene"))
     except ValueError as exc:
         raise SystemExit(f"stemwatch simulate: {exc}") from None
     h, w = spec.shape_px
@@ -181,4 +183,7 @@ def register(sub) -> None:
     p.add_argument("--startup-wait", type=float, default=0.3, metavar="S",
                    help="live: wait S seconds after binding before the series starts (default %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or event lines")
+    p.add_argument("--material", default="graphene", choices=MATERIAL_CHOICES,
+                   help="what is in the beam (default %(default)s): other materials are static samples with the "
+                        "same imaging and drift and no events (docs/simulator.md §6)")
     p.set_defaults(func=_cmd_simulate)

@@ -21,18 +21,23 @@ class SimulatorSource(BaseSource):
     or a ready ``spec`` (:class:`engine.sim.movie.MovieSpec`)."""
 
     def __init__(self, scenario: str = "random", spec=None, series: str | None = None, t0: float | None = None,
-                 keep_truth: bool = False, **overrides):
+                 keep_truth: bool = False, material: str = "graphene", **overrides):
         from engine.sim.movie import MovieSimulator
         from engine.sim.movie import scenario as make_spec
 
         self.spec = spec if spec is not None else make_spec(scenario or "random", **overrides)
-        self.simulator = MovieSimulator(self.spec)
+        if material != "graphene":        # another sample on the same imaging model (engine.sim.materials)
+            from engine.sim.materials import MaterialMovie
+
+            self.simulator = MaterialMovie(self.spec, material)
+        else:
+            self.simulator = MovieSimulator(self.spec)
         self.t0 = time.time() if t0 is None else float(t0)
         self.series = series or f"sim-{scenario}-{self.spec.seed}-{int(self.t0)}"
         self.description = f"simulator {scenario} (seed {self.spec.seed})"
         self.meta = {"source": "stemwatch simulate", "scenario": scenario, "seed": int(self.spec.seed),
                      "dose_e_per_A2": float(self.simulator.imaging.dose_e_per_A2),
-                     "counts": "uint16" if self.spec.output == "uint16" else "float32"}
+                     "counts": "uint16" if self.spec.output == "uint16" else "float32", "material": material}
         self.last_truth = None
         self._keep = keep_truth
         self._it = None

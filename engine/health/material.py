@@ -1,0 +1,586 @@
+"""Is this frame graphene? A material verdict from physical cues that rescaling cannot fake.
+
+:func:`classify_material` looks at one frame (raw detector counts, any pixel size) and returns a
+:class:`MaterialVerdict`: ``graphene``, ``not_graphene`` (a crystal that is not graphene: MoS2,
+WS2, hBN, ...), ``amorphous`` (amorphous carbon or contamination over the field, no lattice) or
+``vacuum`` (no sample). One windowed FFT of the frame gives every cue:
+
+1. **Bragg spots.** The power spectrum divided by its own angular (log-)mean at each radius; a
+   crystal has sharp spots far above that diffuse level. The strongest spot and its partners at
+   +-60 / 120 degrees make a hexagonal lattice; their radius gives the {10-10} spacing d1 and the
+   lattice constant a = 2 d1 / sqrt(3) (in px; in A when the pixel size is declared).
+2. **Sublattice contrast from the bispectrum.** For three first-order reflections g1 + g2 + g3 = 0
+   of a honeycomb with columns f_A, f_B on the two sublattices, the triple product
+   F(g1) F(g2) F(g3) = (f_A w + f_B w*)^3 (w = exp(2 pi i / 3)) does not depend on where the lattice
+   sits. Its phase is pi for equal sublattices (graphene) and goes to 0 for one sublattice
+   (a triangular lattice); the dimmer/brighter column ratio follows exactly:
+   rho = (1 - t) / (1 + t), t = |tan((pi - phase) / 3)| / sqrt(3). Graphene: rho = 1; hBN (Z 5 vs
+   7): ~0.5; MoS2 (S2 vs Mo): ~0.4; WS2: ~0.15. Sums over 3x3 bins around each spot with
+   k3 = -(k1 + k2) exactly, so the window's leakage phases cancel.
+3. **Column width / lattice constant.** The second-order ({11-20}) over first-order amplitude,
+   corrected for the structure factor of the measured contrast, gives the columns' Gaussian width
+   in units of the spacing. The probe is fixed in A, so a lattice of another constant has columns of
+   another relative width (reported, and a loose bound).
+4. **Diffuse structure** (no spots): the angular log-mean power near the ky axis (|kx| small: the
+   detector lag along x does not colour it there) against its level near Nyquist: amorphous matter
+   gives a broad excess at atomic frequencies, vacuum only white noise.
+5. **The declared pixel size**, when present, gives a in A: reported, and it decides borderline
+   sublattice contrasts (a far from 2.46 A tips them to ``not_graphene``). It never overrules a clear
+   image: a graphene frame with a wrong declared size is still graphene (issue 13 re-measures it).
+
+A graphene verdict also gives the region where the graphene lattice is (``mask``): the three
+first-order spots demodulated on a coarse grid (the lattice amplitude envelope), thresholded
+against its upper percentile: holes, vacuum and regions of another material fall outside.
+
+Cost: one 512^2 real FFT plus O(10^4) operations (``lab/material_bench.py`` measures it).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import fft as sfft
+from scipy import ndimage
+
+VERDICTS = ("graphene", "not_graphene", "amorphous", "vacuum")
+GRAPHENE_A = 2.46
+
+#: Decision thresholds (dimensionless; measured on held-out simulated frames, docs/simulator.md §6).
+NEAR_BINS = 20             # spots closer than this to the origin are judged on local contrast alone
+N_TRY = 4                  # best candidate spots tried in turn
+PEAK_MIN = 6.0             # hexagon score: geometric mean of the local contrasts of 3 spots at 0/60/120 deg
+PEAK_SURE = 16.0           # (noise frames reach 8-13); between PEAK_MIN and PEAK_SURE the second-order
+SECOND_MIN = 6.0           # spots must confirm the lattice (geometric mean of their contrasts)
+SPOT_FAINT = 4.0           # the faintest of the three
+SPOT_MIN = 15.0            # a spot's power over the median of its surroundings (noise: exceeds 15 in a
+                           # 25-bin search window with p ~ 1e-3; a hexagon needs two more)
+RADII_TOL = 0.12           # the three first-order spots' radii agree within this fraction
+MIN_A_PX = 6.0             # a lattice needs a >= 6 px (graphene up to 0.41 A/px, MoS2 0.53); finer: noise
+R_MAX = 2.0 / MIN_A_PX + 0.01   # spots searched up to here (cycles/px): the second order of such a lattice
+CLIP_STD = 4.0             # pixels above mean + CLIP_STD std are clipped before the FFT
+TOP_K = 24                 # strongest bins (by ring-normalised power) tried as the first spot
+CAND_LOG = 2.0             # ... among those with log(power / ring level) above this
+LOW_K, LOW_R = 12, 40      # and the LOW_K strongest bins (raw power) within LOW_R bins of the origin
+STEP_RATIO = 3e-3          # a lower-order spot is at least this fraction of the higher one (power)
+RHO_GRAPHENE = 0.70        # sublattice ratio above this: equal sublattices (simulated hBN <= 0.61, MoS2 <= 0.5)
+RHO_WEAK, STRENGTH_WEAK = 0.85, 10.0   # a lattice with spots this faint needs rho >= RHO_WEAK
+RHO_BORDER = 0.90          # between RHO_GRAPHENE and this, a declared a like MoS2/WS2 (TMD_A) decides
+A_TOLERANCE = 0.15         # relative difference to 2.46 A counted as "far" (calibration errors are smaller)
+TMD_A = (3.0, 3.35)        # a (A) at the declared pixel size that looks like MoS2 / WS2 / WSe2
+WIDTH_RANGE = (0.12, 0.90)  # column FWHM / a accepted for graphene (probe 0.7-1.3 A, blur, jitter, distortions)
+DIFFUSE_MIN = 0.6          # log power excess at atomic frequencies for amorphous matter
+
+
+@dataclass
+class MaterialVerdict:
+    """What the frame shows. Plain data; ``to_dict`` drops the mask.
+
+    verdict : one of :data:`VERDICTS`; reason : one human line.
+    lattice_constant_px / lattice_constant_A : a of the strongest lattice (A only when the pixel size
+        is known; NaN otherwise / without a lattice).
+    symmetry : "hexagonal", "not hexagonal" or "none".
+    sublattice_ratio : dimmer / brighter column intensity of the two sublattices (1 = equal; NaN).
+    column_width_ratio : column FWHM / a (NaN).
+    peak_strength : weakest of the three first-order spots over the diffuse level.
+    diffuse_excess : log power excess at atomic frequencies over the noise floor (amorphous cue).
+    graphene_fraction : fraction of the field inside ``mask`` (1 without a mask, 0 when not graphene).
+    mask : (H, W) bool where the graphene lattice is, or None (whole frame / not computed).
+    """
+
+    verdict: str
+    reason: str
+    lattice_constant_px: float = float("nan")
+    lattice_constant_A: float = float("nan")
+    symmetry: str = "none"
+    sublattice_ratio: float = float("nan")
+    column_width_ratio: float = float("nan")
+    peak_strength: float = 0.0
+    diffuse_excess: float = 0.0
+    graphene_fraction: float = 0.0
+    mask: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def is_graphene(self) -> bool:
+        return self.verdict == "graphene"
+
+    def to_dict(self) -> dict:
+        def num(v):
+            return None if not np.isfinite(v) else round(float(v), 4)
+
+        return {"verdict": self.verdict, "reason": self.reason,
+                "lattice_constant_px": num(self.lattice_constant_px), "lattice_constant_A": num(self.lattice_constant_A),
+                "symmetry": self.symmetry, "sublattice_ratio": num(self.sublattice_ratio),
+                "column_width_ratio": num(self.column_width_ratio), "peak_strength": num(self.peak_strength),
+                "diffuse_excess": num(self.diffuse_excess), "graphene_fraction": num(self.graphene_fraction)}
+
+
+@functools.lru_cache(maxsize=8)
+def _geometry(h: int, w: int):
+    """Per-shape constants: 2-D periodic Hann window, the radial bin of every rfft2 bin (bins outside
+    the search band go to a last "dump" bin), band counts, and the ky-axis wedge of the diffuse cue."""
+    wy = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(h) / h)).astype(np.float32)
+    wx = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(w) / w)).astype(np.float32)
+    win = wy[:, None] * wx[None, :]
+    ky = sfft.fftfreq(h)[:, None]
+    kx = sfft.rfftfreq(w)[None, :]
+    n = max(h, w)
+    r = np.sqrt(ky ** 2 + kx ** 2)
+    rbin = np.minimum((r * n).astype(np.intp), n // 2 + 1)
+    band = (rbin >= 6) & (r <= R_MAX)
+    band[:, 0] = False                 # kx = 0: per-row gain fluctuations
+    band[0, :] = False                 # ky = 0
+    nb = n // 2 + 2                    # radial bins; index nb is the dump bin
+    rdump = np.where(band, rbin, nb).ravel()
+    counts = np.bincount(rdump, minlength=nb + 1).astype(np.float64)
+    counts[nb] = 0
+    # the ky-axis wedge for the diffuse cue: kx from 1 bin to 0.03 cycles/px, |ky| >= 4 bins
+    wedge = (kx >= 1.0 / w) & (kx <= max(0.03, 2.5 / w)) & (np.abs(ky) >= 4.0 / h)
+    wcols = np.flatnonzero(wedge[0] if wedge.shape[0] == 1 else wedge.any(axis=0))
+    kyrow = np.minimum((np.abs(ky[:, 0]) * h).astype(np.intp), h // 2)
+    out = (wy, wx, win, band, rdump, counts, wcols, kyrow)
+    for a_ in out:
+        a_.setflags(write=False)
+    return out
+
+
+def _full(F: np.ndarray, ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
+    """F at integer frequency bins (ky, kx) of the full plane, from an rfft2 half plane."""
+    h = F.shape[0]
+    ky = np.asarray(ky, np.int64)
+    kx = np.asarray(kx, np.int64)
+    neg = kx < 0
+    ky = np.where(neg, -ky, ky) % h
+    kx = np.minimum(np.abs(kx), F.shape[1] - 1)
+    v = F[ky, kx]
+    return np.where(neg, np.conj(v), v)
+
+
+def _smooth(v: np.ndarray, k: int) -> np.ndarray:
+    if k <= 1 or len(v) < k:
+        return v
+    return np.convolve(v, np.ones(k) / k, mode="same")
+
+
+class _Spectrum:
+    """The windowed frame's spectrum and the normalised power Q = log(power / diffuse level)."""
+
+    def __init__(self, img: np.ndarray):
+        h, w = img.shape
+        self.h, self.w = h, w
+        self.wy, self.wx, win, self.band, rdump, counts, wcols, kyrow = _geometry(h, w)
+        # clip bright outliers (Si and heavier adatoms, hot pixels, thick contamination) at mean + 4 std
+        # of a row subsample: a few dopants must not tip the sublattice balance of a small field,
+        # while a whole brighter sublattice (N in hBN, Mo in MoS2) lies far below the clip
+        sub = img[::4]
+        clip = float(sub.mean()) + CLIP_STD * float(sub.std())
+        img = np.minimum(img, np.float32(clip))
+        # remove the mean and a plane (a ramp would leak through the window into low frequencies)
+        cm = img.mean(axis=0, dtype=np.float64)
+        rm = img.mean(axis=1, dtype=np.float64)
+        xc = np.arange(w) - (w - 1) / 2
+        yc = np.arange(h) - (h - 1) / 2
+        bx = float(cm @ xc) / float(xc @ xc)
+        by = float(rm @ yc) / float(yc @ yc)
+        x = img - (by * yc + cm.mean()).astype(np.float32)[:, None]
+        x -= (bx * xc).astype(np.float32)[None, :]
+        x *= win
+        self.F = F = sfft.rfft2(x, workers=1)
+        P = np.abs(F)
+        P *= P
+        P += np.float32(1e-30)
+        L = np.log(P, out=P).ravel()                    # log power, float32
+        nb = len(counts) - 1
+        good = counts > 0
+        lmean = np.where(good, np.bincount(rdump, weights=L, minlength=nb + 1) / np.maximum(counts, 1), 0.0)
+        # trimmed: at small radii the spots fill a good part of a ring and would raise its level
+        low = L < (lmean[rdump] + 1.0).astype(np.float32)
+        c2 = np.bincount(rdump[low], minlength=nb + 1)
+        l2 = np.bincount(rdump[low], weights=L[low], minlength=nb + 1)
+        c2[nb] = 0
+        good = c2 > 0
+        lm = np.where(good, l2 / np.maximum(c2, 1), 0.0)
+        lm = _smooth(lm, 3) / np.maximum(_smooth(good.astype(float), 3), 1e-9)
+        self.lmean = lm
+        lm = lm.astype(np.float32)
+        lm[nb] = np.inf                                  # outside the band: Q = -inf
+        self.Q = (L - lm[rdump]).reshape(F.shape)
+        # diffuse cue: log power profile along |ky| near the ky axis, excess over the Nyquist level
+        Lw = L.reshape(F.shape)[:, wcols]
+        prof = np.bincount(np.repeat(kyrow, len(wcols)), weights=Lw.ravel(), minlength=h // 2 + 1)
+        cnt = np.bincount(kyrow, minlength=h // 2 + 1) * len(wcols)
+        prof = (prof / np.maximum(cnt, 1))[4:]
+        prof = _smooth(prof, 7)
+        f = np.arange(4, h // 2 + 1) / h
+        hi, lo = f >= 0.40, (f < 0.38) & (f >= 6.0 / h)
+        self.diffuse = float(prof[lo].max() - np.median(prof[hi])) if hi.any() and lo.any() else 0.0
+        self.scale = np.array([1.0 / h, 1.0 / w])
+
+    def q(self, ky, kx) -> np.ndarray:
+        """exp(Q) at signed integer bins (0 outside the band)."""
+        ky = np.asarray(ky, np.int64)
+        kx = np.asarray(kx, np.int64)
+        neg = kx < 0
+        ky = np.where(neg, -ky, ky) % self.h
+        kx = np.abs(kx)
+        ok = kx < self.F.shape[1]
+        return np.where(ok, np.exp(self.Q[ky, np.minimum(kx, self.F.shape[1] - 1)]), 0.0)
+
+    def spot(self, kvec):
+        """Strongest bin within max(2 bins, 4 %) of a predicted signed (ky, kx) bin, and its power over
+        the median power of the 4-bin-wide frame around the search window (local contrast; robust
+        to rings crowded with spots and to low-frequency clutter): (bin, contrast)."""
+        kvec = np.asarray(kvec, float)
+        r = max(1, int(round(0.025 * np.hypot(*kvec))))
+        b, c = self.spots(kvec[None, :], r)
+        return b[0], float(c[0])
+
+    def spots(self, kvecs: np.ndarray, r: int):
+        """:meth:`spot` for many (K, 2) predicted bins at once with search half-width ``r``."""
+        R = r + 4
+        oy, ox = np.mgrid[-R:R + 1, -R:R + 1]
+        inner = ((np.abs(oy) <= r) & (np.abs(ox) <= r)).ravel()
+        cy = np.rint(kvecs[:, 0]).astype(np.int64)[:, None] + oy.ravel()[None, :]
+        cx = np.rint(kvecs[:, 1]).astype(np.int64)[:, None] + ox.ravel()[None, :]
+        f = _full(self.F, cy, cx)
+        p = (f.real * f.real + f.imag * f.imag).astype(np.float64)
+        valid = self._in_band(cy, cx)
+        ring = valid & ~inner[None, :]
+        pin = np.where(inner[None, :] & valid, p, -1.0)
+        j = np.argmax(pin, axis=1)
+        rows = np.arange(len(kvecs))
+        peak = pin[rows, j]
+        n_ring = ring.sum(axis=1)
+        srt = np.sort(np.where(ring, p, np.inf), axis=1)
+        med = srt[rows, np.maximum(n_ring // 2, 0)]
+        ok = (peak > 0) & (n_ring >= 8)
+        local = np.where(ok, peak / (np.where(ok, med, 1.0) + 1e-30), 0.0)
+        # and over the ring's level at its radius (exp Q): a ring of diffuse scattering (amorphous
+        # matter) stands out of a square box of bins, not out of its own ring
+        # (near the origin the rings are short and full of the spots' own leakage: local only)
+        qr = self.q(cy[rows, j], cx[rows, j])
+        near = np.hypot(kvecs[:, 0], kvecs[:, 1]) < NEAR_BINS
+        contrast = np.where(near, local, np.sqrt(local * qr))
+        return np.stack([cy[rows, j], cx[rows, j]], axis=1).astype(float), contrast
+
+    def centroid(self, k) -> np.ndarray:
+        """Power-weighted centre of the 3x3 bins around a signed bin."""
+        pts = np.asarray(k, float)[None, :] + _O3
+        f = _full(self.F, pts[:, 0], pts[:, 1])
+        p = (f.real * f.real + f.imag * f.imag).astype(np.float64)
+        return (pts * p[:, None]).sum(0) / max(p.sum(), 1e-30)
+
+    def _in_band(self, ky, kx) -> np.ndarray:
+        neg = kx < 0
+        ky = np.where(neg, -ky, ky) % self.h
+        kx = np.abs(kx)
+        ok = kx < self.F.shape[1]
+        return ok & self.band[ky, np.minimum(kx, self.F.shape[1] - 1)]
+
+    def rot(self, kvec, deg):
+        """Rotate a bin vector by ``deg`` in physical frequency (non-square frames)."""
+        f = kvec * self.scale
+        t = np.deg2rad(deg)
+        return np.array([f[0] * np.cos(t) + f[1] * np.sin(t), -f[0] * np.sin(t) + f[1] * np.cos(t)]) / self.scale
+
+    def strongest(self, exclude=()):
+        """The strongest spot: of the ``TOP_K`` band bins of largest Q, the one of largest local
+        contrast (:meth:`spots`), leaving out +-r bins around the (signed) bins in ``exclude``.
+        Returns up to ``N_TRY`` (signed (ky, kx) bin, hexagon score: geometric mean of the three
+        local contrasts), best first."""
+        Q = self.Q
+        if len(exclude):
+            Q = Q.copy()
+            for kv in exclude:
+                r = max(3, int(round(0.06 * np.hypot(*kv))))
+                oy, ox = np.mgrid[-r:r + 1, -r:r + 1]
+                for sgn in (1, -1):
+                    cy = sgn * int(np.rint(kv[0])) + oy.ravel()
+                    cx = sgn * int(np.rint(kv[1])) + ox.ravel()
+                    keep = (cx >= 0) & (cx < Q.shape[1])
+                    Q[cy[keep] % self.h, cx[keep]] = -np.inf
+        flat = Q.ravel()
+        cand = np.flatnonzero(flat > np.float32(CAND_LOG))
+        if len(cand) == 0:
+            cand = np.array([int(np.argmax(flat))], dtype=np.int64)
+        if len(cand) > TOP_K:
+            cand = cand[np.argpartition(flat[cand], len(cand) - TOP_K)[-TOP_K:]]
+        # plus the LOW_K strongest bins by raw power at small radii (<= LOW_R bins): few cycles per
+        # field (fine sampling) put the spots where the rings are too short to normalise against
+        n_lo = min(LOW_R, self.h // 2 - 1, Q.shape[1] - 1)
+        sub = np.vstack([self.F[:n_lo + 1, :n_lo + 1], self.F[-n_lo:, :n_lo + 1]])
+        rows = np.r_[0:n_lo + 1, self.h - n_lo:self.h]
+        pw = np.abs(sub)
+        pw = np.where(np.isfinite(Q[rows, :n_lo + 1]), pw, 0.0).ravel()
+        lo = np.argpartition(pw, len(pw) - LOW_K)[-LOW_K:]
+        lo = rows[lo // (n_lo + 1)] * Q.shape[1] + lo % (n_lo + 1)
+        cand = np.unique(np.concatenate([cand, lo]))
+        cand = cand[np.isfinite(flat[cand])]
+        if len(cand) == 0:
+            return []
+        ky, kx = np.divmod(cand, self.F.shape[1])
+        ks = np.stack([(ky + self.h // 2) % self.h - self.h // 2, kx], axis=1).astype(float)
+        # score: geometric mean of the local contrasts of the candidate and its partners at 60 and
+        # 120 degrees (a hexagonal lattice beats an isolated strong bin)
+        n = len(ks)
+        allk = np.vstack([ks, self.rot_many(ks, 60.0), self.rot_many(ks, 120.0)])
+        _, c = self.spots(allk, 2)
+        c = np.maximum(c.reshape(3, n), 1e-3)
+        score = np.exp(np.log(c).mean(axis=0))
+        order = np.argsort(score)[::-1][:N_TRY]
+        return [(ks[j], float(score[j])) for j in order]
+
+    def rot_many(self, ks: np.ndarray, deg: float) -> np.ndarray:
+        f = ks * self.scale
+        t = np.deg2rad(deg)
+        out = np.stack([f[:, 0] * np.cos(t) + f[:, 1] * np.sin(t), -f[:, 0] * np.sin(t) + f[:, 1] * np.cos(t)], axis=1)
+        return out / self.scale
+
+
+#: Lower-order reflections of a hexagonal lattice relative to a spot k: (|g| factor, rotation in degrees):
+#: {11-20} -> {10-10} (1/sqrt 3, +-30), {20-20} -> {10-10} (1/2, 0), {21-30} -> {10-10} (1/sqrt 7, +-19.1), 1/3.
+_LOWER = ((1 / np.sqrt(3.0), 30.0), (1 / np.sqrt(3.0), -30.0), (0.5, 0.0), (1 / np.sqrt(7.0), 19.1066),
+          (1 / np.sqrt(7.0), -19.1066), (1 / 3.0, 0.0))
+_O3 = np.array([[dy, dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], float)
+_O5 = np.array([[dy, dx] for dy in range(-2, 3) for dx in range(-2, 3)], float)
+
+
+def _rho(F: np.ndarray, k1: np.ndarray, k2: np.ndarray) -> float:
+    """Sublattice ratio from the bispectrum of the first-order spots k1, k2, k3 = -(k1 + k2), summed
+    over 3x3 x 3x3 bins with k3 = -(k1 + k2) exactly (the window's leakage phases cancel)."""
+    o = _O3
+    a1 = k1[None, :] + o
+    a2 = k2[None, :] + o
+    s12 = (a1[:, None, :] + a2[None, :, :]).reshape(-1, 2)
+    f1 = _full(F, a1[:, 0], a1[:, 1])
+    f2 = _full(F, a2[:, 0], a2[:, 1])
+    f3 = _full(F, -s12[:, 0], -s12[:, 1]).reshape(len(o), len(o))
+    B = complex((f1[:, None] * f2[None, :] * f3).sum())
+    delta = np.angle(np.exp(1j * (np.pi - np.angle(B)))) / 3.0          # in (-pi/3, pi/3]
+    t = abs(np.tan(delta)) / np.sqrt(3.0)
+    return float((1 - t) / (1 + t))
+
+
+def _lattice(S: _Spectrum, k1, q1):
+    """Analyse the lattice whose strongest spot is ``k1``: None if not a hexagonal lattice, else a dict
+    with the three first-order spots, a (px), sublattice ratio, column width ratio, spot strength."""
+    q1 = S.spots(np.asarray(k1, float)[None, :], 1)[1][0]     # its contrast (3x3 window)
+    kc = S.centroid(k1)                              # sub-bin position: rotations predict better
+    k2, q2 = S.spot(S.rot(kc, 120.0))
+    # the third spot of the hexagon is exactly k1 + k2 (at 60 degrees): a 3x3 window suffices there,
+    # so noise rarely fakes it
+    q60 = S.spots((k1 + k2)[None, :], 1)[1][0]
+    score = float(np.cbrt(max(q1, 1e-3) * max(q2, 1e-3) * max(q60, 1e-3)))
+    if score < PEAK_MIN or min(q1, q2, q60) < SPOT_FAINT:
+        return None
+    stepped = False
+    for _ in range(3):                               # step down to the first order ({10-10}) spots
+        for f, ang in _LOWER:
+            b, qb = S.spot(S.rot(S.centroid(k1), ang) * f)
+            floor = max(SPOT_MIN, STEP_RATIO * q1)     # a real lower order, not window leakage
+            if qb >= floor and np.hypot(*(b * S.scale)) * max(S.h, S.w) >= 6:
+                b60, q60b = S.spot(S.rot(S.centroid(b), 60.0))
+                if q60b >= floor:
+                    k1, q1, stepped = b, qb, True
+                    break
+        else:
+            break
+    if not stepped:
+        # a lattice shows its second order ({11-20}) exactly at k1 - k2, 2 k1 + k2 and k1 + 2 k2
+        # (3x3 windows); where that lies beyond the band, the first-order hexagon must be strong
+        k2nd = np.array([k1 - k2, 2 * k1 + k2, k1 + 2 * k2], float)
+        inside = np.abs(k2nd * S.scale).max(axis=1) < R_MAX
+        if inside.sum() < 2:
+            if score < 2 * PEAK_SURE:
+                return None
+        else:
+            _, c2 = S.spots(k2nd[inside], 1)
+            if np.exp(np.log(np.maximum(c2, 1e-3)).mean()) < (SECOND_MIN if score < PEAK_SURE else SECOND_MIN / 2):
+                return None
+    kc = S.centroid(k1)
+    k2, q2 = S.spot(S.rot(kc, 120.0))
+    k60, q60 = S.spot(S.rot(kc, 60.0))
+    if not stepped and _rho(S.F, k1, k2) < 0.1:
+        # phase ~0: the {11-20} triple of a honeycomb (its structure factor is real and positive)
+        # looks like this; faint first-order spots 30 degrees off at 1/sqrt(3) then decide
+        for ang in (30.0, -30.0):
+            b, qb = S.spot(S.rot(k1, ang) / np.sqrt(3.0))
+            b2, qb2 = S.spot(S.rot(b, 120.0))
+            if min(qb, qb2) >= SPOT_FAINT and np.hypot(*(b * S.scale)) * max(S.h, S.w) >= 6:
+                k1, q1, k2, q2 = b, qb, b2, qb2
+                k60, q60 = S.spot(S.rot(k1, 60.0))
+                break
+    k3 = -(k1 + k2)
+    F = S.F
+    radii, amps1 = [], []
+    for kv in (k1, k2, k3):
+        pts = kv[None, :] + _O3
+        p = np.abs(_full(F, pts[:, 0], pts[:, 1])) ** 2
+        c = (pts * p[:, None]).sum(0) / p.sum()
+        radii.append(np.hypot(*(c * S.scale)))
+        amps1.append(p.sum())
+    rmean = float(np.mean(radii))
+    if (max(radii) - min(radii)) > RADII_TOL * rmean:     # not one lattice (strain and drift stay below)
+        return None
+    d1_px = 1.0 / rmean
+    a_px = d1_px * 2.0 / np.sqrt(3.0)
+    if a_px < MIN_A_PX:
+        return None
+    q3 = S.spot(k3)[1]
+    rho = _rho(F, k1, k2)
+    # column width from the second-order ({11-20}) spots
+    amps2 = []
+    for kv in (k1 - k2, k2 - k3, k3 - k1):
+        pts = kv[None, :] + _O3
+        if np.any(np.abs(pts * S.scale).max(axis=1) > 0.5):
+            continue
+        amps2.append((np.abs(_full(F, pts[:, 0], pts[:, 1])) ** 2).sum())
+    width = float("nan")
+    if amps2:
+        n = max(S.h, S.w)
+        nb = len(S.lmean)
+        d1 = np.exp(S.lmean[min(int(rmean * n), nb - 1)]) * 9
+        d2 = np.exp(S.lmean[min(int(np.sqrt(3.0) * rmean * n), nb - 1)]) * 9
+        A1 = max(np.mean(amps1) - d1, 1e-30)
+        A2 = max(np.mean(amps2) - d2, 1e-30)
+        ratio = np.sqrt(A2 / A1) / ((1 + rho) / np.sqrt(1 + rho * rho - rho))
+        sigma_px = np.sqrt(-np.log(min(ratio, 0.999))) / (2 * np.pi) * d1_px
+        width = float(2.3548 * sigma_px / a_px)
+    strength = float(min(q1, q2, max(q3, q60)))
+    if strength < SPOT_FAINT:                        # e.g. a step down onto a stray bin
+        return None
+    return {"spots": (k1, k2, k3), "a_px": a_px, "rho": rho, "width": width, "strength": strength}
+
+
+def _graphene_like(lat: dict, px: float | None) -> tuple[bool, str]:
+    """(is graphene, why not) for an analysed lattice."""
+    rho, width = lat["rho"], lat["width"]
+    tmd = px is not None and TMD_A[0] <= lat["a_px"] * px <= TMD_A[1]
+    if rho < RHO_GRAPHENE:
+        return False, f"2 sublattices of unequal contrast ({rho:.2f})"
+    if rho < RHO_WEAK and lat["strength"] < STRENGTH_WEAK:
+        # faint spots measure the contrast less well: equal sublattices must show more clearly
+        return False, f"faint spots and 2 sublattices of not clearly equal contrast ({rho:.2f})"
+    if rho < RHO_BORDER and tmd:
+        return False, f"2 sublattices of slightly unequal contrast ({rho:.2f}) and a as MoS2/WS2"
+    if np.isfinite(width) and not (WIDTH_RANGE[0] <= width <= WIDTH_RANGE[1]):
+        return False, (f"atom columns {width:.2f} of a wide (graphene {WIDTH_RANGE[0]}-{WIDTH_RANGE[1]})")
+    return True, ""
+
+
+def classify_material(image, pixel_size_A: float | None = None, want_mask: bool = True) -> MaterialVerdict:
+    """The material verdict of one frame.
+
+    image : (H, W) array of detector counts (any dtype; at least 64 x 64 px).
+    pixel_size_A : declared A per pixel, or None. It only converts a to A and decides borderline
+        contrasts (module docstring); the verdict comes from the image.
+    want_mask : also return the graphene region (a coarse mask) for graphene frames.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim != 2 or min(img.shape) < 64:
+        raise ValueError(f"classify_material needs a 2-D frame of at least 64 x 64 px, got shape {img.shape}")
+    px = float(pixel_size_A) if pixel_size_A is not None and np.isfinite(pixel_size_A) and pixel_size_A > 0 else None
+    finite = np.isfinite(img)
+    if not finite.all():
+        if not finite.any():
+            return MaterialVerdict("vacuum", "no finite pixels: nothing to see")
+        img = np.where(finite, img, np.float32(np.median(img[finite])))
+    if float(img.max()) == float(img.min()):
+        return MaterialVerdict("vacuum", "constant frame: no sample (or beam blanked)")
+    S = _Spectrum(img)
+    cands = S.strongest()
+    res = {"diffuse_excess": S.diffuse}
+    lat = None
+    k1, q1 = cands[0] if cands else (np.zeros(2), 0.0)
+    for k, q in cands:
+        if q < PEAK_MIN:
+            break
+        lat = _lattice(S, k, q)
+        if lat is not None:
+            k1, q1 = k, q
+            break
+    if lat is None:
+        if q1 >= 10 * PEAK_MIN:
+            a_px = 1.0 / np.hypot(*(k1 * S.scale))
+            return MaterialVerdict("not_graphene", f"a crystal lattice that is not hexagonal (period "
+                                   f"{_fmt_len(a_px, px)}): not graphene", lattice_constant_px=a_px,
+                                   lattice_constant_A=a_px * px if px else np.nan, symmetry="not hexagonal",
+                                   peak_strength=q1, **res)
+        return _no_lattice(res, S.diffuse, q1)
+    ok, why = _graphene_like(lat, px)
+    other = ""
+    if not ok:
+        # a second lattice (part of the field graphene, the rest another crystal)?
+        more = S.strongest(exclude=[s for k in lat["spots"] for s in (k, 2 * k)] +
+                           [lat["spots"][0] - lat["spots"][1], lat["spots"][1] - lat["spots"][2],
+                            lat["spots"][2] - lat["spots"][0]])
+        lat2 = None
+        for k, q in more:
+            if q < PEAK_MIN:
+                break
+            lat2 = _lattice(S, k, q)
+            if lat2 is not None:
+                break
+        if lat2 is not None and _graphene_like(lat2, px)[0]:
+            other = (f"; another hexagonal lattice a = {_fmt_len(lat['a_px'], px)} with {why} covers part of "
+                     "the field")
+            lat, ok = lat2, True
+    a_px = lat["a_px"]
+    fields = dict(lattice_constant_px=a_px, lattice_constant_A=a_px * px if px else float("nan"),
+                  symmetry="hexagonal", sublattice_ratio=lat["rho"], column_width_ratio=lat["width"],
+                  peak_strength=lat["strength"], **res)
+    desc = f"hexagonal lattice a = {_fmt_len(a_px, px)}"
+    if not ok:
+        return MaterialVerdict("not_graphene", f"{desc} with {why}: not graphene", **fields)
+    far = px is not None and abs(a_px * px / GRAPHENE_A - 1) > A_TOLERANCE
+    note = (f"; at the declared pixel size a = {a_px * px:.2f} A, not 2.46 A: the pixel size looks wrong"
+            if far else "")
+    mask, frac = (None, 1.0)
+    if want_mask:
+        mask, frac = _graphene_mask(S.F, lat["spots"], S.h, S.w, S.wy, S.wx)
+    return MaterialVerdict("graphene", f"{desc} with 2 sublattices of equal contrast ({lat['rho']:.2f}): "
+                           f"graphene{other}{note}", graphene_fraction=frac, mask=mask, **fields)
+
+
+def _fmt_len(a_px: float, px: float | None) -> str:
+    return f"{a_px * px:.2f} A" if px else f"{a_px:.1f} px"
+
+
+def _no_lattice(res: dict, diffuse: float, q1: float) -> MaterialVerdict:
+    res = {**res, "peak_strength": q1}
+    if diffuse >= DIFFUSE_MIN:
+        return MaterialVerdict("amorphous", f"no lattice, diffuse structure at atomic spacings (excess {diffuse:.1f}): "
+                               "amorphous carbon or contamination", **res)
+    return MaterialVerdict("vacuum", f"no lattice and no atomic structure above the noise (excess {diffuse:.1f}): vacuum",
+                           **res)
+
+
+def _graphene_mask(F, spots, h, w, wy, wx, thresh: float = 0.4):
+    """Where the lattice is: the first-order spots demodulated on a coarse grid (module docstring)."""
+    kmin = min(np.hypot(*(k * np.array([1.0 / h, 1.0 / w]))) for k in spots) * max(h, w)
+    m = int(max(2, min(8, kmin // 2)))
+    n = 2 * m
+    oy, ox = np.mgrid[-m:m, -m:m]
+    env = np.zeros((n, n), np.float32)
+    for k in spots:
+        ky = int(np.rint(k[0])) + oy
+        kx = int(np.rint(k[1])) + ox
+        sub = _full(F, ky.ravel(), kx.ravel()).reshape(n, n)
+        env += np.abs(sfft.ifft2(sfft.ifftshift(sub)))
+    # undo the Hann window on the coarse grid (the outer rim, where it is < 0.2, takes the value inside)
+    gy = np.clip(((np.arange(n) + 0.5) * h / n).astype(int), 0, h - 1)
+    gx = np.clip(((np.arange(n) + 0.5) * w / n).astype(int), 0, w - 1)
+    win = wy[gy][:, None] * wx[gx][None, :]
+    env = env / np.maximum(win, 1e-3)
+    # near the edges the window leaves too little signal: take the nearest cell further in
+    valid = win >= 0.12
+    if valid.any() and not valid.all():
+        iy, ix = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
+        env = env[iy, ix]
+    top = float(np.percentile(env, 90))
+    coarse = ndimage.binary_dilation(env >= thresh * top)       # keep the region's edge atoms
+    frac = float(coarse.mean())
+    ry = np.minimum((np.arange(h) * n) // h, n - 1)
+    rx = np.minimum((np.arange(w) * n) // w, n - 1)
+    return coarse[ry][:, rx], frac

@@ -1,0 +1,203 @@
+"""The material verdict (engine.health.material) and the simulated materials (engine.sim.materials).
+
+Simulated frames only, except the real-data test (skips when /work/shared/realdata is absent;
+nothing derived from those frames is stored). The held-out accuracy run is slow (lab/material_eval.py).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.health.material import VERDICTS, MaterialVerdict, classify_material
+from engine.sim.imaging import ImagingParams
+from engine.sim.materials import (EXPECTED_VERDICT, TMD, amorphous_carbon, graphene_grains, hbn, material_example,
+                                  tmd, vacuum)
+
+REALDATA = Path(os.environ.get("STEMWATCH_REALDATA", "/work/shared/realdata"))
+SIZE = 512
+
+
+def _frame(material, px, seed, dose=1e5, **kw):
+    """A frame over the full random imaging ranges at a fixed dose (resolvable)."""
+    rng = np.random.default_rng(seed)
+    return material_example(rng, material, shape_px=(SIZE, SIZE), pixel_size_A=px, dose_range=(dose, dose), **kw)
+
+
+# ---------------------------------------------------------------------------------------------- simulator
+def test_tmd_has_metal_and_s2_columns_on_two_sublattices_with_vacancies_and_dopants():
+    rng = np.random.default_rng(0)
+    s = tmd((30.0, 30.0), "MoS2", rotation_deg=0.0, rng=rng, s_vacancy_fraction=0.1, dopant_fraction=0.1)
+    metal = s.z >= 23
+    sulfur = s.z == 16
+    assert set(np.unique(s.z)) <= {16, 23, 34, 42}
+    assert (s.z == 42).sum() > 0 and (s.z == 23).sum() > 0       # Mo and V dopants
+    # two S per column: about 2 x (1 - vacancies) S per metal site
+    ratio = (sulfur.sum() + (s.z == 34).sum()) / metal.sum()
+    assert 1.6 < ratio < 1.95
+    # metal-metal nearest distance is a = 3.16 A; metal to S2 column 1.82 A (projected)
+    from scipy.spatial import cKDTree
+    d, _ = cKDTree(s.xy_A[metal]).query(s.xy_A[metal], k=2)
+    assert np.median(d[:, 1]) == pytest.approx(TMD["MoS2"][0], abs=0.01)
+    d2, _ = cKDTree(s.xy_A[sulfur]).query(s.xy_A[metal])
+    assert np.median(d2) == pytest.approx(3.16 / np.sqrt(3), abs=0.01)
+
+
+def test_hbn_amorphous_vacuum_and_grains():
+    rng = np.random.default_rng(1)
+    b = hbn((20.0, 20.0), rng=rng)
+    assert sorted(np.unique(b.z).tolist()) == [5, 7] and abs((b.z == 5).sum() - (b.z == 7).sum()) <= 4
+    a = amorphous_carbon((30.0, 30.0), rng, layers=1.0)
+    dens = len(a) / 36.0 ** 2
+    assert 0.2 < dens < 0.5 and not a.lattice.any()               # ~ a graphene layer, no lattice
+    assert len(vacuum()) == 0
+    g = graphene_grains((40.0, 40.0), rng, n_grains=2)
+    from scipy.spatial import cKDTree
+    d, _ = cKDTree(g.xy_A).query(g.xy_A, k=2)
+    assert d[:, 1].min() > 1.19 and np.median(d[:, 1]) == pytest.approx(1.42, abs=0.01)
+
+
+def test_materials_use_the_graphene_imaging_model():
+    """Same ImagingParams, same render: the MoS2 frame is brighter per area (heavier atoms) and
+    its noise is Poisson like graphene's."""
+    ip = ImagingParams(dose_e_per_A2=1e5, gain_counts_per_e=1.0)
+    g = material_example(np.random.default_rng(2), "graphene", (256, 256), 0.1, params=ip)
+    m = material_example(np.random.default_rng(2), "MoS2", (256, 256), 0.1, params=ip)
+    assert m.image.mean() > 3 * g.image.mean()
+    assert g.params["imaging"] == m.params["imaging"] and m.params["material"] == "MoS2"
+
+
+# ---------------------------------------------------------------------------------------------- verdict
+@pytest.mark.parametrize("material", ["MoS2", "WS2", "hBN", "amorphous", "vacuum"])
+@pytest.mark.parametrize("px", [0.03, 0.1, 0.3])
+def test_non_graphene_is_never_graphene_whatever_the_declared_pixel_size(material, px):
+    ex = _frame(material, px, seed=hash((material, px)) % 1000)
+    for declared in (px, 0.5 * px, 2.0 * px, None):
+        v = classify_material(ex.image, declared)
+        assert v.verdict != "graphene", (material, px, declared, v.reason)
+        assert v.verdict in VERDICTS and v.mask is None
+
+
+@pytest.mark.parametrize("kind,px", [("graphene", 0.05), ("graphene", 0.1), ("graphene", 0.2),
+                                     ("graphene_hole", 0.1), ("graphene_grains", 0.1), ("graphene_patch", 0.15)])
+def test_graphene_stays_graphene(kind, px):
+    ex = _frame(kind, px, seed=11, holes=False, contamination=False) if kind == "graphene" else _frame(kind, px, seed=11)
+    for declared in (px, 0.5 * px, 2.0 * px, None):
+        v = classify_material(ex.image, declared)
+        assert v.verdict == "graphene", (kind, px, declared, v.reason)
+    assert v.sublattice_ratio > 0.7 and v.symmetry == "hexagonal"
+
+
+def test_many_dopants_and_contamination_stay_graphene():
+    ex = _frame("graphene", 0.1, seed=5, si_per_nm2=3.0, contamination=True)
+    assert classify_material(ex.image, 0.1).verdict == "graphene"
+
+
+def test_the_verdict_measures_the_lattice_and_says_why():
+    mo = _frame("MoS2", 0.1, seed=3)
+    v = classify_material(mo.image, 0.1)
+    assert v.verdict == "not_graphene"
+    assert v.lattice_constant_A == pytest.approx(3.16, rel=0.04)
+    assert v.lattice_constant_px == pytest.approx(31.6, rel=0.04)
+    assert v.sublattice_ratio < 0.6 and v.symmetry == "hexagonal"
+    assert "hexagonal lattice a = 3." in v.reason and "unequal contrast" in v.reason and "not graphene" in v.reason
+    assert np.isnan(classify_material(mo.image, None).lattice_constant_A)
+    g = _frame("graphene", 0.1, seed=3, holes=False)
+    vg = classify_material(g.image, 0.1)
+    assert vg.verdict == "graphene" and vg.lattice_constant_A == pytest.approx(2.46, rel=0.03)
+    assert vg.sublattice_ratio > 0.85
+    d = vg.to_dict()
+    assert d["verdict"] == "graphene" and "mask" not in d
+
+
+def test_wrong_declared_pixel_size_is_reported_not_turned_into_another_material():
+    g = _frame("graphene", 0.1, seed=4, holes=False)
+    v = classify_material(g.image, 0.2)
+    assert v.verdict == "graphene" and "pixel size looks wrong" in v.reason
+    assert v.lattice_constant_A == pytest.approx(4.92, rel=0.04)
+
+
+def test_graphene_mask_leaves_out_the_other_part_of_the_field():
+    rng = np.random.default_rng(6)
+    ex = material_example(rng, "graphene_patch", (SIZE, SIZE), 0.1, dose_range=(2e5, 2e5), other="vacuum",
+                          fraction=0.4)
+    v = classify_material(ex.image, 0.1)
+    assert v.verdict == "graphene" and v.mask is not None and v.mask.shape == ex.image.shape
+    # truth: which side of the cut each pixel lies on
+    lat = ex.xy_px[ex.lattice]
+    yy, xx = np.mgrid[0:SIZE:16, 0:SIZE:16]
+    from scipy.spatial import cKDTree
+    d, _ = cKDTree(lat).query(np.c_[xx.ravel(), yy.ravel()])
+    graphene_here = (d * 0.1 < 3.0).reshape(xx.shape)
+    m = v.mask[::16, ::16]
+    assert (m & graphene_here).sum() / graphene_here.sum() > 0.85     # graphene kept
+    assert (~m & ~graphene_here).sum() / (~graphene_here).sum() > 0.5  # most of the vacuum side left out
+    assert 0.4 < v.graphene_fraction < 0.9
+
+
+def test_blank_constant_nan_and_bad_frames():
+    assert classify_material(np.full((256, 256), 7.0)).verdict == "vacuum"
+    assert classify_material(np.full((256, 256), np.nan)).verdict == "vacuum"
+    noisy = np.random.default_rng(0).poisson(50.0, (512, 512)).astype(np.float32)
+    assert classify_material(noisy, 0.1).verdict == "vacuum"
+    g = _frame("graphene", 0.1, seed=8, holes=False).image.copy()
+    g[:10] = np.nan                                                     # a few bad rows do not hide the lattice
+    assert classify_material(g, 0.1).verdict == "graphene"
+    with pytest.raises(ValueError):
+        classify_material(np.zeros((32, 32)))
+    with pytest.raises(ValueError):
+        classify_material(np.zeros((4, 64, 64)))
+
+
+def test_expected_verdicts_cover_every_material():
+    from engine.sim.materials import MATERIALS
+    assert set(EXPECTED_VERDICT) == set(MATERIALS) and set(EXPECTED_VERDICT.values()) <= set(VERDICTS)
+    assert MaterialVerdict("vacuum", "x").is_graphene is False
+
+
+# ---------------------------------------------------------------------------------------------- held out
+def test_held_out_handful():
+    from lab.material_eval import evaluate
+    res = evaluate(per_kind=1, seed=4242, size=SIZE, kinds=("graphene", "graphene_grains", "MoS2", "WS2", "hBN",
+                                                              "amorphous", "vacuum"))
+    assert res["non_graphene_rejected"] == 1.0
+    assert res["graphene_kept"] == 1.0 or res["graphene_frames"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 21 criterion 4 not met over 0.03-0.3 A/px: measured (seed 2027) in "
+                                       "docs/material.md; fields below ~35 A (fine sampling) fail most")
+def test_held_out_accuracy_full_range():
+    from lab.material_eval import evaluate
+    res = evaluate(per_kind=40, seed=2027, size=SIZE)
+    assert res["graphene_kept"] >= 0.99, res["graphene_kept"]
+    assert res["non_graphene_rejected"] >= 0.99, res["non_graphene_rejected"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 21 criterion 4 at 0.1-0.3 A/px: graphene 100 %, non-graphene 97.5 % "
+                                       "(seed 2029, docs/material.md): a few hBN/WS2/amorphous frames pass")
+def test_held_out_accuracy_at_0p1_to_0p3_A_per_px():
+    from lab.material_eval import evaluate
+    res = evaluate(per_kind=40, seed=2029, size=SIZE, px_range=(0.1, 0.3))
+    assert res["graphene_kept"] >= 0.99, res["graphene_kept"]
+    assert res["non_graphene_rejected"] >= 0.99, res["non_graphene_rejected"]
+
+
+# ---------------------------------------------------------------------------------------------- real frames
+REAL = {"aicr_graphene_si_frames.npz": {"G_Si_2nm_image": 0.076, "G_dimSi_image": 0.038, "G_trimSi_image": 0.038,
+                                        "G_Si_4fold_image": 0.039},
+        "aicr_graphene_grainboundary.npz": {"G_GB_4nm_image": 0.078, "G_GB_6nm_image": 0.117}}
+
+
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="real frames not available")
+def test_real_graphene_frames_stay_graphene():
+    for fname, keys in REAL.items():
+        data = np.load(REALDATA / fname)
+        for key, px in keys.items():
+            for declared in (px, None):
+                v = classify_material(data[key], declared)
+                assert v.verdict == "graphene", (key, declared, v.reason)
