@@ -268,15 +268,8 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
     out = dict(series=frame.series, seq=int(frame.seq), t_acquired=float(frame.t_acquired), frame_shape=shape,
                image=frame.data if keep_image else None, health=health)
     p0 = time.perf_counter()
-    if health is not None and (set(health.verdicts) & SKIP_VERDICTS or not usable_ps):
-        if not usable_ps and not health.verdicts:
-            health.add("no_lattice", "no declared pixel size and no graphene lattice to measure it")
-        if not usable_ps:
-            ps = float(frame.pixel_size_A or 0.0)
-        timings["total"] = time.perf_counter() - p0
-        return FrameChemistry(pixel_size_A=ps, chemistry=None, timings_s=timings, **out)
     material = None
-    if cfg.chemistry.material_check:
+    if cfg.chemistry.material_check and not (health is not None and {"non_finite", "too_large"} & set(health.verdicts)):
         material = frame_material(frame)
         timings["material"] = time.perf_counter() - p0
         if not material.is_graphene:
@@ -285,8 +278,16 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             # lattice scale estimate could "calibrate" any hexagonal lattice into graphene.
             timings["total"] = time.perf_counter() - p0
             return FrameChemistry(pixel_size_A=ps, chemistry=None, timings_s=timings, material=material, **out)
+    if health is not None and (set(health.verdicts) & SKIP_VERDICTS or not usable_ps):
+        if not usable_ps and not health.verdicts:
+            health.add("no_lattice", "no declared pixel size and no graphene lattice to measure it")
+        if not usable_ps:
+            ps = float(frame.pixel_size_A or 0.0)
+        timings["total"] = time.perf_counter() - p0
+        return FrameChemistry(pixel_size_A=ps, chemistry=None, timings_s=timings, material=material, **out)
     result, msg = None, None
     try:
+        pn = time.perf_counter()
         probs = inferencer.predict(frame.data, ps)
         if material is not None and material.mask is not None and material.graphene_fraction < MASK_BELOW:
             probs = mask_probabilities(probs, material.mask)
@@ -296,7 +297,7 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             timings["preprocess"] = float(sub["preprocess"])
             timings["network"] = float(sub["network"])
         else:
-            timings["network"] = p1 - p0
+            timings["network"] = p1 - pn
         cc = cfg.chemistry
         maps = contrast_maps(frame.data, float(probs.frame_pixel_size_A))
         atoms = drop_outside(find_atoms(probs, cc, frame.data, maps), shape, cfg.health.edge_drop_A)
