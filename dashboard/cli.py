@@ -102,13 +102,15 @@ def register(sub) -> None:
                        description="Write one self-contained HTML file (Bokeh standalone, opens offline) from a "
                        "`stemwatch analyze` output folder, or from a recording / image file (analysed first into "
                        "NAME.analysis/): acquisition, frame health, dopant state time-line, transition rates and "
-                       "cross-sections with 95 %% intervals, Markov matrix, event gallery, a representative frame.")
+                       "cross-sections with 95 % intervals, Markov matrix, event gallery, a representative frame.")
     p.add_argument("target", metavar="DIR_OR_RECORDING", help="analyze output folder, or a recording to analyse")
     p.add_argument("--out", metavar="HTML", default=None, help="report file (default DIR/report.html)")
     p.add_argument("--dose", type=float, default=None, metavar="E_PER_A2",
                    help="electron dose per frame in e/A^2 (default: what the analysis found in the metadata)")
     p.add_argument("--analysis-dir", metavar="DIR", default=None,
                    help="where a recording is analysed first (default NAME.analysis beside it)")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="A",
+                   help="angstrom per pixel of a recording / image file without a calibration")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_report)
 
@@ -123,7 +125,8 @@ def _report(args: argparse.Namespace) -> int:
         print(f"stemwatch report: --dose must be positive, got {args.dose}", file=sys.stderr)
         return 2
     try:
-        out = report_command(args.target, args.out, args.dose, args.analysis_dir, progress=not args.quiet)
+        out = report_command(args.target, args.out, args.dose, args.analysis_dir, progress=not args.quiet,
+                             pixel_size_A=args.pixel_size)
     except (ReportError, FileImportError, FileNotFoundError) as exc:
         print(f"stemwatch report: {exc}", file=sys.stderr)
         return 2

@@ -449,7 +449,7 @@ def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None
 
 
 def report_command(target: str, html_out: str | None = None, dose_e_per_A2: float | None = None,
-                   analysis_dir: str | None = None, progress: bool = True) -> Path:
+                   analysis_dir: str | None = None, progress: bool = True, pixel_size_A: float | None = None) -> Path:
     """``stemwatch report``: an analyze folder -> report; a recording / image file -> analyse into
     ``analysis_dir`` (default ``NAME.analysis/`` beside it) first."""
     p = Path(target)
@@ -462,5 +462,5 @@ def report_command(target: str, html_out: str | None = None, dose_e_per_A2: floa
     from engine.analyze import analyze_file
 
     out_dir = Path(analysis_dir) if analysis_dir else p.with_name(p.name.split(".")[0] + ".analysis")
-    analyze_file(p, out_dir, progress=progress, dose_e_per_A2=dose_e_per_A2)
+    analyze_file(p, out_dir, progress=progress, dose_e_per_A2=dose_e_per_A2, pixel_size_A=pixel_size_A)
     return build_report(out_dir, html_out, dose_e_per_A2)

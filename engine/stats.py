@@ -107,8 +107,14 @@ def state_codes(n_carbon: np.ndarray, n_heavy: np.ndarray) -> np.ndarray:
     return code
 
 
-def dopant_observations(r: FrameResult) -> DopantObservations:
-    """The dopants (tracked Si atoms) of one frame and their states; empty for a failed frame."""
+#: dopants closer than this to the frame edge are unknown: their neighbours are cut off (the
+#: tracker's ``TrackingConfig.edge_exclusion_A`` for environment events)
+EDGE_EXCLUSION_A = 3.0
+
+
+def dopant_observations(r: FrameResult, edge_exclusion_A: float = EDGE_EXCLUSION_A) -> DopantObservations:
+    """The dopants (tracked Si atoms) of one frame and their states; empty for a failed frame. Si
+    within ``edge_exclusion_A`` of the frame edge are left out (unknown)."""
     ch = r.chemistry
     atoms = ch.atoms
     n = len(atoms)
@@ -119,6 +125,12 @@ def dopant_observations(r: FrameResult) -> DopantObservations:
     sel = np.flatnonzero((sp == SI) & (ids >= 0))
     if r.confirmed is not None:
         sel = sel[np.asarray(r.confirmed, bool)[sel]]
+    if edge_exclusion_A > 0 and r.frame_shape is not None and r.pixel_size_A > 0:
+        m = edge_exclusion_A / r.pixel_size_A
+        H, W = r.frame_shape
+        xy0 = np.asarray(atoms.xy_px, np.float64)[sel]
+        sel = sel[(xy0[:, 0] >= m - 0.5) & (xy0[:, 0] <= W - 0.5 - m) & (xy0[:, 1] >= m - 0.5)
+                  & (xy0[:, 1] <= H - 0.5 - m)]
     if not len(sel):
         return DopantObservations.empty()
     bonds = np.asarray(ch.bonds, np.int64).reshape(-1, 2)

@@ -83,3 +83,31 @@ def test_report_opens_in_headless_chromium_without_console_errors(report_html, t
         errors = severe_console_errors(drv)
     assert errors == []
     assert shot.stat().st_size > 20_000
+
+
+def test_report_of_a_folder_with_a_frame_health_verdict(tmp_path):
+    """frames.csv with a `usable` / `verdict` column (what the frame-health stage will write): frames not
+    usable are unknown for the dopants and the verdicts are counted; no atoms.csv or input needed."""
+    from dashboard.report import build_report
+
+    d = tmp_path / "a"
+    d.mkdir()
+    rows = ["frame,t_acquired,error,usable,verdict"]
+    for f in range(20):
+        bad = f in (5, 6)
+        rows.append(f"{f},{f * 0.2:.1f},,{0 if bad else 1},{'blurred' if bad else 'ok'}")
+    (d / "frames.csv").write_text("\n".join(rows) + "\n")
+    dop = ["frame,track,state,x,y,formula"] + [f"{f},7,{'3-fold' if f < 10 else '4-fold'},50.0,60.0,Si1C3"
+                                               for f in range(20)]
+    (d / "dopants.csv").write_text("\n".join(dop) + "\n")
+    (d / "summary.json").write_text(json.dumps({"acquisition": {"series": "s", "pixel_size_A": 0.1,
+                                                                "pixel_size_source": "test", "meta": {"x": 1}}}))
+    text = build_report(d, dose_e_per_A2=1e5).read_text()
+    assert "verdict: blurred" in text and "verdict: ok" in text
+    from engine import stats as S
+
+    st, h = S.stats_from_dir(d, 1e5)
+    assert st.frames_usable == 18
+    assert h.dense()[0, 5] == S.UNKNOWN
+    assert [(t["kind"], t["count"]) for t in st.transitions()] == [("3-fold->4-fold", 1)]
+    assert "No event crops" in text and "No representative frame" in text

@@ -117,12 +117,12 @@ def test_dose_per_frame_from_metadata():
 
 def _result(seq, species, bonds, ids, error=None):
     n = len(species)
-    atoms = Atoms(np.c_[np.arange(n) * 10.0, np.zeros(n)], np.asarray(species, np.int8), np.ones(n, np.float32),
-                  np.zeros((n, 3), np.float32), np.zeros(n, bool), 0.1)
+    atoms = Atoms(np.c_[200.0 + np.arange(n) * 10.0, np.full(n, 320.0)], np.asarray(species, np.int8),
+                  np.ones(n, np.float32), np.zeros((n, 3), np.float32), np.zeros(n, bool), 0.1)
     ch = Chemistry(atoms, np.asarray(bonds, np.int32).reshape(-1, 2), np.zeros(len(bonds)),
                    np.zeros(n, np.int16), [Defect("Si-4fold", "Si1C4", np.array([0]), (0.0, 0.0))],
                    np.array([0] + [-1] * (n - 1), np.int32))
-    return FrameResult("s", seq, float(seq), 0.1, (64, 64), ch, np.asarray(ids, np.int64), error=error)
+    return FrameResult("s", seq, float(seq), 0.1, (640, 640), ch, np.asarray(ids, np.int64), error=error)
 
 
 def test_dopant_observations_from_a_frame_result():
@@ -135,6 +135,9 @@ def test_dopant_observations_from_a_frame_result():
     assert [S.STATES[x] for x in o.state] == ["4-fold", "dimer"]
     assert o.formula.tolist() == ["Si1C4", ""] and o.frame.tolist() == [3, 3]
     assert len(S.dopant_observations(_result(3, species, bonds, ids, error="backend failed"))) == 0
+    r = _result(3, species, bonds, ids)
+    r.chemistry.atoms.xy_px[5] = (25.0, 320.0)                # 2.5 A from the left edge: neighbours cut off
+    assert S.dopant_observations(r).track.tolist() == [10]
 
 
 def test_accumulator_treats_failed_frames_as_unknown_and_writes_files(tmp_path):

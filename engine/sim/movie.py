@@ -522,7 +522,7 @@ class MovieSimulator:
         kinds = sorted(self.spec.event_cross_sections_barn.items())
         out = []
         for d in self.dopants:
-            if not self._visible(self._site_xy(d.sites[0]), origin, 3.0):
+            if not self._visible(self._site_xy(d.sites[0]), origin, 0.0):
                 continue                                    # not scanned: no dose on this dopant
             sig = np.array([v * 1e-8 if self._possible(k, d) else 0.0 for k, v in kinds])
             total = float(sig.sum())
