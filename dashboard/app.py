@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from bokeh.document import Document
 from bokeh.layouts import column, row
+from bokeh.models import HTMLTemplateFormatter
 from bokeh.models import (Button, Checkbox, ColumnDataSource, CustomJS, CustomJSHover, DataTable, Div,
                           FixedTicker, GlobalInlineStyleSheet, HoverTool, InlineStyleSheet, LinearColorMapper, Metric, Range1d, RangeSlider,
                           ScaleBar, Select, Slider, Span, Spinner, TableColumn, TextInput, Toggle)
@@ -32,7 +33,7 @@ from bokeh.palettes import Greys256, Inferno256, Magma256, Viridis256
 from bokeh.plotting import figure
 from bokeh.transform import linear_cmap
 
-from dashboard import render
+from dashboard import alarm, render
 from dashboard.render import ATOM_CATEGORIES, ATOM_COLORS, DisplayFrame
 from dashboard.state import DashboardHub
 from dashboard.status import get, status_html
@@ -61,14 +62,15 @@ CSS = """
 .banner { padding: 8px 14px; border-radius: 6px; font-size: 17px; line-height: 1.35; }
 .banner.calm { background: #1e2a33; color: #b0bec5; }
 .banner.alert { color: #111; background: #ffb300; }
-.banner.steady { background: #ffb300; }
+.banner.steady { }
+.banner .sev { font-size: 13px; font-weight: 600; text-transform: uppercase; }
 .banner .muted { opacity: 0.75; font-size: 14px; }
 .banner.flash0 { animation: flash0 2.4s ease-out 1 forwards; }
 .banner.flash1 { animation: flash1 2.4s ease-out 1 forwards; }
 @keyframes flash0 { 0%, 20%, 40% { background: #ff1744; color: #fff; } 10%, 30% { background: #ffd600; color: #111; }
-                    100% { background: #ffb300; color: #111; } }
+                    100% { color: #111; } }
 @keyframes flash1 { 0%, 20%, 40% { background: #ff1744; color: #fff; } 10%, 30% { background: #ffd600; color: #111; }
-                    100% { background: #ffb300; color: #111; } }
+                    100% { color: #111; } }
 .status { font-size: 13px; color: #ddd; }
 .status .pill { display: inline-block; padding: 3px 10px; border-radius: 10px; font-weight: 600;
                 margin-bottom: 6px; }
@@ -158,6 +160,9 @@ class TabSession:
         self.pushes = 0
         self.last_event_key = 0
         self.selected_key: int | None = None
+        self.alarm = alarm.AlarmState()       # this tab's acknowledgements and muted kinds
+        self.last_alarm_key = 0               # newest alarm that flashed the banner (and beeped)
+        self.banner_key = 0                   # the event the banner shows (0: none)
         self._quiet = False            # True while the server itself sets widget values
         self._seen_thresholds: tuple = ((), None)
         self._build()
@@ -269,9 +274,16 @@ class TabSession:
         self.show_bonds.js_on_change("active", CustomJS(args={"r": self.bond_r}, code="r.visible = cb_obj.active;"))
 
         # ---- banner + status
-        self.banner = Div(text=render.banner_html(None, 0, time.time(), False), sizing_mode="stretch_width",
+        self.banner = Div(text=alarm.banner_html(None, 0, 0, time.time(), False), sizing_mode="stretch_width",
                           stylesheets=[css], name="banner")
         self.banner.js_on_change("tags", CustomJS(args={"sound": self.sound}, code=BEEP_JS))
+        self.ack = Button(label="✓ Acknowledge", width=130, name="acknowledge", disabled=True)
+        self.ack.on_click(self._on_acknowledge)
+        self.mute = Button(label="🔕 Mute this kind", width=150, name="mute", disabled=True)
+        self.mute.on_click(self._on_mute)
+        self.show_bookkeeping = Checkbox(label="show bookkeeping (atoms entering / leaving the field)", active=False,
+                                         name="show_bookkeeping")
+        self.show_bookkeeping.on_change("active", lambda attr, old, new: self._update_events())
         self.status = Div(text="", width=420, stylesheets=[css], name="status")
 
         # ---- controls
@@ -297,12 +309,18 @@ class TabSession:
 
         # ---- event log
         self.event_source = ColumnDataSource(render.event_table_columns([]), name="event_source")
-        cols = [TableColumn(field="frame", title="frame", width=40), TableColumn(field="time", title="time", width=64),
-                TableColumn(field="kind", title="event", width=112), TableColumn(field="track", title="track", width=40),
-                TableColumn(field="change", title="change", width=124),
-                TableColumn(field="where", title="x, y (Å)", width=70), TableColumn(field="conf", title="conf.", width=34)]
+        # every cell wraps and carries its full text as a tooltip: nothing is cut off
+        wrap = HTMLTemplateFormatter(template='<div class="cell" title="<%- value %>" style="white-space: normal; '
+                                              'line-height: 1.15; overflow-wrap: anywhere;"><%- value %></div>')
+        cols = [TableColumn(field="series", title="series", width=58, formatter=wrap),
+                TableColumn(field="frame", title="frame", width=40), TableColumn(field="time", title="time", width=64),
+                TableColumn(field="kind", title="event", width=104, formatter=wrap),
+                TableColumn(field="track", title="track", width=40),
+                TableColumn(field="change", title="change", width=124, formatter=wrap),
+                TableColumn(field="where", title="x, y (Å)", width=70, formatter=wrap),
+                TableColumn(field="conf", title="conf.", width=34)]
         self.table = DataTable(source=self.event_source, columns=cols, width=470, height=290, index_position=None,
-                               selectable=True, sortable=False, name="event_table")
+                               selectable=True, sortable=False, name="event_table", row_height=36)
         self.event_source.selected.on_change("indices", self._on_select)
 
         # ---- per-dopant timeline
@@ -342,9 +360,11 @@ class TabSession:
                           row(self.logscale, self.show_atoms, self.show_bonds, self.sound),
                           h(text="<h4>acquisition &amp; analysis</h4>"), row(self.pause, self.rec),
                           self.rec_path, row(self.k, self.n, self.conf), self.apply, self.msg, width=440)
-        events = column(h(text="<h4>event log · click a row to see its frame</h4>"), self.table, width=470)
+        events = column(h(text="<h4>event log · click a row to see its frame</h4>"), self.table, self.show_bookkeeping,
+                        width=470)
         right = column(row(self.status, controls), row(events, column(t, tl_legend)))
-        body = column(self.banner, row(left, right), sizing_mode="stretch_width",
+        top = row(self.banner, self.ack, self.mute, sizing_mode="stretch_width")
+        body = column(top, row(left, right), sizing_mode="stretch_width",
                       styles={"background": "#263238", "padding": "8px"},
                       stylesheets=[GlobalInlineStyleSheet(css="body { background: #263238; margin: 0; }")])
         doc.add_root(body)
@@ -381,7 +401,7 @@ class TabSession:
             self._update_timeline()
         if self.shown is not None:
             self.now_span.location = self.shown.seq
-        if self.hub.n_events and self.last_event_key:
+        if self.hub.n_events or self.banner_key:
             self._refresh_banner(now, flash=False)
         self._update_status(now)
         self._sync_controls()
@@ -439,6 +459,7 @@ class TabSession:
                           f' · {n_si} Si, {len(df.defects["x"])} defects'
                           f' · drift ({df.drift_px[0] * df.pixel_size_A:+.2f}, {df.drift_px[1] * df.pixel_size_A:+.2f}) Å/frame'
                           f' · display range {df.intensity_range[0]:.3g}–{df.intensity_range[1]:.3g}</div>')
+        self.slider.title = f"history · frame {df.seq} · series {df.series}"   # the slider's index is the history
         self.meta.data = {"seq": [df.seq], "idx": [df.idx], "t": [df.t_acquired]}
         self.shown = df
         self.sent_idx = df.idx
@@ -468,7 +489,7 @@ class TabSession:
     # ------------------------------------------------------------------ events
     def _update_events(self) -> None:
         self.shown_events_version = self.hub.events_version
-        rows = list(self.hub.events)[-200:]
+        rows = alarm.log_rows(self.hub.events, bool(self.show_bookkeeping.active))[-200:]
         data = render.event_table_columns(rows)
         self._quiet = True
         try:
@@ -479,24 +500,43 @@ class TabSession:
             self.event_source.selected.indices = sel
         finally:
             self._quiet = False
-        newest = rows[-1].key if rows else 0
-        if newest > self.last_event_key:
-            self.last_event_key = newest
+        self.last_event_key = self.hub.events[-1].key if self.hub.events else 0
+        newest = self.alarm.banner_row(self.hub.events, self._series())
+        if newest is not None and newest.key > self.last_alarm_key:
+            # only a transformation of the current series, not acknowledged, of a kind not muted
+            self.last_alarm_key = newest.key
             self._refresh_banner(time.time(), flash=True)
-            self.banner.tags = [newest]                   # triggers the optional sound in the browser
+            self.banner.tags = [newest.key]               # triggers the optional sound in the browser
+        else:
+            self._refresh_banner(time.time(), flash=False, force=True)
 
-    def _refresh_banner(self, now: float, flash: bool) -> None:
-        row_ = self.hub.events[-1] if self.hub.events else None
-        if row_ is not None and not flash and now - row_.t_seen < 2.5:
+    def _series(self) -> str | None:
+        newest = self.hub.newest()
+        return newest.series if newest is not None else None
+
+    def _refresh_banner(self, now: float, flash: bool, force: bool = False) -> None:
+        alarms = self.alarm.alarms(self.hub.events, self._series())
+        row_ = alarms[-1] if alarms else None
+        if row_ is not None and not flash and not force and now - row_.t_seen < 2.5 and row_.key == self.banner_key:
             return                                        # let the flash animation finish
-        earlier = []
-        for r in reversed(self.hub.events):
-            if r is row_:
-                continue
-            if now - r.t_seen > RECENT_ALERT_S or len(earlier) >= 3:
-                break
-            earlier.append(r)
-        self.banner.text = render.banner_html(row_, self.hub.n_events, now, flash, earlier)
+        earlier = [r for r in alarms[-4:-1][::-1] if now - r.t_seen <= RECENT_ALERT_S]
+        self.banner_key = row_.key if row_ is not None else 0
+        self.ack.disabled = self.mute.disabled = row_ is None
+        self.mute.label = f"🔕 Mute {render.event_label(row_.event.kind)}" if row_ is not None else "🔕 Mute this kind"
+        text = alarm.banner_html(row_, len(alarms), self.hub.n_events, now, flash, earlier, self.alarm.muted)
+        if text != self.banner.text:
+            self.banner.text = text
+
+    def _on_acknowledge(self) -> None:
+        if self.banner_key:
+            self.alarm.acknowledge(self.banner_key)
+        self._refresh_banner(time.time(), flash=False, force=True)
+
+    def _on_mute(self) -> None:
+        row_ = next((r for r in self.hub.events if r.key == self.banner_key), None)
+        if row_ is not None:
+            self.alarm.mute(row_.event.kind)
+        self._refresh_banner(time.time(), flash=False, force=True)
 
     def _on_select(self, attr: str, old: Any, new: Any) -> None:
         if self._quiet or not new:

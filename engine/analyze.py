@@ -41,6 +41,7 @@ class ResultWriter:
         self.n_errors = 0
         self.n_atom_rows = 0
         self.events_by_kind: Counter = Counter()
+        self.events_by_category: Counter = Counter()
         self.species_counts: Counter = Counter()
         self.track_ids: set = set()
         self.drift_A: list = []
@@ -74,6 +75,7 @@ class ResultWriter:
             d["series"] = r.series
             self._events.write(json.dumps(d) + "\n")
             self.events_by_kind[e.kind] += 1
+            self.events_by_category[e.category] += 1
         sp = np.asarray(atoms.species)
         err = (r.error or "").replace(",", ";").replace("\n", " ")
         dx, dy = (float(v) * r.pixel_size_A for v in r.drift_px)
@@ -102,6 +104,7 @@ class ResultWriter:
             "tracks": len(self.track_ids - {-1}),
             "events": sum(self.events_by_kind.values()),
             "events_by_kind": dict(self.events_by_kind),
+            "events_by_category": dict(self.events_by_category),
             "drift_A_per_frame": {"mean": float(speed.mean()) if len(speed) else 0.0,
                                   "max": float(speed.max()) if len(speed) else 0.0},
             "timings_ms_median": {k: 1e3 * float(np.median(v)) for k, v in self.timings.items()},

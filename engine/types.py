@@ -165,6 +165,17 @@ class Event:
     after: str
     confidence: float
     first_frame: int = -1     # seq of the first frame showing the new state
+    # "transformation" (the sample changed: raises the alarm) or "bookkeeping" (the field of view or
+    # the tracker: logged only); derived from kind/before/after when not given (engine/track/categories.py)
+    category: str = ""
+    # a rotor step: the defect's orientation before and after (degrees), else None
+    angle_before_deg: float | None = None
+    angle_after_deg: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.category:
+            from engine.track.categories import category_of
+            self.category = category_of(self.kind, self.before, self.after)
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
