@@ -15,8 +15,9 @@ kind                      rule (all states debounced k of n)
                           ``after``: ``ejected``, or ``left field`` near the edge), or Si -> C
 ``si_hop``                a Si track sits more than ``max_speed_A_per_frame`` from its site for k of
                           n frames (the new site becomes its site)
-``rotor``                 two or more heavy members of one defect group hop in the same frame
-                          (one event for the group instead of hops)
+``rotor``                 a defect with 2+ heavy atoms turns: the orientation of the set of its heavy
+                          atoms (engine/track/rotor.py) changes by more than ``rotor_min_deg``, k of
+                          n frames at the same place (heavy members hopping together raise no hop)
 ``dimer_formed/broken``   a Si track becomes / stops being bonded to another heavy atom (one event
                           per pair)
 ``formula_changed``       the heavy-atom part of a Si's defect-group formula changes (``Si1`` ->
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.track import debounce
+from engine.track.rotor import RotorMachine
 from engine.track.debounce import UNKNOWN
 from engine.types import C, OTHER, SI, SPECIES, Chemistry, Event
 
@@ -64,6 +66,7 @@ class EventLogic:
         self._recent_pairs: deque = deque(maxlen=256)     # (seq, kind, x_A, y_A) of dimer events
         self._motif_seen: dict[str, deque] = {}
         self._motif_raised: set[str] = set()
+        self.rotor = RotorMachine()                        # per-place orientation states (rotor events)
 
     # -------------------------------------------------------------------------------------- helpers
     def _event(self, kind: str, row: int, seq: int, t: float, first_seq: int, before: str, after: str,
@@ -165,13 +168,12 @@ class EventLogic:
             for g in np.unique(group[group >= 0]):
                 m = np.flatnonzero(group == g)
                 if len(m) >= 2:
+                    # several heavy members of one defect "hopped" together: their tracks swapped or
+                    # the defect turned; whether it turned is the rotor machine's call (below), not
+                    # an si_hop of each member
                     done[m] = True
-                    r0 = rows[m[np.argmin(st.id[rows[m]])]]
-                    dfc = chem.defects[int(g)]
                     for r in rows[m]:
                         st.last_event_seq[r] = seq
-                    emit("rotor", r0, self._first(ring, r0, 1, cols), dfc.formula, dfc.formula,
-                         float(confs[m].mean()), xy_px=dfc.centre_px)
             for i in np.flatnonzero(~done):
                 r = rows[i]
                 if is_si[r]:
@@ -181,6 +183,26 @@ class EventLogic:
             st.anchor[rows] = st.pos[rows]
             st.last_hop_seq[rows] = seq
             ring[rows] = UNKNOWN
+
+        # ---- rotor: a heavy-atom defect's orientation (from the set of its heavy atoms, not from
+        # track identities) changed by more than rotor_min_deg, debounced k of n per place
+        if chem.defects and len(det_track):
+            steps = self.rotor.step(chem.defects, chem.atoms.species, world, seq, k, n,
+                                    float(getattr(tr.ecfg, "rotor_min_deg", 45.0)))
+            for stp in steps:
+                dfc = chem.defects[stp.defect]
+                r0 = int(det_track[stp.pivot])
+                if r0 < 0:
+                    continue
+                n_out = len(out)
+                emit("rotor", r0, stp.first_seq, f"{dfc.formula} at {stp.before_deg:.0f} deg",
+                     f"{dfc.formula} at {stp.after_deg:.0f} deg", stp.count / n * float(st.conf[r0]),
+                     xy_px=dfc.centre_px)
+                if len(out) > n_out:
+                    out[-1].angle_before_deg = round(stp.before_deg, 1)
+                    out[-1].angle_after_deg = round(stp.after_deg, 1)
+                mem = det_track[np.asarray(dfc.members, np.int64)]
+                st.last_event_seq[mem[mem >= 0]] = seq
 
         # ---- dimers (one event per pair, on the Si that moved when one did)
         ring = st.ring("dimer")
