@@ -171,6 +171,8 @@ class Event:
     # a rotor step: the defect's orientation before and after (degrees), else None
     angle_before_deg: float | None = None
     angle_after_deg: float | None = None
+    # track ids of the atoms involved (a new motif's example atoms), else None
+    atom_ids: list | None = None
 
     def __post_init__(self) -> None:
         if not self.category:

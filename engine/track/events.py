@@ -25,8 +25,9 @@ kind                      rule (all states debounced k of n)
                           frames explaining it (dimer, hop, coordination)
 ``vacancy_created``       a confirmed C track ends away from the field edge, no atom took its site,
                           and it was not bonded to a heavy atom (then the Si's event reports it)
-``new_motif``             a defect whose motif is ``new motif k`` is present at the same place k of n
-                          frames, first time in the series
+``new_motif``             a defect of a new class (engine/track/motif_class.py: not a named motif, not
+                          a known kind) is present at the same place k of n frames; once per class
+                          per session (``after`` names the class, ``atom_ids`` its atoms)
 ========================  ==========================================================================
 
 Events are not raised for tracks born in the series' first frame adopting their first state, and
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.track import debounce
+from engine.track.motif_class import motif_class
 from engine.track.rotor import RotorMachine
 from engine.track.debounce import UNKNOWN
 from engine.types import C, OTHER, SI, SPECIES, Chemistry, Event
@@ -238,24 +240,34 @@ class EventLogic:
                 emit("formula_changed", r, self._first(ring, r, a, cols), names.get(int(b), "?"),
                      names.get(int(a), "?"), c)
 
-        # ---- new motifs: first time in the series, present at the same place (drift-corrected,
-        # within MOTIF_RADIUS_A) in k of the last n frames -- a motif made by noise moves around
+        # ---- new motifs: a defect of a new *class* (engine/track/motif_class.py: not a named motif,
+        # not a kind the lattice graph knows), present at the same place (drift-corrected, within
+        # MOTIF_RADIUS_A) in k of the last n frames -- a motif made by noise moves around. Once per
+        # class per session (the tracker keeps the set across series).
+        raised = tr.motif_classes_raised
         for dfc in chem.defects or []:
-            motif = getattr(dfc, "motif", "") or ""
-            if not motif.startswith("new motif") or motif in self._motif_raised:
+            cls = motif_class(dfc)
+            if cls is None or cls in raised:
                 continue
             centre_w = tr.to_world(np.asarray(dfc.centre_px, float) * ps)
-            seen = self._motif_seen.setdefault(motif, deque(maxlen=8 * n))
+            seen = self._motif_seen.setdefault(cls, deque(maxlen=8 * n))
             seen.append((seq, centre_w))
             recent = {s for s, c in seen if s > seq - n and np.hypot(*(c - centre_w)) < MOTIF_RADIUS_A}
             if len(recent) >= k:
-                self._motif_raised.add(motif)
                 members = np.asarray(dfc.members, np.int64)
                 if not len(members):
                     continue
                 rows = det_track[members]
+                rows = rows[rows >= 0]
+                if not len(rows):
+                    continue
+                raised.add(cls)
                 r = int(rows[np.argmax(st.sp_state[rows] != C)])
-                emit("new_motif", r, int(min(recent)), "unseen", motif, len(recent) / n, xy_px=dfc.centre_px)
+                n_out = len(out)
+                emit("new_motif", r, int(min(recent)), "unseen",
+                     f"{dfc.motif} ({cls[0]} {cls[1]})".strip(), len(recent) / n, xy_px=dfc.centre_px)
+                if len(out) > n_out:
+                    out[-1].atom_ids = [int(v) for v in st.id[rows]]
 
         # ---- presence: a track ends after max(k, memory_frames) missed frames in a row. Random
         # missed detections (rate p) end a track with probability p^m per frame, not ~C(n,k) p^k.

@@ -121,6 +121,7 @@ class Tracker:
             raise ValueError(f"events.k_of_n must satisfy 1 <= k <= n, got {self.ecfg.k_of_n}")
         self._ring_len = max(int(self.cfg.history_frames), int(n), 2)
         self._next_id = 0
+        self.motif_classes_raised: set = set()    # new_motif classes raised this session (kept across series)
         self.reset()
 
     # ------------------------------------------------------------------------------ control
