@@ -254,6 +254,8 @@ class TabSession:
         self.live = Toggle(label="● Live", active=True, button_type="success", width=110, name="live_toggle")
         self.live.on_change("active", self._on_live)
         self.info = Div(text="", width=640, stylesheets=[css], name="frame_info")
+        self.gallery = Div(text=self._gallery_html(None), width=640, stylesheets=[css], name="gallery")
+        self.gallery_key = 0
 
         # ---- display options (client side only)
         self.cmap = Select(title="colour map", value="gray", options=list(PALETTES), width=110)
@@ -355,7 +357,7 @@ class TabSession:
                                     + [("defect", None, 0), ("event", "ring", 0)]), width=660)
         tl_legend = h(text=legend_html([("3-fold", ATOM_COLORS[2], -1), ("4-fold", ATOM_COLORS[3], -1),
                                         ("other", "#9e9e9e", -1), ("event", "tri", 0)]), width=420)
-        left = column(p, legend, row(self.live, self.slider), self.info, width=670)
+        left = column(p, legend, row(self.live, self.slider), self.info, self.gallery, width=670)
         controls = column(h(text="<h4>display</h4>"), row(self.cmap, self.contrast),
                           row(self.logscale, self.show_atoms, self.show_bonds, self.sound),
                           h(text="<h4>acquisition &amp; analysis</h4>"), row(self.pause, self.rec),
@@ -507,6 +509,8 @@ class TabSession:
             self.last_alarm_key = newest.key
             self._refresh_banner(time.time(), flash=True)
             self.banner.tags = [newest.key]               # triggers the optional sound in the browser
+            if self.selected_key is None:
+                self._set_gallery(newest)
         else:
             self._refresh_banner(time.time(), flash=False, force=True)
 
@@ -527,6 +531,28 @@ class TabSession:
         if text != self.banner.text:
             self.banner.text = text
 
+    @staticmethod
+    def _gallery_html(row_) -> str:
+        import base64
+        import html as _html
+        if row_ is None:
+            return ('<div class="info"><b>before / after</b> · click an event in the log to see crops of the '
+                    'frame before and the frame after it</div>')
+        if row_.gallery_png is None:
+            return (f'<div class="info"><b>before / after</b> · no picture for '
+                    f'{_html.escape(render.event_label(row_.event.kind))} (bookkeeping, or Pillow missing)</div>')
+        b64 = base64.b64encode(row_.gallery_png).decode("ascii")
+        return (f'<div class="info gallery" data-key="{row_.key}"><b>before / after</b> · '
+                f'{_html.escape(render.event_label(row_.event.kind))} · frame {row_.event.frame}<br>'
+                f'<img alt="before and after event {row_.key}" style="max-width: 100%; height: auto;" '
+                f'src="data:image/png;base64,{b64}"></div>')
+
+    def _set_gallery(self, row_) -> None:
+        if row_ is None or row_.key == self.gallery_key:
+            return
+        self.gallery_key = row_.key
+        self.gallery.text = self._gallery_html(row_)
+
     def _on_acknowledge(self) -> None:
         if self.banner_key:
             self.alarm.acknowledge(self.banner_key)
@@ -546,6 +572,7 @@ class TabSession:
         if row_ is None:
             return
         self.selected_key = key
+        self._set_gallery(row_)
         df = self.hub.frame(row_.idx)
         self._set_live(False)
         if df is None or df.idx != row_.idx:

@@ -309,6 +309,7 @@ class EventRow:
     series: str
     event: Event
     t_seen: float            # Unix seconds when the dashboard received it
+    gallery_png: bytes | None = None   # before/after crops (dashboard.gallery), transformations only
 
 
 def event_table_columns(rows: list[EventRow]) -> dict:

@@ -16,6 +16,7 @@ Two sides, two threads:
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from typing import Any
@@ -25,6 +26,8 @@ import numpy as np
 from dashboard.render import DisplayFrame, EventRow, display_frame
 from engine.types import FrameResult
 from stemwatch.config import DashboardConfig
+
+log = logging.getLogger(__name__)
 
 
 class _Rolling:
@@ -130,8 +133,24 @@ class DashboardHub:
             now = time.time()
             for ev in df.events:
                 self.n_events += 1
-                self.events.append(EventRow(self.n_events, df.idx, df.series, ev, now))
+                self.events.append(EventRow(self.n_events, df.idx, df.series, ev, now, self._gallery(df, ev)))
             self.events_version += 1
+
+    def _gallery(self, df, ev) -> bytes | None:
+        """Before/after crops of a transformation (the frame before its first change is still in the
+        ring when it is confirmed); None for bookkeeping, without Pillow, or if drawing fails."""
+        from dashboard import gallery
+        from engine.track.categories import BOOKKEEPING
+
+        if getattr(ev, "category", "") == BOOKKEEPING or not gallery.available():
+            return None
+        try:
+            frames = [f for f in self.history if f is not df]
+            before = gallery.before_frame(frames, ev, df.series)
+            return gallery.png_bytes(gallery.before_after(before, df, ev, frames))
+        except Exception:  # a picture must never stop the event log
+            log.exception("gallery picture for event %s failed", ev.kind)
+            return None
 
     def status(self) -> tuple[dict, float]:
         """The newest status dict and the Unix time it was received."""

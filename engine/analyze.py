@@ -134,11 +134,13 @@ def _count_frames(path: Path) -> int | None:
 
 def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, pixel_size_A: float | None = None,
                  key: str | None = None, limit: int | None = None, progress: bool = True,
-                 pipeline=None) -> dict:
+                 pipeline=None, gallery: bool = False) -> dict:
     """Analyse every frame of ``path`` into ``out_dir``; returns the summary (also summary.json).
 
     pixel_size_A : A/px for inputs without a calibration (overrides the file's).
     limit : analyse at most this many frames. pipeline : an existing Pipeline (default: a new one).
+    gallery : also write ``gallery/*.png``, before/after crops of every transformation event
+    (:mod:`dashboard.gallery`, needs Pillow).
     """
     from tqdm import tqdm
 
@@ -153,7 +155,12 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
     if first is None:
         raise FileImportError(f"{path.name}: no frames")
     own = pipeline is None
-    pipe = pipeline or Pipeline(cfg)
+    pipe = pipeline or Pipeline(cfg, keep_image=gallery)
+    gal = None
+    if gallery:
+        from dashboard.gallery import GalleryWriter
+        gal = GalleryWriter(out_dir)                # raises ImportError (one line) without Pillow
+        pipe.keep_image = True
     writer = ResultWriter(out_dir)
     t0 = time.time()
     total = _count_frames(path)
@@ -167,6 +174,8 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
                 break
             r = pipe.process(frame)
             writer.write(r)
+            if gal is not None:
+                gal.write(r)
             bar.update(1)
             if r.events:
                 bar.set_postfix(events=sum(writer.events_by_kind.values()))
@@ -175,7 +184,8 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
         elapsed = time.time() - t0
         summary = writer.summary(input=str(path), out_dir=str(Path(out_dir)), elapsed_s=elapsed,
                                  frames_per_s=writer.n_frames / elapsed if elapsed > 0 else None,
-                                 backend=pipe.backend_description, config=cfg.to_dict())
+                                 backend=pipe.backend_description, config=cfg.to_dict(),
+                                 **({"gallery": len(gal.written)} if gal is not None else {}))
         writer.close(summary)
         if own:
             pipe.close()

@@ -66,15 +66,16 @@ def _analyze(args) -> int:
     cfg = _config(args)
     try:
         summary = analyze_file(args.input, args.out, cfg, pixel_size_A=args.pixel_size, key=args.key,
-                               limit=args.limit, progress=not args.quiet)
-    except (FileNotFoundError, FileImportError) as exc:
+                               limit=args.limit, progress=not args.quiet, gallery=args.gallery)
+    except (FileNotFoundError, FileImportError, ImportError) as exc:
         print(f"stemwatch analyze: {exc}", file=sys.stderr)
         return 2
     print(f"{summary['frames']} frames ({summary['frames_with_error']} with errors), "
           f"{summary['atoms_per_frame']:.0f} atoms/frame, {summary['tracks']} tracks, "
           f"{summary['events']} events {summary['events_by_kind']}, "
           f"{summary['frames_per_s'] or 0:.1f} frames/s on {summary['backend']}")
-    print(f"wrote {args.out}/atoms.csv, events.jsonl, frames.csv, summary.json")
+    print(f"wrote {args.out}/atoms.csv, events.jsonl, frames.csv, summary.json"
+          + (f", gallery/ ({summary.get('gallery', 0)} PNG)" if args.gallery else ""))
     return 0 if summary["frames"] > summary["frames_with_error"] else 1
 
 
@@ -196,6 +197,9 @@ def register(sub) -> None:
     add_file_options(p, frame_time=False)
     p.add_argument("--limit", type=int, default=None, metavar="N", help="analyse at most N frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--gallery", action="store_true",
+                   help="also write gallery/f<frame>_<kind>_t<track>.png: crops from the frame before and the frame "
+                   "after each transformation event, atoms and bonds drawn (needs Pillow: stemwatch[gallery])")
     _add_engine_options(p)
     p.set_defaults(func=_analyze)
 

@@ -4,6 +4,8 @@ number, and a new series clearing the banner."""
 
 import dataclasses
 
+import numpy as np
+
 from bokeh.document import Document
 
 from _dashboard_data import Lattice
@@ -85,3 +87,47 @@ def test_a_new_series_clears_the_banner_and_the_timeline():
     assert set(tab.tl_source.data["x"].tolist()) <= {0.0, 1.0, 2.0, 3.0} and tab.tl_events.data["x"] == []
     assert "series run-B" in tab.slider.title
     assert tab.event_source.data["series"] == ["run-A"]        # the log keeps the old series, labelled
+
+
+def test_event_click_shows_before_and_after_crops_the_same_as_analyze_writes(tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from dashboard import gallery
+
+    hub = DashboardHub(DashboardConfig(ack_timeout_s=0.0))
+    tab = make_document(Document(), hub)
+    lat = Lattice(shape=(128, 128), n_si=2, series="run-A")
+    results = []
+    for seq in range(10):
+        ev = [lat.switch(1, seq)] if seq == 6 else []
+        r = lat.result(seq, events=ev, drift_A=(0.05 * seq, 0.0))
+        results.append(r)
+        hub.publish(r)
+        hub.drain()
+        tab._fast_tick()
+    tab._slow_tick()
+    row = hub.events[-1]
+    assert row.gallery_png is not None
+    tab.event_source.selected.indices = [0]                     # the operator clicks the row
+    assert f'data-key="{row.key}"' in tab.gallery.text
+    png = base64.b64decode(tab.gallery.text.split("base64,")[1].split('"')[0])
+    pic = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert pic.shape == (gallery.CROP_PX + gallery.CAPTION_PX, 2 * gallery.CROP_PX + gallery.GAP_PX, 3)
+    # the dopant is drawn 3-fold (red) before and 4-fold (yellow) after: coordination is visible
+    c = gallery.CAPTION_PX + gallery.CROP_PX // 2
+    left = pic[c - 3:c + 4, gallery.CROP_PX // 2 - 3:gallery.CROP_PX // 2 + 4].reshape(-1, 3)
+    rx = gallery.CROP_PX + gallery.GAP_PX + gallery.CROP_PX // 2
+    right = pic[c - 3:c + 4, rx - 3:rx + 4].reshape(-1, 3)
+    red, yellow = np.array([0xff, 0x17, 0x44]), np.array([0xff, 0xd6, 0x00])
+    assert (np.abs(left - red).sum(1) < 30).any() and not (np.abs(left - yellow).sum(1) < 30).any()
+    assert (np.abs(right - yellow).sum(1) < 30).any() and not (np.abs(right - red).sum(1) < 30).any()
+    # analyze's writer draws the same picture from the same results
+    w = gallery.GalleryWriter(tmp_path)
+    for r in results[:7]:
+        w.write(r)
+    assert w.written == [gallery.file_name(row.event)]
+    on_disk = np.asarray(Image.open(tmp_path / "gallery" / w.written[0]).convert("RGB"))
+    assert np.array_equal(on_disk, pic)
