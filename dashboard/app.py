@@ -281,12 +281,12 @@ class TabSession:
         self.banner.js_on_change("tags", CustomJS(args={"sound": self.sound}, code=BEEP_JS))
         self.ack = Button(label="✓ Acknowledge", width=130, name="acknowledge", disabled=True)
         self.ack.on_click(self._on_acknowledge)
-        self.mute = Button(label="🔕 Mute this kind", width=150, name="mute", disabled=True)
+        self.mute = Button(label="Mute this kind", width=150, name="mute", disabled=True)
         self.mute.on_click(self._on_mute)
         self.show_bookkeeping = Checkbox(label="show bookkeeping (atoms entering / leaving the field)", active=False,
                                          name="show_bookkeeping")
         self.show_bookkeeping.on_change("active", lambda attr, old, new: self._update_events())
-        self.status = Div(text="", width=420, stylesheets=[css], name="status")
+        self.status = Div(text="", width=440, stylesheets=[css], name="status")
 
         # ---- controls
         ctl = self.controller is not None
@@ -314,13 +314,14 @@ class TabSession:
         # every cell wraps and carries its full text as a tooltip: nothing is cut off
         wrap = HTMLTemplateFormatter(template='<div class="cell" title="<%- value %>" style="white-space: normal; '
                                               'line-height: 1.15; overflow-wrap: anywhere;"><%- value %></div>')
-        cols = [TableColumn(field="series", title="series", width=58, formatter=wrap),
-                TableColumn(field="frame", title="frame", width=40), TableColumn(field="time", title="time", width=64),
-                TableColumn(field="kind", title="event", width=104, formatter=wrap),
-                TableColumn(field="track", title="track", width=40),
-                TableColumn(field="change", title="change", width=124, formatter=wrap),
-                TableColumn(field="where", title="x, y (Å)", width=70, formatter=wrap),
-                TableColumn(field="conf", title="conf.", width=34)]
+        cols = [TableColumn(field="series", title="series", width=54, formatter=wrap),
+                TableColumn(field="frame", title="frame", width=40),
+                TableColumn(field="time", title="time", width=58, formatter=wrap),
+                TableColumn(field="kind", title="event", width=86, formatter=wrap),
+                TableColumn(field="track", title="track", width=38),
+                TableColumn(field="change", title="change", width=92, formatter=wrap),
+                TableColumn(field="where", title="x, y (Å)", width=62, formatter=wrap),
+                TableColumn(field="conf", title="conf.", width=36)]
         self.table = DataTable(source=self.event_source, columns=cols, width=470, height=290, index_position=None,
                                selectable=True, sortable=False, name="event_table", row_height=36)
         self.event_source.selected.on_change("indices", self._on_select)
@@ -330,7 +331,7 @@ class TabSession:
                                            "coord": np.zeros(0, np.int8), "tid": np.zeros(0, np.int32)},
                                           name="timeline_source")
         self.tl_events = ColumnDataSource({"x": [], "lane": [], "kind": []}, name="timeline_events")
-        t = figure(name="timeline", width=420, height=290, title="dopant coordination over the history",
+        t = figure(name="timeline", width=470, height=260, title="dopant coordination over the history",
                    x_axis_label="frame", tools="xpan,xwheel_zoom,reset", toolbar_location="right",
                    background_fill_color="#1e2a33", border_fill_color="#263238", outline_line_color=None)
         t.title.text_color = "#eceff1"
@@ -363,10 +364,14 @@ class TabSession:
                           h(text="<h4>acquisition &amp; analysis</h4>"), row(self.pause, self.rec),
                           self.rec_path, row(self.k, self.n, self.conf), self.apply, self.msg, width=440)
         events = column(h(text="<h4>event log · click a row to see its frame</h4>"), self.table, self.show_bookkeeping,
-                        width=470)
-        right = column(row(self.status, controls), row(events, column(t, tl_legend)))
+                        t, tl_legend, width=470, name="events_panel")
+        middle = column(self.status, controls, width=440, name="controls_panel")
         top = row(self.banner, self.ack, self.mute, sizing_mode="stretch_width")
-        body = column(top, row(left, right), sizing_mode="stretch_width",
+        # three panels that wrap (CSS flex-wrap) instead of overflowing: one row at 1920 px, the event
+        # log under the image and controls at 1280 px; never a horizontal scroll bar (issue 15)
+        main = row(left, middle, events, sizing_mode="stretch_width", styles={"flex-wrap": "wrap", "gap": "10px"},
+                   name="main_panels")
+        body = column(top, main, sizing_mode="stretch_width",
                       styles={"background": "#263238", "padding": "8px"},
                       stylesheets=[GlobalInlineStyleSheet(css="body { background: #263238; margin: 0; }")])
         doc.add_root(body)
@@ -526,7 +531,7 @@ class TabSession:
         earlier = [r for r in alarms[-4:-1][::-1] if now - r.t_seen <= RECENT_ALERT_S]
         self.banner_key = row_.key if row_ is not None else 0
         self.ack.disabled = self.mute.disabled = row_ is None
-        self.mute.label = f"🔕 Mute {render.event_label(row_.event.kind)}" if row_ is not None else "🔕 Mute this kind"
+        self.mute.label = f"Mute {render.event_label(row_.event.kind)}" if row_ is not None else "Mute this kind"
         text = alarm.banner_html(row_, len(alarms), self.hub.n_events, now, flash, earlier, self.alarm.muted)
         if text != self.banner.text:
             self.banner.text = text

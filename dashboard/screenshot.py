@@ -94,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kind", default="si_3_to_4", help="event kind to wait for (default %(default)s)")
     p.add_argument("--delay-s", type=float, default=0.3, help="seconds after the event (default %(default)s)")
     p.add_argument("--out", default="docs/dashboard.png")
+    p.add_argument("--width", type=int, default=1920, help="window width, px (default %(default)s)")
+    p.add_argument("--height", type=int, default=1080, help="window height, px (default %(default)s)")
     args = p.parse_args(argv)
-    info = take(args.source, args.out, args.kind, args.delay_s)
+    info = take(args.source, args.out, args.kind, args.delay_s, width=args.width, height=args.height)
     e = info["event"]
     print(f"saved {args.out}: {e['kind']} track {e['atom_id']} on frame {e['frame']}", file=sys.stderr)
     return 0
