@@ -297,7 +297,8 @@ def _score_events(truth: Truth, events: list, gt_pos: dict, analysed: set, ps: f
                   defect_xy: dict | None = None) -> dict:
     seqs = sorted(analysed)
     r_px = radius_A / ps
-    field = [e for e in events if e.get("before") in FIELD_BEFORE or e.get("after") in FIELD_AFTER]
+    field = [e for e in events if e.get("before") in FIELD_BEFORE or e.get("after") in FIELD_AFTER
+             or e.get("category") == "bookkeeping"]        # bookkeeping is never a transformation
     hyp = [e for e in events if e not in field]
     # The simulator's truth has no notion of motifs: a "new motif" report is judged plausible when
     # it sits on a truth defect (an atom whose label is not pristine lattice), false otherwise.

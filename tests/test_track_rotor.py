@@ -83,3 +83,10 @@ def test_static_cluster_with_jittering_atoms_raises_no_rotor():
     for seed in (1, 2):
         evs = _static_cluster(seed=seed)
         assert [e for e in evs if e.kind == "rotor"] == [], seed
+
+
+def test_a_pair_has_an_axis_whatever_the_order_of_its_atoms():
+    a, b = np.array([0.0, 0.0]), np.array([2.8, 0.3])
+    assert orientation(np.array([a, b]))[0] == pytest.approx(orientation(np.array([b, a]))[0])
+    assert orientation(np.array([a, b]))[1] == 180
+    assert turn(np.array([a, b]), np.array([b, a]))[2] == pytest.approx(0.0)

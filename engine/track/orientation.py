@@ -3,7 +3,7 @@
 The orientation of a set of heavy atoms (the Si of a cluster) is measured on the *set* of positions,
 not on track identities (identical atoms cannot be told apart, and a tracker may read a rotor step as
 one atom jumping across): the pivot is the member nearest the centroid, and the orientation is the
-direction from the pivot to the mean of the others (period 360 degrees: a Si3 cluster's two arms
+direction from the pivot to the mean of the others (a pair: its axis, period 180; otherwise period 360 degrees: a Si3 cluster's two arms
 turned by 120 degrees about the centre Si turn it by 120 degrees). A set whose members balance around
 the pivot (first moment < ``MIN_ARM_A``) falls back to its principal axis (period 180 degrees), and
 a set with no preferred direction has no orientation (None): it cannot be said to rotate.
@@ -28,6 +28,9 @@ def orientation(points_A: np.ndarray) -> tuple[float | None, int]:
     if len(p) < 2:
         return None, 0
     c = p.mean(0)
+    if len(p) == 2:                                # a pair has no pivot: its axis (period 180)
+        d = p[1] - p[0]
+        return float(np.degrees(np.arctan2(d[1], d[0])) % 180.0), 180
     pivot = int(np.argmin(np.hypot(*(p - c).T)))
     arm = np.delete(p, pivot, axis=0).mean(0) - p[pivot]
     if np.hypot(*arm) >= MIN_ARM_A:
