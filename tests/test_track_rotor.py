@@ -90,3 +90,23 @@ def test_a_pair_has_an_axis_whatever_the_order_of_its_atoms():
     assert orientation(np.array([a, b]))[0] == pytest.approx(orientation(np.array([b, a]))[0])
     assert orientation(np.array([a, b]))[1] == 180
     assert turn(np.array([a, b]), np.array([b, a]))[2] == pytest.approx(0.0)
+
+
+def test_an_unusable_frame_is_not_observed():
+    from types import SimpleNamespace
+
+    from engine.track.rotor import RotorMachine
+
+    pivot = np.zeros(2)
+    arms = lambda degs: np.array([pivot] + [1.8 * np.array([np.cos(np.radians(d)), np.sin(np.radians(d))])
+                                            for d in degs])
+    d = [SimpleNamespace(members=np.arange(3))]
+    sp = np.array([1, 1, 1])
+    m = RotorMachine()
+    for seq in range(4):
+        assert m.step(d, sp, arms([0, 120]) + 10, seq, 3, 4, 45.0) == []
+    # three turned frames, but two of them are glitches: nothing is confirmed ...
+    assert [m.step(d, sp, arms([120, 240]) + 10, 4 + i, 3, 4, 45.0, usable=i == 0) for i in range(3)] == [[]] * 3
+    # ... while three usable turned frames confirm the turn
+    got = [m.step(d, sp, arms([120, 240]) + 10, 7 + i, 3, 4, 45.0) for i in range(3)]
+    assert sum(len(g) for g in got) == 1

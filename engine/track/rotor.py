@@ -63,9 +63,15 @@ class RotorMachine:
         self.places: list[_Place] = []
 
     def step(self, defects, species: np.ndarray, xy_world_A: np.ndarray, seq: int, k: int, n: int,
-             min_turn_deg: float) -> list[RotorStep]:
-        """One frame. ``xy_world_A`` (N, 2) atoms in world coordinates; ``species`` (N,) codes (0 = C)."""
+             min_turn_deg: float, usable: bool = True) -> list[RotorStep]:
+        """One frame. ``xy_world_A`` (N, 2) atoms in world coordinates; ``species`` (N,) codes (0 = C).
+
+        ``usable`` False (a glitch frame, by the frame-health verdict): the frame is not observed at
+        all, so it can neither start nor confirm a turn.
+        """
         out: list[RotorStep] = []
+        if not usable:
+            return out
         species = np.asarray(species)
         seen: set[int] = set()
         done_sets: set[tuple] = set()
