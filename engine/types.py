@@ -36,6 +36,7 @@ EVENT_KINDS: tuple[str, ...] = (
     "rotor",            # a defect group rotates in place
     "vacancy_created",  # a C atom ejected from the lattice
     "new_motif",        # a local environment never seen before
+    "tracks_reset",     # bookkeeping: many tracks lost at once (the tracker lost the field)
 )
 GT_ONLY_KINDS: tuple[str, ...] = ("flicker",)
 

@@ -44,3 +44,26 @@ def test_analyze_writes_category_on_every_event(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [r["category"] for r in rows] == ["bookkeeping", "transformation"]
     assert w.summary()["events_by_category"] == {"bookkeeping": 1, "transformation": 1}
+
+
+def test_losing_many_tracks_at_once_is_bookkeeping_not_a_vacancy_per_atom():
+    import numpy as np
+    from _track_lattice import chemistry_of, make_movie
+
+    from engine.track import Tracker
+    from stemwatch.config import EventConfig
+
+    mv = make_movie(n_frames=18, size_A=40.0, n_si=2, drift_A=(0.1, 0.0), seed=3)
+    tr = Tracker(events=EventConfig())
+    keep = np.random.default_rng(0).random(5000) > 0.4
+    evs = []
+    for t, (chem, _, shape) in enumerate(mv.frames):
+        if 10 <= t < 15:                 # a burst of frames where 40 % of the C are not found (a dose dip)
+            a = chem.atoms
+            m = keep[:len(a)] | (np.asarray(a.species) != 0)
+            chem = chemistry_of(a.xy_px[m], np.asarray(a.species)[m], a.pixel_size_A)
+        evs += tr.update(chem, t, float(t), frame_shape=shape).events
+    kinds = [e.kind for e in evs]
+    assert "vacancy_created" not in kinds, kinds          # before: 46 vacancy_created
+    resets = [e for e in evs if e.kind == "tracks_reset"]
+    assert resets and all(e.category == "bookkeeping" for e in resets)

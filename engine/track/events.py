@@ -25,6 +25,9 @@ kind                      rule (all states debounced k of n)
                           frames explaining it (dimer, hop, coordination)
 ``vacancy_created``       a confirmed C track ends away from the field edge, no atom took its site,
                           and it was not bonded to a heavy atom (then the Si's event reports it)
+``tracks_reset``          (bookkeeping) more than max(8, 1 %) of the confirmed tracks end in one frame
+                          away from the edge: the tracker lost the field; raised instead of a
+                          ``vacancy_created`` / ``si_lost`` per track
 ``new_motif``             a defect of a new class (engine/track/motif_class.py: not a named motif, not
                           a known kind) is present at the same place k of n frames; once per class
                           per session (``after`` names the class, ``atom_ids`` its atoms)
@@ -55,6 +58,10 @@ if TYPE_CHECKING:  # pragma: no cover
 DIMER_PARTNER_A = 3.5
 #: a new motif must be seen again within this distance (A, drift-corrected) to count
 MOTIF_RADIUS_A = 1.5
+#: more interior tracks than this (and than this fraction of the confirmed tracks) ending in one frame
+#: is the tracker losing the field, not atoms leaving: a bookkeeping "tracks_reset" event instead
+MASS_END_MIN = 8
+MASS_END_FRACTION = 0.01
 
 _SP_NAMES = {UNKNOWN: "unknown", **{i: s for i, s in enumerate(SPECIES)}}
 
@@ -286,6 +293,15 @@ class EventLogic:
             edge_all = left[rows] | tr._near_edge(pred_all, tr.cfg.border_margin_A)
             # an atom vanishing near the edge is more often cut by it than ejected
             c_edge = tr._near_edge(pred_all, tr.cfg.edge_exclusion_A)
+            # Many tracks ending in the same frame is the tracker losing the field (a registration
+            # failure: the drift jumped, a glitch frame), not many atoms leaving: one bookkeeping
+            # "tracks_reset" event instead of a vacancy / ejection per track.
+            n_end = len(rows)
+            if n_end > max(MASS_END_MIN, MASS_END_FRACTION * int(st.confirmed.sum())):
+                r0 = int(rows[0])
+                emit("tracks_reset", r0, self._first(ring, r0, 0, cols), f"{n_end} tracks", "lost at once", 1.0,
+                     xy_px=tuple(np.mean(pred_all, 0) / ps))
+                rows = rows[:0]
             for r, pred_A, edge, ce in zip(rows, pred_all, edge_all, c_edge):
                 xy_px = pred_A / ps
                 first = self._first(ring, r, 0, cols)
