@@ -32,11 +32,8 @@ GAP_PX = 6
 
 def available() -> bool:
     """Whether Pillow is installed (``pip install stemwatch[gallery]``)."""
-    try:
-        import PIL  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+    return importlib.util.find_spec("PIL") is not None
 
 
 def _hex(c: str) -> tuple[int, int, int]:

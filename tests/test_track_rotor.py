@@ -5,7 +5,6 @@ cluster whose atoms jitter, tracked from the simulator's exact positions (plus d
 jitter) through the real chemistry and tracker.
 """
 
-import dataclasses
 
 import numpy as np
 import pytest

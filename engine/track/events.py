@@ -44,6 +44,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from engine.track import debounce
 from engine.track.motif_class import motif_class
@@ -61,6 +62,8 @@ MOTIF_RADIUS_A = 1.5
 #: more interior tracks than this (and than this fraction of the confirmed tracks) ending in one frame
 #: is the tracker losing the field, not atoms leaving: a bookkeeping "tracks_reset" event instead
 MASS_END_MIN = 8
+#: a vacancy's former neighbours (within this distance, A) must still be tracked and found
+VACANCY_NB_A = 1.8
 MASS_END_FRACTION = 0.01
 
 _SP_NAMES = {UNKNOWN: "unknown", **{i: s for i, s in enumerate(SPECIES)}}
@@ -291,8 +294,11 @@ class EventLogic:
         if len(rows):
             pred_all = tr.to_frame(st.pos[rows])
             edge_all = left[rows] | tr._near_edge(pred_all, tr.cfg.border_margin_A)
-            # an atom vanishing near the edge is more often cut by it than ejected
-            c_edge = tr._near_edge(pred_all, tr.cfg.edge_exclusion_A)
+            # an atom vanishing near the edge is more often cut by it than ejected; the track was last
+            # seen max(k, memory_frames) frames ago, and the field has drifted meanwhile (at 2 A/frame a
+            # drift reversal moves the edge 6 A): the margin grows with the drift
+            speed = float(np.hypot(*tr._drift_per_frame_A))
+            c_edge = tr._near_edge(pred_all, tr.cfg.edge_exclusion_A + speed * max(k, tr.cfg.memory_frames))
             # Many tracks ending in the same frame is the tracker losing the field (a registration
             # failure: the drift jumped, a glitch frame), not many atoms leaving: one bookkeeping
             # "tracks_reset" event instead of a vacancy / ejection per track.
@@ -302,6 +308,7 @@ class EventLogic:
                 emit("tracks_reset", r0, self._first(ring, r0, 0, cols), f"{n_end} tracks", "lost at once", 1.0,
                      xy_px=tuple(np.mean(pred_all, 0) / ps))
                 rows = rows[:0]
+            site_tree = None
             for r, pred_A, edge, ce in zip(rows, pred_all, edge_all, c_edge):
                 xy_px = pred_A / ps
                 first = self._first(ring, r, 0, cols)
@@ -312,6 +319,16 @@ class EventLogic:
                     if tree is not None and np.isfinite(tree.query(pred_A, k=1,
                                                                    distance_upper_bound=tr.cfg.max_speed_A_per_frame)[0]):
                         continue                           # another atom sits on the site
+                    # a vacancy is one empty site in an intact, registered lattice: its neighbours
+                    # (confirmed tracks within VACANCY_NB_A) are still there and were found this
+                    # frame; when they are missed too, the field was misregistered or badly imaged
+                    if site_tree is None:
+                        alive = np.flatnonzero(st.confirmed & ~ended)
+                        site_tree = (alive, cKDTree(st.pos[alive])) if len(alive) else (alive, None)
+                    alive, kd = site_tree
+                    nb = alive[kd.query_ball_point(st.pos[r], VACANCY_NB_A)] if kd is not None else alive[:0]
+                    if len(nb) < 2 or np.any(st.misses[nb] > 0):
+                        continue
                     emit("vacancy_created", r, first, "C", "vacancy", count / n, xy_px=xy_px)
         self.ended = ended
         return out
