@@ -163,6 +163,7 @@ class TabSession:
         self.alarm = alarm.AlarmState()       # this tab's acknowledgements and muted kinds
         self.last_alarm_key = 0               # newest alarm that flashed the banner (and beeped)
         self.banner_key = 0                   # the event the banner shows (0: none)
+        self._gallery_pending = None          # an alarm whose before/after picture is drawn next tick
         self._quiet = False            # True while the server itself sets widget values
         self._seen_thresholds: tuple = ((), None)
         self._build()
@@ -378,6 +379,9 @@ class TabSession:
 
     # ------------------------------------------------------------------ periodic updates
     def _fast_tick(self) -> None:
+        if self._gallery_pending is not None:
+            row_, self._gallery_pending = self._gallery_pending, None
+            self._set_gallery(row_)
         if self.hub.events_version != self.shown_events_version:
             self._update_events()
         if not self.live.active:
@@ -514,8 +518,8 @@ class TabSession:
             self.last_alarm_key = newest.key
             self._refresh_banner(time.time(), flash=True)
             self.banner.tags = [newest.key]               # triggers the optional sound in the browser
-            if self.selected_key is None:
-                self._set_gallery(newest)
+            if self.selected_key is None:               # drawn next tick: the banner goes out first
+                self._gallery_pending = newest
         else:
             self._refresh_banner(time.time(), flash=False, force=True)
 
@@ -536,17 +540,18 @@ class TabSession:
         if text != self.banner.text:
             self.banner.text = text
 
-    @staticmethod
-    def _gallery_html(row_) -> str:
+    def _gallery_html(self, row_) -> str:
         import base64
         import html as _html
         if row_ is None:
             return ('<div class="info"><b>before / after</b> · click an event in the log to see crops of the '
                     'frame before and the frame after it</div>')
-        if row_.gallery_png is None:
+        png = self.hub.gallery_png(row_)
+        if png is None:
             return (f'<div class="info"><b>before / after</b> · no picture for '
-                    f'{_html.escape(render.event_label(row_.event.kind))} (bookkeeping, or Pillow missing)</div>')
-        b64 = base64.b64encode(row_.gallery_png).decode("ascii")
+                    f'{_html.escape(render.event_label(row_.event.kind))} (bookkeeping, frames no longer kept, '
+                    'or Pillow missing)</div>')
+        b64 = base64.b64encode(png).decode("ascii")
         return (f'<div class="info gallery" data-key="{row_.key}"><b>before / after</b> · '
                 f'{_html.escape(render.event_label(row_.event.kind))} · frame {row_.event.frame}<br>'
                 f'<img alt="before and after event {row_.key}" style="max-width: 100%; height: auto;" '

@@ -110,7 +110,8 @@ def test_event_click_shows_before_and_after_crops_the_same_as_analyze_writes(tmp
         tab._fast_tick()
     tab._slow_tick()
     row = hub.events[-1]
-    assert row.gallery_png is not None
+    assert hub.gallery_png(row) is not None
+    assert f'data-key="{row.key}"' in tab.gallery.text          # the newest alarm's picture, unasked
     tab.event_source.selected.indices = [0]                     # the operator clicks the row
     assert f'data-key="{row.key}"' in tab.gallery.text
     png = base64.b64decode(tab.gallery.text.split("base64,")[1].split('"')[0])
