@@ -504,8 +504,9 @@ class TabSession:
         data = render.event_table_columns(rows)
         self._quiet = True
         try:
-            self.event_source.data = data
-            sel = []
+            if list(data["key"]) != list(self.event_source.data.get("key", [])):
+                self.event_source.data = data          # only when the visible rows changed (bookkeeping
+            sel = []                                   # hidden by the filter does not redraw the table)
             if self.selected_key is not None and self.selected_key in data["key"]:
                 sel = [data["key"].index(self.selected_key)]
             self.event_source.selected.indices = sel
