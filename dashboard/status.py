@@ -179,9 +179,7 @@ def status_html(status: dict, local: dict, now: float | None = None) -> str:
     drops = s["dropped"]
     received = s["received"]
     frac = (float(drops) / float(received)) if isinstance(drops, (int, float)) and received else None
-    drop_txt = _num(drops, "{:d}") if isinstance(drops, int) else _num(drops)
-    if frac is not None:
-        drop_txt += f" ({100 * frac:.0f} % of {received})"
+    drop_txt = _num(drops, "{:d}") if isinstance(drops, int) else _num(drops)   # the share: in the hover text
     rows.append(_row("dropped for analysis", drop_txt, "warn" if drops else "",
                      HELP["dropped"].format(pct=100.0 * (frac or 0.0))))
     gaps = s["gaps"]
