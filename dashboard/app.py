@@ -163,7 +163,6 @@ class TabSession:
         self.alarm = alarm.AlarmState()       # this tab's acknowledgements and muted kinds
         self.last_alarm_key = 0               # newest alarm that flashed the banner (and beeped)
         self.banner_key = 0                   # the event the banner shows (0: none)
-        self._gallery_pending = None          # an alarm whose before/after picture is drawn next tick
         self._quiet = False            # True while the server itself sets widget values
         self._seen_thresholds: tuple = ((), None)
         self._build()
@@ -379,9 +378,6 @@ class TabSession:
 
     # ------------------------------------------------------------------ periodic updates
     def _fast_tick(self) -> None:
-        if self._gallery_pending is not None:
-            row_, self._gallery_pending = self._gallery_pending, None
-            self._set_gallery(row_)
         if self.hub.events_version != self.shown_events_version:
             self._update_events()
         if not self.live.active:
@@ -519,8 +515,6 @@ class TabSession:
             self.last_alarm_key = newest.key
             self._refresh_banner(time.time(), flash=True)
             self.banner.tags = [newest.key]               # triggers the optional sound in the browser
-            if self.selected_key is None:               # drawn next tick: the banner goes out first
-                self._gallery_pending = newest
         else:
             self._refresh_banner(time.time(), flash=False, force=True)
 
