@@ -530,7 +530,8 @@ class TabSession:
         earlier = [r for r in alarms[-4:-1][::-1] if now - r.t_seen <= RECENT_ALERT_S]
         self.banner_key = row_.key if row_ is not None else 0
         self.ack.disabled = self.mute.disabled = row_ is None
-        self.mute.label = f"Mute {render.event_label(row_.event.kind)}" if row_ is not None else "Mute this kind"
+        # the label stays "Mute this kind" (the kind is the banner's): a label that changed with every
+        # alarm would redraw the button under the operator's pointer
         text = alarm.banner_html(row_, len(alarms), self.hub.n_events, now, flash, earlier, self.alarm.muted)
         if text != self.banner.text:
             self.banner.text = text
