@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from bokeh.document import Document
 from bokeh.layouts import column, row
+from bokeh.models import HTMLTemplateFormatter
 from bokeh.models import (Button, Checkbox, ColumnDataSource, CustomJS, CustomJSHover, DataTable, Div,
                           FixedTicker, GlobalInlineStyleSheet, HoverTool, InlineStyleSheet, LinearColorMapper, Metric, Range1d, RangeSlider,
                           ScaleBar, Select, Slider, Span, Spinner, TableColumn, TextInput, Toggle)
@@ -32,7 +33,7 @@ from bokeh.palettes import Greys256, Inferno256, Magma256, Viridis256
 from bokeh.plotting import figure
 from bokeh.transform import linear_cmap
 
-from dashboard import render
+from dashboard import alarm, render
 from dashboard.render import ATOM_CATEGORIES, ATOM_COLORS, DisplayFrame
 from dashboard.state import DashboardHub
 from dashboard.status import get, status_html
@@ -61,14 +62,15 @@ CSS = """
 .banner { padding: 8px 14px; border-radius: 6px; font-size: 17px; line-height: 1.35; }
 .banner.calm { background: #1e2a33; color: #b0bec5; }
 .banner.alert { color: #111; background: #ffb300; }
-.banner.steady { background: #ffb300; }
+.banner.steady { }
+.banner .sev { font-size: 13px; font-weight: 600; text-transform: uppercase; }
 .banner .muted { opacity: 0.75; font-size: 14px; }
 .banner.flash0 { animation: flash0 2.4s ease-out 1 forwards; }
 .banner.flash1 { animation: flash1 2.4s ease-out 1 forwards; }
 @keyframes flash0 { 0%, 20%, 40% { background: #ff1744; color: #fff; } 10%, 30% { background: #ffd600; color: #111; }
-                    100% { background: #ffb300; color: #111; } }
+                    100% { color: #111; } }
 @keyframes flash1 { 0%, 20%, 40% { background: #ff1744; color: #fff; } 10%, 30% { background: #ffd600; color: #111; }
-                    100% { background: #ffb300; color: #111; } }
+                    100% { color: #111; } }
 .status { font-size: 13px; color: #ddd; }
 .status .pill { display: inline-block; padding: 3px 10px; border-radius: 10px; font-weight: 600;
                 margin-bottom: 6px; }
@@ -158,6 +160,9 @@ class TabSession:
         self.pushes = 0
         self.last_event_key = 0
         self.selected_key: int | None = None
+        self.alarm = alarm.AlarmState()       # this tab's acknowledgements and muted kinds
+        self.last_alarm_key = 0               # newest alarm that flashed the banner (and beeped)
+        self.banner_key = 0                   # the event the banner shows (0: none)
         self._quiet = False            # True while the server itself sets widget values
         self._seen_thresholds: tuple = ((), None)
         self._build()
@@ -249,6 +254,8 @@ class TabSession:
         self.live = Toggle(label="● Live", active=True, button_type="success", width=110, name="live_toggle")
         self.live.on_change("active", self._on_live)
         self.info = Div(text="", width=640, stylesheets=[css], name="frame_info")
+        self.gallery = Div(text=self._gallery_html(None), width=640, stylesheets=[css], name="gallery")
+        self.gallery_key = 0
 
         # ---- display options (client side only)
         self.cmap = Select(title="colour map", value="gray", options=list(PALETTES), width=110)
@@ -269,10 +276,17 @@ class TabSession:
         self.show_bonds.js_on_change("active", CustomJS(args={"r": self.bond_r}, code="r.visible = cb_obj.active;"))
 
         # ---- banner + status
-        self.banner = Div(text=render.banner_html(None, 0, time.time(), False), sizing_mode="stretch_width",
+        self.banner = Div(text=alarm.banner_html(None, 0, 0, time.time(), False), sizing_mode="stretch_width",
                           stylesheets=[css], name="banner")
         self.banner.js_on_change("tags", CustomJS(args={"sound": self.sound}, code=BEEP_JS))
-        self.status = Div(text="", width=420, stylesheets=[css], name="status")
+        self.ack = Button(label="✓ Acknowledge", width=130, name="acknowledge", disabled=True)
+        self.ack.on_click(self._on_acknowledge)
+        self.mute = Button(label="Mute this kind", width=150, name="mute", disabled=True)
+        self.mute.on_click(self._on_mute)
+        self.show_bookkeeping = Checkbox(label="show bookkeeping (atoms entering / leaving the field)", active=False,
+                                         name="show_bookkeeping")
+        self.show_bookkeeping.on_change("active", lambda attr, old, new: self._update_events())
+        self.status = Div(text="", width=440, stylesheets=[css], name="status")
 
         # ---- controls
         ctl = self.controller is not None
@@ -297,12 +311,19 @@ class TabSession:
 
         # ---- event log
         self.event_source = ColumnDataSource(render.event_table_columns([]), name="event_source")
-        cols = [TableColumn(field="frame", title="frame", width=40), TableColumn(field="time", title="time", width=64),
-                TableColumn(field="kind", title="event", width=112), TableColumn(field="track", title="track", width=40),
-                TableColumn(field="change", title="change", width=124),
-                TableColumn(field="where", title="x, y (Å)", width=70), TableColumn(field="conf", title="conf.", width=34)]
+        # every cell wraps and carries its full text as a tooltip: nothing is cut off
+        wrap = HTMLTemplateFormatter(template='<div class="cell" title="<%- value %>" style="white-space: normal; '
+                                              'line-height: 1.15; overflow-wrap: anywhere;"><%- value %></div>')
+        cols = [TableColumn(field="series", title="series", width=54, formatter=wrap),
+                TableColumn(field="frame", title="frame", width=40),
+                TableColumn(field="time", title="time", width=58, formatter=wrap),
+                TableColumn(field="kind", title="event", width=86, formatter=wrap),
+                TableColumn(field="track", title="track", width=38),
+                TableColumn(field="change", title="change", width=92, formatter=wrap),
+                TableColumn(field="where", title="x, y (Å)", width=62, formatter=wrap),
+                TableColumn(field="conf", title="conf.", width=36)]
         self.table = DataTable(source=self.event_source, columns=cols, width=470, height=290, index_position=None,
-                               selectable=True, sortable=False, name="event_table")
+                               selectable=True, sortable=False, name="event_table", row_height=36)
         self.event_source.selected.on_change("indices", self._on_select)
 
         # ---- per-dopant timeline
@@ -310,7 +331,7 @@ class TabSession:
                                            "coord": np.zeros(0, np.int8), "tid": np.zeros(0, np.int32)},
                                           name="timeline_source")
         self.tl_events = ColumnDataSource({"x": [], "lane": [], "kind": []}, name="timeline_events")
-        t = figure(name="timeline", width=420, height=290, title="dopant coordination over the history",
+        t = figure(name="timeline", width=470, height=260, title="dopant coordination over the history",
                    x_axis_label="frame", tools="xpan,xwheel_zoom,reset", toolbar_location="right",
                    background_fill_color="#1e2a33", border_fill_color="#263238", outline_line_color=None)
         t.title.text_color = "#eceff1"
@@ -337,14 +358,20 @@ class TabSession:
                                     + [("defect", None, 0), ("event", "ring", 0)]), width=660)
         tl_legend = h(text=legend_html([("3-fold", ATOM_COLORS[2], -1), ("4-fold", ATOM_COLORS[3], -1),
                                         ("other", "#9e9e9e", -1), ("event", "tri", 0)]), width=420)
-        left = column(p, legend, row(self.live, self.slider), self.info, width=670)
+        left = column(p, legend, row(self.live, self.slider), self.info, self.gallery, width=670)
         controls = column(h(text="<h4>display</h4>"), row(self.cmap, self.contrast),
                           row(self.logscale, self.show_atoms, self.show_bonds, self.sound),
                           h(text="<h4>acquisition &amp; analysis</h4>"), row(self.pause, self.rec),
                           self.rec_path, row(self.k, self.n, self.conf), self.apply, self.msg, width=440)
-        events = column(h(text="<h4>event log · click a row to see its frame</h4>"), self.table, width=470)
-        right = column(row(self.status, controls), row(events, column(t, tl_legend)))
-        body = column(self.banner, row(left, right), sizing_mode="stretch_width",
+        events = column(h(text="<h4>event log · click a row to see its frame</h4>"), self.table, self.show_bookkeeping,
+                        t, tl_legend, width=470, name="events_panel")
+        middle = column(self.status, controls, width=440, name="controls_panel")
+        top = row(self.banner, self.ack, self.mute, sizing_mode="stretch_width")
+        # three panels that wrap (CSS flex-wrap) instead of overflowing: one row at 1920 px, the event
+        # log under the image and controls at 1280 px; never a horizontal scroll bar (issue 15)
+        main = row(left, middle, events, sizing_mode="stretch_width", styles={"flex-wrap": "wrap", "gap": "10px"},
+                   name="main_panels")
+        body = column(top, main, sizing_mode="stretch_width",
                       styles={"background": "#263238", "padding": "8px"},
                       stylesheets=[GlobalInlineStyleSheet(css="body { background: #263238; margin: 0; }")])
         from bokeh.models import TabPanel, Tabs
@@ -388,7 +415,7 @@ class TabSession:
             self._update_timeline()
         if self.shown is not None:
             self.now_span.location = self.shown.seq
-        if self.hub.n_events and self.last_event_key:
+        if self.hub.n_events or self.banner_key:
             self._refresh_banner(now, flash=False)
         self._update_status(now)
         self._sync_controls()
@@ -447,6 +474,7 @@ class TabSession:
                           f' · {n_si} Si, {len(df.defects["x"])} defects'
                           f' · drift ({df.drift_px[0] * df.pixel_size_A:+.2f}, {df.drift_px[1] * df.pixel_size_A:+.2f}) Å/frame'
                           f' · display range {df.intensity_range[0]:.3g}–{df.intensity_range[1]:.3g}</div>')
+        self.slider.title = f"history · frame {df.seq} · series {df.series}"   # the slider's index is the history
         self.meta.data = {"seq": [df.seq], "idx": [df.idx], "t": [df.t_acquired]}
         self.shown = df
         self.sent_idx = df.idx
@@ -476,35 +504,79 @@ class TabSession:
     # ------------------------------------------------------------------ events
     def _update_events(self) -> None:
         self.shown_events_version = self.hub.events_version
-        rows = list(self.hub.events)[-200:]
+        rows = alarm.log_rows(self.hub.events, bool(self.show_bookkeeping.active))[-200:]
         data = render.event_table_columns(rows)
         self._quiet = True
         try:
-            self.event_source.data = data
-            sel = []
+            if list(data["key"]) != list(self.event_source.data.get("key", [])):
+                self.event_source.data = data          # only when the visible rows changed (bookkeeping
+            sel = []                                   # hidden by the filter does not redraw the table)
             if self.selected_key is not None and self.selected_key in data["key"]:
                 sel = [data["key"].index(self.selected_key)]
             self.event_source.selected.indices = sel
         finally:
             self._quiet = False
-        newest = rows[-1].key if rows else 0
-        if newest > self.last_event_key:
-            self.last_event_key = newest
+        self.last_event_key = self.hub.events[-1].key if self.hub.events else 0
+        newest = self.alarm.banner_row(self.hub.events, self._series())
+        if newest is not None and newest.key > self.last_alarm_key:
+            # only a transformation of the current series, not acknowledged, of a kind not muted
+            self.last_alarm_key = newest.key
             self._refresh_banner(time.time(), flash=True)
-            self.banner.tags = [newest]                   # triggers the optional sound in the browser
+            self.banner.tags = [newest.key]               # triggers the optional sound in the browser
+        else:
+            self._refresh_banner(time.time(), flash=False, force=True)
 
-    def _refresh_banner(self, now: float, flash: bool) -> None:
-        row_ = self.hub.events[-1] if self.hub.events else None
-        if row_ is not None and not flash and now - row_.t_seen < 2.5:
+    def _series(self) -> str | None:
+        newest = self.hub.newest()
+        return newest.series if newest is not None else None
+
+    def _refresh_banner(self, now: float, flash: bool, force: bool = False) -> None:
+        alarms = self.alarm.alarms(self.hub.events, self._series())
+        row_ = alarms[-1] if alarms else None
+        if row_ is not None and not flash and not force and now - row_.t_seen < 2.5 and row_.key == self.banner_key:
             return                                        # let the flash animation finish
-        earlier = []
-        for r in reversed(self.hub.events):
-            if r is row_:
-                continue
-            if now - r.t_seen > RECENT_ALERT_S or len(earlier) >= 3:
-                break
-            earlier.append(r)
-        self.banner.text = render.banner_html(row_, self.hub.n_events, now, flash, earlier)
+        earlier = [r for r in alarms[-4:-1][::-1] if now - r.t_seen <= RECENT_ALERT_S]
+        self.banner_key = row_.key if row_ is not None else 0
+        self.ack.disabled = self.mute.disabled = row_ is None
+        # the label stays "Mute this kind" (the kind is the banner's): a label that changed with every
+        # alarm would redraw the button under the operator's pointer
+        text = alarm.banner_html(row_, len(alarms), self.hub.n_events, now, flash, earlier, self.alarm.muted)
+        if text != self.banner.text:
+            self.banner.text = text
+
+    def _gallery_html(self, row_) -> str:
+        import base64
+        import html as _html
+        if row_ is None:
+            return ('<div class="info"><b>before / after</b> · click an event in the log to see crops of the '
+                    'frame before and the frame after it</div>')
+        png = self.hub.gallery_png(row_)
+        if png is None:
+            return (f'<div class="info"><b>before / after</b> · no picture for '
+                    f'{_html.escape(render.event_label(row_.event.kind))} (bookkeeping, frames no longer kept, '
+                    'or Pillow missing)</div>')
+        b64 = base64.b64encode(png).decode("ascii")
+        return (f'<div class="info gallery" data-key="{row_.key}"><b>before / after</b> · '
+                f'{_html.escape(render.event_label(row_.event.kind))} · frame {row_.event.frame}<br>'
+                f'<img alt="before and after event {row_.key}" style="max-width: 100%; height: auto;" '
+                f'src="data:image/png;base64,{b64}"></div>')
+
+    def _set_gallery(self, row_) -> None:
+        if row_ is None or row_.key == self.gallery_key:
+            return
+        self.gallery_key = row_.key
+        self.gallery.text = self._gallery_html(row_)
+
+    def _on_acknowledge(self) -> None:
+        if self.banner_key:
+            self.alarm.acknowledge(self.banner_key)
+        self._refresh_banner(time.time(), flash=False, force=True)
+
+    def _on_mute(self) -> None:
+        row_ = next((r for r in self.hub.events if r.key == self.banner_key), None)
+        if row_ is not None:
+            self.alarm.mute(row_.event.kind)
+        self._refresh_banner(time.time(), flash=False, force=True)
 
     def _on_select(self, attr: str, old: Any, new: Any) -> None:
         if self._quiet or not new:
@@ -514,6 +586,7 @@ class TabSession:
         if row_ is None:
             return
         self.selected_key = key
+        self._set_gallery(row_)
         df = self.hub.frame(row_.idx)
         self._set_live(False)
         if df is None or df.idx != row_.idx:

@@ -318,6 +318,7 @@ class EventRow:
     series: str
     event: Event
     t_seen: float            # Unix seconds when the dashboard received it
+    gallery_png: bytes | None = None   # before/after crops (dashboard.gallery), transformations only
 
 
 def event_table_columns(rows: list[EventRow]) -> dict:
@@ -326,6 +327,8 @@ def event_table_columns(rows: list[EventRow]) -> dict:
     ev = [r.event for r in rows]
     return {
         "key": [r.key for r in rows],
+        "series": [str(r.series) for r in rows],
+        "category": [getattr(r.event, "category", "") for r in rows],
         "idx": [r.idx for r in rows],
         "frame": [int(e.frame) for e in ev],
         "time": [time.strftime("%H:%M:%S", time.localtime(e.t_acquired)) + f".{int(e.t_acquired % 1 * 10)}"

@@ -16,6 +16,7 @@ Two sides, two threads:
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from typing import Any
@@ -25,6 +26,8 @@ import numpy as np
 from dashboard.render import DisplayFrame, EventRow, display_frame
 from engine.types import FrameResult
 from stemwatch.config import DashboardConfig
+
+log = logging.getLogger(__name__)
 
 
 class _Rolling:
@@ -59,6 +62,7 @@ class DashboardHub:
         self.history: collections.deque[DisplayFrame] = collections.deque(maxlen=self.cfg.history_frames)
         self.event_frames: collections.OrderedDict[int, DisplayFrame] = collections.OrderedDict()
         self.events: collections.deque[EventRow] = collections.deque(maxlen=self.cfg.max_events)
+        self._gallery_src: collections.OrderedDict = collections.OrderedDict()   # event key -> frames
         self.n_events = 0
         self.version = 0              # bumps when a frame enters the history
         self.events_version = 0       # bumps when an event enters the log
@@ -131,7 +135,36 @@ class DashboardHub:
             for ev in df.events:
                 self.n_events += 1
                 self.events.append(EventRow(self.n_events, df.idx, df.series, ev, now))
+                self._gallery_keep(self.n_events, df, ev)
             self.events_version += 1
+
+    def _gallery_keep(self, key: int, df, ev) -> None:
+        """Keep what the before/after picture of a transformation needs (the frame before its first
+        change is still in the ring when it is confirmed); drawn later, on demand (off the alert path)."""
+        from dashboard import gallery
+        from engine.track.categories import BOOKKEEPING
+
+        if getattr(ev, "category", "") == BOOKKEEPING:
+            return
+        frames = [f for f in self.history if f is not df and f.series == df.series
+                  and f.seq >= min(int(ev.first_frame) if int(ev.first_frame) >= 0 else int(ev.frame), int(ev.frame)) - 8]
+        self._gallery_src[key] = (gallery.before_frame(frames, ev, df.series), df, frames)
+        while len(self._gallery_src) > self.cfg.max_event_frames:
+            self._gallery_src.popitem(last=False)
+
+    def gallery_png(self, row) -> bytes | None:
+        """The before/after PNG of event ``row`` (drawn once, then cached on the row); None for
+        bookkeeping, for events whose frames are no longer kept, without Pillow, or if drawing fails."""
+        from dashboard import gallery
+
+        if row.gallery_png is not None or row.key not in self._gallery_src or not gallery.available():
+            return row.gallery_png
+        before, after, frames = self._gallery_src[row.key]
+        try:
+            row.gallery_png = gallery.png_bytes(gallery.before_after(before, after, row.event, frames))
+        except Exception:  # a picture must never stop the event log
+            log.exception("gallery picture for event %s failed", row.event.kind)
+        return row.gallery_png
 
     def status(self) -> tuple[dict, float]:
         """The newest status dict and the Unix time it was received."""

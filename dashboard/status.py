@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import html
 import math
+
+from dashboard.status_help import HELP, live_level, title
 import time
 from typing import Any
 
@@ -95,16 +97,19 @@ def summarize(status: dict, local: dict) -> dict:
         "rec_backlog_bytes": get(rec, "backlog_bytes") if isinstance(rec, dict) else None,
         "rec_backlog_s": get(rec, "backlog_s") if isinstance(rec, dict) else None,
         "paused": bool(get(status, "paused", default=False)),
+        "received": get(status, "frames_received", "receiver.frames_received", "stream.frames_received"),
         "latency": latency_rows(status),
         "last_frame_age_s": local.get("last_frame_age_s"),
         "health": status.get("health") if isinstance(status.get("health"), dict) else None,
     }
 
 
-def _row(label: str, value: str, level: str = "") -> str:
-    """One table row; ``label`` and ``value`` are trusted HTML built here (values escaped above)."""
+def _row(label: str, value: str, level: str = "", help_text: str = "") -> str:
+    """One table row; ``label`` and ``value`` are trusted HTML built here (values escaped above).
+    An amber or red row carries ``help_text`` as its hover text (what it means, what to do)."""
     cls = f' class="{level}"' if level else ""
-    return f"<tr><th>{label}</th><td{cls}>{value}</td></tr>"
+    tip = title(help_text) if (level in ("warn", "bad") and help_text) else ""
+    return f"<tr{tip}><th>{label}</th><td{cls}>{value}</td></tr>"
 
 
 def status_html(status: dict, local: dict, now: float | None = None) -> str:
@@ -112,12 +117,16 @@ def status_html(status: dict, local: dict, now: float | None = None) -> str:
     now = time.time() if now is None else now
     s = summarize(status or {}, local)
     age = s["last_frame_age_s"]
+    pill_help: list[str] = []
     if s["paused"]:
         state, level = "ANALYSIS PAUSED", "warn"
+        pill_help = [HELP["paused"]]
     elif s["stalled"] or (age is not None and age > 5.0):
         state, level = "STALLED · no frame for " + _num(age, "{:.0f}") + " s", "bad"
+        pill_help = [HELP["stalled"].format(age=_num(age, "{:.0f}"), endpoint=s["endpoint"] or "the endpoint")]
     elif age is None:
         state, level = "WAITING FOR DATA", "warn"
+        pill_help = [HELP["waiting"].format(endpoint=s["endpoint"] or "the endpoint")]
     else:
         state, level = "LIVE", "ok"
     view = ""
@@ -129,7 +138,8 @@ def status_html(status: dict, local: dict, now: float | None = None) -> str:
     af, dfps = s["analysed_fps"], s["data_fps"]
     lag = dfps is not None and af is not None and dfps > 0 and af < 0.9 * dfps
     rows.append(_row("frames/s", f"data {_num(dfps)} · analysed <span class='{'warn' if lag else ''}'>{_num(af)}</span>"
-                     f" · display {_num(s['display_fps'])}"))
+                     f" · display {_num(s['display_fps'])}", "warn" if lag else "",
+                     HELP["lag"].format(af=_num(af), dfps=_num(dfps))))
     lat = list(s["latency"] or [])
     # A replayed recording keeps its original t_acquired (and a PC clock may be off). The service
     # then times its stages from arrival and reports the offset (clock_offset_s); older services
@@ -154,21 +164,40 @@ def status_html(status: dict, local: dict, now: float | None = None) -> str:
     lines += [f"{html.escape(st)} {_ms(max(0.0, p50))} / {_ms(max(0.0, p99))}" for st, p50, p99 in lat
               if p50 is not None and p99 is not None]
     worst = max([p99 for _, _, p99 in lat if p99 is not None] + [0.0])
-    rows.append(_row(label, "<br>".join(lines) or "–", "warn" if worst > 1.0 else ""))
+    period = 1.0 / dfps if isinstance(dfps, (int, float)) and dfps > 0 else None
+    stages = [(st, p99) for st, _, p99 in lat if p99 is not None and not st.startswith("display")]
+    worst_stage = max(stages, key=lambda t: t[1]) if stages else None
+    disp_p99 = next((p99 for st, _, p99 in lat if st.startswith("display") and p99 is not None), None)
+    slow = worst_stage is not None and period is not None and worst_stage[1] > period
+    slow_display = disp_p99 is not None and period is not None and disp_p99 > period
+    lat_help = (HELP["latency"].format(p99_ms=f"{1e3 * worst_stage[1]:.0f}", stage=worst_stage[0],
+                                       period_ms=f"{1e3 * period:.0f}") if slow else
+                HELP["display"].format(p99_ms=f"{1e3 * (disp_p99 or 0):.0f}") if slow_display else
+                "p99 latency over 1 s: results reach the screen more than a second after acquisition. What to do: "
+                "lower --max-display-fps, open the page on another PC, or use the GPU backend.")
+    rows.append(_row(label, "<br>".join(lines) or "–", "warn" if (worst > 1.0 or slow or slow_display) else "",
+                     lat_help))
     drops = s["dropped"]
-    rows.append(_row("dropped for analysis", _num(drops, "{:d}") if isinstance(drops, int) else _num(drops),
-                     "warn" if drops else ""))
+    received = s["received"]
+    frac = (float(drops) / float(received)) if isinstance(drops, (int, float)) and received else None
+    drop_txt = _num(drops, "{:d}") if isinstance(drops, int) else _num(drops)   # the share: in the hover text
+    rows.append(_row("dropped for analysis", drop_txt, "warn" if drops else "",
+                     HELP["dropped"].format(pct=100.0 * (frac or 0.0))))
     gaps = s["gaps"]
     gaps_txt = _num(gaps, "{}")
     if s["missing"]:
         gaps_txt += f" ({s['missing']} frames missing)"
-    rows.append(_row("gaps", gaps_txt, "warn" if gaps else ""))
-    rows.append(_row("stalls", _num(s["stalls"], "{}"), "bad" if s["stalled"] else ("warn" if s["stalls"] else "")))
+    rows.append(_row("gaps", gaps_txt, "warn" if gaps else "", HELP["gaps"].format(gaps=gaps)))
+    rows.append(_row("stalls", _num(s["stalls"], "{}"), "bad" if s["stalled"] else ("warn" if s["stalls"] else ""),
+                     HELP["stalled"].format(age=_num(age, "{:.0f}"), endpoint=s["endpoint"] or "the endpoint")
+                     if s["stalled"] else "The stream stopped for a while earlier and came back (a pause in the "
+                     "acquisition, or the network). Nothing to do unless it repeats."))
     mal = _num(s["malformed"], "{}")
     if s["malformed_by"]:
         top = sorted(s["malformed_by"].items(), key=lambda kv: -kv[1])[:3]
         mal += " <small>(" + ", ".join(f"{html.escape(str(k))}: {v}" for k, v in top) + ")</small>"
-    rows.append(_row("malformed messages", mal, "warn" if s["malformed"] else ""))
+    rows.append(_row("malformed messages", mal, "warn" if s["malformed"] else "",
+                     HELP["malformed"].format(n=s["malformed"])))
     mat = local.get("material")
     if mat:
         verdict, reason, frac = mat
@@ -204,5 +233,11 @@ def status_html(status: dict, local: dict, now: float | None = None) -> str:
     rows.append(_row("recorder", rec, rl))
     rows.append(_row("dashboard", f"{local.get('tabs', 1)} tab(s) · {local.get('coalesced', 0)} frames "
                      "coalesced"))
-    return (f'<div class="status"><div class="pill {level}">{state}</div> {view}'
+    if level == "ok":                    # LIVE, but is it keeping up? (issue 15: amber rules)
+        level, pill_help = live_level(False, age, worst_stage, period, drops if isinstance(drops, (int, float)) else 0,
+                                      received if isinstance(received, (int, float)) else 0)
+        if level == "warn":
+            state = "LIVE · FALLING BEHIND"
+    tip = title(" ".join(pill_help)) if pill_help else ""
+    return (f'<div class="status"><div class="pill {level}" name="live_pill"{tip}>{state}</div> {view}'
             f'<table>{"".join(rows)}</table></div>')

@@ -58,6 +58,7 @@ class ResultWriter:
         self.n_errors = 0
         self.n_atom_rows = 0
         self.events_by_kind: Counter = Counter()
+        self.events_by_category: Counter = Counter()
         self.species_counts: Counter = Counter()
         self.track_ids: set = set()
         self.drift_A: list = []
@@ -99,6 +100,7 @@ class ResultWriter:
             d["series"] = r.series
             self._events.write(json.dumps(d) + "\n")
             self.events_by_kind[e.kind] += 1
+            self.events_by_category[e.category] += 1
         sp = np.asarray(atoms.species)
         err = (r.error or "").replace(",", ";").replace("\n", " ")
         dx, dy = (float(v) * r.pixel_size_A for v in r.drift_px)
@@ -147,6 +149,7 @@ class ResultWriter:
             "tracks": len(self.track_ids - {-1}),
             "events": sum(self.events_by_kind.values()),
             "events_by_kind": dict(self.events_by_kind),
+            "events_by_category": dict(self.events_by_category),
             "drift_A_per_frame": {"mean": float(speed.mean()) if len(speed) else 0.0,
                                   "max": float(speed.max()) if len(speed) else 0.0},
             "timings_ms_median": {k: 1e3 * float(np.median(v)) for k, v in self.timings.items()},
@@ -183,13 +186,16 @@ def _count_frames(path: Path) -> int | None:
 
 def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, pixel_size_A: float | None = None,
                  key: str | None = None, limit: int | None = None, progress: bool = True,
-                 pipeline=None, dose_e_per_A2: float | None = None) -> dict:
+                 pipeline=None, dose_e_per_A2: float | None = None, on_result=(), keep_image: bool = False) -> dict:
     """Analyse every frame of ``path`` into ``out_dir``; returns the summary (also summary.json).
 
     pixel_size_A : A/px for inputs without a calibration (overrides the file's).
     limit : analyse at most this many frames. pipeline : an existing Pipeline (default: a new one).
     dose_e_per_A2 : electron dose per frame (overrides the series metadata); the dopant statistics
     (``dopants.csv``, ``stats.json``, ``transitions.csv``; :mod:`engine.stats`) use it.
+    on_result : callables ``(FrameResult) -> None`` called with every result in order (e.g. the event
+    gallery of ``analyze --gallery``, :mod:`dashboard.gallery_cli`); keep_image : attach each frame's
+    pixels to its result for them.
     """
     from engine import stats as dstats
 
@@ -203,7 +209,9 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
     path = Path(path)
     source = FileSource(path, pixel_size_A=pixel_size_A, key=key).open()   # a bad input fails before any output
     own = pipeline is None
-    pipe = pipeline or Pipeline(cfg)
+    pipe = pipeline or Pipeline(cfg, keep_image=keep_image)
+    if keep_image:
+        pipe.keep_image = True
     writer = ResultWriter(out_dir)
     first = source.read()               # open() made sure there is one; it sets the series' dose and metadata
     dose, dose_src = dstats.dose_per_frame(first.meta, first.pixel_size_A, dose_e_per_A2)
@@ -225,6 +233,8 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
             writer.write(r)
             acc.add(r)
             dopants_fh.write(dstats.dopants_csv_rows(acc.last_observations()))
+            for hook in on_result:
+                hook(r)
             bar.update(1)
             if r.events:
                 bar.set_postfix(events=sum(writer.events_by_kind.values()))

@@ -112,8 +112,9 @@ def _analyze(args) -> int:
     cfg = _config(args)
     try:
         summary = analyze_file(args.input[0], args.out, cfg, pixel_size_A=args.pixel_size, key=args.key,
-                               limit=args.limit, progress=not args.quiet, dose_e_per_A2=args.dose)
-    except (FileNotFoundError, FileImportError) as exc:
+                               limit=args.limit, progress=not args.quiet, dose_e_per_A2=args.dose,
+                               **getattr(args, "analyze_hooks", lambda a: {})(args))
+    except (FileNotFoundError, FileImportError, ImportError) as exc:
         print(f"stemwatch analyze: {exc}", file=sys.stderr)
         return 2
     print(f"{summary['frames']} frames ({summary['frames_with_error']} with errors), "

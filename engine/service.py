@@ -34,7 +34,7 @@ from stemwatch.config import Config, EventConfig
 
 log = logging.getLogger(__name__)
 
-EVENTS_PROTOCOL_VERSION = 1
+EVENTS_PROTOCOL_VERSION = 2     # 2: events carry `category` (and rotor angles); see docs/protocol.md
 EVENT_TOPIC = b"event"
 #: latency stages, cumulative from t_acquired (seconds)
 LATENCY_STAGES = ("received", "started", "network", "atoms_graph", "tracking")

@@ -37,6 +37,7 @@ EVENT_KINDS: tuple[str, ...] = (
     "vacancy_created",  # a C atom ejected from the lattice
     "new_motif",        # a local environment never seen before
     "fov_jump",         # bookkeeping: the field of view jumped (stage move, new shape); tracks were reset
+    "tracks_reset",     # bookkeeping: many tracks lost at once (the tracker lost the field)
 )
 GT_ONLY_KINDS: tuple[str, ...] = ("flicker",)
 
@@ -166,6 +167,19 @@ class Event:
     after: str
     confidence: float
     first_frame: int = -1     # seq of the first frame showing the new state
+    # "transformation" (the sample changed: raises the alarm) or "bookkeeping" (the field of view or
+    # the tracker: logged only); derived from kind/before/after when not given (engine/track/categories.py)
+    category: str = ""
+    # a rotor step: the defect's orientation before and after (degrees), else None
+    angle_before_deg: float | None = None
+    angle_after_deg: float | None = None
+    # track ids of the atoms involved (a new motif's example atoms), else None
+    atom_ids: list | None = None
+
+    def __post_init__(self) -> None:
+        if not self.category:
+            from engine.track.categories import category_of
+            self.category = category_of(self.kind, self.before, self.after)
 
     def to_dict(self) -> dict:
         from dataclasses import asdict

@@ -92,11 +92,34 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------- evaluate
+def _evaluate_heldout(args) -> int:
+    from lab.alarm_eval import format_heldout, run_heldout, write_json
+
+    def progress(m):
+        if not args.quiet:
+            print(f"  {m['contrast']} {m['dose']:.0e} seed {m['seed']}: {m['found']}/{m['truth']} found, "
+                  f"{m['false']} false ({m['glitch_false']} after a glitch, {m['duplicates']} duplicates)",
+                  file=sys.stderr)
+
+    report = run_heldout(seeds=args.seeds, n_frames=args.frames, doses=args.doses or (3e4, 1e5, 3e5, 1e6),
+                         progress=progress)
+    print(format_heldout(report))
+    if args.json:
+        write_json(report, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _evaluate(args) -> int:
     import json
 
     from lab.evaluate import evaluate, format_report
 
+    if args.heldout:
+        return _evaluate_heldout(args)
+    if not args.out_dir or not args.ground_truth:
+        print("stemwatch evaluate: give OUT_DIR and GROUND_TRUTH (or --heldout)", file=sys.stderr)
+        return 2
     report = evaluate(args.out_dir, args.ground_truth, match_radius_A=args.match_radius,
                       max_latency_frames=args.max_latency, warmup_frames=args.warmup, end_margin_frames=args.end_margin)
     print(format_report(report))
@@ -154,8 +177,17 @@ def register(sub) -> None:
                        description="Detection precision/recall, localisation error, species, MOTA, IDF1, identity "
                        "switches, event precision/recall and latency of OUT_DIR (from `stemwatch analyze`) "
                        "against GROUND_TRUTH (the simulator's truth file next to a recording).")
-    p.add_argument("out_dir", help="folder written by `stemwatch analyze`")
-    p.add_argument("ground_truth", help="ground-truth file (or the recording it sits next to)")
+    p.add_argument("out_dir", nargs="?", help="folder written by `stemwatch analyze`")
+    p.add_argument("ground_truth", nargs="?", help="ground-truth file (or the recording it sits next to)")
+    p.add_argument("--heldout", action="store_true",
+                   help="instead: simulate held-out movies (HAADF and MAADF, 3e4-1e6 e/A^2, drift up to 2 A/frame, "
+                        "one-frame glitches, every transformation kind), analyse them and print the alarm confusion "
+                        "table per kind and per dose (issue 15; takes minutes)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N", help="--heldout: movies per contrast and dose")
+    p.add_argument("--frames", type=int, default=60, metavar="N", help="--heldout: frames per movie")
+    p.add_argument("--doses", type=float, nargs="+", default=None, metavar="E_PER_A2",
+                   help="--heldout: doses (default 3e4 1e5 3e5 1e6)")
+    p.add_argument("--quiet", action="store_true", help="--heldout: no per-movie lines")
     p.add_argument("--match-radius", type=float, default=radii.ATOM_MATCH_RADIUS_A, metavar="A",
                    help="an atom is found when a detection lies within this distance (default %(default)s A)")
     p.add_argument("--max-latency", type=int, default=radii.MAX_LATENCY_FRAMES, metavar="FRAMES",

@@ -132,7 +132,8 @@ class EventMatch:
 
 def _split_reports(te: TruthEvents, reports: list, r_px: float, m: EventMatch) -> list:
     """The reports that are scored: field events and plausible new motifs are counted apart."""
-    field_ev = [e for e in reports if e.get("before") in FIELD_BEFORE or e.get("after") in FIELD_AFTER]
+    field_ev = [e for e in reports if e.get("before") in FIELD_BEFORE or e.get("after") in FIELD_AFTER
+                or e.get("category") == "bookkeeping"]        # bookkeeping is never a transformation
     hyp = [e for e in reports if e not in field_ev and e.get("kind") != "fov_jump"]   # bookkeeping, not physics
     motifs = [e for e in hyp if e["kind"] == "new_motif"]
     hyp = [e for e in hyp if e["kind"] != "new_motif"]

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "engine.infer.cli",
     "engine.cli",
     "dashboard.serve",
+    "dashboard.gallery_cli",
     "stemwatch.config_cli",
     "lab.cli",
     "dashboard.cli",

@@ -156,6 +156,8 @@ class EventConfig(Section):
     k_of_n: tuple = (3, 4)                           # a new state must hold k of the last n frames
                                                      # (k >= 2: a one-frame flicker never changes a state)
     min_confidence: float = 0.5                      # events below this confidence are not raised
+    rotor_min_deg: float = 45.0                      # a "rotor" event needs the defect's orientation to
+                                                     # turn by more than this (engine/track/orientation.py)
 
 
 @dataclass(frozen=True)

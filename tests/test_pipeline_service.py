@@ -76,7 +76,8 @@ def test_live_service_end_to_end(tmp_path, scene):
             got.append(msgpack.unpackb(body))
         listened = [(r.series, e.frame, e.kind, e.atom_id) for r in seen for e in r.events]
         assert sorted((g["series"], g["frame"], g["kind"], g["atom_id"]) for g in got) == sorted(listened)
-        assert all(g["version"] == 1 and g["type"] == "event" for g in got)
+        assert all(g["version"] == 2 and g["type"] == "event" for g in got)
+        assert all(g["category"] in ("transformation", "bookkeeping") for g in got)
         appeared = [g for g in got if g["kind"] == "si_appeared" and g["frame"] >= 8]
         assert appeared, got
         assert all(g["latency_s"] >= 0 for g in got)

@@ -166,8 +166,10 @@ def test_new_motif_raised_once_when_it_stays_put():
         assert len(dfs) == 4
         if t % 3 != 1:
             dfs[0].motif = "new motif 1"                          # stays put (2 of every 3 frames)
+            dfs[0].kind = "Si-2fold"                              # a kind the graph does not know
         if t >= 3:
             dfs[1 + t % 3].motif = "new motif 2"                  # moves between three dopants
+            dfs[1 + t % 3].kind = "Si-5fold"
         evs += [e for e in tr.update(chem, t, float(t), frame_shape=shape).events if e.kind == "new_motif"]
-    assert [e.after for e in evs] == ["new motif 1"]
+    assert [e.after.split(" (")[0] for e in evs] == ["new motif 1"]
     assert evs[0].frame == 3 and evs[0].first_frame == 0            # present in frames 0, 2, 3

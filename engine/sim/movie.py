@@ -45,6 +45,9 @@ from engine.types import C, SI
 MOVIE_EVENT_KINDS = ("si_3_to_4", "si_4_to_3", "si_hop", "vacancy_created", "dimer_formed", "dimer_broken",
                      "rotor", "flicker")
 DOPANT_KINDS = ("si3", "si4", "pair", "dimer", "cluster")
+#: one-frame acquisition glitches (nothing changes in the sample): the beam current dips to
+#: ``glitch_dose_fraction`` of the dose for one frame, or a scan tear shifts a band of rows sideways
+GLITCH_KINDS = ("dose_dip", "scan_tear")
 EXTRA_KINDS = ("vacancy", "585", "stone_wales", "adatom", "contamination", "hole")
 PAIR_SI_SI_A = 2.8        # projected Si-Si across a Si-C-Si meta pair (not bonded; 2 x 1.77 x sin 60 = 3.07 flat)
 
@@ -88,7 +91,11 @@ class MovieSpec:
     frame, every dopant in view that can have one of them has an event with probability
     1 - exp(-sum(sigma) x dose) (dose = the frame's e/A^2, 1 barn = 1e-8 A^2), its kind drawn in
     proportion to sigma (no rest between events: a Poisson process in dose); the rates per dose are
-    recorded in the truth's ``meta["rates_per_dose"]``. None (default): no such events.
+    recorded in the truth's ``meta["rates_per_dose"]``. None (default): no such events. glitches : scripted ``(frame, kind)`` one-frame glitches of
+    :data:`GLITCH_KINDS`; glitch_rate_per_frame : probability of a random one per frame (kinds
+    alternate at random); glitch_dose_fraction : the dose of a ``dose_dip`` frame (0.3 = 30 %); a
+    ``scan_tear`` shifts a band of 8-25 % of the rows by 2-3 px along x. The truth positions are the
+    sample's (a glitch is an artefact of that frame); ``meta["glitches"]`` lists them.
     """
 
     n_frames: int | None = 60
@@ -114,6 +121,9 @@ class MovieSpec:
     output: str = "uint16"
     seed: int = 0
     event_cross_sections_barn: dict | None = None
+    glitches: list | None = None
+    glitch_rate_per_frame: float = 0.0
+    glitch_dose_fraction: float = 0.3
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -186,6 +196,14 @@ class MovieSimulator:
             if kind not in MOVIE_EVENT_KINDS:
                 raise ValueError(f"unknown event kind {kind!r}; use one of {MOVIE_EVENT_KINDS}")
             self._scripted.setdefault(f, []).append((kind, None if len(ev) < 3 else ev[2]))
+        self._glitch_rng = np.random.default_rng([int(spec.seed), 0x611C4])   # apart: glitches change nothing else
+        self._glitch_scripted: dict = {}
+        for g in spec.glitches or []:
+            f, kind = int(g[0]), str(g[1])
+            if kind not in GLITCH_KINDS:
+                raise ValueError(f"unknown glitch kind {kind!r}; use one of {GLITCH_KINDS}")
+            self._glitch_scripted[f] = kind
+        self.glitch_log: list = []                          # [frame, kind] of every glitch made so far
         self._init_occupancy()
         self.sample = self._build()
         self.frames_kept: list = []
@@ -553,6 +571,9 @@ class MovieSimulator:
             nxt = self.origin_of(f + 1) if (spec.n_frames is None or f + 1 < spec.n_frames) else None
             step = (nxt - origin) if nxt is not None else self._vel
             params = dataclasses.replace(self.imaging)
+            glitch = self._glitch_for(f)
+            if glitch == "dose_dip":
+                params.dose_e_per_A2 = float(params.dose_e_per_A2) * float(spec.glitch_dose_fraction)
             if spec.in_frame_drift:
                 params.drift_in_frame_A = (float(-step[0]), float(-step[1]))
             evs = self._events_for(f) if f > 0 else []
@@ -583,6 +604,8 @@ class MovieSimulator:
                           t_s=f * spec.frame_time_s, events=evs)
             if keep:
                 self.frames_kept.append(truth)
+            if glitch == "scan_tear":
+                img = self._tear(img)
             if spec.output == "uint16":
                 img = np.clip(np.rint(img), 0, 65535).astype(np.uint16)
             yield img, truth
@@ -607,6 +630,33 @@ class MovieSimulator:
             out.append(e)
         return out
 
+    def _glitch_for(self, f: int) -> str:
+        """The glitch of frame ``f`` ('' for none): scripted, else drawn at glitch_rate_per_frame."""
+        kind = self._glitch_scripted.get(f, "")
+        if not kind and self.spec.glitch_rate_per_frame > 0 and f > 0:
+            if self._glitch_rng.random() < float(self.spec.glitch_rate_per_frame):
+                kind = GLITCH_KINDS[int(self._glitch_rng.integers(len(GLITCH_KINDS)))]
+        if kind:
+            self.glitch_log.append([int(f), kind])
+        return kind
+
+    def _tear(self, img: np.ndarray) -> np.ndarray:
+        """A scan tear: a band of 8-25 % of the rows shifted sideways by 2-3 px (edge pixels repeated)."""
+        h, w = img.shape
+        r = self._glitch_rng
+        band = max(2, int(h * r.uniform(0.08, 0.25)))
+        r0 = int(r.integers(0, max(1, h - band)))
+        shift = int(r.choice([-3, -2, 2, 3]))
+        out = img.copy()
+        rows = out[r0:r0 + band]
+        if shift > 0:
+            rows[:, shift:] = img[r0:r0 + band, :-shift]
+            rows[:, :shift] = img[r0:r0 + band, :1]
+        else:
+            rows[:, :shift] = img[r0:r0 + band, -shift:]
+            rows[:, shift:] = img[r0:r0 + band, -1:]
+        return out
+
     def meta(self) -> dict:
         """JSON-able description of the movie (what the truth file stores as ``meta``)."""
         spec = self.spec
@@ -615,6 +665,7 @@ class MovieSimulator:
                 "spec": spec.to_dict(), "labels": list(st.LABELS), "species": ["C", "Si", "other"],
                 "dopants": [{"kind": d.kind, "sites": [int(x) for x in d.sites]} for d in self.dopants],
                 "thermal_jitter_A": float(spec.thermal_jitter_A), "simulator": "engine.sim.movie v1",
+                "glitches": [list(g) for g in self.glitch_log],
                 **({"rates_per_dose": self.rates_per_dose()} if spec.event_cross_sections_barn else {})}))
 
     def rates_per_dose(self) -> dict:

@@ -15,8 +15,9 @@ kind                      rule (all states debounced k of n)
                           ``after``: ``ejected``, or ``left field`` near the edge), or Si -> C
 ``si_hop``                a Si track sits more than ``max_speed_A_per_frame`` from its site for k of
                           n frames (the new site becomes its site)
-``rotor``                 two or more heavy members of one defect group hop in the same frame
-                          (one event for the group instead of hops)
+``rotor``                 a defect with 2+ heavy atoms turns: the orientation of the set of its heavy
+                          atoms (engine/track/rotor.py) changes by more than ``rotor_min_deg``, k of
+                          n frames at the same place (heavy members hopping together raise no hop)
 ``dimer_formed/broken``   a Si track becomes / stops being bonded to another heavy atom (one event
                           per pair)
 ``formula_changed``       the heavy-atom part of a Si's defect-group formula changes (``Si1`` ->
@@ -24,8 +25,12 @@ kind                      rule (all states debounced k of n)
                           frames explaining it (dimer, hop, coordination)
 ``vacancy_created``       a confirmed C track ends away from the field edge, no atom took its site,
                           and it was not bonded to a heavy atom (then the Si's event reports it)
-``new_motif``             a defect whose motif is ``new motif k`` is present at the same place k of n
-                          frames, first time in the series
+``tracks_reset``          (bookkeeping) more than max(8, 1 %) of the confirmed tracks end in one frame
+                          away from the edge: the tracker lost the field; raised instead of a
+                          ``vacancy_created`` / ``si_lost`` per track
+``new_motif``             a defect of a new class (engine/track/motif_class.py: not a named motif, not
+                          a known kind) is present at the same place k of n frames; once per class
+                          per session (``after`` names the class, ``atom_ids`` its atoms)
 ========================  ==========================================================================
 
 Events are not raised for tracks born in the series' first frame adopting their first state, and
@@ -38,8 +43,11 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from engine.track import debounce
+from engine.track.motif_class import motif_class
+from engine.track.rotor import RotorMachine
 from engine.track.debounce import UNKNOWN
 from engine.track.snapshot import TrackSnapshot
 from engine.types import C, OTHER, SI, SPECIES, Chemistry, Event
@@ -49,6 +57,12 @@ from stemwatch.config import TrackingConfig
 DIMER_PARTNER_A = 3.5
 #: a new motif must be seen again within this distance (A, drift-corrected) to count
 MOTIF_RADIUS_A = 1.5
+#: more interior tracks than this (and than this fraction of the confirmed tracks) ending in one frame
+#: is the tracker losing the field, not atoms leaving: a bookkeeping "tracks_reset" event instead
+MASS_END_MIN = 8
+#: a vacancy's former neighbours (within this distance, A) must still be tracked and found
+VACANCY_NB_A = 1.8
+MASS_END_FRACTION = 0.01
 
 _SP_NAMES = {UNKNOWN: "unknown", **{i: s for i, s in enumerate(SPECIES)}}
 
@@ -102,6 +116,7 @@ class EventLogic:
         self._recent_pairs: deque = deque(maxlen=256)     # (seq, kind, x_A, y_A) of dimer events
         self._motif_seen: dict[str, deque] = {}
         self._motif_raised: set[str] = set()
+        self.rotor = RotorMachine()                        # per-place orientation states (rotor events)
 
     # -------------------------------------------------------------------------------------- main
     def step(self, snap: TrackSnapshot, chem: Chemistry, det_track: np.ndarray, tree) -> list:
@@ -116,6 +131,7 @@ class EventLogic:
         self._species(f)
         self._coordination(f)
         self._hops(f, chem, det_track)
+        self._rotor(f, chem, det_track)
         self._dimers(f)
         self._formula(f)
         self._new_motifs(f, chem, det_track)
@@ -182,13 +198,12 @@ class EventLogic:
         for g in np.unique(group[group >= 0]):
             m = np.flatnonzero(group == g)
             if len(m) >= 2:
+                # several heavy members of one defect "hopped" together: their tracks swapped or the
+                # defect turned; whether it turned is the rotor machine's call (_rotor), not an si_hop
+                # of each member
                 done[m] = True
-                r0 = rows[m[np.argmin(st.id[rows[m]])]]
-                dfc = chem.defects[int(g)]
                 for r in rows[m]:
                     st.last_event_seq[r] = seq
-                f.emit("rotor", r0, f.first(ring, r0, 1), dfc.formula, dfc.formula,
-                       float(confs[m].mean()), xy_px=dfc.centre_px)
         for i in np.flatnonzero(~done):
             r = rows[i]
             if f.is_si[r]:
@@ -198,6 +213,29 @@ class EventLogic:
         st.anchor[rows] = st.pos[rows]
         st.last_hop_seq[rows] = seq
         ring[rows] = UNKNOWN
+
+    def _rotor(self, f: _Frame, chem: Chemistry, det_track: np.ndarray) -> None:
+        """A heavy-atom defect's orientation (from the set of its heavy atoms, not from track
+        identities) changed by more than ``rotor_min_deg``, debounced k of n per place."""
+        if not chem.defects or not len(det_track):
+            return
+        st, snap = f.st, f.snap
+        steps = self.rotor.step(chem.defects, chem.atoms.species, snap.world_A, f.seq, f.k, f.n,
+                                float(snap.rotor_min_deg))
+        for stp in steps:
+            dfc = chem.defects[stp.defect]
+            r0 = int(det_track[stp.pivot])
+            if r0 < 0:
+                continue
+            n_out = len(f.out)
+            f.emit("rotor", r0, stp.first_seq, f"{dfc.formula} at {stp.before_deg:.0f} deg",
+                   f"{dfc.formula} at {stp.after_deg:.0f} deg", stp.count / f.n * float(st.conf[r0]),
+                   xy_px=dfc.centre_px)
+            if len(f.out) > n_out:
+                f.out[-1].angle_before_deg = round(stp.before_deg, 1)
+                f.out[-1].angle_after_deg = round(stp.after_deg, 1)
+            mem = det_track[np.asarray(dfc.members, np.int64)]
+            st.last_event_seq[mem[mem >= 0]] = f.seq
 
     @staticmethod
     def _hop_groups(rows: np.ndarray, T: int, chem: Chemistry, det_track: np.ndarray) -> np.ndarray:
@@ -250,25 +288,35 @@ class EventLogic:
                        names.get(int(a), "?"), c)
 
     def _new_motifs(self, f: _Frame, chem: Chemistry, det_track: np.ndarray) -> None:
-        """First time in the series, present at the same place (drift-corrected, within
-        MOTIF_RADIUS_A) in k of the last n frames -- a motif made by noise moves around."""
+        """A defect of a new *class* (engine/track/motif_class.py: not a named motif, not a kind the
+        lattice graph knows), present at the same place (drift-corrected, within MOTIF_RADIUS_A) in k
+        of the last n frames -- a motif made by noise moves around. Once per class per session (the
+        tracker keeps the set across series: ``snapshot.motif_classes_raised``)."""
         st, seq, k, n = f.st, f.seq, f.k, f.n
+        raised = f.snap.motif_classes_raised
         for i, dfc in enumerate(chem.defects or []):
-            motif = getattr(dfc, "motif", "") or ""
-            if not motif.startswith("new motif") or motif in self._motif_raised:
+            cls = motif_class(dfc)
+            if cls is None or cls in raised:
                 continue
             centre_w = f.snap.defect_world_A[i]
-            seen = self._motif_seen.setdefault(motif, deque(maxlen=8 * n))
+            seen = self._motif_seen.setdefault(cls, deque(maxlen=8 * n))
             seen.append((seq, centre_w))
             recent = {s for s, c in seen if s > seq - n and np.hypot(*(c - centre_w)) < MOTIF_RADIUS_A}
             if len(recent) >= k:
-                self._motif_raised.add(motif)
                 members = np.asarray(dfc.members, np.int64)
                 if not len(members):
                     continue
                 rows = det_track[members]
+                rows = rows[rows >= 0]
+                if not len(rows):
+                    continue
+                raised.add(cls)
                 r = int(rows[np.argmax(st.sp_state[rows] != C)])
-                f.emit("new_motif", r, int(min(recent)), "unseen", motif, len(recent) / n, xy_px=dfc.centre_px)
+                n_out = len(f.out)
+                f.emit("new_motif", r, int(min(recent)), "unseen",
+                       f"{dfc.motif} ({cls[0]} {cls[1]})".strip(), len(recent) / n, xy_px=dfc.centre_px)
+                if len(f.out) > n_out:
+                    f.out[-1].atom_ids = [int(v) for v in st.id[rows]]
 
     def _presence(self, f: _Frame, tree) -> np.ndarray:
         """A track ends after max(k, memory_frames) missed frames in a row (random missed detections
@@ -287,8 +335,19 @@ class EventLogic:
         if len(rows):
             pred_all = snap.pred_frame_A[rows]
             edge_all = left[rows] | snap.at_border[rows]
-            # an atom vanishing near the edge is more often cut by it than ejected
+            # an atom vanishing near the edge is more often cut by it than ejected (in_exclusion: the
+            # margin grows with the drift, the track was last seen max(k, memory_frames) frames ago)
             c_edge = snap.in_exclusion[rows]
+            # Many tracks ending in the same frame is the tracker losing the field (a registration
+            # failure: the drift jumped, a glitch frame), not many atoms leaving: one bookkeeping
+            # "tracks_reset" event instead of a vacancy / ejection per track.
+            n_end = len(rows)
+            if n_end > max(MASS_END_MIN, MASS_END_FRACTION * int(st.confirmed.sum())):
+                r0 = int(rows[0])
+                f.emit("tracks_reset", r0, f.first(ring, r0, 0), f"{n_end} tracks", "lost at once", 1.0,
+                       xy_px=tuple(np.mean(pred_all, 0) / f.ps))
+                rows = rows[:0]
+            site_tree = None
             for r, pred_A, edge, ce in zip(rows, pred_all, edge_all, c_edge):
                 xy_px = pred_A / f.ps
                 first = f.first(ring, r, 0)
@@ -299,5 +358,15 @@ class EventLogic:
                     if tree is not None and np.isfinite(tree.query(pred_A, k=1,
                                                                    distance_upper_bound=self.cfg.max_speed_A_per_frame)[0]):
                         continue                           # another atom sits on the site
+                    # a vacancy is one empty site in an intact, registered lattice: its neighbours
+                    # (confirmed tracks within VACANCY_NB_A) are still there and were found this
+                    # frame; when they are missed too, the field was misregistered or badly imaged
+                    if site_tree is None:
+                        alive = np.flatnonzero(st.confirmed & ~ended)
+                        site_tree = (alive, cKDTree(st.pos[alive])) if len(alive) else (alive, None)
+                    alive, kd = site_tree
+                    nb = alive[kd.query_ball_point(st.pos[r], VACANCY_NB_A)] if kd is not None else alive[:0]
+                    if len(nb) < 2 or np.any(st.misses[nb] > 0):
+                        continue
                     f.emit("vacancy_created", r, first, "C", "vacancy", count / f.n, xy_px=xy_px)
         return ended

@@ -35,7 +35,7 @@ class TrackSnapshot:
     pixel_size_A : input px -> A. formula_names : code -> heavy-atom formula (the ``formula`` ring).
     pred_frame_A : (T, 2) each track's position in this frame (A). anchor_frame_A : (T, 2) its
     site. at_border / in_exclusion : (T,) bool, predicted within ``border_margin_A`` /
-    ``edge_exclusion_A`` of the field edge. left_field : (T,) bool, predicted well outside.
+    ``edge_exclusion_A`` (grown by the drift over the frames a track may go unseen) of the field edge. left_field : (T,) bool, predicted well outside.
     revived_rows : rows of parked tracks that came back into view this frame.
     defect_world_A : (D, 2) each defect's centre in world A (drift-corrected, for new motifs).
     """
@@ -59,3 +59,7 @@ class TrackSnapshot:
     left_field: np.ndarray
     revived_rows: np.ndarray
     defect_world_A: np.ndarray
+    world_A: np.ndarray | None = None          # (N, 2) this frame's atoms in world A (rotor orientation)
+    rotor_min_deg: float = 45.0                # a rotor must turn by more than this (EventConfig)
+    motif_classes_raised: set | None = None    # new_motif classes raised this session (the tracker's set,
+                                               # kept across series; the new-motif rule adds to it)

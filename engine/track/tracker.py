@@ -117,6 +117,7 @@ class Tracker:
         self.ring_len = max(int(self.cfg.history_frames), int(n), 2)
         self.motion: MotionModel = motion if motion is not None else DriftKalman(self.cfg)
         self._next_id = 0
+        self.motif_classes_raised: set = set()    # new_motif classes raised this session (kept across series)
         self.reset()
 
     # ------------------------------------------------------------------------------ control
@@ -185,7 +186,7 @@ class Tracker:
         matched_all[det_track] = True
         st.confirmed[:] |= st.hits >= self.cfg.confirm_frames
         self._write_rings(st, det_track, matched_all, feats, world)
-        events = self.events_logic.step(self._snapshot(chem, seq, t_acquired), chem, det_track, tree)
+        events = self.events_logic.step(self._snapshot(chem, seq, t_acquired, world), chem, det_track, tree)
         track_ids = st.id[det_track] if N else np.zeros(0, np.int64)
         confirmed = st.confirmed[det_track] if N else np.zeros(0, bool)
         self._remove_dead()
@@ -270,21 +271,24 @@ class Tracker:
         self.left_field = np.concatenate([self.left_field, np.zeros(T - len(self.left_field), bool)])
         return det_track
 
-    def _snapshot(self, chem: Chemistry, seq: int, t_acquired: float) -> TrackSnapshot:
+    def _snapshot(self, chem: Chemistry, seq: int, t_acquired: float, world: np.ndarray) -> TrackSnapshot:
         """What the event machines see of this frame (plain data; engine.track.snapshot)."""
         st, ps = self.store, self._ps or 1.0
         k, n = (int(v) for v in self.ecfg.k_of_n)
         pred = self.to_frame(st.pos)
         centres = np.asarray([d.centre_px for d in chem.defects or []], float).reshape(-1, 2)
+        # at 2 A/frame a drift reversal moves the edge 6 A while a track goes unseen
+        speed = float(np.hypot(*getattr(self.motion, "drift_per_frame_A", np.zeros(2))))
         return TrackSnapshot(
             store=st, seq=seq, t_acquired=t_acquired, k=k, n=n, min_confidence=float(self.ecfg.min_confidence),
             col=self._col, window_cols=self._window_cols(n), ring_seq=self.ring_seq, ring_t=self.ring_t,
             pixel_size_A=ps, formula_names={v: kk for kk, v in self._formula_codes.items()},
             pred_frame_A=pred, anchor_frame_A=self.to_frame(st.anchor),
             at_border=self._near_edge(pred, self.cfg.border_margin_A),
-            in_exclusion=self._near_edge(pred, self.cfg.edge_exclusion_A),
+            in_exclusion=self._near_edge(pred, self.cfg.edge_exclusion_A + speed * max(k, self.cfg.memory_frames)),
             left_field=self.left_field, revived_rows=self.revived_rows,
-            defect_world_A=self.to_world(centres * ps))
+            defect_world_A=self.to_world(centres * ps), world_A=world,
+            rotor_min_deg=float(self.ecfg.rotor_min_deg), motif_classes_raised=self.motif_classes_raised)
 
     # ------------------------------------------------------------------------------ coordinates
     def to_frame(self, world_A: np.ndarray) -> np.ndarray:

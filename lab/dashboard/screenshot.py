@@ -28,7 +28,7 @@ def _free_port() -> int:
 
 
 def take(source: str, out: str, kind: str = "si_3_to_4", delay_s: float = 0.3, width: int = 1640,
-         height: int = 880, timeout_s: float = 60.0) -> dict:
+         height: int = 880, timeout_s: float = 120.0) -> dict:
     """Run the chain and save the screenshot; returns what was shown (event, frame, alert time)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -64,7 +64,7 @@ def take(source: str, out: str, kind: str = "si_3_to_4", delay_s: float = 0.3, w
         th.start()
         from dashboard.render import event_label
 
-        probe = ("const out = []; const walk = (r) => { out.push(...r.querySelectorAll('.banner b'));"
+        probe = ("const out = []; const walk = (r) => { out.push(...r.querySelectorAll('.banner'));"
                  "for (const e of r.querySelectorAll('*')) { if (e.shadowRoot) { walk(e.shadowRoot); } } };"
                  "walk(document); return out.map(e => e.textContent).join(' ');")
         t0 = time.time()
@@ -73,7 +73,9 @@ def take(source: str, out: str, kind: str = "si_3_to_4", delay_s: float = 0.3, w
             if event_label(kind) in drv.execute_script(probe):
                 break
         else:
-            raise RuntimeError(f"no {kind} alert on the page within {timeout_s} s of {source}")
+            seen = [(r.event.frame, r.event.kind) for r in dash.hub.events]
+            raise RuntimeError(f"no {kind} alert on the page within {timeout_s} s of {source} "
+                               f"(events seen: {seen}; banner: {drv.execute_script(probe)!r})")
         row = next(r for r in reversed(dash.hub.events) if r.event.kind == kind)
         time.sleep(delay_s)
         drv.save_screenshot(out)
@@ -94,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kind", default="si_3_to_4", help="event kind to wait for (default %(default)s)")
     p.add_argument("--delay-s", type=float, default=0.3, help="seconds after the event (default %(default)s)")
     p.add_argument("--out", default="docs/dashboard.png")
+    p.add_argument("--width", type=int, default=1920, help="window width, px (default %(default)s)")
+    p.add_argument("--height", type=int, default=1080, help="window height, px (default %(default)s)")
     args = p.parse_args(argv)
-    info = take(args.source, args.out, args.kind, args.delay_s)
+    info = take(args.source, args.out, args.kind, args.delay_s, width=args.width, height=args.height)
     e = info["event"]
     print(f"saved {args.out}: {e['kind']} track {e['atom_id']} on frame {e['frame']}", file=sys.stderr)
     return 0

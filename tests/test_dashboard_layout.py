@@ -1,0 +1,78 @@
+"""Issue 15 criterion 8: the operator screen at 1280x800 and 1920x1080 in a real headless Chromium:
+no horizontal scroll bar, and the image, the banner, the event log and the controls are inside the
+viewport (reachable by vertical scrolling, never cut off or pushed off to the side)."""
+
+import os
+
+import pytest
+
+from _browser import chromium, js, wait_for
+from test_dashboard_browser import Feeder
+
+from dashboard.server import DashboardServer
+from stemwatch.config import DashboardConfig
+
+pytestmark = pytest.mark.browser
+
+#: what must be on screen: (description, JS expression giving the element)
+PARTS = {
+    "image": "Bokeh.index.find_one(model('frame_plot')).el",
+    "banner": "deep('.banner')[0]",
+    "event log": "Bokeh.index.find_one(model('event_table')).el",
+    "acknowledge": "Bokeh.index.find_one(model('acknowledge')).el",
+    "pause": "Bokeh.index.find_one(model('pause')).el",
+    "record": "Bokeh.index.find_one(model('record')).el",
+    "apply thresholds": "Bokeh.index.find_one(model('apply')).el",
+    "history slider": "Bokeh.index.find_one(model('history_slider')).el",
+    "status": "Bokeh.index.find_one(model('status')).el",
+}
+
+
+@pytest.fixture(scope="module")
+def feed():
+    dash = DashboardServer(DashboardConfig(port=0))
+    dash.start()
+    feeder = Feeder(dash)
+    feeder.thread.start()
+    yield dash, feeder
+    feeder.stop()
+    dash.stop()
+
+
+def _rect(drv, expr):
+    return js(drv, f"""const el = {expr}; el.scrollIntoView({{block: 'nearest', inline: 'nearest'}});
+        const r = el.getBoundingClientRect();
+        return {{left: r.left, right: r.right, top: r.top, bottom: r.bottom, w: r.width, h: r.height,
+                 vw: document.documentElement.clientWidth, vh: document.documentElement.clientHeight}};""")
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_layout_fits_the_screen(feed, size, tmp_path):
+    dash, feeder = feed
+    w, h = size
+    with chromium(w, h) as drv:
+        drv.get(dash.url)
+        wait_for(lambda: js(drv, "return model('frame_meta').data.seq[0] >= 0"), 60, what="the first frame")
+        feeder.script_event(0)
+        wait_for(lambda: js(drv, "return deep('.banner.alert').length > 0"), 60, what="the alert banner")
+        wait_for(lambda: js(drv, "return deep('.slick-row').length > 0"), 60, what="an event log row")
+        no_hscroll = js(drv, "return document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+        widths = js(drv, "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert no_hscroll, f"horizontal scroll bar at {w}x{h}: {widths}"
+        for name, expr in PARTS.items():
+            r = _rect(drv, expr)
+            assert r["w"] > 0 and r["h"] > 0, (name, r)
+            assert r["left"] >= 0 and r["right"] <= r["vw"] + 0.5, f"{name} is cut off at the side at {w}x{h}: {r}"
+            assert r["top"] >= -0.5 and r["bottom"] <= r["vh"] + 0.5, f"{name} does not fit the screen at {w}x{h}: {r}"
+        js(drv, "window.scrollTo(0, 0)")
+        # the most important parts need no scrolling at all on the larger screen
+        if (w, h) == (1920, 1080):
+            for name in ("image", "banner", "event log", "pause", "acknowledge"):
+                r = js(drv, f"const r = ({PARTS[name]}).getBoundingClientRect(); return [r.top, r.bottom];")
+                assert r[1] <= h, f"{name} below the fold at 1920x1080: {r}"
+        shot = tmp_path / f"dashboard_{w}x{h}.png"
+        drv.save_screenshot(str(shot))
+        assert shot.stat().st_size > 30_000
+        keep = os.environ.get("STEMWATCH_SCREENSHOT_DIR")
+        if keep:
+            drv.save_screenshot(os.path.join(keep, shot.name))
