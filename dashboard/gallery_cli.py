@@ -16,7 +16,8 @@ def _hooks(args) -> dict:
     from dashboard.gallery import GalleryWriter
 
     gal = GalleryWriter(args.out)          # ImportError (one line, exit 2) without Pillow
-    return {"on_result": (gal.write,), "keep_image": True}
+    args.gallery_writer = gal
+    return {"on_result": (gal.write,), "keep_image": True, "summary_extra": lambda: {"gallery": len(gal.written)}}
 
 
 def register(sub) -> None:
@@ -26,4 +27,13 @@ def register(sub) -> None:
     p.add_argument("--gallery", action="store_true",
                    help="also write gallery/f<frame>_<kind>_t<track>.png: crops from the frame before and the frame "
                         "after each transformation event, atoms and bonds drawn (needs Pillow: stemwatch[gallery])")
-    p.set_defaults(analyze_hooks=_hooks)
+    analyze = p.get_default("func")
+
+    def func(args) -> int:
+        rc = analyze(args)
+        gal = getattr(args, "gallery_writer", None)
+        if gal is not None:
+            print(f"wrote {args.out}/gallery/ ({len(gal.written)} PNG)")
+        return rc
+
+    p.set_defaults(analyze_hooks=_hooks, func=func)

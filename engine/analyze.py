@@ -186,7 +186,8 @@ def _count_frames(path: Path) -> int | None:
 
 def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, pixel_size_A: float | None = None,
                  key: str | None = None, limit: int | None = None, progress: bool = True,
-                 pipeline=None, dose_e_per_A2: float | None = None, on_result=(), keep_image: bool = False) -> dict:
+                 pipeline=None, dose_e_per_A2: float | None = None, on_result=(), keep_image: bool = False,
+                 summary_extra=None) -> dict:
     """Analyse every frame of ``path`` into ``out_dir``; returns the summary (also summary.json).
 
     pixel_size_A : A/px for inputs without a calibration (overrides the file's).
@@ -195,7 +196,7 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
     (``dopants.csv``, ``stats.json``, ``transitions.csv``; :mod:`engine.stats`) use it.
     on_result : callables ``(FrameResult) -> None`` called with every result in order (e.g. the event
     gallery of ``analyze --gallery``, :mod:`dashboard.gallery_cli`); keep_image : attach each frame's
-    pixels to its result for them.
+    pixels to its result for them; summary_extra : a callable returning more summary.json fields.
     """
     from engine import stats as dstats
 
@@ -260,7 +261,8 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
                                               "meta": first.meta},
                                  source=report.to_dict(),
                                  input_complete=report.complete or (limit is not None and writer.n_frames >= limit),
-                                 warnings=list(getattr(getattr(pipe, "health", None), "warnings", [])))
+                                 warnings=list(getattr(getattr(pipe, "health", None), "warnings", [])),
+                                 **(summary_extra() if summary_extra is not None else {}))
         writer.close(summary)
         if own:
             pipe.close()

@@ -278,7 +278,8 @@ class Tracker:
         pred = self.to_frame(st.pos)
         centres = np.asarray([d.centre_px for d in chem.defects or []], float).reshape(-1, 2)
         # at 2 A/frame a drift reversal moves the edge 6 A while a track goes unseen
-        speed = float(np.hypot(*getattr(self.motion, "drift_per_frame_A", np.zeros(2))))
+        v = getattr(self.motion, "drift_per_frame_A", None)     # optional for a MotionModel (DriftKalman has it)
+        speed = float(np.hypot(*v)) if isinstance(v, np.ndarray) and v.shape == (2,) else 0.0
         return TrackSnapshot(
             store=st, seq=seq, t_acquired=t_acquired, k=k, n=n, min_confidence=float(self.ecfg.min_confidence),
             col=self._col, window_cols=self._window_cols(n), ring_seq=self.ring_seq, ring_t=self.ring_t,
