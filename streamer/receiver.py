@@ -13,9 +13,13 @@ An I/O thread drains the socket at all times and decodes every message (protocol
 It tracks series (start/end, new series without an end, publisher restarts), sequence gaps (exact
 seq ranges), stalls (no frame for ``stall_timeout_s`` while a series is open), malformed
 messages by reason, and connection events (peers connected/disconnected, failed CURVE
-handshakes). A message part larger than ``max_frame_bytes`` is refused by libzmq itself
-(``ZMQ_MAXMSGSIZE``: the peer is disconnected), so no sender can make the receiver allocate more. Malformed and stale-series messages are counted and skipped: they never reach
-analysis or the recording.
+handshakes). A frame larger than ``max_frame_bytes`` is refused and counted
+(``frame_too_large``); the link stays up. libzmq itself refuses a message part larger than
+:func:`socket_limit_bytes` (``ZMQ_MAXMSGSIZE``, 4 x ``max_frame_bytes``), so no sender can make
+the receiver allocate more per part; such a peer is disconnected (``peer_disconnects``) and a
+connecting receiver reconnects at once (``reconnects``; libzmq would not: it treats it as a
+protocol error and gives up). Malformed and
+stale-series messages are counted and skipped: they never reach analysis or the recording.
 """
 
 from __future__ import annotations
@@ -36,6 +40,13 @@ from streamer.security import Curve, apply_curve
 log = logging.getLogger(__name__)
 
 _STALE_MEMORY = 256          # how many previous series ids are remembered as stale
+
+
+def socket_limit_bytes(max_frame_bytes: int) -> int:
+    """``ZMQ_MAXMSGSIZE`` of the receiving socket: frames up to 4 x ``max_frame_bytes`` still
+    arrive (and are refused as ``frame_too_large``, the link intact); beyond that libzmq drops the
+    connection before allocating."""
+    return max(4 * int(max_frame_bytes), MAX_HEADER_BYTES)
 
 
 class _RecorderQueue:
@@ -116,7 +127,7 @@ class Receiver:
             self._sock.linger = 0
             # libzmq drops (and disconnects) a peer sending a larger part: a hostile or broken
             # sender can never make us allocate more than this per message part.
-            self._sock.maxmsgsize = max(int(self.cfg.max_frame_bytes), MAX_HEADER_BYTES)
+            self._sock.maxmsgsize = socket_limit_bytes(self.cfg.max_frame_bytes)
             if socket_type == "SUB":
                 self._sock.setsockopt(zmq.SUBSCRIBE, b"")
             self._auth = apply_curve(self._ctx, self._sock, curve, server=bind)
@@ -131,6 +142,8 @@ class Receiver:
             self._ctx.term()
             raise
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
+        self._bind = bool(bind)
+        self._connect_endpoint = None if bind else endpoint
         # connection events (peers connecting, disconnecting, failing the CURVE handshake)
         self._mon = self._sock.get_monitor_socket(
             zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -161,7 +174,7 @@ class Receiver:
             "implicit_starts": 0, "restarts": 0, "seq_rewinds": 0, "stalls": 0, "heartbeats": 0,
             "malformed": collections.Counter(),
             "rec_written": 0, "rec_lost": 0, "rec_error": None, "rec_blocked_s": 0.0,
-            "peers_connected": 0, "peer_disconnects": 0, "handshake_failures": 0,
+            "peers_connected": 0, "peer_disconnects": 0, "handshake_failures": 0, "reconnects": 0,
         }
 
     # ------------------------------------------------------------------------------- life cycle
@@ -251,7 +264,7 @@ class Receiver:
                 "malformed": dict(s["malformed"]), "malformed_total": sum(s["malformed"].values()),
                 "fps": fps,
                 "peers_connected": s["peers_connected"], "peer_disconnects": s["peer_disconnects"],
-                "handshake_failures": s["handshake_failures"],
+                "handshake_failures": s["handshake_failures"], "reconnects": s["reconnects"],
                 "last_frame_age_s": None if self._last_frame_mono is None else now_mono - self._last_frame_mono,
                 "recorder": {
                     "enabled": self.recorder is not None, "written": s["rec_written"],
@@ -302,21 +315,43 @@ class Receiver:
     def _drain_monitor(self) -> None:
         from zmq.utils.monitor import recv_monitor_message
 
+        disconnected = False
         while True:
             try:
                 ev = recv_monitor_message(self._mon, zmq.NOBLOCK)["event"]
             except zmq.Again:
-                return
+                break
             except Exception:              # a malformed monitor message: ignore it
-                return
+                break
             with self._lock:
                 if ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     self._s["peers_connected"] += 1
                 elif ev == zmq.EVENT_DISCONNECTED:
                     self._s["peer_disconnects"] += 1
+                    disconnected = True
                 elif ev in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
                             zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
                     self._s["handshake_failures"] += 1
+        if disconnected and self._connect_endpoint is not None:
+            self._reconnect()
+
+    def _reconnect(self) -> None:
+        """Connect again after a disconnect. libzmq reconnects by itself after a network error but
+        gives up for good after a protocol error (e.g. a part above ``ZMQ_MAXMSGSIZE``): one
+        oversized message would end the link. Connecting anew is harmless when libzmq already
+        reconnects (the old attempt is dropped first)."""
+        ep = self._connect_endpoint
+        try:
+            self._sock.disconnect(ep)
+        except zmq.ZMQError:
+            pass                           # already gone: libzmq terminated the session
+        try:
+            self._sock.connect(ep)
+        except zmq.ZMQError as exc:
+            log.error("reconnecting to %s failed: %s", ep, exc)
+            return
+        with self._lock:
+            self._s["reconnects"] += 1
 
     def _check_stall(self) -> None:
         with self._lock:
