@@ -65,6 +65,7 @@ class Pipeline:
         self.tracker = Tracker(self.cfg.tracking, self.cfg.events)
         self.keep_image = keep_image
         self.series: str | None = None
+        self._run = 0                     # Frame.run of the series being tracked (a rerun resets)
         self.frames = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -105,11 +106,13 @@ class Pipeline:
         frame off the receiver; then ``timings_s["wait"] = t_start - frame.t_received``."""
         live = t_start is not None
         t_start = time.time() if t_start is None else t_start
-        if frame.series != self.series:
+        run = getattr(frame, "run", 0)
+        if frame.series != self.series or run != self._run:
             if self.series is not None:
-                log.info("new series %s (was %s): tracks reset", frame.series, self.series)
+                log.info("new series %s (run %d; was %s): tracks reset", frame.series, run, self.series)
             self.tracker.reset()
             self.series = frame.series
+            self._run = run
         self.frames += 1
         shape = tuple(int(v) for v in np.shape(frame.data))[:2]
         timings: dict[str, float] = {}

@@ -162,6 +162,7 @@ class Receiver:
         self._open_header: dict | None = None
         self._open_meta: dict = {}
         self._expected: int | None = None       # next expected seq in the open series
+        self._run = 0                           # number of series starts seen (Frame.run)
         self._last_series: str | None = None
         self._stale: collections.OrderedDict = collections.OrderedDict()
         self._last_frame_mono: float | None = None
@@ -414,11 +415,17 @@ class Receiver:
             if msg.type == "heartbeat":
                 self._s["heartbeats"] += 1
             elif msg.type == "start":
+                self._run += 1                       # every start begins a new run (a rerun resets analysis)
                 if h["series"] == self._open:
                     self._s["restarts"] += 1        # the publisher restarted mid-series
                     self._open_header = h
+                    self._open_meta = {**h.get("meta", {}), "dwell_s": h["dwell_s"],
+                                       "frame_time_s": h["frame_time_s"]}
                     self._last_frame_mono = time.monotonic()
                     self._stalled = False
+                    if self._slot is not None:      # an unanalysed frame of the previous run
+                        self._slot = None
+                        self._s["dropped_for_analysis"] += 1
                 else:
                     self._open_series(h["series"], h)
             elif msg.type == "end":
@@ -439,6 +446,7 @@ class Receiver:
                         self._bad("stale_series")
                         return
                     self._s["implicit_starts"] += 1     # joined a running series (no start seen)
+                    self._run += 1
                     self._open_series(frame.series, None)
                     self._expected = frame.seq
                 seq = frame.seq
@@ -450,6 +458,7 @@ class Receiver:
                     self._s["seq_rewinds"] += 1         # restart from an earlier seq, or a duplicate
                 self._expected = seq + 1
                 frame.meta = self._open_meta
+                frame.run = self._run
                 self._s["frames_received"] += 1
                 now = time.monotonic()
                 self._last_frame_mono = now

@@ -285,6 +285,7 @@ def iter_frames(path: str | os.PathLike, max_frame_bytes: int = 1 << 34, max_sid
 
     reader = reader or RecordingReader(path)
     metas: dict[str, dict] = {}
+    run = 0
     for parts, t_arrival in reader.records(verify=True):
         try:
             msg = decode(parts, max_frame_bytes=max_frame_bytes, max_side=max_side, t_received=t_arrival)
@@ -293,6 +294,8 @@ def iter_frames(path: str | os.PathLike, max_frame_bytes: int = 1 << 34, max_sid
         if msg.type == "start":
             h = msg.header
             metas[h["series"]] = {**h.get("meta", {}), "dwell_s": h["dwell_s"], "frame_time_s": h["frame_time_s"]}
+            run += 1                                # every start is a new run (Frame.run)
         elif msg.type == "frame":
             msg.frame.meta = metas.get(msg.frame.series, {})
+            msg.frame.run = run
             yield msg.frame

@@ -147,7 +147,8 @@ def replay(source: str | Path, endpoint: str, speed: float | str = 1.0, loops: i
     stop = stop or threading.Event()
     stats = ReplayStats()
     t_start = time.monotonic()
-    with Publisher(endpoint, bind=bind, socket_type=socket_type, curve=curve, linger_s=10.0) as pub:
+    with Publisher(endpoint, bind=bind, socket_type=socket_type, curve=curve, linger_s=10.0,
+                   send_timeout_s=None) as pub:
         if on_bound is not None:
             on_bound(pub.endpoint)
         while not stop.is_set() and (loops == 0 or stats.loops < loops):

@@ -131,3 +131,44 @@ def test_readme_snippet_as_written_leaves_no_series_stalled():
         assert st["frames_received"] == 3 and st["stalls"] == 0 and not st["stalled"] and st["gap_count"] == 0
     finally:
         rx.stop()
+
+
+# ----------------------------------------------------------------------------- 3: a rerun resets
+def test_a_restarted_series_id_resets_tracking():
+    """An acquisition script run twice with the same series id: the second run is tracked from
+    scratch (no spurious events from matching it against the first run's atoms)."""
+    from _track_lattice import lattice_scene, render_frame
+
+    from engine.pipeline import Pipeline
+    from stemwatch.config import Config
+
+    ps, size = 0.1, 160
+
+    def movie(seed, shift_A):
+        pts, sp = lattice_scene(size, ps, n_si=3, seed=seed)
+        rng = np.random.default_rng(seed)
+        return [render_frame((pts + shift_A + rng.normal(0, 0.03, pts.shape)) / ps, sp, (size, size), ps, rng=rng)
+                for _ in range(5)]
+
+    runs = [movie(1, 0.0), movie(2, np.array([0.7, 0.4]))]      # another place on the sample
+    rx = Receiver(TCP, StreamConfig(), bind=True).start()
+    pipe = Pipeline(Config().replace(inference={"backend": "onnx"}))
+    results = []
+    try:
+        for frames in runs:
+            with Publisher(rx.endpoint, bind=False) as pub:          # the same script, run twice
+                pub.start_series("scan", (size, size), "float32", ps, frame_time_s=0.2)
+                for img in frames:
+                    pub.send_frame(img.astype(np.float32))
+                    f = rx.latest(timeout_s=30)
+                    assert f is not None
+                    results.append(pipe.process(f))
+    finally:
+        rx.stop()
+        pipe.close()
+    assert rx.stats()["frames_received"] == 10
+    second = results[5:]
+    assert all(r.error is None for r in results)
+    assert sum(len(r.events) for r in second) == 0, [e.kind for r in second for e in r.events]
+    first_ids = {int(i) for r in results[:5] for i in r.track_ids}
+    assert first_ids.isdisjoint(int(i) for i in second[0].track_ids)   # new tracks, never continued
