@@ -129,6 +129,16 @@ def _count_frames(path: Path) -> int | None:
     return None
 
 
+def _input_fields(status: dict, stopped_at_limit: bool) -> dict:
+    """``input_complete`` / ``input_problem`` / ``input_skipped`` for summary.json. With ``--limit``
+    the input may not have been read to its end: what was read is reported."""
+    if not status:                    # not read to the end (--limit, or an error): nothing known
+        return {"input_complete": None if stopped_at_limit else False,
+                "input_problem": "input not read to its end" + (" (--limit)" if stopped_at_limit else ""),
+                "input_skipped": []}
+    return dict(status)
+
+
 def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, pixel_size_A: float | None = None,
                  key: str | None = None, limit: int | None = None, progress: bool = True,
                  pipeline=None) -> dict:
@@ -145,7 +155,8 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
 
     cfg = cfg or Config()
     path = Path(path)
-    frames = open_frames(path, pixel_size_A=pixel_size_A, key=key)
+    status: dict = {}
+    frames = open_frames(path, pixel_size_A=pixel_size_A, key=key, status=status)
     first = next(frames, None)          # fail on a bad input before creating any output
     if first is None:
         raise FileImportError(f"{path.name}: no frames")
@@ -172,7 +183,8 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
         elapsed = time.time() - t0
         summary = writer.summary(input=str(path), out_dir=str(Path(out_dir)), elapsed_s=elapsed,
                                  frames_per_s=writer.n_frames / elapsed if elapsed > 0 else None,
-                                 backend=pipe.backend_description, config=cfg.to_dict())
+                                 backend=pipe.backend_description, config=cfg.to_dict(),
+                                 **_input_fields(status, limit is not None and writer.n_frames >= limit))
         writer.close(summary)
         if own:
             pipe.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streamer.cli import ENDPOINT_HELP, add_file_options
+from streamer.cli import ENDPOINT_HELP, add_allow_partial, add_file_options, add_record_mode
 
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
@@ -70,11 +70,16 @@ def _analyze(args) -> int:
     except (FileNotFoundError, FileImportError) as exc:
         print(f"stemwatch analyze: {exc}", file=sys.stderr)
         return 2
+    from streamer.cli import report_partial
+
+    partial = report_partial("analyze", summary, args.allow_partial)
     print(f"{summary['frames']} frames ({summary['frames_with_error']} with errors), "
           f"{summary['atoms_per_frame']:.0f} atoms/frame, {summary['tracks']} tracks, "
           f"{summary['events']} events {summary['events_by_kind']}, "
           f"{summary['frames_per_s'] or 0:.1f} frames/s on {summary['backend']}")
     print(f"wrote {args.out}/atoms.csv, events.jsonl, frames.csv, summary.json")
+    if partial:
+        return partial
     return 0 if summary["frames"] > summary["frames_with_error"] else 1
 
 
@@ -108,9 +113,15 @@ def _serve(args) -> int:
         if not args.events_curve_allow:
             print("stemwatch serve: warning: CURVE on the events socket without --events-curve-allow: encrypted, but "
                   "any subscriber that knows this server's public key may listen", file=sys.stderr)
+    if args.record:
+        from streamer.recording import check_target
+
+        check_target(args.record, args.append, args.overwrite)
     svc = LiveService(cfg, args.connect or args.bind, record_path=args.record,
                       events_endpoint=args.events or None, bind=bool(args.bind),
-                      socket_type="SUB" if args.sub else "PULL", curve=curve, events_curve=events_curve)
+                      socket_type="SUB" if args.sub else "PULL", curve=curve, events_curve=events_curve,
+                      record_mode="append" if args.append else "overwrite" if args.overwrite else "new",
+                      recordings_dir=args.recordings_dir)
     dash = None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
@@ -195,6 +206,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     add_file_options(p, frame_time=False)
     p.add_argument("--limit", type=int, default=None, metavar="N", help="analyse at most N frames")
+    add_allow_partial(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_engine_options(p)
     p.set_defaults(func=_analyze)
@@ -211,6 +223,10 @@ def register(sub) -> None:
                    help="bind the events PUB socket here (default %(default)s; '' = none)")
     p.add_argument("--events-log", metavar="FILE", default=None, help="also append every event as JSON lines here")
     p.add_argument("--record", metavar="FILE", default=None, help="record every message to FILE from the start")
+    add_record_mode(p, "--record")
+    p.add_argument("--recordings-dir", metavar="DIR", default="recordings",
+                   help="the dashboard's Record control writes only here, under names it generates "
+                        "(default %(default)s)")
     p.add_argument("--duration-s", type=float, default=None, metavar="S", help="stop after S seconds")
     p.add_argument("--no-dashboard", action="store_true", help="run headless (no Bokeh server)")
     p.add_argument("--quiet", action="store_true", help="no periodic status line")

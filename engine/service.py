@@ -80,12 +80,12 @@ class SwitchableRecorder:
                 log.error("recording %s stopped: %s", self.path, self.error)
                 self._close_locked()
 
-    def open(self, path: str | Path, append: bool = False) -> None:
+    def open(self, path: str | Path, append: bool = False, overwrite: bool = False) -> None:
         from streamer.recording import RecordingWriter
 
         with self._lock:
             self._close_locked()
-            self.writer = RecordingWriter(path, append=append)
+            self.writer = RecordingWriter(path, append=append, overwrite=overwrite)
             self.path, self.error, self.written = str(path), None, 0
             if self.last_start is not None:
                 parts, t = self.last_start
@@ -122,7 +122,8 @@ class LiveService:
     def __init__(self, cfg: Config | None = None, endpoint: str = "tcp://127.0.0.1:5555",
                  record_path: str | Path | None = None, events_endpoint: str | None = None,
                  bind: bool = False, pipeline: Pipeline | None = None, socket_type: str = "PULL",
-                 curve: Any = None, events_curve: Any = None):
+                 curve: Any = None, events_curve: Any = None, record_mode: str = "new",
+                 recordings_dir: str | Path = "recordings"):
         import zmq
 
         from streamer.receiver import Receiver
@@ -134,6 +135,10 @@ class LiveService:
         self.receiver = Receiver(endpoint, self.cfg.stream, bind=bind, recorder=self.recorder,
                                  socket_type=socket_type, curve=curve)
         self._record_path = record_path
+        if record_mode not in ("new", "append", "overwrite"):
+            raise ValueError(f"record_mode must be new, append or overwrite, got {record_mode!r}")
+        self._record_mode = record_mode
+        self.recordings_dir = Path(recordings_dir)
         self._ctx = None
         self._pub = None
         self._pub_auth = None
@@ -169,7 +174,8 @@ class LiveService:
         if self._thread is not None:
             return self
         if self._record_path:                 # before the first message can arrive: nothing received goes unrecorded
-            self.start_recording(self._record_path)
+            self.start_recording(self._record_path, append=self._record_mode == "append",
+                                 overwrite=self._record_mode == "overwrite")
         self.receiver.start()
         self._thread = threading.Thread(target=self._loop, name="stemwatch-analysis", daemon=True)
         self._thread.start()
@@ -219,12 +225,28 @@ class LiveService:
     def paused(self) -> bool:
         return self._paused
 
-    def start_recording(self, path: str | Path, append: bool = False) -> str:
-        """Record every message from now on to ``path`` (a new file; the series' start message first)."""
+    def start_recording(self, path: str | Path, append: bool = False, overwrite: bool = False) -> str:
+        """Record every message from now on to ``path`` (a new file unless ``append``/``overwrite``:
+        an existing file is refused; the series' start message first)."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.recorder.open(path, append=append)
+        self.recorder.open(path, append=append, overwrite=overwrite)
         log.info("recording to %s", path)
         return str(path)
+
+    def start_take(self, name: str | None = None) -> str:
+        """Start a recording for the dashboard's Record control: always a new file inside
+        :attr:`recordings_dir` (``name``: a plain file name, or None for a time-stamped one; an
+        existing name gets ``-2``, ``-3``...). Returns the path. ValueError for a name with a path."""
+        from streamer.recording import RecordingExistsError, take_path
+
+        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):               # a take appearing meanwhile: the next free name
+            path = take_path(self.recordings_dir, name)
+            try:
+                return self.start_recording(path)
+            except RecordingExistsError:
+                continue
+        raise RuntimeError(f"no free recording name in {self.recordings_dir}")
 
     def stop_recording(self) -> None:
         self.recorder.close()

@@ -39,6 +39,7 @@ from streamer.security import Curve, apply_curve
 
 log = logging.getLogger(__name__)
 
+_RECONNECT_GRACE_S = 0.5     # a disconnect libzmq does not follow up within this is re-connected here
 _STALE_MEMORY = 256          # how many previous series ids are remembered as stale
 
 
@@ -148,7 +149,8 @@ class Receiver:
         self._mon = self._sock.get_monitor_socket(
             zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
             | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECT_DELAYED)
+        self._reconnect_due: float | None = None    # see _drain_monitor
         self.recorder = recorder
         self._lock = threading.Lock()
         self._slot_cond = threading.Condition(self._lock)
@@ -300,18 +302,23 @@ class Receiver:
             if self._mon in ready:
                 self._drain_monitor()
             if sock in ready:
-                for _ in range(10_000):          # drain, but look at the stop flag now and then
-                    try:
-                        parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    try:
-                        self._handle(parts, time.time())
-                    except Exception:            # never let one message kill the I/O thread
-                        log.exception("unexpected error handling a message")
-                        with self._lock:
-                            self._s["malformed"]["internal_error"] += 1
+                self._drain_socket()
+            self._maybe_reconnect()
             self._check_stall()
+
+    def _drain_socket(self) -> None:
+        sock = self._sock
+        for _ in range(10_000):          # drain, but look at the stop flag now and then
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            try:
+                self._handle(parts, time.time())
+            except Exception:            # never let one message kill the I/O thread
+                log.exception("unexpected error handling a message")
+                with self._lock:
+                    self._s["malformed"]["internal_error"] += 1
 
     def _drain_monitor(self) -> None:
         from zmq.utils.monitor import recv_monitor_message
@@ -330,11 +337,22 @@ class Receiver:
                 elif ev == zmq.EVENT_DISCONNECTED:
                     self._s["peer_disconnects"] += 1
                     disconnected = True
+                elif ev in (zmq.EVENT_CONNECT_RETRIED, zmq.EVENT_CONNECT_DELAYED, zmq.EVENT_CONNECTED):
+                    self._reconnect_due = None     # libzmq is reconnecting by itself
                 elif ev in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
                             zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
                     self._s["handshake_failures"] += 1
         if disconnected and self._connect_endpoint is not None:
-            self._reconnect()
+            # libzmq reconnects after a network error (and says so with CONNECT_RETRIED/DELAYED
+            # events) but not after a protocol error: if it stays silent, reconnect ourselves.
+            self._reconnect_due = time.monotonic() + _RECONNECT_GRACE_S
+
+    def _maybe_reconnect(self) -> None:
+        if self._reconnect_due is None or time.monotonic() < self._reconnect_due:
+            return
+        self._reconnect_due = None
+        self._drain_socket()               # messages already received are kept, not dropped
+        self._reconnect()
 
     def _reconnect(self) -> None:
         """Connect again after a disconnect. libzmq reconnects by itself after a network error but

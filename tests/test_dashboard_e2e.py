@@ -52,7 +52,10 @@ class Chain:
         self.stop_replay = threading.Event()
         self.sent: dict[int, float] = {}             # frames sent so far -> wall time of that send
         self.thread = None
-        self.service = LiveService(self.cfg, endpoint=self.endpoint)
+        import tempfile
+
+        self.recordings_dir = Path(tempfile.mkdtemp(prefix="sw-takes-"))
+        self.service = LiveService(self.cfg, endpoint=self.endpoint, recordings_dir=self.recordings_dir)
         self.dash = DashboardServer(self.cfg.dashboard, controller=self.service)
         self.url = self.dash.start()
         self.service.start()
@@ -81,6 +84,9 @@ class Chain:
         self.dash.stop()
         if self.thread is not None:
             self.thread.join(10)
+        import shutil
+
+        shutil.rmtree(self.recordings_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -172,20 +178,34 @@ def test_controls_act_on_the_live_service(switching_chain, tmp_path):
         wait_for(lambda: "Resume analysis" in buttons(), 2, what="the resume button")
         buttons()["Resume analysis"].click()
         wait_for(lambda: not svc.paused and svc.status()["frames_analysed"] > n_paused, 4, what="analysis to resume")
-        # record to a file of our choice, then stop
-        out = tmp_path / "from-dashboard.swrec"
-        box = drv.execute_script(FIND_INPUT, "recording file")
-        box.clear()
-        box.send_keys(str(out) + "\n")
-        buttons()["● Record"].click()
-        wait_for(lambda: svc.recorder.recording and out.exists(), 4, what="the recording to start")
-        wait_for(lambda: svc.recorder.written >= 3, 4, what="frames in the recording")
-        wait_for(lambda: "■ Stop recording" in buttons(), 3, what="the stop button")
-        buttons()["■ Stop recording"].click()
-        wait_for(lambda: not svc.recorder.recording, 4, what="the recording to stop")
+        # record under a name of our choice (inside the service's recordings folder), stop, record again:
+        # the second take gets a new name, the first is never overwritten
         from streamer.recording import RecordingReader
 
-        assert len(list(RecordingReader(out))) >= 3
+        box = drv.execute_script(FIND_INPUT, "recording name")
+        box.clear()
+        box.send_keys("from-dashboard\n")
+        takes = []
+        for out in (chain.recordings_dir / "from-dashboard.swrec", chain.recordings_dir / "from-dashboard-2.swrec"):
+            wait_for(lambda: "● Record" in buttons(), 10, what="the record button")
+            buttons()["● Record"].click()
+            wait_for(lambda: svc.recorder.recording and out.exists(), 20, what="the recording to start")
+            wait_for(lambda: svc.recorder.written >= 3, 20, what="frames in the recording")
+            wait_for(lambda: "■ Stop recording" in buttons(), 10, what="the stop button")
+            buttons()["■ Stop recording"].click()
+            wait_for(lambda: not svc.recorder.recording, 10, what="the recording to stop")
+            takes.append(out)
+        for out in takes:
+            assert len(list(RecordingReader(out))) >= 3
+        # a path is refused: nothing is written outside the recordings folder
+        box = drv.execute_script(FIND_INPUT, "recording name")
+        box.clear()
+        box.send_keys(str(tmp_path / "elsewhere.swrec") + "\n")
+        time.sleep(0.3)
+        buttons()["● Record"].click()
+        wait_for(lambda: "without a folder" in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')"), 10,
+                 what="the refusal")
+        assert not svc.recorder.recording and not (tmp_path / "elsewhere.swrec").exists()
         # thresholds
         for title, value in (("of n frames", "4"), ("debounce k", "3")):
             box = drv.execute_script(FIND_INPUT, title)

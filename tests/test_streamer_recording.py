@@ -92,14 +92,17 @@ def test_corruption_is_detected_and_earlier_records_kept(tmp_path):
     data[ends[2] - 10] ^= 0x01                    # a pixel byte of record 3
     path.write_bytes(bytes(data))
     r = RecordingReader(path)
-    assert sum(1 for _ in r) == 2 and not r.complete
-    assert r.problem == f"payload checksum mismatch in record 3 at byte {ends[1]}"
+    # the damaged record is skipped, reading resumes at the next intact one (issue 14)
+    assert sum(1 for _ in r) == len(msgs) - 1 and not r.complete
+    assert r.problem.startswith(f"payload checksum mismatch in record 3 at byte {ends[1]}")
+    assert r.skipped == [{"at_byte": ends[1], "bytes": ends[2] - ends[1], "after_record": 2,
+                          "reason": f"payload checksum mismatch in record 3 at byte {ends[1]}"}]
     data = bytearray(path.read_bytes())
     data[ends[2] - 10] ^= 0x01
     data[ends[0] + 12] ^= 0x40                    # t_arrival of record 2: header checksum
     path.write_bytes(bytes(data))
     r = RecordingReader(path)
-    assert sum(1 for _ in r) == 1 and r.problem.startswith("header checksum mismatch in record 2")
+    assert sum(1 for _ in r) == len(msgs) - 1 and r.problem.startswith("header checksum mismatch in record 2")
 
 
 def test_not_a_recording(tmp_path):
