@@ -30,16 +30,25 @@ def _config(args):
 
     from stemwatch.config import Config
 
+    from stemwatch.errors import UserError
+
     cfg = Config()
     if getattr(args, "config", None):
         with open(args.config) as fh:
-            overrides = json.load(fh)
+            try:
+                overrides = json.load(fh)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise UserError(f"--config {args.config}: not valid JSON ({exc})") from None
         if not isinstance(overrides, dict):
-            raise SystemExit(f"{args.config}: expected a JSON object of sections")
+            raise UserError(f"--config {args.config}: expected a JSON object of sections")
         for section, values in overrides.items():
+            _check_overrides(args.config, cfg, section, values)
             if section == "events" and "k_of_n" in values:
                 values = {**values, "k_of_n": tuple(values["k_of_n"])}
-            cfg = cfg.replace(**{section: values})
+            try:
+                cfg = cfg.replace(**{section: values})
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                raise UserError(f"--config {args.config}: section {section!r}: {exc}") from None
     inf = {"backend": args.backend}
     if args.model:
         inf["model_path"] = args.model
@@ -57,12 +66,56 @@ def _config(args):
     return cfg
 
 
+def _check_overrides(path, cfg, section, values) -> None:
+    """A ``--config`` section: known section, known fields, values of the field's type (a number
+    for a number, finite). One clear line (UserError) otherwise; the ranges are Config's business."""
+    import dataclasses
+    import math
+
+    from stemwatch.errors import UserError
+
+    if not dataclasses.is_dataclass(getattr(cfg, section, None)):
+        known = ", ".join(f.name for f in dataclasses.fields(cfg))
+        raise UserError(f"--config {path}: unknown section {section!r} (known: {known})")
+    if not isinstance(values, dict):
+        raise UserError(f"--config {path}: section {section!r} must be a JSON object of settings")
+    current = getattr(cfg, section)
+    names = {f.name for f in dataclasses.fields(current)}
+    for key, value in values.items():
+        if key not in names:
+            raise UserError(f"--config {path}: unknown setting {section}.{key} (known: {', '.join(sorted(names))})")
+        default = getattr(current, key)
+        bad = False
+        if isinstance(default, bool):
+            bad = not isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            bad = (isinstance(value, bool) or not isinstance(value, (int, float))
+                   or (isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float)
+                       and not value.is_integer()) or not math.isfinite(value))
+        elif isinstance(default, str):
+            bad = not isinstance(value, str)
+        elif isinstance(default, (tuple, list)):
+            bad = not isinstance(value, (list, tuple))
+        if bad:
+            raise UserError(f"--config {path}: {section}.{key} = {json_short(value)} is not a valid value "
+                            f"(expected {type(default).__name__}, like the default {default!r})")
+
+
+def json_short(v) -> str:
+    import json
+
+    text = json.dumps(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 # ------------------------------------------------------------------------------------------- analyze
 def _analyze(args) -> int:
     from engine.analyze import analyze_file
 
+    from streamer.cli import check_pixel_size
     from streamer.importers import FileImportError
 
+    check_pixel_size(args.pixel_size)
     cfg = _config(args)
     try:
         summary = analyze_file(args.input, args.out, cfg, pixel_size_A=args.pixel_size, key=args.key,
@@ -136,7 +189,13 @@ def _serve(args) -> int:
 
             dcfg = dashboard_config(cfg, args).dashboard
             dash = DashboardServer(dcfg, controller=svc)
-            url = dash.start()
+            try:
+                url = dash.start()
+            except RuntimeError as exc:       # the port is busy, or the address cannot be bound
+                from stemwatch.errors import UserError
+
+                dash = None
+                raise UserError(f"{exc} (choose another --port)") from None
             print(f"dashboard: {url}", file=sys.stderr, flush=True)
             if not args.no_browser:
                 open_browser(url)

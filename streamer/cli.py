@@ -24,6 +24,16 @@ def _add_source(p: argparse.ArgumentParser, replay: bool = False) -> None:
                    help="report a stall after this many seconds without a frame in an open series (default %(default)s)")
 
 
+def check_pixel_size(value) -> None:
+    """``--pixel-size`` must be a positive, finite number of angstrom per pixel (UserError)."""
+    import math
+
+    from stemwatch.errors import UserError
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UserError(f"invalid pixel size {value}: give a positive number of angstrom per pixel")
+
+
 def add_file_options(p: argparse.ArgumentParser, frame_time: bool = True) -> None:
     """``--pixel-size``, ``--frame-time`` (optional) and ``--key``: how to read an image file that has
     no calibration, no frame times, or several arrays (shared by replay/import/convert/analyze)."""
@@ -243,6 +253,7 @@ def _cmd_replay(args) -> int:
 
     from streamer.replay import parse_speed, replay
 
+    check_pixel_size(args.pixel_size)
     speed = parse_speed(args.speed)
     bar = tqdm(unit="frame", desc="replay", file=sys.stderr, disable=args.quiet)
     stop = threading.Event()
@@ -281,19 +292,20 @@ def convert(src: str, out: str, pixel_size_A=None, frame_time_s: float = 0.2, ke
 
     from tqdm import tqdm
 
-    from streamer.importers import export_emd, open_frames
+    from streamer.importers import FileImportError, export_emd, open_frames
     from streamer.recording import RecordingReader, input_status
     from streamer.replay import encoded_messages, is_recording, recorded_messages
 
     status = {} if status is None else status
     frames = open_frames(src, pixel_size_A=pixel_size_A, frame_time_s=frame_time_s, key=key, status=status)
+    first = next(frames, None)              # a bad input fails here, before an output file exists
+    if first is None:
+        raise FileImportError(f"{Path(src).name}: no frames")
+    frames = (_check_meta(f, Path(src).name) for f in _prepend(first, frames))
+    _check_meta(first, Path(src).name)
     if Path(out).suffix.lower() in (".emd", ".h5", ".hdf5"):
         if series is None:
-            first = next(frames, None)
-            if first is None:
-                raise SystemExit(f"{src}: no frames")
             series = first.series
-            frames = _prepend(first, frames)
         sel = (f for f in frames if f.series == series)
         n = export_emd(sel, out, progress=progress)
         for f in frames:                        # read to the end: the input's status is known then
@@ -335,12 +347,38 @@ def convert(src: str, out: str, pixel_size_A=None, frame_time_s: float = 0.2, ke
     return n
 
 
+#: metadata nested deeper than this is refused when converting (instrument metadata is never that
+#: deep; a broken or hostile file can be, and would make the JSON/HDF5 writers recurse)
+MAX_META_DEPTH = 32
+
+
+def _meta_depth(v, depth: int = 0) -> int:
+    while True:
+        if depth > MAX_META_DEPTH:
+            return depth
+        if isinstance(v, dict):
+            return max([_meta_depth(x, depth + 1) for x in v.values()] or [depth + 1])
+        if isinstance(v, (list, tuple)):
+            return max([_meta_depth(x, depth + 1) for x in v] or [depth + 1])
+        return depth
+
+
+def _check_meta(f, src):
+    from streamer.importers import FileImportError
+
+    if _meta_depth(f.meta or {}) > MAX_META_DEPTH:
+        raise FileImportError(f"{src}: the metadata of series {f.series!r} is nested deeper than {MAX_META_DEPTH} "
+                              "levels (a damaged or hostile file); not converted")
+    return f
+
+
 def _prepend(first, it):
     yield first
     yield from it
 
 
 def _cmd_convert(args) -> int:
+    check_pixel_size(args.pixel_size)
     status: dict = {}
     n = convert(args.file, args.out, args.pixel_size, args.frame_time, args.key, args.series, not args.quiet,
                 status=status)

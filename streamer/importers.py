@@ -277,6 +277,10 @@ def _tiff(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
             if not tif.series:
                 raise FileImportError(f"{path.name}: no image in the TIFF file")
             ser = tif.series[0]
+            if "S" in getattr(ser, "axes", "") or getattr(tif.pages[0], "samplesperpixel", 1) > 1:
+                raise FileImportError(f"{path.name}: an RGB(A) colour image ({getattr(ser, 'axes', '?')} "
+                                      f"{ser.shape}), not a detector signal: save the STEM image as greyscale "
+                                      "(one value per pixel)")
             _declared(path.name, "the image stack", ser.shape, ser.dtype)
             arr = tif.asarray()
     except (FileImportError, MemoryError):
@@ -430,6 +434,8 @@ def open_frames(path: str | Path, pixel_size_A: float | None = None, frame_time_
         raise IsADirectoryError(f"{p} is a directory, not a file")
     if not p.is_file():
         raise FileNotFoundError(f"no such file: {p}")
+    if p.stat().st_size == 0:
+        raise FileImportError(f"{p.name}: the file is empty")
     if status is not None:
         status.update(input_status(None))
     if is_recording(p):

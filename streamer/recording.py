@@ -68,7 +68,7 @@ def check_target(path: str | os.PathLike, append: bool = False, overwrite: bool 
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot create the folder {parent}: {exc.strerror}") from None
+        raise OSError(exc.errno, f"cannot record to {p}: cannot create the folder {parent}: {exc.strerror}") from None
     if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise PermissionError(errno.EACCES, f"{p}: not writable (permission denied)")
     return p

@@ -134,6 +134,10 @@ def messages_for(path: str | Path, pixel_size_A: float | None = None, frame_time
         status.update(total)
 
 
+#: a jump in t_acquired larger than this (s) is not waited for: pacing restarts at that frame
+MAX_TIME_JUMP_S = 86400.0
+
+
 @dataclass
 class ReplayStats:
     """What a replay sent: messages, frames, completed loops, wall time (s)."""
@@ -172,7 +176,9 @@ def replay(source: str | Path, endpoint: str, speed: float | str = 1.0, loops: i
                 if stop.is_set():
                     break
                 if t_acq is not None and math.isfinite(speed):
-                    if anchor_acq is None or t_acq < prev_acq:
+                    if anchor_acq is None or t_acq < prev_acq or t_acq - prev_acq > MAX_TIME_JUMP_S:
+                        # the first frame, a new loop, or an implausible time (a jump of more than a day,
+                        # e.g. a broken clock): pace from here on, never wait for it
                         anchor_wall, anchor_acq = None, t_acq
                     elif max_pause_s is not None and t_acq - prev_acq > max_pause_s:
                         anchor_acq += (t_acq - prev_acq) - max_pause_s

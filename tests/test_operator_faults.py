@@ -391,3 +391,140 @@ def test_info_lists_duplicates_and_out_of_order_frames(tmp_path):
     assert s["duplicates"] == [3] and s["out_of_order"] == [2] and s["missing"] == [] and s["frames"] == 5
     r = _stemwatch("info", path)
     assert "1 duplicate frame(s): seq 3" in r.stdout and "1 out-of-order frame(s): seq 2" in r.stdout
+
+
+# ----------------------------------------------------------------------------- 9: no tracebacks
+def _one_line_error(capsys, argv, *expect):
+    """Run the real entry point (stemwatch.cli.main); expect exit 2 and one clear line on stderr."""
+    from stemwatch.cli import main
+
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip() and "error" in ln.lower()]
+    assert rc == 2, err
+    assert "Traceback" not in err and len(lines) == 1, err
+    for e in expect:
+        assert e in lines[0], lines[0]
+    return lines[0]
+
+
+def _bad_input(tmp_path, kind):
+    if kind == "missing":
+        return tmp_path / "nothere.swrec", "nothere"
+    if kind == "directory":
+        (tmp_path / "adir").mkdir()
+        return tmp_path / "adir", "directory"
+    if kind == "empty":
+        (tmp_path / "empty.swrec").write_bytes(b"")
+        return tmp_path / "empty.swrec", "empty"
+    (tmp_path / "notes.tif").write_text("these are my notes, not an image\n")
+    return tmp_path / "notes.tif", "TIFF"
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "text_tif"])
+@pytest.mark.parametrize("cmd", ["info", "import", "convert", "replay"])
+def test_bad_input_file_is_one_line(tmp_path, capsys, cmd, kind):
+    path, expect = _bad_input(tmp_path, kind)
+    if cmd == "replay" and kind == "directory":
+        expect = "no recording in"                 # replay takes a folder of recordings
+    argv = {"info": ["info", path], "import": ["import", path, "--out", tmp_path / "o.swrec", "-q"],
+            "convert": ["convert", path, "--out", tmp_path / "o.emd", "-q"],
+            "replay": ["replay", path, "--bind", "tcp://127.0.0.1:*", "--pub", "-q"]}[cmd]
+    _one_line_error(capsys, argv, expect)
+    assert not (tmp_path / "o.swrec").exists() and not (tmp_path / "o.emd").exists()
+
+
+@pytest.mark.parametrize("target", ["directory", "dev_full", "unwritable"])
+def test_serve_record_into_a_bad_place_is_one_line(tmp_path, capsys, target):
+    path = {"directory": tmp_path, "dev_full": "/dev/full", "unwritable": "/proc/stemwatch-nope/run.swrec"}[target]
+    _one_line_error(capsys, ["serve", "--connect", "tcp://127.0.0.1:9", "--record", path, "--no-dashboard",
+                             "--events", "", "--duration-s", "0.1", "--backend", "onnx", "--quiet"], str(path))
+
+
+def _busy_port():
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s, s.getsockname()[1]
+
+
+def test_serve_busy_events_port_is_one_line(capsys):
+    s, port = _busy_port()
+    with s:
+        _one_line_error(capsys, ["serve", "--connect", "tcp://127.0.0.1:9", "--events", f"tcp://127.0.0.1:{port}",
+                                 "--no-dashboard", "--duration-s", "0.1", "--backend", "onnx", "--quiet"], "in use")
+
+
+def test_serve_busy_dashboard_port_is_one_line(capsys):
+    s, port = _busy_port()
+    with s:
+        _one_line_error(capsys, ["serve", "--connect", "tcp://127.0.0.1:9", "--events", "", "--port", port,
+                                 "--no-browser", "--duration-s", "0.1", "--backend", "onnx", "--quiet"], "in use",
+                        "--port")
+
+
+@pytest.mark.parametrize("value", ["0", "-1.5", "nan"])
+def test_invalid_pixel_size_is_said_as_such(tmp_path, capsys, value):
+    np.save(tmp_path / "stack.npy", np.zeros((2, 16, 16), np.float32))
+    _one_line_error(capsys, ["import", tmp_path / "stack.npy", "--out", tmp_path / "o.swrec", f"--pixel-size={value}",
+                             "-q"], "invalid pixel size")
+
+
+@pytest.mark.parametrize("bad", [{"tracking": {"nonsense": 1}}, {"chemistry": {"prob_threshold": "high"}},
+                                 {"nosection": {}}])
+def test_bad_config_key_or_value_is_one_line(tmp_path, capsys, bad):
+    import json
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(bad))
+    np.save(tmp_path / "stack.npy", np.zeros((2, 16, 16), np.float32))
+    _one_line_error(capsys, ["analyze", tmp_path / "stack.npy", "--out", tmp_path / "out", "--pixel-size", "0.1",
+                             "--config", cfg, "--quiet"], "--config")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_rgb_images_are_refused_clearly(tmp_path, capsys, channels):
+    import tifffile
+
+    path = tmp_path / "colour.tif"
+    kw = {"extrasamples": ["unassalpha"]} if channels == 4 else {}
+    tifffile.imwrite(path, np.zeros((64, 64, channels), np.uint8), photometric="rgb", **kw)
+    _one_line_error(capsys, ["info", path], "RGB")
+    _one_line_error(capsys, ["import", path, "--out", tmp_path / "o.swrec", "--pixel-size", "0.1", "-q"], "RGB")
+
+
+def test_a_recording_with_an_absurd_t_acquired_replays(tmp_path, capsys):
+    from stemwatch.cli import main
+    from streamer.protocol import encode_end, encode_frame, encode_start
+    from streamer.recording import RecordingWriter
+
+    path = tmp_path / "t.swrec"
+    with RecordingWriter(path) as w:
+        w.write(encode_start("s", (8, 8), "uint8", 0.1, 0.0, 0.2), 1.0)
+        for i, t in enumerate((1.0, 1e300, 1.4)):
+            w.write(encode_frame("s", i, t, np.zeros((8, 8), np.uint8), 0.1), 1.0)
+        w.write(encode_end("s", 3), 2.0)
+    assert main(["replay", str(path), "--bind", "tcp://127.0.0.1:*", "--pub", "-q"]) == 0
+    assert main(["info", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "sent 5 messages (3 frames" in err
+
+
+def test_deeply_nested_meta_on_convert_is_one_line(tmp_path, capsys):
+    import msgpack
+
+    from streamer.protocol import encode_frame
+    from streamer.recording import RecordingWriter
+
+    head = msgpack.packb({"version": 1, "type": "start", "series": "s", "shape": [8, 8], "dtype": "|u1",
+                          "pixel_size_A": 0.1, "dwell_s": 0.0, "frame_time_s": 0.2, "t_sent": 1.0})
+    head = b"\x8a" + head[1:] + b"\xa4meta" + b"\x81\xa1a" * 1000 + b"\x80"     # meta nested 1000 deep
+    path = tmp_path / "deep.swrec"
+    with RecordingWriter(path) as w:
+        w.write([head], 1.0)
+        w.write(encode_frame("s", 0, 1.0, np.zeros((8, 8), np.uint8), 0.1), 1.0)
+    _one_line_error(capsys, ["convert", path, "--out", tmp_path / "d.emd", "-q"], "nested")
+    assert not (tmp_path / "d.emd").exists()
