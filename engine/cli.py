@@ -146,6 +146,10 @@ def _serve(args) -> int:
 
     from engine.service import LiveService
 
+    from stemwatch.errors import UserError
+    from streamer.cli import check_curve_options
+
+    check_curve_options(args)
     cfg = _config(args)
     curve = events_curve = None
     if args.curve_secret or args.events_curve_secret or args.events_curve_allow:
@@ -159,9 +163,9 @@ def _serve(args) -> int:
     if args.events_curve_secret or args.events_curve_allow:
         secret = args.events_curve_secret or args.curve_secret
         if not secret:
-            raise SystemExit("stemwatch serve: --events-curve-allow needs --events-curve-secret (or --curve-secret)")
+            raise UserError("--events-curve-allow needs --events-curve-secret (or --curve-secret)")
         if not args.events:
-            raise SystemExit("stemwatch serve: events CURVE options given but --events is ''")
+            raise UserError("events CURVE options given but --events is ''")
         events_curve = Curve(secret_key_file=secret, allowed_clients_dir=args.events_curve_allow)
         if not args.events_curve_allow:
             print("stemwatch serve: warning: CURVE on the events socket without --events-curve-allow: encrypted, but "

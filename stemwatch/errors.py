@@ -35,6 +35,12 @@ def user_error_message(exc: BaseException) -> str | None:
         FileImportError = ()  # type: ignore[assignment]
     if FileImportError and isinstance(exc, FileImportError):
         return str(exc)
+    try:
+        from streamer.security import SecurityError
+    except Exception:  # pragma: no cover - pyzmq is a dependency
+        SecurityError = ()  # type: ignore[assignment]
+    if SecurityError and isinstance(exc, SecurityError):
+        return str(exc)
     if isinstance(exc, OSError):
         return _oserror_line(exc)
     try:

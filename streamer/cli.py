@@ -91,14 +91,26 @@ def _add_curve(p: argparse.ArgumentParser) -> None:
 
 
 def _curve(args):
+    check_curve_options(args)
     if not getattr(args, "curve_secret", None):
-        if getattr(args, "curve_server_key", None) or getattr(args, "curve_allow", None):
-            raise SystemExit("--curve-server-key/--curve-allow need --curve-secret")
         return None
     from streamer.security import Curve
 
     return Curve(secret_key_file=args.curve_secret, server_public_key_file=args.curve_server_key,
                  allowed_clients_dir=args.curve_allow)
+
+
+def check_curve_options(args) -> None:
+    """Half-configured security is refused (UserError): --curve-server-key or --curve-allow
+    without --curve-secret would otherwise run without any encryption at all."""
+    from stemwatch.errors import UserError
+
+    if not getattr(args, "curve_secret", None):
+        given = [o for o, a in (("--curve-server-key", "curve_server_key"), ("--curve-allow", "curve_allow"))
+                 if getattr(args, a, None)]
+        if given:
+            raise UserError(f"{' and '.join(given)} given without --curve-secret: refusing to run unencrypted "
+                            "(add --curve-secret THIS_SIDE.key_secret, or drop the CURVE options)")
 
 
 def _receiver(args, recorder=None, policy="drop"):
@@ -173,6 +185,7 @@ def _watch(args, rx, out_json: bool, duration: float | None, max_frames: int | N
 # ------------------------------------------------------------------------------------- handlers
 
 def _cmd_monitor(args) -> int:
+    check_curve_options(args)
     writer = None
     if args.record:
         from streamer.recording import RecordingWriter, check_target
@@ -227,6 +240,7 @@ def _cmd_monitor(args) -> int:
 def _cmd_record(args) -> int:
     from streamer.recording import RecordingWriter, check_target
 
+    check_curve_options(args)
     check_target(args.out, args.append, args.overwrite)
     writer = RecordingWriter(args.out, append=args.append, sync_every_s=args.sync_every, overwrite=args.overwrite)
     rx = _receiver(args, writer, policy="block" if args.lossless else "drop").start()

@@ -528,3 +528,33 @@ def test_deeply_nested_meta_on_convert_is_one_line(tmp_path, capsys):
         w.write(encode_frame("s", 0, 1.0, np.zeros((8, 8), np.uint8), 0.1), 1.0)
     _one_line_error(capsys, ["convert", path, "--out", tmp_path / "d.emd", "-q"], "nested")
     assert not (tmp_path / "d.emd").exists()
+
+
+# ----------------------------------------------------------------------------- 5: half-configured CURVE
+@pytest.mark.parametrize("cmd", ["serve", "record", "monitor"])
+@pytest.mark.parametrize("opt", ["--curve-allow", "--curve-server-key"])
+def test_curve_options_without_a_secret_key_are_refused(tmp_path, capsys, cmd, opt):
+    from streamer.security import generate_keypair
+
+    pub_key, _ = generate_keypair(tmp_path / "keys", "microscope")
+    value = tmp_path / "keys" if opt == "--curve-allow" else pub_key
+    argv = {"serve": ["serve", "--bind", "tcp://127.0.0.1:*", "--no-dashboard", "--events", "", "--duration-s", "0.1",
+                      "--backend", "onnx", "--quiet"],
+            "record": ["record", "--bind", "tcp://127.0.0.1:*", "--out", tmp_path / "r.swrec", "--duration", "0.1"],
+            "monitor": ["monitor", "--bind", "tcp://127.0.0.1:*", "--duration", "0.1"]}[cmd]
+    _one_line_error(capsys, [*argv, opt, value], opt, "--curve-secret")
+    assert not (tmp_path / "r.swrec").exists()
+
+
+def test_a_malformed_key_in_the_allow_list_is_named_at_start(tmp_path, capsys):
+    from streamer.security import generate_keypair
+
+    _, secret = generate_keypair(tmp_path / "keys", "analyzer")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    generate_keypair(allowed, "good")
+    (allowed / "good.key_secret").unlink()
+    (allowed / "broken.key").write_text("this is not a certificate\n")
+    _one_line_error(capsys, ["serve", "--bind", "tcp://127.0.0.1:*", "--curve-secret", secret, "--curve-allow", allowed,
+                             "--no-dashboard", "--events", "", "--duration-s", "0.1", "--backend", "onnx", "--quiet"],
+                    "broken.key")
