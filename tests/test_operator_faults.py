@@ -558,3 +558,64 @@ def test_a_malformed_key_in_the_allow_list_is_named_at_start(tmp_path, capsys):
     _one_line_error(capsys, ["serve", "--bind", "tcp://127.0.0.1:*", "--curve-secret", secret, "--curve-allow", allowed,
                              "--no-dashboard", "--events", "", "--duration-s", "0.1", "--backend", "onnx", "--quiet"],
                     "broken.key")
+
+
+# ----------------------------------------------------------------------------- 8: loss is always said
+def _serve_with_slow_disk(tmp_path, monkeypatch, capsys, extra):
+    """``stemwatch serve --record`` (the real entry point, in this process) behind a disk that takes
+    20 ms per message, with a one-message recorder queue; a burst of 40 frames arrives."""
+    import json
+    import threading
+
+    from stemwatch.cli import main
+    from streamer.recording import RecordingWriter
+
+    real_write = RecordingWriter.write
+
+    def slow_write(self, parts, t):
+        time.sleep(0.02)
+        return real_write(self, parts, t)
+
+    monkeypatch.setattr(RecordingWriter, "write", slow_write)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"stream": {"recorder_queue_frames": 1}}))
+    pub = Publisher(TCP, send_timeout_s=30)
+    done = threading.Event()
+
+    def acquire():
+        pub.start_series("burst", (32, 32), "uint8", 0.1)       # waits for serve to connect
+        for i in range(40):
+            pub.send_frame(np.full((32, 32), i, np.uint8))
+        pub.end_series()
+        done.set()
+
+    t = threading.Thread(target=acquire, daemon=True)
+    t.start()
+    out = tmp_path / "rec.swrec"
+    try:
+        rc = main(["serve", "--connect", pub.endpoint, "--record", str(out), "--no-dashboard", "--events", "",
+                   "--backend", "onnx", "--duration-s", "8", "--config", str(cfg), *extra])
+    finally:
+        t.join(30)
+        pub.close()
+    assert done.is_set()
+    return rc, capsys.readouterr().err, out
+
+
+def test_serve_says_what_the_recorder_lost_and_exits_non_zero(tmp_path, monkeypatch, capsys):
+    rc, err, out = _serve_with_slow_disk(tmp_path, monkeypatch, capsys, [])
+    assert "final account:" in err and "frames received 40" in err, err
+    lost = int(err.split("LOST ")[1].split()[0].rstrip(","))
+    assert lost > 0 and rc == 3 and "recording is incomplete" in err
+    from streamer.recording import RecordingReader
+
+    assert len(list(RecordingReader(out))) + lost >= 42          # start + 40 frames + end, each written or lost
+
+
+def test_serve_lossless_records_everything(tmp_path, monkeypatch, capsys):
+    rc, err, out = _serve_with_slow_disk(tmp_path, monkeypatch, capsys, ["--lossless"])
+    assert rc == 0, err
+    assert "frames received 40" in err and "LOST 0" in err
+    from streamer.recording import RecordingReader
+
+    assert len(list(RecordingReader(out))) == 42
