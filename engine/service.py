@@ -40,6 +40,8 @@ EVENT_TOPIC = b"event"
 LATENCY_STAGES = ("received", "started", "network", "atoms_graph", "tracking")
 #: frames arriving more than this long after their t_acquired: latencies are measured from arrival
 CLOCK_OFFSET_LIMIT_S = 30.0
+#: how long :meth:`LiveService.stop` waits for each thread before abandoning it
+STOP_TIMEOUT_S = 10.0
 
 
 class SwitchableRecorder:
@@ -181,12 +183,22 @@ class LiveService:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop analysing, stop receiving (the recorder writes what is queued), close everything."""
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Stop analysing, stop receiving (the recorder writes what is queued), close everything.
+
+        Never hangs: the analysis thread gets ``timeout_s`` to finish its frame; a backend stuck in
+        a call is then abandoned (logged, the thread is a daemon, the backend is not closed under
+        it), and the receiver's threads get their own timeouts. Default: :data:`STOP_TIMEOUT_S`."""
+        timeout_s = STOP_TIMEOUT_S if timeout_s is None else float(timeout_s)
         self._stop.set()
+        hung = False
         if self._thread is not None:
-            self._thread.join()
-        self.receiver.stop()
+            self._thread.join(timeout_s)
+            hung = self._thread.is_alive()
+            if hung:
+                log.error("the analysis thread did not stop within %.0f s (a backend call hung?): abandoned",
+                          timeout_s)
+        self.receiver.stop(timeout_s=timeout_s)
         self.recorder.close()
         if self._pub is not None:
             self._pub.close(0)
@@ -197,7 +209,8 @@ class LiveService:
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
-        self.pipeline.close()
+        if not hung:
+            self.pipeline.close()
 
     def __enter__(self) -> "LiveService":
         return self.start()

@@ -217,12 +217,16 @@ class Receiver:
         self._io_thread.start()
         return self
 
-    def stop(self, drain_recorder: bool = True) -> None:
+    def stop(self, drain_recorder: bool = True, timeout_s: float = 10.0,
+             drain_timeout_s: float = 120.0) -> None:
         """Stop receiving, let the recorder write what is queued (unless ``drain_recorder`` is
-        False), close the socket. Safe to call twice."""
+        False; at most ``drain_timeout_s``, then what is left is counted as lost), close the socket.
+        Never waits forever for a thread (``timeout_s`` for the I/O thread). Safe to call twice."""
         self._stop.set()
         if self._io_thread is not None:
-            self._io_thread.join()
+            self._io_thread.join(timeout_s)
+            if self._io_thread.is_alive():
+                log.error("the receiver's I/O thread did not stop within %.0f s", timeout_s)
         if not drain_recorder:
             with self._rq.cond:
                 lost = len(self._rq.items)
@@ -232,7 +236,16 @@ class Receiver:
                 self._s["rec_lost"] += lost
         self._rq.close()
         if self._rec_thread is not None:
-            self._rec_thread.join()
+            self._rec_thread.join(drain_timeout_s)
+            if self._rec_thread.is_alive():          # a stuck disk: give up on the rest, count it
+                with self._rq.cond:
+                    lost = len(self._rq.items)
+                    self._rq.items.clear()
+                    self._rq.nbytes = 0
+                with self._lock:
+                    self._s["rec_lost"] += lost
+                log.error("the recorder did not finish within %.0f s: %d queued message(s) lost",
+                          drain_timeout_s, lost)
         with self._slot_cond:
             self._slot_cond.notify_all()
         if not self._sock.closed:

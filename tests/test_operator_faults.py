@@ -653,3 +653,98 @@ def test_lossless_recorder_path_holds_a_bounded_number_of_bytes():
     finally:
         rx.stop(drain_recorder=False)
         pub.close()
+
+
+# ----------------------------------------------------------------------------- 10: clean stops
+def test_a_hung_backend_cannot_hang_live_service_stop(monkeypatch):
+    import threading
+
+    import engine.service
+    from engine.service import LiveService
+    from stemwatch.config import Config
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    class Tracker:
+        n_tracks = 0
+
+    class HungPipeline:
+        """A pipeline whose backend call never returns (until the test ends)."""
+        backend_description = "hung"
+        tracker = Tracker()
+        closed = False
+
+        def process(self, frame, t_start=None):
+            entered.set()
+            release.wait(120)
+            raise RuntimeError("released")
+
+        def close(self):
+            HungPipeline.closed = True
+
+    pub = Publisher(TCP, send_timeout_s=10)
+    svc = LiveService(Config(), pub.endpoint, pipeline=HungPipeline()).start()
+    try:
+        pub.start_series("s", (8, 8), "uint8", 0.1)
+        pub.send_frame(np.zeros((8, 8), np.uint8))
+        assert entered.wait(30)
+        monkeypatch.setattr(engine.service, "STOP_TIMEOUT_S", 0.5, raising=False)
+        stopper = threading.Thread(target=svc.stop, daemon=True)
+        stopper.start()
+        stopper.join(60)                                   # hang guard only
+        assert not stopper.is_alive(), "LiveService.stop hung on a hung backend"
+        assert not HungPipeline.closed                     # not closed under the running call
+    finally:
+        release.set()
+        pub.close()
+
+
+def _children(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_demo_stops_with_its_simulator_on_sigterm_and_sigint(sig):
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([sys.executable, "-m", "stemwatch", "demo", "--source", "simulate", "--port", "0",
+                             "--no-browser", "--data-endpoint", f"tcp://127.0.0.1:{port}"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kids = []
+    try:
+        line = proc.stdout.readline()                      # the dashboard URL: everything is running
+        assert "http" in line, proc.stderr.read()
+        assert wait_until(lambda: _children(proc.pid), timeout=60)
+        kids = _children(proc.pid)
+        proc.send_signal(getattr(signal, sig))
+        proc.wait(120)                                     # hang guard only
+        assert all(not os.path.exists(f"/proc/{k}") or open(f"/proc/{k}/stat").read().split()[2] == "Z"
+                   for k in kids), "the simulator child outlived the demo"
+        with socket.socket() as s:                         # its port is free again
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+    finally:
+        for k in kids:
+            try:
+                os.kill(k, 9)
+            except OSError:
+                pass
+        proc.kill()
+        proc.wait()
