@@ -748,3 +748,29 @@ def test_demo_stops_with_its_simulator_on_sigterm_and_sigint(sig):
                 pass
         proc.kill()
         proc.wait()
+
+
+# ----------------------------------------------------------------------------- 11: every size works
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_simulate_random_at_256_px_works(tmp_path, capsys, seed):
+    from stemwatch.cli import main
+    from streamer.recording import iter_frames
+
+    out = tmp_path / "m.swrec"
+    assert main(["simulate", "--out", str(out), "--frames", "5", "--size", "256", "--seed", str(seed), "-q"]) == 0, \
+        capsys.readouterr().err
+    frames = list(iter_frames(out))
+    assert len(frames) == 5 and frames[0].data.shape == (256, 256)
+
+
+def test_simulate_refusal_suggests_options_that_exist(tmp_path, capsys):
+    import re
+
+    from stemwatch.cli import build_parser
+
+    line = _one_line_error(capsys, ["simulate", "--out", tmp_path / "m.swrec", "--frames", "3", "--scenario", "field",
+                                    "--size", "256", "-q"], "no room")
+    sim = build_parser()._subparsers._group_actions[0].choices["simulate"]
+    known = {o for a in sim._actions for o in a.option_strings}
+    suggested = set(re.findall(r"--[a-z][a-z-]+", line))
+    assert suggested and suggested <= known, suggested - known
