@@ -290,9 +290,9 @@ def _network_pause(tmp_path, movie_npy, pause_s, stall_timeout_s, n=40):
         time.sleep(max(0.0, pause_s - (time.time() - t_pause)))
         during = svc.status()
         relay.running.set()                          # and comes back
-        assert wait_until(lambda: svc.status()["frames_received"] == n, 30)
-        assert wait_until(lambda: svc.status()["series"] is None, 5)
-        assert p.wait(20) == 0
+        assert wait_until(lambda: svc.status()["frames_received"] == n, 120)      # hang guards only
+        assert wait_until(lambda: svc.status()["series"] is None, 60)
+        assert p.wait(120) == 0
         time.sleep(0.3)
         st = svc.status()
     finally:
@@ -301,8 +301,9 @@ def _network_pause(tmp_path, movie_npy, pause_s, stall_timeout_s, n=40):
         svc.stop()
         relay.close()
     assert at_stall["frames_received"] < n - 10      # the pause came mid-series
-    assert during["frames_received"] == at_stall["frames_received"] and during["stalls"] == 1 and during["stalled"]
-    assert st["stalls"] == 1 and not st["stalled"] and st["gaps"] == [] and st["errors"] == 0
+    # (>= 1: on a busy machine a starved publisher may also pause long enough to count a stall)
+    assert during["frames_received"] == at_stall["frames_received"] and during["stalls"] >= 1 and during["stalled"]
+    assert st["stalls"] >= 1 and not st["stalled"] and st["gaps"] == [] and st["errors"] == 0
     assert st["recorder"]["lost"] == 0
     assert max(res.seqs("link")) >= n - 5             # analysis went on after the pause
     frames, reader = recorded(rec)
