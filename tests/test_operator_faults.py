@@ -774,3 +774,29 @@ def test_simulate_refusal_suggests_options_that_exist(tmp_path, capsys):
     known = {o for a in sim._actions for o in a.option_strings}
     suggested = set(re.findall(r"--[a-z][a-z-]+", line))
     assert suggested and suggested <= known, suggested - known
+
+
+def test_the_readme_streaming_snippet_itself_leaves_no_series_stalled():
+    """The README's streaming snippet, executed as written (only the port is a free one and
+    ``acquisition()`` yields three frames)."""
+    import re
+    import socket
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"```python\n(from streamer import Publisher\n.*?)```", readme, re.S).group(1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = block.replace("tcp://*:5555", f"tcp://127.0.0.1:{port}")
+    rx = Receiver(f"tcp://127.0.0.1:{port}", StreamConfig(stall_timeout_s=0.5)).start()
+    try:
+        shape = tuple(int(v) for v in re.search(r"shape=\((\d+), (\d+)\)", block).groups())
+        env = {"acquisition": lambda: iter(np.zeros((3, *shape), np.float32))}
+        exec(compile(code, "README.md", "exec"), env)
+        assert wait_until(lambda: rx.stats()["series_ended"] == 1)
+        time.sleep(0.8)                                            # longer than the stall timeout
+        st = rx.stats()
+        assert st["frames_received"] == 3 and st["stalls"] == 0 and not st["stalled"]
+    finally:
+        rx.stop()
