@@ -43,11 +43,6 @@ _RECONNECT_GRACE_S = 0.5     # a disconnect libzmq does not follow up within thi
 _STALE_MEMORY = 256          # how many previous series ids are remembered as stale
 
 
-#: receive high-water mark (messages) in lossless mode: the recorder queue, bounded in bytes, is
-#: the buffer; libzmq only holds this many messages more before back-pressuring the sender
-LOSSLESS_SOCKET_HWM = 4
-
-
 def socket_limit_bytes(max_frame_bytes: int) -> int:
     """``ZMQ_MAXMSGSIZE`` of the receiving socket: frames up to 4 x ``max_frame_bytes`` still
     arrive (and are refused as ``frame_too_large``, the link intact); beyond that libzmq drops the
@@ -129,7 +124,7 @@ class Receiver:
         self._sock = self._ctx.socket(zmq.PULL if socket_type == "PULL" else zmq.SUB)
         self._auth = None
         try:
-            self._sock.rcvhwm = self.socket_hwm(self.cfg)
+            self._sock.rcvhwm = int(self.cfg.rcvhwm)
             self._sock.linger = 0
             # libzmq drops (and disconnects) a peer sending a larger part: a hostile or broken
             # sender can never make us allocate more than this per message part.
@@ -184,26 +179,6 @@ class Receiver:
             "rec_written": 0, "rec_lost": 0, "rec_error": None, "rec_blocked_s": 0.0,
             "peers_connected": 0, "peer_disconnects": 0, "handshake_failures": 0, "reconnects": 0,
         }
-
-    @staticmethod
-    def socket_hwm(cfg: StreamConfig) -> int:
-        """The receiving socket's high-water mark (messages): ``cfg.rcvhwm``, or in lossless mode
-        (``recorder_policy="block"``) :data:`LOSSLESS_SOCKET_HWM`, so that what waits for the disk
-        is bounded in bytes (see :meth:`memory_bound_bytes`)."""
-        if cfg.recorder_policy == "block":
-            return min(int(cfg.rcvhwm), LOSSLESS_SOCKET_HWM)
-        return int(cfg.rcvhwm)
-
-    def memory_bound_bytes(self) -> int | None:
-        """In lossless mode, the most message bytes this receiver holds while the recorder is behind:
-        the recorder queue (``recorder_queue_bytes`` plus one message, default 1 GiB) and the socket's
-        queue (:data:`LOSSLESS_SOCKET_HWM` messages of at most :func:`socket_limit_bytes`), whatever
-        the frame size; beyond that the PUSH sender is slowed. (The kernel's TCP buffers, a few MB,
-        come on top.) None in drop mode, where the I/O thread never waits and the queues drain."""
-        if self.cfg.recorder_policy != "block":
-            return None
-        part = socket_limit_bytes(self.cfg.max_frame_bytes)
-        return int(self.cfg.recorder_queue_bytes) + part + self.socket_hwm(self.cfg) * part
 
     # ------------------------------------------------------------------------------- life cycle
     def start(self) -> "Receiver":
