@@ -109,3 +109,20 @@ def wait_for(fn, timeout_s: float = 10.0, period_s: float = 0.05, what: str = "c
 def severe_console_errors(drv) -> list[str]:
     """Browser console messages of level SEVERE (JavaScript errors, failed loads)."""
     return [e["message"] for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
+
+
+def click_cell(drv, text: str, what: str = "the table row") -> None:
+    """Click (a real click) the first table cell showing ``text``. The table is re-rendered while
+    data arrives, so any cell may go stale between finding and clicking it: retried until it works
+    (a hang guard of :data:`MIN_WAIT_S`)."""
+    def attempt():
+        for c in js(drv, "return deep('.slick-cell')") or []:
+            try:
+                if c.text.strip() == text:
+                    c.click()
+                    return True
+            except Exception:          # stale: the grid re-rendered meanwhile
+                continue
+        return False
+
+    wait_for(attempt, what=what)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from _browser import chromium, js, severe_console_errors, wait_for
+from _browser import chromium, click_cell, js, severe_console_errors, wait_for
 from _dashboard_data import Lattice
 from dashboard.server import DashboardServer
 from stemwatch.config import DashboardConfig
@@ -109,9 +109,7 @@ def test_alert_banner_and_click_jumps_to_the_frame(live, tmp_path):
     alert_s = time.time() - t_pub
     assert "Si 3→4-fold" in banner and f"#{ev.atom_id}" in banner
     wait_for(lambda: _frame(drv)["seq"] > seq + 3, 2, what="live frames after the event")
-    cell = wait_for(lambda: [c for c in js(drv, "return deep('.slick-cell')") if c.text.strip() == str(seq)],
-                    5, what="the event row")[0]
-    cell.click()                                                 # a real click on the table row
+    click_cell(drv, str(seq), what="the event row")              # a real click on the table row
     shown = wait_for(lambda: (f := _frame(drv))["seq"] == seq and f, 3, what="the event frame")
     assert shown["idx"] == next(r.idx for r in dash.hub.events if r.event.frame == seq)
     hl = js(drv, "return model('highlight_source').data")

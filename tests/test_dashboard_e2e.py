@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _browser import chromium, js, severe_console_errors, wait_for
+from _browser import chromium, click_cell, js, severe_console_errors, wait_for
 from dashboard.server import DashboardServer
 from stemwatch.config import Config
 
@@ -146,9 +146,7 @@ def test_replay_shows_frames_alerts_within_two_seconds_and_jumps_to_the_event(sw
               f"(detected on frame {ev.frame}, truth frame {gt['frame']})")
         # clicking the event shows its frame, with the dopant ringed, while live frames go on
         wait_for(lambda: _page(drv)["seq"] > ev.frame + 2, 5, what="later frames")
-        cell = wait_for(lambda: [c for c in js(drv, "return deep('.slick-cell')") if c.text.strip() == str(ev.frame)],
-                        5, what="the event row")[0]
-        cell.click()
+        click_cell(drv, str(ev.frame), what="the event row")
         wait_for(lambda: _page(drv)["seq"] == ev.frame, 3, what="the event's frame")
         hl = js(drv, "return model('highlight_source').data")
         ring = [i for i, lab in enumerate(hl["label"]) if f"#{ev.atom_id}" in lab]
