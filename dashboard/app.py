@@ -14,9 +14,7 @@ one display period plus the network.
 from __future__ import annotations
 
 import collections
-import datetime
 import logging
-import os
 import time
 from concurrent.futures import Executor
 from functools import partial
@@ -293,8 +291,10 @@ class TabSession:
         ev_cfg = EventConfig()
         self.pause = Toggle(label="Pause analysis", active=False, width=150, disabled=not ctl, name="pause")
         self.pause.on_change("active", self._on_pause)
-        default_path = os.path.join("recordings", datetime.datetime.now().strftime("stemwatch-%Y%m%d-%H%M%S.swrec"))
-        self.rec_path = TextInput(value=default_path, width=280, disabled=not ctl, title="recording file")
+        # a file name only: the service writes takes inside its recordings folder, never elsewhere,
+        # and never over an existing take (empty: a time-stamped name per take)
+        self.rec_path = TextInput(value="", width=280, disabled=not ctl, placeholder="(time-stamped name)",
+                                  title="recording name (saved in the recordings folder)")
         self.rec = Toggle(label="● Record", active=False, button_type="danger", width=110, disabled=not ctl,
                           name="record")
         self.rec.on_change("active", self._on_record)
@@ -693,7 +693,8 @@ class TabSession:
 
         def done(f) -> None:
             exc = f.exception()
-            text = f"{what}: done" if exc is None else f"{what} failed: {exc}"
+            text = f"{what} failed: {exc}" if exc is not None else (
+                f"{what}: {f.result()}" if isinstance(f.result(), str) else f"{what}: done")
             try:
                 self.doc.add_next_tick_callback(partial(self._set_msg, text))
             except Exception:  # the tab went away meanwhile
@@ -714,16 +715,15 @@ class TabSession:
         if self._quiet:
             return
         if new:
-            path = self.rec_path.value.strip()
-            if not path:
-                self._set_msg("give a recording file name first")
+            name = self.rec_path.value.strip() or None
+            if name is not None and ("/" in name or "\\" in name or name.startswith(".")):
+                self._set_msg("give a file name without a folder: takes are saved in the recordings folder")
                 self._quiet = True
                 self.rec.active = False
                 self._quiet = False
                 return
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self.rec.label = "■ Stop recording"
-            self._call(f"record to {path}", self.controller.start_recording, path)
+            self._call(f"record {name or 'a new take'}", self.controller.start_take, name)
         else:
             self.rec.label = "● Record"
             self._call("stop recording", self.controller.stop_recording)

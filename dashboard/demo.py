@@ -9,7 +9,8 @@ Three parts, as in the lab:
 * the dashboard (:class:`dashboard.server.DashboardServer`) subscribed to the analyzer.
 
 It prints the URL, opens a browser when there is a display, prints a one-line summary every
-5 s to stderr, and stops on Ctrl-C or after ``--duration-s``.
+5 s to stderr, and stops on Ctrl-C, SIGTERM or after ``--duration-s``, the frame source
+subprocess included.
 """
 
 from __future__ import annotations
@@ -91,6 +92,15 @@ def run_demo(args: argparse.Namespace) -> int:
         events.update(e.kind for e in result.events)
 
     service.add_listener(count)
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):               # SIGTERM (and SIGINT) stop the whole demo cleanly:
+        stop.set()                               # the finally below ends the simulator child too
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         url = dash.start()
         service.start()
@@ -103,8 +113,8 @@ def run_demo(args: argparse.Namespace) -> int:
               file=sys.stderr)
         t0 = last = time.time()
         first = False
-        while args.duration_s is None or time.time() - t0 < args.duration_s:
-            time.sleep(0.2)
+        while (args.duration_s is None or time.time() - t0 < args.duration_s) and not stop.is_set():
+            stop.wait(0.2)
             if not first and analysed[0]:
                 first = True
                 print(f"[demo] first frame analysed {time.time() - t0:.1f} s after start", file=sys.stderr,
@@ -119,16 +129,20 @@ def run_demo(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\n[demo] stopping", file=sys.stderr)
     finally:
+        if stop.is_set():
+            print("\n[demo] stopping", file=sys.stderr)
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
+                proc.wait(5)
         st = service.status()
         service.stop()
         dash.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(_summary_line(st), file=sys.stderr)
     if events:
         print("[demo] events: " + ", ".join(f"{k} {v}" for k, v in events.most_common()), file=sys.stderr)

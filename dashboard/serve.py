@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from engine.cli import add_engine_options, config_from_args
-from streamer.cli import ENDPOINT_HELP
+from streamer.cli import ENDPOINT_HELP, add_record_mode
 
 
 def _serve(args) -> int:
@@ -23,7 +23,13 @@ def _serve(args) -> int:
 
     from engine.service import LiveService
 
+    from stemwatch.errors import UserError
+    from streamer.cli import check_curve_options
+
+    check_curve_options(args)
     cfg = config_from_args(args)
+    if args.lossless:
+        cfg = cfg.replace(stream={"recorder_policy": "block"})
     curve = events_curve = None
     if args.curve_secret or args.events_curve_secret or args.events_curve_allow:
         from streamer.security import Curve
@@ -36,17 +42,23 @@ def _serve(args) -> int:
     if args.events_curve_secret or args.events_curve_allow:
         secret = args.events_curve_secret or args.curve_secret
         if not secret:
-            raise SystemExit("stemwatch serve: --events-curve-allow needs --events-curve-secret (or --curve-secret)")
+            raise UserError("--events-curve-allow needs --events-curve-secret (or --curve-secret)")
         if not args.events:
-            raise SystemExit("stemwatch serve: events CURVE options given but --events is ''")
+            raise UserError("events CURVE options given but --events is ''")
         events_curve = Curve(secret_key_file=secret, allowed_clients_dir=args.events_curve_allow)
         if not args.events_curve_allow:
             print("stemwatch serve: warning: CURVE on the events socket without --events-curve-allow: encrypted, but "
                   "any subscriber that knows this server's public key may listen", file=sys.stderr)
+    if args.record:
+        from streamer.recording import check_target
+
+        check_target(args.record, args.append, args.overwrite)
     svc = LiveService(cfg, args.connect or args.bind, record_path=args.record,
                       events_endpoint=args.events or None, bind=bool(args.bind),
                       socket_type="SUB" if args.sub else "PULL", curve=curve, events_curve=events_curve,
-                      dose_e_per_A2=args.dose)
+                      dose_e_per_A2=args.dose,
+                      record_mode="append" if args.append else "overwrite" if args.overwrite else "new",
+                      recordings_dir=args.recordings_dir)
     dash = None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
@@ -61,7 +73,11 @@ def _serve(args) -> int:
 
             dcfg = dashboard_config(cfg, args).dashboard
             dash = DashboardServer(dcfg, controller=svc)
-            url = dash.start()
+            try:
+                url = dash.start()
+            except RuntimeError as exc:       # the port is busy, or the address cannot be bound
+                dash = None
+                raise UserError(f"{exc} (choose another --port)") from None
             print(f"dashboard: {url}", file=sys.stderr, flush=True)
             if not args.no_browser:
                 open_browser(url)
@@ -97,7 +113,11 @@ def _serve(args) -> int:
                   f"{st['analysed_fps']:.1f} fps, latency p50/p99 {1e3 * lat.get('p50', float('nan')):.0f}/"
                   f"{1e3 * lat.get('p99', float('nan')):.0f} ms, dropped {st['dropped_for_analysis']}, "
                   f"gaps {st['gap_count']}, events {st['events']}, tracks {st['tracks']}"
-                  + (f", REC {st['recorder']['written']}" if st["recorder"]["recording"] else ""),
+                  + (f", REC {st['recorder']['written']}" if st["recorder"]["recording"] else "")
+                  + "".join(f", {name} {n}" for name, n in (
+                      ("REC LOST", st["recorder"]["lost"]), ("malformed", st["malformed_total"]),
+                      ("refused handshakes", st["receiver"].get("handshake_failures", 0)),
+                      ("analysis errors", st["errors"])) if n),
                   file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         pass
@@ -112,15 +132,45 @@ def _serve(args) -> int:
                 print(f"stemwatch serve: cannot write statistics to {args.stats_dir}: {exc}", file=sys.stderr)
         logging.getLogger(__name__).info("stopped")
     st = svc.status()
-    print(f"analysed {st['frames_analysed']} of {st['frames_received']} frames, {st['events']} events", file=sys.stderr)
+    print(final_account(st), file=sys.stderr)
+    rec = st["recorder"]
+    if rec.get("path") and (rec["lost"] or rec["error"]):          # a recording was made and is incomplete
+        print("stemwatch serve: the recording is incomplete: "
+              + (f"{rec['lost']} message(s) lost by the recorder" if rec["lost"] else "")
+              + (f"; {rec['error']}" if rec["error"] else "")
+              + ("" if args.lossless else " (use --lossless to slow the sender instead of losing)"), file=sys.stderr)
+        return 3
     return 0
+
+
+def final_account(st: dict) -> str:
+    """What ``serve`` says at exit: everything received, analysed, dropped or lost, by reason."""
+    rx = st.get("receiver", {})
+    rec = st["recorder"]
+    malformed = ", ".join(f"{k} {v}" for k, v in sorted(st.get("malformed", {}).items())) or "none"
+    lines = [
+        "final account:",
+        f"  frames received {st['frames_received']}, analysed {st['frames_analysed']}, "
+        f"dropped for analysis {st['dropped_for_analysis']} (only the newest frame is analysed)"
+        + (f", skipped while paused {st['paused_skipped']}" if st.get("paused_skipped") else ""),
+        f"  gaps {st['gap_count']} (missing frames {st['missing_frames']}), stalls {st['stalls']}",
+        f"  malformed messages {st['malformed_total']}: {malformed}",
+        f"  refused handshakes {rx.get('handshake_failures', 0)}, peer disconnects {rx.get('peer_disconnects', 0)}",
+        f"  analysis errors {st['errors']}" + (f" (last: {st['last_error']})" if st.get("last_error") else ""),
+        f"  events {st['events']} (published {st['events_published']})",
+    ]
+    if rec.get("path") or rec.get("written") or rec.get("lost"):
+        lines.append(f"  recorder: written {rec['written']} message(s) to {rec.get('path')}, LOST {rec['lost']}"
+                     + (f", error: {rec['error']}" if rec.get("error") else ""))
+    return "\n".join(lines)
 
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="live analysis of a frame stream, events on a ZeroMQ PUB socket, dashboard",
                        description="Receive frames (protocol v1), analyse the newest one continuously, publish "
                        "events (msgpack on a PUB socket, topic 'event'; docs/tracking.md) and show the operator "
-                       "dashboard. Ctrl-C stops.")
+                       "dashboard. Ctrl-C stops. At exit it prints a final account of what was received, analysed, "
+                       "dropped and lost; exit status 3 if the recorder lost anything.")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--connect", metavar="ENDPOINT", help="connect to a publisher that binds (" + ENDPOINT_HELP + ")")
     g.add_argument("--bind", metavar="ENDPOINT", help="bind and let publishers connect")
@@ -129,6 +179,13 @@ def register(sub) -> None:
                    help="bind the events PUB socket here (default %(default)s; '' = none)")
     p.add_argument("--events-log", metavar="FILE", default=None, help="also append every event as JSON lines here")
     p.add_argument("--record", metavar="FILE", default=None, help="record every message to FILE from the start")
+    add_record_mode(p, "--record")
+    p.add_argument("--lossless", action="store_true",
+                   help="the recorder never drops: when the disk falls behind, slow the sender (PUSH back-pressure) "
+                        "instead (analysis always takes the newest frame)")
+    p.add_argument("--recordings-dir", metavar="DIR", default="recordings",
+                   help="the dashboard's Record control writes only here, under names it generates "
+                        "(default %(default)s)")
     p.add_argument("--duration-s", type=float, default=None, metavar="S", help="stop after S seconds")
     p.add_argument("--no-dashboard", action="store_true", help="run headless (no Bokeh server)")
     p.add_argument("--stats-dir", metavar="DIR", default=None,

@@ -73,9 +73,9 @@ class DashboardServer:
 
     cfg : :class:`stemwatch.config.DashboardConfig` (port 0 picks a free port; address
         ``127.0.0.1`` by default; ``allow_origins`` extra websocket origins).
-    controller : the live service (``set_paused``, ``start_recording``, ``stop_recording``,
-        ``update_config``, ``status``, ``add_listener``) or None (controls disabled). When it has
-        ``add_listener``, :meth:`start` subscribes :meth:`publish` to it.
+    controller : the live service (``set_paused``, ``start_take`` (Record: a new file in its
+        recordings folder), ``stop_recording``, ``update_config``, ``status``, ``add_listener``) or
+        None (controls disabled). When it has ``add_listener``, :meth:`start` subscribes :meth:`publish` to it.
     status_poll_s : how often the controller's ``status()`` is polled (off the event loop) so that
         the status panel stays current when no frame arrives (a stall).
     """

@@ -184,6 +184,16 @@ def _count_frames(path: Path) -> int | None:
     return None
 
 
+def _input_fields(status: dict, stopped_at_limit: bool) -> dict:
+    """``input_complete`` / ``input_problem`` / ``input_skipped`` for summary.json. With ``--limit``
+    the input may not have been read to its end: what was read is reported."""
+    if not status:                    # not read to the end (--limit, or an error): nothing known
+        return {"input_complete": None if stopped_at_limit else False,
+                "input_problem": "input not read to its end" + (" (--limit)" if stopped_at_limit else ""),
+                "input_skipped": []}
+    return dict(status)
+
+
 def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, pixel_size_A: float | None = None,
                  key: str | None = None, limit: int | None = None, progress: bool = True,
                  pipeline=None, dose_e_per_A2: float | None = None, on_result=(), keep_image: bool = False,
@@ -260,7 +270,7 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
                                               else "input calibration",
                                               "meta": first.meta},
                                  source=report.to_dict(),
-                                 input_complete=report.complete or (limit is not None and writer.n_frames >= limit),
+                                 **_input_fields(source.status, limit is not None and writer.n_frames >= limit),
                                  warnings=list(getattr(getattr(pipe, "health", None), "warnings", [])),
                                  **(summary_extra() if summary_extra is not None else {}))
         writer.close(summary)

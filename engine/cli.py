@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streamer.cli import add_file_options
+from streamer.cli import add_allow_partial, add_file_options
 
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
@@ -107,8 +107,10 @@ def _analyze(args) -> int:
         return 2
     from engine.analyze import analyze_file
 
+    from streamer.cli import check_pixel_size
     from streamer.importers import FileImportError
 
+    check_pixel_size(args.pixel_size)
     cfg = _config(args)
     try:
         summary = analyze_file(args.input[0], args.out, cfg, pixel_size_A=args.pixel_size, key=args.key,
@@ -117,16 +119,17 @@ def _analyze(args) -> int:
     except (FileNotFoundError, FileImportError, ImportError) as exc:
         print(f"stemwatch analyze: {exc}", file=sys.stderr)
         return 2
+    from streamer.cli import report_partial
+
+    partial = report_partial("analyze", summary, args.allow_partial)
     print(f"{summary['frames']} frames ({summary['frames_with_error']} with errors), "
           f"{summary['atoms_per_frame']:.0f} atoms/frame, {summary['tracks']} tracks, "
           f"{summary['events']} events {summary['events_by_kind']}, "
           f"{summary['frames_per_s'] or 0:.1f} frames/s on {summary['backend']}")
     print(f"wrote {args.out}/atoms.csv, events.jsonl, frames.csv, summary.json, dopants.csv, stats.json, "
           f"transitions.csv (dose {summary['dose']['e_per_A2_per_frame'] or 'unknown'} e/A^2 per frame)")
-    if not summary["input_complete"]:
-        print(f"stemwatch analyze: the input is incomplete: {summary['source']['problem']} "
-              "(summary.json: input_complete false)", file=sys.stderr)
-        return 1
+    if partial:
+        return partial
     return 0 if summary["frames"] > summary["frames_with_error"] else 1
 
 
@@ -180,6 +183,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     add_file_options(p, frame_time=False)
     p.add_argument("--limit", type=int, default=None, metavar="N", help="analyse at most N frames")
+    add_allow_partial(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dose", type=float, default=None, metavar="E_PER_A2",
                    help="electron dose per frame in e/A^2 for the dopant statistics (default: the series metadata, "

@@ -96,6 +96,7 @@ class Pipeline:
                                     float(getattr(inferencer, "model_pixel_size_A", 0.2) or 0.2))
         self.keep_image = keep_image
         self.series: str | None = None
+        self._run = 0                     # Frame.run of the series being tracked (a rerun resets)
         self.frames = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -158,11 +159,12 @@ class Pipeline:
         not ``ok`` keeps its atoms (unreliable: no track ids) but is not fed to the tracker: no
         events, no change to any debounce window; a ``fov_jump`` resets the tracks with one
         bookkeeping event."""
-        if fc.series != self.series:
+        if fc.series != self.series or fc.run != self._run:       # a new series, or a series id started again
             if self.series is not None:
-                log.info("new series %s (was %s): tracks reset", fc.series, self.series)
+                log.info("new series %s (run %d; was %s): tracks reset", fc.series, fc.run, self.series)
             self.tracker.reset()
             self.series = fc.series
+            self._run = fc.run
         self.frames += 1
         timings = dict(fc.timings_s)
         spent = float(timings.pop("total", 0.0))
@@ -266,7 +268,7 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
     ps = float(health.pixel_size_A) if health is not None else float(frame.pixel_size_A)
     usable_ps = bool(np.isfinite(ps) and ps > 0)
     out = dict(series=frame.series, seq=int(frame.seq), t_acquired=float(frame.t_acquired), frame_shape=shape,
-               image=frame.data if keep_image else None, health=health)
+               image=frame.data if keep_image else None, health=health, run=int(getattr(frame, "run", 0)))
     p0 = time.perf_counter()
     material = None
     if cfg.chemistry.material_check and not (health is not None and {"non_finite", "too_large"} & set(health.verdicts)):

@@ -40,6 +40,8 @@ EVENT_TOPIC = b"event"
 LATENCY_STAGES = ("received", "started", "network", "atoms_graph", "tracking")
 #: frames arriving more than this long after their t_acquired: latencies are measured from arrival
 CLOCK_OFFSET_LIMIT_S = 30.0
+#: how long :meth:`LiveService.stop` waits for each thread before abandoning it
+STOP_TIMEOUT_S = 10.0
 
 
 class SwitchableRecorder:
@@ -80,12 +82,12 @@ class SwitchableRecorder:
                 log.error("recording %s stopped: %s", self.path, self.error)
                 self._close_locked()
 
-    def open(self, path: str | Path, append: bool = False) -> None:
+    def open(self, path: str | Path, append: bool = False, overwrite: bool = False) -> None:
         from streamer.recording import RecordingWriter
 
         with self._lock:
             self._close_locked()
-            self.writer = RecordingWriter(path, append=append)
+            self.writer = RecordingWriter(path, append=append, overwrite=overwrite)
             self.path, self.error, self.written = str(path), None, 0
             if self.last_start is not None:
                 parts, t = self.last_start
@@ -128,7 +130,7 @@ class LiveService:
                  record_path: str | Path | None = None, events_endpoint: str | None = None,
                  bind: bool = False, pipeline: Pipeline | None = None, socket_type: str = "PULL",
                  curve: Any = None, events_curve: Any = None, dose_e_per_A2: float | None = None,
-                 source: Any = None):
+                 source: Any = None, record_mode: str = "new", recordings_dir: str | Path = "recordings"):
         import zmq
 
         from streamer.source import ReceiverSource
@@ -141,6 +143,10 @@ class LiveService:
             endpoint, self.cfg.stream, bind=bind, recorder=self.recorder, socket_type=socket_type, curve=curve)
         self.receiver = getattr(self.source, "receiver", None)     # the socket's counters, when there is one
         self._record_path = record_path
+        if record_mode not in ("new", "append", "overwrite"):
+            raise ValueError(f"record_mode must be new, append or overwrite, got {record_mode!r}")
+        self._record_mode = record_mode
+        self.recordings_dir = Path(recordings_dir)
         self._ctx = None
         self._pub = None
         self._pub_auth = None
@@ -182,18 +188,32 @@ class LiveService:
         if self._thread is not None:
             return self
         if self._record_path:                 # before the first message can arrive: nothing received goes unrecorded
-            self.start_recording(self._record_path)
+            self.start_recording(self._record_path, append=self._record_mode == "append",
+                                 overwrite=self._record_mode == "overwrite")
         self.source.open()
         self._thread = threading.Thread(target=self._loop, name="stemwatch-analysis", daemon=True)
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop analysing, stop receiving (the recorder writes what is queued), close everything."""
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Stop analysing, stop receiving (the recorder writes what is queued), close everything.
+
+        Never hangs: the analysis thread gets ``timeout_s`` to finish its frame; a backend stuck in
+        a call is then abandoned (logged, the thread is a daemon, the backend is not closed under
+        it), and the receiver's threads get their own timeouts. Default: :data:`STOP_TIMEOUT_S`."""
+        timeout_s = STOP_TIMEOUT_S if timeout_s is None else float(timeout_s)
         self._stop.set()
+        hung = False
         if self._thread is not None:
-            self._thread.join()
-        self.source.close()
+            self._thread.join(timeout_s)
+            hung = self._thread.is_alive()
+            if hung:
+                log.error("the analysis thread did not stop within %.0f s (a backend call hung?): abandoned",
+                          timeout_s)
+        try:
+            self.source.close(timeout_s=timeout_s)
+        except TypeError:                     # a FrameSource whose close() takes no timeout
+            self.source.close()
         self.recorder.close()
         if self._pub is not None:
             self._pub.close(0)
@@ -204,7 +224,8 @@ class LiveService:
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
-        self.pipeline.close()
+        if not hung:
+            self.pipeline.close()
 
     def __enter__(self) -> "LiveService":
         return self.start()
@@ -232,12 +253,28 @@ class LiveService:
     def paused(self) -> bool:
         return self._paused
 
-    def start_recording(self, path: str | Path, append: bool = False) -> str:
-        """Record every message from now on to ``path`` (a new file; the series' start message first)."""
+    def start_recording(self, path: str | Path, append: bool = False, overwrite: bool = False) -> str:
+        """Record every message from now on to ``path`` (a new file unless ``append``/``overwrite``:
+        an existing file is refused; the series' start message first)."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.recorder.open(path, append=append)
+        self.recorder.open(path, append=append, overwrite=overwrite)
         log.info("recording to %s", path)
         return str(path)
+
+    def start_take(self, name: str | None = None) -> str:
+        """Start a recording for the dashboard's Record control: always a new file inside
+        :attr:`recordings_dir` (``name``: a plain file name, or None for a time-stamped one; an
+        existing name gets ``-2``, ``-3``...). Returns the path. ValueError for a name with a path."""
+        from streamer.recording import RecordingExistsError, take_path
+
+        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):               # a take appearing meanwhile: the next free name
+            path = take_path(self.recordings_dir, name)
+            try:
+                return self.start_recording(path)
+            except RecordingExistsError:
+                continue
+        raise RuntimeError(f"no free recording name in {self.recordings_dir}")
 
     def stop_recording(self) -> None:
         self.recorder.close()

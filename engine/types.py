@@ -235,3 +235,4 @@ class FrameChemistry:
     image: np.ndarray | None = None            # the frame's pixels when the caller keeps them
     health: object | None = None               # engine.health.FrameHealth from HealthMonitor.before (+ snr)
     material: object | None = None             # engine.health.material.MaterialVerdict (None: not checked)
+    run: int = 0                               # streamer Frame.run: a restarted series id starts a new run

@@ -69,7 +69,7 @@ def _live(cfg, frames: list, rate_hz: float, change_at: int) -> dict:
     from engine.service import LiveService
     from streamer import Publisher
 
-    pub = Publisher("tcp://127.0.0.1:*", bind=True, sndhwm=64)
+    pub = Publisher("tcp://127.0.0.1:*", bind=True, sndhwm=64, send_timeout_s=None)
     svc = LiveService(cfg, pub.endpoint)
     events = []
     svc.add_listener(lambda r, s: events.extend(r.events))

@@ -74,7 +74,7 @@ def run_source(movie: str | Path, endpoint: str, rate_hz: float, max_frames: int
     stop = stop or threading.Event()
     rng = np.random.default_rng(seed)
     integer = np.dtype(info["dtype"]).kind in "ui"
-    pub = Publisher(endpoint, bind=True, sndhwm=16)
+    pub = Publisher(endpoint, bind=True, sndhwm=16, send_timeout_s=None)   # waits for the analyzer
     print(f"bound {pub.endpoint}", file=out, flush=True)
     sent, late, loop = 0, 0, 0
     series_sent: list = []

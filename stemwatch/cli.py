@@ -63,3 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        from stemwatch.errors import EXIT_USAGE, user_error_message
+
+        msg = user_error_message(exc)
+        if msg is None:
+            raise
+        print(f"stemwatch {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE

@@ -26,6 +26,16 @@ def _add_source(p: argparse.ArgumentParser, replay: bool = False) -> None:
                    help="report a stall after this many seconds without a frame in an open series (default %(default)s)")
 
 
+def check_pixel_size(value) -> None:
+    """``--pixel-size`` must be a positive, finite number of angstrom per pixel (UserError)."""
+    import math
+
+    from stemwatch.errors import UserError
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UserError(f"invalid pixel size {value}: give a positive number of angstrom per pixel")
+
+
 def add_file_options(p: argparse.ArgumentParser, frame_time: bool = True) -> None:
     """``--pixel-size``, ``--frame-time`` (optional) and ``--key``: how to read an image file that has
     no calibration, no frame times, or several arrays (shared by replay/import/convert/analyze)."""
@@ -36,6 +46,35 @@ def add_file_options(p: argparse.ArgumentParser, frame_time: bool = True) -> Non
                        help="s between frames for files without times (default %(default)s)")
     p.add_argument("--key", default=None, help="array name in an .npz, the data group of an EMD file, the image index of a "
                    "DM3/DM4 file, or the detector of a Velox EMD file (default HAADF)")
+
+
+def add_record_mode(p: argparse.ArgumentParser, option: str) -> None:
+    """``--append`` / ``--overwrite``: what to do when the recording file exists (default: refuse)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--append", action="store_true",
+                   help=f"continue an existing {option} recording (a torn tail is cut; `info` shows both parts)")
+    g.add_argument("--overwrite", action="store_true",
+                   help=f"replace an existing {option} file (default: refuse to start if it exists)")
+
+
+#: exit status when the input was damaged or truncated (the output says what was skipped)
+EXIT_INCOMPLETE = 3
+
+
+def add_allow_partial(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-partial", action="store_true",
+                   help=f"exit 0 even when the input recording is damaged or truncated (default: exit "
+                        f"{EXIT_INCOMPLETE}; the intact records are used either way and the outputs say what was skipped)")
+
+
+def report_partial(cmd: str, status: dict, allow: bool) -> int:
+    """Warn about an incomplete input (one line on stderr); the exit status it calls for."""
+    if status.get("input_complete", True) is not False:
+        return 0
+    skipped = status.get("input_skipped") or []
+    print(f"stemwatch {cmd}: warning: the input is incomplete: {status.get('input_problem')}"
+          + (f" ({len(skipped)} damaged stretch(es) skipped)" if skipped else ""), file=sys.stderr)
+    return 0 if allow else EXIT_INCOMPLETE
 
 
 def _add_stop_options(p: argparse.ArgumentParser) -> None:
@@ -55,14 +94,26 @@ def _add_curve(p: argparse.ArgumentParser) -> None:
 
 
 def _curve(args):
+    check_curve_options(args)
     if not getattr(args, "curve_secret", None):
-        if getattr(args, "curve_server_key", None) or getattr(args, "curve_allow", None):
-            raise SystemExit("--curve-server-key/--curve-allow need --curve-secret")
         return None
     from streamer.security import Curve
 
     return Curve(secret_key_file=args.curve_secret, server_public_key_file=args.curve_server_key,
                  allowed_clients_dir=args.curve_allow)
+
+
+def check_curve_options(args) -> None:
+    """Half-configured security is refused (UserError): --curve-server-key or --curve-allow
+    without --curve-secret would otherwise run without any encryption at all."""
+    from stemwatch.errors import UserError
+
+    if not getattr(args, "curve_secret", None):
+        given = [o for o, a in (("--curve-server-key", "curve_server_key"), ("--curve-allow", "curve_allow"))
+                 if getattr(args, a, None)]
+        if given:
+            raise UserError(f"{' and '.join(given)} given without --curve-secret: refusing to run unencrypted "
+                            "(add --curve-secret THIS_SIDE.key_secret, or drop the CURVE options)")
 
 
 def _receiver(args, recorder=None, policy="drop"):
@@ -137,11 +188,13 @@ def _watch(args, rx, out_json: bool, duration: float | None, max_frames: int | N
 # ------------------------------------------------------------------------------------- handlers
 
 def _cmd_monitor(args) -> int:
+    check_curve_options(args)
     writer = None
     if args.record:
-        from streamer.recording import RecordingWriter
+        from streamer.recording import RecordingWriter, check_target
 
-        writer = RecordingWriter(args.record, append=args.append)
+        check_target(args.record, args.append, args.overwrite)
+        writer = RecordingWriter(args.record, append=args.append, overwrite=args.overwrite)
     player = stop_player = None
     if args.replay:
         import threading
@@ -188,9 +241,11 @@ def _cmd_monitor(args) -> int:
 
 
 def _cmd_record(args) -> int:
-    from streamer.recording import RecordingWriter
+    from streamer.recording import RecordingWriter, check_target
 
-    writer = RecordingWriter(args.out, append=args.append, sync_every_s=args.sync_every)
+    check_curve_options(args)
+    check_target(args.out, args.append, args.overwrite)
+    writer = RecordingWriter(args.out, append=args.append, sync_every_s=args.sync_every, overwrite=args.overwrite)
     rx = _receiver(args, writer, policy="block" if args.lossless else "drop").start()
     print(f"recording {rx.endpoint} -> {args.out} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
@@ -215,6 +270,7 @@ def _cmd_replay(args) -> int:
 
     from streamer.replay import parse_speed, replay
 
+    check_pixel_size(args.pixel_size)
     speed = parse_speed(args.speed)
     bar = tqdm(unit="frame", desc="replay", file=sys.stderr, disable=args.quiet)
     stop = threading.Event()
@@ -236,45 +292,101 @@ def _cmd_replay(args) -> int:
     bar.close()
     print(f"sent {stats.messages} messages ({stats.frames} frames, {stats.loops} loop(s)) in {stats.wall_s:.2f} s",
           file=sys.stderr)
-    return 0
+    return report_partial("replay", stats.input, args.allow_partial)
 
 
 def convert(src: str, out: str, pixel_size_A=None, frame_time_s: float = 0.2, key=None,
-            series: str | None = None, progress: bool = True) -> int:
+            series: str | None = None, progress: bool = True, status: dict | None = None) -> int:
     """Convert ``src`` (anything :func:`streamer.importers.open_frames` reads) to ``out``:
-    EMD for ``.emd/.h5/.hdf5``, otherwise a recording. Returns the number of frames written."""
+    EMD for ``.emd/.h5/.hdf5``, otherwise a recording. Returns the number of frames written.
+
+    ``status`` (optional dict) receives ``input_complete`` / ``input_problem`` / ``input_skipped``.
+    They are also written into the output when the input was damaged: as attributes of the EMD
+    data group, or for a recording as a final ``heartbeat`` message with those extra keys
+    (protocol v1 receivers ignore unknown keys; ``stemwatch info`` shows them)."""
+    import json
     from pathlib import Path
 
     from tqdm import tqdm
 
-    from streamer.importers import export_emd, open_frames
+    from streamer.importers import FileImportError, export_emd, open_frames
+    from streamer.recording import RecordingReader, input_status
     from streamer.replay import encoded_messages, is_recording, recorded_messages
 
-    frames = open_frames(src, pixel_size_A=pixel_size_A, frame_time_s=frame_time_s, key=key)
+    status = {} if status is None else status
+    frames = open_frames(src, pixel_size_A=pixel_size_A, frame_time_s=frame_time_s, key=key, status=status)
+    first = next(frames, None)              # a bad input fails here, before an output file exists
+    if first is None:
+        raise FileImportError(f"{Path(src).name}: no frames")
+    frames = (_check_meta(f, Path(src).name) for f in _prepend(first, frames))
+    _check_meta(first, Path(src).name)
     if Path(out).suffix.lower() in (".emd", ".h5", ".hdf5"):
         if series is None:
-            first = next(frames, None)
-            if first is None:
-                raise SystemExit(f"{src}: no frames")
             series = first.series
-            frames = _prepend(first, frames)
         sel = (f for f in frames if f.series == series)
-        return export_emd(sel, out, progress=progress)
+        n = export_emd(sel, out, progress=progress)
+        for f in frames:                        # read to the end: the input's status is known then
+            pass
+        if status.get("input_complete") is False:
+            import h5py
+
+            with h5py.File(out, "a") as h5:
+                g = h5["data/frames"]
+                g.attrs["input_complete"] = False
+                g.attrs["input_problem"] = str(status.get("input_problem"))
+                g.attrs["input_skipped_json"] = json.dumps(status.get("input_skipped", []))
+        return n
+    from streamer.protocol import PROTOCOL_VERSION
     from streamer.recording import RecordingWriter
 
     n = 0
+    import msgpack
+    import time
+
     with RecordingWriter(out) as w:
         if is_recording(src) and pixel_size_A is None and series is None:
-            msgs = recorded_messages(src)          # copy messages byte for byte
+            reader = RecordingReader(src)
+            msgs = recorded_messages(src, reader=reader)          # copy messages byte for byte
         else:
+            reader = None
             sel = frames if series is None else (f for f in frames if f.series == series)
             msgs = encoded_messages(sel, frame_time_s)
         for parts, t in tqdm(msgs, unit="msg", desc="convert", file=sys.stderr, disable=not progress):
-            import time
-
             w.write(parts, t if t is not None else time.time())
             n += t is not None
+        if reader is not None:
+            status.update(input_status(reader))
+        if status.get("input_complete") is False:
+            note = {"version": PROTOCOL_VERSION, "type": "heartbeat", "t_sent": time.time(),
+                    "input_complete": False, "input_problem": str(status.get("input_problem")),
+                    "input_skipped": status.get("input_skipped", [])}
+            w.write([msgpack.packb(note, use_bin_type=True)], time.time())
     return n
+
+
+#: metadata nested deeper than this is refused when converting (instrument metadata is never that
+#: deep; a broken or hostile file can be, and would make the JSON/HDF5 writers recurse)
+MAX_META_DEPTH = 32
+
+
+def _meta_depth(v, depth: int = 0) -> int:
+    while True:
+        if depth > MAX_META_DEPTH:
+            return depth
+        if isinstance(v, dict):
+            return max([_meta_depth(x, depth + 1) for x in v.values()] or [depth + 1])
+        if isinstance(v, (list, tuple)):
+            return max([_meta_depth(x, depth + 1) for x in v] or [depth + 1])
+        return depth
+
+
+def _check_meta(f, src):
+    from streamer.importers import FileImportError
+
+    if _meta_depth(f.meta or {}) > MAX_META_DEPTH:
+        raise FileImportError(f"{src}: the metadata of series {f.series!r} is nested deeper than {MAX_META_DEPTH} "
+                              "levels (a damaged or hostile file); not converted")
+    return f
 
 
 def _prepend(first, it):
@@ -283,9 +395,12 @@ def _prepend(first, it):
 
 
 def _cmd_convert(args) -> int:
-    n = convert(args.file, args.out, args.pixel_size, args.frame_time, args.key, args.series, not args.quiet)
+    check_pixel_size(args.pixel_size)
+    status: dict = {}
+    n = convert(args.file, args.out, args.pixel_size, args.frame_time, args.key, args.series, not args.quiet,
+                status=status)
     print(f"wrote {n} frames to {args.out}", file=sys.stderr)
-    return 0
+    return report_partial(args.command, status, args.allow_partial)
 
 
 def describe(path: str) -> dict:
@@ -300,6 +415,7 @@ def describe(path: str) -> dict:
     info: dict = {"file": str(p), "bytes": p.stat().st_size}
     series: dict[str, dict] = {}
     current: dict[str, str] = {}      # series id -> key in ``series`` (a replayed id gets "id #2")
+    seen_seqs: dict[str, set] = {}
 
     def open_series(name):
         key, k = name, 1
@@ -311,11 +427,20 @@ def describe(path: str) -> dict:
     def add_frame(f):
         if f.series not in current:
             open_series(f.series)
-        s = series.setdefault(current[f.series], {"frames": 0, "first_seq": f.seq, "last_seq": f.seq, "missing": [],
-                                         "shape": list(f.data.shape), "dtype": f.data.dtype.str,
-                                         "pixel_size_A": f.pixel_size_A, "t_first": f.t_acquired,
-                                         "t_last": f.t_acquired, "ended": None})
-        if f.seq > s["last_seq"] + 1 and s["frames"]:
+        key = current[f.series]
+        s = series.setdefault(key, {"frames": 0, "first_seq": f.seq, "last_seq": f.seq, "missing": [],
+                                    "shape": list(f.data.shape), "dtype": f.data.dtype.str,
+                                    "pixel_size_A": f.pixel_size_A, "t_first": f.t_acquired,
+                                    "t_last": f.t_acquired, "ended": None, "duplicates": [], "out_of_order": []})
+        seen = seen_seqs.setdefault(key, set())
+        if f.seq in seen:
+            s["duplicates"].append(f.seq)          # the same seq again (not counted as a frame)
+            return
+        seen.add(f.seq)
+        if f.seq < s["last_seq"] and s["frames"]:
+            s["out_of_order"].append(f.seq)        # arrived after a later seq (fills a reported gap)
+            s["missing"] = _remove_seq(s["missing"], f.seq)
+        elif f.seq > s["last_seq"] + 1 and s["frames"]:
             s["missing"].append([s["last_seq"] + 1, f.seq - 1])
         s["frames"] += 1
         s["last_seq"] = max(s["last_seq"], f.seq)
@@ -324,6 +449,7 @@ def describe(path: str) -> dict:
     if is_recording(p):
         r = RecordingReader(p)
         counts = {"start": 0, "frame": 0, "end": 0, "heartbeat": 0, "undecodable": 0}
+        notes: list = []                  # "this file was converted from a damaged input" notes
         for parts, _t in r.records(verify=True):
             try:
                 m = decode(parts, max_frame_bytes=1 << 40, max_side=1 << 20)
@@ -331,6 +457,8 @@ def describe(path: str) -> dict:
                 counts["undecodable"] += 1
                 continue
             counts[m.type] += 1
+            if m.type == "heartbeat" and m.header.get("input_complete") is False:
+                notes.append({k: m.header.get(k) for k in ("input_problem", "input_skipped")})
             if m.type == "start" and m.header["series"] in current:
                 if series[current[m.header["series"]]]["ended"] is not None:
                     open_series(m.header["series"])
@@ -341,7 +469,11 @@ def describe(path: str) -> dict:
                 s["ended"] = m.header["n_frames"]
                 if m.header["n_frames"] > s["last_seq"] + 1:
                     s["missing"].append([s["last_seq"] + 1, m.header["n_frames"] - 1])
-        info.update(kind="recording", records=r.n_records, messages=counts, complete=r.complete, problem=r.problem)
+        info.update(kind="recording", records=r.n_records, messages=counts, complete=r.complete, problem=r.problem,
+                    skipped=r.skipped, notes=notes)
+        if notes and info["complete"]:
+            info["complete"] = False
+            info["problem"] = f"converted from an incomplete input: {notes[0]['input_problem']}"
     else:
         from streamer.importers import FileImportError, open_frames
 
@@ -363,6 +495,17 @@ def describe(path: str) -> dict:
         s["mean_fps"] = (s["frames"] - 1) / dt if dt > 0 else None
     info["series"] = series
     return info
+
+
+def _remove_seq(ranges: list, seq: int) -> list:
+    """The missing ranges without ``seq`` (a late frame filled it)."""
+    out = []
+    for a, b in ranges:
+        if a <= seq <= b:
+            out += [r for r in ([a, seq - 1], [seq + 1, b]) if r[0] <= r[1]]
+        else:
+            out.append([a, b])
+    return out
 
 
 def _cmd_info(args) -> int:
@@ -387,6 +530,15 @@ def _cmd_info(args) -> int:
         if miss:
             print(f"    missing {miss} frame(s): " + ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in s["missing"][:20])
                   + (" ..." if len(s["missing"]) > 20 else ""))
+        for what in ("duplicates", "out_of_order"):
+            if s.get(what):
+                print(f"    {len(s[what])} {dict(duplicates='duplicate', out_of_order='out-of-order')[what]} frame(s): seq "
+                      + ", ".join(map(str, s[what][:20])) + (" ..." if len(s[what]) > 20 else ""))
+    for sk in info.get("skipped", []):
+        print(f"  skipped {sk['bytes']:,} damaged bytes at byte {sk['at_byte']:,} (after record {sk['after_record']}): "
+              f"{sk['reason']}")
+    for note in info.get("notes", []):
+        print(f"  converted from an incomplete input: {note['input_problem']}")
     print("  complete: yes" if info["complete"] else f"  complete: NO - {info['problem']}")
     return 0 if info["complete"] else 1
 
@@ -417,7 +569,7 @@ def register(sub) -> None:
                                    "written; 1: write error (e.g. disk full); 3: messages lost to the recorder.")
     _add_source(p)
     p.add_argument("--out", required=True, metavar="FILE", help="recording to write (e.g. session.swrec)")
-    p.add_argument("--append", action="store_true", help="continue an existing recording (a torn tail is cut)")
+    add_record_mode(p, "--out")
     p.add_argument("--lossless", action="store_true",
                    help="never drop: when the disk falls behind, slow the sender (PUSH back-pressure) instead")
     p.add_argument("--sync-every", type=float, default=1.0, metavar="S",
@@ -439,6 +591,7 @@ def register(sub) -> None:
     p.add_argument("--max-pause", type=float, default=None, metavar="S",
                    help="shorten recorded pauses longer than S seconds to S")
     add_file_options(p)
+    add_allow_partial(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_curve(p)
     p.set_defaults(func=_cmd_replay)
@@ -456,6 +609,7 @@ def register(sub) -> None:
         add_file_options(p)
         p.add_argument("--series", help="only this series (EMD export takes the first series by default)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        add_allow_partial(p)
         p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("info", help="what a recording holds, and whether it is complete",
@@ -473,7 +627,7 @@ def register(sub) -> None:
     _add_source(p, replay=True)
     p.add_argument("--speed", default="1", help="with --replay: 1 = original pace, N, or max (default %(default)s)")
     p.add_argument("--record", metavar="FILE", help="also record to FILE")
-    p.add_argument("--append", action="store_true", help="continue an existing recording")
+    add_record_mode(p, "--record")
     _add_stop_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object per second")
     _add_curve(p)

@@ -17,6 +17,9 @@ class Frame:
     t_received : Unix seconds when the receiver took the last part off the socket.
     pixel_size_A : angstrom per pixel.
     meta : free-form instrument metadata of the series (from the ``start`` message).
+    run : which run of the series id this frame belongs to: the receiver (and a recording's
+        reader) counts every ``start``, so an acquisition script run twice with the same series
+        id gives two runs, and analysis resets tracking between them as for a new series.
     """
 
     data: np.ndarray
@@ -26,6 +29,7 @@ class Frame:
     pixel_size_A: float
     t_received: float = 0.0
     meta: dict = field(default_factory=dict)
+    run: int = 0
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -29,6 +29,8 @@ must fit.
 
 from __future__ import annotations
 
+import math
+
 import io
 import json
 import logging
@@ -275,6 +277,10 @@ def _tiff(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
             if not tif.series:
                 raise FileImportError(f"{path.name}: no image in the TIFF file")
             ser = tif.series[0]
+            if "S" in getattr(ser, "axes", "") or getattr(tif.pages[0], "samplesperpixel", 1) > 1:
+                raise FileImportError(f"{path.name}: an RGB(A) colour image ({getattr(ser, 'axes', '?')} "
+                                      f"{ser.shape}), not a detector signal: save the STEM image as greyscale "
+                                      "(one value per pixel)")
             _declared(path.name, "the image stack", ser.shape, ser.dtype)
             arr = tif.asarray()
     except (FileImportError, MemoryError):
@@ -408,24 +414,38 @@ def _ndata(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
 
 
 def open_frames(path: str | Path, pixel_size_A: float | None = None, frame_time_s: float = 0.2,
-                key: str | None = None) -> Iterator[Frame]:
+                key: str | None = None, status: dict | None = None) -> Iterator[Frame]:
     """Frames of a recording or an image file (see the module docstring).
 
     pixel_size_A : A/px, overrides (or supplies) the file's calibration.
     frame_time_s : s between frames when the file holds no frame times.
     key : the array of an .npz, or the data group of an EMD file.
+    status : optional dict, filled in once the frames are exhausted (see :func:`input_status`):
+        ``input_complete`` (bool), ``input_problem`` (str or None), ``input_skipped`` (list of
+        the damaged stretches of a recording that were skipped).
     """
-    from streamer.recording import iter_frames
+    from streamer.recording import RecordingReader, input_status, iter_frames
     from streamer.replay import is_recording
 
     p = Path(path)
+    if pixel_size_A is not None and not (math.isfinite(float(pixel_size_A)) and float(pixel_size_A) > 0):
+        raise FileImportError(f"invalid pixel size {pixel_size_A!r}: give a positive number of angstrom per pixel")
+    if p.is_dir():
+        raise IsADirectoryError(f"{p} is a directory, not a file")
     if not p.is_file():
         raise FileNotFoundError(f"no such file: {p}")
+    if p.stat().st_size == 0:
+        raise FileImportError(f"{p.name}: the file is empty")
+    if status is not None:
+        status.update(input_status(None))
     if is_recording(p):
-        for f in iter_frames(p):
+        reader = RecordingReader(p)
+        for f in iter_frames(p, reader=reader):
             if pixel_size_A is not None:
                 f.pixel_size_A = float(pixel_size_A)
             yield f
+        if status is not None:
+            status.update(input_status(reader))
         return
     suffix = p.suffix.lower()
     from streamer.file_common import special_reader

@@ -13,9 +13,13 @@ An I/O thread drains the socket at all times and decodes every message (protocol
 It tracks series (start/end, new series without an end, publisher restarts), sequence gaps (exact
 seq ranges), stalls (no frame for ``stall_timeout_s`` while a series is open), malformed
 messages by reason, and connection events (peers connected/disconnected, failed CURVE
-handshakes). A message part larger than ``max_frame_bytes`` is refused by libzmq itself
-(``ZMQ_MAXMSGSIZE``: the peer is disconnected), so no sender can make the receiver allocate more. Malformed and stale-series messages are counted and skipped: they never reach
-analysis or the recording.
+handshakes). A frame larger than ``max_frame_bytes`` is refused and counted
+(``frame_too_large``); the link stays up. libzmq itself refuses a message part larger than
+:func:`socket_limit_bytes` (``ZMQ_MAXMSGSIZE``, 4 x ``max_frame_bytes``), so no sender can make
+the receiver allocate more per part; such a peer is disconnected (``peer_disconnects``) and a
+connecting receiver reconnects at once (``reconnects``; libzmq would not: it treats it as a
+protocol error and gives up). Malformed and
+stale-series messages are counted and skipped: they never reach analysis or the recording.
 """
 
 from __future__ import annotations
@@ -35,7 +39,15 @@ from streamer.security import Curve, apply_curve
 
 log = logging.getLogger(__name__)
 
+_RECONNECT_GRACE_S = 0.5     # a disconnect libzmq does not follow up within this is re-connected here
 _STALE_MEMORY = 256          # how many previous series ids are remembered as stale
+
+
+def socket_limit_bytes(max_frame_bytes: int) -> int:
+    """``ZMQ_MAXMSGSIZE`` of the receiving socket: frames up to 4 x ``max_frame_bytes`` still
+    arrive (and are refused as ``frame_too_large``, the link intact); beyond that libzmq drops the
+    connection before allocating."""
+    return max(4 * int(max_frame_bytes), MAX_HEADER_BYTES)
 
 
 class _RecorderQueue:
@@ -116,7 +128,7 @@ class Receiver:
             self._sock.linger = 0
             # libzmq drops (and disconnects) a peer sending a larger part: a hostile or broken
             # sender can never make us allocate more than this per message part.
-            self._sock.maxmsgsize = max(int(self.cfg.max_frame_bytes), MAX_HEADER_BYTES)
+            self._sock.maxmsgsize = socket_limit_bytes(self.cfg.max_frame_bytes)
             if socket_type == "SUB":
                 self._sock.setsockopt(zmq.SUBSCRIBE, b"")
             self._auth = apply_curve(self._ctx, self._sock, curve, server=bind)
@@ -131,11 +143,14 @@ class Receiver:
             self._ctx.term()
             raise
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
+        self._bind = bool(bind)
+        self._connect_endpoint = None if bind else endpoint
         # connection events (peers connecting, disconnecting, failing the CURVE handshake)
         self._mon = self._sock.get_monitor_socket(
             zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
             | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECT_DELAYED)
+        self._reconnect_due: float | None = None    # see _drain_monitor
         self.recorder = recorder
         self._lock = threading.Lock()
         self._slot_cond = threading.Condition(self._lock)
@@ -149,6 +164,7 @@ class Receiver:
         self._open_header: dict | None = None
         self._open_meta: dict = {}
         self._expected: int | None = None       # next expected seq in the open series
+        self._run = 0                           # number of series starts seen (Frame.run)
         self._last_series: str | None = None
         self._stale: collections.OrderedDict = collections.OrderedDict()
         self._last_frame_mono: float | None = None
@@ -161,7 +177,7 @@ class Receiver:
             "implicit_starts": 0, "restarts": 0, "seq_rewinds": 0, "stalls": 0, "heartbeats": 0,
             "malformed": collections.Counter(),
             "rec_written": 0, "rec_lost": 0, "rec_error": None, "rec_blocked_s": 0.0,
-            "peers_connected": 0, "peer_disconnects": 0, "handshake_failures": 0,
+            "peers_connected": 0, "peer_disconnects": 0, "handshake_failures": 0, "reconnects": 0,
         }
 
     # ------------------------------------------------------------------------------- life cycle
@@ -176,12 +192,16 @@ class Receiver:
         self._io_thread.start()
         return self
 
-    def stop(self, drain_recorder: bool = True) -> None:
+    def stop(self, drain_recorder: bool = True, timeout_s: float = 10.0,
+             drain_timeout_s: float = 120.0) -> None:
         """Stop receiving, let the recorder write what is queued (unless ``drain_recorder`` is
-        False), close the socket. Safe to call twice."""
+        False; at most ``drain_timeout_s``, then what is left is counted as lost), close the socket.
+        Never waits forever for a thread (``timeout_s`` for the I/O thread). Safe to call twice."""
         self._stop.set()
         if self._io_thread is not None:
-            self._io_thread.join()
+            self._io_thread.join(timeout_s)
+            if self._io_thread.is_alive():
+                log.error("the receiver's I/O thread did not stop within %.0f s", timeout_s)
         if not drain_recorder:
             with self._rq.cond:
                 lost = len(self._rq.items)
@@ -191,7 +211,16 @@ class Receiver:
                 self._s["rec_lost"] += lost
         self._rq.close()
         if self._rec_thread is not None:
-            self._rec_thread.join()
+            self._rec_thread.join(drain_timeout_s)
+            if self._rec_thread.is_alive():          # a stuck disk: give up on the rest, count it
+                with self._rq.cond:
+                    lost = len(self._rq.items)
+                    self._rq.items.clear()
+                    self._rq.nbytes = 0
+                with self._lock:
+                    self._s["rec_lost"] += lost
+                log.error("the recorder did not finish within %.0f s: %d queued message(s) lost",
+                          drain_timeout_s, lost)
         with self._slot_cond:
             self._slot_cond.notify_all()
         if not self._sock.closed:
@@ -251,7 +280,7 @@ class Receiver:
                 "malformed": dict(s["malformed"]), "malformed_total": sum(s["malformed"].values()),
                 "fps": fps,
                 "peers_connected": s["peers_connected"], "peer_disconnects": s["peer_disconnects"],
-                "handshake_failures": s["handshake_failures"],
+                "handshake_failures": s["handshake_failures"], "reconnects": s["reconnects"],
                 "last_frame_age_s": None if self._last_frame_mono is None else now_mono - self._last_frame_mono,
                 "recorder": {
                     "enabled": self.recorder is not None, "written": s["rec_written"],
@@ -286,37 +315,75 @@ class Receiver:
             if self._mon in ready:
                 self._drain_monitor()
             if sock in ready:
-                for _ in range(10_000):          # drain, but look at the stop flag now and then
-                    try:
-                        parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    try:
-                        self._handle(parts, time.time())
-                    except Exception:            # never let one message kill the I/O thread
-                        log.exception("unexpected error handling a message")
-                        with self._lock:
-                            self._s["malformed"]["internal_error"] += 1
+                self._drain_socket()
+            self._maybe_reconnect()
             self._check_stall()
+
+    def _drain_socket(self) -> None:
+        sock = self._sock
+        for _ in range(10_000):          # drain, but look at the stop flag now and then
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            try:
+                self._handle(parts, time.time())
+            except Exception:            # never let one message kill the I/O thread
+                log.exception("unexpected error handling a message")
+                with self._lock:
+                    self._s["malformed"]["internal_error"] += 1
 
     def _drain_monitor(self) -> None:
         from zmq.utils.monitor import recv_monitor_message
 
+        disconnected = False
         while True:
             try:
                 ev = recv_monitor_message(self._mon, zmq.NOBLOCK)["event"]
             except zmq.Again:
-                return
+                break
             except Exception:              # a malformed monitor message: ignore it
-                return
+                break
             with self._lock:
                 if ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     self._s["peers_connected"] += 1
                 elif ev == zmq.EVENT_DISCONNECTED:
                     self._s["peer_disconnects"] += 1
+                    disconnected = True
+                elif ev in (zmq.EVENT_CONNECT_RETRIED, zmq.EVENT_CONNECT_DELAYED, zmq.EVENT_CONNECTED):
+                    self._reconnect_due = None     # libzmq is reconnecting by itself
                 elif ev in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
                             zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
                     self._s["handshake_failures"] += 1
+        if disconnected and self._connect_endpoint is not None:
+            # libzmq reconnects after a network error (and says so with CONNECT_RETRIED/DELAYED
+            # events) but not after a protocol error: if it stays silent, reconnect ourselves.
+            self._reconnect_due = time.monotonic() + _RECONNECT_GRACE_S
+
+    def _maybe_reconnect(self) -> None:
+        if self._reconnect_due is None or time.monotonic() < self._reconnect_due:
+            return
+        self._reconnect_due = None
+        self._drain_socket()               # messages already received are kept, not dropped
+        self._reconnect()
+
+    def _reconnect(self) -> None:
+        """Connect again after a disconnect. libzmq reconnects by itself after a network error but
+        gives up for good after a protocol error (e.g. a part above ``ZMQ_MAXMSGSIZE``): one
+        oversized message would end the link. Connecting anew is harmless when libzmq already
+        reconnects (the old attempt is dropped first)."""
+        ep = self._connect_endpoint
+        try:
+            self._sock.disconnect(ep)
+        except zmq.ZMQError:
+            pass                           # already gone: libzmq terminated the session
+        try:
+            self._sock.connect(ep)
+        except zmq.ZMQError as exc:
+            log.error("reconnecting to %s failed: %s", ep, exc)
+            return
+        with self._lock:
+            self._s["reconnects"] += 1
 
     def _check_stall(self) -> None:
         with self._lock:
@@ -379,11 +446,17 @@ class Receiver:
             if msg.type == "heartbeat":
                 self._s["heartbeats"] += 1
             elif msg.type == "start":
+                self._run += 1                       # every start begins a new run (a rerun resets analysis)
                 if h["series"] == self._open:
                     self._s["restarts"] += 1        # the publisher restarted mid-series
                     self._open_header = h
+                    self._open_meta = {**h.get("meta", {}), "dwell_s": h["dwell_s"],
+                                       "frame_time_s": h["frame_time_s"]}
                     self._last_frame_mono = time.monotonic()
                     self._stalled = False
+                    if self._slot is not None:      # an unanalysed frame of the previous run
+                        self._slot = None
+                        self._s["dropped_for_analysis"] += 1
                 else:
                     self._open_series(h["series"], h)
             elif msg.type == "end":
@@ -404,6 +477,7 @@ class Receiver:
                         self._bad("stale_series")
                         return
                     self._s["implicit_starts"] += 1     # joined a running series (no start seen)
+                    self._run += 1
                     self._open_series(frame.series, None)
                     self._expected = frame.seq
                 seq = frame.seq
@@ -415,6 +489,7 @@ class Receiver:
                     self._s["seq_rewinds"] += 1         # restart from an earlier seq, or a duplicate
                 self._expected = seq + 1
                 frame.meta = self._open_meta
+                frame.run = self._run
                 self._s["frames_received"] += 1
                 now = time.monotonic()
                 self._last_frame_mono = now

@@ -45,6 +45,61 @@ class RecordingError(OSError):
     up to the last complete record."""
 
 
+class RecordingExistsError(FileExistsError):
+    """The recording to create exists already (and neither append nor overwrite was asked for)."""
+
+
+def check_target(path: str | os.PathLike, append: bool = False, overwrite: bool = False) -> Path:
+    """Check that a recording may be written at ``path`` before anything is received: an existing
+    file is refused unless ``append`` or ``overwrite``; a missing folder is created; a folder, a
+    device or an unwritable place is refused. Raises :class:`RecordingExistsError` or
+    :class:`OSError` with a one-line message naming the path."""
+    p = Path(path)
+    if append and overwrite:
+        raise ValueError("--append and --overwrite exclude each other")
+    if p.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{p} is a directory: give a file name, e.g. {p / 'run.swrec'}")
+    if p.exists() and not p.is_file():
+        raise OSError(errno.EINVAL, f"{p} is not a regular file (a device or a pipe): give a file name")
+    if p.exists() and not (append or overwrite):
+        raise RecordingExistsError(errno.EEXIST, f"{p} exists ({p.stat().st_size:,} bytes): use --append to "
+                                                 "continue it or --overwrite to replace it")
+    parent = p.parent if str(p.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot record to {p}: cannot create the folder {parent}: {exc.strerror}") from None
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise PermissionError(errno.EACCES, f"{p}: not writable (permission denied)")
+    return p
+
+
+def take_path(directory: str | os.PathLike, name: str | None = None) -> Path:
+    """A new, not yet existing recording path inside ``directory`` for one take of the dashboard's
+    Record control. ``name`` (optional) is a plain file name: no path separator, not hidden; it
+    gets ``.swrec`` if it has no suffix. Without a name the take is named by the time
+    (``stemwatch-YYYYmmdd-HHMMSS.swrec``). An existing name gets ``-2``, ``-3``, ... appended:
+    a take never replaces another. Raises ValueError for a name that is not a plain file name."""
+    import datetime
+
+    d = Path(directory)
+    name = (name or "").strip()
+    if not name:
+        name = datetime.datetime.now().strftime("stemwatch-%Y%m%d-%H%M%S.swrec")
+    if ("/" in name or "\\" in name or os.sep in name or (os.altsep and os.altsep in name) or "\0" in name
+            or name.startswith(".") or len(name) > 200):
+        raise ValueError(f"{name[:60]!r} is not a plain file name: takes are written only inside {d}/, "
+                         "give a name without a path (no '/', not starting with '.')")
+    if not Path(name).suffix:
+        name += ".swrec"
+    stem, suffix = Path(name).stem, Path(name).suffix
+    cand, k = d / name, 1
+    while cand.exists():
+        k += 1
+        cand = d / f"{stem}-{k}{suffix}"
+    return cand
+
+
 def _crc(views: Sequence, crc: int = 0) -> int:
     for v in views:
         crc = zlib.crc32(v, crc)
@@ -73,6 +128,8 @@ class RecordingWriter:
     """Append messages to a recording.
 
     path : file to create (or to continue if ``append=True`` and it exists).
+    overwrite : False refuses an existing file (:class:`RecordingExistsError`; the command-line
+        tools and the live service always pass False unless told ``--overwrite``).
     sync_every_s : if set, ``fdatasync`` at most this often (durability against power loss; a
         killed process never loses complete records either way).
 
@@ -82,7 +139,8 @@ class RecordingWriter:
     unusable and :class:`RecordingError` is raised with a clear message.
     """
 
-    def __init__(self, path: str | os.PathLike, append: bool = False, sync_every_s: float | None = None):
+    def __init__(self, path: str | os.PathLike, append: bool = False, sync_every_s: float | None = None,
+                 overwrite: bool = True):
         self.path = Path(path)
         self.records = 0
         self.bytes_written = 0
@@ -101,7 +159,11 @@ class RecordingWriter:
             self.records = n
             self._offset = end
         else:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+            try:
+                self._fd = os.open(self.path, flags, 0o644)
+            except FileExistsError:
+                raise RecordingExistsError(errno.EEXIST, f"{self.path} exists: not overwritten") from None
             self._offset = 0
             self._write_all([FILE_HEADER.pack(MAGIC, FORMAT_VERSION, 0, 0)])
 
@@ -194,6 +256,7 @@ class RecordingReader:
         self.n_records = 0
         self.good_end = FILE_HEADER.size
         self.ended = False
+        self.skipped: list[dict] = []
 
     def __iter__(self) -> Iterator[tuple[list[bytes], float]]:
         return self.records(verify=True)
@@ -206,8 +269,14 @@ class RecordingReader:
 
     def records(self, verify: bool = True) -> Iterator[tuple[list[bytes], float]]:
         """Yield ``(parts, t_arrival)``; parts are ``bytes``. ``verify=False`` skips the payload
-        checksum (headers are always checked)."""
+        checksum (headers are always checked).
+
+        A damaged record (bad magic, header or payload checksum, part table) is skipped: the
+        reader resynchronises on the next record whose header checksum holds and goes on. Each
+        skip is listed in :attr:`skipped` (``{"at_byte", "bytes", "after_record", "reason"}``);
+        :attr:`complete` is then False and :attr:`problem` names the first one."""
         self.complete, self.problem, self.n_records, self.ended = False, None, 0, False
+        self.skipped = []
         with open(self.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(FILE_HEADER.size)
@@ -228,52 +297,111 @@ class RecordingReader:
             self.good_end = pos
             while True:
                 if pos == size:
-                    self.problem = (f"no end-of-recording marker after record {self.n_records} at byte {pos}: "
-                                    "the recorder did not close (crash or still recording); all records are intact")
+                    self._set_problem(f"no end-of-recording marker after record {self.n_records} at byte {pos}: "
+                                      "the recorder did not close (crash or still recording)"
+                                      + ("; all records are intact" if not self.skipped else ""))
                     return
-                fixed = f.read(RECORD_FIXED.size)
-                if len(fixed) < RECORD_FIXED.size:
-                    self.problem = self._torn(pos, size)
-                    return
-                rmagic, kind, n_parts, t_arrival, payload_len, payload_crc = RECORD_FIXED.unpack(fixed)
-                if rmagic != RECORD_MAGIC or n_parts > MAX_PARTS or payload_len > MAX_PAYLOAD or kind > KIND_END:
-                    self.problem = f"corrupt record header after record {self.n_records} at byte {pos}"
-                    return
-                table = f.read(8 * n_parts + 4)
-                if len(table) < 8 * n_parts + 4:
-                    self.problem = self._torn(pos, size)
-                    return
-                (hcrc,) = struct.unpack_from("<I", table, 8 * n_parts)
-                if zlib.crc32(table[:-4], zlib.crc32(fixed)) != hcrc:
-                    self.problem = f"header checksum mismatch in record {self.n_records + 1} at byte {pos}"
-                    return
-                lengths = struct.unpack_from(f"<{n_parts}Q", table)
-                if sum(lengths) != payload_len:
-                    self.problem = f"corrupt part table in record {self.n_records + 1} at byte {pos}"
-                    return
-                rec_end = pos + RECORD_FIXED.size + len(table) + payload_len
-                if rec_end > size:
-                    self.problem = self._torn(pos, size)
-                    return
+                f.seek(pos)
+                rec = self._read_record(f, pos, size, verify)
+                if isinstance(rec, str):                         # damaged here
+                    if rec.startswith("truncated"):
+                        self._set_problem(rec)
+                        return
+                    nxt = self._resync(f, pos + 1, size)
+                    self.skipped.append({"at_byte": pos, "bytes": (nxt if nxt is not None else size) - pos,
+                                         "after_record": self.n_records, "reason": rec})
+                    if nxt is None:
+                        self._set_problem(f"{rec}; no intact record after it ({size - pos} bytes skipped)")
+                        return
+                    pos = nxt
+                    continue
+                kind, parts, t_arrival, rec_end = rec
                 if kind == KIND_END:
                     self.ended = True
-                    if rec_end == size:
+                    if rec_end == size and not self.skipped:
                         self.complete = True
+                    elif rec_end != size:
+                        self._set_problem(f"{size - rec_end} unexpected bytes after the end marker at byte {rec_end}")
                     else:
-                        self.problem = f"{size - rec_end} unexpected bytes after the end marker at byte {rec_end}"
-                    return
-                parts = [f.read(n) for n in lengths]
-                if verify and _crc(parts) != payload_crc:
-                    self.problem = f"payload checksum mismatch in record {self.n_records + 1} at byte {pos}"
+                        self._set_problem("")
                     return
                 self.n_records += 1
                 pos = rec_end
-                self.good_end = pos
+                if not self.skipped:
+                    self.good_end = pos
                 yield parts, t_arrival
+
+    def _set_problem(self, last: str) -> None:
+        if self.skipped:
+            first = self.skipped[0]
+            n = sum(s["bytes"] for s in self.skipped)
+            self.problem = (f"{first['reason']}; {len(self.skipped)} damaged stretch(es), {n} bytes skipped, "
+                            f"reading resumed at the next intact record" + (f"; then {last}" if last else ""))
+        else:
+            self.problem = last
+
+    def _read_record(self, f, pos: int, size: int, verify: bool):
+        """The record at ``pos``: ``(kind, parts, t_arrival, end)`` or a string saying what is wrong."""
+        fixed = f.read(RECORD_FIXED.size)
+        if len(fixed) < RECORD_FIXED.size:
+            return self._torn(pos, size)
+        rmagic, kind, n_parts, t_arrival, payload_len, payload_crc = RECORD_FIXED.unpack(fixed)
+        if rmagic != RECORD_MAGIC or n_parts > MAX_PARTS or payload_len > MAX_PAYLOAD or kind > KIND_END:
+            return f"corrupt record header after record {self.n_records} at byte {pos}"
+        table = f.read(8 * n_parts + 4)
+        if len(table) < 8 * n_parts + 4:
+            return self._torn(pos, size)
+        (hcrc,) = struct.unpack_from("<I", table, 8 * n_parts)
+        if zlib.crc32(table[:-4], zlib.crc32(fixed)) != hcrc:
+            return f"header checksum mismatch in record {self.n_records + 1} at byte {pos}"
+        lengths = struct.unpack_from(f"<{n_parts}Q", table)
+        if sum(lengths) != payload_len:
+            return f"corrupt part table in record {self.n_records + 1} at byte {pos}"
+        rec_end = pos + RECORD_FIXED.size + len(table) + payload_len
+        if rec_end > size:
+            return self._torn(pos, size)
+        parts = [f.read(n) for n in lengths] if kind == KIND_MESSAGE else []
+        if verify and kind == KIND_MESSAGE and _crc(parts) != payload_crc:
+            return f"payload checksum mismatch in record {self.n_records + 1} at byte {pos}"
+        return kind, parts, t_arrival, rec_end
+
+    def _resync(self, f, start: int, size: int) -> int | None:
+        """The byte offset of the next record at or after ``start`` whose header checksum holds."""
+        chunk = 1 << 20
+        pos = start
+        while pos < size:
+            f.seek(pos)
+            buf = f.read(chunk + len(RECORD_MAGIC) - 1)
+            i = buf.find(RECORD_MAGIC)
+            while i >= 0:
+                cand = pos + i
+                f.seek(cand)
+                fixed = f.read(RECORD_FIXED.size)
+                if len(fixed) == RECORD_FIXED.size:
+                    _m, kind, n_parts, _t, payload_len, _c = RECORD_FIXED.unpack(fixed)
+                    if n_parts <= MAX_PARTS and kind <= KIND_END and payload_len <= MAX_PAYLOAD:
+                        table = f.read(8 * n_parts + 4)
+                        if (len(table) == 8 * n_parts + 4 and zlib.crc32(table[:-4], zlib.crc32(fixed))
+                                == struct.unpack_from("<I", table, 8 * n_parts)[0]):
+                            return cand
+                i = buf.find(RECORD_MAGIC, i + 1)
+            pos += chunk
+        return None
 
     def _torn(self, pos: int, size: int) -> str:
         return (f"truncated tail after record {self.n_records} at byte {pos} "
                 f"({size - pos} bytes of a torn record)")
+
+
+def input_status(reader: "RecordingReader | None") -> dict:
+    """What analysis/convert/replay outputs record about their input: ``input_complete``,
+    ``input_problem`` and ``input_skipped`` (the damaged stretches of a recording that were
+    skipped, each ``{"at_byte", "bytes", "after_record", "reason"}``). ``None``: a complete input
+    (an image file: its importer refuses a damaged one)."""
+    if reader is None:
+        return {"input_complete": True, "input_problem": None, "input_skipped": []}
+    return {"input_complete": bool(reader.complete), "input_problem": reader.problem,
+            "input_skipped": [dict(s) for s in reader.skipped]}
 
 
 def iter_frames(path: str | os.PathLike, max_frame_bytes: int = 1 << 34, max_side: int = 1 << 20,
@@ -285,6 +413,7 @@ def iter_frames(path: str | os.PathLike, max_frame_bytes: int = 1 << 34, max_sid
 
     reader = reader or RecordingReader(path)
     metas: dict[str, dict] = {}
+    run = 0
     for parts, t_arrival in reader.records(verify=True):
         try:
             msg = decode(parts, max_frame_bytes=max_frame_bytes, max_side=max_side, t_received=t_arrival)
@@ -293,6 +422,8 @@ def iter_frames(path: str | os.PathLike, max_frame_bytes: int = 1 << 34, max_sid
         if msg.type == "start":
             h = msg.header
             metas[h["series"]] = {**h.get("meta", {}), "dwell_s": h["dwell_s"], "frame_time_s": h["frame_time_s"]}
+            run += 1                                # every start is a new run (Frame.run)
         elif msg.type == "frame":
             msg.frame.meta = metas.get(msg.frame.series, {})
+            msg.frame.run = run
             yield msg.frame

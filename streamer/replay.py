@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -108,16 +108,34 @@ def source_files(path: str | Path) -> list[Path]:
 
 
 def messages_for(path: str | Path, pixel_size_A: float | None = None, frame_time_s: float = 0.2,
-                 key: str | None = None) -> Iterator[Message]:
-    """All messages of a replay source (file or directory), in order."""
+                 key: str | None = None, status: dict | None = None) -> Iterator[Message]:
+    """All messages of a replay source (file or directory), in order. ``status`` (optional dict)
+    receives ``input_complete`` / ``input_problem`` / ``input_skipped`` (each skip names its file)
+    once the messages are exhausted."""
+    from streamer.recording import input_status
+
+    total = input_status(None)
     for f in source_files(path):
         if is_recording(f):
-            yield from recorded_messages(f)
+            reader = RecordingReader(f)
+            yield from recorded_messages(f, reader=reader)
+            st = input_status(reader)
         else:
             from streamer.source import FileSource
 
             with FileSource(f, pixel_size_A=pixel_size_A, frame_time_s=frame_time_s, key=key) as src:
                 yield from encoded_messages(src.frames(), frame_time_s)
+                st = src.status
+        if st.get("input_complete") is False:
+            total["input_complete"] = False
+            total["input_problem"] = "; ".join(p for p in (total["input_problem"], f"{f.name}: {st['input_problem']}") if p)
+            total["input_skipped"] += [{"file": f.name, **sk} for sk in st.get("input_skipped", [])]
+    if status is not None:
+        status.update(total)
+
+
+#: a jump in t_acquired larger than this (s) is not waited for: pacing restarts at that frame
+MAX_TIME_JUMP_S = 86400.0
 
 
 @dataclass
@@ -128,6 +146,7 @@ class ReplayStats:
     frames: int = 0
     loops: int = 0
     wall_s: float = 0.0
+    input: dict = field(default_factory=dict)   # input_complete / input_problem / input_skipped (last loop)
 
 
 def replay(source: str | Path, endpoint: str, speed: float | str = 1.0, loops: int = 1,
@@ -147,16 +166,19 @@ def replay(source: str | Path, endpoint: str, speed: float | str = 1.0, loops: i
     stop = stop or threading.Event()
     stats = ReplayStats()
     t_start = time.monotonic()
-    with Publisher(endpoint, bind=bind, socket_type=socket_type, curve=curve, linger_s=10.0) as pub:
+    with Publisher(endpoint, bind=bind, socket_type=socket_type, curve=curve, linger_s=10.0,
+                   send_timeout_s=None) as pub:
         if on_bound is not None:
             on_bound(pub.endpoint)
         while not stop.is_set() and (loops == 0 or stats.loops < loops):
             anchor_wall = anchor_acq = prev_acq = None
-            for parts, t_acq in messages_for(source, pixel_size_A, frame_time_s, key):
+            for parts, t_acq in messages_for(source, pixel_size_A, frame_time_s, key, status=stats.input):
                 if stop.is_set():
                     break
                 if t_acq is not None and math.isfinite(speed):
-                    if anchor_acq is None or t_acq < prev_acq:
+                    if anchor_acq is None or t_acq < prev_acq or t_acq - prev_acq > MAX_TIME_JUMP_S:
+                        # the first frame, a new loop, or an implausible time (a jump of more than a day,
+                        # e.g. a broken clock): pace from here on, never wait for it
                         anchor_wall, anchor_acq = None, t_acq
                     elif max_pause_s is not None and t_acq - prev_acq > max_pause_s:
                         anchor_acq += (t_acq - prev_acq) - max_pause_s

@@ -49,6 +49,30 @@ def _load(path: str, secret: bool) -> tuple[bytes, bytes | None]:
     return public, sec
 
 
+def check_allow_list(directory: str | Path) -> list[Path]:
+    """Every ``*.key`` file of an allow-list folder, each checked (a Z85 public key of 32 bytes).
+    A malformed file is reported by name (SecurityError) instead of being skipped or failing later
+    inside the authenticator; a folder without any key is refused (nobody could connect). The
+    list is read once, when the socket starts: a key removed later takes effect on restart."""
+    from zmq.utils import z85
+
+    d = Path(directory)
+    files = sorted(d.glob("*.key"))
+    if not files:
+        raise SecurityError(f"allowed clients directory {d} holds no *.key file: no client could connect "
+                            "(copy the clients' public NAME.key files there)")
+    for p in files:
+        public, _ = _load(str(p), secret=False)
+        try:
+            ok = public is not None and len(z85.decode(public)) == 32
+        except Exception:
+            ok = False
+        if not ok:
+            raise SecurityError(f"malformed CURVE public key file in the allow-list: {p} "
+                                "(expected a public-key file written by `stemwatch keys`)")
+    return files
+
+
 def generate_keypair(directory: str | Path, name: str) -> tuple[Path, Path]:
     """Write ``NAME.key`` (public) and ``NAME.key_secret`` (secret, mode 0600) into ``directory``."""
     import zmq.auth
@@ -80,6 +104,7 @@ def apply_curve(ctx: zmq.Context, sock: zmq.Socket, curve: Curve | None, server:
             d = Path(curve.allowed_clients_dir)
             if not d.is_dir():
                 raise SecurityError(f"allowed clients directory not found: {d}")
+            check_allow_list(d)
             auth = ThreadAuthenticator(ctx)
             auth.start()
             auth.configure_curve(domain="*", location=str(d))

@@ -146,38 +146,26 @@ class FileSource(BaseSource):
         self.description = f"file {self.path.name}"
         self._args = (pixel_size_A, frame_time_s, key)
         self._it: Iterator[Frame] | None = None
-        self._reader = None
+        self.status: dict = {}     # input_complete / input_problem / input_skipped (streamer.importers.open_frames)
         self._next: Frame | None = None
         self._check = SeqCheck()
         self._done = False
 
     def open(self) -> "FileSource":
         from streamer.importers import FileImportError, open_frames
-        from streamer.recording import RecordingReader, iter_frames
-        from streamer.replay import is_recording
 
         if self._it is not None:
             return self
         pixel_size_A, frame_time_s, key = self._args
-        if not self.path.is_file():
+        if not self.path.exists():
             raise FileNotFoundError(f"no such file: {self.path}")
-        if is_recording(self.path):
-            self._reader = RecordingReader(self.path)
-            self._it = self._override(iter_frames(self.path, reader=self._reader), pixel_size_A)
-        else:
-            self._it = open_frames(self.path, pixel_size_A=pixel_size_A, frame_time_s=frame_time_s, key=key)
+        self._it = open_frames(self.path, pixel_size_A=pixel_size_A, frame_time_s=frame_time_s, key=key,
+                               status=self.status)
         self._next = next(self._it, None)       # a bad file fails here, before anything is written
         if self._next is None:
-            why = f" ({self._reader.problem})" if self._reader is not None and self._reader.problem else ""
+            why = f" ({self.status['input_problem']})" if self.status.get("input_problem") else ""
             raise FileImportError(f"{self.path.name}: no frames{why}")
         return self
-
-    @staticmethod
-    def _override(frames: Iterator[Frame], pixel_size_A: float | None) -> Iterator[Frame]:
-        for f in frames:
-            if pixel_size_A is not None:
-                f.pixel_size_A = float(pixel_size_A)
-            yield f
 
     def read(self, timeout_s: float | None = None) -> Frame | None:
         if self._it is None:
@@ -195,8 +183,8 @@ class FileSource(BaseSource):
         c = self._check
         if not self._done:
             problem = f"not read to the end (stopped after {c.frames} frames)"
-        elif self._reader is not None and not self._reader.complete:
-            problem = self._reader.problem
+        elif self.status.get("input_complete") is False:
+            problem = self.status.get("input_problem") or "damaged input"
         elif c.missing:
             problem = f"{c.missing} frames missing in {len(c.gaps)} gaps"
         else:
@@ -243,9 +231,13 @@ class ReceiverSource(BaseSource):
                             gaps=s["gaps"], missing_frames=s["missing_frames"], dropped=s["dropped_for_analysis"],
                             malformed=s["malformed_total"])
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
+        """Stop the receiver; its threads get ``timeout_s`` each (default: the receiver's own)."""
         self._closed = True
-        self.receiver.stop()
+        if timeout_s is None:
+            self.receiver.stop()
+        else:
+            self.receiver.stop(timeout_s=timeout_s)
 
 
 def _entry_point(scheme: str) -> str | None:

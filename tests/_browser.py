@@ -83,8 +83,15 @@ def js(drv, code: str, *args):
     return drv.execute_script(JS + code, *args)
 
 
+#: every wait is at least this long: timeouts here are hang guards, never speed claims (the default
+#: suite must pass on a busy machine; speed is measured by `stemwatch bench`)
+MIN_WAIT_S = 60.0
+
+
 def wait_for(fn, timeout_s: float = 10.0, period_s: float = 0.05, what: str = "condition"):
-    """Poll ``fn()`` until it returns something truthy; returns it, or fails after ``timeout_s``."""
+    """Poll ``fn()`` until it returns something truthy; returns it, or fails after
+    ``max(timeout_s, MIN_WAIT_S)`` (a hang guard, not a performance assertion)."""
+    timeout_s = max(float(timeout_s), MIN_WAIT_S)
     deadline = time.time() + timeout_s
     last_exc = None
     while time.time() < deadline:
@@ -102,3 +109,20 @@ def wait_for(fn, timeout_s: float = 10.0, period_s: float = 0.05, what: str = "c
 def severe_console_errors(drv) -> list[str]:
     """Browser console messages of level SEVERE (JavaScript errors, failed loads)."""
     return [e["message"] for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
+
+
+def click_cell(drv, text: str, what: str = "the table row") -> None:
+    """Click (a real click) the first table cell showing ``text``. The table is re-rendered while
+    data arrives, so any cell may go stale between finding and clicking it: retried until it works
+    (a hang guard of :data:`MIN_WAIT_S`)."""
+    def attempt():
+        for c in js(drv, "return deep('.slick-cell')") or []:
+            try:
+                if c.text.strip() == text:
+                    c.click()
+                    return True
+            except Exception:          # stale: the grid re-rendered meanwhile
+                continue
+        return False
+
+    wait_for(attempt, what=what)

@@ -277,3 +277,45 @@ def test_gpu_benchmark_runs_on_fake(fake, contract, tmp_path):
         be.close()
     assert set(res) >= {"h2d_ms", "compute_ms", "d2h_ms", "run_wall_ms"}
     assert all(res[k] >= 0 for k in ("h2d_ms", "compute_ms", "d2h_ms"))
+
+
+def test_close_synchronises_the_stream_before_freeing_device_buffers(fake, contract, tmp_path):
+    """Issue 14: freeing device memory a stream may still use is undefined; close() synchronises
+    first. (Only testable against these fakes here: there is no GPU in the default run.)"""
+    be = _backend(contract, tmp_path)
+    be.run(np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32))
+
+    class RecordedFrees(list):
+        def append(self, ptr):
+            fake.record("free")
+            super().append(ptr)
+
+    fake.freed = RecordedFrees(fake.freed)
+    n = len(fake.calls)
+    be.close()
+    names = [name for name, _ in fake.calls[n:]]
+    assert "free" in names and "Stream.synchronize" in names
+    assert names.index("Stream.synchronize") < names.index("free"), names
+
+
+def test_run_racing_close_fails_fast(fake, contract, tmp_path):
+    """A run() that passed the 'closed?' check just before close() finished must fail, not wait
+    forever for an owner thread that is gone (tested against the fakes; a hang guard of 30 s)."""
+    be = _backend(contract, tmp_path)
+    x = np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)
+    be.close()
+    be._closed = False                     # the race: run() saw the backend open
+    outcome = []
+
+    def late_run():
+        try:
+            be.run(x)
+            outcome.append("returned")
+        except RuntimeError as exc:
+            outcome.append(str(exc))
+
+    t = threading.Thread(target=late_run, daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "run() racing close() hung"
+    assert outcome and "closed" in outcome[0]

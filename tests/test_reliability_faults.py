@@ -44,7 +44,7 @@ CFG = Config().replace(inference={"backend": "onnx"})
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def wait_until(cond, timeout=20.0, period=0.02):
+def wait_until(cond, timeout=60.0, period=0.02):   # timeouts are hang guards, not speed claims
     t_end = time.time() + timeout
     while time.time() < t_end:
         if cond():
@@ -290,9 +290,9 @@ def _network_pause(tmp_path, movie_npy, pause_s, stall_timeout_s, n=40):
         time.sleep(max(0.0, pause_s - (time.time() - t_pause)))
         during = svc.status()
         relay.running.set()                          # and comes back
-        assert wait_until(lambda: svc.status()["frames_received"] == n, 30)
-        assert wait_until(lambda: svc.status()["series"] is None, 5)
-        assert p.wait(20) == 0
+        assert wait_until(lambda: svc.status()["frames_received"] == n, 120)      # hang guards only
+        assert wait_until(lambda: svc.status()["series"] is None, 60)
+        assert p.wait(120) == 0
         time.sleep(0.3)
         st = svc.status()
     finally:
@@ -301,8 +301,9 @@ def _network_pause(tmp_path, movie_npy, pause_s, stall_timeout_s, n=40):
         svc.stop()
         relay.close()
     assert at_stall["frames_received"] < n - 10      # the pause came mid-series
-    assert during["frames_received"] == at_stall["frames_received"] and during["stalls"] == 1 and during["stalled"]
-    assert st["stalls"] == 1 and not st["stalled"] and st["gaps"] == [] and st["errors"] == 0
+    # (>= 1: on a busy machine a starved publisher may also pause long enough to count a stall)
+    assert during["frames_received"] == at_stall["frames_received"] and during["stalls"] >= 1 and during["stalled"]
+    assert st["stalls"] >= 1 and not st["stalled"] and st["gaps"] == [] and st["errors"] == 0
     assert st["recorder"]["lost"] == 0
     assert max(res.seqs("link")) >= n - 5             # analysis went on after the pause
     frames, reader = recorded(rec)
@@ -339,10 +340,11 @@ DISK_FULL_SCRIPT = textwrap.dedent("""
         if at_error is None and st["recorder"]["error"]:
             at_error = st["frames_analysed"]
     pub.end_series()
-    t = time.time()
-    while svc.status()["frames_received"] < 30 and time.time() - t < 20:
+    t = time.time()                       # hang guards only: on a busy machine this takes longer
+    while svc.status()["frames_received"] < 30 and time.time() - t < 120:
         time.sleep(0.05)
-    time.sleep(0.5)
+    while (s := svc.status())["frames_analysed"] + s["dropped_for_analysis"] < 30 and time.time() - t < 240:
+        time.sleep(0.05)
     st = svc.status()
     svc.stop(); pub.close()
     print(json.dumps({"status": st, "analysed_at_error": at_error}, default=str))
@@ -484,11 +486,10 @@ def test_inference_backend_raises_on_one_frame(tmp_path):
     try:
         svc.start()
         pub.start_series("gpu", frames[0].shape, frames[0].dtype, 0.1)
-        for a in frames:
-            pub.send_frame(a)
-            time.sleep(0.12)                         # slower than analysis: every frame is analysed
+        for i, a in enumerate(frames):               # in step with analysis: every frame is analysed,
+            pub.send_frame(a)                        # however busy the machine is
+            assert wait_until(lambda: len(res.items) == i + 1, 120), len(res.items)
         pub.end_series()
-        assert wait_until(lambda: len(res.items) == 12, 20), len(res.items)
         st = svc.status()
     finally:
         svc.stop()

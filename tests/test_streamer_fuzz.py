@@ -178,7 +178,7 @@ def test_socket_fuzz_every_message_counted_and_recording_clean(tmp_path):
     try:
         for parts in msgs:
             push.send_multipart(parts)
-        t_end = time.monotonic() + 30
+        t_end = time.monotonic() + 120                  # hang guard only
         while rx.stats()["messages"] < len(msgs) and time.monotonic() < t_end:
             time.sleep(0.02)
     finally:

@@ -167,6 +167,7 @@ class TensorRTBackend:
         self.engine_source = ""          # "cache" or "built in N s"
         self.cache_path: Path | None = None
         self._closed = False
+        self.call_timeout_s = 300.0      # a run() that takes longer raises TimeoutError (hung GPU)
         self._jobs: queue.Queue = queue.Queue()
         ready: concurrent.futures.Future = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._serve, args=(ready,), name="stemwatch-tensorrt", daemon=True)
@@ -220,12 +221,25 @@ class TensorRTBackend:
         self.close()
 
     # ------------------------------------------------------------------ owner thread
-    def _submit(self, fn):
+    def _submit(self, fn, timeout_s: float | None = None):
+        """Run ``fn`` on the owner thread. Fails fast (RuntimeError) when the backend is closed or
+        closes meanwhile (a call racing :meth:`close`), and raises TimeoutError after
+        ``timeout_s`` (default :attr:`call_timeout_s`) instead of waiting forever on a hung GPU."""
         if self._closed:
             raise RuntimeError("TensorRTBackend is closed")
+        timeout_s = self.call_timeout_s if timeout_s is None else timeout_s
         fut: concurrent.futures.Future = concurrent.futures.Future()
         self._jobs.put((fn, fut))
-        return fut.result()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return fut.result(timeout=0.05)
+            except concurrent.futures.TimeoutError:
+                pass
+            if not self._thread.is_alive() and not fut.done():
+                raise RuntimeError("TensorRTBackend was closed while this call waited")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"TensorRT call did not finish within {timeout_s:.0f} s (GPU hung?)")
 
     def _serve(self, ready: concurrent.futures.Future) -> None:
         self._cuda = None
@@ -244,7 +258,13 @@ class TensorRTBackend:
                     fut.set_result(None)
                 except BaseException as exc:
                     fut.set_exception(exc)
-                return
+                while True:                       # calls that raced close(): fail them now
+                    try:
+                        _fn, late = self._jobs.get_nowait()
+                    except queue.Empty:
+                        return
+                    if not late.done():
+                        late.set_exception(RuntimeError("TensorRTBackend is closed"))
             try:
                 fut.set_result(fn())
             except BaseException as exc:
@@ -444,11 +464,13 @@ class TensorRTBackend:
         """Owner thread: free buffers, drop context/engine/runtime, then pop the CUDA context."""
         try:
             if getattr(self, "_cuda", None) is not None:
+                # finish every queued copy and kernel first: freeing device memory that the stream
+                # still reads or writes is undefined behaviour
+                if getattr(self, "_stream", None) is not None:
+                    self._cuda.sync(self._stream)
                 if hasattr(self, "_dev_in"):
                     self._free_buffer("in")
                     self._free_buffer("out")
-                if getattr(self, "_stream", None) is not None:
-                    self._cuda.sync(self._stream)
             self._context = None
             self._engine = None
             self._runtime = None

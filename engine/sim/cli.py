@@ -74,7 +74,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         source = SimulatorSource(args.scenario, spec=spec, series=series, keep_truth=bool(args.out),
                                  material=getattr(args, "material", "graphene"))
     except ValueError as exc:
-        raise SystemExit(f"stemwatch simulate: {exc}") from None
+        from stemwatch.errors import UserError
+
+        msg = str(exc)
+        if "no room" in msg:                  # say what to change with options this command has
+            msg = (msg.split(":")[0] + f" ({args.scenario} scenario, {spec.shape_px[0]}x{spec.shape_px[1]} px at "
+                   f"{spec.pixel_size_A:g} A/px): give a larger field (--size 512, or a larger --pixel-size) "
+                   "or use --scenario random, whose dopant count scales with the field")
+        raise UserError(msg) from None
     h, w = spec.shape_px
     dtype = source.meta["counts"]
     series = source.series

@@ -714,7 +714,8 @@ def scenario(name: str, **overrides) -> MovieSpec:
     * ``field`` - 512x512, several Si (3- and 4-fold), a meta Si pair that forms and breaks a dimer,
       a rotating Si3 cluster, a C ejection, a hop, a flicker, 0.5 A/frame drift;
     * ``lowdose`` - 256x256 at 3e3 e/A^2, two Si, a 3->4 switch, a hop, a flicker;
-    * ``random`` - 512x512, random dopants and random events (the live simulated microscope).
+    * ``random`` - 512x512, random dopants and random events (the live simulated microscope); the
+      number of dopants scales with the field's area (8 at 512x512 px of 0.1 A, 2 at 256x256).
     """
     if name == "switching":
         n = overrides.pop("n_frames", 48)
@@ -738,8 +739,15 @@ def scenario(name: str, **overrides) -> MovieSpec:
                          dopants=("si3", "si3"), drift_A_per_frame=(-0.1, 0.15), events=[e for e in ev if e[0] < n],
                          seed=5)
     elif name == "random":
+        # as many dopants as the field holds: 8 on the 512 x 512 px, 0.1 A/px default (51 A square),
+        # proportionally fewer on a smaller field (at least one), so every offered size works
+        shape = overrides.get("shape_px", (512, 512))
+        px = float(overrides.get("pixel_size_A", 0.1))
+        area_A2 = float(shape[0]) * float(shape[-1]) * px * px
+        all_dopants = ("si3", "si3", "si3", "si4", "si4", "pair", "cluster", "si3")
+        n_dop = max(1, min(len(all_dopants), int(len(all_dopants) * area_A2 / (512 * 512 * 0.01))))
         spec = MovieSpec(n_frames=None, shape_px=(512, 512), pixel_size_A=0.1,
-                         dopants=("si3", "si3", "si3", "si4", "si4", "pair", "cluster", "si3"),
+                         dopants=all_dopants[:n_dop],
                          first_dopant_centre=False, drift_A_per_frame=(0.2, 0.1), drift_bound_A=15.0,
                          event_rate_per_frame=0.15, seed=0)
     else:

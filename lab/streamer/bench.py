@@ -35,7 +35,7 @@ PUBLISHER = textwrap.dedent("""
     endpoint, n, side, dtype = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     rng = np.random.default_rng(0)
     pool = [(rng.random((side, side)) * 1000).astype(dtype) for _ in range(4)]
-    with Publisher(endpoint, bind=False, sndhwm=16, linger_s=30) as pub:
+    with Publisher(endpoint, bind=False, sndhwm=16, linger_s=30, send_timeout_s=None) as pub:
         time.sleep(0.3)                         # let the connection come up
         t0 = time.time()
         pub.start_series("bench", (side, side), dtype, 0.1)
