@@ -94,7 +94,8 @@ def _config(args):
         hl = {"scale": args.scale} if getattr(args, "scale", None) else {}
         return cfg.replace(**{k: v for k, v in (("inference", inf), ("events", ev), ("health", hl)) if v})
     except ConfigError as exc:
-        print(f"stemwatch: {exc}", file=sys.stderr)
+        where = "--config " if getattr(args, "config", None) else ""
+        print(f"stemwatch: error: {where}{exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -27,19 +27,7 @@ def _oserror_line(exc: OSError) -> str:
 
 def user_error_message(exc: BaseException) -> str | None:
     """One line for an exception that means bad input, or None for anything else (a bug)."""
-    if isinstance(exc, UserError):
-        return str(exc)
-    try:
-        from streamer.importers import FileImportError
-    except Exception:  # pragma: no cover - the streamer package is always there
-        FileImportError = ()  # type: ignore[assignment]
-    if FileImportError and isinstance(exc, FileImportError):
-        return str(exc)
-    try:
-        from streamer.security import SecurityError
-    except Exception:  # pragma: no cover - pyzmq is a dependency
-        SecurityError = ()  # type: ignore[assignment]
-    if SecurityError and isinstance(exc, SecurityError):
+    if isinstance(exc, UserError):        # streamer's FileImportError and SecurityError are UserErrors
         return str(exc)
     if isinstance(exc, OSError):
         return _oserror_line(exc)

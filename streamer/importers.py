@@ -29,18 +29,18 @@ must fit.
 
 from __future__ import annotations
 
-import math
-
 import io
 import json
 import logging
+import math
 import zipfile
-from struct import error as struct_error
 from pathlib import Path
+from struct import error as struct_error
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from stemwatch.errors import UserError
 from streamer.frame import Frame
 from streamer.protocol import ALLOWED_DTYPES
 
@@ -52,7 +52,7 @@ _LENGTH_TO_A = {"a": 1.0, "å": 1.0, "angstrom": 1.0, "angstroms": 1.0, "\u00c5"
 _TIME_TO_S = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
 
-class FileImportError(ValueError):
+class FileImportError(UserError, ValueError):
     """A file that cannot be imported (unknown format, no frames, missing pixel size...)."""
 
 

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import zmq
 
+from stemwatch.errors import UserError
 
-class SecurityError(RuntimeError):
+
+class SecurityError(UserError, RuntimeError):
     """A CURVE configuration that cannot work (missing key file, libzmq without CURVE...)."""
 
 

@@ -47,6 +47,9 @@ def read_tiff(path: Path, pixel_size_A=None, frame_time_s: float = 0.2, key=None
             raise
         except Exception as exc:
             raise FileImportError(f"{path.name}: not a readable TIFF ({type(exc).__name__}: {exc})") from None
+        if len(page_shape) == 3 and page_shape[-1] in (3, 4) or "S" in str(getattr(ser, "axes", "")):
+            raise FileImportError(f"{path.name}: an RGB(A) colour image (pages {page_shape}), not a detector "
+                                  "signal: save the STEM image as greyscale (one value per pixel)")
         if len(page_shape) != 2:
             raise FileImportError(f"{path.name}: pages of shape {page_shape}; single-channel (H, W) pages are read")
         check_frame_bytes(path.name, page_shape, dtype)

@@ -88,6 +88,7 @@ class FrameHealth:
 @dataclass
 class _Series:
     name: str | None = None
+    run: int = 0
     shape: tuple | None = None
     frames: int = 0
     estimate: ScaleEstimate | None = None
@@ -188,8 +189,9 @@ class HealthMonitor:
     def before(self, frame) -> FrameHealth:
         """Verdicts from the raw pixels and the pixel size to analyse at."""
         cfg = self.cfg
-        if frame.series != self.s.name:
-            self.s = _Series(name=frame.series)
+        run = int(getattr(frame, "run", 0))
+        if frame.series != self.s.name or run != self.s.run:     # a new series, or a series id started again
+            self.s = _Series(name=frame.series, run=run)
         s = self.s
         s.frames += 1
         img = np.asarray(frame.data)
