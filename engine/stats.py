@@ -385,11 +385,16 @@ def compute_stats(h: Histories, events: list | None = None, max_gap_frames: int 
     dose = np.asarray(fr.dose_e_per_A2, np.float64)
     t = np.asarray(fr.t_s, np.float64)
     dose_known = bool(F) and bool(np.all(np.isfinite(dose)))
+    known_mask = h.state != UNKNOWN
+    removed_before = np.cumsum(~known_mask)[known_mask]     # short-run readings removed up to here
     r, c, v = h.known()
     v = v.astype(np.int64)
     same = np.zeros(0, bool)
     if len(r) > 1:
-        same = (r[1:] == r[:-1]) & (seq[c[1:]] - seq[c[:-1]] <= max_gap_frames)
+        # a step across a removed short run is dropped with its exposure: a one-frame dwell that was
+        # real (a flip and back) would otherwise leave its exposure counted and its transitions lost
+        same = ((r[1:] == r[:-1]) & (seq[c[1:]] - seq[c[:-1]] <= max_gap_frames)
+                & (removed_before[1:] == removed_before[:-1]))
     i0, i1 = c[:-1][same], c[1:][same]
     a, b = v[:-1][same], v[1:][same]
     counts = np.zeros((S, S), np.int64)
