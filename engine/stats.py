@@ -385,11 +385,16 @@ def compute_stats(h: Histories, events: list | None = None, max_gap_frames: int 
     dose = np.asarray(fr.dose_e_per_A2, np.float64)
     t = np.asarray(fr.t_s, np.float64)
     dose_known = bool(F) and bool(np.all(np.isfinite(dose)))
+    known_mask = h.state != UNKNOWN
+    removed_before = np.cumsum(~known_mask)[known_mask]     # short-run readings removed up to here
     r, c, v = h.known()
     v = v.astype(np.int64)
     same = np.zeros(0, bool)
     if len(r) > 1:
-        same = (r[1:] == r[:-1]) & (seq[c[1:]] - seq[c[:-1]] <= max_gap_frames)
+        # a step across a removed short run is dropped with its exposure: a one-frame dwell that was
+        # real (a flip and back) would otherwise leave its exposure counted and its transitions lost
+        same = ((r[1:] == r[:-1]) & (seq[c[1:]] - seq[c[:-1]] <= max_gap_frames)
+                & (removed_before[1:] == removed_before[:-1]))
     i0, i1 = c[:-1][same], c[1:][same]
     a, b = v[:-1][same], v[1:][same]
     counts = np.zeros((S, S), np.int64)
@@ -450,6 +455,15 @@ def transitions_csv(stats: Stats) -> str:
 
 
 # ------------------------------------------------------------------------------ accumulation (analyze, serve)
+def usable_frame(r: FrameResult) -> bool:
+    """Whether a frame's dopant states count (else they are unknown, never a state): no stage failed,
+    the frame health verdict is ``ok`` (engine.health) and the frame shows graphene."""
+    health = getattr(r, "health", None)
+    material = getattr(r, "material", None)
+    return (r.error is None and (health is None or bool(health.ok))
+            and (material is None or bool(material.is_graphene)))
+
+
 class StatsAccumulator:
     """Collects dopant observations and frame info result by result (analyze and the live service);
     :meth:`stats` computes the statistics so far. Bounded by ``max_frames`` (oldest dropped)."""
@@ -476,11 +490,12 @@ class StatsAccumulator:
         self.dose, self.dose_source = dose_e_per_A2, source
 
     def add(self, r: FrameResult, usable: bool | None = None) -> None:
-        """One analysed frame; ``usable`` defaults to "no stage failed on it" (``r.error`` unset)."""
+        """One analysed frame; ``usable`` defaults to :func:`usable_frame` (no stage failed on it, its
+        health verdict is ``ok`` and it shows graphene)."""
         if self.series is not None and r.series != self.series:
             self.reset()
         self.series = r.series
-        ok = (r.error is None) if usable is None else bool(usable)
+        ok = usable_frame(r) if usable is None else bool(usable)
         self._seq.append(int(r.seq))
         self._t.append(float(r.t_acquired))
         self._dose.append(np.nan if self.dose is None else float(self.dose))

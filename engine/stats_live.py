@@ -49,7 +49,7 @@ class LiveStats:
 
     # ---- analysis thread
     def add(self, r: FrameResult, meta: dict | None = None, usable: bool | None = None) -> None:
-        ok = (r.error is None) if usable is None else bool(usable)
+        ok = S.usable_frame(r) if usable is None else bool(usable)
         with self._lock:
             if r.series != self._acc.series:
                 self._new_series(r, meta)

@@ -40,16 +40,17 @@ def test_history_marks_unusable_and_unseen_frames_unknown_and_drops_one_frame_fl
     stats = S.compute_stats(h, max_gap_frames=4)
     tr = stats.transitions()
     assert [(t["from"], t["to"], t["count"]) for t in tr] == [(a, b, 1)]
-    # exposure in 3-fold: steps 0->1->2->4->5->7->8 = 8 frames (frame 3 and 6 unknown, the gaps count)
-    assert tr[0]["exposure_frames"] == 8.0
-    assert tr[0]["exposure_e_per_A2"] == pytest.approx(8e5)
-    assert tr[0]["exposure_s"] == pytest.approx(1.6)
+    # exposure in 3-fold: steps 0->1->2, 4->5->7->8 = 6 frames (frame 6 unseen: the gap counts; the
+    # step 2->4 across the removed reading of frame 3 is dropped with its exposure)
+    assert tr[0]["exposure_frames"] == 6.0
+    assert tr[0]["exposure_e_per_A2"] == pytest.approx(6e5)
+    assert tr[0]["exposure_s"] == pytest.approx(1.2)
     # 4-fold observed 8, 9, 11 (10 unusable): exposure 3 frames, no exit
     d = stats.dwell()
     assert d["4-fold"]["exposure_frames"] == 3.0 and d["4-fold"]["exits"] == 0
-    assert d["3-fold"]["mean_frames"] == pytest.approx(8.0)
+    assert d["3-fold"]["mean_frames"] == pytest.approx(6.0)
     m = stats.markov()
-    assert m["states"] == [a, b] and m["counts"] == [[5, 1], [0, 2]]
+    assert m["states"] == [a, b] and m["counts"] == [[4, 1], [0, 2]]
     assert stats.dopants[0]["frames_unknown"] == 3
 
 
