@@ -27,8 +27,9 @@ def _oserror_line(exc: OSError) -> str:
 
 def user_error_message(exc: BaseException) -> str | None:
     """One line for an exception that means bad input, or None for anything else (a bug)."""
-    if isinstance(exc, UserError):        # streamer's FileImportError and SecurityError are UserErrors
-        return str(exc)
+    if isinstance(exc, UserError) or getattr(exc, "user_error", False):
+        return str(exc)                   # (streamer's FileImportError and SecurityError say user_error: the
+                                          # streamer needs nothing of stemwatch, so it cannot subclass UserError)
     if isinstance(exc, OSError):
         return _oserror_line(exc)
     try:

@@ -29,7 +29,6 @@ must fit.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -40,7 +39,6 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from stemwatch.errors import UserError
 from streamer.frame import Frame
 from streamer.protocol import ALLOWED_DTYPES
 
@@ -52,8 +50,10 @@ _LENGTH_TO_A = {"a": 1.0, "å": 1.0, "angstrom": 1.0, "angstroms": 1.0, "\u00c5"
 _TIME_TO_S = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
 
-class FileImportError(UserError, ValueError):
+class FileImportError(ValueError):
     """A file that cannot be imported (unknown format, no frames, missing pixel size...)."""
+
+    user_error = True          # the command line shows it as one line, exit 2 (stemwatch.errors)
 
 
 MAX_IMPORT_BYTES = 16 << 30          # the most one array read into memory may take (bytes)
@@ -63,7 +63,6 @@ MAX_METADATA_BYTES = 64 << 20        # JSON metadata inside a file (bytes)
 def import_memory_limit() -> int:
     """Bytes one import may allocate for an array: the smallest of :data:`MAX_IMPORT_BYTES`, half
     of the available physical memory (``MemAvailable``) and half of what RLIMIT_AS leaves."""
-    import os
     import resource
 
     limit = MAX_IMPORT_BYTES
@@ -258,40 +257,6 @@ def _npz(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
                 yield f
 
 
-def _tiff(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            ij = tif.imagej_metadata or {}
-            if pixel_size_A is None:
-                page = tif.pages[0]
-                res = page.tags.get("XResolution")
-                unit = ij.get("unit")
-                if res is not None and unit:
-                    num, den = res.value
-                    if num > 0:
-                        pixel_size_A = _length_A(den / num, unit)
-            if "finterval" in ij:
-                frame_time_s = float(ij["finterval"])
-            if not tif.series:
-                raise FileImportError(f"{path.name}: no image in the TIFF file")
-            ser = tif.series[0]
-            if "S" in getattr(ser, "axes", "") or getattr(tif.pages[0], "samplesperpixel", 1) > 1:
-                raise FileImportError(f"{path.name}: an RGB(A) colour image ({getattr(ser, 'axes', '?')} "
-                                      f"{ser.shape}), not a detector signal: save the STEM image as greyscale "
-                                      "(one value per pixel)")
-            _declared(path.name, "the image stack", ser.shape, ser.dtype)
-            arr = tif.asarray()
-    except (FileImportError, MemoryError):
-        raise
-    except Exception as exc:       # tifffile raises many types on damaged files (struct, Type, Index errors)
-        raise FileImportError(f"{path.name}: not a readable TIFF ({type(exc).__name__}: {exc})") from exc
-    if arr.ndim > 3:
-        arr = arr.reshape(-1, *arr.shape[-2:])
-    yield from _frames_from_stack(arr, path.name, pixel_size_A, None, frame_time_s)
-
-
 def _emd_group(h5):
     found = []
 
@@ -371,48 +336,6 @@ def _emd_frames(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
         yield from _frames_from_stack(stack, path.name, pixel_size_A, times, frame_time_s, meta, series, seqs)
 
 
-def _ndata(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
-    try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
-        raise FileImportError(f"{path.name}: not a Nion .ndata file (not a zip archive)") from exc
-    with zf:
-        names = zf.namelist()
-        if "data.npy" not in names:
-            raise FileImportError(f"{path.name}: no data.npy inside; entries {names[:10]}")
-        info = zf.getinfo("data.npy")
-        with _zip_open(zf, info, path.name) as fh:
-            shape, dtype, _, head = _npy_header(fh, path.name, "data.npy")
-        _declared(path.name, "data.npy", shape, dtype, holds=info.file_size - head)
-        meta = {}
-        if "metadata.json" in names:
-            if zf.getinfo("metadata.json").file_size > MAX_METADATA_BYTES:
-                raise FileImportError(f"{path.name}: metadata.json declares more than {MAX_METADATA_BYTES} bytes")
-            try:
-                with _zip_open(zf, zf.getinfo("metadata.json"), path.name) as fh:
-                    meta = json.loads(fh.read().decode("utf-8"))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise FileImportError(f"{path.name}: metadata.json is not valid JSON") from exc
-        with zf.open("data.npy") as f:
-            arr = np.load(io.BytesIO(f.read()), allow_pickle=False)
-    desc = meta.get("data_descriptor") or {}
-    cals = meta.get("spatial_calibrations") or []
-    if pixel_size_A is None and len(cals) >= 1:
-        c = cals[-1] if isinstance(cals[-1], dict) else {}
-        if "scale" in c:
-            pixel_size_A = _length_A(c["scale"], c.get("units"))
-    if arr.ndim == 3 and not desc.get("is_sequence", True):
-        raise FileImportError(f"{path.name}: a 3-D item that is not a sequence (e.g. a spectrum image)")
-    if arr.ndim == 3 and cals and isinstance(cals[0], dict) and pixel_size_A is not None:
-        dt = _TIME_TO_S.get(str(cals[0].get("units", "")).lower())
-        if dt is not None and cals[0].get("scale"):
-            frame_time_s = float(cals[0]["scale"]) * dt
-    props = {k: meta[k] for k in ("title", "created", "timezone") if k in meta and isinstance(meta[k], str)}
-    props.update({f"nion_{k}": v for k, v in (meta.get("metadata") or {}).items()
-                  if isinstance(v, (str, int, float, bool))})
-    yield from _frames_from_stack(arr, path.name, pixel_size_A, None, frame_time_s, props)
-
-
 def open_frames(path: str | Path, pixel_size_A: float | None = None, frame_time_s: float = 0.2,
                 key: str | None = None, status: dict | None = None) -> Iterator[Frame]:
     """Frames of a recording or an image file (see the module docstring).
@@ -450,8 +373,8 @@ def open_frames(path: str | Path, pixel_size_A: float | None = None, frame_time_
     suffix = p.suffix.lower()
     from streamer.file_common import special_reader
 
-    reader = special_reader(p) or {".npy": _npy, ".npz": _npz, ".tif": _tiff, ".tiff": _tiff, ".emd": _emd, ".h5": _emd,
-              ".hdf5": _emd, ".ndata": _ndata}.get(suffix)
+    # TIFF, Nion .ndata/.h5 and the vendor formats are read frame by frame by streamer.file_common's readers
+    reader = special_reader(p) or {".npy": _npy, ".npz": _npz, ".emd": _emd, ".h5": _emd, ".hdf5": _emd}.get(suffix)
     if reader is None:
         raise FileImportError(f"{p.name}: unknown file type {suffix!r}; supported: {sorted(SUFFIXES)}")
     try:

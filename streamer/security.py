@@ -20,11 +20,11 @@ from pathlib import Path
 
 import zmq
 
-from stemwatch.errors import UserError
 
-
-class SecurityError(UserError, RuntimeError):
+class SecurityError(RuntimeError):
     """A CURVE configuration that cannot work (missing key file, libzmq without CURVE...)."""
+
+    user_error = True          # the command line shows it as one line, exit 2 (stemwatch.errors)
 
 
 @dataclass(frozen=True)

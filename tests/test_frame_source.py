@@ -42,7 +42,7 @@ def test_a_torn_recording_is_reported_and_analyze_says_so(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["analyze", str(torn), "--out", str(out), "--backend", "onnx", "--quiet", "--limit", "3"]) == 0
     assert json.loads((out / "summary.json").read_text())["input_complete"] is True      # stopped on purpose
-    assert main(["analyze", str(torn), "--out", str(out), "--backend", "onnx", "--quiet"]) == 1
+    assert main(["analyze", str(torn), "--out", str(out), "--backend", "onnx", "--quiet"]) == 3   # damaged input (issue 14)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["input_complete"] is False and "truncated" in summary["source"]["problem"]
     assert "incomplete" in capsys.readouterr().err
