@@ -145,8 +145,11 @@ class StatsPanel:
 
     # ---- the button
     def recordings_dir(self) -> str:
-        path = self.session.rec_path.value.strip() if hasattr(self.session, "rec_path") else ""
-        return os.path.dirname(os.path.abspath(path)) if path else os.path.abspath("recordings")
+        """The service's recordings directory (``serve --recordings-dir``, where the Record control
+        writes its takes); never a path typed into the page (issue 14: a peer of the dashboard must not
+        choose where the analyzer writes)."""
+        d = getattr(self.session.controller, "recordings_dir", None)
+        return os.path.abspath(str(d) if d else "recordings")
 
     def save(self, event: Any = None) -> None:
         """The "Save report now" button: the report is written on the executor (here when none)."""

@@ -45,9 +45,11 @@ def test_statistics_tab_follows_the_session_and_saves_the_report(tmp_path):
         ctl.stats.add(lat.result(seq, events=ev), {"dose_e_per_A2": 1e5})
     tab._slow_tick()
     assert dict(zip(panel.source.data["kind"], panel.source.data["count"]))["3-fold->4-fold"] == 2
-    # "Save report now" writes into the directory of the recording path field
-    tab.rec_path.value = str(tmp_path / "recs" / "session.swrec")
+    # "Save report now" writes into the service's recordings directory, never where the page says
+    ctl.recordings_dir = tmp_path / "recs"
+    tab.rec_path.value = str(tmp_path / "elsewhere" / "session.swrec")
     panel.save()
+    assert not (tmp_path / "elsewhere").exists()
     assert panel.msg.text.startswith("report saved"), panel.msg.text
     reports = list((tmp_path / "recs").glob("report-*/report.html"))
     assert len(reports) == 1
