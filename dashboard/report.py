@@ -312,10 +312,8 @@ def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None
                  dose_e_per_A2: float | None = None, max_gallery: int = GALLERY_MAX_EVENTS) -> Path:
     """Write the report of the analyze folder ``out_dir``; returns the HTML path (default
     ``out_dir/report.html``). Raises :class:`ReportError` for a folder that is not an analysis."""
-    from bokeh.embed import file_html
     from bokeh.layouts import column, row
     from bokeh.models import Div
-    from bokeh.resources import INLINE
 
     d = Path(out_dir)
     for need in ("frames.csv",):
@@ -441,7 +439,7 @@ def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None
                     *gallery, Div(text=CSS + "<h2>Representative frame</h2>", width=1100), *rep)
     out = Path(html_path) if html_path else d / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = file_html(layout, resources=INLINE, title=f"stemwatch report {acq.get('series', d.name)}")
+    text = standalone_html(layout, title=f"stemwatch report {acq.get('series', d.name)}")
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, out)
@@ -464,3 +462,22 @@ def report_command(target: str, html_out: str | None = None, dose_e_per_A2: floa
     out_dir = Path(analysis_dir) if analysis_dir else p.with_name(p.name.split(".")[0] + ".analysis")
     analyze_file(p, out_dir, progress=progress, dose_e_per_A2=dose_e_per_A2, pixel_size_A=pixel_size_A)
     return build_report(out_dir, html_out, dose_e_per_A2)
+
+
+def standalone_html(layout, title: str) -> str:
+    """``bokeh.embed.file_html`` of ``layout`` with its own current document.
+
+    ``file_html`` asks ``bokeh.io.curdoc()``, which returns the top of a process-wide stack of
+    patched documents. Bokeh's ``patch_curdoc`` does not pop its entry when the code inside it
+    raises, so one failed server callback (a session closed under load, in the live dashboard of
+    the same process) leaves a dead document there for good and every later report failed with
+    "Patched curdoc has been previously destroyed". A live document of our own on top makes the
+    report independent of that."""
+    from bokeh.document import Document
+    from bokeh.embed import file_html
+    from bokeh.io.doc import patch_curdoc
+    from bokeh.resources import INLINE
+
+    own = Document()
+    with patch_curdoc(own):
+        return file_html(layout, resources=INLINE, title=title)

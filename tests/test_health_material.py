@@ -7,6 +7,7 @@ nothing derived from those frames is stored). The held-out accuracy run is slow 
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,9 @@ def test_materials_use_the_graphene_imaging_model():
 @pytest.mark.parametrize("material", ["MoS2", "WS2", "hBN", "amorphous", "vacuum"])
 @pytest.mark.parametrize("px", [0.03, 0.1, 0.3])
 def test_non_graphene_is_never_graphene_whatever_the_declared_pixel_size(material, px):
-    ex = _frame(material, px, seed=hash((material, px)) % 1000)
+    # a seed fixed per case (str hashes differ between processes: with hash() the frames changed every
+    # run and the test was flaky)
+    ex = _frame(material, px, seed=zlib.crc32(f"{material}-{px}".encode()) % 1000)
     for declared in (px, 0.5 * px, 2.0 * px, None):
         v = classify_material(ex.image, declared)
         assert v.verdict != "graphene", (material, px, declared, v.reason)

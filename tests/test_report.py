@@ -111,3 +111,27 @@ def test_report_of_a_folder_with_a_frame_health_verdict(tmp_path):
     assert h.dense()[0, 5] == S.UNKNOWN
     assert [(t["kind"], t["count"]) for t in st.transitions()] == [("3-fold->4-fold", 1)]
     assert "No event crops" in text and "No representative frame" in text
+
+
+def test_report_survives_a_dead_patched_curdoc_left_by_a_failed_bokeh_callback():
+    """bokeh's patch_curdoc does not pop its entry when the callback inside it raises: one failed
+    dashboard callback in the process left a dead document on bokeh's stack and every later report
+    (the CLI's and the dashboard's "Save report now") failed with "Patched curdoc has been
+    previously destroyed" (seen in `make test` with both cores busy)."""
+    import weakref
+
+    from bokeh.io import doc as bokeh_doc
+    from bokeh.document import Document
+    from bokeh.layouts import column
+    from bokeh.models import Div
+
+    from dashboard.report import standalone_html
+
+    dead = Document()
+    bokeh_doc._PATCHED_CURDOCS.append(weakref.ref(dead))
+    del dead
+    try:
+        html = standalone_html(column(Div(text="dopant statistics")), "t")
+    finally:
+        bokeh_doc._PATCHED_CURDOCS.pop()
+    assert "dopant statistics" in html and html.lstrip().lower().startswith("<!doctype html>")
