@@ -186,7 +186,13 @@ def _frames_from_stack(stack: np.ndarray, name: str, pixel_size_A: float | None,
 
 def _npy(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
     with open(path, "rb") as fh:
-        shape, dtype, _, head = _npy_header(fh, path.name, "the array")
+        shape, dtype, fortran, head = _npy_header(fh, path.name, "the array")
+    if len(shape) == 3 and shape[0] and not fortran:
+        frame_bytes = _declared(path.name, "one frame", shape[1:], dtype)
+        whole = (path.stat().st_size - head) // frame_bytes if frame_bytes else shape[0]
+        if whole < shape[0]:               # a truncated stack: its whole frames, then where it ends
+            yield from _npy_truncated(path, shape, dtype, head, int(whole), pixel_size_A, frame_time_s)
+            return
     nbytes = _declared(path.name, "the array", shape, dtype, holds=path.stat().st_size - head)
     if len(shape) == 3 and shape[0]:
         _declared(path.name, "one frame", shape[1:], dtype)   # memory-mapped: one frame at a time in memory
@@ -197,6 +203,20 @@ def _npy(path: Path, pixel_size_A, frame_time_s, key) -> Iterator[Frame]:
     except ValueError as exc:     # object arrays would need pickle: refused
         raise FileImportError(f"{path.name}: not a plain numeric array, refused (no pickle): {exc}") from exc
     yield from _frames_from_stack(arr, path.name, pixel_size_A, None, frame_time_s)
+
+
+def _npy_truncated(path: Path, shape, dtype, head: int, whole: int, pixel_size_A, frame_time_s) -> Iterator[Frame]:
+    from streamer.file_common import frames_one_by_one
+
+    arr = np.memmap(path, dtype=dtype, mode="r", offset=head, shape=(whole,) + tuple(shape[1:])) if whole else None
+
+    def read(i: int):
+        if i >= whole:
+            raise EOFError(f"the file ends inside frame {i} (it declares {shape[0]} frames of {shape[1:]})")
+        return arr[i]
+
+    yield from frames_one_by_one(path.name, int(shape[0]), read, pixel_size_A, lambda i: i * float(frame_time_s),
+                                 {"frame_time_s": float(frame_time_s)}, what=".npy stack")
 
 
 def _zip_open(zf: zipfile.ZipFile, info, name: str):
@@ -377,15 +397,23 @@ def open_frames(path: str | Path, pixel_size_A: float | None = None, frame_time_
     reader = special_reader(p) or {".npy": _npy, ".npz": _npz, ".emd": _emd, ".h5": _emd, ".hdf5": _emd}.get(suffix)
     if reader is None:
         raise FileImportError(f"{p.name}: unknown file type {suffix!r}; supported: {sorted(SUFFIXES)}")
+    delivered = 0
     try:
-        yield from reader(p, pixel_size_A, frame_time_s, key)
-    except FileImportError:
-        raise
-    except (ValueError, KeyError, IndexError, OverflowError, OSError, EOFError, struct_error, NotImplementedError,
-            zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+        for f in reader(p, pixel_size_A, frame_time_s, key):
+            delivered += 1
+            yield f
+    except (FileImportError, ValueError, KeyError, IndexError, OverflowError, OSError, EOFError, struct_error,
+            NotImplementedError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
         # damaged or unexpected content (the parsers of tifffile, h5py, zipfile and numpy raise all
         # of these on hostile bytes): one explicit error type for callers
-        raise FileImportError(f"{p.name}: cannot import ({type(exc).__name__}: {exc})") from exc
+        err = exc if isinstance(exc, FileImportError) else FileImportError(
+            f"{p.name}: cannot import ({type(exc).__name__}: {exc})")
+        if status is None or not delivered:
+            raise err from (None if err is exc else exc)
+        # frames were delivered before the damage: stop cleanly and say so (the caller records
+        # input_complete false and exits with the damaged-input status, as for a torn recording)
+        log.warning("%s", err)
+        status.update(input_complete=False, input_problem=f"{err} (after {delivered} frame(s))", input_skipped=[])
     except MemoryError as exc:     # last resort: a size that passed the checks still did not fit
         raise FileImportError(f"{p.name}: not enough memory to import it ({exc})") from exc
 

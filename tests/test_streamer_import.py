@@ -169,3 +169,31 @@ def test_fuzz_mutated_ndata_fails_cleanly(tmp_path, cut, flips):
             assert f.data.ndim == 2
     except FileImportError:
         pass          # the one explicit error: anything else (or a crash) fails the test
+
+
+def test_a_truncated_npy_stack_gives_its_whole_frames_and_analyze_says_it_is_incomplete(tmp_path, capsys):
+    """Issue 16 criterion 4 with issue 14's damaged-input rule: an importer says which frames it read
+    and stops cleanly. Before, a truncated .npy stack was refused whole (no frame analysed); a reader
+    that failed after delivering frames raised in the middle of `analyze`, whose summary.json then
+    claimed input_complete true."""
+    from stemwatch.cli import main
+
+    stack = (np.random.default_rng(0).random((10, 32, 32)) * 100).astype(np.float32)
+    full = tmp_path / "full.npy"
+    np.save(full, stack)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.npy"
+    cut.write_bytes(data[: len(data) - 5 * 32 * 32 * 4 - 100])        # 4 whole frames, then part of one
+    status: dict = {}
+    frames = list(open_frames(cut, pixel_size_A=0.1, status=status))
+    assert len(frames) == 4 and all(np.array_equal(f.data, stack[i]) for i, f in enumerate(frames))
+    assert status["input_complete"] is False and "frames 0-3 of 10 were read" in status["input_problem"]
+    with pytest.raises(FileImportError, match="frames 0-3 of 10"):       # a caller that keeps no status is told
+        list(open_frames(cut, pixel_size_A=0.1))
+    out = tmp_path / "out"
+    assert main(["analyze", str(cut), "--out", str(out), "--pixel-size", "0.1", "--backend", "onnx", "--quiet"]) == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 4 and summary["input_complete"] is False
+    assert "frames 0-3 of 10 were read" in summary["input_problem"]
+    assert main(["analyze", str(cut), "--out", str(tmp_path / "out2"), "--pixel-size", "0.1", "--backend", "onnx",
+                 "--quiet", "--allow-partial"]) == 0
