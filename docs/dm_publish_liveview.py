@@ -1,7 +1,7 @@
 # $BACKGROUND$
 """Publish DigitalMicrograph live-view frames to stemwatch (DigitalMicrograph 3.4+ Python).
 
-NOT TESTED HERE: written from Gatan's Python documentation for DigitalMicrograph (the
+NOT TESTED HERE: written from Gatan's Python documentation and example scripts for DigitalMicrograph (the
 ``DigitalMicrograph`` module: ``GetFrontImage``, ``Py_Image.GetNumArray``,
 ``GetDimensionScale`` / ``GetDimensionUnitString``, ``GetTagGroup`` / ``GetTagAsFloat``) without a
 DigitalMicrograph installation. Check it on your instrument before relying on it (see
@@ -48,7 +48,10 @@ _TO_A = {"nm": 10.0, "\u00c5": 1.0, "a": 1.0, "angstrom": 1.0, "pm": 0.01, "\u00
 
 def calibration_A(img):
     """Pixel size in A/px from the x calibration, or None when it is not a length."""
-    unit = str(img.GetDimensionUnitString(0)).strip()
+    unit = img.GetDimensionUnitString(0)
+    if isinstance(unit, bytes):     # some GMS versions return the unit as bytes (b'\xb5m' for micrometre)
+        unit = unit.decode("latin-1")
+    unit = str(unit).strip()
     f = _TO_A.get(unit) or _TO_A.get(unit.lower())
     return abs(float(img.GetDimensionScale(0))) * f if f else None
 
