@@ -11,17 +11,9 @@ import pytest
 
 from stemwatch.config import StreamConfig
 from streamer import Publisher, Receiver
+from _wait import wait_until
 
 TCP = "tcp://127.0.0.1:*"
-
-
-def wait_until(pred, timeout=20.0):
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 # ----------------------------------------------------------------------------- 1: oversized frame

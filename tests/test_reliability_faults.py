@@ -37,20 +37,12 @@ from engine.service import LiveService
 from stemwatch.config import Config
 from streamer import Publisher
 from streamer.recording import RecordingReader, iter_frames
+from _wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 MOVIE = ROOT / "replay_data" / "01_switching_256.swrec"      # 48 frames 256x256 uint16, a Si switching
 CFG = Config().replace(inference={"backend": "onnx"})
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def wait_until(cond, timeout=60.0, period=0.02):   # timeouts are hang guards, not speed claims
-    t_end = time.time() + timeout
-    while time.time() < t_end:
-        if cond():
-            return True
-        time.sleep(period)
-    return False
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ from stemwatch.cli import main
 from stemwatch.config import StreamConfig
 from streamer import Publisher, Receiver
 from streamer.security import Curve, SecurityError
+from _wait import wait_until
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
 
@@ -112,10 +113,3 @@ def test_receiver_as_server_refuses_unlisted_publishers(tmp_path):
         rx.stop()
 
 
-def wait_until(pred, timeout=10.0):
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()

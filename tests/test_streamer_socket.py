@@ -15,6 +15,7 @@ import zmq
 from stemwatch.config import StreamConfig
 from streamer import Publisher, Receiver
 from streamer.protocol import ALLOWED_DTYPES, encode_frame, encode_start
+from _wait import wait_until
 
 TCP = "tcp://127.0.0.1:*"
 
@@ -27,15 +28,6 @@ class ListRecorder:
 
     def write(self, parts, t_arrival):
         self.items.append(([bytes(getattr(p, "buffer", p)) for p in parts], t_arrival))
-
-
-def wait_until(pred, timeout=10.0):
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 @pytest.fixture
