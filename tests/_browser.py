@@ -111,18 +111,42 @@ def severe_console_errors(drv) -> list[str]:
     return [e["message"] for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
 
 
-def click_cell(drv, text: str, what: str = "the table row") -> None:
-    """Click (a real click) the first table cell showing ``text``. The table is re-rendered while
-    data arrives, so any cell may go stale between finding and clicking it: retried until it works
-    (a hang guard of :data:`MIN_WAIT_S`)."""
+def click_cell(drv, text: str, what: str = "the table row", row_has: str | None = None) -> None:
+    """Click (a real click) the first table cell showing ``text`` -- in a row that also shows
+    ``row_has`` when given (a frame number can also be another row's track id). The table is
+    re-rendered while data arrives, so any cell may go stale between finding and clicking it:
+    retried until it works (a hang guard of :data:`MIN_WAIT_S`)."""
     def attempt():
-        for c in js(drv, "return deep('.slick-cell')") or []:
-            try:
-                if c.text.strip() == text:
-                    c.click()
-                    return True
-            except Exception:          # stale: the grid re-rendered meanwhile
-                continue
-        return False
+        # one round trip finds the cell (a row re-rendered between several calls would go stale)
+        cell = js(drv, "const [text, has] = arguments;"
+                       "for (const row of deep('.slick-row')) {"
+                       "  const cells = [...row.querySelectorAll('.slick-cell')];"
+                       "  if (has !== null && !cells.some(c => c.textContent.includes(has))) continue;"
+                       "  const c = cells.find(c => c.textContent.trim() === text); if (c) return c; }"
+                       "return null;", text, row_has)
+        if cell is None:
+            return False
+        try:
+            cell.click()
+            return True
+        except Exception:              # stale: the grid re-rendered meanwhile
+            return False
 
     wait_for(attempt, what=what)
+
+
+def click_button(drv, label: str) -> None:
+    """Click (a real click) the button labelled ``label``, found in one round trip and retried while
+    the page re-renders it (a button that relabels itself goes stale between finding and clicking)."""
+    def attempt():
+        b = js(drv, "const [t] = arguments; return deep('button').find(b => b.textContent.trim() === t) || null;",
+               label)
+        if b is None:
+            return False
+        try:
+            b.click()
+            return True
+        except Exception:              # stale: re-rendered meanwhile
+            return False
+
+    wait_for(attempt, what=f"the {label!r} button")

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _browser import chromium, click_cell, js, severe_console_errors, wait_for
+from _browser import chromium, click_button, click_cell, js, severe_console_errors, wait_for
+
+from dashboard.render import event_label
 from dashboard.server import DashboardServer
 from stemwatch.config import Config
 
@@ -146,7 +148,7 @@ def test_replay_shows_frames_alerts_and_jumps_to_the_event(switching_chain, tmp_
               f"(detected on frame {ev.frame}, truth frame {gt['frame']})")
         # clicking the event shows its frame, with the dopant ringed, while live frames go on
         wait_for(lambda: _page(drv)["seq"] > ev.frame + 2, 5, what="later frames")
-        click_cell(drv, str(ev.frame), what="the event row")
+        click_cell(drv, str(ev.frame), what="the event row", row_has=event_label(ev.kind))
         wait_for(lambda: _page(drv)["seq"] == ev.frame, 3, what="the event's frame")
         hl = js(drv, "return model('highlight_source').data")
         ring = [i for i, lab in enumerate(hl["label"]) if f"#{ev.atom_id}" in lab]
@@ -168,7 +170,7 @@ def test_controls_act_on_the_live_service(switching_chain, tmp_path):
         wait_for(lambda: js(drv, "return model('frame_meta').data.seq[0] >= 0"), 20, what="the first frame")
         buttons = lambda: {b.text.strip(): b for b in js(drv, "return deep('button')")}   # noqa: E731
         # pause / resume
-        buttons()["Pause analysis"].click()
+        click_button(drv, "Pause analysis")
         wait_for(lambda: svc.paused, 3, what="the service to pause")
         wait_for(lambda: "ANALYSIS PAUSED" in js(drv, "return deep('.status')[0].textContent"), 4,
                  what="the paused state on the page")
@@ -176,7 +178,7 @@ def test_controls_act_on_the_live_service(switching_chain, tmp_path):
         time.sleep(0.6)
         assert svc.status()["frames_analysed"] == n_paused
         wait_for(lambda: "Resume analysis" in buttons(), 2, what="the resume button")
-        buttons()["Resume analysis"].click()
+        click_button(drv, "Resume analysis")
         wait_for(lambda: not svc.paused and svc.status()["frames_analysed"] > n_paused, 4, what="analysis to resume")
         # record under a name of our choice (inside the service's recordings folder), stop, record again:
         # the second take gets a new name, the first is never overwritten
@@ -188,11 +190,11 @@ def test_controls_act_on_the_live_service(switching_chain, tmp_path):
         takes = []
         for out in (chain.recordings_dir / "from-dashboard.swrec", chain.recordings_dir / "from-dashboard-2.swrec"):
             wait_for(lambda: "● Record" in buttons(), 10, what="the record button")
-            buttons()["● Record"].click()
+            click_button(drv, "● Record")
             wait_for(lambda: svc.recorder.recording and out.exists(), 20, what="the recording to start")
             wait_for(lambda: svc.recorder.written >= 3, 20, what="frames in the recording")
             wait_for(lambda: "■ Stop recording" in buttons(), 10, what="the stop button")
-            buttons()["■ Stop recording"].click()
+            click_button(drv, "■ Stop recording")
             wait_for(lambda: not svc.recorder.recording, 10, what="the recording to stop")
             takes.append(out)
         for out in takes:
@@ -202,7 +204,7 @@ def test_controls_act_on_the_live_service(switching_chain, tmp_path):
         box.clear()
         box.send_keys(str(tmp_path / "elsewhere.swrec") + "\n")
         time.sleep(0.3)
-        buttons()["● Record"].click()
+        click_button(drv, "● Record")
         wait_for(lambda: "without a folder" in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')"), 10,
                  what="the refusal")
         assert not svc.recorder.recording and not (tmp_path / "elsewhere.swrec").exists()
@@ -212,7 +214,7 @@ def test_controls_act_on_the_live_service(switching_chain, tmp_path):
             box.clear()
             box.send_keys(value + "\n")
         time.sleep(0.3)
-        buttons()["Apply thresholds"].click()
+        click_button(drv, "Apply thresholds")
         wait_for(lambda: tuple(svc.cfg.events.k_of_n) == (3, 4), 4, what="the new debounce setting")
         wait_for(lambda: "done" in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')"), 3,
                  what="the confirmation line")
