@@ -81,7 +81,6 @@ class Pipeline:
         import engine.chem as chem
 
         self.cfg = cfg or Config()
-        self._chem = chem
         if inferencer is None:
             from engine.infer import Inferencer
 

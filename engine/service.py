@@ -210,10 +210,7 @@ class LiveService:
             if hung:
                 log.error("the analysis thread did not stop within %.0f s (a backend call hung?): abandoned",
                           timeout_s)
-        try:
-            self.source.close(timeout_s=timeout_s)
-        except TypeError:                     # a FrameSource whose close() takes no timeout
-            self.source.close()
+        self.source.close(timeout_s=timeout_s)
         self.recorder.close()
         if self._pub is not None:
             self._pub.close(0)

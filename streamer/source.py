@@ -83,7 +83,7 @@ class FrameSource(Protocol):
 
     def report(self) -> SourceReport: ...
 
-    def close(self) -> None: ...
+    def close(self, timeout_s: float | None = None) -> None: ...   # timeout_s: for threads it joins
 
 
 class BaseSource:
@@ -94,7 +94,7 @@ class BaseSource:
     def open(self):
         return self
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         pass
 
     def __enter__(self):
@@ -192,7 +192,7 @@ class FileSource(BaseSource):
         return SourceReport(source=self.description, frames=c.frames, series=list(c.series),
                             complete=problem is None, problem=problem, gaps=c.gaps[:100], missing_frames=c.missing)
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         if self._it is not None and hasattr(self._it, "close"):
             self._it.close()
 

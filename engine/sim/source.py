@@ -69,6 +69,6 @@ class SimulatorSource(BaseSource):
         return SourceReport(source=self.description, frames=self._n, series=[self.series] if self._n else [],
                             complete=True)
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         if self._it is not None:
             self._it.close()
