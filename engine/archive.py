@@ -420,6 +420,8 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
                 if s.writer is None and status != "ok":
                     s.out.mkdir(parents=True, exist_ok=True)
                 if s.writer is not None:
+                    # a Ctrl-C can land between writing a frame and counting it: the written files are the truth
+                    s.frames_done = s.writer.n_frames
                     summary = s.writer.summary(input=str(s.path), out_dir=str(s.out), elapsed_s=s.elapsed_s,
                                                frames_per_s=s.frames_done / s.elapsed_s if s.elapsed_s else None,
                                                backend=s.backend, config=cfg.to_dict(), complete=status == "ok",

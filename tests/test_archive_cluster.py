@@ -264,6 +264,30 @@ def test_worker_sigkilled_mid_run_loses_nothing(tmp_path, inputs, reference, cli
     _same_results(reference["rec"][1], got)
 
 
+def test_ctrl_c_between_writing_and_counting_a_frame_keeps_files_and_index_agreed(tmp_path, inputs, client,
+                                                                                  monkeypatch):
+    """CI caught summary.json saying 18 frames and index.json 17: the Ctrl-C landed after a frame was
+    written but before it was counted. Interrupt exactly there and check both files agree."""
+    from engine import analyze as analyze_mod
+    real_write = analyze_mod.ResultWriter.write
+
+    def write_then_interrupt(self, r):
+        real_write(self, r)
+        if self.n_frames == 3:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(analyze_mod.ResultWriter, "write", write_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        analyze_archive([str(inputs["rec"])], tmp_path / "out", CFG, scheduler=client, limit=LIMIT,
+                        chunk_frames=1, progress=False)
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    e = index["inputs"][0]
+    s = json.loads((tmp_path / "out" / "01_switching_256" / "summary.json").read_text())
+    assert index["status"] == "cancelled" and s["status"] == "cancelled" and s["complete"] is False
+    assert s["frames"] == e["frames_done"] == 3
+    frames_csv = (tmp_path / "out" / "01_switching_256" / "frames.csv").read_text().splitlines()
+    assert len(frames_csv) - 1 == 3
+
+
 def _session_pids(sid: int) -> list[int]:
     out = []
     for d in Path("/proc").iterdir():
