@@ -37,6 +37,7 @@ GALLERY_MAX_EVENTS = 24
 
 BOND_CUTOFF_A = 1.95             # display bonds between atoms closer than this (C-C 1.42, Si-C 1.77 A)
 REPRESENTATIVE_MAX_PX = 512      # the representative frame is shown at most this size (block-averaged)
+MAX_CLUSTER_ROWS = 50            # clusters listed in the report (all are in stats.json)
 
 
 class ReportError(ValueError):
@@ -369,6 +370,17 @@ def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None
                       f"{_fmt(w['mean_e_per_A2_ci95'][1])}]"])
     erows = [[html.escape(t["kind"]), _fmt(t["count"]), _ci(t, "rate_per_frame"), _ci(t, "rate_per_e_per_A2"),
               _ci(t, "cross_section_barn")] for t in sd["events"]]
+    crows = [[_fmt(c["id"]), c["kind"], f"{c['first_frame']}–{c['last_frame']}", _fmt(c["frames_known"]),
+              _fmt(c["frames_unknown"]), html.escape(", ".join(str(t) for t in c["members"][:12])
+                                                     + (" …" if len(c["members"]) > 12 else "")),
+              html.escape(" → ".join(f"{h['formula'] or '?'} ({h['size']} Si, frames {h['from_frame']}–{h['to_frame']})"
+                                     for h in c["history"][:8]) + (" …" if len(c["history"]) > 8 else ""))]
+             for c in sd.get("clusters", [])[:MAX_CLUSTER_ROWS]]
+    more = len(sd.get("clusters", [])) - len(crows)
+    clusters_html = ("<h2>Dimers and clusters (followed as one object; full list in stats.json)</h2>"
+                     + _table(crows, ["id", "kind", "frames", "known", "unknown", "member tracks",
+                                      "history (formula, members observed)"])
+                     + (f"<p class='note'>{more} more in stats.json.</p>" if more > 0 else "")) if crows else ""
     stats_div = Div(text=CSS + "<h2>Dopant transitions (95 % intervals, exact Poisson; exposure censored at each "
                     "track's end)</h2>" + _table(trows, ["transition", "n", "exposure (frames)", "per frame",
                                                          "per s", "per e/Å²", "cross-section (barn)"])
@@ -376,6 +388,7 @@ def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None
                                                                        "mean (frames)", "mean (s)", "mean (e/Å²)"])
                     + "<h2>Events by kind (rates over all dopants' observed exposure)</h2>"
                     + _table(erows, ["event", "n", "per frame", "per e/Å²", "cross-section (barn)"])
+                    + clusters_html
                     + f"<p class='note'>A dopant is a tracked Si; its state is its number of bonded C (3-fold, "
                       f"4-fold), or dimer / cluster when bonded to heavy atoms. Runs shorter than "
                       f"{sd['method']['min_run_frames']} frames are unknown; gaps longer than "

@@ -54,7 +54,10 @@ TRANSITION_COLUMNS = ("kind", "from", "to", "count", "exposure_frames", "exposur
 class DopantObservations:
     """One row per dopant (Si atom with a track) per frame. frame : (N,) int64 seq; track : (N,) int64;
     state : (N,) int16 codes into :data:`STATES`; x_px, y_px : (N,) float64 (column, row);
-    formula : (N,) object, the defect-group formula ("" when none)."""
+    formula : (N,) object, the defect-group formula ("" when none); cluster : (N,) int64, the
+    frame-local key of the heavy-atom group (dimer or cluster: Si bonded to Si) the dopant belongs
+    to, namely the smallest track id among the group's dopants, -1 when it has no heavy neighbour
+    (None: all -1)."""
 
     frame: np.ndarray
     track: np.ndarray
@@ -62,6 +65,11 @@ class DopantObservations:
     x_px: np.ndarray
     y_px: np.ndarray
     formula: np.ndarray
+    cluster: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.cluster is None:
+            self.cluster = np.full(len(self.frame), -1, np.int64)
 
     def __len__(self) -> int:
         return int(self.frame.shape[0])
@@ -69,7 +77,7 @@ class DopantObservations:
     @classmethod
     def empty(cls) -> "DopantObservations":
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros(0), np.zeros(0),
-                   np.zeros(0, object))
+                   np.zeros(0, object), np.zeros(0, np.int64))
 
     @classmethod
     def concat(cls, parts: list) -> "DopantObservations":
@@ -77,7 +85,7 @@ class DopantObservations:
         if not parts:
             return cls.empty()
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                     ("frame", "track", "state", "x_px", "y_px", "formula")))
+                     ("frame", "track", "state", "x_px", "y_px", "formula", "cluster")))
 
 
 @dataclass
@@ -150,7 +158,31 @@ def dopant_observations(r: FrameResult, edge_exclusion_A: float = EDGE_EXCLUSION
         formula = names[np.where(k >= 0, k, len(ch.defects))]
     xy = np.asarray(atoms.xy_px, np.float64)[sel]
     return DopantObservations(np.full(len(sel), int(r.seq), np.int64), ids[sel], state_codes(n_c[sel], n_h[sel]),
-                              xy[:, 0].copy(), xy[:, 1].copy(), formula)
+                              xy[:, 0].copy(), xy[:, 1].copy(), formula,
+                              _group_keys(bonds, heavy, ids, n_h, sel))
+
+
+def _group_keys(bonds: np.ndarray, heavy: np.ndarray, ids: np.ndarray, n_h: np.ndarray,
+                sel: np.ndarray) -> np.ndarray:
+    """For the selected atoms: the smallest track id among the tracked Si of their heavy-atom group
+    (connected through heavy-heavy bonds), or -1 for a dopant without a heavy neighbour."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    key = np.full(len(sel), -1, np.int64)
+    n = len(heavy)
+    hh = bonds[heavy[bonds[:, 0]] & heavy[bonds[:, 1]]] if len(bonds) else bonds
+    if not len(hh) or not (n_h[sel] > 0).any():
+        return key
+    g = coo_matrix((np.ones(len(hh)), (hh[:, 0], hh[:, 1])), shape=(n, n))
+    _, comp = connected_components(g, directed=False)
+    tid = np.where((np.asarray(ids) >= 0) & heavy, ids, np.iinfo(np.int64).max)
+    low = np.full(comp.max() + 1, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(low, comp, tid)
+    grouped = n_h[sel] > 0
+    key[grouped] = low[comp[sel[grouped]]]
+    key[key == np.iinfo(np.int64).max] = -1
+    return key
 
 
 def dose_per_frame(meta: dict | None, pixel_size_A: float | None, override: float | None = None
@@ -288,6 +320,7 @@ class Stats:
     max_gap_frames: int = 4
     complete: bool = True
     note: str = ""
+    clusters: list = field(default_factory=list)   # :func:`engine.stats_clusters.cluster_histories`
 
     # ---- derived
     def transitions(self) -> list:
@@ -367,6 +400,7 @@ class Stats:
             "markov": self.markov(),
             "events": self.events,
             "dopants": self.dopants,
+            "clusters": self.clusters,
         }
 
 
@@ -529,11 +563,19 @@ class StatsAccumulator:
         return build_histories(self.observations(), self.frame_info(), self.min_run_frames)
 
     def stats(self, complete: bool = True, note: str = "") -> Stats:
-        return compute_stats(self.histories(), self._events, self.max_gap_frames, self.dose_source, complete, note)
+        from engine.stats_clusters import cluster_histories
+
+        obs, fi = self.observations(), self.frame_info()
+        st = compute_stats(build_histories(obs, fi, self.min_run_frames), self._events, self.max_gap_frames,
+                           self.dose_source, complete, note)
+        st.clusters = cluster_histories(obs, fi, self.max_gap_frames)
+        return st
 
 
 # ------------------------------------------------------------------------------ files
-DOPANTS_COLUMNS = ("frame", "track", "state", "x", "y", "formula")
+DOPANTS_COLUMNS = ("frame", "track", "state", "x", "y", "formula", "cluster")
+#: columns a dopants.csv must have (``cluster`` came later: older folders read with -1 there)
+DOPANTS_REQUIRED = DOPANTS_COLUMNS[:6]
 
 
 def dopants_csv_rows(obs: DopantObservations) -> str:
@@ -541,9 +583,9 @@ def dopants_csv_rows(obs: DopantObservations) -> str:
     if not len(obs):
         return ""
     names = np.asarray(STATES, object)[obs.state]
-    return "".join(f"{f},{t},{s},{x:.2f},{y:.2f},{fm}\n" for f, t, s, x, y, fm in
+    return "".join(f"{f},{t},{s},{x:.2f},{y:.2f},{fm},{c}\n" for f, t, s, x, y, fm, c in
                    zip(obs.frame.tolist(), obs.track.tolist(), names.tolist(), obs.x_px.tolist(),
-                       obs.y_px.tolist(), obs.formula.tolist()))
+                       obs.y_px.tolist(), obs.formula.tolist(), obs.cluster.tolist()))
 
 
 def _read_csv(path) -> list:
@@ -554,8 +596,8 @@ def _read_csv(path) -> list:
 def read_dopants_csv(path) -> DopantObservations:
     """dopants.csv -> observations (ValueError on a malformed file)."""
     rows = _read_csv(path)
-    if rows and set(DOPANTS_COLUMNS) - set(rows[0]):
-        raise ValueError(f"{path}: missing columns {sorted(set(DOPANTS_COLUMNS) - set(rows[0]))}")
+    if rows and set(DOPANTS_REQUIRED) - set(rows[0]):
+        raise ValueError(f"{path}: missing columns {sorted(set(DOPANTS_REQUIRED) - set(rows[0]))}")
     if not rows:
         return DopantObservations.empty()
     code = {s: i for i, s in enumerate(STATES)}
@@ -564,7 +606,8 @@ def read_dopants_csv(path) -> DopantObservations:
                                   np.array([int(r["track"]) for r in rows], np.int64),
                                   np.array([code[r["state"]] for r in rows], np.int16),
                                   np.array([float(r["x"]) for r in rows]), np.array([float(r["y"]) for r in rows]),
-                                  np.array([r["formula"] or "" for r in rows], object))
+                                  np.array([r["formula"] or "" for r in rows], object),
+                                  np.array([int(r.get("cluster") or -1) for r in rows], np.int64))
     except (KeyError, ValueError, TypeError) as exc:
         raise ValueError(f"{path}: malformed row ({exc})") from None
 
@@ -607,6 +650,9 @@ def stats_from_dir(out_dir, dose_e_per_A2: float | None = None, dose_source: str
     h = build_histories(obs, fi, min_run_frames)
     st = compute_stats(h, events, max_gap_frames, dose_source or "unknown",
                        complete=bool(old.get("complete", True)), note=old.get("note", ""))
+    from engine.stats_clusters import cluster_histories
+
+    st.clusters = cluster_histories(obs, fi, max_gap_frames)
     return st, h
 
 

@@ -135,6 +135,7 @@ def test_dopant_observations_from_a_frame_result():
     assert o.track.tolist() == [10, 15]
     assert [S.STATES[x] for x in o.state] == ["4-fold", "dimer"]
     assert o.formula.tolist() == ["Si1C4", ""] and o.frame.tolist() == [3, 3]
+    assert o.cluster.tolist() == [-1, 15]          # the dimer's key: its smallest tracked member
     assert len(S.dopant_observations(_result(3, species, bonds, ids, error="backend failed"))) == 0
     r = _result(3, species, bonds, ids)
     r.chemistry.atoms.xy_px[5] = (25.0, 320.0)                # 2.5 A from the left edge: neighbours cut off
