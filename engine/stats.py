@@ -13,7 +13,8 @@ or more, else ``N-fold`` with N its bonded C neighbours (``3-fold``, ``4-fold``;
 are kept as they are). A frame whose ``usable`` flag is False (today: the pipeline failed on it;
 later: the frame-health verdict is not ``ok``), or in which the dopant was not observed (out of view,
 missed), is *unknown* for it, never a state. Runs of one state shorter than ``min_run_frames``
-observed frames (a one-frame misreading) are set unknown too.
+observed frames (default :data:`MIN_RUN_FRAMES` = 1: none) can be set unknown too, against
+one-frame misreadings.
 
 Rates (docs/statistics.md): transitions are counted between consecutive known observations of a
 track no more than ``max_gap_frames`` apart; the exposure of a step (frames, seconds, e/A^2 delivered
@@ -42,6 +43,11 @@ BARN_A2 = 1e-8                      # 1 barn = 1e-28 m^2 = 1e-8 A^2
 ELEMENTARY_CHARGE_C = 1.602176634e-19
 CI_LEVEL = 0.95
 STATS_VERSION = 1
+#: Runs of one state shorter than this many observed frames are unknown. 1 = every reading counts.
+#: Measured (docs/statistics.md): with the simulator's rates, real one-frame dwells (a switch and
+#: its reverse in consecutive frames) are common, while one-frame misreadings on usable frames were
+#: not seen at 3e4-1e5 e/A^2. A filter of 2 removed the real ones and made the pooled rates ~20 % low.
+MIN_RUN_FRAMES = 1
 TRANSITION_COLUMNS = ("kind", "from", "to", "count", "exposure_frames", "exposure_s", "exposure_e_per_A2",
                       "rate_per_frame", "rate_per_frame_lo", "rate_per_frame_hi",
                       "rate_per_s", "rate_per_s_lo", "rate_per_s_hi",
@@ -235,7 +241,7 @@ class Histories:
     col: np.ndarray
     raw: np.ndarray
     state: np.ndarray
-    min_run_frames: int = 2
+    min_run_frames: int = MIN_RUN_FRAMES
 
     def dense(self, which: str = "state") -> np.ndarray:
         out = np.full((len(self.tracks), len(self.frames)), UNKNOWN, np.int16)
@@ -260,7 +266,7 @@ def runs(values: np.ndarray, breaks: np.ndarray):
     return s, np.diff(np.append(s, n))
 
 
-def build_histories(obs: DopantObservations, frames: FrameInfo, min_run_frames: int = 2) -> Histories:
+def build_histories(obs: DopantObservations, frames: FrameInfo, min_run_frames: int = MIN_RUN_FRAMES) -> Histories:
     """State histories of every dopant track over the frames (vectorised)."""
     seq = np.asarray(frames.seq, np.int64)
     F = len(seq)
@@ -316,7 +322,7 @@ class Stats:
     exposure: dict                  # unit -> (S,) exposure per starting state ("frames", "s", "e_per_A2")
     dopants: list                   # per-track dicts
     events: list = field(default_factory=list)   # per event-kind dicts (rates over all dopant exposure)
-    min_run_frames: int = 2
+    min_run_frames: int = MIN_RUN_FRAMES
     max_gap_frames: int = 4
     complete: bool = True
     note: str = ""
@@ -503,7 +509,7 @@ class StatsAccumulator:
     :meth:`stats` computes the statistics so far. Bounded by ``max_frames`` (oldest dropped)."""
 
     def __init__(self, dose_e_per_A2: float | None = None, dose_source: str = "",
-                 min_run_frames: int = 2, max_gap_frames: int = 4, max_frames: int = 200_000):
+                 min_run_frames: int = MIN_RUN_FRAMES, max_gap_frames: int = 4, max_frames: int = 200_000):
         self.dose = dose_e_per_A2
         self.dose_source = dose_source or ("given" if dose_e_per_A2 is not None else "unknown")
         self.min_run_frames = int(min_run_frames)
@@ -613,7 +619,7 @@ def read_dopants_csv(path) -> DopantObservations:
 
 
 def stats_from_dir(out_dir, dose_e_per_A2: float | None = None, dose_source: str | None = None,
-                   min_run_frames: int = 2, max_gap_frames: int = 4) -> tuple[Stats, Histories]:
+                   min_run_frames: int = MIN_RUN_FRAMES, max_gap_frames: int = 4) -> tuple[Stats, Histories]:
     """Recompute the statistics from an analyze folder (dopants.csv, frames.csv, events.jsonl); the
     dose from ``dose_e_per_A2`` or else the folder's stats.json. ``usable`` = no error on the frame
     (or the ``usable`` column of frames.csv when present)."""
