@@ -68,8 +68,22 @@ def chromium(width: int = 1640, height: int = 1000):
     opts.add_argument(f"--user-data-dir={profile}")
     opts.add_argument(f"--window-size={width},{height}")
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+    drv = None
+    for attempt in range(3):          # chromedriver gives up on a browser that starts slowly (busy machine)
+        try:
+            drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+            shutil.rmtree(profile, ignore_errors=True)
+            profile = tempfile.mkdtemp(prefix="stemwatch-chromium-")
+            opts.arguments[:] = [a for a in opts.arguments if not a.startswith("--user-data-dir=")]
+            opts.add_argument(f"--user-data-dir={profile}")
     try:
+        # page loads and scripts get generous limits: hang guards, not speed claims
+        drv.set_page_load_timeout(300)
+        drv.set_script_timeout(300)
         drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                             {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
         yield drv
@@ -111,42 +125,39 @@ def severe_console_errors(drv) -> list[str]:
     return [e["message"] for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
 
 
-def click_cell(drv, text: str, what: str = "the table row", row_has: str | None = None) -> None:
-    """Click (a real click) the first table cell showing ``text`` -- in a row that also shows
-    ``row_has`` when given (a frame number can also be another row's track id). The table is
-    re-rendered while data arrives, so any cell may go stale between finding and clicking it:
-    retried until it works (a hang guard of :data:`MIN_WAIT_S`)."""
+def click_found(drv, finder: str, *args, what: str = "the element") -> None:
+    """Click (a real click) the element the JavaScript ``finder`` (a function body using ``arguments``,
+    model() and deep(); null when not there yet) returns. Found and clicked in one round trip and
+    retried until the click lands (the page re-renders while data arrives, so an element can go stale
+    between finding and clicking it): a hang guard of :data:`MIN_WAIT_S`, never a time window."""
     def attempt():
-        # one round trip finds the cell (a row re-rendered between several calls would go stale)
-        cell = js(drv, "const [text, has] = arguments;"
-                       "for (const row of deep('.slick-row')) {"
-                       "  const cells = [...row.querySelectorAll('.slick-cell')];"
-                       "  if (has !== null && !cells.some(c => c.textContent.includes(has))) continue;"
-                       "  const c = cells.find(c => c.textContent.trim() === text); if (c) return c; }"
-                       "return null;", text, row_has)
-        if cell is None:
+        el = js(drv, finder, *args)
+        if el is None:
             return False
         try:
-            cell.click()
+            el.click()
             return True
-        except Exception:              # stale: the grid re-rendered meanwhile
+        except Exception:              # stale, or covered while the layout settles: find it again
             return False
 
     wait_for(attempt, what=what)
 
 
+def click_cell(drv, text: str, what: str = "the table row", row_has: str | None = None) -> None:
+    """Click (a real click) the first table cell showing ``text`` -- in a row that also shows
+    ``row_has`` when given (a frame number can also be another row's track id). The table is
+    re-rendered while data arrives, so any cell may go stale between finding and clicking it:
+    retried until it works (a hang guard of :data:`MIN_WAIT_S`)."""
+    click_found(drv, "const [text, has] = arguments;"
+                     "for (const row of deep('.slick-row')) {"
+                     "  const cells = [...row.querySelectorAll('.slick-cell')];"
+                     "  if (has !== null && !cells.some(c => c.textContent.includes(has))) continue;"
+                     "  const c = cells.find(c => c.textContent.trim() === text); if (c) return c; }"
+                     "return null;", text, row_has, what=what)
+
+
 def click_button(drv, label: str) -> None:
     """Click (a real click) the button labelled ``label``, found in one round trip and retried while
     the page re-renders it (a button that relabels itself goes stale between finding and clicking)."""
-    def attempt():
-        b = js(drv, "const [t] = arguments; return deep('button').find(b => b.textContent.trim() === t) || null;",
-               label)
-        if b is None:
-            return False
-        try:
-            b.click()
-            return True
-        except Exception:              # stale: re-rendered meanwhile
-            return False
-
-    wait_for(attempt, what=f"the {label!r} button")
+    click_found(drv, "const [t] = arguments; return deep('button').find(b => b.textContent.trim() === t) || null;",
+                label, what=f"the {label!r} button")
