@@ -123,15 +123,17 @@ def _atoms_of_frames(path: Path, wanted: set) -> dict:
         res[s] = {"xy": np.array([[float(r[col["x"]]), float(r[col["y"]])] for r in rows]).reshape(-1, 2),
                   "species": np.array([r[col["species"]] for r in rows], object),
                   "ids": num("atom_id", np.int64), "coordination": num("coordination", np.int64),
-                  "edge": num("edge", np.int64).astype(bool)}
+                  "edge": num("edge", np.int64) > 0}
     return res
 
 
 def _gallery_frame(seq: int, image: np.ndarray, atoms: dict, ps: float, series: str) -> GalleryFrame:
     """A frame of the analysis as the gallery needs it (bonds by distance: atoms.csv has none)."""
-    xy = np.asarray(atoms["xy"], np.float64) * ps
+    xy = np.asarray(atoms["xy"], np.float64).reshape(-1, 2) * ps
+    n = len(xy)
     return GalleryFrame(seq=seq, series=series, image=image, step_A=ps, xy_A=xy, species=atoms["species"],
-                        coordination=atoms["coordination"], edge=atoms["edge"], track=atoms["ids"],
+                        coordination=atoms.get("coordination", np.full(n, -1)),
+                        edge=atoms.get("edge", np.zeros(n, bool)), track=atoms.get("ids", np.full(n, -1)),
                         bonds_A=segments(xy, bonds_by_distance(xy, BOND_CUTOFF_A)))
 
 
