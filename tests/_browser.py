@@ -20,6 +20,9 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
          "--autoplay-policy=no-user-gesture-required")
 
+#: the longest one WebDriver command (a click, a script, a page load) may take: a hang guard
+COMMAND_TIMEOUT_S = 600
+
 #: JavaScript prelude: ``model(name)`` finds a Bokeh model of the first document by name;
 #: ``deep(selector)`` queries through every shadow root (Bokeh 3 renders widgets in shadow DOM).
 JS = """
@@ -81,9 +84,12 @@ def chromium(width: int = 1640, height: int = 1000):
             opts.arguments[:] = [a for a in opts.arguments if not a.startswith("--user-data-dir=")]
             opts.add_argument(f"--user-data-dir={profile}")
     try:
-        # page loads and scripts get generous limits: hang guards, not speed claims
-        drv.set_page_load_timeout(300)
-        drv.set_script_timeout(300)
+        # page loads, scripts and each WebDriver command get generous limits: hang guards, not speed
+        # claims (on a busy machine one native click took over selenium's default 120 s while the page
+        # did its first layout, and failed the test)
+        drv.command_executor.client_config.timeout = COMMAND_TIMEOUT_S
+        drv.set_page_load_timeout(COMMAND_TIMEOUT_S)
+        drv.set_script_timeout(COMMAND_TIMEOUT_S)
         drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                             {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
         yield drv
@@ -104,11 +110,14 @@ MIN_WAIT_S = 60.0
 
 def wait_for(fn, timeout_s: float = 10.0, period_s: float = 0.05, what: str = "condition"):
     """Poll ``fn()`` until it returns something truthy; returns it, or fails after
-    ``max(timeout_s, MIN_WAIT_S)`` (a hang guard, not a performance assertion)."""
+    ``max(timeout_s, MIN_WAIT_S)`` and at least 3 tries (a hang guard, not a performance assertion:
+    one slow try on a busy machine must not use up the time of the others)."""
     timeout_s = max(float(timeout_s), MIN_WAIT_S)
     deadline = time.time() + timeout_s
     last_exc = None
-    while time.time() < deadline:
+    tries = 0
+    while time.time() < deadline or tries < 3:
+        tries += 1
         try:
             value = fn()
             if value:
@@ -130,17 +139,24 @@ def click_found(drv, finder: str, *args, what: str = "the element") -> None:
     model() and deep(); null when not there yet) returns. Found and clicked in one round trip and
     retried until the click lands (the page re-renders while data arrives, so an element can go stale
     between finding and clicking it): a hang guard of :data:`MIN_WAIT_S`, never a time window."""
+    last = ["not found"]
+
     def attempt():
         el = js(drv, finder, *args)
         if el is None:
+            last[0] = "not found"
             return False
         try:
             el.click()
             return True
-        except Exception:              # stale, or covered while the layout settles: find it again
+        except Exception as exc:       # stale, or covered while the layout settles: find it again
+            last[0] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             return False
 
-    wait_for(attempt, what=what)
+    try:
+        wait_for(attempt, what=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last attempt: {last[0]}") from None
 
 
 def click_cell(drv, text: str, what: str = "the table row", row_has: str | None = None) -> None:
