@@ -8,8 +8,6 @@ tests/test_streamer_security.py.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import threading
 import time
@@ -81,28 +79,13 @@ def test_serve_with_curve_allow_lists_on_frame_and_event_sockets(tmp_path):
                 intruder.start_series("intruder", (256, 256), "uint16", 0.1)
             except TimeoutError:
                 pass
-            for attempt in range(10):
-                if attempt:                          # the same series again: analysis restarts (issue 14)
-                    good.start_series("trusted", (256, 256), "uint16", 0.1, frame_time_s=0.08)
-                for a in frames:
-                    good.send_frame(a)
-                    time.sleep(0.08)
-                good.end_series()
-                # a busy machine analyses few of the frames (the newest is taken, others dropped) and
-                # may miss the switch: then play the scene again, rather than end after a fixed time
-                t_end = time.monotonic() + 30
-                while not switched() and time.monotonic() < t_end:
-                    time.sleep(0.1)
-                if switched():
-                    break
+            for a in frames:
+                good.send_frame(a)
+                time.sleep(0.08)
+            good.end_series()
         finally:
             intruder.close()
             good.close()
-            if callable(signal.getsignal(signal.SIGTERM)):   # serve's own handler: it stops on SIGTERM
-                os.kill(os.getpid(), signal.SIGTERM)
-
-    def switched():
-        return any(e.get("kind") == "si_3_to_4" for e in list(got["operator"]))
 
     threads = [threading.Thread(target=listen, args=(n, c), daemon=True)
                for n, c in (("operator", True), ("intruder", True), ("plain", None))]
@@ -112,14 +95,13 @@ def test_serve_with_curve_allow_lists_on_frame_and_event_sockets(tmp_path):
     rc = main(["serve", "--bind", frames_ep, "--events", events_ep, "--record", str(rec), "--backend", "onnx",
                "--curve-secret", str(keys / "analyzer.key_secret"), "--curve-allow", str(pubs),
                "--events-curve-allow", str(subs), "--events-log", str(tmp_path / "events.jsonl"),
-               "--no-dashboard", "--quiet", "--duration-s", "900"])   # stopped by send(); a hang guard
+               "--no-dashboard", "--quiet", "--duration-s", "4"])
     stop.set()
     for t in threads:
         t.join(10)
     assert rc == 0
     recorded = [(f.series, f.seq) for f in iter_frames(rec)]
-    # only the allow-listed publisher, every frame of each time the scene was played
-    assert recorded and recorded == [("trusted", s) for s in range(len(frames))] * (len(recorded) // len(frames))
+    assert recorded == [("trusted", s) for s in range(len(frames))]       # only the allow-listed publisher
     assert RecordingReader(rec).scan().complete
     logged = (tmp_path / "events.jsonl").read_text().splitlines()
     assert logged, "no event was raised"
