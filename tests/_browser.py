@@ -134,6 +134,11 @@ def severe_console_errors(drv) -> list[str]:
     return [e["message"] for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
 
 
+#: a click on a page that re-renders while data arrives may go stale many times in a row on a busy
+#: machine (each find and each click a slow round trip): its hang guard is longer
+CLICK_WAIT_S = 300.0
+
+
 def click_found(drv, finder: str, *args, what: str = "the element") -> None:
     """Click (a real click) the element the JavaScript ``finder`` (a function body using ``arguments``,
     model() and deep(); null when not there yet) returns. Found and clicked in one round trip and
@@ -154,7 +159,7 @@ def click_found(drv, finder: str, *args, what: str = "the element") -> None:
             return False
 
     try:
-        wait_for(attempt, what=what)
+        wait_for(attempt, timeout_s=CLICK_WAIT_S, what=what)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last attempt: {last[0]}") from None
 

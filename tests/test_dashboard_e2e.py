@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _browser import chromium, click_button, js, severe_console_errors, wait_for
+from _browser import CLICK_WAIT_S, chromium, click_button, js, severe_console_errors, wait_for
 
 from dashboard.render import event_label
 from dashboard.server import DashboardServer
@@ -183,7 +183,7 @@ def test_replay_shows_frames_alerts_and_jumps_to_the_event(switching_chain, tmp_
               f"(detected on frame {ev.frame}, truth frame {gt['frame']})")
         # clicking the event shows its frame, with the dopant ringed, while live frames go on
         wait_for(lambda: _page(drv)["seq"] > ev.frame + 2, what="later frames")
-        ev = wait_for(lambda: _click_shown(drv, chain, "si_3_to_4"), what="the event row")
+        ev = wait_for(lambda: _click_shown(drv, chain, "si_3_to_4"), CLICK_WAIT_S, what="the event row")
         assert ev.frame >= gt["frame"] and np.hypot(ev.x_A - gt["x_A"], ev.y_A - gt["y_A"]) < 1.5
         wait_for(lambda: _page(drv)["seq"] == ev.frame, what="the event's frame")
         shown_idx = js(drv, "return model('frame_meta').data.idx[0]")
