@@ -148,7 +148,14 @@ def test_replay_shows_frames_alerts_and_jumps_to_the_event(switching_chain, tmp_
     from engine.sim.truth import load_truth
 
     chain = switching_chain
-    gt = next(e for e in load_truth(SWITCHING).events if e["kind"] == "si_3_to_4")
+    switches = [e for e in load_truth(SWITCHING).events if e["kind"] == "si_3_to_4"]
+    gt = switches[0]
+
+    def truth_of(ev):
+        """The scripted switch an event reports: the movie switches 3 -> 4-fold more than once, and on a
+        busy machine the analysis (newest frame only) may miss the first one."""
+        return max((e for e in switches if e["frame"] <= ev.frame), key=lambda e: e["frame"], default=gt)
+
     with chromium() as drv:
         drv.get(chain.url)
         wait_for(lambda: js(drv, "return model('frame_meta') !== undefined"), what="the page")
@@ -178,18 +185,19 @@ def test_replay_shows_frames_alerts_and_jumps_to_the_event(switching_chain, tmp_
         row = next(r for r in chain.dash.hub.events if r.event.kind == "si_3_to_4")
         ev = row.event
         assert ev.frame >= gt["frame"]          # (how many frames later depends on what analysis kept up with)
-        assert np.hypot(ev.x_A - gt["x_A"], ev.y_A - gt["y_A"]) < 1.5
+        assert np.hypot(ev.x_A - truth_of(ev)["x_A"], ev.y_A - truth_of(ev)["y_A"]) < 1.5
         print(f"alert {alert_s:.2f} s after the scripted frame left the replayer "
               f"(detected on frame {ev.frame}, truth frame {gt['frame']})")
         # clicking the event shows its frame, with the dopant ringed, while live frames go on
         wait_for(lambda: _page(drv)["seq"] > ev.frame + 2, what="later frames")
         ev = wait_for(lambda: _click_shown(drv, chain, "si_3_to_4"), CLICK_WAIT_S, what="the event row")
-        assert ev.frame >= gt["frame"] and np.hypot(ev.x_A - gt["x_A"], ev.y_A - gt["y_A"]) < 1.5
+        t = truth_of(ev)
+        assert ev.frame >= t["frame"] and np.hypot(ev.x_A - t["x_A"], ev.y_A - t["y_A"]) < 1.5
         wait_for(lambda: _page(drv)["seq"] == ev.frame, what="the event's frame")
         shown_idx = js(drv, "return model('frame_meta').data.idx[0]")
         hl = js(drv, "return model('highlight_source').data")
         ring = [i for i, lab in enumerate(hl["label"]) if f"#{ev.atom_id}" in lab]
-        assert ring and np.hypot(hl["x"][ring[0]] - gt["x_A"], hl["y"][ring[0]] - gt["y_A"]) < 1.5
+        assert ring and np.hypot(hl["x"][ring[0]] - t["x_A"], hl["y"][ring[0]] - t["y_A"]) < 1.5
         assert len(hl["x"]) >= 4                           # the Si and its neighbours are ringed too
         # live frames go on (the page's history grows by 3 frames) and the view stays on the event
         wait_for(lambda: js(drv, "return model('history_slider').end") >= shown_idx + 3, what="newer frames")
