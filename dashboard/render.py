@@ -158,11 +158,16 @@ def to_uint8(image: np.ndarray, bin_factor: int = 1) -> tuple[np.ndarray, tuple[
         h, w = img.shape[0] // f, img.shape[1] // f
         img = img[: h * f, : w * f].astype(np.float32).reshape(h, f, w, f).mean(axis=(1, 3))
     lo, hi = robust_range(img)
-    out = np.asarray(img, dtype=np.float32) - np.float32(lo)
+    return map_uint8(img, lo, hi), (lo, hi)
+
+
+def map_uint8(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``image`` values ``lo`` .. ``hi`` -> uint8 0 .. 255 (clipped; NaN black)."""
+    out = np.asarray(image, dtype=np.float32) - np.float32(lo)
     out *= np.float32(255.0 / (hi - lo))
     np.nan_to_num(out, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
     np.clip(out, 0.0, 255.0, out=out)
-    return out.astype(np.uint8), (lo, hi)
+    return out.astype(np.uint8)
 
 
 def atom_columns(result: FrameResult) -> dict:

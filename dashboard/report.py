@@ -10,8 +10,9 @@ Images are embedded as PNG (zlib) data URLs, so a 1,000-frame session stays a fe
     stemwatch report DIR_OR_RECORDING [--out report.html] [--dose E_PER_A2]
 
 Plain-data pieces, usable on their own: :func:`png_data_url` (an image -> compressed data URL) and
-:func:`crop_figure` (an image crop + atom positions/species (+ bonds) -> a Bokeh figure), which the
-event gallery and the representative frame use.
+:func:`crop_figure` (an image + atom positions/species (+ bonds) -> a Bokeh figure, the representative
+frame). The event gallery is cut by :mod:`engine.gallery` and drawn by :func:`dashboard.gallery.render`,
+the same pictures as the dashboard's and ``analyze --gallery``'s.
 """
 
 from __future__ import annotations
@@ -21,21 +22,20 @@ import csv
 import html
 import json
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 
+from dashboard.gallery import png_bytes, render
+from dashboard.render import to_uint8
 from engine import stats as S
-from engine.gallery import gallery_items_from_frames, load_gallery
+from engine.gallery import BOND_CUTOFF_A, GalleryFrame, bonds_by_distance, gallery_item, load_gallery, segments
 
 STATE_COLORS = {"3-fold": "#1e88e5", "4-fold": "#e53935", "dimer": "#8e24aa", "cluster": "#fb8c00",
                 "2-fold": "#43a047", "other": "#757575"}
 SPECIES_COLORS = {"C": "#4dd0e1", "Si": "#ff9800", "other": "#d500f9"}
 GALLERY_MAX_EVENTS = 24
 
-BOND_CUTOFF_A = 1.95             # display bonds between atoms closer than this (C-C 1.42, Si-C 1.77 A)
 REPRESENTATIVE_MAX_PX = 512      # the representative frame is shown at most this size (block-averaged)
 MAX_CLUSTER_ROWS = 50            # clusters listed in the report (all are in stats.json)
 
@@ -45,43 +45,16 @@ class ReportError(ValueError):
 
 
 # ------------------------------------------------------------------------------ images
-def to_uint8(img: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
-    a = np.asarray(img, np.float32)
-    if not a.size:
-        return np.zeros(a.shape, np.uint8)
-    lo, hi = np.percentile(a, [lo_pct, hi_pct])
-    return np.clip((a - lo) / max(float(hi - lo), 1e-12) * 255.0, 0, 255).astype(np.uint8)
-
-
-def png_bytes(gray: np.ndarray) -> bytes:
-    """A grayscale uint8 (H, W) image as PNG bytes (zlib level 9)."""
-    g = np.ascontiguousarray(gray, np.uint8)
-    h, w = g.shape
-
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    raw = np.zeros((h, w + 1), np.uint8)
-    raw[:, 1:] = g
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 9)) + chunk(b"IEND", b""))
-
-
 def png_data_url(img: np.ndarray) -> str:
     """Any 2-D image -> ``data:image/png;base64,...`` (contrast-stretched to uint8)."""
-    g = img if np.asarray(img).dtype == np.uint8 else to_uint8(img)
-    return "data:image/png;base64," + base64.b64encode(png_bytes(g)).decode("ascii")
+    g = img if np.asarray(img).dtype == np.uint8 else to_uint8(img)[0]
+    return "data:image/png;base64," + base64.b64encode(png_bytes(g, compress_level=9)).decode("ascii")
 
 
 def display_bonds(xy_px: np.ndarray, pixel_size_A: float, cutoff_A: float = BOND_CUTOFF_A) -> np.ndarray:
     """(M, 2) index pairs of atoms closer than ``cutoff_A`` (for drawing only; the analysis's own bond
     graph is not stored in the output files)."""
-    from scipy.spatial import cKDTree
-
-    xy = np.asarray(xy_px, np.float64).reshape(-1, 2)
-    if len(xy) < 2:
-        return np.zeros((0, 2), np.int64)
-    return np.asarray(sorted(cKDTree(xy).query_pairs(cutoff_A / pixel_size_A)), np.int64).reshape(-1, 2)
+    return bonds_by_distance(xy_px, cutoff_A / pixel_size_A)
 
 
 def crop_figure(image: np.ndarray, xy_px: np.ndarray, species: list | np.ndarray, title: str = "",
@@ -132,24 +105,37 @@ def _read_events(path: Path) -> list:
 
 
 def _atoms_of_frames(path: Path, wanted: set) -> dict:
-    """{seq: (xy (N, 2), species (N,), ids (N,))} for the wanted frames of atoms.csv (one pass)."""
+    """{seq: dict of xy (N, 2) px, species (N,) names, ids (N,) track ids, coordination (N,), edge (N,)}
+    for the wanted frames of atoms.csv (one pass)."""
     out: dict = {s: [] for s in wanted}
     keys = {f"{s}," for s in wanted}
     with open(path) as fh:
-        next(fh, None)
+        header = next(fh, "").strip().split(",")
         for line in fh:
             k = line[: line.find(",") + 1]
             if k in keys:
-                out[int(k[:-1])].append(line)
+                out[int(k[:-1])].append(line.rstrip("\n").split(","))
+    col = {c: header.index(c) for c in ("atom_id", "x", "y", "species", "coordination", "edge") if c in header}
     res = {}
-    for s, lines in out.items():
-        if not lines:
-            res[s] = (np.zeros((0, 2)), np.zeros(0, object), np.zeros(0, np.int64))
-            continue
-        rows = [x.rstrip("\n").split(",") for x in lines]
-        res[s] = (np.array([[float(r[2]), float(r[3])] for r in rows]), np.array([r[4] for r in rows], object),
-                  np.array([int(r[1]) for r in rows], np.int64))
+    for s, rows in out.items():
+        n = len(rows)
+        num = (lambda c, dt: np.array([r[col[c]] for r in rows], float).astype(dt) if c in col and n
+               else np.full(n, -1 if dt is np.int64 else 0, dt))
+        res[s] = {"xy": np.array([[float(r[col["x"]]), float(r[col["y"]])] for r in rows]).reshape(-1, 2),
+                  "species": np.array([r[col["species"]] for r in rows], object),
+                  "ids": num("atom_id", np.int64), "coordination": num("coordination", np.int64),
+                  "edge": num("edge", np.int64) > 0}
     return res
+
+
+def _gallery_frame(seq: int, image: np.ndarray, atoms: dict, ps: float, series: str) -> GalleryFrame:
+    """A frame of the analysis as the gallery needs it (bonds by distance: atoms.csv has none)."""
+    xy = np.asarray(atoms["xy"], np.float64).reshape(-1, 2) * ps
+    n = len(xy)
+    return GalleryFrame(seq=seq, series=series, image=image, step_A=ps, xy_A=xy, species=atoms["species"],
+                        coordination=atoms.get("coordination", np.full(n, -1)),
+                        edge=atoms.get("edge", np.zeros(n, bool)), track=atoms.get("ids", np.full(n, -1)),
+                        bonds_A=segments(xy, bonds_by_distance(xy, BOND_CUTOFF_A)))
 
 
 def _images_of_frames(input_path: str | None, wanted: set, pixel_size_A: float | None) -> dict:
@@ -287,26 +273,24 @@ def _markov_plot(m: dict, name="markov"):
     return fig
 
 
-def gallery_layout(items: list, pixel_size_A: float, per_row: int = 3) -> list:
-    """Rows of before/after panels (Bokeh) for the gallery items."""
-    from bokeh.layouts import column, row
+def gallery_layout(items: list, per_row: int = 2) -> list:
+    """Rows of the gallery items' before/after pictures (:func:`dashboard.gallery.render`, PNG)."""
     from bokeh.models import Div
 
-    panels = []
+    cells = []
     for it in items:
         e = it.event
-        figs = [crop_figure(it.before, it.before_xy, it.before_species, f"before: frame {it.before_seq}",
-                            pixel_size_A=pixel_size_A, size_px=170, highlight_xy=it.centre),
-                crop_figure(it.after, it.after_xy, it.after_species, f"after: frame {it.after_seq}",
-                            pixel_size_A=pixel_size_A, size_px=170, highlight_xy=it.centre)]
-        head = Div(text=f"<b>{html.escape(str(e.get('kind')))}</b> track {e.get('atom_id')} at frame {e.get('frame')}"
-                        f"<br>{html.escape(str(e.get('before')))} → {html.escape(str(e.get('after')))}, "
-                        f"confidence {_fmt(e.get('confidence'), 2)}", width=340)
-        panels.append(column(head, row(*figs)))
-    if not panels:
+        url = "data:image/png;base64," + base64.b64encode(png_bytes(render(it), compress_level=9)).decode("ascii")
+        cells.append(f"<div class='gallery-item' style='display:inline-block;margin:0 12px 10px 0;"
+                     f"vertical-align:top'><b>{html.escape(str(e.get('kind')))}</b> track {e.get('atom_id')} at "
+                     f"frame {e.get('frame')}: {html.escape(str(e.get('before')))} → "
+                     f"{html.escape(str(e.get('after')))}, confidence {_fmt(e.get('confidence'), 2)}<br>"
+                     f"<img src='{url}' width='518' alt='before / after frame {e.get('frame')}'></div>")
+    if not cells:
         return [Div(text="<p class='note'>No event crops: no events, or the analysed input is not readable "
                          "any more (the gallery reads the frames from it).</p>")]
-    return [row(*panels[i:i + per_row]) for i in range(0, len(panels), per_row)]
+    return [Div(text="".join(cells[i:i + per_row]), width=1100, name="gallery" if i == 0 else None)
+            for i in range(0, len(cells), per_row)]
 
 
 def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None = None,
@@ -401,11 +385,11 @@ def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None
     # ---- gallery and representative frame: frames to read
     ev_sorted = sorted(events, key=lambda e: (-(e.get("confidence") or 0), e.get("frame", 0)))[:max_gallery]
     ev_sorted.sort(key=lambda e: e.get("frame", 0))
-    before_of = {}
+    before_of = {}                                 # the newest frame before the event's first change
     for k, e in enumerate(ev_sorted):
         f0 = int(e.get("first_frame", -1)) if int(e.get("first_frame", -1)) >= 0 else int(e["frame"])
         prev = seqs[seqs < f0]
-        before_of[k] = int(prev[-max(1, 2):][0]) if len(prev) else int(e["frame"])
+        before_of[k] = int(prev[-1]) if len(prev) else None
     ok_seqs = seqs[[not r.get("error") for r in frames]] if len(frames) else seqs
     rep_seq = None
     if len(hist.tracks) and len(ok_seqs):
@@ -414,7 +398,8 @@ def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None
         rep_seq = int(hist.frames.seq[np.argmax(np.where(okcol, known, -1))])
     elif len(ok_seqs):
         rep_seq = int(ok_seqs[len(ok_seqs) // 2])
-    wanted = {int(e["frame"]) for e in ev_sorted} | set(before_of.values()) | ({rep_seq} if rep_seq is not None else set())
+    wanted = ({int(e["frame"]) for e in ev_sorted} | {b for b in before_of.values() if b is not None}
+              | ({rep_seq} if rep_seq is not None else set()))
     if (d / "gallery.npz").exists():               # written live (engine.stats_live): crops kept at the time
         items = load_gallery(d / "gallery.npz")[:max_gallery]
         wanted = {rep_seq} if rep_seq is not None else set()
@@ -427,14 +412,18 @@ def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None
         with np.load(d / "representative.npz", allow_pickle=False) as z:
             rep_seq = int(z["seq"])
             images[rep_seq] = z["image"]
-            atoms[rep_seq] = (z["xy"], z["species"].astype(object), None)
+            atoms[rep_seq] = {"xy": z["xy"], "species": z["species"].astype(object)}
     if items is None:
-        items = gallery_items_from_frames(ev_sorted, [before_of[k] for k in range(len(ev_sorted))], images, atoms, ps)
-    gallery = gallery_layout(items, ps)
+        series = str(acq.get("series", ""))
+        gf = {s: _gallery_frame(s, images[s], atoms[s], ps, series) for s in images if s in atoms}
+        items = [gallery_item(e, gf.get(before_of[k]), gf[int(e["frame"])]) for k, e in enumerate(ev_sorted)
+                 if int(e["frame"]) in gf]
+    gallery = gallery_layout(items)
     rep = []
     if rep_seq is not None and rep_seq in images:
         img = images[rep_seq]
-        xy, sp, _ids = atoms.get(rep_seq, (np.zeros((0, 2)), np.zeros(0, object), None))
+        a = atoms.get(rep_seq, {"xy": np.zeros((0, 2)), "species": np.zeros(0, object)})
+        xy, sp = a["xy"], a["species"]
         f = max(1, int(np.ceil(max(img.shape) / REPRESENTATIVE_MAX_PX)))
         if f > 1:
             hh, ww = (img.shape[0] // f) * f, (img.shape[1] // f) * f
@@ -451,7 +440,8 @@ def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None
     layout = column(head, stats_div, row(_rates_plot(trans), _markov_plot(sd["markov"])),
                     Div(text=CSS + "<h2>Dopant state time-line</h2>", width=1100), _timeline(hist),
                     Div(text=CSS + f"<h2>Event gallery ({len(items)} of {len(events)} events; before / "
-                        "after, atoms: C cyan, Si orange, other magenta; bonds by distance)</h2>", width=1100),
+                        "after, atoms coloured as on the dashboard: C cyan, C not 3-bonded orange, Si 3-fold red, "
+                        f"Si 4-fold yellow; bonds between atoms closer than {BOND_CUTOFF_A} Å)</h2>", width=1100),
                     *gallery, Div(text=CSS + "<h2>Representative frame</h2>", width=1100), *rep)
     out = Path(html_path) if html_path else d / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -161,7 +161,8 @@ class DashboardHub:
             return row.gallery_png
         before, after, frames = self._gallery_src[row.key]
         try:
-            row.gallery_png = gallery.png_bytes(gallery.before_after(before, after, row.event, frames))
+            item = gallery.item_from_display(row.event, before, after, frames)
+            row.gallery_png = gallery.png_bytes(gallery.render(item))
         except Exception:  # a picture must never stop the event log
             log.exception("gallery picture for event %s failed", row.event.kind)
         return row.gallery_png

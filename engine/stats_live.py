@@ -4,8 +4,8 @@
 of one frame, vectorised) and read from other threads (:meth:`stats`, :meth:`write`,
 :meth:`save_folder`). Besides the observations it keeps, as plain data, what a report needs later:
 the series' acquisition metadata, the before/after crops of the first ``max_gallery`` events (from
-a short ring of recent frames; needs the pipeline's ``keep_image``) and the newest frame with the
-most dopants. :meth:`save_folder` writes an analyze-style folder (frames.csv, dopants.csv,
+a short ring of recent frames, cut by :mod:`engine.gallery`; needs the pipeline's ``keep_image``)
+and the newest frame with the most dopants. :meth:`save_folder` writes an analyze-style folder (frames.csv, dopants.csv,
 events.jsonl, summary.json, stats.json, transitions.csv, gallery.npz, representative.npz) that
 :func:`dashboard.report.build_report` turns into the session report.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import stats as S
-from engine.types import SPECIES, FrameResult
+from engine.types import FrameResult
 
 
 class LiveStats:
@@ -42,7 +42,7 @@ class LiveStats:
         self._frames_rows: list = []
         self._events: list = []
         self._gallery: list = []
-        self._rep: tuple | None = None
+        self._rep = None
         self._rep_n = -1
         self.acquisition: dict = {}
         self.version = 0
@@ -85,24 +85,17 @@ class LiveStats:
                             "pixel_size_source": "stream start message", "meta": dict(meta or {})}
 
     @staticmethod
-    def _snapshot(r: FrameResult) -> tuple:
-        atoms = r.chemistry.atoms
-        sp = np.asarray(SPECIES, object)[np.clip(np.asarray(atoms.species, np.int64), 0, len(SPECIES) - 1)]
-        return (int(r.seq), np.asarray(r.image), np.asarray(atoms.xy_px, np.float64).reshape(-1, 2).copy(), sp)
+    def _snapshot(r: FrameResult):
+        from engine.gallery import gallery_frame
 
-    def _gallery_item(self, e: dict, after: tuple):
-        from engine.gallery import gallery_items_from_frames
+        return gallery_frame(r)
 
-        first = int(e.get("first_frame", -1))
-        first = first if first >= 0 else int(e["frame"])
-        before = [s for s in self._ring if s[0] < first]
-        if not before:
-            return None
-        b = before[-1]
-        images = {b[0]: b[1], after[0]: after[1]}
-        atoms = {b[0]: (b[2], b[3], None), after[0]: (after[2], after[3], None)}
-        items = gallery_items_from_frames([e], [b[0]], images, atoms, self.acquisition.get("pixel_size_A", 0.1))
-        return items[0] if items else None
+    def _gallery_item(self, e: dict, after):
+        from engine.gallery import before_frame, gallery_item
+
+        ring = list(self._ring)
+        before = before_frame(ring, e, after.series)
+        return None if before is None else gallery_item(e, before, after, ring)
 
     # ---- readers (any thread)
     def stats(self, complete: bool = True, note: str = "live session: statistics so far") -> S.Stats:
@@ -144,8 +137,9 @@ class LiveStats:
             fh.writelines(json.dumps(e, default=str) + "\n" for e in events)
         save_gallery(gallery, d / "gallery.npz")
         if rep is not None:
-            np.savez_compressed(d / "representative.npz", seq=np.array(rep[0]), image=np.asarray(rep[1], np.float32),
-                                xy=rep[2], species=np.asarray([str(x) for x in rep[3]], "U5"))
+            np.savez_compressed(d / "representative.npz", seq=np.array(rep.seq),
+                                image=np.asarray(rep.image, np.float32),
+                                xy=rep.xy_A / rep.step_A, species=np.asarray([str(x) for x in rep.species], "U5"))
         summary = {"frames": len(frames), "events": len(events), "input": recording, "live": True,
                    "saved_at_unix_s": time.time(), "acquisition": acq,
                    "dose": {"e_per_A2_per_frame": dose[0], "source": dose[1]}}

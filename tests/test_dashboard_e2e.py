@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _browser import chromium, click_button, click_cell, js, severe_console_errors, wait_for
+from _browser import CLICK_WAIT_S, chromium, click_button, js, severe_console_errors, wait_for
 
 from dashboard.render import event_label
 from dashboard.server import DashboardServer
@@ -111,26 +111,68 @@ def _page(drv):
                 banner: deep('.banner').map(e => e.textContent).join(' ')};""")
 
 
+#: the top-most (newest) row of the event table showing ``arguments[0]`` in a cell: [its first cell, the
+#: texts of its cells], or null while there is none
+FIND_ROW = """
+const want = arguments[0];
+for (const row of deep('.slick-row')) {
+  const cells = [...row.querySelectorAll('.slick-cell')];
+  const texts = cells.map(c => c.textContent.trim());
+  if (texts.includes(want)) { return [cells[0], texts]; }
+}
+return null;
+"""
+
+
+def _click_shown(drv, chain, kind):
+    """Click (a real click) the newest row of a ``kind`` event the page shows; the Event, or None to
+    retry. The replay loops, so events keep coming, and on a busy machine the page's table lags the
+    analyzer by several events: the row is picked on the page (frame and track) and matched there."""
+    found = js(drv, FIND_ROW, event_label(kind))
+    if found is None:
+        return None
+    cell, texts = found
+    ev = next((r.event for r in reversed(chain.dash.hub.events) if r.event.kind == kind
+               and str(r.event.frame) == texts[1] and str(r.event.atom_id) == texts[4]), None)
+    if ev is None:
+        return None
+    try:
+        cell.click()
+    except Exception:                  # stale: the grid re-rendered meanwhile
+        return None
+    return ev
+
+
 def test_replay_shows_frames_alerts_and_jumps_to_the_event(switching_chain, tmp_path):
     """01_switching_256: one Si switches 3 -> 4-fold at frame 8 (scripted in the simulator's truth)."""
     from engine.sim.truth import load_truth
 
     chain = switching_chain
-    gt = next(e for e in load_truth(SWITCHING).events if e["kind"] == "si_3_to_4")
+    switches = [e for e in load_truth(SWITCHING).events if e["kind"] == "si_3_to_4"]
+    gt = switches[0]
+
+    def truth_of(ev):
+        """The scripted switch an event reports: the movie switches 3 -> 4-fold more than once, and on a
+        busy machine the analysis (newest frame only) may miss the first one."""
+        return max((e for e in switches if e["frame"] <= ev.frame), key=lambda e: e["frame"], default=gt)
+
     with chromium() as drv:
         drv.get(chain.url)
-        wait_for(lambda: js(drv, "return model('frame_meta') !== undefined"), 20, what="the page")
+        wait_for(lambda: js(drv, "return model('frame_meta') !== undefined"), what="the page")
         chain.start_replay()
         # the image and the atoms update while the replay runs
         seen = {}
-        deadline = time.time() + 120                     # hang guard only
+        deadline = time.time() + 300                     # hang guard only
         t_alert = None
         while time.time() < deadline:
             p = _page(drv)
             if p["seq"] >= 0:
                 seen[p["seq"]] = (p["img_sum"], p["n_atoms"])
-            if "Si 3→4-fold" in p["banner"]:
+            if t_alert is None and "Si 3→4-fold" in p["banner"]:
                 t_alert = time.time()
+            # the alert, and new images on the page (a busy machine may show the alert before a second
+            # frame: the replay loops, frames keep coming)
+            if t_alert is not None and len({v[0] for v in seen.values()}) >= 2:
                 break
             time.sleep(0.03)
         assert t_alert is not None, f"no alert; frames seen {sorted(seen)}"
@@ -143,19 +185,23 @@ def test_replay_shows_frames_alerts_and_jumps_to_the_event(switching_chain, tmp_
         row = next(r for r in chain.dash.hub.events if r.event.kind == "si_3_to_4")
         ev = row.event
         assert ev.frame >= gt["frame"]          # (how many frames later depends on what analysis kept up with)
-        assert np.hypot(ev.x_A - gt["x_A"], ev.y_A - gt["y_A"]) < 1.5
+        assert np.hypot(ev.x_A - truth_of(ev)["x_A"], ev.y_A - truth_of(ev)["y_A"]) < 1.5
         print(f"alert {alert_s:.2f} s after the scripted frame left the replayer "
               f"(detected on frame {ev.frame}, truth frame {gt['frame']})")
         # clicking the event shows its frame, with the dopant ringed, while live frames go on
-        wait_for(lambda: _page(drv)["seq"] > ev.frame + 2, 5, what="later frames")
-        click_cell(drv, str(ev.frame), what="the event row", row_has=event_label(ev.kind))
-        wait_for(lambda: _page(drv)["seq"] == ev.frame, 3, what="the event's frame")
+        wait_for(lambda: _page(drv)["seq"] > ev.frame + 2, what="later frames")
+        ev = wait_for(lambda: _click_shown(drv, chain, "si_3_to_4"), CLICK_WAIT_S, what="the event row")
+        t = truth_of(ev)
+        assert ev.frame >= t["frame"] and np.hypot(ev.x_A - t["x_A"], ev.y_A - t["y_A"]) < 1.5
+        wait_for(lambda: _page(drv)["seq"] == ev.frame, what="the event's frame")
+        shown_idx = js(drv, "return model('frame_meta').data.idx[0]")
         hl = js(drv, "return model('highlight_source').data")
         ring = [i for i, lab in enumerate(hl["label"]) if f"#{ev.atom_id}" in lab]
-        assert ring and np.hypot(hl["x"][ring[0]] - gt["x_A"], hl["y"][ring[0]] - gt["y_A"]) < 1.5
+        assert ring and np.hypot(hl["x"][ring[0]] - t["x_A"], hl["y"][ring[0]] - t["y_A"]) < 1.5
         assert len(hl["x"]) >= 4                           # the Si and its neighbours are ringed too
-        time.sleep(0.5)
-        assert _page(drv)["seq"] == ev.frame and chain.service.status()["frames_analysed"] > ev.frame + 3
+        # live frames go on (the page's history grows by 3 frames) and the view stays on the event
+        wait_for(lambda: js(drv, "return model('history_slider').end") >= shown_idx + 3, what="newer frames")
+        assert _page(drv)["seq"] == ev.frame
         drv.save_screenshot(str(tmp_path / "dashboard_replay_event.png"))
         assert (tmp_path / "dashboard_replay_event.png").stat().st_size > 50_000
         assert not severe_console_errors(drv)
@@ -167,19 +213,23 @@ def test_controls_act_on_the_live_service(switching_chain, tmp_path):
     svc = chain.service
     with chromium() as drv:
         drv.get(chain.url)
-        wait_for(lambda: js(drv, "return model('frame_meta').data.seq[0] >= 0"), 20, what="the first frame")
+        wait_for(lambda: js(drv, "return model('frame_meta').data.seq[0] >= 0"), what="the first frame")
         buttons = lambda: {b.text.strip(): b for b in js(drv, "return deep('button')")}   # noqa: E731
         # pause / resume
         click_button(drv, "Pause analysis")
-        wait_for(lambda: svc.paused, 3, what="the service to pause")
-        wait_for(lambda: "ANALYSIS PAUSED" in js(drv, "return deep('.status')[0].textContent"), 4,
+        wait_for(lambda: svc.paused, what="the service to pause")
+        wait_for(lambda: "ANALYSIS PAUSED" in js(drv, "return deep('.status')[0].textContent"),
                  what="the paused state on the page")
-        n_paused = svc.status()["frames_analysed"]
-        time.sleep(0.6)
+        # frames keep arriving and are skipped, none analysed: counted in frames, not seconds (a frame
+        # being analysed when the pause came finishes first; the loop skips the next one after it)
+        skipped = svc.status()["paused_skipped"]
+        wait_for(lambda: svc.status()["paused_skipped"] > skipped, what="a frame skipped while paused")
+        n_paused, skipped = svc.status()["frames_analysed"], svc.status()["paused_skipped"]
+        wait_for(lambda: svc.status()["paused_skipped"] >= skipped + 3, what="frames skipped while paused")
         assert svc.status()["frames_analysed"] == n_paused
-        wait_for(lambda: "Resume analysis" in buttons(), 2, what="the resume button")
+        wait_for(lambda: "Resume analysis" in buttons(), what="the resume button")
         click_button(drv, "Resume analysis")
-        wait_for(lambda: not svc.paused and svc.status()["frames_analysed"] > n_paused, 4, what="analysis to resume")
+        wait_for(lambda: not svc.paused and svc.status()["frames_analysed"] > n_paused, what="analysis to resume")
         # record under a name of our choice (inside the service's recordings folder), stop, record again:
         # the second take gets a new name, the first is never overwritten
         from streamer.recording import RecordingReader
@@ -187,15 +237,17 @@ def test_controls_act_on_the_live_service(switching_chain, tmp_path):
         box = drv.execute_script(FIND_INPUT, "recording name")
         box.clear()
         box.send_keys("from-dashboard\n")
+        wait_for(lambda: any(t.rec_path.value == "from-dashboard" for t in chain.dash.sessions),
+                 what="the name on the server")
         takes = []
         for out in (chain.recordings_dir / "from-dashboard.swrec", chain.recordings_dir / "from-dashboard-2.swrec"):
-            wait_for(lambda: "● Record" in buttons(), 10, what="the record button")
+            wait_for(lambda: "● Record" in buttons(), what="the record button")
             click_button(drv, "● Record")
-            wait_for(lambda: svc.recorder.recording and out.exists(), 20, what="the recording to start")
-            wait_for(lambda: svc.recorder.written >= 3, 20, what="frames in the recording")
-            wait_for(lambda: "■ Stop recording" in buttons(), 10, what="the stop button")
+            wait_for(lambda: svc.recorder.recording and out.exists(), what="the recording to start")
+            wait_for(lambda: svc.recorder.written >= 3, what="frames in the recording")
+            wait_for(lambda: "■ Stop recording" in buttons(), what="the stop button")
             click_button(drv, "■ Stop recording")
-            wait_for(lambda: not svc.recorder.recording, 10, what="the recording to stop")
+            wait_for(lambda: not svc.recorder.recording, what="the recording to stop")
             takes.append(out)
         for out in takes:
             assert len(list(RecordingReader(out))) >= 3
@@ -203,9 +255,11 @@ def test_controls_act_on_the_live_service(switching_chain, tmp_path):
         box = drv.execute_script(FIND_INPUT, "recording name")
         box.clear()
         box.send_keys(str(tmp_path / "elsewhere.swrec") + "\n")
-        time.sleep(0.3)
+        # the server has the new text before Record is clicked (a round trip, not a time window)
+        wait_for(lambda: any(t.rec_path.value == str(tmp_path / "elsewhere.swrec") for t in chain.dash.sessions),
+                 what="the path on the server")
         click_button(drv, "● Record")
-        wait_for(lambda: "without a folder" in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')"), 10,
+        wait_for(lambda: "without a folder" in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')"),
                  what="the refusal")
         assert not svc.recorder.recording and not (tmp_path / "elsewhere.swrec").exists()
         # thresholds
@@ -213,10 +267,11 @@ def test_controls_act_on_the_live_service(switching_chain, tmp_path):
             box = drv.execute_script(FIND_INPUT, title)
             box.clear()
             box.send_keys(value + "\n")
-        time.sleep(0.3)
+        wait_for(lambda: any((t.k.value, t.n.value) == (3, 4) for t in chain.dash.sessions),
+                 what="the thresholds on the server")
         click_button(drv, "Apply thresholds")
-        wait_for(lambda: tuple(svc.cfg.events.k_of_n) == (3, 4), 4, what="the new debounce setting")
-        wait_for(lambda: "done" in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')"), 3,
+        wait_for(lambda: tuple(svc.cfg.events.k_of_n) == (3, 4), what="the new debounce setting")
+        wait_for(lambda: "done" in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')"),
                  what="the confirmation line")
         assert not severe_console_errors(drv)
 
@@ -237,17 +292,17 @@ def test_demo_command_serves_the_dashboard_and_analyses():
         line = proc.stdout.readline()
         m = re.search(r"stemwatch dashboard: (http://127\.0\.0\.1:\d+/)", line)
         assert m, f"no URL printed: {line!r}"
-        page = urllib.request.urlopen(m.group(1), timeout=10).read().decode()
+        page = urllib.request.urlopen(m.group(1), timeout=120).read().decode()
         assert "stemwatch" in page
         t0 = time.time()
         for line in proc.stderr:                 # the chain works once a frame was analysed
             err_lines.append(line)
-            if "first frame analysed" in line or time.time() - t0 > 60:
+            if "first frame analysed" in line or time.time() - t0 > 300:     # a hang guard
                 break
         assert "first frame analysed" in err_lines[-1], "".join(err_lines)
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)          # what Ctrl-C does
-        _, rest = proc.communicate(timeout=60)
+        _, rest = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()

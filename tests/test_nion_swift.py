@@ -28,7 +28,11 @@ from streamer.recording import RecordingWriter, iter_frames  # noqa: E402
 FOV_NM, SHAPE = 3.2, (48, 64)          # 0.5 A/px over 64 columns
 
 
-def _wait(cond, timeout_s=30.0, what="condition"):
+def _wait(cond, timeout_s=60.0, what="condition"):
+    """A hang guard: never shorter than tests/_wait.py's MIN_WAIT_S (a busy machine must not fail it)."""
+    from _wait import MIN_WAIT_S
+
+    timeout_s = max(float(timeout_s), MIN_WAIT_S)
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
         if cond():

@@ -15,18 +15,13 @@ from streamer import Publisher
 from streamer.recording import RecordingReader, iter_frames
 
 from _track_lattice import lattice_scene, render_frame
+from _wait import wait_until
 
 PS = 0.1
 SIZE = 160
 
 
-def _wait(cond, timeout=20.0):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
+_wait = wait_until            # a hang guard (never shorter than tests/_wait.py's MIN_WAIT_S)
 
 
 @pytest.fixture
@@ -53,6 +48,7 @@ def test_live_service_end_to_end(tmp_path, scene):
     svc = LiveService(cfg, pub.endpoint, events_endpoint="tcp://127.0.0.1:*")
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
+    mon = sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
     sub.connect(svc.events_endpoint)
     sub.setsockopt(zmq.SUBSCRIBE, EVENT_TOPIC)
     seen = []
@@ -61,7 +57,11 @@ def test_live_service_end_to_end(tmp_path, scene):
     svc.add_listener(lambda r, s: 1 / 0)          # a broken listener changes nothing
     try:
         svc.start()
-        time.sleep(0.3)                             # let SUB connect
+        # the SUB is connected before any event (its subscription follows the handshake at once): waited
+        # for, not slept for (a hang guard)
+        assert mon.poll(60_000), "the events subscriber never connected"
+        sub.disable_monitor()
+        time.sleep(0.3)                             # and its subscription has reached the PUB
         pub.start_series("live-1", (SIZE, SIZE), np.float32, PS, frame_time_s=0.05)
         for t in range(14):                         # in step with analysis: on a busy machine too, every
             pub.send_frame(scene(t))                # frame is analysed (no load-dependent drops)
@@ -69,7 +69,8 @@ def test_live_service_end_to_end(tmp_path, scene):
 
         # events on the PUB socket are exactly the events the listeners saw
         got = []
-        while sub.poll(200):
+        n_pub = svc.status()["events_published"]   # all published before the last listener call
+        while (len(got) < n_pub and sub.poll(60_000)) or sub.poll(200):   # every one, then any extra
             topic, body = sub.recv_multipart()
             assert topic == EVENT_TOPIC
             got.append(msgpack.unpackb(body))
@@ -98,7 +99,7 @@ def test_live_service_end_to_end(tmp_path, scene):
             pub.send_frame(scene(t))
             time.sleep(0.03)
         assert _wait(lambda: svc.status()["frames_received"] == 18)
-        time.sleep(0.2)
+        assert _wait(lambda: svc.status()["paused_skipped"] >= 1)     # the loop took a frame while paused
         st = svc.status()
         assert st["paused"] and st["frames_analysed"] == n0 and st["paused_skipped"] >= 1
         svc.set_paused(False)
@@ -130,6 +131,7 @@ def test_live_service_end_to_end(tmp_path, scene):
         svc.stop()
         pub.close()
         sub.close(0)
+        mon.close(0)
         ctx.term()
 
 

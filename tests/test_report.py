@@ -45,6 +45,32 @@ def test_report_is_one_self_contained_file_with_every_section(report_html):
     assert "100000" in text or "1e+05" in text             # the dose from the recording's metadata
 
 
+def test_report_gallery_is_the_dashboards_before_after_picture(report_html):
+    """One gallery: the report embeds the picture dashboard.gallery.render draws (as the dashboard and
+    `analyze --gallery`), atoms coloured by coordination: the switching Si 3-fold (red) before, 4-fold
+    (yellow) after (the old report drew its own crops, coloured by species only)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from dashboard import gallery
+
+    text = report_html.read_text().replace("\\u0027", "'")
+    cells = text.split("class='gallery-item'")[1:]
+    assert cells and "si_3_to_4" in cells[0]
+    png = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)", cells[0]).group(1))
+    pic = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    assert pic.shape == (gallery.CROP_PX + gallery.CAPTION_PX, 2 * gallery.CROP_PX + gallery.GAP_PX, 3)
+    c = gallery.CAPTION_PX + gallery.CROP_PX // 2
+    left = pic[c - 3:c + 4, gallery.CROP_PX // 2 - 3:gallery.CROP_PX // 2 + 4].reshape(-1, 3)
+    rx = gallery.CROP_PX + gallery.GAP_PX + gallery.CROP_PX // 2
+    right = pic[c - 3:c + 4, rx - 3:rx + 4].reshape(-1, 3)
+    red, yellow = np.array([0xff, 0x17, 0x44]), np.array([0xff, 0xd6, 0x00])
+    assert (np.abs(left - red).sum(1) < 30).any() and not (np.abs(left - yellow).sum(1) < 30).any()
+    assert (np.abs(right - yellow).sum(1) < 30).any() and not (np.abs(right - red).sum(1) < 30).any()
+
+
 @pytest.mark.slow
 def test_report_of_a_recording_analyses_it_first(tmp_path):
     from stemwatch.cli import main

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -12,6 +11,8 @@ from streamer.forwarder import Forwarder, ForwarderSettings, ScanFrame, load_set
 from streamer.receiver import Receiver
 from streamer.recording import RecordingWriter, iter_frames
 
+from _wait import wait_until
+
 
 def _frame(index, channel="HAADF", px=0.5, shape=(32, 40), t=1.7e9):
     data = np.full(shape, index, np.float32)
@@ -19,13 +20,7 @@ def _frame(index, channel="HAADF", px=0.5, shape=(32, 40), t=1.7e9):
                      dwell_s=2e-6, fov_nm=shape[1] * px / 10, high_tension_V=60000.0, frame_time_s=0.1)
 
 
-def _wait(cond, timeout_s=20.0):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
+_wait = wait_until            # a hang guard (never shorter than tests/_wait.py's MIN_WAIT_S)
 
 
 def test_settings_file(tmp_path):

@@ -18,6 +18,8 @@ from streamer.protocol import decode, encode_end, encode_frame, encode_heartbeat
 from streamer.recording import (FILE_HEADER, RecordingError, RecordingReader, RecordingWriter,
                                 iter_frames)
 
+from _wait import wait_until
+
 
 def _messages(n, shape=(16, 12), dtype=np.float32, series="s"):
     rng = np.random.default_rng(3)
@@ -299,9 +301,7 @@ def test_drop_policy_counts_every_lost_message(tmp_path):
         pub.start_series("slow", (64, 64), "uint16", 0.1)
         for _ in range(200):
             pub.send_frame(np.zeros((64, 64), np.uint16))
-        t_end = time.monotonic() + 10
-        while rx.stats()["frames_received"] < 200 and time.monotonic() < t_end:
-            time.sleep(0.01)
+        assert wait_until(lambda: rx.stats()["frames_received"] >= 200)        # a hang guard
         rx.stop()
     st = rx.stats()["recorder"]
     assert st["lost"] > 0 and st["written"] == w.n and st["written"] + st["lost"] == 201

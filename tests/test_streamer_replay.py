@@ -12,6 +12,8 @@ from streamer.protocol import encode_end, encode_frame, encode_start
 from streamer.recording import RecordingReader, RecordingWriter
 from streamer.replay import parse_speed, replay
 
+from _wait import wait_until
+
 
 class ListRecorder:
     def __init__(self):
@@ -33,7 +35,7 @@ def make_recording(path, t_offsets, shape=(32, 32), series="rep"):
     w.close()
 
 
-def run_replay(path, speed, loops=1):
+def run_replay(path, speed, loops=1, on_message=None):
     """Replay into a Receiver; return (received items, replay stats)."""
     rec = ListRecorder()
     bound = threading.Event()
@@ -45,14 +47,13 @@ def run_replay(path, speed, loops=1):
 
     out = {}
     th = threading.Thread(target=lambda: out.setdefault(
-        "stats", replay(path, "tcp://127.0.0.1:*", speed=speed, loops=loops, on_bound=on_bound)))
+        "stats", replay(path, "tcp://127.0.0.1:*", speed=speed, loops=loops, on_bound=on_bound,
+                        on_message=on_message)))
     th.start()
     th.join(60)
     assert not th.is_alive()
     rx = holder["rx"]
-    t_end = time.monotonic() + 10
-    while rx.stats()["messages"] < out["stats"].messages and time.monotonic() < t_end:
-        time.sleep(0.01)
+    wait_until(lambda: rx.stats()["messages"] >= out["stats"].messages)     # a hang guard; asserted by the caller
     rx.stop()
     return rec.items, out["stats"], rx.stats()
 
@@ -74,8 +75,36 @@ def _check_pacing(items, offsets, speed):
     assert np.max(np.abs(got - want)) <= 0.05 * span, np.max(np.abs(got - want))
 
 
+def _pacing_offsets(speed):
+    offsets = [0.05 * speed * i for i in range(21)]
+    offsets[10:] = [o + 0.2 * speed for o in offsets[10:]]      # and an irregular pause
+    return offsets
+
+
+@pytest.mark.parametrize("speed", [1.0, 4.0])
+def test_replay_follows_the_recorded_schedule(tmp_path, speed):
+    """The default suite's pacing check, true on a busy machine too: no frame leaves before its time
+    on the recorded schedule (t_acquired / speed from the first frame), the irregular pause included.
+    How close to the schedule frames leave is a wall-clock figure: test_replay_pacing_within_5_percent
+    (slow, `make test-slow`)."""
+    offsets = _pacing_offsets(speed)
+    path = tmp_path / "p.swrec"
+    make_recording(path, offsets)
+    sent = {}
+    items, stats, st = run_replay(path, speed, on_message=lambda m, f: sent.setdefault(f, time.monotonic()))
+    assert stats.frames == 21 and st["frames_received"] == 21 and st["gaps"] == []
+    t = np.asarray([sent[f] for f in range(1, 22)])           # when frame f-1 had left
+    want = (np.asarray(offsets) - offsets[0]) / speed
+    # never early (an absolute schedule: a late frame does not delay the next ones, so no upper bound
+    # on a busy machine); the pause before frame 10 is part of the schedule
+    assert np.all(t - t[0] >= want - 0.01), np.min(t - t[0] - want)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("speed", [1.0, 4.0])
 def test_replay_pacing_within_5_percent(tmp_path, speed):
+    """Wall-clock precision of the pacing (slow: a busy machine delays frames; the default suite
+    checks the schedule itself in test_replay_follows_the_recorded_schedule)."""
     # 1.0 s x speed of recorded time, so that every speed replays over ~1.2 s of wall time and
     # the 5 % tolerance is not eaten by one scheduler hiccup on a loaded 2-core machine.
     offsets = [0.05 * speed * i for i in range(21)]
@@ -106,9 +135,7 @@ def _collect(source, n_frames):
     th.start()
     th.join(60)
     rx = holder["rx"]
-    t_end = time.monotonic() + 10
-    while rx.stats()["frames_received"] < n_frames and time.monotonic() < t_end:
-        time.sleep(0.01)
+    wait_until(lambda: rx.stats()["frames_received"] >= n_frames)           # a hang guard; asserted by the caller
     rx.stop()
     return rec.items, rx.stats()
 

@@ -44,14 +44,13 @@ def test_only_allow_listed_clients_receive(tmp_path):
     plain = Receiver(pub.endpoint, cfg).start()
     good = Receiver(pub.endpoint, cfg, curve=Curve(str(keys / "analyzer.key_secret"), server_pub)).start()
     try:
-        time.sleep(0.5)                                    # let all three handshakes finish (or fail)
+        # the allowed client's handshake is done before sending (PUSH waits only send_timeout_s for a peer)
+        assert wait_until(lambda: good.stats()["peers_connected"] >= 1)
         pub.start_series("sec", (16, 16), "uint16", 0.1)
         for i in range(5):
             pub.send_frame(np.full((16, 16), i, np.uint16))
-        t_end = time.monotonic() + 10
-        while good.stats()["frames_received"] < 5 and time.monotonic() < t_end:
-            time.sleep(0.02)
-        time.sleep(0.3)
+        assert wait_until(lambda: good.stats()["frames_received"] >= 5)
+        time.sleep(0.3)                                    # a chance for a wrong delivery to show
         assert good.stats()["frames_received"] == 5
         assert intruder.stats()["messages"] == 0 and plain.stats()["messages"] == 0
     finally:
