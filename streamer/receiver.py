@@ -8,7 +8,11 @@ An I/O thread drains the socket at all times and decodes every message (protocol
   recorder falls behind and the queue is full the message is lost *to the recorder only*, and that
   is counted (``recorder.lost``), never silent. With ``StreamConfig.recorder_policy="block"`` the
   I/O thread instead waits for room (lossless recording; a PUSH publisher is then slowed to the
-  disk's speed, and the time spent waiting is counted in ``recorder.blocked_s``).
+  disk's speed, and the time spent waiting is counted in ``recorder.blocked_s``). In that mode
+  what the process holds is bounded in bytes by ``StreamConfig.recorder_max_buffer_bytes``
+  (:class:`LosslessBudget`): the queue counts a message until it is written, the I/O thread stops
+  reading the socket while the queue has no room, and over TCP libzmq's receive mark is sized
+  from the budget (docs/recording.md).
 
 It tracks series (start/end, new series without an end, publisher restarts), sequence gaps (exact
 seq ranges), stalls (no frame for ``stall_timeout_s`` while a series is open), malformed
