@@ -48,6 +48,9 @@ class StreamConfig(Section):
     max_gaps_kept: int = 1000                        # most recent seq gaps listed in stats (all are counted)
     recorder_policy: Literal["drop", "block"] = "drop"  # queue full: "drop" (count it, never slow the
                                                      # socket) or "block" (lossless: back-pressure a PUSH sender)
+    recorder_max_buffer_bytes: int = 1 << 30         # "block" (lossless) mode: the most message bytes the
+                                                     # recorder path holds (its queue + libzmq's receive
+                                                     # queue); beyond it the sender is slowed (docs/recording.md)
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ RULES: dict[str, dict] = {
     "stream.max_frame_bytes": _gt(0), "stream.max_frame_side_px": _gt(0),
     "stream.rcvhwm": _ge(0, "messages"), "stream.recorder_queue_frames": _ge(1, "frames"),
     "stream.stall_timeout_s": _ge(0), "stream.poll_interval_s": _gt(0), "stream.recorder_queue_bytes": _gt(0),
-    "stream.max_gaps_kept": _ge(0, "gaps"),
+    "stream.max_gaps_kept": _ge(0, "gaps"), "stream.recorder_max_buffer_bytes": _gt(0, "bytes"),
     "inference.tile_px": _ge(16), "inference.tile_overlap_px": _ge(0), "inference.threads": _ge(1, "threads"),
     "chemistry.prob_threshold": _in(0.0, 1.0, "probability", open_min=True),
     "chemistry.min_atom_separation_A": _gt(0), "chemistry.bond_cutoff_A": {**_gt(0), "item": float},

@@ -8,7 +8,11 @@ An I/O thread drains the socket at all times and decodes every message (protocol
   recorder falls behind and the queue is full the message is lost *to the recorder only*, and that
   is counted (``recorder.lost``), never silent. With ``StreamConfig.recorder_policy="block"`` the
   I/O thread instead waits for room (lossless recording; a PUSH publisher is then slowed to the
-  disk's speed, and the time spent waiting is counted in ``recorder.blocked_s``).
+  disk's speed, and the time spent waiting is counted in ``recorder.blocked_s``). In that mode
+  what the process holds is bounded in bytes by ``StreamConfig.recorder_max_buffer_bytes``
+  (:class:`LosslessBudget`): the queue counts a message until it is written, the I/O thread stops
+  reading the socket while the queue has no room, and over TCP libzmq's receive mark is sized
+  from the budget (docs/recording.md).
 
 It tracks series (start/end, new series without an end, publisher restarts), sequence gaps (exact
 seq ranges), stalls (no frame for ``stall_timeout_s`` while a series is open), malformed
@@ -28,8 +32,10 @@ import collections
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import zmq
 
 from stemwatch.config import StreamConfig
@@ -50,43 +56,103 @@ def socket_limit_bytes(max_frame_bytes: int) -> int:
     return max(4 * int(max_frame_bytes), MAX_HEADER_BYTES)
 
 
+@dataclass(frozen=True)
+class LosslessBudget:
+    """How ``StreamConfig.recorder_max_buffer_bytes`` is shared out in lossless mode
+    (``recorder_policy="block"``), all in bytes. What the receiving process holds of the stream is
+    at most ``total_bytes``: the recorder queue (messages queued and the one being written) at most
+    ``queue_bytes``; libzmq's receive queue at most ``socket_bytes`` (its high-water mark, in
+    messages, is set from the message size, see :meth:`socket_hwm`); and one message libzmq is
+    still receiving, at most ``message_max_bytes``. The kernel's socket buffers (a few MB) are not
+    the process's memory and come on top."""
+
+    total_bytes: int
+    socket_bytes: int
+    message_max_bytes: int
+    queue_bytes: int
+
+    def socket_hwm(self, message_bytes: int, cap: int) -> int:
+        """Receive high-water mark (messages) keeping ``socket_bytes`` for messages of this size
+        (at least 1, at most ``cap``)."""
+        return max(1, min(int(cap), self.socket_bytes // max(1, int(message_bytes))))
+
+
+def lossless_budget(cfg: StreamConfig) -> LosslessBudget:
+    """The lossless recorder path's byte budget for ``cfg``; ValueError (one line) when
+    ``recorder_max_buffer_bytes`` cannot hold one largest message in each place."""
+    total = int(cfg.recorder_max_buffer_bytes)
+    largest = socket_limit_bytes(cfg.max_frame_bytes) + MAX_HEADER_BYTES
+    socket = total // 4
+    queue = min(int(cfg.recorder_queue_bytes), total - socket - largest)
+    if queue < largest:
+        need = -(-8 * largest // 3) + 8
+        raise ValueError(f"recorder_max_buffer_bytes={total} is too small for max_frame_bytes={cfg.max_frame_bytes}: "
+                         f"lossless recording needs at least {need} bytes (and recorder_queue_bytes >= {largest})")
+    return LosslessBudget(total, socket, largest, queue)
+
+
 class _RecorderQueue:
-    """A bounded FIFO (frames and bytes) feeding a recorder thread. ``put`` never blocks."""
+    """A bounded FIFO (frames and bytes) feeding a recorder thread. A message's bytes count from
+    :meth:`put` until the recorder calls :meth:`done` (written), so ``nbytes`` is everything the
+    recorder side holds; ``peak_bytes`` is its maximum."""
 
     def __init__(self, max_items: int, max_bytes: int):
         self.max_items, self.max_bytes = max_items, max_bytes
         self.items: collections.deque = collections.deque()
         self.nbytes = 0
+        self.peak_bytes = 0
         self.cond = threading.Condition()
         self.closed = False
 
     def _full(self, nbytes: int) -> bool:
-        return bool(self.items) and (len(self.items) >= self.max_items or self.nbytes + nbytes > self.max_bytes)
+        return self.nbytes > 0 and (len(self.items) >= self.max_items or self.nbytes + nbytes > self.max_bytes)
 
-    def put(self, parts: list, t: float, nbytes: int, block: bool = False) -> bool:
-        """Queue one message; if full, wait for room when ``block`` else return False."""
+    def wait_room(self, nbytes: int, timeout_s: float | None = None) -> bool:
+        """Wait (at most ``timeout_s``) until a message of ``nbytes`` would fit; True if it does."""
+        with self.cond:
+            return self.cond.wait_for(lambda: self.closed or not self._full(nbytes), timeout_s) and not self.closed
+
+    def put(self, parts: list, t: float, nbytes: int, block: bool = False,
+            stop: threading.Event | None = None) -> bool:
+        """Queue one message; if full, wait for room when ``block`` (until closed or ``stop`` is
+        set: then False) else return False."""
         with self.cond:
             if block:
                 while self._full(nbytes) and not self.closed:
+                    if stop is not None and stop.is_set():
+                        return False
                     self.cond.wait(0.1)
             elif self._full(nbytes):
                 return False
             self.items.append((parts, t, nbytes))
             self.nbytes += nbytes
-            self.cond.notify()
+            self.peak_bytes = max(self.peak_bytes, self.nbytes)
+            self.cond.notify_all()
             return True
 
     def get(self):
-        """The next item, or None once closed and empty."""
+        """The next item, or None once closed and empty. Its bytes stay counted until :meth:`done`."""
         with self.cond:
             while not self.items and not self.closed:
                 self.cond.wait()
             if not self.items:
                 return None
-            item = self.items.popleft()
-            self.nbytes -= item[2]
+            return self.items.popleft()
+
+    def done(self, nbytes: int) -> None:
+        """The recorder has finished with a message of ``nbytes`` (written or given up)."""
+        with self.cond:
+            self.nbytes -= nbytes
             self.cond.notify_all()
-            return item
+
+    def clear(self) -> int:
+        """Drop every queued message (not the one being written); returns how many."""
+        with self.cond:
+            n = len(self.items)
+            self.nbytes -= sum(item[2] for item in self.items)
+            self.items.clear()
+            self.cond.notify_all()
+            return n
 
     def close(self) -> None:
         with self.cond:
@@ -120,11 +186,16 @@ class Receiver:
         socket_type = socket_type.upper()
         if socket_type not in ("PULL", "SUB"):
             raise ValueError(f"socket_type must be PULL or SUB, got {socket_type!r}")
+        #: lossless mode's byte budget (:class:`LosslessBudget`); None in "drop" mode or without a recorder
+        self.budget = (lossless_budget(self.cfg) if self.cfg.recorder_policy == "block" and recorder is not None
+                       else None)
+        self._hwm = self.socket_hwm(self.cfg, self.budget, endpoint)   # receive high-water mark (messages)
+        self._msg_bytes: int | None = None     # lossless: the message size expected (announced or seen)
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.PULL if socket_type == "PULL" else zmq.SUB)
         self._auth = None
         try:
-            self._sock.rcvhwm = int(self.cfg.rcvhwm)
+            self._sock.rcvhwm = self._hwm
             self._sock.linger = 0
             # libzmq drops (and disconnects) a peer sending a larger part: a hostile or broken
             # sender can never make us allocate more than this per message part.
@@ -158,7 +229,8 @@ class Receiver:
         self._stop = threading.Event()
         self._io_thread: threading.Thread | None = None
         self._rec_thread: threading.Thread | None = None
-        self._rq = _RecorderQueue(self.cfg.recorder_queue_frames, self.cfg.recorder_queue_bytes)
+        self._rq = _RecorderQueue(self.cfg.recorder_queue_frames,
+                                  self.budget.queue_bytes if self.budget else self.cfg.recorder_queue_bytes)
         # state (written by the I/O thread under self._lock)
         self._open: str | None = None           # the open series
         self._open_header: dict | None = None
@@ -203,20 +275,14 @@ class Receiver:
             if self._io_thread.is_alive():
                 log.error("the receiver's I/O thread did not stop within %.0f s", timeout_s)
         if not drain_recorder:
-            with self._rq.cond:
-                lost = len(self._rq.items)
-                self._rq.items.clear()
-                self._rq.nbytes = 0
+            lost = self._rq.clear()
             with self._lock:
                 self._s["rec_lost"] += lost
         self._rq.close()
         if self._rec_thread is not None:
             self._rec_thread.join(drain_timeout_s)
             if self._rec_thread.is_alive():          # a stuck disk: give up on the rest, count it
-                with self._rq.cond:
-                    lost = len(self._rq.items)
-                    self._rq.items.clear()
-                    self._rq.nbytes = 0
+                lost = self._rq.clear()
                 with self._lock:
                     self._s["rec_lost"] += lost
                 log.error("the recorder did not finish within %.0f s: %d queued message(s) lost",
@@ -288,6 +354,9 @@ class Receiver:
                     "backlog_s": self._backlog_age_s(),
                     "lost": s["rec_lost"], "error": s["rec_error"], "policy": self.cfg.recorder_policy,
                     "blocked_s": s["rec_blocked_s"],
+                    "peak_bytes": self._rq.peak_bytes, "queue_limit_bytes": self._rq.max_bytes,
+                    "max_buffer_bytes": self.budget.total_bytes if self.budget else None,
+                    "socket_hwm": self._hwm,
                 },
             }
         return out
@@ -322,6 +391,8 @@ class Receiver:
     def _drain_socket(self) -> None:
         sock = self._sock
         for _ in range(10_000):          # drain, but look at the stop flag now and then
+            if self.budget is not None and not self._wait_room():
+                break
             try:
                 parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -332,6 +403,45 @@ class Receiver:
                 log.exception("unexpected error handling a message")
                 with self._lock:
                     self._s["malformed"]["internal_error"] += 1
+
+    # ------------------------------------------------------------------------------- lossless byte budget
+    @staticmethod
+    def socket_hwm(cfg: StreamConfig, budget: LosslessBudget | None, endpoint: str) -> int:
+        """The receive high-water mark (messages), fixed when the socket is made: ``cfg.rcvhwm``;
+        in lossless mode over TCP as many of the largest messages the socket accepts as fit in
+        ``budget.socket_bytes`` (at least 1), so libzmq's queue is bounded in bytes whatever the
+        frame size. (It is never changed on a connected socket: libzmq can wedge a pipe whose mark
+        is lowered while messages are in flight.) Over ``ipc://`` and ``inproc://`` it stays
+        ``cfg.rcvhwm``: libzmq drops what a Unix socket still holds when a back-pressured peer
+        closes (libzmq issue #4660), so a small mark would lose the end of a stream there."""
+        hwm = int(cfg.rcvhwm)
+        if budget is None or endpoint.startswith(("ipc://", "inproc://")):
+            return hwm
+        by_bytes = max(1, budget.socket_bytes // budget.message_max_bytes)
+        return by_bytes if hwm <= 0 else min(hwm, by_bytes)
+
+    def _expect(self, nbytes: int, announced: bool = False) -> None:
+        """Lossless mode: messages of ``nbytes`` are coming (a ``start`` announces its frames' size
+        and resets the expectation; any larger message raises it at once)."""
+        if self.budget is not None and (announced or self._msg_bytes is None or nbytes > self._msg_bytes):
+            self._msg_bytes = int(nbytes)
+
+    def _wait_room(self) -> bool:
+        """Lossless mode, before taking a message off the socket: wait until the recorder queue
+        has room for one of the expected size. Meanwhile nothing is read, so libzmq's queue fills
+        to its mark and back-pressures TCP and the PUSH sender. False when stopping."""
+        need = self._msg_bytes or 0
+        if self._rq.wait_room(need, 0):
+            return True
+        t0 = time.monotonic()
+        try:
+            while not self._rq.wait_room(need, 0.1):
+                if self._stop.is_set() or self._rq.closed:
+                    return False
+            return True
+        finally:
+            with self._lock:
+                self._s["rec_blocked_s"] += time.monotonic() - t0
 
     def _drain_monitor(self) -> None:
         from zmq.utils.monitor import recv_monitor_message
@@ -432,8 +542,10 @@ class Receiver:
 
     def _handle(self, parts: list, t_arrival: float) -> None:
         cfg = self.cfg
+        nbytes = sum(len(getattr(p, "buffer", p)) for p in parts)
         with self._lock:
             self._s["messages"] += 1
+        self._expect(nbytes)
         try:
             msg = decode(parts, max_frame_bytes=cfg.max_frame_bytes, max_side=cfg.max_frame_side_px,
                          t_received=t_arrival)
@@ -442,6 +554,9 @@ class Receiver:
                 self._bad(exc.reason)
             return
         h = msg.header
+        if msg.type == "start" and self.budget is not None:
+            # the frames' size as announced (+ room for their header)
+            self._expect(int(np.prod(h["shape"])) * np.dtype(h["dtype"]).itemsize + 4096, announced=True)
         with self._slot_cond:
             if msg.type == "heartbeat":
                 self._s["heartbeats"] += 1
@@ -504,11 +619,11 @@ class Receiver:
             if self._s["rec_error"] is not None:
                 self._s["rec_lost"] += 1
                 return
-        # Outside the lock: in "block" mode this waits for the recorder thread, which needs it.
-        nbytes = sum(len(getattr(p, "buffer", p)) for p in parts)
+        # Outside the lock: in "block" mode this waits for the recorder thread, which needs it
+        # (rarely: _wait_room made room for a message of the expected size before it was read).
         block = cfg.recorder_policy == "block"
         t0 = time.monotonic()
-        ok = self._rq.put(parts, t_arrival, nbytes, block=block)
+        ok = self._rq.put(parts, t_arrival, nbytes, block=block, stop=self._stop)
         with self._lock:
             if block:
                 self._s["rec_blocked_s"] += time.monotonic() - t0
@@ -521,23 +636,23 @@ class Receiver:
             item = self._rq.get()
             if item is None:
                 return
-            parts, t, _ = item
+            parts, t, nbytes = item
             try:
                 self.recorder.write(parts, t)
             except Exception as exc:  # disk full, I/O error: stop recording, keep receiving
                 msg = str(exc) or type(exc).__name__
                 log.error("recorder stopped: %s", msg)
-                with self._rq.cond:
-                    dropped = len(self._rq.items)
-                    self._rq.items.clear()
-                    self._rq.nbytes = 0
+                self._rq.done(nbytes)
+                dropped = self._rq.clear()
                 with self._lock:
                     self._s["rec_error"] = msg
                     self._s["rec_lost"] += 1 + dropped
                 # keep consuming (and counting) until closed
-                while self._rq.get() is not None:
+                while (item := self._rq.get()) is not None:
+                    self._rq.done(item[2])
                     with self._lock:
                         self._s["rec_lost"] += 1
                 return
+            self._rq.done(nbytes)
             with self._lock:
                 self._s["rec_written"] += 1
