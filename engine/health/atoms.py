@@ -76,8 +76,8 @@ def estimate_snr(image: np.ndarray, chem) -> float:
         img = img.astype(np.float32)
     ps = float(atoms.pixel_size_A)
     c = np.asarray(atoms.species) == 0
-    rings = [r for r in (chem.rings or []) if len(r) == 6]
-    if c.sum() < 20 or len(rings) < MIN_HEXAGONS:
+    centres = _hexagon_centres(np.asarray(atoms.xy_px, np.float64), chem.rings, 150)
+    if c.sum() < 20 or centres is None:
         return float("nan")
     H, W = img.shape
     crop = img[max(0, H // 2 - 96):H // 2 + 96, max(0, W // 2 - 96):W // 2 + 96]
@@ -85,7 +85,6 @@ def estimate_snr(image: np.ndarray, chem) -> float:
     if not sigma > 0:
         return float("nan")
     xy = np.asarray(atoms.xy_px, np.float64)
-    centres = np.array([xy[np.asarray(r)].mean(0) for r in rings[:150]])
 
     # mean over a 0.35 A disc: wide enough that the noise the network may have locked onto averages out
     step = max(1.0, 0.07 / ps)
@@ -103,3 +102,18 @@ def estimate_snr(image: np.ndarray, chem) -> float:
     h = float(np.nanmedian(disc_mean(cxy)) - np.nanmedian(disc_mean(centres)))
     sp = PROBE_FWHM_A / 2.3548
     return SNR_SCALE * 1.41 * h * sp / (sigma * ps)
+
+
+def _hexagon_centres(xy: np.ndarray, rings, first: int) -> np.ndarray | None:
+    """(K, 2) mean position of the first ``first`` hexagons' corners; None with fewer than MIN_HEXAGONS."""
+    sizes = getattr(rings, "sizes", None)
+    if sizes is not None:                                  # a RingList: flat arrays, no loop
+        six = np.flatnonzero(np.asarray(sizes) == 6)
+        if len(six) < MIN_HEXAGONS:
+            return None
+        idx = np.asarray(rings.atoms)[np.asarray(rings.offsets)[six[:first], None] + np.arange(6)]
+        return xy[idx].mean(1)
+    hexes = [r for r in (rings or []) if len(r) == 6]
+    if len(hexes) < MIN_HEXAGONS:
+        return None
+    return np.array([xy[np.asarray(r)].mean(0) for r in hexes[:first]])
