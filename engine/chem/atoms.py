@@ -114,42 +114,78 @@ def _peaks(smooth: np.ndarray, pa: np.ndarray, threshold: float, min_sep_px: flo
     return np.stack(np.divmod(cand, w), 1)
 
 
-def _shift_max(a: np.ndarray, size: int, axis: int) -> np.ndarray:
-    """Running maximum over ``size`` samples along ``axis`` (window centred, edges padded low).
+def _shift_max(a: np.ndarray, size: int, axis: int, op=np.maximum) -> np.ndarray:
+    """Running maximum (``op=np.minimum``: minimum) over ``size`` samples along ``axis`` (window
+    centred, samples outside the array ignored).
 
-    Log-step doubling: about ``log2(size)`` ``np.maximum`` calls whatever the window.
+    Log-step doubling: about ``log2(size)`` ``op`` calls whatever the window. Along axis 1 the
+    shifts run on the flattened rows (a 2D slice shifted by a column is ~3x slower in numpy than the
+    same 1D shift); the samples that wrap into the next row are never read by a kept output.
     """
     if size <= 1:
         return a
     lo = size // 2
+    fill = -np.inf if op is np.maximum else np.inf
     pad = [(0, 0), (0, 0)]
     pad[axis] = (lo, size - 1 - lo)
-    b = np.pad(a, pad, mode="constant", constant_values=-np.inf)
+    b = np.pad(a, pad, mode="constant", constant_values=fill)
     n = a.shape[axis]
+    if axis == 1:                                  # cur[k] = op(flat[k : k + width]); row r, col c at r * stride + c
+        stride = b.shape[1]
+        cur, width = b.ravel(), 1
+        while width * 2 <= size:
+            cur = op(cur[:-width], cur[width:])
+            width *= 2
+        rest = size - width
+        if rest:
+            cur = op(cur[:len(cur) - rest], cur[rest:])
+        out = np.empty(b.size, cur.dtype)
+        out[:len(cur)] = cur
+        return out.reshape(b.shape)[:, :n]
     cur, width = b, 1
-    while width * 2 <= size:                      # cur[i] = max(b[i : i + width])
-        sl = [slice(None)] * 2
-        sl[axis] = slice(width, None)
-        sl0 = [slice(None)] * 2
-        sl0[axis] = slice(0, cur.shape[axis] - width)
-        cur = np.maximum(cur[tuple(sl0)], cur[tuple(sl)])
+    while width * 2 <= size:                      # cur[i] = op(b[i : i + width])
+        cur = op(cur[:cur.shape[0] - width], cur[width:])
         width *= 2
     rest = size - width
-    sl0 = [slice(None)] * 2
-    sl0[axis] = slice(0, n)
     if rest:
-        sl = [slice(None)] * 2
-        sl[axis] = slice(rest, rest + n)
-        return np.maximum(cur[tuple(sl0)], cur[tuple(sl)])
-    return cur[tuple(sl0)]
+        return op(cur[:n], cur[rest:rest + n])
+    return cur[:n]
 
 
 def _binomial5(a: np.ndarray) -> np.ndarray:
-    """Separable [1, 4, 6, 4, 1] / 16 smoothing (sigma = 1 px), edges replicated."""
+    """Separable [1, 4, 6, 4, 1] / 16 smoothing (sigma = 1 px), edges replicated.
+
+    Both passes run on the flattened padded array (see :func:`_shift_max`), in the order and with the
+    rounding of ``(b[:, :-4] + b[:, 4:]) * c1 + ...`` along axis 1, then the same along axis 0."""
+    h, w = a.shape
     b = np.pad(a, 2, mode="edge")
     c1, c4, c6 = np.float32(1 / 16), np.float32(4 / 16), np.float32(6 / 16)
-    r = (b[:, :-4] + b[:, 4:]) * c1 + (b[:, 1:-3] + b[:, 3:-1]) * c4 + b[:, 2:-2] * c6
-    return (r[:-4] + r[4:]) * c1 + (r[1:-3] + r[3:-1]) * c4 + r[2:-2] * c6
+    f = b.ravel()
+    m = f.size - 4
+    r = np.empty(f.size, np.result_type(b.dtype, np.float32))
+    t = np.empty(m, r.dtype)
+    # (b[:, :-4] + b[:, 4:]) * c1 + (b[:, 1:-3] + b[:, 3:-1]) * c4 + b[:, 2:-2] * c6, same order of operations
+    x = r[:m]
+    np.add(f[:m], f[4:], out=x)
+    x *= c1
+    np.add(f[1:m + 1], f[3:m + 3], out=t)
+    t *= c4
+    x += t
+    np.multiply(f[2:m + 2], c6, out=t)
+    x += t
+    r[m:] = 0                                      # junk columns of the last row: keep them finite
+    # the same along columns, on whole padded rows (stride s): the last 4 columns of each row are junk
+    s = b.shape[1]
+    n = h * s
+    out = np.empty(n, r.dtype)
+    np.add(r[:n], r[4 * s:4 * s + n], out=out)
+    out *= c1
+    np.add(r[s:s + n], r[3 * s:3 * s + n], out=t[:n])
+    t[:n] *= c4
+    out += t[:n]
+    np.multiply(r[2 * s:2 * s + n], c6, out=t[:n])
+    out += t[:n]
+    return np.ascontiguousarray(out.reshape(h, s)[:, :w])
 
 
 def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
@@ -158,7 +194,15 @@ def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
     H, W = -(-h // f) * f, -(-w // f) * f
     if (H, W) != (h, w):
         a = np.pad(a, ((0, H - h), (0, W - w)), mode="edge")
-    return a.reshape(H // f, f, W // f, f).mean(axis=(1, 3), dtype=np.float32)
+    a = np.asarray(a, np.float32)
+    cols = a[:, 0::f].copy()                   # strided sums: ~25x faster than mean over reshaped axes
+    for j in range(1, f):
+        cols += a[:, j::f]
+    out = cols[0::f].copy()
+    for i in range(1, f):
+        out += cols[i::f]
+    out /= np.float32(f * f)
+    return out
 
 
 def _disc(radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -286,7 +330,7 @@ def contrast_maps(image: np.ndarray, pixel_size_A: float) -> tuple:
     pxd = pixel_size_A * f
     sm = _binomial5(img)
     size = max(3, int(round(3.0 / pxd)) | 1)
-    bg = _binomial5(-_shift_max(_shift_max(-sm, size, 0), size, 1))
+    bg = _binomial5(_shift_max(_shift_max(sm, size, 0, np.minimum), size, 1, np.minimum))
     return sm, bg, pxd, f
 
 

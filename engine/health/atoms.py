@@ -72,8 +72,8 @@ def estimate_snr(image: np.ndarray, chem) -> float:
     img = np.asarray(image)
     if img.ndim != 2:
         return float("nan")
-    if img.dtype != np.float32 and img.dtype != np.float64:
-        img = img.astype(np.float32)
+    # an integer frame is sampled as it is (no float copy of the whole frame): values as float32
+    out_dtype = img.dtype if img.dtype in (np.float32, np.float64) else np.float32
     ps = float(atoms.pixel_size_A)
     c = np.asarray(atoms.species) == 0
     centres = _hexagon_centres(np.asarray(atoms.xy_px, np.float64), chem.rings, 150)
@@ -94,7 +94,7 @@ def estimate_snr(image: np.ndarray, chem) -> float:
 
     def disc_mean(p):
         q = (p[:, None, :] + off[None]).reshape(-1, 2)
-        v = ndimage.map_coordinates(img, [q[:, 1], q[:, 0]], order=1, mode="nearest")
+        v = ndimage.map_coordinates(img, [q[:, 1], q[:, 0]], order=1, mode="nearest", output=out_dtype)
         return v.reshape(len(p), -1).mean(1)
 
     cxy = xy[c]
