@@ -438,22 +438,40 @@ def _subset(atoms: Atoms, keep: np.ndarray) -> Atoms:
                  atoms.border[keep], atoms.pixel_size_A, atoms.frame_shape)
 
 
+def pairs_within(xy: np.ndarray, centres: np.ndarray, r: float, dense_limit: int = 200_000
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """All (c, j) with ``(xy[j] - centres[c])**2`` summed over x, y ``< r * r``, sorted by (c, j).
+
+    Direct differences when ``len(centres) * len(xy) <= dense_limit`` (a few centres), else
+    candidates from a KD-tree (O(N log N)) filtered by the same expression, so both give the same
+    pairs."""
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    centres = np.asarray(centres, np.float64).reshape(-1, 2)
+    if len(centres) * len(xy) <= dense_limit:
+        dx = xy[None, :, 0] - centres[:, 0][:, None]
+        dy = xy[None, :, 1] - centres[:, 1][:, None]
+        c, j = np.nonzero(dx * dx + dy * dy < r * r)
+        return c, j
+    lists = cKDTree(xy).query_ball_point(centres, r)
+    cnt = np.fromiter((len(x) for x in lists), np.int64, len(lists))
+    c = np.repeat(np.arange(len(centres)), cnt)
+    j = np.fromiter((k for x in lists for k in x), np.int64, int(cnt.sum()))
+    dx = xy[j, 0] - centres[c, 0]
+    dy = xy[j, 1] - centres[c, 1]
+    ok = dx * dx + dy * dy < r * r
+    c, j = c[ok], j[ok]
+    order = np.lexsort((j, c))
+    return c[order], j[order]
+
+
 def _clear_around_heavy(atoms: Atoms, sep_px: float) -> np.ndarray:
     """Keep-mask: no atom closer than ``sep_px`` to a heavy atom (a bright blob can show a second
     maximum on its flank); between two heavy atoms the more confident stays."""
     keep = np.ones(len(atoms), bool)
     heavy = np.flatnonzero(atoms.species != 0)
     xy = atoms.xy_px
-    if len(heavy) * len(xy) <= 4_000_000:                 # few heavy atoms: direct distances
-        dx = xy[None, :, 0] - xy[heavy, 0][:, None]
-        dy = xy[None, :, 1] - xy[heavy, 1][:, None]
-        hh, j = np.nonzero(dx * dx + dy * dy < sep_px * sep_px)
-        h = heavy[hh]
-    else:
-        lists = cKDTree(xy).query_ball_point(xy[heavy], sep_px)
-        cnt = np.fromiter((len(x) for x in lists), np.int64, len(lists))
-        h = np.repeat(heavy, cnt)
-        j = np.fromiter((k for x in lists for k in x), np.int64, int(cnt.sum()))
+    hh, j = pairs_within(xy, xy[heavy], sep_px)
+    h = heavy[hh]
     other = h != j
     h, j = h[other], j[other]
     if len(h) == 0:

@@ -144,12 +144,17 @@ def heavy_adatoms(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, coor
     Each is a ``heavy-atom`` defect ``X1C{n}`` with its n C within ``cutoff_A`` (6 over a hexagon's
     centre); ``coord`` (in place) gets n for the heavy atom. ``species``: only the adatoms are 2.
     """
+    from engine.chem.atoms import pairs_within
+
     out = []
     xs = np.flatnonzero(species == OTHER)
     cs = np.flatnonzero(species == C)
-    for x in xs:                                            # a few per frame
-        d = np.hypot(*(xy_A[cs] - xy_A[x]).T)
-        nb = cs[d < cutoff_A]
+    k, j = pairs_within(xy_A[cs], xy_A[xs], cutoff_A)       # C near each adatom (KD-tree when many)
+    keep = np.hypot(*(xy_A[cs[j]] - xy_A[xs[k]]).T) < cutoff_A
+    k, nbs = k[keep], cs[j[keep]]
+    cuts = np.searchsorted(k, np.arange(len(xs) + 1))
+    for q, x in enumerate(xs):                              # one defect per adatom
+        nb = nbs[cuts[q]:cuts[q + 1]]
         coord[x] = len(nb)
         out.append(Defect("heavy-atom", f"X1C{len(nb)}", np.r_[x, nb].astype(np.int32),
                           (float(xy_px[x, 0]), float(xy_px[x, 1]))))

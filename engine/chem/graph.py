@@ -39,9 +39,14 @@ def adatom_mask(xy_A: np.ndarray, species: np.ndarray, r_A: float = 1.75, min_c:
     xs = np.flatnonzero(species == OTHER)
     if len(xs) == 0:
         return out
+    from engine.chem.atoms import pairs_within
+
     cs = xy_A[species == 0]
-    d2 = (cs[None, :, 0] - xy_A[xs, 0][:, None]) ** 2 + (cs[None, :, 1] - xy_A[xs, 1][:, None]) ** 2
-    out[xs] = ((d2 < r_A * r_A).sum(1) >= min_c) | (d2.min(1, initial=np.inf) < 1.6**2)
+    x, j = pairs_within(cs, xy_A[xs], max(r_A, 1.6))             # C within reach of each "other" atom
+    d2 = (cs[j, 0] - xy_A[xs[x], 0]) ** 2 + (cs[j, 1] - xy_A[xs[x], 1]) ** 2
+    n_near = np.bincount(x[d2 < r_A * r_A], minlength=len(xs))
+    very_close = np.bincount(x[d2 < 1.6**2], minlength=len(xs)) > 0
+    out[xs] = (n_near >= min_c) | very_close
     return out
 
 
@@ -194,17 +199,34 @@ def _close_dangling_pairs(xy_A, species, i, j, d, cutoff, maxc):
     existing = np.minimum(i[both], j[both]) * n + np.maximum(i[both], j[both])
     new = ~np.isin(np.minimum(a, b) * n + np.maximum(a, b), existing)
     a, b, dd = a[new], b[new], dd[new]
-    taken = np.zeros(n, bool)
-    add = []
-    for k in np.argsort(dd):                     # few pairs: dangling atoms only
-        if not (taken[a[k]] or taken[b[k]]):
-            taken[a[k]] = taken[b[k]] = True
-            add.append(k)
-    if not add:
+    add = _greedy_matching(n, a, b, np.argsort(dd))
+    if not len(add):
         return i, j, d
-    add = np.array(add)
     lo, hi = np.minimum(a[add], b[add]), np.maximum(a[add], b[add])
     return np.r_[i, lo], np.r_[j, hi], np.r_[d, dd[add]]
+
+
+def _greedy_matching(n: int, a: np.ndarray, b: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The pairs (a[k], b[k]) that a greedy matching takes when it visits them in ``order`` (a pair is
+    taken when neither atom is taken yet), in that order; vectorised: each round takes every pair
+    that comes first among the open pairs at both its atoms (the "locally dominant" pairs give the
+    greedy matching for a strict order)."""
+    m = len(a)
+    rank = np.empty(m, np.int64)
+    rank[order] = np.arange(m)
+    taken = np.zeros(n, bool)
+    chosen = np.zeros(m, bool)
+    open_ = np.ones(m, bool)
+    while open_.any():
+        k = np.flatnonzero(open_)
+        first = np.full(n, m, np.int64)
+        np.minimum.at(first, a[k], rank[k])
+        np.minimum.at(first, b[k], rank[k])
+        win = k[(first[a[k]] == rank[k]) & (first[b[k]] == rank[k])]
+        chosen[win] = True
+        taken[a[win]] = taken[b[win]] = True
+        open_ &= ~(taken[a] | taken[b])
+    return order[chosen[order]]
 
 
 def coordination(n: int, bonds: np.ndarray) -> np.ndarray:
