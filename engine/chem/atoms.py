@@ -334,6 +334,28 @@ def contrast_maps(image: np.ndarray, pixel_size_A: float) -> tuple:
     return sm, bg, pxd, f
 
 
+def sample_bilinear(arrays, rows: np.ndarray, cols: np.ndarray) -> list[np.ndarray]:
+    """Each 2D array of ``arrays`` (all one shape) at (``rows``, ``cols``), bilinear, coordinates
+    clamped to the array: ``ndimage.map_coordinates(a, [rows, cols], order=1, mode="nearest")`` to
+    float rounding, in float64, with the weights computed once for all arrays."""
+    H, W = arrays[0].shape
+    r = np.clip(np.asarray(rows, np.float64), 0.0, H - 1.0)
+    c = np.clip(np.asarray(cols, np.float64), 0.0, W - 1.0)
+    r0 = np.minimum(r.astype(np.int64), max(H - 2, 0))
+    c0 = np.minimum(c.astype(np.int64), max(W - 2, 0))
+    fr, fc = r - r0, c - c0
+    i = r0 * W + c0
+    dr = W if H > 1 else 0
+    dc = 1 if W > 1 else 0
+    out = []
+    for a in arrays:
+        f = np.asarray(a).ravel()
+        top = f[i] * (1.0 - fc) + f[i + dc] * fc
+        bot = f[i + dr] * (1.0 - fc) + f[i + dr + dc] * fc
+        out.append(top * (1.0 - fr) + bot * fr)
+    return out
+
+
 def gaussian_at(image: np.ndarray, sigma_px: float, xy_px: np.ndarray, truncate: float = 4.0,
                 chunk: int = 4096) -> np.ndarray:
     """(N,) the image smoothed by a Gaussian of ``sigma_px``, bilinearly interpolated at ``xy_px``
@@ -394,8 +416,8 @@ def _net_contrast_and_level(atoms: Atoms, maps: tuple):
     c_mask = atoms.species == 0
     if c_mask.sum() < 5:
         return None, None, rc
-    net = (ndimage.map_coordinates(sm, rc, order=1, mode="nearest")
-           - ndimage.map_coordinates(bg, rc, order=1, mode="nearest"))
+    at_sm, at_bg = sample_bilinear((sm, bg), rc[0], rc[1])
+    net = (at_sm.astype(sm.dtype) - at_bg.astype(bg.dtype))
     c_level = float(np.median(net[c_mask]))
     return net, (c_level if c_level > 0 else None), rc
 
@@ -427,7 +449,8 @@ def local_excess(atoms: Atoms, image: np.ndarray, radius_A: float = 3.0, maps: t
     k = max(1, int(radius_A / (4 * pxd)))              # the window is wide: average on a coarser grid
     coarse = _block_mean(sm, k) if k > 1 else sm
     rck = [(r + 0.5) / k - 0.5 for r in rc]
-    m = ndimage.map_coordinates(ndimage.gaussian_filter(coarse, radius_A / (pxd * k)), rck, order=1, mode="nearest")
+    smooth = ndimage.gaussian_filter(coarse, radius_A / (pxd * k))
+    m = sample_bilinear((smooth,), rck[0], rck[1])[0].astype(smooth.dtype)
     return (m - float(np.median(m))) / c_level
 
 

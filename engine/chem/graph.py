@@ -11,7 +11,7 @@ Rings: the graph is drawn in the plane, so its rings are its *faces*. Half-edges
 angle around each atom; following "turn to the next neighbour clockwise" from every half-edge
 traces each face once (a permutation whose cycles are the faces). Bounded faces come out with
 positive signed area (x = column, y = row) and the outer boundary of each connected piece of
-lattice with negative area. No per-atom Python loop: sorting, one ``connected_components`` and
+lattice with negative area. No per-atom Python loop: sorting, pointer jumping along the faces and
 a few ``bincount``.
 """
 
@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from engine.types import OTHER, SPECIES
@@ -272,6 +271,24 @@ def _sort_by_atom_then_angle(xy_A: np.ndarray, src: np.ndarray, dst: np.ndarray)
     return np.argsort(src + (ang + np.pi) * (0.999 / (2 * np.pi)))
 
 
+def _cycle_labels(nxt: np.ndarray) -> tuple[int, np.ndarray]:
+    """(number of cycles, label of each element) of the permutation ``nxt``; cycles are numbered in
+    the order of their smallest element (as ``connected_components`` numbers them). Pointer
+    jumping: after k rounds each element knows the smallest element among the 2**k that follow
+    it, so ~log2(longest cycle) rounds over the array."""
+    n = len(nxt)
+    low = np.arange(n)
+    jump = nxt.copy()
+    while True:
+        new = np.minimum(low, low[jump])
+        if np.array_equal(new, low) and np.array_equal(np.minimum(new, new[jump]), new):
+            break
+        low = new
+        jump = jump[jump]
+    root = low == np.arange(n)
+    return int(root.sum()), (np.cumsum(root) - 1)[low]
+
+
 def faces(xy_A: np.ndarray, bonds: np.ndarray) -> Faces:
     """Trace every face of the planar graph (see the module docstring)."""
     m = len(bonds)
@@ -292,8 +309,7 @@ def faces(xy_A: np.ndarray, bonds: np.ndarray) -> Faces:
     k = pos[twin]                                  # position of v->u in the sorted array
     kk = start[k] + (k - start[k] - 1) % deg[k]
     nxt = order[kk]
-    g = sparse.csr_matrix((np.ones(2 * m, np.int8), nxt, np.arange(2 * m + 1)), shape=(2 * m, 2 * m))
-    n_faces, face = connected_components(g, directed=True, connection="weak")
+    n_faces, face = _cycle_labels(nxt)
     size = np.bincount(face, minlength=n_faces)
     cross = xy_A[src, 0] * xy_A[dst, 1] - xy_A[dst, 0] * xy_A[src, 1]
     area = 0.5 * np.bincount(face, weights=cross, minlength=n_faces)

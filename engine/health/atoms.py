@@ -66,7 +66,7 @@ def noise_sigma(image: np.ndarray) -> float:
 
 def estimate_snr(image: np.ndarray, chem) -> float:
     """Estimated C-atom SNR of the frame (nan when it cannot be measured: < 20 C atoms or < MIN_HEXAGONS hexagons)."""
-    from scipy import ndimage
+    from engine.chem.atoms import sample_bilinear
 
     atoms = chem.atoms
     img = np.asarray(image)
@@ -94,7 +94,7 @@ def estimate_snr(image: np.ndarray, chem) -> float:
 
     def disc_mean(p):
         q = (p[:, None, :] + off[None]).reshape(-1, 2)
-        v = ndimage.map_coordinates(img, [q[:, 1], q[:, 0]], order=1, mode="nearest", output=out_dtype)
+        v = sample_bilinear((img,), q[:, 1], q[:, 0])[0].astype(out_dtype)
         return v.reshape(len(p), -1).mean(1)
 
     cxy = xy[c]
