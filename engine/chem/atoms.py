@@ -28,10 +28,12 @@ Steps (all vectorised over atoms; sizes in model-grid pixels unless stated):
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage, sparse
 from scipy.sparse.csgraph import connected_components
-from numpy.lib.stride_tricks import sliding_window_view
 from scipy.spatial import cKDTree
 
 from engine.types import OTHER, SI, Atoms, Probabilities
@@ -95,11 +97,7 @@ def _peaks(smooth: np.ndarray, pa: np.ndarray, threshold: float, min_sep_px: flo
         drop |= ok & flat_m[nb] & (flat_s[nb] == val)
     cand, val, col = cand[~drop], val[~drop], col[~drop]
     # pairs closer than min_sep that the square window allowed
-    k = int(np.ceil(min_sep_px))
-    dr, dc = np.mgrid[0:k + 1, -k:k + 1]
-    dr, dc = dr.ravel(), dc.ravel()
-    sel = ((dr > 0) | (dc > 0)) & (dr**2 + dc**2 < min_sep_px**2) & (np.maximum(np.abs(dr), np.abs(dc)) > half)
-    dr, dc = dr[sel], dc[sel]
+    dr, dc = _conflict_offsets(float(min_sep_px), half)
     if len(dr):
         present = np.zeros(h * w, bool)
         present[cand] = True
@@ -206,12 +204,30 @@ def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=32)
 def _disc(radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Integer offsets (drow, dcol) within ``radius`` (at least the 3x3 block)."""
+    """Integer offsets (drow, dcol) within ``radius`` (at least the 3x3 block); read-only arrays,
+    computed once per radius."""
     k = int(np.ceil(radius))
     dr, dc = np.mgrid[-k:k + 1, -k:k + 1]
     inside = (dr**2 + dc**2 <= radius * radius + 1e-9) | ((np.abs(dr) <= 1) & (np.abs(dc) <= 1))
-    return dr[inside].astype(np.float32), dc[inside].astype(np.float32)
+    return _frozen(dr[inside].astype(np.float32)), _frozen(dc[inside].astype(np.float32))
+
+
+@functools.lru_cache(maxsize=32)
+def _conflict_offsets(min_sep_px: float, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """(drow, dcol) of the pixels later in raster order than a peak, closer than ``min_sep_px``,
+    outside the square window of half-size ``half`` (read-only; computed once per size)."""
+    k = int(np.ceil(min_sep_px))
+    dr, dc = np.mgrid[0:k + 1, -k:k + 1]
+    dr, dc = dr.ravel(), dc.ravel()
+    sel = ((dr > 0) | (dc > 0)) & (dr**2 + dc**2 < min_sep_px**2) & (np.maximum(np.abs(dr), np.abs(dc)) > half)
+    return _frozen(dr[sel]), _frozen(dc[sel])
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
 
 
 #: positions are computed on a grid no finer than this (finer maps are block-averaged first)

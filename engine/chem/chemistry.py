@@ -70,7 +70,8 @@ def build_chemistry(atoms: Atoms, cfg, motifs=None, image: np.ndarray | None = N
     in_dop = np.zeros(n, bool)
     for d in dop:
         in_dop[d.members] = True
-    bright = _pore_brightness(image, atoms, f, rings) if image is not None else None
+    # the pores' brightness on the raw frame, measured only if a big pore is judged
+    bright = (lambda: _pore_brightness(image, atoms, f, rings)) if image is not None else None
     lat = _defects.lattice_defects(xy_A, atoms.xy_px, sp, bonds, coord, f, edge_zone, in_dop, bright, scale)
     defects = lat + dop
     if image is not None and cfg.overlayer_excess > 0:

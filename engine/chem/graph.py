@@ -158,9 +158,9 @@ def _heavy_shell(h: np.ndarray, d: np.ndarray, lo: float, hi: float) -> np.ndarr
     last = np.r_[hs[1:] != hs[:-1], True]
     nxt = np.where(last, np.inf, np.r_[ds[1:], np.inf])
     gap = np.where(np.isfinite(nxt), nxt - ds, np.inf)    # the outermost pair: an open gap
-    n_sure = np.bincount(np.searchsorted(np.unique(hs), hs), weights=(ds < lo))
-    n_amb = np.bincount(np.searchsorted(np.unique(hs), hs), weights=(ds <= hi))
     g = np.searchsorted(np.unique(hs), hs)
+    n_sure = np.bincount(g, weights=(ds < lo))
+    n_amb = np.bincount(g, weights=(ds <= hi))
     k = rank + 1                                          # bonds if the cut is after this pair
     cand = (k >= np.maximum(n_sure[g], 1)) & (k <= n_amb[g])
     best = np.full(len(n_sure), -1.0)
