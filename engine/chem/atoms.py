@@ -126,7 +126,7 @@ def _shift_max(a: np.ndarray, size: int, axis: int, op=np.maximum) -> np.ndarray
     fill = -np.inf if op is np.maximum else np.inf
     pad = [(0, 0), (0, 0)]
     pad[axis] = (lo, size - 1 - lo)
-    b = np.pad(a, pad, mode="constant", constant_values=fill)
+    b = _pad(a, pad, fill)
     n = a.shape[axis]
     if axis == 1:                                  # cur[k] = op(flat[k : k + width]); row r, col c at r * stride + c
         stride = b.shape[1]
@@ -150,13 +150,37 @@ def _shift_max(a: np.ndarray, size: int, axis: int, op=np.maximum) -> np.ndarray
     return cur[:n]
 
 
+def _pad(a: np.ndarray, widths, fill=None) -> np.ndarray:
+    """``np.pad(a, widths, mode="constant", constant_values=fill)`` (``fill=None``: ``mode="edge"``)
+    for 2D ``a``, without np.pad's per-call overhead (~30 us, several calls per frame)."""
+    (t, b_), (l, r) = widths
+    h, w = a.shape
+    out = np.empty((h + t + b_, w + l + r), a.dtype)
+    out[t:t + h, l:l + w] = a
+    if fill is None:
+        if l:
+            out[t:t + h, :l] = a[:, :1]
+        if r:
+            out[t:t + h, l + w:] = a[:, -1:]
+        if t:
+            out[:t] = out[t]
+        if b_:
+            out[t + h:] = out[t + h - 1]
+    else:
+        out[:t] = fill
+        out[t + h:] = fill
+        out[t:t + h, :l] = fill
+        out[t:t + h, l + w:] = fill
+    return out
+
+
 def _binomial5(a: np.ndarray) -> np.ndarray:
     """Separable [1, 4, 6, 4, 1] / 16 smoothing (sigma = 1 px), edges replicated.
 
     Both passes run on the flattened padded array (see :func:`_shift_max`), in the order and with the
     rounding of ``(b[:, :-4] + b[:, 4:]) * c1 + ...`` along axis 1, then the same along axis 0."""
     h, w = a.shape
-    b = np.pad(a, 2, mode="edge")
+    b = _pad(a, ((2, 2), (2, 2)))
     c1, c4, c6 = np.float32(1 / 16), np.float32(4 / 16), np.float32(6 / 16)
     f = b.ravel()
     m = f.size - 4
@@ -267,7 +291,7 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
     basis = np.stack([np.ones_like(dr), dr, dc], 1)      # (K, 3): sum, sum dr, sum dc
     k = int(np.ceil(r + 1.0))
     wp = w + 2 * k
-    pad = np.pad(pa, k)                                  # zeros outside the map
+    pad = _pad(pa, ((k, k), (k, k)), 0)                  # zeros outside the map
     flat = (rc[:, 0] + k) * wp + (rc[:, 1] + k)
     vals = np.take(pad.ravel(), flat[:, None] + (dr * wp + dc).astype(np.int64)[None])
     peak = pa[rc[:, 0], rc[:, 1]]
