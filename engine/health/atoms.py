@@ -54,8 +54,12 @@ def edge_flags(xy_px: np.ndarray, frame_shape, pixel_size_A: float) -> np.ndarra
 
 def noise_sigma(image: np.ndarray) -> float:
     """Pixel noise (counts, 1 sigma) by Immerkaer's method (Laplacian-difference mask, mean |.|)."""
-    a = np.asarray(image, np.float64)
-    if not np.isfinite(a).all():
+    a = np.asarray(image)
+    if np.issubdtype(a.dtype, np.integer) and a.dtype.itemsize <= 2:
+        a = a.astype(np.int32)            # 8/16-bit frames: the same Laplacian values, exact, in int32
+    else:
+        a = np.asarray(a, np.float64)
+    if a.dtype == np.float64 and not np.isfinite(a).all():
         a = np.where(np.isfinite(a), a, np.nanmedian(a))
     if a.shape[0] < 3 or a.shape[1] < 3:
         return float("nan")
