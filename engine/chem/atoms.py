@@ -116,9 +116,11 @@ def _shift_max(a: np.ndarray, size: int, axis: int, op=np.maximum) -> np.ndarray
     """Running maximum (``op=np.minimum``: minimum) over ``size`` samples along ``axis`` (window
     centred, samples outside the array ignored).
 
-    Log-step doubling: about ``log2(size)`` ``op`` calls whatever the window. Along axis 1 the
-    shifts run on the flattened rows (a 2D slice shifted by a column is ~3x slower in numpy than the
-    same 1D shift); the samples that wrap into the next row are never read by a kept output.
+    Log-step doubling: about ``log2(size)`` ``op`` calls whatever the window, all on the flattened
+    padded array (a 2D slice shifted by a column is ~3x slower in numpy than the same 1D shift;
+    along axis 1 the samples that wrap into the next row are never read by a kept output),
+    alternating between two buffers (a fresh array per step costs several times the step on
+    large frames).
     """
     if size <= 1:
         return a
@@ -127,27 +129,20 @@ def _shift_max(a: np.ndarray, size: int, axis: int, op=np.maximum) -> np.ndarray
     pad = [(0, 0), (0, 0)]
     pad[axis] = (lo, size - 1 - lo)
     b = _pad(a, pad, fill)
-    n = a.shape[axis]
-    if axis == 1:                                  # cur[k] = op(flat[k : k + width]); row r, col c at r * stride + c
-        stride = b.shape[1]
-        cur, width = b.ravel(), 1
-        while width * 2 <= size:
-            cur = op(cur[:-width], cur[width:])
-            width *= 2
-        rest = size - width
-        if rest:
-            cur = op(cur[:len(cur) - rest], cur[rest:])
-        out = np.empty(b.size, cur.dtype)
-        out[:len(cur)] = cur
-        return out.reshape(b.shape)[:, :n]
-    cur, width = b, 1
-    while width * 2 <= size:                      # cur[i] = op(b[i : i + width])
-        cur = op(cur[:cur.shape[0] - width], cur[width:])
-        width *= 2
-    rest = size - width
+    unit = 1 if axis == 1 else b.shape[1]           # one sample along the axis, in flat elements
+    cur, other = b.ravel(), np.empty(b.size, b.dtype)
+    m, width = b.size, 1                            # cur[k] = op(flat[k : k + width * unit : unit]), k < m
+    while width * 2 <= size:
+        step = width * unit
+        op(cur[:m - step], cur[step:m], out=other[:m - step])
+        cur, other, m, width = other, cur, m - step, width * 2
+    rest = (size - width) * unit
     if rest:
-        return op(cur[:n], cur[rest:rest + n])
-    return cur[:n]
+        op(cur[:m - rest], cur[rest:m], out=other[:m - rest])
+        cur = other
+    if axis == 1:
+        return cur.reshape(b.shape)[:, :a.shape[1]]
+    return cur[:a.shape[0] * unit].reshape(a.shape[0], unit)
 
 
 def _pad(a: np.ndarray, widths, fill=None) -> np.ndarray:
@@ -177,37 +172,40 @@ def _pad(a: np.ndarray, widths, fill=None) -> np.ndarray:
 def _binomial5(a: np.ndarray) -> np.ndarray:
     """Separable [1, 4, 6, 4, 1] / 16 smoothing (sigma = 1 px), edges replicated.
 
-    Both passes run on the flattened padded array (see :func:`_shift_max`), in the order and with the
-    rounding of ``(b[:, :-4] + b[:, 4:]) * c1 + ...`` along axis 1, then the same along axis 0."""
+    Both passes run on the flattened padded array (see :func:`_shift_max`) into reused buffers, in
+    the order and with the rounding of ``(b[:, :-4] + b[:, 4:]) * c1 + ...`` along axis 1, then the
+    same along axis 0."""
     h, w = a.shape
     b = _pad(a, ((2, 2), (2, 2)))
     c1, c4, c6 = np.float32(1 / 16), np.float32(4 / 16), np.float32(6 / 16)
+    dt = np.result_type(b.dtype, np.float32)
     f = b.ravel()
     m = f.size - 4
-    r = np.empty(f.size, np.result_type(b.dtype, np.float32))
-    t = np.empty(m, r.dtype)
-    # (b[:, :-4] + b[:, 4:]) * c1 + (b[:, 1:-3] + b[:, 3:-1]) * c4 + b[:, 2:-2] * c6, same order of operations
-    x = r[:m]
+    r = np.empty(f.size, dt)
+    t = np.empty(f.size, dt)
+    x, y = r[:m], t[:m]
     np.add(f[:m], f[4:], out=x)
     x *= c1
-    np.add(f[1:m + 1], f[3:m + 3], out=t)
-    t *= c4
-    x += t
-    np.multiply(f[2:m + 2], c6, out=t)
-    x += t
+    np.add(f[1:m + 1], f[3:m + 3], out=y)
+    y *= c4
+    x += y
+    np.multiply(f[2:m + 2], c6, out=y)
+    x += y
     r[m:] = 0                                      # junk columns of the last row: keep them finite
-    # the same along columns, on whole padded rows (stride s): the last 4 columns of each row are junk
+    # the same along axis 0, on whole padded rows (stride s): the last 4 columns of each row are junk
     s = b.shape[1]
     n = h * s
-    out = np.empty(n, r.dtype)
-    np.add(r[:n], r[4 * s:4 * s + n], out=out)
-    out *= c1
-    np.add(r[s:s + n], r[3 * s:3 * s + n], out=t[:n])
-    t[:n] *= c4
-    out += t[:n]
-    np.multiply(r[2 * s:2 * s + n], c6, out=t[:n])
-    out += t[:n]
-    return np.ascontiguousarray(out.reshape(h, s)[:, :w])
+    x, y = t[:n], (f[:n] if dt == b.dtype else np.empty(n, dt))     # (b is read no more)
+    np.add(r[:n], r[4 * s:4 * s + n], out=x)
+    x *= c1
+    np.add(r[s:s + n], r[3 * s:3 * s + n], out=y)
+    y *= c4
+    x += y
+    np.multiply(r[2 * s:2 * s + n], c6, out=y)
+    x += y
+    out = np.empty((h, w), dt)
+    out[...] = x.reshape(h, s)[:, :w]
+    return out
 
 
 def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
