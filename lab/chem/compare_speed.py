@@ -30,6 +30,20 @@ ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("maps", "find", "build", "snr")
 
 
+PS = 0.1
+
+
+def frame(size: int) -> np.ndarray:
+    """The first frame ``stemwatch bench pipeline`` simulates at ``size`` x ``size`` (0.1 A/px, graphene
+    with a few Si, default HAADF imaging at 1e5 e/A^2, seed = size)."""
+    from engine.sim.movie import MovieSpec, simulate_movie
+
+    n_si = {256: 2, 512: 5, 1024: 12, 2048: 40}.get(size, 3)
+    spec = MovieSpec(n_frames=1, shape_px=(size, size), pixel_size_A=PS, dopants=("si3",) * n_si,
+                     drift_A_per_frame=(0.15, 0.08), drift_bound_A=8.0, seed=size)
+    return next(iter(simulate_movie(spec)))[0]
+
+
 def old_modules(commit: str, into: Path):
     """(atoms, chemistry, health.atoms) modules of ``commit``'s engine/chem and engine/health,
     imported as packages ``oldchem`` / ``oldhealth`` from ``into``."""
@@ -96,7 +110,6 @@ def main(argv=None) -> int:
         print(f"--sizes: a comma-separated list of integers, got {args.sizes!r}", file=sys.stderr)
         return 2
     from engine.infer import Inferencer
-    from lab.bench_pipeline import PS, _frames
     from stemwatch.config import Config
 
     cfg = Config().replace(inference={"backend": "onnx"})
@@ -109,7 +122,7 @@ def main(argv=None) -> int:
         new = new_modules()
         with Inferencer(cfg.inference) as inf:
             for size in sizes:
-                img = _frames(size, 1, seed=size)[0]
+                img = frame(size)
                 probs = inf.predict(img, PS)
                 a, _, _, _ = run_stage(old, img, probs, cfg)
                 b, _, _, _ = run_stage(new, img, probs, cfg)
