@@ -64,3 +64,23 @@ def test_constellation_match_among_many_dopants():
     moved = prev[rng.permutation(400)[:300]] + np.array([3.1, -2.2]) + rng.normal(0, 0.1, (300, 2))
     assert _constellation_matches(prev, moved, 5.0, 0.5)
     assert not _constellation_matches(prev, rng.uniform(0, 200, (300, 2)), 5.0, 0.2)
+
+
+def test_face_labels_by_pointer_jumping_equal_connected_components():
+    from scipy import sparse
+    from scipy.sparse.csgraph import connected_components
+
+    from engine.chem.graph import _cycle_labels
+
+    rng = np.random.default_rng(6)
+    for _ in range(200):
+        n = int(rng.integers(1, 400))
+        perm, nxt = rng.permutation(n), np.empty(n, np.int64)
+        cuts = sorted(set(rng.integers(0, n, int(rng.integers(0, 6))).tolist()) | {0, n})
+        for a, b in zip(cuts[:-1], cuts[1:]):                 # a few long cycles (one outer face)
+            nxt[perm[a:b]] = np.roll(perm[a:b], -1)
+        g = sparse.csr_matrix((np.ones(n, np.int8), nxt, np.arange(n + 1)), shape=(n, n))
+        k, labels = connected_components(g, directed=True, connection="weak")
+        k2, labels2 = _cycle_labels(nxt)
+        assert k2 == k
+        np.testing.assert_array_equal(labels2, labels)

@@ -279,13 +279,15 @@ def _cycle_labels(nxt: np.ndarray) -> tuple[int, np.ndarray]:
     """(number of cycles, label of each element) of the permutation ``nxt``; cycles are numbered in
     the order of their smallest element (as ``connected_components`` numbers them). Pointer
     jumping: after k rounds each element knows the smallest element among the 2**k that follow
-    it, so ~log2(longest cycle) rounds over the array."""
+    it, so ~log2(longest cycle) rounds over the array. A round that changes nothing has every
+    element's minimum equal to that of the element 2**k ahead, hence (around the cycle) to the
+    cycle's minimum: done."""
     n = len(nxt)
     low = np.arange(n)
     jump = nxt.copy()
     while True:
         new = np.minimum(low, low[jump])
-        if np.array_equal(new, low) and np.array_equal(np.minimum(new, new[jump]), new):
+        if np.array_equal(new, low):
             break
         low = new
         jump = jump[jump]
