@@ -1,7 +1,7 @@
 """``stemwatch bench pipeline``: end-to-end frames/s and latency from ``t_acquired`` on the CPU backend.
 
-For 256x256, 512x512, 1024x1024 and 2048x2048 (offline only) frames at 0.1 A/px from the simulator (graphene with Si,
-drift, the default HAADF imaging at 1e5 e/A^2):
+For 256x256, 512x512, 1024x1024 and 2048x2048 (offline only) frames at 0.1 A/px from the simulator
+(graphene with Si, drift, the default HAADF imaging at 1e5 e/A^2):
 
 * **offline**: ``Pipeline.process`` back to back on pre-rendered frames -> frames/s and the median
   time of each stage (preprocess, network, atoms + graph, tracking);
