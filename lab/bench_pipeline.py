@@ -1,7 +1,7 @@
 """``stemwatch bench pipeline``: end-to-end frames/s and latency from ``t_acquired`` on the CPU backend.
 
-For 256x256, 512x512 and 1024x1024 frames at 0.1 A/px from the simulator (graphene with Si,
-drift, the default HAADF imaging at 1e5 e/A^2):
+For 256x256, 512x512, 1024x1024 and 2048x2048 (offline only) frames at 0.1 A/px from the simulator
+(graphene with Si, drift, the default HAADF imaging at 1e5 e/A^2):
 
 * **offline**: ``Pipeline.process`` back to back on pre-rendered frames -> frames/s and the median
   time of each stage (preprocess, network, atoms + graph, tracking);
@@ -11,7 +11,10 @@ drift, the default HAADF imaging at 1e5 e/A^2):
   result (and so its events) exists. Midway a Si goes 3 -> 4-fold: the ``si_3_to_4`` event's
   latency from the ``t_acquired`` of the first changed frame is reported too.
 
-Target (issue 6): >= 20 frames/s end to end at 512x512 on 2 CPU cores.
+Target (issue 6): >= 20 frames/s end to end at 512x512 on 2 CPU cores. Issue 20: the time per frame
+per pixel (``ms_per_Mpx``) at 2048x2048 (~16,000 atoms) within 1.3x of 512x512's (``per_px_vs_512``);
+``atoms_graph_us_per_atom`` and ``tracking_us_per_atom`` stay flat when no stage grows faster than
+the number of atoms.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def _frames(size: int, n: int, change_at: int | None = None, seed: int = 0) -> l
     few Si; with ``change_at``, the first dopant goes 3 -> 4-fold at that frame."""
     from engine.sim.movie import MovieSpec, simulate_movie
 
-    n_si = {256: 2, 512: 5, 1024: 12}.get(size, 3)
+    n_si = {256: 2, 512: 5, 1024: 12, 2048: 40}.get(size, 3)
     while True:
         spec = MovieSpec(n_frames=n, shape_px=(size, size), pixel_size_A=PS, dopants=("si3",) * n_si,
                          drift_A_per_frame=(0.15, 0.08), drift_bound_A=8.0,
@@ -98,20 +101,49 @@ def _live(cfg, frames: list, rate_hz: float, change_at: int) -> dict:
             "event_found": bool(ev)}
 
 
+#: sizes timed offline only (no live run): the cost per pixel at ~16,000 atoms (issue 20)
+OFFLINE_ONLY = (2048,)
+
+
+def _per_pixel(rows: list, targets: dict) -> None:
+    """Add the cost per pixel (and per atom for atoms + graph and tracking) to ``rows``, and the
+    issue-20 target: 2048x2048 time per frame / pixels within 1.3x of 512x512's."""
+    for r in rows:
+        side = int(r["size"].split("x")[0])
+        r["ms_per_Mpx"] = 1e3 / r["fps"] / (side * side / 1e6)
+        for stage in ("atoms_graph", "tracking"):
+            if f"{stage}_ms" in r and r.get("atoms"):
+                r[f"{stage}_us_per_atom"] = 1e3 * r[f"{stage}_ms"] / r["atoms"]
+    base = next((r for r in rows if r["size"] == "512x512"), None)
+    if base is None:
+        return
+    for r in rows:
+        r["per_px_vs_512"] = r["ms_per_Mpx"] / base["ms_per_Mpx"]
+    big = next((r for r in rows if r["size"] == "2048x2048"), None)
+    if big is not None:
+        x = big["per_px_vs_512"]
+        targets["2048x2048 time per pixel / 512x512's"] = f"{x:.2f} <= 1.3: {'PASS' if x <= 1.3 else 'FAIL'}"
+
+
 def bench_pipeline(quick: bool = False):
     from engine.pipeline import Pipeline
     from stemwatch.bench import BenchReport
     from stemwatch.config import Config
 
     cfg = Config().replace(inference={"backend": "onnx"})
-    sizes = (256, 512, 1024)
+    sizes = (256, 512, 1024, 2048)
     rows, targets = [], {}
     pipe = Pipeline(cfg)
     backend = pipe.backend_description
     for size in sizes:
         n = 6 if quick else 12
+        if size in OFFLINE_ONLY:
+            n = 4 if quick else 6
         print(f"bench pipeline: {size}x{size}: simulating {n} frames ...", file=sys.stderr, flush=True)
-        off = _offline(pipe, _frames(size, n, seed=size), repeat=1 if quick else 2)
+        off = _offline(pipe, _frames(size, n, seed=size), repeat=1 if quick or size in OFFLINE_ONLY else 2)
+        if size in OFFLINE_ONLY:            # cost per pixel only (issue 20): no live run
+            rows.append({"size": f"{size}x{size}", **off})
+            continue
         rate = min(100.0, 1.5 * off["fps"])
         duration = 3.0 if quick else 6.0
         n_live = max(12, int(rate * duration))
@@ -124,8 +156,10 @@ def bench_pipeline(quick: bool = False):
     r512 = next(r for r in rows if r["size"] == "512x512")
     fps = min(r512["fps"], r512["live_fps"] or r512["fps"])
     targets["512x512 end-to-end frames/s"] = f"{fps:.1f} >= 20: {'PASS' if fps >= 20 else 'FAIL'}"
+    _per_pixel(rows, targets)
     cols = ["size", "atoms", "fps", "live_fps", "preprocess_ms", "network_ms", "atoms_graph_ms", "tracking_ms",
-            "latency_p50_ms", "latency_p99_ms", "event_latency_ms", "sent", "analysed", "dropped"]
+            "latency_p50_ms", "latency_p99_ms", "event_latency_ms", "sent", "analysed", "dropped",
+            "ms_per_Mpx", "per_px_vs_512", "atoms_graph_us_per_atom", "tracking_us_per_atom"]
     # event_latency_ms: si_3_to_4 event, from t_acquired of the first changed frame to the event
     return BenchReport(name="pipeline", columns=cols, rows=rows, targets=targets,
                        notes={"backend": backend, "pixel size": f"{PS} A/px",

@@ -28,7 +28,10 @@ Steps (all vectorised over atoms; sizes in model-grid pixels unless stated):
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage, sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
@@ -94,11 +97,7 @@ def _peaks(smooth: np.ndarray, pa: np.ndarray, threshold: float, min_sep_px: flo
         drop |= ok & flat_m[nb] & (flat_s[nb] == val)
     cand, val, col = cand[~drop], val[~drop], col[~drop]
     # pairs closer than min_sep that the square window allowed
-    k = int(np.ceil(min_sep_px))
-    dr, dc = np.mgrid[0:k + 1, -k:k + 1]
-    dr, dc = dr.ravel(), dc.ravel()
-    sel = ((dr > 0) | (dc > 0)) & (dr**2 + dc**2 < min_sep_px**2) & (np.maximum(np.abs(dr), np.abs(dc)) > half)
-    dr, dc = dr[sel], dc[sel]
+    dr, dc = _conflict_offsets(float(min_sep_px), half)
     if len(dr):
         present = np.zeros(h * w, bool)
         present[cand] = True
@@ -113,42 +112,100 @@ def _peaks(smooth: np.ndarray, pa: np.ndarray, threshold: float, min_sep_px: flo
     return np.stack(np.divmod(cand, w), 1)
 
 
-def _shift_max(a: np.ndarray, size: int, axis: int) -> np.ndarray:
-    """Running maximum over ``size`` samples along ``axis`` (window centred, edges padded low).
+def _shift_max(a: np.ndarray, size: int, axis: int, op=np.maximum) -> np.ndarray:
+    """Running maximum (``op=np.minimum``: minimum) over ``size`` samples along ``axis`` (window
+    centred, samples outside the array ignored).
 
-    Log-step doubling: about ``log2(size)`` ``np.maximum`` calls whatever the window.
+    Log-step doubling: about ``log2(size)`` ``op`` calls whatever the window, all on the flattened
+    padded array (a 2D slice shifted by a column is ~3x slower in numpy than the same 1D shift;
+    along axis 1 the samples that wrap into the next row are never read by a kept output),
+    alternating between two buffers (a fresh array per step costs several times the step on
+    large frames).
     """
     if size <= 1:
         return a
     lo = size // 2
+    fill = -np.inf if op is np.maximum else np.inf
     pad = [(0, 0), (0, 0)]
     pad[axis] = (lo, size - 1 - lo)
-    b = np.pad(a, pad, mode="constant", constant_values=-np.inf)
-    n = a.shape[axis]
-    cur, width = b, 1
-    while width * 2 <= size:                      # cur[i] = max(b[i : i + width])
-        sl = [slice(None)] * 2
-        sl[axis] = slice(width, None)
-        sl0 = [slice(None)] * 2
-        sl0[axis] = slice(0, cur.shape[axis] - width)
-        cur = np.maximum(cur[tuple(sl0)], cur[tuple(sl)])
-        width *= 2
-    rest = size - width
-    sl0 = [slice(None)] * 2
-    sl0[axis] = slice(0, n)
+    b = _pad(a, pad, fill)
+    unit = 1 if axis == 1 else b.shape[1]           # one sample along the axis, in flat elements
+    cur, other = b.ravel(), np.empty(b.size, b.dtype)
+    m, width = b.size, 1                            # cur[k] = op(flat[k : k + width * unit : unit]), k < m
+    while width * 2 <= size:
+        step = width * unit
+        op(cur[:m - step], cur[step:m], out=other[:m - step])
+        cur, other, m, width = other, cur, m - step, width * 2
+    rest = (size - width) * unit
     if rest:
-        sl = [slice(None)] * 2
-        sl[axis] = slice(rest, rest + n)
-        return np.maximum(cur[tuple(sl0)], cur[tuple(sl)])
-    return cur[tuple(sl0)]
+        op(cur[:m - rest], cur[rest:m], out=other[:m - rest])
+        cur = other
+    if axis == 1:
+        return cur.reshape(b.shape)[:, :a.shape[1]]
+    return cur[:a.shape[0] * unit].reshape(a.shape[0], unit)
+
+
+def _pad(a: np.ndarray, widths, fill=None) -> np.ndarray:
+    """``np.pad(a, widths, mode="constant", constant_values=fill)`` (``fill=None``: ``mode="edge"``)
+    for 2D ``a``, without np.pad's per-call overhead (~30 us, several calls per frame)."""
+    (t, b_), (l, r) = widths
+    h, w = a.shape
+    out = np.empty((h + t + b_, w + l + r), a.dtype)
+    out[t:t + h, l:l + w] = a
+    if fill is None:
+        if l:
+            out[t:t + h, :l] = a[:, :1]
+        if r:
+            out[t:t + h, l + w:] = a[:, -1:]
+        if t:
+            out[:t] = out[t]
+        if b_:
+            out[t + h:] = out[t + h - 1]
+    else:
+        out[:t] = fill
+        out[t + h:] = fill
+        out[t:t + h, :l] = fill
+        out[t:t + h, l + w:] = fill
+    return out
 
 
 def _binomial5(a: np.ndarray) -> np.ndarray:
-    """Separable [1, 4, 6, 4, 1] / 16 smoothing (sigma = 1 px), edges replicated."""
-    b = np.pad(a, 2, mode="edge")
+    """Separable [1, 4, 6, 4, 1] / 16 smoothing (sigma = 1 px), edges replicated.
+
+    Both passes run on the flattened padded array (see :func:`_shift_max`) into reused buffers, in
+    the order and with the rounding of ``(b[:, :-4] + b[:, 4:]) * c1 + ...`` along axis 1, then the
+    same along axis 0."""
+    h, w = a.shape
+    b = _pad(a, ((2, 2), (2, 2)))
     c1, c4, c6 = np.float32(1 / 16), np.float32(4 / 16), np.float32(6 / 16)
-    r = (b[:, :-4] + b[:, 4:]) * c1 + (b[:, 1:-3] + b[:, 3:-1]) * c4 + b[:, 2:-2] * c6
-    return (r[:-4] + r[4:]) * c1 + (r[1:-3] + r[3:-1]) * c4 + r[2:-2] * c6
+    dt = np.result_type(b.dtype, np.float32)
+    f = b.ravel()
+    m = f.size - 4
+    r = np.empty(f.size, dt)
+    t = np.empty(f.size, dt)
+    x, y = r[:m], t[:m]
+    np.add(f[:m], f[4:], out=x)
+    x *= c1
+    np.add(f[1:m + 1], f[3:m + 3], out=y)
+    y *= c4
+    x += y
+    np.multiply(f[2:m + 2], c6, out=y)
+    x += y
+    r[m:] = 0                                      # junk columns of the last row: keep them finite
+    # the same along axis 0, on whole padded rows (stride s): the last 4 columns of each row are junk
+    s = b.shape[1]
+    n = h * s
+    x, y = t[:n], (f[:n] if dt == b.dtype else np.empty(n, dt))     # (b is read no more)
+    np.add(r[:n], r[4 * s:4 * s + n], out=x)
+    x *= c1
+    np.add(r[s:s + n], r[3 * s:3 * s + n], out=y)
+    y *= c4
+    x += y
+    np.multiply(r[2 * s:2 * s + n], c6, out=y)
+    x += y
+    out = np.empty((h, w), dt)
+    out[...] = x.reshape(h, s)[:, :w]
+    return out
 
 
 def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
@@ -157,15 +214,42 @@ def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
     H, W = -(-h // f) * f, -(-w // f) * f
     if (H, W) != (h, w):
         a = np.pad(a, ((0, H - h), (0, W - w)), mode="edge")
-    return a.reshape(H // f, f, W // f, f).mean(axis=(1, 3), dtype=np.float32)
+    if not (np.issubdtype(a.dtype, np.integer) and a.dtype.itemsize <= 2):
+        a = np.asarray(a, np.float32)              # (8/16-bit integers: summed exactly in float32 as they come)
+    cols = a[:, 0::f].astype(np.float32)          # strided sums: ~25x faster than mean over reshaped axes
+    for j in range(1, f):
+        cols += a[:, j::f]
+    out = cols[0::f].copy()
+    for i in range(1, f):
+        out += cols[i::f]
+    out /= np.float32(f * f)
+    return out
 
 
+@functools.lru_cache(maxsize=32)
 def _disc(radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Integer offsets (drow, dcol) within ``radius`` (at least the 3x3 block)."""
+    """Integer offsets (drow, dcol) within ``radius`` (at least the 3x3 block); read-only arrays,
+    computed once per radius."""
     k = int(np.ceil(radius))
     dr, dc = np.mgrid[-k:k + 1, -k:k + 1]
     inside = (dr**2 + dc**2 <= radius * radius + 1e-9) | ((np.abs(dr) <= 1) & (np.abs(dc) <= 1))
-    return dr[inside].astype(np.float32), dc[inside].astype(np.float32)
+    return _frozen(dr[inside].astype(np.float32)), _frozen(dc[inside].astype(np.float32))
+
+
+@functools.lru_cache(maxsize=32)
+def _conflict_offsets(min_sep_px: float, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """(drow, dcol) of the pixels later in raster order than a peak, closer than ``min_sep_px``,
+    outside the square window of half-size ``half`` (read-only; computed once per size)."""
+    k = int(np.ceil(min_sep_px))
+    dr, dc = np.mgrid[0:k + 1, -k:k + 1]
+    dr, dc = dr.ravel(), dc.ravel()
+    sel = ((dr > 0) | (dc > 0)) & (dr**2 + dc**2 < min_sep_px**2) & (np.maximum(np.abs(dr), np.abs(dc)) > half)
+    return _frozen(dr[sel]), _frozen(dc[sel])
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
 
 
 #: positions are computed on a grid no finer than this (finer maps are block-averaged first)
@@ -205,7 +289,7 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
     basis = np.stack([np.ones_like(dr), dr, dc], 1)      # (K, 3): sum, sum dr, sum dc
     k = int(np.ceil(r + 1.0))
     wp = w + 2 * k
-    pad = np.pad(pa, k)                                  # zeros outside the map
+    pad = _pad(pa, ((k, k), (k, k)), 0)                  # zeros outside the map
     flat = (rc[:, 0] + k) * wp + (rc[:, 1] + k)
     vals = np.take(pad.ravel(), flat[:, None] + (dr * wp + dc).astype(np.int64)[None])
     peak = pa[rc[:, 0], rc[:, 1]]
@@ -280,13 +364,86 @@ def contrast_maps(image: np.ndarray, pixel_size_A: float) -> tuple:
     a 5x5 binomial (sigma 1 px), and its local background (minimum within 3 A: the hexagon hollows, or
     vacuum in a hole), smoothed the same way."""
     f = max(1, int(WORK_PIXEL_A / pixel_size_A + 1e-6))
-    img = np.asarray(image, np.float32)
-    img = _block_mean(img, f) if f > 1 else img
+    img = _block_mean(np.asarray(image), f) if f > 1 else np.asarray(image, np.float32)
     pxd = pixel_size_A * f
     sm = _binomial5(img)
     size = max(3, int(round(3.0 / pxd)) | 1)
-    bg = _binomial5(-_shift_max(_shift_max(-sm, size, 0), size, 1))
+    bg = _binomial5(_shift_max(_shift_max(sm, size, 0, np.minimum), size, 1, np.minimum))
     return sm, bg, pxd, f
+
+
+def sample_bilinear(arrays, rows: np.ndarray, cols: np.ndarray) -> list[np.ndarray]:
+    """Each 2D array of ``arrays`` (all one shape) at (``rows``, ``cols``), bilinear, coordinates
+    clamped to the array: ``ndimage.map_coordinates(a, [rows, cols], order=1, mode="nearest")`` to
+    float rounding, in float64, with the weights computed once for all arrays."""
+    H, W = arrays[0].shape
+    r = np.clip(np.asarray(rows, np.float64), 0.0, H - 1.0)
+    c = np.clip(np.asarray(cols, np.float64), 0.0, W - 1.0)
+    r0 = np.minimum(r.astype(np.int64), max(H - 2, 0))
+    c0 = np.minimum(c.astype(np.int64), max(W - 2, 0))
+    fr, fc = r - r0, c - c0
+    i = r0 * W + c0
+    dr = W if H > 1 else 0
+    dc = 1 if W > 1 else 0
+    out = []
+    for a in arrays:
+        f = np.asarray(a).ravel()
+        top = f[i] * (1.0 - fc) + f[i + dc] * fc
+        bot = f[i + dr] * (1.0 - fc) + f[i + dr + dc] * fc
+        out.append(top * (1.0 - fr) + bot * fr)
+    return out
+
+
+def gaussian_at(image: np.ndarray, sigma_px: float, xy_px: np.ndarray, truncate: float = 4.0,
+                chunk: int = 4096) -> np.ndarray:
+    """(N,) the image smoothed by a Gaussian of ``sigma_px``, bilinearly interpolated at ``xy_px``
+    ((N, 2) x = column, y = row): the values of
+    ``ndimage.map_coordinates(ndimage.gaussian_filter(image, sigma_px, truncate=truncate), [y, x],
+    order=1, mode="nearest")`` (to float rounding), computed from a window around each point only
+    (edges reflected as by ``gaussian_filter``), so a few points cost far less than the whole frame."""
+    img = np.asarray(image)
+    if img.dtype != np.float32 and img.dtype != np.float64:
+        img = img.astype(np.float32)
+    xy = np.asarray(xy_px, np.float64).reshape(-1, 2)
+    H, W = img.shape
+    r = int(truncate * float(sigma_px) + 0.5)
+    t = np.arange(-r, r + 1)
+    g = np.exp(-0.5 / (float(sigma_px) ** 2) * t.astype(np.float64) ** 2)
+    g /= g.sum()
+    out = np.empty(len(xy))
+    span = np.arange(2 * r + 2)
+
+    def taps(v, n):
+        """First window index, and the weights of the smoothed, interpolated value over the window."""
+        v = np.clip(v, 0.0, n - 1.0)
+        i0 = np.minimum(np.floor(v).astype(np.int64), max(n - 2, 0))
+        fr = (v - i0)[:, None]
+        wts = np.zeros((len(v), 2 * r + 2))
+        wts[:, :-1] += (1.0 - fr) * g
+        wts[:, 1:] += fr * g
+        return i0 - r, wts.astype(np.float32)
+
+    def reflect(idx, n):                                 # gaussian_filter's "reflect" (d c b a | a b c d)
+        idx = np.mod(idx, 2 * n)
+        return np.where(idx >= n, 2 * n - 1 - idx, idx)
+
+    k = 2 * r + 2
+    windows = sliding_window_view(img, (k, k)) if H >= k and W >= k else None
+    for s in range(0, len(xy), chunk):
+        r0, rw = taps(xy[s:s + chunk, 1], H)
+        c0, cw = taps(xy[s:s + chunk, 0], W)
+        inner = (r0 >= 0) & (r0 + k <= H) & (c0 >= 0) & (c0 + k <= W)
+        if windows is not None:                            # one gather; windows over the edge redone below
+            patch = windows[np.clip(r0, 0, H - k), np.clip(c0, 0, W - k)]
+        else:
+            patch = np.empty((len(r0), k, k), img.dtype)
+        if not inner.all():                                # windows over the edge: reflected indices
+            e = ~inner
+            ri = reflect(r0[e, None] + span[None], H)
+            ci = reflect(c0[e, None] + span[None], W)
+            patch[e] = img[ri[:, :, None], ci[:, None, :]]
+        out[s:s + chunk] = np.einsum("ni,ni->n", (patch @ cw[:, :, None])[..., 0], rw)
+    return out
 
 
 def _net_contrast_and_level(atoms: Atoms, maps: tuple):
@@ -297,8 +454,8 @@ def _net_contrast_and_level(atoms: Atoms, maps: tuple):
     c_mask = atoms.species == 0
     if c_mask.sum() < 5:
         return None, None, rc
-    net = (ndimage.map_coordinates(sm, rc, order=1, mode="nearest")
-           - ndimage.map_coordinates(bg, rc, order=1, mode="nearest"))
+    at_sm, at_bg = sample_bilinear((sm, bg), rc[0], rc[1])
+    net = (at_sm.astype(sm.dtype) - at_bg.astype(bg.dtype))
     c_level = float(np.median(net[c_mask]))
     return net, (c_level if c_level > 0 else None), rc
 
@@ -330,7 +487,8 @@ def local_excess(atoms: Atoms, image: np.ndarray, radius_A: float = 3.0, maps: t
     k = max(1, int(radius_A / (4 * pxd)))              # the window is wide: average on a coarser grid
     coarse = _block_mean(sm, k) if k > 1 else sm
     rck = [(r + 0.5) / k - 0.5 for r in rc]
-    m = ndimage.map_coordinates(ndimage.gaussian_filter(coarse, radius_A / (pxd * k)), rck, order=1, mode="nearest")
+    smooth = ndimage.gaussian_filter(coarse, radius_A / (pxd * k))
+    m = sample_bilinear((smooth,), rck[0], rck[1])[0].astype(smooth.dtype)
     return (m - float(np.median(m))) / c_level
 
 
@@ -341,22 +499,40 @@ def _subset(atoms: Atoms, keep: np.ndarray) -> Atoms:
                  atoms.border[keep], atoms.pixel_size_A, atoms.frame_shape)
 
 
+def pairs_within(xy: np.ndarray, centres: np.ndarray, r: float, dense_limit: int = 200_000
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """All (c, j) with ``(xy[j] - centres[c])**2`` summed over x, y ``< r * r``, sorted by (c, j).
+
+    Direct differences when ``len(centres) * len(xy) <= dense_limit`` (a few centres), else
+    candidates from a KD-tree (O(N log N)) filtered by the same expression, so both give the same
+    pairs."""
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    centres = np.asarray(centres, np.float64).reshape(-1, 2)
+    if len(centres) * len(xy) <= dense_limit:
+        dx = xy[None, :, 0] - centres[:, 0][:, None]
+        dy = xy[None, :, 1] - centres[:, 1][:, None]
+        c, j = np.nonzero(dx * dx + dy * dy < r * r)
+        return c, j
+    lists = cKDTree(xy).query_ball_point(centres, r)
+    cnt = np.fromiter((len(x) for x in lists), np.int64, len(lists))
+    c = np.repeat(np.arange(len(centres)), cnt)
+    j = np.fromiter((k for x in lists for k in x), np.int64, int(cnt.sum()))
+    dx = xy[j, 0] - centres[c, 0]
+    dy = xy[j, 1] - centres[c, 1]
+    ok = dx * dx + dy * dy < r * r
+    c, j = c[ok], j[ok]
+    order = np.lexsort((j, c))
+    return c[order], j[order]
+
+
 def _clear_around_heavy(atoms: Atoms, sep_px: float) -> np.ndarray:
     """Keep-mask: no atom closer than ``sep_px`` to a heavy atom (a bright blob can show a second
     maximum on its flank); between two heavy atoms the more confident stays."""
     keep = np.ones(len(atoms), bool)
     heavy = np.flatnonzero(atoms.species != 0)
     xy = atoms.xy_px
-    if len(heavy) * len(xy) <= 4_000_000:                 # few heavy atoms: direct distances
-        dx = xy[None, :, 0] - xy[heavy, 0][:, None]
-        dy = xy[None, :, 1] - xy[heavy, 1][:, None]
-        hh, j = np.nonzero(dx * dx + dy * dy < sep_px * sep_px)
-        h = heavy[hh]
-    else:
-        lists = cKDTree(xy).query_ball_point(xy[heavy], sep_px)
-        cnt = np.fromiter((len(x) for x in lists), np.int64, len(lists))
-        h = np.repeat(heavy, cnt)
-        j = np.fromiter((k for x in lists for k in x), np.int64, int(cnt.sum()))
+    hh, j = pairs_within(xy, xy[heavy], sep_px)
+    h = heavy[hh]
     other = h != j
     h, j = h[other], j[other]
     if len(h) == 0:

@@ -8,7 +8,6 @@ frame's pixels (``Atoms.xy_px``) and angstrom (``Atoms.xy_A``); bond lengths in 
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from engine.chem import defects as _defects
 from engine.chem import graph as _graph
@@ -17,26 +16,31 @@ from engine.types import Atoms, Chemistry, Probabilities
 
 
 def _pore_brightness(image: np.ndarray, atoms: Atoms, f: _graph.Faces, chem_rings) -> np.ndarray | None:
-    """(n_faces,) in [0, 1]-ish: pore interior intensity between hexagon-centre (0) and C-atom (1) level."""
+    """(n_faces,) in [0, 1]-ish: pore interior intensity between hexagon-centre (0) and C-atom (1) level.
+
+    Only pores (bounded faces of 9 or more corners) get a value; a frame without one costs nothing.
+    The levels are those of the frame smoothed by a Gaussian of sigma 0.3 A, taken at the points
+    only (:func:`engine.chem.atoms.gaussian_at`)."""
     if image is None or f.n_faces == 0 or len(atoms) < 10:
         return None
+    pores = np.flatnonzero((f.area_A2 > 0) & (f.size >= 9))
+    if not len(pores):
+        return None                     # only pores are looked up (engine.chem.defects.lattice_defects)
     px = atoms.pixel_size_A
-    sm = ndimage.gaussian_filter(np.asarray(image, np.float32), max(0.3 / px, 0.5))
-    def at(xy_px):
-        return ndimage.map_coordinates(sm, [xy_px[:, 1], xy_px[:, 0]], order=1, mode="nearest")
+    sigma = max(0.3 / px, 0.5)
     c_atoms = atoms.species == 0
     hexes = chem_rings.sizes == 6
     if c_atoms.sum() < 5 or hexes.sum() < 3:
         return None
-    atom_level = float(np.median(at(atoms.xy_px[c_atoms])))
-    hex_level = float(np.median(at(chem_rings.centre_A[hexes] / px)))
+    from engine.chem.atoms import gaussian_at
+
+    atom_level = float(np.median(gaussian_at(image, sigma, atoms.xy_px[c_atoms])))
+    hex_level = float(np.median(gaussian_at(image, sigma, chem_rings.centre_A[hexes] / px)))
     span = atom_level - hex_level
     if span <= 0:
         return None
     out = np.zeros(f.n_faces)
-    pores = np.flatnonzero((f.area_A2 > 0) & (f.size >= 9))
-    if len(pores):
-        out[pores] = (at(f.centre_A[pores] / px) - hex_level) / span
+    out[pores] = (gaussian_at(image, sigma, f.centre_A[pores] / px) - hex_level) / span
     return out
 
 
@@ -66,7 +70,8 @@ def build_chemistry(atoms: Atoms, cfg, motifs=None, image: np.ndarray | None = N
     in_dop = np.zeros(n, bool)
     for d in dop:
         in_dop[d.members] = True
-    bright = _pore_brightness(image, atoms, f, rings) if image is not None else None
+    # the pores' brightness on the raw frame, measured only if a big pore is judged
+    bright = (lambda: _pore_brightness(image, atoms, f, rings)) if image is not None else None
     lat = _defects.lattice_defects(xy_A, atoms.xy_px, sp, bonds, coord, f, edge_zone, in_dop, bright, scale)
     defects = lat + dop
     if image is not None and cfg.overlayer_excess > 0:

@@ -144,12 +144,17 @@ def heavy_adatoms(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, coor
     Each is a ``heavy-atom`` defect ``X1C{n}`` with its n C within ``cutoff_A`` (6 over a hexagon's
     centre); ``coord`` (in place) gets n for the heavy atom. ``species``: only the adatoms are 2.
     """
+    from engine.chem.atoms import pairs_within
+
     out = []
     xs = np.flatnonzero(species == OTHER)
     cs = np.flatnonzero(species == C)
-    for x in xs:                                            # a few per frame
-        d = np.hypot(*(xy_A[cs] - xy_A[x]).T)
-        nb = cs[d < cutoff_A]
+    k, j = pairs_within(xy_A[cs], xy_A[xs], cutoff_A)       # C near each adatom (KD-tree when many)
+    keep = np.hypot(*(xy_A[cs[j]] - xy_A[xs[k]]).T) < cutoff_A
+    k, nbs = k[keep], cs[j[keep]]
+    cuts = np.searchsorted(k, np.arange(len(xs) + 1))
+    for q, x in enumerate(xs):                              # one defect per adatom
+        nb = nbs[cuts[q]:cuts[q + 1]]
         coord[x] = len(nb)
         out.append(Defect("heavy-atom", f"X1C{len(nb)}", np.r_[x, nb].astype(np.int32),
                           (float(xy_px[x, 0]), float(xy_px[x, 1]))))
@@ -218,16 +223,28 @@ def _pattern_beside_heavy(faces_here: np.ndarray, corner_sets: list, heavy_other
 
 def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bonds: np.ndarray,
                     coord: np.ndarray, f: Faces, edge_zone: np.ndarray, in_dopant: np.ndarray,
-                    pore_brightness: np.ndarray | None = None, scale: float = 1.0) -> list[Defect]:
+                    pore_brightness=None, scale: float = 1.0) -> list[Defect]:
     """Lattice defects (see the module docstring).
 
     ``edge_zone``: atoms near the frame edge (not judged); ``in_dopant``: atoms of dopant groups;
-    ``pore_brightness``: optional (n_faces,) values, > 0.5 where a pore looks bright on the raw frame;
+    ``pore_brightness``: optional (n_faces,) values, > 0.5 where a pore looks bright on the raw frame,
+    or a function returning them (called only if a pore of 3 or more missing atoms is judged);
     ``scale``: the frame's C-C length / 1.42 A (pore areas are divided by its square).
     """
     n = len(species)
     is_c = species == C
     pos = f.area_A2 > 0
+    resolved: list = []
+
+    def bright(k: int) -> bool:
+        """Pore ``k`` is bright on the raw frame (``pore_brightness`` may be a function giving the
+        array: called once, only when a big pore needs it)."""
+        pb = pore_brightness
+        if callable(pb):
+            if not resolved:
+                resolved.append(pb())
+            pb = resolved[0]
+        return pb is not None and pb[k] > 0.5
     corner_face, corner_atom = f.face, f.src
     touches_edge = np.bincount(corner_face, weights=edge_zone[corner_atom], minlength=f.n_faces) > 0
     # islands: pieces of the graph that never reach the frame edge (and lone atoms)
@@ -290,7 +307,7 @@ def lattice_defects(xy_A: np.ndarray, xy_px: np.ndarray, species: np.ndarray, bo
         rings_only = [int(f.size[k]) for k in faces_here if int(k) not in pores]
         big = [k for k in pores if missing[k] >= 3]
         # a big pore that is bright on the raw frame, or holds an island, is covered, not empty
-        covered = any((pore_brightness is not None and pore_brightness[k] > 0.5)
+        covered = any(bright(k)
                       or (len(island_centres) and (np.hypot(*(island_centres - f.centre_A[k]).T)
                                                    < np.sqrt(f.area_A2[k] / np.pi)).any()) for k in big)
         if any(s <= 4 for s in sizes) or covered:

@@ -11,7 +11,7 @@ Rings: the graph is drawn in the plane, so its rings are its *faces*. Half-edges
 angle around each atom; following "turn to the next neighbour clockwise" from every half-edge
 traces each face once (a permutation whose cycles are the faces). Bounded faces come out with
 positive signed area (x = column, y = row) and the outer boundary of each connected piece of
-lattice with negative area. No per-atom Python loop: sorting, one ``connected_components`` and
+lattice with negative area. No per-atom Python loop: sorting, pointer jumping along the faces and
 a few ``bincount``.
 """
 
@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from engine.types import OTHER, SPECIES
@@ -39,9 +38,14 @@ def adatom_mask(xy_A: np.ndarray, species: np.ndarray, r_A: float = 1.75, min_c:
     xs = np.flatnonzero(species == OTHER)
     if len(xs) == 0:
         return out
+    from engine.chem.atoms import pairs_within
+
     cs = xy_A[species == 0]
-    d2 = (cs[None, :, 0] - xy_A[xs, 0][:, None]) ** 2 + (cs[None, :, 1] - xy_A[xs, 1][:, None]) ** 2
-    out[xs] = ((d2 < r_A * r_A).sum(1) >= min_c) | (d2.min(1, initial=np.inf) < 1.6**2)
+    x, j = pairs_within(cs, xy_A[xs], max(r_A, 1.6))             # C within reach of each "other" atom
+    d2 = (cs[j, 0] - xy_A[xs[x], 0]) ** 2 + (cs[j, 1] - xy_A[xs[x], 1]) ** 2
+    n_near = np.bincount(x[d2 < r_A * r_A], minlength=len(xs))
+    very_close = np.bincount(x[d2 < 1.6**2], minlength=len(xs)) > 0
+    out[xs] = (n_near >= min_c) | very_close
     return out
 
 
@@ -154,9 +158,9 @@ def _heavy_shell(h: np.ndarray, d: np.ndarray, lo: float, hi: float) -> np.ndarr
     last = np.r_[hs[1:] != hs[:-1], True]
     nxt = np.where(last, np.inf, np.r_[ds[1:], np.inf])
     gap = np.where(np.isfinite(nxt), nxt - ds, np.inf)    # the outermost pair: an open gap
-    n_sure = np.bincount(np.searchsorted(np.unique(hs), hs), weights=(ds < lo))
-    n_amb = np.bincount(np.searchsorted(np.unique(hs), hs), weights=(ds <= hi))
     g = np.searchsorted(np.unique(hs), hs)
+    n_sure = np.bincount(g, weights=(ds < lo))
+    n_amb = np.bincount(g, weights=(ds <= hi))
     k = rank + 1                                          # bonds if the cut is after this pair
     cand = (k >= np.maximum(n_sure[g], 1)) & (k <= n_amb[g])
     best = np.full(len(n_sure), -1.0)
@@ -192,19 +196,40 @@ def _close_dangling_pairs(xy_A, species, i, j, d, cutoff, maxc):
     is_under[under] = True
     both = is_under[i] & is_under[j]                   # existing bonds between dangling atoms
     existing = np.minimum(i[both], j[both]) * n + np.maximum(i[both], j[both])
-    new = ~np.isin(np.minimum(a, b) * n + np.maximum(a, b), existing)
+    key = np.minimum(a, b) * n + np.maximum(a, b)
+    new = np.ones(len(key), bool)
+    if len(existing):                                  # (np.isin costs ~0.1 ms on these few pairs)
+        existing = np.sort(existing)
+        new = existing[np.minimum(np.searchsorted(existing, key), len(existing) - 1)] != key
     a, b, dd = a[new], b[new], dd[new]
-    taken = np.zeros(n, bool)
-    add = []
-    for k in np.argsort(dd):                     # few pairs: dangling atoms only
-        if not (taken[a[k]] or taken[b[k]]):
-            taken[a[k]] = taken[b[k]] = True
-            add.append(k)
-    if not add:
+    add = _greedy_matching(n, a, b, np.argsort(dd))
+    if not len(add):
         return i, j, d
-    add = np.array(add)
     lo, hi = np.minimum(a[add], b[add]), np.maximum(a[add], b[add])
     return np.r_[i, lo], np.r_[j, hi], np.r_[d, dd[add]]
+
+
+def _greedy_matching(n: int, a: np.ndarray, b: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The pairs (a[k], b[k]) that a greedy matching takes when it visits them in ``order`` (a pair is
+    taken when neither atom is taken yet), in that order; vectorised: each round takes every pair
+    that comes first among the open pairs at both its atoms (the "locally dominant" pairs give the
+    greedy matching for a strict order)."""
+    m = len(a)
+    rank = np.empty(m, np.int64)
+    rank[order] = np.arange(m)
+    taken = np.zeros(n, bool)
+    chosen = np.zeros(m, bool)
+    open_ = np.ones(m, bool)
+    while open_.any():
+        k = np.flatnonzero(open_)
+        first = np.full(n, m, np.int64)
+        np.minimum.at(first, a[k], rank[k])
+        np.minimum.at(first, b[k], rank[k])
+        win = k[(first[a[k]] == rank[k]) & (first[b[k]] == rank[k])]
+        chosen[win] = True
+        taken[a[win]] = taken[b[win]] = True
+        open_ &= ~(taken[a] | taken[b])
+    return order[chosen[order]]
 
 
 def coordination(n: int, bonds: np.ndarray) -> np.ndarray:
@@ -250,6 +275,26 @@ def _sort_by_atom_then_angle(xy_A: np.ndarray, src: np.ndarray, dst: np.ndarray)
     return np.argsort(src + (ang + np.pi) * (0.999 / (2 * np.pi)))
 
 
+def _cycle_labels(nxt: np.ndarray) -> tuple[int, np.ndarray]:
+    """(number of cycles, label of each element) of the permutation ``nxt``; cycles are numbered in
+    the order of their smallest element (as ``connected_components`` numbers them). Pointer
+    jumping: after k rounds each element knows the smallest element among the 2**k that follow
+    it, so ~log2(longest cycle) rounds over the array. A round that changes nothing has every
+    element's minimum equal to that of the element 2**k ahead, hence (around the cycle) to the
+    cycle's minimum: done."""
+    n = len(nxt)
+    low = np.arange(n)
+    jump = nxt.copy()
+    while True:
+        new = np.minimum(low, low[jump])
+        if np.array_equal(new, low):
+            break
+        low = new
+        jump = jump[jump]
+    root = low == np.arange(n)
+    return int(root.sum()), (np.cumsum(root) - 1)[low]
+
+
 def faces(xy_A: np.ndarray, bonds: np.ndarray) -> Faces:
     """Trace every face of the planar graph (see the module docstring)."""
     m = len(bonds)
@@ -270,8 +315,7 @@ def faces(xy_A: np.ndarray, bonds: np.ndarray) -> Faces:
     k = pos[twin]                                  # position of v->u in the sorted array
     kk = start[k] + (k - start[k] - 1) % deg[k]
     nxt = order[kk]
-    g = sparse.csr_matrix((np.ones(2 * m, np.int8), nxt, np.arange(2 * m + 1)), shape=(2 * m, 2 * m))
-    n_faces, face = connected_components(g, directed=True, connection="weak")
+    n_faces, face = _cycle_labels(nxt)
     size = np.bincount(face, minlength=n_faces)
     cross = xy_A[src, 0] * xy_A[dst, 1] - xy_A[dst, 0] * xy_A[src, 1]
     area = 0.5 * np.bincount(face, weights=cross, minlength=n_faces)

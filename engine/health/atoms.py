@@ -54,8 +54,12 @@ def edge_flags(xy_px: np.ndarray, frame_shape, pixel_size_A: float) -> np.ndarra
 
 def noise_sigma(image: np.ndarray) -> float:
     """Pixel noise (counts, 1 sigma) by Immerkaer's method (Laplacian-difference mask, mean |.|)."""
-    a = np.asarray(image, np.float64)
-    if not np.isfinite(a).all():
+    a = np.asarray(image)
+    if np.issubdtype(a.dtype, np.integer) and a.dtype.itemsize <= 2:
+        a = a.astype(np.int32)            # 8/16-bit frames: the same Laplacian values, exact, in int32
+    else:
+        a = np.asarray(a, np.float64)
+    if a.dtype == np.float64 and not np.isfinite(a).all():
         a = np.where(np.isfinite(a), a, np.nanmedian(a))
     if a.shape[0] < 3 or a.shape[1] < 3:
         return float("nan")
@@ -66,18 +70,18 @@ def noise_sigma(image: np.ndarray) -> float:
 
 def estimate_snr(image: np.ndarray, chem) -> float:
     """Estimated C-atom SNR of the frame (nan when it cannot be measured: < 20 C atoms or < MIN_HEXAGONS hexagons)."""
-    from scipy import ndimage
+    from engine.chem.atoms import sample_bilinear
 
     atoms = chem.atoms
     img = np.asarray(image)
     if img.ndim != 2:
         return float("nan")
-    if img.dtype != np.float32 and img.dtype != np.float64:
-        img = img.astype(np.float32)
+    # an integer frame is sampled as it is (no float copy of the whole frame): values as float32
+    out_dtype = img.dtype if img.dtype in (np.float32, np.float64) else np.float32
     ps = float(atoms.pixel_size_A)
     c = np.asarray(atoms.species) == 0
-    rings = [r for r in (chem.rings or []) if len(r) == 6]
-    if c.sum() < 20 or len(rings) < MIN_HEXAGONS:
+    centres = _hexagon_centres(np.asarray(atoms.xy_px, np.float64), chem.rings, 150)
+    if c.sum() < 20 or centres is None:
         return float("nan")
     H, W = img.shape
     crop = img[max(0, H // 2 - 96):H // 2 + 96, max(0, W // 2 - 96):W // 2 + 96]
@@ -85,7 +89,6 @@ def estimate_snr(image: np.ndarray, chem) -> float:
     if not sigma > 0:
         return float("nan")
     xy = np.asarray(atoms.xy_px, np.float64)
-    centres = np.array([xy[np.asarray(r)].mean(0) for r in rings[:150]])
 
     # mean over a 0.35 A disc: wide enough that the noise the network may have locked onto averages out
     step = max(1.0, 0.07 / ps)
@@ -94,8 +97,10 @@ def estimate_snr(image: np.ndarray, chem) -> float:
     off = off[np.hypot(off[:, 0], off[:, 1]) <= 0.35 / ps + 1e-9]
 
     def disc_mean(p):
+        if step == 1.0:
+            return _disc_means_unit_step(img, p, off, out_dtype)
         q = (p[:, None, :] + off[None]).reshape(-1, 2)
-        v = ndimage.map_coordinates(img, [q[:, 1], q[:, 0]], order=1, mode="nearest")
+        v = sample_bilinear((img,), q[:, 1], q[:, 0])[0].astype(out_dtype)
         return v.reshape(len(p), -1).mean(1)
 
     cxy = xy[c]
@@ -103,3 +108,53 @@ def estimate_snr(image: np.ndarray, chem) -> float:
     h = float(np.nanmedian(disc_mean(cxy)) - np.nanmedian(disc_mean(centres)))
     sp = PROBE_FWHM_A / 2.3548
     return SNR_SCALE * 1.41 * h * sp / (sigma * ps)
+
+
+def _hexagon_centres(xy: np.ndarray, rings, first: int) -> np.ndarray | None:
+    """(K, 2) mean position of the first ``first`` hexagons' corners; None with fewer than MIN_HEXAGONS."""
+    sizes = getattr(rings, "sizes", None)
+    if sizes is not None:                                  # a RingList: flat arrays, no loop
+        six = np.flatnonzero(np.asarray(sizes) == 6)
+        if len(six) < MIN_HEXAGONS:
+            return None
+        idx = np.asarray(rings.atoms)[np.asarray(rings.offsets)[six[:first], None] + np.arange(6)]
+        return xy[idx].mean(1)
+    hexes = [r for r in (rings or []) if len(r) == 6]
+    if len(hexes) < MIN_HEXAGONS:
+        return None
+    return np.array([xy[np.asarray(r)].mean(0) for r in hexes[:first]])
+
+
+def _disc_means_unit_step(img: np.ndarray, p: np.ndarray, off: np.ndarray, out_dtype) -> np.ndarray:
+    """(N,) mean of the bilinearly interpolated ``img`` at ``p[n] + off`` (offsets 1 px apart): the
+    samples of one point share their interpolation weights, so the mean is a fixed stencil per
+    corner over one window of pixels, gathered once (points whose samples leave the frame, where
+    interpolation clamps, take the direct route)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from engine.chem.atoms import sample_bilinear
+
+    H, W = img.shape
+    lo = off.min(0)
+    d = np.rint(off - lo).astype(np.int64)                  # integer offsets of the samples (x, y)
+    k = int(d.max()) + 2                                    # window side: the samples and one more
+    base = np.floor(p + lo)                                 # (x, y) of the window's first pixel
+    fx, fy = (p + lo - base).T
+    base = base.astype(np.int64)
+    inner = (base[:, 0] >= 0) & (base[:, 1] >= 0) & (base[:, 0] + k <= W) & (base[:, 1] + k <= H)
+    out = np.empty(len(p))
+    if (~inner).any():
+        e = np.flatnonzero(~inner)
+        q = (p[e, None, :] + off[None]).reshape(-1, 2)
+        out[e] = sample_bilinear((img,), q[:, 1], q[:, 0])[0].astype(out_dtype).reshape(len(e), -1).mean(1)
+    if inner.any() and H >= k and W >= k:
+        masks = np.zeros((4, k, k))
+        for c, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            np.add.at(masks[c], (d[:, 1] + dy, d[:, 0] + dx), 1.0)
+        i = np.flatnonzero(inner)
+        win = sliding_window_view(img, (k, k))[base[i, 1], base[i, 0]].reshape(len(i), -1)
+        s = win.astype(np.float64) @ masks.reshape(4, -1).T     # sums at the 4 corners' offsets
+        wy, wx = fy[i], fx[i]
+        out[i] = ((1 - wy) * (1 - wx) * s[:, 0] + (1 - wy) * wx * s[:, 1] + wy * (1 - wx) * s[:, 2]
+                  + wy * wx * s[:, 3]) / len(off)
+    return out

@@ -335,11 +335,18 @@ def _constellation_matches(prev_A: np.ndarray, cur_A: np.ndarray, max_shift_A: f
     atoms within ``tol_A`` of the other set (candidate shifts: every pair difference)."""
     from scipy.spatial import cKDTree
 
-    d = (cur_A[:, None, :] - prev_A[None, :, :]).reshape(-1, 2)
+    tree = cKDTree(cur_A)
+    # candidate shifts: every (cur, prev) difference within max_shift_A, in (cur, prev) order; pairs
+    # from a KD-tree, not all len(cur) x len(prev) differences
+    lists = cKDTree(prev_A).query_ball_point(cur_A, max_shift_A * (1 + 1e-9) + 1e-12)
+    cnt = np.fromiter((len(x) for x in lists), np.int64, len(lists))
+    ci = np.repeat(np.arange(len(cur_A)), cnt)
+    pj = np.fromiter((k for x in lists for k in x), np.int64, int(cnt.sum()))
+    order = np.lexsort((pj, ci))
+    d = cur_A[ci[order]] - prev_A[pj[order]]
     d = d[np.hypot(d[:, 0], d[:, 1]) <= max_shift_A]
     if not len(d):
         return False
-    tree = cKDTree(cur_A)
     need = max(1, int(np.ceil(0.5 * min(len(prev_A), len(cur_A)))))
     for shift in d[:400]:
         hit, _ = tree.query(prev_A + shift, distance_upper_bound=tol_A)

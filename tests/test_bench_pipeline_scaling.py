@@ -1,0 +1,25 @@
+"""``stemwatch bench pipeline``'s cost per pixel (issue 20): 2048x2048 against 512x512."""
+
+from __future__ import annotations
+
+import pytest
+
+from lab.bench_pipeline import _per_pixel
+
+
+def _rows(fps_2048: float) -> list:
+    return [{"size": "512x512", "fps": 50.0, "atoms": 1000, "atoms_graph_ms": 6.0, "tracking_ms": 2.0},
+            {"size": "2048x2048", "fps": fps_2048, "atoms": 16000, "atoms_graph_ms": 96.0, "tracking_ms": 40.0}]
+
+
+def test_cost_per_pixel_relative_to_512_and_per_atom_stage_costs():
+    rows, targets = _rows(50.0 / 16 / 1.2), {}
+    _per_pixel(rows, targets)
+    assert rows[0]["ms_per_Mpx"] == pytest.approx(20.0 / 0.262144)
+    assert rows[1]["per_px_vs_512"] == pytest.approx(1.2)
+    assert rows[0]["atoms_graph_us_per_atom"] == pytest.approx(6.0) == rows[1]["atoms_graph_us_per_atom"]
+    assert rows[1]["tracking_us_per_atom"] == pytest.approx(2.5)
+    assert targets["2048x2048 time per pixel / 512x512's"].endswith("PASS")
+    rows, targets = _rows(50.0 / 16 / 1.4), {}
+    _per_pixel(rows, targets)
+    assert targets["2048x2048 time per pixel / 512x512's"] == "1.40 <= 1.3: FAIL"
