@@ -145,6 +145,15 @@ def _geometry(h: int, w: int, b: int = 1):
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _radius_bins(h: int, w: int) -> np.ndarray:
+    """|k| in bins (cycles per field, physical frequency scaled to the longer side) on the rfft2 half plane."""
+    n = max(h, w)
+    r = np.hypot(sfft.fftfreq(h)[:, None], sfft.rfftfreq(w)[None, :]) * n
+    r.setflags(write=False)
+    return r
+
+
 def _full_plane(a: np.ndarray, w: int) -> np.ndarray:
     """The full (h, w) plane of a symmetric quantity given on the rfft2 half plane (h, w // 2 + 1):
     a(-ky, -kx) = a(ky, kx)."""
@@ -234,6 +243,7 @@ class _Spectrum:
         hi, lo = f >= 0.40, (f < 0.38) & (f >= 6.0 / h)
         self.diffuse = float(prof[lo].max() - np.median(prof[hi])) if hi.any() and lo.any() else 0.0
         self.scale = np.array([1.0 / h, 1.0 / w])
+        self.rh = _radius_bins(h, w)
 
     def q(self, ky, kx) -> np.ndarray:
         """exp(Q) at signed integer bins (0 outside the band)."""
@@ -592,7 +602,9 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
                 lat2 = None                            # stepped down onto the first lattice's reflections
             if lat2 is not None:
                 break
-        if lat2 is not None and _graphene_like(lat2, px)[0]:
+        # a second lattice must stand out clearly: faint noise hexagons (strength 4-10) are common in
+        # the many bins left once a strong lattice is excluded (an hBN frame read as graphene by one)
+        if lat2 is not None and lat2["strength"] >= STRENGTH_WEAK and _graphene_like(lat2, px)[0]:
             other = (f"; another hexagonal lattice a = {_fmt_len(lat['a_px'], px)} with {why} covers part of "
                      "the field")
             lat, ok = lat2, True
@@ -608,7 +620,7 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
             if far else "")
     mask, frac = (None, 1.0)
     if want_mask:
-        mask, frac = _graphene_mask(S.F, lat["spots"], S.h, S.w, S.wy, S.wx, shape)
+        mask, frac = _graphene_mask(S, lat["spots"], shape)
     return MaterialVerdict("graphene", f"{desc} with 2 sublattices of equal contrast ({lat['rho']:.2f}): "
                            f"graphene{other}{note}", graphene_fraction=frac, mask=mask, **fields)
 
@@ -646,32 +658,107 @@ def _no_lattice(res: dict, diffuse: float, q1: float) -> MaterialVerdict:
                            **res)
 
 
-def _graphene_mask(F, spots, h, w, wy, wx, shape, thresh: float = 0.4):
-    """Where the lattice is: the first-order spots demodulated on a coarse grid (module docstring)."""
-    kmin = min(np.hypot(*(k * np.array([1.0 / h, 1.0 / w]))) for k in spots) * max(h, w)
+#: Mask: a coarse cell lies outside the graphene region when its lattice signal is below
+#: MASK_REL of the field's graphene level (its 75th percentile) or below MASK_NOISE times the noise;
+#: the frame gets a mask only when such cells (in groups of at least MASK_MIN_CELLS) cover at least
+#: MASK_MIN_EMPTY of it (else: all graphene, no mask).
+MASK_REL = 0.15
+MASK_NOISE = 1.5
+MASK_SURE = 8.0           # a field whose graphene level (75th percentile) is below this gets no mask
+MASK_MIN_CELLS = 3
+MASK_MIN_EMPTY = 0.06
+MASK_MIN_GRID = 8          # the grid has 2 x (a third of the first-order spots' radius in bins, <= 8) cells a side
+GRAIN_Q = 12.0             # a spot on graphene's first-order ring this far above the ring level is another grain's
+
+
+@functools.lru_cache(maxsize=16)
+def _mask_geometry(n: int, h: int, w: int):
+    """Coarse n x n grid: the Hann window at the cells' centres, and for every cell the index of the
+    nearest cell where the window leaves enough signal (edge cells take that cell's value)."""
+    gy = (np.arange(n) + 0.5) / n
+    win = np.outer(0.5 - 0.5 * np.cos(2 * np.pi * gy), 0.5 - 0.5 * np.cos(2 * np.pi * gy))
+    valid = win >= 0.12
+    if valid.all() or not valid.any():
+        idx = np.indices((n, n))
+    else:
+        idx = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
+    for a_ in (win, idx):
+        a_.setflags(write=False)
+    return win, idx
+
+
+def _graphene_mask(S: "_Spectrum", spots, shape):
+    """Where the graphene lattice is, or None for the whole field (module docstring): the first-order
+    spots of the lattice found and of other graphene grains (strong spots on the same ring)
+    demodulated on a coarse grid, their summed power over the noise expected there."""
+    h, w = S.h, S.w
+    spots = [np.asarray(k, float) for k in spots]
+    r1 = float(np.mean([np.hypot(*(k * S.scale)) for k in spots])) * max(h, w)
+    # other grains: local maxima of exp(Q) on the same ring, >= GRAIN_Q, away from the known spots
+    kmin = min(np.hypot(*(k * S.scale)) for k in spots) * max(h, w)
     m = int(max(2, min(8, kmin // 2)))
     n = 2 * m
+    if n < MASK_MIN_GRID:
+        return None, 1.0                             # spots too close to the origin to map the field
+    extra = _grain_spots(S, spots, r1)
+    ks = np.array(spots + extra, float)
     oy, ox = np.mgrid[-m:m, -m:m]
-    env = np.zeros((n, n), np.float32)
-    for k in spots:
-        ky = int(np.rint(k[0])) + oy
-        kx = int(np.rint(k[1])) + ox
-        sub = _full(F, ky.ravel(), kx.ravel()).reshape(n, n)
-        env += np.abs(sfft.ifft2(sfft.ifftshift(sub)))
-    # undo the Hann window on the coarse grid (the outer rim, where it is < 0.2, takes the value inside)
-    gy = np.clip(((np.arange(n) + 0.5) * h / n).astype(int), 0, h - 1)
-    gx = np.clip(((np.arange(n) + 0.5) * w / n).astype(int), 0, w - 1)
-    win = wy[gy][:, None] * wx[gx][None, :]
-    env = env / np.maximum(win, 1e-3)
-    # near the edges the window leaves too little signal: take the nearest cell further in
-    valid = win >= 0.12
-    if valid.any() and not valid.all():
-        iy, ix = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
-        env = env[iy, ix]
-    top = float(np.percentile(env, 90))
-    coarse = ndimage.binary_dilation(env >= thresh * top)       # keep the region's edge atoms
+    cy = np.rint(ks[:, 0]).astype(np.int64)[:, None, None] + oy[None]
+    cx = np.rint(ks[:, 1]).astype(np.int64)[:, None, None] + ox[None]
+    sub = _full(S.F, cy, cx)
+    env2 = (np.abs(sfft.ifft2(sfft.ifftshift(sub, axes=(1, 2)), axes=(1, 2), workers=1)) ** 2).sum(0)
+    # noise expected per cell: each window's diffuse level (ring level of the trimmed log-mean, whose
+    # exp is ~0.56 of the mean power of noise), spread over n^2 cells, shaped by the window
+    iy, ix = cy % h, cx % w
+    lev = S.ring[S.Rf[iy, ix]]
+    lev = np.where(np.isfinite(lev), lev, 0.0).sum() / 0.56 / float(n) ** 4
+    win, idx = _mask_geometry(n, h, w)
+    w2 = win * win                                   # signal and noise power both go with the window^2
+    score = env2 / np.maximum(lev * w2 / np.mean(w2), 1e-300)
+    score = score[idx[0], idx[1]]
+    # cells of a few unit cells' worth of spots are noisy: judge each with its 3 x 3 neighbours
+    score = ndimage.uniform_filter(score, 3, mode="nearest")
+    top = float(np.percentile(score, 75))
+    if top < MASK_SURE:
+        return None, 1.0                             # too faint to map: the whole field
+    empty = (score < MASK_NOISE) & (score < MASK_REL * top)   # at the noise level, far below the graphene
+    lab, nlab = ndimage.label(empty)
+    if nlab:
+        sizes = np.bincount(lab.ravel(), minlength=nlab + 1)
+        small = sizes < MASK_MIN_CELLS
+        small[0] = False
+        empty &= ~small[lab]
+    if empty.mean() < MASK_MIN_EMPTY:
+        return None, 1.0
+    # keep the region's edge atoms (and undo the spread of the 3 x 3 judgement into the graphene)
+    coarse = ndimage.binary_dilation(~empty, iterations=2)
     frac = float(coarse.mean())
+    if frac >= 1.0:
+        return None, 1.0
     H, W = shape
     ry = np.minimum((np.arange(H) * n) // H, n - 1)
     rx = np.minimum((np.arange(W) * n) // W, n - 1)
     return coarse[ry][:, rx], frac
+
+
+def _grain_spots(S: "_Spectrum", spots, r1: float, most: int = 6) -> list:
+    """Strong spots of other graphene grains: bins of the half plane on the first-order ring
+    (|k| within 5 % of r1) with exp(Q) >= GRAIN_Q, local maxima, away from the lattice's own spots."""
+    band = np.abs(S.rh - r1) <= max(1.5, 0.05 * r1)
+    Qb = np.where(band, S.Q, -np.inf)
+    flat = Qb.ravel()
+    cand = np.flatnonzero(flat >= np.float32(np.log(GRAIN_Q)))
+    if not len(cand):
+        return []
+    cand = cand[np.argsort(flat[cand])[::-1][:40]]
+    ky, kx = np.divmod(cand, S.Q.shape[1])
+    ks = np.stack([(ky + S.h // 2) % S.h - S.h // 2, kx], axis=1).astype(float)
+    taken = [np.asarray(k, float) for k in spots] + [-np.asarray(k, float) for k in spots]
+    out = []
+    for k in ks:
+        if all(np.hypot(*((k - t) * S.scale)) * max(S.h, S.w) > max(3.0, 0.08 * r1) for t in taken):
+            out.append(k)
+            taken += [k, -k]
+            if len(out) >= most:
+                break
+    return out
