@@ -702,11 +702,12 @@ def _graphene_mask(S: "_Spectrum", spots, shape):
         return None, 1.0                             # spots too close to the origin to map the field
     extra = _grain_spots(S, spots, r1)
     ks = np.array(spots + extra, float)
-    oy, ox = np.mgrid[-m:m, -m:m]
-    cy = np.rint(ks[:, 0]).astype(np.int64)[:, None, None] + oy[None]
-    cx = np.rint(ks[:, 1]).astype(np.int64)[:, None, None] + ox[None]
+    o = np.fft.ifftshift(np.arange(-m, m))           # window offsets in ifft order (no shift needed)
+    cy = np.rint(ks[:, 0]).astype(np.int64)[:, None, None] + o[None, :, None]
+    cx = np.rint(ks[:, 1]).astype(np.int64)[:, None, None] + o[None, None, :]
     sub = _full(S.F, cy, cx)
-    env2 = (np.abs(sfft.ifft2(sfft.ifftshift(sub, axes=(1, 2)), axes=(1, 2), workers=1)) ** 2).sum(0)
+    env = sfft.ifft2(sub, axes=(1, 2), workers=1)
+    env2 = (env.real * env.real + env.imag * env.imag).sum(0)
     # noise expected per cell: each window's diffuse level (ring level of the trimmed log-mean, whose
     # exp is ~0.56 of the mean power of noise), spread over n^2 cells, shaped by the window
     iy, ix = cy % h, cx % w
@@ -718,10 +719,13 @@ def _graphene_mask(S: "_Spectrum", spots, shape):
     score = score[idx[0], idx[1]]
     # cells of a few unit cells' worth of spots are noisy: judge each with its 3 x 3 neighbours
     score = ndimage.uniform_filter(score, 3, mode="nearest")
-    top = float(np.percentile(score, 75))
+    flat = score.ravel()
+    top = float(np.partition(flat, (3 * len(flat)) // 4)[(3 * len(flat)) // 4])     # 75th percentile
     if top < MASK_SURE:
         return None, 1.0                             # too faint to map: the whole field
     empty = (score < MASK_NOISE) & (score < MASK_REL * top)   # at the noise level, far below the graphene
+    if empty.mean() < MASK_MIN_EMPTY:
+        return None, 1.0
     lab, nlab = ndimage.label(empty)
     if nlab:
         sizes = np.bincount(lab.ravel(), minlength=nlab + 1)
@@ -744,21 +748,36 @@ def _graphene_mask(S: "_Spectrum", spots, shape):
 def _grain_spots(S: "_Spectrum", spots, r1: float, most: int = 6) -> list:
     """Strong spots of other graphene grains: bins of the half plane on the first-order ring
     (|k| within 5 % of r1) with exp(Q) >= GRAIN_Q, local maxima, away from the lattice's own spots."""
-    band = np.abs(S.rh - r1) <= max(1.5, 0.05 * r1)
-    Qb = np.where(band, S.Q, -np.inf)
-    flat = Qb.ravel()
-    cand = np.flatnonzero(flat >= np.float32(np.log(GRAIN_Q)))
-    if not len(cand):
+    R = int(np.ceil(r1 * 1.05 + 2)) * max(S.h, S.w) // min(S.h, S.w) + 1
+    rows = np.r_[0:min(R + 1, S.h // 2), S.h - min(R, S.h // 2 - 1):S.h]
+    cols = slice(0, min(R + 1, S.Q.shape[1]))
+    band = np.abs(S.rh[rows, cols] - r1) <= max(1.5, 0.05 * r1)
+    by, ix = np.nonzero(band)
+    iy = rows[by]
+    q = S.Q[iy, ix]
+    keep = q >= np.float32(np.log(GRAIN_Q))
+    if not keep.any():
         return []
-    cand = cand[np.argsort(flat[cand])[::-1][:40]]
-    ky, kx = np.divmod(cand, S.Q.shape[1])
-    ks = np.stack([(ky + S.h // 2) % S.h - S.h // 2, kx], axis=1).astype(float)
-    taken = [np.asarray(k, float) for k in spots] + [-np.asarray(k, float) for k in spots]
-    out = []
-    for k in ks:
-        if all(np.hypot(*((k - t) * S.scale)) * max(S.h, S.w) > max(3.0, 0.08 * r1) for t in taken):
-            out.append(k)
-            taken += [k, -k]
+    iy, ix, q = iy[keep], ix[keep], q[keep]
+    o = np.argsort(q)[::-1][:40]
+    ks = np.stack([(iy[o] + S.h // 2) % S.h - S.h // 2, ix[o]], axis=1).astype(float)
+    own = np.array([np.asarray(k, float) for k in spots])
+    own = np.vstack([own, -own])
+    sep = max(3.0, 0.08 * r1)
+    n = max(S.h, S.w)
+
+    def dist(a, b):
+        return np.hypot(*((a[:, None, :] - b[None, :, :]) * S.scale).transpose(2, 0, 1)) * n
+
+    ks = ks[(dist(ks, own) > sep).all(axis=1)]
+    if not len(ks):
+        return []
+    close = (dist(ks, ks) <= sep) | (dist(ks, -ks) <= sep)
+    out, free = [], np.ones(len(ks), bool)
+    for i in range(len(ks)):                          # strongest first; each takes its neighbours
+        if free[i]:
+            out.append(ks[i])
+            free &= ~close[i]
             if len(out) >= most:
                 break
     return out
