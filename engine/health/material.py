@@ -282,9 +282,10 @@ class _Spectrum:
         oy, ox, cheb = _offsets(int(r.max()) + 4)
         cy = np.rint(kvecs[:, 0]).astype(np.int64)[:, None] + oy[None, :]
         cx = np.rint(kvecs[:, 1]).astype(np.int64)[:, None] + ox[None, :]
-        iy, ix = cy % self.h, cx % self.w
-        p = self.Pf[iy, ix]
-        valid = self.Bf[iy, ix] & (np.abs(cx) < self.wh)
+        flat = (cy % self.h) * self.w + cx % self.w
+        p = self.Pf.take(flat)
+        valid = self.Bf.take(flat)
+        valid &= np.abs(cx) < self.wh
         inner = cheb[None, :] <= r[:, None]
         ring = valid & (cheb[None, :] <= r[:, None] + 4) & ~inner
         pin = np.where(inner & valid, p, -1.0)
@@ -292,16 +293,17 @@ class _Spectrum:
         rows = np.arange(K)
         peak = pin[rows, j]
         n_ring = ring.sum(axis=1)
-        srt = np.sort(np.where(ring, p, np.inf), axis=1)
-        med = srt[rows, np.maximum(n_ring // 2, 0)]
+        kth = np.minimum(n_ring // 2, p.shape[1] - 1)
+        srt = np.partition(np.where(ring, p, np.inf), np.unique(kth), axis=1)   # (the order statistics only)
+        med = srt[rows, kth]
         ok = (peak > 0) & (n_ring >= 8)
         local = np.where(ok, peak / (np.where(ok, med, 1.0) + 1e-30), 0.0)
         # and over the ring's level at its radius (exp Q): a ring of diffuse scattering (amorphous
         # matter) stands out of a square box of bins, not out of its own ring
         # (near the origin the rings are short and full of the spots' own leakage: local only)
         by, bx = cy[rows, j], cx[rows, j]
-        jy, jx = iy[rows, j], ix[rows, j]
-        qr = np.where(np.abs(bx) < self.wh, self.Pf[jy, jx] / self.ring[self.Rf[jy, jx]], 0.0)
+        fj = flat[rows, j]
+        qr = np.where(np.abs(bx) < self.wh, self.Pf.take(fj) / self.ring[self.Rf.take(fj)], 0.0)
         near = np.hypot(kvecs[:, 0], kvecs[:, 1]) < NEAR_BINS
         contrast = np.where(near, local, np.sqrt(local * qr))
         return np.stack([by, bx], axis=1).astype(float), contrast
