@@ -144,7 +144,8 @@ def _geometry(h: int, w: int, b: int = 1):
     counts = np.bincount(rdump, minlength=nb + 1).astype(np.float64)
     counts[nb] = 0
     # the ky-axis wedge for the diffuse cue: kx from 1 bin to 0.03 cycles/px, |ky| >= 4 bins
-    wedge = (kx >= 1.0 / w) & (kx <= max(0.03, 2.5 / w)) & (np.abs(ky) >= 4.0 / h)
+    # (0.03 cycles per frame pixel: as many bins as without binning, so the profile is as smooth)
+    wedge = (kx >= 1.0 / w) & (kx <= max(0.03 * b, 2.5 / w)) & (np.abs(ky) >= 4.0 / h)
     wcols = np.flatnonzero(wedge[0] if wedge.shape[0] == 1 else wedge.any(axis=0))
     kyrow = np.minimum((np.abs(ky[:, 0]) * h).astype(np.intp), h // 2)
     out = (wy, wx, win, band, rdump, counts, wcols, kyrow, _full_plane(band, w), _full_plane(rdump.reshape(band.shape), w))
@@ -397,6 +398,16 @@ class _Spectrum:
         return out / self.scale
 
 
+def _near_spots(a, b, S, rel: float = 0.12) -> bool:
+    """Whether any first-order spot of lattice ``a`` lies within ``rel`` of |k| of a first-order spot
+    (either sign) of lattice ``b``: a strained or bent part of the same crystal, not another one."""
+    A = np.asarray(a, float) * S.scale
+    B = np.asarray(b, float) * S.scale
+    B = np.vstack([B, -B])
+    d = np.hypot(*(A[:, None, :] - B[None, :, :]).transpose(2, 0, 1))
+    return bool((d <= rel * np.hypot(*A.T)[:, None]).any())
+
+
 def _on_lattice(ks: np.ndarray, k1: np.ndarray, k2: np.ndarray) -> np.ndarray:
     """Which of the (K, 2) signed bins lie on a reflection m k1 + n k2 (integers m, n) of the lattice
     spanned by k1, k2 (within max(2 bins, 4 %)): a higher order of that lattice, not another one."""
@@ -608,8 +619,9 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
             if q < PEAK_MIN:
                 break
             lat2 = _lattice(S, k, q)
-            if lat2 is not None and _on_lattice(np.asarray(lat2["spots"][:2], float), k1_, k2_).any():
-                lat2 = None                            # stepped down onto the first lattice's reflections
+            if lat2 is not None and (_on_lattice(np.asarray(lat2["spots"][:2], float), k1_, k2_).any()
+                                     or _near_spots(lat2["spots"], lat["spots"], S)):
+                lat2 = None         # the first lattice's reflections, or its own spots smeared by strain
             if lat2 is not None:
                 break
         # a second lattice must stand out clearly: faint noise hexagons (strength 4-10) are common in
