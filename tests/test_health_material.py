@@ -201,7 +201,7 @@ def test_held_out_handful():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 21 criterion 4 not met over 0.03-0.3 A/px: measured (seed 2027) in "
+@pytest.mark.xfail(strict=True, reason="issue 21 criterion 4 not met over 0.03-0.3 A/px: measured (seeds 2027, 2031) in "
                                        "docs/material.md; fields below ~35 A (fine sampling) fail most")
 def test_held_out_accuracy_full_range():
     from lab.material_eval import evaluate
