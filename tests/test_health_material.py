@@ -234,3 +234,23 @@ def test_real_graphene_frames_stay_graphene():
             for declared in (px, None):
                 v = classify_material(data[key], declared)
                 assert v.verdict == "graphene", (key, declared, v.reason)
+
+
+def test_no_lattice_counts_atoms_against_the_analysed_area():
+    """A frame analysed only inside its graphene mask holds fewer atoms than a whole field of graphene:
+    the no_lattice check compares them with the masked area (HealthMonitor.after's area_fraction)."""
+    from types import SimpleNamespace
+
+    from engine.health.monitor import GRAPHENE_ATOMS_PER_A2, FrameHealth, HealthMonitor
+    from engine.types import Atoms
+
+    ps, shape = 0.1, (512, 512)
+    whole = shape[0] * shape[1] * ps * ps * GRAPHENE_ATOMS_PER_A2
+    n = int(0.3 * whole * 0.5)                    # 30 % of the field is graphene, half its atoms found
+    rng = np.random.default_rng(0)
+    atoms = Atoms(rng.uniform(0, 150, (n, 2)), np.zeros(n, np.int8), np.ones(n, np.float32),
+                  np.zeros((n, 3), np.float32), np.zeros(n, bool), ps)
+    chem = SimpleNamespace(atoms=atoms)
+    mon = HealthMonitor()
+    assert "no_lattice" in mon.after(FrameHealth(), chem, shape).verdicts
+    assert "no_lattice" not in HealthMonitor().after(FrameHealth(), chem, shape, area_fraction=0.3).verdicts

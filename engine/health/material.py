@@ -512,7 +512,6 @@ def _lattice(S: _Spectrum, k1, q1):
                 rho = _rho(S.F, k1, k2)
                 break
     k3 = -(k1 + k2)
-    F = S.F
     cen, psum = S.centroids(np.stack([k1, k2, k3]), with_sum=True)
     radii = list(np.hypot(*(cen * S.scale).T))
     amps1 = psum / S.box_gain(np.stack([k1, k2, k3]))
