@@ -688,6 +688,7 @@ MASK_NOISE = 1.5
 MASK_SURE = 8.0           # a field whose graphene level (75th percentile) is below this gets no mask
 MASK_MIN_CELLS = 3
 MASK_MIN_EMPTY = 0.06
+MASK_MIN_OUT = 0.1         # ... and the grown region must still leave out this much of the field
 MASK_MIN_GRID = 8          # the grid has 2 x (a third of the first-order spots' radius in bins, <= 8) cells a side
 GRAIN_Q = 12.0             # a spot on graphene's first-order ring this far above the ring level is another grain's
 
@@ -758,8 +759,8 @@ def _graphene_mask(S: "_Spectrum", spots, shape):
     # keep the region's edge atoms (and undo the spread of the 3 x 3 judgement into the graphene)
     coarse = ndimage.binary_dilation(~empty, iterations=2)
     frac = float(coarse.mean())
-    if frac >= 1.0:
-        return None, 1.0
+    if frac > 1.0 - MASK_MIN_OUT:
+        return None, 1.0                             # a corner or a rim: not worth dropping atoms for
     H, W = shape
     ry = np.minimum((np.arange(H) * n) // H, n - 1)
     rx = np.minimum((np.arange(W) * n) // W, n - 1)
