@@ -251,6 +251,7 @@ def display_frame(result: FrameResult, idx: int, max_update_bytes: int = 1_000_0
     if result.image is not None:
         f = choose_bin_factor(np.shape(result.image), max(budget, 65536))
         image, rng = to_uint8(result.image, f)
+        image = dim_outside(image, _analysed_mask(result), f)
     species = atoms["sp"]
     si = (species == SI) & (atoms["tid"] >= 0)
     return DisplayFrame(
@@ -264,6 +265,34 @@ def display_frame(result: FrameResult, idx: int, max_update_bytes: int = 1_000_0
         error=getattr(result, "error", None),
         material=_material(result),
     )
+
+
+#: Pixels outside the analysed graphene region are shown at this fraction of their brightness.
+DIM_OUTSIDE = 0.35
+
+
+def _analysed_mask(result: FrameResult):
+    """The graphene mask the pipeline applied (frame-shaped bool), or None (whole field analysed:
+    the verdict gives a mask only for a partly graphene field)."""
+    mat = getattr(result, "material", None)
+    mask = getattr(mat, "mask", None)
+    if mask is None or not mat.is_graphene or not float(mat.graphene_fraction) < 1.0:
+        return None
+    return mask
+
+
+def dim_outside(image: np.ndarray, mask, f: int) -> np.ndarray:
+    """``image`` (uint8, the frame binned by ``f``) dimmed where ``mask`` (frame-shaped) is False:
+    the part of the field that was not analysed (not graphene) is shown darker."""
+    if mask is None:
+        return image
+    h, w = image.shape
+    m = np.asarray(mask, bool)[: h * f: f, : w * f: f][:h, :w]
+    if m.shape != image.shape or m.all():
+        return image
+    out = image.copy()
+    out[~m] = (out[~m] * DIM_OUTSIDE).astype(np.uint8)
+    return out
 
 
 def _material(result: FrameResult):

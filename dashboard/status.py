@@ -202,8 +202,9 @@ def status_html(status: dict, local: dict, now: float | None = None) -> str:
     if mat:
         verdict, reason, frac = mat
         txt = f"<b>{html.escape(str(verdict))}</b><br><small>{html.escape(str(reason))}</small>"
-        if verdict == "graphene" and frac < 0.9:
-            txt += f"<br><small>analysed only in the graphene region ({100 * frac:.0f} % of the field)</small>"
+        if verdict == "graphene" and frac < 1.0:
+            txt += (f"<br><small>analysed only in the graphene region ({100 * frac:.0f} % of the field; "
+                    "the rest is shown dimmed)</small>")
         rows.append(_row("material", txt, "" if verdict == "graphene" else "bad"))
     rows.append(_row("backend", html.escape(str(s["backend"] or "–"))))
     hl = (s.get("health") or {}).get("last")

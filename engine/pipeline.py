@@ -42,10 +42,10 @@ def empty_chemistry(pixel_size_A: float, frame_shape=None) -> Chemistry:
                      coordination=np.zeros(0, np.int16), defects=[], atom_defect=np.zeros(0, np.int32))
 
 
-#: A graphene region mask is applied when it covers less than this fraction of the field. 0: never
-#: (the mask is computed and reported, but on whole graphene fields it covers only 60-90 % of the
-#: field, small frames less: applying it would drop real atoms; docs/material.md).
-MASK_BELOW = 0.0
+#: A graphene region mask is applied when it covers less than this fraction of the field (the verdict
+#: gives a mask only where part of the field clearly shows no graphene lattice; whole graphene frames
+#: get none: docs/material.md).
+MASK_BELOW = 1.0
 #: Frames smaller than this (either side) get no material verdict (assumed graphene): a few unit cells
 #: with one dopant near the centre do not show two equal sublattices reliably.
 MIN_SIDE_PX = 192
@@ -177,7 +177,8 @@ class Pipeline:
             try:
                 chem = fc.chemistry
                 if health is not None:
-                    health = self.health.after(health, chem, fc.frame_shape, snr=health.snr)
+                    health = self.health.after(health, chem, fc.frame_shape, snr=health.snr,
+                                               area_fraction=_graphene_fraction(fc.material))
                 self.motifs.observe(chem.defects, chem.atoms.pixel_size_A)
                 if health is not None and not health.ok:
                     events = []
@@ -224,6 +225,14 @@ class Pipeline:
         """A pipeline for :meth:`track` alone, for chemistry computed elsewhere (Dask workers):
         no network is loaded and :meth:`process` raises."""
         return cls(cfg, inferencer=NoInference(), motifs=motifs)
+
+
+def _graphene_fraction(material) -> float:
+    """The part of the field analysed: the graphene mask's fraction when the mask was applied, else 1."""
+    if material is None or getattr(material, "mask", None) is None:
+        return 1.0
+    f = float(material.graphene_fraction)
+    return f if 0.0 < f < MASK_BELOW else 1.0
 
 
 def _fov_jump_event(fc: FrameChemistry) -> Event:

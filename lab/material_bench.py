@@ -2,59 +2,105 @@
 
 Laboratory code: not a test (no wall-clock thresholds in the default test run). Renders a few
 simulated 512^2 frames (graphene, MoS2, amorphous, vacuum), classifies each many times and prints the
-median and the minimum wall time per call, and the median CPU time of the calling thread
+median and the minimum wall time per call, and the mean CPU time of the calling thread
 (``time.thread_time``: what the call costs on its core, whatever else the machine runs; on a loaded
 machine the wall times are the CPU time stretched by the other processes), single-threaded FFT as
 in the pipeline.
 
-    python -m lab.material_bench [--size 512] [--repeat 200]
+``--against REF`` also loads ``engine/health/material.py`` as it was at git revision REF and times
+both versions interleaved (old, new, old, new, ... on the same frames in the same process), so a
+loaded machine slows both alike; the table then gives both and their ratio.
+
+    python -m lab.material_bench [--size 512] [--repeat 200] [--against HEAD~3]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
+MATERIALS = ("graphene", "MoS2", "amorphous", "vacuum")
 
-def bench(size: int = 512, repeat: int = 200, pixel_size_A: float = 0.1) -> dict:
-    from engine.health.material import classify_material
+
+def load_revision(ref: str):
+    """engine/health/material.py at git revision ``ref`` as a module of its own."""
+    root = Path(__file__).resolve().parents[1]
+    src = subprocess.run(["git", "show", f"{ref}:engine/health/material.py"], cwd=root, capture_output=True,
+                         text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp()) / "material_at_ref.py"
+    path.write_text(src)
+    name = f"_material_{abs(hash(ref))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _frames(size: int, pixel_size_A: float):
     from engine.sim.materials import material_example
 
+    return [(m, material_example(np.random.default_rng(i), m, (size, size), pixel_size_A,
+                                 dose_range=(1e5, 1e5)).image) for i, m in enumerate(MATERIALS)]
+
+
+def bench(size: int = 512, repeat: int = 200, pixel_size_A: float = 0.1, against=None) -> dict:
+    from engine.health.material import classify_material
+
+    fns = {"new": classify_material}
+    if against is not None:
+        fns["old"] = against.classify_material
     out = {}
-    for i, material in enumerate(("graphene", "MoS2", "amorphous", "vacuum")):
-        ex = material_example(np.random.default_rng(i), material, (size, size), pixel_size_A, dose_range=(1e5, 1e5))
-        img = ex.image
-        for _ in range(5):
-            classify_material(img, pixel_size_A)
-        t = np.empty(repeat)
-        c = np.empty(repeat)
-        for k in range(repeat):
-            c0 = time.thread_time()
-            t0 = time.perf_counter()
-            classify_material(img, pixel_size_A)
-            t[k] = time.perf_counter() - t0
-            c[k] = time.thread_time() - c0
+    for material, img in _frames(size, pixel_size_A):
+        for fn in fns.values():
+            for _ in range(5):
+                fn(img, pixel_size_A)
+        t = {k: np.empty(repeat) for k in fns}
+        c = {k: np.empty(repeat) for k in fns}
+        for i in range(repeat):
+            for k, fn in fns.items():               # interleaved: old and new see the same load
+                c0 = time.thread_time()
+                t0 = time.perf_counter()
+                fn(img, pixel_size_A)
+                t[k][i] = time.perf_counter() - t0
+                c[k][i] = time.thread_time() - c0
         # thread_time ticks coarsely on some kernels: the mean over many calls is the honest figure
-        out[material] = {"median_ms": 1e3 * float(np.median(t)), "min_ms": 1e3 * float(t.min()),
-                         "p90_ms": 1e3 * float(np.percentile(t, 90)), "cpu_ms": 1e3 * float(c.mean())}
+        out[material] = {k: {"median_ms": 1e3 * float(np.median(t[k])), "min_ms": 1e3 * float(t[k].min()),
+                             "p90_ms": 1e3 * float(np.percentile(t[k], 90)), "cpu_ms": 1e3 * float(c[k].mean())}
+                         for k in fns}
     return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--repeat", type=int, default=200)
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--size", type=int, default=512, help="frame side in px (default 512)")
+    ap.add_argument("--repeat", type=int, default=200, help="calls per frame and version (default 200)")
+    ap.add_argument("--pixel-size", type=float, default=0.1, help="A/px of the frames (default 0.1)")
+    ap.add_argument("--against", default=None, metavar="REF",
+                    help="also time engine/health/material.py at this git revision, interleaved")
+    ap.add_argument("--json", default=None, help="write the figures here")
     a = ap.parse_args(argv)
-    res = bench(a.size, a.repeat)
-    print(f"classify_material on {a.size}x{a.size} frames, {a.repeat} calls each (ms per call)")
-    print("| frame | CPU time (mean) | wall min | wall median | wall p90 |\n|---|---|---|---|---|")
+    against = load_revision(a.against) if a.against else None
+    res = bench(a.size, a.repeat, a.pixel_size, against)
+    print(f"classify_material on {a.size}x{a.size} frames at {a.pixel_size} A/px, {a.repeat} calls each "
+          "(ms per call)")
+    print("| frame | version | CPU time (mean) | wall min | wall median | wall p90 |\n|---|---|---|---|---|---|")
     for k, v in res.items():
-        print(f"| {k} | {v['cpu_ms']:.2f} | {v['min_ms']:.2f} | {v['median_ms']:.2f} | {v['p90_ms']:.2f} |")
+        for ver, f in v.items():
+            name = "current" if ver == "new" else a.against
+            print(f"| {k} | {name} | {f['cpu_ms']:.2f} | {f['min_ms']:.2f} | {f['median_ms']:.2f} | {f['p90_ms']:.2f} |")
+        if "old" in v:
+            print(f"| {k} | old / current | {v['old']['cpu_ms'] / v['new']['cpu_ms']:.1f}x | "
+                  f"{v['old']['min_ms'] / v['new']['min_ms']:.1f}x | "
+                  f"{v['old']['median_ms'] / v['new']['median_ms']:.1f}x | |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)

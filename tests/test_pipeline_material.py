@@ -106,7 +106,7 @@ def test_dashboard_status_shows_the_verdict_and_reason():
                                          "unequal contrast (0.38): not graphene", 0.0)})
     assert "not_graphene" in html and "a = 3.16 A" in html
     html = status_html({}, {"material": ("graphene", "hexagonal lattice", 0.6)})
-    assert "graphene region (60 % of the field)" in html
+    assert "graphene region (60 % of the field; the rest is shown dimmed)" in html
     assert "material" not in status_html({}, {})
 
 
@@ -130,3 +130,43 @@ def test_simulate_material_then_analyze_says_not_graphene(tmp_path):
     assert s["material"]["frames_by_verdict"] == {"not_graphene": 3}
     assert s["atom_rows"] == 0 and s["events"] == 0
     assert "a = 3.1" in s["material"]["reasons"][0]
+
+
+def test_partly_graphene_field_is_analysed_only_where_it_is_graphene(pipe):
+    """Graphene over part of the field, vacuum beyond an edge: the verdict's mask is applied, so the
+    network's 'Si' everywhere (CountingInferencer) yields atoms only inside the graphene region, and
+    the no_lattice check counts atoms against that region's area, not the whole field's."""
+    ex = material_example(np.random.default_rng(6), "graphene_patch", (512, 512), PS, dose_range=(2e5, 2e5),
+                          other="vacuum", fraction=0.4)
+    r = pipe.process(Frame(data=ex.image, series="s", seq=0, t_acquired=1000.0, pixel_size_A=PS))
+    mat = r.material
+    assert mat.verdict == "graphene" and mat.mask is not None and 0.3 < mat.graphene_fraction < 0.95
+    xy = np.rint(np.asarray(r.chemistry.atoms.xy_px)).astype(int)
+    assert len(xy) > 0
+    assert mat.mask[np.clip(xy[:, 1], 0, 511), np.clip(xy[:, 0], 0, 511)].all()     # none outside the region
+    # the same frame without the material check: atoms on the vacuum side too
+    p = Pipeline(Config().replace(chemistry={"material_check": False}), inferencer=CountingInferencer(), motifs=None)
+    r2 = p.process(Frame(data=ex.image, series="s", seq=0, t_acquired=1000.0, pixel_size_A=PS))
+    xy2 = np.rint(np.asarray(r2.chemistry.atoms.xy_px)).astype(int)
+    assert (~mat.mask[np.clip(xy2[:, 1], 0, 511), np.clip(xy2[:, 0], 0, 511)]).sum() > 0
+    assert len(xy) < len(xy2)
+
+
+def test_dashboard_dims_the_part_of_the_field_not_analysed():
+    from dashboard.render import dim_outside
+    from engine.health.material import MaterialVerdict
+
+    img = np.full((64, 64), 200, np.uint8)
+    mask = np.zeros((128, 128), bool)
+    mask[:, :64] = True                                   # frame-shaped; the display image is binned by 2
+    out = dim_outside(img, mask, 2)
+    assert (out[:, :32] == 200).all() and (out[:, 32:] < 100).all()
+    assert dim_outside(img, None, 2) is img
+    v = MaterialVerdict("graphene", "x", graphene_fraction=0.5, mask=mask)
+    from dashboard.render import _analysed_mask
+
+    class R:
+        material = v
+    assert _analysed_mask(R()) is mask
+    R.material = MaterialVerdict("graphene", "x", graphene_fraction=1.0)
+    assert _analysed_mask(R()) is None

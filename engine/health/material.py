@@ -28,11 +28,19 @@ WS2, hBN, ...), ``amorphous`` (amorphous carbon or contamination over the field,
    sublattice contrasts (a far from 2.46 A tips them to ``not_graphene``). It never overrules a clear
    image: a graphene frame with a wrong declared size is still graphene (issue 13 re-measures it).
 
-A graphene verdict also gives the region where the graphene lattice is (``mask``): the three
-first-order spots demodulated on a coarse grid (the lattice amplitude envelope), thresholded
-against its upper percentile: holes, vacuum and regions of another material fall outside.
+Frames of at least 384 px a side are binned 2 x 2 first (one 256^2 FFT for a 512^2 frame; the bins
+keep their frequencies in cycles per field, and graphene's {11-20} spots stay below the binned
+Nyquist frequency up to 0.31 A/px); spot powers are corrected for the binning's transfer.
 
-Cost: one 512^2 real FFT plus O(10^4) operations (``lab/material_bench.py`` measures it).
+A graphene verdict also gives the region where the graphene lattice is (``mask``), only for a
+field part of which clearly shows no lattice: the first-order spots of the lattice (and strong spots
+of other grains on the same ring) demodulated on a coarse grid, their power over the noise expected
+in each cell (3 x 3 cells averaged); cells at the noise level and far below the field's graphene
+level, in groups, covering >= 6 % of the field, fall outside (the region is then grown by two
+cells to keep its edge atoms). A whole graphene field gets ``mask`` None and fraction 1.
+
+Cost: one 256^2 real FFT (512^2 frames) plus a few dozen small vectorised numpy calls
+(``python -m lab.material_bench --against REF`` measures it against an older revision).
 """
 
 from __future__ import annotations
@@ -117,7 +125,7 @@ class MaterialVerdict:
 
 
 @functools.lru_cache(maxsize=8)
-def _geometry(h: int, w: int):
+def _geometry(h: int, w: int, b: int = 1):
     """Per-shape constants: 2-D periodic Hann window, the radial bin of every rfft2 bin (bins outside
     the search band go to a last "dump" bin), band counts, and the ky-axis wedge of the diffuse cue."""
     wy = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(h) / h)).astype(np.float32)
@@ -128,7 +136,7 @@ def _geometry(h: int, w: int):
     n = max(h, w)
     r = np.sqrt(ky ** 2 + kx ** 2)
     rbin = np.minimum((r * n).astype(np.intp), n // 2 + 1)
-    band = (rbin >= 6) & (r <= R_MAX)
+    band = (rbin >= 6) & (r <= R_MAX * b)
     band[:, 0] = False                 # kx = 0: per-row gain fluctuations
     band[0, :] = False                 # ky = 0
     nb = n // 2 + 2                    # radial bins; index nb is the dump bin
@@ -136,12 +144,34 @@ def _geometry(h: int, w: int):
     counts = np.bincount(rdump, minlength=nb + 1).astype(np.float64)
     counts[nb] = 0
     # the ky-axis wedge for the diffuse cue: kx from 1 bin to 0.03 cycles/px, |ky| >= 4 bins
-    wedge = (kx >= 1.0 / w) & (kx <= max(0.03, 2.5 / w)) & (np.abs(ky) >= 4.0 / h)
+    # (0.03 cycles per frame pixel: as many bins as without binning, so the profile is as smooth)
+    wedge = (kx >= 1.0 / w) & (kx <= max(0.03 * b, 2.5 / w)) & (np.abs(ky) >= 4.0 / h)
     wcols = np.flatnonzero(wedge[0] if wedge.shape[0] == 1 else wedge.any(axis=0))
     kyrow = np.minimum((np.abs(ky[:, 0]) * h).astype(np.intp), h // 2)
-    out = (wy, wx, win, band, rdump, counts, wcols, kyrow)
+    out = (wy, wx, win, band, rdump, counts, wcols, kyrow, _full_plane(band, w), _full_plane(rdump.reshape(band.shape), w))
     for a_ in out:
         a_.setflags(write=False)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _radius_bins(h: int, w: int) -> np.ndarray:
+    """|k| in bins (cycles per field, physical frequency scaled to the longer side) on the rfft2 half plane."""
+    n = max(h, w)
+    r = np.hypot(sfft.fftfreq(h)[:, None], sfft.rfftfreq(w)[None, :]) * n
+    r.setflags(write=False)
+    return r
+
+
+def _full_plane(a: np.ndarray, w: int) -> np.ndarray:
+    """The full (h, w) plane of a symmetric quantity given on the rfft2 half plane (h, w // 2 + 1):
+    a(-ky, -kx) = a(ky, kx)."""
+    h, wh = a.shape
+    m = w - wh
+    out = np.empty((h, w), a.dtype)
+    out[:, :wh] = a
+    out[0, wh:] = a[0, m:0:-1]
+    out[1:, wh:] = a[:0:-1, m:0:-1]
     return out
 
 
@@ -166,10 +196,11 @@ def _smooth(v: np.ndarray, k: int) -> np.ndarray:
 class _Spectrum:
     """The windowed frame's spectrum and the normalised power Q = log(power / diffuse level)."""
 
-    def __init__(self, img: np.ndarray):
+    def __init__(self, img: np.ndarray, b: int = 1):
         h, w = img.shape
         self.h, self.w = h, w
-        self.wy, self.wx, win, self.band, rdump, counts, wcols, kyrow = _geometry(h, w)
+        self.bin = b                                     # the frame was binned b x b (pixels here are b px)
+        self.wy, self.wx, win, self.band, rdump, counts, wcols, kyrow, self.Bf, self.Rf = _geometry(h, w, b)
         # clip bright outliers (Si and heavier adatoms, hot pixels, thick contamination) at mean + 4 std
         # of a row subsample: a few dopants must not tip the sublattice balance of a small field,
         # while a whole brighter sublattice (N in hBN, Mo in MoS2) lies far below the clip
@@ -187,17 +218,17 @@ class _Spectrum:
         x -= (bx * xc).astype(np.float32)[None, :]
         x *= win
         self.F = F = sfft.rfft2(x, workers=1)
-        P = np.abs(F)
-        P *= P
+        P = F.real * F.real
+        P += F.imag * F.imag
         P += np.float32(1e-30)
-        L = np.log(P, out=P).ravel()                    # log power, float32
+        L = np.log(P).ravel()                            # log power, float32
         nb = len(counts) - 1
         good = counts > 0
         lmean = np.where(good, np.bincount(rdump, weights=L, minlength=nb + 1) / np.maximum(counts, 1), 0.0)
         # trimmed: at small radii the spots fill a good part of a ring and would raise its level
         low = L < (lmean[rdump] + 1.0).astype(np.float32)
-        c2 = np.bincount(rdump[low], minlength=nb + 1)
-        l2 = np.bincount(rdump[low], weights=L[low], minlength=nb + 1)
+        c2 = np.bincount(rdump, weights=low, minlength=nb + 1)
+        l2 = np.bincount(rdump, weights=np.where(low, L, np.float32(0)), minlength=nb + 1)
         c2[nb] = 0
         good = c2 > 0
         lm = np.where(good, l2 / np.maximum(c2, 1), 0.0)
@@ -206,6 +237,11 @@ class _Spectrum:
         lm = lm.astype(np.float32)
         lm[nb] = np.inf                                  # outside the band: Q = -inf
         self.Q = (L - lm[rdump]).reshape(F.shape)
+        # the full plane (h, w) of the power, exp(Q) and the band, indexed by signed bins modulo the
+        # shape: the spot searches read these (power is symmetric: P(-k) = P(k))
+        self.wh = F.shape[1]
+        self.Pf = _full_plane(P.astype(np.float64), w)
+        self.ring = np.exp(lm.astype(np.float64))          # diffuse level per radial bin (0 outside the band)
         # diffuse cue: log power profile along |ky| near the ky axis, excess over the Nyquist level
         Lw = L.reshape(F.shape)[:, wcols]
         prof = np.bincount(np.repeat(kyrow, len(wcols)), weights=Lw.ravel(), minlength=h // 2 + 1)
@@ -216,67 +252,86 @@ class _Spectrum:
         hi, lo = f >= 0.40, (f < 0.38) & (f >= 6.0 / h)
         self.diffuse = float(prof[lo].max() - np.median(prof[hi])) if hi.any() and lo.any() else 0.0
         self.scale = np.array([1.0 / h, 1.0 / w])
+        self.rh = _radius_bins(h, w)
 
     def q(self, ky, kx) -> np.ndarray:
         """exp(Q) at signed integer bins (0 outside the band)."""
         ky = np.asarray(ky, np.int64)
         kx = np.asarray(kx, np.int64)
-        neg = kx < 0
-        ky = np.where(neg, -ky, ky) % self.h
-        kx = np.abs(kx)
-        ok = kx < self.F.shape[1]
-        return np.where(ok, np.exp(self.Q[ky, np.minimum(kx, self.F.shape[1] - 1)]), 0.0)
+        iy, ix = ky % self.h, kx % self.w
+        return np.where(np.abs(kx) < self.wh, self.Pf[iy, ix] / self.ring[self.Rf[iy, ix]], 0.0)
 
     def spot(self, kvec):
         """Strongest bin within max(2 bins, 4 %) of a predicted signed (ky, kx) bin, and its power over
         the median power of the 4-bin-wide frame around the search window (local contrast; robust
         to rings crowded with spots and to low-frequency clutter): (bin, contrast)."""
-        kvec = np.asarray(kvec, float)
-        r = max(1, int(round(0.025 * np.hypot(*kvec))))
-        b, c = self.spots(kvec[None, :], r)
+        b, c = self.spots_auto(np.asarray(kvec, float)[None, :])
         return b[0], float(c[0])
 
-    def spots(self, kvecs: np.ndarray, r: int):
-        """:meth:`spot` for many (K, 2) predicted bins at once with search half-width ``r``."""
-        R = r + 4
-        oy, ox = np.mgrid[-R:R + 1, -R:R + 1]
-        inner = ((np.abs(oy) <= r) & (np.abs(ox) <= r)).ravel()
-        cy = np.rint(kvecs[:, 0]).astype(np.int64)[:, None] + oy.ravel()[None, :]
-        cx = np.rint(kvecs[:, 1]).astype(np.int64)[:, None] + ox.ravel()[None, :]
-        f = _full(self.F, cy, cx)
-        p = (f.real * f.real + f.imag * f.imag).astype(np.float64)
-        valid = self._in_band(cy, cx)
-        ring = valid & ~inner[None, :]
-        pin = np.where(inner[None, :] & valid, p, -1.0)
+    def spots_auto(self, kvecs: np.ndarray):
+        """:meth:`spot` for many (K, 2) predicted bins at once (each its own search half-width)."""
+        kvecs = np.asarray(kvecs, float).reshape(-1, 2)
+        r = np.maximum(1, np.rint(0.025 * np.hypot(kvecs[:, 0], kvecs[:, 1]))).astype(np.int64)
+        return self.spots(kvecs, r)
+
+    def spots(self, kvecs: np.ndarray, r):
+        """:meth:`spot` for many (K, 2) predicted bins at once with search half-width ``r`` (one for
+        all or one per row)."""
+        kvecs = np.asarray(kvecs, float).reshape(-1, 2)
+        K = len(kvecs)
+        r = np.broadcast_to(np.asarray(r, np.int64), (K,))
+        oy, ox, cheb = _offsets(int(r.max()) + 4)
+        cy = np.rint(kvecs[:, 0]).astype(np.int64)[:, None] + oy[None, :]
+        cx = np.rint(kvecs[:, 1]).astype(np.int64)[:, None] + ox[None, :]
+        flat = (cy % self.h) * self.w + cx % self.w
+        p = self.Pf.take(flat)
+        valid = self.Bf.take(flat)
+        valid &= np.abs(cx) < self.wh
+        inner = cheb[None, :] <= r[:, None]
+        ring = valid & (cheb[None, :] <= r[:, None] + 4) & ~inner
+        pin = np.where(inner & valid, p, -1.0)
         j = np.argmax(pin, axis=1)
-        rows = np.arange(len(kvecs))
+        rows = np.arange(K)
         peak = pin[rows, j]
         n_ring = ring.sum(axis=1)
-        srt = np.sort(np.where(ring, p, np.inf), axis=1)
-        med = srt[rows, np.maximum(n_ring // 2, 0)]
+        kth = np.minimum(n_ring // 2, p.shape[1] - 1)
+        srt = np.partition(np.where(ring, p, np.inf), np.unique(kth), axis=1)   # (the order statistics only)
+        med = srt[rows, kth]
         ok = (peak > 0) & (n_ring >= 8)
         local = np.where(ok, peak / (np.where(ok, med, 1.0) + 1e-30), 0.0)
         # and over the ring's level at its radius (exp Q): a ring of diffuse scattering (amorphous
         # matter) stands out of a square box of bins, not out of its own ring
         # (near the origin the rings are short and full of the spots' own leakage: local only)
-        qr = self.q(cy[rows, j], cx[rows, j])
+        by, bx = cy[rows, j], cx[rows, j]
+        fj = flat[rows, j]
+        qr = np.where(np.abs(bx) < self.wh, self.Pf.take(fj) / self.ring[self.Rf.take(fj)], 0.0)
         near = np.hypot(kvecs[:, 0], kvecs[:, 1]) < NEAR_BINS
         contrast = np.where(near, local, np.sqrt(local * qr))
-        return np.stack([cy[rows, j], cx[rows, j]], axis=1).astype(float), contrast
+        return np.stack([by, bx], axis=1).astype(float), contrast
 
     def centroid(self, k) -> np.ndarray:
         """Power-weighted centre of the 3x3 bins around a signed bin."""
-        pts = np.asarray(k, float)[None, :] + _O3
-        f = _full(self.F, pts[:, 0], pts[:, 1])
-        p = (f.real * f.real + f.imag * f.imag).astype(np.float64)
-        return (pts * p[:, None]).sum(0) / max(p.sum(), 1e-30)
+        return self.centroids(np.asarray(k, float)[None, :])[0]
 
-    def _in_band(self, ky, kx) -> np.ndarray:
-        neg = kx < 0
-        ky = np.where(neg, -ky, ky) % self.h
-        kx = np.abs(kx)
-        ok = kx < self.F.shape[1]
-        return ok & self.band[ky, np.minimum(kx, self.F.shape[1] - 1)]
+    def centroids(self, ks: np.ndarray, with_sum: bool = False):
+        """:meth:`centroid` of many (K, 2) signed bins (and the 3x3 power sums)."""
+        pts = np.asarray(ks, float)[:, None, :] + _O3[None, :, :]
+        iy = pts[..., 0].astype(np.int64) % self.h
+        ix = pts[..., 1].astype(np.int64) % self.w
+        p = self.Pf[iy, ix]
+        tot = p.sum(1)
+        c = (pts * p[..., None]).sum(1) / np.maximum(tot, 1e-30)[:, None]
+        return (c, tot) if with_sum else c
+
+    def box_gain(self, ks) -> np.ndarray:
+        """Power transfer of the b x b binning at (K, 2) signed bins (1 without binning)."""
+        ks = np.asarray(ks, float).reshape(-1, 2)
+        if self.bin == 1:
+            return np.ones(len(ks))
+        b = self.bin
+        f = ks * self.scale / b                               # cycles per frame pixel
+        g = np.prod(np.sinc(b * f) / np.sinc(f), axis=1)
+        return np.maximum(g * g, 1e-6)
 
     def rot(self, kvec, deg):
         """Rotate a bin vector by ``deg`` in physical frequency (non-square frames)."""
@@ -284,22 +339,23 @@ class _Spectrum:
         t = np.deg2rad(deg)
         return np.array([f[0] * np.cos(t) + f[1] * np.sin(t), -f[0] * np.sin(t) + f[1] * np.cos(t)]) / self.scale
 
-    def strongest(self, exclude=()):
+    def strongest(self, exclude=(), lattice=None):
         """The strongest spot: of the ``TOP_K`` band bins of largest Q, the one of largest local
         contrast (:meth:`spots`), leaving out +-r bins around the (signed) bins in ``exclude``.
         Returns up to ``N_TRY`` (signed (ky, kx) bin, hexagon score: geometric mean of the three
-        local contrasts), best first."""
+        local contrasts), best first. ``lattice`` : (k1, k2) of a lattice already found; candidates
+        on its reflections m k1 + n k2 are left out."""
         Q = self.Q
         if len(exclude):
             Q = Q.copy()
-            for kv in exclude:
-                r = max(3, int(round(0.06 * np.hypot(*kv))))
-                oy, ox = np.mgrid[-r:r + 1, -r:r + 1]
-                for sgn in (1, -1):
-                    cy = sgn * int(np.rint(kv[0])) + oy.ravel()
-                    cx = sgn * int(np.rint(kv[1])) + ox.ravel()
-                    keep = (cx >= 0) & (cx < Q.shape[1])
-                    Q[cy[keep] % self.h, cx[keep]] = -np.inf
+            ex = np.asarray(exclude, float).reshape(-1, 2)
+            ex = np.vstack([ex, -ex])
+            r = np.maximum(3, np.rint(0.06 * np.hypot(ex[:, 0], ex[:, 1]))).astype(np.int64)
+            oy, ox, cheb = _offsets(int(r.max()))
+            cy = np.rint(ex[:, 0]).astype(np.int64)[:, None] + oy[None, :]
+            cx = np.rint(ex[:, 1]).astype(np.int64)[:, None] + ox[None, :]
+            keep = (cheb[None, :] <= r[:, None]) & (cx >= 0) & (cx < Q.shape[1])
+            Q[cy[keep] % self.h, cx[keep]] = -np.inf
         flat = Q.ravel()
         cand = np.flatnonzero(flat > np.float32(CAND_LOG))
         if len(cand) == 0:
@@ -321,6 +377,10 @@ class _Spectrum:
             return []
         ky, kx = np.divmod(cand, self.F.shape[1])
         ks = np.stack([(ky + self.h // 2) % self.h - self.h // 2, kx], axis=1).astype(float)
+        if lattice is not None:
+            ks = ks[~_on_lattice(ks, *lattice)]
+            if not len(ks):
+                return []
         # score: geometric mean of the local contrasts of the candidate and its partners at 60 and
         # 120 degrees (a hexagonal lattice beats an isolated strong bin)
         n = len(ks)
@@ -338,11 +398,43 @@ class _Spectrum:
         return out / self.scale
 
 
+def _near_spots(a, b, S, rel: float = 0.12) -> bool:
+    """Whether any first-order spot of lattice ``a`` lies within ``rel`` of |k| of a first-order spot
+    (either sign) of lattice ``b``: a strained or bent part of the same crystal, not another one."""
+    A = np.asarray(a, float) * S.scale
+    B = np.asarray(b, float) * S.scale
+    B = np.vstack([B, -B])
+    d = np.hypot(*(A[:, None, :] - B[None, :, :]).transpose(2, 0, 1))
+    return bool((d <= rel * np.hypot(*A.T)[:, None]).any())
+
+
+def _on_lattice(ks: np.ndarray, k1: np.ndarray, k2: np.ndarray) -> np.ndarray:
+    """Which of the (K, 2) signed bins lie on a reflection m k1 + n k2 (integers m, n) of the lattice
+    spanned by k1, k2 (within max(2 bins, 4 %)): a higher order of that lattice, not another one."""
+    B = np.stack([k1, k2], axis=1)
+    if abs(np.linalg.det(B)) < 1e-9:
+        return np.zeros(len(ks), bool)
+    mn = np.linalg.solve(B, np.asarray(ks, float).T)
+    near = (B @ np.rint(mn)).T
+    d = np.hypot(*(np.asarray(ks, float) - near).T)
+    return d <= np.maximum(2.0, 0.04 * np.hypot(*np.asarray(ks, float).T))
+
+
 #: Lower-order reflections of a hexagonal lattice relative to a spot k: (|g| factor, rotation in degrees):
 #: {11-20} -> {10-10} (1/sqrt 3, +-30), {20-20} -> {10-10} (1/2, 0), {21-30} -> {10-10} (1/sqrt 7, +-19.1), 1/3.
 _LOWER = ((1 / np.sqrt(3.0), 30.0), (1 / np.sqrt(3.0), -30.0), (0.5, 0.0), (1 / np.sqrt(7.0), 19.1066),
           (1 / np.sqrt(7.0), -19.1066), (1 / 3.0, 0.0))
 _O3 = np.array([[dy, dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], float)
+
+
+@functools.lru_cache(maxsize=16)
+def _offsets(R: int):
+    """Raveled (oy, ox) offsets of a (2R+1)^2 box and their Chebyshev radius (read-only)."""
+    oy, ox = np.mgrid[-R:R + 1, -R:R + 1]
+    out = (oy.ravel(), ox.ravel(), np.maximum(np.abs(oy), np.abs(ox)).ravel())
+    for a_ in out:
+        a_.setflags(write=False)
+    return out
 _O5 = np.array([[dy, dx] for dy in range(-2, 3) for dx in range(-2, 3)], float)
 
 
@@ -365,9 +457,11 @@ def _rho(F: np.ndarray, k1: np.ndarray, k2: np.ndarray) -> float:
 def _lattice(S: _Spectrum, k1, q1):
     """Analyse the lattice whose strongest spot is ``k1``: None if not a hexagonal lattice, else a dict
     with the three first-order spots, a (px), sublattice ratio, column width ratio, spot strength."""
-    q1 = S.spots(np.asarray(k1, float)[None, :], 1)[1][0]     # its contrast (3x3 window)
+    k1 = np.asarray(k1, float)
     kc = S.centroid(k1)                              # sub-bin position: rotations predict better
-    k2, q2 = S.spot(S.rot(kc, 120.0))
+    pred = S.rot(kc, 120.0)
+    bb, cc = S.spots(np.stack([k1, pred]), np.array([1, max(1, int(round(0.025 * np.hypot(*pred))))]))
+    q1, k2, q2 = float(cc[0]), bb[1], float(cc[1])    # its contrast (3x3 window); the 120-degree spot
     # the third spot of the hexagon is exactly k1 + k2 (at 60 degrees): a 3x3 window suffices there,
     # so noise rarely fakes it
     q60 = S.spots((k1 + k2)[None, :], 1)[1][0]
@@ -376,21 +470,25 @@ def _lattice(S: _Spectrum, k1, q1):
         return None
     stepped = False
     for _ in range(3):                               # step down to the first order ({10-10}) spots
-        for f, ang in _LOWER:
-            b, qb = S.spot(S.rot(S.centroid(k1), ang) * f)
-            floor = max(SPOT_MIN, STEP_RATIO * q1)     # a real lower order, not window leakage
-            if qb >= floor and np.hypot(*(b * S.scale)) * max(S.h, S.w) >= 6:
-                b60, q60b = S.spot(S.rot(S.centroid(b), 60.0))
-                if q60b >= floor:
-                    k1, q1, stepped = b, qb, True
-                    break
-        else:
+        # every lower order at once; the first (in _LOWER's order) whose 60-degree partner also
+        # stands out wins
+        kc = S.centroid(k1)
+        preds = np.stack([S.rot(kc, ang) * f for f, ang in _LOWER])
+        b, qb = S.spots_auto(preds)
+        floor = max(SPOT_MIN, STEP_RATIO * q1)         # a real lower order, not window leakage
+        cand = np.flatnonzero((qb >= floor) & (np.hypot(*(b * S.scale).T) * max(S.h, S.w) >= 6))
+        if not len(cand):
             break
+        _, q60b = S.spots_auto(S.rot_many(S.centroids(b[cand]), 60.0))
+        good = cand[q60b >= floor]
+        if not len(good):
+            break
+        k1, q1, stepped = b[good[0]], float(qb[good[0]]), True
     if not stepped:
         # a lattice shows its second order ({11-20}) exactly at k1 - k2, 2 k1 + k2 and k1 + 2 k2
         # (3x3 windows); where that lies beyond the band, the first-order hexagon must be strong
         k2nd = np.array([k1 - k2, 2 * k1 + k2, k1 + 2 * k2], float)
-        inside = np.abs(k2nd * S.scale).max(axis=1) < R_MAX
+        inside = np.abs(k2nd * S.scale).max(axis=1) < min(R_MAX * S.bin, 0.49)
         if inside.sum() < 2:
             if score < 2 * PEAK_SURE:
                 return None
@@ -399,9 +497,10 @@ def _lattice(S: _Spectrum, k1, q1):
             if np.exp(np.log(np.maximum(c2, 1e-3)).mean()) < (SECOND_MIN if score < PEAK_SURE else SECOND_MIN / 2):
                 return None
     kc = S.centroid(k1)
-    k2, q2 = S.spot(S.rot(kc, 120.0))
-    k60, q60 = S.spot(S.rot(kc, 60.0))
-    if not stepped and _rho(S.F, k1, k2) < 0.1:
+    bb, cc = S.spots_auto(np.stack([S.rot(kc, 120.0), S.rot(kc, 60.0)]))
+    k2, q2, k60, q60 = bb[0], float(cc[0]), bb[1], float(cc[1])
+    rho = _rho(S.F, k1, k2)
+    if not stepped and rho < 0.1:
         # phase ~0: the {11-20} triple of a honeycomb (its structure factor is real and positive)
         # looks like this; faint first-order spots 30 degrees off at 1/sqrt(3) then decide
         for ang in (30.0, -30.0):
@@ -410,34 +509,26 @@ def _lattice(S: _Spectrum, k1, q1):
             if min(qb, qb2) >= SPOT_FAINT and np.hypot(*(b * S.scale)) * max(S.h, S.w) >= 6:
                 k1, q1, k2, q2 = b, qb, b2, qb2
                 k60, q60 = S.spot(S.rot(k1, 60.0))
+                rho = _rho(S.F, k1, k2)
                 break
     k3 = -(k1 + k2)
-    F = S.F
-    radii, amps1 = [], []
-    for kv in (k1, k2, k3):
-        pts = kv[None, :] + _O3
-        p = np.abs(_full(F, pts[:, 0], pts[:, 1])) ** 2
-        c = (pts * p[:, None]).sum(0) / p.sum()
-        radii.append(np.hypot(*(c * S.scale)))
-        amps1.append(p.sum())
+    cen, psum = S.centroids(np.stack([k1, k2, k3]), with_sum=True)
+    radii = list(np.hypot(*(cen * S.scale).T))
+    amps1 = psum / S.box_gain(np.stack([k1, k2, k3]))
     rmean = float(np.mean(radii))
     if (max(radii) - min(radii)) > RADII_TOL * rmean:     # not one lattice (strain and drift stay below)
         return None
     d1_px = 1.0 / rmean
     a_px = d1_px * 2.0 / np.sqrt(3.0)
-    if a_px < MIN_A_PX:
+    if a_px * S.bin < MIN_A_PX:
         return None
     q3 = S.spot(k3)[1]
-    rho = _rho(F, k1, k2)
     # column width from the second-order ({11-20}) spots
-    amps2 = []
-    for kv in (k1 - k2, k2 - k3, k3 - k1):
-        pts = kv[None, :] + _O3
-        if np.any(np.abs(pts * S.scale).max(axis=1) > 0.5):
-            continue
-        amps2.append((np.abs(_full(F, pts[:, 0], pts[:, 1])) ** 2).sum())
+    k2nd = np.stack([k1 - k2, k2 - k3, k3 - k1])
+    k2nd = k2nd[(np.abs(k2nd) + 1 <= 0.5 / S.scale).all(axis=1)]       # inside the Nyquist box
+    amps2 = S.centroids(k2nd, with_sum=True)[1] / S.box_gain(k2nd) if len(k2nd) else []
     width = float("nan")
-    if amps2:
+    if len(amps2):
         n = max(S.h, S.w)
         nb = len(S.lmean)
         d1 = np.exp(S.lmean[min(int(rmean * n), nb - 1)]) * 9
@@ -450,7 +541,8 @@ def _lattice(S: _Spectrum, k1, q1):
     strength = float(min(q1, q2, max(q3, q60)))
     if strength < SPOT_FAINT:                        # e.g. a step down onto a stray bin
         return None
-    return {"spots": (k1, k2, k3), "a_px": a_px, "rho": rho, "width": width, "strength": strength}
+    # a_px in the frame's own pixels (the spectrum's pixels are S.bin of them)
+    return {"spots": (k1, k2, k3), "a_px": a_px * S.bin, "rho": rho, "width": width, "strength": strength}
 
 
 def _graphene_like(lat: dict, px: float | None) -> tuple[bool, str]:
@@ -488,7 +580,9 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
         img = np.where(finite, img, np.float32(np.median(img[finite])))
     if float(img.max()) == float(img.min()):
         return MaterialVerdict("vacuum", "constant frame: no sample (or beam blanked)")
-    S = _Spectrum(img)
+    shape = img.shape
+    img, b = _binned(img)
+    S = _Spectrum(img, b)
     cands = S.strongest()
     res = {"diffuse_excess": S.diffuse}
     lat = None
@@ -502,7 +596,7 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
             break
     if lat is None:
         if q1 >= 10 * PEAK_MIN:
-            a_px = 1.0 / np.hypot(*(k1 * S.scale))
+            a_px = S.bin / np.hypot(*(k1 * S.scale))
             return MaterialVerdict("not_graphene", f"a crystal lattice that is not hexagonal (period "
                                    f"{_fmt_len(a_px, px)}): not graphene", lattice_constant_px=a_px,
                                    lattice_constant_A=a_px * px if px else np.nan, symmetry="not hexagonal",
@@ -512,17 +606,26 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
     other = ""
     if not ok:
         # a second lattice (part of the field graphene, the rest another crystal)?
-        more = S.strongest(exclude=[s for k in lat["spots"] for s in (k, 2 * k)] +
-                           [lat["spots"][0] - lat["spots"][1], lat["spots"][1] - lat["spots"][2],
-                            lat["spots"][2] - lat["spots"][0]])
+        # (every reflection m k1 + n k2 of the first lattice is left out: its higher orders are no
+        # second lattice)
+        k1_, k2_ = (np.asarray(v, float) for v in lat["spots"][:2])
+        m, n = (g.ravel() for g in np.mgrid[-2:3, -2:3])
+        pts = m[:, None] * k1_[None, :] + n[:, None] * k2_[None, :]
+        pts = pts[((m != 0) | (n != 0)) & (np.abs(pts * S.scale).max(axis=1) < 0.5)]
+        more = S.strongest(exclude=pts, lattice=(k1_, k2_))
         lat2 = None
         for k, q in more:
             if q < PEAK_MIN:
                 break
             lat2 = _lattice(S, k, q)
+            if lat2 is not None and (_on_lattice(np.asarray(lat2["spots"][:2], float), k1_, k2_).any()
+                                     or _near_spots(lat2["spots"], lat["spots"], S)):
+                lat2 = None         # the first lattice's reflections, or its own spots smeared by strain
             if lat2 is not None:
                 break
-        if lat2 is not None and _graphene_like(lat2, px)[0]:
+        # a second lattice must stand out clearly: faint noise hexagons (strength 4-10) are common in
+        # the many bins left once a strong lattice is excluded (an hBN frame read as graphene by one)
+        if lat2 is not None and lat2["strength"] >= STRENGTH_WEAK and _graphene_like(lat2, px)[0]:
             other = (f"; another hexagonal lattice a = {_fmt_len(lat['a_px'], px)} with {why} covers part of "
                      "the field")
             lat, ok = lat2, True
@@ -538,9 +641,29 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
             if far else "")
     mask, frac = (None, 1.0)
     if want_mask:
-        mask, frac = _graphene_mask(S.F, lat["spots"], S.h, S.w, S.wy, S.wx)
+        mask, frac = _graphene_mask(S, lat["spots"], shape)
     return MaterialVerdict("graphene", f"{desc} with 2 sublattices of equal contrast ({lat['rho']:.2f}): "
                            f"graphene{other}{note}", graphene_fraction=frac, mask=mask, **fields)
+
+
+#: Frames with both sides at least this are binned 2 x 2 before the FFT (a quarter of the work; the
+#: bins keep their frequencies in cycles per field, and graphene's second order stays below the binned
+#: Nyquist frequency up to 0.31 A/px); binned frames larger than MAX_SIDE_PX are cropped at the centre.
+BIN_FROM_PX = 384
+MAX_SIDE_PX = 512
+
+
+def _binned(img: np.ndarray) -> tuple[np.ndarray, int]:
+    h, w = img.shape
+    if min(h, w) < BIN_FROM_PX:
+        return img, 1
+    h2, w2 = min(h // 2, MAX_SIDE_PX), min(w // 2, MAX_SIDE_PX)
+    y0, x0 = (h - 2 * h2) // 2, (w - 2 * w2) // 2
+    a = img[y0:y0 + 2 * h2, x0:x0 + 2 * w2]
+    out = a[0::2, 0::2] + a[1::2, 0::2]
+    out += a[0::2, 1::2]
+    out += a[1::2, 1::2]
+    return out, 2
 
 
 def _fmt_len(a_px: float, px: float | None) -> str:
@@ -556,31 +679,127 @@ def _no_lattice(res: dict, diffuse: float, q1: float) -> MaterialVerdict:
                            **res)
 
 
-def _graphene_mask(F, spots, h, w, wy, wx, thresh: float = 0.4):
-    """Where the lattice is: the first-order spots demodulated on a coarse grid (module docstring)."""
-    kmin = min(np.hypot(*(k * np.array([1.0 / h, 1.0 / w]))) for k in spots) * max(h, w)
+#: Mask: a coarse cell lies outside the graphene region when its lattice signal is below
+#: MASK_REL of the field's graphene level (its 75th percentile) or below MASK_NOISE times the noise;
+#: the frame gets a mask only when such cells (in groups of at least MASK_MIN_CELLS) cover at least
+#: MASK_MIN_EMPTY of it (else: all graphene, no mask).
+MASK_REL = 0.15
+MASK_NOISE = 1.5
+MASK_SURE = 8.0           # a field whose graphene level (75th percentile) is below this gets no mask
+MASK_MIN_CELLS = 3
+MASK_MIN_EMPTY = 0.06
+MASK_MIN_OUT = 0.1         # ... and the grown region must still leave out this much of the field
+MASK_MIN_GRID = 8          # the grid has 2 x (a third of the first-order spots' radius in bins, <= 8) cells a side
+GRAIN_Q = 12.0             # a spot on graphene's first-order ring this far above the ring level is another grain's
+
+
+@functools.lru_cache(maxsize=16)
+def _mask_geometry(n: int, h: int, w: int):
+    """Coarse n x n grid: the Hann window at the cells' centres, and for every cell the index of the
+    nearest cell where the window leaves enough signal (edge cells take that cell's value)."""
+    gy = (np.arange(n) + 0.5) / n
+    win = np.outer(0.5 - 0.5 * np.cos(2 * np.pi * gy), 0.5 - 0.5 * np.cos(2 * np.pi * gy))
+    valid = win >= 0.12
+    if valid.all() or not valid.any():
+        idx = np.indices((n, n))
+    else:
+        idx = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
+    for a_ in (win, idx):
+        a_.setflags(write=False)
+    return win, idx
+
+
+def _graphene_mask(S: "_Spectrum", spots, shape):
+    """Where the graphene lattice is, or None for the whole field (module docstring): the first-order
+    spots of the lattice found and of other graphene grains (strong spots on the same ring)
+    demodulated on a coarse grid, their summed power over the noise expected there."""
+    h, w = S.h, S.w
+    spots = [np.asarray(k, float) for k in spots]
+    r1 = float(np.mean([np.hypot(*(k * S.scale)) for k in spots])) * max(h, w)
+    # other grains: local maxima of exp(Q) on the same ring, >= GRAIN_Q, away from the known spots
+    kmin = min(np.hypot(*(k * S.scale)) for k in spots) * max(h, w)
     m = int(max(2, min(8, kmin // 2)))
     n = 2 * m
-    oy, ox = np.mgrid[-m:m, -m:m]
-    env = np.zeros((n, n), np.float32)
-    for k in spots:
-        ky = int(np.rint(k[0])) + oy
-        kx = int(np.rint(k[1])) + ox
-        sub = _full(F, ky.ravel(), kx.ravel()).reshape(n, n)
-        env += np.abs(sfft.ifft2(sfft.ifftshift(sub)))
-    # undo the Hann window on the coarse grid (the outer rim, where it is < 0.2, takes the value inside)
-    gy = np.clip(((np.arange(n) + 0.5) * h / n).astype(int), 0, h - 1)
-    gx = np.clip(((np.arange(n) + 0.5) * w / n).astype(int), 0, w - 1)
-    win = wy[gy][:, None] * wx[gx][None, :]
-    env = env / np.maximum(win, 1e-3)
-    # near the edges the window leaves too little signal: take the nearest cell further in
-    valid = win >= 0.12
-    if valid.any() and not valid.all():
-        iy, ix = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
-        env = env[iy, ix]
-    top = float(np.percentile(env, 90))
-    coarse = ndimage.binary_dilation(env >= thresh * top)       # keep the region's edge atoms
+    if n < MASK_MIN_GRID:
+        return None, 1.0                             # spots too close to the origin to map the field
+    extra = _grain_spots(S, spots, r1)
+    ks = np.array(spots + extra, float)
+    o = np.fft.ifftshift(np.arange(-m, m))           # window offsets in ifft order (no shift needed)
+    cy = np.rint(ks[:, 0]).astype(np.int64)[:, None, None] + o[None, :, None]
+    cx = np.rint(ks[:, 1]).astype(np.int64)[:, None, None] + o[None, None, :]
+    sub = _full(S.F, cy, cx)
+    env = sfft.ifft2(sub, axes=(1, 2), workers=1)
+    env2 = (env.real * env.real + env.imag * env.imag).sum(0)
+    # noise expected per cell: each window's diffuse level (ring level of the trimmed log-mean, whose
+    # exp is ~0.56 of the mean power of noise), spread over n^2 cells, shaped by the window
+    iy, ix = cy % h, cx % w
+    lev = S.ring[S.Rf[iy, ix]]
+    lev = np.where(np.isfinite(lev), lev, 0.0).sum() / 0.56 / float(n) ** 4
+    win, idx = _mask_geometry(n, h, w)
+    w2 = win * win                                   # signal and noise power both go with the window^2
+    score = env2 / np.maximum(lev * w2 / np.mean(w2), 1e-300)
+    score = score[idx[0], idx[1]]
+    # cells of a few unit cells' worth of spots are noisy: judge each with its 3 x 3 neighbours
+    score = ndimage.uniform_filter(score, 3, mode="nearest")
+    flat = score.ravel()
+    top = float(np.partition(flat, (3 * len(flat)) // 4)[(3 * len(flat)) // 4])     # 75th percentile
+    if top < MASK_SURE:
+        return None, 1.0                             # too faint to map: the whole field
+    empty = (score < MASK_NOISE) & (score < MASK_REL * top)   # at the noise level, far below the graphene
+    if empty.mean() < MASK_MIN_EMPTY:
+        return None, 1.0
+    lab, nlab = ndimage.label(empty)
+    if nlab:
+        sizes = np.bincount(lab.ravel(), minlength=nlab + 1)
+        small = sizes < MASK_MIN_CELLS
+        small[0] = False
+        empty &= ~small[lab]
+    if empty.mean() < MASK_MIN_EMPTY:
+        return None, 1.0
+    # keep the region's edge atoms (and undo the spread of the 3 x 3 judgement into the graphene)
+    coarse = ndimage.binary_dilation(~empty, iterations=2)
     frac = float(coarse.mean())
-    ry = np.minimum((np.arange(h) * n) // h, n - 1)
-    rx = np.minimum((np.arange(w) * n) // w, n - 1)
+    if frac > 1.0 - MASK_MIN_OUT:
+        return None, 1.0                             # a corner or a rim: not worth dropping atoms for
+    H, W = shape
+    ry = np.minimum((np.arange(H) * n) // H, n - 1)
+    rx = np.minimum((np.arange(W) * n) // W, n - 1)
     return coarse[ry][:, rx], frac
+
+
+def _grain_spots(S: "_Spectrum", spots, r1: float, most: int = 6) -> list:
+    """Strong spots of other graphene grains: bins of the half plane on the first-order ring
+    (|k| within 5 % of r1) with exp(Q) >= GRAIN_Q, local maxima, away from the lattice's own spots."""
+    R = int(np.ceil(r1 * 1.05 + 2)) * max(S.h, S.w) // min(S.h, S.w) + 1
+    rows = np.r_[0:min(R + 1, S.h // 2), S.h - min(R, S.h // 2 - 1):S.h]
+    cols = slice(0, min(R + 1, S.Q.shape[1]))
+    band = np.abs(S.rh[rows, cols] - r1) <= max(1.5, 0.05 * r1)
+    by, ix = np.nonzero(band)
+    iy = rows[by]
+    q = S.Q[iy, ix]
+    keep = q >= np.float32(np.log(GRAIN_Q))
+    if not keep.any():
+        return []
+    iy, ix, q = iy[keep], ix[keep], q[keep]
+    o = np.argsort(q)[::-1][:40]
+    ks = np.stack([(iy[o] + S.h // 2) % S.h - S.h // 2, ix[o]], axis=1).astype(float)
+    own = np.array([np.asarray(k, float) for k in spots])
+    own = np.vstack([own, -own])
+    sep = max(3.0, 0.08 * r1)
+    n = max(S.h, S.w)
+
+    def dist(a, b):
+        return np.hypot(*((a[:, None, :] - b[None, :, :]) * S.scale).transpose(2, 0, 1)) * n
+
+    ks = ks[(dist(ks, own) > sep).all(axis=1)]
+    if not len(ks):
+        return []
+    close = (dist(ks, ks) <= sep) | (dist(ks, -ks) <= sep)
+    out, free = [], np.ones(len(ks), bool)
+    for i in range(len(ks)):                          # strongest first; each takes its neighbours
+        if free[i]:
+            out.append(ks[i])
+            free &= ~close[i]
+            if len(out) >= most:
+                break
+    return out

@@ -273,12 +273,14 @@ class HealthMonitor:
         return h
 
     # ------------------------------------------------------------------------------ after
-    def after(self, h: FrameHealth, chem, frame_shape, snr: float | None = None) -> FrameHealth:
-        """Verdicts from the atoms found (no_lattice, low_snr, fov_jump by the heavy atoms)."""
+    def after(self, h: FrameHealth, chem, frame_shape, snr: float | None = None,
+              area_fraction: float = 1.0) -> FrameHealth:
+        """Verdicts from the atoms found (no_lattice, low_snr, fov_jump by the heavy atoms).
+        ``area_fraction``: the part of the field that was analysed (the graphene mask's)."""
         cfg, s = self.cfg, self.s
         atoms = chem.atoms
         ps = float(atoms.pixel_size_A)
-        area = frame_shape[0] * frame_shape[1] * ps * ps
+        area = frame_shape[0] * frame_shape[1] * ps * ps * float(area_fraction)
         expected = area * GRAPHENE_ATOMS_PER_A2
         if expected > 30 and len(atoms) < cfg.min_lattice_fraction * expected:
             h.add("no_lattice", f"{len(atoms)} atoms where graphene would show ~{expected:.0f}")

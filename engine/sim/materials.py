@@ -244,7 +244,7 @@ def material_sample(material: str, fov_A, rng: np.random.Generator, margin_A: fl
     elif material == "graphene_grains":
         s = graphene_grains(fov_A, rng, margin_A=margin_A)
     elif material == "graphene_patch":
-        s = graphene_with_patch(fov_A, rng, other=kw.get("other"), margin_A=margin_A)
+        s = graphene_with_patch(fov_A, rng, other=kw.get("other"), fraction=kw.get("fraction"), margin_A=margin_A)
     else:
         raise ValueError(f"unknown material {material!r}; use one of {MATERIALS}")
     if material in ("MoS2", "WS2", "hBN", "graphene_grains") and rng.uniform() < 0.6:
