@@ -223,7 +223,7 @@ def register(sub) -> None:
                         "ONNX Runtime CPU backend, calibrated on simulated frames over the training ranges")
     g.add_argument("--model", default=None, metavar="FILE",
                    help="--int8 without CHECKPOINT: the FP32 model to quantise (default: the shipped one)")
-    g.add_argument("--calibration-frames", type=int, default=48, metavar="N",
+    g.add_argument("--calibration-frames", type=int, default=24, metavar="N",
                    help="simulated calibration frames (default: %(default)s)")
     g.add_argument("--calibration-method", default="percentile", choices=("minmax", "entropy", "percentile"),
                    help="activation range calibration (default: %(default)s, at --percentile)")

@@ -44,8 +44,36 @@ def _frame(side: int, rng) -> np.ndarray:
         return rng.poisson(20 * (lat - lat.min() + 0.2)).astype(np.uint16)
 
 
-def bench_infer(quick: bool = False) -> BenchReport:
+def _interleaved_ms(fns: dict, n: int, warmup: int = 2) -> dict:
+    """Median ms per call of each callable, measured interleaved (one of each per round), so a loaded
+    machine's slow spells hit all of them alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    ts = {k: [] for k in fns}
+    for _ in range(n):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v) * 1e3) for k, v in ts.items()}
+
+
+def _cpu_inferencers():
+    """``{precision: Inferencer}``: FP32 always, INT8 where ``<model>_int8.onnx`` exists (issue 20)."""
     from engine.infer.inferencer import Inferencer
+    from stemwatch.config import InferenceConfig
+
+    infs = {"fp32": Inferencer(InferenceConfig(backend="onnx", cpu_precision="fp32"))}
+    try:
+        infs["int8"] = Inferencer(InferenceConfig(backend="onnx", cpu_precision="int8"))
+    except FileNotFoundError as exc:
+        print(f"bench infer: no INT8 row: {exc}", file=sys.stderr)
+    return infs
+
+
+def bench_infer(quick: bool = False) -> BenchReport:
+    from engine.infer import cpu_precision as cp
     from engine.infer.probe import probe_gpu
     from stemwatch.config import InferenceConfig
 
@@ -54,26 +82,47 @@ def bench_infer(quick: bool = False) -> BenchReport:
     rows = []
     notes = {}
     targets = {}
-    with Inferencer(InferenceConfig(backend="onnx")) as inf:
+    infs = _cpu_inferencers()
+    cpu_net_ms: dict[int, float] = {}         # model-grid side -> CPU network ms (the default precision)
+    try:
+        inf = infs["fp32"]
         mpp = float(inf.contract.metadata.get("stemwatch.macs_per_pixel", "nan"))
-        notes["backend"] = inf.description
+        notes["backend"] = "; ".join(f"{k}: {v.description}" for k, v in infs.items())
         notes["model"] = f"{inf.contract.path.name} ({inf.contract.metadata.get('stemwatch.params', '?')} params, " \
                          f"{inf.contract.pixel_size_A} A/px)"
+        flags = cp.cpu_flags()
+        notes["cpu flags"] = " ".join(sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))) or "(none read)"
+        from engine.infer.probe import select_backend
+
+        be, why = select_backend("onnx", InferenceConfig(backend="onnx"))
+        default_precision = be.precision
+        be.close()
+        notes["auto precision"] = why.split("; ", 1)[-1]
+        notes["timing"] = "FP32 and INT8 measured interleaved in one process, medians"
         for side in (256, 512, 1024):
             frame = _frame(side, rng)
             print(f"bench infer: CPU {side}x{side}", file=sys.stderr, flush=True)
-            total = _median_ms(lambda: inf.predict(frame, FRAME_PX_A), n if side < 1024 else max(3, n // 3))
+            reps = n if side < 1024 else max(3, n // 3)
+            total = _interleaved_ms({k: (lambda i=i: i.predict(frame, FRAME_PX_A)) for k, i in infs.items()}, reps)
             x, _ = inf.preprocess(frame, FRAME_PX_A)
             pre = _median_ms(lambda: inf.preprocess(frame, FRAME_PX_A), n)
-            net = _median_ms(lambda: inf.run_grid(x), n if side < 1024 else max(3, n // 3))
+            net = _interleaved_ms({k: (lambda i=i: i.run_grid(x)) for k, i in infs.items()}, reps)
             gh, gw = x.shape
             ph, pw = -(-gh // inf.multiple) * inf.multiple, -(-gw // inf.multiple) * inf.multiple
             gmac = mpp * ph * pw / 1e9
-            rows.append({"device": "cpu", "frame": f"{side}x{side}", "grid": f"{gh}x{gw}", "ms/frame": total,
-                         "preprocess ms": pre, "network ms": net, "GMAC": gmac,
-                         "GFLOP/s": 2 * gmac / (net / 1e3), "fps": 1e3 / total})
+            for k in infs:
+                rows.append({"device": f"cpu {k}", "frame": f"{side}x{side}", "grid": f"{gh}x{gw}",
+                             "ms/frame": total[k], "preprocess ms": pre, "network ms": net[k], "GMAC": gmac,
+                             "GFLOP/s": 2 * gmac / (net[k] / 1e3), "fps": 1e3 / total[k],
+                             "vs fp32": net["fp32"] / net[k]})
+            cpu_net_ms[ph] = net.get(default_precision, net["fp32"])
             if side == 512:
-                targets["512x512 @0.1 A/px on CPU <= 35 ms"] = f"{total:.1f} ms: {'PASS' if total <= 35 else 'FAIL'}"
+                for k in infs:
+                    targets[f"512x512 @0.1 A/px on CPU {k} <= 35 ms"] = \
+                        f"{total[k]:.1f} ms: {'PASS' if total[k] <= 35 else 'FAIL'}"
+    finally:
+        for i in infs.values():
+            i.close()
     ok, why = probe_gpu()
     notes["gpu"] = why
     if ok:

@@ -37,7 +37,7 @@ CALIBRATION_STREAM = 4
 METHODS = ("minmax", "entropy", "percentile")
 
 
-def calibration_inputs(contract, n_frames: int = 48, grid_side_px: int = 160, seed: int = 0,
+def calibration_inputs(contract, n_frames: int = 24, grid_side_px: int = 160, seed: int = 0,
                        low_dose_fraction: float = 0.4, progress=None) -> list[np.ndarray]:
     """``n_frames`` normalised network inputs float32 ``(1, 1, s, s)`` (``s`` = one multiple below
     ``grid_side_px``, the same for all: histogram calibrators need one shape) from simulated frames
@@ -90,7 +90,7 @@ def conv_nodes(model_path: str | Path) -> list[str]:
     return [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type == "Conv"]
 
 
-def quantize_int8(fp32_path: str | Path, out_path: str | Path, *, n_frames: int = 48, grid_side_px: int = 160,
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, *, n_frames: int = 24, grid_side_px: int = 160,
                   seed: int = 0, method: str = "percentile", per_channel: bool = True, percentile: float = 99.999,
                   exclude: tuple[str, ...] = ("first", "last"), activations: str = "uint8", dedicated_pairs: bool = True,
                   progress=None) -> dict:
