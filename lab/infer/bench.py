@@ -126,28 +126,50 @@ def bench_infer(quick: bool = False) -> BenchReport:
     ok, why = probe_gpu()
     notes["gpu"] = why
     if ok:
-        from engine.infer.model import DEFAULT_MODEL, DEFAULT_MODEL_FP16, ModelContract
-        from engine.infer.tensorrt_backend import TensorRTBackend
-
-        for precision, path in (("fp32", DEFAULT_MODEL), ("fp16", DEFAULT_MODEL_FP16)):
-            c = ModelContract.load(path)
-            print(f"bench infer: building/loading TensorRT {precision} engine", file=sys.stderr, flush=True)
-            be = TensorRTBackend(c.path, onnx_sha256=c.sha256, precision=precision, multiple=c.multiple,
-                                 min_side_px=32, opt_side_px=512, max_side_px=1024,
-                                 input_name=c.input_name, output_name=c.output_name)
-            try:
-                notes[f"tensorrt {precision}"] = f"{be.description}; engine {be.engine_source}"
-                for side in (128, 256, 512, 1024):
-                    r = be.benchmark((side, side), n_iter=n * 5)
-                    gmac = mpp * side * side / 1e9
-                    rows.append({"device": f"gpu {precision}", "frame": f"(grid {side})", "grid": f"{side}x{side}",
-                                 "ms/frame": r["run_wall_ms"], "network ms": r["compute_ms"],
-                                 "preprocess ms": float("nan"), "h2d ms": r["h2d_ms"], "d2h ms": r["d2h_ms"],
-                                 "GMAC": gmac, "GFLOP/s": 2 * gmac / (r["compute_ms"] / 1e3),
-                                 "fps": 1e3 / r["run_wall_ms"]})
-            finally:
-                be.close()
-    columns = ["device", "frame", "grid", "ms/frame", "preprocess ms", "network ms", "GMAC", "GFLOP/s", "fps"]
+        rows += gpu_rows(mpp, cpu_net_ms, n, notes)
+    else:
+        notes["gpu not run"] = ("TensorRT FP32 (batch 1) and FP16 (batch 1 and 4) engines, CUDA-event timing of "
+                                "h2d / execute / d2h, ratio to the CPU network: no usable GPU here")
+    columns = ["device", "frame", "grid", "ms/frame", "preprocess ms", "network ms", "GMAC", "GFLOP/s", "fps",
+               "vs fp32"]
     if any("h2d ms" in r for r in rows):
-        columns += ["h2d ms", "d2h ms"]
+        columns += ["batch", "h2d ms", "d2h ms", "x cpu"]
     return BenchReport(name="infer", columns=columns, rows=rows, notes=notes, targets=targets)
+
+
+def gpu_rows(mpp: float, cpu_net_ms: dict, n: int, notes: dict, sides=(128, 256, 512, 1024), make_backend=None) -> list:
+    """TensorRT rows (issue 20, criterion 6): the FP32 engine at batch 1 and the FP16 engine (built from
+    the FP16 twin of the FP32 graph; never from the INT8 file) at batch 1 and 4, each timed with CUDA
+    events around ``execute_async_v3`` with the host->device and device->host copies timed apart
+    (:meth:`TensorRTBackend.benchmark`). ``network ms`` and ``ms/frame`` are per frame (a batch's
+    time / batch); ``x cpu``: the CPU backend's network ms at the same grid (``cpu_net_ms``, by side)
+    over the GPU's execute ms per frame."""
+    from engine.infer.model import DEFAULT_MODEL, DEFAULT_MODEL_FP16, ModelContract
+    from engine.infer.tensorrt_backend import TensorRTBackend
+
+    make_backend = make_backend or TensorRTBackend
+    rows = []
+    for precision, path, batches in (("fp32", DEFAULT_MODEL, (1,)), ("fp16", DEFAULT_MODEL_FP16, (1, 4))):
+        c = ModelContract.load(path)
+        if c.metadata.get("stemwatch.precision") == "int8":
+            raise ValueError(f"{path.name} is an INT8 model: TensorRT builds from the FP32/FP16 graphs only")
+        print(f"bench infer: building/loading TensorRT {precision} engine (batch <= {max(batches)})",
+              file=sys.stderr, flush=True)
+        be = make_backend(c.path, onnx_sha256=c.sha256, precision=precision, multiple=c.multiple,
+                          min_side_px=32, opt_side_px=512, max_side_px=max(sides),
+                          input_name=c.input_name, output_name=c.output_name, max_batch=max(batches))
+        try:
+            notes[f"tensorrt {precision}"] = f"{be.description}; engine {be.engine_source}; model {path.name}"
+            for b in batches:
+                for side in sides:
+                    r = be.benchmark((side, side), n_iter=n * 5, batch=b)
+                    gmac = mpp * side * side / 1e9
+                    comp = r["compute_ms"] / b
+                    rows.append({"device": f"gpu {precision}", "frame": f"(grid {side})", "grid": f"{side}x{side}",
+                                 "batch": b, "ms/frame": r["run_wall_ms"] / b, "network ms": comp,
+                                 "preprocess ms": float("nan"), "h2d ms": r["h2d_ms"] / b, "d2h ms": r["d2h_ms"] / b,
+                                 "GMAC": gmac, "GFLOP/s": 2 * gmac / (comp / 1e3), "fps": 1e3 * b / r["run_wall_ms"],
+                                 "x cpu": cpu_net_ms.get(side, float("nan")) / comp})
+        finally:
+            be.close()
+    return rows
