@@ -124,7 +124,7 @@ def bench_pipeline(quick: bool = False):
     from lab.bench_precision import other_precision_rows, pipeline_precision   # issue 20: FP32 beside INT8
     for r in rows:
         r["precision"] = pipeline_precision(pipe)
-    more, other_backend = other_precision_rows(cfg, pipeline_precision(pipe), sizes, quick)
+    more, other_backend = other_precision_rows(cfg, pipeline_precision(pipe), sizes, quick, _frames, _offline, _live)
     r512 = next(r for r in rows if r["size"] == "512x512")
     rows += more
     fps = min(r512["fps"], r512["live_fps"] or r512["fps"])

@@ -16,10 +16,10 @@ def pipeline_precision(pipe) -> str:
     return str(getattr(pipe.inferencer, "precision", "fp32"))
 
 
-def other_precision_rows(cfg, done: str, sizes, quick: bool) -> tuple[list[dict], str]:
-    """Rows (offline + live, as the main loop) for the CPU precision not yet run; ``([], why)`` when none."""
+def other_precision_rows(cfg, done: str, sizes, quick: bool, frames, offline, live) -> tuple[list[dict], str]:
+    """Rows (offline + live, as the main loop) for the CPU precision not yet run; ``([], why)`` when none.
+    ``frames``, ``offline``, ``live``: the pipeline bench's own frame maker and measurements."""
     from engine.pipeline import Pipeline
-    from lab.bench_pipeline import _frames, _live, _offline
 
     other = {"int8": "fp32", "fp32": "int8"}.get(done)
     if other is None:
@@ -34,12 +34,12 @@ def other_precision_rows(cfg, done: str, sizes, quick: bool) -> tuple[list[dict]
         for size in sizes:
             n = 6 if quick else 12
             print(f"bench pipeline: {size}x{size} {other}: simulating {n} frames ...", file=sys.stderr, flush=True)
-            off = _offline(pipe, _frames(size, n, seed=size), repeat=1 if quick else 2)
+            off = offline(pipe, frames(size, n, seed=size), repeat=1 if quick else 2)
             rate = min(100.0, 1.5 * off["fps"])
             n_live = max(12, int(rate * (3.0 if quick else 6.0)))
-            frames = _frames(size, n_live, change_at=n_live // 2, seed=size + 1)
-            live = _live(cfg2, frames, rate_hz=rate, change_at=n_live // 2)
-            rows.append({"size": f"{size}x{size}", "precision": other, **off, **live})
+            fr = frames(size, n_live, change_at=n_live // 2, seed=size + 1)
+            lv = live(cfg2, fr, rate_hz=rate, change_at=n_live // 2)
+            rows.append({"size": f"{size}x{size}", "precision": other, **off, **lv})
         why = pipe.backend_description
     finally:
         pipe.close()

@@ -92,8 +92,8 @@ def conv_nodes(model_path: str | Path) -> list[str]:
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, *, n_frames: int = 24, grid_side_px: int = 160,
                   seed: int = 0, method: str = "percentile", per_channel: bool = True, percentile: float = 99.999,
-                  exclude: tuple[str, ...] = ("first", "last"), activations: str = "uint8", dedicated_pairs: bool = True,
-                  progress=None) -> dict:
+                  exclude: tuple[str, ...] = ("first", "last"), activations: str = "uint8",
+                  dedicated_pairs: bool = True, progress=None) -> dict:
     """Write the QDQ INT8 model of ``fp32_path`` to ``out_path``; returns the recipe (also stored in the
     file's ``stemwatch.quantisation`` metadata). ``exclude``: ``"first"`` and/or ``"last"`` keep the
     stem / head convolution in float; Conv node names keep those."""
@@ -123,13 +123,15 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, *, n_frames: int 
         tmp_out = Path(tmp) / "int8.onnx"
         quantize_static(str(fp32_path), str(tmp_out), _Reader(inputs, contract.input_name),
                         quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+                        weight_type=QuantType.QInt8,
                         op_types_to_quantize=["Conv", "MaxPool", "Resize", "Concat", "Relu"],
                         nodes_to_exclude=skip or None, calibrate_method=cal, extra_options=extra,
                         calibration_providers=["CPUExecutionProvider"])
         proto = onnx.load(str(tmp_out))
     recipe = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "weights": "int8",
-              "activations": activations, "dedicated_qdq_pairs": bool(dedicated_pairs), "per_channel": bool(per_channel), "method": method,
+              "activations": activations, "dedicated_qdq_pairs": bool(dedicated_pairs),
+              "per_channel": bool(per_channel), "method": method,
               **({"percentile": float(percentile)} if method == "percentile" else {}),
               "calibration_frames": int(n_frames), "calibration_grid_px": int(grid_side_px),
               "calibration_seed": [int(seed), CALIBRATION_STREAM], "float_convs": skip,
