@@ -48,11 +48,12 @@ def _make_onnx(cfg: InferenceConfig, contract):
                                   input_name=contract.input_name, output_name=contract.output_name,
                                   precision=precision)
 
+    requested = getattr(cfg, "cpu_precision", "auto")
     if contract.metadata.get("stemwatch.precision") == "int8":       # --model given an INT8 file: run it as is
         be = make(contract.path, "int8")
-        be.precision_reason = f"the model file {contract.path.name} is INT8"
+        be.precision_reason = f"the model file {contract.path.name} is INT8" + \
+            (" (cpu_precision fp32 cannot apply to it)" if requested == "fp32" else "")
         return be
-    requested = getattr(cfg, "cpu_precision", "auto")
     q = cp.int8_path(contract.path)
     ok = cp.int8_matches(q, contract.sha256) if requested != "fp32" else (False, "not looked for")
     precision, reason = cp.choose(requested, ok, cp.cpu_flags(),
