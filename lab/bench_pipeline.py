@@ -153,16 +153,23 @@ def bench_pipeline(quick: bool = False):
         live = _live(cfg, frames, rate_hz=rate, change_at=n_live // 2)
         rows.append({"size": f"{size}x{size}", **off, **live})
     pipe.close()
+    from lab.bench_precision import other_precision_rows, pipeline_precision   # issue 20: FP32 beside INT8
+    for r in rows:
+        r["precision"] = pipeline_precision(pipe)
+    more, other_backend = other_precision_rows(cfg, pipeline_precision(pipe), [z for z in sizes if z not in OFFLINE_ONLY],
+                                             quick, _frames, _offline, _live)
     r512 = next(r for r in rows if r["size"] == "512x512")
+    rows += more
     fps = min(r512["fps"], r512["live_fps"] or r512["fps"])
     targets["512x512 end-to-end frames/s"] = f"{fps:.1f} >= 20: {'PASS' if fps >= 20 else 'FAIL'}"
     _per_pixel(rows, targets)
     cols = ["size", "atoms", "fps", "live_fps", "preprocess_ms", "network_ms", "atoms_graph_ms", "tracking_ms",
             "latency_p50_ms", "latency_p99_ms", "event_latency_ms", "sent", "analysed", "dropped",
             "ms_per_Mpx", "per_px_vs_512", "atoms_graph_us_per_atom", "tracking_us_per_atom"]
+    cols.insert(1, "precision")
     # event_latency_ms: si_3_to_4 event, from t_acquired of the first changed frame to the event
     return BenchReport(name="pipeline", columns=cols, rows=rows, targets=targets,
-                       notes={"backend": backend, "pixel size": f"{PS} A/px",
+                       notes={"backend": backend, "other precision": other_backend, "pixel size": f"{PS} A/px",
                               "fps": "offline, Pipeline.process back to back (median)",
                               "live_fps": "LiveService fed at 1.5x the offline rate over tcp loopback (newest frame)",
                               "latency": "t_acquired -> result ready (events published), live"})

@@ -56,6 +56,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if args.checkpoint is None and not args.int8:
+        print("stemwatch export: give a CHECKPOINT (and/or --int8 to quantise an FP32 model)", file=sys.stderr)
+        return 2
+    if args.checkpoint is None:
+        return _export_int8(args, Path(args.model) if args.model else None)
     from engine.infer.preprocess import NORMALISATION
     from lab.train.export import export_both
     from lab.train.training import load_checkpoint
@@ -66,6 +71,47 @@ def _cmd_export(args: argparse.Namespace) -> int:
                           "seed": cfg.get("seed"), "val": meta.get("val")}}
     p32, p16 = export_both(net, args.out, float(cfg.get("model_px_A", 0.2)), NORMALISATION, extra_metadata=extra)
     print(f"wrote {p32} ({p32.stat().st_size / 1e6:.2f} MB) and {p16} ({p16.stat().st_size / 1e6:.2f} MB)")
+    return _export_int8(args, p32) if args.int8 else 0
+
+
+def _export_int8(args: argparse.Namespace, fp32) -> int:
+    """``export --int8``: the static QDQ INT8 variant of an FP32 model (lab.train.quantize)."""
+    from pathlib import Path
+
+    from engine.infer.cpu_precision import int8_path
+    from engine.infer.model import DEFAULT_MODEL
+
+    fp32 = Path(fp32) if fp32 is not None else DEFAULT_MODEL
+    if not fp32.is_file():
+        print(f"stemwatch export: FP32 model {fp32} not found", file=sys.stderr)
+        return 2
+    try:
+        import onnx  # noqa: F401
+        from onnxruntime import quantization  # noqa: F401
+    except ImportError as exc:
+        print(f"stemwatch export --int8 needs onnx and onnxruntime ({exc}): pip install 'stemwatch[train]'",
+              file=sys.stderr)
+        return 2
+    from lab.train.quantize import quantize_int8
+
+    out = Path(args.out) / int8_path(fp32).name
+    exclude = tuple(x for x in args.float_convs.split(",") if x)
+    if any(x not in ("first", "last") for x in exclude):
+        print(f"stemwatch export: --float-convs takes first, last or both, got {args.float_convs!r}", file=sys.stderr)
+        return 2
+    if args.calibration_frames < 1:
+        print("stemwatch export: --calibration-frames must be >= 1", file=sys.stderr)
+        return 2
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)        # onnxruntime.quantization's pre-processing advice
+    recipe = quantize_int8(fp32, out, n_frames=args.calibration_frames, method=args.calibration_method,
+                           per_channel=not args.per_tensor, exclude=exclude, seed=args.calibration_seed,
+                           percentile=args.percentile,
+                           progress=lambda i, n: print(f"\rsimulating calibration frames {i}/{n}", end="",
+                                                       file=sys.stderr, flush=True))
+    print(file=sys.stderr)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): {json.dumps(recipe)}")
     return 0
 
 
@@ -74,7 +120,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from stemwatch.config import InferenceConfig
 
-    cfg = InferenceConfig(backend=args.backend, model_path=args.model)
+    if args.compare_int8:
+        from lab.infer.int8_eval import compare_table, format_compare
+
+        try:
+            cmp = compare_table(frames_per_cell=args.frames, model_path=args.model, progress=True)
+        except FileNotFoundError as exc:   # no (matching) INT8 model beside the FP32 one
+            print(f"stemwatch eval-model: {exc}", file=sys.stderr)
+            return 2
+        print(format_compare(cmp))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(cmp, f, indent=2)
+        return 0 if cmp["within"] else 1
+    cfg = InferenceConfig(backend=args.backend, model_path=args.model, cpu_precision=args.precision)
     table = accuracy_table(cfg, frames_per_cell=args.frames, quick=args.quick, progress=True)
     print(format_table(table))
     if args.snr:
@@ -155,8 +214,27 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="export a training checkpoint to the FP32 and FP16 ONNX models",
                        description="Fold BatchNorm, add softmax, write <out>/stemwatch_fcn.onnx (opset 18, dynamic "
                                    "H/W, metadata contract) and stemwatch_fcn_fp16.onnx.")
-    p.add_argument("checkpoint", help="ckpt_best.npz or ckpt_last.npz from `stemwatch train`")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="ckpt_best.npz or ckpt_last.npz from `stemwatch train` (optional with --int8)")
     p.add_argument("--out", default="engine/models", help="output folder (default: %(default)s)")
+    g = p.add_argument_group("INT8 (issue 20)")
+    g.add_argument("--int8", action="store_true",
+                   help="also (without CHECKPOINT: only) write <model>_int8.onnx, a static QDQ INT8 variant for the "
+                        "ONNX Runtime CPU backend, calibrated on simulated frames over the training ranges")
+    g.add_argument("--model", default=None, metavar="FILE",
+                   help="--int8 without CHECKPOINT: the FP32 model to quantise (default: the shipped one)")
+    g.add_argument("--calibration-frames", type=int, default=24, metavar="N",
+                   help="simulated calibration frames (default: %(default)s)")
+    g.add_argument("--calibration-method", default="percentile", choices=("minmax", "entropy", "percentile"),
+                   help="activation range calibration (default: %(default)s, at --percentile)")
+    g.add_argument("--percentile", type=float, default=99.999,
+                   help="percentile calibration: share of each activation's values inside its range (default: "
+                        "%(default)s)")
+    g.add_argument("--calibration-seed", type=int, default=0, help="calibration stream seed (default: %(default)s)")
+    g.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor (default: per channel)")
+    g.add_argument("--float-convs", default="first,last", metavar="first,last",
+                   help="convolutions kept in float: the stem (its input is the raw normalised frame) and/or the "
+                        "head (its output the logits); '' for none (default: %(default)s)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("eval-model", help="accuracy table of the network on the held-out simulated set",
@@ -166,6 +244,11 @@ def register(sub) -> None:
     p.add_argument("--backend", default="onnx", choices=choices(InferenceConfig, "backend"),
                    help="inference backend (default %(default)s: the CPU reference, not the config's auto)")
     p.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
+    p.add_argument("--precision", default="fp32", choices=choices(InferenceConfig, "cpu_precision"),
+                   help="CPU backend: the FP32 model, its INT8 variant, or auto (default %(default)s: the reference)")
+    p.add_argument("--compare-int8", action="store_true",
+                   help="instead: FP32 and INT8 side by side on the plain dose x pixel-size cells (exit 1 when a "
+                        "cell's F1 or Si precision/recall differs by more than 0.002)")
     p.add_argument("--frames", type=int, default=6, help="frames per table cell (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="fewer cells")
     p.add_argument("--snr", action="store_true",

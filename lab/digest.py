@@ -36,8 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = ("replay_data/01_switching_256.swrec", "replay_data/03_lowdose_256.swrec")
 DIGEST_FILE = ROOT / "tests" / "data" / "analyze_digest.json"
 SUMMARY_KEYS = ("frames", "frames_with_error", "atom_rows", "species_rows", "tracks", "events", "events_by_kind")
-#: The inference settings of the digest: the CPU backend with a fixed thread count.
-INFERENCE = {"backend": "onnx", "threads": 2}
+#: The inference settings of the digest: the CPU backend with a fixed thread count, on the FP32 reference
+#: network (cpu_precision auto picks INT8 by CPU flags, which would make the digest depend on the machine).
+INFERENCE = {"backend": "onnx", "threads": 2, "cpu_precision": "fp32"}
 
 
 def _sha(data: bytes) -> str:

@@ -64,6 +64,9 @@ class InferenceConfig(Section):
     tile_overlap_px: int = 32                        # overlap between tiles (model pixels)
     threads: int | None = None                       # CPU threads; None = physical cores
     engine_cache_dir: str | None = None              # TensorRT engine cache; None = user cache dir
+    cpu_precision: Literal["auto", "fp32", "int8"] = "auto"  # ONNX Runtime CPU: FP32 reference or the INT8
+                                                     # <model>_int8.onnx; auto: INT8 where faster (engine/infer/
+                                                     # cpu_precision.py); TensorRT never uses INT8
 
 
 @dataclass(frozen=True)

@@ -386,13 +386,23 @@ def make_fakes(state: FakeState):
         def get_flag(self, flag):
             return flag.name in self.flags or flag.name == "BuilderFlag.TF32"
 
+    class ITensor:
+        __slots__ = ("name", "shape")
+
+        def __init__(self, name, shape):
+            self.name, self.shape = name, tuple(shape)
+
     class INetworkDefinition:
-        __slots__ = ("flags", "onnx_path", "input_names", "output_names")
+        __slots__ = ("flags", "onnx_path", "input_names", "output_names", "inputs")
 
         def __init__(self, flags):
             self.flags = flags
             self.onnx_path = None
             self.input_names, self.output_names = [], []
+            self.inputs = []
+
+        def get_input(self, index):
+            return self.inputs[index]
 
         @property
         def num_inputs(self):
@@ -430,6 +440,8 @@ def make_fakes(state: FakeState):
             sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
             self.network.onnx_path = str(model)
             self.network.input_names = [i.name for i in sess.get_inputs()]
+            self.network.inputs = [ITensor(i.name, [d if isinstance(d, int) else -1 for d in i.shape])
+                                   for i in sess.get_inputs()]
             self.network.output_names = [o.name for o in sess.get_outputs()]
             return True
 
@@ -469,6 +481,10 @@ def make_fakes(state: FakeState):
             if network.onnx_path is None or not config.profiles:
                 return None
             state.builds += 1
+            for t in network.inputs:      # a profile's batch range must fit the input's batch dimension
+                b = config.profiles[0].shapes.get(t.name, ((1,),) * 3)[2][0]
+                if t.shape[0] != -1 and b != t.shape[0]:
+                    return None
             payload = {"onnx": network.onnx_path, "inputs": network.input_names, "outputs": network.output_names,
                        "profile": {k: [list(s) for s in v] for k, v in config.profiles[0].shapes.items()},
                        "flags": network.flags, "workspace": config.pools.get("MemoryPoolType.WORKSPACE")}
@@ -497,7 +513,7 @@ def make_fakes(state: FakeState):
             if name == inp:
                 return self.shapes.get(name, (1, 1, -1, -1))
             s = self.shapes.get(inp)
-            return (1, 3, s[2], s[3]) if s else (1, 3, -1, -1)
+            return (s[0], 3, s[2], s[3]) if s else (1, 3, -1, -1)
 
         def set_tensor_address(self, name, memory):
             state.record("set_tensor_address")
@@ -523,7 +539,9 @@ def make_fakes(state: FakeState):
             n = int(np.prod(shape))
             xbuf = _dev_buffer(self.addresses[inp], n * 4)
             x = np.frombuffer(bytes(xbuf[:n * 4]), np.float32).reshape(shape)
-            y = self.engine.session().run([out], {inp: x})[0].astype(np.float32)
+            # the ONNX file has batch 1: run each item (TensorRT itself runs the batch at once)
+            y = np.concatenate([self.engine.session().run([out], {inp: x[i:i + 1]})[0] for i in range(len(x))])
+            y = y.astype(np.float32)
             raw = y.reshape(-1).view(np.uint8)
             _dev_buffer(self.addresses[out], raw.size)[:raw.size] = raw.tobytes()
             return True
@@ -612,6 +630,7 @@ def make_fakes(state: FakeState):
 
     for name, obj in dict(Logger=Logger, ILogger=Logger, Builder=Builder, Runtime=Runtime, OnnxParser=OnnxParser,
                           IHostMemory=IHostMemory, ICudaEngine=ICudaEngine, IExecutionContext=IExecutionContext,
+                          ITensor=ITensor,
                           IBuilderConfig=IBuilderConfig, INetworkDefinition=INetworkDefinition,
                           IOptimizationProfile=IOptimizationProfile, nptype=nptype, volume=volume).items():
         setattr(trt, name, obj)

@@ -50,7 +50,8 @@ def inferencer(request, monkeypatch, tmp_path):
     if kind == "tensorrt-fake":
         fakes.install(monkeypatch)
     cfg = InferenceConfig(backend="onnx" if kind == "onnx" else "tensorrt", engine_cache_dir=str(tmp_path),
-                          tile_px=256)
+                          tile_px=256, cpu_precision="fp32")   # the FP32 path against the FP32 reference
+                                                               # (INT8: tests/test_infer_int8.py)
     inf = Inferencer(cfg)
     inf.kind = kind
     yield inf

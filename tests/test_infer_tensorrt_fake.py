@@ -319,3 +319,53 @@ def test_run_racing_close_fails_fast(fake, contract, tmp_path):
     t.join(30)
     assert not t.is_alive(), "run() racing close() hung"
     assert outcome and "closed" in outcome[0]
+
+
+def test_batch4_engine_profile_and_results(fake, contract, tmp_path):
+    """Issue 20 criterion 6: an engine for up to 4 frames per call (profile batch 1..4, input batch made
+    dynamic after parsing); each frame of a batch equals the ONNX Runtime reference; run() still takes 1."""
+    be = _backend(contract, tmp_path, max_batch=4)
+    try:
+        prof = fake.profiles[-1][contract.input_name]
+        assert [s[0] for s in prof] == [1, 4, 4]
+        x = np.random.default_rng(3).random((4, 1, 64, 64), dtype=np.float32)
+        y = be._submit(lambda: be._run(x))
+        assert y.shape == (4, 3, 64, 64)
+        for i in range(4):
+            np.testing.assert_allclose(y[i:i + 1], _reference(contract, x[i:i + 1]), atol=1e-5)
+        np.testing.assert_allclose(be.run(x[:1]), _reference(contract, x[:1]), atol=1e-5)
+        res = be.benchmark((64, 64), n_iter=2, warmup=1, batch=4)
+        assert res["batch"] == 4 and all(res[k] >= 0 for k in ("h2d_ms", "compute_ms", "d2h_ms", "run_wall_ms"))
+        with pytest.raises(ValueError, match="batch 5"):
+            be.benchmark((64, 64), n_iter=1, batch=5)
+    finally:
+        be.close()
+    one = _backend(contract, tmp_path / "b1")                     # default: batch 1 only, as before
+    try:
+        assert [s[0] for s in fake.profiles[-1][contract.input_name]] == [1, 1, 1]
+        with pytest.raises(ValueError, match="batch"):
+            one.benchmark((64, 64), n_iter=1, batch=4)
+    finally:
+        one.close()
+
+
+def test_bench_infer_gpu_rows_fp16_batch_1_and_4_with_cpu_ratio(fake, tmp_path, monkeypatch):
+    """``stemwatch bench infer``'s GPU part on the fakes: FP32 batch 1, FP16 batch 1 and 4 (from the FP16
+    twin, never the INT8 file), copies apart, per-frame figures and the ratio to the CPU network ms."""
+    from engine.infer.tensorrt_backend import TensorRTBackend
+    from lab.infer.bench import gpu_rows
+
+    made = []
+
+    def make(path, **kw):
+        made.append((path.name, kw["precision"], kw["max_batch"]))
+        return TensorRTBackend(path, cache_dir=tmp_path, **kw)
+
+    notes = {}
+    rows = gpu_rows(1000.0, {64: 8.0}, 1, notes, sides=(64,), make_backend=make)
+    assert made == [("stemwatch_fcn.onnx", "fp32", 1), ("stemwatch_fcn_fp16.onnx", "fp16", 4)]
+    assert [(r["device"], r["batch"]) for r in rows] == [("gpu fp32", 1), ("gpu fp16", 1), ("gpu fp16", 4)]
+    for r in rows:
+        assert r["network ms"] > 0 and r["h2d ms"] >= 0 and r["d2h ms"] >= 0
+        assert r["x cpu"] == pytest.approx(8.0 / r["network ms"])
+    assert "tensorrt fp16" in notes and "int8" not in notes["tensorrt fp16"]

@@ -73,7 +73,7 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, model_path: str | Path, threads: int | None = None, multiple: int = 1,
-                 input_name: str = "input", output_name: str = "probabilities"):
+                 input_name: str = "input", output_name: str = "probabilities", precision: str = "fp32"):
         import onnxruntime as ort
 
         self.threads = int(threads) if threads else physical_cores()
@@ -92,7 +92,10 @@ class OnnxRuntimeBackend:
         self._input, self._output = input_name, output_name
         self.multiple = multiple
         self.model_path = Path(model_path)
-        self.description = f"ONNX Runtime {ort.__version__} CPU, {self.threads} thread{'s' * (self.threads > 1)}"
+        self.precision = precision       # "fp32" or "int8": the kind of model file (for descriptions)
+        self.precision_reason = ""
+        self.description = (f"ONNX Runtime {ort.__version__} CPU{' int8' * (precision == 'int8')}, "
+                            f"{self.threads} thread{'s' * (self.threads > 1)}")
 
     def run(self, x: np.ndarray) -> np.ndarray:
         if self._session is None:

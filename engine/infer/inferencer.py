@@ -64,6 +64,11 @@ class Inferencer:
         return str(self.backend.name)
 
     @property
+    def precision(self) -> str:
+        """The network's number format on the backend: ``fp32``, ``int8`` (CPU) or ``fp16`` (TensorRT)."""
+        return str(getattr(self.backend, "precision", "fp32"))
+
+    @property
     def description(self) -> str:
         return str(self.backend.description)
 

@@ -38,10 +38,30 @@ def probe_gpu(device_index: int = 0, refresh: bool = False) -> tuple[bool, str]:
 
 
 def _make_onnx(cfg: InferenceConfig, contract):
+    """ONNX Runtime CPU on the FP32 model or its INT8 variant (``cfg.cpu_precision``, see
+    :mod:`engine.infer.cpu_precision`); the choice and why are in the backend's ``precision_reason``."""
+    from engine.infer import cpu_precision as cp
     from engine.infer.backends import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(contract.path, threads=cfg.threads, multiple=contract.multiple,
-                              input_name=contract.input_name, output_name=contract.output_name)
+    def make(path, precision):
+        return OnnxRuntimeBackend(path, threads=cfg.threads, multiple=contract.multiple,
+                                  input_name=contract.input_name, output_name=contract.output_name,
+                                  precision=precision)
+
+    requested = getattr(cfg, "cpu_precision", "auto")
+    if contract.metadata.get("stemwatch.precision") == "int8":       # --model given an INT8 file: run it as is
+        be = make(contract.path, "int8")
+        be.precision_reason = f"the model file {contract.path.name} is INT8" + \
+            (" (cpu_precision fp32 cannot apply to it)" if requested == "fp32" else "")
+        return be
+    q = cp.int8_path(contract.path)
+    ok = cp.int8_matches(q, contract.sha256) if requested != "fp32" else (False, "not looked for")
+    precision, reason = cp.choose(requested, ok, cp.cpu_flags(),
+                                  timer=lambda: cp.time_both(lambda: make(contract.path, "fp32"),
+                                                             lambda: make(q, "int8")))
+    be = make(q if precision == "int8" else contract.path, precision)
+    be.precision_reason = reason
+    return be
 
 
 def _make_tensorrt(cfg: InferenceConfig, contract):
@@ -49,6 +69,10 @@ def _make_tensorrt(cfg: InferenceConfig, contract):
     from engine.infer.tensorrt_backend import TensorRTBackend
 
     model = contract
+    if contract.metadata.get("stemwatch.precision") == "int8":
+        # TensorRT builds FP16/FP32 engines from the FP32 (or FP16) graph, never from the INT8 QDQ file
+        raise ValueError(f"{contract.path.name} is the INT8 model for the CPU backend; TensorRT uses the FP32 "
+                         "model (and its _fp16 twin)")
     if cfg.precision == "fp16":
         fp16_path = Path(cfg.model_path).with_name(Path(cfg.model_path).stem + "_fp16.onnx") \
             if cfg.model_path else DEFAULT_MODEL_FP16
@@ -84,7 +108,7 @@ def select_backend(kind: str = "auto", cfg: InferenceConfig | None = None, contr
     contract = contract or ModelContract.load(cfg.model_path)
 
     if kind == "onnx":
-        return _make_onnx(cfg, contract), "ONNX Runtime requested (--backend onnx)"
+        return _with_precision(_make_onnx(cfg, contract), "ONNX Runtime requested (--backend onnx)")
     ok, why = probe_gpu()
     if kind == "tensorrt":
         if not ok:
@@ -98,7 +122,13 @@ def select_backend(kind: str = "auto", cfg: InferenceConfig | None = None, contr
         except Exception as exc:
             reason = f"auto: TensorRT probe passed ({why}) but the engine failed: {type(exc).__name__}: {exc}"
             log.warning("%s; falling back to ONNX Runtime", reason)
-            return _make_onnx(cfg, contract), reason + " -> ONNX Runtime CPU"
+            return _with_precision(_make_onnx(cfg, contract), reason + " -> ONNX Runtime CPU")
     reason = f"auto: TensorRT unavailable ({why}) -> ONNX Runtime CPU"
     log.info(reason)
-    return _make_onnx(cfg, contract), reason
+    return _with_precision(_make_onnx(cfg, contract), reason)
+
+
+def _with_precision(backend, reason: str):
+    """``(backend, reason)`` with the CPU precision choice appended to the reason."""
+    why = getattr(backend, "precision_reason", "")
+    return backend, f"{reason}; precision {backend.precision}: {why}" if why else reason

@@ -139,6 +139,9 @@ class TensorRTBackend:
     min_side_px, opt_side_px, max_side_px : optimisation profile for H and W (model px).
     multiple : input sides must be multiples of this.
     workspace_bytes : builder workspace memory-pool limit.
+    max_batch : frames per call the engine accepts (profile batch 1..max_batch, optimised for max_batch;
+        the network input's batch dimension is made dynamic after parsing). :meth:`run` takes batch 1;
+        :meth:`benchmark` times any batch up to this (``stemwatch bench infer``: 1 and 4).
     """
 
     name = "tensorrt"
@@ -146,7 +149,8 @@ class TensorRTBackend:
     def __init__(self, model_path: str | Path, *, onnx_sha256: str | None = None, precision: str = "fp32",
                  cache_dir: str | Path | None = None, min_side_px: int = 32, opt_side_px: int = 512,
                  max_side_px: int = 1024, multiple: int = 1, input_name: str = "input",
-                 output_name: str = "probabilities", workspace_bytes: int = 1 << 30, device_index: int = 0):
+                 output_name: str = "probabilities", workspace_bytes: int = 1 << 30, device_index: int = 0,
+                 max_batch: int = 1):
         if precision not in ("fp32", "fp16"):
             raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
         self.model_path = Path(model_path)
@@ -163,6 +167,7 @@ class TensorRTBackend:
         self.input_name, self.output_name = input_name, output_name
         self.workspace_bytes = int(workspace_bytes)
         self.device_index = int(device_index)
+        self.max_batch = max(1, int(max_batch))
         self.description = "TensorRT (starting)"
         self.engine_source = ""          # "cache" or "built in N s"
         self.cache_path: Path | None = None
@@ -182,26 +187,31 @@ class TensorRTBackend:
     # ------------------------------------------------------------------ public API (any thread)
     @property
     def profile(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-        return ((1, 1, self.min_side_px, self.min_side_px), (1, 1, self.opt_side_px, self.opt_side_px),
-                (1, 1, self.max_side_px, self.max_side_px))
+        b = getattr(self, "max_batch", 1)
+        return ((1, 1, self.min_side_px, self.min_side_px), (b, 1, self.opt_side_px, self.opt_side_px),
+                (b, 1, self.max_side_px, self.max_side_px))
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """``x`` float32 (1, 1, h, w) -> probabilities float32 (1, 3, h, w), computed on the GPU."""
         x = check_input(x, self.multiple)
         return self._submit(lambda: self._run(x))
 
-    def benchmark(self, shape: tuple[int, int], n_iter: int = 50, warmup: int = 5) -> dict:
-        """Median ms of host->device copy, engine execution, device->host copy (CUDA events), and
-        of a whole :meth:`run` call as seen from Python, for one ``(h, w)`` input."""
-        x = np.random.default_rng(0).random((1, 1) + tuple(shape), dtype=np.float32)
-        x = check_input(x, self.multiple)
+    def benchmark(self, shape: tuple[int, int], n_iter: int = 50, warmup: int = 5, batch: int = 1) -> dict:
+        """Median ms of host->device copy, engine execution, device->host copy (CUDA events, each
+        timed apart), and of a whole call as seen from Python, for ``batch`` ``(h, w)`` inputs at once
+        (``batch`` <= ``max_batch``); ``batch`` is in the result."""
+        if not 1 <= int(batch) <= self.max_batch:
+            raise ValueError(f"batch {batch} outside 1..{self.max_batch} (max_batch of this engine)")
+        x1 = check_input(np.random.default_rng(0).random((1, 1) + tuple(shape), dtype=np.float32), self.multiple)
+        x = np.ascontiguousarray(np.repeat(x1, int(batch), axis=0))
         res = self._submit(lambda: self._bench_events(x, n_iter, warmup))
         walls = []
         for _ in range(max(3, n_iter // 2)):
             t0 = time.perf_counter()
-            self.run(x)
+            self._submit(lambda: self._run(x))
             walls.append(time.perf_counter() - t0)
         res["run_wall_ms"] = float(np.median(walls) * 1e3)
+        res["batch"] = int(batch)
         return res
 
     def close(self) -> None:
@@ -346,6 +356,11 @@ class TensorRTBackend:
         if not parser.parse_from_file(str(self.model_path)):
             errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
             raise RuntimeError(f"TensorRT could not parse {self.model_path}: " + "; ".join(errors or ["no detail"]))
+        if self.max_batch > 1:            # the ONNX input has batch 1; the convolutional graph takes any batch
+            for i in range(network.num_inputs):
+                t = network.get_input(i)
+                if t.name == self.input_name:
+                    t.shape = (-1,) + tuple(t.shape)[1:]
         config = builder.create_builder_config()
         if config is None:
             raise RuntimeError("Builder.create_builder_config() returned None")
@@ -383,6 +398,8 @@ class TensorRTBackend:
         if shape == self._shape:
             return self._n_in, self._n_out
         h, w = shape[2], shape[3]
+        if not 1 <= shape[0] <= self.max_batch:
+            raise ValueError(f"batch {shape[0]} outside this engine's 1..{self.max_batch}")
         if not (self.min_side_px <= h <= self.max_side_px and self.min_side_px <= w <= self.max_side_px):
             raise ValueError(f"input {h}x{w} is outside the TensorRT optimisation profile "
                              f"[{self.min_side_px}, {self.max_side_px}] px per side")
@@ -390,8 +407,8 @@ class TensorRTBackend:
         if not ctx.set_input_shape(self.input_name, shape):
             raise ValueError(f"TensorRT rejected input shape {shape} (set_input_shape returned False)")
         out_shape = tuple(int(d) for d in ctx.get_tensor_shape(self.output_name))
-        if out_shape != (1, 3, h, w):
-            raise RuntimeError(f"engine output shape {out_shape} != expected {(1, 3, h, w)}")
+        if out_shape != (shape[0], 3, h, w):
+            raise RuntimeError(f"engine output shape {out_shape} != expected {(shape[0], 3, h, w)}")
         n_in, n_out = int(np.prod(shape)), int(np.prod(out_shape))
         moved = False
         if n_in > self._cap_in:

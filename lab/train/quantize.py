@@ -1,0 +1,161 @@
+"""Static INT8 (QDQ) variant of the shipped FP32 model, for the ONNX Runtime CPU backend (issue 20).
+
+``quantize_int8(fp32, out)`` runs ONNX Runtime's ``quantize_static`` in QDQ format: weights INT8
+(symmetric, per output channel), activations UINT8 (asymmetric; U8S8 is the x86 kernels' native form:
+with INT8 activations ONNX Runtime converted some Q/DQ pairs and left three convolutions and the
+pooling in float), one Q/DQ pair per consumer (so a tensor feeding both a pool and a skip
+concatenation still fuses into ``QLinearConv``), the stem and head convolutions kept in float (the
+stem's input is the normalised frame, whose outliers made a MinMax input scale of 0.45, i.e. the
+whole lattice contrast in two or three levels; the head's output is the logits), activation ranges
+by the 99.999th percentile (MinMax and Entropy moved more low-dose Si, see docs/model.md), calibrated
+on simulated frames drawn the
+way training draws them (:func:`calibration_inputs`: frame pixel size 0.05-0.2 A/px log-uniform,
+the simulator's full dose range 1e3-1e6 e/A^2 with 40 % of the frames from 1e3-3e4, Si density
+0.05-1.2 /nm^2, every defect kind, contamination and adatoms as drawn), resampled and normalised
+exactly as at inference. The calibration stream is ``SeedSequence([seed, 4])`` (training uses
+``k`` 1..3 of seed 0, the held-out table its own seed), so neither training nor evaluation frames
+are calibrated on. The softmax stays in float (the probabilities keep their resolution at the 0.5
+threshold); the graph input and output stay float32, so the file honours the same contract.
+
+Used by ``stemwatch export --int8``; needs onnx and onnxruntime (the ``train`` extra has onnx).
+TensorRT never reads this file (it builds FP16 from the FP32 graph, see
+:mod:`engine.infer.probe`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+#: spawn key of the calibration stream (training: 1 bank, 2 augmentation, 3 validation)
+CALIBRATION_STREAM = 4
+METHODS = ("minmax", "entropy", "percentile")
+
+
+def calibration_inputs(contract, n_frames: int = 24, grid_side_px: int = 160, seed: int = 0,
+                       low_dose_fraction: float = 0.4, progress=None) -> list[np.ndarray]:
+    """``n_frames`` normalised network inputs float32 ``(1, 1, s, s)`` (``s`` = one multiple below
+    ``grid_side_px``, the same for all: histogram calibrators need one shape) from simulated frames
+    over the training ranges (see the module docstring). Deterministic for ``seed``."""
+    from engine.infer.preprocess import normalise, pad_to_multiple
+    from lab.train.data import make_bank_item
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, CALIBRATION_STREAM]))
+    side = (grid_side_px // contract.multiple - 1) * contract.multiple
+    out = []
+    for i in range(n_frames):
+        zoom = float(np.exp(rng.uniform(np.log(0.9), np.log(1.12))))
+        si = float(np.exp(rng.uniform(np.log(0.05), np.log(1.2))))
+        over = {"si_per_nm2": si}
+        if rng.random() < low_dose_fraction:
+            over["dose_range"] = (1e3, 3e4)
+        item = make_bank_item(rng, contract.pixel_size_A * zoom, grid_side_px, (0.05, 0.2), **over)
+        x = normalise(item.image, contract.normalisation)
+        xp, _ = pad_to_multiple(x, contract.multiple, side)
+        out.append(np.ascontiguousarray(xp[None, None, :side, :side], dtype=np.float32))  # one shape for all
+        if progress:
+            progress(i + 1, n_frames)
+    return out
+
+
+class _Reader:
+    """``CalibrationDataReader`` over a list of inputs (subclassed lazily: onnxruntime is heavy)."""
+
+    def __new__(cls, inputs, input_name):
+        from onnxruntime.quantization import CalibrationDataReader
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self._it = iter(inputs)
+
+            def get_next(self):
+                x = next(self._it, None)
+                return None if x is None else {input_name: x}
+
+            def rewind(self):
+                self._it = iter(inputs)
+
+        return Reader()
+
+
+def conv_nodes(model_path: str | Path) -> list[str]:
+    """Names of the Conv nodes of an ONNX graph, in graph order (first = stem, last = head)."""
+    import onnx
+
+    return [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type == "Conv"]
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, *, n_frames: int = 24, grid_side_px: int = 160,
+                  seed: int = 0, method: str = "percentile", per_channel: bool = True, percentile: float = 99.999,
+                  exclude: tuple[str, ...] = ("first", "last"), activations: str = "uint8",
+                  dedicated_pairs: bool = True, progress=None) -> dict:
+    """Write the QDQ INT8 model of ``fp32_path`` to ``out_path``; returns the recipe (also stored in the
+    file's ``stemwatch.quantisation`` metadata). ``exclude``: ``"first"`` and/or ``"last"`` keep the
+    stem / head convolution in float; Conv node names keep those."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from engine.infer.model import ModelContract
+
+    if method not in METHODS:
+        raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}")
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    contract = ModelContract.load(fp32_path)
+    t0 = time.time()
+    inputs = calibration_inputs(contract, n_frames, grid_side_px, seed, progress=progress)
+    t_sim = time.time() - t0
+    convs = conv_nodes(fp32_path)
+    unknown = [x for x in exclude if x not in ("first", "last") and x not in convs]
+    if unknown:
+        raise ValueError(f"exclude: {unknown} are neither 'first'/'last' nor Conv nodes of {fp32_path.name} ({convs})")
+    skip = [convs[0]] * ("first" in exclude) + [x for x in exclude if x in convs] + [convs[-1]] * ("last" in exclude)
+    cal = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+           "percentile": CalibrationMethod.Percentile}[method]
+    extra = {"ActivationSymmetric": False, "WeightSymmetric": True, "DedicatedQDQPair": bool(dedicated_pairs)}
+    if method == "percentile":
+        extra["CalibPercentile"] = float(percentile)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_out = Path(tmp) / "int8.onnx"
+        quantize_static(str(fp32_path), str(tmp_out), _Reader(inputs, contract.input_name),
+                        quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+                        weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["Conv", "MaxPool", "Resize", "Concat", "Relu"],
+                        nodes_to_exclude=skip or None, calibrate_method=cal, extra_options=extra,
+                        calibration_providers=["CPUExecutionProvider"])
+        proto = onnx.load(str(tmp_out))
+    recipe = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "weights": "int8",
+              "activations": activations, "dedicated_qdq_pairs": bool(dedicated_pairs),
+              "per_channel": bool(per_channel), "method": method,
+              **({"percentile": float(percentile)} if method == "percentile" else {}),
+              "calibration_frames": int(n_frames), "calibration_grid_px": int(grid_side_px),
+              "calibration_seed": [int(seed), CALIBRATION_STREAM], "float_convs": skip,
+              "fp32_sha256": contract.sha256, "calibration_s": round(time.time() - t0, 1),
+              "simulation_s": round(t_sim, 1)}
+    import onnxruntime
+
+    recipe["onnxruntime"] = onnxruntime.__version__
+    meta = dict(contract.metadata)
+    meta["stemwatch.precision"] = "int8"
+    meta["stemwatch.quantisation"] = json.dumps(recipe)
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        e = proto.metadata_props.add()
+        e.key, e.value = k, v
+    proto.producer_name = "stemwatch"
+    onnx.checker.check_model(proto)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmpname = tempfile.mkstemp(dir=out_path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(proto.SerializeToString())
+    os.chmod(tmpname, 0o644)
+    os.replace(tmpname, out_path)
+    return recipe
+
+
+__all__ = ["calibration_inputs", "quantize_int8", "conv_nodes", "METHODS"]
