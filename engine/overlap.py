@@ -109,10 +109,10 @@ class InferenceStage:
         """``(probabilities, timings)`` of a submitted frame; re-raises the network's exception;
         :class:`StageClosed` when the thread ends (or the stage is closed) without running it."""
         while True:
+            if fut.cancelled():               # (wait() does not see a future cancelled before it ran)
+                raise StageClosed("the inference stage was closed before this frame's network ran")
             done, _ = wait([fut], timeout=0.5)
-            if done:
-                if fut.cancelled():
-                    raise StageClosed("the inference stage was closed before this frame's network ran")
+            if done and not fut.cancelled():
                 return fut.result()
             if not self.alive:
                 raise StageClosed("the network thread ended before this frame's network ran")
@@ -145,15 +145,15 @@ class InferenceStage:
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 break
-            if job is not None:
-                job[0].cancel()
+            if job is not None and job[0].cancel():
+                job[0].set_running_or_notify_cancel()     # wakes anyone waiting on it
         try:
             self._jobs.put(None, timeout=max(0.0, timeout_s))
         except queue.Full:
             pass
         self._thread.join(max(0.0, timeout_s))
         if self._thread.is_alive():
-            log.error("the network thread did not stop within %.0f s (a backend call hung?): abandoned", timeout_s)
+            log.error("the network thread did not stop within %.1f s (a backend call hung?): abandoned", timeout_s)
             return False
         return True
 
