@@ -90,17 +90,20 @@ def _live(cfg, frames: list, rate_hz: float, change_at: int) -> dict:
         svc.stop()
         pub.close()
     lat = st["latency_s"].get("tracking", {})
+    published = st["latency_s"].get("published", {})
     ev = [e for e in events if e.kind == "si_3_to_4"]
     return {"live_fps": st["analysed_fps"], "sent": n, "analysed": st["frames_analysed"],
             "dropped": st["dropped_for_analysis"], "latency_p50_ms": 1e3 * lat.get("p50", float("nan")),
             "latency_p99_ms": 1e3 * lat.get("p99", float("nan")),
             "event_latency_ms": 1e3 * ev[0].latency_s if ev else float("nan"),
-            "event_found": bool(ev)}
+            "event_found": bool(ev), "published_p50_ms": 1e3 * published.get("p50", float("nan")),
+            "published_p99_ms": 1e3 * published.get("p99", float("nan"))}
 
 
 def bench_pipeline(quick: bool = False):
     from engine.pipeline import Pipeline
     from stemwatch.bench import BenchReport
+    from lab.bench_overlap import COLUMNS as OVERLAP_COLUMNS, NOTES as OVERLAP_NOTES, compare
     from stemwatch.config import Config
 
     cfg = Config().replace(inference={"backend": "onnx"})
@@ -111,7 +114,8 @@ def bench_pipeline(quick: bool = False):
     for size in sizes:
         n = 6 if quick else 12
         print(f"bench pipeline: {size}x{size}: simulating {n} frames ...", file=sys.stderr, flush=True)
-        off = _offline(pipe, _frames(size, n, seed=size), repeat=1 if quick else 2)
+        off_frames = _frames(size, n, seed=size)
+        off = _offline(pipe, off_frames, repeat=1 if quick else 2)
         rate = min(100.0, 1.5 * off["fps"])
         duration = 3.0 if quick else 6.0
         n_live = max(12, int(rate * duration))
@@ -119,19 +123,21 @@ def bench_pipeline(quick: bool = False):
               f"for live at {rate:.0f} Hz ...", file=sys.stderr, flush=True)
         frames = _frames(size, n_live, change_at=n_live // 2, seed=size + 1)
         live = _live(cfg, frames, rate_hz=rate, change_at=n_live // 2)
-        rows.append({"size": f"{size}x{size}", **off, **live})
+        ov = compare(pipe, cfg, off_frames, frames, _live, reps=1 if quick else 3)      # overlap off / on (issue 20)
+        rows.append({"size": f"{size}x{size}", **off, **live, **ov})
     pipe.close()
     r512 = next(r for r in rows if r["size"] == "512x512")
     fps = min(r512["fps"], r512["live_fps"] or r512["fps"])
     targets["512x512 end-to-end frames/s"] = f"{fps:.1f} >= 20: {'PASS' if fps >= 20 else 'FAIL'}"
     cols = ["size", "atoms", "fps", "live_fps", "preprocess_ms", "network_ms", "atoms_graph_ms", "tracking_ms",
-            "latency_p50_ms", "latency_p99_ms", "event_latency_ms", "sent", "analysed", "dropped"]
+            "latency_p50_ms", "latency_p99_ms", "event_latency_ms", "sent", "analysed", "dropped"] + OVERLAP_COLUMNS
     # event_latency_ms: si_3_to_4 event, from t_acquired of the first changed frame to the event
     return BenchReport(name="pipeline", columns=cols, rows=rows, targets=targets,
                        notes={"backend": backend, "pixel size": f"{PS} A/px",
                               "fps": "offline, Pipeline.process back to back (median)",
                               "live_fps": "LiveService fed at 1.5x the offline rate over tcp loopback (newest frame)",
-                              "latency": "t_acquired -> result ready (events published), live"})
+                              "latency": "t_acquired -> result ready (events published), live",
+                              **OVERLAP_NOTES})
 
 
 def bench_soak(quick: bool = False):

@@ -263,3 +263,19 @@ def test_live_service_with_overlap_gives_the_offline_results_in_order(inferencer
     assert st["frames_analysed"] == len(expected) and st["errors"] == 0
     lat = st["latency_s"]
     assert lat["started"]["p50"] <= lat["tracking"]["p50"] <= lat["published"]["p50"]
+
+
+def test_overlap_option_sets_the_configuration(tmp_path, capsys):
+    from engine.cli import config_from_args
+    from stemwatch.cli import build_parser
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["analyze", "x", "--out", "y"])).pipeline.overlap == "auto"
+    f = tmp_path / "o.json"
+    f.write_text('{"pipeline": {"overlap": "off"}}')
+    assert config_from_args(parser.parse_args(["analyze", "x", "--out", "y", "--config", str(f)])).pipeline.overlap == "off"
+    args = parser.parse_args(["serve", "--connect", "tcp://127.0.0.1:1", "--config", str(f), "--overlap", "on"])
+    assert config_from_args(args).pipeline.overlap == "on"
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["analyze", "x", "--out", "y", "--overlap", "sometimes"])
+    assert exc.value.code == 2 and "--overlap" in capsys.readouterr().err

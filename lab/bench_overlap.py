@@ -1,0 +1,87 @@
+"""Overlap on / off side by side for ``stemwatch bench pipeline`` (issue 20, engine/overlap.py).
+
+For one frame size, in the same process and interleaved (off, on, then on, off, ...; medians over
+the repeats), because the machine's load changes from minute to minute:
+
+* offline: frames/s of a pass of :class:`engine.overlap.Overlap` over pre-rendered frames
+  (completed frames / wall time between the first and last completion after two warm-up frames);
+* live: a :class:`engine.service.LiveService` fed over tcp loopback at one rate for both (1.5x the
+  faster offline figure: both overloaded, so this is the live capacity), analysed frames/s and the
+  p50 / p99 latency from ``t_acquired`` to the frame's events published (``latency_s["published"]``).
+
+The load average (1 min) is read before and after.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+PS = 0.1
+
+
+def offline_fps(pipe, frames: list, overlap: bool) -> float:
+    """Frames/s of one pass over ``frames`` (a new series), overlap on or off."""
+    from engine.overlap import Overlap
+    from streamer.frame import Frame
+
+    pipe.reset()
+    done: list[float] = []
+    with Overlap(pipe, enabled=overlap) as ov:
+        for i, img in enumerate(frames):
+            f = Frame(data=img, series=f"bench-overlap-{overlap}", seq=i, t_acquired=time.time(), pixel_size_A=PS)
+            if ov.push(f) is not None:
+                done.append(time.perf_counter())
+        if ov.flush() is not None:
+            done.append(time.perf_counter())
+    t = done[2:]
+    return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else float("nan")
+
+
+def _load() -> float:
+    try:
+        return float(os.getloadavg()[0])
+    except OSError:
+        return float("nan")
+
+
+def compare(pipe, cfg, frames: list, live_frames: list, live, reps: int = 3, max_rate_hz: float = 200.0) -> dict:
+    """Columns ``seq_*`` (overlap off) and ``ov_*`` (on) for one size; ``load_1min`` before-after.
+    ``pipe``: a Pipeline on ``cfg`` (reused for the offline passes); ``live_frames`` with a
+    si_3_to_4 change half-way (the same frames both ways); ``live(cfg, frames, rate_hz, change_at)``:
+    one live run (lab.bench_pipeline) -> a dict with ``live_fps``, ``published_p50_ms``, ``published_p99_ms``."""
+    load0 = _load()
+    off, on = [], []
+    for r in range(reps):
+        for mode in ((False, True) if r % 2 == 0 else (True, False)):
+            (on if mode else off).append(offline_fps(pipe, frames, mode))
+    fps = {False: float(np.nanmedian(off)), True: float(np.nanmedian(on))}
+    rate = min(max_rate_hz, 1.5 * max(fps.values()))
+    print(f"bench pipeline: {frames[0].shape[0]}x{frames[0].shape[1]}: overlap off {fps[False]:.1f}, on "
+          f"{fps[True]:.1f} frames/s offline; live at {rate:.0f} Hz both ways ...", file=sys.stderr, flush=True)
+    by_mode: dict = {False: [], True: []}
+    for r in range(reps):
+        for mode in ((False, True) if r % 2 == 0 else (True, False)):
+            c = cfg.replace(pipeline={"overlap": "on" if mode else "off"})
+            by_mode[mode].append(live(c, live_frames, rate_hz=rate, change_at=len(live_frames) // 2))
+    out = {"seq_fps": fps[False], "ov_fps": fps[True], "live_rate_hz": rate}
+    for mode, tag in ((False, "seq"), (True, "ov")):
+        runs = by_mode[mode]
+        out[f"{tag}_live_fps"] = float(np.median([x["live_fps"] for x in runs]))
+        out[f"{tag}_p50_ms"] = float(np.median([x["published_p50_ms"] for x in runs]))
+        out[f"{tag}_p99_ms"] = float(np.median([x["published_p99_ms"] for x in runs]))
+    out["load_1min"] = f"{load0:.1f}-{_load():.1f}"
+    return out
+
+
+#: the columns :func:`compare` adds to the ``bench pipeline`` table
+COLUMNS = ["seq_fps", "ov_fps", "seq_live_fps", "ov_live_fps", "seq_p50_ms", "ov_p50_ms", "seq_p99_ms", "ov_p99_ms",
+           "load_1min"]
+NOTES = {"seq_/ov_": "overlap off / on (engine/overlap.py), same run, interleaved, medians of the repeats: "
+                     "offline frames/s of a whole pass; live frames/s and p50/p99 latency t_acquired -> events "
+                     "published, both fed at live_rate_hz = 1.5x the faster offline figure (overloaded: capacity)",
+         "load_1min": "1-minute load average before-after the comparison (a loaded machine: compare columns, "
+                      "not absolute figures)"}
