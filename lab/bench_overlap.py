@@ -23,13 +23,15 @@ import numpy as np
 PS = 0.1
 
 
-def offline_fps(pipe, frames: list, overlap: bool) -> float:
-    """Frames/s of one pass over ``frames`` (a new series), overlap on or off."""
+def offline_fps(pipe, frames: list, overlap: bool) -> tuple[float, float]:
+    """Frames/s of one pass over ``frames`` (a new series), overlap on or off, and the process's CPU
+    time per frame (ms, all threads: what the overlap costs in switching and spinning)."""
     from engine.overlap import Overlap
     from streamer.frame import Frame
 
     pipe.reset()
     done: list[float] = []
+    cpu0 = time.process_time()
     with Overlap(pipe, enabled=overlap) as ov:
         for i, img in enumerate(frames):
             f = Frame(data=img, series=f"bench-overlap-{overlap}", seq=i, t_acquired=time.time(), pixel_size_A=PS)
@@ -37,8 +39,9 @@ def offline_fps(pipe, frames: list, overlap: bool) -> float:
                 done.append(time.perf_counter())
         if ov.flush() is not None:
             done.append(time.perf_counter())
+    cpu_ms = 1e3 * (time.process_time() - cpu0) / max(1, len(done))
     t = done[2:]
-    return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else float("nan")
+    return ((len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else float("nan")), cpu_ms
 
 
 def _load() -> float:
@@ -54,11 +57,12 @@ def compare(pipe, cfg, frames: list, live_frames: list, live, reps: int = 3, max
     si_3_to_4 change half-way (the same frames both ways); ``live(cfg, frames, rate_hz, change_at)``:
     one live run (lab.bench_pipeline) -> a dict with ``live_fps``, ``published_p50_ms``, ``published_p99_ms``."""
     load0 = _load()
-    off, on = [], []
+    passes: dict = {False: [], True: []}
     for r in range(reps):
         for mode in ((False, True) if r % 2 == 0 else (True, False)):
-            (on if mode else off).append(offline_fps(pipe, frames, mode))
-    fps = {False: float(np.nanmedian(off)), True: float(np.nanmedian(on))}
+            passes[mode].append(offline_fps(pipe, frames, mode))
+    fps = {m: float(np.nanmedian([p[0] for p in v])) for m, v in passes.items()}
+    cpu = {m: float(np.median([p[1] for p in v])) for m, v in passes.items()}
     rate = min(max_rate_hz, 1.5 * max(fps.values()))
     print(f"bench pipeline: {frames[0].shape[0]}x{frames[0].shape[1]}: overlap off {fps[False]:.1f}, on "
           f"{fps[True]:.1f} frames/s offline; live at {rate:.0f} Hz both ways ...", file=sys.stderr, flush=True)
@@ -67,7 +71,8 @@ def compare(pipe, cfg, frames: list, live_frames: list, live, reps: int = 3, max
         for mode in ((False, True) if r % 2 == 0 else (True, False)):
             c = cfg.replace(pipeline={"overlap": "on" if mode else "off"})
             by_mode[mode].append(live(c, live_frames, rate_hz=rate, change_at=len(live_frames) // 2))
-    out = {"seq_fps": fps[False], "ov_fps": fps[True], "live_rate_hz": rate}
+    out = {"seq_fps": fps[False], "ov_fps": fps[True], "seq_cpu_ms": cpu[False], "ov_cpu_ms": cpu[True],
+           "live_rate_hz": rate}
     for mode, tag in ((False, "seq"), (True, "ov")):
         runs = by_mode[mode]
         out[f"{tag}_live_fps"] = float(np.median([x["live_fps"] for x in runs]))
@@ -78,10 +83,10 @@ def compare(pipe, cfg, frames: list, live_frames: list, live, reps: int = 3, max
 
 
 #: the columns :func:`compare` adds to the ``bench pipeline`` table
-COLUMNS = ["seq_fps", "ov_fps", "seq_live_fps", "ov_live_fps", "seq_p50_ms", "ov_p50_ms", "seq_p99_ms", "ov_p99_ms",
+COLUMNS = ["seq_fps", "ov_fps", "seq_cpu_ms", "ov_cpu_ms", "seq_live_fps", "ov_live_fps", "seq_p50_ms", "ov_p50_ms", "seq_p99_ms", "ov_p99_ms",
            "load_1min"]
 NOTES = {"seq_/ov_": "overlap off / on (engine/overlap.py), same run, interleaved, medians of the repeats: "
-                     "offline frames/s of a whole pass; live frames/s and p50/p99 latency t_acquired -> events "
+                     "offline frames/s of a whole pass and CPU ms per frame (all threads); live frames/s and p50/p99 latency t_acquired -> events "
                      "published, both fed at live_rate_hz = 1.5x the faster offline figure (overloaded: capacity)",
          "load_1min": "1-minute load average before-after the comparison (a loaded machine: compare columns, "
                       "not absolute figures)"}
