@@ -9,7 +9,10 @@ Threads (all owned here or by the receiver):
   (:meth:`LiveService.start_recording` / :meth:`LiveService.stop_recording` switch files while live);
 * the analysis thread takes the newest frame, runs :class:`engine.pipeline.Pipeline`, publishes the
   events and calls the listeners ``fn(result, status)`` (they must return at once; the dashboard
-  only appends to a bounded deque).
+  only appends to a bounded deque);
+* with ``Config.pipeline.overlap`` on, the network thread of :mod:`engine.overlap` runs the network
+  of the newest frame while the analysis thread finishes the one before (only while the next frame
+  is already waiting; results and their order unchanged).
 
 Events socket (docs/tracking.md): PUB, bound at ``events_endpoint``; each event is a two-part
 message ``[b"event", msgpack map]`` with the :class:`engine.types.Event` fields plus ``version``,
