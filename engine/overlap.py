@@ -216,11 +216,12 @@ class Overlap:
     :meth:`flush`). ``enabled=False``: :meth:`push` processes the frame at once (no thread).
 
     Only the thread that pushes uses ``pipe``; :meth:`close` ends the network thread (a frame still
-    held is dropped: :meth:`flush` first)."""
+    held is dropped: :meth:`flush` first). A stand-in pipeline with only ``process(frame, t_start)``
+    (no ``check``, ``may_check_ahead``, ``inferencer``) is run frame by frame."""
 
     def __init__(self, pipe, enabled: bool = True, close_timeout_s: float = CLOSE_TIMEOUT_S):
         self.pipe = pipe
-        self.enabled = bool(enabled)
+        self.enabled = bool(enabled) and all(hasattr(pipe, a) for a in ("check", "may_check_ahead", "inferencer"))
         self.close_timeout_s = float(close_timeout_s)
         self._stage: InferenceStage | None = None
         self._inf: AheadInferencer | None = None

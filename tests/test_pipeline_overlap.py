@@ -279,3 +279,22 @@ def test_overlap_option_sets_the_configuration(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         parser.parse_args(["analyze", "x", "--out", "y", "--overlap", "sometimes"])
     assert exc.value.code == 2 and "--overlap" in capsys.readouterr().err
+
+
+def test_live_stop_returns_when_the_network_thread_hangs():
+    """A backend call that never returns on the network thread: stop() returns within its timeouts
+    and does not close the inferencer under the running call."""
+    inf = Blocking()
+    closed = []
+    inf.close = lambda: closed.append(True)
+    frames = _movie("h", 3, seed=3, size=160)
+    svc = LiveService(_cfg("on"), pipeline=Pipeline(_cfg("on"), inferencer=inf), source=ListSource(frames)).start()
+    try:
+        assert inf.started.wait(60)
+        stopper = threading.Thread(target=svc.stop, kwargs={"timeout_s": 0.5}, daemon=True)
+        stopper.start()
+        stopper.join(60)                                   # hang guard only
+        assert not stopper.is_alive(), "LiveService.stop hung on a hung network thread"
+        assert closed == []
+    finally:
+        inf.release.set()
