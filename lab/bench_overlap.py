@@ -4,7 +4,8 @@ For one frame size, in the same process and interleaved (off, on, then on, off, 
 the repeats), because the machine's load changes from minute to minute:
 
 * offline: frames/s of a pass of :class:`engine.overlap.Overlap` over pre-rendered frames
-  (completed frames / wall time between the first and last completion after two warm-up frames);
+  (completed frames / wall time between the first and last completion after two warm-up frames)
+  and CPU time per frame; also overlap on with a one-thread network (``ov1_``);
 * live: a :class:`engine.service.LiveService` fed over tcp loopback at one rate for both (1.5x the
   faster offline figure: both overloaded, so this is the live capacity), analysed frames/s and the
   p50 / p99 latency from ``t_acquired`` to the frame's events published (``latency_s["published"]``).
@@ -56,14 +57,19 @@ def compare(pipe, cfg, frames: list, live_frames: list, live, reps: int = 3, max
     ``pipe``: a Pipeline on ``cfg`` (reused for the offline passes); ``live_frames`` with a
     si_3_to_4 change half-way (the same frames both ways); ``live(cfg, frames, rate_hz, change_at)``:
     one live run (lab.bench_pipeline) -> a dict with ``live_fps``, ``published_p50_ms``, ``published_p99_ms``."""
+    from engine.pipeline import Pipeline
+
     load0 = _load()
-    passes: dict = {False: [], True: []}
+    # "one": overlap on with a one-thread network (the two stages one core each), offline only
+    one = Pipeline(cfg.replace(inference={"threads": 1}))
+    passes: dict = {False: [], True: [], "one": []}
     for r in range(reps):
-        for mode in ((False, True) if r % 2 == 0 else (True, False)):
-            passes[mode].append(offline_fps(pipe, frames, mode))
+        for mode in ((False, True, "one") if r % 2 == 0 else ("one", True, False)):
+            passes[mode].append(offline_fps(one if mode == "one" else pipe, frames, bool(mode)))
+    one.close()
     fps = {m: float(np.nanmedian([p[0] for p in v])) for m, v in passes.items()}
     cpu = {m: float(np.median([p[1] for p in v])) for m, v in passes.items()}
-    rate = min(max_rate_hz, 1.5 * max(fps.values()))
+    rate = min(max_rate_hz, 1.5 * max(fps[False], fps[True]))
     print(f"bench pipeline: {frames[0].shape[0]}x{frames[0].shape[1]}: overlap off {fps[False]:.1f}, on "
           f"{fps[True]:.1f} frames/s offline; live at {rate:.0f} Hz both ways ...", file=sys.stderr, flush=True)
     by_mode: dict = {False: [], True: []}
@@ -72,7 +78,7 @@ def compare(pipe, cfg, frames: list, live_frames: list, live, reps: int = 3, max
             c = cfg.replace(pipeline={"overlap": "on" if mode else "off"})
             by_mode[mode].append(live(c, live_frames, rate_hz=rate, change_at=len(live_frames) // 2))
     out = {"seq_fps": fps[False], "ov_fps": fps[True], "seq_cpu_ms": cpu[False], "ov_cpu_ms": cpu[True],
-           "live_rate_hz": rate}
+           "ov1_fps": fps["one"], "ov1_cpu_ms": cpu["one"], "live_rate_hz": rate}
     for mode, tag in ((False, "seq"), (True, "ov")):
         runs = by_mode[mode]
         out[f"{tag}_live_fps"] = float(np.median([x["live_fps"] for x in runs]))
@@ -83,10 +89,11 @@ def compare(pipe, cfg, frames: list, live_frames: list, live, reps: int = 3, max
 
 
 #: the columns :func:`compare` adds to the ``bench pipeline`` table
-COLUMNS = ["seq_fps", "ov_fps", "seq_cpu_ms", "ov_cpu_ms", "seq_live_fps", "ov_live_fps", "seq_p50_ms", "ov_p50_ms", "seq_p99_ms", "ov_p99_ms",
+COLUMNS = ["seq_fps", "ov_fps", "ov1_fps", "seq_cpu_ms", "ov_cpu_ms", "ov1_cpu_ms", "seq_live_fps", "ov_live_fps", "seq_p50_ms", "ov_p50_ms", "seq_p99_ms", "ov_p99_ms",
            "load_1min"]
 NOTES = {"seq_/ov_": "overlap off / on (engine/overlap.py), same run, interleaved, medians of the repeats: "
                      "offline frames/s of a whole pass and CPU ms per frame (all threads); live frames/s and p50/p99 latency t_acquired -> events "
                      "published, both fed at live_rate_hz = 1.5x the faster offline figure (overloaded: capacity)",
+         "ov1_": "overlap on with inference.threads = 1 (network and chemistry one core each), offline only",
          "load_1min": "1-minute load average before-after the comparison (a loaded machine: compare columns, "
                       "not absolute figures)"}
