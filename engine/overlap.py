@@ -15,6 +15,8 @@ results are those of :meth:`engine.pipeline.Pipeline.process`, frame by frame, i
   re-raises the network's exception, so a failing frame is reported exactly as without overlap.
 * :class:`Overlap` -- frames in, results out in order, one frame held back: :meth:`Overlap.push`
   checks the new frame's health, starts its network, finishes the frame before and returns it.
+  On the CPU backend with the default thread count the network thread gets its own session with
+  one thread fewer (:func:`network_for_overlap`): on two cores, one core per stage.
 
 >>> with Overlap(pipe, enabled=True) as ov:                       # doctest: +SKIP
 ...     done = [d for f in frames for d in [ov.push(f)] if d] + [d for d in [ov.flush()] if d]
@@ -29,6 +31,7 @@ that the stream does not need.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import queue
@@ -190,6 +193,39 @@ class AheadInferencer:
         return probs
 
 
+def network_for_overlap(pipe):
+    """An inferencer of its own for the network thread, or None to use the pipeline's.
+
+    When the pipeline's network is ONNX Runtime on the CPU with the default thread count (all
+    physical cores), the network thread gets a session with one thread fewer: the other core runs
+    the chemistry and tracking of the frame before, instead of the two stages (and ONNX Runtime's
+    spinning pool threads) fighting over every core. The same model file; ONNX Runtime's CPU kernels
+    give the same numbers at any thread count (tests/test_pipeline_overlap.py compares the outputs
+    byte for byte). A configured ``inference.threads`` is kept as it is."""
+    inf = getattr(pipe, "inferencer", None)
+    cfg = getattr(pipe, "cfg", None)
+    if cfg is None or cfg.inference.threads is not None or getattr(inf, "backend_name", None) != "onnxruntime":
+        return None
+    from engine.infer.backends import physical_cores
+
+    n = physical_cores()
+    if n < 2:
+        return None
+    from engine.infer import Inferencer
+
+    try:
+        own = Inferencer(dataclasses.replace(cfg.inference, backend="onnx", threads=n - 1))
+    except Exception as exc:  # the pipeline's own network still works: use it
+        log.warning("no separate network session for the overlap (%s): using the pipeline's", exc)
+        return None
+    same = (getattr(own, "backend_name", None) == "onnxruntime"
+            and str(getattr(own.backend, "model_path", "a")) == str(getattr(inf.backend, "model_path", "b")))
+    if not same:
+        own.close()
+        return None
+    return own
+
+
 def wants_network(health) -> bool:
     """Whether :func:`engine.pipeline.analyze_frame` will run the network on a frame of this health
     (ignoring the material check, which skips it on frames that are not graphene: then the network
@@ -226,10 +262,12 @@ class Overlap:
         self._stage: InferenceStage | None = None
         self._inf: AheadInferencer | None = None
         self._held: tuple | None = None               # (frame, t_start, checked)
+        self._own = None                              # the network thread's own inferencer (network_for_overlap)
 
     def start(self) -> "Overlap":
         if self.enabled and self._stage is None:
-            self._stage = InferenceStage(self.pipe.inferencer).start()
+            self._own = network_for_overlap(self.pipe)
+            self._stage = InferenceStage(self._own if self._own is not None else self.pipe.inferencer).start()
             self._inf = AheadInferencer(self._stage)
         return self
 
@@ -271,7 +309,9 @@ class Overlap:
         if self._stage is None:
             return True
         ok = self._stage.close(self.close_timeout_s if timeout_s is None else timeout_s)
-        self._stage = self._inf = None
+        if ok and self._own is not None:
+            self._own.close()
+        self._stage = self._inf = self._own = None
         return ok
 
     def __enter__(self) -> "Overlap":

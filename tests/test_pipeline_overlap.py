@@ -27,7 +27,9 @@ OUTPUTS = ("atoms.csv", "events.jsonl", "frames.csv", "dopants.csv", "transition
 
 
 def _cfg(overlap: str) -> Config:
-    return Config().replace(inference={"backend": "onnx", "threads": 2}, pipeline={"overlap": overlap})
+    """The CPU backend at its default thread count (with overlap on 2+ cores the network thread gets
+    a session of its own with one thread fewer: the outputs must not change)."""
+    return Config().replace(inference={"backend": "onnx"}, pipeline={"overlap": overlap})
 
 
 def _analyze(tmp_path, name: str, overlap: str, limit=None) -> dict:
@@ -298,3 +300,22 @@ def test_live_stop_returns_when_the_network_thread_hangs():
         assert closed == []
     finally:
         inf.release.set()
+
+
+def test_network_thread_gets_one_core_fewer_unless_threads_are_configured(inferencer):
+    from engine.infer.backends import physical_cores
+    from engine.overlap import network_for_overlap
+
+    own = network_for_overlap(Pipeline(_cfg("on"), inferencer=inferencer))
+    try:
+        if physical_cores() < 2:
+            assert own is None
+        else:
+            assert own.backend.threads == physical_cores() - 1
+            assert own.backend.model_path == inferencer.backend.model_path
+    finally:
+        if own is not None:
+            own.close()
+    fixed = Config().replace(inference={"backend": "onnx", "threads": 2})
+    assert network_for_overlap(Pipeline(fixed, inferencer=inferencer)) is None
+    assert network_for_overlap(Pipeline(_cfg("on"), inferencer=FailsOn(inferencer, []))) is None
