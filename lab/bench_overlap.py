@@ -31,18 +31,19 @@ def offline_fps(pipe, frames: list, overlap: bool) -> tuple[float, float]:
     from streamer.frame import Frame
 
     pipe.reset()
-    done: list[float] = []
-    cpu0 = time.process_time()
+    done: list[tuple[float, float]] = []           # (wall, process CPU) at each completion
     with Overlap(pipe, enabled=overlap) as ov:
         for i, img in enumerate(frames):
             f = Frame(data=img, series=f"bench-overlap-{overlap}", seq=i, t_acquired=time.time(), pixel_size_A=PS)
             if ov.push(f) is not None:
-                done.append(time.perf_counter())
+                done.append((time.perf_counter(), time.process_time()))
         if ov.flush() is not None:
-            done.append(time.perf_counter())
-    cpu_ms = 1e3 * (time.process_time() - cpu0) / max(1, len(done))
-    t = done[2:]
-    return ((len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else float("nan")), cpu_ms
+            done.append((time.perf_counter(), time.process_time()))
+    t = done[2:]                                    # after two warm-up frames
+    if len(t) < 2 or t[-1][0] <= t[0][0]:
+        return float("nan"), float("nan")
+    n = len(t) - 1
+    return n / (t[-1][0] - t[0][0]), 1e3 * (t[-1][1] - t[0][1]) / n
 
 
 def _load() -> float:
@@ -70,7 +71,7 @@ def compare(pipe, cfg, frames: list, live_frames: list, live, reps: int = 3, max
             passes[mode].append(offline_fps(every if mode == "all" else pipe, frames, bool(mode)))
     every.close()
     fps = {m: float(np.nanmedian([p[0] for p in v])) for m, v in passes.items()}
-    cpu = {m: float(np.median([p[1] for p in v])) for m, v in passes.items()}
+    cpu = {m: float(np.nanmedian([p[1] for p in v])) for m, v in passes.items()}
     rate = min(max_rate_hz, 1.5 * max(fps[False], fps[True]))
     print(f"bench pipeline: {frames[0].shape[0]}x{frames[0].shape[1]}: overlap off {fps[False]:.1f}, on "
           f"{fps[True]:.1f} frames/s offline; live at {rate:.0f} Hz both ways ...", file=sys.stderr, flush=True)
