@@ -212,6 +212,7 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
 
     from tqdm import tqdm
 
+    from engine.overlap import Overlap, overlap_enabled
     from engine.pipeline import Pipeline
     from stemwatch.config import Config
     from streamer.source import FileSource
@@ -236,21 +237,31 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
         total = min(total, limit) if total is not None else limit
     bar = tqdm(total=total, unit="frame", desc=f"analyze {path.name}", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
+
+    def take(done) -> None:
+        if done is None:
+            return
+        r = done.result
+        writer.write(r)
+        acc.add(r)
+        dopants_fh.write(dstats.dopants_csv_rows(acc.last_observations()))
+        for hook in on_result:
+            hook(r)
+        bar.update(1)
+        if r.events:
+            bar.set_postfix(events=sum(writer.events_by_kind.values()))
+
+    # the network of the next frame runs while this one is finished (engine.overlap; same results)
+    ov = Overlap(pipe, overlap_enabled(cfg.pipeline.overlap)).start()
     try:
         for i, frame in enumerate(itertools.chain([first], source.frames())):
             if limit is not None and i >= limit:
                 break
-            r = pipe.process(frame)
-            writer.write(r)
-            acc.add(r)
-            dopants_fh.write(dstats.dopants_csv_rows(acc.last_observations()))
-            for hook in on_result:
-                hook(r)
-            bar.update(1)
-            if r.events:
-                bar.set_postfix(events=sum(writer.events_by_kind.values()))
+            take(ov.push(frame))
+        take(ov.flush())
         finished = True
     finally:
+        overlap_stopped = ov.close()
         dopants_fh.close()
         st = acc.stats(complete=finished, note="" if finished else "analysis stopped early: statistics of the "
                        "frames analysed so far")
@@ -274,6 +285,6 @@ def analyze_file(path: str | os.PathLike, out_dir: str | os.PathLike, cfg=None, 
                                  warnings=list(getattr(getattr(pipe, "health", None), "warnings", [])),
                                  **(summary_extra() if summary_extra is not None else {}))
         writer.close(summary)
-        if own:
+        if own and overlap_stopped:
             pipe.close()
     return summary

@@ -13,7 +13,7 @@ from streamer.cli import add_allow_partial, add_file_options
 
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
-    from stemwatch.config import Config, InferenceConfig, choices
+    from stemwatch.config import Config, InferenceConfig, PipelineConfig, choices
 
     d = Config()                         # every default below is the configuration's, never repeated here
     g = p.add_argument_group("analysis")
@@ -30,6 +30,10 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-confidence", type=float, default=None, metavar="C",
                    help=f"events below this confidence are not raised (default: config, {d.events.min_confidence})")
     add_scale_option(g)
+    g.add_argument("--overlap", choices=choices(PipelineConfig, "overlap"), default=None,
+                   help="run the network of the next frame on its own thread while this frame's atoms, graph "
+                        f"and tracks are computed: the same results, more frames/s (default: config, "
+                        f"{d.pipeline.overlap}: on when 2 or more CPUs are usable)")
     g.add_argument("--config", metavar="JSON", default=None,
                    help="JSON file of configuration overrides by section, e.g. "
                         '{"tracking": {"memory_frames": 4}, "chemistry": {"prob_threshold": 0.4}} '
@@ -97,7 +101,9 @@ def _config(args):
         if getattr(args, "min_confidence", None) is not None:
             ev["min_confidence"] = float(args.min_confidence)
         hl = {"scale": args.scale} if getattr(args, "scale", None) else {}
-        return cfg.replace(**{k: v for k, v in (("inference", inf), ("events", ev), ("health", hl)) if v})
+        pl = {"overlap": args.overlap} if getattr(args, "overlap", None) else {}
+        return cfg.replace(**{k: v for k, v in (("inference", inf), ("events", ev), ("health", hl),
+                                                ("pipeline", pl)) if v})
     except ConfigError as exc:
         where = "--config " if getattr(args, "config", None) else ""
         print(f"stemwatch: error: {where}{exc}", file=sys.stderr)

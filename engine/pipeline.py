@@ -132,9 +132,26 @@ class Pipeline:
         self.close()
 
     # ------------------------------------------------------------------------------ work
-    def process(self, frame, t_start: float | None = None) -> FrameResult:
+    def check(self, frame) -> tuple:
+        """The first, sequential step of :meth:`process` on its own: ``(health, seconds)``, the
+        frame's :class:`engine.health.FrameHealth` from :meth:`engine.health.HealthMonitor.before`
+        and the time it took. Call it in frame order; pass it to :meth:`process` as ``checked``."""
+        p0 = time.perf_counter()
+        health = self.health.before(frame)
+        return health, time.perf_counter() - p0
+
+    def may_check_ahead(self, frame) -> bool:
+        """Whether :meth:`check` on ``frame`` may run before :meth:`process` of the frame checked
+        last (:meth:`engine.health.HealthMonitor.may_run_ahead`): the same results either way."""
+        return self.health.may_run_ahead(frame)
+
+    def process(self, frame, t_start: float | None = None, checked: tuple | None = None,
+                inferencer=None) -> FrameResult:
         """Analyse one :class:`streamer.frame.Frame`. ``t_start``: Unix time a live caller took the
         frame off the receiver; then ``timings_s["wait"] = t_start - frame.t_received``.
+        ``checked``: :meth:`check` of this frame done ahead (:mod:`engine.overlap`); inferencer:
+        the one to use for this frame (default :attr:`inferencer`; :mod:`engine.overlap` passes
+        one whose network ran ahead on its own thread).
 
         Three steps: the frame's health from its raw pixels and the series so far (verdicts and the
         pixel size to analyse at: :meth:`engine.health.HealthMonitor.before`, sequential), the
@@ -142,11 +159,9 @@ class Pipeline:
         :meth:`track`. The Dask archive path (:mod:`engine.archive`) runs the same three: the
         health pass in frame order on the worker that plans the input, ``analyze_frame`` on any
         worker, ``track`` on the client."""
-        p0 = time.perf_counter()
-        health = self.health.before(frame)
-        pre = time.perf_counter() - p0
-        fc = analyze_frame(frame, self.inferencer, self.cfg, health=health, keep_image=self.keep_image,
-                           t_start=t_start)
+        health, pre = checked if checked is not None else self.check(frame)
+        fc = analyze_frame(frame, inferencer if inferencer is not None else self.inferencer, self.cfg,
+                           health=health, keep_image=self.keep_image, t_start=t_start)
         fc.timings_s["health"] = pre + fc.timings_s.get("health", 0.0)
         fc.timings_s["total"] = fc.timings_s.get("total", 0.0) + pre
         return self.track(fc)

@@ -9,7 +9,10 @@ Threads (all owned here or by the receiver):
   (:meth:`LiveService.start_recording` / :meth:`LiveService.stop_recording` switch files while live);
 * the analysis thread takes the newest frame, runs :class:`engine.pipeline.Pipeline`, publishes the
   events and calls the listeners ``fn(result, status)`` (they must return at once; the dashboard
-  only appends to a bounded deque).
+  only appends to a bounded deque);
+* with ``Config.pipeline.overlap`` on, the network thread of :mod:`engine.overlap` runs the network
+  of the newest frame while the analysis thread finishes the one before (only while the next frame
+  is already waiting; results and their order unchanged).
 
 Events socket (docs/tracking.md): PUB, bound at ``events_endpoint``; each event is a two-part
 message ``[b"event", msgpack map]`` with the :class:`engine.types.Event` fields plus ``version``,
@@ -37,7 +40,7 @@ log = logging.getLogger(__name__)
 EVENTS_PROTOCOL_VERSION = 2     # 2: events carry `category` (and rotor angles); see docs/protocol.md
 EVENT_TOPIC = b"event"
 #: latency stages, cumulative from t_acquired (seconds)
-LATENCY_STAGES = ("received", "started", "network", "atoms_graph", "tracking")
+LATENCY_STAGES = ("received", "started", "network", "atoms_graph", "tracking", "published")
 #: frames arriving more than this long after their t_acquired: latencies are measured from arrival
 CLOCK_OFFSET_LIMIT_S = 30.0
 #: how long :meth:`LiveService.stop` waits for each thread before abandoning it
@@ -179,6 +182,7 @@ class LiveService:
         self._last_error: str | None = None
         self._last_result: FrameResult | None = None
         self._clock_offset_s = 0.0
+        self._overlap_stopped = True          # False: the network thread did not stop (engine.overlap)
         from engine.stats_live import LiveStats
 
         self.stats = LiveStats(dose_e_per_A2)          # dopant statistics of the current series (engine.stats)
@@ -221,7 +225,7 @@ class LiveService:
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
-        if not hung:
+        if not hung and self._overlap_stopped:
             self.pipeline.close()
 
     def __enter__(self) -> "LiveService":
@@ -373,47 +377,68 @@ class LiveService:
             self.pipeline.cfg = self.pipeline.cfg.replace(chemistry=chem)
 
     def _loop(self) -> None:
+        from engine.overlap import Overlap, overlap_enabled
         from streamer.source import SourceExhausted
 
-        while not self._stop.is_set():
-            try:
-                frame = self.source.read(timeout_s=0.1)
-            except SourceExhausted:
-                break
-            if frame is None:
-                continue
-            if self._paused:
-                with self._lock:
-                    self._n["paused_skipped"] += 1
-                continue
-            self._apply_pending()
-            t_start = time.time()
-            try:
-                result = self.pipeline.process(frame, t_start=t_start)
-            except Exception as exc:   # the pipeline reports stage errors itself; this is a last resort
-                log.exception("analysis failed on frame %s/%s", frame.series, frame.seq)
-                with self._lock:
-                    self._n["errors"] += 1
-                    self._last_error = f"{type(exc).__name__}: {exc}"
-                continue
-            self._account(frame, result, t_start)
-            self._publish(result)
-            try:
-                self.stats.add(result, frame.meta)
-            except Exception:          # statistics must never stop the analysis
-                log.exception("dopant statistics failed on frame %s/%s", frame.series, frame.seq)
-            status = self.status() if self._listeners else {}
-            with self._lock:
-                listeners = list(self._listeners)
-            for fn in listeners:
+        # the network of a frame runs while the one before is finished (engine.overlap), but a frame
+        # is held back only while the next one is already waiting: never for throughput alone
+        ov = Overlap(self.pipeline, overlap_enabled(self.cfg.pipeline.overlap)).start()
+        try:
+            while not self._stop.is_set():
                 try:
-                    fn(result, status)
-                except Exception:
-                    log.exception("listener %r failed", fn)
-                    with self._lock:
-                        self._n["listener_errors"] += 1
+                    frame = self.source.read(timeout_s=0.0 if ov.pending else 0.1)
+                except SourceExhausted:
+                    break
+                if frame is None or self._paused:
+                    if ov.pending:
+                        self._step(ov.flush)
+                    if frame is not None:
+                        with self._lock:
+                            self._n["paused_skipped"] += 1
+                    continue
+                self._apply_pending()
+                t_start = time.time()
+                self._step(lambda: ov.push(frame, t_start=t_start))
+            if ov.pending:
+                self._step(ov.flush)
+        finally:
+            self._overlap_stopped = ov.close(STOP_TIMEOUT_S)
 
-    def _account(self, frame, r: FrameResult, t_start: float) -> None:
+    def _step(self, fn) -> None:
+        """``fn()`` -> the :class:`engine.overlap.Done` frame (or None); account, publish, listeners."""
+        try:
+            done = fn()
+        except Exception as exc:   # the pipeline reports stage errors itself; this is a last resort
+            log.exception("analysis failed")
+            with self._lock:
+                self._n["errors"] += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"
+            return
+        if done is not None:
+            self._finished(done.frame, done.result, done.t_start)
+
+    def _finished(self, frame, result: FrameResult, t_start: float) -> None:
+        """One analysed frame: latencies, events out, statistics, listeners."""
+        ta = self._account(frame, result, t_start)
+        self._publish(result)
+        with self._lock:
+            self._lat["published"].append(time.time() - ta)
+        try:
+            self.stats.add(result, frame.meta)
+        except Exception:          # statistics must never stop the analysis
+            log.exception("dopant statistics failed on frame %s/%s", frame.series, frame.seq)
+        status = self.status() if self._listeners else {}
+        with self._lock:
+            listeners = list(self._listeners)
+        for fn in listeners:
+            try:
+                fn(result, status)
+            except Exception:
+                log.exception("listener %r failed", fn)
+                with self._lock:
+                    self._n["listener_errors"] += 1
+
+    def _account(self, frame, r: FrameResult, t_start: float) -> float:
         # t_acquired comes from the acquisition PC's clock. When frames arrive more than
         # CLOCK_OFFSET_LIMIT_S "old" (a byte-exact replay, or clocks out of sync) latencies are
         # measured from the frame's arrival instead, and status says so.
@@ -424,13 +449,15 @@ class LiveService:
         for e in r.events:                 # live: latency to the moment the event exists here
             e.latency_s = float(e.latency_s + extra)
         tm = r.timings_s
-        cum = t_start - ta
-        stages = {"received": (float(frame.t_received) - ta) if frame.t_received else None, "started": cum}
+        stages = {"received": (float(frame.t_received) - ta) if frame.t_received else None, "started": t_start - ta}
         if not r.error:
-            for name, key in (("network", ("preprocess", "network")), ("atoms_graph", ("atoms_graph",)),
-                              ("tracking", ("tracking",))):
-                cum += sum(tm.get(k, 0.0) for k in key)
-                stages[name] = cum
+            # counted back from the result's time: with the network run ahead (engine.overlap) a frame
+            # also waits for the one before it, which its own stage times do not show
+            end = r.t_done - ta
+            for name, key in (("tracking", ("tracking",)), ("atoms_graph", ("atoms_graph",)),
+                              ("network", ("preprocess", "network"))):
+                stages[name] = end
+                end -= sum(tm.get(k, 0.0) for k in key)
         with self._lock:
             self._n["analysed"] += 1
             self._n["events"] += len(r.events)
@@ -446,6 +473,7 @@ class LiveService:
                 if v is not None:
                     self._lat[s].append(v)
             self._last_result = r
+        return ta
 
     def _publish(self, r: FrameResult) -> None:
         h = getattr(r, "health", None)

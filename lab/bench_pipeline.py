@@ -93,12 +93,14 @@ def _live(cfg, frames: list, rate_hz: float, change_at: int) -> dict:
         svc.stop()
         pub.close()
     lat = st["latency_s"].get("tracking", {})
+    published = st["latency_s"].get("published", {})
     ev = [e for e in events if e.kind == "si_3_to_4"]
     return {"live_fps": st["analysed_fps"], "sent": n, "analysed": st["frames_analysed"],
             "dropped": st["dropped_for_analysis"], "latency_p50_ms": 1e3 * lat.get("p50", float("nan")),
             "latency_p99_ms": 1e3 * lat.get("p99", float("nan")),
             "event_latency_ms": 1e3 * ev[0].latency_s if ev else float("nan"),
-            "event_found": bool(ev)}
+            "event_found": bool(ev), "published_p50_ms": 1e3 * published.get("p50", float("nan")),
+            "published_p99_ms": 1e3 * published.get("p99", float("nan"))}
 
 
 #: sizes timed offline only (no live run): the cost per pixel at ~16,000 atoms (issue 20)
@@ -128,6 +130,7 @@ def _per_pixel(rows: list, targets: dict) -> None:
 def bench_pipeline(quick: bool = False):
     from engine.pipeline import Pipeline
     from stemwatch.bench import BenchReport
+    from lab.bench_overlap import COLUMNS as OVERLAP_COLUMNS, NOTES as OVERLAP_NOTES, compare
     from stemwatch.config import Config
 
     cfg = Config().replace(inference={"backend": "onnx"})
@@ -140,7 +143,8 @@ def bench_pipeline(quick: bool = False):
         if size in OFFLINE_ONLY:
             n = 4 if quick else 6
         print(f"bench pipeline: {size}x{size}: simulating {n} frames ...", file=sys.stderr, flush=True)
-        off = _offline(pipe, _frames(size, n, seed=size), repeat=1 if quick or size in OFFLINE_ONLY else 2)
+        off_frames = _frames(size, n, seed=size)
+        off = _offline(pipe, off_frames, repeat=1 if quick or size in OFFLINE_ONLY else 2)
         if size in OFFLINE_ONLY:            # cost per pixel only (issue 20): no live run
             rows.append({"size": f"{size}x{size}", **off})
             continue
@@ -151,7 +155,8 @@ def bench_pipeline(quick: bool = False):
               f"for live at {rate:.0f} Hz ...", file=sys.stderr, flush=True)
         frames = _frames(size, n_live, change_at=n_live // 2, seed=size + 1)
         live = _live(cfg, frames, rate_hz=rate, change_at=n_live // 2)
-        rows.append({"size": f"{size}x{size}", **off, **live})
+        ov = compare(pipe, cfg, off_frames, frames, _live, reps=1 if quick else 3)      # overlap off / on (issue 20)
+        rows.append({"size": f"{size}x{size}", **off, **live, **ov})
     pipe.close()
     from lab.bench_precision import other_precision_rows, pipeline_precision   # issue 20: FP32 beside INT8
     for r in rows:
@@ -165,14 +170,15 @@ def bench_pipeline(quick: bool = False):
     _per_pixel(rows, targets)
     cols = ["size", "atoms", "fps", "live_fps", "preprocess_ms", "network_ms", "atoms_graph_ms", "tracking_ms",
             "latency_p50_ms", "latency_p99_ms", "event_latency_ms", "sent", "analysed", "dropped",
-            "ms_per_Mpx", "per_px_vs_512", "atoms_graph_us_per_atom", "tracking_us_per_atom"]
+            "ms_per_Mpx", "per_px_vs_512", "atoms_graph_us_per_atom", "tracking_us_per_atom"] + OVERLAP_COLUMNS
     cols.insert(1, "precision")
     # event_latency_ms: si_3_to_4 event, from t_acquired of the first changed frame to the event
     return BenchReport(name="pipeline", columns=cols, rows=rows, targets=targets,
                        notes={"backend": backend, "other precision": other_backend, "pixel size": f"{PS} A/px",
                               "fps": "offline, Pipeline.process back to back (median)",
                               "live_fps": "LiveService fed at 1.5x the offline rate over tcp loopback (newest frame)",
-                              "latency": "t_acquired -> result ready (events published), live"})
+                              "latency": "t_acquired -> result ready (events published), live",
+                              **OVERLAP_NOTES})
 
 
 def bench_soak(quick: bool = False):

@@ -31,7 +31,7 @@ from typing import Any, Literal
 from stemwatch.config_check import SECTION_NAMES, ConfigError, Section, choices, plain  # noqa: F401 (choices)
 
 __all__ = ["Config", "ConfigError", "StreamConfig", "InferenceConfig", "ChemistryConfig", "TrackingConfig",
-           "EventConfig", "DashboardConfig", "HealthConfig", "load_config", "choices"]
+           "EventConfig", "DashboardConfig", "HealthConfig", "PipelineConfig", "load_config", "choices"]
 
 
 @dataclass(frozen=True)
@@ -208,6 +208,15 @@ class HealthConfig(Section):
 
 
 @dataclass(frozen=True)
+class PipelineConfig(Section):
+    """How frames flow through the analysis (issue 20, engine/overlap.py)."""
+
+    overlap: Literal["auto", "on", "off"] = "auto"   # run the network of frame n+1 on its own thread while
+                                                     # frame n's atoms, graph and tracks are computed (same
+                                                     # results); auto: on when 2 or more CPUs are usable
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. Build with defaults and override with :meth:`replace`."""
 
@@ -218,6 +227,7 @@ class Config:
     events: EventConfig = field(default_factory=EventConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

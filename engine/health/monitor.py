@@ -299,6 +299,18 @@ class HealthMonitor:
             s.heavy_A = xy
         return h
 
+    # ------------------------------------------------------------------------------ ahead
+    def may_run_ahead(self, frame) -> bool:
+        """Whether :meth:`before` on ``frame`` may run before :meth:`after` of the frame judged last
+        and leave both results unchanged (:mod:`engine.overlap` checks the next frame while the
+        current one is finished). True unless ``frame`` starts a new series or run, or changes the
+        frame shape: then :meth:`before` starts new series state, or forgets the dopant constellation
+        that :meth:`after` compares with. :meth:`after` reads nothing else that :meth:`before` writes."""
+        s = self.s
+        shape = tuple(int(v) for v in np.shape(frame.data)[:2])
+        return (s.shape is not None and frame.series == s.name and int(getattr(frame, "run", 0)) == s.run
+                and shape == s.shape)
+
 
 #: One frame's estimate alone is used (until a second frame confirms it) only when its rings stand out
 #: this clearly.
