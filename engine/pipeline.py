@@ -279,7 +279,9 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             # lattice scale estimate could "calibrate" any hexagonal lattice into graphene.
             timings["total"] = time.perf_counter() - p0
             return FrameChemistry(pixel_size_A=ps, chemistry=None, timings_s=timings, material=material, **out)
-    if health is not None and (set(health.verdicts) & SKIP_VERDICTS or not usable_ps):
+    coarse = float(getattr(health, "model_pixel_size_A", float("nan"))) if health is not None else float("nan")
+    coarse_ok = bool(np.isfinite(coarse) and set(health.verdicts) & SKIP_VERDICTS == {"too_large"})
+    if health is not None and (set(health.verdicts) & SKIP_VERDICTS and not coarse_ok or not usable_ps):
         if not usable_ps and not health.verdicts:
             health.add("no_lattice", "no declared pixel size and no graphene lattice to measure it")
         if not usable_ps:
@@ -289,7 +291,9 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
     result, msg = None, None
     try:
         pn = time.perf_counter()
-        probs = inferencer.predict(frame.data, ps)
+        # a too_large frame that still resolves the lattice: on a coarser model grid (under the cap)
+        probs = inferencer.predict(frame.data, ps, model_pixel_size_A=coarse) if coarse_ok else \
+            inferencer.predict(frame.data, ps)
         if material is not None and material.mask is not None and material.graphene_fraction < MASK_BELOW:
             probs = mask_probabilities(probs, material.mask)
         p1 = time.perf_counter()

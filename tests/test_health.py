@@ -117,6 +117,70 @@ def test_too_large_frames_are_not_analysed():
     img = _sim_frame(0.1, seed=1).image                    # declared as a 2 A/px survey frame: 5120 model px
     h = HealthMonitor(HealthConfig(scale="declared")).before(Frame(img, "s", 0, 0.0, 2.0))
     assert "too_large" in h.verdicts and "4096" in h.reasons[h.verdicts.index("too_large")]
+    assert not np.isfinite(h.model_pixel_size_A)          # 2 A/px cannot resolve graphene: skipped
+
+
+def test_too_large_frames_get_a_coarser_model_grid_within_the_cap():
+    """Criterion 4: a frame just over the default 4096 px cap gets the coarser model sampling that
+    brings its grid to the cap (within the network's resolving range, <= 0.22 A/px); further over, it is
+    skipped with the reason."""
+    from engine.infer.preprocess import grid_shape
+
+    img = np.tile(_sim_frame(0.4, seed=2).image, (4, 4))              # 2048^2 px
+    mon = HealthMonitor(HealthConfig(scale="declared"))
+    h = mon.before(Frame(img, "s", 0, 0.0, 0.41))                     # 4198 model px at 0.2 A/px
+    why = h.reasons[h.verdicts.index("too_large")]
+    assert h.verdicts == ("too_large",) and "coarser model sampling" in why, h.reasons
+    assert 0.2 < h.model_pixel_size_A <= 0.22
+    assert max(grid_shape(img.shape, 0.41, h.model_pixel_size_A)) == 4096
+    h = HealthMonitor(HealthConfig(scale="declared")).before(Frame(img, "s", 0, 0.0, 0.46))   # needs 0.23 A/px
+    why = h.reasons[h.verdicts.index("too_large")]
+    assert not np.isfinite(h.model_pixel_size_A) and "not analysed" in why and "0.22" in why
+
+
+class _GridSpy:
+    """The real ONNX inferencer, recording the model-grid shape of every call."""
+
+    def __init__(self, inner):
+        self.inner, self.grids = inner, []
+        self.model_pixel_size_A = inner.model_pixel_size_A
+
+    def predict(self, image, pixel_size_A, **kw):
+        p = self.inner.predict(image, pixel_size_A, **kw)
+        self.grids.append(tuple(p.p.shape[1:]))
+        return p
+
+    def close(self):
+        self.inner.close()
+
+
+@needs_model
+def test_pipeline_analyses_a_too_large_frame_on_the_coarser_grid():
+    """A frame over the cap (here a 300 px cap, so the test stays small) is analysed at a coarser model
+    sampling: its atoms are found as on the full grid (the old code skipped it: no atoms); a frame that
+    would need a sampling coarser than the network resolves is skipped with the reason, the network not
+    run."""
+    from engine.infer import Inferencer
+    from engine.pipeline import Pipeline
+    from lab.infer.evaluate import Counts, score_frame
+    from stemwatch.config import InferenceConfig
+
+    ex = _sim_frame(0.2, n=320, seed=5)                    # 320 model px at the model's own 0.2 A/px
+    for cap, want in ((300, 300), (260, None)):            # 0.2133 A/px (<= 0.22): analysed; 0.246: skipped
+        cfg = Config().replace(inference={"backend": "onnx"}, health={"scale": "declared", "max_model_px": cap})
+        spy = _GridSpy(Inferencer(InferenceConfig(backend="onnx")))
+        with Pipeline(cfg, inferencer=spy) as pipe:
+            r = pipe.process(Frame(ex.image, "s", 0, 0.0, 0.2))
+        why = r.health.reasons[r.health.verdicts.index("too_large")]
+        if want is None:
+            assert spy.grids == [] and len(r.chemistry.atoms) == 0 and "not analysed" in why
+            continue
+        assert spy.grids and max(spy.grids[0]) == want and "coarser model sampling" in why
+        a = r.chemistry.atoms
+        c = Counts()
+        c.add(score_frame(a.xy_px, a.species, ex.xy_px, ex.species, ex.image.shape, 0.2))
+        assert c.f1 >= 0.97, c.summary()
+        assert not r.events and (r.track_ids == -1).all()  # too_large: shown, unreliable, no events
 
 
 # ---------------------------------------------------------------------------------------- pipeline
