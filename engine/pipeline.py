@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections import deque
 
 import numpy as np
 
@@ -88,7 +89,7 @@ class Pipeline:
         self.inferencer = inferencer
         self.motifs = motifs if motifs is not None else chem.MotifLibrary(self.cfg.chemistry.motif_names_path,
                                                                           self.cfg.chemistry)
-        self.tracker = Tracker(self.cfg.tracking, self.cfg.events)
+        self.tracker = Tracker(self.cfg.tracking, _tracker_events(self.cfg.events, self.cfg.events))
         from engine.health.monitor import HealthMonitor
 
         self.health = HealthMonitor(getattr(self.cfg, "health", None),
@@ -99,6 +100,7 @@ class Pipeline:
         self.frames = 0
         self.errors = 0
         self.last_error: str | None = None
+        self.recent_ok: deque = deque(maxlen=int(self.cfg.events.k_of_n[1]))   # health of the last n frames
 
     # ------------------------------------------------------------------------------ info
     @property
@@ -116,7 +118,8 @@ class Pipeline:
 
     def set_events(self, events: EventConfig) -> None:
         """Change debounce / confidence thresholds (takes effect on the next frame)."""
-        self.tracker.set_event_config(events)
+        self.tracker.set_event_config(_tracker_events(events, self.cfg.events))
+        self.recent_ok = deque(self.recent_ok, maxlen=int(events.k_of_n[1]))
         self.cfg = self.cfg.replace(events={"k_of_n": tuple(events.k_of_n),
                                             "min_confidence": events.min_confidence})
 
@@ -162,6 +165,7 @@ class Pipeline:
             if self.series is not None:
                 log.info("new series %s (run %d; was %s): tracks reset", fc.series, fc.run, self.series)
             self.tracker.reset()
+            self.recent_ok.clear()
             self.series = fc.series
             self._run = fc.run
         self.frames += 1
@@ -169,6 +173,7 @@ class Pipeline:
         spent = float(timings.pop("total", 0.0))
         health = fc.health
         if fc.error is None and fc.chemistry is None:          # the network was not run (blank, too large, ...)
+            self.recent_ok.append(False)
             timings["total"] = spent
             return self._result(fc, empty_chemistry(fc.pixel_size_A, fc.frame_shape), timings, health=health)
         msg = fc.error
@@ -180,6 +185,7 @@ class Pipeline:
                     health = self.health.after(health, chem, fc.frame_shape, snr=health.snr)
                 self.motifs.observe(chem.defects, chem.atoms.pixel_size_A)
                 if health is not None and not health.ok:
+                    self.recent_ok.append(False)
                     events = []
                     if "fov_jump" in health.verdicts:
                         self.tracker.reset()
@@ -189,7 +195,15 @@ class Pipeline:
                     n = len(chem.atoms)
                     return self._result(fc, chem, timings, health=health, events=events,
                                         track_ids=np.full(n, -1, np.int64), confirmed=np.zeros(n, bool))
+                self.recent_ok.append(True)
                 upd = self.tracker.update(chem, int(fc.seq), float(fc.t_acquired), frame_shape=fc.frame_shape)
+                if upd.events and getattr(self.cfg.events, "calibrate_confidence", False):
+                    from engine.health.confidence import calibrate_events
+
+                    calibrate_events(upd.events, chem.atoms, upd.track_ids,
+                                     health.snr if health is not None else float("nan"), self.bad_fraction)
+                    # the threshold applies to the confidence the operator sees
+                    upd.events[:] = [e for e in upd.events if e.confidence >= self.cfg.events.min_confidence]
             except Exception as exc:  # one bad frame must not stop the analysis
                 msg = f"{type(exc).__name__}: {exc}"
                 log.debug("%s", traceback.format_exc())
@@ -206,6 +220,11 @@ class Pipeline:
                                 health=health, error=msg)
         return self._result(fc, chem, timings, health=health, events=upd.events, track_ids=upd.track_ids,
                             confirmed=upd.confirmed, drift_px=upd.drift_px)
+
+    @property
+    def bad_fraction(self) -> float:
+        """Fraction of the series' last n frames (the debounce window) whose health was not ok."""
+        return 1.0 - sum(self.recent_ok) / len(self.recent_ok) if self.recent_ok else 0.0
 
     @staticmethod
     def _result(fc: FrameChemistry, chem: Chemistry, timings: dict, health=None, events=(), track_ids=None,
@@ -224,6 +243,21 @@ class Pipeline:
         """A pipeline for :meth:`track` alone, for chemistry computed elsewhere (Dask workers):
         no network is loaded and :meth:`process` raises."""
         return cls(cfg, inferencer=NoInference(), motifs=motifs)
+
+
+def _tracker_events(events: EventConfig, own: EventConfig) -> EventConfig:
+    """The tracker's event configuration for thresholds ``events`` when the pipeline's own is ``own``:
+    with ``own.calibrate_confidence`` the pipeline applies ``min_confidence`` to the calibrated
+    confidence, and the tracker raises every event whose raw confidence reaches
+    :data:`engine.health.confidence.RAW_MIN_CONFIDENCE` (the events the calibration was fitted on) or
+    the threshold, whichever is lower."""
+    if getattr(own, "calibrate_confidence", False):
+        import dataclasses
+
+        from engine.health.confidence import RAW_MIN_CONFIDENCE
+
+        return dataclasses.replace(events, min_confidence=min(RAW_MIN_CONFIDENCE, float(events.min_confidence)))
+    return events
 
 
 def _fov_jump_event(fc: FrameChemistry) -> Event:

@@ -158,6 +158,9 @@ class EventConfig(Section):
     min_confidence: float = 0.5                      # events below this confidence are not raised
     rotor_min_deg: float = 45.0                      # a "rotor" event needs the defect's orientation to
                                                      # turn by more than this (engine/track/orientation.py)
+    calibrate_confidence: bool = True                # report the calibrated probability that the event is
+                                                     # right (engine/health/confidence.py), not the raw
+                                                     # window support x detection confidence
 
 
 @dataclass(frozen=True)
