@@ -17,9 +17,12 @@ JSONL file (a stopped run resumes). ``--fit`` fits the logistic model (Newton, s
 calibration rows; the reliability table and the expected calibration error (ECE) are computed on the
 held-out rows, never used in the fit::
 
-    PYTHONPATH=$PWD python -m lab.event_calibration --collect cal --movies 8
-    PYTHONPATH=$PWD python -m lab.event_calibration --collect heldout --movies 8
+    PYTHONPATH=$PWD python -m lab.event_calibration --collect cal --movies 10
+    PYTHONPATH=$PWD python -m lab.event_calibration --collect heldout --movies 10
     PYTHONPATH=$PWD python -m lab.event_calibration --fit --plot docs/event_reliability.png
+
+(a second process can share a collection: ``--movies 20 --skip 60`` takes the plan's next 60 movies). A
+seed whose dopants do not fit in the field gives no movie (no rows).
 """
 
 from __future__ import annotations

@@ -322,6 +322,26 @@ def test_event_confidence_model_replaces_the_raw_value_monotonically():
     assert len(set(np.round(conf[:3], 6))) >= 2
 
 
+def test_event_calibration_fit_is_monotone_and_follows_the_data():
+    """lab.event_calibration.fit: on events whose rightness depends on the SNR it learns a positive SNR
+    coefficient; a coefficient the data would give the wrong sign (here more non-ok frames -> more
+    right, by construction) is held at 0, so the confidence stays monotone."""
+    from engine.health.confidence import FEATURES, calibrated
+    from lab.event_calibration import fit
+
+    rng = np.random.default_rng(3)
+    snr = np.exp(rng.uniform(np.log(2), np.log(20), 600))
+    bad = rng.choice([0.0, 0.25, 0.5], 600)
+    p_right = 1 / (1 + np.exp(-(-2.0 + 2.0 * np.log(snr) + 2.0 * bad)))
+    right = rng.random(600) < p_right
+    rows = [{"raw": 0.75, "atom_conf": 0.99, "snr": float(s), "bad": float(b), "right": bool(r)}
+            for s, b, r in zip(snr, bad, right)]
+    coef = dict(zip(FEATURES, fit(rows)))
+    assert coef["log_snr"] > 1.0 and coef["bad_window"] == 0.0
+    c = calibrated(0.75, 0.99, np.array([2.0, 20.0]), coef=tuple(coef.values()))
+    assert c[0] < 0.6 < 0.9 < c[1]
+
+
 def test_event_threshold_applies_to_the_calibrated_confidence():
     """With calibration on, min_confidence (the dashboard's slider) filters the calibrated confidence;
     the tracker keeps the raw floor the calibration was fitted under."""
