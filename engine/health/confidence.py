@@ -31,11 +31,11 @@ FEATURES = ("intercept", "logit_raw", "atom_confidence", "atom_missing", "log_sn
 #: applies ``EventConfig.min_confidence`` to the calibrated confidence.
 RAW_MIN_CONFIDENCE = 0.5
 
-#: Logistic coefficients for :data:`FEATURES`; fitted by ``python -m lab.event_calibration --fit`` on 358
-#: events of 85 calibration movies (301 right). Held out (321 events of 84 other movies, 294 right) the
-#: expected calibration error is 0.081 (raw confidence 0.170): pessimistic by ~0.05-0.1, not yet <= 0.05
-#: (docs/tracking.md has the command and the reliability table).
-COEF = (-1.9357, 0.6596, 0.4064, -0.2242, 1.4746, -2.4168)
+#: Logistic coefficients for :data:`FEATURES`; fitted by ``python -m lab.event_calibration --fit`` on 437
+#: events of 103 calibration movies (364 right). Held out (404 events of 102 other movies, 364 right) the
+#: expected calibration error is 0.073 (raw confidence 0.162): pessimistic by ~0.05-0.15 below 0.9, not
+#: yet <= 0.05 (docs/tracking.md has the command and the reliability table).
+COEF = (-2.5737, 0.955, 0.5373, -0.2708, 1.5791, -2.4759)
 
 
 def features(raw, atom_conf, snr, bad_fraction) -> np.ndarray:
