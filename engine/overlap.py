@@ -94,15 +94,16 @@ class InferenceStage:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def submit(self, image, pixel_size_A: float) -> Future:
-        """Queue one frame's network (blocks while another frame already waits for the thread)."""
+    def submit(self, image, pixel_size_A: float, model_pixel_size_A: float | None = None) -> Future:
+        """Queue one frame's network (blocks while another frame already waits for the thread);
+        ``model_pixel_size_A``: a coarser model grid (a frame over the grid cap), else the model's own."""
         if self._closed or self._thread is None:
             raise StageClosed("the inference stage is not running (start it first)" if not self._closed
                               else "the inference stage is closed")
         fut: Future = Future()
         while True:
             try:
-                self._jobs.put((fut, image, float(pixel_size_A)), timeout=0.5)
+                self._jobs.put((fut, image, float(pixel_size_A), model_pixel_size_A), timeout=0.5)
                 return fut
             except queue.Full:
                 if not self.alive:
@@ -125,11 +126,12 @@ class InferenceStage:
             job = self._jobs.get()
             if job is None:
                 return
-            fut, image, ps = job
+            fut, image, ps, model_ps = job
             if not fut.set_running_or_notify_cancel():
                 continue
             try:
-                probs = self.inferencer.predict(image, ps)
+                probs = (self.inferencer.predict(image, ps) if model_ps is None else
+                         self.inferencer.predict(image, ps, model_pixel_size_A=model_ps))
                 timings = dict(getattr(self.inferencer, "last_timings_s", None) or {})
             except BaseException as exc:      # any failure is that frame's error, never a hang
                 fut.set_exception(exc)
@@ -177,10 +179,12 @@ class AheadInferencer:
         while len(self._ahead) > MAX_AHEAD:
             self._ahead.popleft()[2].cancel()
 
-    def predict(self, image, pixel_size_A: float):
+    def predict(self, image, pixel_size_A: float, model_pixel_size_A: float | None = None):
         ps = float(pixel_size_A)
         fut = None
-        for i, (img, p, f) in enumerate(self._ahead):
+        if model_pixel_size_A is not None:     # a frame over the grid cap, on a coarser grid: never started ahead
+            fut = self.stage.submit(image, ps, model_pixel_size_A)
+        for i, (img, p, f) in enumerate(self._ahead if fut is None else ()):
             if img is image and p == ps:
                 for _ in range(i):             # older ones nobody asked for (frames skipped)
                     self._ahead.popleft()[2].cancel()

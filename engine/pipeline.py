@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections import deque
 
 import numpy as np
 
@@ -88,7 +89,7 @@ class Pipeline:
         self.inferencer = inferencer
         self.motifs = motifs if motifs is not None else chem.MotifLibrary(self.cfg.chemistry.motif_names_path,
                                                                           self.cfg.chemistry)
-        self.tracker = Tracker(self.cfg.tracking, self.cfg.events)
+        self.tracker = Tracker(self.cfg.tracking, _tracker_events(self.cfg.events, self.cfg.events))
         from engine.health.monitor import HealthMonitor
 
         self.health = HealthMonitor(getattr(self.cfg, "health", None),
@@ -99,6 +100,7 @@ class Pipeline:
         self.frames = 0
         self.errors = 0
         self.last_error: str | None = None
+        self.recent_ok: deque = deque(maxlen=int(self.cfg.events.k_of_n[1]))   # health of the last n frames
 
     # ------------------------------------------------------------------------------ info
     @property
@@ -116,7 +118,8 @@ class Pipeline:
 
     def set_events(self, events: EventConfig) -> None:
         """Change debounce / confidence thresholds (takes effect on the next frame)."""
-        self.tracker.set_event_config(events)
+        self.tracker.set_event_config(_tracker_events(events, self.cfg.events))
+        self.recent_ok = deque(self.recent_ok, maxlen=int(events.k_of_n[1]))
         self.cfg = self.cfg.replace(events={"k_of_n": tuple(events.k_of_n),
                                             "min_confidence": events.min_confidence})
 
@@ -177,6 +180,7 @@ class Pipeline:
             if self.series is not None:
                 log.info("new series %s (run %d; was %s): tracks reset", fc.series, fc.run, self.series)
             self.tracker.reset()
+            self.recent_ok.clear()
             self.series = fc.series
             self._run = fc.run
         self.frames += 1
@@ -184,6 +188,7 @@ class Pipeline:
         spent = float(timings.pop("total", 0.0))
         health = fc.health
         if fc.error is None and fc.chemistry is None:          # the network was not run (blank, too large, ...)
+            self.recent_ok.append(False)
             timings["total"] = spent
             return self._result(fc, empty_chemistry(fc.pixel_size_A, fc.frame_shape), timings, health=health)
         msg = fc.error
@@ -196,6 +201,7 @@ class Pipeline:
                                                area_fraction=_graphene_fraction(fc.material))
                 self.motifs.observe(chem.defects, chem.atoms.pixel_size_A)
                 if health is not None and not health.ok:
+                    self.recent_ok.append(False)
                     events = []
                     if "fov_jump" in health.verdicts:
                         self.tracker.reset()
@@ -205,7 +211,15 @@ class Pipeline:
                     n = len(chem.atoms)
                     return self._result(fc, chem, timings, health=health, events=events,
                                         track_ids=np.full(n, -1, np.int64), confirmed=np.zeros(n, bool))
+                self.recent_ok.append(True)
                 upd = self.tracker.update(chem, int(fc.seq), float(fc.t_acquired), frame_shape=fc.frame_shape)
+                if upd.events and getattr(self.cfg.events, "calibrate_confidence", False):
+                    from engine.health.confidence import calibrate_events
+
+                    calibrate_events(upd.events, chem.atoms, upd.track_ids,
+                                     health.snr if health is not None else float("nan"), self.bad_fraction)
+                    # the threshold applies to the confidence the operator sees
+                    upd.events[:] = [e for e in upd.events if e.confidence >= self.cfg.events.min_confidence]
             except Exception as exc:  # one bad frame must not stop the analysis
                 msg = f"{type(exc).__name__}: {exc}"
                 log.debug("%s", traceback.format_exc())
@@ -222,6 +236,11 @@ class Pipeline:
                                 health=health, error=msg)
         return self._result(fc, chem, timings, health=health, events=upd.events, track_ids=upd.track_ids,
                             confirmed=upd.confirmed, drift_px=upd.drift_px)
+
+    @property
+    def bad_fraction(self) -> float:
+        """Fraction of the series' last n frames (the debounce window) whose health was not ok."""
+        return 1.0 - sum(self.recent_ok) / len(self.recent_ok) if self.recent_ok else 0.0
 
     @staticmethod
     def _result(fc: FrameChemistry, chem: Chemistry, timings: dict, health=None, events=(), track_ids=None,
@@ -248,6 +267,21 @@ def _graphene_fraction(material) -> float:
         return 1.0
     f = float(material.graphene_fraction)
     return f if 0.0 < f < MASK_BELOW else 1.0
+
+
+def _tracker_events(events: EventConfig, own: EventConfig) -> EventConfig:
+    """The tracker's event configuration for thresholds ``events`` when the pipeline's own is ``own``:
+    with ``own.calibrate_confidence`` the pipeline applies ``min_confidence`` to the calibrated
+    confidence, and the tracker raises every event whose raw confidence reaches
+    :data:`engine.health.confidence.RAW_MIN_CONFIDENCE` (the events the calibration was fitted on) or
+    the threshold, whichever is lower."""
+    if getattr(own, "calibrate_confidence", False):
+        import dataclasses
+
+        from engine.health.confidence import RAW_MIN_CONFIDENCE
+
+        return dataclasses.replace(events, min_confidence=min(RAW_MIN_CONFIDENCE, float(events.min_confidence)))
+    return events
 
 
 def _fov_jump_event(fc: FrameChemistry) -> Event:
@@ -303,7 +337,9 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             # lattice scale estimate could "calibrate" any hexagonal lattice into graphene.
             timings["total"] = time.perf_counter() - p0
             return FrameChemistry(pixel_size_A=ps, chemistry=None, timings_s=timings, material=material, **out)
-    if health is not None and (set(health.verdicts) & SKIP_VERDICTS or not usable_ps):
+    coarse = float(getattr(health, "model_pixel_size_A", float("nan"))) if health is not None else float("nan")
+    coarse_ok = bool(np.isfinite(coarse) and set(health.verdicts) & SKIP_VERDICTS == {"too_large"})
+    if health is not None and (set(health.verdicts) & SKIP_VERDICTS and not coarse_ok or not usable_ps):
         if not usable_ps and not health.verdicts:
             health.add("no_lattice", "no declared pixel size and no graphene lattice to measure it")
         if not usable_ps:
@@ -313,7 +349,9 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
     result, msg = None, None
     try:
         pn = time.perf_counter()
-        probs = inferencer.predict(frame.data, ps)
+        # a too_large frame that still resolves the lattice: on a coarser model grid (under the cap)
+        probs = inferencer.predict(frame.data, ps, model_pixel_size_A=coarse) if coarse_ok else \
+            inferencer.predict(frame.data, ps)
         if material is not None and material.mask is not None and material.graphene_fraction < MASK_BELOW:
             probs = mask_probabilities(probs, material.mask)
         p1 = time.perf_counter()

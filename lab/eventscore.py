@@ -107,6 +107,7 @@ class EventMatch:
     field_events: int = 0
     new_motif_reports: int = 0
     new_motif_on_truth_defect: int = 0
+    scored: list = field(default_factory=list)           # the reports scored (right unless in ``false``)
 
     def report(self, n_frames: int, max_latency: int, radius_A: float, warmup: int, end_margin: int) -> dict:
         lat = self.latencies
@@ -223,6 +224,7 @@ def score_events(te: TruthEvents, reports: list, analysed, max_latency: int = MA
     for h in hyp:
         m.per_kind.setdefault(h["kind"], {"truth": 0, "found": 0, "reported": 0})["reported"] += 1
     m.reported, m.matched = len(hyp), int(used.sum())
+    m.scored = list(hyp)
     m.false = [h for h, u in zip(hyp, used) if not u]
     _flicker_alarms(te, hyp, analysed, idx_of, max_latency, r_px, m)
     return m

@@ -164,6 +164,9 @@ class EventConfig(Section):
     min_confidence: float = 0.5                      # events below this confidence are not raised
     rotor_min_deg: float = 45.0                      # a "rotor" event needs the defect's orientation to
                                                      # turn by more than this (engine/track/orientation.py)
+    calibrate_confidence: bool = True                # report the calibrated probability that the event is
+                                                     # right (engine/health/confidence.py), not the raw
+                                                     # window support x detection confidence
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,11 @@ class HealthConfig(Section):
     jump_tolerance_A: float = 0.7                    # ... to within this distance
     edge_drop_A: float = 0.3                         # atoms this close to the border are not reported (a blob
                                                      # cut by the edge pulls its centroid inside)
+    coarsest_model_px_A: float = 0.22                # a too_large frame is analysed on a coarser model grid
+                                                     # (<= max_model_px per side) down to this sampling, where
+                                                     # the network still resolves the lattice (it was trained
+                                                     # at 0.18-0.224 A/px; lab/health/coarse_eval.py), else
+                                                     # skipped
 
 
 @dataclass(frozen=True)

@@ -319,3 +319,31 @@ def test_network_thread_gets_one_core_fewer_unless_threads_are_configured(infere
     fixed = Config().replace(inference={"backend": "onnx", "threads": 2})
     assert network_for_overlap(Pipeline(fixed, inferencer=inferencer)) is None
     assert network_for_overlap(Pipeline(_cfg("on"), inferencer=FailsOn(inferencer, []))) is None
+
+
+class Coarse:
+    """Records the model sampling asked for (a too_large frame asks for a coarser grid)."""
+
+    model_pixel_size_A = 0.2
+    description = "coarse fake"
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, image, pixel_size_A, model_pixel_size_A=None):
+        self.calls.append((float(pixel_size_A), model_pixel_size_A))
+        return ("probs", model_pixel_size_A)
+
+
+def test_a_frame_over_the_grid_cap_reaches_the_network_thread_with_its_coarser_grid():
+    """Merging overlap (issue 20) with coarser grids (issue 13): the network thread must pass the
+    coarser model sampling on, not run the frame on the full grid (or fail on the keyword)."""
+    inf = Coarse()
+    stage = InferenceStage(inf).start()
+    ahead = AheadInferencer(stage)
+    img = np.ones((4, 4))
+    ahead.start(img, 0.1)                                        # started ahead on the model's own grid
+    assert ahead.predict(img, 0.1, model_pixel_size_A=0.21) == ("probs", 0.21)
+    assert ahead.predict(img, 0.1) == ("probs", None)           # the one started ahead
+    assert inf.calls == [(0.1, None), (0.1, 0.21)]
+    assert stage.close(timeout_s=5) is True

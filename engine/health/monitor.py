@@ -47,7 +47,8 @@ class FrameHealth:
     the frame's own calibration (nan when it had none); estimated_pixel_size_A / _uncertainty_A : the
     lattice estimate in force for the series (nan when none); pixel_size_A : what the frame was
     analysed at. lattice_strength : the estimator's lattice significance. snr : estimated C-atom
-    signal-to-noise ratio (nan when not measured).
+    signal-to-noise ratio (nan when not measured). model_pixel_size_A : the coarser model-grid sampling a
+    ``too_large`` frame is analysed at (nan: the model's own; a ``too_large`` frame with nan is skipped).
     """
 
     verdicts: tuple = ()
@@ -59,6 +60,8 @@ class FrameHealth:
     pixel_size_A: float = float("nan")
     lattice_strength: float = float("nan")
     snr: float = float("nan")
+    model_pixel_size_A: float = float("nan")     # a too_large frame analysed on a coarser model grid: its
+                                                 # sampling (A/px); nan: the model's own
 
     @property
     def ok(self) -> bool:
@@ -82,7 +85,8 @@ class FrameHealth:
                 "scale_source": self.scale_source, "declared_pixel_size_A": num(self.declared_pixel_size_A),
                 "estimated_pixel_size_A": num(self.estimated_pixel_size_A),
                 "estimated_uncertainty_A": num(self.estimated_uncertainty_A),
-                "pixel_size_A": num(self.pixel_size_A), "snr": num(self.snr)}
+                "pixel_size_A": num(self.pixel_size_A), "snr": num(self.snr),
+                "model_pixel_size_A": num(self.model_pixel_size_A)}
 
 
 @dataclass
@@ -260,15 +264,26 @@ class HealthMonitor:
         if "glitch" not in h.verdicts:
             s.means.append(m)
         self._scale(g, declared, h, jump)
-        # bounded work: the model grid must stay under the cap
+        # bounded work: the model grid must stay under the cap; over it, a coarser grid down to
+        # coarsest_model_px_A (where the network still resolves the lattice), else not analysed
         ps = h.pixel_size_A
         if np.isfinite(ps) and ps > 0:
             side = max(shape) * ps / self.model_pixel_size_A
             if side > cfg.max_model_px:
+                coarse = coarse_model_px_A(shape, ps, self.model_pixel_size_A, cfg.max_model_px,
+                                           cfg.coarsest_model_px_A)
                 why = (f"{shape[1]}x{shape[0]} px at {ps:.4g} A/px is {side:.0f} model px per side "
                        f"(cap {cfg.max_model_px})")
-                why += ("; the frame is too coarse to resolve graphene (needs <= 0.5 A/px): not analysed"
-                        if ps > 0.5 else ": not analysed")
+                if ps > 0.5:
+                    why += "; the frame is too coarse to resolve graphene (needs <= 0.5 A/px): not analysed"
+                elif coarse is None:
+                    why += (f"; even at the coarsest model sampling that resolves the lattice "
+                            f"({cfg.coarsest_model_px_A:g} A/px) it would be "
+                            f"{max(shape) * ps / cfg.coarsest_model_px_A:.0f}: not analysed")
+                else:
+                    h.model_pixel_size_A = coarse
+                    why += (f"; analysed at a coarser model sampling, {coarse:.4g} A/px "
+                            f"({max(shape) * ps / coarse:.0f} model px per side)")
                 h.add("too_large", why)
         return h
 
@@ -333,6 +348,17 @@ def _consensus(found: list) -> tuple[ScaleEstimate | None, int]:
                              True), len(members)
     solo = [e for e in found if e.strength >= SOLO_STRENGTH]
     return (max(solo, key=lambda e: e.strength), 1) if solo else (None, 0)
+
+
+def coarse_model_px_A(shape, pixel_size_A: float, model_px_A: float, max_model_px: int,
+                      coarsest_A: float) -> float | None:
+    """The model sampling (A/px) that brings a frame's model grid to at most ``max_model_px`` per side:
+    ``model_px_A`` when it already fits, a coarser one up to ``coarsest_A``, else None (skip)."""
+    need = max(shape) * float(pixel_size_A) / float(max_model_px)
+    if need <= model_px_A:
+        return float(model_px_A)
+    need *= 1.0 + 1e-9                      # grid_shape rounds: stay at or under the cap
+    return float(need) if need <= coarsest_A else None
 
 
 def _noise_sigma(img: np.ndarray) -> float:

@@ -77,11 +77,12 @@ class Inferencer:
         return self.contract.pixel_size_A
 
     # ---------------------------------------------------------------- work
-    def _resampler(self, shape: tuple[int, int], pixel_size_A: float) -> Resampler:
-        key = (shape, float(pixel_size_A))
+    def _resampler(self, shape: tuple[int, int], pixel_size_A: float, model_px_A: float | None = None) -> Resampler:
+        model_px_A = float(model_px_A or self.contract.pixel_size_A)
+        key = (shape, float(pixel_size_A), model_px_A)
         r = self._resamplers.get(key)
         if r is None:
-            r = Resampler(shape, pixel_size_A, self.contract.pixel_size_A)
+            r = Resampler(shape, pixel_size_A, model_px_A)
             self._resamplers[key] = r
             while len(self._resamplers) > 8:
                 self._resamplers.popitem(last=False)
@@ -89,8 +90,10 @@ class Inferencer:
             self._resamplers.move_to_end(key)
         return r
 
-    def preprocess(self, image: np.ndarray, pixel_size_A: float) -> tuple[np.ndarray, Resampler]:
-        """Frame -> normalised float32 model-grid image ``(h, w)`` and the resampler used."""
+    def preprocess(self, image: np.ndarray, pixel_size_A: float,
+                   model_pixel_size_A: float | None = None) -> tuple[np.ndarray, Resampler]:
+        """Frame -> normalised float32 model-grid image ``(h, w)`` and the resampler used
+        (``model_pixel_size_A``: a coarser grid than the model's own, for frames over the grid cap)."""
         img = np.asarray(image)
         if img.ndim != 2 or min(img.shape) < 1:
             raise ValueError(f"expected a 2-D frame (H, W), got shape {img.shape}")
@@ -98,7 +101,7 @@ class Inferencer:
             raise ValueError(f"frame dtype {img.dtype} is not a real number type")
         if not (np.isfinite(pixel_size_A) and pixel_size_A > 0):
             raise ValueError(f"pixel_size_A must be a positive number, got {pixel_size_A!r}")
-        r = self._resampler(img.shape, pixel_size_A)
+        r = self._resampler(img.shape, pixel_size_A, model_pixel_size_A)
         if min(r.grid_shape) < 4:
             raise ValueError(f"frame of {img.shape} px at {pixel_size_A} A/px is only {r.grid_shape} px on the "
                              f"model grid ({self.contract.pixel_size_A} A/px): too small to analyse")
@@ -123,14 +126,16 @@ class Inferencer:
             raise RuntimeError(f"backend returned shape {y.shape} for input {xp.shape}")
         return np.ascontiguousarray(y[0, :, :h, :w])
 
-    def predict(self, image: np.ndarray, pixel_size_A: float) -> Probabilities:
+    def predict(self, image: np.ndarray, pixel_size_A: float, model_pixel_size_A: float | None = None) -> Probabilities:
         """Class probabilities for one frame on the model grid covering its field of view.
 
-        ``image``: (H, W) array of any real dtype; ``pixel_size_A``: its angstrom per pixel.
+        ``image``: (H, W) array of any real dtype; ``pixel_size_A``: its angstrom per pixel;
+        ``model_pixel_size_A``: the grid's sampling when not the model's own (None), e.g. coarser for a
+        frame whose grid would exceed ``HealthConfig.max_model_px`` (engine/health/monitor.py).
         Map positions back to frame pixels with :meth:`Probabilities.to_frame_px`.
         """
         t0 = time.perf_counter()
-        x, r = self.preprocess(image, pixel_size_A)
+        x, r = self.preprocess(image, pixel_size_A, model_pixel_size_A)
         t1 = time.perf_counter()
         p = self.run_grid(x)
         t2 = time.perf_counter()
