@@ -85,6 +85,29 @@ def test_auto_scale_uses_the_lattice_when_the_declared_size_is_wrong():
     assert h.scale_source == "override" and h.pixel_size_A == 0.11
 
 
+def test_two_early_misreads_of_the_lattice_do_not_overrule_a_right_declared_size(monkeypatch):
+    """Held-out alarm movies (issue 15): the lattice read 0.0762 A/px on a series' first two frames
+    (scanned while the drift reversed) where the declared 0.1 was right; the old rule settled on the
+    misread and analysed the whole movie at it (56 of 59 false alarms). Later frames read 0.1: the
+    declared size must win back, and a wrong declared size must still be overruled."""
+    from engine.health import monitor as M
+    from engine.health.scale import ScaleEstimate
+
+    def run(readings, declared, n=30):
+        it = iter(readings)
+        monkeypatch.setattr(M, "estimate_pixel_size", lambda img: ScaleEstimate(next(it, 0.1), 0.001, 50.0, 12, True))
+        mon = HealthMonitor(HealthConfig())
+        yy, xx = np.mgrid[:64, :64]
+        img = (500 + 200 * (np.cos(xx * 0.9) + np.cos(yy * 0.9))).astype(np.float32)   # not blank
+        return [mon.before(Frame(img + i, "s", i, float(i), declared)) for i in range(n)]
+
+    hs = run([0.0762, 0.0762] + [0.1] * 40, 0.1)
+    assert all(h.scale_source == "declared" and h.pixel_size_A == 0.1 for h in hs[4:]), \
+        [(h.scale_source, h.pixel_size_A) for h in hs[:8]]
+    hs = run([0.1] * 40, 0.15)                                  # declared x1.5: the lattice's value
+    assert all(h.scale_source == "lattice" and abs(h.pixel_size_A - 0.1) < 1e-9 for h in hs[1:])
+
+
 # ---------------------------------------------------------------------------------------- verdicts
 def test_verdicts_from_the_raw_pixels():
     frames, _ = _frames(6)

@@ -148,11 +148,19 @@ class HealthMonitor:
         if self.mode == "declared":
             h.pixel_size_A = declared
             return
-        # estimate on the first frames until two agree (one very clear frame is used meanwhile), then
-        # every scale_recheck_frames frames and after a jump
-        settled = s.estimate is not None and s.estimate.ok and s.agreeing >= 2
+        have_decl = np.isfinite(declared) and declared > 0
+
+        def overrules(e) -> bool:            # an estimate that would replace the declared size
+            return bool(have_decl and e is not None and e.ok and
+                        abs(declared / e.pixel_size_A - 1.0) > cfg.scale_tolerance)
+
+        # estimate on the first frames until two agree (three when they overrule the declared size; one
+        # very clear frame is used meanwhile), then every scale_recheck_frames frames (a fifth of that
+        # while overruling the declared size) and after a jump
+        settled = s.estimate is not None and s.estimate.ok and s.agreeing >= (3 if overrules(s.estimate) else 2)
         due = not settled and s.frames <= cfg.scale_attempt_frames
-        due |= s.frames - s.estimate_frame >= cfg.scale_recheck_frames or jump
+        recheck = max(1, cfg.scale_recheck_frames // 5) if overrules(s.estimate) else cfg.scale_recheck_frames
+        due |= s.frames - s.estimate_frame >= recheck or jump
         if due:
             est = estimate_pixel_size(img)
             s.estimate_frame = s.frames
@@ -170,9 +178,11 @@ class HealthMonitor:
         h.lattice_strength = est.strength if est is not None else float("nan")
         if est is not None and est.ok:
             h.estimated_pixel_size_A, h.estimated_uncertainty_A = est.pixel_size_A, est.uncertainty_A
-        have_decl = np.isfinite(declared) and declared > 0
-        if est is not None and est.ok and (not have_decl or
-                                           abs(declared / est.pixel_size_A - 1.0) > cfg.scale_tolerance):
+        # the declared size stands while as many recent frames agree with it as with the estimate (a
+        # misread lattice on two early frames must not overrule a right declaration for a whole series)
+        n_declared = sum(1 for e in s.found if abs(declared / e.pixel_size_A - 1.0) <= cfg.scale_tolerance) \
+            if have_decl else 0
+        if est is not None and est.ok and (not have_decl or (overrules(est) and s.agreeing > n_declared)):
             # keep one value per series unless the lattice really moved (the tracker resets on a change)
             if s.chosen_A is None or abs(est.pixel_size_A / s.chosen_A - 1.0) > cfg.scale_tolerance:
                 s.chosen_A = est.pixel_size_A
