@@ -61,6 +61,20 @@ def test_drift_of_2A_per_frame_reversing_every_6_frames_while_scanned(seed):
     assert sw < 0.01 * total and total > 8000, f"{sw} identity switches in {total} atom-frames"
 
 
+def test_the_frame_after_a_reversal_is_predicted_from_the_drift_at_the_end_of_the_last_one():
+    """After the sheared frame of a reversal the drift is the new one: predicting from the drift of
+    the last rows scanned (not the mean of the frame, which overshoots by twice the speed) needs no
+    search on the next frame (a search may pick a lattice alias near a wrong prediction)."""
+    mv = make_movie(n_frames=20, size_A=35.0, drift_A=(1.8, -0.8), drift_walk_A=0.02, reverse_every=6,
+                    in_frame_drift=True, n_si=4, p_spurious=0.0, seed=13)
+    tr = Tracker(TrackingConfig(), EventConfig())
+    searched = [tr.update(chem, i, 0.25 * i, frame_shape=shape).drift_searched
+                for i, (chem, _, shape) in enumerate(mv.frames)]
+    # frames 5, 11, 17 are scanned while the drift reverses (their shear shows it only then)
+    after = [i + 1 for i in (5, 11, 17) if i + 1 < len(searched)]
+    assert not any(searched[i] for i in after), searched
+
+
 def test_atoms_drifting_out_and_back_keep_their_identity():
     """The field drifts 1.2 A/frame one way for 10 frames, then back: atoms that left come back."""
     mv = make_movie(n_frames=20, size_A=40.0, drift_A=(1.2, 0.3), drift_walk_A=0.0, reverse_at=10, seed=8)
