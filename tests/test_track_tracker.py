@@ -75,6 +75,19 @@ def test_the_frame_after_a_reversal_is_predicted_from_the_drift_at_the_end_of_th
     assert not any(searched[i] for i in after), searched
 
 
+@pytest.mark.parametrize("k", [4, 28])
+def test_vacancy_made_8_to_11_A_from_the_edge_the_field_drifts_towards_is_found(k):
+    """At 1.9 A/frame toward the right edge a vacancy made 8-11 A from it is 3-5 A from it when
+    confirmed (the third missed frame). It was never unseen near the edge, so it is a vacancy
+    (before: any track ending within 3 A + 3 frames x the drift, 8.7 A, of the edge was excluded)."""
+    mv = make_movie(n_frames=14, size_A=35.0, drift_A=(1.9, 0.0), drift_walk_A=0.0, n_si=2, p_spurious=0.0,
+                    p_miss=0.0, script=[(8, "vacancy", k)], seed=4)
+    _, _, evs, _ = track(mv)
+    vac = [e for e in evs if e.kind == "vacancy_created"]
+    assert [(e.frame, e.first_frame) for e in vac] == [(10, 8)], evs
+    assert not [e for e in evs if e.category == "transformation" and e.kind != "vacancy_created"], evs
+
+
 def test_atoms_drifting_out_and_back_keep_their_identity():
     """The field drifts 1.2 A/frame one way for 10 frames, then back: atoms that left come back."""
     mv = make_movie(n_frames=20, size_A=40.0, drift_A=(1.2, 0.3), drift_walk_A=0.0, reverse_at=10, seed=8)
