@@ -102,7 +102,8 @@ def _evaluate_heldout(args) -> int:
                   file=sys.stderr)
 
     report = run_heldout(seeds=args.seeds, n_frames=args.frames, doses=args.doses or (3e4, 1e5, 3e5, 1e6),
-                         progress=progress, seed0=args.seed0, work_dir=args.keep)
+                         progress=progress, seed0=args.seed0, work_dir=args.keep,
+                         jobs=args.jobs)
     print(format_heldout(report))
     if args.json:
         write_json(report, args.json)
@@ -193,6 +194,8 @@ def register(sub) -> None:
     p.add_argument("--seed0", type=int, default=HELDOUT_SEED0, metavar="SEED",
                    help="--heldout: movie i has seed SEED + i (default %(default)s, the reported held-out set; "
                         "915000 is the development set the fixes were tuned on)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="--heldout: movies analysed at once, in N processes (default %(default)s)")
     p.add_argument("--keep", metavar="DIR", default=None,
                    help="--heldout: keep each movie, its truth and its analyze output in DIR (default: removed)")
     p.add_argument("--match-radius", type=float, default=radii.ATOM_MATCH_RADIUS_A, metavar="A",
