@@ -93,10 +93,15 @@ class Movie:
 def make_movie(n_frames: int = 40, size_A: float = 40.0, ps: float = 0.1, n_si: int = 4,
                drift_A=(0.6, -0.3), drift_walk_A: float = 0.05, jitter_A: float = 0.05,
                p_miss: float = 0.01, p_spurious: float = 0.002, script: list | None = None,
-               seed: int = 0, reverse_at: int | None = None) -> Movie:
+               seed: int = 0, reverse_at: int | None = None, reverse_every: int | None = None,
+               in_frame_drift: bool = False) -> Movie:
     """Simulate detections. ``script``: list of (frame, kind, si_index) with kind in
     {"hop", "3to4", "4to3", "flicker", "vacancy"}; ``si_index`` picks the dopant (for "vacancy": any
-    interior C far from dopants)."""
+    interior C far from dopants). ``reverse_every``: the drift reverses every that many frames.
+    ``in_frame_drift``: the content also moves while the frame is scanned row by row (as the
+    simulator's slow scan: row y of frame t is shifted by ``y / H`` of the step to frame t + 1), so a
+    reversal shears the frame: its top rows moved one way since the last frame, its bottom rows the
+    other way. ``drifts`` then holds the shift of the middle row."""
     rng = np.random.default_rng(seed)
     world = honeycomb(size_A)
     n = len(world)
@@ -123,6 +128,14 @@ def make_movie(n_frames: int = 40, size_A: float = 40.0, ps: float = 0.1, n_si: 
     v = np.asarray(drift_A, float)
     frames, drifts, truth = [], [], []
     fourfold: dict[int, int] = {}      # si row -> ejected C row
+    steps = None
+    if in_frame_drift:                 # the whole path first: a frame's shear needs the next step
+        r_dr = np.random.default_rng([seed, 7])
+        vv, steps = np.asarray(drift_A, float), []
+        for t in range(n_frames + 1):
+            if (reverse_at is not None and t == reverse_at) or (reverse_every and t and t % reverse_every == 0):
+                vv = -vv
+            steps.append(vv + r_dr.normal(0, drift_walk_A, 2) if t else np.zeros(2))
     for t in range(n_frames):
         flick = set()
         for (f, kind, k) in script:
@@ -157,12 +170,20 @@ def make_movie(n_frames: int = 40, size_A: float = 40.0, ps: float = 0.1, n_si: 
                 c = int(far[k])
                 alive[c] = False
                 events.append({"frame": t, "kind": "vacancy_created", "atom_id": int(ids[c])})
-        if reverse_at is not None and t == reverse_at:
-            v = -v                                   # the stage drift reverses: atoms come back
-        step = v + rng.normal(0, drift_walk_A, 2) if t else np.zeros(2)
-        off = off + step
-        drifts.append(step)
-        xy = pos + off + rng.normal(0, jitter_A, pos.shape)
+        if steps is not None:
+            step = steps[t]
+            off = off + step
+            shear = (pos[:, 1:2] + off[1]) / (H * ps) * steps[t + 1]      # moved while scanned
+            mid_prev = 0.5 * steps[t] if t else np.zeros(2)
+            drifts.append(step + 0.5 * steps[t + 1] - mid_prev if t else np.zeros(2))
+            xy = pos + off + shear + rng.normal(0, jitter_A, pos.shape)
+        else:
+            if (reverse_at is not None and t == reverse_at) or (reverse_every and t and t % reverse_every == 0):
+                v = -v                                   # the stage drift reverses: atoms come back
+            step = v + rng.normal(0, drift_walk_A, 2) if t else np.zeros(2)
+            off = off + step
+            drifts.append(step)
+            xy = pos + off + rng.normal(0, jitter_A, pos.shape)
         xy_px = xy / ps
         inside = alive & np.all((xy_px >= 0) & (xy_px <= np.array([W - 1, H - 1])), axis=1)
         seen = inside & (rng.random(n) > p_miss)

@@ -75,7 +75,8 @@ class MovieSpec:
     n_frames : frames (None: endless, for a live source). shape_px : (H, W). pixel_size_A : A/px.
     frame_time_s : s per frame (timestamps). imaging : ImagingParams, ``"random"`` (drawn over the
     full ranges from the seed) or None (:func:`default_imaging`); dose_e_per_A2 overrides its dose.
-    drift_A_per_frame : mean field-of-view drift (dx, dy) in A per frame (|drift| <= ~1);
+    drift_A_per_frame : mean field-of-view drift (dx, dy) in A per frame (the speed wanders but stays
+    within max(1.5, |drift|) A/frame);
     drift_wander_A : std of the random change of the drift velocity per frame (A/frame);
     drift_bound_A : the field stays within this distance of its start (the drift reverses there);
     in_frame_drift : the sample also moves while a frame is scanned (slow scan distortion).
@@ -213,9 +214,12 @@ class MovieSimulator:
         """Origin (A) of the next frame: the field moves by the drift velocity, bounded."""
         o = self._origin.copy()
         self._vel = self._vel + self._r_drift.normal(0, self.spec.drift_wander_A, 2)
+        # the wander must not run away: the speed stays within 1.5 A/frame, or the spec's own
+        # speed when that is faster (a 2 A/frame spec drifts at 2 A/frame, not at 1.5)
+        cap = max(1.5, float(np.hypot(*np.asarray(self.spec.drift_A_per_frame, float))))
         sp = np.hypot(*self._vel)
-        if sp > 1.5:
-            self._vel *= 1.5 / sp
+        if sp > cap:
+            self._vel *= cap / sp
         nxt = self._origin + self._vel
         out = np.abs(nxt - self.origin0) > self.bound_A
         self._vel[out] *= -1

@@ -148,6 +148,92 @@ def refine_affine(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, cu
     return shift, slope, frac, n
 
 
+#: band growing (:func:`grow_bands`): rows of the previous frame are cut into bands this tall (A)
+BAND_A = 4.0
+#: a band's own translation is searched within this radius (A) of the map extrapolated from the
+#: bands fitted so far: below half a C-C bond, so a band cannot lock onto a neighbouring site
+BAND_SEARCH_A = 0.6
+#: a band fits when this fraction of its atoms lands on an atom of the same species
+BAND_FIT = 0.6
+
+
+def _band_fraction(q: np.ndarray, sp: np.ndarray, tree: cKDTree, cur_sp: np.ndarray, tol_A: float):
+    """Same-species hits of the mapped points ``q`` (..., 2): (hit mask, index of the hit)."""
+    d, j = tree.query(q, k=1, distance_upper_bound=tol_A)
+    hit = np.isfinite(d)
+    jj = np.where(hit, j, 0)
+    return hit & (cur_sp[jj] == sp), jj
+
+
+def grow_bands(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, cur_sp: np.ndarray,
+               tree: cKDTree, shift: np.ndarray, slope: np.ndarray, tol_A: float):
+    """Fit ``cur = prev + shift + slope * prev_y`` when the map changes a lot from the top rows to the
+    bottom ones (the drift reversed while the frame was scanned: at 2 A/frame the rows scanned before
+    the reversal moved +2 A, those after -2 A). A least-squares fit on the matches of a trial map is
+    pulled off by rows that land on a *wrong* neighbouring atom (any misregistered atom of graphene
+    lands within the tolerance of some atom about one time in five); here the map is grown instead:
+    the band of rows that fits the trial map best is the seed; band after band, outwards, each next
+    band's translation is searched within :data:`BAND_SEARCH_A` of the map extrapolated from the
+    bands fitted so far (no lattice alias so near), and the map is refitted on every fitted band.
+
+    Returns (shift, slope, matched fraction, n matched) like :func:`refine_affine`, or None when no
+    band fits the trial map (its matched fraction below :data:`BAND_FIT`).
+    """
+    y = prev_A[:, 1]
+    edges = np.arange(y.min(), y.max() + BAND_A, BAND_A)
+    band = np.clip(np.digitize(y, edges) - 1, 0, len(edges) - 1)
+    nb = int(band.max()) + 1
+    if nb < 3:
+        return None
+    shift = np.asarray(shift, float).copy()
+    slope = np.asarray(slope, float).copy()
+    ok, jj = _band_fraction(prev_A + shift + slope * y[:, None], prev_sp, tree, cur_sp, tol_A)
+    count = np.bincount(band, minlength=nb)
+    frac = np.bincount(band, weights=ok, minlength=nb) / np.maximum(count, 1)
+    frac[count < 6] = 0.0
+    seed = int(np.argmax(frac))
+    if frac[seed] < BAND_FIT:
+        return None
+    # the search grid around the extrapolated map (0.1 A steps within BAND_SEARCH_A)
+    g = np.arange(-BAND_SEARCH_A, BAND_SEARCH_A + 1e-9, 0.1)
+    grid = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    grid = grid[np.hypot(*grid.T) <= BAND_SEARCH_A + 1e-9]
+    src = [np.flatnonzero((band == seed) & ok)]
+    dst = [jj[src[0]]]
+    lo = hi = seed
+    for _ in range(nb - 1):
+        # the next band: alternately below and above the fitted run (whichever side is left)
+        nxt = [b for b in ((hi + 1), (lo - 1)) if 0 <= b < nb]
+        if not nxt:
+            break
+        b = nxt[0] if (hi - seed) <= (seed - lo) or len(nxt) == 1 else nxt[1]
+        lo, hi = min(lo, b), max(hi, b)
+        m = np.flatnonzero(band == b)
+        if len(m) < 6:
+            continue
+        base = prev_A[m] + shift + slope * y[m, None]
+        q = base[None, :, :] + grid[:, None, :]
+        okg, jg = _band_fraction(q.reshape(-1, 2), np.tile(prev_sp[m], len(grid)), tree, cur_sp, tol_A)
+        okg, jg = okg.reshape(len(grid), len(m)), jg.reshape(len(grid), len(m))
+        fr = okg.mean(1)
+        best = np.flatnonzero(fr >= fr.max() - 1e-9)
+        k = best[np.argmin(np.hypot(*grid[best].T))]
+        if fr[k] < BAND_FIT:
+            continue                                       # a band that fits nothing (a hole, a defect)
+        src.append(m[okg[k]])
+        dst.append(jg[k][okg[k]])
+        i, j = np.concatenate(src), np.concatenate(dst)
+        r = cur_A[j] - prev_A[i]
+        yy = prev_A[i, 1]
+        if np.ptp(yy) >= 2 * BAND_A:
+            ym = yy.mean()
+            coef, *_ = np.linalg.lstsq(np.c_[np.ones(len(i)), yy - ym], r, rcond=None)
+            slope, shift = coef[1], coef[0] - coef[1] * ym
+        else:                                              # two bands: a translation per pair so far
+            shift = (r - slope * yy[:, None]).mean(0)
+    return refine_affine(prev_A, prev_sp, cur_A, cur_sp, tree, shift, slope, tol_A, iters=2)
+
+
 def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, cur_sp: np.ndarray,
                    predicted_A: np.ndarray, max_shift_A: float, tol_A: float = 0.4,
                    cur_tree: cKDTree | None = None, accept_score: float = 0.7,
@@ -172,9 +258,21 @@ def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, c
 
     zero = np.zeros(2)
 
+    def score_of(sh, sl):
+        return float(_scores(sh[None], p_sub, sp_sub, tree, cur_sp, lo, hi, tol_A, sl[None])[0])
+
     def refined(shift0):
         sh, sl, _, _ = refine_affine(p_sub, sp_sub, cur_A, cur_sp, tree, shift0, zero, tol_A)
-        return sh, sl, float(_scores(sh[None], p_sub, sp_sub, tree, cur_sp, lo, hi, tol_A, sl[None])[0])
+        sc = score_of(sh, sl)
+        if sc < accept_score:
+            # the map may change from the top rows to the bottom ones more than a least-squares fit
+            # on one trial map follows (a drift reversal during the frame): grow it band by band
+            g = grow_bands(p_sub, sp_sub, cur_A, cur_sp, tree, shift0, zero, tol_A)
+            if g is not None:
+                gsc = score_of(g[0], g[1])
+                if gsc > sc:
+                    sh, sl, sc = g[0], g[1], gsc
+        return sh, sl, sc
 
     # the prediction as it is (one query), then -- if that fails -- refined with a slope
     shift, slope = predicted_A, zero

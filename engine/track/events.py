@@ -334,10 +334,10 @@ class EventLogic:
         rows = rows[(sp_end == SI) | ((sp_end == C) & ~left[rows] & (st.heavy_nb[rows] == 0))]
         if len(rows):
             pred_all = snap.pred_frame_A[rows]
-            edge_all = left[rows] | snap.at_border[rows]
-            # an atom vanishing near the edge is more often cut by it than ejected (in_exclusion: the
-            # margin grows with the drift, the track was last seen max(k, memory_frames) frames ago)
+            # an atom vanishing near the edge is more often cut by it than ejected (in_exclusion: it
+            # went unseen while near the edge, wherever the drift has carried it since)
             c_edge = snap.in_exclusion[rows]
+            edge_all = left[rows] | snap.at_border[rows] | c_edge
             # Many tracks ending in the same frame is the tracker losing the field (a registration
             # failure: the drift jumped, a glitch frame), not many atoms leaving: one bookkeeping
             # "tracks_reset" event instead of a vacancy / ejection per track.

@@ -101,7 +101,7 @@ class DriftKalman:
         searched = False
         N = len(xy_A)
         if self.prev_world is not None and N:
-            searched = self._search(xy_A, sp, gap, tree, o_prev, s_prev, o_pred)
+            searched = self._search(xy_A, sp, gap, tree, o_prev, s_prev, o_pred, 2.0 * field_mid_y_A)
         elif self.prev_world is None:
             self.offset_A = np.zeros(2)
             self.shear = np.zeros(2)
@@ -114,7 +114,7 @@ class DriftKalman:
             self.prev_world, self.prev_sp = self.to_world(xy_A), sp
         return FieldShift(shift_A=shift, searched=searched)
 
-    def _search(self, xy_A, sp, gap, tree, o_prev, s_prev, o_pred) -> bool:
+    def _search(self, xy_A, sp, gap, tree, o_prev, s_prev, o_pred, height_A) -> bool:
         cfg = self.cfg
         # the previous frame's atoms where they were (the search is about the absolute shift,
         # so that a wrong prediction cannot keep it away from the truth); predicted: o_pred
@@ -128,9 +128,13 @@ class DriftKalman:
             d, b = est.shift_A, est.slope
             self.offset_A = o_prev + d + b * o_prev[1]
             self.shear = s_prev + b * (1.0 + s_prev[1])
+            # the next frame starts where this one ended: the drift of its last rows (the top rows
+            # moved by d since the last frame, the bottom rows by d + b * height; the difference is
+            # the change of the drift while the frame was scanned). Predicting the mean drift
+            # instead overshoots a reversal by twice its speed (4 A at 2 A/frame).
+            self.drift_per_frame_A = d / gap + b * height_A
         else:
             self.offset_A = o_pred
-        self.drift_per_frame_A = (self.offset_A - o_prev) / gap
         return est.searched
 
     def to_frame(self, world_A):

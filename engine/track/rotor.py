@@ -74,15 +74,22 @@ class RotorMachine:
             return out
         species = np.asarray(species)
         seen: set[int] = set()
-        done_sets: set[tuple] = set()
+        groups = []
         for di, d in enumerate(defects or []):
             mem = np.asarray(d.members, np.int64)
             mem = mem[(mem >= 0) & (mem < len(species))]
             heavy = mem[species[mem] != 0]
-            key = tuple(sorted(heavy.tolist()))
-            if len(heavy) < 2 or key in done_sets:        # overlapping descriptions of one group
+            if len(heavy) >= 2:
+                groups.append((di, heavy))
+        # overlapping descriptions of one group (the graph may also name part of a cluster): the
+        # largest is the group, a set of heavy atoms inside one already taken is not another defect
+        groups.sort(key=lambda g: -len(g[1]))
+        done_sets: list[set] = []
+        for di, heavy in groups:
+            hs = set(heavy.tolist())
+            if any(hs <= other for other in done_sets):
                 continue
-            done_sets.add(key)
+            done_sets.append(hs)
             pts = xy_world_A[heavy]
             c = pts.mean(0)
             angle, period = orientation(pts)
@@ -122,5 +129,31 @@ class RotorMachine:
                 pivot = int(heavy[np.argmin(np.hypot(*(pts - c).T))])
                 out.append(RotorStep(di, pivot, float(pl.state), new, len(agree), int(min(s for s, _ in agree))))
                 pl.state = new
+        self._merge(seen)
         self.places = [p for p in self.places if p.last_seq > seq - FORGET_FRAMES]
         return out
+
+    def _merge(self, seen: set) -> None:
+        """One place per defect: a place not seen this frame within ``PLACE_RADIUS_A`` of one seen is
+        an older record of the same defect (its centroid moved when it turned, or another
+        description of it made a second place). It is dropped; its confirmed orientation carries
+        over to a seen place that has none yet (so a turn is still measured from it). Stale records
+        left near a defect otherwise take its next observation: a turn adopted silently (missed) or
+        a turn reported again from an old orientation (a duplicate)."""
+        live = [p for p in self.places if id(p) in seen]
+        if not live or len(live) == len(self.places):
+            return
+        keep = []
+        for p in self.places:
+            if id(p) in seen:
+                keep.append(p)
+                continue
+            dist = [np.hypot(*(q.centre_w - p.centre_w)) for q in live]
+            j = int(np.argmin(dist))
+            if dist[j] >= PLACE_RADIUS_A:
+                keep.append(p)
+                continue
+            q = live[j]
+            if q.state is None and p.state is not None and (q.n_heavy, q.period) == (p.n_heavy, p.period):
+                q.state = p.state
+        self.places = keep

@@ -25,6 +25,15 @@ def near_edge(xy_A: np.ndarray, shape_A: np.ndarray | None, margin_A: float) -> 
     return np.any((xy_A < margin_A) | (xy_A > shape_A - margin_A), axis=1)
 
 
+def edge_distance(xy_A: np.ndarray, shape_A: np.ndarray | None) -> np.ndarray:
+    """(N,) distance (A) of positions (frame A) inside the field to its nearest edge (negative
+    outside); ``shape_A`` None: inf."""
+    if shape_A is None:
+        return np.full(len(xy_A), np.inf)
+    xy_A = np.asarray(xy_A, float).reshape(-1, 2)
+    return np.minimum(xy_A, shape_A - xy_A).min(axis=1)
+
+
 @dataclass
 class TrackSnapshot:
     """One frame as the event machines see it (arrays are per live track row unless said).
@@ -34,8 +43,10 @@ class TrackSnapshot:
     first; ring_seq, ring_t : (H,) the seq and time of each ring column (-1 / nan: empty).
     pixel_size_A : input px -> A. formula_names : code -> heavy-atom formula (the ``formula`` ring).
     pred_frame_A : (T, 2) each track's position in this frame (A). anchor_frame_A : (T, 2) its
-    site. at_border / in_exclusion : (T,) bool, predicted within ``border_margin_A`` /
-    ``edge_exclusion_A`` (grown by the drift over the frames a track may go unseen) of the field edge. left_field : (T,) bool, predicted well outside.
+    site. at_border : (T,) bool, predicted within ``border_margin_A`` of the field edge.
+    in_exclusion : (T,) bool, predicted within ``border_margin_A`` of the edge in this frame or in any
+    frame since it was last seen (an atom that went unseen near the edge was cut by it, wherever
+    the drift has taken it since). left_field : (T,) bool, predicted well outside.
     revived_rows : rows of parked tracks that came back into view this frame.
     defect_world_A : (D, 2) each defect's centre in world A (drift-corrected, for new motifs).
     """

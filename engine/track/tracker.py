@@ -41,7 +41,7 @@ from engine.track import assign
 from engine.track.debounce import UNKNOWN, WILD
 from engine.track.events import EventLogic
 from engine.track.motion import MAX_SEARCH_GAP_FRAMES, DriftKalman, MotionModel  # noqa: F401 (re-export)
-from engine.track.snapshot import TrackSnapshot, near_edge
+from engine.track.snapshot import TrackSnapshot, edge_distance, near_edge
 from engine.track.store import TrackStore
 from engine.types import C, SI, Chemistry, Event
 from stemwatch.config import EventConfig, TrackingConfig
@@ -228,6 +228,7 @@ class Tracker:
         st.pos[mt], st.P[mt] = self.motion.correct(st.pos[mt], st.P[mt], world[md], hop)
         st.hits[mt] += 1
         st.misses[mt] = 0
+        st.miss_edge_A[mt] = np.inf
         st.last_seq[mt] = seq
         st.last_px[mt] = atoms.xy_px[md]
         st.conf[mt] = conf[md]
@@ -247,6 +248,7 @@ class Tracker:
         pred_A = self.to_frame(st.pos[unmatched])
         unobs = self._near_edge(pred_A, self.cfg.edge_unobservable_A)
         st.misses[unmatched[~unobs]] += 1
+        st.miss_edge_A[unmatched] = np.minimum(st.miss_edge_A[unmatched], edge_distance(pred_A, self._shape_A))
         self.left_field[unmatched] = self._near_edge(pred_A, -self.cfg.border_margin_A)
 
     def _births(self, st, mt, md, world, xy_A, atoms, conf, feats, seq, shift) -> np.ndarray:
@@ -277,16 +279,15 @@ class Tracker:
         k, n = (int(v) for v in self.ecfg.k_of_n)
         pred = self.to_frame(st.pos)
         centres = np.asarray([d.centre_px for d in chem.defects or []], float).reshape(-1, 2)
-        # at 2 A/frame a drift reversal moves the edge 6 A while a track goes unseen
-        v = getattr(self.motion, "drift_per_frame_A", None)     # optional for a MotionModel (DriftKalman has it)
-        speed = float(np.hypot(*v)) if isinstance(v, np.ndarray) and v.shape == (2,) else 0.0
+        at_border = self._near_edge(pred, self.cfg.border_margin_A)
         return TrackSnapshot(
             store=st, seq=seq, t_acquired=t_acquired, k=k, n=n, min_confidence=float(self.ecfg.min_confidence),
             col=self._col, window_cols=self._window_cols(n), ring_seq=self.ring_seq, ring_t=self.ring_t,
             pixel_size_A=ps, formula_names={v: kk for kk, v in self._formula_codes.items()},
             pred_frame_A=pred, anchor_frame_A=self.to_frame(st.anchor),
-            at_border=self._near_edge(pred, self.cfg.border_margin_A),
-            in_exclusion=self._near_edge(pred, self.cfg.edge_exclusion_A + speed * max(k, self.cfg.memory_frames)),
+            at_border=at_border,
+            # unseen near the edge in any frame since last seen (the drift may have carried it inward)
+            in_exclusion=at_border | (st.miss_edge_A < self.cfg.border_margin_A),
             left_field=self.left_field, revived_rows=self.revived_rows,
             defect_world_A=self.to_world(centres * ps), world_A=world,
             rotor_min_deg=float(self.ecfg.rotor_min_deg), motif_classes_raised=self.motif_classes_raised)
