@@ -23,3 +23,21 @@ def test_cost_per_pixel_relative_to_512_and_per_atom_stage_costs():
     rows, targets = _rows(50.0 / 16 / 1.4), {}
     _per_pixel(rows, targets)
     assert targets["2048x2048 time per pixel / 512x512's"] == "1.40 <= 1.3: FAIL"
+
+
+def test_frame_rate_targets_read_the_default_configurations_columns():
+    """The end-to-end target reads the overlap columns when overlap is on (the default on >= 2 CPUs),
+    the plain sequential ones when it is off; the issue-20 targets are printed beside it."""
+    from lab.bench_pipeline import _targets
+    from stemwatch.config import Config
+
+    row = {"size": "512x512", "precision": "int8", "fps": 17.0, "live_fps": 19.0, "latency_p99_ms": 200.0,
+           "seq_fps": 18.0, "ov_fps": 31.0, "seq_live_fps": 17.0, "ov_live_fps": 26.0, "seq_p99_ms": 130.0,
+           "ov_p99_ms": 120.0}
+    on, off = {}, {}
+    _targets([row], on, Config().replace(pipeline={"overlap": "on"}))
+    _targets([row], off, Config().replace(pipeline={"overlap": "off"}))
+    assert on["512x512 end-to-end frames/s (overlap on)"] == "26.0 >= 20: PASS"
+    assert off["512x512 end-to-end frames/s (overlap off)"] == "17.0 >= 20: FAIL"
+    assert on["512x512 offline frames/s (overlap on)"] == "31.0 >= 50: FAIL"
+    assert on["512x512 live frames/s, p99 latency (overlap on)"] == "26.0 >= 40 and 120 ms <= 80 ms: FAIL"
