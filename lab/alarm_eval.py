@@ -111,7 +111,10 @@ def _one_movie(job: tuple) -> dict:
 
     contrast, dose, seed, drift, n_frames, cfg, root, keep = job
     spec = movie_spec(contrast, float(dose), seed, n_frames, drift)
-    imgs, gt = run_movie(spec)
+    try:
+        imgs, gt = run_movie(spec)
+    except ValueError as exc:            # the simulator cannot lay out this seed's scene: skipped, listed
+        return {"skipped": True, "contrast": contrast, "dose": float(dose), "seed": seed, "why": str(exc)}
     d = Path(root) / f"{contrast}_{dose:.0e}_{seed}"
     d.mkdir(parents=True, exist_ok=True)
     np.save(d / "movie.npy", imgs)
@@ -172,6 +175,8 @@ def summarize(movies: list, events_cfg: dict | None = None) -> dict:
     """Totals per kind and per (contrast, dose) from :func:`score_movie` results."""
     kinds: dict = {}
     cells: dict = {}
+    skipped = [m for m in movies if m.get("skipped")]
+    movies = [m for m in movies if not m.get("skipped")]
     for m in movies:
         for k, v in m["per_kind"].items():
             a = kinds.setdefault(k, {"truth": 0, "found": 0, "false": 0})
@@ -186,7 +191,8 @@ def summarize(movies: list, events_cfg: dict | None = None) -> dict:
     tot["recall"] = tot["found"] / tot["truth"] if tot["truth"] else None
     tot["false_per_1000_frames"] = 1e3 * tot["false"] / max(1, tot["frames"])
     return {"movies": movies, "per_kind": kinds, "per_cell": cells, "total": tot,
-            "events_config": events_cfg or {}, "heldout_seed0": HELDOUT_SEED0}
+            "events_config": events_cfg or {}, "heldout_seed0": HELDOUT_SEED0,
+            "skipped": [{k: m[k] for k in ("contrast", "dose", "seed", "why")} for m in skipped]}
 
 
 def format_heldout(r: dict) -> str:
@@ -209,6 +215,9 @@ def format_heldout(r: dict) -> str:
                  f"{t['false_per_1000_frames']:>9.1f}{t['glitch_false']:>8}{t['duplicates']:>7}")
     lines.append(f"({t['glitches']} glitch frames; 'glitch' = false alarms started by one; 'dupl.' = a defect "
                  "reported again)")
+    for m in r.get("skipped", []):
+        lines.append(f"skipped: {m['contrast']} {m['dose']:.0e} seed {m['seed']} (the simulator cannot lay out "
+                     f"its scene: {m['why']})")
     return "\n".join(lines)
 
 

@@ -155,7 +155,9 @@ def _evaluate_heldout(args) -> int:
     from lab.alarm_eval import format_heldout, run_heldout, write_json
 
     def progress(m):
-        if not args.quiet:
+        if not args.quiet and m.get("skipped"):
+            print(f"  {m['contrast']} {m['dose']:.0e} seed {m['seed']}: skipped ({m['why']})", file=sys.stderr)
+        elif not args.quiet:
             print(f"  {m['contrast']} {m['dose']:.0e} seed {m['seed']}: {m['found']}/{m['truth']} found, "
                   f"{m['false']} false ({m['glitch_false']} after a glitch, {m['duplicates']} duplicates)",
                   file=sys.stderr)

@@ -44,3 +44,29 @@ def test_heldout_fast_movie_drifts_2_A_per_frame_and_reverses():
     speed = np.hypot(*steps.T)
     assert np.median(speed) > 1.9 and speed.max() <= 2.0 + 1e-9
     assert (np.sign(steps[1:]) != np.sign(steps[:-1])).any()         # it reverses
+
+
+def test_a_seed_whose_scene_cannot_be_laid_out_is_skipped_and_listed(monkeypatch):
+    """Seed 971003 (HAADF 3e4) has no room for its cluster: the whole evaluation died with the
+    simulator's ValueError after 3 movies. It is now skipped, listed, and the others are scored."""
+    from lab import alarm_eval as A
+
+    def one(job):
+        if job[2] == 5:
+            return {"skipped": True, "contrast": job[0], "dose": job[1], "seed": job[2], "why": "no room for dopant 3"}
+        return {"contrast": job[0], "dose": job[1], "seed": job[2], "frames": 10, "truth": 2, "found": 2, "false": 0,
+                "glitch_false": 0, "duplicates": 0, "glitches": 1, "per_kind": {"si_3_to_4": {"truth": 2, "found": 2,
+                                                                                                  "false": 0}}}
+    monkeypatch.setattr(A, "_one_movie", one)
+    r = A.run_heldout(seeds=2, n_frames=10, doses=(1e5,), contrasts=("HAADF",), seed0=4)
+    assert r["total"]["frames"] == 10 and r["skipped"] == [{"contrast": "HAADF", "dose": 1e5, "seed": 5,
+                                                            "why": "no room for dopant 3"}]
+    assert "skipped: HAADF 1e+05 seed 5" in A.format_heldout(r)
+
+
+def test_the_movie_task_reports_an_impossible_scene_as_skipped(tmp_path):
+    from lab.alarm_eval import _one_movie
+    from stemwatch.config import Config
+
+    r = _one_movie(("HAADF", 3e4, 971003, 2.0, 10, Config(), str(tmp_path), False))
+    assert r["skipped"] and "no room" in r["why"] and r["seed"] == 971003
