@@ -68,5 +68,5 @@ def test_the_movie_task_reports_an_impossible_scene_as_skipped(tmp_path):
     from lab.alarm_eval import _one_movie
     from stemwatch.config import Config
 
-    r = _one_movie(("HAADF", 3e4, 971003, 2.0, 10, Config(), str(tmp_path), False))
+    r = _one_movie(("HAADF", 3e4, 971003, 2.0, 90, Config(), str(tmp_path), False))   # its layout fails at once
     assert r["skipped"] and "no room" in r["why"] and r["seed"] == 971003
