@@ -200,7 +200,7 @@ class HealthConfig(Section):
     max_non_finite_fraction: float = 0.01            # more NaN/inf pixels than this: non_finite
     blank_contrast_noise: float = 6.0                # 1-99 percentile range below this x pixel noise: blank
     max_saturated_fraction: float = 0.02             # more pixels at the maximum value than this: saturated
-    glitch_dose_ratio: float = 0.3                   # mean intensity off the recent median by this fraction
+    glitch_dose_ratio: float = 0.3                   # mean above the dark level off the recent median by this fraction
     tear_row_mad: float = 25.0                       # a row-mean step this many MADs above the typical: tear
     min_lattice_fraction: float = 0.2                # fewer atoms than this x graphene's density: no_lattice
     min_snr: float = 2.0                             # estimated C-atom SNR below this: low_snr
