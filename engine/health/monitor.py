@@ -165,7 +165,7 @@ class HealthMonitor:
         if due:
             est = estimate_pixel_size(img)
             s.estimate_frame = s.frames
-            if est.ok:
+            if est.ok and not (have_decl and est.distorted):     # a distorted lattice never overrules
                 s.found.append(est)
                 s.found = s.found[-5:]
             best, s.agreeing = _consensus(s.found)
