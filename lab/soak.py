@@ -373,6 +373,10 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and svc.status()["frames_received"] < src["frames_sent"]:
             time.sleep(0.1)
+        if killed["at_s"] is not None:     # the service analyses the newest frame: one arrived after the kill
+            deadline = time.monotonic() + 60    # (on a loaded machine that can take longer than the run had left)
+            while time.monotonic() < deadline and svc.status()["frames_analysed"] <= killed["analysed_at_kill"]:
+                time.sleep(0.1)
         time.sleep(1.0)
         status = svc.status()
         fds1, threads1 = open_fds(), threading.active_count()

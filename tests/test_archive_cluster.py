@@ -28,6 +28,7 @@ from _track_lattice import lattice_scene, render_frame  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REC = ROOT / "replay_data" / "01_switching_256.swrec"
+N_LONG = 240                     # frames of the Ctrl-C test's input (the bundled recording, 5 times)
 LIMIT = 12
 CFG = Config().replace(inference={"backend": "onnx", "threads": 1})
 
@@ -304,8 +305,13 @@ def test_ctrl_c_cancels_cleanly(tmp_path):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"inference": {"threads": 1}}))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "stemwatch", "analyze", str(REC), "--out", str(out), "--scheduler", "local:1",
-           "--chunk-frames", "1", "--backend", "onnx", "--config", str(cfg)]
+    # long enough that the Ctrl-C lands mid-run on a quiet machine too (the bundled 48-frame recording
+    # was all analysed in ~2 s once the network got faster, before the test saw 2 frames in index.json)
+    rec = tmp_path / "01_switching_256.npy"
+    frames = [f.data for f in open_frames(REC)]
+    np.save(rec, np.stack(frames * (N_LONG // len(frames))))
+    cmd = [sys.executable, "-m", "stemwatch", "analyze", str(rec), "--out", str(out), "--scheduler", "local:1",
+           "--chunk-frames", "1", "--backend", "onnx", "--config", str(cfg), "--pixel-size", "0.1"]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -327,11 +333,11 @@ def test_ctrl_c_cancels_cleanly(tmp_path):
     assert "Traceback" not in err and "interrupted" in err
     # the dashboard link of the local cluster, and one progress bar: frames done / total, frames/s, ETA
     assert "local cluster of 1 worker process, dashboard http://" in err
-    assert re.search(r"analyze 1 input: +\d+%\|.*\| \d+/48 \[\d\d:\d\d<[\d:?]+, +[\d.?]+(frame/s|s/frame)", err), err
+    assert re.search(rf"analyze 1 input: +\d+%\|.*\| \d+/{N_LONG} \[\d\d:\d\d<[\d:?]+, +[\d.?]+(frame/s|s/frame)", err), err
     index = json.loads((out / "index.json").read_text())
     assert index["status"] == "cancelled"
     e = index["inputs"][0]
-    assert e["status"] == "cancelled" and 2 <= e["frames_done"] < 48
+    assert e["status"] == "cancelled" and 2 <= e["frames_done"] < N_LONG
     s = json.loads((out / "01_switching_256" / "summary.json").read_text())
     assert s["complete"] is False and s["status"] == "cancelled" and s["frames"] == e["frames_done"]
     deadline = time.time() + 120                     # no worker or nanny process is left behind (a hang guard)
