@@ -314,7 +314,7 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
     verify_threads: list = []
     rss_t, rss_v = [], []
     shown = {"last": None, "distinct": 0, "samples": 0}
-    killed = {"at_s": None, "analysed_at_kill": None, "pids": 0}
+    killed = {"at_s": None, "analysed_at_kill": None, "received_at_kill": None, "pids": 0}
     br = None
     seg = 0
     status = {}
@@ -345,7 +345,9 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
             if br is not None and kill_browser_at_s is not None and killed["at_s"] is None \
                     and now - t_start >= kill_browser_at_s:
                 pids = br.pids()
-                killed.update(at_s=now - t_start, analysed_at_kill=svc.status()["frames_analysed"], pids=len(pids))
+                st_k = svc.status()
+                killed.update(at_s=now - t_start, analysed_at_kill=st_k["frames_analysed"],
+                              received_at_kill=st_k["frames_received"], pids=len(pids))
                 for pid in pids:
                     try:
                         os.kill(pid, signal.SIGKILL)
@@ -373,7 +375,8 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and svc.status()["frames_received"] < src["frames_sent"]:
             time.sleep(0.1)
-        if killed["at_s"] is not None:     # the service analyses the newest frame: one arrived after the kill
+        if killed["at_s"] is not None and svc.status()["frames_received"] > killed["received_at_kill"]:
+            # the service analyses the newest frame, and one arrived after the kill
             deadline = time.monotonic() + 60    # (on a loaded machine that can take longer than the run had left)
             while time.monotonic() < deadline and svc.status()["frames_analysed"] <= killed["analysed_at_kill"]:
                 time.sleep(0.1)
@@ -426,6 +429,8 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
         "browser": ({"samples": shown["samples"], "distinct_frames_seen": shown["distinct"],
                      "last_shown": shown["last"], "killed_at_s": killed["at_s"], "killed_processes": killed["pids"],
                      "analysed_after_kill": (status.get("frames_analysed", 0) - killed["analysed_at_kill"]
+                                             if killed["at_s"] is not None else None),
+                     "received_after_kill": (status.get("frames_received", 0) - killed["received_at_kill"]
                                              if killed["at_s"] is not None else None)} if browser else None),
         "listener_errors": status.get("listener_errors"),
         "backend": status.get("backend"),

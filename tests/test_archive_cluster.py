@@ -312,23 +312,28 @@ def test_ctrl_c_cancels_cleanly(tmp_path):
     np.save(rec, np.stack(frames * (N_LONG // len(frames))))
     cmd = [sys.executable, "-m", "stemwatch", "analyze", str(rec), "--out", str(out), "--scheduler", "local:1",
            "--chunk-frames", "1", "--backend", "onnx", "--config", str(cfg), "--pixel-size", "0.1"]
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                          start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    chunks: list = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: p.stderr.read(256), "")), daemon=True)
+    reader.start()
     try:
+        # wait until frames are being analysed: the progress bar (written as frames complete) shows >= 2
+        # (index.json is rewritten at most once a second: on a loaded machine a 240-frame run ended first)
         deadline = time.time() + 240
-        while time.time() < deadline and p.poll() is None:      # wait until frames are being analysed
-            try:
-                if json.loads((out / "index.json").read_text())["frames_done"] >= 2:
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.2)
-        assert p.poll() is None, p.communicate()
+        while time.time() < deadline and p.poll() is None:
+            done = [int(n) for n in re.findall(rf"(\d+)/{N_LONG} \[", "".join(chunks))]
+            if done and max(done) >= 2:
+                break
+            time.sleep(0.05)
+        assert p.poll() is None, "".join(chunks)[-3000:]
         os.killpg(p.pid, signal.SIGINT)                # Ctrl-C in a terminal: the whole process group
-        _, err = p.communicate(timeout=120)
+        p.wait(timeout=120)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
+    reader.join(30)
+    err = "".join(chunks)
     assert p.returncode == 130, err[-3000:]
     assert "Traceback" not in err and "interrupted" in err
     # the dashboard link of the local cluster, and one progress bar: frames done / total, frames/s, ETA

@@ -60,7 +60,9 @@ def test_short_soak_flat_memory_nothing_lost_browser_killed_midway(tmp_path):
     _check(r, min_series=4)
     b = r["browser"]
     assert b["killed_at_s"] is not None and b["killed_processes"] >= 1
-    assert b["analysed_after_kill"] >= 1    # analysis went on after the browser died (how many: load)
+    # analysis went on after the browser died (how many: load). On a loaded machine the kill can come
+    # after the source's last frame (the loop waits on the browser's answers): nothing left to analyse
+    assert b["analysed_after_kill"] >= 1 or b["received_after_kill"] == 0, b
 
 
 @pytest.mark.slow
