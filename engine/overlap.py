@@ -184,7 +184,8 @@ class AheadInferencer:
         fut = None
         if model_pixel_size_A is not None:     # a frame over the grid cap, on a coarser grid: never started ahead
             fut = self.stage.submit(image, ps, model_pixel_size_A)
-        for i, (img, p, f) in enumerate(self._ahead if fut is None else ()):
+        ahead = self._ahead if fut is None else ()
+        for i, (img, p, f) in enumerate(ahead):
             if img is image and p == ps:
                 for _ in range(i):             # older ones nobody asked for (frames skipped)
                     self._ahead.popleft()[2].cancel()

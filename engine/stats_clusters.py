@@ -17,17 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.stats import runs
+
 __all__ = ["cluster_histories"]
-
-
-def _runs_of(values: list) -> list[tuple[int, int]]:
-    """(start, stop) index ranges of equal consecutive values."""
-    out, s = [], 0
-    for i in range(1, len(values) + 1):
-        if i == len(values) or values[i] != values[s]:
-            out.append((s, i))
-            s = i
-    return out
 
 
 def cluster_histories(obs, frames, max_gap_frames: int = 4) -> list[dict]:
@@ -79,9 +71,10 @@ def cluster_histories(obs, frames, max_gap_frames: int = 4) -> list[dict]:
         lead = sel[np.lexsort((tr[sel], f_c))]
         firsts = np.unique(fr[lead], return_index=True)[1]
         form = [str(v) for v in formula[lead[firsts]].tolist()]
-        states = list(zip(size.tolist(), form))
-        hist = [{"from_frame": int(frames_c[a]), "to_frame": int(frames_c[b - 1]), "size": int(states[a][0]),
-                 "formula": states[a][1]} for a, b in _runs_of(states)]
+        _, code = np.unique(np.array([f"{n}|{f}" for n, f in zip(size.tolist(), form)]), return_inverse=True)
+        starts, lengths = runs(code.reshape(-1), np.zeros(len(code), bool))
+        hist = [{"from_frame": int(frames_c[a]), "to_frame": int(frames_c[a + n - 1]), "size": int(size[a]),
+                 "formula": form[a]} for a, n in zip(starts.tolist(), lengths.tolist())]
         in_first, in_last = f_c == frames_c[0], f_c == frames_c[-1]
         n_between = int(np.count_nonzero((seq >= frames_c[0]) & (seq <= frames_c[-1])))
         out.append({"id": c + 1, "kind": "dimer" if size.max() <= 2 else "cluster",
