@@ -474,6 +474,16 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
                     write_index()
                     last_index[0] = time.time()
 
+            # a Ctrl-C is also remembered: the KeyboardInterrupt it raises can land inside a Dask call
+            # that absorbs it (seen: a run interrupted mid-way finished with status 0); the loop
+            # below raises it again at the next completed task
+            interrupted = threading.Event()
+            old_sigint = None
+            if threading.current_thread() is threading.main_thread():
+                def _on_sigint(signum, frame):
+                    interrupted.set()
+                    raise KeyboardInterrupt
+                old_sigint = signal.signal(signal.SIGINT, _on_sigint)
             try:
                 for s in states:
                     f = client.submit(plan_task, str(s.path), pixel_size_A, key, limit, plugin.name, cfg.health,
@@ -482,6 +492,8 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
                     s.futures.add(f)
                     ac.add(f)
                 for f in ac:
+                    if interrupted.is_set():
+                        raise KeyboardInterrupt
                     kind = kinds.pop(f, None)
                     if kind is None:             # cancelled with its input
                         f.release()
@@ -522,6 +534,8 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
                         if s.next_chunk == s.n_chunks:
                             finish(s, "ok")
                     submit_more()
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
                 header["status"] = "complete" if all(s.status == "ok" for s in states) else "incomplete"
                 write_index()
             except KeyboardInterrupt:
@@ -537,6 +551,8 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
                 raise
             finally:
                 bar.close()
+                if old_sigint is not None:
+                    signal.signal(signal.SIGINT, old_sigint)
     except KeyboardInterrupt:             # while the cluster starts or stops: nothing is running
         _quiet_teardown()
         if header["status"] == "running":
