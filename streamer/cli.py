@@ -571,7 +571,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="recording to write (e.g. session.swrec)")
     add_record_mode(p, "--out")
     p.add_argument("--lossless", action="store_true",
-                   help="never drop: when the disk falls behind, slow the sender (PUSH back-pressure) instead")
+                   help="never drop: when the disk falls behind, slow the sender (PUSH back-pressure) instead; TCP only (over ipc libzmq can lose a closing sender's last messages)")
     p.add_argument("--sync-every", type=float, default=1.0, metavar="S",
                    help="fdatasync at most every S seconds (default %(default)s; durability on power loss)")
     _add_stop_options(p)

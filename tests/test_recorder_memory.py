@@ -95,14 +95,14 @@ def test_lossless_recorder_path_holds_at_most_its_byte_budget_and_loses_nothing(
     assert st["recorder"]["backlog_bytes"] == 0
 
 
-def test_the_socket_queue_mark_is_bounded_in_bytes_in_lossless_mode_over_tcp():
+def test_the_socket_queue_mark_is_bounded_in_bytes_in_lossless_mode():
     """libzmq's queue holds ``socket_bytes`` of the largest messages the socket accepts (a mark
-    fixed when the socket is made); live analysis ("drop") and ipc keep ``rcvhwm``."""
+    fixed when the socket is made); live analysis ("drop") keeps ``rcvhwm``; lossless over ipc is refused."""
     lossless = StreamConfig(recorder_policy="block", max_frame_bytes=4 * MiB, recorder_max_buffer_bytes=256 * MiB)
     budget = lossless_budget(lossless)
     assert budget.socket_bytes == 64 * MiB and budget.message_max_bytes == 16 * MiB + MAX_HEADER_BYTES
     assert Receiver.socket_hwm(lossless, budget, "tcp://10.0.0.1:5555") == 3       # 3 x 17 MiB <= 64 MiB
-    assert Receiver.socket_hwm(lossless, budget, "ipc:///tmp/s") == lossless.rcvhwm
+    assert Receiver.socket_hwm(lossless, budget, "inproc://s") == 3
     assert Receiver.socket_hwm(StreamConfig(), None, "tcp://10.0.0.1:5555") == StreamConfig().rcvhwm
     rx = Receiver("tcp://127.0.0.1:1", lossless, recorder=object())
     try:
@@ -126,3 +126,15 @@ def test_a_budget_too_small_for_the_frame_limit_is_refused_clearly():
         assert rx.budget is None and rx.stats()["recorder"]["queue_limit_bytes"] == StreamConfig().recorder_queue_bytes
     finally:
         rx.stop()
+
+
+def test_lossless_mode_over_ipc_is_refused_with_its_reason():
+    """Over ipc libzmq drops a back-pressured sender's last messages when it closes (issue #4660)
+    and a byte-sized mark would make that worse: the lossless path is TCP (or inproc) only."""
+    from streamer.receiver import LosslessTransportError
+
+    with pytest.raises(LosslessTransportError, match="libzmq issue #4660"):
+        Receiver("ipc:///tmp/sw-lossless", StreamConfig(recorder_policy="block"), recorder=object())
+    rx = Receiver("ipc:///tmp/sw-lossless", StreamConfig(recorder_policy="drop"), recorder=object())
+    assert rx.budget is None
+    rx.stop()

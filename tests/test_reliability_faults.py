@@ -38,17 +38,12 @@ from stemwatch.config import Config
 from streamer import Publisher
 from streamer.recording import RecordingReader, iter_frames
 from _wait import wait_until
+from _net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MOVIE = ROOT / "replay_data" / "01_switching_256.swrec"      # 48 frames 256x256 uint16, a Si switching
 CFG = Config().replace(inference={"backend": "onnx"})
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """`stemwatch simulate`: a recording plus truth on disk, and a live stream over a real socket."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from engine.sim.truth import load_truth
 from stemwatch.cli import main
 from streamer.protocol import decode
 from streamer.recording import iter_frames
+from _net import free_port
 
 
 def test_simulate_out_round_trip(tmp_path):
@@ -34,14 +34,8 @@ def test_simulate_out_round_trip(tmp_path):
     assert gt2.events == gt.events
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_simulate_live_publishes_frames_at_the_frame_time():
-    ep = f"tcp://127.0.0.1:{_free_port()}"
+    ep = f"tcp://127.0.0.1:{free_port()}"
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PULL)
     sock.connect(ep)
