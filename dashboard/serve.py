@@ -52,6 +52,10 @@ def _serve(args) -> int:
     if args.record:
         from streamer.recording import check_target
 
+        if args.lossless:
+            from streamer.receiver import check_lossless_endpoint
+
+            check_lossless_endpoint(args.connect or args.bind)
         check_target(args.record, args.append, args.overwrite)
     svc = LiveService(cfg, args.connect or args.bind, record_path=args.record,
                       events_endpoint=args.events or None, bind=bool(args.bind),

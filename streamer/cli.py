@@ -244,6 +244,10 @@ def _cmd_record(args) -> int:
     from streamer.recording import RecordingWriter, check_target
 
     check_curve_options(args)
+    if args.lossless:
+        from streamer.receiver import check_lossless_endpoint
+
+        check_lossless_endpoint(args.connect or args.bind)
     check_target(args.out, args.append, args.overwrite)
     writer = RecordingWriter(args.out, append=args.append, sync_every_s=args.sync_every, overwrite=args.overwrite)
     rx = _receiver(args, writer, policy="block" if args.lossless else "drop").start()

@@ -71,6 +71,13 @@ class LosslessTransportError(ValueError):
                          f"use a TCP endpoint, e.g. tcp://127.0.0.1:5555, or record without --lossless")
 
 
+def check_lossless_endpoint(endpoint: str) -> None:
+    """Raise :class:`LosslessTransportError` when lossless recording cannot be offered on
+    ``endpoint`` (``ipc://``); commands call it before they create any file."""
+    if endpoint.startswith("ipc://"):
+        raise LosslessTransportError(endpoint)
+
+
 @dataclass(frozen=True)
 class LosslessBudget:
     """How ``StreamConfig.recorder_max_buffer_bytes`` is shared out in lossless mode
@@ -204,8 +211,8 @@ class Receiver:
         #: lossless mode's byte budget (:class:`LosslessBudget`); None in "drop" mode or without a recorder
         self.budget = (lossless_budget(self.cfg) if self.cfg.recorder_policy == "block" and recorder is not None
                        else None)
-        if self.budget is not None and endpoint.startswith("ipc://"):
-            raise LosslessTransportError(endpoint)
+        if self.budget is not None:
+            check_lossless_endpoint(endpoint)
         self._hwm = self.socket_hwm(self.cfg, self.budget, endpoint)   # receive high-water mark (messages)
         self._msg_bytes: int | None = None     # lossless: the message size expected (announced or seen)
         self._ctx = zmq.Context()

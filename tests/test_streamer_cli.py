@@ -71,6 +71,7 @@ def test_lossless_record_over_ipc_is_refused_in_one_line(tmp_path, endpoint):
     assert rec.returncode == 2, err
     assert "Traceback" not in err and "libzmq issue #4660" in err and "tcp://" in err
     assert len(err.strip().splitlines()) == 1
+    assert not out.exists()                  # refused before any file is made: a rerun needs no --overwrite
 
 
 def test_monitor_json_reports_gaps(tmp_path, endpoint):
