@@ -53,7 +53,7 @@ def _serve(args) -> int:
         from streamer.recording import check_target
 
         if args.lossless:
-            from streamer.receiver import check_lossless_endpoint
+            from streamer.lossless import check_lossless_endpoint
 
             check_lossless_endpoint(args.connect or args.bind)
         check_target(args.record, args.append, args.overwrite)

@@ -245,7 +245,7 @@ def _cmd_record(args) -> int:
 
     check_curve_options(args)
     if args.lossless:
-        from streamer.receiver import check_lossless_endpoint
+        from streamer.lossless import check_lossless_endpoint
 
         check_lossless_endpoint(args.connect or args.bind)
     check_target(args.out, args.append, args.overwrite)

@@ -43,7 +43,7 @@ def test_one_oversized_frame_is_refused_and_the_link_recovers(kind):
 def test_a_part_above_the_socket_limit_does_not_end_a_connecting_receiver():
     """Beyond the socket's own limit libzmq drops the connection as a protocol error and would
     never reconnect: the receiver reconnects, and later frames arrive."""
-    from streamer.receiver import socket_limit_bytes
+    from streamer.lossless import socket_limit_bytes
 
     limit = 64 << 10
     pub = Publisher(TCP, send_timeout_s=10)

@@ -12,7 +12,7 @@ import pytest
 
 from stemwatch.config import StreamConfig
 from streamer import Publisher, Receiver
-from streamer.receiver import lossless_budget, socket_limit_bytes
+from streamer.lossless import lossless_budget, socket_limit_bytes
 from streamer.protocol import MAX_HEADER_BYTES
 from _wait import wait_until
 
@@ -131,7 +131,7 @@ def test_a_budget_too_small_for_the_frame_limit_is_refused_clearly():
 def test_lossless_mode_over_ipc_is_refused_with_its_reason():
     """Over ipc libzmq drops a back-pressured sender's last messages when it closes (issue #4660)
     and a byte-sized mark would make that worse: the lossless path is TCP (or inproc) only."""
-    from streamer.receiver import LosslessTransportError
+    from streamer.lossless import LosslessTransportError
 
     with pytest.raises(LosslessTransportError, match="libzmq issue #4660"):
         Receiver("ipc:///tmp/sw-lossless", StreamConfig(recorder_policy="block"), recorder=object())
