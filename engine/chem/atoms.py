@@ -32,10 +32,10 @@ import functools
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import ndimage, sparse
-from scipy.sparse.csgraph import connected_components
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from engine.chem.filters import binomial5, block_mean, pad2d, shift_max
 from engine.types import OTHER, SI, Atoms, Probabilities
 
 SQRT2 = float(np.sqrt(2.0))
@@ -80,7 +80,7 @@ def _peaks(smooth: np.ndarray, pa: np.ndarray, threshold: float, min_sep_px: flo
     """
     h, w = smooth.shape
     half = max(1, int(0.5 * min_sep_px))
-    mx = _shift_max(_shift_max(smooth, 2 * half + 1, 0), 2 * half + 1, 1)
+    mx = shift_max(shift_max(smooth, 2 * half + 1, 0), 2 * half + 1, 1)
     mask = (smooth >= mx) & (pa >= threshold)
     flat_s = smooth.ravel()
     cand = np.flatnonzero(mask)
@@ -110,120 +110,6 @@ def _peaks(smooth: np.ndarray, pa: np.ndarray, threshold: float, min_sep_px: flo
             keep = _resolve_conflicts(len(cand), ii, other, val.astype(np.float64))
             cand = cand[keep]
     return np.stack(np.divmod(cand, w), 1)
-
-
-def _shift_max(a: np.ndarray, size: int, axis: int, op=np.maximum) -> np.ndarray:
-    """Running maximum (``op=np.minimum``: minimum) over ``size`` samples along ``axis`` (window
-    centred, samples outside the array ignored).
-
-    Log-step doubling: about ``log2(size)`` ``op`` calls whatever the window, all on the flattened
-    padded array (a 2D slice shifted by a column is ~3x slower in numpy than the same 1D shift;
-    along axis 1 the samples that wrap into the next row are never read by a kept output),
-    alternating between two buffers (a fresh array per step costs several times the step on
-    large frames).
-    """
-    if size <= 1:
-        return a
-    lo = size // 2
-    fill = -np.inf if op is np.maximum else np.inf
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (lo, size - 1 - lo)
-    b = _pad(a, pad, fill)
-    unit = 1 if axis == 1 else b.shape[1]           # one sample along the axis, in flat elements
-    cur, other = b.ravel(), np.empty(b.size, b.dtype)
-    m, width = b.size, 1                            # cur[k] = op(flat[k : k + width * unit : unit]), k < m
-    while width * 2 <= size:
-        step = width * unit
-        op(cur[:m - step], cur[step:m], out=other[:m - step])
-        cur, other, m, width = other, cur, m - step, width * 2
-    rest = (size - width) * unit
-    if rest:
-        op(cur[:m - rest], cur[rest:m], out=other[:m - rest])
-        cur = other
-    if axis == 1:
-        return cur.reshape(b.shape)[:, :a.shape[1]]
-    return cur[:a.shape[0] * unit].reshape(a.shape[0], unit)
-
-
-def _pad(a: np.ndarray, widths, fill=None) -> np.ndarray:
-    """``np.pad(a, widths, mode="constant", constant_values=fill)`` (``fill=None``: ``mode="edge"``)
-    for 2D ``a``, without np.pad's per-call overhead (~30 us, several calls per frame)."""
-    (t, b_), (l, r) = widths
-    h, w = a.shape
-    out = np.empty((h + t + b_, w + l + r), a.dtype)
-    out[t:t + h, l:l + w] = a
-    if fill is None:
-        if l:
-            out[t:t + h, :l] = a[:, :1]
-        if r:
-            out[t:t + h, l + w:] = a[:, -1:]
-        if t:
-            out[:t] = out[t]
-        if b_:
-            out[t + h:] = out[t + h - 1]
-    else:
-        out[:t] = fill
-        out[t + h:] = fill
-        out[t:t + h, :l] = fill
-        out[t:t + h, l + w:] = fill
-    return out
-
-
-def _binomial5(a: np.ndarray) -> np.ndarray:
-    """Separable [1, 4, 6, 4, 1] / 16 smoothing (sigma = 1 px), edges replicated.
-
-    Both passes run on the flattened padded array (see :func:`_shift_max`) into reused buffers, in
-    the order and with the rounding of ``(b[:, :-4] + b[:, 4:]) * c1 + ...`` along axis 1, then the
-    same along axis 0."""
-    h, w = a.shape
-    b = _pad(a, ((2, 2), (2, 2)))
-    c1, c4, c6 = np.float32(1 / 16), np.float32(4 / 16), np.float32(6 / 16)
-    dt = np.result_type(b.dtype, np.float32)
-    f = b.ravel()
-    m = f.size - 4
-    r = np.empty(f.size, dt)
-    t = np.empty(f.size, dt)
-    x, y = r[:m], t[:m]
-    np.add(f[:m], f[4:], out=x)
-    x *= c1
-    np.add(f[1:m + 1], f[3:m + 3], out=y)
-    y *= c4
-    x += y
-    np.multiply(f[2:m + 2], c6, out=y)
-    x += y
-    r[m:] = 0                                      # junk columns of the last row: keep them finite
-    # the same along axis 0, on whole padded rows (stride s): the last 4 columns of each row are junk
-    s = b.shape[1]
-    n = h * s
-    x, y = t[:n], (f[:n] if dt == b.dtype else np.empty(n, dt))     # (b is read no more)
-    np.add(r[:n], r[4 * s:4 * s + n], out=x)
-    x *= c1
-    np.add(r[s:s + n], r[3 * s:3 * s + n], out=y)
-    y *= c4
-    x += y
-    np.multiply(r[2 * s:2 * s + n], c6, out=y)
-    x += y
-    out = np.empty((h, w), dt)
-    out[...] = x.reshape(h, s)[:, :w]
-    return out
-
-
-def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
-    """Mean over ``f`` x ``f`` blocks (edges replicated up to a multiple of ``f``)."""
-    h, w = a.shape
-    H, W = -(-h // f) * f, -(-w // f) * f
-    if (H, W) != (h, w):
-        a = np.pad(a, ((0, H - h), (0, W - w)), mode="edge")
-    if not (np.issubdtype(a.dtype, np.integer) and a.dtype.itemsize <= 2):
-        a = np.asarray(a, np.float32)              # (8/16-bit integers: summed exactly in float32 as they come)
-    cols = a[:, 0::f].astype(np.float32)          # strided sums: ~25x faster than mean over reshaped axes
-    for j in range(1, f):
-        cols += a[:, j::f]
-    out = cols[0::f].copy()
-    for i in range(1, f):
-        out += cols[i::f]
-    out /= np.float32(f * f)
-    return out
 
 
 @functools.lru_cache(maxsize=32)
@@ -273,10 +159,10 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
     h0, w0 = p.shape[1:]
     pa0 = 1.0 - p[0].astype(np.float32, copy=False)
     f = max(1, int(WORK_PIXEL_A / px0 + 1e-6))           # block-average very fine maps
-    pa = _block_mean(pa0, f) if f > 1 else pa0
+    pa = block_mean(pa0, f) if f > 1 else pa0
     px = px0 * f
     h, w = pa.shape
-    smooth = _binomial5(pa)
+    smooth = binomial5(pa)
     rc = _peaks(smooth, pa, (0.5 if f > 1 else 1.0) * cfg.prob_threshold, cfg.min_atom_separation_A / px)
     empty = Atoms.empty(frame_px_A)
     empty.frame_shape = tuple(probs.frame_shape)
@@ -289,7 +175,7 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
     basis = np.stack([np.ones_like(dr), dr, dc], 1)      # (K, 3): sum, sum dr, sum dc
     k = int(np.ceil(r + 1.0))
     wp = w + 2 * k
-    pad = _pad(pa, ((k, k), (k, k)), 0)                  # zeros outside the map
+    pad = pad2d(pa, ((k, k), (k, k)), 0)                  # zeros outside the map
     flat = (rc[:, 0] + k) * wp + (rc[:, 1] + k)
     vals = np.take(pad.ravel(), flat[:, None] + (dr * wp + dc).astype(np.int64)[None])
     peak = pa[rc[:, 0], rc[:, 1]]
@@ -364,11 +250,11 @@ def contrast_maps(image: np.ndarray, pixel_size_A: float) -> tuple:
     a 5x5 binomial (sigma 1 px), and its local background (minimum within 3 A: the hexagon hollows, or
     vacuum in a hole), smoothed the same way."""
     f = max(1, int(WORK_PIXEL_A / pixel_size_A + 1e-6))
-    img = _block_mean(np.asarray(image), f) if f > 1 else np.asarray(image, np.float32)
+    img = block_mean(np.asarray(image), f) if f > 1 else np.asarray(image, np.float32)
     pxd = pixel_size_A * f
-    sm = _binomial5(img)
+    sm = binomial5(img)
     size = max(3, int(round(3.0 / pxd)) | 1)
-    bg = _binomial5(_shift_max(_shift_max(sm, size, 0, np.minimum), size, 1, np.minimum))
+    bg = binomial5(shift_max(shift_max(sm, size, 0, np.minimum), size, 1, np.minimum))
     return sm, bg, pxd, f
 
 
@@ -485,7 +371,7 @@ def local_excess(atoms: Atoms, image: np.ndarray, radius_A: float = 3.0, maps: t
         return None
     sm, _bg, pxd, _f = maps
     k = max(1, int(radius_A / (4 * pxd)))              # the window is wide: average on a coarser grid
-    coarse = _block_mean(sm, k) if k > 1 else sm
+    coarse = block_mean(sm, k) if k > 1 else sm
     rck = [(r + 0.5) / k - 0.5 for r in rc]
     smooth = ndimage.gaussian_filter(coarse, radius_A / (pxd * k))
     m = sample_bilinear((smooth,), rck[0], rck[1])[0].astype(smooth.dtype)

@@ -1,0 +1,52 @@
+"""The atom finder's fast filters (engine/chem/filters.py) give what the scipy/numpy one-liners give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from engine.chem.filters import binomial5, block_mean, pad2d, shift_max
+
+RNG = np.random.default_rng(11)
+SHAPES = [(1, 1), (1, 7), (9, 1), (13, 17), (64, 48)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 7, 12])
+def test_running_max_and_min_equal_scipy(shape, size):
+    a = RNG.normal(size=shape).astype(np.float32)
+    for axis in (0, 1):
+        # centred window: scipy puts the extra sample of an even window before the centre, as here
+        np.testing.assert_array_equal(shift_max(a, size, axis), ndimage.maximum_filter1d(a, size, axis, mode="nearest"))
+        np.testing.assert_array_equal(shift_max(a, size, axis, np.minimum),
+                                      ndimage.minimum_filter1d(a, size, axis, mode="nearest"))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_binomial_smoothing_equals_scipy(shape):
+    a = RNG.normal(size=shape).astype(np.float32)
+    w = np.array([1, 4, 6, 4, 1], np.float64) / 16
+    ref = ndimage.correlate1d(ndimage.correlate1d(a.astype(np.float64), w, 1, mode="nearest"), w, 0, mode="nearest")
+    np.testing.assert_allclose(binomial5(a), ref, rtol=1e-5, atol=1e-6)
+    u = RNG.integers(0, 60000, shape).astype(np.uint16)
+    ref = ndimage.correlate1d(ndimage.correlate1d(u.astype(np.float64), w, 1, mode="nearest"), w, 0, mode="nearest")
+    np.testing.assert_allclose(binomial5(u), ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_padding_equals_np_pad(shape):
+    a = RNG.normal(size=shape).astype(np.float32)
+    widths = ((2, 0), (1, 3))
+    np.testing.assert_array_equal(pad2d(a, widths), np.pad(a, widths, mode="edge"))
+    np.testing.assert_array_equal(pad2d(a, widths, -np.inf), np.pad(a, widths, constant_values=-np.inf))
+
+
+@pytest.mark.parametrize("f", [1, 2, 3, 4])
+def test_block_mean_equals_reshape_mean_with_edges_replicated(f):
+    for shape in [(12, 12), (13, 10), (5, 7)]:
+        a = RNG.normal(size=shape).astype(np.float32)
+        H, W = -(-shape[0] // f) * f, -(-shape[1] // f) * f
+        p = np.pad(a, ((0, H - shape[0]), (0, W - shape[1])), mode="edge").astype(np.float64)
+        ref = p.reshape(H // f, f, W // f, f).mean(axis=(1, 3))
+        np.testing.assert_allclose(block_mean(a, f), ref, rtol=1e-5, atol=1e-6)
