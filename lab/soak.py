@@ -63,6 +63,35 @@ _LAT_BINS = 20_000
 
 
 # ----------------------------------------------------------------------------------------- helpers
+def _free_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sample_rss(t_s: list, rss: list, t0: float, period_s: float, done: threading.Event) -> None:
+    """Append (seconds since ``t0``, RSS bytes) every ``period_s`` until ``done`` is set."""
+    while not done.is_set():
+        t_s.append(time.monotonic() - t0)
+        rss.append(rss_bytes())
+        done.wait(period_s)
+
+
+def _watch_page(br, shown: dict, period_s: float, done: threading.Event) -> None:
+    """Read which frame the dashboard page shows every ``period_s`` until ``done``; counts the samples
+    and the distinct frames in ``shown``."""
+    while not done.is_set():
+        s = br.shown_seq()
+        if done.is_set():
+            break
+        shown["samples"] += 1
+        if s is not None and s != shown["last"]:
+            shown["last"], shown["distinct"] = s, shown["distinct"] + 1
+        done.wait(period_s)
+
+
 def rss_bytes(pid: int | str = "self") -> int:
     """Resident set size of a process in bytes (Linux ``/proc/PID/status`` VmRSS)."""
     with open(f"/proc/{pid}/status") as fh:
@@ -232,16 +261,19 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
              rate_hz: float = 28.0, browser: bool = True, warmup_s: float | None = None,
              sample_period_s: float = 2.0, segment_s: float = 120.0, workdir: str | Path | None = None,
              keep_recordings: bool = False, cfg=None, dashboard: dict | None = None,
-             progress: bool = True, kill_browser_at_s: float | None = None) -> dict:
+             progress: bool = True, kill_browser_at_s: float | None = None, warmup_frames: int = 0) -> dict:
     """Run a soak (module docstring) and return its report (plain data).
 
     duration_s / max_frames : the source stops at whichever comes first. rate_hz : source frame rate
     (frames/s). warmup_s : RSS samples before this are not in the trend (default: 20 % of the
-    duration, at least 5 s and at most 180 s). segment_s : a new recording segment this often.
+    duration, at least 5 s and at most 180 s), and at least until ``warmup_frames`` frames were
+    analysed (the dashboard's rings fill with analysed frames, later on a busy machine). segment_s : a new recording segment this often.
     dashboard : overrides of :class:`stemwatch.config.DashboardConfig` (e.g. a smaller
     ``history_frames`` / ``max_event_frames`` so that a short run reaches its steady state).
     kill_browser_at_s : kill the browser (SIGKILL, while frames are being pushed to it) this many
-    seconds into the run; the report then says how many frames were analysed after it.
+    seconds into the run (or later, once the page has shown 2 frames); the report then says how many
+    frames were analysed after it. The run's clock starts with the source, once the analyzer, the
+    dashboard and the browser's page are up.
     """
     from dashboard.server import DashboardServer
     from engine.service import LiveService
@@ -305,8 +337,14 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
         halves[0 if time.monotonic() - t_start < duration_s / 2 else 1].add(sc)
         finished_full[0] += 1
 
+    # the analyzer, the dashboard and the browser are up before the first frame is sent: the run's
+    # clock (and the browser kill time) starts with the source, not with Chromium's start-up
+    endpoint = f"tcp://127.0.0.1:{_free_tcp_port()}"
+    source = sampler = watcher = None
+    watching_done = threading.Event()
+    warm_at: list = [None]               # seconds into the run when warmup_frames were analysed
+    sampling_done = threading.Event()
     t_start = time.monotonic()
-    source, endpoint = start_source_process(movie, rate_hz, max_frames, duration_s)
     svc = LiveService(cfg, endpoint, events_endpoint="tcp://127.0.0.1:*")
     svc.add_listener(listener)
     dash = DashboardServer(cfg.dashboard, controller=svc)
@@ -325,25 +363,32 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
         url = dash.start()
         if browser:
             br = Browser(url)
+            if not br.wait_ready():
+                raise RuntimeError(f"the dashboard page {url} did not load in the browser")
+        t_start = time.monotonic()
+        source, endpoint = start_source_process(movie, rate_hz, max_frames, duration_s, bind=endpoint)
+        # RSS is sampled on its own thread: a browser call can hold the loop below for seconds on a busy machine
+        sampler = threading.Thread(target=_sample_rss, args=(rss_t, rss_v, t_start, sample_period_s, sampling_done),
+                                   name="soak-rss", daemon=True)
+        sampler.start()
+        if br is not None:              # the page is read on its own thread too, until the browser is killed
+            watcher = threading.Thread(target=_watch_page, args=(br, shown, sample_period_s, watching_done),
+                                       name="soak-page", daemon=True)
+            watcher.start()
         fds0, threads0 = open_fds(), threading.active_count()
         say(f"source {endpoint} at {rate_hz:g} frames/s, movie {Path(movie).name} ({truth.n_frames} frames), "
             f"dashboard {url}{' + chromium' if br else ''}, recording to {tmp}")
-        t_seg = t_next = t_print = time.monotonic()
+        t_seg = t_print = time.monotonic()
         while source.poll() is None:
             time.sleep(0.2)
             now = time.monotonic()
             drain()
-            if now >= t_next:
-                rss_t.append(now - t_start)
-                rss_v.append(rss_bytes())
-                t_next += sample_period_s
-                if br is not None and killed["at_s"] is None:
-                    s = br.shown_seq()
-                    shown["samples"] += 1
-                    if s is not None and s != shown["last"]:
-                        shown["last"], shown["distinct"] = s, shown["distinct"] + 1
+            if warm_at[0] is None and svc.status()["frames_analysed"] >= warmup_frames:
+                warm_at[0] = now - t_start
+            # (and once the page has shown 2 frames: a kill before that would test nothing)
             if br is not None and kill_browser_at_s is not None and killed["at_s"] is None \
-                    and now - t_start >= kill_browser_at_s:
+                    and now - t_start >= kill_browser_at_s and shown["distinct"] >= 2:
+                watching_done.set()
                 pids = br.pids()
                 st_k = svc.status()
                 killed.update(at_s=now - t_start, analysed_at_kill=st_k["frames_analysed"],
@@ -382,9 +427,16 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
                 time.sleep(0.1)
         time.sleep(1.0)
         status = svc.status()
+        sampling_done.set()
+        watching_done.set()
+        sampler.join()
+        if watcher is not None:
+            watcher.join(30)
         fds1, threads1 = open_fds(), threading.active_count()
     finally:
-        if source.poll() is None:
+        sampling_done.set()
+        watching_done.set()
+        if source is not None and source.poll() is None:
             source.terminate()
             source.wait(10)
         if br is not None:
@@ -420,7 +472,8 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
         "recording_segments": checker.segments, "recorded_bytes": checker.bytes,
         "recording_problems": checker.problems[:10], "series_not_exact": bad[:10], "series_not_exact_count": len(bad),
         "latency_p50_s": pct(50), "latency_p99_s": pct(99), "latency_max_s": pct(100),
-        "rss": memory_trend(np.asarray(rss_t), np.asarray(rss_v), warmup_s),
+        "rss": memory_trend(np.asarray(rss_t), np.asarray(rss_v),
+                            max(warmup_s, warm_at[0] if warm_at[0] is not None else wall)),
         "rss_samples_MB": [[round(t, 1), round(v / 2**20, 1)] for t, v in zip(rss_t, rss_v)][:: max(1, len(rss_t) // 60)],
         "fds_start_end": [fds0, fds1 if status else None], "threads_start_end": [threads0, threads1 if status else None],
         "events": score.summary(), "events_published": status.get("events_published"),

@@ -31,6 +31,21 @@ class Browser:
         self.driver.set_script_timeout(10)
         self.driver.get(url)
 
+    def wait_ready(self, timeout_s: float = 120.0) -> bool:
+        """Wait until the page's Bokeh document exists (Chromium's first start and the page's scripts
+        can take many seconds on a cold or busy machine); True when it does."""
+        import time
+
+        t_end = time.monotonic() + timeout_s
+        while time.monotonic() < t_end:
+            try:
+                if self.driver.execute_script("return !!(window.Bokeh && Bokeh.documents && Bokeh.documents.length)"):
+                    return True
+            except Exception:
+                pass
+            time.sleep(0.2)
+        return False
+
     def shown_seq(self) -> tuple[int, int] | None:
         """(display index, seq) of the frame the page shows now (the index grows with every frame the
         dashboard took), or None before the first one."""

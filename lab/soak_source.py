@@ -121,10 +121,11 @@ def run_source(movie: str | Path, endpoint: str, rate_hz: float, max_frames: int
 
 
 def start_source_process(movie: str | Path, rate_hz: float, max_frames: int | None, duration_s: float | None,
-                         prefix: str = "soak", seed: int = 0, one_series: bool = False) -> tuple[subprocess.Popen, str]:
-    """Start the source in its own process; returns (process, bound endpoint)."""
+                         prefix: str = "soak", seed: int = 0, one_series: bool = False,
+                         bind: str = "tcp://127.0.0.1:*") -> tuple[subprocess.Popen, str]:
+    """Start the source in its own process, bound to ``bind``; returns (process, bound endpoint)."""
     cmd = [sys.executable, "-m", "lab.soak", "source", "--movie", str(movie), "--rate", str(rate_hz),
-           "--prefix", prefix, "--seed", str(seed)] + (["--one-series"] if one_series else [])
+           "--prefix", prefix, "--seed", str(seed), "--bind", bind] + (["--one-series"] if one_series else [])
     if max_frames is not None:
         cmd += ["--frames", str(int(max_frames))]
     if duration_s is not None:

@@ -56,7 +56,8 @@ def test_short_soak_flat_memory_nothing_lost_browser_killed_midway(tmp_path):
     changes nothing upstream (tests/test_reliability_faults.py has it alone, under -m slow)."""
     browser_paths()                        # skip (fail under CI=true) without chromium
     r = run_soak(duration_s=10.5, rate_hz=8, warmup_s=4, sample_period_s=0.3, segment_s=3.5, workdir=tmp_path,
-                 dashboard=SMALL_DASHBOARD, progress=False, kill_browser_at_s=7)
+                 dashboard=SMALL_DASHBOARD, progress=False, kill_browser_at_s=7,
+                 warmup_frames=3 * SMALL_DASHBOARD["history_frames"])
     _check(r, min_series=4)
     b = r["browser"]
     assert b["killed_at_s"] is not None and b["killed_processes"] >= 1
