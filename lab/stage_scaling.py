@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from lab.args import positive_int_list
+
 PS = 0.1
 
 
@@ -91,16 +93,13 @@ def measure(sizes: list[int], n_frames: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lab.stage_scaling", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="512,1024,2048", help="frame sides in px (default: %(default)s)")
+    ap.add_argument("--sizes", type=positive_int_list, default="512,1024,2048",
+                    help="frame sides in px (default: %(default)s)")
     ap.add_argument("--frames", type=int, default=6, help="timed frames per size (default: %(default)s)")
     args = ap.parse_args(argv)
-    try:
-        sizes = [int(s) for s in args.sizes.split(",")]
-    except ValueError:
-        print(f"--sizes: a comma-separated list of integers, got {args.sizes!r}", file=sys.stderr)
-        return 2
-    if args.frames < 1 or len(sizes) < 1:
-        print("--frames must be >= 1 and --sizes non-empty", file=sys.stderr)
+    sizes = args.sizes
+    if args.frames < 1:
+        print("--frames must be >= 1", file=sys.stderr)
         return 2
     res = measure(sizes, args.frames)
     base_stages, base_atoms, base_total = res[sizes[0]]

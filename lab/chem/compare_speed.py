@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lab.args import positive_int_list
+
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("maps", "find", "build", "snr")
 
@@ -101,14 +103,11 @@ def same(a, b) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lab.chem.compare_speed", description=__doc__.split("\n\n")[0])
     ap.add_argument("--old", default="cb5e6b4", help="git commit to compare with (default: %(default)s)")
-    ap.add_argument("--sizes", default="512,1024,2048", help="frame sides in px, 0.1 A/px (default: %(default)s)")
+    ap.add_argument("--sizes", type=positive_int_list, default="512,1024,2048",
+                    help="frame sides in px, 0.1 A/px (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=20, help="runs of each version per size (default: %(default)s)")
     args = ap.parse_args(argv)
-    try:
-        sizes = [int(s) for s in args.sizes.split(",")]
-    except ValueError:
-        print(f"--sizes: a comma-separated list of integers, got {args.sizes!r}", file=sys.stderr)
-        return 2
+    sizes = args.sizes
     from engine.infer import Inferencer
     from stemwatch.config import Config
 
