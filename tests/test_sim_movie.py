@@ -208,3 +208,13 @@ def test_random_events_follow_the_structure():
         if e["kind"] in ("si_3_to_4", "si_4_to_3"):
             b, c = (3, 4) if e["kind"] == "si_3_to_4" else (4, 3)
             assert (_coord(frames[e["frame"] - 1], e["atom_id"]), _coord(frames[e["frame"]], e["atom_id"])) == (b, c)
+
+
+@pytest.mark.parametrize("kind, label", [("adatom", "adatom"), ("contamination", "contamination")])
+def test_static_extras_added_over_the_sheet_are_in_every_frame(kind, label):
+    """An adatom or a contamination patch placed with the sample (``MovieSpec.extras``) is part of
+    the movie's structure and its truth (its atoms had no place in the occupancy: KeyError)."""
+    frames, gt = run_movie(MovieSpec(n_frames=3, extras=(kind,), seed=3))
+    assert frames.shape[0] == 3
+    n = [int((f.label == st.LABEL[label]).sum()) for f in gt.frames]
+    assert n[0] >= 1 and len(set(n)) == 1, n

@@ -185,8 +185,8 @@ class MovieSimulator:
             self._origins = [self._next_origin() for _ in range(n)]
         rot = float(r_scene.uniform(0, 60)) if spec.rotation_deg is None else float(spec.rotation_deg)
         self.base = st.graphene(tuple(self.fov_A + 2 * m), rotation_deg=rot, rng=r_scene)
-        self.n_base = int(self.base.next_id)
         self._place(r_scene)
+        self.n_base = int(self.base.next_id)               # the sheet with its static extras (adatoms, contamination)
         self.occ = np.arange(self.base.next_id, dtype=np.int64)
         self.next_atom_id = int(self.base.next_id)
         self.vac_sites: list = []
