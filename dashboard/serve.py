@@ -65,7 +65,11 @@ def _serve(args) -> int:
                       recordings_dir=args.recordings_dir)
     dash = None
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    log_fh = None
+    # SIGTERM stops like Ctrl-C; the previous handler comes back when serve returns (a caller in the
+    # same process keeps its own), and only the main thread may set one
+    old_term = (signal.signal(signal.SIGTERM, lambda *a: stop.set())
+                if threading.current_thread() is threading.main_thread() else None)
     try:
         svc.start()
         print(f"analysing {svc.endpoint} on {svc.pipeline.backend_description}", file=sys.stderr)
@@ -129,6 +133,10 @@ def _serve(args) -> int:
         if dash is not None:
             dash.stop()
         svc.stop()
+        if log_fh is not None:
+            log_fh.close()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
         if args.stats_dir:
             try:
                 svc.stats.write(args.stats_dir)

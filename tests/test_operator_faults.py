@@ -11,6 +11,7 @@ import pytest
 
 from stemwatch.config import StreamConfig
 from streamer import Publisher, Receiver
+from _net import free_port
 from _wait import wait_until
 
 TCP = "tcp://127.0.0.1:*"
@@ -758,3 +759,25 @@ def test_the_readme_streaming_snippet_itself_leaves_no_series_stalled():
         assert st["frames_received"] == 3 and st["stalls"] == 0 and not st["stalled"]
     finally:
         rx.stop()
+
+
+def test_serve_in_process_gives_back_the_callers_sigterm_handler_and_closes_its_events_log(tmp_path):
+    """``serve`` sets SIGTERM to stop itself while it runs; a caller in the same process (a test, a
+    notebook, a plug-in) gets its own handler back, and the events log file is closed."""
+    import signal
+
+    from stemwatch.cli import main
+
+    def mine(*_):
+        pass
+
+    before = signal.signal(signal.SIGTERM, mine)
+    log = tmp_path / "events.jsonl"
+    try:
+        rc = main(["serve", "--connect", f"tcp://127.0.0.1:{free_port()}", "--no-dashboard", "--events", "",
+                   "--backend", "onnx", "--duration-s", "0.3", "--quiet", "--events-log", str(log)])
+        assert rc == 0
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert log.exists()
