@@ -111,6 +111,8 @@ def _serve(args) -> int:
                     print(f"stemwatch serve: cannot write statistics to {args.stats_dir}: {exc}", file=sys.stderr)
             if args.duration_s is not None and time.time() - t0 >= args.duration_s:
                 break
+            if args.until_end and series_done(svc.status()):
+                break
             stop.wait(0.2)
             if args.quiet or time.time() - last < 2.0:
                 continue
@@ -153,6 +155,13 @@ def _serve(args) -> int:
               + ("" if args.lossless else " (use --lossless to slow the sender instead of losing)"), file=sys.stderr)
         return 3
     return 0
+
+
+def series_done(st: dict) -> bool:
+    """A series has ended (its ``end`` arrived) and the analysis has caught up: every frame received
+    was analysed, failed, or was dropped or skipped for analysis."""
+    settled = st["frames_analysed"] + st["errors"] + st["dropped_for_analysis"] + st["paused_skipped"]
+    return st["receiver"]["series_ended"] > 0 and settled >= st["frames_received"]
 
 
 def final_account(st: dict) -> str:
@@ -199,6 +208,9 @@ def register(sub) -> None:
                    help="the dashboard's Record control writes only here, under names it generates "
                         "(default %(default)s)")
     p.add_argument("--duration-s", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument("--until-end", action="store_true",
+                   help="stop once a series has ended and every frame received was analysed or dropped "
+                        "(a scripted acquisition: analyse one series, then exit)")
     p.add_argument("--no-dashboard", action="store_true", help="run headless (no Bokeh server)")
     p.add_argument("--stats-dir", metavar="DIR", default=None,
                    help="keep the dopant statistics (stats.json, transitions.csv) of the session up to date in DIR")

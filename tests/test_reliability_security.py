@@ -15,7 +15,6 @@ import urllib.error
 import urllib.request
 
 import msgpack
-import numpy as np
 import pytest
 import zmq
 
@@ -28,7 +27,9 @@ from streamer.recording import RecordingReader, iter_frames
 from streamer.security import Curve
 
 from _ws import ws_status
-from test_reliability_faults import MOVIE, free_port
+from _net import free_port
+from _wait import wait_until
+from test_reliability_faults import MOVIE
 
 
 def _keys(tmp_path):
@@ -95,7 +96,9 @@ def test_serve_with_curve_allow_lists_on_frame_and_event_sockets(tmp_path):
     rc = main(["serve", "--bind", frames_ep, "--events", events_ep, "--record", str(rec), "--backend", "onnx",
                "--curve-secret", str(keys / "analyzer.key_secret"), "--curve-allow", str(pubs),
                "--events-curve-allow", str(subs), "--events-log", str(tmp_path / "events.jsonl"),
-               "--no-dashboard", "--quiet", "--duration-s", "4"])
+               "--no-dashboard", "--quiet", "--until-end", "--duration-s", "300"])     # (300 s: a hang guard)
+    logged = (tmp_path / "events.jsonl").read_text().splitlines()
+    wait_until(lambda: len(got["operator"]) >= len(logged))     # the last events still on their way
     stop.set()
     for t in threads:
         t.join(10)
@@ -103,7 +106,6 @@ def test_serve_with_curve_allow_lists_on_frame_and_event_sockets(tmp_path):
     recorded = [(f.series, f.seq) for f in iter_frames(rec)]
     assert recorded == [("trusted", s) for s in range(len(frames))]       # only the allow-listed publisher
     assert RecordingReader(rec).scan().complete
-    logged = (tmp_path / "events.jsonl").read_text().splitlines()
     assert logged, "no event was raised"
     assert len(got["operator"]) == len(logged) and {e["kind"] for e in got["operator"]} >= {"si_3_to_4"}
     assert got["intruder"] == [] and got["plain"] == []
