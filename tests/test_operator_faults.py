@@ -587,7 +587,7 @@ def _serve_with_slow_disk(tmp_path, monkeypatch, capsys, extra):
     out = tmp_path / "rec.swrec"
     try:
         rc = main(["serve", "--connect", pub.endpoint, "--record", str(out), "--no-dashboard", "--events", "",
-                   "--backend", "onnx", "--duration-s", "8", "--config", str(cfg), *extra])
+                   "--backend", "onnx", "--until-end", "--duration-s", "300", "--config", str(cfg), *extra])
     finally:
         t.join(30)
         pub.close()
