@@ -171,6 +171,30 @@ def run_heldout(seeds: int = 1, n_frames: int = 60, doses=DOSES, contrasts=tuple
     return out
 
 
+def rescore_kept(work_dir, seed0: int, drifts_A=(0.5, 2.0)) -> dict:
+    """Score again the movies a :func:`run_heldout` kept in ``work_dir`` (``--keep``), without
+    analysing them again (after a change of the scorer); the report dict of :func:`run_heldout`
+    (skipped seeds are not listed: they left no folder)."""
+    from engine.sim.truth import load_truth
+
+    movies = []
+    for d in sorted(Path(work_dir).iterdir()):
+        parts = d.name.split("_")
+        if not d.is_dir() or len(parts) != 3 or not (d / "out" / "events.jsonl").exists():
+            continue
+        contrast, dose, seed = parts[0], float(parts[1]), int(parts[2])
+        gt = load_truth(d / "truth.npz")
+        glitch_frames = {int(g[0]) for g in gt.meta.get("glitches", [])}
+        r = score_movie(d / "out", gt, glitch_frames)
+        r.update(contrast=contrast, dose=dose, seed=seed, glitches=len(glitch_frames),
+                 drift_A_per_frame=float(drifts_A[(seed - int(seed0)) % len(drifts_A)]))
+        movies.append(r)
+    movies.sort(key=lambda m: m["seed"])
+    out = summarize(movies)
+    out["heldout_seed0"] = int(seed0)
+    return out
+
+
 def summarize(movies: list, events_cfg: dict | None = None) -> dict:
     """Totals per kind and per (contrast, dose) from :func:`score_movie` results."""
     kinds: dict = {}

@@ -76,16 +76,40 @@ class TruthEvents:
 
     def position_at(self, ev: dict, xy, frame: int):
         """Where the event's atom is in ``frame`` (a report comes a few frames later and the field
-        drifts): the truth atom's position then, else the event position moved with the field."""
+        drifts): the truth atom's position then, else the event position moved as its truth
+        neighbours moved (a frame scanned while the drift reversed is sheared by up to 4 A from its
+        top rows to its bottom ones: one origin per frame misplaces a vacated site by that much),
+        else moved with the field's origin."""
         here = self.pos.get(int(frame), {}).get(int(ev["atom_id"]))
         if here is not None:
             return np.asarray(here)
         if xy is None:
             return None
         o, f0 = self.origins, int(ev["frame"])
+        moved = self._moved_with_neighbours(xy, f0, int(frame))
+        if moved is not None:
+            return moved
         if o is not None and f0 in o and frame in o:
             return np.asarray(xy, float) - (o[frame] - o[f0]) / self.pixel_size_A
         return xy
+
+    def _moved_with_neighbours(self, xy, f0: int, frame: int, radius_A: float = 3.0, n: int = 6):
+        """``xy`` (px in frame ``f0``) moved by the mean displacement of the nearest (up to ``n``,
+        within ``radius_A``) truth atoms present in both frames; None when there are fewer than 2."""
+        a, b = self.pos.get(f0), self.pos.get(frame)
+        if not a or not b:
+            return None
+        ids = [g for g in a if g in b]
+        if len(ids) < 2:
+            return None
+        pa = np.array([a[g] for g in ids])
+        d = np.hypot(*(pa - np.asarray(xy, float)).T)
+        near = np.argsort(d)[:n]
+        near = near[d[near] <= radius_A / self.pixel_size_A]
+        if len(near) < 2:
+            return None
+        pb = np.array([b[ids[i]] for i in near])
+        return np.asarray(xy, float) + (pb - pa[near]).mean(0)
 
 
 @dataclass

@@ -70,3 +70,14 @@ def test_the_movie_task_reports_an_impossible_scene_as_skipped(tmp_path):
 
     r = _one_movie(("HAADF", 3e4, 971003, 2.0, 90, Config(), str(tmp_path), False))   # its layout fails at once
     assert r["skipped"] and "no room" in r["why"] and r["seed"] == 971003
+
+
+def test_kept_movies_are_rescored_to_the_same_report(tmp_path):
+    """``rescore_kept`` scores the folders ``--keep`` left, without analysing them again (how a
+    scorer fix is applied to a set already run): same totals as the run."""
+    import lab.alarm_eval as A
+
+    r = A.run_heldout(seeds=1, n_frames=8, doses=(1e6,), contrasts=("HAADF",), seed0=963_100, work_dir=tmp_path)
+    again = A.rescore_kept(tmp_path, 963_100)
+    assert again["total"] == r["total"] and again["per_kind"] == r["per_kind"]
+    assert [m["seed"] for m in again["movies"]] == [963_100]

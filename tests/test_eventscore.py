@@ -96,3 +96,26 @@ def test_latency_counts_analysed_frames_when_frames_are_dropped(run):
     dropped = every[every != f + 1]
     assert score_series(mt, every, rep, max_latency=1).found == 0
     assert score_series(mt, dropped, rep, max_latency=1).found == 1
+
+
+def test_a_vacated_site_moves_with_its_neighbours_in_a_sheared_frame():
+    """A vacancy's atom is gone in the report's frame; the scorer must say where its site is then.
+    In a frame scanned while the drift reversed, rows moved unlike the frame's origin (the origin
+    says 18 px left, the rows around the site moved 11 px right): the site moves with its truth
+    neighbours (seed 991021: an on-time, on-site vacancy report counted as a miss + a false alarm)."""
+    from lab.eventscore import TruthEvents
+
+    ring = {10 + k: (100.0 + 14.0 * np.cos(a), 100.0 + 14.0 * np.sin(a))
+            for k, a in enumerate(np.linspace(0, 2 * np.pi, 6, endpoint=False))}
+    far = {50: (300.0, 300.0)}
+    shift = np.array([11.0, -13.0])
+    pos = {60: {**ring, **far},
+           62: {**{g: tuple(np.add(p, shift)) for g, p in ring.items()}, 50: (282.0, 287.0)}}
+    te = TruthEvents(pixel_size_A=0.1, events=[], flickers=[], pos=pos,
+                     origins={60: np.array([13.3, 14.1]), 62: np.array([15.2, 15.4])})
+    at = te.position_at({"frame": 60, "atom_id": 1}, np.array([100.0, 100.0]), 62)
+    assert np.allclose(at, [111.0, 87.0])
+    # no truth neighbours near the site: the field's origin moves it
+    te2 = TruthEvents(pixel_size_A=0.1, events=[], flickers=[], pos={60: far, 62: {50: (282.0, 287.0)}},
+                      origins={60: np.array([13.3, 14.1]), 62: np.array([15.2, 15.4])})
+    assert np.allclose(te2.position_at({"frame": 60, "atom_id": 1}, np.array([100.0, 100.0]), 62), [81.0, 87.0])

@@ -138,3 +138,27 @@ def test_one_event_per_turn_when_part_of_the_cluster_is_also_described_as_a_grou
                 got += len(m.step(defects, np.ones(3), pts, seq, 3, 4, 45.0))
                 seq += 1
         assert got == steps, (seed, got, steps)
+
+
+def test_the_turn_is_reported_on_the_cluster_not_on_a_vacancy_sharing_its_atoms():
+    """A C missing beside a Si3 cluster: the graph names a 'vacancy V1' whose ring holds the three
+    Si (listed first, centred on the vacancy 2.5 A away) and the Si3C4 cluster itself. The turn is
+    the cluster's: its formula and centre (seed 979001/979008 frame 78: the rotor was reported at
+    the vacancy's centre, 3 A from the cluster, so it counted as a miss and a false alarm)."""
+    from types import SimpleNamespace
+
+    from engine.track.rotor import RotorMachine
+
+    pivot = np.array([20.0, 20.0])
+    arms = lambda degs: np.array([pivot] + [pivot + 1.8 * np.array([np.cos(np.radians(d)), np.sin(np.radians(d))])
+                                            for d in degs])
+    sp = np.array([1, 1, 1, 0, 0, 0, 0])                       # three Si, four C (one beside the vacancy)
+    c_xy = pivot + np.array([[0.0, -2.6], [1.2, -3.3], [-1.2, -3.3], [0.0, 2.0]])
+    defects = [SimpleNamespace(members=np.arange(7), formula="V1", centre_px=(20.0, 17.5)),
+               SimpleNamespace(members=np.array([0, 1, 2, 6]), formula="Si3C4", centre_px=(20.0, 20.2))]
+    m = RotorMachine()
+    got = []
+    for seq in range(12):
+        pts = np.vstack([arms([0, 120] if seq < 5 else [120, 240]), c_xy])
+        got += m.step(defects, sp, pts, seq, 3, 4, 45.0)
+    assert len(got) == 1 and defects[got[0].defect].formula == "Si3C4", got

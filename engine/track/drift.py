@@ -45,6 +45,8 @@ TOP_CANDIDATES = 4
 HEAVY_TOL_A = 1.0
 #: heavy atoms mapped this close to the field edge are not used to judge a shift (A)
 EDGE_SKIP_A = 2.0
+#: at most this many heavy-atom displacements are refined when every other candidate is an alias
+MAX_HEAVY_CANDIDATES = 24
 
 
 @dataclass
@@ -300,6 +302,7 @@ def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, c
         centres = [(np.zeros(2), max_shift_A)]
         if np.linalg.norm(predicted_A) > max_shift_A - near_r:
             centres.append((predicted_A, near_r))
+        heavy_cands = []                                 # displacements heavy atom -> heavy atom
         for c, r in centres:
             near = tree.query_ball_point(prev_A[anchors] + c, r + tol_A)
             for a, js in zip(anchors, near):
@@ -308,6 +311,7 @@ def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, c
                 js = np.asarray(js)
                 if heavy[a]:
                     js = js[cur_sp[js] == prev_sp[a]]
+                    heavy_cands.append(cur_A[js] - prev_A[a])
                 cands.append(cur_A[js] - prev_A[a])
         cand = np.concatenate(cands)
         cand = cand[(np.linalg.norm(cand, axis=1) <= max_shift_A + tol_A)
@@ -322,10 +326,23 @@ def estimate_shift(prev_A: np.ndarray, prev_sp: np.ndarray, cur_A: np.ndarray, c
             near_top = np.flatnonzero(near_pred)[np.argsort(-sc[near_pred])[:2 * TOP_CANDIDATES]]
             pick = np.unique(np.concatenate([top, near_top]))
             res = [refined(cand[i]) for i in pick]
+            hfr = [_heavy_fraction(r[0], r[1], p_sub, sp_sub, tree, cur_sp, lo, hi, HEAVY_TOL_A) for r in res]
+            if heavy_cands and max(hfr) < 0.5:
+                # every refined map puts the dopants off dopants: lattice aliases. When the field is
+                # strongly sheared (the drift reversed in a frame that was skipped, 4 A from the top
+                # rows to the bottom ones), a pure translation fits only a band of rows and the best
+                # bands are aliases; a heavy atom's own displacement onto a heavy atom is right for
+                # its row, so those are refined too (rare: only when everything else failed)
+                hc = np.unique(np.round(np.concatenate(heavy_cands) / 0.05) * 0.05, axis=0)
+                hc = hc[(np.linalg.norm(hc, axis=1) <= max_shift_A + tol_A)
+                        | (np.linalg.norm(hc - predicted_A, axis=1) <= near_r + tol_A)]
+                hc = hc[np.argsort(-_scores(hc, p_sub, sp_sub, tree, cur_sp, lo, hi, tol_A))[:MAX_HEAVY_CANDIDATES]]
+                more = [refined(c) for c in hc]
+                res += more
+                hfr += [_heavy_fraction(r[0], r[1], p_sub, sp_sub, tree, cur_sp, lo, hi, HEAVY_TOL_A) for r in more]
+            hfr = np.array(hfr)
             rsc = np.array([r[2] for r in res])
             dist = np.array([np.linalg.norm(r[0] - predicted_A) for r in res])
-            hfr = np.array([_heavy_fraction(r[0], r[1], p_sub, sp_sub, tree, cur_sp, lo, hi, HEAVY_TOL_A)
-                            for r in res])
             # drift changes slowly: a good map near the prediction beats a (lattice-periodic) one
             # far from it; only when none fits nearby does the best anywhere win
             good_near = (rsc >= accept_score) & (hfr >= 0.5) & (dist <= near_r)

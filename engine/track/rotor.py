@@ -80,12 +80,14 @@ class RotorMachine:
             mem = mem[(mem >= 0) & (mem < len(species))]
             heavy = mem[species[mem] != 0]
             if len(heavy) >= 2:
-                groups.append((di, heavy))
+                groups.append((di, heavy, len(mem)))
         # overlapping descriptions of one group (the graph may also name part of a cluster): the
-        # largest is the group, a set of heavy atoms inside one already taken is not another defect
-        groups.sort(key=lambda g: -len(g[1]))
+        # largest is the group, a set of heavy atoms inside one already taken is not another defect.
+        # Of descriptions with the same heavy atoms, the tightest names it (the Si3C4 cluster, not a
+        # vacancy beside it whose ring holds the same Si: its centre is the vacancy's, 2-3 A away)
+        groups.sort(key=lambda g: (-len(g[1]), g[2]))
         done_sets: list[set] = []
-        for di, heavy in groups:
+        for di, heavy, _ in groups:
             hs = set(heavy.tolist())
             if any(hs <= other for other in done_sets):
                 continue
