@@ -122,7 +122,10 @@ EMPTY_SPACE_A = 1.5
 
 def frame_accuracy(inferencer, dose: float, pixel_sizes=(0.05, 0.1), frames: int = 12) -> list[dict]:
     """Per held-out frame (issue 4's plain cells): its detection Counts (network-level scoring, as
-    lab.infer.heldout), the estimated and the true C-atom SNR, and the atoms put into empty space."""
+    lab.infer.heldout), the estimated and the true C-atom SNR, and the atoms put into empty space
+    (> 1.5 A from every true atom): by the network (``empty_space`` of ``n_pred``, a simple peak
+    finder on its maps) and in what the analyzer reports (``empty_space_reported`` of
+    ``n_reported``: engine.chem's atoms, which must show contrast on the raw frame)."""
     from scipy.spatial import cKDTree
 
     import engine.chem as chem
@@ -139,12 +142,18 @@ def frame_accuracy(inferencer, dose: float, pixel_sizes=(0.05, 0.1), frames: int
             probs = inferencer.predict(image, fpx)
             pxy, psp = find_atoms_simple(probs)
             counts = score_frame(pxy, psp, xy, sp, image.shape, fpx, ignore_xy_px=ign)
-            est = estimate_snr(image, chem.analyze(probs, cc, image=image))
+            analysed = chem.analyze(probs, cc, image=image)
+            est = estimate_snr(image, analysed)
             true = ImagingParams.from_dict(params["imaging"]).atom_snr(fpx)
             allxy = np.concatenate([xy, ign]) if len(ign) else xy
-            d, _ = cKDTree(allxy * fpx).query(np.asarray(pxy).reshape(-1, 2) * fpx) if len(pxy) else (np.zeros(0), None)
+            tree = cKDTree(allxy * fpx)
+            d, _ = tree.query(np.asarray(pxy).reshape(-1, 2) * fpx) if len(pxy) else (np.zeros(0), None)
+            # what the analyzer reports: its atoms after the check against the raw frame's contrast
+            axy = np.asarray(analysed.atoms.xy_px).reshape(-1, 2)
+            da, _ = tree.query(axy * fpx) if len(axy) else (np.zeros(0), None)
             rows.append({"dose": dose, "pixel_size_A": px, "counts": counts, "snr_est": est, "snr_true": true,
-                         "n_pred": int(len(pxy)), "empty_space": int((d > EMPTY_SPACE_A).sum())})
+                         "n_pred": int(len(pxy)), "empty_space": int((d > EMPTY_SPACE_A).sum()),
+                         "n_reported": int(len(axy)), "empty_space_reported": int((da > EMPTY_SPACE_A).sum())})
     return rows
 
 
