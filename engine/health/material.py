@@ -64,6 +64,7 @@ SECOND_MIN = 6.0           # spots must confirm the lattice (geometric mean of t
 SPOT_FAINT = 4.0           # the faintest of the three
 SPOT_MIN = 15.0            # a spot's power over the median of its surroundings (noise: exceeds 15 in a
                            # 25-bin search window with p ~ 1e-3; a hexagon needs two more)
+AGREE_MIN = 3              # candidates that must find the same hexagon when its second order does not show
 RADII_TOL = 0.12           # the three first-order spots' radii agree within this fraction
 MIN_A_PX = 6.0             # a lattice needs a >= 6 px (graphene up to 0.41 A/px, MoS2 0.53); finer: noise
 R_MAX = 2.0 / MIN_A_PX + 0.01   # spots searched up to here (cycles/px): the second order of such a lattice
@@ -454,9 +455,11 @@ def _rho(F: np.ndarray, k1: np.ndarray, k2: np.ndarray) -> float:
     return float((1 - t) / (1 + t))
 
 
-def _lattice(S: _Spectrum, k1, q1):
+def _lattice(S: _Spectrum, k1, q1, unconfirmed: list | None = None):
     """Analyse the lattice whose strongest spot is ``k1``: None if not a hexagonal lattice, else a dict
-    with the three first-order spots, a (px), sublattice ratio, column width ratio, spot strength."""
+    with the three first-order spots, a (px), sublattice ratio, column width ratio, spot strength.
+    ``unconfirmed``: a list; a hexagon that passes every test but the second-order confirmation is
+    analysed all the same and appended there (None is still returned for it)."""
     k1 = np.asarray(k1, float)
     kc = S.centroid(k1)                              # sub-bin position: rotations predict better
     pred = S.rot(kc, 120.0)
@@ -468,7 +471,7 @@ def _lattice(S: _Spectrum, k1, q1):
     score = float(np.cbrt(max(q1, 1e-3) * max(q2, 1e-3) * max(q60, 1e-3)))
     if score < PEAK_MIN or min(q1, q2, q60) < SPOT_FAINT:
         return None
-    stepped = False
+    stepped = weak = False
     for _ in range(3):                               # step down to the first order ({10-10}) spots
         # every lower order at once; the first (in _LOWER's order) whose 60-degree partner also
         # stands out wins
@@ -495,7 +498,9 @@ def _lattice(S: _Spectrum, k1, q1):
         else:
             _, c2 = S.spots(k2nd[inside], 1)
             if np.exp(np.log(np.maximum(c2, 1e-3)).mean()) < (SECOND_MIN if score < PEAK_SURE else SECOND_MIN / 2):
-                return None
+                if unconfirmed is None:
+                    return None
+                weak = True
     kc = S.centroid(k1)
     bb, cc = S.spots_auto(np.stack([S.rot(kc, 120.0), S.rot(kc, 60.0)]))
     k2, q2, k60, q60 = bb[0], float(cc[0]), bb[1], float(cc[1])
@@ -542,7 +547,28 @@ def _lattice(S: _Spectrum, k1, q1):
     if strength < SPOT_FAINT:                        # e.g. a step down onto a stray bin
         return None
     # a_px in the frame's own pixels (the spectrum's pixels are S.bin of them)
-    return {"spots": (k1, k2, k3), "a_px": a_px * S.bin, "rho": rho, "width": width, "strength": strength}
+    out = {"spots": (k1, k2, k3), "a_px": a_px * S.bin, "rho": rho, "width": width, "strength": strength}
+    if weak:
+        unconfirmed.append(out)
+        return None
+    return out
+
+
+def _agreed(weak: list, S: "_Spectrum") -> dict | None:
+    """A hexagon whose second order does not show, found from AGREE_MIN of the candidate spots tried
+    (each its own start, each passing the first-order tests): every spot of the lattice stands out
+    on its own, which a chance alignment of noise bins rarely does. Fine sampling needs this: a
+    field of a few unit cells (a 512 px frame at 0.03 A/px is 15 A wide) puts the first order a few
+    bins from the origin, and columns as wide as the probe (0.7-1.3 A) leave the {11-20} spots
+    (1.23 A) at the noise. Returns the first (best-scored) of the largest agreeing group, or None."""
+    if len(weak) < AGREE_MIN:
+        return None
+    best = []
+    for a in weak:
+        grp = [b for b in weak if _near_spots(b["spots"], a["spots"], S)]
+        if len(grp) > len(best):
+            best = grp
+    return best[0] if len(best) >= AGREE_MIN else None
 
 
 def _graphene_like(lat: dict, px: float | None) -> tuple[bool, str]:
@@ -587,13 +613,16 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
     res = {"diffuse_excess": S.diffuse}
     lat = None
     k1, q1 = cands[0] if cands else (np.zeros(2), 0.0)
+    weak: list = []
     for k, q in cands:
         if q < PEAK_MIN:
             break
-        lat = _lattice(S, k, q)
+        lat = _lattice(S, k, q, weak)
         if lat is not None:
             k1, q1 = k, q
             break
+    if lat is None:
+        lat = _agreed(weak, S)
     if lat is None:
         if q1 >= 10 * PEAK_MIN:
             a_px = S.bin / np.hypot(*(k1 * S.scale))
