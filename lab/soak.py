@@ -50,6 +50,7 @@ from lab.eventscore import EventMatch, TruthEvents, score_events
 from lab.radii import END_MARGIN_FRAMES, EVENT_RADIUS_A, MAX_LATENCY_FRAMES, WARMUP_FRAMES
 # the source process and the browser live in lab/soak_source.py and lab/soak_browser.py (re-exported)
 from lab.soak_browser import Browser  # noqa: F401
+from lab.soak_memory import memory_trend, open_fds, sample_rss
 from lab.soak_source import (LONG_MOVIE, load_movie, long_series_movie, resolve_movie,  # noqa: F401
                              run_source, start_source_process)
 
@@ -71,14 +72,6 @@ def _free_tcp_port() -> int:
         return s.getsockname()[1]
 
 
-def _sample_rss(t_s: list, rss: list, t0: float, period_s: float, done: threading.Event) -> None:
-    """Append (seconds since ``t0``, RSS bytes) every ``period_s`` until ``done`` is set."""
-    while not done.is_set():
-        t_s.append(time.monotonic() - t0)
-        rss.append(rss_bytes())
-        done.wait(period_s)
-
-
 def _watch_page(br, shown: dict, period_s: float, done: threading.Event) -> None:
     """Read which frame the dashboard page shows every ``period_s`` until ``done``; counts the samples
     and the distinct frames in ``shown``."""
@@ -90,45 +83,6 @@ def _watch_page(br, shown: dict, period_s: float, done: threading.Event) -> None
         if s is not None and s != shown["last"]:
             shown["last"], shown["distinct"] = s, shown["distinct"] + 1
         done.wait(period_s)
-
-
-def rss_bytes(pid: int | str = "self") -> int:
-    """Resident set size of a process in bytes (Linux ``/proc/PID/status`` VmRSS)."""
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
-
-
-def open_fds() -> int:
-    """Number of open file descriptors of this process."""
-    return len(os.listdir("/proc/self/fd"))
-
-
-def memory_trend(t_s: np.ndarray, rss: np.ndarray, warmup_s: float) -> dict:
-    """RSS trend after warm-up: samples at ``t_s`` (s from start) of ``rss`` (bytes).
-
-    ``growth_pct``: median of the last quarter of the post-warm-up samples over the median of the
-    first quarter, minus 1, in percent; ``slope_MB_per_h``: least-squares slope over all
-    post-warm-up samples; ``max_MB`` and the values at the ends.
-    """
-    t_s, rss = np.asarray(t_s, float), np.asarray(rss, float)
-    post = t_s >= warmup_s
-    out = {"samples": int(len(rss)), "warmup_s": float(warmup_s),
-           "start_MB": float(rss[0] / 2**20) if len(rss) else None,
-           "max_MB": float(rss.max() / 2**20) if len(rss) else None,
-           "end_MB": float(rss[-1] / 2**20) if len(rss) else None,
-           "growth_pct": None, "slope_MB_per_h": None, "post_warmup_samples": int(post.sum())}
-    if post.sum() >= 2:          # (a busy machine may give the sampler thread only a few samples)
-        t, r = t_s[post], rss[post]
-        q = max(1, len(r) // 4)
-        first, last = float(np.median(r[:q])), float(np.median(r[-q:]))
-        out["after_warmup_MB"] = first / 2**20
-        out["growth_pct"] = 100.0 * (last / first - 1.0)
-        if t[-1] > t[0]:
-            out["slope_MB_per_h"] = float(np.polyfit(t, r / 2**20, 1)[0] * 3600.0)
-    return out
 
 
 @dataclass
@@ -368,7 +322,7 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
         t_start = time.monotonic()
         source, endpoint = start_source_process(movie, rate_hz, max_frames, duration_s, bind=endpoint)
         # RSS is sampled on its own thread: a browser call can hold the loop below for seconds on a busy machine
-        sampler = threading.Thread(target=_sample_rss, args=(rss_t, rss_v, t_start, sample_period_s, sampling_done),
+        sampler = threading.Thread(target=sample_rss, args=(rss_t, rss_v, t_start, sample_period_s, sampling_done),
                                    name="soak-rss", daemon=True)
         sampler.start()
         if br is not None:              # the page is read on its own thread too, until the browser is killed

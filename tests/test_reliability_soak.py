@@ -8,7 +8,8 @@ Chromium showing it. A ~20 s run by default; 10 minutes at 28 frames/s with ``-m
 import pytest
 
 from _browser import browser_paths
-from lab.soak import memory_trend, run_soak
+from lab.soak import run_soak
+from lab.soak_memory import memory_trend
 
 #: a short run reaches the dashboard's steady state (ring buffers full) within its warm-up
 SMALL_DASHBOARD = {"history_frames": 10, "max_event_frames": 4, "max_events": 50}
