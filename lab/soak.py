@@ -215,7 +215,8 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
              rate_hz: float = 28.0, browser: bool = True, warmup_s: float | None = None,
              sample_period_s: float = 2.0, segment_s: float = 120.0, workdir: str | Path | None = None,
              keep_recordings: bool = False, cfg=None, dashboard: dict | None = None,
-             progress: bool = True, kill_browser_at_s: float | None = None, warmup_frames: int = 0) -> dict:
+             progress: bool = True, kill_browser_at_s: float | None = None, warmup_frames: int = 0,
+             max_duration_s: float | None = None) -> dict:
     """Run a soak (module docstring) and return its report (plain data).
 
     duration_s / max_frames : the source stops at whichever comes first. rate_hz : source frame rate
@@ -226,7 +227,10 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
     ``history_frames`` / ``max_event_frames`` so that a short run reaches its steady state).
     kill_browser_at_s : kill the browser (SIGKILL, while frames are being pushed to it) this many
     seconds into the run (or later, once the page has shown 2 frames); the report then says how many
-    frames were analysed after it. The run's clock starts with the source, once the analyzer, the
+    frames were analysed after it. max_duration_s : run on past ``duration_s`` (at most this long, a
+    hang guard) until what the run is for has happened: the dashboard's rings filled (warmup_frames)
+    and, with kill_browser_at_s, the browser killed and a frame analysed after it; then the source is
+    stopped (SIGTERM: it ends its series and reports). The run's clock starts with the source, once the analyzer, the
     dashboard and the browser's page are up.
     """
     from dashboard.server import DashboardServer
@@ -320,7 +324,9 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
             if not br.wait_ready():
                 raise RuntimeError(f"the dashboard page {url} did not load in the browser")
         t_start = time.monotonic()
-        source, endpoint = start_source_process(movie, rate_hz, max_frames, duration_s, bind=endpoint)
+        source, endpoint = start_source_process(movie, rate_hz, max_frames, max_duration_s or duration_s,
+                                                bind=endpoint)
+        stopping = False
         # RSS is sampled on its own thread: a browser call can hold the loop below for seconds on a busy machine
         sampler = threading.Thread(target=sample_rss, args=(rss_t, rss_v, t_start, sample_period_s, sampling_done),
                                    name="soak-rss", daemon=True)
@@ -353,6 +359,12 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
                     except ProcessLookupError:
                         pass
                 say(f"killed the browser ({len(pids)} processes) at {killed['at_s']:.0f} s")
+            if max_duration_s is not None and not stopping and now - t_start >= duration_s and warm_at[0] is not None:
+                st_now = svc.status()
+                if kill_browser_at_s is None or br is None or (
+                        killed["at_s"] is not None and st_now["frames_analysed"] > killed["analysed_at_kill"]):
+                    source.send_signal(signal.SIGTERM)         # it ends its series and prints its report
+                    stopping = True
             if now - t_seg >= segment_s:
                 old = tmp / f"soak_{seg:04d}.swrec"
                 seg += 1

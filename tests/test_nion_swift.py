@@ -134,6 +134,12 @@ def swift(tmp_path_factory):
     # folder to sys.path: put those back afterwards, for the tests that run later in this process
     root_logger = logging.getLogger()
     saved = (root_logger.level, list(root_logger.handlers), list(sys.path))
+    # Swift takes the main thread's asyncio loop; an earlier test in this process (a Bokeh/Tornado
+    # server) may have left none set (run order differs under pytest-xdist): give it its own
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     s = Swift()
     try:
         s.start(root)
@@ -142,6 +148,9 @@ def swift(tmp_path_factory):
         yield s
     finally:
         s.close()
+        if not loop.is_closed():
+            loop.close()
+        asyncio.set_event_loop(asyncio.new_event_loop())     # a usable loop for whatever runs next here
         root_logger.setLevel(saved[0])
         root_logger.handlers[:] = saved[1]
         sys.path[:] = saved[2]

@@ -52,19 +52,20 @@ def _check(r, min_series: int, strict_events: bool = False):
 
 @pytest.mark.browser
 def test_short_soak_flat_memory_nothing_lost_browser_killed_midway(tmp_path):
-    """10.5 s at 8 frames/s (4 series of 20 frames and a part). Two thirds in, the browser is killed
+    """10.5 s at 8 frames/s (4 series of 20 frames and a part; longer on a busy machine, see
+    run_soak's max_duration_s). Two thirds in, the browser is killed
     (SIGKILL) while frames are being pushed to it: a browser disconnecting mid-update (criterion 3)
     changes nothing upstream (tests/test_reliability_faults.py has it alone, under -m slow)."""
     browser_paths()                        # skip (fail under CI=true) without chromium
     r = run_soak(duration_s=10.5, rate_hz=8, warmup_s=4, sample_period_s=0.3, segment_s=3.5, workdir=tmp_path,
                  dashboard=SMALL_DASHBOARD, progress=False, kill_browser_at_s=7,
-                 warmup_frames=3 * SMALL_DASHBOARD["history_frames"])
+                 warmup_frames=3 * SMALL_DASHBOARD["history_frames"], max_duration_s=240)
     _check(r, min_series=4)
     b = r["browser"]
     assert b["killed_at_s"] is not None and b["killed_processes"] >= 1
-    # analysis went on after the browser died (how many: load). On a loaded machine the kill can come
-    # after the source's last frame (the loop waits on the browser's answers): nothing left to analyse
-    assert b["analysed_after_kill"] >= 1 or b["received_after_kill"] == 0, b
+    # analysis went on after the browser died (how many: load; on a busy machine the run goes on past
+    # 10.5 s until the page has shown 2 frames, the browser was killed and a frame analysed after it)
+    assert b["analysed_after_kill"] >= 1, b
 
 
 @pytest.mark.slow
