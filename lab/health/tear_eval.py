@@ -15,6 +15,11 @@ makes them) and a line jump (every row from a random one on shifted by +-2 or +-
 ``--realdata DIR`` adds the real frames of DIR (evaluation only: nothing derived from them is written).
 
     PYTHONPATH=$PWD python -m lab.health.tear_eval [--realdata ../shared/realdata]
+    PYTHONPATH=$PWD python -m lab.health.tear_eval --cost      # CPU ms per 512^2 frame, old vs new
+
+``--cost``: :meth:`HealthMonitor.before` with the tear test off (``tear_shift_px`` 0, the code before it)
+and on, interleaved in one process on 512^2 frames (CPU time, medians), and the atom test on the
+atoms the pipeline finds in one of them.
 """
 
 from __future__ import annotations
@@ -106,10 +111,51 @@ def evaluate(frames, seed: int = 424242) -> dict:
     return table
 
 
+def cost(repeats: int = 300) -> dict:
+    """CPU ms (medians): ``before_off``, ``before_on``, their paired ``difference`` and ``confirm``."""
+    import os
+    import time
+
+    from engine.health.monitor import HealthMonitor
+    from engine.health.tear import confirm_tear
+    from engine.pipeline import Pipeline
+    from engine.sim.movie import MovieSpec, run_movie
+    from stemwatch.config import Config, HealthConfig
+    from streamer.frame import Frame
+
+    frames, _ = run_movie(MovieSpec(n_frames=3, shape_px=(512, 512), pixel_size_A=0.1, seed=512))
+    mons = {"off": HealthMonitor(HealthConfig(tear_shift_px=0)), "on": HealthMonitor(HealthConfig())}
+    for m in mons.values():
+        for i in range(3):
+            m.before(Frame(frames[i], "b", i, float(i), 0.1))
+    ts: dict = {"off": [], "on": []}
+    for k in range(3, 3 + repeats):
+        for name in (("off", "on") if k % 2 else ("on", "off")):
+            f = Frame(frames[k % 3], "b", k, float(k), 0.1)
+            t = time.process_time()
+            mons[name].before(f)
+            ts[name].append(time.process_time() - t)
+    with Pipeline(Config().replace(health={"scale": "declared"})) as pipe:
+        chem = pipe.process(Frame(frames[0], "c", 0, 0.0, 0.1)).chemistry
+    tc = []
+    for _ in range(max(10, repeats // 3)):
+        t = time.process_time()
+        confirm_tear(((200, 2.0),), chem.atoms.xy_px, chem.bonds, 512, 0.1)
+        tc.append(time.process_time() - t)
+    off, on = np.array(ts["off"]), np.array(ts["on"])
+    return {"before_off_ms": 1e3 * float(np.median(off)), "before_on_ms": 1e3 * float(np.median(on)),
+            "difference_ms": 1e3 * float(np.median(on - off)), "confirm_ms": 1e3 * float(np.median(tc)),
+            "atoms": len(chem.atoms), "bonds": len(chem.bonds), "load_average": os.getloadavg()[0]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--realdata", type=Path, default=None, help="also the real frames in this folder")
+    ap.add_argument("--cost", action="store_true", help="instead: CPU ms per 512^2 frame, tear test off vs on")
     a = ap.parse_args(argv)
+    if a.cost:
+        print(cost())
+        return 0
     frames = simulated_frames()
     if a.realdata is not None:
         frames += real_frames(a.realdata)
