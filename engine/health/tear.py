@@ -27,6 +27,8 @@ import numpy as np
 MAX_LAG_PX = 4
 #: the rows compared on each side of a boundary span about this much (A)
 BLOCK_A = 0.3
+#: columns compared at most (the central ones)
+MAX_COLUMNS = 512
 #: the atom test must show at least this fraction of the pixel test's thresholds
 BOND_FRACTION = 0.5
 #: ... within this many rows of the candidate
@@ -36,11 +38,14 @@ CONFIRM_ROWS = 4
 def row_shift_profile(img: np.ndarray, pixel_size_A: float) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, shift_px)``: for each row boundary ``r`` (between rows r-1 and r) the x shift (px) of
     the ``m`` rows below relative to the ``m`` rows above (``m`` rows span ~``BLOCK_A``). ``img`` (H, W)
-    finite. Frames sampled finer than 0.15 A/px are compared at half the columns (pairs summed, then
-    smoothed [1, 2, 1]: ~0.15 A at 0.1 A/px); coarser ones at full width, smoothed [1, 2, 1]."""
+    finite; at most its central ``MAX_COLUMNS`` columns are used. Frames sampled finer than 0.15 A/px
+    are compared at half the columns (pairs summed, then smoothed [1, 2, 1]: ~0.15 A at 0.1 A/px);
+    coarser ones at full width, smoothed [1, 2, 1]."""
     ps = float(pixel_size_A)
-    a = np.asarray(img, np.float32)
-    H, W = a.shape
+    H, W = np.shape(img)
+    c0 = max(0, (W - MAX_COLUMNS) // 2)                      # a tear spans the whole width: the central
+    a = np.asarray(np.asarray(img)[:, c0:c0 + MAX_COLUMNS], np.float32)   # columns bound the cost
+    W = a.shape[1]
     dec = 2 if ps <= 0.15 else 1
     L = MAX_LAG_PX // dec                                    # lags in (decimated) columns
     m = max(1, int(round(BLOCK_A / ps)))
