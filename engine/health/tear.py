@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-#: lags searched (px): a tear of up to 3 px is seen with one spare on each side
+#: lags searched (px, plus one spare step): a tear of up to 3 px has its best match inside the range;
+#: a boundary whose best match is at the range's end (noise) is no candidate
 MAX_LAG_PX = 4
 #: the rows compared on each side of a boundary span about this much (A)
 BLOCK_A = 0.3
@@ -47,7 +48,7 @@ def row_shift_profile(img: np.ndarray, pixel_size_A: float) -> tuple[np.ndarray,
     a = np.asarray(np.asarray(img)[:, c0:c0 + MAX_COLUMNS], np.float32)   # columns bound the cost
     W = a.shape[1]
     dec = 2 if ps <= 0.15 else 1
-    L = MAX_LAG_PX // dec                                    # lags in (decimated) columns
+    L = MAX_LAG_PX // dec + 1                                # lags in (decimated) columns, one spare
     m = max(1, int(round(BLOCK_A / ps)))
     if H < 2 * m + 2 or W < 16 * MAX_LAG_PX:
         return np.zeros(0, np.int64), np.zeros(0)
@@ -67,12 +68,15 @@ def row_shift_profile(img: np.ndarray, pixel_size_A: float) -> tuple[np.ndarray,
     for i, s in enumerate(range(-L, L + 1)):                 # sum over x of (below(x) - above(x - s))^2
         d = core - above[:, L - s:Wd - L - s]
         E[i] = np.einsum("ij,ij->i", d, d)
-    k = np.clip(np.argmin(E, axis=0), 1, 2 * L - 1)
+    k0 = np.argmin(E, axis=0)
+    k = np.clip(k0, 1, 2 * L - 1)
     j = np.arange(len(r))
     em, e0, ep = E[k - 1, j], E[k, j], E[k + 1, j]
     den = em - 2.0 * e0 + ep
     frac = np.where(den > 0, 0.5 * (em - ep) / np.where(den > 0, den, 1.0), 0.0)
-    return r, dec * ((k - L) + np.clip(frac, -0.5, 0.5))
+    u = dec * ((k - L) + np.clip(frac, -0.5, 0.5))
+    u[(k0 == 0) | (k0 == 2 * L)] = 0.0                       # no minimum inside the range: noise, no step
+    return r, u
 
 
 def row_shift_candidates(img: np.ndarray, pixel_size_A: float, min_shift_px: float = 1.6,
