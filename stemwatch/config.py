@@ -213,6 +213,9 @@ class HealthConfig(Section):
                                                      # the network still resolves the lattice (it was trained
                                                      # at 0.18-0.224 A/px; lab/health/coarse_eval.py), else
                                                      # skipped
+    tear_shift_px: float = 1.6                       # scan tear / line jump: rows shifted sideways by at least
+    tear_shift_A: float = 0.15                       # this many px and A against the rows above, confirmed by
+                                                     # the bonds crossing there (engine/health/tear.py); 0: off
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ the last frame's shape and heavy atoms) and judges each frame twice:
   recent frames, or a scan tear: a row-mean jump), ``fov_jump`` (shape change within a series),
   ``too_large`` (the model grid would exceed ``max_model_px``), and the pixel size to analyse at
   (``scale``: ``declared`` / ``lattice`` / ``override``);
-* :meth:`HealthMonitor.after` -- from the atoms found: ``no_lattice`` (far fewer atoms than graphene
+* :meth:`HealthMonitor.after` -- from the atoms found: ``glitch`` (a scan tear: a band of rows
+  shifted sideways, found in the pixels by :meth:`before` and confirmed by the bonds crossing its edge,
+  :mod:`engine.health.tear`), ``no_lattice`` (far fewer atoms than graphene
   holds in the field), ``fov_jump`` (the heavy atoms' constellation does not match the previous
   frame's under any drift the tracker allows: a stage move).
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.health.scale import ScaleEstimate, estimate_pixel_size
+from engine.health.tear import confirm_tear, row_shift_candidates
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,9 @@ class FrameHealth:
     snr: float = float("nan")
     model_pixel_size_A: float = float("nan")     # a too_large frame analysed on a coarser model grid: its
                                                  # sampling (A/px); nan: the model's own
+    tear_rows: tuple = ()                        # ((row, shift_px), ...): row boundaries where the raw pixels
+                                                 # show a sideways step (engine.health.tear); the atoms
+                                                 # confirm one (a scan tear: glitch) or none in after()
 
     @property
     def ok(self) -> bool:
@@ -301,6 +307,10 @@ class HealthMonitor:
                     why += (f"; analysed at a coarser model sampling, {coarse:.4g} A/px "
                             f"({max(shape) * ps / coarse:.0f} model px per side)")
                 h.add("too_large", why)
+        # scan tear / line jump: a band of rows shifted sideways; candidates from the pixels here, the
+        # atoms' bonds confirm one in after()
+        if cfg.tear_shift_px > 0 and not ({"glitch", "too_large"} & set(h.verdicts)):
+            h.tear_rows = row_shift_candidates(g, h.pixel_size_A, cfg.tear_shift_px, cfg.tear_shift_A)
         return h
 
     # ------------------------------------------------------------------------------ after
@@ -315,6 +325,13 @@ class HealthMonitor:
         expected = area * GRAPHENE_ATOMS_PER_A2
         if expected > 30 and len(atoms) < cfg.min_lattice_fraction * expected:
             h.add("no_lattice", f"{len(atoms)} atoms where graphene would show ~{expected:.0f}")
+        if h.tear_rows and "glitch" not in h.verdicts:
+            hit = confirm_tear(h.tear_rows, atoms.xy_px, chem.bonds, int(frame_shape[0]), ps, cfg.tear_shift_px,
+                               cfg.tear_shift_A)
+            if hit is not None:
+                row, shift = hit
+                h.add("glitch", f"scan tear: the rows from row {row} on are shifted {shift:+.1f} px "
+                                f"({shift * ps:+.2f} A) sideways against those above (line jump)")
         if snr is not None:
             h.snr = float(snr)
             if np.isfinite(snr) and snr < cfg.min_snr:
