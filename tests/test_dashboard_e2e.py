@@ -136,6 +136,20 @@ def _click_shown(drv, chain, kind):
     return ev
 
 
+def _jump_to_shown(drv, chain, kind):
+    """Click the newest ``kind`` row (:func:`_click_shown`) and wait until the page shows its frame:
+    the Event; or None (retry) when the page says the frame has left the history meanwhile (the
+    replay loops: each loop restarts the series, and a restarted series starts a new history; on a
+    busy machine a loop can end between finding the row and the click)."""
+    ev = _click_shown(drv, chain, kind)
+    if ev is None:
+        return None
+    state = wait_for(lambda: "shown" if _page(drv)["seq"] == ev.frame else (
+        "gone" if "no longer in the history" in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')")
+        else None), what="the clicked event's frame, or word that it is gone")
+    return ev if state == "shown" else None
+
+
 def test_replay_shows_frames_alerts_and_jumps_to_the_event(switching_chain, tmp_path):
     """01_switching_256: one Si switches 3 -> 4-fold at frame 8 (scripted in the simulator's truth)."""
     from engine.sim.truth import load_truth
@@ -183,10 +197,10 @@ def test_replay_shows_frames_alerts_and_jumps_to_the_event(switching_chain, tmp_
               f"(detected on frame {ev.frame}, truth frame {gt['frame']})")
         # clicking the event shows its frame, with the dopant ringed, while live frames go on
         wait_for(lambda: _page(drv)["seq"] > ev.frame + 2, what="later frames")
-        ev = wait_for(lambda: _click_shown(drv, chain, "si_3_to_4"), CLICK_WAIT_S, what="the event row")
+        ev = wait_for(lambda: _jump_to_shown(drv, chain, "si_3_to_4"), CLICK_WAIT_S, what="the event's frame")
         t = truth_of(ev)
         assert ev.frame >= t["frame"] and np.hypot(ev.x_A - t["x_A"], ev.y_A - t["y_A"]) < 1.5
-        wait_for(lambda: _page(drv)["seq"] == ev.frame, what="the event's frame")
+        assert _page(drv)["seq"] == ev.frame
         shown_idx = js(drv, "return model('frame_meta').data.idx[0]")
         hl = js(drv, "return model('highlight_source').data")
         ring = [i for i, lab in enumerate(hl["label"]) if f"#{ev.atom_id}" in lab]
