@@ -39,12 +39,12 @@ RAW_MIN_CONFIDENCE = 0.5
 
 # --- fitted by `python -m lab.event_calibration --fit --write` (do not edit by hand) ---
 #: Coefficients of the linear score, one per :data:`FEATURES`.
-COEF = (-1.5842, 0.6827, 1.4569, -1.2181, 1.7735, -9.7061, -1.9553)
+COEF = (-3.4691, 1.8325, 1.8763, -1.195, 2.1912, -11.3287, -1.9017)
 #: The score -> probability curve (knots for ``np.interp``; flat beyond the ends).
-MAP_Z = (-3.0653, -1.1732, 0.1781, 1.0123, 2.1873, 3.2505, 4.5355, 5.9658)
-MAP_P = (0.0179, 0.1167, 0.5125, 0.7353, 0.9199, 0.953, 0.9919, 0.9919)
+MAP_Z = (-3.4745, -1.4996, -0.5083, 0.4023, 0.7897, 1.25, 1.4751, 1.54, 2.2931, 4.058, 5.4795, 6.5578)
+MAP_P = (0.0094, 0.0536, 0.4125, 0.5952, 0.6026, 0.7759, 0.7857, 0.8125, 0.9212, 0.9869, 0.9869, 0.9961)
 #: What the values were fitted on.
-FIT_NOTE = '648 events (543 right) of 124 calibration movies with events (seeds 710000-710147); grouped 10-fold cross-validated ECE 0.031'
+FIT_NOTE = '1190 events (1028 right) of 231 calibration movies with events (seeds 710000-710280); grouped 10-fold cross-validated ECE 0.015'
 # --- end of fitted values ---
 
 
