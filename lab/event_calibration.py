@@ -24,12 +24,15 @@ held-out rows, never used in the fit (ECE: 10 equal-width confidence bins, the c
 |mean confidence - fraction right|; also printed: 15 bins, 10 equal-mass bins, and the ECE a perfectly
 calibrated confidence would show on as many events)::
 
-    PYTHONPATH=$PWD python -m lab.event_calibration --collect cal --movies 50
-    PYTHONPATH=$PWD python -m lab.event_calibration --collect heldout --movies 60
+    PYTHONPATH=$PWD python -m lab.event_calibration --collect cal --movies 47
+    PYTHONPATH=$PWD python -m lab.event_calibration --collect heldout --movies 80
     PYTHONPATH=$PWD python -m lab.event_calibration --fit --write --plot docs/event_reliability.png
 
 (a second process can share a collection: ``--movies 20 --skip 60`` takes the plan's next 60 movies). A
-seed whose dopants do not fit in the field gives no movie (no rows).
+seed whose dopants do not fit in the field gives no movie (no rows). The rows of the shipped fit (281
+calibration movies: ``--movies 47`` stopped after 281; 480 held-out movies) are kept gzip-compressed in
+lab/data/event_calibration/: ``--fit --cal lab/data/event_calibration/cal.jsonl.gz --heldout
+lab/data/event_calibration/heldout.jsonl.gz`` repeats the fit and the held-out table without simulating.
 """
 
 from __future__ import annotations
@@ -382,7 +385,8 @@ def plot(ev: dict, path: str, size: int = 420) -> None:
     for t, (x, y) in zip(ev["calibrated"]["table"], pts):
         r = 3 + 7 * np.sqrt(t["n"] / n_max)
         d.ellipse([x - r, y - r, x + r, y + r], fill=(0, 90, 200))
-    d.text((m0 + 6, m1 + 4), f"held-out events: {ev['events']} ({ev['right']} right)", fill="black")
+    d.text((m0 + 6, m1 + 4), f"held-out: {ev['events']} events of {ev.get('movies', '?')} movies, {ev['right']} right",
+           fill="black")
     d.text((m0 + 6, m1 + 18), f"calibrated (discs) ECE {ev['calibrated']['ece']:.3f}", fill=(0, 90, 200))
     d.text((m0 + 6, m1 + 32), f"raw (squares) ECE {ev['raw']['ece']:.3f}", fill=(200, 90, 0))
     d.text((size // 2 - 70, size - 18), "event confidence (bin mean)", fill="black")
