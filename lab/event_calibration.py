@@ -340,6 +340,7 @@ def format_table(ev: dict, which: str = "calibrated") -> str:
 def write_model(model: tuple, note: str, path=None) -> None:
     """Rewrite the fitted block of engine/health/confidence.py (between its marker comments)."""
     import re
+    import textwrap
 
     path = Path(path or Path(__file__).resolve().parent.parent / "engine" / "health" / "confidence.py")
     coef, (kz, kp) = model
@@ -348,7 +349,8 @@ def write_model(model: tuple, note: str, path=None) -> None:
     end = "# --- end of fitted values ---\n"
     body = (f"#: Coefficients of the linear score, one per :data:`FEATURES`.\nCOEF = {tuple(coef)!r}\n"
             f"#: The score -> probability curve (knots for ``np.interp``; flat beyond the ends).\n"
-            f"MAP_Z = {tuple(kz)!r}\nMAP_P = {tuple(kp)!r}\n#: What the values were fitted on.\nFIT_NOTE = {note!r}\n")
+            f"MAP_Z = {tuple(kz)!r}\nMAP_P = {tuple(kp)!r}\n#: What the values were fitted on.\nFIT_NOTE = (\n"
+            + "".join(f"    {line!r}\n" for line in textwrap.wrap(note, 96, drop_whitespace=False)) + ")\n")
     i, j = text.index(start) + len(start), text.index(end)
     new = text[:i] + body + text[j:]
     path.write_text(re.sub(r"[ \t]+\n", "\n", new))

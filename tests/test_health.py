@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -462,6 +464,25 @@ def test_event_calibration_fit_is_monotone_and_follows_the_data():
     model = fit_model(rows)
     p = predict(rows, model)
     assert reliability(p, right)[1] < 0.05 and np.corrcoef(p, snr)[0, 1] > 0.5
+
+
+def test_shipped_event_calibration_is_the_documented_fit_of_the_stored_rows():
+    """The shipped coefficients and curve are what ``python -m lab.event_calibration --fit`` gives on the
+    stored calibration rows (lab/data/event_calibration), and on the stored held-out rows (movies never
+    used in the fit) the shipped confidence has ECE <= 0.05 (the slow test re-simulates a part)."""
+    from engine.health import confidence
+    from lab.event_calibration import evaluate, fit_model, read_rows
+
+    data = Path(__file__).resolve().parent.parent / "lab" / "data" / "event_calibration"
+    cal = read_rows(data / "cal.jsonl.gz")
+    coef, (kz, kp) = fit_model(cal)
+    assert coef == pytest.approx(confidence.COEF, abs=2e-4)
+    assert kz == pytest.approx(confidence.MAP_Z, abs=2e-4) and kp == pytest.approx(confidence.MAP_P, abs=2e-4)
+    held = read_rows(data / "heldout.jsonl.gz")
+    assert not {r["seed"] for r in held} & {r["seed"] for r in cal}
+    ev = evaluate(held)
+    assert ev["events"] > 1000 and ev["right"] < ev["events"]
+    assert ev["calibrated"]["ece"] <= 0.05 < ev["raw"]["ece"]
 
 
 def test_event_threshold_applies_to_the_calibrated_confidence():

@@ -44,7 +44,10 @@ COEF = (-3.4691, 1.8325, 1.8763, -1.195, 2.1912, -11.3287, -1.9017)
 MAP_Z = (-3.4745, -1.4996, -0.5083, 0.4023, 0.7897, 1.25, 1.4751, 1.54, 2.2931, 4.058, 5.4795, 6.5578)
 MAP_P = (0.0094, 0.0536, 0.4125, 0.5952, 0.6026, 0.7759, 0.7857, 0.8125, 0.9212, 0.9869, 0.9869, 0.9961)
 #: What the values were fitted on.
-FIT_NOTE = '1190 events (1028 right) of 231 calibration movies with events (seeds 710000-710280); grouped 10-fold cross-validated ECE 0.015'
+FIT_NOTE = (
+    '1190 events (1028 right) of 231 calibration movies with events (seeds 710000-710280); grouped '
+    '10-fold cross-validated ECE 0.015'
+)
 # --- end of fitted values ---
 
 
