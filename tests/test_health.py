@@ -505,7 +505,7 @@ def test_event_threshold_applies_to_the_calibrated_confidence():
 def test_event_confidence_calibrated_on_heldout_movies():
     """Criterion 6, events: events with confidence c are right about a fraction c of the time (ECE <=
     0.05, 10 equal-width bins) on held-out simulated movies (lab.event_calibration's held-out seeds,
-    never used in the fit; the first ten rounds of doses: 60 movies, ~230 events, ~5 min). The
+    never used in the fit; the first ten rounds of doses: 60 movies, 251 events, ~7 min loaded). The
     confidence ranks: events below 0.5 are mostly wrong, those above 0.9 mostly right."""
     from lab.event_calibration import HELDOUT_SEED, collect, evaluate
 
