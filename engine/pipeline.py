@@ -101,6 +101,7 @@ class Pipeline:
         self.errors = 0
         self.last_error: str | None = None
         self.recent_ok: deque = deque(maxlen=int(self.cfg.events.k_of_n[1]))   # health of the last n frames
+        self.recent_events: deque = deque(maxlen=int(self.cfg.events.k_of_n[1]))  # their transformation events
 
     # ------------------------------------------------------------------------------ info
     @property
@@ -120,6 +121,7 @@ class Pipeline:
         """Change debounce / confidence thresholds (takes effect on the next frame)."""
         self.tracker.set_event_config(_tracker_events(events, self.cfg.events))
         self.recent_ok = deque(self.recent_ok, maxlen=int(events.k_of_n[1]))
+        self.recent_events = deque(self.recent_events, maxlen=int(events.k_of_n[1]))
         self.cfg = self.cfg.replace(events={"k_of_n": tuple(events.k_of_n),
                                             "min_confidence": events.min_confidence})
 
@@ -181,6 +183,7 @@ class Pipeline:
                 log.info("new series %s (run %d; was %s): tracks reset", fc.series, fc.run, self.series)
             self.tracker.reset()
             self.recent_ok.clear()
+            self.recent_events.clear()
             self.series = fc.series
             self._run = fc.run
         self.frames += 1
@@ -189,6 +192,7 @@ class Pipeline:
         health = fc.health
         if fc.error is None and fc.chemistry is None:          # the network was not run (blank, too large, ...)
             self.recent_ok.append(False)
+            self.recent_events.append(0)
             timings["total"] = spent
             return self._result(fc, empty_chemistry(fc.pixel_size_A, fc.frame_shape), timings, health=health)
         msg = fc.error
@@ -202,6 +206,7 @@ class Pipeline:
                 self.motifs.observe(chem.defects, chem.atoms.pixel_size_A)
                 if health is not None and not health.ok:
                     self.recent_ok.append(False)
+                    self.recent_events.append(0)
                     events = []
                     if "fov_jump" in health.verdicts:
                         self.tracker.reset()
@@ -213,11 +218,13 @@ class Pipeline:
                                         track_ids=np.full(n, -1, np.int64), confirmed=np.zeros(n, bool))
                 self.recent_ok.append(True)
                 upd = self.tracker.update(chem, int(fc.seq), float(fc.t_acquired), frame_shape=fc.frame_shape)
+                self.recent_events.append(sum(e.category != "bookkeeping" for e in upd.events))
                 if upd.events and getattr(self.cfg.events, "calibrate_confidence", False):
                     from engine.health.confidence import calibrate_events
 
                     calibrate_events(upd.events, chem.atoms, upd.track_ids,
-                                     health.snr if health is not None else float("nan"), self.bad_fraction)
+                                     health.snr if health is not None else float("nan"), self.bad_fraction,
+                                     self.window_events)
                     # the threshold applies to the confidence the operator sees
                     upd.events[:] = [e for e in upd.events if e.confidence >= self.cfg.events.min_confidence]
             except Exception as exc:  # one bad frame must not stop the analysis
@@ -241,6 +248,12 @@ class Pipeline:
     def bad_fraction(self) -> float:
         """Fraction of the series' last n frames (the debounce window) whose health was not ok."""
         return 1.0 - sum(self.recent_ok) / len(self.recent_ok) if self.recent_ok else 0.0
+
+    @property
+    def window_events(self) -> int:
+        """Transformation events the tracker raised in the series' last n frames (the debounce window),
+        before any confidence threshold of the pipeline: an input of the calibrated event confidence."""
+        return int(sum(self.recent_events))
 
     @staticmethod
     def _result(fc: FrameChemistry, chem: Chemistry, timings: dict, health=None, events=(), track_ids=None,

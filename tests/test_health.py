@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -347,7 +349,8 @@ def test_per_atom_confidence_is_calibrated_on_heldout_frames():
 
 def test_event_confidence_model_replaces_the_raw_value_monotonically():
     """Criterion 6: the calibrated event confidence is not a constant and is monotone in its inputs
-    (window support, the atom's confidence, the frame's SNR, the non-ok frames in the window)."""
+    (window support, the atom's confidence, the frame's SNR, the non-ok frames and the events in the
+    window)."""
     from engine.health.confidence import calibrate_events, calibrated
     from engine.types import Atoms, Event
 
@@ -359,7 +362,9 @@ def test_event_confidence_model_replaces_the_raw_value_monotonically():
     raw = calibrated(np.array([0.5, 0.75, 1.0]), 0.99, 8.0)
     assert np.all(np.diff(raw) >= 0)
     bad = calibrated(0.75, 0.99, 8.0, np.array([0.0, 0.25, 0.5]))
-    assert np.all(np.diff(bad) <= 0)
+    assert np.all(np.diff(bad) <= 0) and bad[0] - bad[-1] > 0.05
+    burst = calibrated(0.75, 0.99, 8.0, 0.0, np.array([1, 2, 4, 8]))
+    assert np.all(np.diff(burst) <= 0) and burst[0] - burst[-1] > 0.05  # many events at once: less sure
     assert np.all((c > 0) & (c < 1))
 
     def ev(kind, tid, before="3", after="4"):
@@ -371,33 +376,113 @@ def test_event_confidence_model_replaces_the_raw_value_monotonically():
                   class_prob=np.full((3, 3), 1 / 3, np.float32), border=np.zeros(3, bool), pixel_size_A=0.1)
     evs = [ev("si_3_to_4", 7), ev("si_3_to_4", 9), ev("vacancy_created", 42, "C", "empty"),
            ev("atom_left", 7, "Si", "left field")]
-    calibrate_events(evs, atoms, np.array([5, 7, 9]), snr=6.0, bad_fraction=0.0)
+    calibrate_events(evs, atoms, np.array([5, 7, 9]), snr=6.0, bad_fraction=0.0, window_events=5)
     conf = [e.confidence for e in evs]
-    assert conf[0] == pytest.approx(float(calibrated(0.75, 0.999, 6.0)[0]))   # the atom's own confidence
-    assert conf[1] == pytest.approx(float(calibrated(0.75, 0.6, 6.0)[0])) and conf[1] <= conf[0]
-    assert conf[2] == pytest.approx(float(calibrated(0.75, np.nan, 6.0)[0]))  # the atom is gone
+    assert conf[0] == pytest.approx(float(calibrated(0.75, 0.999, 6.0, 0.0, 5)[0]))   # the atom's own confidence
+    assert conf[1] == pytest.approx(float(calibrated(0.75, 0.6, 6.0, 0.0, 5)[0])) and conf[1] <= conf[0]
+    assert conf[2] == pytest.approx(float(calibrated(0.75, np.nan, 6.0, 0.0, 5)[0]))  # the atom is gone
     assert conf[3] == 0.75                                 # bookkeeping keeps its own
     assert len(set(np.round(conf[:3], 6))) >= 2
+    one = [ev("si_3_to_4", 7), ev("atom_left", 9, "Si", "left field")]
+    calibrate_events(one, atoms, np.array([5, 7, 9]), snr=6.0, bad_fraction=0.0)   # default: this frame's count
+    assert one[0].confidence == pytest.approx(float(calibrated(0.75, 0.999, 6.0, 0.0, 1)[0]))
+
+
+def test_pipeline_counts_the_transformation_events_of_the_window():
+    """The burst input of the event confidence: the transformation events the tracker raised in the
+    series' last n frames (non-ok frames count 0, bookkeeping never, a new series starts from 0), and
+    every event of a frame is calibrated with that count."""
+    from engine.health.confidence import calibrated
+    from engine.pipeline import Pipeline, empty_chemistry
+    from engine.track.tracker import TrackUpdate
+    from engine.types import Event, FrameChemistry
+    from stemwatch.config import EventConfig
+
+    def ev(kind="si_3_to_4", before="3-fold", after="4-fold"):
+        return Event(frame=0, t_acquired=0.0, latency_s=0.0, kind=kind, atom_id=-1, x=0.0, y=0.0, x_A=0.0,
+                     y_A=0.0, before=before, after=after, confidence=0.75)
+
+    # per frame: transformations, bookkeeping (None: a blank frame, no network run); window: last 4 frames
+    script = [(2, 1), (0, 0), (1, 0), (0, 3), None, (1, 0), (0, 0), (1, 0)]
+    want_window = [2, 2, 3, 3, 1, 2, 1, 2]
+    pipe = Pipeline.tracking_only(Config())
+    pipe.set_events(EventConfig(k_of_n=(3, 4), min_confidence=0.0))
+    queue = []
+
+    def update(chem, seq, t, frame_shape=None):
+        n = len(chem.atoms)
+        return TrackUpdate(track_ids=np.zeros(n, np.int64), events=queue.pop(0), confirmed=np.zeros(n, bool),
+                           drift_px=(0.0, 0.0), drift_A=(0.0, 0.0), drift_searched=False, n_tracks=0)
+
+    pipe.tracker.update = update
+    windows, bads, confs = [], [], []
+    for seq, step in enumerate(script):
+        if step is not None:
+            k, b = step
+            queue.append([ev() for _ in range(k)] + [ev("atom_left", "Si", "left field") for _ in range(b)])
+        fc = FrameChemistry(series="s", seq=seq, t_acquired=float(seq), pixel_size_A=0.1, frame_shape=(64, 64),
+                            chemistry=None if step is None else empty_chemistry(0.1, (64, 64)))
+        r = pipe.track(fc)
+        windows.append(pipe.window_events)
+        bads.append(pipe.bad_fraction)
+        confs.append([e.confidence for e in r.events if e.category != "bookkeeping"])
+    assert windows == want_window and bads[5] == 0.25
+    for w, bad, c in zip(windows, bads, confs):
+        assert c == pytest.approx([float(calibrated(0.75, np.nan, np.nan, bad, w)[0])] * len(c))
+    assert confs[0][0] > confs[2][0]                       # 3 events in the window: less sure than 2
+    queue.append([ev()])
+    pipe.track(FrameChemistry(series="t", seq=0, t_acquired=0.0, pixel_size_A=0.1, frame_shape=(64, 64),
+                              chemistry=empty_chemistry(0.1, (64, 64))))
+    assert pipe.window_events == 1                         # a new series: the window starts afresh
 
 
 def test_event_calibration_fit_is_monotone_and_follows_the_data():
     """lab.event_calibration.fit: on events whose rightness depends on the SNR it learns a positive SNR
     coefficient; a coefficient the data would give the wrong sign (here more non-ok frames -> more
-    right, by construction) is held at 0, so the confidence stays monotone."""
+    right, by construction) is held at 0, so the confidence stays monotone. fit_curve maps the score
+    to the observed fraction right, monotone, never 0 or 1, with at least MIN_BLOCK events per knot."""
     from engine.health.confidence import FEATURES, calibrated
-    from lab.event_calibration import fit
+    from lab.event_calibration import fit, fit_curve, fit_model, predict, reliability
 
     rng = np.random.default_rng(3)
     snr = np.exp(rng.uniform(np.log(2), np.log(20), 600))
     bad = rng.choice([0.0, 0.25, 0.5], 600)
     p_right = 1 / (1 + np.exp(-(-2.0 + 2.0 * np.log(snr) + 2.0 * bad)))
     right = rng.random(600) < p_right
-    rows = [{"raw": 0.75, "atom_conf": 0.99, "snr": float(s), "bad": float(b), "right": bool(r)}
-            for s, b, r in zip(snr, bad, right)]
+    rows = [{"raw": 0.75, "atom_conf": 0.99, "snr": float(s), "bad": float(b), "right": bool(r), "seed": i // 4}
+            for i, (s, b, r) in enumerate(zip(snr, bad, right))]
     coef = dict(zip(FEATURES, fit(rows)))
     assert coef["log_snr"] > 1.0 and coef["bad_window"] == 0.0
-    c = calibrated(0.75, 0.99, np.array([2.0, 20.0]), coef=tuple(coef.values()))
+    c = calibrated(0.75, 0.99, np.array([2.0, 20.0]), coef=tuple(coef.values()), curve=None)
     assert c[0] < 0.6 < 0.9 < c[1]
+
+    z = rng.normal(0, 2, 2000)                             # a score whose probability is a step, not a sigmoid
+    y = rng.random(2000) < np.where(z < 0, 0.3, 0.9)
+    kz, kp = fit_curve(z, y, min_block=50)
+    assert np.all(np.diff(kz) > 0) and np.all(np.diff(kp) >= 0) and 0 < kp[0] and kp[-1] < 1
+    assert len(kz) >= 2 and abs(np.interp(-3, kz, kp) - 0.3) < 0.08 and abs(np.interp(3, kz, kp) - 0.9) < 0.05
+    model = fit_model(rows)
+    p = predict(rows, model)
+    assert reliability(p, right)[1] < 0.05 and np.corrcoef(p, snr)[0, 1] > 0.5
+
+
+def test_shipped_event_calibration_is_the_documented_fit_of_the_stored_rows():
+    """The shipped coefficients and curve are what ``python -m lab.event_calibration --fit`` gives on the
+    stored calibration rows (lab/data/event_calibration), and on the stored held-out rows (movies never
+    used in the fit) the shipped confidence has ECE <= 0.05 (the slow test re-simulates a part)."""
+    from engine.health import confidence
+    from lab.event_calibration import evaluate, fit_model, read_rows
+
+    data = Path(__file__).resolve().parent.parent / "lab" / "data" / "event_calibration"
+    cal = read_rows(data / "cal.jsonl.gz")
+    coef, (kz, kp) = fit_model(cal)
+    assert coef == pytest.approx(confidence.COEF, abs=2e-4)
+    assert kz == pytest.approx(confidence.MAP_Z, abs=2e-4) and kp == pytest.approx(confidence.MAP_P, abs=2e-4)
+    held = read_rows(data / "heldout.jsonl.gz")
+    assert not {r["seed"] for r in held} & {r["seed"] for r in cal}
+    ev = evaluate(held)
+    assert ev["events"] > 1000 and ev["right"] < ev["events"]
+    assert ev["calibrated"]["ece"] <= 0.05 < ev["raw"]["ece"]
 
 
 def test_event_threshold_applies_to_the_calibrated_confidence():
@@ -417,16 +502,19 @@ def test_event_threshold_applies_to_the_calibrated_confidence():
 
 @pytest.mark.slow
 @needs_model
-@pytest.mark.xfail(strict=True, reason="issue 13 criterion 6 NOT met for events: held-out ECE 0.073 on 404 events of "
-                                       "102 movies (0.087 on the 12 this test runs); docs/tracking.md")
 def test_event_confidence_calibrated_on_heldout_movies():
     """Criterion 6, events: events with confidence c are right about a fraction c of the time (ECE <=
-    0.05) on held-out simulated movies (lab.event_calibration's held-out seeds, never used in the fit;
-    the first two rounds of doses: 12 movies, ~10 min)."""
+    0.05, 10 equal-width bins) on held-out simulated movies (lab.event_calibration's held-out seeds,
+    never used in the fit; the first ten rounds of doses: 60 movies, 251 events, ~7 min loaded). The
+    confidence ranks: events below 0.5 are mostly wrong, those above 0.9 mostly right."""
     from lab.event_calibration import HELDOUT_SEED, collect, evaluate
 
-    rows = collect(HELDOUT_SEED, movies=2)
+    rows = collect(HELDOUT_SEED, movies=10)
     ev = evaluate(rows)
-    assert ev["events"] >= 40 and ev["right"] < ev["events"]          # wrong events exist: not a vacuous score
+    assert ev["events"] >= 150 and ev["right"] < ev["events"]         # wrong events exist: not a vacuous score
     assert ev["calibrated"]["ece"] <= 0.05, ev["calibrated"]["table"]
     assert ev["calibrated"]["distinct"] > 5
+    low = sum(t["n"] * t["acc"] for t in ev["calibrated"]["table"] if t["hi"] <= 0.5) / \
+        max(1, sum(t["n"] for t in ev["calibrated"]["table"] if t["hi"] <= 0.5))
+    high = [t for t in ev["calibrated"]["table"] if t["lo"] >= 0.9][0]
+    assert low < 0.5 < 0.9 < high["acc"]
