@@ -153,6 +153,11 @@ class TrackingConfig(Section):
                                                      # this many frames old
     border_margin_A: float = 1.5                     # tracks ending this close to the field edge "left"
     history_frames: int = 32                         # per-track raw species/coordination ring length
+    rejoin_min_confidence: float = 0.998             # a detection less sure than this and than 99 % of
+                                                     # its frame's atoms, on a track missed in the frame
+                                                     # before, counts as one more miss (once per run): at
+                                                     # low dose the network "sees" an atom on a freshly
+                                                     # emptied site for a frame (confidence 0.96-0.996)
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ RULES: dict[str, dict] = {
     "tracking.heavy_mismatch_cost": _ge(0, "x (birth + death)"),
     "tracking.species_mismatch_cost": _ge(0, "x (birth + death)"),
     "tracking.tentative_cost": _ge(0, "x (birth + death)"), "tracking.history_frames": _ge(1),
+    "tracking.rejoin_min_confidence": _in(0.0, 1.0, "confidence"),
     "events.min_confidence": _in(0.0, 1.0, "confidence"), "events.k_of_n": {**_ge(1, "frames"), "item": int},
     "dashboard.port": _in(0, 65535, "TCP port"), "dashboard.allow_origins": {"item": str}, "dashboard.history_frames": _ge(1),
     "dashboard.max_update_bytes": _gt(0), "dashboard.max_events": _ge(1, "events"),

@@ -135,7 +135,7 @@ class EventLogic:
         self._dimers(f)
         self._formula(f)
         self._new_motifs(f, chem, det_track)
-        self.ended = self._presence(f, tree)
+        self.ended = self._presence(f, tree, det_track)
         return f.out
 
     # -------------------------------------------------------------------------------------- rules
@@ -318,7 +318,7 @@ class EventLogic:
                 if len(f.out) > n_out:
                     f.out[-1].atom_ids = [int(v) for v in st.id[rows]]
 
-    def _presence(self, f: _Frame, tree) -> np.ndarray:
+    def _presence(self, f: _Frame, tree, det_track=None) -> np.ndarray:
         """A track ends after max(k, memory_frames) missed frames in a row (random missed detections
         at rate p end a track with probability p^m per frame, not ~C(n,k) p^k). Returns ``ended``."""
         st, snap = f.st, f.snap
@@ -355,8 +355,10 @@ class EventLogic:
                 if st.sp_state[r] == SI:
                     f.emit("si_lost", r, first, "Si", "left field" if edge else "ejected", count / f.n, xy_px=xy_px)
                 elif not (edge or ce):                     # C: a Si neighbour's own event reports it
-                    if tree is not None and np.isfinite(tree.query(pred_A, k=1,
-                                                                   distance_upper_bound=self.cfg.max_speed_A_per_frame)[0]):
+                    on_site = tree.query_ball_point(pred_A, self.cfg.max_speed_A_per_frame) if tree is not None else []
+                    if det_track is not None:              # (its own unsure detection, counted as a miss)
+                        on_site = [j for j in on_site if det_track[j] != r]
+                    if len(on_site):
                         continue                           # another atom sits on the site
                     # a vacancy is one empty site in an intact, registered lattice: its neighbours
                     # (confirmed tracks within VACANCY_NB_A) are still there and were found this

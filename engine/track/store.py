@@ -37,6 +37,7 @@ SCALARS: dict[str, tuple] = {
     "formula_state": (np.int16, (), UNKNOWN),  # debounced defect-formula code
     "present_state": (np.int16, (), 1),
     "miss_edge_A": (np.float32, (), np.inf),  # nearest the field edge it was predicted while unseen (A)
+    "weak_used": (np.bool_, (), False),    # an unsure detection already counted as a miss in this run
 }
 #: raw observation rings: name -> dtype. Stored as (H, capacity) so that writing one frame's column
 #: for all tracks is contiguous; :meth:`TrackStore.ring` returns the (T, H) transposed view.

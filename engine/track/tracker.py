@@ -178,12 +178,15 @@ class Tracker:
         self.motion.predict(st.P, gap)
         mt, md, hop = self._assign(st, tree, xy_A, sp) if len(st) and N else (np.zeros(0, np.int64),) * 2 + (
             np.zeros(0, bool),)
-        self._correct(st, mt, md, hop, world, atoms, conf, feats, seq)
-        self._count_misses(st, mt)
+        weak = self._weak_rejoins(st, mt, md, conf)
+        self._correct(st, mt[~weak], md[~weak], hop[~weak], world, atoms, conf, feats, seq)
+        self._count_misses(st, mt[~weak])
+        st.weak_used[mt[weak]] = True
         # ---- births, raw observations, events, track ends
         det_track = self._births(st, mt, md, world, xy_A, atoms, conf, feats, seq, shift)
         matched_all = np.zeros(len(st), bool)
         matched_all[det_track] = True
+        matched_all[mt[weak]] = False
         st.confirmed[:] |= st.hits >= self.cfg.confirm_frames
         self._write_rings(st, det_track, matched_all, feats, world)
         events = self.events_logic.step(self._snapshot(chem, seq, t_acquired, world), chem, det_track, tree)
@@ -221,6 +224,18 @@ class Tracker:
         self.revived_rows = np.zeros(0, np.int64)
         self._revive_parked()
 
+    def _weak_rejoins(self, st, mt, md, conf) -> np.ndarray:
+        """Matches (bool per pair) that count as a miss: an unsure detection -- below
+        ``rejoin_min_confidence`` and below 99 % of this frame's detections -- on a track missed in
+        the frame before, once per run of misses. On a site emptied at low dose the network can
+        report an atom for one frame; it would restart the missed-frame count and a vacancy would be
+        reported frames late. The detection keeps the track's id; a second one in the run continues
+        the track (an atom that is really there, seen unsure)."""
+        if not len(mt):
+            return np.zeros(0, bool)
+        thr = min(float(self.cfg.rejoin_min_confidence), float(np.quantile(conf, 0.01)))
+        return (st.misses[mt] > 0) & ~st.weak_used[mt] & (conf[md] < thr)
+
     def _correct(self, st, mt, md, hop, world, atoms, conf, feats, seq) -> None:
         """Measurement update of the matched tracks and their last observations."""
         if not len(mt):
@@ -228,6 +243,7 @@ class Tracker:
         st.pos[mt], st.P[mt] = self.motion.correct(st.pos[mt], st.P[mt], world[md], hop)
         st.hits[mt] += 1
         st.misses[mt] = 0
+        st.weak_used[mt] = False
         st.miss_edge_A[mt] = np.inf
         st.last_seq[mt] = seq
         st.last_px[mt] = atoms.xy_px[md]
@@ -517,6 +533,7 @@ class Tracker:
             return
         rows = pk.take(back)
         rows["misses"][:] = 0
+        rows["weak_used"][:] = False
         rows["present_state"][:] = 1
         sl = self.store.put(rows, reset_rings=True)
         self.revived_rows = np.arange(sl.start, sl.stop)
