@@ -94,11 +94,21 @@ class Receiver:
             if socket_type == "SUB":
                 self._sock.setsockopt(zmq.SUBSCRIBE, b"")
             self._auth = apply_curve(self._ctx, self._sock, curve, server=bind)
+            # connection events (peers connecting, disconnecting, failing the CURVE handshake); the
+            # monitor is attached before bind/connect: a handshake that completes first would go uncounted
+            self._mon = self._sock.get_monitor_socket(
+                zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+                | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECT_DELAYED)
             if bind:
                 self._sock.bind(endpoint)
             else:
                 self._sock.connect(endpoint)
         except Exception:
+            mon = getattr(self, "_mon", None)
+            if mon is not None:
+                self._sock.disable_monitor()
+                mon.close(0)
             self._sock.close(0)
             if self._auth is not None:
                 self._auth.stop()
@@ -107,11 +117,6 @@ class Receiver:
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
         self._bind = bool(bind)
         self._connect_endpoint = None if bind else endpoint
-        # connection events (peers connecting, disconnecting, failing the CURVE handshake)
-        self._mon = self._sock.get_monitor_socket(
-            zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
-            | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECT_DELAYED)
         self._reconnect_due: float | None = None    # see _drain_monitor
         self.recorder = recorder
         self._lock = threading.Lock()

@@ -316,3 +316,23 @@ def test_oversized_part_refused_by_libzmq_and_receiver_carries_on():
     finally:
         ctx.term()
         rx.stop()
+
+
+def test_a_handshake_that_completes_at_once_is_still_counted(monkeypatch):
+    """The receiver's connection monitor is attached before it connects: a handshake that finished
+    before the monitor existed went uncounted (``peers_connected`` stayed 0 and anything waiting for
+    the peer waited for ever; seen under pytest-xdist). Here the monitor is made slow to attach."""
+    real = zmq.Socket.get_monitor_socket
+
+    def slow(self, *a, **kw):
+        time.sleep(0.5)                        # the publisher's handshake completes meanwhile
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(zmq.Socket, "get_monitor_socket", slow)
+    pub = Publisher(TCP, send_timeout_s=10)
+    rx = Receiver(pub.endpoint).start()
+    try:
+        assert wait_until(lambda: rx.stats()["peers_connected"] >= 1)
+    finally:
+        rx.stop()
+        pub.close()
