@@ -107,8 +107,8 @@ def frames_one_by_one(name: str, n_frames: int, read: Callable[[int], np.ndarray
     for i in range(n_frames):
         try:
             data = np.ascontiguousarray(to_wire_dtype(np.asarray(read(i))))
-            if data.ndim != 2:
-                raise ValueError(f"frame {i} has shape {data.shape}, not (H, W)")
+            if data.ndim != 2 or data.size == 0:
+                raise ValueError(f"frame {i} has shape {data.shape}, not (H, W) with H, W >= 1")
         except FileImportError:
             raise
         except Exception as exc:                 # damaged or truncated file: stop cleanly, say where

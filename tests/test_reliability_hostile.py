@@ -173,6 +173,12 @@ def test_importers_fuzz_mutated_files(seeds, tmp_path, kind, cut, flips, garbage
     _fuzz_one(seeds, tmp_path, kind, cut=cut, flips=flips, garbage=garbage, insert_at=insert_at)
 
 
+def test_a_tiff_page_mutated_to_zero_rows_is_refused_not_read_as_an_empty_frame(seeds, tmp_path):
+    """Found by the fuzz test above: one flipped byte gave a TIFF page of shape (0, 12), which was
+    imported as an empty frame; a frame with no pixels is damage, refused with the frame's number."""
+    _fuzz_one(seeds, tmp_path, ".tif", cut=-1, flips=[(649792, 1)], garbage=b"", insert_at=0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
