@@ -651,15 +651,7 @@ class MovieSimulator:
         band = max(2, int(h * r.uniform(0.08, 0.25)))
         r0 = int(r.integers(0, max(1, h - band)))
         shift = int(r.choice([-3, -2, 2, 3]))
-        out = img.copy()
-        rows = out[r0:r0 + band]
-        if shift > 0:
-            rows[:, shift:] = img[r0:r0 + band, :-shift]
-            rows[:, :shift] = img[r0:r0 + band, :1]
-        else:
-            rows[:, :shift] = img[r0:r0 + band, -shift:]
-            rows[:, shift:] = img[r0:r0 + band, -1:]
-        return out
+        return shift_rows(img, r0, band, shift)
 
     def meta(self) -> dict:
         """JSON-able description of the movie (what the truth file stores as ``meta``)."""
@@ -685,6 +677,20 @@ class MovieSimulator:
         m = self.meta()
         return _make(GroundTruth, pixel_size_A=m["pixel_size_A"], shape_px=tuple(m["shape_px"]),
                      frame_time_s=m["frame_time_s"], frames=list(self.frames_kept), events=list(self.events), meta=m)
+
+
+def shift_rows(img: np.ndarray, r0: int, rows: int, shift: int) -> np.ndarray:
+    """A copy of ``img`` with rows ``r0 .. r0 + rows - 1`` shifted ``shift`` px along x (a scan tear;
+    the edge pixel is repeated into the gap)."""
+    out = img.copy()
+    band = out[r0:r0 + rows]
+    if shift > 0:
+        band[:, shift:] = img[r0:r0 + rows, :-shift]
+        band[:, :shift] = img[r0:r0 + rows, :1]
+    elif shift < 0:
+        band[:, :shift] = img[r0:r0 + rows, -shift:]
+        band[:, shift:] = img[r0:r0 + rows, -1:]
+    return out
 
 
 def _make(cls, **kw):

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.sim.movie import shift_rows
+
 
 def shift_band(img: np.ndarray, rng: np.random.Generator, to_end: bool = False):
     """A scan tear (or, ``to_end``, a line jump: every row from one on): ``(image, (row, rows, shift))``."""
@@ -40,15 +42,7 @@ def shift_band(img: np.ndarray, rng: np.random.Generator, to_end: bool = False):
         r0 = int(rng.integers(h // 8, h - h // 8))
         band = h - r0
     shift = int(rng.choice([-3, -2, 2, 3]))
-    out = img.copy()
-    rows = out[r0:r0 + band]
-    if shift > 0:
-        rows[:, shift:] = img[r0:r0 + band, :-shift]
-        rows[:, :shift] = img[r0:r0 + band, :1]
-    else:
-        rows[:, :shift] = img[r0:r0 + band, -shift:]
-        rows[:, shift:] = img[r0:r0 + band, -1:]
-    return out, (r0, band, shift)
+    return shift_rows(img, r0, band, shift), (r0, band, shift)
 
 
 def simulated_frames():
