@@ -9,6 +9,7 @@ import numpy as np
 from bokeh.document import Document
 
 from _dashboard_data import Lattice
+from _gallery import assert_si_3_then_4_fold
 from dashboard.app import make_document
 from dashboard.state import DashboardHub
 from stemwatch.config import DashboardConfig
@@ -116,15 +117,7 @@ def test_event_click_shows_before_and_after_crops_the_same_as_analyze_writes(tmp
     assert f'data-key="{row.key}"' in tab.gallery.text
     png = base64.b64decode(tab.gallery.text.split("base64,")[1].split('"')[0])
     pic = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-    assert pic.shape == (gallery.CROP_PX + gallery.CAPTION_PX, 2 * gallery.CROP_PX + gallery.GAP_PX, 3)
-    # the dopant is drawn 3-fold (red) before and 4-fold (yellow) after: coordination is visible
-    c = gallery.CAPTION_PX + gallery.CROP_PX // 2
-    left = pic[c - 3:c + 4, gallery.CROP_PX // 2 - 3:gallery.CROP_PX // 2 + 4].reshape(-1, 3)
-    rx = gallery.CROP_PX + gallery.GAP_PX + gallery.CROP_PX // 2
-    right = pic[c - 3:c + 4, rx - 3:rx + 4].reshape(-1, 3)
-    red, yellow = np.array([0xff, 0x17, 0x44]), np.array([0xff, 0xd6, 0x00])
-    assert (np.abs(left - red).sum(1) < 30).any() and not (np.abs(left - yellow).sum(1) < 30).any()
-    assert (np.abs(right - yellow).sum(1) < 30).any() and not (np.abs(right - red).sum(1) < 30).any()
+    assert_si_3_then_4_fold(pic)          # the dopant drawn 3-fold (red) before, 4-fold (yellow) after
     # analyze's writer draws the same picture from the same results
     w = gallery.GalleryWriter(tmp_path)
     for r in results[:7]:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests._browser import chromium, js, severe_console_errors, wait_for
+from tests._gallery import assert_si_3_then_4_fold
 
 
 @pytest.fixture(scope="module")
@@ -54,21 +55,11 @@ def test_report_gallery_is_the_dashboards_before_after_picture(report_html):
 
     from PIL import Image
 
-    from dashboard import gallery
-
     text = report_html.read_text().replace("\\u0027", "'")
     cells = text.split("class='gallery-item'")[1:]
     assert cells and "si_3_to_4" in cells[0]
     png = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)", cells[0]).group(1))
-    pic = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    assert pic.shape == (gallery.CROP_PX + gallery.CAPTION_PX, 2 * gallery.CROP_PX + gallery.GAP_PX, 3)
-    c = gallery.CAPTION_PX + gallery.CROP_PX // 2
-    left = pic[c - 3:c + 4, gallery.CROP_PX // 2 - 3:gallery.CROP_PX // 2 + 4].reshape(-1, 3)
-    rx = gallery.CROP_PX + gallery.GAP_PX + gallery.CROP_PX // 2
-    right = pic[c - 3:c + 4, rx - 3:rx + 4].reshape(-1, 3)
-    red, yellow = np.array([0xff, 0x17, 0x44]), np.array([0xff, 0xd6, 0x00])
-    assert (np.abs(left - red).sum(1) < 30).any() and not (np.abs(left - yellow).sum(1) < 30).any()
-    assert (np.abs(right - yellow).sum(1) < 30).any() and not (np.abs(right - red).sum(1) < 30).any()
+    assert_si_3_then_4_fold(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")))
 
 
 @pytest.mark.slow
