@@ -86,12 +86,7 @@ def export_onnx(net, out_path: str | Path, pixel_size_A: float, normalisation: d
     }
     for k, v in (extra_metadata or {}).items():
         meta[f"stemwatch.{k}"] = v if isinstance(v, str) else json.dumps(v)
-    del proto.metadata_props[:]
-    for k, v in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    proto.producer_name = "stemwatch"
-    onnx.checker.check_model(proto)
+    set_metadata(proto, meta)
     data = proto.SerializeToString()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmpname = tempfile.mkstemp(dir=out_path.parent, suffix=".tmp")
@@ -100,6 +95,19 @@ def export_onnx(net, out_path: str | Path, pixel_size_A: float, normalisation: d
     os.chmod(tmpname, 0o644)
     os.replace(tmpname, out_path)
     return out_path
+
+
+def set_metadata(proto, meta: dict) -> None:
+    """Replace the ONNX model's metadata with ``meta`` (str -> str), name stemwatch its producer and
+    check the model."""
+    import onnx
+
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.producer_name = "stemwatch"
+    onnx.checker.check_model(proto)
 
 
 def export_both(net, out_dir: str | Path, pixel_size_A: float, normalisation: dict,

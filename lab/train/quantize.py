@@ -101,6 +101,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, *, n_frames: int 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from engine.infer.model import ModelContract
+    from lab.train.export import set_metadata
 
     if method not in METHODS:
         raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}")
@@ -143,12 +144,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, *, n_frames: int 
     meta = dict(contract.metadata)
     meta["stemwatch.precision"] = "int8"
     meta["stemwatch.quantisation"] = json.dumps(recipe)
-    del proto.metadata_props[:]
-    for k, v in meta.items():
-        e = proto.metadata_props.add()
-        e.key, e.value = k, v
-    proto.producer_name = "stemwatch"
-    onnx.checker.check_model(proto)
+    set_metadata(proto, meta)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmpname = tempfile.mkstemp(dir=out_path.parent, suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
