@@ -9,6 +9,15 @@ from engine.types import SI
 from _track_lattice import honeycomb
 
 
+def _lattice_with_si(size, n_si, rng):
+    """A honeycomb of ``size`` A at a random rotation with ``n_si`` Si at least 8 A inside its edges."""
+    pts = honeycomb(size, rotation_deg=rng.uniform(0, 60))
+    sp = np.zeros(len(pts), np.int8)
+    inner = np.flatnonzero(np.all((pts > 8) & (pts < size - 8), axis=1))
+    sp[rng.choice(inner, n_si, replace=False)] = SI
+    return pts, sp
+
+
 def _frame(pts, sp, shift, size, rng, jitter=0.05, p_miss=0.02):
     xy = pts + shift + rng.normal(0, jitter, pts.shape)
     keep = np.all((xy >= 0) & (xy <= size), axis=1) & (rng.random(len(pts)) > p_miss)
@@ -19,10 +28,7 @@ def _frame(pts, sp, shift, size, rng, jitter=0.05, p_miss=0.02):
 def test_recovers_shifts_up_to_2A_without_prediction(seed):
     rng = np.random.default_rng(seed)
     size = 40.0
-    pts = honeycomb(size, rotation_deg=rng.uniform(0, 60))
-    sp = np.zeros(len(pts), np.int8)
-    inner = np.flatnonzero(np.all((pts > 8) & (pts < size - 8), axis=1))
-    sp[rng.choice(inner, 3, replace=False)] = SI
+    pts, sp = _lattice_with_si(size, 3, rng)
     ang = rng.uniform(0, 2 * np.pi)
     true = rng.uniform(0.3, 2.0) * np.array([np.cos(ang), np.sin(ang)])
     a, sa = _frame(pts, sp, np.zeros(2), size, rng)
@@ -71,10 +77,7 @@ def test_drift_reversal_during_the_scan_is_recovered(seed):
     a band of rows (rows between land on wrong neighbours); growing the map band by band fits all."""
     rng = np.random.default_rng(seed)
     size = 35.0
-    pts = honeycomb(size, rotation_deg=rng.uniform(0, 60))
-    sp = np.zeros(len(pts), np.int8)
-    inner = np.flatnonzero(np.all((pts > 8) & (pts < size - 8), axis=1))
-    sp[rng.choice(inner, 4, replace=False)] = SI
+    pts, sp = _lattice_with_si(size, 4, rng)
     ang = rng.uniform(0, 2 * np.pi)
     v = 1.8 * np.array([np.cos(ang), np.sin(ang)])
     a, sa = _frame(pts, sp, np.zeros(2), size, rng)
