@@ -50,6 +50,7 @@ from lab.eventscore import EventMatch, TruthEvents, score_events
 from lab.radii import END_MARGIN_FRAMES, EVENT_RADIUS_A, MAX_LATENCY_FRAMES, WARMUP_FRAMES
 # the source process and the browser live in lab/soak_source.py and lab/soak_browser.py (re-exported)
 from lab.soak_browser import Browser  # noqa: F401
+from lab.net import free_tcp_port
 from lab.soak_memory import memory_trend, open_fds, sample_rss
 from lab.soak_source import (LONG_MOVIE, load_movie, long_series_movie, resolve_movie,  # noqa: F401
                              run_source, start_source_process)
@@ -64,14 +65,6 @@ _LAT_BINS = 20_000
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _free_tcp_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _watch_page(br, shown: dict, period_s: float, done: threading.Event) -> None:
     """Read which frame the dashboard page shows every ``period_s`` until ``done``; counts the samples
     and the distinct frames in ``shown``."""
@@ -297,7 +290,7 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
 
     # the analyzer, the dashboard and the browser are up before the first frame is sent: the run's
     # clock (and the browser kill time) starts with the source, not with Chromium's start-up
-    endpoint = f"tcp://127.0.0.1:{_free_tcp_port()}"
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     source = sampler = watcher = None
     watching_done = threading.Event()
     warm_at: list = [None]               # seconds into the run when warmup_frames were analysed

@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import sys
 import tempfile
 import threading
 import time
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from lab.net import free_tcp_port
 
 
 def take(source: str, out: str, kind: str = "si_3_to_4", delay_s: float = 0.3, width: int = 1640,
@@ -39,7 +34,7 @@ def take(source: str, out: str, kind: str = "si_3_to_4", delay_s: float = 0.3, w
     from streamer.replay import replay
 
     cfg = Config().replace(dashboard={"port": 0})
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     service = LiveService(cfg, endpoint=endpoint)
     dash = DashboardServer(cfg.dashboard, controller=service)
     url = dash.start()
