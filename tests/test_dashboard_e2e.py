@@ -14,7 +14,7 @@ from _browser import CLICK_WAIT_S, chromium, click_button, js, severe_console_er
 from dashboard.render import event_label
 from dashboard.server import DashboardServer
 from stemwatch.config import Config
-from _net import free_port
+from lab.net import free_tcp_port
 
 pytestmark = pytest.mark.browser
 
@@ -43,7 +43,7 @@ class Chain:
 
         self.source, self.speed = source, speed
         self.cfg = (cfg or Config()).replace(dashboard={"port": 0})
-        self.endpoint = f"tcp://127.0.0.1:{free_port()}"
+        self.endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
         self.stop_replay = threading.Event()
         self.sent: dict[int, float] = {}             # frames sent so far -> wall time of that send
         self.thread = None
@@ -292,7 +292,7 @@ def test_demo_command_serves_the_dashboard_and_analyses():
     import urllib.request
 
     cmd = [sys.executable, "-m", "stemwatch", "demo", "--source", "simulate", "--port", "0", "--no-browser",
-           "--data-endpoint", f"tcp://127.0.0.1:{free_port()}"]
+           "--data-endpoint", f"tcp://127.0.0.1:{free_tcp_port()}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     err_lines = []
     try:

@@ -11,7 +11,7 @@ import pytest
 
 from stemwatch.config import StreamConfig
 from streamer import Publisher, Receiver
-from _net import free_port
+from lab.net import free_tcp_port
 from _wait import wait_until
 
 TCP = "tcp://127.0.0.1:*"
@@ -774,7 +774,7 @@ def test_serve_in_process_gives_back_the_callers_sigterm_handler_and_closes_its_
     before = signal.signal(signal.SIGTERM, mine)
     log = tmp_path / "events.jsonl"
     try:
-        rc = main(["serve", "--connect", f"tcp://127.0.0.1:{free_port()}", "--no-dashboard", "--events", "",
+        rc = main(["serve", "--connect", f"tcp://127.0.0.1:{free_tcp_port()}", "--no-dashboard", "--events", "",
                    "--backend", "onnx", "--duration-s", "0.3", "--quiet", "--events-log", str(log)])
         assert rc == 0
         assert signal.getsignal(signal.SIGTERM) is mine

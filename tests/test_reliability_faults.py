@@ -38,7 +38,7 @@ from stemwatch.config import Config
 from streamer import Publisher
 from streamer.recording import RecordingReader, iter_frames
 from _wait import wait_until
-from _net import free_port
+from lab.net import free_tcp_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MOVIE = ROOT / "replay_data" / "01_switching_256.swrec"      # 48 frames 256x256 uint16, a Si switching
@@ -127,7 +127,7 @@ def _settled(read, quiet_s: float = 2.0):
 
 # ------------------------------------------------------------------------------------------ tests
 def test_publisher_killed_and_restarted_mid_series(tmp_path, movie_npy):
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     rec = tmp_path / "restart.swrec"
     res = Results()
     svc = LiveService(CFG, endpoint, record_path=rec, events_endpoint="tcp://127.0.0.1:*")
@@ -171,7 +171,7 @@ def test_publisher_killed_and_restarted_mid_series(tmp_path, movie_npy):
 
 
 def test_new_series_without_end(tmp_path, movie_npy):
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     rec = tmp_path / "series.swrec"
     res = Results()
     svc = LiveService(CFG, endpoint, record_path=rec)
@@ -263,7 +263,7 @@ class PausableRelay:
 
 
 def _network_pause(tmp_path, movie_npy, pause_s, stall_timeout_s, n=40):
-    port = free_port()
+    port = free_tcp_port()
     relay = PausableRelay(port)
     rec = tmp_path / "pause.swrec"
     res = Results()

@@ -27,7 +27,7 @@ from streamer.recording import RecordingReader, iter_frames
 from streamer.security import Curve
 
 from _ws import ws_status
-from _net import free_port
+from lab.net import free_tcp_port
 from _wait import wait_until
 from test_reliability_faults import MOVIE
 
@@ -47,7 +47,7 @@ def _keys(tmp_path):
 @pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
 def test_serve_with_curve_allow_lists_on_frame_and_event_sockets(tmp_path):
     keys, pubs, subs = _keys(tmp_path)
-    frames_ep, events_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    frames_ep, events_ep = f"tcp://127.0.0.1:{free_tcp_port()}", f"tcp://127.0.0.1:{free_tcp_port()}"
     server_pub = str(keys / "analyzer.key")
     frames = [f.data for _, f in zip(range(16), iter_frames(MOVIE))]       # a Si goes 3 -> 4-fold at 8
     rec = tmp_path / "secure.swrec"
@@ -152,13 +152,13 @@ def test_dashboard_opened_to_the_network_needs_allowed_origins():
     lan = _lan_address()
     if lan is None:
         pytest.skip("no non-loopback address on this machine")
-    port = free_port()
+    port = free_tcp_port()
     with DashboardServer(DashboardConfig(port=port, address="0.0.0.0")) as dash:
         assert urllib.request.urlopen(dash.url, timeout=10).status == 200            # locally: yes
         with pytest.raises(urllib.error.HTTPError, match="403"):
             urllib.request.urlopen(f"http://{lan}:{port}/", timeout=10)              # from the LAN: no
         assert ws_status(lan, port, f"http://{lan}:{port}") == 403
-    port = free_port()
+    port = free_tcp_port()
     with DashboardServer(DashboardConfig(port=port, address="0.0.0.0", allow_origins=(f"{lan}:{port}",))) as dash:
         page = urllib.request.urlopen(f"http://{lan}:{port}/", timeout=10)
         assert page.status == 200 and b"bokeh" in page.read().lower()

@@ -12,7 +12,7 @@ from engine.sim.truth import load_truth
 from stemwatch.cli import main
 from streamer.protocol import decode
 from streamer.recording import iter_frames
-from _net import free_port
+from lab.net import free_tcp_port
 
 
 def test_simulate_out_round_trip(tmp_path):
@@ -35,7 +35,7 @@ def test_simulate_out_round_trip(tmp_path):
 
 
 def test_simulate_live_publishes_frames_at_the_frame_time():
-    ep = f"tcp://127.0.0.1:{free_port()}"
+    ep = f"tcp://127.0.0.1:{free_tcp_port()}"
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PULL)
     sock.connect(ep)

@@ -12,7 +12,7 @@ import pytest
 from stemwatch.cli import main
 from streamer.protocol import encode_end, encode_frame, encode_start
 from streamer.recording import RecordingReader, RecordingWriter
-from _net import free_port
+from lab.net import free_tcp_port
 
 
 def sw(*args, **kw):
@@ -53,7 +53,7 @@ def test_replay_into_record_is_byte_exact(tmp_path, endpoint):
 def test_replay_into_a_lossless_record_over_tcp_is_byte_exact(tmp_path):
     src, out = tmp_path / "src.swrec", tmp_path / "out.swrec"
     _recording(src)
-    port = free_port()
+    port = free_tcp_port()
     endpoint = f"tcp://127.0.0.1:{port}"
     rec = sw("record", "--connect", endpoint, "--out", str(out), "--until-end", "--lossless")
     rep = sw("replay", str(src), "--bind", endpoint, "--speed", "max", "-q")
