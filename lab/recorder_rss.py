@@ -1,7 +1,6 @@
 """Peak RSS of a lossless receiver behind a 20 MB/s sink, 2 MiB frames from a separate sender process.
 usage: PYTHONPATH=. python -m lab.recorder_rss N_FRAMES WINDOW_S   (issue 14, criterion 7; docs/recording.md)"""
 import os, socket, subprocess, sys, time
-import numpy as np
 from stemwatch.config import StreamConfig
 from streamer import Receiver
 

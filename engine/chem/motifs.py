@@ -26,8 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.chem.defects import REGION_KINDS
-
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLD = np.uint64(0x9E3779B97F4A7C15)

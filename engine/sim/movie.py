@@ -40,7 +40,6 @@ import numpy as np
 from engine.sim import structures as st
 from engine.sim.imaging import ImagingParams, apparent_positions, render
 from engine.sim.truth import FrameTruth, GroundTruth
-from engine.types import C, SI
 
 MOVIE_EVENT_KINDS = ("si_3_to_4", "si_4_to_3", "si_hop", "vacancy_created", "dimer_formed", "dimer_broken",
                      "rotor", "flicker")

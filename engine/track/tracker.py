@@ -43,7 +43,7 @@ from engine.track.events import EventLogic
 from engine.track.motion import MAX_SEARCH_GAP_FRAMES, DriftKalman, MotionModel  # noqa: F401 (re-export)
 from engine.track.snapshot import TrackSnapshot, edge_distance, near_edge
 from engine.track.store import TrackStore
-from engine.types import C, SI, Chemistry, Event
+from engine.types import C, Chemistry
 from stemwatch.config import EventConfig, TrackingConfig
 
 

@@ -11,8 +11,6 @@ lab.infer.heldout (detection F1, Si precision/recall)::
 
 from __future__ import annotations
 
-import numpy as np
-
 SAMPLINGS_A = (0.2, 0.22, 0.24, 0.26, 0.28, 0.3, 0.33, 0.36, 0.4)
 
 
