@@ -32,10 +32,9 @@ import functools
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from engine.chem.filters import binomial5, block_mean, pad2d, shift_max
+from engine.chem.filters import binomial5, block_mean, gaussian_smooth, pad2d, shift_max
 from engine.types import OTHER, SI, Atoms, Probabilities
 
 SQRT2 = float(np.sqrt(2.0))
@@ -123,6 +122,26 @@ def _disc(radius: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=32)
+def _centroid_stencil(r: float, wp: int) -> tuple:
+    """The centroid's gather, computed once per (radius, padded row length): the offsets of the disc
+    of radius ``r + 1`` (:func:`_disc`), those within ``r - 1`` of the centre first, as flat indices
+    into a map with rows of ``wp``; the (K, 3) basis (1, drow, dcol); that basis zeroed outside the
+    disc of radius ``r`` (the first pass); the number of inner offsets; and the ring offsets' drow,
+    dcol (float32). Read-only arrays."""
+    dr, dc = _disc(r + 1.0)
+    d2 = dr.astype(np.float64) ** 2 + dc.astype(np.float64) ** 2
+    inner = d2 <= (r - 1.0 - 1e-3) ** 2 if r > 1.0 else np.zeros(len(dr), bool)
+    order = np.r_[np.flatnonzero(inner), np.flatnonzero(~inner)]
+    dr, dc, d2 = dr[order], dc[order], d2[order]
+    basis = np.stack([np.ones_like(dr), dr, dc], 1)
+    basis1 = basis * (dr**2 + dc**2 <= np.float32(r * r))[:, None]
+    n_inner = int(inner.sum())
+    flat = (dr.astype(np.int64) * wp + dc.astype(np.int64))
+    return (_frozen(flat), _frozen(basis), _frozen(basis1), n_inner, _frozen(dr[n_inner:].copy()),
+            _frozen(dc[n_inner:].copy()))
+
+
+@functools.lru_cache(maxsize=32)
 def _conflict_offsets(min_sep_px: float, half: int) -> tuple[np.ndarray, np.ndarray]:
     """(drow, dcol) of the pixels later in raster order than a peak, closer than ``min_sep_px``,
     outside the square window of half-size ``half`` (read-only; computed once per size)."""
@@ -131,6 +150,17 @@ def _conflict_offsets(min_sep_px: float, half: int) -> tuple[np.ndarray, np.ndar
     dr, dc = dr.ravel(), dc.ravel()
     sel = ((dr > 0) | (dc > 0)) & (dr**2 + dc**2 < min_sep_px**2) & (np.maximum(np.abs(dr), np.abs(dc)) > half)
     return _frozen(dr[sel]), _frozen(dc[sel])
+
+
+@functools.lru_cache(maxsize=32)
+def _flat_offsets_cached(key: tuple, w: int) -> np.ndarray:
+    dr, dc = np.array(key[0], np.int64), np.array(key[1], np.int64)
+    return _frozen(dr * w + dc)
+
+
+def _flat_offsets(dr: np.ndarray, dc: np.ndarray, w: int) -> np.ndarray:
+    """Integer offsets (``dr``, ``dc``) as flat indices into a map with rows of ``w`` (cached)."""
+    return _flat_offsets_cached((tuple(int(v) for v in dr), tuple(int(v) for v in dc)), int(w))
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -171,22 +201,24 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
 
     # probability-weighted centroid: one gather of a disc 1 px wider than the centroid disc
     r = max(1.0, cfg.site_radius_A / px)
-    dr, dc = _disc(r + 1.0)
-    basis = np.stack([np.ones_like(dr), dr, dc], 1)      # (K, 3): sum, sum dr, sum dc
     k = int(np.ceil(r + 1.0))
     wp = w + 2 * k
+    flat_off, basis, basis1, n_inner, ring_dr, ring_dc = _centroid_stencil(float(r), wp)
     pad = pad2d(pa, ((k, k), (k, k)), 0)                  # zeros outside the map
     flat = (rc[:, 0] + k) * wp + (rc[:, 1] + k)
-    vals = np.take(pad.ravel(), flat[:, None] + (dr * wp + dc).astype(np.int64)[None])
+    base = pad.ravel()[flat[:, None] + flat_off[None]]
     peak = pa[rc[:, 0], rc[:, 1]]
-    base = np.maximum(vals - 0.5 * peak[:, None], 0.0)
-    r2 = np.float32(r * r)
-    m = base @ (basis * (dr**2 + dc**2 <= r2)[:, None])              # first pass: disc at the peak
+    base -= 0.5 * peak[:, None]
+    np.maximum(base, 0.0, out=base)
+    m = base @ basis1                                                 # first pass: disc at the peak
     ok = m[:, 0] > 0
     off = np.where(ok[:, None], m[:, 1:] / np.where(ok, m[:, 0], 1)[:, None], 0.0)
     off /= np.maximum(np.hypot(off[:, 0], off[:, 1]), 1.0)[:, None]   # the disc stays in the gather
-    disc = (dr[None] - off[:, :1]) ** 2 + (dc[None] - off[:, 1:]) ** 2 <= r2
-    m = (base * disc) @ basis                                         # second pass: re-centred disc
+    # second pass, disc re-centred by ``off`` (|off| <= 1): the inner offsets (<= r - 1 from the
+    # peak) are inside whatever ``off``, only the ring beyond them is tested per atom
+    ring = base[:, n_inner:]
+    ring *= (ring_dr[None] - off[:, :1]) ** 2 + (ring_dc[None] - off[:, 1:]) ** 2 <= np.float32(r * r)
+    m = base @ basis
     ok = m[:, 0] > 0
     off = np.where(ok[:, None], m[:, 1:] / np.where(ok, m[:, 0], 1)[:, None], off)
     cen = (rc + off + 0.5) * f - 0.5                     # rows, cols on the probability grid
@@ -194,14 +226,21 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
     # class probabilities and peak P(atom) on the full-resolution map, in a 0.3 A disc
     er, ec = _disc(max(1.0, 0.3 / px0))
     ci = np.rint(cen).astype(np.int64)
-    ci[:, 0] = np.clip(ci[:, 0], 0, h0 - 1)
-    ci[:, 1] = np.clip(ci[:, 1], 0, w0 - 1)
-    idx = (ci[:, :1] + er[None].astype(np.int64)) * w0 + ci[:, 1:] + ec[None].astype(np.int64)
-    inside = (idx >= 0) & (idx < h0 * w0) & (np.abs(ci[:, 1:] + ec[None] - (w0 - 1) / 2) <= (w0 - 1) / 2)
-    idx = np.where(inside, idx, (ci[:, 0] * w0 + ci[:, 1])[:, None])    # outside the map: the centre
-    pw = np.take(p.reshape(3, -1), idx, axis=1)          # (3, N, K)
-    class_prob = (pw @ np.ones(pw.shape[2], pw.dtype)).T
-    peak0 = 1.0 - pw[0].min(1)
+    np.clip(ci[:, 0], 0, h0 - 1, out=ci[:, 0])
+    np.clip(ci[:, 1], 0, w0 - 1, out=ci[:, 1])
+    idx = (ci[:, 0] * w0 + ci[:, 1])[:, None] + _flat_offsets(er, ec, w0)[None]
+    e = int(np.abs(er).max())                            # the disc's half-size (er, ec alike)
+    edge = np.flatnonzero((ci[:, 0] < e) | (ci[:, 0] >= h0 - e) | (ci[:, 1] < e) | (ci[:, 1] >= w0 - e))
+    if len(edge):                                        # outside the map: the centre
+        ce = ci[edge]
+        rr, cc = ce[:, :1] + er[None].astype(np.int64), ce[:, 1:] + ec[None].astype(np.int64)
+        inside = (rr >= 0) & (rr < h0) & (cc >= 0) & (cc < w0)
+        idx[edge] = np.where(inside, rr * w0 + cc, (ce[:, 0] * w0 + ce[:, 1])[:, None])
+    q = p.reshape(3, -1)
+    ones = np.ones(idx.shape[1], p.dtype)
+    pw0 = q[0][idx]                                      # (N, K) per class: one gather each
+    class_prob = np.stack([pw0 @ ones, q[1][idx] @ ones, q[2][idx] @ ones], 1)
+    peak0 = 1.0 - pw0.min(1)
     good = peak0 >= cfg.prob_threshold
     if not good.any():
         return empty
@@ -373,7 +412,7 @@ def local_excess(atoms: Atoms, image: np.ndarray, radius_A: float = 3.0, maps: t
     k = max(1, int(radius_A / (4 * pxd)))              # the window is wide: average on a coarser grid
     coarse = block_mean(sm, k) if k > 1 else sm
     rck = [(r + 0.5) / k - 0.5 for r in rc]
-    smooth = ndimage.gaussian_filter(coarse, radius_A / (pxd * k))
+    smooth = gaussian_smooth(coarse, radius_A / (pxd * k))
     m = sample_bilinear((smooth,), rck[0], rck[1])[0].astype(smooth.dtype)
     return (m - float(np.median(m))) / c_level
 

@@ -268,11 +268,31 @@ class Faces:
         return len(self.size)
 
 
-def _sort_by_atom_then_angle(xy_A: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Permutation sorting half-edges by source atom, then by direction angle in [-pi, pi)."""
+def _sort_by_atom_then_angle(xy_A: np.ndarray, src: np.ndarray, dst: np.ndarray
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Half-edges sorted by source atom, then by direction angle in [-pi, pi): ``(order, start,
+    deg)``, the permutation and, per sorted position, where its atom's run starts and its length.
+
+    A counting sort by atom (numpy's radix sort on 16-bit keys), then each half-edge's rank among
+    its atom's few (<= max degree) by comparing angles: the order ``argsort(src + angle / 2 pi)``
+    gives (angles of one atom's bonds never tie), at a third of the cost on ~10^4 half-edges."""
+    n = int(src.max()) + 1 if len(src) else 0
     vec = xy_A[dst] - xy_A[src]
     ang = np.arctan2(vec[:, 1], vec[:, 0])
-    return np.argsort(src + (ang + np.pi) * (0.999 / (2 * np.pi)))
+    order = np.argsort(src.astype(np.uint16) if n <= 1 << 16 else src, kind="stable")
+    a = ang[order]
+    counts = np.bincount(src, minlength=n)
+    first = np.cumsum(counts) - counts
+    g = src[order]
+    start, deg = first[g], counts[g]
+    rel = np.arange(len(src)) - start
+    rank = np.zeros(len(src), np.intp)
+    for o in range(1, int(counts.max()) if n else 0):
+        j = start + (rel + o) % deg
+        rank += (deg > o) & (a[j] < a)
+    out = np.empty_like(order)
+    out[start + rank] = order
+    return out, start, deg
 
 
 def _cycle_labels(nxt: np.ndarray) -> tuple[int, np.ndarray]:
@@ -301,16 +321,12 @@ def faces(xy_A: np.ndarray, bonds: np.ndarray) -> Faces:
     if m == 0:
         z = np.zeros(0, np.int64)
         return Faces(z, z, z, z, np.zeros(0), np.zeros((0, 2)), np.zeros(len(xy_A) + 1, np.int64), z)
-    src = np.r_[bonds[:, 0], bonds[:, 1]].astype(np.int64)
-    dst = np.r_[bonds[:, 1], bonds[:, 0]].astype(np.int64)
-    order = _sort_by_atom_then_angle(xy_A, src, dst)
+    src = np.concatenate([bonds[:, 0], bonds[:, 1]]).astype(np.int64)
+    dst = np.concatenate([bonds[:, 1], bonds[:, 0]]).astype(np.int64)
+    order, start, deg = _sort_by_atom_then_angle(xy_A, src, dst)
     pos = np.empty(2 * m, np.int64)
     pos[order] = np.arange(2 * m)
-    s_sorted = src[order]
-    start = np.searchsorted(s_sorted, s_sorted, side="left")
-    end = np.searchsorted(s_sorted, s_sorted, side="right")
-    deg = end - start
-    twin = np.r_[np.arange(m, 2 * m), np.arange(m)]
+    twin = np.concatenate([np.arange(m, 2 * m), np.arange(m)])
     # arriving by u->v: at v, take the neighbour just before u in increasing-angle order
     k = pos[twin]                                  # position of v->u in the sorted array
     kk = start[k] + (k - start[k] - 1) % deg[k]
@@ -321,7 +337,8 @@ def faces(xy_A: np.ndarray, bonds: np.ndarray) -> Faces:
     area = 0.5 * np.bincount(face, weights=cross, minlength=n_faces)
     cx = np.bincount(face, weights=xy_A[src, 0], minlength=n_faces) / size
     cy = np.bincount(face, weights=xy_A[src, 1], minlength=n_faces) / size
-    indptr = np.r_[0, np.cumsum(np.bincount(src, minlength=len(xy_A)))]
+    indptr = np.zeros(len(xy_A) + 1, np.int64)
+    np.cumsum(np.bincount(src, minlength=len(xy_A)), out=indptr[1:])
     return Faces(src, dst, face, size, area, np.stack([cx, cy], 1), indptr, dst[order])
 
 
