@@ -34,6 +34,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.spatial import cKDTree
 
+from engine.chem.quantile import median, percentile
 from engine.chem.filters import binomial5, block_mean, gaussian_smooth, pad2d, shift_max
 from engine.types import OTHER, SI, Atoms, Probabilities
 
@@ -381,7 +382,7 @@ def _net_contrast_and_level(atoms: Atoms, maps: tuple):
         return None, None, rc
     at_sm, at_bg = sample_bilinear((sm, bg), rc[0], rc[1])
     net = (at_sm.astype(sm.dtype) - at_bg.astype(bg.dtype))
-    c_level = float(np.median(net[c_mask]))
+    c_level = median(net[c_mask])
     return net, (c_level if c_level > 0 else None), rc
 
 
@@ -414,7 +415,7 @@ def local_excess(atoms: Atoms, image: np.ndarray, radius_A: float = 3.0, maps: t
     rck = [(r + 0.5) / k - 0.5 for r in rc]
     smooth = gaussian_smooth(coarse, radius_A / (pxd * k))
     m = sample_bilinear((smooth,), rck[0], rck[1])[0].astype(smooth.dtype)
-    return (m - float(np.median(m))) / c_level
+    return (m - median(m)) / c_level
 
 
 def _subset(atoms: Atoms, keep: np.ndarray) -> Atoms:
@@ -491,7 +492,7 @@ def assign_other(atoms: Atoms, image: np.ndarray, cfg, ratio: np.ndarray | None 
     # the upper quartile, not the median: the network also calls many atoms of amorphous
     # contamination "Si", and they are dimmer than the lattice's Si (2-5 x C against 5-8), so a
     # median over both sat below the real Si and turned them into "other"
-    si_level = float(np.percentile(ratio[si_like], 75)) if si_like.any() else SI_C_RATIO[1]
+    si_level = percentile(ratio[si_like], 75) if si_like.any() else SI_C_RATIO[1]
     heavy = ratio > cfg.other_intensity_ratio * si_level
     atoms.species = np.where(heavy, OTHER, atoms.species).astype(np.int8)
 
@@ -506,7 +507,7 @@ def demote_dim_si(atoms: Atoms, ratio: np.ndarray, min_relative: float) -> None:
     si = np.flatnonzero(atoms.species == SI)
     if min_relative <= 0 or len(si) < 2:
         return
-    ref = float(np.percentile(ratio[si], 75))
+    ref = percentile(ratio[si], 75)
     if ref > 0:
         dim = si[ratio[si] < min_relative * ref]
         atoms.species[dim] = 0

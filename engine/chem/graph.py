@@ -24,6 +24,7 @@ import numpy as np
 from scipy import sparse
 from scipy.spatial import cKDTree
 
+from engine.chem.quantile import median
 from engine.types import OTHER, SPECIES
 
 CC_A = 1.42
@@ -109,7 +110,7 @@ def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg, exclude: np.ndarray |
     if cfg.calibrate_scale:
         cc = d[(si == 0) & (sj == 0)]
         if cc.size >= 20:
-            scale = float(np.clip(np.median(cc) / CC_A, 1 / scale_max, scale_max))
+            scale = float(np.clip(median(cc) / CC_A, 1 / scale_max, scale_max))
     keep = d <= table[si, sj] * scale
     if cfg.si_c_shell_A and heavy.any():
         hc = (si != 0) != (sj != 0)                       # one heavy atom, one C

@@ -71,6 +71,7 @@ def noise_sigma(image: np.ndarray) -> float:
 def estimate_snr(image: np.ndarray, chem) -> float:
     """Estimated C-atom SNR of the frame (nan when it cannot be measured: < 20 C atoms or < MIN_HEXAGONS hexagons)."""
     from engine.chem.atoms import sample_bilinear
+    from engine.chem.quantile import nanmedian
 
     atoms = chem.atoms
     img = np.asarray(image)
@@ -105,7 +106,7 @@ def estimate_snr(image: np.ndarray, chem) -> float:
 
     cxy = xy[c]
     cxy = cxy[:: max(1, len(cxy) // 300)]          # a few hundred atoms fix the median
-    h = float(np.nanmedian(disc_mean(cxy)) - np.nanmedian(disc_mean(centres)))
+    h = nanmedian(disc_mean(cxy)) - nanmedian(disc_mean(centres))
     sp = PROBE_FWHM_A / 2.3548
     return SNR_SCALE * 1.41 * h * sp / (sigma * ps)
 
