@@ -34,6 +34,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.spatial import cKDTree
 
+from engine.chem.linalg import matmul
 from engine.chem.quantile import median, percentile
 from engine.chem.filters import binomial5, block_mean, gaussian_smooth, pad2d, shift_max
 from engine.types import OTHER, SI, Atoms, Probabilities
@@ -211,7 +212,7 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
     peak = pa[rc[:, 0], rc[:, 1]]
     base -= 0.5 * peak[:, None]
     np.maximum(base, 0.0, out=base)
-    m = base @ basis1                                                 # first pass: disc at the peak
+    m = matmul(base, basis1)                                          # first pass: disc at the peak
     ok = m[:, 0] > 0
     off = np.where(ok[:, None], m[:, 1:] / np.where(ok, m[:, 0], 1)[:, None], 0.0)
     off /= np.maximum(np.hypot(off[:, 0], off[:, 1]), 1.0)[:, None]   # the disc stays in the gather
@@ -219,7 +220,7 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
     # peak) are inside whatever ``off``, only the ring beyond them is tested per atom
     ring = base[:, n_inner:]
     ring *= (ring_dr[None] - off[:, :1]) ** 2 + (ring_dc[None] - off[:, 1:]) ** 2 <= np.float32(r * r)
-    m = base @ basis
+    m = matmul(base, basis)
     ok = m[:, 0] > 0
     off = np.where(ok[:, None], m[:, 1:] / np.where(ok, m[:, 0], 1)[:, None], off)
     cen = (rc + off + 0.5) * f - 0.5                     # rows, cols on the probability grid
@@ -240,7 +241,7 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
     q = p.reshape(3, -1)
     ones = np.ones(idx.shape[1], p.dtype)
     pw0 = q[0][idx]                                      # (N, K) per class: one gather each
-    class_prob = np.stack([pw0 @ ones, q[1][idx] @ ones, q[2][idx] @ ones], 1)
+    class_prob = np.stack([matmul(pw0, ones), matmul(q[1][idx], ones), matmul(q[2][idx], ones)], 1)
     peak0 = 1.0 - pw0.min(1)
     good = peak0 >= cfg.prob_threshold
     if not good.any():

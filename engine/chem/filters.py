@@ -12,6 +12,8 @@ import functools
 
 import numpy as np
 
+from engine.chem.linalg import matmul
+
 
 def shift_max(a: np.ndarray, size: int, axis: int, op=np.maximum) -> np.ndarray:
     """Running maximum (``op=np.minimum``: minimum) over ``size`` samples along ``axis`` (window
@@ -163,5 +165,6 @@ def gaussian_smooth(a: np.ndarray, sigma: float, truncate: float = 4.0) -> np.nd
 
         return ndimage.gaussian_filter(np.asarray(a, a.dtype if a.dtype in (np.float32, np.float64) else np.float64),
                                        float(sigma), truncate=truncate)
-    out = gaussian_matrix(h, float(sigma), truncate) @ np.asarray(a, np.float64) @ gaussian_matrix(w, float(sigma), truncate).T
+    rows = matmul(gaussian_matrix(h, float(sigma), truncate), np.asarray(a, np.float64))
+    out = matmul(rows, gaussian_matrix(w, float(sigma), truncate).T)
     return out.astype(a.dtype if a.dtype in (np.float32, np.float64) else np.float64)

@@ -163,6 +163,7 @@ def _disc_means_unit_step(img: np.ndarray, p: np.ndarray, off: np.ndarray, out_d
     from numpy.lib.stride_tricks import sliding_window_view
 
     from engine.chem.atoms import sample_bilinear
+    from engine.chem.linalg import matmul
 
     H, W = img.shape
     lo = off.min(0)
@@ -181,7 +182,7 @@ def _disc_means_unit_step(img: np.ndarray, p: np.ndarray, off: np.ndarray, out_d
         masks = _corner_masks(tuple(int(v) for v in d.ravel()), k)
         i = np.flatnonzero(inner)
         win = sliding_window_view(img, (k, k))[base[i, 1], base[i, 0]].reshape(len(i), -1)
-        s = win.astype(np.float64) @ masks                      # sums at the 4 corners' offsets
+        s = matmul(win.astype(np.float64), masks)               # sums at the 4 corners' offsets
         wy, wx = fy[i], fx[i]
         out[i] = ((1 - wy) * (1 - wx) * s[:, 0] + (1 - wy) * wx * s[:, 1] + wy * (1 - wx) * s[:, 2]
                   + wy * wx * s[:, 3]) / len(off)
