@@ -36,3 +36,15 @@ def test_nan_and_other_types():
     assert np.isnan(nanmedian(np.array([np.nan, np.nan])))
     assert median(np.array([3, 1, 2])) == 2.0                 # integers: numpy's own
     assert percentile(np.array([1, 2, 3, 4]), 75) == float(np.percentile([1, 2, 3, 4], 75))
+
+
+def test_several_percentiles_at_once():
+    from engine.chem.quantile import percentiles
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 100, 4096):
+        x = rng.normal(size=n) * 50
+        assert percentiles(x, (1.0, 99.0)) == tuple(float(v) for v in np.percentile(x, (1.0, 99.0)))
+        assert percentiles(x, (25, 50, 75)) == tuple(float(v) for v in np.percentile(x, (25, 50, 75)))
+    f32 = rng.normal(size=50).astype(np.float32)
+    assert percentiles(f32, (1.0, 99.0)) == tuple(float(v) for v in np.percentile(f32, (1.0, 99.0)))

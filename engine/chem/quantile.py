@@ -58,3 +58,25 @@ def nanmedian(x: np.ndarray) -> float:
             return float("nan")
         return median(a)
     return float(np.nanmedian(a))
+
+
+def percentiles(x: np.ndarray, qs) -> tuple[float, ...]:
+    """``tuple(float(v) for v in np.percentile(x, qs))`` (method "linear", ``qs`` a sequence) of a
+    non-empty float64 array, from one ``np.partition``; other types go to numpy."""
+    a = np.asarray(x).ravel()
+    n = a.size
+    if n == 0 or a.dtype != np.float64:
+        return tuple(float(v) for v in np.percentile(a, qs))
+    v = [(n - 1) * (float(q) / 100) for q in qs]
+    lo = [int(np.floor(t)) for t in v]
+    hi = [min(k + 1, n - 1) for k in lo]
+    p = np.partition(a, sorted(set(lo + hi)))
+    if np.isnan(p).any():
+        return tuple(float("nan") for _ in qs)
+    out = []
+    for t, i, j in zip(v, lo, hi):
+        g = t - i
+        a0, b0 = float(p[i]), float(p[j])
+        diff = b0 - a0
+        out.append(b0 - diff * (1 - g) if g >= 0.5 else a0 + diff * g)
+    return tuple(out)
