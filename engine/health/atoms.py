@@ -128,6 +128,15 @@ def _disc_offsets(ps: float) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
+def _window_offsets(k: int, w: int) -> np.ndarray:
+    """Flat offsets of a k x k window in an image with rows of ``w`` pixels, row by row (read-only)."""
+    d = np.arange(k)
+    off = (d[:, None] * w + d[None, :]).ravel()
+    off.setflags(write=False)
+    return off
+
+
+@functools.lru_cache(maxsize=16)
 def _corner_masks(key: tuple, k: int) -> np.ndarray:
     """(4, k * k) how often each window pixel is the (0, 0), (0, 1), (1, 0), (1, 1) corner of a
     sample at the integer offsets ``key`` ((x, y) pairs) (read-only, once per disc)."""
@@ -160,8 +169,6 @@ def _disc_means_unit_step(img: np.ndarray, p: np.ndarray, off: np.ndarray, out_d
     samples of one point share their interpolation weights, so the mean is a fixed stencil per
     corner over one window of pixels, gathered once (points whose samples leave the frame, where
     interpolation clamps, take the direct route)."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
     from engine.chem.atoms import sample_bilinear
     from engine.chem.linalg import matmul
 
@@ -181,7 +188,8 @@ def _disc_means_unit_step(img: np.ndarray, p: np.ndarray, off: np.ndarray, out_d
     if inner.any() and H >= k and W >= k:
         masks = _corner_masks(tuple(int(v) for v in d.ravel()), k)
         i = np.flatnonzero(inner)
-        win = sliding_window_view(img, (k, k))[base[i, 1], base[i, 0]].reshape(len(i), -1)
+        flat = np.ascontiguousarray(img).ravel()                 # (a frame is contiguous: no copy)
+        win = flat[(base[i, 1] * W + base[i, 0])[:, None] + _window_offsets(k, W)[None]]   # one gather
         s = matmul(win.astype(np.float64), masks)               # sums at the 4 corners' offsets
         wy, wx = fy[i], fx[i]
         out[i] = ((1 - wy) * (1 - wx) * s[:, 0] + (1 - wy) * wx * s[:, 1] + wy * (1 - wx) * s[:, 2]
