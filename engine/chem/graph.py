@@ -93,10 +93,17 @@ def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg, exclude: np.ndarray |
             pairs = pairs[~(heavy[pairs[:, 0]] | heavy[pairs[:, 1]])]
         hidx = np.flatnonzero(heavy)
         r_heavy = max(float(table[1:].max()), float(cfg.si_c_shell_A[1]) + 0.3 if cfg.si_c_shell_A else 0.0)
-        lists = tree.query_ball_point(xy_A[hidx], r_heavy * scale_max)
-        cnt = np.fromiter((len(x) for x in lists), np.int64, len(lists))
-        jj = np.fromiter((k for x in lists for k in x), np.int64, int(cnt.sum()))
-        ii = np.repeat(hidx, cnt)
+        r = r_heavy * scale_max
+        if len(hidx) * n <= 200_000:                   # a few heavy atoms: all distances (no tree walk)
+            dx = xy_A[None, :, 0] - xy_A[hidx, 0][:, None]
+            dy = xy_A[None, :, 1] - xy_A[hidx, 1][:, None]
+            hh, jj = np.nonzero(dx * dx + dy * dy <= r * r * (1 + 1e-12))
+            ii = hidx[hh]
+        else:
+            lists = tree.query_ball_point(xy_A[hidx], r)
+            cnt = np.fromiter((len(x) for x in lists), np.int64, len(lists))
+            jj = np.fromiter((k for x in lists for k in x), np.int64, int(cnt.sum()))
+            ii = np.repeat(hidx, cnt)
         a, b = np.minimum(ii, jj), np.maximum(ii, jj)
         key = np.unique(a[a != b] * n + b[a != b])
         hp = np.stack([key // n, key % n], 1)
