@@ -100,7 +100,7 @@ def _components(n_nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     labels = np.arange(n_nodes) + n_nodes
     if len(a) == 0:
         return labels
-    used, inv = np.unique(np.r_[a, b], return_inverse=True)
+    used, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
     k = len(used)
     ia, ib = inv[:len(a)], inv[len(a):]
     if len(a) > 4000:

@@ -118,7 +118,7 @@ def block_mean(a: np.ndarray, f: int) -> np.ndarray:
     h, w = a.shape
     H, W = -(-h // f) * f, -(-w // f) * f
     if (H, W) != (h, w):
-        a = np.pad(a, ((0, H - h), (0, W - w)), mode="edge")
+        a = pad2d(a, ((0, H - h), (0, W - w)))
     # one conversion to float32 (8/16-bit integers are exact in it), then strided sums: ~25x faster
     # than a mean over reshaped axes, and summing float32 columns beats mixing integers into float32
     b = np.asarray(a, np.float32)

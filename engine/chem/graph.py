@@ -128,14 +128,14 @@ def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg, exclude: np.ndarray |
     i, j, d = i[keep], j[keep], d[keep]
     # over-coordinated atoms keep their shortest bonds
     maxc = max_coordination_table(cfg.max_coordination)
-    counts = np.bincount(np.r_[i, j], minlength=n)
+    counts = np.bincount(np.concatenate([i, j]), minlength=n)
     over = counts > maxc[species]
     if over.any():
         # rank only the bonds of over-coordinated atoms (few) by length around each of them
         m = len(d)
-        ends = np.r_[i, j]
+        ends = np.concatenate([i, j])
         sel = np.flatnonzero(over[ends])
-        e, dd = ends[sel], np.r_[d, d][sel]
+        e, dd = ends[sel], np.concatenate([d, d])[sel]
         order = np.lexsort((dd, e))
         e_sorted = e[order]
         rank = np.empty(len(sel), np.int64)
@@ -160,11 +160,11 @@ def _heavy_shell(h: np.ndarray, d: np.ndarray, lo: float, hi: float) -> np.ndarr
     """
     order = np.lexsort((d, h))
     hs, ds = h[order], d[order]
-    first = np.r_[True, hs[1:] != hs[:-1]]
+    first = np.concatenate([[True], hs[1:] != hs[:-1]])
     start = np.maximum.accumulate(np.where(first, np.arange(len(hs)), 0))
     rank = np.arange(len(hs)) - start
-    last = np.r_[hs[1:] != hs[:-1], True]
-    nxt = np.where(last, np.inf, np.r_[ds[1:], np.inf])
+    last = np.concatenate([hs[1:] != hs[:-1], [True]])
+    nxt = np.where(last, np.inf, np.concatenate([ds[1:], [np.inf]]))
     gap = np.where(np.isfinite(nxt), nxt - ds, np.inf)    # the outermost pair: an open gap
     g = np.searchsorted(np.unique(hs), hs)
     n_sure = np.bincount(g, weights=(ds < lo))
@@ -191,7 +191,7 @@ def _close_dangling_pairs(xy_A, species, i, j, d, cutoff, maxc):
     are bonded; each atom takes at most one such bond, shortest first.
     """
     n = len(species)
-    coord = np.bincount(np.r_[i, j], minlength=n)
+    coord = np.bincount(np.concatenate([i, j]), minlength=n)
     under = np.flatnonzero((species == 0) & (coord < maxc[0]))
     if len(under) < 2:
         return i, j, d
@@ -214,7 +214,7 @@ def _close_dangling_pairs(xy_A, species, i, j, d, cutoff, maxc):
     if not len(add):
         return i, j, d
     lo, hi = np.minimum(a[add], b[add]), np.maximum(a[add], b[add])
-    return np.r_[i, lo], np.r_[j, hi], np.r_[d, dd[add]]
+    return np.concatenate([i, lo]), np.concatenate([j, hi]), np.concatenate([d, dd[add]])
 
 
 def _greedy_matching(n: int, a: np.ndarray, b: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -402,7 +402,7 @@ def ring_list(xy_A: np.ndarray, f: Faces, min_size: int = 5, max_size: int = 8) 
     fh, sh = fh[order], sh[order]
     labels = np.flatnonzero(is_ring)
     sizes = f.size[labels]
-    offsets = np.r_[0, np.cumsum(sizes)]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
     return RingList(sh.astype(np.int32), offsets, sizes, f.centre_A[labels], labels)
 
 
