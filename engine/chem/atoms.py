@@ -83,31 +83,31 @@ def _peaks(smooth: np.ndarray, pa: np.ndarray, threshold: float, min_sep_px: flo
     half = max(1, int(0.5 * min_sep_px))
     mx = shift_max(shift_max(smooth, 2 * half + 1, 0), 2 * half + 1, 1)
     mask = (smooth >= mx) & (pa >= threshold)
-    flat_s = smooth.ravel()
     cand = np.flatnonzero(mask)
     if cand.size == 0:
         return np.zeros((0, 2), np.int64)
-    flat_m = mask.ravel()
-    col = cand % w
-    val = flat_s[cand]
+    # neighbours looked up on maps padded by a margin (no bounds tests): flat index on the padded map
+    k = max(1, int(np.ceil(min_sep_px)))
+    wp = w + 2 * k
+    row, col = np.divmod(cand, w)
+    cp = (row + k) * wp + (col + k)
+    mpad = pad2d(mask, ((k, k), (k, k)), False).ravel()
+    spad = pad2d(smooth, ((k, k), (k, k)), 0).ravel()
+    val = spad[cp]
     drop = np.zeros(len(cand), bool)
     for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):       # neighbours later in raster order
-        nb = cand + dr * w + dc
-        ok = (nb < h * w) & (col + dc >= 0) & (col + dc < w)
-        nb = np.where(ok, nb, 0)
-        drop |= ok & flat_m[nb] & (flat_s[nb] == val)
-    cand, val, col = cand[~drop], val[~drop], col[~drop]
+        nb = cp + (dr * wp + dc)
+        drop |= mpad[nb] & (spad[nb] == val)
+    cand, val, cp = cand[~drop], val[~drop], cp[~drop]
     # pairs closer than min_sep that the square window allowed
     dr, dc = _conflict_offsets(float(min_sep_px), half)
     if len(dr):
-        present = np.zeros(h * w, bool)
-        present[cand] = True
-        nb = cand[:, None] + (dr * w + dc)[None]
-        ok = (nb < h * w) & (col[:, None] + dc[None] >= 0) & (col[:, None] + dc[None] < w)
-        hit = ok & present[np.where(ok, nb, 0)]
+        present = np.zeros(len(mpad), bool)
+        present[cp] = True
+        hit = present[cp[:, None] + (dr * wp + dc)[None]]
         if hit.any():
             ii, jj = np.nonzero(hit)
-            other = np.searchsorted(cand, nb[ii, jj])            # cand is sorted (raster order)
+            other = np.searchsorted(cp, cp[ii] + dr[jj] * wp + dc[jj])   # cp is sorted (raster order)
             keep = _resolve_conflicts(len(cand), ii, other, val.astype(np.float64))
             cand = cand[keep]
     return np.stack(np.divmod(cand, w), 1)
