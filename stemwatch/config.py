@@ -69,7 +69,7 @@ class InferenceConfig(Section):
                                                      # cpu_precision.py); TensorRT never uses INT8
     cpu_spin_wait: bool = False                      # ONNX Runtime CPU: pool threads spin-wait between
                                                      # operators (issue 20: off, they burn the core the
-                                                     # chemistry needs on 2 shared cores; docs/pipeline.md)
+                                                     # chemistry needs on 2 shared cores; docs/tracking.md)
 
 
 @dataclass(frozen=True)
