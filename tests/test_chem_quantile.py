@@ -48,3 +48,13 @@ def test_several_percentiles_at_once():
         assert percentiles(x, (25, 50, 75)) == tuple(float(v) for v in np.percentile(x, (25, 50, 75)))
     f32 = rng.normal(size=50).astype(np.float32)
     assert percentiles(f32, (1.0, 99.0)) == tuple(float(v) for v in np.percentile(f32, (1.0, 99.0)))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32])
+def test_percentile_of_integers(dtype):
+    rng = np.random.default_rng(9)
+    for _ in range(200):
+        n = int(rng.integers(1, 3000))
+        x = rng.integers(0, 250, n).astype(dtype)
+        for q in (0.1, 1, 50, 75, 99.9):
+            assert percentile(x, q) == float(np.percentile(x, q)), (n, q)

@@ -32,16 +32,16 @@ def median(x: np.ndarray) -> float:
 
 
 def percentile(x: np.ndarray, q: float) -> float:
-    """``float(np.percentile(x, q))`` (method "linear") of a non-empty 1D float array."""
+    """``float(np.percentile(x, q))`` (method "linear") of a non-empty 1D float or integer array."""
     a = np.asarray(x).ravel()
     n = a.size
-    if n == 0 or a.dtype not in (np.float32, np.float64):
+    if n == 0 or not (a.dtype in (np.float32, np.float64) or (a.dtype.kind in "iu" and a.dtype.itemsize <= 4)):
         return float(np.percentile(a, q))
     v = (n - 1) * (float(q) / 100)                      # numpy's virtual index, in float64
     lo = int(np.floor(v))
     hi = min(lo + 1, n - 1)
     p = np.partition(a, (lo, hi)) if hi != lo else np.partition(a, lo)
-    if np.isnan(p).any():
+    if a.dtype.kind == "f" and np.isnan(p).any():
         return float("nan")
     g = v - lo                                           # a Python float: the array's type is kept
     a0, b0 = p[lo], p[hi]

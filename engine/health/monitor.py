@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.chem.quantile import percentiles
+from engine.chem.quantile import percentile, percentiles
 from engine.health.scale import ScaleEstimate, estimate_pixel_size
 from engine.health.tear import confirm_tear, row_shift_candidates
 
@@ -268,7 +268,7 @@ class HealthMonitor:
         # the signal above the detector's dark level (real frames and the simulator's carry a dark
         # offset: a dip to 30 % of the dose moved a 3e4 e/A^2 HAADF frame's mean by 4 % only)
         m = float(b.mean())
-        floor = float(np.percentile(g[::4, ::4], 0.1))
+        floor = percentile(g[::4, ::4], 0.1)
         if len(s.means) >= 3:
             ref = float(np.median(s.means))
             spread = max(abs(ref - float(np.median(s.floors))) * cfg.glitch_dose_ratio, 1e-12)
