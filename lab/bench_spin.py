@@ -1,7 +1,7 @@
 """Thread settings of the CPU pipeline side by side (issue 20, criterion 3): overlap off / on, the
 network's ONNX Runtime threads spinning or sleeping between operators, one or two threads for the
 overlapped network. Same process, the variants interleaved (forward then reversed order), medians of
-the repeats: frames/s of a pass over pre-rendered frames (the bench's simulated movie, 0.1 A/px) and
+the repeats: frames/s of a pass over pre-rendered frames (lab.stage_scaling's simulated movie, 0.1 A/px) and
 the process's CPU time per frame (all threads: spinning shows here) and the stage medians::
 
     PYTHONPATH=$PWD python -m lab.bench_spin --sizes 256,512 --repeats 3 --frames 12
@@ -57,14 +57,14 @@ def main(argv=None) -> int:
         print("--repeats must be >= 1 and --frames >= 4", file=sys.stderr)
         return 2
     from engine.pipeline import Pipeline
-    from lab.bench_pipeline import _frames
+    from lab.stage_scaling import movie
     from stemwatch.config import Config
 
     base = Config().replace(inference={"backend": "onnx"})
     pipes = {name: (Pipeline(base.replace(inference=inf)), ov) for name, (inf, ov) in VARIANTS.items()}
     try:
         for size in args.sizes:
-            frames = _frames(size, args.frames, seed=size)
+            frames = movie(size, args.frames)
             res: dict = {}
             l0 = os.getloadavg()[0]
             for r in range(args.repeats):
