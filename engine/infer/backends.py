@@ -90,6 +90,7 @@ class OnnxRuntimeBackend:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
             so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.spin_wait = bool(spin_wait)
+        self.session_options = so                # (read-only use: what the session was made with)
         self._session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
         names_in = [i.name for i in self._session.get_inputs()]
         names_out = [o.name for o in self._session.get_outputs()]
