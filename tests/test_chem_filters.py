@@ -50,3 +50,32 @@ def test_block_mean_equals_reshape_mean_with_edges_replicated(f):
         p = np.pad(a, ((0, H - shape[0]), (0, W - shape[1])), mode="edge").astype(np.float64)
         ref = p.reshape(H // f, f, W // f, f).mean(axis=(1, 3))
         np.testing.assert_allclose(block_mean(a, f), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (40, 57), (86, 86), (300, 20)])
+@pytest.mark.parametrize("sigma", [0.7, 3.0, 5.0, 12.0])
+def test_gaussian_smoothing_equals_scipy(shape, sigma):
+    """Matrix products (small maps) or the separable filter (large): scipy's reflect-mode Gaussian,
+    also when the kernel is wider than the map (the reflection repeats)."""
+    from engine.chem.filters import gaussian_matrix, gaussian_smooth
+
+    a = RNG.normal(size=shape).astype(np.float32)
+    ref = ndimage.gaussian_filter(a.astype(np.float64), sigma)
+    got = gaussian_smooth(a, sigma)
+    assert got.dtype == np.float32 and got.shape == a.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    x = RNG.normal(size=shape[0])
+    np.testing.assert_allclose(gaussian_matrix(shape[0], sigma) @ x, ndimage.gaussian_filter1d(x, sigma), atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 0), (4000, 61, 3), (700, 9, 0), (171, 171, 171)])
+def test_row_blocked_matmul_equals_one_product(shape):
+    """engine.chem.linalg.matmul splits the rows (so OpenBLAS keeps each block on the calling
+    thread): the same numbers as one product, matrix or vector right-hand side."""
+    from engine.chem.linalg import matmul
+
+    m, k, n = shape
+    a = RNG.normal(size=(m, k)).astype(np.float32)
+    b = RNG.normal(size=(k, n) if n else k).astype(np.float32)
+    np.testing.assert_allclose(matmul(a, b), a @ b, rtol=1e-6, atol=1e-5)
+    assert matmul(a, b).shape == (a @ b).shape and matmul(a, b).dtype == (a @ b).dtype

@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from lab.chem.atoms_reference import REFERENCE_FILE, analyze, load, outputs
+from lab.chem.atoms_reference import BENCH_FILE, REFERENCE_FILE, analyze, load, outputs
 
-FRAMES = load(REFERENCE_FILE)
+# tests/data/atoms_reference_512.npz: one 512x512 frame of the bench's kind (~1,000 atoms, the size
+# of issue 20's atoms + graph target), written from the code before issue 20's second round
+# (``python -m lab.chem.atoms_reference --bench --write`` run on the h20 branch point, 2416d17)
+FRAMES = {**load(REFERENCE_FILE), **load(BENCH_FILE)}
 
 
 @pytest.mark.parametrize("name", sorted(FRAMES))

@@ -32,10 +32,11 @@ import functools
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from engine.chem.filters import binomial5, block_mean, pad2d, shift_max
+from engine.chem.linalg import matmul
+from engine.chem.quantile import median, percentile
+from engine.chem.filters import binomial5, block_mean, gaussian_smooth, pad2d, shift_max
 from engine.types import OTHER, SI, Atoms, Probabilities
 
 SQRT2 = float(np.sqrt(2.0))
@@ -82,31 +83,31 @@ def _peaks(smooth: np.ndarray, pa: np.ndarray, threshold: float, min_sep_px: flo
     half = max(1, int(0.5 * min_sep_px))
     mx = shift_max(shift_max(smooth, 2 * half + 1, 0), 2 * half + 1, 1)
     mask = (smooth >= mx) & (pa >= threshold)
-    flat_s = smooth.ravel()
     cand = np.flatnonzero(mask)
     if cand.size == 0:
         return np.zeros((0, 2), np.int64)
-    flat_m = mask.ravel()
-    col = cand % w
-    val = flat_s[cand]
+    # neighbours looked up on maps padded by a margin (no bounds tests): flat index on the padded map
+    k = max(1, int(np.ceil(min_sep_px)))
+    wp = w + 2 * k
+    row, col = np.divmod(cand, w)
+    cp = (row + k) * wp + (col + k)
+    mpad = pad2d(mask, ((k, k), (k, k)), False).ravel()
+    spad = pad2d(smooth, ((k, k), (k, k)), 0).ravel()
+    val = spad[cp]
     drop = np.zeros(len(cand), bool)
     for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):       # neighbours later in raster order
-        nb = cand + dr * w + dc
-        ok = (nb < h * w) & (col + dc >= 0) & (col + dc < w)
-        nb = np.where(ok, nb, 0)
-        drop |= ok & flat_m[nb] & (flat_s[nb] == val)
-    cand, val, col = cand[~drop], val[~drop], col[~drop]
+        nb = cp + (dr * wp + dc)
+        drop |= mpad[nb] & (spad[nb] == val)
+    cand, val, cp = cand[~drop], val[~drop], cp[~drop]
     # pairs closer than min_sep that the square window allowed
     dr, dc = _conflict_offsets(float(min_sep_px), half)
     if len(dr):
-        present = np.zeros(h * w, bool)
-        present[cand] = True
-        nb = cand[:, None] + (dr * w + dc)[None]
-        ok = (nb < h * w) & (col[:, None] + dc[None] >= 0) & (col[:, None] + dc[None] < w)
-        hit = ok & present[np.where(ok, nb, 0)]
+        present = np.zeros(len(mpad), bool)
+        present[cp] = True
+        hit = present[cp[:, None] + (dr * wp + dc)[None]]
         if hit.any():
             ii, jj = np.nonzero(hit)
-            other = np.searchsorted(cand, nb[ii, jj])            # cand is sorted (raster order)
+            other = np.searchsorted(cp, cp[ii] + dr[jj] * wp + dc[jj])   # cp is sorted (raster order)
             keep = _resolve_conflicts(len(cand), ii, other, val.astype(np.float64))
             cand = cand[keep]
     return np.stack(np.divmod(cand, w), 1)
@@ -123,6 +124,26 @@ def _disc(radius: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=32)
+def _centroid_stencil(r: float, wp: int) -> tuple:
+    """The centroid's gather, computed once per (radius, padded row length): the offsets of the disc
+    of radius ``r + 1`` (:func:`_disc`), those within ``r - 1`` of the centre first, as flat indices
+    into a map with rows of ``wp``; the (K, 3) basis (1, drow, dcol); that basis zeroed outside the
+    disc of radius ``r`` (the first pass); the number of inner offsets; and the ring offsets' drow,
+    dcol (float32). Read-only arrays."""
+    dr, dc = _disc(r + 1.0)
+    d2 = dr.astype(np.float64) ** 2 + dc.astype(np.float64) ** 2
+    inner = d2 <= (r - 1.0 - 1e-3) ** 2 if r > 1.0 else np.zeros(len(dr), bool)
+    order = np.r_[np.flatnonzero(inner), np.flatnonzero(~inner)]
+    dr, dc, d2 = dr[order], dc[order], d2[order]
+    basis = np.stack([np.ones_like(dr), dr, dc], 1)
+    basis1 = basis * (dr**2 + dc**2 <= np.float32(r * r))[:, None]
+    n_inner = int(inner.sum())
+    flat = (dr.astype(np.int64) * wp + dc.astype(np.int64))
+    return (_frozen(flat), _frozen(basis), _frozen(basis1), n_inner, _frozen(dr[n_inner:].copy()),
+            _frozen(dc[n_inner:].copy()))
+
+
+@functools.lru_cache(maxsize=32)
 def _conflict_offsets(min_sep_px: float, half: int) -> tuple[np.ndarray, np.ndarray]:
     """(drow, dcol) of the pixels later in raster order than a peak, closer than ``min_sep_px``,
     outside the square window of half-size ``half`` (read-only; computed once per size)."""
@@ -131,6 +152,17 @@ def _conflict_offsets(min_sep_px: float, half: int) -> tuple[np.ndarray, np.ndar
     dr, dc = dr.ravel(), dc.ravel()
     sel = ((dr > 0) | (dc > 0)) & (dr**2 + dc**2 < min_sep_px**2) & (np.maximum(np.abs(dr), np.abs(dc)) > half)
     return _frozen(dr[sel]), _frozen(dc[sel])
+
+
+@functools.lru_cache(maxsize=32)
+def _flat_offsets_cached(key: tuple, w: int) -> np.ndarray:
+    dr, dc = np.array(key[0], np.int64), np.array(key[1], np.int64)
+    return _frozen(dr * w + dc)
+
+
+def _flat_offsets(dr: np.ndarray, dc: np.ndarray, w: int) -> np.ndarray:
+    """Integer offsets (``dr``, ``dc``) as flat indices into a map with rows of ``w`` (cached)."""
+    return _flat_offsets_cached((tuple(int(v) for v in dr), tuple(int(v) for v in dc)), int(w))
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -171,22 +203,24 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
 
     # probability-weighted centroid: one gather of a disc 1 px wider than the centroid disc
     r = max(1.0, cfg.site_radius_A / px)
-    dr, dc = _disc(r + 1.0)
-    basis = np.stack([np.ones_like(dr), dr, dc], 1)      # (K, 3): sum, sum dr, sum dc
     k = int(np.ceil(r + 1.0))
     wp = w + 2 * k
+    flat_off, basis, basis1, n_inner, ring_dr, ring_dc = _centroid_stencil(float(r), wp)
     pad = pad2d(pa, ((k, k), (k, k)), 0)                  # zeros outside the map
     flat = (rc[:, 0] + k) * wp + (rc[:, 1] + k)
-    vals = np.take(pad.ravel(), flat[:, None] + (dr * wp + dc).astype(np.int64)[None])
+    base = pad.ravel()[flat[:, None] + flat_off[None]]
     peak = pa[rc[:, 0], rc[:, 1]]
-    base = np.maximum(vals - 0.5 * peak[:, None], 0.0)
-    r2 = np.float32(r * r)
-    m = base @ (basis * (dr**2 + dc**2 <= r2)[:, None])              # first pass: disc at the peak
+    base -= 0.5 * peak[:, None]
+    np.maximum(base, 0.0, out=base)
+    m = matmul(base, basis1)                                          # first pass: disc at the peak
     ok = m[:, 0] > 0
     off = np.where(ok[:, None], m[:, 1:] / np.where(ok, m[:, 0], 1)[:, None], 0.0)
     off /= np.maximum(np.hypot(off[:, 0], off[:, 1]), 1.0)[:, None]   # the disc stays in the gather
-    disc = (dr[None] - off[:, :1]) ** 2 + (dc[None] - off[:, 1:]) ** 2 <= r2
-    m = (base * disc) @ basis                                         # second pass: re-centred disc
+    # second pass, disc re-centred by ``off`` (|off| <= 1): the inner offsets (<= r - 1 from the
+    # peak) are inside whatever ``off``, only the ring beyond them is tested per atom
+    ring = base[:, n_inner:]
+    ring *= (ring_dr[None] - off[:, :1]) ** 2 + (ring_dc[None] - off[:, 1:]) ** 2 <= np.float32(r * r)
+    m = matmul(base, basis)
     ok = m[:, 0] > 0
     off = np.where(ok[:, None], m[:, 1:] / np.where(ok, m[:, 0], 1)[:, None], off)
     cen = (rc + off + 0.5) * f - 0.5                     # rows, cols on the probability grid
@@ -194,14 +228,21 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
     # class probabilities and peak P(atom) on the full-resolution map, in a 0.3 A disc
     er, ec = _disc(max(1.0, 0.3 / px0))
     ci = np.rint(cen).astype(np.int64)
-    ci[:, 0] = np.clip(ci[:, 0], 0, h0 - 1)
-    ci[:, 1] = np.clip(ci[:, 1], 0, w0 - 1)
-    idx = (ci[:, :1] + er[None].astype(np.int64)) * w0 + ci[:, 1:] + ec[None].astype(np.int64)
-    inside = (idx >= 0) & (idx < h0 * w0) & (np.abs(ci[:, 1:] + ec[None] - (w0 - 1) / 2) <= (w0 - 1) / 2)
-    idx = np.where(inside, idx, (ci[:, 0] * w0 + ci[:, 1])[:, None])    # outside the map: the centre
-    pw = np.take(p.reshape(3, -1), idx, axis=1)          # (3, N, K)
-    class_prob = (pw @ np.ones(pw.shape[2], pw.dtype)).T
-    peak0 = 1.0 - pw[0].min(1)
+    np.clip(ci[:, 0], 0, h0 - 1, out=ci[:, 0])
+    np.clip(ci[:, 1], 0, w0 - 1, out=ci[:, 1])
+    idx = (ci[:, 0] * w0 + ci[:, 1])[:, None] + _flat_offsets(er, ec, w0)[None]
+    e = int(np.abs(er).max())                            # the disc's half-size (er, ec alike)
+    edge = np.flatnonzero((ci[:, 0] < e) | (ci[:, 0] >= h0 - e) | (ci[:, 1] < e) | (ci[:, 1] >= w0 - e))
+    if len(edge):                                        # outside the map: the centre
+        ce = ci[edge]
+        rr, cc = ce[:, :1] + er[None].astype(np.int64), ce[:, 1:] + ec[None].astype(np.int64)
+        inside = (rr >= 0) & (rr < h0) & (cc >= 0) & (cc < w0)
+        idx[edge] = np.where(inside, rr * w0 + cc, (ce[:, 0] * w0 + ce[:, 1])[:, None])
+    q = p.reshape(3, -1)
+    ones = np.ones(idx.shape[1], p.dtype)
+    pw0 = q[0][idx]                                      # (N, K) per class: one gather each
+    class_prob = np.stack([matmul(pw0, ones), matmul(q[1][idx], ones), matmul(q[2][idx], ones)], 1)
+    peak0 = 1.0 - pw0.min(1)
     good = peak0 >= cfg.prob_threshold
     if not good.any():
         return empty
@@ -342,7 +383,7 @@ def _net_contrast_and_level(atoms: Atoms, maps: tuple):
         return None, None, rc
     at_sm, at_bg = sample_bilinear((sm, bg), rc[0], rc[1])
     net = (at_sm.astype(sm.dtype) - at_bg.astype(bg.dtype))
-    c_level = float(np.median(net[c_mask]))
+    c_level = median(net[c_mask])
     return net, (c_level if c_level > 0 else None), rc
 
 
@@ -373,9 +414,9 @@ def local_excess(atoms: Atoms, image: np.ndarray, radius_A: float = 3.0, maps: t
     k = max(1, int(radius_A / (4 * pxd)))              # the window is wide: average on a coarser grid
     coarse = block_mean(sm, k) if k > 1 else sm
     rck = [(r + 0.5) / k - 0.5 for r in rc]
-    smooth = ndimage.gaussian_filter(coarse, radius_A / (pxd * k))
+    smooth = gaussian_smooth(coarse, radius_A / (pxd * k))
     m = sample_bilinear((smooth,), rck[0], rck[1])[0].astype(smooth.dtype)
-    return (m - float(np.median(m))) / c_level
+    return (m - median(m)) / c_level
 
 
 def _subset(atoms: Atoms, keep: np.ndarray) -> Atoms:
@@ -452,7 +493,7 @@ def assign_other(atoms: Atoms, image: np.ndarray, cfg, ratio: np.ndarray | None 
     # the upper quartile, not the median: the network also calls many atoms of amorphous
     # contamination "Si", and they are dimmer than the lattice's Si (2-5 x C against 5-8), so a
     # median over both sat below the real Si and turned them into "other"
-    si_level = float(np.percentile(ratio[si_like], 75)) if si_like.any() else SI_C_RATIO[1]
+    si_level = percentile(ratio[si_like], 75) if si_like.any() else SI_C_RATIO[1]
     heavy = ratio > cfg.other_intensity_ratio * si_level
     atoms.species = np.where(heavy, OTHER, atoms.species).astype(np.int8)
 
@@ -467,7 +508,7 @@ def demote_dim_si(atoms: Atoms, ratio: np.ndarray, min_relative: float) -> None:
     si = np.flatnonzero(atoms.species == SI)
     if min_relative <= 0 or len(si) < 2:
         return
-    ref = float(np.percentile(ratio[si], 75))
+    ref = percentile(ratio[si], 75)
     if ref > 0:
         dim = si[ratio[si] < min_relative * ref]
         atoms.species[dim] = 0

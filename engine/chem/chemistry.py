@@ -11,6 +11,7 @@ import numpy as np
 
 from engine.chem import defects as _defects
 from engine.chem import graph as _graph
+from engine.chem.quantile import median
 from engine.chem.motifs import atom_ring_hash, signatures
 from engine.types import Atoms, Chemistry, Probabilities
 
@@ -34,8 +35,8 @@ def _pore_brightness(image: np.ndarray, atoms: Atoms, f: _graph.Faces, chem_ring
         return None
     from engine.chem.atoms import gaussian_at
 
-    atom_level = float(np.median(gaussian_at(image, sigma, atoms.xy_px[c_atoms])))
-    hex_level = float(np.median(gaussian_at(image, sigma, chem_rings.centre_A[hexes] / px)))
+    atom_level = median(gaussian_at(image, sigma, atoms.xy_px[c_atoms]))
+    hex_level = median(gaussian_at(image, sigma, chem_rings.centre_A[hexes] / px))
     span = atom_level - hex_level
     if span <= 0:
         return None

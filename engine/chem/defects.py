@@ -100,7 +100,7 @@ def _components(n_nodes: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     labels = np.arange(n_nodes) + n_nodes
     if len(a) == 0:
         return labels
-    used, inv = np.unique(np.r_[a, b], return_inverse=True)
+    used, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
     k = len(used)
     ia, ib = inv[:len(a)], inv[len(a):]
     if len(a) > 4000:
@@ -174,21 +174,29 @@ def dopant_groups(species: np.ndarray, bonds: np.ndarray, coord: np.ndarray, xy_
     in_group = heavy.copy()
     in_group[a] = True
     in_group[b] = True
+    groups = _groups(labels, np.flatnonzero(in_group))
+    if not groups:
+        return []
+    # per-group counts, the lone Si's coordination and the heavy atoms' centre, all groups at once
+    mem = np.concatenate(groups)
+    g = np.repeat(np.arange(len(groups)), [len(m) for m in groups])
+    sp = species[mem]
+    k = len(groups)
+    n_si = np.bincount(g, sp == SI, k).astype(np.int64)
+    n_x = np.bincount(g, sp == OTHER, k).astype(np.int64)
+    n_c = np.bincount(g, sp == C, k).astype(np.int64)
+    si_coord = np.bincount(g, np.where(sp == SI, coord[mem], 0), k).astype(np.int64)   # (one Si: its own)
+    hv = sp != C
+    n_hv = np.bincount(g[hv], minlength=k)
+    cx = np.bincount(g[hv], xy_px[mem[hv], 0], k) / n_hv
+    cy = np.bincount(g[hv], xy_px[mem[hv], 1], k) / n_hv
     out = []
-    for mem in _groups(labels, np.flatnonzero(in_group)):
-        sp = species[mem]
-        hv = mem[sp != C]
-        n_si = int((sp == SI).sum())
-        if n_si == 0:
-            kind = "heavy-atom"
-        elif n_si == 1:
-            kind = f"Si-{int(coord[hv[sp[sp != C] == SI][0]])}fold"
-        elif n_si == 2:
-            kind = "Si-dimer"
-        else:
-            kind = "Si-cluster"
-        centre = xy_px[hv].mean(0)
-        out.append(Defect(kind, formula_of(sp), mem.astype(np.int32), (float(centre[0]), float(centre[1]))))
+    for q, members in enumerate(groups):
+        ns = int(n_si[q])
+        kind = ("heavy-atom" if ns == 0 else f"Si-{int(si_coord[q])}fold" if ns == 1 else
+                "Si-dimer" if ns == 2 else "Si-cluster")
+        formula = (f"Si{ns}" if ns else "") + (f"X{int(n_x[q])}" if n_x[q] else "") + f"C{int(n_c[q])}"
+        out.append(Defect(kind, formula, members.astype(np.int32), (float(cx[q]), float(cy[q]))))
     return out
 
 

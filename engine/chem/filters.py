@@ -8,7 +8,11 @@ per-frame budget of issue 20).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+
+from engine.chem.linalg import matmul
 
 
 def shift_max(a: np.ndarray, size: int, axis: int, op=np.maximum) -> np.ndarray:
@@ -114,14 +118,53 @@ def block_mean(a: np.ndarray, f: int) -> np.ndarray:
     h, w = a.shape
     H, W = -(-h // f) * f, -(-w // f) * f
     if (H, W) != (h, w):
-        a = np.pad(a, ((0, H - h), (0, W - w)), mode="edge")
-    if not (np.issubdtype(a.dtype, np.integer) and a.dtype.itemsize <= 2):
-        a = np.asarray(a, np.float32)              # (8/16-bit integers: summed exactly in float32 as they come)
-    cols = a[:, 0::f].astype(np.float32)          # strided sums: ~25x faster than mean over reshaped axes
-    for j in range(1, f):
-        cols += a[:, j::f]
-    out = cols[0::f].copy()
-    for i in range(1, f):
+        a = pad2d(a, ((0, H - h), (0, W - w)))
+    # one conversion to float32 (8/16-bit integers are exact in it), then strided sums: ~25x faster
+    # than a mean over reshaped axes, and summing float32 columns beats mixing integers into float32
+    b = np.asarray(a, np.float32)
+    cols = b[:, 0::f] + b[:, 1::f] if f > 1 else b[:, 0::f].copy()
+    for j in range(2, f):
+        cols += b[:, j::f]
+    out = cols[0::f] + cols[1::f] if f > 1 else cols[0::f].copy()
+    for i in range(2, f):
         out += cols[i::f]
     out /= np.float32(f * f)
     return out
+
+
+#: :func:`gaussian_smooth` uses matrix products up to this side (px), the separable filter above
+MATRIX_MAX_SIDE = 256
+
+
+@functools.lru_cache(maxsize=16)
+def gaussian_matrix(n: int, sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """(n, n) float64 matrix ``G`` with ``G @ x`` = ``ndimage.gaussian_filter1d(x, sigma, axis=0,
+    truncate=truncate)`` (mode "reflect": d c b a | a b c d) for ``x`` of length ``n``; read-only,
+    computed once per (n, sigma)."""
+    r = int(truncate * float(sigma) + 0.5)
+    t = np.arange(-r, r + 1)
+    g = np.exp(-0.5 / (float(sigma) ** 2) * t.astype(np.float64) ** 2)
+    g /= g.sum()
+    idx = np.mod(np.arange(n)[:, None] + t[None], 2 * n)
+    idx = np.where(idx >= n, 2 * n - 1 - idx, idx)
+    m = np.zeros((n, n))
+    np.add.at(m, (np.repeat(np.arange(n), len(t)), idx.ravel()), np.tile(g, n))
+    m.setflags(write=False)
+    return m
+
+
+def gaussian_smooth(a: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """``ndimage.gaussian_filter(a, sigma, truncate=truncate)`` of a 2D float array (mode
+    "reflect"), to float rounding, as two small matrix products (:func:`gaussian_matrix`): on the
+    coarse maps it is used for (~100^2 px, sigma ~5 px, 41 taps) several times faster than the
+    separable filter. Sides over :data:`MATRIX_MAX_SIDE` go to ``ndimage.gaussian_filter`` (the
+    products cost O(side^3)). Returns ``a``'s float type."""
+    h, w = a.shape
+    if max(h, w) > MATRIX_MAX_SIDE:
+        from scipy import ndimage
+
+        return ndimage.gaussian_filter(np.asarray(a, a.dtype if a.dtype in (np.float32, np.float64) else np.float64),
+                                       float(sigma), truncate=truncate)
+    rows = matmul(gaussian_matrix(h, float(sigma), truncate), np.asarray(a, np.float64))
+    out = matmul(rows, gaussian_matrix(w, float(sigma), truncate).T)
+    return out.astype(a.dtype if a.dtype in (np.float32, np.float64) else np.float64)

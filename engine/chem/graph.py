@@ -24,6 +24,7 @@ import numpy as np
 from scipy import sparse
 from scipy.spatial import cKDTree
 
+from engine.chem.quantile import median
 from engine.types import OTHER, SPECIES
 
 CC_A = 1.42
@@ -92,10 +93,17 @@ def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg, exclude: np.ndarray |
             pairs = pairs[~(heavy[pairs[:, 0]] | heavy[pairs[:, 1]])]
         hidx = np.flatnonzero(heavy)
         r_heavy = max(float(table[1:].max()), float(cfg.si_c_shell_A[1]) + 0.3 if cfg.si_c_shell_A else 0.0)
-        lists = tree.query_ball_point(xy_A[hidx], r_heavy * scale_max)
-        cnt = np.fromiter((len(x) for x in lists), np.int64, len(lists))
-        jj = np.fromiter((k for x in lists for k in x), np.int64, int(cnt.sum()))
-        ii = np.repeat(hidx, cnt)
+        r = r_heavy * scale_max
+        if len(hidx) * n <= 200_000:                   # a few heavy atoms: all distances (no tree walk)
+            dx = xy_A[None, :, 0] - xy_A[hidx, 0][:, None]
+            dy = xy_A[None, :, 1] - xy_A[hidx, 1][:, None]
+            hh, jj = np.nonzero(dx * dx + dy * dy <= r * r * (1 + 1e-12))
+            ii = hidx[hh]
+        else:
+            lists = tree.query_ball_point(xy_A[hidx], r)
+            cnt = np.fromiter((len(x) for x in lists), np.int64, len(lists))
+            jj = np.fromiter((k for x in lists for k in x), np.int64, int(cnt.sum()))
+            ii = np.repeat(hidx, cnt)
         a, b = np.minimum(ii, jj), np.maximum(ii, jj)
         key = np.unique(a[a != b] * n + b[a != b])
         hp = np.stack([key // n, key % n], 1)
@@ -109,7 +117,7 @@ def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg, exclude: np.ndarray |
     if cfg.calibrate_scale:
         cc = d[(si == 0) & (sj == 0)]
         if cc.size >= 20:
-            scale = float(np.clip(np.median(cc) / CC_A, 1 / scale_max, scale_max))
+            scale = float(np.clip(median(cc) / CC_A, 1 / scale_max, scale_max))
     keep = d <= table[si, sj] * scale
     if cfg.si_c_shell_A and heavy.any():
         hc = (si != 0) != (sj != 0)                       # one heavy atom, one C
@@ -120,14 +128,14 @@ def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg, exclude: np.ndarray |
     i, j, d = i[keep], j[keep], d[keep]
     # over-coordinated atoms keep their shortest bonds
     maxc = max_coordination_table(cfg.max_coordination)
-    counts = np.bincount(np.r_[i, j], minlength=n)
+    counts = np.bincount(np.concatenate([i, j]), minlength=n)
     over = counts > maxc[species]
     if over.any():
         # rank only the bonds of over-coordinated atoms (few) by length around each of them
         m = len(d)
-        ends = np.r_[i, j]
+        ends = np.concatenate([i, j])
         sel = np.flatnonzero(over[ends])
-        e, dd = ends[sel], np.r_[d, d][sel]
+        e, dd = ends[sel], np.concatenate([d, d])[sel]
         order = np.lexsort((dd, e))
         e_sorted = e[order]
         rank = np.empty(len(sel), np.int64)
@@ -152,11 +160,11 @@ def _heavy_shell(h: np.ndarray, d: np.ndarray, lo: float, hi: float) -> np.ndarr
     """
     order = np.lexsort((d, h))
     hs, ds = h[order], d[order]
-    first = np.r_[True, hs[1:] != hs[:-1]]
+    first = np.concatenate([[True], hs[1:] != hs[:-1]])
     start = np.maximum.accumulate(np.where(first, np.arange(len(hs)), 0))
     rank = np.arange(len(hs)) - start
-    last = np.r_[hs[1:] != hs[:-1], True]
-    nxt = np.where(last, np.inf, np.r_[ds[1:], np.inf])
+    last = np.concatenate([hs[1:] != hs[:-1], [True]])
+    nxt = np.where(last, np.inf, np.concatenate([ds[1:], [np.inf]]))
     gap = np.where(np.isfinite(nxt), nxt - ds, np.inf)    # the outermost pair: an open gap
     g = np.searchsorted(np.unique(hs), hs)
     n_sure = np.bincount(g, weights=(ds < lo))
@@ -183,7 +191,7 @@ def _close_dangling_pairs(xy_A, species, i, j, d, cutoff, maxc):
     are bonded; each atom takes at most one such bond, shortest first.
     """
     n = len(species)
-    coord = np.bincount(np.r_[i, j], minlength=n)
+    coord = np.bincount(np.concatenate([i, j]), minlength=n)
     under = np.flatnonzero((species == 0) & (coord < maxc[0]))
     if len(under) < 2:
         return i, j, d
@@ -206,7 +214,7 @@ def _close_dangling_pairs(xy_A, species, i, j, d, cutoff, maxc):
     if not len(add):
         return i, j, d
     lo, hi = np.minimum(a[add], b[add]), np.maximum(a[add], b[add])
-    return np.r_[i, lo], np.r_[j, hi], np.r_[d, dd[add]]
+    return np.concatenate([i, lo]), np.concatenate([j, hi]), np.concatenate([d, dd[add]])
 
 
 def _greedy_matching(n: int, a: np.ndarray, b: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -268,11 +276,31 @@ class Faces:
         return len(self.size)
 
 
-def _sort_by_atom_then_angle(xy_A: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Permutation sorting half-edges by source atom, then by direction angle in [-pi, pi)."""
+def _sort_by_atom_then_angle(xy_A: np.ndarray, src: np.ndarray, dst: np.ndarray
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Half-edges sorted by source atom, then by direction angle in [-pi, pi): ``(order, start,
+    deg)``, the permutation and, per sorted position, where its atom's run starts and its length.
+
+    A counting sort by atom (numpy's radix sort on 16-bit keys), then each half-edge's rank among
+    its atom's few (<= max degree) by comparing angles: the order ``argsort(src + angle / 2 pi)``
+    gives (angles of one atom's bonds never tie), at a third of the cost on ~10^4 half-edges."""
+    n = int(src.max()) + 1 if len(src) else 0
     vec = xy_A[dst] - xy_A[src]
     ang = np.arctan2(vec[:, 1], vec[:, 0])
-    return np.argsort(src + (ang + np.pi) * (0.999 / (2 * np.pi)))
+    order = np.argsort(src.astype(np.uint16) if n <= 1 << 16 else src, kind="stable")
+    a = ang[order]
+    counts = np.bincount(src, minlength=n)
+    first = np.cumsum(counts) - counts
+    g = src[order]
+    start, deg = first[g], counts[g]
+    rel = np.arange(len(src)) - start
+    rank = np.zeros(len(src), np.intp)
+    for o in range(1, int(counts.max()) if n else 0):
+        j = start + (rel + o) % deg
+        rank += (deg > o) & (a[j] < a)
+    out = np.empty_like(order)
+    out[start + rank] = order
+    return out, start, deg
 
 
 def _cycle_labels(nxt: np.ndarray) -> tuple[int, np.ndarray]:
@@ -301,16 +329,12 @@ def faces(xy_A: np.ndarray, bonds: np.ndarray) -> Faces:
     if m == 0:
         z = np.zeros(0, np.int64)
         return Faces(z, z, z, z, np.zeros(0), np.zeros((0, 2)), np.zeros(len(xy_A) + 1, np.int64), z)
-    src = np.r_[bonds[:, 0], bonds[:, 1]].astype(np.int64)
-    dst = np.r_[bonds[:, 1], bonds[:, 0]].astype(np.int64)
-    order = _sort_by_atom_then_angle(xy_A, src, dst)
+    src = np.concatenate([bonds[:, 0], bonds[:, 1]]).astype(np.int64)
+    dst = np.concatenate([bonds[:, 1], bonds[:, 0]]).astype(np.int64)
+    order, start, deg = _sort_by_atom_then_angle(xy_A, src, dst)
     pos = np.empty(2 * m, np.int64)
     pos[order] = np.arange(2 * m)
-    s_sorted = src[order]
-    start = np.searchsorted(s_sorted, s_sorted, side="left")
-    end = np.searchsorted(s_sorted, s_sorted, side="right")
-    deg = end - start
-    twin = np.r_[np.arange(m, 2 * m), np.arange(m)]
+    twin = np.concatenate([np.arange(m, 2 * m), np.arange(m)])
     # arriving by u->v: at v, take the neighbour just before u in increasing-angle order
     k = pos[twin]                                  # position of v->u in the sorted array
     kk = start[k] + (k - start[k] - 1) % deg[k]
@@ -321,7 +345,8 @@ def faces(xy_A: np.ndarray, bonds: np.ndarray) -> Faces:
     area = 0.5 * np.bincount(face, weights=cross, minlength=n_faces)
     cx = np.bincount(face, weights=xy_A[src, 0], minlength=n_faces) / size
     cy = np.bincount(face, weights=xy_A[src, 1], minlength=n_faces) / size
-    indptr = np.r_[0, np.cumsum(np.bincount(src, minlength=len(xy_A)))]
+    indptr = np.zeros(len(xy_A) + 1, np.int64)
+    np.cumsum(np.bincount(src, minlength=len(xy_A)), out=indptr[1:])
     return Faces(src, dst, face, size, area, np.stack([cx, cy], 1), indptr, dst[order])
 
 
@@ -377,7 +402,7 @@ def ring_list(xy_A: np.ndarray, f: Faces, min_size: int = 5, max_size: int = 8) 
     fh, sh = fh[order], sh[order]
     labels = np.flatnonzero(is_ring)
     sizes = f.size[labels]
-    offsets = np.r_[0, np.cumsum(sizes)]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
     return RingList(sh.astype(np.int32), offsets, sizes, f.centre_A[labels], labels)
 
 

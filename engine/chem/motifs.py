@@ -83,7 +83,8 @@ def signatures(indptr: np.ndarray, indices: np.ndarray, species: np.ndarray, coo
         keys = np.union1d(keys, nk)
     node_d = keys // n
     node_a = keys % n
-    is_core = np.isin(keys, core_keys, assume_unique=True)
+    is_core = np.zeros(len(keys), bool)                 # (core_keys: sorted, unique, all among keys)
+    is_core[np.searchsorted(keys, core_keys)] = True
     nk, src = _expand(keys, n, indptr, indices)
     p = np.minimum(np.searchsorted(keys, nk), len(keys) - 1)
     ok = keys[p] == nk

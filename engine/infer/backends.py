@@ -73,7 +73,8 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, model_path: str | Path, threads: int | None = None, multiple: int = 1,
-                 input_name: str = "input", output_name: str = "probabilities", precision: str = "fp32"):
+                 input_name: str = "input", output_name: str = "probabilities", precision: str = "fp32",
+                 spin_wait: bool = False):
         import onnxruntime as ort
 
         self.threads = int(threads) if threads else physical_cores()
@@ -83,6 +84,13 @@ class OnnxRuntimeBackend:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        if not spin_wait:
+            # pool threads sleep between operators instead of spinning: on two cores the spinning
+            # thread took the core the chemistry of the frame (or the next frame's) runs on
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        self.spin_wait = bool(spin_wait)
+        self.session_options = so                # (read-only use: what the session was made with)
         self._session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
         names_in = [i.name for i in self._session.get_inputs()]
         names_out = [o.name for o in self._session.get_outputs()]

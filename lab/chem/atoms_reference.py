@@ -12,6 +12,10 @@ frames and probabilities and compares (positions within 0.01 A, everything else 
 Write it only on purpose, from the code whose outputs are the reference, and say so in the commit::
 
     PYTHONPATH=$PWD python -m lab.chem.atoms_reference --write
+
+:data:`BENCH_FRAMES` (``--bench``, file :data:`BENCH_FILE`) holds the size the issue's atoms + graph
+target is set at: one 512x512 frame of ``stemwatch bench pipeline``'s kind (0.1 A/px, ~1,000 atoms,
+five Si), written from the code before issue 20's second round (the h20 branch point, 2416d17).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_FILE = ROOT / "tests" / "data" / "atoms_reference.npz"
+BENCH_FILE = ROOT / "tests" / "data" / "atoms_reference_512.npz"
 
 #: (name, MovieSpec keywords), one frame each: three pixel sizes (the frame is block-averaged by 1,
 #: 2 or 3 for the contrast checks), two doses
@@ -33,6 +38,11 @@ FRAMES = (
                      extras=("hole", "585", "vacancy", "stone_wales"), seed=12)),
     ("fine_lowdose", dict(shape_px=(384, 384), pixel_size_A=0.06, dopants=("dimer", "si4"), dose_e_per_A2=2e4,
                           seed=13)),
+)
+
+#: the bench-size frame (--bench): 512x512 at 0.1 A/px, five 3-fold Si, ~1,000 atoms
+BENCH_FRAMES = (
+    ("bench512", dict(shape_px=(512, 512), pixel_size_A=0.1, dopants=("si3",) * 5, seed=512)),
 )
 
 
@@ -91,9 +101,9 @@ def outputs(chem, snr: float) -> dict:
             "snr": np.float64(snr)}
 
 
-def build() -> dict:
-    """Simulate :data:`FRAMES`, run the network (the configured CPU backend) and the current
-    finder; -> the arrays of the reference file."""
+def build(frames=FRAMES) -> dict:
+    """Simulate ``frames`` (default :data:`FRAMES`), run the network (the configured CPU backend)
+    and the current finder; -> the arrays of the reference file."""
     from engine.infer import Inferencer
     from engine.types import Probabilities
     from stemwatch.config import Config
@@ -101,7 +111,7 @@ def build() -> dict:
     out = {}
     cfg = Config().replace(inference={"backend": "onnx"})
     with Inferencer(cfg.inference) as inf:
-        for name, kw in FRAMES:
+        for name, kw in frames:
             img = simulate(kw)
             ps = float(kw["pixel_size_A"])
             pr = inf.predict(img, ps)
@@ -137,12 +147,15 @@ def load(path: Path = REFERENCE_FILE) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lab.chem.atoms_reference", description=__doc__.split("\n\n")[0])
     ap.add_argument("--write", action="store_true", help="rewrite tests/data/atoms_reference.npz")
+    ap.add_argument("--bench", action="store_true",
+                    help="the 512x512 bench-size frame instead (tests/data/atoms_reference_512.npz)")
     args = ap.parse_args(argv)
-    data = build()
+    data = build(BENCH_FRAMES if args.bench else FRAMES)
     if args.write:
-        REFERENCE_FILE.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(REFERENCE_FILE, **data)
-        print(f"wrote {REFERENCE_FILE} ({REFERENCE_FILE.stat().st_size // 1024} KiB)", file=sys.stderr)
+        out = BENCH_FILE if args.bench else REFERENCE_FILE
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out, **data)
+        print(f"wrote {out} ({out.stat().st_size // 1024} KiB)", file=sys.stderr)
     return 0
 
 
