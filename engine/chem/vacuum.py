@@ -46,6 +46,12 @@ WINDOW_A = (2.0, 4.0)
 LEVEL_A = 4.0
 #: ... leaving out the points farther than this x D (or 3 noise sigma) from it
 LEVEL_EXCLUDE = 0.3
+#: ... and the points brighter than it by this x D (or 1 noise sigma): a Si cluster's probe tail
+LEVEL_EXCLUDE_BRIGHT = 0.3
+#: the lattice within this of a Si / heavy atom (A) is lit by its probe tail: left out of the level
+HEAVY_LIT_A = 5.0
+#: passes of the level (each lets it climb further out of a wide hole)
+LEVEL_PASSES = 3
 #: the dip threshold is at least this many noise sigma of the windowed mean
 NOISE_K = 5.0
 #: fewer hexagon centres than this: no unit, no gate
@@ -128,9 +134,21 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
     # background ramp or a broad bright/dark patch is lattice, and a hole is filled from its surroundings
     s_l = LEVEL_A / (pxd * k)
     exclude = max(LEVEL_EXCLUDE * unit, 3.0 * sigma_m)
-    L = ndimage.gaussian_filter(M, s_l, mode="nearest")          # first pass: everything
-    for _ in range(3):
-        w = (np.abs(M - L) <= exclude).astype(np.float32)   # neither dips nor bright spots (a Si's tail)
+    exclude_bright = max(LEVEL_EXCLUDE_BRIGHT * unit, 3.0 * sigma_m)
+    h, w_ = M.shape
+    heavy = np.flatnonzero(np.asarray(atoms.species) != 0)
+    lit = np.zeros(M.shape, bool)                     # around Si / heavy atoms: their probe tails light the lattice
+    if len(heavy):
+        yy, xx = np.mgrid[0:h, 0:w_]
+        grid_A = np.c_[(xx.ravel() + 0.5) * g - 0.5, (yy.ravel() + 0.5) * g - 0.5] * px
+        d, _ = cKDTree(xy_A[heavy]).query(grid_A, distance_upper_bound=HEAVY_LIT_A)
+        lit = np.isfinite(d).reshape(h, w_)
+    free = (~lit).astype(np.float32)
+    L = ndimage.gaussian_filter(M * free, s_l, mode="nearest")                     # first pass: all but the lit
+    den = ndimage.gaussian_filter(free, s_l, mode="nearest")
+    L = np.where(den > 1e-3, L / np.maximum(den, 1e-3), float(np.median(M))).astype(np.float32)
+    for _ in range(LEVEL_PASSES):
+        w = ((M - L <= exclude_bright) & (L - M <= exclude) & ~lit).astype(np.float32)   # no dips, bright spots
         if w.mean() < 0.2:
             break
         num = ndimage.gaussian_filter(M * w, s_l, mode="nearest")
