@@ -50,6 +50,8 @@ LEVEL_EXCLUDE = 0.3
 LEVEL_EXCLUDE_BRIGHT = 0.3
 #: the lattice within this of a Si / heavy atom (A) is lit by its probe tail: left out of the level
 HEAVY_LIT_A = 5.0
+#: the level's first pass leaves out what lies this x D below the frame's median level
+FIRST_CUT = 1.5
 #: passes of the level (each lets it climb further out of a wide hole)
 LEVEL_PASSES = 3
 #: the dip threshold is at least this many noise sigma of the windowed mean
@@ -143,7 +145,9 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
         grid_A = np.c_[(xx.ravel() + 0.5) * g - 0.5, (yy.ravel() + 0.5) * g - 0.5] * px
         d, _ = cKDTree(xy_A[heavy]).query(grid_A, distance_upper_bound=HEAVY_LIT_A)
         lit = np.isfinite(d).reshape(h, w_)
-    free = (~lit).astype(np.float32)
+    # first pass: all but the lit and what lies far below the frame's typical level (a hole, also one
+    # cut by the frame's edge, would otherwise pull the level down into itself)
+    free = (~lit & (M >= float(np.median(M[~lit] if (~lit).any() else M)) - FIRST_CUT * unit)).astype(np.float32)
     L = ndimage.gaussian_filter(M * free, s_l, mode="nearest")                     # first pass: all but the lit
     den = ndimage.gaussian_filter(free, s_l, mode="nearest")
     L = np.where(den > 1e-3, L / np.maximum(den, 1e-3), float(np.median(M))).astype(np.float32)
