@@ -152,10 +152,10 @@ def _hole_rows(inf, dose, px, frames=6):
     return _HOLES[dose, px, frames]
 
 
-@pytest.mark.parametrize("dose,px", [(1e5, 0.2), (1e6, 0.1)])
+@pytest.mark.parametrize("dose,px", [(1e5, 0.2), (1e6, 0.076)])
 def test_no_lattice_in_holes_in_what_the_analyzer_reports(inferencer, dose, px):
     """Every held-out frame with a hole: at most 1 % of the reported atoms in and around it are false
-    (before engine.chem.vacuum, 1-3 of 15-25 per frame on some of these frames)."""
+    (before engine.chem.vacuum, both cells had frames with false atoms there: the test fails with it off)."""
     rows = _hole_rows(inferencer, dose, px)
     assert len(rows) >= 5 and sum(r["reported"]["n"] for r in rows) >= 50
     for r in rows:
