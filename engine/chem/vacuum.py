@@ -106,7 +106,7 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
         return None
     img = np.asarray(image)
     H, W = img.shape
-    crop = img[max(0, H // 2 - 64):H // 2 + 64, max(0, W // 2 - 64):W // 2 + 64]
+    crop = img[max(0, H // 2 - 128):H // 2 + 128, max(0, W // 2 - 128):W // 2 + 128]
     sigma_px = noise_sigma(crop)
     if not np.isfinite(sigma_px):
         return None
@@ -151,10 +151,6 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
     L = ndimage.gaussian_filter(M * free, s_l, mode="nearest")                     # first pass: all but the lit
     den = ndimage.gaussian_filter(free, s_l, mode="nearest")
     L = np.where(den > 1e-3, L / np.maximum(den, 1e-3), float(np.median(M))).astype(np.float32)
-    if float((L - M).max()) <= threshold * unit:
-        # nothing dips by the threshold: the later passes (leaving out what dips by 0.3 units, raising the
-        # level a little) are not worth their cost: no candidates
-        return np.zeros(len(xy_A)), float(threshold), np.full(len(xy_A), np.inf)
     for _ in range(LEVEL_PASSES):
         w = ((M - L <= exclude_bright) & (L - M <= exclude) & ~lit).astype(np.float32)   # no dips, bright spots
         if w.mean() < 0.2:
