@@ -171,7 +171,7 @@ def test_network_maps_put_no_lattice_into_holes(inferencer):
 
 
 @pytest.mark.xfail(strict=True, reason="issue 13 criterion 3 NOT met at 1e4 (nor 1e3): the vacuum check removes most "
-                                       "of the lattice the network continues into a hole, but some frames keep 1-12 "
+                                       "of the lattice the network continues into a hole, but some frames keep 1-14 "
                                        "false atoms in or at the hole (docs/model.md, lab.infer.holes)")
 def test_no_lattice_in_holes_at_1e4(inferencer):
     for r in _hole_rows(inferencer, 1e4, 0.1):
