@@ -11,10 +11,12 @@ hole's rim) lies below the lattice level there, in units of the lattice's own me
 hexagon centres:
 
 * ``M``: the frame smoothed by the window (on a coarse grid; the frame's lattice averages out);
-* lattice level ``L(x)``: ``M`` smoothed over :data:`LEVEL_A` (4 A) where it is not dipped
-  (normalised convolution: a first pass over everything, then three
-  passes without the dips and the bright spots, such as a Si's probe tail), so a background ramp or a broad brighter or darker patch
-  is followed, and a hole is bridged from the lattice around it;
+* lattice level ``L(x)``: ``M`` smoothed over :data:`LEVEL_A` (4 A) by normalised convolution, in
+  :data:`LEVEL_PASSES` passes that leave out what dips or rises by 0.3 units (a hole; a bright spot),
+  the first one what lies :data:`FIRST_CUT` (1.5) units below the frame's median (so a hole, also one
+  cut by the frame's edge, does not pull the level into itself), and every pass the lattice within
+  :data:`HEAVY_LIT_A` (5 A) of a Si or heavy atom, whose probe tail lights it. A background ramp or a
+  broad brighter or darker patch is followed; a hole is bridged from the lattice around it;
 * unit ``D``: the median over hexagon centres of (``M`` there - the frame at the centre itself):
   what the lattice adds over its emptiest points. Vacuum lies below the hexagon centres' level (they
   still hold the probe tails of six atoms), so a hole dips by more than ``D``; a missing atom (a
@@ -24,10 +26,12 @@ hexagon centres:
   4 A) until ``min_dip * D`` is ``NOISE_K`` sigma of it, so noise alone does not make a dip.
 
 :func:`drop_in_vacuum` removes the atoms whose dip exceeds ``max(min_dip * D, NOISE_K * sigma_M)``
-unless the atom shows on the frame by itself: its own contrast (the frame at the atom, smoothed by
-about 0.2 A, over ``M``) above ``own_sigma`` noise sigma. A rim atom of a real hole stands out over
-its half-empty surroundings and stays; so does a lattice atom that a wide probe tail or a background
-dip darkens (the dip alone cannot tell those from a hole on frames with most of the current in the tail).
+unless the atom shows on the frame by itself: its own contrast (the median of the raw pixels within
+:data:`OWN_DISC_A` of it, blind to a hot pixel, over ``M``) above ``own_sigma x max(1, dip / threshold)``
+noise sigma (a deeper dip asks for more). A rim atom of a real hole stands out over its half-empty
+surroundings and stays; so does a bright lattice atom that a wide probe tail or a background dip
+darkens. On frames with 70-75 % of the current in the tail the dip alone cannot always tell those from
+a hole (docs/chemistry.md, limits).
 The hexagon centres come from the atoms themselves (for an atom i with neighbours j, k:
 ``x_j + x_k - x_i``). Without enough hexagons (< 20) or without a positive ``D`` nothing is removed.
 """
@@ -46,7 +50,7 @@ WINDOW_A = (2.0, 4.0)
 LEVEL_A = 4.0
 #: ... leaving out the points farther than this x D (or 3 noise sigma) from it
 LEVEL_EXCLUDE = 0.3
-#: ... and the points brighter than it by this x D (or 1 noise sigma): a Si cluster's probe tail
+#: ... and the points brighter than it by this x D (or 3 noise sigma): a Si cluster's probe tail
 LEVEL_EXCLUDE_BRIGHT = 0.3
 #: the lattice within this of a Si / heavy atom (A) is lit by its probe tail: left out of the level
 HEAVY_LIT_A = 5.0
