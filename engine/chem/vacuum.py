@@ -21,7 +21,7 @@ hexagon centres:
   what the lattice adds over its emptiest points. Vacuum lies below the hexagon centres' level (they
   still hold the probe tails of six atoms), so a hole dips by more than ``D``; a missing atom (a
   vacancy) by about a tenth of it and a divacancy by a fifth at a 2 A window;
-* noise: the frame's pixel noise (:func:`engine.health.atoms.noise_sigma`, measured on the frame)
+* noise: the frame's pixel noise (:func:`engine.chem.noise.noise_sigma`, measured on the frame)
   through the window, ``sigma_M = sigma_px * px / (2 sqrt(pi) window)``; the window widens (up to
   4 A) until ``min_dip * D`` is ``NOISE_K`` sigma of it, so noise alone does not make a dip.
 
@@ -100,7 +100,7 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
     when the frame gives no unit (see the module docstring). ``maps``: :func:`engine.chem.atoms.contrast_maps`."""
     from engine.chem.atoms import sample_bilinear
     from engine.chem.filters import block_mean
-    from engine.health.atoms import noise_sigma
+    from engine.chem.noise import noise_sigma
 
     sm, _bg, pxd, f = maps
     px = float(atoms.pixel_size_A)

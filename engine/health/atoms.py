@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.chem.noise import noise_sigma  # noqa: F401  (used here and by the vacuum check in engine.chem)
 from engine.types import Atoms
 
 HALF_BOND_A = 0.71
@@ -50,22 +51,6 @@ def edge_flags(xy_px: np.ndarray, frame_shape, pixel_size_A: float) -> np.ndarra
     if frame_shape is None:
         return np.zeros(len(xy_px), bool)
     return ~inside_mask(xy_px, frame_shape, HALF_BOND_A / float(pixel_size_A))
-
-
-def noise_sigma(image: np.ndarray) -> float:
-    """Pixel noise (counts, 1 sigma) by Immerkaer's method (Laplacian-difference mask, mean |.|)."""
-    a = np.asarray(image)
-    if np.issubdtype(a.dtype, np.integer) and a.dtype.itemsize <= 2:
-        a = a.astype(np.int32)            # 8/16-bit frames: the same Laplacian values, exact, in int32
-    else:
-        a = np.asarray(a, np.float64)
-    if a.dtype == np.float64 and not np.isfinite(a).all():
-        a = np.where(np.isfinite(a), a, np.nanmedian(a))
-    if a.shape[0] < 3 or a.shape[1] < 3:
-        return float("nan")
-    lap = (a[:-2, :-2] - 2 * a[:-2, 1:-1] + a[:-2, 2:] - 2 * a[1:-1, :-2] + 4 * a[1:-1, 1:-1] - 2 * a[1:-1, 2:]
-           + a[2:, :-2] - 2 * a[2:, 1:-1] + a[2:, 2:])
-    return float(np.sqrt(np.pi / 2.0) * np.mean(np.abs(lap)) / 6.0)
 
 
 def estimate_snr(image: np.ndarray, chem) -> float:
