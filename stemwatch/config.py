@@ -122,6 +122,12 @@ class ChemistryConfig(Section):
                                                      # frames that are not graphene are not analysed (no
                                                      # atoms, no events); a partly-graphene field only where
                                                      # it is graphene
+    vacuum_min_dip: float = 0.5                      # with a raw frame: an atom whose 2-4 A surroundings dip
+                                                     # below the lattice level by more than this x the lattice's
+                                                     # own contrast (and 5 noise sigma) is in a hole and is
+                                                     # dropped (engine.chem.vacuum); 0: off
+    vacuum_own_sigma: float = 2.0                    # ... unless its own contrast over its surroundings
+                                                     # exceeds this many noise sigma of the frame
 
 
 @dataclass(frozen=True)

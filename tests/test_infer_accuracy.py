@@ -123,14 +123,6 @@ def test_resolvability_at_every_dose(inferencer):
             assert r["empty_space"] <= 0.01 * r["n_pred"], r
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 criterion 3 NOT met at 1e4: on one resolvable held-out frame 3 of 170 "
-                                       "atoms (1.8 %) sit > 1.5 A from every true atom (docs/model.md)")
-def test_no_lattice_in_empty_space_at_1e4(inferencer):
-    for r in _rows(inferencer, 1e4):
-        if r["snr_est"] >= 2:
-            assert r["empty_space"] <= 0.01 * r["n_pred"], r
-
-
 def test_no_lattice_in_empty_space_in_what_the_analyzer_reports_at_1e4(inferencer):
     """What the analyzer reports (engine.chem: every network atom must show contrast on the raw frame)
     on the resolvable 1e4 frames: at most 1 % of the atoms > 1.5 A from every true atom. The network's
@@ -140,6 +132,87 @@ def test_no_lattice_in_empty_space_in_what_the_analyzer_reports_at_1e4(inference
     assert len(rows) >= 12
     for r in rows:
         assert r["empty_space_reported"] <= 0.01 * r["n_reported"], r
+
+
+# ---------------------------------------------------------------------------------------------------
+# Issue 13 criterion 3, "on every frame the network puts no lattice into holes (atom precision inside
+# simulated holes >= 0.99)", as measured by lab.infer.holes: per held-out frame with a hole (variant
+# "holes": every frame has one), the atoms in the hole and on its rim (within 2.5 A of the points > 2 A
+# from every true atom), and how many of them match no true atom within 0.5 A. Judged on what the
+# analyzer reports (engine.pipeline.analyze_frame: its raw-frame checks, engine.chem.vacuum among them);
+# the full dose x pixel-size table is the slow test and docs/model.md.
+_HOLES: dict = {}
+
+
+def _hole_rows(inf, dose, px, frames=6):
+    from lab.infer.holes import frame_rows
+
+    if (dose, px, frames) not in _HOLES:
+        _HOLES[dose, px, frames] = frame_rows(inf, dose, px, frames)
+    return _HOLES[dose, px, frames]
+
+
+@pytest.mark.parametrize("dose,px", [(1e5, 0.2), (1e6, 0.076)])
+def test_no_lattice_in_holes_in_what_the_analyzer_reports(inferencer, dose, px):
+    """Every held-out frame with a hole: at most 1 % of the reported atoms in and around it are false
+    (before engine.chem.vacuum, both cells had frames with false atoms there: the test fails with it off)."""
+    rows = _hole_rows(inferencer, dose, px)
+    assert len(rows) >= 5 and sum(r["reported"]["n"] for r in rows) >= 50
+    for r in rows:
+        assert r["reported"]["false"] <= 0.01 * r["reported"]["n"], r
+
+
+@pytest.mark.xfail(strict=True, reason="the network's own maps continue the lattice into holes (1-4 false atoms "
+                                       "per hole at 1e5-1e6, most of the hole at 1e3-1e4); the analyzer removes them "
+                                       "on the raw frame (engine.chem.vacuum), docs/model.md")
+def test_network_maps_put_no_lattice_into_holes(inferencer):
+    for r in _hole_rows(inferencer, 1e5, 0.2):
+        assert r["raw"]["false"] <= 0.01 * r["raw"]["n"], r
+
+
+@pytest.mark.xfail(strict=True, reason="issue 13 criterion 3 NOT met at 1e4 (nor 1e3): the vacuum check removes most "
+                                       "of the lattice the network continues into a hole, but some frames keep 1-14 "
+                                       "false atoms in or at the hole (docs/model.md, lab.infer.holes)")
+def test_no_lattice_in_holes_at_1e4(inferencer):
+    for r in _hole_rows(inferencer, 1e4, 0.1):
+        assert r["reported"]["false"] <= 0.01 * r["reported"]["n"], r
+
+
+def test_vacuum_check_removes_most_lattice_put_into_holes_at_1e4(inferencer):
+    """Where the criterion is not met, the vacuum check still removes at least half of the false atoms
+    the network puts in and around holes (pooled over the frames)."""
+    rows = _hole_rows(inferencer, 1e4, 0.1)
+    raw = sum(r["raw"]["false"] for r in rows)
+    reported = sum(r["reported"]["false"] for r in rows)
+    assert raw >= 20 and reported <= 0.5 * raw, (raw, reported)
+
+
+def test_vacuum_check_keeps_lattice_frames(inferencer):
+    """On the plain held-out frames (holes only as drawn, in ~1 of 4) the reported atoms' detection F1
+    changes by less than 0.002 and Si precision / recall not at all with the check on."""
+    from lab.infer.holes import lattice_effect
+
+    eff = lattice_effect(inferencer, (1e4, 1e5), (0.1,), 6)
+    for dose, res in eff.items():
+        off, on = res["off"].summary(), res["on"].summary()
+        assert on["f1"] >= off["f1"] - 0.002, (dose, off, on)
+        assert on["si_precision"] >= off["si_precision"] and on["si_recall"] == off["si_recall"], (dose, off, on)
+
+
+@pytest.mark.slow
+def test_no_lattice_in_holes_table():
+    """The docs/model.md table (every dose x pixel size, 6 frames of the "holes" variant and the plain
+    frames that have a hole): what the analyzer reports meets criterion 3 on every frame at 1e5-1e6."""
+    from engine.infer import Inferencer
+    from lab.infer.holes import format_table, sweep
+    from stemwatch.config import InferenceConfig
+
+    with Inferencer(InferenceConfig(backend="onnx")) as inf:
+        rows = sweep(inf, frames=6)
+    print(format_table(rows))
+    for r in rows:
+        if r["dose"] >= 1e5:
+            assert r["reported"]["false"] <= 0.01 * r["reported"]["n"], r
 
 
 def test_heldout_frames_are_deterministic():

@@ -16,6 +16,7 @@ import functools
 
 import numpy as np
 
+from engine.chem.noise import noise_sigma  # noqa: F401  (used here and by the vacuum check in engine.chem)
 from engine.types import Atoms
 
 HALF_BOND_A = 0.71
@@ -52,27 +53,6 @@ def edge_flags(xy_px: np.ndarray, frame_shape, pixel_size_A: float) -> np.ndarra
     if frame_shape is None:
         return np.zeros(len(xy_px), bool)
     return ~inside_mask(xy_px, frame_shape, HALF_BOND_A / float(pixel_size_A))
-
-
-def noise_sigma(image: np.ndarray) -> float:
-    """Pixel noise (counts, 1 sigma) by Immerkaer's method (Laplacian-difference mask, mean |.|)."""
-    a = np.asarray(image)
-    if np.issubdtype(a.dtype, np.integer) and a.dtype.itemsize <= 2:
-        a = a.astype(np.int32)            # 8/16-bit frames: the same Laplacian values, exact, in int32
-    else:
-        a = np.asarray(a, np.float64)
-    if a.dtype == np.float64 and not np.isfinite(a).all():
-        a = np.where(np.isfinite(a), a, np.nanmedian(a))
-    if a.shape[0] < 3 or a.shape[1] < 3:
-        return float("nan")
-    # the mask [[1, -2, 1], [-2, 4, -2], [1, -2, 1]] is the outer product of [1, -2, 1] with itself:
-    # a second difference along rows, then along columns (exact on integers; 8 array passes, not 17)
-    t = a[:-2] + a[2:]
-    t -= 2 * a[1:-1]
-    lap = t[:, :-2] + t[:, 2:]
-    lap -= 2 * t[:, 1:-1]
-    np.abs(lap, out=lap)
-    return float(np.sqrt(np.pi / 2.0) * np.mean(lap) / 6.0)
 
 
 def estimate_snr(image: np.ndarray, chem) -> float:

@@ -21,7 +21,7 @@ FIELD_A = 25.6
 DOSES = (1e3, 1e4, 1e5, 1e6)
 PIXEL_SIZES_A = (0.05, 0.076, 0.1, 0.2)
 #: Extra rows: name -> simulator overrides.
-VARIANTS = ("plain", "heavy", "contamination")
+VARIANTS = ("plain", "heavy", "contamination", "holes")
 #: Out-of-family images (``lab.sim.foreign``: other simulators' styles, never trained on).
 FOREIGN_STYLES = ("gaussian_blobs", "zgamma_jitter", "airy")
 
@@ -35,12 +35,16 @@ def sim_overrides(dose: float, variant: str) -> dict:
     """Keyword overrides for ``engine.sim.make_training_example`` for one table cell.
 
     ``plain``: lattice defects, dopants and holes as drawn, no contamination, no adatoms;
-    ``heavy``: plus 1-3 heavy adatoms (Fe/Cu/Mo/W/Au); ``contamination``: plus 1-2 amorphous patches.
+    ``heavy``: plus 1-3 heavy adatoms (Fe/Cu/Mo/W/Au); ``contamination``: plus 1-2 amorphous patches;
+    ``holes``: as ``plain`` but every frame has a hole (radius 3-10 A; :mod:`lab.infer.holes`).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}")
-    return {"dose_range": (dose, dose), "si_per_nm2": HELDOUT_SI_PER_NM2,
+    over = {"dose_range": (dose, dose), "si_per_nm2": HELDOUT_SI_PER_NM2,
             "adatoms": variant == "heavy", "contamination": variant == "contamination"}
+    if variant == "holes":
+        over["holes"] = True
+    return over
 
 
 def cell_frames(dose: float, pixel_size_A: float, variant: str, frames: int, with_params: bool = False):
@@ -125,7 +129,7 @@ def accuracy_table(cfg=None, frames_per_cell: int = 6, quick: bool = False, prog
 
     rows = []
     cells = [(d, p, "plain") for d in DOSES for p in PIXEL_SIZES_A]
-    cells += [(d, 0.1, v) for v in VARIANTS[1:] for d in DOSES]
+    cells += [(d, 0.1, v) for v in ("heavy", "contamination") for d in DOSES]   # holes: lab.infer.holes
     cells += [(0.0, px, f"foreign:{st}") for st in FOREIGN_STYLES for px in (0.05, 0.1)]
     if quick:
         cells = [c for c in cells if c[1] == 0.1]

@@ -1,0 +1,301 @@
+"""Atom precision inside simulated holes (issue 13, criterion 3: "the network puts no lattice into holes").
+
+The simulator (:func:`engine.sim.structures.add_hole`) removes the lattice inside an irregular disc and
+returns no outline, so the hole is found from the truth atoms of each frame:
+
+* **core**: the points of the frame farther than :data:`HOLE_CORE_A` (2.0 A) from every true atom
+  (the truth holds atoms up to 3 A outside the field, so the frame edge makes no core). In a lattice
+  without a hole no point is farther than 1.67 A from an atom (hexagon centres 1.42 A, the octagon of a
+  5-8-5 divacancy ~1.6 A, measured on simulated frames with every point defect, strain and jitter),
+  so the core is the hole and nothing else.
+* **zone**: the core grown by :data:`HOLE_ZONE_A` = 2.0 + 0.5 A: the whole hole, the band 1-2 A inside
+  its rim where a continued lattice would sit, and the rim atoms themselves (2.0 A from the core, plus
+  the match radius), so the true edge atoms count and an atom moved off the rim counts against.
+
+Per frame with a core: the predicted atoms inside the zone, and how many of them are matched one-to-one
+(mutual nearest neighbours within 0.5 A, :data:`lab.radii.ATOM_MATCH_RADIUS_A`, the same matching as the
+detection scores) to a true atom: ``precision = matched / in zone``. Frames without a hole are skipped.
+``core_false`` counts the unmatched atoms inside the core itself (deep in the hole).
+
+Two sets of atoms are scored on every frame (whatever its SNR or verdict):
+
+* ``raw``: the network's own maps, read by the simple peak finder (:func:`lab.infer.evaluate.find_atoms_simple`);
+* ``reported``: what the analyzer reports to the operator: :func:`engine.pipeline.analyze_frame` at the
+  declared (true) pixel size (material mask, :func:`engine.chem.atoms.find_atoms` with its raw-frame
+  checks, atoms outside the frame dropped).
+
+``python -m lab.infer.holes [--frames N] [--pixel-sizes ...]`` prints the table of docs/model.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from lab.match import match_mutual
+from lab.radii import ATOM_MATCH_RADIUS_A
+
+#: a point farther than this from every true atom lies in a hole (no lattice void reaches 1.7 A)
+HOLE_CORE_A = 2.0
+#: predicted atoms within this of the core are scored: the hole, its rim atoms and the match radius
+HOLE_ZONE_A = HOLE_CORE_A + ATOM_MATCH_RADIUS_A
+#: cores smaller than this (A^2) are ignored (a few pixels where a large vacancy complex grazes 2 A)
+MIN_CORE_A2 = 0.5
+DOSES = (1e3, 1e4, 1e5, 1e6)
+PIXEL_SIZES_A = (0.05, 0.076, 0.1, 0.2)
+#: the held-out variant in which every frame has a hole (lab.infer.heldout.sim_overrides)
+VARIANT = "holes"
+
+
+def hole_core(true_xy_px: np.ndarray, frame_shape, pixel_size_A: float) -> np.ndarray:
+    """(H, W) bool: frame pixels farther than :data:`HOLE_CORE_A` from every true atom (small specks
+    below :data:`MIN_CORE_A2` removed)."""
+    H, W = frame_shape
+    xy = np.asarray(true_xy_px, np.float64).reshape(-1, 2)
+    if not len(xy):
+        return np.ones((H, W), bool)
+    yy, xx = np.mgrid[0:H, 0:W]
+    d, _ = cKDTree(xy * pixel_size_A).query(np.c_[xx.ravel(), yy.ravel()] * pixel_size_A,
+                                            distance_upper_bound=HOLE_CORE_A)
+    core = ~np.isfinite(d).reshape(H, W)
+    if core.any():
+        lab, n = ndimage.label(core)
+        area = ndimage.sum_labels(core, lab, np.arange(1, n + 1)) * pixel_size_A ** 2
+        core = np.isin(lab, 1 + np.flatnonzero(area >= MIN_CORE_A2))
+    return core
+
+
+def in_zone(xy_px: np.ndarray, core: np.ndarray, pixel_size_A: float, radius_A: float = HOLE_ZONE_A) -> np.ndarray:
+    """(N,) bool: positions within ``radius_A`` of a core pixel."""
+    xy = np.asarray(xy_px, np.float64).reshape(-1, 2)
+    rc = np.argwhere(core)
+    if not len(rc) or not len(xy):
+        return np.zeros(len(xy), bool)
+    d, _ = cKDTree(rc[:, ::-1] * pixel_size_A).query(xy * pixel_size_A, distance_upper_bound=radius_A)
+    return np.isfinite(d)
+
+
+def hole_score(pred_xy_px: np.ndarray, true_xy_px: np.ndarray, core: np.ndarray, pixel_size_A: float) -> dict:
+    """``{"n", "false", "core_false", "precision"}`` of the predicted atoms in the zone around ``core``
+    (precision nan when none is there)."""
+    pred = np.asarray(pred_xy_px, np.float64).reshape(-1, 2)
+    true = np.asarray(true_xy_px, np.float64).reshape(-1, 2)
+    zone = in_zone(pred, core, pixel_size_A)
+    matched = np.zeros(len(pred), bool)
+    ip, _ = match_mutual(pred * pixel_size_A, true * pixel_size_A, ATOM_MATCH_RADIUS_A)
+    matched[ip] = True
+    deep = in_zone(pred, core, pixel_size_A, pixel_size_A)              # within a pixel of the core
+    n = int(zone.sum())
+    false = int((zone & ~matched).sum())
+    return {"n": n, "false": false, "core_false": int((deep & ~matched).sum()),
+            "precision": (n - false) / n if n else float("nan")}
+
+
+class _Capture:
+    """The inferencer, keeping the network's maps of the last frame (before the analyzer's material
+    mask), so the raw maps and the reported atoms come from one inference."""
+
+    def __init__(self, inferencer):
+        self.inferencer = inferencer
+        self.probs = None
+
+    def predict(self, *args, **kw):
+        self.probs = self.inferencer.predict(*args, **kw)
+        return self.probs
+
+
+def frame_rows(inferencer, dose: float, pixel_size_A: float, frames: int, variant: str = VARIANT, cfg=None,
+               reported: bool = True) -> list[dict]:
+    """Per held-out frame of one cell that has a hole core: its hole area, estimated C-atom SNR (the
+    analyzer's, nan when not measurable), the true one, and :func:`hole_score` of the raw maps
+    (``raw``) and of what the analyzer reports (``reported``; skipped with ``reported=False``)."""
+    from engine.health.atoms import estimate_snr
+    from engine.pipeline import analyze_frame
+    from engine.sim.imaging import ImagingParams
+    from lab.infer.evaluate import find_atoms_simple
+    from lab.infer.heldout import cell_frames
+    from stemwatch.config import Config
+    from streamer.frame import Frame
+
+    cfg = cfg or Config()
+    rows = []
+    for k, (image, xy, sp, fpx, ign, params) in enumerate(cell_frames(dose, pixel_size_A, variant, frames,
+                                                                       with_params=True)):
+        allxy = np.concatenate([xy, ign]) if len(ign) else xy
+        core = hole_core(allxy, image.shape, fpx)
+        if not core.any():
+            continue
+        row = {"dose": dose, "pixel_size_A": pixel_size_A, "variant": variant, "frame": k,
+               "hole_A2": float(core.sum() * fpx ** 2),
+               "snr_true": float(ImagingParams.from_dict(params["imaging"]).atom_snr(fpx))}
+        cap = _Capture(inferencer)
+        if reported:
+            fc = analyze_frame(Frame(image, "holes", k, 0.0, fpx), cap, cfg)
+            if fc.error:
+                raise RuntimeError(f"analyze_frame failed on dose {dose} px {pixel_size_A} frame {k}: {fc.error}")
+            chem = fc.chemistry
+            row["reported"] = hole_score(chem.atoms.xy_px if chem is not None else np.zeros((0, 2)), allxy, core, fpx)
+            row["snr_est"] = float(estimate_snr(image, chem)) if chem is not None else float("nan")
+            row["material"] = fc.material.verdict if fc.material is not None else ""
+        probs = cap.probs if cap.probs is not None else inferencer.predict(image, fpx)
+        pxy, _psp = find_atoms_simple(probs)
+        row["raw"] = hole_score(pxy, allxy, core, fpx)
+        rows.append(row)
+    return rows
+
+
+def sweep(inferencer, doses=DOSES, pixel_sizes=PIXEL_SIZES_A, frames: int = 6, variants=(VARIANT, "plain"),
+          progress: bool = False) -> list[dict]:
+    """:func:`frame_rows` over every dose x pixel size x variant (frames without a hole are skipped)."""
+    rows = []
+    for variant in variants:
+        for dose in doses:
+            for px in pixel_sizes:
+                t0 = time.time()
+                rr = frame_rows(inferencer, dose, px, frames, variant)
+                rows += rr
+                if progress:
+                    print(f"{variant} {dose:.0e} {px}: {len(rr)} frames with a hole, {time.time() - t0:.1f} s",
+                          file=sys.stderr, flush=True)
+    return rows
+
+
+def lattice_effect(inferencer, doses=DOSES, pixel_sizes=PIXEL_SIZES_A, frames: int = 6, variant: str = "plain") -> dict:
+    """What the vacuum check (``ChemistryConfig.vacuum_min_dip``) costs on ordinary held-out frames:
+    per dose, the detection :class:`lab.infer.evaluate.Counts` of the reported atoms
+    (:func:`engine.pipeline.analyze_frame`) with the check off (``off``) and on (``on``), scored as the
+    detection table (0.5 A, 1 A border left out); ``snr_ok`` the same over the frames whose estimated
+    C-atom SNR is >= 2 (the frames the analyzer keeps)."""
+    from engine.health.atoms import estimate_snr
+    from engine.pipeline import analyze_frame
+    from lab.infer.evaluate import Counts, score_frame
+    from lab.infer.heldout import cell_frames
+    from stemwatch.config import Config
+    from streamer.frame import Frame
+
+    on = Config()
+    off = on.replace(chemistry={"vacuum_min_dip": 0.0})
+    out = {}
+    for dose in doses:
+        res = {k: Counts() for k in ("off", "on", "off_snr_ok", "on_snr_ok")}
+        for px in pixel_sizes:
+            for k, (image, xy, sp, fpx, ign) in enumerate(cell_frames(dose, px, variant, frames)):
+                cap = _Capture(inferencer)
+                for name, cfg in (("off", off), ("on", on)):
+                    fc = analyze_frame(Frame(image, "lattice", k, 0.0, fpx), cap if name == "off" else _Fixed(cap.probs),
+                                       cfg)
+                    a = fc.chemistry.atoms if fc.chemistry is not None else None
+                    c = score_frame(a.xy_px if a is not None else np.zeros((0, 2)),
+                                    a.species if a is not None else np.zeros(0, np.int8), xy, sp, image.shape, fpx,
+                                    ignore_xy_px=ign)
+                    res[name].add(c)
+                    if name == "off":
+                        ok = fc.chemistry is not None and estimate_snr(image, fc.chemistry) >= 2.0
+                    if ok:
+                        res[name + "_snr_ok"].add(c)
+        out[dose] = res
+    return out
+
+
+class _Fixed:
+    """An inferencer that returns given maps (the same network output for both runs)."""
+
+    def __init__(self, probs):
+        self.probs = probs
+
+    def predict(self, *args, **kw):
+        return self.probs
+
+
+def summarise(rows: list[dict], which: str) -> dict:
+    """Pooled and worst-frame figures of ``which`` (``raw`` or ``reported``) over ``rows``."""
+    n = sum(r[which]["n"] for r in rows)
+    false = sum(r[which]["false"] for r in rows)
+    per = [r[which]["precision"] for r in rows if r[which]["n"]]
+    worst = min(rows, key=lambda r: r[which]["precision"] if r[which]["n"] else 2.0, default=None)
+    return {"frames": len(rows), "atoms": n, "false": false, "core_false": sum(r[which]["core_false"] for r in rows),
+            "pooled": (n - false) / n if n else float("nan"), "worst": min(per) if per else float("nan"),
+            "worst_frame": (f"{worst['variant']} {worst['dose']:.0e} {worst['pixel_size_A']} #{worst['frame']} "
+                            f"({worst[which]['false']}/{worst[which]['n']})") if worst is not None and per else "",
+            "failing": sum(1 for r in rows if r[which]["n"] and r[which]["false"] > 0.01 * r[which]["n"]),
+            "failing_ok": sum(1 for r in rows if r[which]["n"] and r[which]["false"] > 0.01 * r[which]["n"]
+                              and r.get("snr_est", float("nan")) >= 2.0)}
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown: per dose x pixel size, raw maps and reported atoms (pooled precision, worst frame,
+    frames above 1 % false), then per dose over every pixel size."""
+    fmt = lambda v: "-" if v != v else f"{v:.4f}"  # noqa: E731
+    lines = ["| dose (e/A^2) | pixel (A) | frames with a hole | low_snr (est.) | raw: atoms in holes | raw: false | "
+             "raw: pooled P | raw: worst P | raw: frames > 1 % | reported: atoms | reported: false | reported: pooled P | "
+             "reported: worst P | reported: frames > 1 % (of them SNR >= 2) |", "|" + "---|" * 14]
+    keys = sorted({(r["dose"], r["pixel_size_A"]) for r in rows}) + sorted({(r["dose"], None) for r in rows})
+    for dose, px in keys:
+        rr = [r for r in rows if r["dose"] == dose and (px is None or r["pixel_size_A"] == px)]
+        a, b = summarise(rr, "raw"), summarise(rr, "reported")
+        low = sum(1 for r in rr if not r.get("snr_est", float("nan")) >= 2.0)
+        lines.append(f"| {dose:.0e} | {px if px is not None else 'all'} | {len(rr)} | {low} | {a['atoms']} | {a['false']} | "
+                     f"{fmt(a['pooled'])} | {fmt(a['worst'])} | {a['failing']} | {b['atoms']} | {b['false']} | "
+                     f"{fmt(b['pooled'])} | {fmt(b['worst'])} | {b['failing']} ({b['failing_ok']}) |")
+    return "\n".join(lines)
+
+
+def format_lattice_effect(eff: dict) -> str:
+    """Markdown table of :func:`lattice_effect`."""
+    fmt = lambda v: "-" if v != v else f"{v:.4f}"  # noqa: E731
+    lines = ["| dose (e/A^2) | frames | vacuum check | atoms | precision | recall | F1 | Si | Si P | Si R |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for dose, res in eff.items():
+        for key, name in (("off", "all: off"), ("on", "all: on"), ("off_snr_ok", "SNR >= 2: off"),
+                          ("on_snr_ok", "SNR >= 2: on")):
+            s = res[key].summary()
+            lines.append(f"| {dose:.0e} | {s['frames']} | {name} | {s['atoms']} | {fmt(s['precision'])} | {fmt(s['recall'])} | "
+                         f"{fmt(s['f1'])} | {s['si']} | {fmt(s['si_precision'])} | {fmt(s['si_recall'])} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from engine.infer import Inferencer
+    from stemwatch.config import InferenceConfig
+
+    p = argparse.ArgumentParser(prog="python -m lab.infer.holes", description=__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, default=6, help="frames per dose x pixel-size cell and variant (default 6)")
+    p.add_argument("--doses", type=float, nargs="+", default=list(DOSES), help="doses (e/A^2)")
+    p.add_argument("--pixel-sizes", type=float, nargs="+", default=list(PIXEL_SIZES_A), help="pixel sizes (A)")
+    p.add_argument("--variants", nargs="+", default=[VARIANT, "plain"], help="held-out variants (default holes plain)")
+    p.add_argument("--worst", type=int, default=10, help="list this many worst frames of the reported atoms")
+    p.add_argument("--lattice", action="store_true",
+                   help="instead: detection F1 and Si precision/recall of the reported atoms on the plain held-out "
+                        "frames with the vacuum check off and on")
+    a = p.parse_args(argv)
+    if a.frames < 1:
+        print("--frames must be >= 1", file=sys.stderr)
+        return 2
+    if a.lattice:
+        with Inferencer(InferenceConfig(backend="onnx")) as inf:
+            eff = lattice_effect(inf, a.doses, a.pixel_sizes, a.frames)
+        print(format_lattice_effect(eff))
+        return 0
+    with Inferencer(InferenceConfig(backend="onnx")) as inf:
+        rows = sweep(inf, a.doses, a.pixel_sizes, a.frames, a.variants, progress=True)
+    print(format_table(rows))
+    for which in ("raw", "reported"):
+        s = summarise(rows, which)
+        print(f"{which}: {s['frames']} frames, {s['atoms']} atoms in holes, {s['false']} false ({s['core_false']} deep in "
+              f"the hole), pooled precision {s['pooled']:.4f}, worst {s['worst']:.4f} ({s['worst_frame']}), "
+              f"frames > 1 % false: {s['failing']}")
+    bad = sorted(rows, key=lambda r: r["reported"]["precision"] if r["reported"]["n"] else 2.0)[: a.worst]
+    for r in bad:
+        print(f"  {r['variant']} {r['dose']:.0e} {r['pixel_size_A']} #{r['frame']}: hole {r['hole_A2']:.0f} A^2, "
+              f"SNR est {r['snr_est']:.2f} true {r['snr_true']:.2f}, material {r['material']}, "
+              f"raw {r['raw']['false']}/{r['raw']['n']}, reported {r['reported']['false']}/{r['reported']['n']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""No atoms in vacuum (engine.chem.vacuum): atoms the raw frame shows in a hole are dropped, atoms of
+the lattice are kept, whatever the frame's probe tail, background ramp or bright patch.
+
+The atoms given to the check are the simulator's own (plus made-up ones in the hole), so these tests
+judge the check alone, without the network; lab.infer.holes scores the whole analyzer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.chem.atoms import contrast_maps
+from engine.chem.vacuum import drop_in_vacuum, hexagon_centres, vacuum_dip
+from engine.types import Atoms
+from stemwatch.config import ChemistryConfig
+
+sim = pytest.importorskip("engine.sim")
+CFG = ChemistryConfig()
+PX = 0.1
+
+
+def _frame(seed: int, dose: float, holes: bool, **imaging):
+    rng = np.random.default_rng(seed)
+    return sim.make_training_example(rng, shape_px=(256, 256), pixel_size_A=PX, dose_range=(dose, dose),
+                                     si_per_nm2=0.5, holes=holes, contamination=False, adatoms=False, **imaging)
+
+
+def _atoms(xy_px: np.ndarray, species: np.ndarray, shape) -> Atoms:
+    n = len(xy_px)
+    cp = np.zeros((n, 3), np.float32)
+    cp[np.arange(n), 1 + (species != 0)] = 1
+    return Atoms(np.asarray(xy_px, np.float64), np.asarray(species, np.int8), np.ones(n, np.float32), cp,
+                 np.zeros(n, bool), PX, shape)
+
+
+def _in_frame(ex):
+    H, W = ex.image.shape
+    m = (ex.xy_px[:, 0] >= 0) & (ex.xy_px[:, 1] >= 0) & (ex.xy_px[:, 0] <= W - 1) & (ex.xy_px[:, 1] <= H - 1)
+    return ex.xy_px[m], ex.species[m]
+
+
+def _lattice_in_hole(ex) -> np.ndarray:
+    """Made-up atoms 1.42 A apart all over the hole (points > 2 A from every true atom); none when the
+    hole reaches within 3 A of the frame's edge (holes cut by the edge: docs/chemistry.md)."""
+    from lab.infer.holes import hole_core
+
+    core = hole_core(ex.xy_px, ex.image.shape, PX)
+    m = int(3.0 / PX)
+    if core[:m].any() or core[-m:].any() or core[:, :m].any() or core[:, -m:].any():
+        return np.zeros((0, 2))
+    step = 1.42 / PX
+    yy, xx = np.mgrid[0:ex.image.shape[0]:step, 0:ex.image.shape[1]:step]
+    pts = np.c_[xx.ravel(), yy.ravel()]
+    return pts[core[np.rint(pts[:, 1]).astype(int).clip(0, 255), np.rint(pts[:, 0]).astype(int).clip(0, 255)]]
+
+
+def _seed_with_hole(dose: float, **imaging):
+    for seed in range(40):                                  # a frame whose hole is inside the field
+        ex = _frame(seed, dose, True, **imaging)
+        fake = _lattice_in_hole(ex)
+        if len(fake) >= 8:
+            return ex, fake
+    raise AssertionError("no simulated hole inside the field")
+
+
+@pytest.mark.parametrize("dose", [1e4, 1e5])
+def test_lattice_continued_into_a_hole_is_dropped_and_the_lattice_kept(dose):
+    ex, fake = _seed_with_hole(dose, tail_fraction=0.2, tail_fwhm_A=3.0)
+    xy, sp = _in_frame(ex)
+    atoms = _atoms(np.concatenate([xy, fake]), np.concatenate([sp, np.zeros(len(fake), np.int8)]), ex.image.shape)
+    kept = drop_in_vacuum(atoms, ex.image, contrast_maps(ex.image, PX), CFG.vacuum_min_dip, CFG.vacuum_own_sigma)
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(kept.xy_px).query(fake)
+    assert (d > 1e-6).all(), f"{int((d <= 1e-6).sum())} of {len(fake)} atoms in the hole kept"
+    d, _ = cKDTree(kept.xy_px).query(xy)
+    lost = d > 1e-6
+    assert lost.sum() <= (0.01 if dose >= 1e5 else 0.05) * len(xy), f"{int(lost.sum())} of {len(xy)} true atoms dropped"
+    from lab.infer.holes import hole_core, in_zone
+
+    rim = in_zone(xy, hole_core(ex.xy_px, ex.image.shape, PX), PX)
+    assert not (lost & ~rim).any(), "only atoms at the hole's rim may go (at 1e4 some are as faint as noise)"
+    assert not (lost & (sp != 0)).any(), "a Si was dropped"
+
+
+@pytest.mark.parametrize("imaging", [
+    {"tail_fraction": 0.74, "tail_fwhm_A": 3.5, "blob_fraction": 0.7, "blob_sigma_frac": 0.3},   # bright patch
+    {"tail_fraction": 0.7, "tail_fwhm_A": 6.0, "gradient_fraction": 0.6},                         # ramp
+    {"blob_fraction": -0.3, "blob_sigma_frac": 0.25},                                             # dark patch
+])
+def test_a_lattice_without_a_hole_keeps_its_atoms(imaging):
+    """Probe tails carrying most of the current, broad bright or dark patches and ramps move the
+    frame's local mean by more than the lattice's own contrast; none of it is a hole. Away from the
+    frame's edge every atom stays; within 5 A of it (where the smoothed level has only one side) these
+    extreme frames (70-75 % of the current in the tail) may lose a few (docs/chemistry.md, limits)."""
+    from scipy.spatial import cKDTree
+
+    for seed in (1, 2):
+        ex = _frame(seed, 1e5, False, **imaging)
+        xy, sp = _in_frame(ex)
+        atoms = _atoms(xy, sp, ex.image.shape)
+        kept = drop_in_vacuum(atoms, ex.image, contrast_maps(ex.image, PX), CFG.vacuum_min_dip, CFG.vacuum_own_sigma)
+        lost = cKDTree(kept.xy_px).query(xy)[0] > 1e-6
+        edge = np.minimum(xy.min(1), (np.array(ex.image.shape[::-1]) - 1 - xy).min(1)) * PX
+        assert not (lost & (edge >= 5.0)).any(), (seed, int((lost & (edge >= 5.0)).sum()))
+        assert lost.sum() <= 0.1 * (edge < 5.0).sum(), (seed, int(lost.sum()))
+        assert not (lost & (sp != 0)).any()
+
+
+def test_a_hot_pixel_in_the_hole_is_no_atom():
+    """An atom the finder puts on a hot pixel inside a hole has a huge contrast at 0.2 A smoothing;
+    its own level is the median of a probe-sized disc, which one pixel does not move."""
+    ex, fake = _seed_with_hole(1e6)
+    image = ex.image.copy()
+    x, y = np.rint(fake[len(fake) // 2]).astype(int)
+    image[y, x] = image.max() * 3
+    xy, sp = _in_frame(ex)
+    atoms = _atoms(np.concatenate([xy, [[x, y]]]), np.concatenate([sp, [0]]), image.shape)
+    kept = drop_in_vacuum(atoms, image, contrast_maps(image, PX), CFG.vacuum_min_dip, CFG.vacuum_own_sigma)
+    assert np.hypot(*(kept.xy_px - [x, y]).T).min() > 0.5
+    assert len(kept) >= len(xy) - 0.01 * len(xy)
+
+
+def test_off_and_undecidable_frames_change_nothing():
+    ex, fake = _seed_with_hole(1e5)
+    xy, sp = _in_frame(ex)
+    atoms = _atoms(np.concatenate([xy, fake]), np.concatenate([sp, np.zeros(len(fake), np.int8)]), ex.image.shape)
+    maps = contrast_maps(ex.image, PX)
+    assert drop_in_vacuum(atoms, ex.image, maps, 0.0, 2.0) is atoms                 # vacuum_min_dip 0: off
+    few = _atoms(xy[:10], sp[:10], ex.image.shape)
+    assert drop_in_vacuum(few, ex.image, maps, 0.5, 2.0) is few                      # too few atoms for a unit
+    flat = np.full_like(ex.image, 100.0)
+    assert vacuum_dip(atoms, flat, contrast_maps(flat, PX), 0.5) is None             # no lattice contrast
+
+
+def test_hexagon_centres_of_a_honeycomb():
+    from engine.chem.reference import graphene
+
+    s = graphene(20, 20, rotation_deg=11.0)
+    c = hexagon_centres(s.xy_A)
+    assert len(c) > 20
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(s.xy_A).query(c, k=6)
+    six = np.abs(d - 1.42).max(1) < 0.02                   # six atoms at one bond length: a hexagon's centre
+    assert six.mean() > 0.8                                # (the others: hexagons cut by the patch's edge)
+    assert np.abs(d[:, :3] - 1.42).max() < 0.02
