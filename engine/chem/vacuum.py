@@ -58,6 +58,8 @@ HEAVY_LIT_A = 5.0
 FIRST_CUT = 1.5
 #: passes of the level (each lets it climb further out of a wide hole)
 LEVEL_PASSES = 3
+#: the level's grid is this many times coarser than the windowed mean's
+LEVEL_GRID = 2
 #: the dip threshold is at least this many noise sigma of the windowed mean
 NOISE_K = 5.0
 #: fewer hexagon centres than this: no unit, no gate
@@ -137,33 +139,37 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
             sigma_m = sigma_px * px / (2.0 * np.sqrt(np.pi) * window)
     threshold = max(min_dip, NOISE_K * sigma_m / unit)
     # the lattice level: M smoothed over LEVEL_A where it is not dipped (normalised convolution), so a
-    # background ramp or a broad bright/dark patch is lattice, and a hole is filled from its surroundings
-    s_l = LEVEL_A / (pxd * k)
+    # background ramp or a broad bright/dark patch is lattice, and a hole is filled from its surroundings.
+    # It varies over LEVEL_A (4 A), so it is computed on every LEVEL_GRID-th sample of M (about 1.2 A
+    # apart at the narrowest window): the same level at about an eighth of the filtering
+    k2 = LEVEL_GRID if min(M.shape) >= 8 * LEVEL_GRID else 1
+    Mc = M[::k2, ::k2]                                  # M is smooth over >= 2 A: every k2-th sample keeps it
+    s_l = LEVEL_A / (pxd * k * k2)
     exclude = max(LEVEL_EXCLUDE * unit, 3.0 * sigma_m)
     exclude_bright = max(LEVEL_EXCLUDE_BRIGHT * unit, 3.0 * sigma_m)
-    h, w_ = M.shape
+    h, w_ = Mc.shape
     heavy = np.flatnonzero(np.asarray(atoms.species) != 0)
-    lit = np.zeros(M.shape, bool)                     # around Si / heavy atoms: their probe tails light the lattice
+    lit = np.zeros(Mc.shape, bool)                    # around Si / heavy atoms: their probe tails light the lattice
     if len(heavy):
         yy, xx = np.mgrid[0:h, 0:w_]
-        grid_A = np.c_[(xx.ravel() + 0.5) * g - 0.5, (yy.ravel() + 0.5) * g - 0.5] * px
+        grid_A = np.c_[(k2 * xx.ravel() + 0.5) * g - 0.5, (k2 * yy.ravel() + 0.5) * g - 0.5] * px
         d, _ = cKDTree(xy_A[heavy]).query(grid_A, distance_upper_bound=HEAVY_LIT_A)
         lit = np.isfinite(d).reshape(h, w_)
     # first pass: all but the lit and what lies far below the frame's typical level (a hole, also one
     # cut by the frame's edge, would otherwise pull the level down into itself)
-    free = (~lit & (M >= float(np.median(M[~lit] if (~lit).any() else M)) - FIRST_CUT * unit)).astype(np.float32)
-    L = ndimage.gaussian_filter(M * free, s_l, mode="nearest")                     # first pass: all but the lit
+    free = (~lit & (Mc >= float(np.median(Mc[~lit] if (~lit).any() else Mc)) - FIRST_CUT * unit)).astype(np.float32)
+    L = ndimage.gaussian_filter(Mc * free, s_l, mode="nearest")                    # first pass: all but the lit
     den = ndimage.gaussian_filter(free, s_l, mode="nearest")
-    L = np.where(den > 1e-3, L / np.maximum(den, 1e-3), float(np.median(M))).astype(np.float32)
+    L = np.where(den > 1e-3, L / np.maximum(den, 1e-3), float(np.median(Mc))).astype(np.float32)
     for _ in range(LEVEL_PASSES):
-        w = ((M - L <= exclude_bright) & (L - M <= exclude) & ~lit).astype(np.float32)   # no dips, bright spots
+        w = ((Mc - L <= exclude_bright) & (L - Mc <= exclude) & ~lit).astype(np.float32)   # no dips, bright spots
         if w.mean() < 0.2:
             break
-        num = ndimage.gaussian_filter(M * w, s_l, mode="nearest")
+        num = ndimage.gaussian_filter(Mc * w, s_l, mode="nearest")
         den = ndimage.gaussian_filter(w, s_l, mode="nearest")
         L = np.where(den > 1e-3, num / np.maximum(den, 1e-3), L).astype(np.float32)
-    r, c = to_rc(xy_A, g)
-    at_m, at_l = sample_bilinear((M, L), r, c)
+    (at_m,) = sample_bilinear((M,), *to_rc(xy_A, g))
+    (at_l,) = sample_bilinear((L,), *(v / k2 for v in to_rc(xy_A, g)))
     dip = (at_l - at_m) / unit
     own = np.full(len(dip), np.inf)
     cand = np.flatnonzero(dip > threshold)
