@@ -81,7 +81,7 @@ TMD_A = (3.0, 3.35)        # a (A) at the declared pixel size that looks like Mo
 WIDTH_RANGE = (0.12, 0.90)  # column FWHM / a accepted for graphene (probe 0.7-1.3 A, blur, jitter, distortions)
 DIFFUSE_MIN = 0.6          # log power excess at atomic frequencies for amorphous matter
 #: Real-space sublattice test (columns resolved: fine sampling), for a hexagon the Fourier test rejects
-RS_MIN_A_PX = 30.0         # lattice constant in frame px from which it runs (graphene <= 0.082 A/px)
+RS_MIN_A_PX = 36.0         # lattice constant in frame px from which it runs (graphene <= 0.068 A/px, MoS2 <= 0.088)
 RS_RHO = 0.90              # median column intensities of the two sublattices at least this equal
 RS_Z = 10.0                # the dimmer sublattice's median over the hexagon centres, in standard errors
 RS_MIN_SITES = 6           # honeycomb sites per sublattice at least
