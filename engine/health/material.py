@@ -576,7 +576,20 @@ def _agreed(weak: list, S: "_Spectrum") -> dict | None:
     return best[0] if len(best) >= AGREE_MIN else None
 
 
-def _site_contrast(img: np.ndarray, a_px: float):
+def _blocks(img: np.ndarray, f: int, cache: dict | None = None) -> np.ndarray:
+    """``img`` block-averaged f x f (cropped to whole blocks); ``cache`` keeps one per f."""
+    if f <= 1:
+        return img
+    if cache is not None and f in cache:
+        return cache[f]
+    h, w = (img.shape[0] // f) * f, (img.shape[1] // f) * f
+    out = img[:h, :w].reshape(h // f, f, w // f, f).sum(axis=3, dtype=np.float32).sum(axis=1) * np.float32(1.0 / (f * f))
+    if cache is not None:
+        cache[f] = out
+    return out
+
+
+def _site_contrast(img: np.ndarray, a_px: float, cache: dict | None = None):
     """Sublattice contrast measured in real space, for fields where the atom columns are resolved.
 
     img : the (binned) frame; a_px : lattice constant in its pixels. The frame is block-averaged to
@@ -592,10 +605,8 @@ def _site_contrast(img: np.ndarray, a_px: float):
 
     cc = a_px / np.sqrt(3.0)
     f = max(1, int(cc // 8))
-    if f > 1:
-        h, w = (img.shape[0] // f) * f, (img.shape[1] // f) * f
-        img = img[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
-        cc /= f
+    img = _blocks(img, f, cache)
+    cc /= f
     sm = ndimage.gaussian_filter(np.asarray(img, np.float32), 0.2 * cc)
     pk = sm == ndimage.maximum_filter(sm, size=max(3, int(0.7 * cc) | 1))
     m = int(np.ceil(cc))
@@ -647,8 +658,9 @@ def _real_space_rescue(img: np.ndarray, b: int, lat: dict) -> dict | None:
     Returns the lattice with the real-space contrast, or None."""
     if lat["a_px"] < RS_MIN_A_PX:
         return None
+    cache: dict = {}
     for f in (1.0, np.sqrt(3.0)):
-        r = _site_contrast(img, f * lat["a_px"] / b)
+        r = _site_contrast(img, f * lat["a_px"] / b, cache)
         if r is not None and r[0] >= RS_RHO and r[2] >= RS_Z:
             return {**lat, "a_px": f * lat["a_px"], "rho": r[0], "width": float("nan"), "real_space": r[1]}
     return None
@@ -659,12 +671,13 @@ def _real_space_candidates(img: np.ndarray, b: int, S: "_Spectrum", cands) -> di
     clutter of the same size as the columns), try the real-space test at the scale of each candidate
     spot tried (as a {10-10} spot, and as a {11-20} one), with twice the significance asked of a
     hexagon the Fourier cues found (RS_Z). Returns a lattice without spots (no mask), or None."""
+    cache: dict = {}
     for k, q in cands:
         a_px = S.bin * 2.0 / np.sqrt(3.0) / float(np.hypot(*(np.asarray(k, float) * S.scale)))
         if a_px < RS_MIN_A_PX:
             continue
         for f in (1.0, np.sqrt(3.0)):
-            r = _site_contrast(img, f * a_px / b)
+            r = _site_contrast(img, f * a_px / b, cache)
             if r is not None and r[0] >= RS_RHO and r[2] >= 2 * RS_Z:
                 return {"spots": None, "a_px": f * a_px, "rho": r[0], "width": float("nan"), "strength": float(q),
                         "real_space": r[1]}
