@@ -27,6 +27,10 @@ WS2, hBN, ...), ``amorphous`` (amorphous carbon or contamination over the field,
 5. **The declared pixel size**, when present, gives a in A: reported, and it decides borderline
    sublattice contrasts (a far from 2.46 A tips them to ``not_graphene``). It never overrules a clear
    image: a graphene frame with a wrong declared size is still graphene (issue 13 re-measures it).
+6. **Resolved columns in real space** (fine sampling, a >= 36 px): a hexagon the Fourier cues reject, or
+   the scale of a candidate spot when none passes, is tested on the column maxima themselves: sites
+   with honeycomb neighbours, the two sublattices' median intensities over the hexagon centres
+   (:func:`_site_contrast`; a few Si, a hole or a contamination patch cannot tip a median).
 
 Frames of at least 384 px a side are binned 2 x 2 first (one 256^2 FFT for a 512^2 frame; the bins
 keep their frequencies in cycles per field, and graphene's {11-20} spots stay below the binned
