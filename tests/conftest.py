@@ -1,0 +1,69 @@
+"""Test-suite plumbing, no fixtures: the order in which test files are handed to ``make test``'s
+workers.
+
+``make test`` runs ``pytest -n auto --dist loadfile --no-loadscope-reorder``: each test file goes to
+one worker (its module fixtures are made once), in the order collected here. The wall time is set by
+the worker that finishes last, so the longest files go first (longest-processing-time-first
+scheduling) and the many short ones fill in at the end. xdist's own order (most tests first) sent the
+few-but-long browser and process files last, and one worker ran them alone for the last minute.
+
+A file's cost is the sum of its collected tests' durations (setup + call + teardown) measured by the
+last runs in this checkout (pytest's cache, ``stemwatch/test_seconds``); without a measurement, the
+figure in :data:`FILE_SECONDS` (measured in one process on 2 busy cores, see its comment), or 0.5 s
+a test. Only the order changes, never what runs: a wrong figure costs time, not correctness.
+"""
+
+from __future__ import annotations
+
+CACHE_KEY = "stemwatch/test_seconds"
+
+#: seconds per file (setup + call + teardown of its default tests) from
+#: ``pytest -q -p no:cacheprovider --durations=0`` in one process, 2 cores shared with other work;
+#: only the order matters. Files not named here: 0.5 s a test.
+FILE_SECONDS: dict[str, float] = {}
+
+DEFAULT_TEST_S = 0.5
+
+
+def _file(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config, items):
+    measured = config.cache.get(CACHE_KEY, {}) if getattr(config, "cache", None) else {}
+    n_tests: dict[str, int] = {}
+    for it in items:
+        n_tests[_file(it.nodeid)] = n_tests.get(_file(it.nodeid), 0) + 1
+    cost: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for i, it in enumerate(items):
+        f = _file(it.nodeid)
+        first.setdefault(f, i)
+        s = measured.get(it.nodeid)
+        if s is None:
+            s = FILE_SECONDS[f] / n_tests[f] if f in FILE_SECONDS else DEFAULT_TEST_S
+        cost[f] = cost.get(f, 0.0) + s
+    # a stable sort: the tests of a file keep their order and stay together
+    items.sort(key=lambda it: (-cost[_file(it.nodeid)], first[_file(it.nodeid)]))
+
+
+class _Durations:
+    """Sums each test's setup + call + teardown; at the end, merges them into the cache (on xdist's
+    controller, which sees every worker's reports; a worker writes nothing)."""
+
+    def __init__(self, cache):
+        self.cache, self.seconds = cache, {}
+
+    def pytest_runtest_logreport(self, report):
+        if report.when in ("setup", "call", "teardown"):
+            self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration
+
+    def pytest_sessionfinish(self):
+        if self.seconds:
+            merged = {**self.cache.get(CACHE_KEY, {}), **{k: round(v, 3) for k, v in self.seconds.items()}}
+            self.cache.set(CACHE_KEY, merged)
+
+
+def pytest_configure(config):
+    if getattr(config, "cache", None) is not None and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_Durations(config.cache), "stemwatch-durations")
