@@ -1,5 +1,6 @@
-"""Test-suite plumbing, no fixtures: the order in which test files are handed to ``make test``'s
-workers.
+"""Test-suite plumbing for ``make test``'s worker processes, no fixtures: the order in which test files
+are handed to the workers, and each worker's share of the cores for ONNX Runtime
+(:func:`_share_the_cores`).
 
 ``make test`` runs ``pytest -n auto --dist loadfile --no-loadscope-reorder``: each test file goes to
 one worker (its module fixtures are made once), in the order collected here. The wall time is set by
@@ -14,6 +15,8 @@ a test. Only the order changes, never what runs: a wrong figure costs time, not 
 """
 
 from __future__ import annotations
+
+import os
 
 CACHE_KEY = "stemwatch/test_seconds"
 
@@ -76,6 +79,27 @@ class _Durations:
             self.cache.set(CACHE_KEY, merged)
 
 
+def _share_the_cores(n_workers: int) -> None:
+    """N test workers on one machine are N analysis processes: each one's ONNX Runtime session gets
+    ``physical_cores() // N`` threads unless a test sets ``inference.threads`` (engine/archive.py
+    gives its local Dask workers the same share). At the default (all cores in every worker), the
+    workers' spinning pool threads fought over the cores: twice the CPU time per analysed frame on
+    2 busy cores, for the same numbers (ONNX Runtime's CPU kernels give the same outputs at any
+    thread count; tests/test_pipeline_overlap.py compares a full-core run with a one-thread one)."""
+    from engine.infer import backends
+
+    share = max(1, backends.physical_cores() // n_workers)
+    init = backends.OnnxRuntimeBackend.__init__
+
+    def __init__(self, model_path, threads=None, *args, **kwargs):
+        init(self, model_path, threads or share, *args, **kwargs)
+
+    backends.OnnxRuntimeBackend.__init__ = __init__
+
+
 def pytest_configure(config):
     if getattr(config, "cache", None) is not None and not hasattr(config, "workerinput"):
         config.pluginmanager.register(_Durations(config.cache), "stemwatch-durations")
+    n_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if hasattr(config, "workerinput") and n_workers > 1:
+        _share_the_cores(n_workers)
