@@ -95,6 +95,13 @@ def switching_chain():
         chain.close()
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the tests of the live chain (each test loads a fresh page)."""
+    with chromium() as drv:
+        yield drv
+
+
 def _page(drv):
     return js(drv, """
         const img = model('image_source').data.image[0];
@@ -150,7 +157,7 @@ def _jump_to_shown(drv, chain, kind):
     return ev if state == "shown" else None
 
 
-def test_replay_shows_frames_alerts_and_jumps_to_the_event(switching_chain, tmp_path):
+def test_replay_shows_frames_alerts_and_jumps_to_the_event(switching_chain, browser, tmp_path):
     """01_switching_256: one Si switches 3 -> 4-fold at frame 8 (scripted in the simulator's truth)."""
     from engine.sim.truth import load_truth
 
@@ -163,138 +170,144 @@ def test_replay_shows_frames_alerts_and_jumps_to_the_event(switching_chain, tmp_
         busy machine the analysis (newest frame only) may miss the first one."""
         return max((e for e in switches if e["frame"] <= ev.frame), key=lambda e: e["frame"], default=gt)
 
-    with chromium() as drv:
-        drv.get(chain.url)
-        wait_for(lambda: js(drv, "return model('frame_meta') !== undefined"), what="the page")
-        chain.start_replay()
-        # the image and the atoms update while the replay runs
-        seen = {}
-        deadline = time.time() + 300                     # hang guard only
-        t_alert = None
-        while time.time() < deadline:
-            p = _page(drv)
-            if p["seq"] >= 0:
-                seen[p["seq"]] = (p["img_sum"], p["n_atoms"])
-            if t_alert is None and "Si 3→4-fold" in p["banner"]:
-                t_alert = time.time()
-            # the alert, and new images on the page (a busy machine may show the alert before a second
-            # frame: the replay loops, frames keep coming)
-            if t_alert is not None and len({v[0] for v in seen.values()}) >= 2:
-                break
-            time.sleep(0.03)
-        assert t_alert is not None, f"no alert; frames seen {sorted(seen)}"
-        # the alert's latency is a speed figure (`stemwatch bench`), not asserted in the default suite;
-        # here: the alert comes after the scripted frame was sent, and the image kept updating
-        alert_s = t_alert - chain.sent_time(gt["frame"])       # printed below, information only
-        assert alert_s >= 0
-        assert len(seen) >= 2 and len({v[0] for v in seen.values()}) >= 2    # new images
-        assert all(v[1] > 150 for v in seen.values())                        # atoms on each
-        row = next(r for r in chain.dash.hub.events if r.event.kind == "si_3_to_4")
-        ev = row.event
-        assert ev.frame >= gt["frame"]          # (how many frames later depends on what analysis kept up with)
-        assert np.hypot(ev.x_A - truth_of(ev)["x_A"], ev.y_A - truth_of(ev)["y_A"]) < 1.5
-        print(f"alert {alert_s:.2f} s after the scripted frame left the replayer "
-              f"(detected on frame {ev.frame}, truth frame {gt['frame']})")
-        # clicking the event shows its frame, with the dopant ringed, while live frames go on
-        wait_for(lambda: _page(drv)["seq"] > ev.frame + 2, what="later frames")
-        ev = wait_for(lambda: _jump_to_shown(drv, chain, "si_3_to_4"), CLICK_WAIT_S, what="the event's frame")
-        t = truth_of(ev)
-        assert ev.frame >= t["frame"] and np.hypot(ev.x_A - t["x_A"], ev.y_A - t["y_A"]) < 1.5
-        assert _page(drv)["seq"] == ev.frame
-        shown_idx = js(drv, "return model('frame_meta').data.idx[0]")
-        hl = js(drv, "return model('highlight_source').data")
-        ring = [i for i, lab in enumerate(hl["label"]) if f"#{ev.atom_id}" in lab]
-        assert ring and np.hypot(hl["x"][ring[0]] - t["x_A"], hl["y"][ring[0]] - t["y_A"]) < 1.5
-        assert len(hl["x"]) >= 4                           # the Si and its neighbours are ringed too
-        # live frames go on (the page's history grows by 3 frames) and the view stays on the event
-        wait_for(lambda: js(drv, "return model('history_slider').end") >= shown_idx + 3, what="newer frames")
-        assert _page(drv)["seq"] == ev.frame
-        drv.save_screenshot(str(tmp_path / "dashboard_replay_event.png"))
-        assert (tmp_path / "dashboard_replay_event.png").stat().st_size > 50_000
-        assert not severe_console_errors(drv)
+    drv = browser
+    drv.get(chain.url)
+    wait_for(lambda: js(drv, "return model('frame_meta') !== undefined"), what="the page")
+    chain.start_replay()
+    # the image and the atoms update while the replay runs
+    seen = {}
+    deadline = time.time() + 300                     # hang guard only
+    t_alert = None
+    while time.time() < deadline:
+        p = _page(drv)
+        if p["seq"] >= 0:
+            seen[p["seq"]] = (p["img_sum"], p["n_atoms"])
+        if t_alert is None and "Si 3→4-fold" in p["banner"]:
+            t_alert = time.time()
+        # the alert, and new images on the page (a busy machine may show the alert before a second
+        # frame: the replay loops, frames keep coming)
+        if t_alert is not None and len({v[0] for v in seen.values()}) >= 2:
+            break
+        time.sleep(0.03)
+    assert t_alert is not None, f"no alert; frames seen {sorted(seen)}"
+    # the alert's latency is a speed figure (`stemwatch bench`), not asserted in the default suite;
+    # here: the alert comes after the scripted frame was sent, and the image kept updating
+    alert_s = t_alert - chain.sent_time(gt["frame"])       # printed below, information only
+    assert alert_s >= 0
+    assert len(seen) >= 2 and len({v[0] for v in seen.values()}) >= 2    # new images
+    assert all(v[1] > 150 for v in seen.values())                        # atoms on each
+    row = next(r for r in chain.dash.hub.events if r.event.kind == "si_3_to_4")
+    ev = row.event
+    assert ev.frame >= gt["frame"]          # (how many frames later depends on what analysis kept up with)
+    assert np.hypot(ev.x_A - truth_of(ev)["x_A"], ev.y_A - truth_of(ev)["y_A"]) < 1.5
+    print(f"alert {alert_s:.2f} s after the scripted frame left the replayer "
+          f"(detected on frame {ev.frame}, truth frame {gt['frame']})")
+    # clicking the event shows its frame, with the dopant ringed, while live frames go on
+    wait_for(lambda: _page(drv)["seq"] > ev.frame + 2, what="later frames")
+    ev = wait_for(lambda: _jump_to_shown(drv, chain, "si_3_to_4"), CLICK_WAIT_S, what="the event's frame")
+    t = truth_of(ev)
+    assert ev.frame >= t["frame"] and np.hypot(ev.x_A - t["x_A"], ev.y_A - t["y_A"]) < 1.5
+    assert _page(drv)["seq"] == ev.frame
+    shown_idx = js(drv, "return model('frame_meta').data.idx[0]")
+    hl = js(drv, "return model('highlight_source').data")
+    ring = [i for i, lab in enumerate(hl["label"]) if f"#{ev.atom_id}" in lab]
+    assert ring and np.hypot(hl["x"][ring[0]] - t["x_A"], hl["y"][ring[0]] - t["y_A"]) < 1.5
+    assert len(hl["x"]) >= 4                           # the Si and its neighbours are ringed too
+    # live frames go on (the page's history grows by 3 frames) and the view stays on the event
+    wait_for(lambda: js(drv, "return model('history_slider').end") >= shown_idx + 3, what="newer frames")
+    assert _page(drv)["seq"] == ev.frame
+    drv.save_screenshot(str(tmp_path / "dashboard_replay_event.png"))
+    assert (tmp_path / "dashboard_replay_event.png").stat().st_size > 50_000
+    assert not severe_console_errors(drv)
 
 
-def test_controls_act_on_the_live_service(switching_chain, tmp_path):
+def test_controls_act_on_the_live_service(switching_chain, browser, tmp_path):
     chain = switching_chain
     chain.start_replay()
     svc = chain.service
-    with chromium() as drv:
-        drv.get(chain.url)
-        wait_for(lambda: js(drv, "return model('frame_meta').data.seq[0] >= 0"), what="the first frame")
-        buttons = lambda: {b.text.strip(): b for b in js(drv, "return deep('button')")}   # noqa: E731
-        # pause / resume
-        click_button(drv, "Pause analysis")
-        wait_for(lambda: svc.paused, what="the service to pause")
-        wait_for(lambda: "ANALYSIS PAUSED" in js(drv, "return deep('.status')[0].textContent"),
-                 what="the paused state on the page")
-        # frames keep arriving and are skipped, none analysed: counted in frames, not seconds (a frame
-        # being analysed when the pause came finishes first; the loop skips the next one after it)
-        skipped = svc.status()["paused_skipped"]
-        wait_for(lambda: svc.status()["paused_skipped"] > skipped, what="a frame skipped while paused")
-        n_paused, skipped = svc.status()["frames_analysed"], svc.status()["paused_skipped"]
-        wait_for(lambda: svc.status()["paused_skipped"] >= skipped + 3, what="frames skipped while paused")
-        assert svc.status()["frames_analysed"] == n_paused
-        wait_for(lambda: "Resume analysis" in buttons(), what="the resume button")
-        click_button(drv, "Resume analysis")
-        wait_for(lambda: not svc.paused and svc.status()["frames_analysed"] > n_paused, what="analysis to resume")
-        # record under a name of our choice (inside the service's recordings folder), stop, record again:
-        # the second take gets a new name, the first is never overwritten
-        from streamer.recording import RecordingReader
+    drv = browser
+    drv.get(chain.url)
+    wait_for(lambda: js(drv, "return model('frame_meta').data.seq[0] >= 0"), what="the first frame")
+    buttons = lambda: {b.text.strip(): b for b in js(drv, "return deep('button')")}   # noqa: E731
+    # pause / resume
+    click_button(drv, "Pause analysis")
+    wait_for(lambda: svc.paused, what="the service to pause")
+    wait_for(lambda: "ANALYSIS PAUSED" in js(drv, "return deep('.status')[0].textContent"),
+             what="the paused state on the page")
+    # frames keep arriving and are skipped, none analysed: counted in frames, not seconds (a frame
+    # being analysed when the pause came finishes first; the loop skips the next one after it)
+    skipped = svc.status()["paused_skipped"]
+    wait_for(lambda: svc.status()["paused_skipped"] > skipped, what="a frame skipped while paused")
+    n_paused, skipped = svc.status()["frames_analysed"], svc.status()["paused_skipped"]
+    wait_for(lambda: svc.status()["paused_skipped"] >= skipped + 3, what="frames skipped while paused")
+    assert svc.status()["frames_analysed"] == n_paused
+    wait_for(lambda: "Resume analysis" in buttons(), what="the resume button")
+    click_button(drv, "Resume analysis")
+    wait_for(lambda: not svc.paused and svc.status()["frames_analysed"] > n_paused, what="analysis to resume")
+    # record under a name of our choice (inside the service's recordings folder), stop, record again:
+    # the second take gets a new name, the first is never overwritten
+    from streamer.recording import RecordingReader
 
-        box = drv.execute_script(FIND_INPUT, "recording name")
-        box.clear()
-        box.send_keys("from-dashboard\n")
-        wait_for(lambda: any(t.rec_path.value == "from-dashboard" for t in chain.dash.sessions),
-                 what="the name on the server")
-        takes = []
-        for out in (chain.recordings_dir / "from-dashboard.swrec", chain.recordings_dir / "from-dashboard-2.swrec"):
-            wait_for(lambda: "● Record" in buttons(), what="the record button")
-            click_button(drv, "● Record")
-            wait_for(lambda: svc.recorder.recording and out.exists(), what="the recording to start")
-            wait_for(lambda: svc.recorder.written >= 3, what="frames in the recording")
-            wait_for(lambda: "■ Stop recording" in buttons(), what="the stop button")
-            click_button(drv, "■ Stop recording")
-            wait_for(lambda: not svc.recorder.recording, what="the recording to stop")
-            takes.append(out)
-        for out in takes:
-            assert len(list(RecordingReader(out))) >= 3
-        # a path is refused: nothing is written outside the recordings folder
-        box = drv.execute_script(FIND_INPUT, "recording name")
-        box.clear()
-        box.send_keys(str(tmp_path / "elsewhere.swrec") + "\n")
-        # the server has the new text before Record is clicked (a round trip, not a time window)
-        wait_for(lambda: any(t.rec_path.value == str(tmp_path / "elsewhere.swrec") for t in chain.dash.sessions),
-                 what="the path on the server")
+    box = drv.execute_script(FIND_INPUT, "recording name")
+    box.clear()
+    box.send_keys("from-dashboard\n")
+    wait_for(lambda: any(t.rec_path.value == "from-dashboard" for t in chain.dash.sessions),
+             what="the name on the server")
+    takes = []
+    for out in (chain.recordings_dir / "from-dashboard.swrec", chain.recordings_dir / "from-dashboard-2.swrec"):
+        wait_for(lambda: "● Record" in buttons(), what="the record button")
         click_button(drv, "● Record")
-        wait_for(lambda: "without a folder" in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')"),
-                 what="the refusal")
-        assert not svc.recorder.recording and not (tmp_path / "elsewhere.swrec").exists()
-        # thresholds
-        for title, value in (("of n frames", "4"), ("debounce k", "3")):
-            box = drv.execute_script(FIND_INPUT, title)
-            box.clear()
-            box.send_keys(value + "\n")
-        wait_for(lambda: any((t.k.value, t.n.value) == (3, 4) for t in chain.dash.sessions),
-                 what="the thresholds on the server")
-        click_button(drv, "Apply thresholds")
-        wait_for(lambda: tuple(svc.cfg.events.k_of_n) == (3, 4), what="the new debounce setting")
-        wait_for(lambda: "done" in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')"),
-                 what="the confirmation line")
-        assert not severe_console_errors(drv)
+        wait_for(lambda: svc.recorder.recording and out.exists(), what="the recording to start")
+        wait_for(lambda: svc.recorder.written >= 3, what="frames in the recording")
+        wait_for(lambda: "■ Stop recording" in buttons(), what="the stop button")
+        click_button(drv, "■ Stop recording")
+        wait_for(lambda: not svc.recorder.recording, what="the recording to stop")
+        takes.append(out)
+    for out in takes:
+        assert len(list(RecordingReader(out))) >= 3
+    # a path is refused: nothing is written outside the recordings folder
+    box = drv.execute_script(FIND_INPUT, "recording name")
+    box.clear()
+    box.send_keys(str(tmp_path / "elsewhere.swrec") + "\n")
+    # the server has the new text before Record is clicked (a round trip, not a time window)
+    wait_for(lambda: any(t.rec_path.value == str(tmp_path / "elsewhere.swrec") for t in chain.dash.sessions),
+             what="the path on the server")
+    click_button(drv, "● Record")
+    wait_for(lambda: "without a folder" in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')"),
+             what="the refusal")
+    assert not svc.recorder.recording and not (tmp_path / "elsewhere.swrec").exists()
+    # thresholds
+    for title, value in (("of n frames", "4"), ("debounce k", "3")):
+        box = drv.execute_script(FIND_INPUT, title)
+        box.clear()
+        box.send_keys(value + "\n")
+    wait_for(lambda: any((t.k.value, t.n.value) == (3, 4) for t in chain.dash.sessions),
+             what="the thresholds on the server")
+    click_button(drv, "Apply thresholds")
+    wait_for(lambda: tuple(svc.cfg.events.k_of_n) == (3, 4), what="the new debounce setting")
+    wait_for(lambda: "done" in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')"),
+             what="the confirmation line")
+    assert not severe_console_errors(drv)
 
 
 def test_demo_command_serves_the_dashboard_and_analyses():
-    """`stemwatch demo` (what `make demo` runs): simulator -> analyzer -> dashboard; Ctrl-C stops it."""
+    """`stemwatch demo` (what `make demo` runs): simulator -> analyzer -> dashboard; Ctrl-C stops it,
+    its simulator process with it, and frees the data port (SIGTERM: tests/test_operator_faults.py)."""
+    import os
     import re
     import signal
+    import socket
     import subprocess
     import sys
     import urllib.request
 
+    from test_operator_faults import _children
+
+    data_port = free_tcp_port()
     cmd = [sys.executable, "-m", "stemwatch", "demo", "--source", "simulate", "--port", "0", "--no-browser",
-           "--data-endpoint", f"tcp://127.0.0.1:{free_tcp_port()}"]
+           "--data-endpoint", f"tcp://127.0.0.1:{data_port}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    err_lines = []
+    err_lines, kids = [], []
     try:
         line = proc.stdout.readline()
         m = re.search(r"stemwatch dashboard: (http://127\.0\.0\.1:\d+/)", line)
@@ -307,10 +320,22 @@ def test_demo_command_serves_the_dashboard_and_analyses():
             if "first frame analysed" in line or time.time() - t0 > 300:     # a hang guard
                 break
         assert "first frame analysed" in err_lines[-1], "".join(err_lines)
+        kids = _children(proc.pid)               # the simulated microscope's process
+        assert kids
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)          # what Ctrl-C does
         _, rest = proc.communicate(timeout=180)
+        assert all(not os.path.exists(f"/proc/{k}") or open(f"/proc/{k}/stat").read().split()[2] == "Z"
+                   for k in kids), "the simulator child outlived the demo"
+        with socket.socket() as s:               # its data port is free again
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", data_port))
     finally:
+        for k in kids:
+            try:
+                os.kill(k, 9)
+            except OSError:
+                pass
         if proc.poll() is None:
             proc.kill()
     err = "".join(err_lines) + rest

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -253,12 +251,11 @@ def test_tensorrt_never_builds_from_the_int8_file(monkeypatch):
             be.close()
 
 
-def _cli(*args, timeout=300):
-    import os
+def _cli(*args):
+    """``stemwatch ARGS`` in this process (what the command does, not a process: tests/_cli.py)."""
+    from _cli import stemwatch_in_process
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "stemwatch", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=ROOT)
+    return stemwatch_in_process(*args)
 
 
 def test_export_int8_command(tmp_path):

@@ -169,13 +169,12 @@ def test_a_restarted_series_id_resets_tracking():
 
 
 # ----------------------------------------------------------------------------- 4: never overwritten
-def _stemwatch(*argv, timeout=120, **kw):
-    import subprocess
-    import sys
+def _stemwatch(*argv):
+    """``stemwatch ARGV``: exit status, stdout, stderr (run in this process: these tests are about what
+    the commands do, not about a process)."""
+    from _cli import stemwatch_in_process
 
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    return subprocess.run([sys.executable, "-m", "stemwatch", *map(str, argv)], capture_output=True, text=True,
-                          timeout=timeout, env=env, **kw)
+    return stemwatch_in_process(*argv)
 
 
 def _make_recording(path, n=5, series="s"):
@@ -317,14 +316,13 @@ def test_analyze_of_a_damaged_recording_says_so_and_exits_non_zero(tmp_path):
 
     path = tmp_path / "d.swrec"
     _damaged(path, n_frames=6, bad_record=3, size=(64, 64))
-    r = _stemwatch("analyze", path, "--out", tmp_path / "out", "--backend", "onnx", "--quiet", timeout=300)
+    r = _stemwatch("analyze", path, "--out", tmp_path / "out", "--backend", "onnx", "--quiet")
     assert r.returncode == 3, r.stderr
     assert "incomplete" in r.stderr and "Traceback" not in r.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["input_complete"] is False and summary["frames"] == 5
     assert len(summary["input_skipped"]) == 1 and "checksum" in summary["input_skipped"][0]["reason"]
-    r = _stemwatch("analyze", path, "--out", tmp_path / "out2", "--backend", "onnx", "--quiet", "--allow-partial",
-                   timeout=300)
+    r = _stemwatch("analyze", path, "--out", tmp_path / "out2", "--backend", "onnx", "--quiet", "--allow-partial")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "out2" / "summary.json").read_text())["input_complete"] is False
 
@@ -336,7 +334,7 @@ def test_analyze_of_a_truncated_recording_says_so(tmp_path):
     _damaged(path, n_frames=6, bad_record=0, size=(64, 64))       # record 0 = the file header: intact
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 3000])                      # cut in the middle of a frame
-    r = _stemwatch("analyze", path, "--out", tmp_path / "out", "--backend", "onnx", "--quiet", timeout=300)
+    r = _stemwatch("analyze", path, "--out", tmp_path / "out", "--backend", "onnx", "--quiet")
     assert r.returncode == 3 and "truncated" in r.stderr, r.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["input_complete"] is False and "truncated" in summary["input_problem"]
@@ -672,7 +670,9 @@ def _children(pid):
     return out
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+# SIGINT (Ctrl-C) on a running demo, its simulator stopped with it and the port freed, is also checked
+# by tests/test_dashboard_e2e.py::test_demo_command_serves_the_dashboard_and_analyses (default suite)
+@pytest.mark.parametrize("sig", ["SIGTERM", pytest.param("SIGINT", marks=pytest.mark.slow)])
 def test_demo_stops_with_its_simulator_on_sigterm_and_sigint(sig):
     import signal
     import socket

@@ -4,7 +4,6 @@ events; results carry the verdict; summary.json counts it; the dashboard status 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,18 +112,13 @@ def test_dashboard_status_shows_the_verdict_and_reason():
 def test_simulate_material_then_analyze_says_not_graphene(tmp_path):
     """`stemwatch simulate --material MoS2` -> `stemwatch analyze`: no atoms, no events, the verdict
     counted in summary.json (the issue's V-doped MoS2 case: once 1,520 'atoms', 331-446 'Si')."""
-    import subprocess
-    import sys
+    from _cli import stemwatch_in_process as stemwatch        # (the commands in this process: tests/_cli.py)
 
     rec = tmp_path / "mos2.swrec"
-    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    r = subprocess.run([sys.executable, "-m", "stemwatch", "simulate", "--out", str(rec), "--material", "MoS2",
-                        "--frames", "3", "--size", "256", "--seed", "4", "-q"], capture_output=True, text=True,
-                       env=env, timeout=300)
+    r = stemwatch("simulate", "--out", rec, "--material", "MoS2", "--frames", "3", "--size", "256", "--seed", "4", "-q")
     assert r.returncode == 0, r.stderr
     out = tmp_path / "an"
-    r = subprocess.run([sys.executable, "-m", "stemwatch", "analyze", str(rec), "--out", str(out)],
-                       capture_output=True, text=True, env=env, timeout=600)
+    r = stemwatch("analyze", rec, "--out", out)
     assert r.returncode == 0, r.stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["material"]["frames_by_verdict"] == {"not_graphene": 3}

@@ -33,8 +33,13 @@ def _cfg(overlap: str) -> Config:
 
 
 def _analyze(tmp_path, name: str, overlap: str, limit=None) -> dict:
+    from engine.infer.backends import physical_cores
+
     out = tmp_path / f"{Path(name).stem}-{overlap}"
-    analyze_file(ROOT / "replay_data" / name, out, _cfg(overlap), limit=limit, progress=False)
+    cfg = _cfg(overlap)
+    if overlap == "off":         # every core, as the default gives a process of its own (a worker of
+        cfg = cfg.replace(inference={"threads": physical_cores()})   # `make test` gets fewer: conftest.py)
+    analyze_file(ROOT / "replay_data" / name, out, cfg, limit=limit, progress=False)
     return {f: (out / f).read_bytes() for f in OUTPUTS if (out / f).exists()}
 
 

@@ -3,9 +3,23 @@
 * :mod:`engine.sim.structures` - graphene and its defects as plain arrays (A);
 * :mod:`engine.sim.imaging` - incoherent Z-contrast image formation, noise, scan distortions;
 * :mod:`engine.sim.sample` - random samples and training examples over the full ranges.
+
+The names below are imported on first use (PEP 562), so that importing a light submodule such as
+``engine.sim.cli`` (every ``stemwatch`` command line builds its parser from it) does not pay for
+scipy's FFT and special functions.
 """
 
-from engine.sim.imaging import ImagingParams, render
-from engine.sim.sample import TrainingExample, make_training_example, random_sample
+from importlib import import_module
 
-__all__ = ["ImagingParams", "render", "TrainingExample", "make_training_example", "random_sample"]
+#: public name -> the submodule that defines it
+_EXPORTS = {"ImagingParams": "engine.sim.imaging", "render": "engine.sim.imaging",
+            "TrainingExample": "engine.sim.sample", "make_training_example": "engine.sim.sample",
+            "random_sample": "engine.sim.sample"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'engine.sim' has no attribute {name!r}")

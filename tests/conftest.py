@@ -1,0 +1,105 @@
+"""Test-suite plumbing for ``make test``'s worker processes, no fixtures: the order in which test files
+are handed to the workers, and each worker's share of the cores for ONNX Runtime
+(:func:`_share_the_cores`).
+
+``make test`` runs ``pytest -n auto --dist loadfile --no-loadscope-reorder``: each test file goes to
+one worker (its module fixtures are made once), in the order collected here. The wall time is set by
+the worker that finishes last, so the longest files go first (longest-processing-time-first
+scheduling) and the many short ones fill in at the end. xdist's own order (most tests first) sent the
+few-but-long browser and process files last, and one worker ran them alone for the last minute.
+
+A file's cost is the sum of its collected tests' durations (setup + call + teardown) measured by the
+last runs in this checkout (pytest's cache, ``stemwatch/test_seconds``); without a measurement, the
+figure in :data:`FILE_SECONDS` (measured in one process on 2 busy cores, see its comment), or 0.25 s
+a test. Only the order changes, never what runs: a wrong figure costs time, not correctness.
+"""
+
+from __future__ import annotations
+
+import os
+
+CACHE_KEY = "stemwatch/test_seconds"
+
+#: wall seconds per file (setup + call + teardown of its default tests) in one
+#: ``pytest -q`` process on 2 cores shared with other work (load average ~6), files of 8 s or more;
+#: only their order matters. Files not named here: 0.25 s a test (their mean then: 0.29 s).
+FILE_SECONDS: dict[str, float] = {
+    "test_dashboard_e2e.py": 133, "test_operator_faults.py": 58, "test_archive_cluster.py": 40,
+    "test_reliability_soak.py": 33, "test_track_rotor.py": 33, "test_health.py": 30,
+    "test_dashboard_browser.py": 26, "test_infer_accuracy.py": 23, "test_streamer_recording.py": 22,
+    "test_infer_train.py": 22, "test_track_tracker.py": 19, "test_reliability_faults.py": 16,
+    "test_pipeline_overlap.py": 16, "test_stats.py": 16, "test_dashboard_layout.py": 15,
+    "test_outputs_digest.py": 15, "test_infer_no_gpu_libs.py": 14, "test_pipeline_material.py": 14,
+    "test_sim_realism.py": 14, "test_infer_int8.py": 12, "test_chem_atoms.py": 12, "test_report.py": 11,
+    "test_pipeline_e2e.py": 11, "test_health_material.py": 10, "test_stats_live.py": 10,
+    "test_track_drift.py": 10, "test_nion_swift.py": 9, "test_reliability_hostile.py": 9,
+    "test_reliability_overload.py": 9, "test_infer_backends.py": 8,
+}
+
+DEFAULT_TEST_S = 0.25
+
+
+def _file(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config, items):
+    measured = config.cache.get(CACHE_KEY, {}) if getattr(config, "cache", None) else {}
+    n_tests: dict[str, int] = {}
+    for it in items:
+        n_tests[_file(it.nodeid)] = n_tests.get(_file(it.nodeid), 0) + 1
+    cost: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for i, it in enumerate(items):
+        f = _file(it.nodeid)
+        first.setdefault(f, i)
+        s = measured.get(it.nodeid)
+        if s is None:
+            name = f.rsplit("/", 1)[-1]
+            s = FILE_SECONDS[name] / n_tests[f] if name in FILE_SECONDS else DEFAULT_TEST_S
+        cost[f] = cost.get(f, 0.0) + s
+    # a stable sort: the tests of a file keep their order and stay together
+    items.sort(key=lambda it: (-cost[_file(it.nodeid)], first[_file(it.nodeid)]))
+
+
+class _Durations:
+    """Sums each test's setup + call + teardown; at the end, merges them into the cache (on xdist's
+    controller, which sees every worker's reports; a worker writes nothing)."""
+
+    def __init__(self, cache):
+        self.cache, self.seconds = cache, {}
+
+    def pytest_runtest_logreport(self, report):
+        if report.when in ("setup", "call", "teardown"):
+            self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration
+
+    def pytest_sessionfinish(self):
+        if self.seconds:
+            merged = {**self.cache.get(CACHE_KEY, {}), **{k: round(v, 3) for k, v in self.seconds.items()}}
+            self.cache.set(CACHE_KEY, merged)
+
+
+def _share_the_cores(n_workers: int) -> None:
+    """N test workers on one machine are N analysis processes: each one's ONNX Runtime session gets
+    ``physical_cores() // N`` threads unless a test sets ``inference.threads`` (engine/archive.py
+    gives its local Dask workers the same share). At the default (all cores in every worker), the
+    workers' spinning pool threads fought over the cores: twice the CPU time per analysed frame on
+    2 busy cores, for the same numbers (ONNX Runtime's CPU kernels give the same outputs at any
+    thread count; tests/test_pipeline_overlap.py compares a full-core run with a one-thread one)."""
+    from engine.infer import backends
+
+    share = max(1, backends.physical_cores() // n_workers)
+    init = backends.OnnxRuntimeBackend.__init__
+
+    def __init__(self, model_path, threads=None, *args, **kwargs):
+        init(self, model_path, threads or share, *args, **kwargs)
+
+    backends.OnnxRuntimeBackend.__init__ = __init__
+
+
+def pytest_configure(config):
+    if getattr(config, "cache", None) is not None and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_Durations(config.cache), "stemwatch-durations")
+    n_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if hasattr(config, "workerinput") and n_workers > 1:
+        _share_the_cores(n_workers)
