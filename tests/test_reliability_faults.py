@@ -65,7 +65,11 @@ PUB_SCRIPT = textwrap.dedent("""
             pub.start_series(step["series"], frames.shape[1:], frames.dtype, 0.1, frame_time_s=period)
             seq, n = step.get("first", 0), step.get("n", -1)
             pub.next_seq = seq
+            hold = step.get("first", 0) + step.get("hold_after", -1)
             while n != 0:
+                if seq == hold:                      # wait for the test's line on stdin (a pause it prepares)
+                    print("held", flush=True)
+                    sys.stdin.readline()
                 pub.send_frame(frames[seq % len(frames)], seq=seq)
                 print(seq, flush=True)
                 seq += 1
@@ -81,7 +85,7 @@ def start_publisher(tmp_path, endpoint, movie_npy, plan, period=0.05) -> subproc
     script = tmp_path / "pub.py"
     script.write_text(PUB_SCRIPT)
     p = subprocess.Popen([sys.executable, str(script), endpoint, str(movie_npy), str(period), json.dumps(plan)],
-                         env=ENV, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                         env=ENV, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "ready"
     return p
 
@@ -280,12 +284,17 @@ def _network_pause(tmp_path, movie_npy, pause_s, stall_timeout_s, n=40):
                 sent[0] = int(line)
 
     try:
-        p = start_publisher(tmp_path, f"tcp://127.0.0.1:{port}", movie_npy,
-                            [{"series": "link", "first": 0, "n": n, "end": True}])
-        threading.Thread(target=follow, args=(p,), daemon=True).start()
+        # the analyzer is up before the publisher's start_series (which waits at most 2 s for a receiver),
+        # and the publisher holds after 10 frames until the link is paused: however slowly this test runs
+        # on a busy machine, the pause comes mid-series (before, the whole series could pass first)
         svc.start()
-        assert wait_until(lambda: sent[0] >= 10 and svc.status()["frames_received"] >= 5)
+        p = start_publisher(tmp_path, f"tcp://127.0.0.1:{port}", movie_npy,
+                            [{"series": "link", "first": 0, "n": n, "end": True, "hold_after": 10}])
+        threading.Thread(target=follow, args=(p,), daemon=True).start()
+        assert wait_until(lambda: sent[0] >= 9 and svc.status()["frames_received"] >= 5)
         relay.running.clear()                        # the network stops (mid-series)
+        p.stdin.write("go\n")
+        p.stdin.flush()
         t_pause = time.time()
         assert wait_until(lambda: svc.status()["stalled"], stall_timeout_s + 10)
         at_stall = svc.status()
