@@ -586,8 +586,10 @@ def _blocks(img: np.ndarray, f: int, cache: dict | None = None) -> np.ndarray:
         return img
     if cache is not None and f in cache:
         return cache[f]
+    from engine.chem.filters import block_mean
+
     h, w = (img.shape[0] // f) * f, (img.shape[1] // f) * f
-    out = img[:h, :w].reshape(h // f, f, w // f, f).sum(axis=3, dtype=np.float32).sum(axis=1) * np.float32(1.0 / (f * f))
+    out = block_mean(img[:h, :w], f)
     if cache is not None:
         cache[f] = out
     return out
