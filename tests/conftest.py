@@ -82,10 +82,12 @@ class _Durations:
 def _share_the_cores(n_workers: int) -> None:
     """N test workers on one machine are N analysis processes: each one's ONNX Runtime session gets
     ``physical_cores() // N`` threads unless a test sets ``inference.threads`` (engine/archive.py
-    gives its local Dask workers the same share). At the default (all cores in every worker), the
-    workers' spinning pool threads fought over the cores: twice the CPU time per analysed frame on
-    2 busy cores, for the same numbers (ONNX Runtime's CPU kernels give the same outputs at any
-    thread count; tests/test_pipeline_overlap.py compares a full-core run with a one-thread one)."""
+    gives its local Dask workers the same share). Measured while ONNX Runtime's pool threads still
+    spun by default: with all cores in every worker they fought over the cores, twice the CPU time per
+    analysed frame on 2 busy cores (they now sleep unless ``inference.cpu_spin_wait``, which removes
+    most of that; the share still keeps N workers from oversubscribing). Same numbers either way (ONNX
+    Runtime's CPU kernels give the same outputs at any thread count; tests/test_pipeline_overlap.py
+    compares a full-core run with a one-thread one)."""
     from engine.infer import backends
 
     share = max(1, backends.physical_cores() // n_workers)
