@@ -270,7 +270,7 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
                 atoms, ratio = drop_faint(atoms, ratio, cfg.min_intensity_ratio)
             assign_other(atoms, image, cfg, ratio)
             demote_dim_si(atoms, ratio, cfg.min_si_relative_intensity)
-        if getattr(cfg, "vacuum_min_dip", 0) > 0:             # no lattice continued into a hole
+        if cfg.vacuum_min_dip > 0:                            # no lattice continued into a hole
             from engine.chem.vacuum import drop_in_vacuum
 
             atoms = drop_in_vacuum(atoms, image, maps or contrast_maps(image, frame_px_A), cfg.vacuum_min_dip,

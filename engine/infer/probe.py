@@ -46,7 +46,7 @@ def _make_onnx(cfg: InferenceConfig, contract):
     def make(path, precision):
         return OnnxRuntimeBackend(path, threads=cfg.threads, multiple=contract.multiple,
                                   input_name=contract.input_name, output_name=contract.output_name,
-                                  precision=precision, spin_wait=bool(getattr(cfg, "cpu_spin_wait", False)))
+                                  precision=precision, spin_wait=cfg.cpu_spin_wait)
 
     requested = getattr(cfg, "cpu_precision", "auto")
     if contract.metadata.get("stemwatch.precision") == "int8":       # --model given an INT8 file: run it as is
