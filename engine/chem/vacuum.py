@@ -11,12 +11,20 @@ hole's rim) lies below the lattice level there, in units of the lattice's own me
 hexagon centres:
 
 * ``M``: the frame smoothed by the window (on a coarse grid; the frame's lattice averages out);
-* lattice level ``L(x)``: ``M`` smoothed over :data:`LEVEL_A` (4 A) by normalised convolution, in
-  :data:`LEVEL_PASSES` passes that leave out what dips or rises by 0.3 units (a hole; a bright spot),
-  the first one what lies :data:`FIRST_CUT` (1.5) units below the frame's median (so a hole, also one
-  cut by the frame's edge, does not pull the level into itself), and every pass the lattice within
-  :data:`HEAVY_LIT_A` (5 A) of a Si or heavy atom, whose probe tail lights it. A background ramp or a
-  broad brighter or darker patch is followed; a hole is bridged from the lattice around it;
+* where the lattice is: each hexagon centre's contrast (``M`` there - the frame at the centre, the
+  unit's ingredient below) mapped over :data:`LATTICE_A` (2.5 A); a point is lattice where that local
+  contrast is at least :data:`LATTICE_MIN` (0.4) ``D`` and hexagon centres surround it (density at least
+  :data:`LATTICE_FULL` of the frame's 75th percentile; :data:`LATTICE_EDGE` within 2 LATTICE_A of the
+  frame's edge). A lattice the network continues into a hole has centres as dark as its "atoms" and
+  most of a hole has none, so the hole, its half-empty rim and a hole cut by the frame's edge are
+  left out, however shallow the hole (1.3-2.6 ``D`` at low dose) or large;
+* lattice level ``L(x)``: ``M`` smoothed over :data:`LEVEL_A` (4 A) by normalised convolution over the
+  lattice only, then :data:`LEVEL_PASSES` passes that also leave out what dips or rises by 0.3 units (a
+  dark patch; a bright spot), every pass without the lattice within :data:`HEAVY_LIT_A` (5 A) of a Si
+  or heavy atom, whose probe tail lights it. A background ramp or a broad brighter or darker patch is
+  followed; a hole is bridged from the lattice around it. With less than :data:`LATTICE_MIN_FRACTION`
+  of the grid lattice, the first pass takes everything but what lies :data:`FIRST_CUT` (1.5) units
+  below the frame's median instead;
 * unit ``D``: the median over hexagon centres of (``M`` there - the frame at the centre itself):
   what the lattice adds over its emptiest points. Vacuum lies below the hexagon centres' level (they
   still hold the probe tails of six atoms), so a hole dips by more than ``D``; a missing atom (a
@@ -32,6 +40,12 @@ noise sigma (a deeper dip asks for more). A rim atom of a real hole stands out o
 surroundings and stays; so does a bright lattice atom that a wide probe tail or a background dip
 darkens. On frames with 70-75 % of the current in the tail the dip alone cannot always tell those from
 a hole (docs/chemistry.md, limits).
+With ``dark_sigma`` > 0 it also removes an atom near vacuum (dip above :data:`DARK_MIN_DIP`, 0.2 units)
+at which the frame, smoothed by a Gaussian of :data:`PROBE_SIGMA_A` (about the probe), lies below the
+lattice level by ``dark_sigma`` noise sigma and by :data:`DARK_ATOMS` x the rise of the frame's typical C
+atom over the level, unless its own contrast clears ``own_sigma``: a lattice atom rises above the level,
+a point in a hole lies below it by the hole's depth. That is the ring the network continues just inside
+a hole's rim, whose 2 A surroundings dip only half as much as the hole itself.
 The hexagon centres come from the atoms themselves (for an atom i with neighbours j, k:
 ``x_j + x_k - x_i``). Without enough hexagons (< 20) or without a positive ``D`` nothing is removed.
 """
