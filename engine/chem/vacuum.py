@@ -272,7 +272,10 @@ def disc_median(image: np.ndarray, xy_px: np.ndarray, radius_px: float) -> np.nd
     cc = ci[:, 0:1] + dx[None]
     ok = (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
     vals = img[np.clip(rr, 0, H - 1), np.clip(cc, 0, W - 1)].astype(np.float64)
-    return np.nanmedian(np.where(ok, vals, np.nan), axis=1), np.maximum(ok.sum(1), 1)
+    n = np.maximum(ok.sum(1), 1)
+    srt = np.sort(np.where(ok, vals, np.inf), axis=1)   # the pixels outside sort last (nanmedian: 10x slower)
+    rows = np.arange(len(srt))
+    return 0.5 * (srt[rows, (n - 1) // 2] + srt[rows, n // 2]), n
 
 
 def drop_in_vacuum(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float, own_sigma: float,
