@@ -146,3 +146,62 @@ def test_hexagon_centres_of_a_honeycomb():
     six = np.abs(d - 1.42).max(1) < 0.02                   # six atoms at one bond length: a hexagon's centre
     assert six.mean() > 0.8                                # (the others: hexagons cut by the patch's edge)
     assert np.abs(d[:, :3] - 1.42).max() < 0.02
+
+
+def _edge_cut_hole(seed: int, dose: float, radius_A: float = 9.0):
+    """A 25.6 A frame whose lattice has a hole of ``radius_A`` centred 1 A inside its left edge (random
+    imaging at ``dose``): the true atoms, species, the removed lattice sites deeper than 3 A inside the
+    hole (where a network continues the lattice), the lattice atoms farther than 5 A from them, the image."""
+    from scipy.spatial import cKDTree
+
+    from engine.sim import structures as st
+    from engine.sim.imaging import ImagingParams, render
+    from engine.sim.sample import random_sample
+
+    n = 256
+    rng = np.random.default_rng(seed)
+    ip = ImagingParams.random(rng, (dose, dose))
+    s = random_sample(rng, (n * PX, n * PX), si_per_nm2=0.5, holes=False, contamination=False, adatoms=False,
+                      margin_A=max(3.0, 1.4 * ip.tail_fwhm_A))
+    before, ids0, lat0 = s.xy_A.copy(), s.ids.copy(), s.lattice.copy()
+    st.add_hole(s, (1.0, n * PX / 2), radius_A, rng)
+    gone = before[~np.isin(ids0, s.ids) & lat0]
+    image, _ = render(s, ip, (n, n), PX, rng)
+    inside = lambda p: ((p >= 0.3) & (p <= n * PX - 0.3)).all(1)  # noqa: E731
+    true, sp = s.xy_A[inside(s.xy_A)], s.species[inside(s.xy_A)]
+    gone = gone[inside(gone)]
+    deep = gone[cKDTree(true).query(gone)[0] > 3.0]
+    far = cKDTree(gone).query(true)[0] > 5.0
+    return true / PX, sp, deep / PX, far, image
+
+
+@pytest.mark.parametrize("seed", [1, 3, 4])
+def test_lattice_put_deep_into_a_hole_cut_by_the_frame_edge_is_dropped(seed):
+    """A hole cut by the frame's edge, at 1e4: the lattice level comes from where the frame shows lattice
+    (hexagon-centre contrast), so it does not sink into the hole; every atom put > 3 A inside the hole goes
+    and no lattice atom > 5 A from the hole does. (Before, the level followed the hole down where it is
+    shallow in lattice units: seed 3 kept 6 of 32.)"""
+    from scipy.spatial import cKDTree
+
+    xy, sp, deep, far, image = _edge_cut_hole(seed, 1e4)
+    assert len(deep) >= 20
+    atoms = _atoms(np.concatenate([xy, deep]), np.concatenate([sp, np.zeros(len(deep), np.int8)]), image.shape)
+    kept = drop_in_vacuum(atoms, image, contrast_maps(image, PX), CFG.vacuum_min_dip, CFG.vacuum_own_sigma,
+                          CFG.vacuum_dark_sigma)
+    t = cKDTree(kept.xy_px)
+    assert (t.query(deep)[0] > 1e-6).all(), f"{int((t.query(deep)[0] <= 1e-6).sum())} of {len(deep)} kept in the hole"
+    assert not ((t.query(xy)[0] > 1e-6) & far).any(), "a lattice atom far from the hole was dropped"
+
+
+def test_dark_test_drops_what_lies_below_the_lattice_level_and_keeps_atoms():
+    """The darkness test alone (dip above 0.2 units): an atom near a hole at which the frame lies below the
+    lattice level goes, one that shows by itself stays; with vacuum_dark_sigma 0 it is off."""
+    xy, sp, deep, far, image = _edge_cut_hole(3, 1e4)
+    atoms = _atoms(np.concatenate([xy, deep]), np.concatenate([sp, np.zeros(len(deep), np.int8)]), image.shape)
+    maps = contrast_maps(image, PX)
+    dip, threshold, own, dark = vacuum_dip(atoms, image, maps, CFG.vacuum_min_dip)
+    fake = np.arange(len(xy), len(atoms))
+    assert np.median(dark[1, fake]) < -2 and (dark[0, fake] < -1).mean() >= 0.9   # the hole lies below the level
+    near = np.isfinite(dark[0, :len(xy)])
+    assert near.any() and np.median(dark[1, :len(xy)][near]) > -1             # true atoms near it mostly not
+    assert np.isinf(dark[:, :len(xy)][:, dip[:len(xy)] <= 0.2]).all()         # only atoms near vacuum are judged

@@ -174,20 +174,25 @@ def test_network_maps_put_no_lattice_into_holes(inferencer):
     _assert_at_most_1_percent_false(_hole_rows(inferencer, 1e5, 0.2), "raw")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 criterion 3 NOT met at 1e4 (nor 1e3): the vacuum check removes most "
-                                       "of the lattice the network continues into a hole, but some frames keep 1-14 "
-                                       "false atoms in or at the hole (docs/model.md, lab.infer.holes)")
+@pytest.mark.xfail(strict=True, reason="issue 13 criterion 3 NOT met at 1e4 (nor 1e3): since the vacuum check takes its "
+                                       "lattice level from where the frame shows lattice, 4 of 26 frames at 1e4 keep 1-5 false "
+                                       "atoms in or at the hole (13 of 268; before: 11 frames, 50 of 319); here frame 2, estimated "
+                                       "SNR 1.9 (low_snr), keeps 4 of 16 (rim atoms read 0.5-0.8 A off and one of the ring the "
+                                       "network continues inside the rim); docs/model.md, lab.infer.holes")
 def test_no_lattice_in_holes_at_1e4(inferencer):
     _assert_at_most_1_percent_false(_hole_rows(inferencer, 1e4, 0.1), "reported")
 
 
 def test_vacuum_check_removes_most_lattice_put_into_holes_at_1e4(inferencer):
-    """Where the criterion is not met, the vacuum check still removes at least half of the false atoms
-    the network puts in and around holes (pooled over the frames)."""
+    """Where the criterion is not met, the vacuum check still removes at least 90 % of the false atoms the
+    network puts in and around holes (pooled over the frames), and at most one frame of the cell keeps more
+    than 1 % false there (a regression floor: before the check's level came from the lattice alone, 15 of
+    79 were left, on 3 frames)."""
     rows = _hole_rows(inferencer, 1e4, 0.1)
     raw = sum(r["raw"]["false"] for r in rows)
     reported = sum(r["reported"]["false"] for r in rows)
-    assert raw >= 20 and reported <= 0.5 * raw, (raw, reported)
+    assert raw >= 20 and reported <= 0.1 * raw, (raw, reported)
+    assert sum(1 for r in rows if r["reported"]["false"] > 0.01 * r["reported"]["n"]) <= 1, rows
 
 
 def test_vacuum_check_keeps_lattice_frames(inferencer):
@@ -207,13 +212,19 @@ def test_no_lattice_in_holes_table():
     """The docs/model.md table (every dose x pixel size, 6 frames of the "holes" variant and the plain
     frames that have a hole): what the analyzer reports meets criterion 3 on every frame at 1e5-1e6."""
     from engine.infer import Inferencer
-    from lab.infer.holes import format_table, sweep
+    from lab.infer.holes import format_table, summarise, sweep
     from stemwatch.config import InferenceConfig
 
     with Inferencer(InferenceConfig(backend="onnx")) as inf:
         rows = sweep(inf, frames=6)
     print(format_table(rows))
     _assert_at_most_1_percent_false([r for r in rows if r["dose"] >= 1e5], "reported")
+    # 1e4 and 1e3 are not met (the strict xfail above); regression floors at what the check reaches now
+    # (before its level came from the lattice alone: 1e4 pooled 0.843 with 11 frames over 1 %, 1e3 0.412)
+    s4 = summarise([r for r in rows if r["dose"] == 1e4], "reported")
+    s3 = summarise([r for r in rows if r["dose"] == 1e3], "reported")
+    assert s4["pooled"] >= 0.94 and s4["failing"] <= 5, s4
+    assert s3["pooled"] >= 0.55, s3
 
 
 def test_heldout_frames_are_deterministic():

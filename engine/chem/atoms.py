@@ -274,7 +274,7 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
             from engine.chem.vacuum import drop_in_vacuum
 
             atoms = drop_in_vacuum(atoms, image, maps or contrast_maps(image, frame_px_A), cfg.vacuum_min_dip,
-                                   cfg.vacuum_own_sigma)
+                                   cfg.vacuum_own_sigma, cfg.vacuum_dark_sigma)
     atoms.border = border_mask(atoms.xy_px, probs.frame_shape, cfg.border_A / frame_px_A)
     return atoms
 

@@ -11,12 +11,20 @@ hole's rim) lies below the lattice level there, in units of the lattice's own me
 hexagon centres:
 
 * ``M``: the frame smoothed by the window (on a coarse grid; the frame's lattice averages out);
-* lattice level ``L(x)``: ``M`` smoothed over :data:`LEVEL_A` (4 A) by normalised convolution, in
-  :data:`LEVEL_PASSES` passes that leave out what dips or rises by 0.3 units (a hole; a bright spot),
-  the first one what lies :data:`FIRST_CUT` (1.5) units below the frame's median (so a hole, also one
-  cut by the frame's edge, does not pull the level into itself), and every pass the lattice within
-  :data:`HEAVY_LIT_A` (5 A) of a Si or heavy atom, whose probe tail lights it. A background ramp or a
-  broad brighter or darker patch is followed; a hole is bridged from the lattice around it;
+* where the lattice is: each hexagon centre's contrast (``M`` there - the frame at the centre, the
+  unit's ingredient below) mapped over :data:`LATTICE_A` (2.5 A); a point is lattice where that local
+  contrast is at least :data:`LATTICE_MIN` (0.4) ``D`` and hexagon centres surround it (density at least
+  :data:`LATTICE_FULL` of the frame's 75th percentile; :data:`LATTICE_EDGE` within 2 LATTICE_A of the
+  frame's edge). A lattice the network continues into a hole has centres as dark as its "atoms" and
+  most of a hole has none, so the hole, its half-empty rim and a hole cut by the frame's edge are
+  left out, however shallow the hole (1.3-2.6 ``D`` at low dose) or large;
+* lattice level ``L(x)``: ``M`` smoothed over :data:`LEVEL_A` (4 A) by normalised convolution over the
+  lattice only, then :data:`LEVEL_PASSES` passes that also leave out what dips or rises by 0.3 units (a
+  dark patch; a bright spot), every pass without the lattice within :data:`HEAVY_LIT_A` (5 A) of a Si
+  or heavy atom, whose probe tail lights it. A background ramp or a broad brighter or darker patch is
+  followed; a hole is bridged from the lattice around it. With less than :data:`LATTICE_MIN_FRACTION`
+  of the grid lattice, the first pass takes everything but what lies :data:`FIRST_CUT` (1.5) units
+  below the frame's median instead;
 * unit ``D``: the median over hexagon centres of (``M`` there - the frame at the centre itself):
   what the lattice adds over its emptiest points. Vacuum lies below the hexagon centres' level (they
   still hold the probe tails of six atoms), so a hole dips by more than ``D``; a missing atom (a
@@ -32,6 +40,12 @@ noise sigma (a deeper dip asks for more). A rim atom of a real hole stands out o
 surroundings and stays; so does a bright lattice atom that a wide probe tail or a background dip
 darkens. On frames with 70-75 % of the current in the tail the dip alone cannot always tell those from
 a hole (docs/chemistry.md, limits).
+With ``dark_sigma`` > 0 it also removes an atom near vacuum (dip above :data:`DARK_MIN_DIP`, 0.2 units)
+at which the frame, smoothed by a Gaussian of :data:`PROBE_SIGMA_A` (about the probe), lies below the
+lattice level by ``dark_sigma`` noise sigma and by :data:`DARK_ATOMS` x the rise of the frame's typical C
+atom over the level, unless its own contrast clears ``own_sigma``: a lattice atom rises above the level,
+a point in a hole lies below it by the hole's depth. That is the ring the network continues just inside
+a hole's rim, whose 2 A surroundings dip only half as much as the hole itself.
 The hexagon centres come from the atoms themselves (for an atom i with neighbours j, k:
 ``x_j + x_k - x_i``). Without enough hexagons (< 20) or without a positive ``D`` nothing is removed.
 """
@@ -56,8 +70,28 @@ LEVEL_EXCLUDE_BRIGHT = 0.3
 HEAVY_LIT_A = 5.0
 #: the level's first pass leaves out what lies this x D below the frame's median level
 FIRST_CUT = 1.5
+#: where the lattice is: its own contrast (hexagon centres' surroundings over the centres) is mapped
+#: over this (A, Gaussian sigma) ...
+LATTICE_A = 2.5
+#: ... and a point is lattice when that contrast is at least this x the frame's unit D ...
+LATTICE_MIN = 0.4
+#: ... and hexagon centres surround it: their local density at least this x the frame's 75th percentile
+#: (the rim of a hole, where the mean is half vacuum, and the frame's edge are left out)
+LATTICE_FULL = 0.5
+#: ... (within 2 LATTICE_A of the frame's edge: this x)
+LATTICE_EDGE = 0.2
+#: with less lattice than this fraction of the level's grid, the level falls back to the frame's median cut
+LATTICE_MIN_FRACTION = 0.2
+#: an atom whose surroundings dip by more than this x D must not be darker than the lattice level
+DARK_MIN_DIP = 0.2
+#: ... by as much as the frame's typical C atom rises above it (and by ``own_dark_sigma`` noise sigma)
+DARK_ATOMS = 1.0
+#: the matched filter for an atom's own value: a Gaussian of this sigma (A), about the probe's
+PROBE_SIGMA_A = 0.4
+#: the typical atom's rise over the level is the median over at most this many C atoms
+DARK_SAMPLE = 100
 #: passes of the level (each lets it climb further out of a wide hole)
-LEVEL_PASSES = 3
+LEVEL_PASSES = 2
 #: the level's grid is this many times coarser than the windowed mean's
 LEVEL_GRID = 2
 #: the dip threshold is at least this many noise sigma of the windowed mean
@@ -97,10 +131,13 @@ def hexagon_centres(xy_A: np.ndarray, most: int = 600) -> np.ndarray:
 
 
 def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
-    """``(dip, threshold, own)``: (N,) dip of each atom's surroundings in units of ``D``, the threshold
-    in the same units, and (N,) each atom's own contrast over its surroundings in noise sigma; None
-    when the frame gives no unit (see the module docstring). ``maps``: :func:`engine.chem.atoms.contrast_maps`."""
-    from engine.chem.atoms import sample_bilinear
+    """``(dip, threshold, own, dark)``: (N,) dip of each atom's surroundings in units of ``D``, the
+    threshold in the same units, (N,) each atom's own contrast over its surroundings in noise sigma (inf
+    where neither the dip is above the threshold nor the atom darker than the level by :data:`DARK_ATOMS`), and (2, N) how far the frame at each atom (matched to the probe:
+    a Gaussian of :data:`PROBE_SIGMA_A`) rises above the lattice level, in noise sigma and in units of the
+    frame's typical C atom's rise (inf where the dip is below :data:`DARK_MIN_DIP`); None when the frame
+    gives no unit (see the module docstring). ``maps``: :func:`engine.chem.atoms.contrast_maps`."""
+    from engine.chem.atoms import gaussian_at, sample_bilinear
     from engine.chem.filters import block_mean
     from engine.chem.noise import noise_sigma
 
@@ -112,7 +149,7 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
         return None
     img = np.asarray(image)
     H, W = img.shape
-    crop = img[max(0, H // 2 - 128):H // 2 + 128, max(0, W // 2 - 128):W // 2 + 128]
+    crop = img[max(0, H // 2 - 96):H // 2 + 96, max(0, W // 2 - 96):W // 2 + 96]
     sigma_px = noise_sigma(crop)
     if not np.isfinite(sigma_px):
         return None
@@ -150,19 +187,42 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
     h, w_ = Mc.shape
     heavy = np.flatnonzero(np.asarray(atoms.species) != 0)
     lit = np.zeros(Mc.shape, bool)                    # around Si / heavy atoms: their probe tails light the lattice
-    if len(heavy):
-        yy, xx = np.mgrid[0:h, 0:w_]
-        grid_A = np.c_[(k2 * xx.ravel() + 0.5) * g - 0.5, (k2 * yy.ravel() + 0.5) * g - 0.5] * px
-        d, _ = cKDTree(xy_A[heavy]).query(grid_A, distance_upper_bound=HEAVY_LIT_A)
-        lit = np.isfinite(d).reshape(h, w_)
-    # first pass: all but the lit and what lies far below the frame's typical level (a hole, also one
-    # cut by the frame's edge, would otherwise pull the level down into itself)
-    free = (~lit & (Mc >= float(np.median(Mc[~lit] if (~lit).any() else Mc)) - FIRST_CUT * unit)).astype(np.float32)
-    L = ndimage.gaussian_filter(Mc * free, s_l, mode="nearest")                    # first pass: all but the lit
+    if len(heavy):                                    # the level's grid points within HEAVY_LIT_A of one
+        gy = ((k2 * np.arange(h) + 0.5) * g - 0.5) * px                     # grid rows, columns in A
+        gx = ((k2 * np.arange(w_) + 0.5) * g - 0.5) * px
+        for part in np.array_split(heavy, max(1, len(heavy) // 64)):        # (h, w, <= 127) at a time
+            dy2 = (gy[:, None] - xy_A[part, 1][None]) ** 2
+            dx2 = (gx[:, None] - xy_A[part, 0][None]) ** 2
+            lit |= ((dy2[:, None, :] + dx2[None, :, :]) <= HEAVY_LIT_A ** 2).any(2)
+    # where the lattice is: its own contrast over the hexagon centres, mapped locally (a lattice the network
+    # continues into a hole has centres as dark as its "atoms": no contrast; most of a hole has no centres).
+    # The level is taken from there only, so a hole (also a large one, or one cut by the frame's edge) and
+    # the half-empty surroundings of its rim never pull it down, however deep or shallow the hole is.
+    cr, cc_ = (v / k2 for v in to_rc(centres, g))
+    ci = np.clip(np.rint(cr).astype(np.int64), 0, h - 1) * w_ + np.clip(np.rint(cc_).astype(np.int64), 0, w_ - 1)
+    s_u = LATTICE_A / (pxd * k * k2)
+    num = ndimage.gaussian_filter(np.bincount(ci, at_c - s_c, h * w_).reshape(h, w_).astype(np.float32), s_u,
+                                  mode="constant")
+    den = ndimage.gaussian_filter(np.bincount(ci, None, h * w_).reshape(h, w_).astype(np.float32), s_u,
+                                  mode="constant")
+    # the frame's edge is no rim: the density over the part of the window inside the frame, and within
+    # 2 LATTICE_A of the edge (where atoms lack the neighbours outside that make hexagons) any centres will do
+    ey = ndimage.gaussian_filter1d(np.ones(h, np.float32), s_u, mode="constant")
+    ex = ndimage.gaussian_filter1d(np.ones(w_, np.float32), s_u, mode="constant")
+    dens = den / np.maximum(np.outer(ey, ex), 1e-3)
+    band = np.minimum.outer(np.minimum(np.arange(h), h - 1 - np.arange(h)),
+                            np.minimum(np.arange(w_), w_ - 1 - np.arange(w_))) < 2.0 * s_u
+    full = np.where(band, LATTICE_EDGE, LATTICE_FULL) * float(np.percentile(dens, 75))
+    lattice = (dens >= full) & (num >= LATTICE_MIN * unit * den)
+    free = (~lit & lattice).astype(np.float32)
+    if free.mean() < LATTICE_MIN_FRACTION:              # too little lattice: what lies far below the median
+        free = (~lit & (Mc >= float(np.median(Mc[~lit] if (~lit).any() else Mc)) - FIRST_CUT * unit)).astype(np.float32)
+        lattice = np.ones_like(lit)
+    L = ndimage.gaussian_filter(Mc * free, s_l, mode="nearest")                    # first pass: the lattice
     den = ndimage.gaussian_filter(free, s_l, mode="nearest")
     L = np.where(den > 1e-3, L / np.maximum(den, 1e-3), float(np.median(Mc))).astype(np.float32)
     for _ in range(LEVEL_PASSES):
-        w = ((Mc - L <= exclude_bright) & (L - Mc <= exclude) & ~lit).astype(np.float32)   # no dips, bright spots
+        w = ((Mc - L <= exclude_bright) & (L - Mc <= exclude) & ~lit & lattice).astype(np.float32)  # no dips, bright spots
         if w.mean() < 0.2:
             break
         num = ndimage.gaussian_filter(Mc * w, s_l, mode="nearest")
@@ -171,12 +231,29 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
     (at_m,) = sample_bilinear((M,), *to_rc(xy_A, g))
     (at_l,) = sample_bilinear((L,), *(v / k2 for v in to_rc(xy_A, g)))
     dip = (at_l - at_m) / unit
+    # darker than the lattice: the frame at the atom (matched to the probe) against the lattice level there.
+    # A lattice atom rises above the level; a place in vacuum lies below it by the hole's depth (> 1 D)
+    dark = np.full((2, len(dip)), np.inf)
+    near = np.flatnonzero(dip > DARK_MIN_DIP)
+    if len(near):
+        c_idx = np.flatnonzero(np.asarray(atoms.species) == 0)
+        c_idx = c_idx[:: max(1, len(c_idx) // DARK_SAMPLE)]
+        idx = np.concatenate([near, c_idx])
+        # on the frame's 0.2 A copy (already smoothed by ~pxd): the rest of the probe-sized Gaussian
+        mf = gaussian_at(sm, np.sqrt(max(PROBE_SIGMA_A ** 2 - pxd ** 2, 0.0)) / pxd,
+                         (atoms.xy_px[idx] + 0.5) / f - 0.5, truncate=3.0)
+        rise = mf - at_l[idx]
+        typical = float(np.median(rise[len(near):]))
+        sigma_mf = sigma_px * px / (2.0 * np.sqrt(np.pi) * PROBE_SIGMA_A)     # noise of the matched filter
+        if typical > 0:
+            dark[0, near] = rise[:len(near)] / sigma_mf
+            dark[1, near] = rise[:len(near)] / typical
     own = np.full(len(dip), np.inf)
-    cand = np.flatnonzero(dip > threshold)
+    cand = np.flatnonzero((dip > threshold) | (dark[1] < -DARK_ATOMS))
     if len(cand):
         med, n = disc_median(img, atoms.xy_px[cand], OWN_DISC_A / px)
         own[cand] = (med - at_m[cand]) / (1.2533 * sigma_px / np.sqrt(n))     # noise of a median of n pixels
-    return dip, float(threshold), own
+    return dip, float(threshold), own, dark
 
 
 def disc_median(image: np.ndarray, xy_px: np.ndarray, radius_px: float) -> np.ndarray:
@@ -195,19 +272,29 @@ def disc_median(image: np.ndarray, xy_px: np.ndarray, radius_px: float) -> np.nd
     cc = ci[:, 0:1] + dx[None]
     ok = (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
     vals = img[np.clip(rr, 0, H - 1), np.clip(cc, 0, W - 1)].astype(np.float64)
-    return np.nanmedian(np.where(ok, vals, np.nan), axis=1), np.maximum(ok.sum(1), 1)
+    n = np.maximum(ok.sum(1), 1)
+    srt = np.sort(np.where(ok, vals, np.inf), axis=1)   # the pixels outside sort last (nanmedian: 10x slower)
+    rows = np.arange(len(srt))
+    return 0.5 * (srt[rows, (n - 1) // 2] + srt[rows, n // 2]), n
 
 
-def drop_in_vacuum(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float, own_sigma: float) -> Atoms:
+def drop_in_vacuum(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float, own_sigma: float,
+                   dark_sigma: float = 0.0) -> Atoms:
     """``atoms`` without those the raw frame shows in vacuum (:func:`vacuum_dip` above its threshold)
-    that do not show as atoms themselves (own contrast below ``own_sigma`` noise sigma)."""
+    that do not show as atoms themselves (own contrast below ``own_sigma`` noise sigma), and, with
+    ``dark_sigma`` > 0, without those near vacuum (dip above :data:`DARK_MIN_DIP`) at which the frame lies
+    below the lattice level by ``dark_sigma`` noise sigma and by :data:`DARK_ATOMS` x a typical atom's rise,
+    unless they show by themselves (own contrast >= ``own_sigma``: a true rim atom at high dose, whose
+    surroundings lost the probe tails of the missing lattice)."""
     if min_dip <= 0 or len(atoms) < MIN_HEXAGONS:
         return atoms
     res = vacuum_dip(atoms, image, maps, min_dip)
     if res is None:
         return atoms
-    dip, threshold, own = res
+    dip, threshold, own, dark = res
     keep = (dip <= threshold) | (own >= own_sigma * np.maximum(1.0, dip / threshold))
+    if dark_sigma > 0:
+        keep &= ~((dark[0] < -dark_sigma) & (dark[1] < -DARK_ATOMS) & (own < own_sigma))
     if keep.all():
         return atoms
     return Atoms(atoms.xy_px[keep], atoms.species[keep], atoms.confidence[keep], atoms.class_prob[keep],
