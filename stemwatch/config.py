@@ -128,6 +128,10 @@ class ChemistryConfig(Section):
                                                      # dropped (engine.chem.vacuum); 0: off
     vacuum_own_sigma: float = 2.0                    # ... unless its own contrast over its surroundings
                                                      # exceeds this many noise sigma of the frame
+    material_recheck_every_n_frames: int = 20        # the full material check runs on a series' first frame,
+                                                     # on a jump, a pixel-size change, when a cheap per-frame
+                                                     # guard sees the spectrum change, and at least this
+                                                     # often; 1: every frame (engine.health.material_cadence)
 
 
 @dataclass(frozen=True)
