@@ -12,6 +12,16 @@ both versions interleaved (old, new, old, new, ... on the same frames in the sam
 loaded machine slows both alike; the table then gives both and their ratio.
 
     python -m lab.material_bench [--size 512] [--repeat 200] [--against HEAD~3]
+
+``--series N`` times the pipeline's per-series cadence instead (:mod:`engine.health.material_cadence`):
+a simulated N-frame graphene movie (drift 0.5 A/frame, Si dopants; ``--switch MATERIAL`` replaces its
+second half by another material in the same series, no jump) is judged frame by frame the old way
+(:func:`engine.pipeline.frame_material` on every frame) and the new way (``MaterialCadence.verdict``),
+interleaved frame by frame in this process, ``--repeat`` times (a new series each time); CPU time of
+the process (``time.process_time``) per frame, amortised over the series (median over the repeats),
+the guard's own cost (median over the carried-over frames) and the number of full checks:
+
+    python -m lab.material_bench --series 50 --repeat 5 [--pixel-size 0.04] [--switch MoS2]
 """
 
 from __future__ import annotations
@@ -79,6 +89,61 @@ def bench(size: int = 512, repeat: int = 200, pixel_size_A: float = 0.1, against
     return out
 
 
+def series_frames(n: int, size: int, pixel_size_A: float, switch: str | None = None, seed: int = 1):
+    """An n-frame simulated graphene movie (drift, dopants) as pipeline Frames of one series; with
+    ``switch`` its second half shows that material (same imaging and drift; no jump)."""
+    import dataclasses
+
+    from engine.sim.materials import MaterialMovie
+    from engine.sim.movie import MovieSpec, simulate_movie
+    from streamer.frame import Frame
+
+    dop = ("si3",) if size * pixel_size_A < 40 else ("si3", "si3", "si4")
+    spec = MovieSpec(n_frames=n, shape_px=(size, size), pixel_size_A=pixel_size_A, dose_e_per_A2=1e5,
+                     drift_A_per_frame=(0.45, 0.25), dopants=dop, first_dopant_centre=False, seed=seed)
+    imgs = [img for img, _ in simulate_movie(spec)]
+    if switch:
+        k = n // 2
+        other = [img for img, _ in MaterialMovie(dataclasses.replace(spec, n_frames=n - k), switch).frames()]
+        imgs = imgs[:k] + other
+    return [Frame(data=img, series="bench", seq=i, t_acquired=float(i), pixel_size_A=pixel_size_A)
+            for i, img in enumerate(imgs)]
+
+
+def bench_series(frames, repeat: int = 5, every_n: int | None = None) -> dict:
+    """Old (full check on every frame) vs new (the cadence), interleaved frame by frame."""
+    from engine.health.material_cadence import MaterialCadence
+    from engine.health.monitor import FrameHealth
+    from engine.pipeline import frame_material
+    from stemwatch.config import Config
+
+    n = every_n or Config().chemistry.material_recheck_every_n_frames
+    cad = MaterialCadence(n)
+    for f in frames[:3]:                                  # warm-up (imports, caches)
+        frame_material(f)
+        cad.verdict(f, FrameHealth(), frame_material)
+    old, new, guard, fulls, fired = [], [], [], [], []
+    for _ in range(repeat):
+        cad.reset()
+        to, tn = np.empty(len(frames)), np.empty(len(frames))
+        for i, f in enumerate(frames):
+            c0 = time.process_time()
+            frame_material(f)
+            c1 = time.process_time()
+            v = cad.verdict(f, FrameHealth(), frame_material)
+            c2 = time.process_time()
+            to[i], tn[i] = c1 - c0, c2 - c1
+            if v.carried_over:
+                guard.append(c2 - c1)
+        old.append(to.mean())
+        new.append(tn.mean())
+        fulls.append(cad.s.full_checks)
+        fired.append(cad.s.guard_fired)
+    return {"frames": len(frames), "every_n": n, "old_ms": 1e3 * float(np.median(old)),
+            "new_ms": 1e3 * float(np.median(new)), "guard_ms": 1e3 * float(np.median(guard)) if guard else None,
+            "full_checks": int(np.median(fulls)), "guard_fired": int(np.median(fired))}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=512, help="frame side in px (default 512)")
@@ -87,7 +152,31 @@ def main(argv=None) -> int:
     ap.add_argument("--against", default=None, metavar="REF",
                     help="also time engine/health/material.py at this git revision, interleaved")
     ap.add_argument("--json", default=None, help="write the figures here")
+    ap.add_argument("--series", type=int, default=0, metavar="N",
+                    help="time the per-series cadence on an N-frame simulated graphene movie instead")
+    ap.add_argument("--switch", default=None, metavar="MATERIAL",
+                    help="with --series: the movie's second half shows this material (MoS2, WS2, hBN, amorphous, vacuum)")
+    ap.add_argument("--every-n", type=int, default=None,
+                    help="with --series: full check at least every this many frames (default: the Config's)")
     a = ap.parse_args(argv)
+    if a.series:
+        import os
+
+        frames = series_frames(a.series, a.size, a.pixel_size, a.switch)
+        res = bench_series(frames, a.repeat, a.every_n)
+        print(f"material verdict on a {res['frames']}-frame {a.size}x{a.size} series at {a.pixel_size} A/px"
+              f"{' switching to ' + a.switch + ' halfway' if a.switch else ''}; {a.repeat} repeats, interleaved; "
+              f"load average {os.getloadavg()[0]:.1f}")
+        print("| per frame (CPU ms, process_time, median of the series means) | old: every frame | new: cadence |\n|---|---|---|")
+        print(f"| amortised | {res['old_ms']:.2f} | {res['new_ms']:.2f} |")
+        print(f"| guard alone (carried-over frames) | | {res['guard_ms']:.2f} |" if res["guard_ms"] is not None else
+              "| guard alone | | (no carried-over frame) |")
+        print(f"| full checks per series | {res['frames']} | {res['full_checks']} (every {res['every_n']}; "
+              f"guard fired {res['guard_fired']}) |")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(res, f, indent=1)
+        return 0
     against = load_revision(a.against) if a.against else None
     res = bench(a.size, a.repeat, a.pixel_size, against)
     print(f"classify_material on {a.size}x{a.size} frames at {a.pixel_size} A/px, {a.repeat} calls each "

@@ -124,27 +124,28 @@ def _bin(img: np.ndarray, b: int) -> np.ndarray:
     a = img[:H, :W]
     if b == 1:
         return np.array(a, np.float32)
-    c = a[:, 0::b].astype(np.float32)
+    # 8/16-bit counts: exact integer sums, converted once (faster than converting every column)
+    acc = np.int32 if np.issubdtype(a.dtype, np.integer) and a.dtype.itemsize <= 2 and b <= 16 else np.float32
+    c = a[:, 0::b].astype(acc)
     for i in range(1, b):
         c += a[:, i::b]
     r = c[0::b].copy()
     for i in range(1, b):
         r += c[i::b]
-    return r
+    return r.astype(np.float32, copy=False)
 
 
 @lru_cache(maxsize=8)
 def _geometry(h: int, w: int):
-    """Hann windows, ring index (radius in bins of the binned grid, rounded) and ring sizes of an
+    """Hann window, ring index (radius in bins of the binned grid, rounded) and ring sizes of an
     h x w rfft2 half plane; read-only."""
-    wy = np.hanning(h).astype(np.float32)
-    wx = np.hanning(w).astype(np.float32)
+    win = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.rfftfreq(w)[None, :]
     r = np.hypot(fy * min(h, w), fx * min(h, w))             # bins of the shorter side
     ring = np.rint(r).astype(np.int64)
     count = np.bincount(ring.ravel()).astype(np.float64)
-    out = (wy, wx, ring, count, np.hypot(fy, fx))
+    out = (win, ring, count, np.hypot(fy, fx))
     for a in out:
         a.flags.writeable = False
     return out
@@ -176,14 +177,13 @@ def spectrum(image, b: int) -> Spectrum | None:
             return None
         x = np.where(np.isfinite(x), x, np.float32(np.nanmedian(x)))
     h, w = x.shape
-    wy, wx, ring, count, _ = _geometry(h, w)
+    win, ring, count, _ = _geometry(h, w)
     m, sd = float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
     if CLIP_STD:
         np.minimum(x, np.float32(m + CLIP_STD * sd), out=x)
         m = float(x.mean(dtype=np.float64))
     x -= np.float32(m)
-    x *= wy[:, None]
-    x *= wx[None, :]
+    x *= win
     F = sfft.rfft2(x, workers=1)
     P = F.real ** 2 + F.imag ** 2
     # each ring's level: its log-mean power (a few strong spots barely move it, even on the short rings
@@ -224,31 +224,42 @@ class Fingerprint:
     phase: float = float("nan")
     own: np.ndarray | None = field(default=None, repr=False)
     foreign: float = 0.0
+    gather: tuple | None = field(default=None, repr=False)    # _gather(spots, binned shape)
 
 
-def _spot_contrast(S: Spectrum, spots: np.ndarray, ring_idx: np.ndarray) -> tuple[float, float]:
-    """(geometric-mean contrast of the three spots over the ring median, bispectrum phase in rad)."""
-    ky = spots[:, None, 0] + _OFF[None, :, 0]
-    kx = spots[:, None, 1] + _OFF[None, :, 1]
-    c = _coef(S.F, ky, kx)                                    # (3, 9)
+#: offsets (d1 + d2) of the k3 bins in the bispectrum sum, as indices into the 5 x 5 grid around k3
+_SUM = (2 - (_OFF[:, None, :] + _OFF[None, :, :])) @ np.array([5, 1])
+_GRID = np.array([(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)])
+
+
+def _gather(spots: np.ndarray, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Flat rfft2 indices and conjugation flags of the 43 coefficients :func:`_spot_contrast` reads:
+    3 x 3 bins around k1 and k2, 5 x 5 around k3 (bispectrum: k3 - (d1 + d2))."""
+    h, w = shape
+    ks = np.concatenate([spots[0] + _OFF, spots[1] + _OFF, spots[2] + _GRID])
+    neg = ks[:, 1] < 0
+    ky = np.where(neg, -ks[:, 0], ks[:, 0]) % h
+    kx = np.abs(ks[:, 1])
+    return ky * (w // 2 + 1) + kx, neg
+
+
+def _spot_contrast(S: Spectrum, idx: np.ndarray, neg: np.ndarray, ring_idx: np.ndarray) -> tuple[float, float]:
+    """(geometric-mean contrast of the three spots over their ring's median power, bispectrum phase in
+    rad) from the coefficients at ``idx`` (:func:`_gather`)."""
+    c = S.F.ravel()[idx]
+    c = np.where(neg, np.conj(c), c)
     p = c.real ** 2 + c.imag ** 2
+    peaks = np.array([p[0:9].max(), p[9:18].max(), p[18:43].reshape(5, 5)[1:4, 1:4].max()])
     level = max(float(np.median(S.P.ravel()[ring_idx])), 1e-30)
-    contrast = float(np.exp(np.mean(np.log(np.maximum(p.max(axis=1), 1e-30) / level))))
-    # bispectrum over 3 x 3 offsets of k1 and k2, k3 = -(k1 + k2) exactly (the window's leakage cancels)
-    d1 = _OFF[:, None, :]
-    d2 = _OFF[None, :, :]
-    k1 = spots[0] + d1
-    k2 = spots[1] + d2
-    k3 = -(k1 + k2)
-    B = (_coef(S.F, np.broadcast_to(k1[..., 0], (9, 9)), np.broadcast_to(k1[..., 1], (9, 9)))
-         * _coef(S.F, np.broadcast_to(k2[..., 0], (9, 9)), np.broadcast_to(k2[..., 1], (9, 9)))
-         * _coef(S.F, k3[..., 0], k3[..., 1]))
-    return contrast, float(np.angle(B.sum()))
+    contrast = float(np.exp(np.mean(np.log(np.maximum(peaks, 1e-30) / level))))
+    # bispectrum over 3 x 3 offsets d1, d2 of k1 and k2 with k3 - (d1 + d2) exactly (the window's leakage cancels)
+    B = (c[0:9, None] * c[None, 9:18] * c[18:43][_SUM]).sum()
+    return contrast, float(np.angle(B))
 
 
 def _norm(S: Spectrum) -> np.ndarray:
     """Power over its ring's mean, with the rings nearest the origin set to 0."""
-    ring = _geometry(*S.shape)[2]
+    ring = _geometry(*S.shape)[1]
     q = S.P / np.maximum(S.ring_mean, 1e-30)[ring]
     q[ring < MIN_RING_BINS] = 0.0
     return q
@@ -270,7 +281,7 @@ def fingerprint(image, verdict: MaterialVerdict) -> Fingerprint | None:
     h, w = S.shape
     # the lattice's first-order spots: the strongest bin on their ring, its partner 120 degrees on
     if f1 is not None and f1 * b < 0.5:
-        fr = _geometry(h, w)[4] / b                                  # cycles per frame px
+        fr = _geometry(h, w)[3] / b                                  # cycles per frame px
         tol = max(1.5 / (b * min(h, w)), 0.06 * f1)
         band = np.abs(fr - f1) <= tol
         if band.sum() >= 6:
@@ -288,15 +299,24 @@ def fingerprint(image, verdict: MaterialVerdict) -> Fingerprint | None:
             k2 = cand[int(np.argmax(pc.real ** 2 + pc.imag ** 2))]
             spots = np.array([[ky1, kx1], [k2[0], k2[1]], [-(ky1 + k2[0]), -(kx1 + k2[1])]], np.int64)
             ring_idx = np.flatnonzero(band.ravel())
-            contrast, phase = _spot_contrast(S, spots, ring_idx)
+            idx, neg = _gather(spots, S.shape)
+            contrast, phase = _spot_contrast(S, idx, neg, ring_idx)
             if contrast >= SPOT_USABLE:
                 fp.spots, fp.spot_ring, fp.contrast, fp.phase = spots, ring_idx, contrast, phase
+                fp.gather = (idx, neg)
     own = q > OWN_LEVEL
     if own.any():
-        from scipy.ndimage import binary_dilation
-
-        # the half plane's column 0 continues at negative kx: dilate on the plane with wrapped rows
-        own = binary_dilation(np.concatenate([own[-2:], own, own[:2]]), iterations=2)[2:-2]
+        # grown by 2 bins (a diamond; rows wrap: they continue at negative frequencies)
+        seed, grown = own, own.copy()
+        for dy, dx in ((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if 0 < abs(dy) + abs(dx) <= 2):
+            sh = np.roll(seed, dy, axis=0)
+            if dx > 0:
+                grown[:, dx:] |= sh[:, :-dx]
+            elif dx < 0:
+                grown[:, :dx] |= sh[:, -dx:]
+            else:
+                grown |= sh
+        own = grown
     fp.own = own
     rest = q[~own]
     fp.foreign = float(rest.max()) if rest.size else 0.0
@@ -313,7 +333,7 @@ def guard(image, fp: Fingerprint) -> tuple[bool, str]:
         return True, "no usable pixels"
     why = []
     if fp.spots is not None:
-        contrast, phase = _spot_contrast(S, fp.spots, fp.spot_ring)
+        contrast, phase = _spot_contrast(S, *fp.gather, fp.spot_ring)
         if contrast < max(SPOT_FLOOR, SPOT_DROP * fp.contrast):
             return True, f"guard: the lattice spots fell to contrast {contrast:.1f} (checked frame {fp.contrast:.1f})"
         dphi = abs(float(np.angle(np.exp(1j * (phase - fp.phase)))))
