@@ -10,6 +10,10 @@ per pipeline, reset with the series) runs the full check only
 * every ``recheck_every_n_frames`` frames (``Config.chemistry.material_recheck_every_n_frames``);
 * on every frame while the series' verdict carries a graphene mask (a partly graphene field: the mask
   must follow the drift; rare);
+* on the frame after a full check whose verdict is new (the series' first) or changed: a verdict is
+  carried over only once two full checks in a row agree, so one misjudged frame (a low-dose graphene
+  frame called ``not_graphene``, or worse a MoS2 frame called ``graphene``) is not repeated for up to
+  N frames but stays one frame, as with a full check on every frame;
 * whenever the **guard** fires.
 
 The guard (:func:`fingerprint`, :func:`guard`) is a binned spectrum of the frame (block sums to
@@ -258,10 +262,15 @@ def _spot_contrast(S: Spectrum, idx: np.ndarray, neg: np.ndarray, ring_idx: np.n
 
 
 def _norm(S: Spectrum) -> np.ndarray:
-    """Power over its ring's mean, with the rings nearest the origin set to 0."""
-    ring = _geometry(*S.shape)[1]
+    """Power over its ring's level; 0 on the rings nearest the origin, beyond the inscribed circle
+    (the corners: short partial rings) and on the two axes (scan-line artefacts: row jitter, fly-back
+    shifts, line gain)."""
+    h, w = S.shape
+    ring = _geometry(h, w)[1]
     q = S.P / np.maximum(S.ring_mean, 1e-30)[ring]
-    q[ring < MIN_RING_BINS] = 0.0
+    q[(ring < MIN_RING_BINS) | (ring >= min(h, w) // 2)] = 0.0
+    q[:, 0] = 0.0
+    q[0, :] = 0.0
     return q
 
 
@@ -365,6 +374,7 @@ class CadenceState:
     since: int = 0                                   # frames since that check (not counting it)
     fp: Fingerprint | None = None
     invalid: str = ""                                # a reason to check the next frame in full
+    confirmed: bool = False                          # the last two full checks gave the same verdict
     full_checks: int = 0                             # in this series
     guard_fired: int = 0
     carried: int = 0
@@ -412,6 +422,8 @@ class MaterialCadence:
             return "first frame of the series"
         if s.invalid:
             return s.invalid
+        if not s.confirmed:
+            return f"confirming the verdict of frame {s.checked_frame} (a new or changed verdict)"
         shape = tuple(int(v) for v in np.shape(frame.data)[:2])
         if shape != s.shape:
             return "frame shape changed"
@@ -450,6 +462,7 @@ class MaterialCadence:
             s.guard_fired += 1
             why = note
         v = full(frame)
+        s.confirmed = s.verdict is not None and s.verdict.verdict == v.verdict
         s.verdict, s.checked_frame, s.since, s.invalid = v, int(frame.seq), 0, ""
         s.full_checks += 1
         s.shape = tuple(int(x) for x in np.shape(frame.data)[:2])
