@@ -22,6 +22,13 @@ the process (``time.process_time``) per frame, amortised over the series (median
 the guard's own cost (median over the carried-over frames) and the number of full checks:
 
     python -m lab.material_bench --series 50 --repeat 5 [--pixel-size 0.04] [--switch MoS2]
+
+``--pipeline N`` runs ``Pipeline.process`` (CPU backend, overlap off) on the N frames of ``stemwatch bench
+pipeline``'s 512^2 movie with a full material check on every frame (``material_recheck_every_n_frames``
+1: the behaviour before the cadence) and with the default cadence, the two pipelines interleaved frame
+by frame in this process, and prints the median time per frame and of its material step:
+
+    python -m lab.material_bench --pipeline 24 --repeat 2
 """
 
 from __future__ import annotations
@@ -144,6 +151,38 @@ def bench_series(frames, repeat: int = 5, every_n: int | None = None) -> dict:
             "full_checks": int(np.median(fulls)), "guard_fired": int(np.median(fired))}
 
 
+def bench_pipeline_cadence(n: int = 24, size: int = 512, repeat: int = 2) -> dict:
+    """Pipeline.process with the full check on every frame vs the default cadence, interleaved."""
+    from lab.bench_pipeline import PS, _frames
+    from engine.pipeline import Pipeline
+    from stemwatch.config import Config
+    from streamer.frame import Frame
+
+    frames = _frames(size, n)
+    cfg = Config().replace(inference={"threads": 2})
+    pipes = {"every frame": Pipeline(cfg.replace(chemistry={"material_recheck_every_n_frames": 1})),
+             "cadence": Pipeline(cfg)}
+    wall = {k: [] for k in pipes}
+    cpu = {k: [] for k in pipes}
+    mat = {k: [] for k in pipes}
+    for p in pipes.values():                                   # warm-up
+        p.process(Frame(data=frames[0], series="warm", seq=0, t_acquired=time.time(), pixel_size_A=PS))
+    for r in range(repeat):
+        for i, img in enumerate(frames):
+            for k, p in pipes.items():
+                f = Frame(data=img, series=f"bench{r}", seq=i, t_acquired=time.time(), pixel_size_A=PS)
+                c0, t0 = time.process_time(), time.perf_counter()
+                res = p.process(f)
+                wall[k].append(time.perf_counter() - t0)
+                cpu[k].append(time.process_time() - c0)
+                mat[k].append(res.timings_s.get("material", 0.0))
+    for p in pipes.values():
+        p.close()
+    return {k: {"frames_per_s": 1.0 / float(np.median(wall[k])), "wall_ms": 1e3 * float(np.median(wall[k])),
+                "cpu_ms": 1e3 * float(np.median(cpu[k])), "material_ms_median": 1e3 * float(np.median(mat[k])),
+                "material_ms_mean": 1e3 * float(np.mean(mat[k]))} for k in pipes}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=512, help="frame side in px (default 512)")
@@ -158,7 +197,24 @@ def main(argv=None) -> int:
                     help="with --series: the movie's second half shows this material (MoS2, WS2, hBN, amorphous, vacuum)")
     ap.add_argument("--every-n", type=int, default=None,
                     help="with --series: full check at least every this many frames (default: the Config's)")
+    ap.add_argument("--pipeline", type=int, default=0, metavar="N",
+                    help="time Pipeline.process on N 512^2 bench frames, full check every frame vs the cadence")
     a = ap.parse_args(argv)
+    if a.pipeline:
+        import os
+
+        res = bench_pipeline_cadence(a.pipeline, a.size, a.repeat)
+        print(f"Pipeline.process on {a.pipeline} frames {a.size}x{a.size} (stemwatch bench pipeline's movie), "
+              f"{a.repeat} passes, interleaved; load average {os.getloadavg()[0]:.1f}")
+        print("| material check | frames/s (median wall) | CPU ms/frame (process) | material ms (median / mean) |\n"
+              "|---|---|---|---|")
+        for k, v in res.items():
+            print(f"| {k} | {v['frames_per_s']:.1f} | {v['cpu_ms']:.1f} | {v['material_ms_median']:.2f} / "
+                  f"{v['material_ms_mean']:.2f} |")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(res, f, indent=1)
+        return 0
     if a.series:
         import os
 
