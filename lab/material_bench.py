@@ -96,7 +96,8 @@ def bench(size: int = 512, repeat: int = 200, pixel_size_A: float = 0.1, against
     return out
 
 
-def series_frames(n: int, size: int, pixel_size_A: float, switch: str | None = None, seed: int = 1):
+def series_frames(n: int, size: int, pixel_size_A: float, switch: str | None = None, seed: int = 1,
+                  imaging: str | None = None):
     """An n-frame simulated graphene movie (drift, dopants) as pipeline Frames of one series; with
     ``switch`` its second half shows that material (same imaging and drift; no jump)."""
     import dataclasses
@@ -107,7 +108,8 @@ def series_frames(n: int, size: int, pixel_size_A: float, switch: str | None = N
 
     dop = ("si3",) if size * pixel_size_A < 40 else ("si3", "si3", "si4")
     spec = MovieSpec(n_frames=n, shape_px=(size, size), pixel_size_A=pixel_size_A, dose_e_per_A2=1e5,
-                     drift_A_per_frame=(0.45, 0.25), dopants=dop, first_dopant_centre=False, seed=seed)
+                     imaging=imaging, drift_A_per_frame=(0.45, 0.25), dopants=dop, first_dopant_centre=False,
+                     seed=seed)
     imgs = [img for img, _ in simulate_movie(spec)]
     if switch:
         k = n // 2
@@ -195,6 +197,9 @@ def main(argv=None) -> int:
                     help="time the per-series cadence on an N-frame simulated graphene movie instead")
     ap.add_argument("--switch", default=None, metavar="MATERIAL",
                     help="with --series: the movie's second half shows this material (MoS2, WS2, hBN, amorphous, vacuum)")
+    ap.add_argument("--imaging", choices=("default", "random"), default="default",
+                    help="with --series: the movie's imaging (random: drawn over the simulator's ranges from --seed)")
+    ap.add_argument("--seed", type=int, default=1, help="with --series: the movie's seed (default 1)")
     ap.add_argument("--every-n", type=int, default=None,
                     help="with --series: full check at least every this many frames (default: the Config's)")
     ap.add_argument("--pipeline", type=int, default=0, metavar="N",
@@ -218,9 +223,11 @@ def main(argv=None) -> int:
     if a.series:
         import os
 
-        frames = series_frames(a.series, a.size, a.pixel_size, a.switch)
+        frames = series_frames(a.series, a.size, a.pixel_size, a.switch, a.seed,
+                               "random" if a.imaging == "random" else None)
         res = bench_series(frames, a.repeat, a.every_n)
-        print(f"material verdict on a {res['frames']}-frame {a.size}x{a.size} series at {a.pixel_size} A/px"
+        print(f"material verdict on a {res['frames']}-frame {a.size}x{a.size} series at {a.pixel_size} A/px "
+              f"({a.imaging} imaging, seed {a.seed})"
               f"{' switching to ' + a.switch + ' halfway' if a.switch else ''}; {a.repeat} repeats, interleaved; "
               f"load average {os.getloadavg()[0]:.1f}")
         print("| per frame (CPU ms, process_time, median of the series means) | old: every frame | new: cadence |\n|---|---|---|")

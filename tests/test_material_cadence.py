@@ -129,7 +129,8 @@ def test_every_frame_while_a_graphene_mask_is_in_use_and_with_n_1():
 
     def masked(frame):
         seen.append(int(frame.seq))
-        return MaterialVerdict("graphene", "part of the field", graphene_fraction=0.8, mask=mask)
+        return MaterialVerdict("graphene", "part of the field", lattice_constant_px=24.6, graphene_fraction=0.8,
+                               mask=mask)
 
     cad = MaterialCadence(recheck_every_n_frames=50, mask_below=1.0)
     out = [cad.verdict(_frame(img, i, 0.1), FrameHealth(), masked) for i, img in enumerate(imgs)]
@@ -162,6 +163,28 @@ def test_one_misjudged_full_check_is_not_carried_over():
     assert [v.verdict == "graphene" for v in out] == [True, False, False, False, False, False]
     assert [v.carried_over for v in out] == [False, False, False, True, True, True]
     assert out[3].carried_from_frame == 2
+
+
+def test_a_lattice_too_faint_to_watch_is_checked_in_full_on_every_frame():
+    """A graphene verdict whose lattice spots the guard's binned spectrum cannot measure (here: no
+    lattice constant given) gets no guard: every frame is checked in full, as before the cadence."""
+    imgs = _graphene(0.1, n=4)
+    seen = []
+
+    def faint(frame):
+        seen.append(int(frame.seq))
+        return MaterialVerdict("graphene", "faint", graphene_fraction=1.0)
+
+    cad = MaterialCadence(recheck_every_n_frames=50)
+    out = [cad.verdict(_frame(img, i, 0.1), FrameHealth(), faint) for i, img in enumerate(imgs)]
+    assert seen == [0, 1, 2, 3] and out[2].check.startswith("no guard reference")
+    # amorphous / vacuum have no lattice to watch: the new-peak test alone guards them
+    seen.clear()
+    cad = MaterialCadence(recheck_every_n_frames=50)
+    vac = [_other("vacuum", 0.1, seed=s) for s in (7, 8, 9)]
+    out = [cad.verdict(_frame(img, i, 0.1), FrameHealth(), lambda f: (seen.append(int(f.seq)), frame_material(f))[1])
+           for i, img in enumerate(vac)]
+    assert seen == [0, 1] and out[2].carried_over and out[2].verdict == "vacuum"
 
 
 def test_recheck_interval_is_a_validated_config_field():

@@ -62,11 +62,14 @@ SPOT_DROP = 0.1
 #: ... and so does a spot contrast below this (noise: the largest of 9 bins of exponential power over
 #: the ring median is ~4).
 SPOT_FLOOR = 6.0
-#: A reference whose spots stand out less than this is watched by the foreign-peak test alone.
-SPOT_USABLE = 12.0
+#: A lattice whose spots stand out less than this in the guard's spectrum cannot be watched cheaply
+#: (a 15-25 A field at 0.03-0.05 A/px and 1e4 e/A^2: the spots and their phase are near the noise):
+#: its series gets the full check on every frame, as before the cadence.
+SPOT_USABLE = 40.0
 #: Bispectrum phase change (degrees) that fires the guard (graphene ~180, hBN <= 112, MoS2 / WS2 <= 90:
-#: sublattice ratios 0.61 / 0.50 in engine.health.material's rho).
-PHASE_TOL_DEG = 40.0
+#: sublattice ratios 0.61 / 0.50 in engine.health.material's rho): 3 x its noise (sqrt(3 / (2 c)) rad
+#: for three spots of contrast c, in the frame and in the reference), within these bounds.
+PHASE_TOL_DEG = (40.0, 60.0)
 #: A new peak fires the guard when its power over its ring's mean exceeds this ...
 FOREIGN_FLOOR = 40.0
 #: ... and this many times the strongest one outside the reference's own strong bins.
@@ -346,7 +349,8 @@ def guard(image, fp: Fingerprint) -> tuple[bool, str]:
         if contrast < max(SPOT_FLOOR, SPOT_DROP * fp.contrast):
             return True, f"guard: the lattice spots fell to contrast {contrast:.1f} (checked frame {fp.contrast:.1f})"
         dphi = abs(float(np.angle(np.exp(1j * (phase - fp.phase)))))
-        if np.degrees(dphi) > PHASE_TOL_DEG:
+        noise = np.degrees(np.sqrt(1.5 / max(contrast, 1e-9) + 1.5 / fp.contrast))
+        if np.degrees(dphi) > float(np.clip(3.0 * noise, *PHASE_TOL_DEG)):
             return True, (f"guard: the sublattice phase moved by {np.degrees(dphi):.0f} deg "
                           f"(spot contrast {contrast:.1f})")
         why.append(f"spots {contrast:.0f} (was {fp.contrast:.0f}), phase {np.degrees(dphi):.0f} deg")
@@ -440,7 +444,7 @@ class MaterialCadence:
         if self._masked(s.verdict):
             return "a graphene mask is in use (it must follow the drift)"
         if s.fp is None:
-            return "no guard reference"
+            return "no guard reference (the lattice's spots are too faint to watch, or none could be measured)"
         return ""
 
     def verdict(self, frame, health, full) -> CadencedVerdict:
@@ -471,4 +475,6 @@ class MaterialCadence:
                          else float("nan"))
         needs_guard = self.n > 1 and not self._masked(v)
         s.fp = fingerprint(frame.data, v) if needs_guard else None
+        if s.fp is not None and s.fp.spots is None and v.verdict in ("graphene", "not_graphene"):
+            s.fp = None                      # a lattice whose spots are too faint to watch: every frame in full
         return _as_cadenced(v, -1, why)
