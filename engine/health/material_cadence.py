@@ -9,7 +9,8 @@ per pipeline, reset with the series) runs the full check only
   :meth:`MaterialCadence.invalidate`), when the declared or the lattice-estimated pixel size changes;
 * every ``recheck_every_n_frames`` frames (``Config.chemistry.material_recheck_every_n_frames``);
 * on every frame while the series' verdict carries a graphene mask (a partly graphene field: the mask
-  must follow the drift; rare);
+  must follow the drift; rare), and on every frame of a series whose lattice spots are too faint for
+  the guard to watch (:data:`SPOT_USABLE`; fine sampling at low dose);
 * on the frame after a full check whose verdict is new (the series' first) or changed: a verdict is
   carried over only once two full checks in a row agree, so one misjudged frame (a low-dose graphene
   frame called ``not_graphene``, or worse a MoS2 frame called ``graphene``) is not repeated for up to
@@ -17,7 +18,7 @@ per pipeline, reset with the series) runs the full check only
 * whenever the **guard** fires.
 
 The guard (:func:`fingerprint`, :func:`guard`) is a binned spectrum of the frame (block sums to
-~128 px a side, one 128^2 real FFT, ~0.3-0.5 ms): against the spectrum of the frame the verdict came
+~128 px a side, one 128^2 real FFT: 0.5-1 ms of CPU on a loaded 2-core machine): against the spectrum of the frame the verdict came
 from it checks
 
 1. **the lattice's own spots** (when the verdict found a lattice): the first-order spots k1, k2 and
@@ -25,8 +26,9 @@ from it checks
    below :data:`SPOT_DROP` x the reference's, nor below :data:`SPOT_FLOOR`): another material, amorphous
    carbon or vacuum in view removes them;
 2. **the sublattice phase**: the bispectrum phase of those three spots (pi for graphene's equal
-   sublattices, ~0 for one: :mod:`engine.health.material` step 3) may not move by more than
-   :data:`PHASE_TOL_DEG` (hBN has graphene's lattice constant within 2 %, but not its phase);
+   sublattices, ~0 for one: :mod:`engine.health.material` step 3) may not move by more than 3 x its
+   noise, within :data:`PHASE_TOL_DEG` (hBN has graphene's lattice constant within 2 %, but not its
+   phase);
 3. **no new lattice**: no bin away from the reference's own strong bins may stand out of its ring
    by more than :data:`FOREIGN_FLOOR` and :data:`FOREIGN_GAIN` x the reference's strongest such bin (a
    lattice coming into a vacuum or amorphous field, or a second material into a graphene one).
