@@ -85,7 +85,7 @@ CLIP_STD = 3.0
 MIN_RING_BINS = 3
 
 
-@dataclass
+@dataclass(frozen=MaterialVerdict.__dataclass_params__.frozen)      # (a frozen parent needs a frozen child)
 class CadencedVerdict(MaterialVerdict):
     """A :class:`~engine.health.material.MaterialVerdict` with how it was obtained (fields after the
     verdict's own, so its field order is unchanged).
