@@ -155,12 +155,15 @@ def bench_series(frames, repeat: int = 5, every_n: int | None = None) -> dict:
 
 def bench_pipeline_cadence(n: int = 24, size: int = 512, repeat: int = 2) -> dict:
     """Pipeline.process with the full check on every frame vs the default cadence, interleaved."""
-    from lab.bench_pipeline import PS, _frames
     from engine.pipeline import Pipeline
+    from engine.sim.movie import MovieSpec, simulate_movie
     from stemwatch.config import Config
     from streamer.frame import Frame
 
-    frames = _frames(size, n)
+    PS = 0.1               # the movie of stemwatch bench pipeline (lab/bench_pipeline.py) at 512^2: 5 Si
+    spec = MovieSpec(n_frames=n, shape_px=(size, size), pixel_size_A=PS, dopants=("si3",) * 5,
+                     drift_A_per_frame=(0.15, 0.08), drift_bound_A=8.0, seed=0)
+    frames = [img for img, _ in simulate_movie(spec)]
     cfg = Config().replace(inference={"threads": 2})
     pipes = {"every frame": Pipeline(cfg.replace(chemistry={"material_recheck_every_n_frames": 1})),
              "cadence": Pipeline(cfg)}
