@@ -68,6 +68,7 @@ class ResultWriter:
         self.scale_sources: Counter = Counter()
         self.estimates: list = []
         self.material_counts: Counter = Counter()
+        self.material_carried = 0                     # verdicts carried over from an earlier full check
         self.material_reasons: list = []
 
     def write(self, r: FrameResult) -> None:
@@ -124,7 +125,10 @@ class ResultWriter:
         mat = getattr(r, "material", None)
         if mat is not None:
             self.material_counts[mat.verdict] += 1
-            if not mat.is_graphene and mat.reason not in self.material_reasons:
+            self.material_carried += int(getattr(mat, "carried_from_frame", -1) >= 0)
+            # the reasons of full checks (a carried-over verdict repeats its check's reason)
+            if not mat.is_graphene and getattr(mat, "carried_from_frame", -1) < 0 and \
+                    mat.reason not in self.material_reasons:
                 self.material_reasons.append(mat.reason)
         if r.error:
             self.n_errors += 1
@@ -159,7 +163,9 @@ class ResultWriter:
                       "estimated_pixel_size_A_median": float(np.median(self.estimates)) if self.estimates else None},
             "material": {"frames_by_verdict": dict(self.material_counts),
                          "frames_not_graphene": sum(v for k, v in self.material_counts.items() if k != "graphene"),
-                         "reasons": self.material_reasons[:10]},
+                         "reasons": self.material_reasons[:10],
+                         "frames_checked_in_full": sum(self.material_counts.values()) - self.material_carried,
+                         "frames_carried_over": self.material_carried},
             **extra,
         }
 

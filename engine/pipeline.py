@@ -94,6 +94,10 @@ class Pipeline:
 
         self.health = HealthMonitor(getattr(self.cfg, "health", None),
                                     float(getattr(inferencer, "model_pixel_size_A", 0.2) or 0.2))
+        from engine.health.material_cadence import MaterialCadence
+
+        # the material verdict per series: a full check now and then, a cheap guard in between
+        self.material_cadence = MaterialCadence(self.cfg.chemistry.material_recheck_every_n_frames, MASK_BELOW)
         self.keep_image = keep_image
         self.series: str | None = None
         self._run = 0                     # Frame.run of the series being tracked (a rerun resets)
@@ -115,6 +119,7 @@ class Pipeline:
         """Forget tracks (a new series)."""
         self.tracker.reset()
         self.health.reset()
+        self.material_cadence.reset()
         self.series = None
 
     def set_events(self, events: EventConfig) -> None:
@@ -166,7 +171,8 @@ class Pipeline:
         worker, ``track`` on the client."""
         health, pre = checked if checked is not None else self.check(frame)
         fc = analyze_frame(frame, inferencer if inferencer is not None else self.inferencer, self.cfg,
-                           health=health, keep_image=self.keep_image, t_start=t_start)
+                           health=health, keep_image=self.keep_image, t_start=t_start,
+                           material_cadence=self.material_cadence)
         fc.timings_s["health"] = pre + fc.timings_s.get("health", 0.0)
         fc.timings_s["total"] = fc.timings_s.get("total", 0.0) + pre
         return self.track(fc)
@@ -210,6 +216,7 @@ class Pipeline:
                     events = []
                     if "fov_jump" in health.verdicts:
                         self.tracker.reset()
+                        self.material_cadence.invalidate("fov_jump (the dopants moved)")
                         events = [_fov_jump_event(fc)]
                     timings["tracking"] = 0.0
                     timings["total"] = spent + time.perf_counter() - p2
@@ -314,7 +321,7 @@ class NoInference:
 
 
 def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool = False,
-                  t_start: float | None = None) -> FrameChemistry:
+                  t_start: float | None = None, material_cadence=None) -> FrameChemistry:
     """frame -> network -> atoms -> lattice graph: the part of :meth:`Pipeline.process` that
     depends on the frame alone (given its health from :meth:`engine.health.HealthMonitor.before`,
     which says the pixel size to analyse at and whether to run the network at all), so any process
@@ -325,6 +332,8 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
     health : the frame's :class:`engine.health.FrameHealth` (None: analyse at the declared size).
     The estimated C-atom SNR is stored in ``health.snr``. A failing stage is reported in ``error``
     (chemistry None), never raised; a frame the network is not run on has chemistry None and no error.
+    material_cadence : the series' :class:`engine.health.material_cadence.MaterialCadence` (frames in
+    order: the full material check now and then, a guard in between); None: a full check on this frame.
     """
     from engine.chem.atoms import contrast_maps, find_atoms
     from engine.chem.chemistry import build_chemistry
@@ -342,7 +351,8 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
     p0 = time.perf_counter()
     material = None
     if cfg.chemistry.material_check and not (health is not None and {"non_finite", "too_large"} & set(health.verdicts)):
-        material = frame_material(frame)
+        material = frame_material(frame) if material_cadence is None or min(shape, default=0) < MIN_SIDE_PX else \
+            material_cadence.verdict(frame, health, frame_material)
         timings["material"] = time.perf_counter() - p0
         if not material.is_graphene:
             # not graphene: no atoms, no species, no events; the tracker keeps its state (as after a

@@ -12,6 +12,23 @@ both versions interleaved (old, new, old, new, ... on the same frames in the sam
 loaded machine slows both alike; the table then gives both and their ratio.
 
     python -m lab.material_bench [--size 512] [--repeat 200] [--against HEAD~3]
+
+``--series N`` times the pipeline's per-series cadence instead (:mod:`engine.health.material_cadence`):
+a simulated N-frame graphene movie (drift 0.5 A/frame, Si dopants; ``--switch MATERIAL`` replaces its
+second half by another material in the same series, no jump) is judged frame by frame the old way
+(:func:`engine.pipeline.frame_material` on every frame) and the new way (``MaterialCadence.verdict``),
+interleaved frame by frame in this process, ``--repeat`` times (a new series each time); CPU time of
+the process (``time.process_time``) per frame, amortised over the series (median over the repeats),
+the guard's own cost (median over the carried-over frames) and the number of full checks:
+
+    python -m lab.material_bench --series 50 --repeat 5 [--pixel-size 0.04] [--switch MoS2]
+
+``--pipeline N`` runs ``Pipeline.process`` (CPU backend, overlap off) on the N frames of ``stemwatch bench
+pipeline``'s 512^2 movie with a full material check on every frame (``material_recheck_every_n_frames``
+1: the behaviour before the cadence) and with the default cadence, the two pipelines interleaved frame
+by frame in this process, and prints the median time per frame and of its material step:
+
+    python -m lab.material_bench --pipeline 24 --repeat 2
 """
 
 from __future__ import annotations
@@ -79,6 +96,98 @@ def bench(size: int = 512, repeat: int = 200, pixel_size_A: float = 0.1, against
     return out
 
 
+def series_frames(n: int, size: int, pixel_size_A: float, switch: str | None = None, seed: int = 1,
+                  imaging: str | None = None):
+    """An n-frame simulated graphene movie (drift, dopants) as pipeline Frames of one series; with
+    ``switch`` its second half shows that material (same imaging and drift; no jump)."""
+    import dataclasses
+
+    from engine.sim.materials import MaterialMovie
+    from engine.sim.movie import MovieSpec, simulate_movie
+    from streamer.frame import Frame
+
+    dop = ("si3",) if size * pixel_size_A < 40 else ("si3", "si3", "si4")
+    spec = MovieSpec(n_frames=n, shape_px=(size, size), pixel_size_A=pixel_size_A, dose_e_per_A2=1e5,
+                     imaging=imaging, drift_A_per_frame=(0.45, 0.25), dopants=dop, first_dopant_centre=False,
+                     seed=seed)
+    imgs = [img for img, _ in simulate_movie(spec)]
+    if switch:
+        k = n // 2
+        other = [img for img, _ in MaterialMovie(dataclasses.replace(spec, n_frames=n - k), switch).frames()]
+        imgs = imgs[:k] + other
+    return [Frame(data=img, series="bench", seq=i, t_acquired=float(i), pixel_size_A=pixel_size_A)
+            for i, img in enumerate(imgs)]
+
+
+def bench_series(frames, repeat: int = 5, every_n: int | None = None) -> dict:
+    """Old (full check on every frame) vs new (the cadence), interleaved frame by frame."""
+    from engine.health.material_cadence import MaterialCadence
+    from engine.health.monitor import FrameHealth
+    from engine.pipeline import frame_material
+    from stemwatch.config import Config
+
+    n = every_n or Config().chemistry.material_recheck_every_n_frames
+    cad = MaterialCadence(n)
+    for f in frames[:3]:                                  # warm-up (imports, caches)
+        frame_material(f)
+        cad.verdict(f, FrameHealth(), frame_material)
+    old, new, guard, fulls, fired = [], [], [], [], []
+    for _ in range(repeat):
+        cad.reset()
+        to, tn = np.empty(len(frames)), np.empty(len(frames))
+        for i, f in enumerate(frames):
+            c0 = time.process_time()
+            frame_material(f)
+            c1 = time.process_time()
+            v = cad.verdict(f, FrameHealth(), frame_material)
+            c2 = time.process_time()
+            to[i], tn[i] = c1 - c0, c2 - c1
+            if v.carried_over:
+                guard.append(c2 - c1)
+        old.append(to.mean())
+        new.append(tn.mean())
+        fulls.append(cad.s.full_checks)
+        fired.append(cad.s.guard_fired)
+    return {"frames": len(frames), "every_n": n, "old_ms": 1e3 * float(np.median(old)),
+            "new_ms": 1e3 * float(np.median(new)), "guard_ms": 1e3 * float(np.median(guard)) if guard else None,
+            "full_checks": int(np.median(fulls)), "guard_fired": int(np.median(fired))}
+
+
+def bench_pipeline_cadence(n: int = 24, size: int = 512, repeat: int = 2) -> dict:
+    """Pipeline.process with the full check on every frame vs the default cadence, interleaved."""
+    from engine.pipeline import Pipeline
+    from engine.sim.movie import MovieSpec, simulate_movie
+    from stemwatch.config import Config
+    from streamer.frame import Frame
+
+    PS = 0.1               # the movie of stemwatch bench pipeline (lab/bench_pipeline.py) at 512^2: 5 Si
+    spec = MovieSpec(n_frames=n, shape_px=(size, size), pixel_size_A=PS, dopants=("si3",) * 5,
+                     drift_A_per_frame=(0.15, 0.08), drift_bound_A=8.0, seed=0)
+    frames = [img for img, _ in simulate_movie(spec)]
+    cfg = Config().replace(inference={"threads": 2})
+    pipes = {"every frame": Pipeline(cfg.replace(chemistry={"material_recheck_every_n_frames": 1})),
+             "cadence": Pipeline(cfg)}
+    wall = {k: [] for k in pipes}
+    cpu = {k: [] for k in pipes}
+    mat = {k: [] for k in pipes}
+    for p in pipes.values():                                   # warm-up
+        p.process(Frame(data=frames[0], series="warm", seq=0, t_acquired=time.time(), pixel_size_A=PS))
+    for r in range(repeat):
+        for i, img in enumerate(frames):
+            for k, p in pipes.items():
+                f = Frame(data=img, series=f"bench{r}", seq=i, t_acquired=time.time(), pixel_size_A=PS)
+                c0, t0 = time.process_time(), time.perf_counter()
+                res = p.process(f)
+                wall[k].append(time.perf_counter() - t0)
+                cpu[k].append(time.process_time() - c0)
+                mat[k].append(res.timings_s.get("material", 0.0))
+    for p in pipes.values():
+        p.close()
+    return {k: {"frames_per_s": 1.0 / float(np.median(wall[k])), "wall_ms": 1e3 * float(np.median(wall[k])),
+                "cpu_ms": 1e3 * float(np.median(cpu[k])), "material_ms_median": 1e3 * float(np.median(mat[k])),
+                "material_ms_mean": 1e3 * float(np.mean(mat[k]))} for k in pipes}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=512, help="frame side in px (default 512)")
@@ -87,7 +196,53 @@ def main(argv=None) -> int:
     ap.add_argument("--against", default=None, metavar="REF",
                     help="also time engine/health/material.py at this git revision, interleaved")
     ap.add_argument("--json", default=None, help="write the figures here")
+    ap.add_argument("--series", type=int, default=0, metavar="N",
+                    help="time the per-series cadence on an N-frame simulated graphene movie instead")
+    ap.add_argument("--switch", default=None, metavar="MATERIAL",
+                    help="with --series: the movie's second half shows this material (MoS2, WS2, hBN, amorphous, vacuum)")
+    ap.add_argument("--imaging", choices=("default", "random"), default="default",
+                    help="with --series: the movie's imaging (random: drawn over the simulator's ranges from --seed)")
+    ap.add_argument("--seed", type=int, default=1, help="with --series: the movie's seed (default 1)")
+    ap.add_argument("--every-n", type=int, default=None,
+                    help="with --series: full check at least every this many frames (default: the Config's)")
+    ap.add_argument("--pipeline", type=int, default=0, metavar="N",
+                    help="time Pipeline.process on N 512^2 bench frames, full check every frame vs the cadence")
     a = ap.parse_args(argv)
+    if a.pipeline:
+        import os
+
+        res = bench_pipeline_cadence(a.pipeline, a.size, a.repeat)
+        print(f"Pipeline.process on {a.pipeline} frames {a.size}x{a.size} (stemwatch bench pipeline's movie), "
+              f"{a.repeat} passes, interleaved; load average {os.getloadavg()[0]:.1f}")
+        print("| material check | frames/s (median wall) | CPU ms/frame (process) | material ms (median / mean) |\n"
+              "|---|---|---|---|")
+        for k, v in res.items():
+            print(f"| {k} | {v['frames_per_s']:.1f} | {v['cpu_ms']:.1f} | {v['material_ms_median']:.2f} / "
+                  f"{v['material_ms_mean']:.2f} |")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(res, f, indent=1)
+        return 0
+    if a.series:
+        import os
+
+        frames = series_frames(a.series, a.size, a.pixel_size, a.switch, a.seed,
+                               "random" if a.imaging == "random" else None)
+        res = bench_series(frames, a.repeat, a.every_n)
+        print(f"material verdict on a {res['frames']}-frame {a.size}x{a.size} series at {a.pixel_size} A/px "
+              f"({a.imaging} imaging, seed {a.seed})"
+              f"{' switching to ' + a.switch + ' halfway' if a.switch else ''}; {a.repeat} repeats, interleaved; "
+              f"load average {os.getloadavg()[0]:.1f}")
+        print("| per frame (CPU ms, process_time, median of the series means) | old: every frame | new: cadence |\n|---|---|---|")
+        print(f"| amortised | {res['old_ms']:.2f} | {res['new_ms']:.2f} |")
+        print(f"| guard alone (carried-over frames) | | {res['guard_ms']:.2f} |" if res["guard_ms"] is not None else
+              "| guard alone | | (no carried-over frame) |")
+        print(f"| full checks per series | {res['frames']} | {res['full_checks']} (every {res['every_n']}; "
+              f"guard fired {res['guard_fired']}) |")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(res, f, indent=1)
+        return 0
     against = load_revision(a.against) if a.against else None
     res = bench(a.size, a.repeat, a.pixel_size, against)
     print(f"classify_material on {a.size}x{a.size} frames at {a.pixel_size} A/px, {a.repeat} calls each "

@@ -132,6 +132,10 @@ class ChemistryConfig(Section):
                                                      # the frame (probe-matched) lies below the lattice level by
                                                      # this many noise sigma and by a typical atom's rise over it
                                                      # is dropped (the lattice continued into a hole); 0: off
+    material_recheck_every_n_frames: int = 20        # the full material check runs on a series' first frame,
+                                                     # on a jump, a pixel-size change, when a cheap per-frame
+                                                     # guard sees the spectrum change, and at least this
+                                                     # often; 1: every frame (engine.health.material_cadence)
 
 
 @dataclass(frozen=True)

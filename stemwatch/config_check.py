@@ -70,6 +70,7 @@ RULES: dict[str, dict] = {
     "chemistry.min_intensity_ratio": _ge(0, "x the median C contrast"),
     "chemistry.vacuum_min_dip": _ge(0, "x the lattice contrast"), "chemistry.vacuum_own_sigma": _ge(0, "noise sigma"),
     "chemistry.vacuum_dark_sigma": _ge(0, "noise sigma"),
+    "chemistry.material_recheck_every_n_frames": _ge(1, "frames"),
     "chemistry.overlayer_excess": _ge(0, "C contrasts"), "chemistry.overlayer_min_atoms": _ge(0, "atoms"),
     "tracking.max_speed_A_per_frame": _gt(0), "tracking.max_drift_A_per_frame": _ge(0),
     "tracking.memory_frames": _ge(0), "tracking.confirm_frames": _ge(1),

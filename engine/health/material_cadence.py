@@ -1,0 +1,482 @@
+"""The material verdict per series: a full check now and then, a cheap guard on every frame.
+
+:func:`engine.health.material.classify_material` costs 4-16 ms of CPU per 512^2 frame (docs/material.md).
+The material in view rarely changes between two frames of a series, so :class:`MaterialCadence` (one
+per pipeline, reset with the series) runs the full check only
+
+* on the first frame of a series (a new ``series`` or ``run``), after a frame-shape change, on a
+  ``fov_jump`` (the frame's own health verdict, or one found after the previous frame's atoms:
+  :meth:`MaterialCadence.invalidate`), when the declared or the lattice-estimated pixel size changes;
+* every ``recheck_every_n_frames`` frames (``Config.chemistry.material_recheck_every_n_frames``);
+* on every frame while the series' verdict carries a graphene mask (a partly graphene field: the mask
+  must follow the drift; rare), and on every frame of a series whose lattice spots are too faint for
+  the guard to watch (:data:`SPOT_USABLE`; fine sampling at low dose);
+* on the frame after a full check whose verdict is new (the series' first) or changed: a verdict is
+  carried over only once two full checks in a row agree, so one misjudged frame (a low-dose graphene
+  frame called ``not_graphene``, or worse a MoS2 frame called ``graphene``) is not repeated for up to
+  N frames but stays one frame, as with a full check on every frame;
+* whenever the **guard** fires.
+
+The guard (:func:`fingerprint`, :func:`guard`) is a binned spectrum of the frame (block sums to
+~128 px a side, one 128^2 real FFT: 0.5-1 ms of CPU on a loaded 2-core machine): against the spectrum of the frame the verdict came
+from it checks
+
+1. **the lattice's own spots** (when the verdict found a lattice): the first-order spots k1, k2 and
+   k3 = -(k1 + k2) must still stand out (their contrast over the ring's median power may not fall
+   below :data:`SPOT_DROP` x the reference's, nor below :data:`SPOT_FLOOR`): another material, amorphous
+   carbon or vacuum in view removes them;
+2. **the sublattice phase**: the bispectrum phase of those three spots (pi for graphene's equal
+   sublattices, ~0 for one: :mod:`engine.health.material` step 3) may not move by more than 3 x its
+   noise, within :data:`PHASE_TOL_DEG` (hBN has graphene's lattice constant within 2 %, but not its
+   phase);
+3. **no new lattice**: no bin away from the reference's own strong bins may stand out of its ring
+   by more than :data:`FOREIGN_FLOOR` and :data:`FOREIGN_GAIN` x the reference's strongest such bin (a
+   lattice coming into a vacuum or amorphous field, or a second material into a graphene one).
+
+Drift moves a lattice in real space, which changes the phases of its spots but not their power, nor
+the bispectrum phase (translation invariant); dose changes scale all rings alike. A frame on which the
+guard does not fire gets the series' verdict, marked as carried over: a :class:`CadencedVerdict`
+(a :class:`~engine.health.material.MaterialVerdict` with two fields more, ``carried_from_frame``
+and ``check``) whose reason ends with "(carried over from frame k)".
+
+>>> cad = MaterialCadence(recheck_every_n_frames=20)        # doctest: +SKIP
+>>> v = cad.verdict(frame, health, full=frame_material)      # doctest: +SKIP
+>>> v.carried_from_frame, v.check                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from engine.health.material import MaterialVerdict
+
+#: Binned side (px) the guard's spectrum aims at: frames are block-summed by side // TARGET_SIDE_PX.
+TARGET_SIDE_PX = 128
+#: ... but the reference lattice's first-order spots stay below this fraction of the binned Nyquist radius.
+MAX_SPOT_NYQUIST = 0.7
+#: Spot contrast (power over the ring median, geometric mean of the three spots) below this fraction of
+#: the reference's fires the guard ...
+SPOT_DROP = 0.1
+#: ... and so does a spot contrast below this (noise: the largest of 9 bins of exponential power over
+#: the ring median is ~4).
+SPOT_FLOOR = 6.0
+#: A lattice whose spots stand out less than this in the guard's spectrum cannot be watched cheaply
+#: (a 15-25 A field at 0.03-0.05 A/px and 1e4 e/A^2: the spots and their phase are near the noise):
+#: its series gets the full check on every frame, as before the cadence.
+SPOT_USABLE = 40.0
+#: Bispectrum phase change (degrees) that fires the guard (graphene ~180, hBN <= 112, MoS2 / WS2 <= 90:
+#: sublattice ratios 0.61 / 0.50 in engine.health.material's rho): 3 x its noise (sqrt(3 / (2 c)) rad
+#: for three spots of contrast c, in the frame and in the reference), within these bounds.
+PHASE_TOL_DEG = (40.0, 60.0)
+#: A new peak fires the guard when its power over its ring's mean exceeds this ...
+FOREIGN_FLOOR = 40.0
+#: ... and this many times the strongest one outside the reference's own strong bins.
+FOREIGN_GAIN = 3.0
+#: Bins whose power over the ring mean exceeds this in the reference are its own (with 2 bins around).
+OWN_LEVEL = 8.0
+#: Binned pixels above mean + CLIP_STD std are clipped before the FFT (a heavy dopant drifting in from the
+#: window's edge adds its broad spectrum to every ring; graphene's lattice alone stays within ~2 std).
+CLIP_STD = 3.0
+#: Rings closer to the origin than this (bins) are ignored (gradients, the window's leakage).
+MIN_RING_BINS = 3
+
+
+@dataclass(frozen=MaterialVerdict.__dataclass_params__.frozen)      # (a frozen parent needs a frozen child)
+class CadencedVerdict(MaterialVerdict):
+    """A :class:`~engine.health.material.MaterialVerdict` with how it was obtained (fields after the
+    verdict's own, so its field order is unchanged).
+
+    carried_from_frame : -1 when the full check ran on this frame, else the ``seq`` of the frame whose
+    full check this verdict carries over (the guard saw no change since). check : why the full check
+    ran on this frame (e.g. "first frame of the series", "every 20 frames", "guard: ..."), or, for a
+    carried-over verdict, the guard's figures."""
+
+    carried_from_frame: int = -1
+    check: str = ""
+
+    @property
+    def carried_over(self) -> bool:
+        return self.carried_from_frame >= 0
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d["carried_from_frame"] = None if self.carried_from_frame < 0 else int(self.carried_from_frame)
+        d["check"] = self.check
+        return d
+
+
+def _as_cadenced(v: MaterialVerdict, carried_from_frame: int, check: str, reason: str | None = None) -> CadencedVerdict:
+    kw = {f.name: getattr(v, f.name) for f in dataclasses.fields(MaterialVerdict)}
+    if reason is not None:
+        kw["reason"] = reason
+    return CadencedVerdict(**kw, carried_from_frame=int(carried_from_frame), check=check)
+
+
+# ---------------------------------------------------------------------------------------------- spectrum
+def _binning(shape, spot_radius_cpp: float | None) -> int:
+    """Block size for a frame of ``shape``: towards TARGET_SIDE_PX a side, but keeping a lattice whose
+    first-order spots lie at ``spot_radius_cpp`` (cycles per frame px) below MAX_SPOT_NYQUIST of the
+    binned Nyquist frequency (0.5 / b cycles per frame px)."""
+    b = max(1, min(shape) // TARGET_SIDE_PX)
+    if spot_radius_cpp is not None and np.isfinite(spot_radius_cpp) and spot_radius_cpp > 0:
+        b = max(1, min(b, int(MAX_SPOT_NYQUIST * 0.5 / spot_radius_cpp)))
+    return int(b)
+
+
+def _bin(img: np.ndarray, b: int) -> np.ndarray:
+    """Sums of the b x b blocks (float32; strided adds, several times faster than a reshape-sum)."""
+    H, W = (img.shape[0] // b) * b, (img.shape[1] // b) * b
+    a = img[:H, :W]
+    if b == 1:
+        return np.array(a, np.float32)
+    # 8/16-bit counts: exact integer sums, converted once (faster than converting every column)
+    acc = np.int32 if np.issubdtype(a.dtype, np.integer) and a.dtype.itemsize <= 2 and b <= 16 else np.float32
+    c = a[:, 0::b].astype(acc)
+    for i in range(1, b):
+        c += a[:, i::b]
+    r = c[0::b].copy()
+    for i in range(1, b):
+        r += c[i::b]
+    return r.astype(np.float32, copy=False)
+
+
+@lru_cache(maxsize=8)
+def _geometry(h: int, w: int):
+    """Hann window, ring index (radius in bins of the binned grid, rounded) and ring sizes of an
+    h x w rfft2 half plane; read-only."""
+    win = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    r = np.hypot(fy * min(h, w), fx * min(h, w))             # bins of the shorter side
+    ring = np.rint(r).astype(np.int64)
+    count = np.bincount(ring.ravel()).astype(np.float64)
+    out = (win, ring, count, np.hypot(fy, fx))
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
+@dataclass
+class Spectrum:
+    """The guard's binned spectrum of one frame: ``F`` the rfft2 of the windowed binned frame, ``P`` its
+    power, ``ring_mean`` the level of each ring (log-mean power x e^gamma: the mean for noise, robust to
+    a few spots), ``b`` the binning."""
+
+    F: np.ndarray
+    P: np.ndarray
+    ring_mean: np.ndarray
+    b: int
+    shape: tuple                                     # the binned frame's (h, w)
+
+
+def spectrum(image, b: int) -> Spectrum | None:
+    """The binned, windowed spectrum of ``image`` (None when the frame has no usable pixels)."""
+    from scipy import fft as sfft
+
+    a = np.asarray(image)
+    if a.ndim != 2 or min(a.shape) < 16 * b:
+        return None
+    x = _bin(a, b)
+    if not np.isfinite(x).all():
+        if not np.isfinite(x).any():
+            return None
+        x = np.where(np.isfinite(x), x, np.float32(np.nanmedian(x)))
+    h, w = x.shape
+    win, ring, count, _ = _geometry(h, w)
+    m, sd = float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
+    if CLIP_STD:
+        np.minimum(x, np.float32(m + CLIP_STD * sd), out=x)
+        m = float(x.mean(dtype=np.float64))
+    x -= np.float32(m)
+    x *= win
+    F = sfft.rfft2(x, workers=1)
+    P = F.real ** 2 + F.imag ** 2
+    # each ring's level: its log-mean power (a few strong spots barely move it, even on the short rings
+    # near the origin where 6 spots are a tenth of the ring), scaled to the mean for exponential noise
+    lp = np.log(np.maximum(P, 1e-30))
+    rm = np.exp(np.bincount(ring.ravel(), weights=lp.ravel(), minlength=len(count)) / np.maximum(count, 1)
+                + np.euler_gamma)
+    return Spectrum(F, P, rm, b, (h, w))
+
+
+def _coef(F: np.ndarray, ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
+    """F at signed frequency indices (ky, kx) of the full plane, from the rfft half plane."""
+    h = F.shape[0]
+    neg = kx < 0
+    v = F[np.where(neg, -ky, ky) % h, np.abs(kx)]
+    return np.where(neg, np.conj(v), v)
+
+
+_OFF = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+
+
+# ---------------------------------------------------------------------------------------------- reference
+@dataclass
+class Fingerprint:
+    """What the guard compares later frames with (from the frame of the last full check).
+
+    shape : frame shape; b : binning; spots : (3, 2) signed (ky, kx) bins of k1, k2, k3 = -(k1 + k2)
+    (None: no usable lattice spots); spot_ring : bin indices (flat) of the spots' ring; contrast :
+    the spots' contrast; phase : their bispectrum phase (rad); own : bins that are the reference's own
+    strong bins (excluded from the foreign-peak test); foreign : the reference's strongest bin
+    outside them (power over its ring's mean)."""
+
+    shape: tuple
+    b: int
+    spots: np.ndarray | None = None
+    spot_ring: np.ndarray | None = None
+    contrast: float = float("nan")
+    phase: float = float("nan")
+    own: np.ndarray | None = field(default=None, repr=False)
+    foreign: float = 0.0
+    gather: tuple | None = field(default=None, repr=False)    # _gather(spots, binned shape)
+
+
+#: offsets (d1 + d2) of the k3 bins in the bispectrum sum, as indices into the 5 x 5 grid around k3
+_SUM = (2 - (_OFF[:, None, :] + _OFF[None, :, :])) @ np.array([5, 1])
+_GRID = np.array([(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)])
+
+
+def _gather(spots: np.ndarray, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Flat rfft2 indices and conjugation flags of the 43 coefficients :func:`_spot_contrast` reads:
+    3 x 3 bins around k1 and k2, 5 x 5 around k3 (bispectrum: k3 - (d1 + d2))."""
+    h, w = shape
+    ks = np.concatenate([spots[0] + _OFF, spots[1] + _OFF, spots[2] + _GRID])
+    neg = ks[:, 1] < 0
+    ky = np.where(neg, -ks[:, 0], ks[:, 0]) % h
+    kx = np.abs(ks[:, 1])
+    return ky * (w // 2 + 1) + kx, neg
+
+
+def _spot_contrast(S: Spectrum, idx: np.ndarray, neg: np.ndarray, ring_idx: np.ndarray) -> tuple[float, float]:
+    """(geometric-mean contrast of the three spots over their ring's median power, bispectrum phase in
+    rad) from the coefficients at ``idx`` (:func:`_gather`)."""
+    c = S.F.ravel()[idx]
+    c = np.where(neg, np.conj(c), c)
+    p = c.real ** 2 + c.imag ** 2
+    peaks = np.array([p[0:9].max(), p[9:18].max(), p[18:43].reshape(5, 5)[1:4, 1:4].max()])
+    level = max(float(np.median(S.P.ravel()[ring_idx])), 1e-30)
+    contrast = float(np.exp(np.mean(np.log(np.maximum(peaks, 1e-30) / level))))
+    # bispectrum over 3 x 3 offsets d1, d2 of k1 and k2 with k3 - (d1 + d2) exactly (the window's leakage cancels)
+    B = (c[0:9, None] * c[None, 9:18] * c[18:43][_SUM]).sum()
+    return contrast, float(np.angle(B))
+
+
+def _norm(S: Spectrum) -> np.ndarray:
+    """Power over its ring's level; 0 on the rings nearest the origin, beyond the inscribed circle
+    (the corners: short partial rings) and on the two axes (scan-line artefacts: row jitter, fly-back
+    shifts, line gain)."""
+    h, w = S.shape
+    ring = _geometry(h, w)[1]
+    q = S.P / np.maximum(S.ring_mean, 1e-30)[ring]
+    q[(ring < MIN_RING_BINS) | (ring >= min(h, w) // 2)] = 0.0
+    q[:, 0] = 0.0
+    q[0, :] = 0.0
+    return q
+
+
+def fingerprint(image, verdict: MaterialVerdict) -> Fingerprint | None:
+    """The guard's reference from the frame of a full check and its verdict."""
+    a = np.asarray(image)
+    if a.ndim != 2:
+        return None
+    a_px = float(getattr(verdict, "lattice_constant_px", float("nan")))
+    f1 = 2.0 / (np.sqrt(3.0) * a_px) if np.isfinite(a_px) and a_px > 0 else None      # cycles per frame px
+    b = _binning(a.shape, f1)
+    S = spectrum(a, b)
+    if S is None:
+        return None
+    fp = Fingerprint(shape=tuple(a.shape), b=b)
+    q = _norm(S)
+    h, w = S.shape
+    # the lattice's first-order spots: the strongest bin on their ring, its partner 120 degrees on
+    if f1 is not None and f1 * b < 0.5:
+        fr = _geometry(h, w)[3] / b                                  # cycles per frame px
+        tol = max(1.5 / (b * min(h, w)), 0.06 * f1)
+        band = np.abs(fr - f1) <= tol
+        if band.sum() >= 6:
+            iy, ix = np.nonzero(band)
+            k = int(np.argmax(q[iy, ix]))
+            ky1 = int(iy[k]) if iy[k] <= h // 2 else int(iy[k]) - h
+            kx1 = int(ix[k])
+            # k2: k1 turned by 120 degrees (in physical frequency: the bins of a non-square grid differ)
+            sy, sx = 1.0 / h, 1.0 / w
+            vy, vx = ky1 * sy, kx1 * sx
+            c, s = np.cos(2 * np.pi / 3), np.sin(2 * np.pi / 3)
+            ry, rx = (s * vx + c * vy) / sy, (c * vx - s * vy) / sx
+            cand = np.array([(int(round(ry)) + dy, int(round(rx)) + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+            pc = _coef(S.F, cand[:, 0], cand[:, 1])
+            k2 = cand[int(np.argmax(pc.real ** 2 + pc.imag ** 2))]
+            spots = np.array([[ky1, kx1], [k2[0], k2[1]], [-(ky1 + k2[0]), -(kx1 + k2[1])]], np.int64)
+            ring_idx = np.flatnonzero(band.ravel())
+            idx, neg = _gather(spots, S.shape)
+            contrast, phase = _spot_contrast(S, idx, neg, ring_idx)
+            if contrast >= SPOT_USABLE:
+                fp.spots, fp.spot_ring, fp.contrast, fp.phase = spots, ring_idx, contrast, phase
+                fp.gather = (idx, neg)
+    own = q > OWN_LEVEL
+    if own.any():
+        # grown by 2 bins (a diamond; rows wrap: they continue at negative frequencies)
+        seed, grown = own, own.copy()
+        for dy, dx in ((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if 0 < abs(dy) + abs(dx) <= 2):
+            sh = np.roll(seed, dy, axis=0)
+            if dx > 0:
+                grown[:, dx:] |= sh[:, :-dx]
+            elif dx < 0:
+                grown[:, :dx] |= sh[:, -dx:]
+            else:
+                grown |= sh
+        own = grown
+    fp.own = own
+    rest = q[~own]
+    fp.foreign = float(rest.max()) if rest.size else 0.0
+    return fp
+
+
+def guard(image, fp: Fingerprint) -> tuple[bool, str]:
+    """(fires, why): whether ``image`` may show something else than the frame of ``fp``."""
+    a = np.asarray(image)
+    if a.ndim != 2 or tuple(a.shape) != fp.shape:
+        return True, "frame shape differs from the checked frame"
+    S = spectrum(a, fp.b)
+    if S is None:
+        return True, "no usable pixels"
+    why = []
+    if fp.spots is not None:
+        contrast, phase = _spot_contrast(S, *fp.gather, fp.spot_ring)
+        if contrast < max(SPOT_FLOOR, SPOT_DROP * fp.contrast):
+            return True, f"guard: the lattice spots fell to contrast {contrast:.1f} (checked frame {fp.contrast:.1f})"
+        dphi = abs(float(np.angle(np.exp(1j * (phase - fp.phase)))))
+        noise = np.degrees(np.sqrt(1.5 / max(contrast, 1e-9) + 1.5 / fp.contrast))
+        if np.degrees(dphi) > float(np.clip(3.0 * noise, *PHASE_TOL_DEG)):
+            return True, (f"guard: the sublattice phase moved by {np.degrees(dphi):.0f} deg "
+                          f"(spot contrast {contrast:.1f})")
+        why.append(f"spots {contrast:.0f} (was {fp.contrast:.0f}), phase {np.degrees(dphi):.0f} deg")
+    q = _norm(S)
+    rest = q[~fp.own] if fp.own is not None and fp.own.shape == q.shape else q
+    foreign = float(rest.max()) if rest.size else 0.0
+    if foreign > max(FOREIGN_FLOOR, FOREIGN_GAIN * fp.foreign):
+        return True, f"guard: a new spectral peak {foreign:.0f} x its ring (checked frame {fp.foreign:.0f})"
+    why.append(f"new peaks {foreign:.0f} (was {fp.foreign:.0f})")
+    return False, "guard ok: " + ", ".join(why)
+
+
+# ---------------------------------------------------------------------------------------------- cadence
+@dataclass
+class CadenceState:
+    """The per-series state of :class:`MaterialCadence` (plain data)."""
+
+    series: object = None
+    run: int = 0
+    shape: tuple | None = None
+    declared_A: float = float("nan")
+    estimated_A: float = float("nan")
+    verdict: MaterialVerdict | None = None           # of the last full check
+    checked_frame: int = -1                          # its seq
+    since: int = 0                                   # frames since that check (not counting it)
+    fp: Fingerprint | None = None
+    invalid: str = ""                                # a reason to check the next frame in full
+    confirmed: bool = False                          # the last two full checks gave the same verdict
+    full_checks: int = 0                             # in this series
+    guard_fired: int = 0
+    carried: int = 0
+
+
+#: A lattice pixel-size estimate that moves by more than this fraction (or appears / disappears) is a
+#: change (the series' estimate is a running consensus: it moves by a few 1e-4 while it settles).
+ESTIMATE_TOL = 0.01
+
+
+def _same(a: float, b: float, rel: float = 1e-6) -> bool:
+    return (not np.isfinite(a) and not np.isfinite(b)) or (np.isfinite(a) and np.isfinite(b) and
+                                                          abs(a - b) <= rel * max(abs(a), abs(b)))
+
+
+class MaterialCadence:
+    """When to run the full material check, per series (see the module docstring). One per pipeline,
+    called in frame order from one thread. ``recheck_every_n_frames``: a full check at least this
+    often (1: every frame, the guard unused). ``mask_below``: a verdict whose mask covers less than
+    this fraction of the field is applied as a mask (:data:`engine.pipeline.MASK_BELOW`); while one
+    is in force every frame is checked in full."""
+
+    def __init__(self, recheck_every_n_frames: int = 20, mask_below: float = 1.0):
+        n = int(recheck_every_n_frames)
+        if n < 1:
+            raise ValueError(f"recheck_every_n_frames must be >= 1, got {recheck_every_n_frames!r}")
+        self.n = n
+        self.mask_below = float(mask_below)
+        self.s = CadenceState()
+
+    def _masked(self, v: MaterialVerdict) -> bool:
+        return v.mask is not None and v.graphene_fraction < self.mask_below
+
+    def reset(self) -> None:
+        self.s = CadenceState()
+
+    def invalidate(self, why: str) -> None:
+        """Check the next frame in full (e.g. a ``fov_jump`` found from this frame's atoms)."""
+        self.s.invalid = why
+
+    def _due(self, frame, health) -> str:
+        """Why the full check must run on this frame ("" when the guard may decide)."""
+        s = self.s
+        if s.verdict is None:
+            return "first frame of the series"
+        if s.invalid:
+            return s.invalid
+        if not s.confirmed:
+            return f"confirming the verdict of frame {s.checked_frame} (a new or changed verdict)"
+        shape = tuple(int(v) for v in np.shape(frame.data)[:2])
+        if shape != s.shape:
+            return "frame shape changed"
+        if health is not None and "fov_jump" in getattr(health, "verdicts", ()):
+            return "fov_jump"
+        declared = float(frame.pixel_size_A) if frame.pixel_size_A else float("nan")
+        if not _same(declared, s.declared_A):
+            return "declared pixel size changed"
+        est = float(getattr(health, "estimated_pixel_size_A", float("nan"))) if health is not None else float("nan")
+        if not _same(est, s.estimated_A, ESTIMATE_TOL):
+            return "pixel-size estimate changed"
+        if s.since + 1 >= self.n:
+            return f"every {self.n} frames"
+        if self._masked(s.verdict):
+            return "a graphene mask is in use (it must follow the drift)"
+        if s.fp is None:
+            return "no guard reference (the lattice's spots are too faint to watch, or none could be measured)"
+        return ""
+
+    def verdict(self, frame, health, full) -> CadencedVerdict:
+        """The frame's material verdict: ``full(frame)`` (a :class:`MaterialVerdict`) when due or when
+        the guard fires, else the series' verdict carried over."""
+        s = self.s
+        run = int(getattr(frame, "run", 0))
+        if frame.series != s.series or run != s.run:
+            self.s = s = CadenceState(series=frame.series, run=run)
+        why = self._due(frame, health)
+        if not why:
+            fired, note = guard(frame.data, s.fp)
+            if not fired:
+                s.since += 1
+                s.carried += 1
+                v = s.verdict
+                return _as_cadenced(v, s.checked_frame, note,
+                                    reason=f"{v.reason} (carried over from frame {s.checked_frame})")
+            s.guard_fired += 1
+            why = note
+        v = full(frame)
+        s.confirmed = s.verdict is not None and s.verdict.verdict == v.verdict
+        s.verdict, s.checked_frame, s.since, s.invalid = v, int(frame.seq), 0, ""
+        s.full_checks += 1
+        s.shape = tuple(int(x) for x in np.shape(frame.data)[:2])
+        s.declared_A = float(frame.pixel_size_A) if frame.pixel_size_A else float("nan")
+        s.estimated_A = (float(getattr(health, "estimated_pixel_size_A", float("nan"))) if health is not None
+                         else float("nan"))
+        needs_guard = self.n > 1 and not self._masked(v)
+        s.fp = fingerprint(frame.data, v) if needs_guard else None
+        if s.fp is not None and s.fp.spots is None and v.verdict in ("graphene", "not_graphene"):
+            s.fp = None                      # a lattice whose spots are too faint to watch: every frame in full
+        return _as_cadenced(v, -1, why)
