@@ -228,8 +228,7 @@ def test_controls_act_on_the_live_service(switching_chain, browser, tmp_path):
     drv = browser
     drv.get(chain.url)
     wait_for(lambda: js(drv, "return model('frame_meta').data.seq[0] >= 0"), what="the first frame")
-    # the buttons' labels in one round trip (click_button finds a button by the same text)
-    buttons = lambda: js(drv, "return deep('button').map(b => b.textContent.trim())")   # noqa: E731
+    buttons = lambda: {b.text.strip(): b for b in js(drv, "return deep('button')")}   # noqa: E731
     # pause / resume
     click_button(drv, "Pause analysis")
     wait_for(lambda: svc.paused, what="the service to pause")
