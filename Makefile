@@ -23,10 +23,10 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) -m stemwatch demo
 
-# the default suite on every core (one worker more than the cores, at most 4 worker processes; a test
-# file stays on one worker, so its module fixtures are made once; files go out longest first, in
-# tests/conftest.py's order, and each worker's ONNX Runtime and OpenBLAS get their share of the
-# cores); `pytest -q` alone runs it in one process
+# the default suite on every core (at most 4 worker processes; a test file stays on one worker, so
+# its module fixtures are made once; files go out longest first, in tests/conftest.py's order, and
+# each worker's ONNX Runtime and OpenBLAS get their share of the cores); `pytest -q` alone runs it
+# in one process
 test: venv
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 

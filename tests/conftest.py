@@ -1,7 +1,6 @@
-"""Test-suite plumbing for ``make test``'s worker processes, no fixtures: how many workers ``-n auto``
-starts (:func:`pytest_xdist_auto_num_workers`), the order in which test files are handed to them,
-and each worker's share of the cores for ONNX Runtime and OpenBLAS (:func:`_share_the_cores`,
-:func:`_blas_share`).
+"""Test-suite plumbing for ``make test``'s worker processes, no fixtures: the order in which test files
+are handed to the workers, and each worker's share of the cores for ONNX Runtime and OpenBLAS
+(:func:`_share_the_cores`, :func:`_blas_share`).
 
 ``make test`` runs ``pytest -n auto --dist loadfile --no-loadscope-reorder``: each test file goes to
 one worker (its module fixtures are made once), in the order collected here. The wall time is set by
@@ -102,28 +101,6 @@ def _share_the_cores(n_workers: int) -> None:
         init(self, model_path, threads or share, *args, **kwargs)
 
     backends.OnnxRuntimeBackend.__init__ = __init__
-
-
-def pytest_xdist_auto_num_workers(config):
-    """``-n auto``: one worker more than the cores (``--maxprocesses`` still caps it;
-    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still overrides it). A third of the default suite's time is
-    waiting, not computing (headless Chromium round trips, paced streams at the frame rate, processes
-    starting and stopping): with one worker a core, the 2 workers kept only ~1.3 of 2 cores busy; the
-    extra worker computes while the others wait."""
-    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
-        return None                      # xdist's own hook reads it
-    try:
-        import psutil
-
-        cores = psutil.cpu_count(logical=False) or psutil.cpu_count()
-    except ImportError:
-        cores = None
-    if not cores:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            cores = os.cpu_count() or 1
-    return cores + 1
 
 
 def _blas_share(n_workers: int) -> None:
