@@ -25,7 +25,8 @@ demo: venv
 
 # the default suite on every core (at most 4 worker processes; a test file stays on one worker, so
 # its module fixtures are made once; files go out longest first, in tests/conftest.py's order, and
-# each worker's ONNX Runtime gets its share of the cores); `pytest -q` alone runs it in one process
+# each worker's ONNX Runtime and OpenBLAS get their share of the cores); `pytest -q` alone runs it
+# in one process
 test: venv
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 

@@ -1,6 +1,6 @@
 """Test-suite plumbing for ``make test``'s worker processes, no fixtures: the order in which test files
-are handed to the workers, and each worker's share of the cores for ONNX Runtime
-(:func:`_share_the_cores`).
+are handed to the workers, and each worker's share of the cores for ONNX Runtime and OpenBLAS
+(:func:`_share_the_cores`, :func:`_blas_share`).
 
 ``make test`` runs ``pytest -n auto --dist loadfile --no-loadscope-reorder``: each test file goes to
 one worker (its module fixtures are made once), in the order collected here. The wall time is set by
@@ -10,8 +10,8 @@ few-but-long browser and process files last, and one worker ran them alone for t
 
 A file's cost is the sum of its collected tests' durations (setup + call + teardown) measured by the
 last runs in this checkout (pytest's cache, ``stemwatch/test_seconds``); without a measurement, the
-figure in :data:`FILE_SECONDS` (measured in one process on 2 busy cores, see its comment), or 0.25 s
-a test. Only the order changes, never what runs: a wrong figure costs time, not correctness.
+figure in :data:`FILE_SECONDS` (measured in one ``make test`` run, see its comment), or 0.25 s a
+test. Only the order changes, never what runs: a wrong figure costs time, not correctness.
 """
 
 from __future__ import annotations
@@ -20,20 +20,24 @@ import os
 
 CACHE_KEY = "stemwatch/test_seconds"
 
-#: wall seconds per file (setup + call + teardown of its default tests) in one
-#: ``pytest -q`` process on 2 cores shared with other work (load average ~6), files of 8 s or more;
-#: only their order matters. Files not named here: 0.25 s a test (their mean then: 0.29 s).
+#: wall seconds per file (setup + call + teardown of its default tests) in one ``make test`` run
+#: (2 xdist workers on 2 cores, other work starting meanwhile: load average 0.3 at the start, 4.6 at
+#: the end), files of 3 s or more; only their order matters. Files not named here: 0.25 s a test
+#: (their mean then: 0.11 s).
 FILE_SECONDS: dict[str, float] = {
-    "test_dashboard_e2e.py": 133, "test_operator_faults.py": 58, "test_archive_cluster.py": 40,
-    "test_reliability_soak.py": 33, "test_track_rotor.py": 33, "test_health.py": 30,
-    "test_dashboard_browser.py": 26, "test_infer_accuracy.py": 23, "test_streamer_recording.py": 22,
-    "test_infer_train.py": 22, "test_track_tracker.py": 19, "test_reliability_faults.py": 16,
-    "test_pipeline_overlap.py": 16, "test_stats.py": 16, "test_dashboard_layout.py": 15,
-    "test_outputs_digest.py": 15, "test_infer_no_gpu_libs.py": 14, "test_pipeline_material.py": 14,
-    "test_sim_realism.py": 14, "test_infer_int8.py": 12, "test_chem_atoms.py": 12, "test_report.py": 11,
-    "test_pipeline_e2e.py": 11, "test_health_material.py": 10, "test_stats_live.py": 10,
-    "test_track_drift.py": 10, "test_nion_swift.py": 9, "test_reliability_hostile.py": 9,
-    "test_reliability_overload.py": 9, "test_infer_backends.py": 8,
+    "test_dashboard_e2e.py": 52, "test_infer_train.py": 33, "test_reliability_soak.py": 24,
+    "test_archive_cluster.py": 23, "test_dashboard_layout.py": 22, "test_streamer_recording.py": 17,
+    "test_dashboard_browser.py": 15, "test_infer_accuracy.py": 15, "test_reliability_faults.py": 13,
+    "test_streamer_fuzz.py": 13, "test_operator_faults.py": 13, "test_sim_realism.py": 12,
+    "test_track_rotor.py": 12, "test_nion_swift.py": 11, "test_infer_no_gpu_libs.py": 11,
+    "test_chem_atoms.py": 11, "test_health.py": 11, "test_stats.py": 11, "test_health_material.py": 11,
+    "test_reliability_hostile.py": 10, "test_dashboard_demo.py": 9, "test_report.py": 9,
+    "test_infer_int8.py": 8, "test_reliability_security.py": 8, "test_reliability_overload.py": 7,
+    "test_track_drift.py": 6, "test_pipeline_e2e.py": 6, "test_pipeline_overlap.py": 6,
+    "test_sim_cli.py": 5, "test_dashboard_server.py": 5, "test_track_tracker.py": 5,
+    "test_stats_live.py": 5, "test_sim_glitches.py": 4, "test_streamer_socket.py": 4,
+    "test_sim_movie.py": 4, "test_streamer_import.py": 4, "test_dashboard_stats_tab.py": 4,
+    "test_streamer_cli.py": 3, "test_outputs_digest.py": 3, "test_infer_backends.py": 3,
 }
 
 DEFAULT_TEST_S = 0.25
@@ -99,9 +103,34 @@ def _share_the_cores(n_workers: int) -> None:
     backends.OnnxRuntimeBackend.__init__ = __init__
 
 
+def _blas_share(n_workers: int) -> None:
+    """Each worker's OpenBLAS (numpy's and scipy's own copy) gets its share of the cores too, read
+    when the library loads: set here, before the first ``import numpy``, for the loading only (the
+    variable is removed again, so the processes tests start keep OpenBLAS's default). With one
+    OpenBLAS thread per core in each of N workers, N workers' threads fought over the cores: the
+    simulator's render (a small matrix product per frame) took 6 times the CPU time on 2 busy cores
+    (100 frames of 128x128: 2.2 s against 0.38 s with one thread). Same numbers either way
+    (OpenBLAS splits a product into blocks, each computed in the same order by one thread)."""
+    import sys
+
+    if "numpy" in sys.modules or "OPENBLAS_NUM_THREADS" in os.environ:
+        return                           # too late to matter, or the user chose
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    os.environ["OPENBLAS_NUM_THREADS"] = str(max(1, usable // n_workers))
+    try:
+        import numpy  # noqa: F401
+        import scipy.linalg  # noqa: F401  (scipy's OpenBLAS)
+    finally:
+        del os.environ["OPENBLAS_NUM_THREADS"]
+
+
 def pytest_configure(config):
     if getattr(config, "cache", None) is not None and not hasattr(config, "workerinput"):
         config.pluginmanager.register(_Durations(config.cache), "stemwatch-durations")
     n_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if hasattr(config, "workerinput") and n_workers > 1:
+        _blas_share(n_workers)
         _share_the_cores(n_workers)

@@ -30,10 +30,12 @@ PARTS = {
 
 @pytest.fixture(scope="module")
 def feed():
-    """One dashboard and one Chromium for both screen sizes (a browser start is the test's main cost)."""
+    """One dashboard and one Chromium for both screen sizes (a browser start is the test's main cost).
+    Frames at 2 a second (the layout does not depend on the rate; at the operator screen's 10 a second
+    the server and the browser spent the test redrawing the image)."""
     dash = DashboardServer(DashboardConfig(port=0))
     dash.start()
-    feeder = Feeder(dash)
+    feeder = Feeder(dash, period_s=0.5)
     feeder.thread.start()
     with chromium() as drv:
         yield dash, feeder, drv

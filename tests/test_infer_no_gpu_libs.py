@@ -90,6 +90,7 @@ def test_package_imports_and_analyses_without_tensorrt_and_pycuda():
             p = inf.predict(frame, 0.1)
             assert p.p.shape == (3, 100, 90)
         rep = doctor_report()
+        assert "torch" not in sys.modules and rep["torch"]      # its version without importing it
         assert rep["backends"]["tensorrt"]["available"] is False
         assert rep["backends"]["onnx"]["available"] is True
         try:

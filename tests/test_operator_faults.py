@@ -671,7 +671,7 @@ def _children(pid):
 
 
 # SIGINT (Ctrl-C) on a running demo, its simulator stopped with it and the port freed, is also checked
-# by tests/test_dashboard_e2e.py::test_demo_command_serves_the_dashboard_and_analyses (default suite)
+# by tests/test_dashboard_demo.py::test_demo_command_serves_the_dashboard_and_analyses (default suite)
 @pytest.mark.parametrize("sig", ["SIGTERM", pytest.param("SIGINT", marks=pytest.mark.slow)])
 def test_demo_stops_with_its_simulator_on_sigterm_and_sigint(sig):
     import signal

@@ -20,6 +20,9 @@ def doctor_report() -> dict:
     rep: dict = {"python": sys.version.split()[0], "platform": platform.platform(),
                  "physical_cores": physical_cores()}
     for mod in ("numpy", "scipy", "onnxruntime", "onnx", "torch", "tensorrt", "pycuda"):
+        if mod in NOT_IMPORTED:
+            rep[mod] = _installed_version(mod)
+            continue
         try:
             m = __import__(mod)
             rep[mod] = str(getattr(m, "__version__", "installed"))
@@ -54,6 +57,23 @@ def doctor_report() -> dict:
     except Exception as exc:
         rep["auto_selects"] = f"failed ({type(exc).__name__}: {exc})"
     return rep
+
+
+#: libraries the analyzer never imports, reported from the installed package's metadata: torch is
+#: used by ``stemwatch train``/``export`` only (lab), and importing it took 2-3 s of the command
+NOT_IMPORTED = ("torch",)
+
+
+def _installed_version(dist: str) -> str:
+    """The installed version of ``dist`` (the same string as its ``__version__``), without importing it."""
+    from importlib import metadata, util
+
+    try:
+        if util.find_spec(dist) is None:
+            return f"not available (ModuleNotFoundError: No module named '{dist}')"
+        return metadata.version(dist)
+    except Exception as exc:
+        return f"not available ({type(exc).__name__}: {exc})"
 
 
 def _gpu_names() -> str:
