@@ -138,11 +138,12 @@ def test_fine_sampling_graphene_rejected_by_the_fourier_cues_is_kept_by_its_reso
 def test_real_space_test_finds_unequal_sublattices_of_hbn_and_mos2():
     """The real-space test on its own: simulated hBN and MoS2 at fine sampling measure clearly unequal
     sublattices (or too few resolved sites), graphene equal ones."""
-    from engine.health.material import _binned, _site_contrast
+    from engine.health.material import _binned
+    from engine.health.material_realspace import site_contrast
     for material, a, want_equal in (("graphene", GRAPHENE_A, True), ("hBN", 2.50, False), ("MoS2", 3.16, False)):
         ex = _frame(material, 0.04, seed=7, **({"holes": False, "contamination": False} if material == "graphene" else {}))
         img, b = _binned(np.asarray(ex.image, np.float32))
-        r = _site_contrast(img, a / 0.04 / b)
+        r = site_contrast(img, a / 0.04 / b)
         if want_equal:
             assert r is not None and r[0] >= 0.85 and r[2] >= 10, (material, r)
         else:

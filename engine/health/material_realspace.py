@@ -1,0 +1,131 @@
+"""The real-space sublattice test of the material verdict (engine.health.material), for fine sampling.
+
+Where the atom columns are resolved (a lattice constant of at least RS_MIN_A_PX frame px), a
+hexagon the Fourier cues reject, or the scale of a candidate spot when none passes, is tested on
+the column maxima themselves (:func:`site_contrast`): sites with honeycomb neighbours, the two
+sublattices' median intensities over the hexagon centres; a few Si, a hole or a contamination patch
+cannot tip a median.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from engine.health.material_spectrum import Spectrum
+
+#: Real-space sublattice test (columns resolved: fine sampling), for a hexagon the Fourier test rejects
+RS_MIN_A_PX = 36.0         # lattice constant in frame px from which it runs (graphene <= 0.068 A/px, MoS2 <= 0.088)
+RS_RHO = 0.90              # median column intensities of the two sublattices at least this equal
+RS_Z = 10.0                # the dimmer sublattice's median over the hexagon centres, in standard errors
+RS_MIN_SITES = 6           # honeycomb sites per sublattice at least
+
+
+def _blocks(img: np.ndarray, f: int, cache: dict | None = None) -> np.ndarray:
+    """``img`` block-averaged f x f (cropped to whole blocks); ``cache`` keeps one per f."""
+    if f <= 1:
+        return img
+    if cache is not None and f in cache:
+        return cache[f]
+    from engine.chem.filters import block_mean
+
+    h, w = (img.shape[0] // f) * f, (img.shape[1] // f) * f
+    out = block_mean(img[:h, :w], f)
+    if cache is not None:
+        cache[f] = out
+    return out
+
+
+def site_contrast(img: np.ndarray, a_px: float, cache: dict | None = None):
+    """Sublattice contrast measured in real space, for fields where the atom columns are resolved.
+
+    img : the (binned) frame; a_px : lattice constant in its pixels. The frame is block-averaged to
+    ~8 px per C-C distance (cc = a / sqrt 3), smoothed (sigma 0.2 cc), and its local maxima are the
+    column candidates. A honeycomb site has >= 2 neighbours at 0.7-1.3 cc along the bond directions of
+    its own sublattice (bond angle mod 120 degrees: theta0 for one sublattice, theta0 + 60 for the
+    other; theta0 from the 6-fold mean of all neighbour directions) and none along the other's. The two
+    sublattices' column intensities are their medians above the median at the hexagon centres, so a
+    few Si (on one sublattice by chance), a hole or a contamination patch cannot tip them (the
+    bispectrum of a 15-35 A field can). Returns (rho = dimmer / brighter, sites of the smaller
+    sublattice, z = the dimmer sublattice's contrast in standard errors from the sites' MAD) or None."""
+    from scipy.spatial import cKDTree
+
+    cc = a_px / np.sqrt(3.0)
+    f = max(1, int(cc // 8))
+    img = _blocks(img, f, cache)
+    cc /= f
+    sm = ndimage.gaussian_filter(np.asarray(img, np.float32), 0.2 * cc)
+    pk = sm == ndimage.maximum_filter(sm, size=max(3, int(0.7 * cc) | 1))
+    m = int(np.ceil(cc))
+    pk[:m] = False
+    pk[-m:] = False
+    pk[:, :m] = False
+    pk[:, -m:] = False
+    yx = np.argwhere(pk)
+    if len(yx) < 2 * RS_MIN_SITES:
+        return None
+    pairs = cKDTree(yx.astype(float)).query_pairs(1.3 * cc, output_type="ndarray")
+    if not len(pairs):
+        return None
+    d = (yx[pairs[:, 1]] - yx[pairs[:, 0]]).astype(float)
+    far = np.hypot(d[:, 0], d[:, 1]) > 0.7 * cc
+    pairs, d = pairs[far], d[far]
+    th = np.arctan2(d[:, 0], d[:, 1])
+    th0 = np.angle(np.exp(6j * th).mean()) / 6.0
+    c3 = np.cos(3.0 * (th - th0))               # +1: bond i -> j along th0 + n 120 (i on one sublattice)
+    fw, bw = c3 > 0.87, c3 < -0.87
+    n = len(yx)
+    plus = np.bincount(pairs[:, 0], fw, n) + np.bincount(pairs[:, 1], bw, n)
+    minus = np.bincount(pairs[:, 0], bw, n) + np.bincount(pairs[:, 1], fw, n)
+    A = (plus >= 2) & (minus == 0)
+    B = (minus >= 2) & (plus == 0)
+    na, nb = int(A.sum()), int(B.sum())
+    if min(na, nb) < RS_MIN_SITES:
+        return None
+    inten = sm[yx[:, 0], yx[:, 1]]
+    # hexagon centres: at cc from a site, between its bonds
+    ang = th0 + np.arange(3) * (2 * np.pi / 3)
+    cen = np.concatenate([(yx[sel][:, None, :] + cc * np.stack([np.sin(ang + off), np.cos(ang + off)], -1)[None]
+                           ).reshape(-1, 2) for sel, off in ((A, np.pi / 3), (B, 0.0))])
+    cy = np.clip(np.rint(cen[:, 0]).astype(np.intp), 0, sm.shape[0] - 1)
+    cx = np.clip(np.rint(cen[:, 1]).astype(np.intp), 0, sm.shape[1] - 1)
+    bg = float(np.median(sm[cy, cx]))
+    ma, mb = float(np.median(inten[A])), float(np.median(inten[B]))
+    lo, hi = sorted((ma - bg, mb - bg))
+    if hi <= 0:
+        return None
+    mad = 1.4826 * float(np.median(np.abs(np.concatenate([inten[A] - ma, inten[B] - mb])))) + 1e-12
+    return lo / hi, min(na, nb), lo / (mad / np.sqrt(min(na, nb)))
+
+
+def real_space_rescue(img: np.ndarray, b: int, lat: dict) -> dict | None:
+    """A hexagon the Fourier cues reject, at fine sampling (a >= RS_MIN_A_PX frame px): graphene when
+    its columns, found in real space, sit on a honeycomb whose two sublattices are equally bright
+    (:func:`site_contrast`; at a and at sqrt(3) a, for a lattice found through its {11-20} spots).
+    Returns the lattice with the real-space contrast, or None."""
+    if lat["a_px"] < RS_MIN_A_PX:
+        return None
+    cache: dict = {}
+    for f in (1.0, np.sqrt(3.0)):
+        r = site_contrast(img, f * lat["a_px"] / b, cache)
+        if r is not None and r[0] >= RS_RHO and r[2] >= RS_Z:
+            return {**lat, "a_px": f * lat["a_px"], "rho": r[0], "width": float("nan"), "real_space": r[1]}
+    return None
+
+
+def real_space_candidates(img: np.ndarray, b: int, S: Spectrum, cands) -> dict | None:
+    """No hexagon passed the Fourier tests: at fine sampling (a faint first order a few bins out, or
+    clutter of the same size as the columns), try the real-space test at the scale of each candidate
+    spot tried (as a {10-10} spot, and as a {11-20} one), with twice the significance asked of a
+    hexagon the Fourier cues found (RS_Z). Returns a lattice without spots (no mask), or None."""
+    cache: dict = {}
+    for k, q in cands:
+        a_px = S.bin * 2.0 / np.sqrt(3.0) / float(np.hypot(*(np.asarray(k, float) * S.scale)))
+        if a_px < RS_MIN_A_PX:
+            continue
+        for f in (1.0, np.sqrt(3.0)):
+            r = site_contrast(img, f * a_px / b, cache)
+            if r is not None and r[0] >= RS_RHO and r[2] >= 2 * RS_Z:
+                return {"spots": None, "a_px": f * a_px, "rho": r[0], "width": float("nan"), "strength": float(q),
+                        "real_space": r[1]}
+    return None
