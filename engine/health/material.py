@@ -53,8 +53,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.health.material_blobs import without_blobs
 from engine.health.material_mask import graphene_mask
-from engine.health.material_realspace import real_space_candidates, real_space_rescue
+from engine.health.material_realspace import RS_MIN_A_PX, real_space_candidates, real_space_rescue, real_space_scan
 from engine.health.material_spectrum import MIN_A_PX, O3, R_MAX, Spectrum, full_bins, on_lattice
 
 VERDICTS = ("graphene", "not_graphene", "amorphous", "vacuum")
@@ -308,6 +309,24 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
         return MaterialVerdict("vacuum", "constant frame: no sample (or beam blanked)")
     shape = img.shape
     img, b = _binned(img)
+    v = _classify(img, b, px, want_mask, shape)
+    if v.is_graphene:
+        return v
+    # a few heavy adatoms (or Si clusters) far brighter than the lattice dominate a small field's
+    # spectrum even when clipped: try once more with them replaced by the background
+    cleaned = without_blobs(img)
+    if cleaned is None:
+        return v
+    img2, n_blobs = cleaned
+    v2 = _classify(img2, b, px, want_mask, shape)
+    if not v2.is_graphene:
+        return v
+    v2.reason += f" (after masking {n_blobs} bright object{'s' if n_blobs > 1 else ''} much brighter than the lattice)"
+    return v2
+
+
+def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape) -> MaterialVerdict:
+    """The verdict of the (binned by ``b``) frame ``img``; ``shape`` is the frame's own."""
     S = Spectrum(img, b)
     cands = S.strongest()
     res = {"diffuse_excess": S.diffuse}
@@ -326,6 +345,8 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
     rescued_from = ""
     if lat is None:
         lat = real_space_candidates(img, b, S, cands)
+        if lat is None:
+            lat = real_space_scan(img, b, q1)
         rescued_from = "no lattice the Fourier cues accept" if lat is not None else ""
     if lat is None:
         if q1 >= 10 * PEAK_MIN:
@@ -343,6 +364,14 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
         if rescued is not None:
             other = (f"; resolved columns on a honeycomb, {rescued['real_space']} or more sites per sublattice, "
                      f"equally bright in real space (the Fourier cues said {why})")
+            lat, ok = rescued, True
+    if not ok and lat["a_px"] >= RS_MIN_A_PX:
+        # (a rejected lattice at fine sampling may be clutter the size of the columns: a hole's or a
+        # patch's rings; never for a finer lattice, whose block-averaged image aliases into honeycombs)
+        rescued = real_space_scan(img, b, lat["strength"])
+        if rescued is not None:
+            other = (f"; resolved columns on a honeycomb, {rescued['real_space']} or more sites per sublattice, "
+                     f"equally bright in real space (the Fourier cues found a = {_fmt_len(lat['a_px'], px)} with {why})")
             lat, ok = rescued, True
     if not ok:
         # a second lattice (part of the field graphene, the rest another crystal)?

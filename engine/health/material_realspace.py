@@ -70,6 +70,8 @@ def site_contrast(img: np.ndarray, a_px: float, cache: dict | None = None):
     d = (yx[pairs[:, 1]] - yx[pairs[:, 0]]).astype(float)
     far = np.hypot(d[:, 0], d[:, 1]) > 0.7 * cc
     pairs, d = pairs[far], d[far]
+    if not len(pairs):
+        return None
     th = np.arctan2(d[:, 0], d[:, 1])
     th0 = np.angle(np.exp(6j * th).mean()) / 6.0
     c3 = np.cos(3.0 * (th - th0))               # +1: bond i -> j along th0 + n 120 (i on one sublattice)
@@ -99,14 +101,15 @@ def site_contrast(img: np.ndarray, a_px: float, cache: dict | None = None):
 
 
 def real_space_rescue(img: np.ndarray, b: int, lat: dict) -> dict | None:
-    """A hexagon the Fourier cues reject, at fine sampling (a >= RS_MIN_A_PX frame px): graphene when
-    its columns, found in real space, sit on a honeycomb whose two sublattices are equally bright
-    (:func:`site_contrast`; at a and at sqrt(3) a, for a lattice found through its {11-20} spots).
+    """A hexagon the Fourier cues reject, at fine sampling: graphene when its columns, found in real
+    space, sit on a honeycomb whose two sublattices are equally bright (:func:`site_contrast`; at a
+    and at sqrt(3) a, for a lattice found through its {11-20} spots; each where it is >= RS_MIN_A_PX
+    frame px: a {11-20} lattice of 21-36 px is graphene's at 36-62 px).
     Returns the lattice with the real-space contrast, or None."""
-    if lat["a_px"] < RS_MIN_A_PX:
-        return None
     cache: dict = {}
     for f in (1.0, np.sqrt(3.0)):
+        if f * lat["a_px"] < RS_MIN_A_PX:
+            continue
         r = site_contrast(img, f * lat["a_px"] / b, cache)
         if r is not None and r[0] >= RS_RHO and r[2] >= RS_Z:
             return {**lat, "a_px": f * lat["a_px"], "rho": r[0], "width": float("nan"), "real_space": r[1]}
@@ -121,11 +124,36 @@ def real_space_candidates(img: np.ndarray, b: int, S: Spectrum, cands) -> dict |
     cache: dict = {}
     for k, q in cands:
         a_px = S.bin * 2.0 / np.sqrt(3.0) / float(np.hypot(*(np.asarray(k, float) * S.scale)))
-        if a_px < RS_MIN_A_PX:
-            continue
         for f in (1.0, np.sqrt(3.0)):
+            if f * a_px < RS_MIN_A_PX:
+                continue
             r = site_contrast(img, f * a_px / b, cache)
             if r is not None and r[0] >= RS_RHO and r[2] >= 2 * RS_Z:
                 return {"spots": None, "a_px": f * a_px, "rho": r[0], "width": float("nan"), "strength": float(q),
                         "real_space": r[1]}
     return None
+
+
+#: Scale-free search: lattice constants tried (frame px), geometric steps within which the test
+#: still finds the honeycomb (it measured the same contrast at 0.9-1.1 of the true a)
+RS_SCAN_A_PX = (RS_MIN_A_PX, 90.0)   # graphene at 0.027-0.068 A/px
+RS_SCAN_STEPS = 10
+
+
+def real_space_scan(img: np.ndarray, b: int, strength: float = 0.0) -> dict | None:
+    """No scale from the Fourier cues (a field dominated by a hole, a contamination patch or
+    adatoms, whose transform fills graphene's first-order ring): the real-space test at every
+    lattice constant of RS_SCAN_A_PX in RS_SCAN_STEPS geometric steps, with twice the significance
+    asked of a hexagon the Fourier cues found. Returns the most significant passing scale as a
+    lattice without spots (no mask), or None."""
+    cache: dict = {}
+    best = None
+    for a_px in np.geomspace(*RS_SCAN_A_PX, RS_SCAN_STEPS):
+        r = site_contrast(img, a_px / b, cache)
+        if r is not None and r[0] >= RS_RHO and r[2] >= 2 * RS_Z and (best is None or r[2] > best[1][2]):
+            best = (a_px, r)
+    if best is None:
+        return None
+    a_px, r = best
+    return {"spots": None, "a_px": float(a_px), "rho": r[0], "width": float("nan"), "strength": float(strength),
+            "real_space": r[1]}
