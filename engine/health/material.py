@@ -60,6 +60,7 @@ from engine.health.material_spectrum import MIN_A_PX, O3, R_MAX, Spectrum, full_
 
 VERDICTS = ("graphene", "not_graphene", "amorphous", "vacuum")
 GRAPHENE_A = 2.46
+BLOB_SKIP_STRENGTH = 32.0   # no second pass without bright objects after a hexagon this strong
 
 #: Decision thresholds (dimensionless; measured on held-out simulated frames, docs/simulator.md §6).
 PEAK_MIN = 6.0             # hexagon score: geometric mean of the local contrasts of 3 spots at 0/60/120 deg
@@ -310,8 +311,8 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
     shape = img.shape
     img, b = _binned(img)
     v = _classify(img, b, px, want_mask, shape)
-    if v.is_graphene:
-        return v
+    if v.is_graphene or (v.symmetry == "hexagonal" and v.peak_strength >= BLOB_SKIP_STRENGTH):
+        return v                # (a strong crystal lattice that is not graphene: adatoms did not hide it)
     # a few heavy adatoms (or Si clusters) far brighter than the lattice dominate a small field's
     # spectrum even when clipped: try once more with them replaced by the background
     cleaned = without_blobs(img)
@@ -345,8 +346,6 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
     rescued_from = ""
     if lat is None:
         lat = real_space_candidates(img, b, S, cands)
-        if lat is None:
-            lat = real_space_scan(img, b, q1)
         rescued_from = "no lattice the Fourier cues accept" if lat is not None else ""
     if lat is None:
         if q1 >= 10 * PEAK_MIN:
@@ -366,8 +365,10 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
                      f"equally bright in real space (the Fourier cues said {why})")
             lat, ok = rescued, True
     if not ok and lat["a_px"] >= RS_MIN_A_PX:
-        # (a rejected lattice at fine sampling may be clutter the size of the columns: a hole's or a
-        # patch's rings; never for a finer lattice, whose block-averaged image aliases into honeycombs)
+        # a rejected hexagon at fine sampling may be clutter the size of the columns (a hole's or a
+        # patch's rings): graphene's scale is then searched in real space (never below a finer
+        # lattice, whose block-averaged image aliases into honeycombs; nor without any hexagon: it
+        # cost every amorphous frame ~16 ms and kept no graphene frame more on the development seeds)
         rescued = real_space_scan(img, b, lat["strength"])
         if rescued is not None:
             other = (f"; resolved columns on a honeycomb, {rescued['real_space']} or more sites per sublattice, "

@@ -51,7 +51,7 @@ def without_blobs(img: np.ndarray):
     mask = np.isin(lab, keep)
     # grow each object by about its own radius (the probe tail around a heavy atom)
     r = max(2, int(np.sqrt(mask.sum() / len(keep) / np.pi)))
-    mask = ndimage.binary_dilation(mask, iterations=r)
+    mask = ndimage.maximum_filter(mask, size=2 * r + 1)
     if mask.mean() > BLOB_MAX_AREA:
         return None
     out = np.array(img, np.float32, copy=True)

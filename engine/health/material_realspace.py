@@ -137,20 +137,24 @@ def real_space_candidates(img: np.ndarray, b: int, S: Spectrum, cands) -> dict |
 #: Scale-free search: lattice constants tried (frame px), geometric steps within which the test
 #: still finds the honeycomb (it measured the same contrast at 0.9-1.1 of the true a)
 RS_SCAN_A_PX = (RS_MIN_A_PX, 90.0)   # graphene at 0.027-0.068 A/px
-RS_SCAN_STEPS = 10
+RS_SCAN_STEPS = 8
+RS_SCAN_FILL = 0.1       # sites per sublattice at least this fraction of a whole field's (amorphous carbon at
+                         # 0.17 A/px showed an equal 'honeycomb' of 6 sites per sublattice where 180 would fit)
 
 
 def real_space_scan(img: np.ndarray, b: int, strength: float = 0.0) -> dict | None:
-    """No scale from the Fourier cues (a field dominated by a hole, a contamination patch or
-    adatoms, whose transform fills graphene's first-order ring): the real-space test at every
+    """No graphene scale from the Fourier cues (a hexagon they reject at fine sampling: a hole's, a
+    contamination patch's or adatoms' rings fill graphene's first-order ring): the real-space test at every
     lattice constant of RS_SCAN_A_PX in RS_SCAN_STEPS geometric steps, with twice the significance
-    asked of a hexagon the Fourier cues found. Returns the most significant passing scale as a
+    asked of a hexagon the Fourier cues found and at least RS_SCAN_FILL of a whole field's sites. Returns the most significant passing scale as a
     lattice without spots (no mask), or None."""
     cache: dict = {}
     best = None
     for a_px in np.geomspace(*RS_SCAN_A_PX, RS_SCAN_STEPS):
         r = site_contrast(img, a_px / b, cache)
-        if r is not None and r[0] >= RS_RHO and r[2] >= 2 * RS_Z and (best is None or r[2] > best[1][2]):
+        whole = img.size / ((a_px / b) ** 2 * np.sqrt(3.0) / 2.0)         # unit cells (sites per sublattice) in the field
+        if (r is not None and r[0] >= RS_RHO and r[2] >= 2 * RS_Z and r[1] >= RS_SCAN_FILL * whole
+                and (best is None or r[2] > best[1][2])):
             best = (a_px, r)
     if best is None:
         return None
