@@ -364,11 +364,12 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
             other = (f"; resolved columns on a honeycomb, {rescued['real_space']} or more sites per sublattice, "
                      f"equally bright in real space (the Fourier cues said {why})")
             lat, ok = rescued, True
-    if not ok and lat["a_px"] >= RS_MIN_A_PX:
-        # a rejected hexagon at fine sampling may be clutter the size of the columns (a hole's or a
-        # patch's rings): graphene's scale is then searched in real space (never below a finer
-        # lattice, whose block-averaged image aliases into honeycombs; nor without any hexagon: it
-        # cost every amorphous frame ~16 ms and kept no graphene frame more on the development seeds)
+    if not ok and lat["a_px"] >= RS_MIN_A_PX and lat["strength"] < BLOB_SKIP_STRENGTH:
+        # a faint rejected hexagon at fine sampling may be clutter the size of the columns (a hole's
+        # or a patch's rings): graphene's scale is then searched in real space (never after a strong
+        # hexagon: a WS2 frame at 0.067 A/px, strength ~4000, aliased into a 'honeycomb' of 4.07 A; nor
+        # below a finer lattice; nor without any hexagon: that cost every amorphous frame ~16 ms and
+        # kept no graphene frame more on the development seeds)
         rescued = real_space_scan(img, b, lat["strength"])
         if rescued is not None:
             other = (f"; resolved columns on a honeycomb, {rescued['real_space']} or more sites per sublattice, "

@@ -18,6 +18,7 @@ from engine.health.material_spectrum import Spectrum
 RS_MIN_A_PX = 36.0         # lattice constant in frame px from which it runs (graphene <= 0.068 A/px, MoS2 <= 0.088)
 RS_RHO = 0.90              # median column intensities of the two sublattices at least this equal
 RS_Z = 10.0                # the dimmer sublattice's median over the hexagon centres, in standard errors
+RS_CENTRES = 1
 RS_MIN_SITES = 6           # honeycomb sites per sublattice at least
 
 
@@ -101,18 +102,21 @@ def site_contrast(img: np.ndarray, a_px: float, cache: dict | None = None):
 
 
 def real_space_rescue(img: np.ndarray, b: int, lat: dict) -> dict | None:
-    """A hexagon the Fourier cues reject, at fine sampling: graphene when its columns, found in real
-    space, sit on a honeycomb whose two sublattices are equally bright (:func:`site_contrast`; at a
-    and at sqrt(3) a, for a lattice found through its {11-20} spots; each where it is >= RS_MIN_A_PX
-    frame px: a {11-20} lattice of 21-36 px is graphene's at 36-62 px).
+    """A hexagon the Fourier cues reject, at fine sampling (a >= RS_MIN_A_PX frame px): graphene when
+    its columns, found in real space, sit on a honeycomb whose two sublattices are equally bright
+    (:func:`site_contrast`, or :func:`centre_contrast` where the columns merge into rings; at a and at
+    sqrt(3) a, for a lattice found through its {11-20} spots). (Trying sqrt(3) a also for lattices of
+    21-36 px called a vacuum and an hBN frame graphene on seed 2041: a triangular lattice holds a
+    honeycomb of cc = a whose two sublattices are the same atoms.)
     Returns the lattice with the real-space contrast, or None."""
+    if lat["a_px"] < RS_MIN_A_PX:
+        return None
     cache: dict = {}
     for f in (1.0, np.sqrt(3.0)):
-        if f * lat["a_px"] < RS_MIN_A_PX:
-            continue
-        r = site_contrast(img, f * lat["a_px"] / b, cache)
-        if r is not None and r[0] >= RS_RHO and r[2] >= RS_Z:
-            return {**lat, "a_px": f * lat["a_px"], "rho": r[0], "width": float("nan"), "real_space": r[1]}
+        for test in (site_contrast, centre_contrast) if RS_CENTRES else (site_contrast,):
+            r = test(img, f * lat["a_px"] / b, cache)
+            if r is not None and r[0] >= RS_RHO and r[2] >= RS_Z:
+                return {**lat, "a_px": f * lat["a_px"], "rho": r[0], "width": float("nan"), "real_space": r[1]}
     return None
 
 
@@ -124,9 +128,9 @@ def real_space_candidates(img: np.ndarray, b: int, S: Spectrum, cands) -> dict |
     cache: dict = {}
     for k, q in cands:
         a_px = S.bin * 2.0 / np.sqrt(3.0) / float(np.hypot(*(np.asarray(k, float) * S.scale)))
+        if a_px < RS_MIN_A_PX:
+            continue
         for f in (1.0, np.sqrt(3.0)):
-            if f * a_px < RS_MIN_A_PX:
-                continue
             r = site_contrast(img, f * a_px / b, cache)
             if r is not None and r[0] >= RS_RHO and r[2] >= 2 * RS_Z:
                 return {"spots": None, "a_px": f * a_px, "rho": r[0], "width": float("nan"), "strength": float(q),
@@ -161,3 +165,61 @@ def real_space_scan(img: np.ndarray, b: int, strength: float = 0.0) -> dict | No
     a_px, r = best
     return {"spots": None, "a_px": float(a_px), "rho": r[0], "width": float("nan"), "strength": float(strength),
             "real_space": r[1]}
+
+
+def centre_contrast(img: np.ndarray, a_px: float, cache: dict | None = None):
+    """:func:`site_contrast` where the columns merge into rings (a probe nearly as wide as the C-C
+    distance, low dose): the hexagon centres (local minima, spaced a) anchor the lattice instead of
+    the columns. A centre with >= 2 neighbouring centres at 0.8-1.2 a along the lattice directions (+- 10 degrees)
+    (theta_c + n 60 degrees, theta_c from the 6-fold mean of all centre-centre directions) is inside
+    the lattice; the honeycomb sites around it lie at cc in the directions theta_c + 30 + n 60
+    degrees, alternately on sublattice A and B. Their intensities (smoothed frame) are pooled per
+    sublattice: medians above the centres' median, as in :func:`site_contrast`. Returns (rho, centres
+    used, z) or None."""
+    from scipy.spatial import cKDTree
+
+    cc = a_px / np.sqrt(3.0)
+    f = max(1, int(cc // 8))
+    img = _blocks(img, f, cache)
+    cc /= f
+    a = cc * np.sqrt(3.0)
+    sm = ndimage.gaussian_filter(np.asarray(img, np.float32), 0.25 * cc)
+    lo = sm == ndimage.minimum_filter(sm, size=max(3, int(1.2 * cc) | 1))
+    m = int(np.ceil(1.2 * cc)) + 1
+    lo[:m] = False
+    lo[-m:] = False
+    lo[:, :m] = False
+    lo[:, -m:] = False
+    yx = np.argwhere(lo)
+    if len(yx) < 2 * RS_MIN_SITES:
+        return None
+    pairs = cKDTree(yx.astype(float)).query_pairs(1.2 * a, output_type="ndarray")
+    if not len(pairs):
+        return None
+    d = (yx[pairs[:, 1]] - yx[pairs[:, 0]]).astype(float)
+    pairs, d = pairs[np.hypot(d[:, 0], d[:, 1]) > 0.8 * a], d[np.hypot(d[:, 0], d[:, 1]) > 0.8 * a]
+    if not len(pairs):
+        return None
+    th = np.arctan2(d[:, 0], d[:, 1])
+    thc = np.angle(np.exp(6j * th).mean()) / 6.0
+    on = np.cos(6.0 * (th - thc)) > 0.5                  # along a lattice direction (+- 10 degrees: scan distortions)
+    n = len(yx)
+    deg = np.bincount(pairs[on, 0], minlength=n) + np.bincount(pairs[on, 1], minlength=n)
+    good = deg >= 2
+    if good.sum() < RS_MIN_SITES:
+        return None
+    c = yx[good].astype(float)
+    ang = thc + np.deg2rad(30.0) + np.arange(6) * (np.pi / 3)
+    pts = c[:, None, :] + cc * np.stack([np.sin(ang), np.cos(ang)], -1)[None]
+    iy = np.clip(np.rint(pts[..., 0]).astype(np.intp), 0, sm.shape[0] - 1)
+    ix = np.clip(np.rint(pts[..., 1]).astype(np.intp), 0, sm.shape[1] - 1)
+    v = sm[iy, ix]                                       # (centres, 6): A, B, A, B, A, B
+    va, vb = v[:, 0::2].ravel(), v[:, 1::2].ravel()
+    bg = float(np.median(sm[c[:, 0].astype(np.intp), c[:, 1].astype(np.intp)]))
+    ma, mb = float(np.median(va)), float(np.median(vb))
+    lo_, hi_ = sorted((ma - bg, mb - bg))
+    if hi_ <= 0:
+        return None
+    k = len(c)
+    mad = 1.4826 * float(np.median(np.abs(np.concatenate([va - ma, vb - mb])))) + 1e-12
+    return lo_ / hi_, k, lo_ / (mad / np.sqrt(k))
