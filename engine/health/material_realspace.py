@@ -18,7 +18,6 @@ from engine.health.material_spectrum import Spectrum
 RS_MIN_A_PX = 36.0         # lattice constant in frame px from which it runs (graphene <= 0.068 A/px, MoS2 <= 0.088)
 RS_RHO = 0.90              # median column intensities of the two sublattices at least this equal
 RS_Z = 10.0                # the dimmer sublattice's median over the hexagon centres, in standard errors
-RS_CENTRES = 1
 RS_MIN_SITES = 6           # honeycomb sites per sublattice at least
 
 
@@ -113,7 +112,7 @@ def real_space_rescue(img: np.ndarray, b: int, lat: dict) -> dict | None:
         return None
     cache: dict = {}
     for f in (1.0, np.sqrt(3.0)):
-        for test in (site_contrast, centre_contrast) if RS_CENTRES else (site_contrast,):
+        for test in (site_contrast, centre_contrast):
             r = test(img, f * lat["a_px"] / b, cache)
             if r is not None and r[0] >= RS_RHO and r[2] >= RS_Z:
                 return {**lat, "a_px": f * lat["a_px"], "rho": r[0], "width": float("nan"), "real_space": r[1]}
