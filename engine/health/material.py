@@ -30,7 +30,14 @@ WS2, hBN, ...), ``amorphous`` (amorphous carbon or contamination over the field,
 6. **Resolved columns in real space** (fine sampling, a >= 36 px): a hexagon the Fourier cues reject, or
    the scale of a candidate spot when none passes, is tested on the column maxima themselves: sites
    with honeycomb neighbours, the two sublattices' median intensities over the hexagon centres
-   (:func:`site_contrast`; a few Si, a hole or a contamination patch cannot tip a median).
+   (``material_realspace.site_contrast``; a few Si, a hole or a contamination patch cannot tip a
+   median), or, where the columns merge into rings, the sites around the dark hexagon centres
+   (``centre_contrast``). After a faint rejected hexagon (clutter) the scale is searched in real space
+   (``real_space_scan``, 36-90 px).
+7. **Heavy adatoms**: a frame not called graphene is classified once more with the few isolated
+   objects far brighter than the lattice replaced by the background (``material_blobs``), unless a
+   strong crystal lattice was found: at fine sampling such an object is a disc whose transform fills
+   graphene's first-order ring even when clipped.
 
 Frames of at least 384 px a side are binned 2 x 2 first (one 256^2 FFT for a 512^2 frame; the bins
 keep their frequencies in cycles per field, and graphene's {11-20} spots stay below the binned

@@ -18,7 +18,8 @@ from scipy import ndimage
 BLOB_STD = 4.0            # the robust level: mean + this many std of the (iteratively clipped) frame
 BLOB_ITER = 8             # iterations of the clipped mean + std
 BLOB_CORE = 3.0           # a region counts when its peak exceeds median + this x (level - median)
-BLOB_MAX = 12             # at most this many regions (more: a lattice, not isolated objects)
+BLOB_MAX = 4              # at most this many regions (more: a lattice or noise, not isolated adatoms; a vacuum
+                          # frame at 0.29 A/px with 12 hot-pixel "objects" masked showed a noise hexagon)
 BLOB_MAX_AREA = 0.25      # and they cover at most this fraction of the field (grown)
 BLOB_SMOOTH_PX = 1.5      # smoothing (px of the binned frame) before thresholding
 
