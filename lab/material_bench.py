@@ -34,7 +34,7 @@ by frame in this process, and prints the median time per frame and of its materi
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import subprocess
 import sys
@@ -48,18 +48,31 @@ MATERIALS = ("graphene", "MoS2", "amorphous", "vacuum")
 
 
 def load_revision(ref: str):
-    """engine/health/material.py at git revision ``ref`` as a module of its own."""
+    """engine/health/material.py at git revision ``ref`` as a module of its own (with the
+    ``engine/health/material_*.py`` modules it was split into, from the same revision)."""
     root = Path(__file__).resolve().parents[1]
-    src = subprocess.run(["git", "show", f"{ref}:engine/health/material.py"], cwd=root, capture_output=True,
-                         text=True, check=True).stdout
-    path = Path(tempfile.mkdtemp()) / "material_at_ref.py"
-    path.write_text(src)
-    name = f"_material_{abs(hash(ref))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+
+    def show(path):
+        return subprocess.run(["git", "show", f"{ref}:{path}"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout
+
+    names = subprocess.run(["git", "ls-tree", "--name-only", ref, "engine/health/"], cwd=root, capture_output=True,
+                           text=True, check=True).stdout.split()
+    parts = sorted(Path(n).stem for n in names if Path(n).name.startswith("material_") and n.endswith(".py"))
+    pkg = f"_material_{abs(hash(ref))}"
+    tmp = Path(tempfile.mkdtemp()) / pkg
+    tmp.mkdir()
+    (tmp / "__init__.py").write_text("")
+    for stem in ["material"] + parts:
+        src = show(f"engine/health/{stem}.py")
+        for p in parts:                          # the sibling modules of that revision, not today's
+            src = src.replace(f"from engine.health.{p} import", f"from {pkg}.{p} import")
+        (tmp / f"{stem}.py").write_text(src)
+    sys.path.insert(0, str(tmp.parent))
+    try:
+        return importlib.import_module(f"{pkg}.material")
+    finally:
+        sys.path.remove(str(tmp.parent))
 
 
 def _frames(size: int, pixel_size_A: float):
