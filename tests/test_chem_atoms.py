@@ -7,7 +7,8 @@ import pytest
 from scipy.spatial import cKDTree
 
 from engine.chem import find_atoms
-from engine.chem.atoms import assign_other, refine_gaussian
+from engine.chem.atoms import assign_other
+from engine.chem.refine import refine_gaussian
 from engine.chem.reference import defect_field, graphene
 from lab.chem.synth import grid_for, render_probabilities
 from engine.types import Atoms, Probabilities
