@@ -111,7 +111,8 @@ def test_live_service_end_to_end(tmp_path, scene):
         for t in range(18, 21):
             pub.send_frame(scene(t))
             time.sleep(0.05)
-        assert _wait(lambda: svc.status()["recorder"]["written"] == 4)
+        assert _wait(lambda: svc.status()["recorder"]["written"] == 4), (svc.status()["recorder"],
+                                                                          svc.status()["frames_received"])
         svc.stop_recording()
         assert not svc.status()["recorder"]["recording"]
         first = next(iter(RecordingReader(rec)))[0]
