@@ -12,15 +12,13 @@ from lab.net import free_tcp_port
 def test_demo_command_serves_the_dashboard_and_analyses():
     """`stemwatch demo` (what `make demo` runs): simulator -> analyzer -> dashboard; Ctrl-C stops it,
     its simulator process with it, and frees the data port (SIGTERM: tests/test_operator_faults.py)."""
-    import os
     import re
     import signal
-    import socket
     import subprocess
     import sys
     import urllib.request
 
-    from test_operator_faults import _children
+    from _procs import assert_stopped_and_port_free, children as _children, kill_all
 
     data_port = free_tcp_port()
     cmd = [sys.executable, "-m", "stemwatch", "demo", "--source", "simulate", "--port", "0", "--no-browser",
@@ -44,17 +42,9 @@ def test_demo_command_serves_the_dashboard_and_analyses():
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)          # what Ctrl-C does
         _, rest = proc.communicate(timeout=180)
-        assert all(not os.path.exists(f"/proc/{k}") or open(f"/proc/{k}/stat").read().split()[2] == "Z"
-                   for k in kids), "the simulator child outlived the demo"
-        with socket.socket() as s:               # its data port is free again
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", data_port))
+        assert_stopped_and_port_free(kids, data_port)     # the simulator gone, its data port free again
     finally:
-        for k in kids:
-            try:
-                os.kill(k, 9)
-            except OSError:
-                pass
+        kill_all(kids)
         if proc.poll() is None:
             proc.kill()
     err = "".join(err_lines) + rest

@@ -22,6 +22,7 @@ from engine.sim.materials import MaterialMovie
 from engine.sim.movie import MovieSpec, simulate_movie
 from stemwatch.config import Config, ConfigError
 from streamer.frame import Frame
+from _pipeline_fakes import CountingInferencer
 
 OTHERS = ("MoS2", "hBN", "amorphous", "vacuum")
 
@@ -254,25 +255,7 @@ def test_guard_tells_graphene_from_hbn_on_the_same_spots_by_the_sublattice_phase
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
-class LatticeInferencer:
-    """A 'Si' lattice everywhere it is asked (any analysed frame would give atoms and Si): the test is
-    about which frames the pipeline lets through."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def predict(self, image, pixel_size_A):
-        from engine.types import Probabilities
-
-        self.calls += 1
-        h, w = np.shape(image)
-        p = np.zeros((3, h, w), np.float32)
-        p[0] = 1.0
-        yy, xx = np.mgrid[0:h, 0:w]
-        spots = ((yy % 20) < 3) & ((xx % 20) < 3)
-        p[:, spots] = 0.0
-        p[2, spots] = 1.0
-        return Probabilities(p, float(pixel_size_A), (h, w), float(pixel_size_A))
+LatticeInferencer = CountingInferencer    # a 'Si' lattice everywhere it is asked (tests/_pipeline_fakes.py)
 
 
 @pytest.mark.parametrize("material", OTHERS)

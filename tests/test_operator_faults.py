@@ -12,6 +12,7 @@ import pytest
 from stemwatch.config import StreamConfig
 from streamer import Publisher, Receiver
 from lab.net import free_tcp_port
+from _procs import assert_stopped_and_port_free, children as _children, kill_all
 from _wait import wait_until
 
 TCP = "tcp://127.0.0.1:*"
@@ -657,19 +658,6 @@ def test_a_hung_backend_cannot_hang_live_service_stop(monkeypatch):
         pub.close()
 
 
-def _children(pid):
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as fh:
-                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(d))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
-
-
 # SIGINT (Ctrl-C) on a running demo, its simulator stopped with it and the port freed, is also checked
 # by tests/test_dashboard_demo.py::test_demo_command_serves_the_dashboard_and_analyses (default suite)
 @pytest.mark.parametrize("sig", ["SIGTERM", pytest.param("SIGINT", marks=pytest.mark.slow)])
@@ -694,17 +682,9 @@ def test_demo_stops_with_its_simulator_on_sigterm_and_sigint(sig):
         kids = _children(proc.pid)
         proc.send_signal(getattr(signal, sig))
         proc.wait(120)                                     # hang guard only
-        assert all(not os.path.exists(f"/proc/{k}") or open(f"/proc/{k}/stat").read().split()[2] == "Z"
-                   for k in kids), "the simulator child outlived the demo"
-        with socket.socket() as s:                         # its port is free again
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", port))
+        assert_stopped_and_port_free(kids, port)         # the simulator gone, its port free again
     finally:
-        for k in kids:
-            try:
-                os.kill(k, 9)
-            except OSError:
-                pass
+        kill_all(kids)
         proc.kill()
         proc.wait()
 
