@@ -17,7 +17,7 @@ per pipeline, reset with the series) runs the full check only
   N frames but stays one frame, as with a full check on every frame;
 * whenever the **guard** fires.
 
-The guard (:func:`fingerprint`, :func:`guard`) is a binned spectrum of the frame (block sums to
+The guard (:func:`fingerprint`, :func:`guard`) is a binned spectrum of the frame (block means to
 ~128 px a side, one 128^2 real FFT: 0.5-1 ms of CPU on a loaded 2-core machine): against the spectrum of the frame the verdict came
 from it checks
 
@@ -52,9 +52,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from engine.chem.filters import block_mean
 from engine.health.material import MaterialVerdict
+from engine.health.material_spectrum import full_bins
 
-#: Binned side (px) the guard's spectrum aims at: frames are block-summed by side // TARGET_SIDE_PX.
+#: Binned side (px) the guard's spectrum aims at: frames are block-averaged by side // TARGET_SIDE_PX.
 TARGET_SIDE_PX = 128
 #: ... but the reference lattice's first-order spots stay below this fraction of the binned Nyquist radius.
 MAX_SPOT_NYQUIST = 0.7
@@ -127,23 +129,6 @@ def _binning(shape, spot_radius_cpp: float | None) -> int:
     return int(b)
 
 
-def _bin(img: np.ndarray, b: int) -> np.ndarray:
-    """Sums of the b x b blocks (float32; strided adds, several times faster than a reshape-sum)."""
-    H, W = (img.shape[0] // b) * b, (img.shape[1] // b) * b
-    a = img[:H, :W]
-    if b == 1:
-        return np.array(a, np.float32)
-    # 8/16-bit counts: exact integer sums, converted once (faster than converting every column)
-    acc = np.int32 if np.issubdtype(a.dtype, np.integer) and a.dtype.itemsize <= 2 and b <= 16 else np.float32
-    c = a[:, 0::b].astype(acc)
-    for i in range(1, b):
-        c += a[:, i::b]
-    r = c[0::b].copy()
-    for i in range(1, b):
-        r += c[i::b]
-    return r.astype(np.float32, copy=False)
-
-
 @lru_cache(maxsize=8)
 def _geometry(h: int, w: int):
     """Hann window, ring index (radius in bins of the binned grid, rounded) and ring sizes of an
@@ -180,7 +165,7 @@ def spectrum(image, b: int) -> Spectrum | None:
     a = np.asarray(image)
     if a.ndim != 2 or min(a.shape) < 16 * b:
         return None
-    x = _bin(a, b)
+    x = block_mean(a[:(a.shape[0] // b) * b, :(a.shape[1] // b) * b], b)      # whole blocks only
     if not np.isfinite(x).all():
         if not np.isfinite(x).any():
             return None
@@ -201,14 +186,6 @@ def spectrum(image, b: int) -> Spectrum | None:
     rm = np.exp(np.bincount(ring.ravel(), weights=lp.ravel(), minlength=len(count)) / np.maximum(count, 1)
                 + np.euler_gamma)
     return Spectrum(F, P, rm, b, (h, w))
-
-
-def _coef(F: np.ndarray, ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
-    """F at signed frequency indices (ky, kx) of the full plane, from the rfft half plane."""
-    h = F.shape[0]
-    neg = kx < 0
-    v = F[np.where(neg, -ky, ky) % h, np.abs(kx)]
-    return np.where(neg, np.conj(v), v)
 
 
 _OFF = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
@@ -309,7 +286,7 @@ def fingerprint(image, verdict: MaterialVerdict) -> Fingerprint | None:
             c, s = np.cos(2 * np.pi / 3), np.sin(2 * np.pi / 3)
             ry, rx = (s * vx + c * vy) / sy, (c * vx - s * vy) / sx
             cand = np.array([(int(round(ry)) + dy, int(round(rx)) + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
-            pc = _coef(S.F, cand[:, 0], cand[:, 1])
+            pc = full_bins(S.F, cand[:, 0], cand[:, 1])
             k2 = cand[int(np.argmax(pc.real ** 2 + pc.imag ** 2))]
             spots = np.array([[ky1, kx1], [k2[0], k2[1]], [-(ky1 + k2[0]), -(kx1 + k2[1])]], np.int64)
             ring_idx = np.flatnonzero(band.ravel())
@@ -391,6 +368,14 @@ class CadenceState:
 ESTIMATE_TOL = 0.01
 
 
+def _keys(frame, health) -> tuple[tuple, float, float]:
+    """What a full check's verdict depends on besides the pixels: the frame's shape, its declared pixel
+    size and the lattice estimate of it (NaN where none)."""
+    declared = float(frame.pixel_size_A) if frame.pixel_size_A else float("nan")
+    est = float(getattr(health, "estimated_pixel_size_A", float("nan"))) if health is not None else float("nan")
+    return tuple(int(v) for v in np.shape(frame.data)[:2]), declared, est
+
+
 def _same(a: float, b: float, rel: float = 1e-6) -> bool:
     return (not np.isfinite(a) and not np.isfinite(b)) or (np.isfinite(a) and np.isfinite(b) and
                                                           abs(a - b) <= rel * max(abs(a), abs(b)))
@@ -430,15 +415,13 @@ class MaterialCadence:
             return s.invalid
         if not s.confirmed:
             return f"confirming the verdict of frame {s.checked_frame} (a new or changed verdict)"
-        shape = tuple(int(v) for v in np.shape(frame.data)[:2])
+        shape, declared, est = _keys(frame, health)
         if shape != s.shape:
             return "frame shape changed"
         if health is not None and "fov_jump" in getattr(health, "verdicts", ()):
             return "fov_jump"
-        declared = float(frame.pixel_size_A) if frame.pixel_size_A else float("nan")
         if not _same(declared, s.declared_A):
             return "declared pixel size changed"
-        est = float(getattr(health, "estimated_pixel_size_A", float("nan"))) if health is not None else float("nan")
         if not _same(est, s.estimated_A, ESTIMATE_TOL):
             return "pixel-size estimate changed"
         if s.since + 1 >= self.n:
@@ -471,10 +454,7 @@ class MaterialCadence:
         s.confirmed = s.verdict is not None and s.verdict.verdict == v.verdict
         s.verdict, s.checked_frame, s.since, s.invalid = v, int(frame.seq), 0, ""
         s.full_checks += 1
-        s.shape = tuple(int(x) for x in np.shape(frame.data)[:2])
-        s.declared_A = float(frame.pixel_size_A) if frame.pixel_size_A else float("nan")
-        s.estimated_A = (float(getattr(health, "estimated_pixel_size_A", float("nan"))) if health is not None
-                         else float("nan"))
+        s.shape, s.declared_A, s.estimated_A = _keys(frame, health)
         needs_guard = self.n > 1 and not self._masked(v)
         s.fp = fingerprint(frame.data, v) if needs_guard else None
         if s.fp is not None and s.fp.spots is None and v.verdict in ("graphene", "not_graphene"):
