@@ -36,6 +36,47 @@ def _blocks(img: np.ndarray, f: int, cache: dict | None = None) -> np.ndarray:
     return out
 
 
+def _extrema(sm: np.ndarray, extremum_filter, size: int, border: int) -> np.ndarray:
+    """(K, 2) row, column of the local extrema of ``sm`` (``ndimage.maximum_filter`` or
+    ``minimum_filter`` over ``size`` px) at least ``border`` px from the edge."""
+    pk = sm == extremum_filter(sm, size=size)
+    pk[:border] = False
+    pk[-border:] = False
+    pk[:, :border] = False
+    pk[:, -border:] = False
+    return np.argwhere(pk)
+
+
+def _neighbour_pairs(yx: np.ndarray, r_min: float, r_max: float):
+    """(pairs, d): index pairs of the points ``yx`` between ``r_min`` (exclusive) and ``r_max`` apart, and
+    their (row, column) differences; None with fewer than 2 RS_MIN_SITES points or no such pair."""
+    from scipy.spatial import cKDTree
+
+    if len(yx) < 2 * RS_MIN_SITES:
+        return None
+    pairs = cKDTree(yx.astype(float)).query_pairs(r_max, output_type="ndarray")
+    if not len(pairs):
+        return None
+    d = (yx[pairs[:, 1]] - yx[pairs[:, 0]]).astype(float)
+    far = np.hypot(d[:, 0], d[:, 1]) > r_min
+    pairs, d = pairs[far], d[far]
+    if not len(pairs):
+        return None
+    return pairs, d
+
+
+def _sublattice_contrast(va: np.ndarray, vb: np.ndarray, bg: float, k: int):
+    """(rho = dimmer / brighter, k, z): the two sublattices' median intensities ``va``, ``vb`` above the
+    hexagon centres' ``bg``, and the dimmer one's in standard errors of k sites (from the pooled MAD);
+    None when neither rises above ``bg``."""
+    ma, mb = float(np.median(va)), float(np.median(vb))
+    lo, hi = sorted((ma - bg, mb - bg))
+    if hi <= 0:
+        return None
+    mad = 1.4826 * float(np.median(np.abs(np.concatenate([va - ma, vb - mb])))) + 1e-12
+    return lo / hi, k, lo / (mad / np.sqrt(k))
+
+
 def site_contrast(img: np.ndarray, a_px: float, cache: dict | None = None):
     """Sublattice contrast measured in real space, for fields where the atom columns are resolved.
 
@@ -48,30 +89,16 @@ def site_contrast(img: np.ndarray, a_px: float, cache: dict | None = None):
     few Si (on one sublattice by chance), a hole or a contamination patch cannot tip them (the
     bispectrum of a 15-35 A field can). Returns (rho = dimmer / brighter, sites of the smaller
     sublattice, z = the dimmer sublattice's contrast in standard errors from the sites' MAD) or None."""
-    from scipy.spatial import cKDTree
-
     cc = a_px / np.sqrt(3.0)
     f = max(1, int(cc // 8))
     img = _blocks(img, f, cache)
     cc /= f
     sm = ndimage.gaussian_filter(np.asarray(img, np.float32), 0.2 * cc)
-    pk = sm == ndimage.maximum_filter(sm, size=max(3, int(0.7 * cc) | 1))
-    m = int(np.ceil(cc))
-    pk[:m] = False
-    pk[-m:] = False
-    pk[:, :m] = False
-    pk[:, -m:] = False
-    yx = np.argwhere(pk)
-    if len(yx) < 2 * RS_MIN_SITES:
+    yx = _extrema(sm, ndimage.maximum_filter, max(3, int(0.7 * cc) | 1), int(np.ceil(cc)))
+    pp = _neighbour_pairs(yx, 0.7 * cc, 1.3 * cc)
+    if pp is None:
         return None
-    pairs = cKDTree(yx.astype(float)).query_pairs(1.3 * cc, output_type="ndarray")
-    if not len(pairs):
-        return None
-    d = (yx[pairs[:, 1]] - yx[pairs[:, 0]]).astype(float)
-    far = np.hypot(d[:, 0], d[:, 1]) > 0.7 * cc
-    pairs, d = pairs[far], d[far]
-    if not len(pairs):
-        return None
+    pairs, d = pp
     th = np.arctan2(d[:, 0], d[:, 1])
     th0 = np.angle(np.exp(6j * th).mean()) / 6.0
     c3 = np.cos(3.0 * (th - th0))               # +1: bond i -> j along th0 + n 120 (i on one sublattice)
@@ -91,13 +118,7 @@ def site_contrast(img: np.ndarray, a_px: float, cache: dict | None = None):
                            ).reshape(-1, 2) for sel, off in ((A, np.pi / 3), (B, 0.0))])
     cy = np.clip(np.rint(cen[:, 0]).astype(np.intp), 0, sm.shape[0] - 1)
     cx = np.clip(np.rint(cen[:, 1]).astype(np.intp), 0, sm.shape[1] - 1)
-    bg = float(np.median(sm[cy, cx]))
-    ma, mb = float(np.median(inten[A])), float(np.median(inten[B]))
-    lo, hi = sorted((ma - bg, mb - bg))
-    if hi <= 0:
-        return None
-    mad = 1.4826 * float(np.median(np.abs(np.concatenate([inten[A] - ma, inten[B] - mb])))) + 1e-12
-    return lo / hi, min(na, nb), lo / (mad / np.sqrt(min(na, nb)))
+    return _sublattice_contrast(inten[A], inten[B], float(np.median(sm[cy, cx])), min(na, nb))
 
 
 def real_space_rescue(img: np.ndarray, b: int, lat: dict) -> dict | None:
@@ -175,30 +196,17 @@ def centre_contrast(img: np.ndarray, a_px: float, cache: dict | None = None):
     degrees, alternately on sublattice A and B. Their intensities (smoothed frame) are pooled per
     sublattice: medians above the centres' median, as in :func:`site_contrast`. Returns (rho, centres
     used, z) or None."""
-    from scipy.spatial import cKDTree
-
     cc = a_px / np.sqrt(3.0)
     f = max(1, int(cc // 8))
     img = _blocks(img, f, cache)
     cc /= f
     a = cc * np.sqrt(3.0)
     sm = ndimage.gaussian_filter(np.asarray(img, np.float32), 0.25 * cc)
-    lo = sm == ndimage.minimum_filter(sm, size=max(3, int(1.2 * cc) | 1))
-    m = int(np.ceil(1.2 * cc)) + 1
-    lo[:m] = False
-    lo[-m:] = False
-    lo[:, :m] = False
-    lo[:, -m:] = False
-    yx = np.argwhere(lo)
-    if len(yx) < 2 * RS_MIN_SITES:
+    yx = _extrema(sm, ndimage.minimum_filter, max(3, int(1.2 * cc) | 1), int(np.ceil(1.2 * cc)) + 1)
+    pp = _neighbour_pairs(yx, 0.8 * a, 1.2 * a)
+    if pp is None:
         return None
-    pairs = cKDTree(yx.astype(float)).query_pairs(1.2 * a, output_type="ndarray")
-    if not len(pairs):
-        return None
-    d = (yx[pairs[:, 1]] - yx[pairs[:, 0]]).astype(float)
-    pairs, d = pairs[np.hypot(d[:, 0], d[:, 1]) > 0.8 * a], d[np.hypot(d[:, 0], d[:, 1]) > 0.8 * a]
-    if not len(pairs):
-        return None
+    pairs, d = pp
     th = np.arctan2(d[:, 0], d[:, 1])
     thc = np.angle(np.exp(6j * th).mean()) / 6.0
     on = np.cos(6.0 * (th - thc)) > 0.5                  # along a lattice direction (+- 10 degrees: scan distortions)
@@ -214,11 +222,5 @@ def centre_contrast(img: np.ndarray, a_px: float, cache: dict | None = None):
     ix = np.clip(np.rint(pts[..., 1]).astype(np.intp), 0, sm.shape[1] - 1)
     v = sm[iy, ix]                                       # (centres, 6): A, B, A, B, A, B
     va, vb = v[:, 0::2].ravel(), v[:, 1::2].ravel()
-    bg = float(np.median(sm[c[:, 0].astype(np.intp), c[:, 1].astype(np.intp)]))
-    ma, mb = float(np.median(va)), float(np.median(vb))
-    lo_, hi_ = sorted((ma - bg, mb - bg))
-    if hi_ <= 0:
-        return None
-    k = len(c)
-    mad = 1.4826 * float(np.median(np.abs(np.concatenate([va - ma, vb - mb])))) + 1e-12
-    return lo_ / hi_, k, lo_ / (mad / np.sqrt(k))
+    return _sublattice_contrast(va, vb, float(np.median(sm[c[:, 0].astype(np.intp), c[:, 1].astype(np.intp)])),
+                                len(c))
