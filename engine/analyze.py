@@ -125,10 +125,10 @@ class ResultWriter:
         mat = getattr(r, "material", None)
         if mat is not None:
             self.material_counts[mat.verdict] += 1
-            self.material_carried += int(getattr(mat, "carried_from_frame", -1) >= 0)
+            carried = getattr(mat, "carried_from_frame", -1) >= 0     # a CadencedVerdict carried over
+            self.material_carried += int(carried)
             # the reasons of full checks (a carried-over verdict repeats its check's reason)
-            if not mat.is_graphene and getattr(mat, "carried_from_frame", -1) < 0 and \
-                    mat.reason not in self.material_reasons:
+            if not mat.is_graphene and not carried and mat.reason not in self.material_reasons:
                 self.material_reasons.append(mat.reason)
         if r.error:
             self.n_errors += 1

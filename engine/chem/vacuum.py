@@ -228,8 +228,9 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
         num = ndimage.gaussian_filter(Mc * w, s_l, mode="nearest")
         den = ndimage.gaussian_filter(w, s_l, mode="nearest")
         L = np.where(den > 1e-3, num / np.maximum(den, 1e-3), L).astype(np.float32)
-    (at_m,) = sample_bilinear((M,), *to_rc(xy_A, g))
-    (at_l,) = sample_bilinear((L,), *(v / k2 for v in to_rc(xy_A, g)))
+    r, c = to_rc(xy_A, g)
+    (at_m,) = sample_bilinear((M,), r, c)
+    (at_l,) = sample_bilinear((L,), r / k2, c / k2)
     dip = (at_l - at_m) / unit
     # darker than the lattice: the frame at the atom (matched to the probe) against the lattice level there.
     # A lattice atom rises above the level; a place in vacuum lies below it by the hole's depth (> 1 D)
