@@ -201,6 +201,14 @@ def bench_pipeline_cadence(n: int = 24, size: int = 512, repeat: int = 2) -> dic
                 "material_ms_mean": 1e3 * float(np.mean(mat[k]))} for k in pipes}
 
 
+def _write_json(res: dict, path: str | None) -> int:
+    """Write the figures to ``path`` (if given); the command's exit status."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(res, f, indent=1)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=512, help="frame side in px (default 512)")
@@ -232,10 +240,7 @@ def main(argv=None) -> int:
         for k, v in res.items():
             print(f"| {k} | {v['frames_per_s']:.1f} | {v['cpu_ms']:.1f} | {v['material_ms_median']:.2f} / "
                   f"{v['material_ms_mean']:.2f} |")
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(res, f, indent=1)
-        return 0
+        return _write_json(res, a.json)
     if a.series:
         import os
 
@@ -252,10 +257,7 @@ def main(argv=None) -> int:
               "| guard alone | | (no carried-over frame) |")
         print(f"| full checks per series | {res['frames']} | {res['full_checks']} (every {res['every_n']}; "
               f"guard fired {res['guard_fired']}) |")
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(res, f, indent=1)
-        return 0
+        return _write_json(res, a.json)
     against = load_revision(a.against) if a.against else None
     res = bench(a.size, a.repeat, a.pixel_size, against)
     print(f"classify_material on {a.size}x{a.size} frames at {a.pixel_size} A/px, {a.repeat} calls each "
@@ -269,10 +271,7 @@ def main(argv=None) -> int:
             print(f"| {k} | old / current | {v['old']['cpu_ms'] / v['new']['cpu_ms']:.1f}x | "
                   f"{v['old']['min_ms'] / v['new']['min_ms']:.1f}x | "
                   f"{v['old']['median_ms'] / v['new']['median_ms']:.1f}x | |")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
-    return 0
+    return _write_json(res, a.json)
 
 
 if __name__ == "__main__":
