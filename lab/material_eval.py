@@ -69,6 +69,7 @@ def evaluate(per_kind: int = 40, seed: int = 2026, size: int = 512, dose_range=(
              progress: bool = False, px_range=(0.03, 0.3)) -> dict:
     """Classify ``per_kind`` frames of every kind under every declaration; return counts and costs."""
     from engine.health.material import classify_material
+    from engine.sim.imaging import ImagingParams
 
     rng = np.random.default_rng(seed)
     kinds = kinds or GRAPHENE_KINDS + OTHER_KINDS
@@ -80,6 +81,8 @@ def evaluate(per_kind: int = 40, seed: int = 2026, size: int = 512, dose_range=(
             ex = draw(kind, rng, size, dose_range, px_range)
             is_g = kind in GRAPHENE_KINDS
             cover = graphene_cover(ex) if is_g else 0.0
+            snr = ImagingParams(**{k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in ex.params["imaging"].items()}).atom_snr(ex.pixel_size_A)
             if is_g and cover < 0.5:
                 covered[kind] += 1
             for name, f in DECLARED:
@@ -88,7 +91,8 @@ def evaluate(per_kind: int = 40, seed: int = 2026, size: int = 512, dose_range=(
                 key = kind if (not is_g or cover >= 0.5) else kind + " (mostly covered)"
                 counts[(key, name)][v.verdict] += 1
                 rows.append({"kind": kind, "declared": name, "pixel_size_A": ex.pixel_size_A, "cover": cover,
-                             "dose": ex.params["imaging"]["dose_e_per_A2"], **v.to_dict()})
+                             "dose": ex.params["imaging"]["dose_e_per_A2"], "atom_snr": snr, "index": i,
+                             **v.to_dict()})
             if progress:
                 print(f"\r{kind} {i + 1}/{per_kind}", end="", file=sys.stderr)
     if progress:

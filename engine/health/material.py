@@ -62,7 +62,8 @@ import numpy as np
 
 from engine.health.material_blobs import without_blobs
 from engine.health.material_mask import graphene_mask
-from engine.health.material_realspace import RS_MIN_A_PX, real_space_candidates, real_space_rescue, real_space_scan
+from engine.health.material_realspace import (RS_MIN_A_PX, real_space_candidates, real_space_rescue, real_space_scan,
+                                              real_space_veto)
 from engine.health.material_spectrum import MIN_A_PX, O3, R_MAX, Spectrum, full_bins, on_lattice
 
 VERDICTS = ("graphene", "not_graphene", "amorphous", "vacuum")
@@ -77,8 +78,11 @@ SPOT_FAINT = 4.0           # the faintest of the three
 SPOT_MIN = 15.0            # a spot's power over the median of its surroundings (noise: exceeds 15 in a
                            # 25-bin search window with p ~ 1e-3; a hexagon needs two more)
 AGREE_MIN = 3              # candidates that must find the same hexagon when its second order does not show
+AGREE_MIN_A_PX = 28.0      # ... and only for lattices at least this wide in frame px (graphene <= 0.088 A/px)
 RADII_TOL = 0.12           # the three first-order spots' radii agree within this fraction
 STEP_RATIO = 3e-3          # a lower-order spot is at least this fraction of the higher one (power)
+RHO_ELEVEN = 0.10         # a hexagon with a sublattice ratio below this may be graphene's {11-20} spots
+RHO_ELEVEN_FINE = 0.30    # ... below this where the first order they imply has resolved columns
 RHO_GRAPHENE = 0.70        # sublattice ratio above this: equal sublattices (simulated hBN <= 0.61, MoS2 <= 0.5)
 RHO_WEAK, STRENGTH_WEAK = 0.85, 10.0   # a lattice with spots this faint needs rho >= RHO_WEAK
 RHO_BORDER = 0.90          # between RHO_GRAPHENE and this, a declared a like MoS2/WS2 (TMD_A) decides
@@ -214,13 +218,20 @@ def _lattice(S: Spectrum, k1, q1, unconfirmed: list | None = None):
     bb, cc = S.spots_auto(np.stack([S.rot(kc, 120.0), S.rot(kc, 60.0)]))
     k2, q2, k60, q60 = bb[0], float(cc[0]), bb[1], float(cc[1])
     rho = _rho(S.F, k1, k2)
-    if not stepped and rho < 0.1:
+    if not stepped and rho < RHO_ELEVEN_FINE:
         # phase ~0: the {11-20} triple of a honeycomb (its structure factor is real and positive)
-        # looks like this; faint first-order spots 30 degrees off at 1/sqrt(3) then decide
+        # looks like this; faint first-order spots 30 degrees off at 1/sqrt(3) then decide. Up to
+        # RHO_ELEVEN_FINE only for a faint hexagon whose first order would have resolved columns
+        # (a >= RS_MIN_A_PX frame px), which the real-space veto then checks: a hole at fine sampling
+        # leaves the {11-20} phase at 0.22-0.23 (seeds 2041, 4001: graphene at 0.047-0.059 A/px and
+        # 5e5-9e5 e/A^2 called not_graphene)
         for ang in (30.0, -30.0):
             b, qb = S.spot(S.rot(k1, ang) / np.sqrt(3.0))
             b2, qb2 = S.spot(S.rot(b, 120.0))
-            if min(qb, qb2) >= SPOT_FAINT and np.hypot(*(b * S.scale)) * max(S.h, S.w) >= 6:
+            kb = np.hypot(*(b * S.scale))
+            fine_ok = rho < RHO_ELEVEN or (S.bin * 2.0 / np.sqrt(3.0) / max(kb, 1e-9) >= RS_MIN_A_PX
+                                           and score < BLOB_SKIP_STRENGTH)   # (strong WS2: 0.1-0.3)
+            if min(qb, qb2) >= SPOT_FAINT and kb * max(S.h, S.w) >= 6 and fine_ok:
                 k1, q1, k2, q2 = b, qb, b2, qb2
                 k60, q60 = S.spot(S.rot(k1, 60.0))
                 rho = _rho(S.F, k1, k2)
@@ -270,6 +281,11 @@ def _agreed(weak: list, S: Spectrum) -> dict | None:
     field of a few unit cells (a 512 px frame at 0.03 A/px is 15 A wide) puts the first order a few
     bins from the origin, and columns as wide as the probe (0.7-1.3 A) leave the {11-20} spots
     (1.23 A) at the noise. Returns the first (best-scored) of the largest agreeing group, or None."""
+    # only where the columns are wide in frame px (fine sampling): at coarser sampling the field holds
+    # hundreds of unit cells and the {11-20} spots lie well inside the band, so a real lattice confirms
+    # itself; there the three strongest noise bins that happen to form a hexagon are each other's
+    # partners and "agree" by construction (a vacuum frame at 0.042 A/px: a = 8.4 px, seed 3001)
+    weak = [w for w in weak if w["a_px"] >= AGREE_MIN_A_PX]
     if len(weak) < AGREE_MIN:
         return None
     best = []
@@ -407,6 +423,11 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
             other = (f"; another hexagonal lattice a = {_fmt_len(lat['a_px'], px)} with {why} covers part of "
                      "the field")
             lat, ok = lat2, True
+    if ok:
+        veto = real_space_veto(img, b, lat)
+        if veto is not None:
+            ok, why = False, (f"2 sublattices of unequal contrast in real space ({veto[0]:.2f} over {veto[1]} sites "
+                              f"per sublattice), though the Fourier cues found them equal ({lat['rho']:.2f})")
     a_px = lat["a_px"]
     fields = dict(lattice_constant_px=a_px, lattice_constant_A=a_px * px if px else float("nan"),
                   symmetry="hexagonal", sublattice_ratio=lat["rho"], column_width_ratio=lat["width"],

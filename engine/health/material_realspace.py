@@ -140,6 +140,25 @@ def real_space_rescue(img: np.ndarray, b: int, lat: dict) -> dict | None:
     return None
 
 
+#: A Fourier graphene verdict at fine sampling is overruled when the columns, found in real space at its
+#: scale, sit on a honeycomb of clearly unequal sublattices (hBN's B/N, MoS2's Mo/S2 read through a second
+#: Fourier lattice, or a noise hexagon's sites): at least RS_Z standard errors, ratio below RS_VETO_RHO
+RS_VETO_RHO = 0.70
+
+
+def real_space_veto(img: np.ndarray, b: int, lat: dict) -> tuple | None:
+    """For a lattice the Fourier cues call graphene at fine sampling (a >= RS_MIN_A_PX frame px): the
+    real-space sublattice contrast (:func:`site_contrast`) when it significantly contradicts them
+    (z >= RS_Z and rho < RS_VETO_RHO), as (rho, sites, z); else None (no contradiction, or the columns
+    are not resolved well enough to tell)."""
+    if lat["a_px"] < RS_MIN_A_PX or lat.get("real_space"):
+        return None
+    r = site_contrast(img, lat["a_px"] / b)
+    if r is not None and r[2] >= RS_Z and r[0] < RS_VETO_RHO:
+        return r
+    return None
+
+
 def real_space_candidates(img: np.ndarray, b: int, S: Spectrum, cands) -> dict | None:
     """No hexagon passed the Fourier tests: at fine sampling (a faint first order a few bins out, or
     clutter of the same size as the columns), try the real-space test at the scale of each candidate
