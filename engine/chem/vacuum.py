@@ -53,7 +53,6 @@ The hexagon centres come from the atoms themselves (for an atom i with neighbour
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from engine.types import Atoms
@@ -105,29 +104,41 @@ BOND_RANGE_A = (1.1, 1.75)
 
 
 def hexagon_centres(xy_A: np.ndarray, most: int = 600) -> np.ndarray:
-    """(K, 2) hexagon centres (A) of atoms with exactly three neighbours at a C-C bond length."""
+    """(K, 2) hexagon centres (A) of atoms with exactly three neighbours at a C-C bond length.
+
+    For atom i with neighbours j, k, l (in the KD-tree's pair order) the centres x_j + x_k - x_i,
+    x_k + x_l - x_i, x_l + x_j - x_i make three blocks (first centres of all such atoms, then the
+    second, the third); every ``len // most``-th row of them is returned, and only those rows are
+    computed."""
     xy = np.asarray(xy_A, np.float64).reshape(-1, 2)
-    if len(xy) < 4:
+    n = len(xy)
+    if n < 4:
         return np.zeros((0, 2))
     pairs = cKDTree(xy).query_pairs(BOND_RANGE_A[1], output_type="ndarray")
     if not len(pairs):
         return np.zeros((0, 2))
-    d = np.hypot(*(xy[pairs[:, 0]] - xy[pairs[:, 1]]).T)
-    pairs = pairs[d >= BOND_RANGE_A[0]]
-    a = np.concatenate([pairs[:, 0], pairs[:, 1]])
-    b = np.concatenate([pairs[:, 1], pairs[:, 0]])
-    order = np.argsort(a, kind="stable")
-    a, b = a[order], b[order]
-    count = np.bincount(a, minlength=len(xy))
+    x, y = xy[:, 0].copy(), xy[:, 1].copy()              # contiguous columns: cheaper gathers
+    p0, p1 = pairs[:, 0], pairs[:, 1]
+    d = np.hypot(x[p0] - x[p1], y[p0] - y[p1])
+    ok = d >= BOND_RANGE_A[0]
+    p0, p1 = p0[ok], p1[ok]
+    a = np.concatenate([p0, p1])
+    b = np.concatenate([p1, p0])
+    # stable order by atom (numpy radix-sorts 16-bit keys: same order as a stable sort of the int64s)
+    order = np.argsort(a.astype(np.uint16) if n <= 65536 else a, kind="stable")
+    b = b[order]
+    count = np.bincount(a, minlength=n)
     three = np.flatnonzero(count == 3)
     if not len(three):
         return np.zeros((0, 2))
-    start = np.concatenate([[0], np.cumsum(count)])[three]
-    nb = b[start[:, None] + np.arange(3)[None]]                           # (n, 3)
-    xi = xy[three][:, None]
-    c = np.concatenate([xy[nb[:, 0]] + xy[nb[:, 1]], xy[nb[:, 1]] + xy[nb[:, 2]], xy[nb[:, 2]] + xy[nb[:, 0]]]) \
-        - np.concatenate([xi[:, 0]] * 3)
-    return c[:: max(1, len(c) // most)]
+    start = (np.cumsum(count) - 3)[three]                 # first of each such atom's three neighbours
+    m = len(three)
+    rows = np.arange(0, 3 * m, max(1, (3 * m) // most))   # the rows kept: block (which pair), atom
+    blk, at = np.divmod(rows, m)
+    j = b[start[at] + blk]
+    k = b[start[at] + np.where(blk == 2, 0, blk + 1)]
+    i = three[at]
+    return np.stack([(x[j] + x[k]) - x[i], (y[j] + y[k]) - y[i]], 1)
 
 
 def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
@@ -138,8 +149,9 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
     frame's typical C atom's rise (inf where the dip is below :data:`DARK_MIN_DIP`); None when the frame
     gives no unit (see the module docstring). ``maps``: :func:`engine.chem.atoms.contrast_maps`."""
     from engine.chem.atoms import gaussian_at, sample_bilinear
-    from engine.chem.filters import block_mean
+    from engine.chem.filters import block_mean, gaussian_filter, gaussian_matrix
     from engine.chem.noise import noise_sigma
+    from engine.chem.quantile import median, percentile
 
     sm, _bg, pxd, f = maps
     px = float(atoms.pixel_size_A)
@@ -160,12 +172,12 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
     coarse = block_mean(sm, k) if k > 1 else sm
     g = f * k                                             # frame pixels per coarse pixel
     for attempt in range(2):
-        M = ndimage.gaussian_filter(coarse.astype(np.float32), np.sqrt(max(window ** 2 - pxd ** 2, 0.0)) / (pxd * k),
-                                    mode="nearest")
+        M = gaussian_filter(coarse.astype(np.float32), np.sqrt(max(window ** 2 - pxd ** 2, 0.0)) / (pxd * k),
+                            "nearest")
         if attempt == 0:
             at_c = sample_bilinear((M,), *to_rc(centres, g))[0]
             s_c = sample_bilinear((sm,), *to_rc(centres, f))[0]
-            unit = float(np.median(at_c - s_c))
+            unit = median(at_c - s_c)
             if not unit > 0:
                 return None
             sigma_m = sigma_px * px / (2.0 * np.sqrt(np.pi) * window)
@@ -201,32 +213,28 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
     cr, cc_ = (v / k2 for v in to_rc(centres, g))
     ci = np.clip(np.rint(cr).astype(np.int64), 0, h - 1) * w_ + np.clip(np.rint(cc_).astype(np.int64), 0, w_ - 1)
     s_u = LATTICE_A / (pxd * k * k2)
-    num = ndimage.gaussian_filter(np.bincount(ci, at_c - s_c, h * w_).reshape(h, w_).astype(np.float32), s_u,
-                                  mode="constant")
-    den = ndimage.gaussian_filter(np.bincount(ci, None, h * w_).reshape(h, w_).astype(np.float32), s_u,
-                                  mode="constant")
+    num, den = gaussian_filter(np.stack([np.bincount(ci, at_c - s_c, h * w_), np.bincount(ci, None, h * w_)])
+                               .reshape(2, h, w_).astype(np.float32), s_u, "constant")
     # the frame's edge is no rim: the density over the part of the window inside the frame, and within
     # 2 LATTICE_A of the edge (where atoms lack the neighbours outside that make hexagons) any centres will do
-    ey = ndimage.gaussian_filter1d(np.ones(h, np.float32), s_u, mode="constant")
-    ex = ndimage.gaussian_filter1d(np.ones(w_, np.float32), s_u, mode="constant")
+    ey = gaussian_matrix(h, s_u, mode="constant").sum(1).astype(np.float32)     # the filter of ones
+    ex = gaussian_matrix(w_, s_u, mode="constant").sum(1).astype(np.float32)
     dens = den / np.maximum(np.outer(ey, ex), 1e-3)
     band = np.minimum.outer(np.minimum(np.arange(h), h - 1 - np.arange(h)),
                             np.minimum(np.arange(w_), w_ - 1 - np.arange(w_))) < 2.0 * s_u
-    full = np.where(band, LATTICE_EDGE, LATTICE_FULL) * float(np.percentile(dens, 75))
+    full = np.where(band, LATTICE_EDGE, LATTICE_FULL) * percentile(dens, 75)
     lattice = (dens >= full) & (num >= LATTICE_MIN * unit * den)
     free = (~lit & lattice).astype(np.float32)
     if free.mean() < LATTICE_MIN_FRACTION:              # too little lattice: what lies far below the median
-        free = (~lit & (Mc >= float(np.median(Mc[~lit] if (~lit).any() else Mc)) - FIRST_CUT * unit)).astype(np.float32)
+        free = (~lit & (Mc >= median(Mc[~lit] if (~lit).any() else Mc) - FIRST_CUT * unit)).astype(np.float32)
         lattice = np.ones_like(lit)
-    L = ndimage.gaussian_filter(Mc * free, s_l, mode="nearest")                    # first pass: the lattice
-    den = ndimage.gaussian_filter(free, s_l, mode="nearest")
-    L = np.where(den > 1e-3, L / np.maximum(den, 1e-3), float(np.median(Mc))).astype(np.float32)
+    L, den = gaussian_filter(np.stack([Mc * free, free]), s_l, "nearest")            # first pass: the lattice
+    L = np.where(den > 1e-3, L / np.maximum(den, 1e-3), median(Mc)).astype(np.float32)
     for _ in range(LEVEL_PASSES):
         w = ((Mc - L <= exclude_bright) & (L - Mc <= exclude) & ~lit & lattice).astype(np.float32)  # no dips, bright spots
         if w.mean() < 0.2:
             break
-        num = ndimage.gaussian_filter(Mc * w, s_l, mode="nearest")
-        den = ndimage.gaussian_filter(w, s_l, mode="nearest")
+        num, den = gaussian_filter(np.stack([Mc * w, w]), s_l, "nearest")
         L = np.where(den > 1e-3, num / np.maximum(den, 1e-3), L).astype(np.float32)
     r, c = to_rc(xy_A, g)
     (at_m,) = sample_bilinear((M,), r, c)
@@ -244,7 +252,7 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
         mf = gaussian_at(sm, np.sqrt(max(PROBE_SIGMA_A ** 2 - pxd ** 2, 0.0)) / pxd,
                          (atoms.xy_px[idx] + 0.5) / f - 0.5, truncate=3.0)
         rise = mf - at_l[idx]
-        typical = float(np.median(rise[len(near):]))
+        typical = median(rise[len(near):])
         sigma_mf = sigma_px * px / (2.0 * np.sqrt(np.pi) * PROBE_SIGMA_A)     # noise of the matched filter
         if typical > 0:
             dark[0, near] = rise[:len(near)] / sigma_mf
