@@ -37,6 +37,7 @@ from scipy.spatial import cKDTree
 from engine.chem.linalg import matmul
 from engine.chem.quantile import median, percentile
 from engine.chem.filters import binomial5, block_mean, gaussian_smooth, pad2d, shift_max
+from engine.chem.maps import WORK_PIXEL_A, contrast_maps, coarse as _coarse  # noqa: F401  (contrast_maps: re-exported)
 from engine.chem.refine import refine_gaussian
 from engine.types import OTHER, SI, Atoms, Probabilities
 
@@ -171,10 +172,6 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-#: positions are computed on a grid no finer than this (finer maps are block-averaged first)
-WORK_PIXEL_A = 0.2
-
-
 def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps: tuple | None = None) -> Atoms:
     """Atoms from ``probs`` (see the module docstring). ``cfg`` is a :class:`ChemistryConfig`.
 
@@ -291,20 +288,6 @@ def border_mask(xy_px: np.ndarray, frame_shape: tuple[int, int], margin_px: floa
 SI_C_RATIO = ((14 / 6) ** 1.4, (14 / 6) ** 2.0)
 
 
-def contrast_maps(image: np.ndarray, pixel_size_A: float) -> tuple:
-    """Frame-level maps for the raw-frame contrast checks, computed once per frame:
-    ``(sm, bg, pxd, f)``: the frame block-averaged by ``f`` to about 0.2 A/px (``pxd``) and smoothed by
-    a 5x5 binomial (sigma 1 px), and its local background (minimum within 3 A: the hexagon hollows, or
-    vacuum in a hole), smoothed the same way."""
-    f = max(1, int(WORK_PIXEL_A / pixel_size_A + 1e-6))
-    img = block_mean(np.asarray(image), f) if f > 1 else np.asarray(image, np.float32)
-    pxd = pixel_size_A * f
-    sm = binomial5(img)
-    size = max(3, int(round(3.0 / pxd)) | 1)
-    bg = binomial5(shift_max(shift_max(sm, size, 0, np.minimum), size, 1, np.minimum))
-    return sm, bg, pxd, f
-
-
 def sample_bilinear(arrays, rows: np.ndarray, cols: np.ndarray) -> list[np.ndarray]:
     """Each 2D array of ``arrays`` (all one shape) at (``rows``, ``cols``), bilinear, coordinates
     clamped to the array: ``ndimage.map_coordinates(a, [rows, cols], order=1, mode="nearest")`` to
@@ -416,9 +399,9 @@ def local_excess(atoms: Atoms, image: np.ndarray, radius_A: float = 3.0, maps: t
     _net, c_level, rc = _net_contrast_and_level(atoms, maps)
     if c_level is None:
         return None
-    sm, _bg, pxd, _f = maps
+    _sm, _bg, pxd, _f = maps
     k = max(1, int(radius_A / (4 * pxd)))              # the window is wide: average on a coarser grid
-    coarse = block_mean(sm, k) if k > 1 else sm
+    coarse = _coarse(maps, k)                          # (the vacuum check's, when the same k)
     rck = [(r + 0.5) / k - 0.5 for r in rc]
     smooth = gaussian_smooth(coarse, radius_A / (pxd * k))
     m = sample_bilinear((smooth,), rck[0], rck[1])[0].astype(smooth.dtype)

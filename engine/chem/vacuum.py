@@ -149,8 +149,8 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
     frame's typical C atom's rise (inf where the dip is below :data:`DARK_MIN_DIP`); None when the frame
     gives no unit (see the module docstring). ``maps``: :func:`engine.chem.atoms.contrast_maps`."""
     from engine.chem.atoms import gaussian_at, sample_bilinear
-    from engine.chem.filters import block_mean, gaussian_filter, gaussian_matrix
-    from engine.chem.noise import noise_sigma
+    from engine.chem.filters import gaussian_filter, gaussian_matrix
+    from engine.chem.maps import coarse as coarse_of, noise_of
     from engine.chem.quantile import median, percentile
 
     sm, _bg, pxd, f = maps
@@ -160,16 +160,14 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
     if len(centres) < MIN_HEXAGONS:
         return None
     img = np.asarray(image)
-    H, W = img.shape
-    crop = img[max(0, H // 2 - 96):H // 2 + 96, max(0, W // 2 - 96):W // 2 + 96]
-    sigma_px = noise_sigma(crop)
+    sigma_px = noise_of(maps, image)                      # (shared with the SNR estimate)
     if not np.isfinite(sigma_px):
         return None
     to_rc = lambda p_A, g: ((p_A[:, 1] / px + 0.5) / g - 0.5, (p_A[:, 0] / px + 0.5) / g - 0.5)  # noqa: E731
     # the unit: hexagon centres' surroundings over the centres themselves, measured at the narrowest window
     window = WINDOW_A[0]
     k = max(1, int(window / (3 * pxd)))                   # the window is wide: smooth on a coarser grid
-    coarse = block_mean(sm, k) if k > 1 else sm
+    coarse = coarse_of(maps, k)                           # (shared with the overlayer check)
     g = f * k                                             # frame pixels per coarse pixel
     for attempt in range(2):
         M = gaussian_filter(coarse.astype(np.float32), np.sqrt(max(window ** 2 - pxd ** 2, 0.0)) / (pxd * k),

@@ -55,9 +55,12 @@ def edge_flags(xy_px: np.ndarray, frame_shape, pixel_size_A: float) -> np.ndarra
     return ~inside_mask(xy_px, frame_shape, HALF_BOND_A / float(pixel_size_A))
 
 
-def estimate_snr(image: np.ndarray, chem) -> float:
-    """Estimated C-atom SNR of the frame (nan when it cannot be measured: < 20 C atoms or < MIN_HEXAGONS hexagons)."""
+def estimate_snr(image: np.ndarray, chem, maps=None) -> float:
+    """Estimated C-atom SNR of the frame (nan when it cannot be measured: < 20 C atoms or < MIN_HEXAGONS
+    hexagons). ``maps``: the frame's :func:`engine.chem.atoms.contrast_maps`, if already computed (the
+    pixel noise it measured for the vacuum check is used again)."""
     from engine.chem.atoms import sample_bilinear
+    from engine.chem.maps import noise_of
     from engine.chem.quantile import nanmedian
 
     atoms = chem.atoms
@@ -71,9 +74,7 @@ def estimate_snr(image: np.ndarray, chem) -> float:
     centres = _hexagon_centres(np.asarray(atoms.xy_px, np.float64), chem.rings, 150)
     if c.sum() < 20 or centres is None:
         return float("nan")
-    H, W = img.shape
-    crop = img[max(0, H // 2 - 96):H // 2 + 96, max(0, W // 2 - 96):W // 2 + 96]
-    sigma = noise_sigma(crop)
+    sigma = noise_of(maps, image)
     if not sigma > 0:
         return float("nan")
     xy = np.asarray(atoms.xy_px, np.float64)
