@@ -293,20 +293,23 @@ def sample_bilinear(arrays, rows: np.ndarray, cols: np.ndarray) -> list[np.ndarr
     clamped to the array: ``ndimage.map_coordinates(a, [rows, cols], order=1, mode="nearest")`` to
     float rounding, in float64, with the weights computed once for all arrays."""
     H, W = arrays[0].shape
-    r = np.clip(np.asarray(rows, np.float64), 0.0, H - 1.0)
-    c = np.clip(np.asarray(cols, np.float64), 0.0, W - 1.0)
+    r = np.minimum(np.maximum(np.asarray(rows, np.float64), 0.0), H - 1.0)    # (np.clip, without its wrapper)
+    c = np.minimum(np.maximum(np.asarray(cols, np.float64), 0.0), W - 1.0)
     r0 = np.minimum(r.astype(np.int64), max(H - 2, 0))
     c0 = np.minimum(c.astype(np.int64), max(W - 2, 0))
     fr, fc = r - r0, c - c0
+    gr, gc = 1.0 - fr, 1.0 - fc
     i = r0 * W + c0
     dr = W if H > 1 else 0
     dc = 1 if W > 1 else 0
+    corners = (i, i + dc, i + dr, i + (dr + dc))              # the four neighbours, shared by all arrays
     out = []
     for a in arrays:
         f = np.asarray(a).ravel()
-        top = f[i] * (1.0 - fc) + f[i + dc] * fc
-        bot = f[i + dr] * (1.0 - fc) + f[i + dr + dc] * fc
-        out.append(top * (1.0 - fr) + bot * fr)
+        v00, v01, v10, v11 = (f.take(k) for k in corners)
+        top = v00 * gc + v01 * fc
+        bot = v10 * gc + v11 * fc
+        out.append(top * gr + bot * fr)
     return out
 
 

@@ -220,6 +220,10 @@ def gaussian_filter_mm(a: np.ndarray, sigma: float, mode: str = "reflect", trunc
     x = np.asarray(a, np.float64)
     stack = x.reshape((-1,) + x.shape[-2:])
     s, h, w = stack.shape
+    if h * h * w <= GEMM_MAX_MNK and w * w * h <= GEMM_MAX_MNK:      # small maps: two dense products
+        out = np.matmul(np.matmul(gaussian_matrix(h, float(sigma), truncate, mode), stack),
+                        gaussian_matrix(w, float(sigma), truncate, mode).T)
+        return out.astype(dt).reshape(a.shape)
     rows = stack[0] if s == 1 else stack.transpose(1, 0, 2).reshape(h, s * w)      # (h, s w)
     rows = _band_product(rows, sigma, truncate, mode)                                # along axis 0
     cols = _band_product(np.ascontiguousarray(rows.reshape(h * s, w).T), sigma, truncate, mode)   # (w, h s)

@@ -85,7 +85,7 @@ def estimate_snr(image: np.ndarray, chem, maps=None) -> float:
 
     def disc_mean(p):
         if step == 1.0:
-            return _disc_means_unit_step(img, p, off, out_dtype)
+            return _disc_means_unit_step(img, p, ps, out_dtype)
         q = (p[:, None, :] + off[None]).reshape(-1, 2)
         v = sample_bilinear((img,), q[:, 1], q[:, 0])[0].astype(out_dtype)
         return v.reshape(len(p), -1).mean(1)
@@ -130,6 +130,18 @@ def _corner_masks(key: tuple, k: int) -> np.ndarray:
     return masks
 
 
+@functools.lru_cache(maxsize=16)
+def _unit_step_stencil(ps: float) -> tuple:
+    """``(lo, k, masks)`` of :func:`_disc_means_unit_step` for the disc of :func:`_disc_offsets` (``ps``):
+    its lowest offset (x, y), the window side and the window's corner masks (once per size)."""
+    off = _disc_offsets(ps)
+    lo = off.min(0)
+    lo.setflags(write=False)
+    d = np.rint(off - lo).astype(np.int64)                  # integer offsets of the samples (x, y)
+    k = int(d.max()) + 2                                    # window side: the samples and one more
+    return lo, k, _corner_masks(tuple(int(v) for v in d.ravel()), k)
+
+
 def _hexagon_centres(xy: np.ndarray, rings, first: int) -> np.ndarray | None:
     """(K, 2) mean position of the first ``first`` hexagons' corners; None with fewer than MIN_HEXAGONS."""
     sizes = getattr(rings, "sizes", None)
@@ -145,8 +157,9 @@ def _hexagon_centres(xy: np.ndarray, rings, first: int) -> np.ndarray | None:
     return np.array([xy[np.asarray(r)].mean(0) for r in hexes[:first]])
 
 
-def _disc_means_unit_step(img: np.ndarray, p: np.ndarray, off: np.ndarray, out_dtype) -> np.ndarray:
-    """(N,) mean of the bilinearly interpolated ``img`` at ``p[n] + off`` (offsets 1 px apart): the
+def _disc_means_unit_step(img: np.ndarray, p: np.ndarray, ps: float, out_dtype) -> np.ndarray:
+    """(N,) mean of the bilinearly interpolated ``img`` at ``p[n] + off`` (``off``: :func:`_disc_offsets`
+    of ``ps``, offsets 1 px apart): the
     samples of one point share their interpolation weights, so the mean is a fixed stencil per
     corner over one window of pixels, gathered once (points whose samples leave the frame, where
     interpolation clamps, take the direct route)."""
@@ -154,9 +167,8 @@ def _disc_means_unit_step(img: np.ndarray, p: np.ndarray, off: np.ndarray, out_d
     from engine.chem.linalg import matmul
 
     H, W = img.shape
-    lo = off.min(0)
-    d = np.rint(off - lo).astype(np.int64)                  # integer offsets of the samples (x, y)
-    k = int(d.max()) + 2                                    # window side: the samples and one more
+    off = _disc_offsets(ps)
+    lo, k, masks = _unit_step_stencil(ps)
     base = np.floor(p + lo)                                 # (x, y) of the window's first pixel
     fx, fy = (p + lo - base).T
     base = base.astype(np.int64)
@@ -167,7 +179,6 @@ def _disc_means_unit_step(img: np.ndarray, p: np.ndarray, off: np.ndarray, out_d
         q = (p[e, None, :] + off[None]).reshape(-1, 2)
         out[e] = sample_bilinear((img,), q[:, 1], q[:, 0])[0].astype(out_dtype).reshape(len(e), -1).mean(1)
     if inner.any() and H >= k and W >= k:
-        masks = _corner_masks(tuple(int(v) for v in d.ravel()), k)
         i = np.flatnonzero(inner)
         flat = np.ascontiguousarray(img).ravel()                 # (a frame is contiguous: no copy)
         win = flat[(base[i, 1] * W + base[i, 0])[:, None] + _window_offsets(k, W)[None]]   # one gather
