@@ -206,7 +206,7 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
     flat_off, basis, basis1, n_inner, ring_dr, ring_dc = _centroid_stencil(float(r), wp)
     pad = pad2d(pa, ((k, k), (k, k)), 0)                  # zeros outside the map
     flat = (rc[:, 0] + k) * wp + (rc[:, 1] + k)
-    base = pad.ravel()[flat[:, None] + flat_off[None]]
+    base = pad.ravel().take(flat[:, None] + flat_off[None])
     peak = pa[rc[:, 0], rc[:, 1]]
     base -= 0.5 * peak[:, None]
     np.maximum(base, 0.0, out=base)
@@ -238,13 +238,14 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
         idx[edge] = np.where(inside, rr * w0 + cc, (ce[:, 0] * w0 + ce[:, 1])[:, None])
     q = p.reshape(3, -1)
     ones = np.ones(idx.shape[1], p.dtype)
-    pw0 = q[0][idx]                                      # (N, K) per class: one gather each
-    class_prob = np.stack([matmul(pw0, ones), matmul(q[1][idx], ones), matmul(q[2][idx], ones)], 1)
+    pw0 = q[0].take(idx)                                 # (N, K) per class: one gather each
+    class_prob = np.stack([matmul(pw0, ones), matmul(q[1].take(idx), ones), matmul(q[2].take(idx), ones)], 1)
     peak0 = 1.0 - pw0.min(1)
     good = peak0 >= cfg.prob_threshold
     if not good.any():
         return empty
-    cen, class_prob, peak0 = cen[good], class_prob[good], peak0[good]
+    # (rows of 2D arrays by take / compress: numpy's advanced indexing of rows costs ~10x more)
+    cen, class_prob, peak0 = cen.compress(good, axis=0), class_prob.compress(good, axis=0), peak0[good]
     class_prob = class_prob / np.maximum(class_prob.sum(1, keepdims=True), 1e-12)
     species = (class_prob[:, 2] > class_prob[:, 1]).astype(np.int8)
     atom_p = class_prob[:, 1] + class_prob[:, 2]
@@ -414,8 +415,14 @@ def local_excess(atoms: Atoms, image: np.ndarray, radius_A: float = 3.0, maps: t
 def _subset(atoms: Atoms, keep: np.ndarray) -> Atoms:
     if keep.all():
         return atoms
-    return Atoms(atoms.xy_px[keep], atoms.species[keep], atoms.confidence[keep], atoms.class_prob[keep],
-                 atoms.border[keep], atoms.pixel_size_A, atoms.frame_shape)
+    return subset(atoms, keep)
+
+
+def subset(atoms: Atoms, keep: np.ndarray) -> Atoms:
+    """The atoms where the bool mask ``keep`` is True (rows by ``compress``: numpy's boolean indexing
+    of an (N, 2) array costs ~10x more)."""
+    return Atoms(atoms.xy_px.compress(keep, axis=0), atoms.species[keep], atoms.confidence[keep],
+                 atoms.class_prob.compress(keep, axis=0), atoms.border[keep], atoms.pixel_size_A, atoms.frame_shape)
 
 
 def pairs_within(xy: np.ndarray, centres: np.ndarray, r: float, dense_limit: int = 200_000

@@ -111,7 +111,8 @@ def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg, exclude: np.ndarray |
     if len(pairs) == 0:
         return np.zeros((0, 2), np.int32), np.zeros(0), 1.0
     i, j = pairs[:, 0], pairs[:, 1]
-    d = np.hypot(xy_A[i, 0] - xy_A[j, 0], xy_A[i, 1] - xy_A[j, 1])
+    x, y = xy_A[:, 0].copy(), xy_A[:, 1].copy()       # (columns: 1D gathers cost a tenth of row gathers)
+    d = np.hypot(x.take(i) - x.take(j), y.take(i) - y.take(j))
     si, sj = species[i], species[j]
     scale = 1.0
     if cfg.calibrate_scale:
@@ -199,7 +200,7 @@ def _close_dangling_pairs(xy_A, species, i, j, d, cutoff, maxc):
     if len(pairs) == 0:
         return i, j, d
     a, b = under[pairs[:, 0]], under[pairs[:, 1]]
-    dd = np.hypot(*(xy_A[a] - xy_A[b]).T)
+    dd = np.hypot(*(xy_A.take(a, axis=0) - xy_A.take(b, axis=0)).T)
     is_under = np.zeros(n, bool)
     is_under[under] = True
     both = is_under[i] & is_under[j]                   # existing bonds between dangling atoms
@@ -285,7 +286,7 @@ def _sort_by_atom_then_angle(xy_A: np.ndarray, src: np.ndarray, dst: np.ndarray
     its atom's few (<= max degree) by comparing angles: the order ``argsort(src + angle / 2 pi)``
     gives (angles of one atom's bonds never tie), at a third of the cost on ~10^4 half-edges."""
     n = int(src.max()) + 1 if len(src) else 0
-    vec = xy_A[dst] - xy_A[src]
+    vec = xy_A.take(dst, axis=0) - xy_A.take(src, axis=0)        # (take: ~10x cheaper than xy_A[dst])
     ang = np.arctan2(vec[:, 1], vec[:, 0])
     order = np.argsort(src.astype(np.uint16) if n <= 1 << 16 else src, kind="stable")
     a = ang[order]
@@ -341,10 +342,12 @@ def faces(xy_A: np.ndarray, bonds: np.ndarray) -> Faces:
     nxt = order[kk]
     n_faces, face = _cycle_labels(nxt)
     size = np.bincount(face, minlength=n_faces)
-    cross = xy_A[src, 0] * xy_A[dst, 1] - xy_A[dst, 0] * xy_A[src, 1]
+    x, y = xy_A[:, 0].copy(), xy_A[:, 1].copy()
+    xs, ys = x.take(src), y.take(src)
+    cross = xs * y.take(dst) - x.take(dst) * ys
     area = 0.5 * np.bincount(face, weights=cross, minlength=n_faces)
-    cx = np.bincount(face, weights=xy_A[src, 0], minlength=n_faces) / size
-    cy = np.bincount(face, weights=xy_A[src, 1], minlength=n_faces) / size
+    cx = np.bincount(face, weights=xs, minlength=n_faces) / size
+    cy = np.bincount(face, weights=ys, minlength=n_faces) / size
     indptr = np.zeros(len(xy_A) + 1, np.int64)
     np.cumsum(np.bincount(src, minlength=len(xy_A)), out=indptr[1:])
     return Faces(src, dst, face, size, area, np.stack([cx, cy], 1), indptr, dst[order])
@@ -396,14 +399,14 @@ def ring_list(xy_A: np.ndarray, f: Faces, min_size: int = 5, max_size: int = 8) 
     is_ring[f.face[:m][bridge]] = False
     sel = is_ring[f.face]
     fh, sh = f.face[sel], f.src[sel]
-    d = xy_A[sh] - f.centre_A[fh]
+    d = xy_A.take(sh, axis=0) - f.centre_A.take(fh, axis=0)
     ang = np.arctan2(d[:, 1], d[:, 0])
     order = np.argsort(fh + (ang + np.pi) * (0.999 / (2 * np.pi)))
     fh, sh = fh[order], sh[order]
     labels = np.flatnonzero(is_ring)
     sizes = f.size[labels]
     offsets = np.concatenate([[0], np.cumsum(sizes)])
-    return RingList(sh.astype(np.int32), offsets, sizes, f.centre_A[labels], labels)
+    return RingList(sh.astype(np.int32), offsets, sizes, f.centre_A.take(labels, axis=0), labels)
 
 
 def bond_angles(xy_A: np.ndarray, bonds: np.ndarray, atoms: np.ndarray | None = None

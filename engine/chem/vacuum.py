@@ -156,7 +156,7 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
     sm, _bg, pxd, f = maps
     px = float(atoms.pixel_size_A)
     xy_A = np.asarray(atoms.xy_px, np.float64) * px
-    centres = hexagon_centres(xy_A[np.asarray(atoms.species) == 0])
+    centres = hexagon_centres(xy_A.compress(np.asarray(atoms.species) == 0, axis=0))
     if len(centres) < MIN_HEXAGONS:
         return None
     img = np.asarray(image)
@@ -304,5 +304,6 @@ def drop_in_vacuum(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float,
         keep &= ~((dark[0] < -dark_sigma) & (dark[1] < -DARK_ATOMS) & (own < own_sigma))
     if keep.all():
         return atoms
-    return Atoms(atoms.xy_px[keep], atoms.species[keep], atoms.confidence[keep], atoms.class_prob[keep],
-                 atoms.border[keep], atoms.pixel_size_A, atoms.frame_shape)
+    from engine.chem.atoms import subset
+
+    return subset(atoms, keep)

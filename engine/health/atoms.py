@@ -44,8 +44,9 @@ def drop_outside(atoms: Atoms, frame_shape, edge_drop_A: float) -> Atoms:
     keep = inside_mask(atoms.xy_px, frame_shape, edge_drop_A / float(atoms.pixel_size_A))
     if keep.all():
         return atoms
-    return Atoms(atoms.xy_px[keep], atoms.species[keep], atoms.confidence[keep], atoms.class_prob[keep],
-                 atoms.border[keep], atoms.pixel_size_A, atoms.frame_shape)
+    from engine.chem.atoms import subset
+
+    return subset(atoms, keep)
 
 
 def edge_flags(xy_px: np.ndarray, frame_shape, pixel_size_A: float) -> np.ndarray:
@@ -90,7 +91,7 @@ def estimate_snr(image: np.ndarray, chem, maps=None) -> float:
         v = sample_bilinear((img,), q[:, 1], q[:, 0])[0].astype(out_dtype)
         return v.reshape(len(p), -1).mean(1)
 
-    cxy = xy[c]
+    cxy = xy.compress(c, axis=0)
     cxy = cxy[:: max(1, len(cxy) // 300)]          # a few hundred atoms fix the median
     h = nanmedian(disc_mean(cxy)) - nanmedian(disc_mean(centres))
     sp = PROBE_FWHM_A / 2.3548
@@ -150,7 +151,7 @@ def _hexagon_centres(xy: np.ndarray, rings, first: int) -> np.ndarray | None:
         if len(six) < MIN_HEXAGONS:
             return None
         idx = np.asarray(rings.atoms)[np.asarray(rings.offsets)[six[:first], None] + np.arange(6)]
-        return xy[idx].mean(1)
+        return xy.take(idx, axis=0).mean(1)
     hexes = [r for r in (rings or []) if len(r) == 6]
     if len(hexes) < MIN_HEXAGONS:
         return None
