@@ -90,7 +90,7 @@ def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg, exclude: np.ndarray |
     pairs = tree.query_pairs(float(table[0, 0]) * scale_max, output_type="ndarray")
     if heavy.any():
         if len(pairs):
-            pairs = pairs[~(heavy[pairs[:, 0]] | heavy[pairs[:, 1]])]
+            pairs = pairs.compress(~(heavy[pairs[:, 0]] | heavy[pairs[:, 1]]), axis=0)
         hidx = np.flatnonzero(heavy)
         r_heavy = max(float(table[1:].max()), float(cfg.si_c_shell_A[1]) + 0.3 if cfg.si_c_shell_A else 0.0)
         r = r_heavy * scale_max
