@@ -182,7 +182,7 @@ def _disc_means_unit_step(img: np.ndarray, p: np.ndarray, ps: float, out_dtype) 
     if inner.any() and H >= k and W >= k:
         i = np.flatnonzero(inner)
         flat = np.ascontiguousarray(img).ravel()                 # (a frame is contiguous: no copy)
-        win = flat[(base[i, 1] * W + base[i, 0])[:, None] + _window_offsets(k, W)[None]]   # one gather
+        win = flat.take((base[i, 1] * W + base[i, 0])[:, None] + _window_offsets(k, W)[None])   # one gather
         s = matmul(win.astype(np.float64), masks)               # sums at the 4 corners' offsets
         wy, wx = fy[i], fx[i]
         out[i] = ((1 - wy) * (1 - wx) * s[:, 0] + (1 - wy) * wx * s[:, 1] + wy * (1 - wx) * s[:, 2]
