@@ -52,6 +52,8 @@ The hexagon centres come from the atoms themselves (for an atom i with neighbour
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -141,6 +143,24 @@ def hexagon_centres(xy_A: np.ndarray, most: int = 600) -> np.ndarray:
     return np.stack([(x[j] + x[k]) - x[i], (y[j] + y[k]) - y[i]], 1)
 
 
+@functools.lru_cache(maxsize=16)
+def _density_norm(h: int, w: int, s_u: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per level-grid geometry (read-only, computed once): the part of the Gaussian window of ``s_u``
+    inside the grid at each point (float32, at least 1e-3), and the share of the 75th-percentile density
+    a point needs (:data:`LATTICE_EDGE` within 2 ``s_u`` of the grid's edge, :data:`LATTICE_FULL` inside)."""
+    from engine.chem.filters import gaussian_matrix
+
+    ey = gaussian_matrix(h, s_u, mode="constant").sum(1).astype(np.float32)     # the filter of ones
+    ex = gaussian_matrix(w, s_u, mode="constant").sum(1).astype(np.float32)
+    inside = np.maximum(np.outer(ey, ex), 1e-3)
+    band = np.minimum.outer(np.minimum(np.arange(h), h - 1 - np.arange(h)),
+                            np.minimum(np.arange(w), w - 1 - np.arange(w))) < 2.0 * s_u
+    share = np.where(band, LATTICE_EDGE, LATTICE_FULL)
+    inside.setflags(write=False)
+    share.setflags(write=False)
+    return inside, share
+
+
 def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
     """``(dip, threshold, own, dark)``: (N,) dip of each atom's surroundings in units of ``D``, the
     threshold in the same units, (N,) each atom's own contrast over its surroundings in noise sigma (inf
@@ -149,7 +169,7 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
     frame's typical C atom's rise (inf where the dip is below :data:`DARK_MIN_DIP`); None when the frame
     gives no unit (see the module docstring). ``maps``: :func:`engine.chem.atoms.contrast_maps`."""
     from engine.chem.atoms import gaussian_at, sample_bilinear
-    from engine.chem.filters import gaussian_filter, gaussian_matrix
+    from engine.chem.filters import gaussian_filter
     from engine.chem.maps import coarse as coarse_of, noise_of
     from engine.chem.quantile import median, percentile
 
@@ -215,12 +235,9 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
                                .reshape(2, h, w_).astype(np.float32), s_u, "constant")
     # the frame's edge is no rim: the density over the part of the window inside the frame, and within
     # 2 LATTICE_A of the edge (where atoms lack the neighbours outside that make hexagons) any centres will do
-    ey = gaussian_matrix(h, s_u, mode="constant").sum(1).astype(np.float32)     # the filter of ones
-    ex = gaussian_matrix(w_, s_u, mode="constant").sum(1).astype(np.float32)
-    dens = den / np.maximum(np.outer(ey, ex), 1e-3)
-    band = np.minimum.outer(np.minimum(np.arange(h), h - 1 - np.arange(h)),
-                            np.minimum(np.arange(w_), w_ - 1 - np.arange(w_))) < 2.0 * s_u
-    full = np.where(band, LATTICE_EDGE, LATTICE_FULL) * percentile(dens, 75)
+    inside, share = _density_norm(h, w_, float(s_u))
+    dens = den / inside
+    full = share * percentile(dens, 75)
     lattice = (dens >= full) & (num >= LATTICE_MIN * unit * den)
     free = (~lit & lattice).astype(np.float32)
     if free.mean() < LATTICE_MIN_FRACTION:              # too little lattice: what lies far below the median
