@@ -297,8 +297,9 @@ def _sort_by_atom_then_angle(xy_A: np.ndarray, src: np.ndarray, dst: np.ndarray
     rel = np.arange(len(src)) - start
     rank = np.zeros(len(src), np.intp)
     for o in range(1, int(counts.max()) if n else 0):
-        j = start + (rel + o) % deg
-        rank += (deg > o) & (a[j] < a)
+        t = rel + o                                   # (rel + o) % deg without the division where deg > o
+        j = start + np.where(t >= deg, t - deg, t)    # (elsewhere j is masked out: only kept in bounds)
+        rank += (deg > o) & (a.take(j, mode="clip") < a)
     out = np.empty_like(order)
     out[start + rank] = order
     return out, start, deg
@@ -315,11 +316,11 @@ def _cycle_labels(nxt: np.ndarray) -> tuple[int, np.ndarray]:
     low = np.arange(n)
     jump = nxt.copy()
     while True:
-        new = np.minimum(low, low[jump])
+        new = np.minimum(low, low.take(jump))
         if np.array_equal(new, low):
             break
         low = new
-        jump = jump[jump]
+        jump = jump.take(jump)
     root = low == np.arange(n)
     return int(root.sum()), (np.cumsum(root) - 1)[low]
 
@@ -338,7 +339,8 @@ def faces(xy_A: np.ndarray, bonds: np.ndarray) -> Faces:
     twin = np.concatenate([np.arange(m, 2 * m), np.arange(m)])
     # arriving by u->v: at v, take the neighbour just before u in increasing-angle order
     k = pos[twin]                                  # position of v->u in the sorted array
-    kk = start[k] + (k - start[k] - 1) % deg[k]
+    sk = start.take(k)
+    kk = np.where(k > sk, k - 1, sk + deg.take(k) - 1)      # start + (k - start - 1) % deg, no division
     nxt = order[kk]
     n_faces, face = _cycle_labels(nxt)
     size = np.bincount(face, minlength=n_faces)
