@@ -17,6 +17,7 @@ a few ``bincount``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,7 +52,20 @@ def adatom_mask(xy_A: np.ndarray, species: np.ndarray, r_A: float = 1.75, min_c:
 
 
 def cutoff_table(cutoffs: dict) -> np.ndarray:
-    """3x3 table of bond cutoffs (A) indexed by species codes; "other" falls back to Si's."""
+    """3x3 table of bond cutoffs (A) indexed by species codes; "other" falls back to Si's (a fresh
+    array; built once per set of cutoffs)."""
+    try:
+        return _cutoff_table(tuple(sorted(cutoffs.items()))).copy()
+    except TypeError:                                   # unhashable values: build it here
+        return _build_cutoff_table(cutoffs)
+
+
+@functools.lru_cache(maxsize=8)
+def _cutoff_table(items: tuple) -> np.ndarray:
+    return _build_cutoff_table(dict(items))
+
+
+def _build_cutoff_table(cutoffs: dict) -> np.ndarray:
     def get(a: str, b: str) -> float:
         for key in (f"{a}-{b}", f"{b}-{a}"):
             if key in cutoffs:
@@ -118,7 +132,7 @@ def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg, exclude: np.ndarray |
     if cfg.calibrate_scale:
         cc = d[(si == 0) & (sj == 0)]
         if cc.size >= 20:
-            scale = float(np.clip(median(cc) / CC_A, 1 / scale_max, scale_max))
+            scale = min(max(median(cc) / CC_A, 1 / scale_max), scale_max)     # (np.clip on a scalar: ~10 us)
     keep = d <= table[si, sj] * scale
     if cfg.si_c_shell_A and heavy.any():
         hc = (si != 0) != (sj != 0)                       # one heavy atom, one C
