@@ -240,13 +240,14 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
     ones = np.ones(idx.shape[1], p.dtype)
     pw0 = q[0].take(idx)                                 # (N, K) per class: one gather each
     class_prob = np.stack([matmul(pw0, ones), matmul(q[1].take(idx), ones), matmul(q[2].take(idx), ones)], 1)
-    peak0 = 1.0 - pw0.min(1)
+    peak0 = 1.0 - _row_min(pw0)
     good = peak0 >= cfg.prob_threshold
     if not good.any():
         return empty
     # (rows of 2D arrays by take / compress: numpy's advanced indexing of rows costs ~10x more)
     cen, class_prob, peak0 = cen.compress(good, axis=0), class_prob.compress(good, axis=0), peak0[good]
-    class_prob = class_prob / np.maximum(class_prob.sum(1, keepdims=True), 1e-12)
+    total = (class_prob[:, 0] + class_prob[:, 1]) + class_prob[:, 2]    # = .sum(1): the same order, ~10x faster
+    class_prob = class_prob / np.maximum(total[:, None], 1e-12)
     species = (class_prob[:, 2] > class_prob[:, 1]).astype(np.int8)
     atom_p = class_prob[:, 1] + class_prob[:, 2]
     p_species = np.where(species == SI, class_prob[:, 2], class_prob[:, 1]) / np.where(atom_p > 0, atom_p, 1)
@@ -276,6 +277,15 @@ def find_atoms(probs: Probabilities, cfg, image: np.ndarray | None = None, maps:
                                    cfg.vacuum_own_sigma, cfg.vacuum_dark_sigma)
     atoms.border = border_mask(atoms.xy_px, probs.frame_shape, cfg.border_A / frame_px_A)
     return atoms
+
+
+def _row_min(a: np.ndarray) -> np.ndarray:
+    """``a.min(1)`` of an (N, K) array with few columns, column by column (numpy reduces along a short
+    last axis ~10x slower than it combines whole columns; a minimum is exact in any order)."""
+    out = a[:, 0].copy()
+    for k in range(1, a.shape[1]):
+        np.minimum(out, a[:, k], out=out)
+    return out
 
 
 def border_mask(xy_px: np.ndarray, frame_shape: tuple[int, int], margin_px: float) -> np.ndarray:

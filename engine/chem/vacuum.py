@@ -221,9 +221,10 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
         gy = ((k2 * np.arange(h) + 0.5) * g - 0.5) * px                     # grid rows, columns in A
         gx = ((k2 * np.arange(w_) + 0.5) * g - 0.5) * px
         for part in np.array_split(heavy, max(1, len(heavy) // 64)):        # (h, w, <= 127) at a time
-            dy2 = (gy[:, None] - xy_A[part, 1][None]) ** 2
-            dx2 = (gx[:, None] - xy_A[part, 0][None]) ** 2
-            lit |= ((dy2[:, None, :] + dx2[None, :, :]) <= HEAVY_LIT_A ** 2).any(2)
+            dy2 = (xy_A[part, 1][:, None] - gy[None]) ** 2                  # (heavy atom, grid row)
+            dx2 = (xy_A[part, 0][:, None] - gx[None]) ** 2
+            # any over the heavy atoms as the first axis: numpy reduces a short last axis ~10x slower
+            lit |= np.logical_or.reduce((dy2[:, :, None] + dx2[:, None, :]) <= HEAVY_LIT_A ** 2, axis=0)
     # where the lattice is: its own contrast over the hexagon centres, mapped locally (a lattice the network
     # continues into a hole has centres as dark as its "atoms": no contrast; most of a hole has no centres).
     # The level is taken from there only, so a hole (also a large one, or one cut by the frame's edge) and

@@ -151,7 +151,11 @@ def _hexagon_centres(xy: np.ndarray, rings, first: int) -> np.ndarray | None:
         if len(six) < MIN_HEXAGONS:
             return None
         idx = np.asarray(rings.atoms)[np.asarray(rings.offsets)[six[:first], None] + np.arange(6)]
-        return xy.take(idx, axis=0).mean(1)
+        c = xy.take(idx, axis=0)                           # (K, 6, 2): the corners summed in order, as .mean(1)
+        s = c[:, 0] + c[:, 1]
+        for k in range(2, 6):
+            s = s + c[:, k]
+        return s / 6
     hexes = [r for r in (rings or []) if len(r) == 6]
     if len(hexes) < MIN_HEXAGONS:
         return None
