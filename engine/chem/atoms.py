@@ -108,7 +108,7 @@ def _peaks(smooth: np.ndarray, pa: np.ndarray, threshold: float, min_sep_px: flo
         present[cp] = True
         hit = present[cp[:, None] + (dr * wp + dc)[None]]
         if hit.any():
-            ii, jj = np.nonzero(hit)
+            ii, jj = np.divmod(np.flatnonzero(hit), hit.shape[1])    # = np.nonzero (2D: ~10x slower)
             other = np.searchsorted(cp, cp[ii] + dr[jj] * wp + dc[jj])   # cp is sorted (raster order)
             keep = _resolve_conflicts(len(cand), ii, other, val.astype(np.float64))
             cand = cand[keep]
@@ -447,7 +447,8 @@ def pairs_within(xy: np.ndarray, centres: np.ndarray, r: float, dense_limit: int
     if len(centres) * len(xy) <= dense_limit:
         dx = xy[None, :, 0] - centres[:, 0][:, None]
         dy = xy[None, :, 1] - centres[:, 1][:, None]
-        c, j = np.nonzero(dx * dx + dy * dy < r * r)
+        close = dx * dx + dy * dy < r * r
+        c, j = np.divmod(np.flatnonzero(close), close.shape[1])     # = np.nonzero(close), row-major, ~10x faster
         return c, j
     lists = cKDTree(xy).query_ball_point(centres, r)
     cnt = np.fromiter((len(x) for x in lists), np.int64, len(lists))

@@ -111,7 +111,8 @@ def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg, exclude: np.ndarray |
         if len(hidx) * n <= 200_000:                   # a few heavy atoms: all distances (no tree walk)
             dx = xy_A[None, :, 0] - xy_A[hidx, 0][:, None]
             dy = xy_A[None, :, 1] - xy_A[hidx, 1][:, None]
-            hh, jj = np.nonzero(dx * dx + dy * dy <= r * r * (1 + 1e-12))
+            close = dx * dx + dy * dy <= r * r * (1 + 1e-12)
+            hh, jj = np.divmod(np.flatnonzero(close), close.shape[1])   # = np.nonzero(close), ~10x faster
             ii = hidx[hh]
         else:
             lists = tree.query_ball_point(xy_A[hidx], r)
