@@ -32,12 +32,14 @@ class ContrastMaps(tuple):
         return self
 
     def coarse(self, k: int) -> np.ndarray:
-        """``block_mean(sm, k)`` (``sm`` itself for k <= 1), computed once per ``k``."""
+        """``block_mean(sm, k)`` (``sm`` itself for k <= 1), computed once per ``k`` (read-only)."""
         if k <= 1:
             return self[0]
         key = ("coarse", int(k))
         if key not in self._cache:
-            self._cache[key] = block_mean(self[0], int(k))
+            m = block_mean(self[0], int(k))
+            m.setflags(write=False)                    # shared by the checks: read-only
+            self._cache[key] = m
         return self._cache[key]
 
     def noise_sigma(self) -> float:
