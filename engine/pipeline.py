@@ -389,7 +389,7 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
         atoms = drop_outside(find_atoms(probs, cc, frame.data, maps), shape, cfg.health.edge_drop_A)
         result = build_chemistry(atoms, cc, None, frame.data, maps)    # motifs are named in order, by track()
         if health is not None:
-            health.snr = float(estimate_snr(np.asarray(frame.data), result))
+            health.snr = float(estimate_snr(np.asarray(frame.data), result, maps))   # (the noise: measured once)
         timings["atoms_graph"] = time.perf_counter() - p1
     except Exception as exc:  # one bad frame must not stop the analysis
         msg = f"{type(exc).__name__}: {exc}"

@@ -205,3 +205,66 @@ def test_dark_test_drops_what_lies_below_the_lattice_level_and_keeps_atoms():
     near = np.isfinite(dark[0, :len(xy)])
     assert near.any() and np.median(dark[1, :len(xy)][near]) > -1             # true atoms near it mostly not
     assert np.isinf(dark[:, :len(xy)][:, dip[:len(xy)] <= 0.2]).all()         # only atoms near vacuum are judged
+
+
+def _hexagon_centres_every_row(xy: np.ndarray, most: int) -> np.ndarray:
+    """hexagon_centres as first written: all 3 x n centres, then every len // most-th row."""
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(xy).query_pairs(1.75, output_type="ndarray")
+    d = np.hypot(*(xy[pairs[:, 0]] - xy[pairs[:, 1]]).T)
+    pairs = pairs[d >= 1.1]
+    a = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    b = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    order = np.argsort(a, kind="stable")
+    a, b = a[order], b[order]
+    count = np.bincount(a, minlength=len(xy))
+    three = np.flatnonzero(count == 3)
+    start = np.concatenate([[0], np.cumsum(count)])[three]
+    nb = b[start[:, None] + np.arange(3)[None]]
+    xi = xy[three][:, None]
+    c = np.concatenate([xy[nb[:, 0]] + xy[nb[:, 1]], xy[nb[:, 1]] + xy[nb[:, 2]], xy[nb[:, 2]] + xy[nb[:, 0]]]) \
+        - np.concatenate([xi[:, 0]] * 3)
+    return c[:: max(1, len(c) // most)]
+
+
+@pytest.mark.parametrize("most", [600, 150, 10**6])
+def test_hexagon_centres_computes_only_the_kept_rows_and_keeps_them_all(most):
+    """hexagon_centres computes only every len // most-th centre: the same centres, in the same order,
+    as computing all of them (the vacuum check's unit and lattice map depend on which are kept)."""
+    from engine.chem.reference import graphene
+
+    rng = np.random.default_rng(4)
+    s = graphene(60, 60, rotation_deg=7.0)
+    for trial in range(3):
+        xy = s.xy_A[rng.random(len(s.xy_A)) < (1.0 if trial == 0 else 0.93)]     # vacancies: 2-fold atoms
+        xy = xy + rng.normal(0, 0.05 * trial, xy.shape)
+        np.testing.assert_array_equal(hexagon_centres(xy, most), _hexagon_centres_every_row(xy, most))
+
+
+def test_shared_contrast_maps_give_what_each_check_computes_alone():
+    """contrast_maps' ContrastMaps keeps the coarse block mean and the frame's noise for the vacuum check,
+    the overlayer check and the SNR estimate: the same dips (and the same coarse map, the same noise)
+    as with the plain (sm, bg, pxd, f) tuple, from which each computes its own."""
+    from engine.chem.filters import block_mean
+    from engine.chem.maps import ContrastMaps
+    from engine.chem.noise import central_noise_sigma
+
+    ex, fake = _seed_with_hole(1e4)
+    xy, sp = _in_frame(ex)
+    atoms = _atoms(np.concatenate([xy, fake]), np.concatenate([sp, np.zeros(len(fake), np.int8)]), ex.image.shape)
+    maps = contrast_maps(ex.image, PX)
+    assert isinstance(maps, ContrastMaps) and len(maps) == 4
+    plain = tuple(maps)
+    shared = vacuum_dip(atoms, ex.image, maps, CFG.vacuum_min_dip)
+    alone = vacuum_dip(atoms, ex.image, plain, CFG.vacuum_min_dip)
+    for a, b in zip(shared, alone):
+        np.testing.assert_array_equal(a, b)
+    assert maps.coarse(3) is maps.coarse(3)
+    np.testing.assert_array_equal(maps.coarse(3), block_mean(maps[0], 3))
+    assert maps.noise_sigma() == central_noise_sigma(ex.image)
+    from engine.chem.chemistry import build_chemistry
+    from engine.health.atoms import estimate_snr
+
+    chem = build_chemistry(atoms, CFG, None, ex.image, maps)
+    assert estimate_snr(ex.image, chem, maps) == estimate_snr(ex.image, chem) > 0

@@ -17,6 +17,7 @@ a few ``bincount``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,7 +52,20 @@ def adatom_mask(xy_A: np.ndarray, species: np.ndarray, r_A: float = 1.75, min_c:
 
 
 def cutoff_table(cutoffs: dict) -> np.ndarray:
-    """3x3 table of bond cutoffs (A) indexed by species codes; "other" falls back to Si's."""
+    """3x3 table of bond cutoffs (A) indexed by species codes; "other" falls back to Si's (a fresh
+    array; built once per set of cutoffs)."""
+    try:
+        return _cutoff_table(tuple(sorted(cutoffs.items()))).copy()
+    except TypeError:                                   # unhashable values: build it here
+        return _build_cutoff_table(cutoffs)
+
+
+@functools.lru_cache(maxsize=8)
+def _cutoff_table(items: tuple) -> np.ndarray:
+    return _build_cutoff_table(dict(items))
+
+
+def _build_cutoff_table(cutoffs: dict) -> np.ndarray:
     def get(a: str, b: str) -> float:
         for key in (f"{a}-{b}", f"{b}-{a}"):
             if key in cutoffs:
@@ -90,14 +104,15 @@ def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg, exclude: np.ndarray |
     pairs = tree.query_pairs(float(table[0, 0]) * scale_max, output_type="ndarray")
     if heavy.any():
         if len(pairs):
-            pairs = pairs[~(heavy[pairs[:, 0]] | heavy[pairs[:, 1]])]
+            pairs = pairs.compress(~(heavy[pairs[:, 0]] | heavy[pairs[:, 1]]), axis=0)
         hidx = np.flatnonzero(heavy)
         r_heavy = max(float(table[1:].max()), float(cfg.si_c_shell_A[1]) + 0.3 if cfg.si_c_shell_A else 0.0)
         r = r_heavy * scale_max
         if len(hidx) * n <= 200_000:                   # a few heavy atoms: all distances (no tree walk)
             dx = xy_A[None, :, 0] - xy_A[hidx, 0][:, None]
             dy = xy_A[None, :, 1] - xy_A[hidx, 1][:, None]
-            hh, jj = np.nonzero(dx * dx + dy * dy <= r * r * (1 + 1e-12))
+            close = dx * dx + dy * dy <= r * r * (1 + 1e-12)
+            hh, jj = np.divmod(np.flatnonzero(close), close.shape[1])   # = np.nonzero(close), ~10x faster
             ii = hidx[hh]
         else:
             lists = tree.query_ball_point(xy_A[hidx], r)
@@ -111,13 +126,14 @@ def find_bonds(xy_A: np.ndarray, species: np.ndarray, cfg, exclude: np.ndarray |
     if len(pairs) == 0:
         return np.zeros((0, 2), np.int32), np.zeros(0), 1.0
     i, j = pairs[:, 0], pairs[:, 1]
-    d = np.hypot(xy_A[i, 0] - xy_A[j, 0], xy_A[i, 1] - xy_A[j, 1])
+    x, y = xy_A[:, 0].copy(), xy_A[:, 1].copy()       # (columns: 1D gathers cost a tenth of row gathers)
+    d = np.hypot(x.take(i) - x.take(j), y.take(i) - y.take(j))
     si, sj = species[i], species[j]
     scale = 1.0
     if cfg.calibrate_scale:
         cc = d[(si == 0) & (sj == 0)]
         if cc.size >= 20:
-            scale = float(np.clip(median(cc) / CC_A, 1 / scale_max, scale_max))
+            scale = min(max(median(cc) / CC_A, 1 / scale_max), scale_max)     # (np.clip on a scalar: ~10 us)
     keep = d <= table[si, sj] * scale
     if cfg.si_c_shell_A and heavy.any():
         hc = (si != 0) != (sj != 0)                       # one heavy atom, one C
@@ -199,7 +215,7 @@ def _close_dangling_pairs(xy_A, species, i, j, d, cutoff, maxc):
     if len(pairs) == 0:
         return i, j, d
     a, b = under[pairs[:, 0]], under[pairs[:, 1]]
-    dd = np.hypot(*(xy_A[a] - xy_A[b]).T)
+    dd = np.hypot(*(xy_A.take(a, axis=0) - xy_A.take(b, axis=0)).T)
     is_under = np.zeros(n, bool)
     is_under[under] = True
     both = is_under[i] & is_under[j]                   # existing bonds between dangling atoms
@@ -285,7 +301,7 @@ def _sort_by_atom_then_angle(xy_A: np.ndarray, src: np.ndarray, dst: np.ndarray
     its atom's few (<= max degree) by comparing angles: the order ``argsort(src + angle / 2 pi)``
     gives (angles of one atom's bonds never tie), at a third of the cost on ~10^4 half-edges."""
     n = int(src.max()) + 1 if len(src) else 0
-    vec = xy_A[dst] - xy_A[src]
+    vec = xy_A.take(dst, axis=0) - xy_A.take(src, axis=0)        # (take: ~10x cheaper than xy_A[dst])
     ang = np.arctan2(vec[:, 1], vec[:, 0])
     order = np.argsort(src.astype(np.uint16) if n <= 1 << 16 else src, kind="stable")
     a = ang[order]
@@ -296,8 +312,9 @@ def _sort_by_atom_then_angle(xy_A: np.ndarray, src: np.ndarray, dst: np.ndarray
     rel = np.arange(len(src)) - start
     rank = np.zeros(len(src), np.intp)
     for o in range(1, int(counts.max()) if n else 0):
-        j = start + (rel + o) % deg
-        rank += (deg > o) & (a[j] < a)
+        t = rel + o                                   # (rel + o) % deg without the division where deg > o
+        j = start + np.where(t >= deg, t - deg, t)    # (elsewhere j is masked out: only kept in bounds)
+        rank += (deg > o) & (a.take(j, mode="clip") < a)
     out = np.empty_like(order)
     out[start + rank] = order
     return out, start, deg
@@ -314,11 +331,11 @@ def _cycle_labels(nxt: np.ndarray) -> tuple[int, np.ndarray]:
     low = np.arange(n)
     jump = nxt.copy()
     while True:
-        new = np.minimum(low, low[jump])
+        new = np.minimum(low, low.take(jump))
         if np.array_equal(new, low):
             break
         low = new
-        jump = jump[jump]
+        jump = jump.take(jump)
     root = low == np.arange(n)
     return int(root.sum()), (np.cumsum(root) - 1)[low]
 
@@ -337,14 +354,17 @@ def faces(xy_A: np.ndarray, bonds: np.ndarray) -> Faces:
     twin = np.concatenate([np.arange(m, 2 * m), np.arange(m)])
     # arriving by u->v: at v, take the neighbour just before u in increasing-angle order
     k = pos[twin]                                  # position of v->u in the sorted array
-    kk = start[k] + (k - start[k] - 1) % deg[k]
+    sk = start.take(k)
+    kk = np.where(k > sk, k - 1, sk + deg.take(k) - 1)      # start + (k - start - 1) % deg, no division
     nxt = order[kk]
     n_faces, face = _cycle_labels(nxt)
     size = np.bincount(face, minlength=n_faces)
-    cross = xy_A[src, 0] * xy_A[dst, 1] - xy_A[dst, 0] * xy_A[src, 1]
+    x, y = xy_A[:, 0].copy(), xy_A[:, 1].copy()
+    xs, ys = x.take(src), y.take(src)
+    cross = xs * y.take(dst) - x.take(dst) * ys
     area = 0.5 * np.bincount(face, weights=cross, minlength=n_faces)
-    cx = np.bincount(face, weights=xy_A[src, 0], minlength=n_faces) / size
-    cy = np.bincount(face, weights=xy_A[src, 1], minlength=n_faces) / size
+    cx = np.bincount(face, weights=xs, minlength=n_faces) / size
+    cy = np.bincount(face, weights=ys, minlength=n_faces) / size
     indptr = np.zeros(len(xy_A) + 1, np.int64)
     np.cumsum(np.bincount(src, minlength=len(xy_A)), out=indptr[1:])
     return Faces(src, dst, face, size, area, np.stack([cx, cy], 1), indptr, dst[order])
@@ -396,14 +416,14 @@ def ring_list(xy_A: np.ndarray, f: Faces, min_size: int = 5, max_size: int = 8) 
     is_ring[f.face[:m][bridge]] = False
     sel = is_ring[f.face]
     fh, sh = f.face[sel], f.src[sel]
-    d = xy_A[sh] - f.centre_A[fh]
+    d = xy_A.take(sh, axis=0) - f.centre_A.take(fh, axis=0)
     ang = np.arctan2(d[:, 1], d[:, 0])
     order = np.argsort(fh + (ang + np.pi) * (0.999 / (2 * np.pi)))
     fh, sh = fh[order], sh[order]
     labels = np.flatnonzero(is_ring)
     sizes = f.size[labels]
     offsets = np.concatenate([[0], np.cumsum(sizes)])
-    return RingList(sh.astype(np.int32), offsets, sizes, f.centre_A[labels], labels)
+    return RingList(sh.astype(np.int32), offsets, sizes, f.centre_A.take(labels, axis=0), labels)
 
 
 def bond_angles(xy_A: np.ndarray, bonds: np.ndarray, atoms: np.ndarray | None = None

@@ -28,3 +28,11 @@ def noise_sigma(image: np.ndarray) -> float:
     lap -= 2 * t[:, 1:-1]
     np.abs(lap, out=lap)
     return float(np.sqrt(np.pi / 2.0) * np.mean(lap) / 6.0)
+
+
+def central_noise_sigma(image: np.ndarray) -> float:
+    """:func:`noise_sigma` of the frame's central 192 x 192 pixels (the whole frame when smaller): the
+    noise the vacuum check and the SNR estimate use."""
+    img = np.asarray(image)
+    H, W = img.shape
+    return noise_sigma(img[max(0, H // 2 - 96):H // 2 + 96, max(0, W // 2 - 96):W // 2 + 96])

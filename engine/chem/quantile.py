@@ -28,7 +28,7 @@ def median(x: np.ndarray) -> float:
     if np.isnan(p).any():
         return float("nan")
     lo, hi = p[k - 1], p[k]
-    return float(np.mean(np.array([lo, hi], a.dtype)))
+    return float((lo + hi) / 2)                 # np.mean of the two in their type, without its ~8 us
 
 
 def percentile(x: np.ndarray, q: float) -> float:

@@ -52,8 +52,9 @@ The hexagon centres come from the atoms themselves (for an atom i with neighbour
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from engine.types import Atoms
@@ -105,29 +106,59 @@ BOND_RANGE_A = (1.1, 1.75)
 
 
 def hexagon_centres(xy_A: np.ndarray, most: int = 600) -> np.ndarray:
-    """(K, 2) hexagon centres (A) of atoms with exactly three neighbours at a C-C bond length."""
+    """(K, 2) hexagon centres (A) of atoms with exactly three neighbours at a C-C bond length.
+
+    For atom i with neighbours j, k, l (in the KD-tree's pair order) the centres x_j + x_k - x_i,
+    x_k + x_l - x_i, x_l + x_j - x_i make three blocks (first centres of all such atoms, then the
+    second, the third); every ``len // most``-th row of them is returned, and only those rows are
+    computed."""
     xy = np.asarray(xy_A, np.float64).reshape(-1, 2)
-    if len(xy) < 4:
+    n = len(xy)
+    if n < 4:
         return np.zeros((0, 2))
     pairs = cKDTree(xy).query_pairs(BOND_RANGE_A[1], output_type="ndarray")
     if not len(pairs):
         return np.zeros((0, 2))
-    d = np.hypot(*(xy[pairs[:, 0]] - xy[pairs[:, 1]]).T)
-    pairs = pairs[d >= BOND_RANGE_A[0]]
-    a = np.concatenate([pairs[:, 0], pairs[:, 1]])
-    b = np.concatenate([pairs[:, 1], pairs[:, 0]])
-    order = np.argsort(a, kind="stable")
-    a, b = a[order], b[order]
-    count = np.bincount(a, minlength=len(xy))
+    x, y = xy[:, 0].copy(), xy[:, 1].copy()              # contiguous columns: cheaper gathers
+    p0, p1 = pairs[:, 0], pairs[:, 1]
+    d = np.hypot(x[p0] - x[p1], y[p0] - y[p1])
+    ok = d >= BOND_RANGE_A[0]
+    p0, p1 = p0[ok], p1[ok]
+    a = np.concatenate([p0, p1])
+    b = np.concatenate([p1, p0])
+    # stable order by atom (numpy radix-sorts 16-bit keys: same order as a stable sort of the int64s)
+    order = np.argsort(a.astype(np.uint16) if n <= 65536 else a, kind="stable")
+    b = b[order]
+    count = np.bincount(a, minlength=n)
     three = np.flatnonzero(count == 3)
     if not len(three):
         return np.zeros((0, 2))
-    start = np.concatenate([[0], np.cumsum(count)])[three]
-    nb = b[start[:, None] + np.arange(3)[None]]                           # (n, 3)
-    xi = xy[three][:, None]
-    c = np.concatenate([xy[nb[:, 0]] + xy[nb[:, 1]], xy[nb[:, 1]] + xy[nb[:, 2]], xy[nb[:, 2]] + xy[nb[:, 0]]]) \
-        - np.concatenate([xi[:, 0]] * 3)
-    return c[:: max(1, len(c) // most)]
+    start = (np.cumsum(count) - 3)[three]                 # first of each such atom's three neighbours
+    m = len(three)
+    rows = np.arange(0, 3 * m, max(1, (3 * m) // most))   # the rows kept: block (which pair), atom
+    blk, at = np.divmod(rows, m)
+    j = b[start[at] + blk]
+    k = b[start[at] + np.where(blk == 2, 0, blk + 1)]
+    i = three[at]
+    return np.stack([(x[j] + x[k]) - x[i], (y[j] + y[k]) - y[i]], 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _density_norm(h: int, w: int, s_u: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per level-grid geometry (read-only, computed once): the part of the Gaussian window of ``s_u``
+    inside the grid at each point (float32, at least 1e-3), and the share of the 75th-percentile density
+    a point needs (:data:`LATTICE_EDGE` within 2 ``s_u`` of the grid's edge, :data:`LATTICE_FULL` inside)."""
+    from engine.chem.filters import gaussian_matrix
+
+    ey = gaussian_matrix(h, s_u, mode="constant").sum(1).astype(np.float32)     # the filter of ones
+    ex = gaussian_matrix(w, s_u, mode="constant").sum(1).astype(np.float32)
+    inside = np.maximum(np.outer(ey, ex), 1e-3)
+    band = np.minimum.outer(np.minimum(np.arange(h), h - 1 - np.arange(h)),
+                            np.minimum(np.arange(w), w - 1 - np.arange(w))) < 2.0 * s_u
+    share = np.where(band, LATTICE_EDGE, LATTICE_FULL)
+    inside.setflags(write=False)
+    share.setflags(write=False)
+    return inside, share
 
 
 def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
@@ -138,34 +169,33 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
     frame's typical C atom's rise (inf where the dip is below :data:`DARK_MIN_DIP`); None when the frame
     gives no unit (see the module docstring). ``maps``: :func:`engine.chem.atoms.contrast_maps`."""
     from engine.chem.atoms import gaussian_at, sample_bilinear
-    from engine.chem.filters import block_mean
-    from engine.chem.noise import noise_sigma
+    from engine.chem.filters import gaussian_filter
+    from engine.chem.maps import coarse as coarse_of, noise_of
+    from engine.chem.quantile import median, percentile
 
     sm, _bg, pxd, f = maps
     px = float(atoms.pixel_size_A)
     xy_A = np.asarray(atoms.xy_px, np.float64) * px
-    centres = hexagon_centres(xy_A[np.asarray(atoms.species) == 0])
+    centres = hexagon_centres(xy_A.compress(np.asarray(atoms.species) == 0, axis=0))
     if len(centres) < MIN_HEXAGONS:
         return None
     img = np.asarray(image)
-    H, W = img.shape
-    crop = img[max(0, H // 2 - 96):H // 2 + 96, max(0, W // 2 - 96):W // 2 + 96]
-    sigma_px = noise_sigma(crop)
+    sigma_px = noise_of(maps, image)                      # (shared with the SNR estimate)
     if not np.isfinite(sigma_px):
         return None
     to_rc = lambda p_A, g: ((p_A[:, 1] / px + 0.5) / g - 0.5, (p_A[:, 0] / px + 0.5) / g - 0.5)  # noqa: E731
     # the unit: hexagon centres' surroundings over the centres themselves, measured at the narrowest window
     window = WINDOW_A[0]
     k = max(1, int(window / (3 * pxd)))                   # the window is wide: smooth on a coarser grid
-    coarse = block_mean(sm, k) if k > 1 else sm
+    coarse = coarse_of(maps, k)                           # (shared with the overlayer check)
     g = f * k                                             # frame pixels per coarse pixel
     for attempt in range(2):
-        M = ndimage.gaussian_filter(coarse.astype(np.float32), np.sqrt(max(window ** 2 - pxd ** 2, 0.0)) / (pxd * k),
-                                    mode="nearest")
+        M = gaussian_filter(coarse.astype(np.float32), np.sqrt(max(window ** 2 - pxd ** 2, 0.0)) / (pxd * k),
+                            "nearest")
         if attempt == 0:
             at_c = sample_bilinear((M,), *to_rc(centres, g))[0]
             s_c = sample_bilinear((sm,), *to_rc(centres, f))[0]
-            unit = float(np.median(at_c - s_c))
+            unit = median(at_c - s_c)
             if not unit > 0:
                 return None
             sigma_m = sigma_px * px / (2.0 * np.sqrt(np.pi) * window)
@@ -191,9 +221,10 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
         gy = ((k2 * np.arange(h) + 0.5) * g - 0.5) * px                     # grid rows, columns in A
         gx = ((k2 * np.arange(w_) + 0.5) * g - 0.5) * px
         for part in np.array_split(heavy, max(1, len(heavy) // 64)):        # (h, w, <= 127) at a time
-            dy2 = (gy[:, None] - xy_A[part, 1][None]) ** 2
-            dx2 = (gx[:, None] - xy_A[part, 0][None]) ** 2
-            lit |= ((dy2[:, None, :] + dx2[None, :, :]) <= HEAVY_LIT_A ** 2).any(2)
+            dy2 = (xy_A[part, 1][:, None] - gy[None]) ** 2                  # (heavy atom, grid row)
+            dx2 = (xy_A[part, 0][:, None] - gx[None]) ** 2
+            # any over the heavy atoms as the first axis: numpy reduces a short last axis ~10x slower
+            lit |= np.logical_or.reduce((dy2[:, :, None] + dx2[:, None, :]) <= HEAVY_LIT_A ** 2, axis=0)
     # where the lattice is: its own contrast over the hexagon centres, mapped locally (a lattice the network
     # continues into a hole has centres as dark as its "atoms": no contrast; most of a hole has no centres).
     # The level is taken from there only, so a hole (also a large one, or one cut by the frame's edge) and
@@ -201,32 +232,25 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
     cr, cc_ = (v / k2 for v in to_rc(centres, g))
     ci = np.clip(np.rint(cr).astype(np.int64), 0, h - 1) * w_ + np.clip(np.rint(cc_).astype(np.int64), 0, w_ - 1)
     s_u = LATTICE_A / (pxd * k * k2)
-    num = ndimage.gaussian_filter(np.bincount(ci, at_c - s_c, h * w_).reshape(h, w_).astype(np.float32), s_u,
-                                  mode="constant")
-    den = ndimage.gaussian_filter(np.bincount(ci, None, h * w_).reshape(h, w_).astype(np.float32), s_u,
-                                  mode="constant")
+    num, den = gaussian_filter(np.stack([np.bincount(ci, at_c - s_c, h * w_), np.bincount(ci, None, h * w_)])
+                               .reshape(2, h, w_).astype(np.float32), s_u, "constant")
     # the frame's edge is no rim: the density over the part of the window inside the frame, and within
     # 2 LATTICE_A of the edge (where atoms lack the neighbours outside that make hexagons) any centres will do
-    ey = ndimage.gaussian_filter1d(np.ones(h, np.float32), s_u, mode="constant")
-    ex = ndimage.gaussian_filter1d(np.ones(w_, np.float32), s_u, mode="constant")
-    dens = den / np.maximum(np.outer(ey, ex), 1e-3)
-    band = np.minimum.outer(np.minimum(np.arange(h), h - 1 - np.arange(h)),
-                            np.minimum(np.arange(w_), w_ - 1 - np.arange(w_))) < 2.0 * s_u
-    full = np.where(band, LATTICE_EDGE, LATTICE_FULL) * float(np.percentile(dens, 75))
+    inside, share = _density_norm(h, w_, float(s_u))
+    dens = den / inside
+    full = share * percentile(dens, 75)
     lattice = (dens >= full) & (num >= LATTICE_MIN * unit * den)
     free = (~lit & lattice).astype(np.float32)
     if free.mean() < LATTICE_MIN_FRACTION:              # too little lattice: what lies far below the median
-        free = (~lit & (Mc >= float(np.median(Mc[~lit] if (~lit).any() else Mc)) - FIRST_CUT * unit)).astype(np.float32)
+        free = (~lit & (Mc >= median(Mc[~lit] if (~lit).any() else Mc) - FIRST_CUT * unit)).astype(np.float32)
         lattice = np.ones_like(lit)
-    L = ndimage.gaussian_filter(Mc * free, s_l, mode="nearest")                    # first pass: the lattice
-    den = ndimage.gaussian_filter(free, s_l, mode="nearest")
-    L = np.where(den > 1e-3, L / np.maximum(den, 1e-3), float(np.median(Mc))).astype(np.float32)
+    L, den = gaussian_filter(np.stack([Mc * free, free]), s_l, "nearest")            # first pass: the lattice
+    L = np.where(den > 1e-3, L / np.maximum(den, 1e-3), median(Mc)).astype(np.float32)
     for _ in range(LEVEL_PASSES):
         w = ((Mc - L <= exclude_bright) & (L - Mc <= exclude) & ~lit & lattice).astype(np.float32)  # no dips, bright spots
         if w.mean() < 0.2:
             break
-        num = ndimage.gaussian_filter(Mc * w, s_l, mode="nearest")
-        den = ndimage.gaussian_filter(w, s_l, mode="nearest")
+        num, den = gaussian_filter(np.stack([Mc * w, w]), s_l, "nearest")
         L = np.where(den > 1e-3, num / np.maximum(den, 1e-3), L).astype(np.float32)
     r, c = to_rc(xy_A, g)
     (at_m,) = sample_bilinear((M,), r, c)
@@ -244,7 +268,7 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
         mf = gaussian_at(sm, np.sqrt(max(PROBE_SIGMA_A ** 2 - pxd ** 2, 0.0)) / pxd,
                          (atoms.xy_px[idx] + 0.5) / f - 0.5, truncate=3.0)
         rise = mf - at_l[idx]
-        typical = float(np.median(rise[len(near):]))
+        typical = median(rise[len(near):])
         sigma_mf = sigma_px * px / (2.0 * np.sqrt(np.pi) * PROBE_SIGMA_A)     # noise of the matched filter
         if typical > 0:
             dark[0, near] = rise[:len(near)] / sigma_mf
@@ -298,5 +322,6 @@ def drop_in_vacuum(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float,
         keep &= ~((dark[0] < -dark_sigma) & (dark[1] < -DARK_ATOMS) & (own < own_sigma))
     if keep.all():
         return atoms
-    return Atoms(atoms.xy_px[keep], atoms.species[keep], atoms.confidence[keep], atoms.class_prob[keep],
-                 atoms.border[keep], atoms.pixel_size_A, atoms.frame_shape)
+    from engine.chem.atoms import subset
+
+    return subset(atoms, keep)

@@ -16,7 +16,7 @@ import functools
 
 import numpy as np
 
-from engine.chem.noise import noise_sigma  # noqa: F401  (used here and by the vacuum check in engine.chem)
+from engine.chem.noise import noise_sigma  # noqa: F401  (re-exported; estimate_snr takes it via engine.chem.maps)
 from engine.types import Atoms
 
 HALF_BOND_A = 0.71
@@ -44,8 +44,9 @@ def drop_outside(atoms: Atoms, frame_shape, edge_drop_A: float) -> Atoms:
     keep = inside_mask(atoms.xy_px, frame_shape, edge_drop_A / float(atoms.pixel_size_A))
     if keep.all():
         return atoms
-    return Atoms(atoms.xy_px[keep], atoms.species[keep], atoms.confidence[keep], atoms.class_prob[keep],
-                 atoms.border[keep], atoms.pixel_size_A, atoms.frame_shape)
+    from engine.chem.atoms import subset
+
+    return subset(atoms, keep)
 
 
 def edge_flags(xy_px: np.ndarray, frame_shape, pixel_size_A: float) -> np.ndarray:
@@ -55,9 +56,12 @@ def edge_flags(xy_px: np.ndarray, frame_shape, pixel_size_A: float) -> np.ndarra
     return ~inside_mask(xy_px, frame_shape, HALF_BOND_A / float(pixel_size_A))
 
 
-def estimate_snr(image: np.ndarray, chem) -> float:
-    """Estimated C-atom SNR of the frame (nan when it cannot be measured: < 20 C atoms or < MIN_HEXAGONS hexagons)."""
+def estimate_snr(image: np.ndarray, chem, maps=None) -> float:
+    """Estimated C-atom SNR of the frame (nan when it cannot be measured: < 20 C atoms or < MIN_HEXAGONS
+    hexagons). ``maps``: the frame's :func:`engine.chem.atoms.contrast_maps`, if already computed (the
+    pixel noise it measured for the vacuum check is used again)."""
     from engine.chem.atoms import sample_bilinear
+    from engine.chem.maps import noise_of
     from engine.chem.quantile import nanmedian
 
     atoms = chem.atoms
@@ -71,9 +75,7 @@ def estimate_snr(image: np.ndarray, chem) -> float:
     centres = _hexagon_centres(np.asarray(atoms.xy_px, np.float64), chem.rings, 150)
     if c.sum() < 20 or centres is None:
         return float("nan")
-    H, W = img.shape
-    crop = img[max(0, H // 2 - 96):H // 2 + 96, max(0, W // 2 - 96):W // 2 + 96]
-    sigma = noise_sigma(crop)
+    sigma = noise_of(maps, image)
     if not sigma > 0:
         return float("nan")
     xy = np.asarray(atoms.xy_px, np.float64)
@@ -84,12 +86,12 @@ def estimate_snr(image: np.ndarray, chem) -> float:
 
     def disc_mean(p):
         if step == 1.0:
-            return _disc_means_unit_step(img, p, off, out_dtype)
+            return _disc_means_unit_step(img, p, ps, out_dtype)
         q = (p[:, None, :] + off[None]).reshape(-1, 2)
         v = sample_bilinear((img,), q[:, 1], q[:, 0])[0].astype(out_dtype)
         return v.reshape(len(p), -1).mean(1)
 
-    cxy = xy[c]
+    cxy = xy.compress(c, axis=0)
     cxy = cxy[:: max(1, len(cxy) // 300)]          # a few hundred atoms fix the median
     h = nanmedian(disc_mean(cxy)) - nanmedian(disc_mean(centres))
     sp = PROBE_FWHM_A / 2.3548
@@ -129,6 +131,18 @@ def _corner_masks(key: tuple, k: int) -> np.ndarray:
     return masks
 
 
+@functools.lru_cache(maxsize=16)
+def _unit_step_stencil(ps: float) -> tuple:
+    """``(lo, k, masks)`` of :func:`_disc_means_unit_step` for the disc of :func:`_disc_offsets` (``ps``):
+    its lowest offset (x, y), the window side and the window's corner masks (once per size)."""
+    off = _disc_offsets(ps)
+    lo = off.min(0)
+    lo.setflags(write=False)
+    d = np.rint(off - lo).astype(np.int64)                  # integer offsets of the samples (x, y)
+    k = int(d.max()) + 2                                    # window side: the samples and one more
+    return lo, k, _corner_masks(tuple(int(v) for v in d.ravel()), k)
+
+
 def _hexagon_centres(xy: np.ndarray, rings, first: int) -> np.ndarray | None:
     """(K, 2) mean position of the first ``first`` hexagons' corners; None with fewer than MIN_HEXAGONS."""
     sizes = getattr(rings, "sizes", None)
@@ -137,15 +151,20 @@ def _hexagon_centres(xy: np.ndarray, rings, first: int) -> np.ndarray | None:
         if len(six) < MIN_HEXAGONS:
             return None
         idx = np.asarray(rings.atoms)[np.asarray(rings.offsets)[six[:first], None] + np.arange(6)]
-        return xy[idx].mean(1)
+        c = xy.take(idx, axis=0)                           # (K, 6, 2): the corners summed in order, as .mean(1)
+        s = c[:, 0] + c[:, 1]
+        for k in range(2, 6):
+            s = s + c[:, k]
+        return s / 6
     hexes = [r for r in (rings or []) if len(r) == 6]
     if len(hexes) < MIN_HEXAGONS:
         return None
     return np.array([xy[np.asarray(r)].mean(0) for r in hexes[:first]])
 
 
-def _disc_means_unit_step(img: np.ndarray, p: np.ndarray, off: np.ndarray, out_dtype) -> np.ndarray:
-    """(N,) mean of the bilinearly interpolated ``img`` at ``p[n] + off`` (offsets 1 px apart): the
+def _disc_means_unit_step(img: np.ndarray, p: np.ndarray, ps: float, out_dtype) -> np.ndarray:
+    """(N,) mean of the bilinearly interpolated ``img`` at ``p[n] + off`` (``off``: :func:`_disc_offsets`
+    of ``ps``, offsets 1 px apart): the
     samples of one point share their interpolation weights, so the mean is a fixed stencil per
     corner over one window of pixels, gathered once (points whose samples leave the frame, where
     interpolation clamps, take the direct route)."""
@@ -153,9 +172,8 @@ def _disc_means_unit_step(img: np.ndarray, p: np.ndarray, off: np.ndarray, out_d
     from engine.chem.linalg import matmul
 
     H, W = img.shape
-    lo = off.min(0)
-    d = np.rint(off - lo).astype(np.int64)                  # integer offsets of the samples (x, y)
-    k = int(d.max()) + 2                                    # window side: the samples and one more
+    off = _disc_offsets(ps)
+    lo, k, masks = _unit_step_stencil(ps)
     base = np.floor(p + lo)                                 # (x, y) of the window's first pixel
     fx, fy = (p + lo - base).T
     base = base.astype(np.int64)
@@ -166,10 +184,9 @@ def _disc_means_unit_step(img: np.ndarray, p: np.ndarray, off: np.ndarray, out_d
         q = (p[e, None, :] + off[None]).reshape(-1, 2)
         out[e] = sample_bilinear((img,), q[:, 1], q[:, 0])[0].astype(out_dtype).reshape(len(e), -1).mean(1)
     if inner.any() and H >= k and W >= k:
-        masks = _corner_masks(tuple(int(v) for v in d.ravel()), k)
         i = np.flatnonzero(inner)
         flat = np.ascontiguousarray(img).ravel()                 # (a frame is contiguous: no copy)
-        win = flat[(base[i, 1] * W + base[i, 0])[:, None] + _window_offsets(k, W)[None]]   # one gather
+        win = flat.take((base[i, 1] * W + base[i, 0])[:, None] + _window_offsets(k, W)[None])   # one gather
         s = matmul(win.astype(np.float64), masks)               # sums at the 4 corners' offsets
         wy, wx = fy[i], fx[i]
         out[i] = ((1 - wy) * (1 - wx) * s[:, 0] + (1 - wy) * wx * s[:, 1] + wy * (1 - wx) * s[:, 2]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import io
 import subprocess
 import sys
@@ -82,9 +83,14 @@ def run_stage(mods, img: np.ndarray, probs, cfg):
     mark()
     chem = chem_m.build_chemistry(atoms, cc, None, img, maps)
     mark()
-    snr = health_m.estimate_snr(np.asarray(img), chem)
+    snr = health_m.estimate_snr(np.asarray(img), chem, *((maps,) if _takes_maps(health_m.estimate_snr) else ()))
     mark()
     return chem, snr, np.diff(t), np.diff(q)
+
+
+def _takes_maps(fn) -> bool:
+    """Whether ``estimate_snr`` takes the frame's contrast maps (as the pipeline then passes them)."""
+    return "maps" in inspect.signature(fn).parameters
 
 
 def same(a, b) -> dict:
