@@ -16,7 +16,9 @@ results are those of :meth:`engine.pipeline.Pipeline.process`, frame by frame, i
 * :class:`Overlap` -- frames in, results out in order, one frame held back: :meth:`Overlap.push`
   checks the new frame's health, starts its network, finishes the frame before and returns it.
   On the CPU backend with the default thread count the network thread gets its own session with
-  one thread fewer (:func:`network_for_overlap`): on two cores, one core per stage.
+  one thread fewer (:func:`network_for_overlap`): on two cores, one core per stage; frames whose
+  model grid is large (:data:`ALL_CORES_FROM_GRID_PX`) run on every core, as the network then
+  outlasts the rest of the frame before by far.
 
 >>> with Overlap(pipe, enabled=True) as ov:                       # doctest: +SKIP
 ...     done = [d for f in frames for d in [ov.push(f)] if d] + [d for d in [ov.flush()] if d]
@@ -198,15 +200,55 @@ class AheadInferencer:
         return probs
 
 
+#: model-grid pixels from which the network thread runs on every core (the pipeline's own session):
+#: there the network of one frame takes far longer than the chemistry and tracking of the one before,
+#: so the core those leave idle serves it. Measured on 2 idle cores, overlap on, interleaved passes
+#: (docs/tracking.md): 1024^2 frames at 0.1 A/px (a 512^2 grid) 9.1 -> 12.7 frames/s on every core;
+#: 512^2 (a 256^2 grid) 44.7 / 45.6, no difference; 256^2 (128^2) 105.8 -> 94.0, worse.
+ALL_CORES_FROM_GRID_PX = 384 * 384
+
+
+class GridRouted:
+    """``predict`` on one of two inferencers by the size of the frame's model grid: ``small`` (the
+    network thread's own session, one core fewer) below ``from_grid_px`` model pixels, ``large`` (the
+    pipeline's, every core) from there on. Both run the same model file (the same numbers at any
+    thread count). :meth:`close` closes only ``small`` (``large`` belongs to the pipeline)."""
+
+    def __init__(self, small, large, model_pixel_size_A: float, from_grid_px: int = ALL_CORES_FROM_GRID_PX):
+        self.small, self.large = small, large
+        self.model_pixel_size_A = float(model_pixel_size_A)
+        self.from_grid_px = int(from_grid_px)
+        self.last_timings_s: dict[str, float] = {}
+
+    def choose(self, shape, pixel_size_A: float, model_pixel_size_A: float | None = None):
+        """The inferencer for a frame of ``shape`` (rows, columns) at ``pixel_size_A``."""
+        f = float(pixel_size_A) / float(model_pixel_size_A or self.model_pixel_size_A)
+        grid = round(shape[0] * f) * round(shape[1] * f)
+        return self.large if grid >= self.from_grid_px else self.small
+
+    def predict(self, image, pixel_size_A: float, model_pixel_size_A: float | None = None):
+        inf = self.choose(np.shape(image)[:2], pixel_size_A, model_pixel_size_A)
+        self.last_timings_s = {}
+        out = (inf.predict(image, pixel_size_A) if model_pixel_size_A is None else
+               inf.predict(image, pixel_size_A, model_pixel_size_A=model_pixel_size_A))
+        self.last_timings_s = dict(getattr(inf, "last_timings_s", None) or {})
+        return out
+
+    def close(self) -> None:
+        self.small.close()
+
+
 def network_for_overlap(pipe):
     """An inferencer of its own for the network thread, or None to use the pipeline's.
 
     When the pipeline's network is ONNX Runtime on the CPU with the default thread count (all
     physical cores), the network thread gets a session with one thread fewer: the other core runs
     the chemistry and tracking of the frame before, instead of the two stages (and ONNX Runtime's
-    spinning pool threads) fighting over every core. The same model file; ONNX Runtime's CPU kernels
-    give the same numbers at any thread count (tests/test_pipeline_overlap.py compares the outputs
-    byte for byte). A configured ``inference.threads`` is kept as it is."""
+    spinning pool threads) fighting over every core. Frames whose model grid has at least
+    :data:`ALL_CORES_FROM_GRID_PX` pixels still run on the pipeline's session (every core):
+    :class:`GridRouted`. The same model file; ONNX Runtime's CPU kernels give the same numbers at any
+    thread count (tests/test_pipeline_overlap.py compares the outputs byte for byte). A configured
+    ``inference.threads`` is kept as it is."""
     inf = getattr(pipe, "inferencer", None)
     cfg = getattr(pipe, "cfg", None)
     if cfg is None or cfg.inference.threads is not None or getattr(inf, "backend_name", None) != "onnxruntime":
@@ -228,7 +270,7 @@ def network_for_overlap(pipe):
     if not same:
         own.close()
         return None
-    return own
+    return GridRouted(own, inf, float(getattr(inf, "model_pixel_size_A", 0.2) or 0.2))
 
 
 def wants_network(health) -> bool:
