@@ -201,11 +201,11 @@ class AheadInferencer:
 
 
 #: model-grid pixels from which the network thread runs on every core (the pipeline's own session):
-#: there the network of one frame takes far longer than the chemistry and tracking of the one before,
-#: so the core those leave idle serves it. Measured on 2 idle cores, overlap on, interleaved passes
-#: (docs/tracking.md): 1024^2 frames at 0.1 A/px (a 512^2 grid) 9.1 -> 12.7 frames/s on every core;
-#: 512^2 (a 256^2 grid) 44.7 / 45.6, no difference; 256^2 (128^2) 105.8 -> 94.0, worse.
-ALL_CORES_FROM_GRID_PX = 384 * 384
+#: there the network of one frame takes longer than the chemistry and tracking of the one before, so
+#: the core those leave idle serves it. Measured on 2 idle cores, overlap on, interleaved passes
+#: (docs/tracking.md): 1024^2 frames at 0.1 A/px (a 512^2 grid) 9.2 -> 12.0 frames/s on every core,
+#: 512^2 (a 256^2 grid) 39.0 -> 41.9; 256^2 (128^2) mixed (105.8 -> 94.0 in one run, better in others).
+ALL_CORES_FROM_GRID_PX = 256 * 256
 
 
 class GridRouted:
