@@ -33,7 +33,9 @@ WS2, hBN, ...), ``amorphous`` (amorphous carbon or contamination over the field,
    (``material_realspace.site_contrast``; a few Si, a hole or a contamination patch cannot tip a
    median), or, where the columns merge into rings, the sites around the dark hexagon centres
    (``centre_contrast``). After a faint rejected hexagon (clutter) the scale is searched in real space
-   (``real_space_scan``, 36-90 px).
+   (``real_space_scan``, 36-90 px). The other way round, a hexagon the Fourier cues call graphene
+   at such sampling is overruled when its columns show clearly unequal sublattices
+   (``real_space_veto``).
 7. **Heavy adatoms**: a frame not called graphene is classified once more with the few isolated
    objects far brighter than the lattice replaced by the background (``material_blobs``), unless a
    strong crystal lattice was found: at fine sampling such an object is a disc whose transform fills
