@@ -25,13 +25,36 @@ def inferencer():
         yield inf
 
 
+#: the slow criterion tests run each CPU precision explicitly (``auto`` picks INT8 only on CPUs with
+#: VNNI, so an unpinned run measured FP32 on one machine and INT8 on another). INT8 misses one 5-8-5
+#: divacancy (1e5 e/A^2, 0.1 A/px) that FP32 finds: vacancies 13 of 14 (measured 2026-12-02).
+INT8_VACANCY = pytest.mark.xfail(strict=True, raises=AssertionError,
+                                 reason="INT8 misses one 5-8-5 divacancy of 14 at 1e5 e/A^2, 0.1 A/px (vacancy recall "
+                                        "0.929 < 0.95); FP32 finds all 14 (issue 20)")
+PRECISIONS = [pytest.param("fp32", id="fp32"), pytest.param("int8", id="int8", marks=INT8_VACANCY)]
+
+
+@pytest.fixture(scope="module")
+def inferencer_of():
+    """``inferencer_of(precision)``: the shipped network on the CPU at ``fp32`` or ``int8`` (one each)."""
+    from engine.infer import Inferencer
+    from stemwatch.config import InferenceConfig
+
+    made = {}
+    yield lambda precision: made.setdefault(precision, Inferencer(InferenceConfig(backend="onnx",
+                                                                                  cpu_precision=precision)))
+    for inf in made.values():
+        inf.close()
+
+
 @pytest.mark.slow
-def test_criterion_5_at_high_dose(inferencer):
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_criterion_5_at_high_dose(inferencer_of, precision):
     """Criterion 5 at 1e5 and 1e6 (both pixel sizes, 10 frames a cell): every target holds (vacancies
-    14/14 on this sample; 13/14 before a heavy adatom's pentagons stopped hiding a 5-8-5)."""
+    14/14 on this sample with FP32; 13/14 before a heavy adatom's pentagons stopped hiding a 5-8-5)."""
     from lab.chem.heldout import run_heldout
 
-    table = run_heldout(n_frames=10, doses=(1e5, 1e6), inferencer=inferencer, progress=False)
+    table = run_heldout(n_frames=10, doses=(1e5, 1e6), inferencer=inferencer_of(precision), progress=False)
     tot = table["totals_dose_ge_1e4"]
     assert tot["rmse_A"] <= 0.1, tot
     assert tot["si_coord_designed"] >= 0.98, tot
@@ -52,14 +75,16 @@ def test_heldout_high_dose(inferencer):
 
 
 @pytest.mark.slow
-def test_criterion_5(inferencer):
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_criterion_5(inferencer_of, precision):
     """Criterion 5 as issue 13 redefined it: pooled over every held-out frame (1e3-1e6 e/A^2, 10 a cell)
     whose C-atom SNR, estimated by the analyzer from the frame, is >= 2 (the others are low_snr and raise
     no events). Measured: 50 of 80 frames kept (none at 1e3, 10 of 20 at 1e4); RMSE 0.064 A, Si
     coordination (designed) 100 %, formula 99.0 %, vacancies 14/14."""
     from lab.chem.heldout import run_heldout
 
-    table = run_heldout(n_frames=10, doses=(1e3, 1e4, 1e5, 1e6), inferencer=inferencer, progress=False, min_snr=2.0)
+    table = run_heldout(n_frames=10, doses=(1e3, 1e4, 1e5, 1e6), inferencer=inferencer_of(precision), progress=False,
+                        min_snr=2.0)
     tot = table["totals_dose_ge_1e4"]
     assert tot["frames_kept"] >= 40, tot
     assert tot["rmse_A"] <= 0.1, tot
