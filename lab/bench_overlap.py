@@ -97,7 +97,8 @@ COLUMNS = ["seq_fps", "ov_fps", "ova_fps", "seq_cpu_ms", "ov_cpu_ms", "ova_cpu_m
 NOTES = {"seq_/ov_": "overlap off / on (engine/overlap.py), same run, interleaved, medians of the repeats: "
                      "offline frames/s of a whole pass and CPU ms per frame (all threads); live frames/s and p50/p99 latency t_acquired -> events "
                      "published, both fed at live_rate_hz = 1.5x the faster offline figure (overloaded: capacity)",
-         "ov_/ova_": "overlap on: the network thread on physical cores - 1 threads (its own session, the default) / "
-                     "on every core (inference.threads set), offline only",
+         "ov_/ova_": "overlap on: the default (the network thread on physical cores - 1 threads, its own session, "
+                     "below a 256^2 model grid; every core from there) / on every core at all sizes (inference.threads "
+                     "set), offline only",
          "load_1min": "1-minute load average before-after the comparison (a loaded machine: compare columns, "
                       "not absolute figures)"}
