@@ -230,10 +230,9 @@ def _lattice(S: Spectrum, k1, q1, unconfirmed: list | None = None):
         for ang in (30.0, -30.0):
             b, qb = S.spot(S.rot(k1, ang) / np.sqrt(3.0))
             b2, qb2 = S.spot(S.rot(b, 120.0))
-            kb = np.hypot(*(b * S.scale))
-            fine_ok = rho < RHO_ELEVEN or (S.bin * 2.0 / np.sqrt(3.0) / max(kb, 1e-9) >= RS_MIN_A_PX
-                                           and score < BLOB_SKIP_STRENGTH)   # (strong WS2: 0.1-0.3)
-            if min(qb, qb2) >= SPOT_FAINT and kb * max(S.h, S.w) >= 6 and fine_ok:
+            # (a strong lattice, e.g. WS2 at 0.1-0.3, is not looked at 30 degrees off beyond RHO_ELEVEN)
+            fine_ok = rho < RHO_ELEVEN or (S.a_px(b) >= RS_MIN_A_PX and score < BLOB_SKIP_STRENGTH)
+            if min(qb, qb2) >= SPOT_FAINT and np.hypot(*(b * S.scale)) * max(S.h, S.w) >= 6 and fine_ok:
                 k1, q1, k2, q2 = b, qb, b2, qb2
                 k60, q60 = S.spot(S.rot(k1, 60.0))
                 rho = _rho(S.F, k1, k2)

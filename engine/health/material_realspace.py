@@ -166,7 +166,7 @@ def real_space_candidates(img: np.ndarray, b: int, S: Spectrum, cands) -> dict |
     hexagon the Fourier cues found (RS_Z). Returns a lattice without spots (no mask), or None."""
     cache: dict = {}
     for k, q in cands:
-        a_px = S.bin * 2.0 / np.sqrt(3.0) / float(np.hypot(*(np.asarray(k, float) * S.scale)))
+        a_px = S.a_px(k)
         if a_px < RS_MIN_A_PX:
             continue
         for f in (1.0, np.sqrt(3.0)):

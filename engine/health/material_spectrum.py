@@ -235,6 +235,11 @@ class Spectrum:
         g = np.prod(np.sinc(b * f) / np.sinc(f), axis=1)
         return np.maximum(g * g, 1e-6)
 
+    def a_px(self, kvec) -> float:
+        """Lattice constant in the frame's own pixels of a hexagonal lattice whose first-order ({10-10})
+        spot is at the bin vector ``kvec``: a = 2 d1 / sqrt(3), d1 = 1 / |k| (in binned pixels)."""
+        return self.bin * 2.0 / np.sqrt(3.0) / max(float(np.hypot(*(np.asarray(kvec, float) * self.scale))), 1e-12)
+
     def rot(self, kvec, deg):
         """Rotate a bin vector by ``deg`` in physical frequency (non-square frames)."""
         f = kvec * self.scale
