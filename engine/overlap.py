@@ -221,10 +221,14 @@ class GridRouted:
         self.last_timings_s: dict[str, float] = {}
 
     def choose(self, shape, pixel_size_A: float, model_pixel_size_A: float | None = None):
-        """The inferencer for a frame of ``shape`` (rows, columns) at ``pixel_size_A``."""
-        f = float(pixel_size_A) / float(model_pixel_size_A or self.model_pixel_size_A)
-        grid = round(shape[0] * f) * round(shape[1] * f)
-        return self.large if grid >= self.from_grid_px else self.small
+        """The inferencer for a frame of ``shape`` (rows, columns) at ``pixel_size_A`` (``small`` for an
+        unusable pixel size: its ``predict`` reports it, as without the router)."""
+        from engine.infer.preprocess import grid_shape
+
+        if not float(pixel_size_A) > 0:
+            return self.small
+        h, w = grid_shape(tuple(shape), float(pixel_size_A), float(model_pixel_size_A or self.model_pixel_size_A))
+        return self.large if h * w >= self.from_grid_px else self.small
 
     def predict(self, image, pixel_size_A: float, model_pixel_size_A: float | None = None):
         inf = self.choose(np.shape(image)[:2], pixel_size_A, model_pixel_size_A)
