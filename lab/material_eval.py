@@ -81,8 +81,7 @@ def evaluate(per_kind: int = 40, seed: int = 2026, size: int = 512, dose_range=(
             ex = draw(kind, rng, size, dose_range, px_range)
             is_g = kind in GRAPHENE_KINDS
             cover = graphene_cover(ex) if is_g else 0.0
-            snr = ImagingParams(**{k: tuple(v) if isinstance(v, list) else v
-                                   for k, v in ex.params["imaging"].items()}).atom_snr(ex.pixel_size_A)
+            snr = ImagingParams.from_dict(ex.params["imaging"]).atom_snr(ex.pixel_size_A)
             if is_g and cover < 0.5:
                 covered[kind] += 1
             for name, f in DECLARED:
