@@ -12,19 +12,6 @@ import pytest
 pytest.importorskip("engine.sim")
 
 
-@pytest.fixture(scope="module")
-def inferencer():
-    from engine.infer.model import DEFAULT_MODEL
-
-    if not DEFAULT_MODEL.exists():
-        pytest.skip(f"no shipped model at {DEFAULT_MODEL}")
-    from engine.infer import Inferencer
-    from stemwatch.config import InferenceConfig
-
-    with Inferencer(InferenceConfig(backend="onnx")) as inf:
-        yield inf
-
-
 #: the slow criterion tests run each CPU precision explicitly (``auto`` picks INT8 only on CPUs with
 #: VNNI, so an unpinned run measured FP32 on one machine and INT8 on another). INT8 misses one 5-8-5
 #: divacancy (1e5 e/A^2, 0.1 A/px) that FP32 finds: vacancies 13 of 14 (measured 2026-12-02).
@@ -36,15 +23,31 @@ PRECISIONS = [pytest.param("fp32", id="fp32"), pytest.param("int8", id="int8", m
 
 @pytest.fixture(scope="module")
 def inferencer_of():
-    """``inferencer_of(precision)``: the shipped network on the CPU at ``fp32`` or ``int8`` (one each)."""
+    """``inferencer_of(precision)``: the shipped network on the CPU at ``auto``, ``fp32`` or ``int8`` (one
+    each, made when first asked for); skips without a shipped model."""
+    from engine.infer.model import DEFAULT_MODEL
+
+    if not DEFAULT_MODEL.exists():
+        pytest.skip(f"no shipped model at {DEFAULT_MODEL}")
     from engine.infer import Inferencer
     from stemwatch.config import InferenceConfig
 
     made = {}
-    yield lambda precision: made.setdefault(precision, Inferencer(InferenceConfig(backend="onnx",
-                                                                                  cpu_precision=precision)))
+
+    def get(precision: str):
+        if precision not in made:
+            made[precision] = Inferencer(InferenceConfig(backend="onnx", cpu_precision=precision))
+        return made[precision]
+
+    yield get
     for inf in made.values():
         inf.close()
+
+
+@pytest.fixture(scope="module")
+def inferencer(inferencer_of):
+    """The network as the analyzer picks it (``auto``)."""
+    return inferencer_of("auto")
 
 
 @pytest.mark.slow
