@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.health.atoms import noise_sigma
+from engine.chem.noise import noise_sigma
 from engine.health.monitor import _block4_mean, _noise_sigma
 
 

@@ -16,7 +16,6 @@ import functools
 
 import numpy as np
 
-from engine.chem.noise import noise_sigma  # noqa: F401  (re-exported; estimate_snr takes it via engine.chem.maps)
 from engine.types import Atoms
 
 HALF_BOND_A = 0.71
