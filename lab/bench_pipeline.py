@@ -197,7 +197,6 @@ def bench_pipeline(quick: bool = False):
         r["precision"] = pipeline_precision(pipe)
     more, other_backend = other_precision_rows(cfg, pipeline_precision(pipe), [z for z in sizes if z not in OFFLINE_ONLY],
                                              quick, _frames, _offline, _live)
-    r512 = next(r for r in rows if r["size"] == "512x512")
     rows += more
     _targets(rows, targets, cfg)
     _per_pixel(rows, targets)

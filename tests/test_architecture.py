@@ -15,7 +15,6 @@ import ast
 import functools
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TOP = ("streamer", "engine", "dashboard", "stemwatch", "lab")

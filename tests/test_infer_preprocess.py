@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.infer.preprocess import (NORMALISATION, Resampler, grid_shape, make_tiles, normalise, pad_to_multiple,
+from engine.infer.preprocess import (Resampler, grid_shape, make_tiles, normalise, pad_to_multiple,
                                      resample_matrix)
 from engine.types import Probabilities
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engine.pipeline import STAGES, Pipeline
-from engine.types import SI, FrameResult
+from engine.types import FrameResult
 from stemwatch.config import Config, EventConfig
 from streamer.frame import Frame
 
