@@ -63,6 +63,97 @@ def test_shipped_int8_ends_in_the_five_node_softmax():
     assert "ReduceMax" in json.loads(ModelContract.load(INT8).metadata["stemwatch.quantisation"])["softmax"]
 
 
+def test_shipped_int8_convolutions_have_multiples_of_8_channels():
+    """ONNX Runtime's QLinearConv is 2-5x slower per multiply-accumulate with 12 output channels than
+    with 16: every convolution but the head is padded with zero filters (lab.train.quantize.pad_channels)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    g = onnx.load(str(INT8)).graph
+    init = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    convs = [n for n in g.node if n.op_type == "Conv"]
+    shapes = [numpy_helper.to_array(init[c.input[1] if c.input[1] in init else producer[c.input[1]].input[0]]).shape
+              for c in convs]
+    assert all(s[0] % 8 == 0 for s in shapes[:-1]) and shapes[-1][0] == 3, shapes
+    recipe = json.loads(ModelContract.load(INT8).metadata["stemwatch.quantisation"])
+    assert recipe["channel_padding"]["multiple"] == 8 and len(recipe["channel_padding"]["convs"]) >= 3
+
+
+def _tiny_unet(onnx, rng):
+    """A float U-Net in miniature (stem 1->12, 12->12, pool, 12->12, nearest up-sampling, concat with the
+    skip, 24->12, head 12->3, Softmax over the classes)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def conv(name, cin, cout, k=3):
+        w = numpy_helper.from_array((rng.normal(size=(cout, cin, k, k)) / np.sqrt(cin * k * k)).astype(np.float32),
+                                    f"{name}.w")
+        b = numpy_helper.from_array((0.1 * rng.normal(size=cout)).astype(np.float32), f"{name}.b")
+        return [w, b]
+
+    inits = conv("stem", 1, 12) + conv("c1", 12, 12) + conv("c2", 12, 12) + conv("c3", 24, 12) + conv("head", 12, 3, 1)
+    inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
+    p = {"pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("Conv", ["x", "stem.w", "stem.b"], ["s"], name="stem", **p),
+             helper.make_node("Relu", ["s"], ["sr"]),
+             helper.make_node("Conv", ["sr", "c1.w", "c1.b"], ["a"], name="c1", **p),
+             helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("MaxPool", ["ar"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["pool", "c2.w", "c2.b"], ["d"], name="c2", **p),
+             helper.make_node("Relu", ["d"], ["dr"]),
+             helper.make_node("Resize", ["dr", "", "scales"], ["up"], mode="nearest"),
+             helper.make_node("Concat", ["up", "ar"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "c3.w", "c3.b"], ["e"], name="c3", **p),
+             helper.make_node("Relu", ["e"], ["er"]),
+             helper.make_node("Conv", ["er", "head.w", "head.b"], ["logits"], name="head"),
+             helper.make_node("Softmax", ["logits"], ["p"], axis=1)]
+    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 32, 32])],
+                          [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 3, 32, 32])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_pad_channels_keeps_the_probabilities(tmp_path):
+    """pad_channels on a QDQ-quantised miniature U-Net (the shipped recipe: U8S8, per channel, stem and
+    head in float): 12-channel convolutions get 16, the concatenation's consumer gets its zero weights
+    after the skip's channels, and ONNX Runtime gives the same probabilities to float rounding."""
+    onnx = pytest.importorskip("onnx")
+    import onnxruntime as ort
+    from onnx import numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from lab.train.quantize import pad_channels, softmax_tail
+
+    rng = np.random.default_rng(5)
+    onnx.save(_tiny_unet(onnx, rng), str(tmp_path / "f32.onnx"))
+    xs = [rng.random((1, 1, 32, 32), dtype=np.float32) for _ in range(4)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(xs)
+
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {"x": x}
+
+    quantize_static(str(tmp_path / "f32.onnx"), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["Conv", "MaxPool", "Resize", "Concat", "Relu"], nodes_to_exclude=["stem", "head"],
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "DedicatedQDQPair": True})
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    softmax_tail(q)
+    padded = onnx.load(str(tmp_path / "q.onnx"))
+    softmax_tail(padded)
+    assert pad_channels(padded, 8) == [["stem", 12, 16], ["c1", 12, 16], ["c2", 12, 16], ["c3", 12, 16]]
+    init = {i.name: numpy_helper.to_array(i) for i in padded.graph.initializer}
+    c3 = next(v for k, v in init.items() if k.startswith("c3.w") and v.ndim == 4)
+    assert c3.shape == (16, 32, 3, 3)
+    assert not c3[:, 12:16].any() and not c3[:, 28:32].any() and not c3[12:].any()   # pads after each part
+    assert c3[:12, :12].any() and c3[:12, 16:28].any()
+    run = lambda m, x: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]  # noqa: E731
+    for x in xs[:2] + [rng.random((1, 1, 32, 32), dtype=np.float32)]:
+        assert np.abs(run(padded, x) - run(q, x)).max() < 1e-6
+
+
 def test_softmax_tail_is_the_softmax():
     """lab.train.quantize.softmax_tail on a 1x1-conv + Softmax(axis 1) graph: ONNX Runtime gives the
     same probabilities as before, also for logits far beyond exp's float32 range (the max is taken
