@@ -268,3 +268,19 @@ def test_shared_contrast_maps_give_what_each_check_computes_alone():
 
     chem = build_chemistry(atoms, CFG, None, ex.image, maps)
     assert estimate_snr(ex.image, chem, maps) == estimate_snr(ex.image, chem) > 0
+
+
+def test_judge_all_measures_every_atom_and_agrees_where_the_check_measures():
+    """``vacuum_dip(..., judge_all=True)`` (for lab.infer.holes --atoms): the darkness and own contrast of
+    every atom, equal to the check's own values wherever the check computes them; the dip is the same."""
+    xy, sp, deep, far, image = _edge_cut_hole(3, 1e4)
+    atoms = _atoms(np.concatenate([xy, deep]), np.concatenate([sp, np.zeros(len(deep), np.int8)]), image.shape)
+    maps = contrast_maps(image, PX)
+    dip, threshold, own, dark = vacuum_dip(atoms, image, maps, CFG.vacuum_min_dip)
+    dip_a, threshold_a, own_a, dark_a = vacuum_dip(atoms, image, maps, CFG.vacuum_min_dip, judge_all=True)
+    assert np.array_equal(dip, dip_a) and threshold == threshold_a
+    assert np.isfinite(dark_a).all() and np.isfinite(own_a).all()
+    assert not np.isfinite(dark).all() and not np.isfinite(own).all()          # the check measures fewer
+    for v, va in ((dark, dark_a), (own, own_a)):
+        m = np.isfinite(v)
+        assert m.any() and np.allclose(v[m], va[m], rtol=1e-9, atol=1e-9)

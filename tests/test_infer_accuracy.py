@@ -196,6 +196,27 @@ def test_dark_test_removes_the_ring_continued_at_a_hole_of_a_resolved_frame_at_1
     _assert_at_most_1_percent_false(rows, "reported")
 
 
+def test_atom_features_of_what_is_left_in_holes_at_1e4(inferencer):
+    """``lab.infer.holes --atoms`` (docs/model.md, "What is left at 1e4 and 1e3"): per frame the same atoms
+    in the zone and the same false ones as the hole table; on frame 5 at 0.2 A/px (SNR 4.9) the five false
+    atoms are the ring continued inside the rim: near vacuum and below the lattice level, yet kept."""
+    from engine.chem.vacuum import DARK_MIN_DIP
+    from lab.infer.holes import atom_rows, format_atoms
+
+    rows = atom_rows(inferencer, 1e4, 0.2, 6)
+    table = {r["frame"]: r["reported"] for r in _hole_rows(inferencer, 1e4, 0.2)}
+    assert len(rows) == 6 and set(table) <= {r["frame"] for r in rows}
+    for r in rows:
+        z = r["zone"] & r["reported"]
+        if r["frame"] in table:
+            assert (int(z.sum()), int((z & ~r["matched"]).sum())) == (table[r["frame"]]["n"], table[r["frame"]]["false"])
+    (r5,) = [r for r in rows if r["frame"] == 5]
+    false = r5["zone"] & r5["reported"] & ~r5["matched"]
+    assert false.sum() == 5 and (r5["rise"][false] < 0).all() and (r5["dip"][false] > DARK_MIN_DIP).all()
+    assert (r5["d"][false] > 1.0).all()                                         # not rim atoms read off
+    assert "holes 1e+04 0.2 #5" in format_atoms(rows)
+
+
 def test_vacuum_check_removes_most_lattice_put_into_holes_at_1e4(inferencer):
     """Where the criterion is not met, the vacuum check still removes at least 90 % of the false atoms the
     network puts in and around holes (pooled over the frames), and at most one frame of the cell keeps more

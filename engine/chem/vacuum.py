@@ -163,13 +163,16 @@ def _density_norm(h: int, w: int, s_u: float) -> tuple[np.ndarray, np.ndarray]:
     return inside, share
 
 
-def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
+def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float, judge_all: bool = False):
     """``(dip, threshold, own, dark)``: (N,) dip of each atom's surroundings in units of ``D``, the
     threshold in the same units, (N,) each atom's own contrast over its surroundings in noise sigma (inf
-    where neither the dip is above the threshold nor the atom darker than the level by :data:`DARK_ATOMS`), and (2, N) how far the frame at each atom (matched to the probe:
-    a Gaussian of :data:`PROBE_SIGMA_A`) rises above the lattice level, in noise sigma and in units of the
-    frame's typical C atom's rise (inf where the dip is below :data:`DARK_MIN_DIP`); None when the frame
-    gives no unit (see the module docstring). ``maps``: :func:`engine.chem.atoms.contrast_maps`."""
+    where neither the dip is above the threshold nor the atom darker than the level by :data:`DARK_ATOMS`),
+    and (2, N) how far the frame at each atom (matched to the probe: a Gaussian of :data:`PROBE_SIGMA_A`)
+    rises above the lattice level, in noise sigma and in units of the frame's typical C atom's rise (inf
+    where the dip is below :data:`DARK_MIN_DIP`); None when the frame gives no unit (see the module
+    docstring). ``maps``: :func:`engine.chem.atoms.contrast_maps`. ``judge_all``: ``own`` and ``dark`` of
+    every atom (for measurements: :mod:`lab.infer.holes`; the check itself needs them only where inf is not
+    written above)."""
     from engine.chem.atoms import gaussian_at, sample_bilinear
     from engine.chem.filters import gaussian_filter
     from engine.chem.maps import coarse as coarse_of, noise_of
@@ -261,7 +264,7 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
     # darker than the lattice: the frame at the atom (matched to the probe) against the lattice level there.
     # A lattice atom rises above the level; a place in vacuum lies below it by the hole's depth (> 1 D)
     dark = np.full((2, len(dip)), np.inf)
-    near = np.flatnonzero(dip > DARK_MIN_DIP)
+    near = np.arange(len(dip)) if judge_all else np.flatnonzero(dip > DARK_MIN_DIP)
     if len(near):
         c_idx = np.flatnonzero(np.asarray(atoms.species) == 0)
         c_idx = c_idx[:: max(1, len(c_idx) // DARK_SAMPLE)]
@@ -276,7 +279,7 @@ def vacuum_dip(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float):
             dark[0, near] = rise[:len(near)] / sigma_mf
             dark[1, near] = rise[:len(near)] / typical
     own = np.full(len(dip), np.inf)
-    cand = np.flatnonzero((dip > threshold) | (dark[1] < -DARK_ATOMS))
+    cand = np.arange(len(dip)) if judge_all else np.flatnonzero((dip > threshold) | (dark[1] < -DARK_ATOMS))
     if len(cand):
         med, n = disc_median(img, atoms.xy_px[cand], OWN_DISC_A / px)
         own[cand] = (med - at_m[cand]) / (1.2533 * sigma_px / np.sqrt(n))     # noise of a median of n pixels
