@@ -128,7 +128,7 @@ class ChemistryConfig(Section):
                                                      # dropped (engine.chem.vacuum); 0: off
     vacuum_own_sigma: float = 2.0                    # ... unless its own contrast over its surroundings
                                                      # exceeds this many noise sigma of the frame
-    vacuum_dark_sigma: float = 1.0                   # with a raw frame: an atom near vacuum (dip > 0.2) at which
+    vacuum_dark_sigma: float = 1.0                   # with a raw frame: an atom near vacuum (dip > 0.15) at which
                                                      # the frame (probe-matched) lies below the lattice level by
                                                      # this many noise sigma and by a typical atom's rise over it
                                                      # is dropped (the lattice continued into a hole); 0: off

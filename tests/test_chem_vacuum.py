@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from engine.chem.atoms import contrast_maps
-from engine.chem.vacuum import drop_in_vacuum, hexagon_centres, vacuum_dip
+from engine.chem.vacuum import DARK_MIN_DIP, drop_in_vacuum, hexagon_centres, vacuum_dip
 from engine.types import Atoms
 from stemwatch.config import ChemistryConfig
 
@@ -194,8 +194,8 @@ def test_lattice_put_deep_into_a_hole_cut_by_the_frame_edge_is_dropped(seed):
 
 
 def test_dark_test_drops_what_lies_below_the_lattice_level_and_keeps_atoms():
-    """The darkness test alone (dip above 0.2 units): an atom near a hole at which the frame lies below the
-    lattice level goes, one that shows by itself stays; with vacuum_dark_sigma 0 it is off."""
+    """The darkness test alone (dip above DARK_MIN_DIP, 0.15 units): an atom near a hole at which the frame
+    lies below the lattice level goes, one that shows by itself stays; with vacuum_dark_sigma 0 it is off."""
     xy, sp, deep, far, image = _edge_cut_hole(3, 1e4)
     atoms = _atoms(np.concatenate([xy, deep]), np.concatenate([sp, np.zeros(len(deep), np.int8)]), image.shape)
     maps = contrast_maps(image, PX)
@@ -204,7 +204,7 @@ def test_dark_test_drops_what_lies_below_the_lattice_level_and_keeps_atoms():
     assert np.median(dark[1, fake]) < -2 and (dark[0, fake] < -1).mean() >= 0.9   # the hole lies below the level
     near = np.isfinite(dark[0, :len(xy)])
     assert near.any() and np.median(dark[1, :len(xy)][near]) > -1             # true atoms near it mostly not
-    assert np.isinf(dark[:, :len(xy)][:, dip[:len(xy)] <= 0.2]).all()         # only atoms near vacuum are judged
+    assert np.isinf(dark[:, :len(xy)][:, dip[:len(xy)] <= DARK_MIN_DIP]).all()  # only atoms near vacuum are judged
 
 
 def _hexagon_centres_every_row(xy: np.ndarray, most: int) -> np.ndarray:
@@ -268,3 +268,19 @@ def test_shared_contrast_maps_give_what_each_check_computes_alone():
 
     chem = build_chemistry(atoms, CFG, None, ex.image, maps)
     assert estimate_snr(ex.image, chem, maps) == estimate_snr(ex.image, chem) > 0
+
+
+def test_judge_all_measures_every_atom_and_agrees_where_the_check_measures():
+    """``vacuum_dip(..., judge_all=True)`` (for lab.infer.holes --atoms): the darkness and own contrast of
+    every atom, equal to the check's own values wherever the check computes them; the dip is the same."""
+    xy, sp, deep, far, image = _edge_cut_hole(3, 1e4)
+    atoms = _atoms(np.concatenate([xy, deep]), np.concatenate([sp, np.zeros(len(deep), np.int8)]), image.shape)
+    maps = contrast_maps(image, PX)
+    dip, threshold, own, dark = vacuum_dip(atoms, image, maps, CFG.vacuum_min_dip)
+    dip_a, threshold_a, own_a, dark_a = vacuum_dip(atoms, image, maps, CFG.vacuum_min_dip, judge_all=True)
+    assert np.array_equal(dip, dip_a) and threshold == threshold_a
+    assert np.isfinite(dark_a).all() and np.isfinite(own_a).all()
+    assert not np.isfinite(dark).all() and not np.isfinite(own).all()          # the check measures fewer
+    for v, va in ((dark, dark_a), (own, own_a)):
+        m = np.isfinite(v)
+        assert m.any() and np.allclose(v[m], va[m], rtol=1e-9, atol=1e-9)

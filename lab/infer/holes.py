@@ -24,12 +24,15 @@ Two sets of atoms are scored on every frame (whatever its SNR or verdict):
   declared (true) pixel size (material mask, :func:`engine.chem.atoms.find_atoms` with its raw-frame
   checks, atoms outside the frame dropped).
 
-``python -m lab.infer.holes [--frames N] [--pixel-sizes ...]`` prints the table of docs/model.md.
+``python -m lab.infer.holes [--frames N] [--pixel-sizes ...]`` prints the table of docs/model.md; ``--atoms`` what
+the vacuum check measures at the false atoms left in the zones and at the lattice atoms near vacuum
+(:func:`atom_rows`; docs/model.md, "What is left at 1e4 and 1e3"); ``--lattice`` the check's cost on plain frames.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 
@@ -259,6 +262,98 @@ def format_lattice_effect(eff: dict) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _recording_vacuum_check():
+    """While inside: each call of :func:`engine.chem.vacuum.drop_in_vacuum` (from ``find_atoms``) appends
+    its ``(atoms, image, maps, min_dip)`` to the yielded list, then runs as usual."""
+    from engine.chem import vacuum
+
+    calls, original = [], vacuum.drop_in_vacuum
+
+    def recording(atoms, image, maps, min_dip, *args, **kw):
+        calls.append((atoms, image, maps, min_dip))
+        return original(atoms, image, maps, min_dip, *args, **kw)
+
+    vacuum.drop_in_vacuum = recording
+    try:
+        yield calls
+    finally:
+        vacuum.drop_in_vacuum = original
+
+
+def atom_rows(inferencer, dose: float, pixel_size_A: float, frames: int, variant: str = VARIANT) -> list[dict]:
+    """Per held-out frame of one cell that the vacuum check judges (a hole or not): every atom it was given,
+    with what it measures there (:func:`engine.chem.vacuum.vacuum_dip` with ``judge_all``: ``dip``, ``rise``
+    in noise sigma and ``rise_typical`` in typical C atoms, ``own`` contrast), the network's ``confidence``,
+    ``d`` (A to the nearest true atom), ``matched`` (one-to-one within 0.5 A), ``zone`` (in the scored zone
+    of :func:`hole_score`; all False without a hole) and ``reported`` (what the analyzer reports), and the
+    frame's ``typical`` C atom's rise in noise sigma."""
+    from engine.chem.vacuum import vacuum_dip
+    from engine.pipeline import analyze_frame
+    from lab.infer.heldout import cell_frames
+    from stemwatch.config import Config
+    from streamer.frame import Frame
+
+    cfg = Config()
+    rows = []
+    for k, (image, xy, sp, fpx, ign) in enumerate(cell_frames(dose, pixel_size_A, variant, frames)):
+        allxy = np.concatenate([xy, ign]) if len(ign) else xy
+        with _recording_vacuum_check() as calls:
+            fc = analyze_frame(Frame(image, "atoms", k, 0.0, fpx), inferencer, cfg)
+        if fc.chemistry is None or not calls:
+            continue
+        atoms, img, maps, min_dip = calls[-1]
+        res = vacuum_dip(atoms, img, maps, min_dip, judge_all=True)
+        if res is None:
+            continue
+        dip, _threshold, own, dark = res
+        xy_a = np.asarray(atoms.xy_px, np.float64)
+        core = hole_core(allxy, image.shape, fpx)
+        matched = np.zeros(len(xy_a), bool)
+        matched[match_mutual(xy_a * fpx, allxy * fpx, ATOM_MATCH_RADIUS_A)[0]] = True
+        rep = np.asarray(fc.chemistry.atoms.xy_px, np.float64)
+        reported = (cKDTree(rep).query(xy_a)[0] < 1e-6) if len(rep) else np.zeros(len(xy_a), bool)
+        finite = np.isfinite(dark[1]) & (dark[1] != 0)
+        rows.append({"dose": dose, "pixel_size_A": pixel_size_A, "variant": variant, "frame": k,
+                     "typical": float(np.median(dark[0][finite] / dark[1][finite])) if finite.any() else float("nan"),
+                     "dip": dip, "rise": dark[0], "rise_typical": dark[1], "own": own,
+                     "confidence": np.asarray(atoms.confidence, np.float64), "species": np.asarray(atoms.species),
+                     "d": cKDTree(allxy * fpx).query(xy_a * fpx)[0], "matched": matched,
+                     "zone": in_zone(xy_a, core, fpx) if core.any() else np.zeros(len(xy_a), bool),
+                     "reported": reported})
+    return rows
+
+
+def format_atoms(rows: list[dict], min_dip: float | None = None) -> str:
+    """The reported false atoms in the hole zones, one line each with what the vacuum check measures at
+    them, then, to compare, per frame the reported true atoms away from any hole whose surroundings dip by
+    more than ``min_dip`` (default :data:`engine.chem.vacuum.DARK_MIN_DIP`) and at which the frame lies
+    below the lattice level (the lattice a rule against the false ones must keep)."""
+    from engine.chem.vacuum import DARK_MIN_DIP
+
+    min_dip = DARK_MIN_DIP if min_dip is None else min_dip
+    rng = lambda v: f"{np.min(v):.2f}..{np.max(v):.2f}"  # noqa: E731
+    out = ["reported false atoms in hole zones: frame (typical C atom's rise in sigma): d to the nearest true atom (A), "
+           "dip (units), rise (sigma; typical atoms), own (sigma), confidence"]
+    for r in rows:
+        name = f"{r['variant']} {r['dose']:.0e} {r['pixel_size_A']} #{r['frame']} ({r['typical']:.2f})"
+        for i in np.flatnonzero(r["zone"] & r["reported"] & ~r["matched"]):
+            out.append(f"  {name}: d {r['d'][i]:.2f}, dip {r['dip'][i]:.2f}, rise {r['rise'][i]:.1f}; "
+                       f"{r['rise_typical'][i]:.2f}, own {r['own'][i]:.1f}, confidence {r['confidence'][i]:.2f}")
+    out.append(f"reported true atoms outside hole zones with dip > {min_dip} below the lattice level: frame: count, "
+               "dip, rise (sigma; typical atoms), own, confidence; the frame's atoms' rise (5th percentile, median)")
+    for r in rows:
+        lat = r["reported"] & r["matched"] & ~r["zone"]
+        sel = lat & (r["dip"] > min_dip) & (r["rise"] < 0)
+        if sel.any():
+            p5, p50 = np.percentile(r["rise"][lat], [5, 50])
+            out.append(f"  {r['variant']} {r['dose']:.0e} {r['pixel_size_A']} #{r['frame']} ({r['typical']:.2f}): "
+                       f"{int(sel.sum())}, dip {rng(r['dip'][sel])}, rise {rng(r['rise'][sel])}; "
+                       f"{rng(r['rise_typical'][sel])}, own {rng(r['own'][sel])}, confidence {rng(r['confidence'][sel])}; "
+                       f"{p5:.1f}, {p50:.1f}")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     from engine.infer import Inferencer
     from stemwatch.config import InferenceConfig
@@ -269,6 +364,9 @@ def main(argv=None) -> int:
     p.add_argument("--pixel-sizes", type=float, nargs="+", default=list(PIXEL_SIZES_A), help="pixel sizes (A)")
     p.add_argument("--variants", nargs="+", default=[VARIANT, "plain"], help="held-out variants (default holes plain)")
     p.add_argument("--worst", type=int, default=10, help="list this many worst frames of the reported atoms")
+    p.add_argument("--atoms", action="store_true",
+                   help="instead: the reported false atoms in the hole zones with what the vacuum check measures at "
+                        "them, and the lattice atoms near vacuum below the lattice level (docs/model.md)")
     p.add_argument("--lattice", action="store_true",
                    help="instead: detection F1 and Si precision/recall of the reported atoms on the plain held-out "
                         "frames with the vacuum check off and on")
@@ -276,6 +374,12 @@ def main(argv=None) -> int:
     if a.frames < 1:
         print("--frames must be >= 1", file=sys.stderr)
         return 2
+    if a.atoms:
+        with Inferencer(InferenceConfig(backend="onnx")) as inf:
+            rows = [r for v in a.variants for d in a.doses for px in a.pixel_sizes
+                    for r in atom_rows(inf, d, px, a.frames, v)]
+        print(format_atoms(rows))
+        return 0
     if a.lattice:
         with Inferencer(InferenceConfig(backend="onnx")) as inf:
             eff = lattice_effect(inf, a.doses, a.pixel_sizes, a.frames)
