@@ -67,6 +67,8 @@ class InferenceConfig(Section):
     cpu_precision: Literal["auto", "fp32", "int8"] = "auto"  # ONNX Runtime CPU: FP32 reference or the INT8
                                                      # <model>_int8.onnx; auto: INT8 where faster (engine/infer/
                                                      # cpu_precision.py); TensorRT never uses INT8
+    int8_fp32_fallback: bool = True                  # INT8: rerun a marginal map (undecided, or a Si share
+                                                     # near 0.5) with the FP32 reference (engine/infer/fallback.py)
     cpu_spin_wait: bool = False                      # ONNX Runtime CPU: pool threads spin-wait between
                                                      # operators (issue 20: off, they burn the core the
                                                      # chemistry needs on 2 shared cores; docs/tracking.md)

@@ -61,6 +61,11 @@ def _make_onnx(cfg: InferenceConfig, contract):
                                                              lambda: make(q, "int8")))
     be = make(q if precision == "int8" else contract.path, precision)
     be.precision_reason = reason
+    if precision == "int8" and getattr(cfg, "int8_fp32_fallback", True):
+        from engine.infer.fallback import Int8WithFallback
+
+        be = Int8WithFallback(be, lambda: make(contract.path, "fp32"))
+        be.precision_reason = reason + "; the FP32 reference reruns marginal maps (engine/infer/fallback.py)"
     return be
 
 
