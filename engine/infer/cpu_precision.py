@@ -9,7 +9,7 @@ fails with a clear message when that file is missing or was quantised from anoth
 2. the CPU lacks AVX2 (``/proc/cpuinfo`` flags) -> FP32: ONNX Runtime's integer kernels then have
    no fast path;
 3. the CPU has VNNI (``avx512_vnni``, ``avx_vnni``) or AMX-INT8 -> INT8: one instruction per 4-way
-   u8 x s8 dot product, no intermediate saturation (measured 1.5x less network time than FP32 on the
+   u8 x s8 dot product, no intermediate saturation (measured 2.0-2.5x less network time than FP32 on the
    project's AVX-512-VNNI machine, see ``stemwatch bench infer``);
 4. AVX2 or AVX-512 without VNNI -> a short start-up timing decides: both sessions run the same
    128x128 input interleaved, 5 times each after one warm-up; INT8 wins only when its median is at
