@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.health.material_blobs import without_blobs
+from engine.health.material_fine import fine_lattice
 from engine.health.material_mask import graphene_mask
 from engine.health.material_realspace import (RS_MIN_A_PX, real_space_candidates, real_space_rescue, real_space_scan,
                                               real_space_veto)
@@ -335,19 +336,35 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
     shape = img.shape
     img, b = _binned(img)
     v = _classify(img, b, px, want_mask, shape)
-    if v.is_graphene or (v.symmetry == "hexagonal" and v.peak_strength >= BLOB_SKIP_STRENGTH):
-        return v                # (a strong crystal lattice that is not graphene: adatoms did not hide it)
-    # a few heavy adatoms (or Si clusters) far brighter than the lattice dominate a small field's
-    # spectrum even when clipped: try once more with them replaced by the background
-    cleaned = without_blobs(img)
-    if cleaned is None:
+    if v.is_graphene:
         return v
-    img2, n_blobs = cleaned
-    v2 = _classify(img2, b, px, want_mask, shape)
-    if not v2.is_graphene:
+    if not (v.symmetry == "hexagonal" and v.peak_strength >= BLOB_SKIP_STRENGTH):
+        # (a strong crystal lattice that is not graphene: adatoms did not hide it)
+        # a few heavy adatoms (or Si clusters) far brighter than the lattice dominate a small field's
+        # spectrum even when clipped: try once more with them replaced by the background
+        cleaned = without_blobs(img)
+        if cleaned is not None:
+            img2, n_blobs = cleaned
+            v2 = _classify(img2, b, px, want_mask, shape)
+            if v2.is_graphene:
+                v2.reason += (f" (after masking {n_blobs} bright object{'s' if n_blobs > 1 else ''} much brighter "
+                              "than the lattice)")
+                return v2
+    # fine sampling: a lattice of a few unit cells whose spots the windowed spectrum leaves at the noise
+    lat = fine_lattice(img, b)
+    if lat is None or real_space_veto(img, b, lat) is not None:
         return v
-    v2.reason += f" (after masking {n_blobs} bright object{'s' if n_blobs > 1 else ''} much brighter than the lattice)"
-    return v2
+    a_px = lat["a_px"]
+    far = px is not None and abs(a_px * px / GRAPHENE_A - 1) > A_TOLERANCE
+    note = (f"; at the declared pixel size a = {a_px * px:.2f} A, not 2.46 A: the pixel size looks wrong"
+            if far else "")
+    return MaterialVerdict("graphene", f"hexagonal lattice a = {_fmt_len(a_px, px)} with 2 sublattices of equal "
+                           f"contrast ({lat['rho']:.2f}): graphene; a field of few unit cells, its spots measured at exact "
+                           f"frequencies without a window (hexagon {lat['strength']:.1f} over the noise; the windowed "
+                           f"spectrum said: {v.reason}){note}",
+                           lattice_constant_px=a_px, lattice_constant_A=a_px * px if px else float("nan"),
+                           symmetry="hexagonal", sublattice_ratio=lat["rho"], peak_strength=lat["strength"],
+                           diffuse_excess=v.diffuse_excess, graphene_fraction=1.0)
 
 
 def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape) -> MaterialVerdict:
