@@ -352,7 +352,7 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
                 return v2
     # fine sampling: a lattice of a few unit cells whose spots the windowed spectrum leaves at the noise
     lat = fine_lattice(img, b)
-    if lat is None or real_space_veto(img, b, lat) is not None:
+    if lat is None or not _fine_agrees(v, lat["a_px"]) or real_space_veto(img, b, lat) is not None:
         return v
     a_px = lat["a_px"]
     far = px is not None and abs(a_px * px / GRAPHENE_A - 1) > A_TOLERANCE
@@ -365,6 +365,15 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
                            lattice_constant_px=a_px, lattice_constant_A=a_px * px if px else float("nan"),
                            symmetry="hexagonal", sublattice_ratio=lat["rho"], peak_strength=lat["strength"],
                            diffuse_excess=v.diffuse_excess, graphene_fraction=1.0)
+
+
+def _fine_agrees(v: MaterialVerdict, a_px: float) -> bool:
+    """Whether the windowed spectrum's verdict leaves room for a fine-sampling lattice of ``a_px``: no
+    clear hexagon of its own (spots below PEAK_SURE), or one of the same scale or at its {11-20} (a / sqrt 3).
+    (An hBN frame at 0.12 A/px, a strong lattice of 21 px, showed a faint 'honeycomb' of 48 px beside it.)"""
+    if v.symmetry != "hexagonal" or v.peak_strength < PEAK_SURE:
+        return True
+    return any(abs(v.lattice_constant_px / (a_px * f) - 1) < RADII_TOL for f in (1.0, 1.0 / np.sqrt(3.0)))
 
 
 def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape) -> MaterialVerdict:

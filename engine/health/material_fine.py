@@ -35,9 +35,12 @@ FINE_SCORE = 6.0             # hexagon score (geometric mean of the 3 spots' pow
 FINE_SCORE_SURE = 10.0
 FINE_RHO = 0.75              # sublattice ratio at least this (hBN <= 0.63 on the development frames)
 FINE_RHO_WEAK = 0.80         # ... below FINE_SCORE_SURE
+FINE_ALT_FRACTION = 0.1     # ... and this fraction of that hexagon's (a strong WS2 lattice of 59 px, 220, gave 4.4 at
+                             # 30 degrees off: noise; graphene's first order measured 0.2-0.9 of its {11-20})
 FINE_ALT_SCORE = 4.0         # the first order found through a {11-20} hexagon (score >= FINE_SCORE) at least this
 FINE_MIN_BINNED_PX = 12.0    # the frame is binned further while the finest lattice keeps this many px per a
 _STEP = 0.5                  # DFT grid step (bins)
+FINE_LOCAL = 5.0             # bins a side of the surroundings each DFT bin is compared with
 _GAMMA = 0.5772156649
 
 
@@ -63,10 +66,11 @@ def _dft(x: np.ndarray, ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
     return t @ (np.cos(ax) - 1j * np.sin(ax))
 
 
-def _dft_points(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+def _ft(x: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """The transform of ``x`` at the frequencies ``f`` ((K, 2) rows, columns; cycles per px)."""
     h, w = x.shape
-    ey = np.exp(-2j * np.pi * np.outer(k[:, 0], np.arange(h)) / h)
-    ex = np.exp(-2j * np.pi * np.outer(k[:, 1], np.arange(w)) / w)
+    ey = np.exp(-2j * np.pi * np.outer(f[:, 0], np.arange(h)))
+    ex = np.exp(-2j * np.pi * np.outer(f[:, 1], np.arange(w)))
     return np.einsum("ky,yx,kx->k", ey, x, ex)
 
 
@@ -76,26 +80,47 @@ def _rho(F: np.ndarray) -> float:
     return float((1 - t) / (1 + t))
 
 
-def _measure(x: np.ndarray, r: float, t0: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Refine the spots at radius r, angles t0 and t0 + 120 degrees (a quarter bin, +-1 bin), and
-    return (k1, k2, sublattice ratio)."""
+def _measure(x: np.ndarray, r: float, t0: float, sc: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Refine the spots at radius r, angles t0 and t0 + 120 degrees (a quarter bin, +-1 bin; bins of
+    the shorter side, ``sc`` = (rows, columns) per such bin), and return (k1, k2, sublattice ratio of the
+    whole frame, the smaller of its two halves' (top, bottom))."""
     off = np.arange(-1.0, 1.0001, 0.25)
     ks = []
     for d in (0.0, 2 * np.pi / 3):
         c = np.array([r * np.sin(t0 + d), r * np.cos(t0 + d)])
-        P = np.abs(_dft(x, c[0] + off, c[1] + off)) ** 2
+        P = np.abs(_dft(x, (c[0] + off) * sc[0], (c[1] + off) * sc[1])) ** 2
         i, j = np.unravel_index(int(np.argmax(P)), P.shape)
         ks.append(c + np.array([off[i], off[j]]))
     k1, k2 = ks
-    F = _dft_points(x, np.stack([k1, k2, -(k1 + k2)]))
-    return k1, k2, _rho(F)
+    f = np.stack([k1, k2, -(k1 + k2)]) * sc / np.array(x.shape, float)
+    h2 = x.shape[0] // 2
+    return k1, k2, _rho(_ft(x, f)), min(_rho(_ft(x[:h2], f)), _rho(_ft(x[h2:], f)))
 
 
 def fine_lattice(img: np.ndarray, b: int = 1) -> dict | None:
     """The strongest hexagon of lattice constant FINE_A_PX (frame px) in the (binned by ``b``) frame
-    ``img``, measured without a window at exact frequencies. Returns a lattice dict (no spots: no mask;
-    ``a_px`` in frame px, ``rho``, ``strength`` the hexagon score, ``fine``: True) when it is graphene
-    by the module's rules, else None."""
+    ``img``, measured without a window at exact frequencies (:func:`fine_hexagon`). Returns a lattice
+    dict (no spots: no mask; ``a_px`` in frame px, ``rho``, ``strength`` the hexagon score, ``fine``:
+    True) when it is graphene by the module's rules, else None."""
+    m = fine_hexagon(img, b)
+    if m is None:
+        return None
+    if m["via_11_20"]:
+        # (the {11-20} hexagon stands out on its own: its first order needs less)
+        ok = (m["score_11_20"] >= FINE_SCORE and m["score"] >= max(FINE_ALT_SCORE, FINE_ALT_FRACTION * m["score_11_20"])
+              and m["rho"] >= FINE_RHO)
+    else:
+        ok = m["score"] >= FINE_SCORE and m["rho"] >= (FINE_RHO if m["score"] >= FINE_SCORE_SURE else FINE_RHO_WEAK)
+    if not ok or not (FINE_A_PX[0] <= m["a_px"] <= FINE_A_PX[1]):
+        return None
+    return {"spots": None, "a_px": m["a_px"], "rho": m["rho"], "width": float("nan"), "strength": m["score"],
+            "fine": True}
+
+
+def fine_hexagon(img: np.ndarray, b: int = 1) -> dict | None:
+    """The measurement of :func:`fine_lattice`: the best hexagon's ``score``, ``rho``, ``a_px`` (frame px),
+    ``via_11_20`` (its first order was found 30 degrees off a one-sublattice hexagon of score
+    ``score_11_20``), or None for a frame too small to search."""
     x, b = _prepared(img, b)
     h, w = x.shape
     n = min(h, w)
@@ -107,12 +132,23 @@ def fine_lattice(img: np.ndarray, b: int = 1) -> dict | None:
     kx = np.arange(0, m + 1) * _STEP
     sy, sx = h / n, w / n                                      # bins of each axis per bin of the shorter
     P = np.abs(_dft(x, ky * sy, kx * sx)) ** 2
-    rb = np.rint(np.hypot(ky[:, None], kx[None, :])).astype(np.intp)
-    nr = int(rb.max()) + 1
-    cnt = np.bincount(rb.ravel(), minlength=nr)
-    lm = np.bincount(rb.ravel(), np.log(P.ravel() + 1e-30), nr) / np.maximum(cnt, 1)
-    Q = P / np.exp(lm + _GAMMA)[rb]
+    # each bin over the level of its surroundings (log-mean over FINE_LOCAL bins a side, x e^gamma: the
+    # median of pure noise power): the detector lag and scan-line artefacts make the noise anisotropic,
+    # and clutter near the origin is uneven (a ring level let vacuum frames reach 6.8, this 6.1)
+    L = np.log(P + 1e-30)
+    k = int(round(FINE_LOCAL / _STEP)) | 1
+    Lp = np.concatenate([L[::-1, k:0:-1], L], axis=1)          # mirrored across kx = 0: P(-k) = P(k)
+    lv = ndimage.uniform_filter(Lp, k, mode="nearest")[:, k:]
+    # the columns next to the ky axis (kx < 2 bins) against their own column only: row-to-row gain noise
+    # and scan-line artefacts put power all along kx = 0 (and, through the unwindowed edges, half a bin
+    # beside it), which lifted one spot of noise hexagons there (a vacuum frame with 3 % line gain noise:
+    # 7.2, the ratio 0.91)
+    ax = kx < 2.0
+    lv[:, ax] = ndimage.uniform_filter1d(L[:, ax], 2 * k + 1, axis=0, mode="nearest")
+    Q = P / np.exp(lv + _GAMMA)
     rs = np.arange(max(rlo, 2.5), rhi + 1e-9, 0.25)
+    if not len(rs):
+        return None
     th = np.arange(60) * (np.pi / 180.0)
     RR, TT = np.meshgrid(rs, th, indexing="ij")
 
@@ -128,20 +164,16 @@ def fine_lattice(img: np.ndarray, b: int = 1) -> dict | None:
     sc = score(RR, TT)
     i, j = np.unravel_index(int(np.argmax(sc)), sc.shape)
     best, r, t0 = float(sc[i, j]), float(rs[i]), float(th[j])
-    k1, k2, rho = _measure(x, r, t0)
-    need, need_rho = FINE_SCORE, (FINE_RHO if best >= FINE_SCORE_SURE else FINE_RHO_WEAK)
+    k1, k2, rho, rho_half = _measure(x, r, t0, np.array([sy, sx]))
+    via, s11 = False, float("nan")
     if rho < 0.3 and r / np.sqrt(3.0) >= 2.5:
         # one sublattice: perhaps graphene's {11-20} spots (a sharp probe); its first order is at
         # 1/sqrt(3) the radius, 30 degrees off
         r2, t2 = r / np.sqrt(3.0), t0 + np.pi / 6
         s2 = float(score(np.array([r2]), np.array([t2]))[0])
-        k1b, k2b, rho2 = _measure(x, r2, t2)
-        if best < FINE_SCORE or s2 < FINE_ALT_SCORE or rho2 < FINE_RHO:
-            return None
-        # (the {11-20} hexagon stands out on its own: its first order needs less)
-        best, k1, k2, rho, need, need_rho = s2, k1b, k2b, rho2, FINE_ALT_SCORE, FINE_RHO
+        k1b, k2b, rho2, rh2 = _measure(x, r2, t2, np.array([sy, sx]))
+        via, s11, best, k1, k2, rho, rho_half = True, best, s2, k1b, k2b, rho2, rh2
     radii = np.hypot(*np.stack([k1, k2, k1 + k2]).T)
     a_px = n / (float(radii.mean()) * np.sqrt(3.0) / 2) * b
-    if not (FINE_A_PX[0] <= a_px <= FINE_A_PX[1]) or best < need or rho < need_rho:
-        return None
-    return {"spots": None, "a_px": float(a_px), "rho": rho, "width": float("nan"), "strength": best, "fine": True}
+    return {"score": best, "rho": rho, "a_px": float(a_px), "via_11_20": via, "score_11_20": s11, "rho_half": rho_half,
+            "spread": float((radii.max() - radii.min()) / radii.mean())}
