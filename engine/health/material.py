@@ -40,6 +40,11 @@ WS2, hBN, ...), ``amorphous`` (amorphous carbon or contamination over the field,
    objects far brighter than the lattice replaced by the background (``material_blobs``), unless a
    strong crystal lattice was found: at fine sampling such an object is a disc whose transform fills
    graphene's first-order ring even when clipped.
+8. **Fine sampling at exact frequencies** (``material_fine``): a frame still not called graphene is
+   searched for a faint hexagon of a = 30-100 frame px in its *unwindowed* transform, evaluated by direct
+   DFT at non-integer frequencies (a field of a few unit cells: the Hann window spreads and weakens its
+   spots), each bin against its surroundings; graphene when the hexagon stands out and its bispectrum
+   says equal sublattices, and the windowed spectrum showed no clear hexagon of another scale.
 
 Frames of at least 384 px a side are binned 2 x 2 first (one 256^2 FFT for a 512^2 frame; the bins
 keep their frequencies in cycles per field, and graphene's {11-20} spots stay below the binned
@@ -63,7 +68,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.health.material_blobs import without_blobs
-from engine.health.material_fine import fine_lattice
+from engine.health.material_fine import FINE_A_PX, fine_lattice
 from engine.health.material_mask import graphene_mask
 from engine.health.material_realspace import (RS_MIN_A_PX, real_space_candidates, real_space_rescue, real_space_scan,
                                               real_space_veto)
@@ -351,6 +356,9 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
                               "than the lattice)")
                 return v2
     # fine sampling: a lattice of a few unit cells whose spots the windowed spectrum leaves at the noise
+    # (not searched where no lattice of the searched scales could agree with the windowed spectrum's)
+    if not _fine_agrees(v, FINE_A_PX):
+        return v
     lat = fine_lattice(img, b)
     if lat is None or not _fine_agrees(v, lat["a_px"]) or real_space_veto(img, b, lat) is not None:
         return v
@@ -367,12 +375,17 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
                            diffuse_excess=v.diffuse_excess, graphene_fraction=1.0)
 
 
-def _fine_agrees(v: MaterialVerdict, a_px: float) -> bool:
+def _fine_agrees(v: MaterialVerdict, a_px: float | tuple) -> bool:
     """Whether the windowed spectrum's verdict leaves room for a fine-sampling lattice of ``a_px``: no
-    clear hexagon of its own (spots below PEAK_SURE), or one of the same scale or at its {11-20} (a / sqrt 3).
+    clear hexagon of its own (spots below PEAK_SURE), or one of the same scale or at its {11-20} (a / sqrt 3);
+    ``a_px`` a (lo, hi) range: for any a in it.
     (An hBN frame at 0.12 A/px, a strong lattice of 21 px, showed a faint 'honeycomb' of 48 px beside it.)"""
     if v.symmetry != "hexagonal" or v.peak_strength < PEAK_SURE:
         return True
+    if isinstance(a_px, tuple):                  # any a in the range (lo, hi)
+        lo, hi = a_px
+        return any(lo * f * (1 - RADII_TOL) < v.lattice_constant_px < hi * f * (1 + RADII_TOL)
+                   for f in (1.0, 1.0 / np.sqrt(3.0)))
     return any(abs(v.lattice_constant_px / (a_px * f) - 1) < RADII_TOL for f in (1.0, 1.0 / np.sqrt(3.0)))
 
 

@@ -66,12 +66,13 @@ def _dft(x: np.ndarray, ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
     return t @ (np.cos(ax) - 1j * np.sin(ax))
 
 
-def _ft(x: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """The transform of ``x`` at the frequencies ``f`` ((K, 2) rows, columns; cycles per px)."""
+def _ft(x: np.ndarray, f: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+    """The transform of ``x[rows]`` at the frequencies ``f`` ((K, 2) rows, columns; cycles per px; the
+    phase refers to x's own origin)."""
     h, w = x.shape
-    ey = np.exp(-2j * np.pi * np.outer(f[:, 0], np.arange(h)))
     ex = np.exp(-2j * np.pi * np.outer(f[:, 1], np.arange(w)))
-    return np.einsum("ky,yx,kx->k", ey, x, ex)
+    ey = np.exp(-2j * np.pi * np.outer(f[:, 0], np.arange(h)))[:, rows]
+    return (ey * (x[rows] @ ex.T).T).sum(axis=1)
 
 
 def _rho(F: np.ndarray) -> float:
@@ -94,7 +95,7 @@ def _measure(x: np.ndarray, r: float, t0: float, sc: np.ndarray) -> tuple[np.nda
     k1, k2 = ks
     f = np.stack([k1, k2, -(k1 + k2)]) * sc / np.array(x.shape, float)
     h2 = x.shape[0] // 2
-    return k1, k2, _rho(_ft(x, f)), min(_rho(_ft(x[:h2], f)), _rho(_ft(x[h2:], f)))
+    return k1, k2, _rho(_ft(x, f)), min(_rho(_ft(x, f, slice(None, h2))), _rho(_ft(x, f, slice(h2, None))))
 
 
 def fine_lattice(img: np.ndarray, b: int = 1) -> dict | None:
