@@ -40,6 +40,11 @@ WS2, hBN, ...), ``amorphous`` (amorphous carbon or contamination over the field,
    objects far brighter than the lattice replaced by the background (``material_blobs``), unless a
    strong crystal lattice was found: at fine sampling such an object is a disc whose transform fills
    graphene's first-order ring even when clipped.
+8. **Fine sampling at exact frequencies** (``material_fine``): a frame still not called graphene is
+   searched for a faint hexagon of a = 30-100 frame px in its *unwindowed* transform, evaluated by direct
+   DFT at non-integer frequencies (a field of a few unit cells: the Hann window spreads and weakens its
+   spots), each bin against its surroundings; graphene when the hexagon stands out and its bispectrum
+   says equal sublattices, and the windowed spectrum showed no clear hexagon of another scale.
 
 Frames of at least 384 px a side are binned 2 x 2 first (one 256^2 FFT for a 512^2 frame; the bins
 keep their frequencies in cycles per field, and graphene's {11-20} spots stay below the binned
@@ -63,6 +68,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.health.material_blobs import without_blobs
+from engine.health.material_fine import FINE_A_PX, fine_lattice
 from engine.health.material_mask import graphene_mask
 from engine.health.material_realspace import (RS_MIN_A_PX, real_space_candidates, real_space_rescue, real_space_scan,
                                               real_space_veto)
@@ -335,19 +341,52 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
     shape = img.shape
     img, b = _binned(img)
     v = _classify(img, b, px, want_mask, shape)
-    if v.is_graphene or (v.symmetry == "hexagonal" and v.peak_strength >= BLOB_SKIP_STRENGTH):
-        return v                # (a strong crystal lattice that is not graphene: adatoms did not hide it)
-    # a few heavy adatoms (or Si clusters) far brighter than the lattice dominate a small field's
-    # spectrum even when clipped: try once more with them replaced by the background
-    cleaned = without_blobs(img)
-    if cleaned is None:
+    if v.is_graphene:
         return v
-    img2, n_blobs = cleaned
-    v2 = _classify(img2, b, px, want_mask, shape)
-    if not v2.is_graphene:
+    if not (v.symmetry == "hexagonal" and v.peak_strength >= BLOB_SKIP_STRENGTH):
+        # (a strong crystal lattice that is not graphene: adatoms did not hide it)
+        # a few heavy adatoms (or Si clusters) far brighter than the lattice dominate a small field's
+        # spectrum even when clipped: try once more with them replaced by the background
+        cleaned = without_blobs(img)
+        if cleaned is not None:
+            img2, n_blobs = cleaned
+            v2 = _classify(img2, b, px, want_mask, shape)
+            if v2.is_graphene:
+                v2.reason += (f" (after masking {n_blobs} bright object{'s' if n_blobs > 1 else ''} much brighter "
+                              "than the lattice)")
+                return v2
+    # fine sampling: a lattice of a few unit cells whose spots the windowed spectrum leaves at the noise
+    # (not searched where no lattice of the searched scales could agree with the windowed spectrum's)
+    if not _fine_agrees(v, FINE_A_PX):
         return v
-    v2.reason += f" (after masking {n_blobs} bright object{'s' if n_blobs > 1 else ''} much brighter than the lattice)"
-    return v2
+    lat = fine_lattice(img, b)
+    if lat is None or not _fine_agrees(v, lat["a_px"]) or real_space_veto(img, b, lat) is not None:
+        return v
+    a_px = lat["a_px"]
+    far = px is not None and abs(a_px * px / GRAPHENE_A - 1) > A_TOLERANCE
+    note = (f"; at the declared pixel size a = {a_px * px:.2f} A, not 2.46 A: the pixel size looks wrong"
+            if far else "")
+    return MaterialVerdict("graphene", f"hexagonal lattice a = {_fmt_len(a_px, px)} with 2 sublattices of equal "
+                           f"contrast ({lat['rho']:.2f}): graphene; a field of few unit cells, its spots measured at exact "
+                           f"frequencies without a window (hexagon {lat['strength']:.1f} over the noise; the windowed "
+                           f"spectrum said: {v.reason}){note}",
+                           lattice_constant_px=a_px, lattice_constant_A=a_px * px if px else float("nan"),
+                           symmetry="hexagonal", sublattice_ratio=lat["rho"], peak_strength=lat["strength"],
+                           diffuse_excess=v.diffuse_excess, graphene_fraction=1.0)
+
+
+def _fine_agrees(v: MaterialVerdict, a_px: float | tuple) -> bool:
+    """Whether the windowed spectrum's verdict leaves room for a fine-sampling lattice of ``a_px``: no
+    clear hexagon of its own (spots below PEAK_SURE), or one of the same scale or at its {11-20} (a / sqrt 3);
+    ``a_px`` a (lo, hi) range: for any a in it.
+    (An hBN frame at 0.12 A/px, a strong lattice of 21 px, showed a faint 'honeycomb' of 48 px beside it.)"""
+    if v.symmetry != "hexagonal" or v.peak_strength < PEAK_SURE:
+        return True
+    if isinstance(a_px, tuple):                  # any a in the range (lo, hi)
+        lo, hi = a_px
+        return any(lo * f * (1 - RADII_TOL) < v.lattice_constant_px < hi * f * (1 + RADII_TOL)
+                   for f in (1.0, 1.0 / np.sqrt(3.0)))
+    return any(abs(v.lattice_constant_px / (a_px * f) - 1) < RADII_TOL for f in (1.0, 1.0 / np.sqrt(3.0)))
 
 
 def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape) -> MaterialVerdict:
