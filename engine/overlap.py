@@ -206,6 +206,12 @@ class AheadInferencer:
 #: (docs/tracking.md): 1024^2 frames at 0.1 A/px (a 512^2 grid) 9.2 -> 12.0 frames/s on every core,
 #: 512^2 (a 256^2 grid) 39.0 -> 41.9; 256^2 (128^2) mixed (105.8 -> 94.0 in one run, better in others).
 ALL_CORES_FROM_GRID_PX = 256 * 256
+#: the same for the INT8 network: with its padded channels and softmax tail (issue 20) it runs a 256^2
+#: grid no faster on two threads than on one (one thread 10.9 ms, two 11.6 ms, idle, interleaved), so
+#: below 320^2 the network thread keeps one thread and the chemistry the other core. Overlap on,
+#: interleaved passes, idle: 512^2 frames (a 256^2 grid) 47.7 -> 53.4 frames/s on one thread, 768^2
+#: (384^2) 30.1 on every core against 28.6, 1024^2 (512^2) 18.6 against 17.0 (docs/tracking.md)
+ALL_CORES_FROM_GRID_PX_INT8 = 320 * 320
 
 
 class GridRouted:
@@ -249,8 +255,8 @@ def network_for_overlap(pipe):
     physical cores), the network thread gets a session with one thread fewer: the other core runs
     the chemistry and tracking of the frame before, instead of the two stages (and ONNX Runtime's
     spinning pool threads) fighting over every core. Frames whose model grid has at least
-    :data:`ALL_CORES_FROM_GRID_PX` pixels still run on the pipeline's session (every core):
-    :class:`GridRouted`. The same model file; ONNX Runtime's CPU kernels give the same numbers at any
+    :data:`ALL_CORES_FROM_GRID_PX` pixels (:data:`ALL_CORES_FROM_GRID_PX_INT8` for the INT8 network)
+    still run on the pipeline's session (every core): :class:`GridRouted`. The same model file; ONNX Runtime's CPU kernels give the same numbers at any
     thread count (tests/test_pipeline_overlap.py compares the outputs byte for byte). A configured
     ``inference.threads`` is kept as it is."""
     inf = getattr(pipe, "inferencer", None)
@@ -274,7 +280,8 @@ def network_for_overlap(pipe):
     if not same:
         own.close()
         return None
-    return GridRouted(own, inf, float(getattr(inf, "model_pixel_size_A", 0.2) or 0.2))
+    from_px = ALL_CORES_FROM_GRID_PX_INT8 if getattr(inf, "precision", "fp32") == "int8" else ALL_CORES_FROM_GRID_PX
+    return GridRouted(own, inf, float(getattr(inf, "model_pixel_size_A", 0.2) or 0.2), from_grid_px=from_px)
 
 
 def wants_network(health) -> bool:
