@@ -191,6 +191,9 @@ def bench_pipeline(quick: bool = False):
         live = _live(cfg, frames, rate_hz=rate, change_at=n_live // 2)
         ov = compare(pipe, cfg, off_frames, frames, _live, reps=1 if quick else 3)      # overlap off / on (issue 20)
         rows.append({"size": f"{size}x{size}", **off, **live, **ov})
+    be = getattr(pipe.inferencer, "backend", None)
+    fallbacks = (f"{be.fallbacks} of {be.runs} runs of the pipeline's own network session (the Pipeline.process passes; engine/infer/fallback.py)"
+                 if hasattr(be, "fallbacks") else "none (not the INT8 network)")
     pipe.close()
     from lab.bench_precision import other_precision_rows, pipeline_precision   # issue 20: FP32 beside INT8
     for r in rows:
@@ -210,6 +213,7 @@ def bench_pipeline(quick: bool = False):
                               "fps": "offline, Pipeline.process back to back (median)",
                               "live_fps": "LiveService fed at 1.5x the offline rate over tcp loopback (newest frame)",
                               "latency": "t_acquired -> result ready (events published), live",
+                              "FP32 reruns of marginal INT8 maps": fallbacks,
                               **OVERLAP_NOTES})
 
 
