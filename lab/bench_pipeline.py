@@ -192,8 +192,8 @@ def bench_pipeline(quick: bool = False):
         ov = compare(pipe, cfg, off_frames, frames, _live, reps=1 if quick else 3)      # overlap off / on (issue 20)
         rows.append({"size": f"{size}x{size}", **off, **live, **ov})
     be = getattr(pipe.inferencer, "backend", None)
-    fallbacks = (f"{be.fallbacks} of {be.runs} runs of the pipeline's own network session (the Pipeline.process passes; engine/infer/fallback.py)"
-                 if hasattr(be, "fallbacks") else "none (not the INT8 network)")
+    fallbacks = (f"{be.fallbacks} of {be.runs} runs of the pipeline's own network session (the Pipeline.process "
+                 "passes; engine/infer/fallback.py)" if hasattr(be, "fallbacks") else "none (not the INT8 network)")
     pipe.close()
     from lab.bench_precision import other_precision_rows, pipeline_precision   # issue 20: FP32 beside INT8
     for r in rows:
