@@ -256,9 +256,9 @@ def network_for_overlap(pipe):
     the chemistry and tracking of the frame before, instead of the two stages (and ONNX Runtime's
     spinning pool threads) fighting over every core. Frames whose model grid has at least
     :data:`ALL_CORES_FROM_GRID_PX` pixels (:data:`ALL_CORES_FROM_GRID_PX_INT8` for the INT8 network)
-    still run on the pipeline's session (every core): :class:`GridRouted`. The same model file; ONNX Runtime's CPU kernels give the same numbers at any
-    thread count (tests/test_pipeline_overlap.py compares the outputs byte for byte). A configured
-    ``inference.threads`` is kept as it is."""
+    still run on the pipeline's session (every core): :class:`GridRouted`. The same model file; ONNX
+    Runtime's CPU kernels give the same numbers at any thread count (tests/test_pipeline_overlap.py
+    compares the outputs byte for byte). A configured ``inference.threads`` is kept as it is."""
     inf = getattr(pipe, "inferencer", None)
     cfg = getattr(pipe, "cfg", None)
     if cfg is None or cfg.inference.threads is not None or getattr(inf, "backend_name", None) != "onnxruntime":

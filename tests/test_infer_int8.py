@@ -149,7 +149,9 @@ def test_pad_channels_keeps_the_probabilities(tmp_path):
     assert c3.shape == (16, 32, 3, 3)
     assert not c3[:, 12:16].any() and not c3[:, 28:32].any() and not c3[12:].any()   # pads after each part
     assert c3[:12, :12].any() and c3[:12, 16:28].any()
-    run = lambda m, x: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]  # noqa: E731
+    def run(m, x):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
     for x in xs[:2] + [rng.random((1, 1, 32, 32), dtype=np.float32)]:
         assert np.abs(run(padded, x) - run(q, x)).max() < 1e-6
 
