@@ -533,3 +533,76 @@ def test_line_gain_noise_on_the_ky_axis_makes_no_fine_hexagon():
     for f in (1.0, 2.0, None):
         v = classify_material(ex.image, None if f is None else ex.pixel_size_A * f)
         assert v.verdict != "graphene", (f, v.reason)
+
+
+#: development frames of the seventh pass (`--seed 3002 --pixel-size 0.03 0.08`; `--seed 5001` / `5002`, full range)
+HOLE_3002_37 = {"state": 39724674223417671692434065351455941374, "inc": 245786268854034137617712031131362166355,
+                "uinteger": 690548214, "has_uint32": 1}
+CONT_3002_16 = {"state": 282355451075530146931253669769879741892, "inc": 245786268854034137617712031131362166355,
+                "uinteger": 218081551}
+AMORPHOUS_5001_4 = {"state": 190294462799199553713468905365823010767, "inc": 317915725153918023317776201916402039279,
+                    "uinteger": 1118835156}
+VACUUM_5002_28 = {"state": 3562326420246088401468474843425968510, "inc": 326554236499084160480157201633014703191,
+                  "uinteger": 712235513, "has_uint32": 1}
+
+
+@pytest.mark.parametrize("kind,state,px", [("graphene_hole", HOLE_3002_37, 0.0306),
+                                           ("graphene_contamination", CONT_3002_16, 0.0385)])
+def test_fine_sampled_graphene_with_a_heavy_adatom_is_found_at_exact_frequencies_with_it_masked(kind, state, px):
+    """Fields of 16-20 A with one heavy adatom: clipped, its disc fills graphene's first-order ring of the
+    unwindowed transform too (best hexagon 1.9 and 4.8, threshold 6), and the frames were `amorphous`.
+    With the object replaced by the background (as the windowed spectrum's second try does) the
+    hexagon scores 14 and 17 with equal sublattices."""
+    from engine.health.material import _binned
+    from engine.health.material_blobs import without_blobs
+    from engine.health.material_fine import FINE_SCORE, fine_hexagon
+    ex = _eval_frame(kind, state, FINE)
+    assert ex.pixel_size_A == pytest.approx(px, abs=1e-4)
+    img, b = _binned(ex.image.astype(np.float32))
+    assert fine_hexagon(img, b)["score"] < FINE_SCORE
+    cleaned = without_blobs(img)
+    assert cleaned is not None and cleaned[1] == 1
+    m = fine_hexagon(cleaned[0], b)
+    assert m["score"] >= 2 * FINE_SCORE and m["rho"] >= 0.9
+    for f in (1.0, 0.5, 2.0, None):
+        v = classify_material(ex.image, None if f is None else ex.pixel_size_A * f)
+        assert v.verdict == "graphene", (f, v.reason)
+        assert "exact frequencies" in v.reason
+        assert v.lattice_constant_px == pytest.approx(GRAPHENE_A / ex.pixel_size_A, rel=0.05)
+
+
+@pytest.mark.parametrize("kind,state,px", [("amorphous", AMORPHOUS_5001_4, 0.0616), ("vacuum", VACUUM_5002_28, 0.0581)])
+def test_faint_noise_hexagon_of_many_unit_cells_is_no_lattice(kind, state, px):
+    """Amorphous carbon and vacuum at 0.06 A/px: three noise bins of the windowed spectrum formed a hexagon of
+    a = 8-10 px (53-63 unit cells across the field) with spots 9.9 and 8.7 over their surroundings and "equal
+    sublattices" (0.95, 0.90): graphene, "the pixel size looks wrong". A real lattice of that many cells
+    concentrates its power into spots far above that (graphene on the development frames: >= 15.9)."""
+    from engine.health.material import RICH_CELLS, RICH_STRENGTH
+    ex = _eval_frame(kind, state)
+    assert ex.pixel_size_A == pytest.approx(px, abs=1e-4)
+    for f in (1.0, 0.5, 2.0, None):
+        v = classify_material(ex.image, None if f is None else ex.pixel_size_A * f)
+        assert v.verdict != "graphene", (f, v.reason)
+        assert not (v.symmetry == "hexagonal" and SIZE / v.lattice_constant_px >= RICH_CELLS
+                    and v.peak_strength < RICH_STRENGTH), v.reason
+
+
+HOLE_5001_35 = {"state": 86093703267656078989438977550818633503, "inc": 317915725153918023317776201916402039279,
+                "uinteger": 1007422219}
+
+
+def test_heavy_adatoms_beside_many_hot_pixels_are_masked():
+    """Graphene with a hole at 0.045 A/px (SNR 32) and two heavy adatoms ~10 x brighter than a dozen hot
+    pixels that also clear the objects' core level: more than BLOB_MAX regions, so nothing was masked and
+    the frame was `amorphous`. The two objects far above all the others are masked now, and the lattice is
+    found at exact frequencies (hexagon ~37, equal sublattices)."""
+    from engine.health.material import _binned
+    from engine.health.material_blobs import BLOB_MAX, without_blobs
+    ex = _eval_frame("graphene_hole", HOLE_5001_35)
+    assert ex.pixel_size_A == pytest.approx(0.0447, abs=1e-4)
+    cleaned = without_blobs(_binned(ex.image.astype(np.float32))[0])
+    assert cleaned is not None and cleaned[1] == 2 < BLOB_MAX
+    for f in (1.0, 0.5, 2.0, None):
+        v = classify_material(ex.image, None if f is None else ex.pixel_size_A * f)
+        assert v.verdict == "graphene", (f, v.reason)
+        assert v.lattice_constant_px == pytest.approx(GRAPHENE_A / ex.pixel_size_A, rel=0.05)

@@ -21,6 +21,7 @@ BLOB_CORE = 3.0           # a region counts when its peak exceeds median + this 
 BLOB_MAX = 4              # at most this many regions (more: a lattice or noise, not isolated adatoms; a vacuum
                           # frame at 0.29 A/px with 12 hot-pixel "objects" masked showed a noise hexagon)
 BLOB_MAX_AREA = 0.25      # and they cover at most this fraction of the field (grown)
+BLOB_FAR = 4.0            # ... or, beside more regions than that, this x further above the median than the core
 BLOB_SMOOTH_PX = 1.5      # smoothing (px of the binned frame) before thresholding
 
 
@@ -47,6 +48,10 @@ def without_blobs(img: np.ndarray):
         return None
     peaks = ndimage.maximum(sm, lab, index=np.arange(1, n + 1))
     keep = np.flatnonzero(peaks > core) + 1
+    if len(keep) > BLOB_MAX:
+        # many small regions just above the core (hot pixels, bright noise) beside a few objects far
+        # brighter than all of them (heavy adatoms): the few
+        keep = np.flatnonzero(peaks > med + BLOB_FAR * (core - med)) + 1
     if len(keep) == 0 or len(keep) > BLOB_MAX:
         return None
     mask = np.isin(lab, keep)
