@@ -344,14 +344,14 @@ def test_held_out_handful():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 21 criterion 4 not met over 0.03-0.3 A/px: fresh seeds 4005 / 4006 (the fine "
-                                       "sampling test, engine/health/material_fine.py) gave graphene kept 98.7 % of 940 / "
-                                       "97.0 % of 932, non-graphene rejected 100 % / 99.0 % of 800 (before: 96.6 % / 95.7 %, "
-                                       "same non-graphene); graphene is kept 100 % from 0.05 A/px up, 88.8 % at 0.03-0.05 A/px "
-                                       "(docs/material.md)")
+@pytest.mark.xfail(strict=True, reason="issue 21 criterion 4 not met over 0.03-0.3 A/px: fresh seeds 4007 / 4008 "
+                                       "(seventh pass: heavy adatoms masked for the fine test, faint hexagons of many "
+                                       "unit cells are no lattice) gave graphene kept 98.3 % / 97.8 % of 924, non-graphene "
+                                       "rejected 98.5 % / 100 % of 800 (before: 98.3 % / 97.4 %, 97.5 % / 98.5 %); the "
+                                       "graphene lost is at 0.03-0.1 A/px, mostly C-atom SNR < 2 (docs/material.md)")
 def test_held_out_accuracy_full_range():
     from lab.material_eval import evaluate
-    res = evaluate(per_kind=40, seed=4006, size=SIZE)
+    res = evaluate(per_kind=40, seed=4008, size=SIZE)
     assert res["graphene_kept"] >= 0.99, res["graphene_kept"]
     assert res["non_graphene_rejected"] >= 0.99, res["non_graphene_rejected"]
 

@@ -41,9 +41,9 @@ WS2, hBN, ...), ``amorphous`` (amorphous carbon or contamination over the field,
    strong crystal lattice was found: at fine sampling such an object is a disc whose transform fills
    graphene's first-order ring even when clipped.
 8. **Fine sampling at exact frequencies** (``material_fine``): a frame still not called graphene is
-   searched for a faint hexagon of a = 30-100 frame px in its *unwindowed* transform, evaluated by direct
-   DFT at non-integer frequencies (a field of a few unit cells: the Hann window spreads and weakens its
-   spots), each bin against its surroundings; graphene when the hexagon stands out and its bispectrum
+   searched (with those objects replaced, where there are any) for a faint hexagon of a = 30-100 frame
+   px in its *unwindowed* transform, evaluated by direct DFT at non-integer frequencies (a field of a
+   few unit cells: the Hann window spreads and weakens its spots), each bin against its surroundings; graphene when the hexagon stands out and its bispectrum
    says equal sublattices, and the windowed spectrum showed no clear hexagon of another scale.
 
 Frames of at least 384 px a side are binned 2 x 2 first (one 256^2 FFT for a 512^2 frame; the bins

@@ -6,8 +6,10 @@ tens of px across and hundreds of times brighter than a carbon column; even clip
 :func:`without_blobs` finds such objects by a robust level (mean + BLOB_STD std, iterated on the
 clipped values until it settles, so the objects do not set their own threshold), keeps only
 connected regions with a core far above it (BLOB_CORE), and only when they are few (a crystal's
-brighter sublattice, e.g. Mo in MoS2, gives hundreds of regions on a lattice: no masking), and
-replaces them, grown by their own size, with the frame's median.
+brighter sublattice, e.g. Mo in MoS2, gives hundreds of regions on a lattice: no masking; beside
+more regions than that, the few whose peak is BLOB_FAR times further above the median than the core,
+when there are few: heavy adatoms beside a dozen hot pixels), and replaces them, grown by their own
+size, with the frame's median.
 """
 
 from __future__ import annotations
