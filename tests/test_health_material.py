@@ -344,14 +344,14 @@ def test_held_out_handful():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 21 criterion 4 not met over 0.03-0.3 A/px: fresh seeds 4005 / 4006 (the fine "
-                                       "sampling test, engine/health/material_fine.py) gave graphene kept 98.7 % of 940 / "
-                                       "97.0 % of 932, non-graphene rejected 100 % / 99.0 % of 800 (before: 96.6 % / 95.7 %, "
-                                       "same non-graphene); graphene is kept 100 % from 0.05 A/px up, 88.8 % at 0.03-0.05 A/px "
-                                       "(docs/material.md)")
+@pytest.mark.xfail(strict=True, reason="issue 21 criterion 4 not met over 0.03-0.3 A/px: fresh seeds 4007 / 4008 "
+                                       "(seventh pass: heavy adatoms masked for the fine test, faint hexagons of many "
+                                       "unit cells are no lattice) gave graphene kept 98.3 % / 97.8 % of 924, non-graphene "
+                                       "rejected 98.5 % / 100 % of 800 (before: 98.3 % / 97.4 %, 97.5 % / 98.5 %); the "
+                                       "graphene lost is at 0.03-0.1 A/px, mostly C-atom SNR < 2 (docs/material.md)")
 def test_held_out_accuracy_full_range():
     from lab.material_eval import evaluate
-    res = evaluate(per_kind=40, seed=4006, size=SIZE)
+    res = evaluate(per_kind=40, seed=4008, size=SIZE)
     assert res["graphene_kept"] >= 0.99, res["graphene_kept"]
     assert res["non_graphene_rejected"] >= 0.99, res["non_graphene_rejected"]
 
@@ -533,3 +533,100 @@ def test_line_gain_noise_on_the_ky_axis_makes_no_fine_hexagon():
     for f in (1.0, 2.0, None):
         v = classify_material(ex.image, None if f is None else ex.pixel_size_A * f)
         assert v.verdict != "graphene", (f, v.reason)
+
+
+#: development frames of the seventh pass (`--seed 3002 --pixel-size 0.03 0.08`; `--seed 5001` / `5002`, full range)
+HOLE_3002_37 = {"state": 39724674223417671692434065351455941374, "inc": 245786268854034137617712031131362166355,
+                "uinteger": 690548214, "has_uint32": 1}
+CONT_3002_16 = {"state": 282355451075530146931253669769879741892, "inc": 245786268854034137617712031131362166355,
+                "uinteger": 218081551}
+AMORPHOUS_5001_4 = {"state": 190294462799199553713468905365823010767, "inc": 317915725153918023317776201916402039279,
+                    "uinteger": 1118835156}
+VACUUM_5002_28 = {"state": 3562326420246088401468474843425968510, "inc": 326554236499084160480157201633014703191,
+                  "uinteger": 712235513, "has_uint32": 1}
+
+
+@pytest.mark.parametrize("kind,state,px", [("graphene_hole", HOLE_3002_37, 0.0306),
+                                           ("graphene_contamination", CONT_3002_16, 0.0385)])
+def test_fine_sampled_graphene_with_a_heavy_adatom_is_found_at_exact_frequencies_with_it_masked(kind, state, px):
+    """Fields of 16-20 A with one heavy adatom: clipped, its disc fills graphene's first-order ring of the
+    unwindowed transform too (best hexagon 1.9 and 4.8, threshold 6), and the frames were `amorphous`.
+    With the object replaced by the background (as the windowed spectrum's second try does) the
+    hexagon scores 14 and 17 with equal sublattices."""
+    from engine.health.material import _binned
+    from engine.health.material_blobs import without_blobs
+    from engine.health.material_fine import FINE_SCORE, fine_hexagon
+    ex = _eval_frame(kind, state, FINE)
+    assert ex.pixel_size_A == pytest.approx(px, abs=1e-4)
+    img, b = _binned(ex.image.astype(np.float32))
+    assert fine_hexagon(img, b)["score"] < FINE_SCORE
+    cleaned = without_blobs(img)
+    assert cleaned is not None and cleaned[1] == 1
+    m = fine_hexagon(cleaned[0], b)
+    assert m["score"] >= 2 * FINE_SCORE and m["rho"] >= 0.9
+    for f in (1.0, 0.5, 2.0, None):
+        v = classify_material(ex.image, None if f is None else ex.pixel_size_A * f)
+        assert v.verdict == "graphene", (f, v.reason)
+        assert "exact frequencies" in v.reason
+        assert v.lattice_constant_px == pytest.approx(GRAPHENE_A / ex.pixel_size_A, rel=0.05)
+
+
+@pytest.mark.parametrize("kind,state,px", [("amorphous", AMORPHOUS_5001_4, 0.0616), ("vacuum", VACUUM_5002_28, 0.0581)])
+def test_faint_noise_hexagon_of_many_unit_cells_is_no_lattice(kind, state, px):
+    """Amorphous carbon and vacuum at 0.06 A/px: three noise bins of the windowed spectrum formed a hexagon of
+    a = 8-10 px (53-63 unit cells across the field) with spots 9.9 and 8.7 over their surroundings and "equal
+    sublattices" (0.95, 0.90): graphene, "the pixel size looks wrong". A real lattice of that many cells
+    concentrates its power into spots far above that (graphene on the development frames: >= 15.9)."""
+    from engine.health.material import RICH_CELLS, RICH_STRENGTH
+    ex = _eval_frame(kind, state)
+    assert ex.pixel_size_A == pytest.approx(px, abs=1e-4)
+    for f in (1.0, 0.5, 2.0, None):
+        v = classify_material(ex.image, None if f is None else ex.pixel_size_A * f)
+        assert v.verdict != "graphene", (f, v.reason)
+        assert not (v.symmetry == "hexagonal" and SIZE / v.lattice_constant_px >= RICH_CELLS
+                    and v.peak_strength < RICH_STRENGTH), v.reason
+
+
+HOLE_5001_35 = {"state": 86093703267656078989438977550818633503, "inc": 317915725153918023317776201916402039279,
+                "uinteger": 1007422219}
+
+
+def test_heavy_adatoms_beside_many_hot_pixels_are_masked():
+    """Graphene with a hole at 0.045 A/px (SNR 32) and two heavy adatoms ~10 x brighter than a dozen hot
+    pixels that also clear the objects' core level: more than BLOB_MAX regions, so nothing was masked and
+    the frame was `amorphous`. The two objects far above all the others are masked now, and the lattice is
+    found at exact frequencies (hexagon ~37, equal sublattices)."""
+    from engine.health.material import _binned
+    from engine.health.material_blobs import BLOB_MAX, without_blobs
+    ex = _eval_frame("graphene_hole", HOLE_5001_35)
+    assert ex.pixel_size_A == pytest.approx(0.0447, abs=1e-4)
+    cleaned = without_blobs(_binned(ex.image.astype(np.float32))[0])
+    assert cleaned is not None and cleaned[1] == 2 < BLOB_MAX
+    for f in (1.0, 0.5, 2.0, None):
+        v = classify_material(ex.image, None if f is None else ex.pixel_size_A * f)
+        assert v.verdict == "graphene", (f, v.reason)
+        assert v.lattice_constant_px == pytest.approx(GRAPHENE_A / ex.pixel_size_A, rel=0.05)
+
+
+GRAINS_3002_39 = {"state": 209918601321295646197303909536306434195, "inc": 245786268854034137617712031131362166355,
+                  "uinteger": 1140425831, "has_uint32": 1}
+DOPANTS_3002_2 = {"state": 34236230255984195427628232921394681818, "inc": 245786268854034137617712031131362166355,
+                  "uinteger": 248469431, "has_uint32": 1}
+
+
+@pytest.mark.parametrize("kind,state,px", [("graphene_grains", GRAINS_3002_39, 0.0339),
+                                           ("graphene_dopants", DOPANTS_3002_2, 0.0311)])
+def test_faint_fine_hexagon_with_a_noisy_sublattice_ratio_stays_graphene(kind, state, px):
+    """Graphene at 0.031-0.034 A/px and C-atom SNR 1.4-2.6: the fine hexagon scores 6-10 and the bispectrum
+    of spots that faint measures 0.73-0.79, below the 0.80 a hexagon under 10 needed, so the frames were
+    `vacuum`. Hexagons that faint now need 0.72 (hBN measured <= 0.63)."""
+    from engine.health.material import _binned
+    from engine.health.material_fine import FINE_RHO_WEAK, FINE_SCORE, FINE_SCORE_SURE, fine_hexagon
+    ex = _eval_frame(kind, state, FINE)
+    assert ex.pixel_size_A == pytest.approx(px, abs=1e-4)
+    m = fine_hexagon(*_binned(ex.image.astype(np.float32)))
+    assert FINE_SCORE <= m["score"] < FINE_SCORE_SURE and FINE_RHO_WEAK <= m["rho"] < 0.8
+    for f in (1.0, 0.5, 2.0, None):
+        v = classify_material(ex.image, None if f is None else ex.pixel_size_A * f)
+        assert v.verdict == "graphene", (f, v.reason)
+        assert v.lattice_constant_px == pytest.approx(GRAPHENE_A / ex.pixel_size_A, rel=0.05)

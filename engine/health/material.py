@@ -41,9 +41,9 @@ WS2, hBN, ...), ``amorphous`` (amorphous carbon or contamination over the field,
    strong crystal lattice was found: at fine sampling such an object is a disc whose transform fills
    graphene's first-order ring even when clipped.
 8. **Fine sampling at exact frequencies** (``material_fine``): a frame still not called graphene is
-   searched for a faint hexagon of a = 30-100 frame px in its *unwindowed* transform, evaluated by direct
-   DFT at non-integer frequencies (a field of a few unit cells: the Hann window spreads and weakens its
-   spots), each bin against its surroundings; graphene when the hexagon stands out and its bispectrum
+   searched (with those objects replaced, where there are any) for a faint hexagon of a = 30-100 frame
+   px in its *unwindowed* transform, evaluated by direct DFT at non-integer frequencies (a field of a
+   few unit cells: the Hann window spreads and weakens its spots), each bin against its surroundings; graphene when the hexagon stands out and its bispectrum
    says equal sublattices, and the windowed spectrum showed no clear hexagon of another scale.
 
 Frames of at least 384 px a side are binned 2 x 2 first (one 256^2 FFT for a 512^2 frame; the bins
@@ -97,6 +97,9 @@ RHO_BORDER = 0.90          # between RHO_GRAPHENE and this, a declared a like Mo
 A_TOLERANCE = 0.15         # relative difference to 2.46 A counted as "far" (calibration errors are smaller)
 TMD_A = (3.0, 3.35)        # a (A) at the declared pixel size that looks like MoS2 / WS2 / WSe2
 WIDTH_RANGE = (0.12, 0.90)  # column FWHM / a accepted for graphene (probe 0.7-1.3 A, blur, jitter, distortions)
+RICH_CELLS = 18.0           # a lattice with at least this many unit cells across the field's shorter side ...
+RICH_STRENGTH = 12.0       # ... needs spots at least this strong (graphene there measured >= 15.9 on the development
+                           # frames; noise hexagons at a = 8-26 px in fine-sampled amorphous and vacuum 5.3-10.7)
 DIFFUSE_MIN = 0.6          # log power excess at atomic frequencies for amorphous matter
 
 
@@ -273,6 +276,10 @@ def _lattice(S: Spectrum, k1, q1, unconfirmed: list | None = None):
     strength = float(min(q1, q2, max(q3, q60)))
     if strength < SPOT_FAINT:                        # e.g. a step down onto a stray bin
         return None
+    if min(S.h, S.w) / a_px >= RICH_CELLS and strength < RICH_STRENGTH:
+        # hundreds of unit cells in the field put a real lattice's power into sharp spots far above the
+        # noise: faint spots at such a small period are noise bins that happen to form a hexagon
+        return None
     # a_px in the frame's own pixels (the spectrum's pixels are S.bin of them)
     out = {"spots": (k1, k2, k3), "a_px": a_px * S.bin, "rho": rho, "width": width, "strength": strength}
     if weak:
@@ -343,6 +350,7 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
     v = _classify(img, b, px, want_mask, shape)
     if v.is_graphene:
         return v
+    cleaned = None
     if not (v.symmetry == "hexagonal" and v.peak_strength >= BLOB_SKIP_STRENGTH):
         # (a strong crystal lattice that is not graphene: adatoms did not hide it)
         # a few heavy adatoms (or Si clusters) far brighter than the lattice dominate a small field's
@@ -359,7 +367,9 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
     # (not searched where no lattice of the searched scales could agree with the windowed spectrum's)
     if not _fine_agrees(v, FINE_A_PX):
         return v
-    lat = fine_lattice(img, b)
+    # (on the frame with those bright objects replaced, where it has any: clipped, a heavy adatom is still
+    # a disc whose transform fills the first-order ring of a field this small)
+    lat = fine_lattice(img if cleaned is None else cleaned[0], b)
     if lat is None or not _fine_agrees(v, lat["a_px"]) or real_space_veto(img, b, lat) is not None:
         return v
     a_px = lat["a_px"]

@@ -6,8 +6,10 @@ tens of px across and hundreds of times brighter than a carbon column; even clip
 :func:`without_blobs` finds such objects by a robust level (mean + BLOB_STD std, iterated on the
 clipped values until it settles, so the objects do not set their own threshold), keeps only
 connected regions with a core far above it (BLOB_CORE), and only when they are few (a crystal's
-brighter sublattice, e.g. Mo in MoS2, gives hundreds of regions on a lattice: no masking), and
-replaces them, grown by their own size, with the frame's median.
+brighter sublattice, e.g. Mo in MoS2, gives hundreds of regions on a lattice: no masking; beside
+more regions than that, the few whose peak is BLOB_FAR times further above the median than the core,
+when there are few: heavy adatoms beside a dozen hot pixels), and replaces them, grown by their own
+size, with the frame's median.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ BLOB_CORE = 3.0           # a region counts when its peak exceeds median + this 
 BLOB_MAX = 4              # at most this many regions (more: a lattice or noise, not isolated adatoms; a vacuum
                           # frame at 0.29 A/px with 12 hot-pixel "objects" masked showed a noise hexagon)
 BLOB_MAX_AREA = 0.25      # and they cover at most this fraction of the field (grown)
+BLOB_FAR = 4.0            # ... or, beside more regions than that, this x further above the median than the core
 BLOB_SMOOTH_PX = 1.5      # smoothing (px of the binned frame) before thresholding
 
 
@@ -47,6 +50,10 @@ def without_blobs(img: np.ndarray):
         return None
     peaks = ndimage.maximum(sm, lab, index=np.arange(1, n + 1))
     keep = np.flatnonzero(peaks > core) + 1
+    if len(keep) > BLOB_MAX:
+        # many small regions just above the core (hot pixels, bright noise) beside a few objects far
+        # brighter than all of them (heavy adatoms): the few
+        keep = np.flatnonzero(peaks > med + BLOB_FAR * (core - med)) + 1
     if len(keep) == 0 or len(keep) > BLOB_MAX:
         return None
     mask = np.isin(lab, keep)

@@ -34,7 +34,7 @@ FINE_A_PX = (30.0, 100.0)    # lattice constants searched, frame px (graphene at
 FINE_SCORE = 6.0             # hexagon score (geometric mean of the 3 spots' power over their ring's level)
 FINE_SCORE_SURE = 10.0
 FINE_RHO = 0.75              # sublattice ratio at least this (hBN <= 0.63 on the development frames)
-FINE_RHO_WEAK = 0.80         # ... below FINE_SCORE_SURE
+FINE_RHO_WEAK = 0.72         # ... below FINE_SCORE_SURE (graphene at 6-10 measured 0.73-0.79 on 8 development frames)
 FINE_ALT_FRACTION = 0.1     # ... and this fraction of that hexagon's (a strong WS2 lattice of 59 px, 220, gave 4.4 at
                              # 30 degrees off: noise; graphene's first order measured 0.2-0.9 of its {11-20})
 FINE_ALT_SCORE = 4.0         # the first order found through a {11-20} hexagon (score >= FINE_SCORE) at least this
