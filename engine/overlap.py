@@ -334,6 +334,11 @@ class Overlap:
         """A frame is held (its network may be running): :meth:`flush` finishes it."""
         return self._held is not None
 
+    @property
+    def held_frame(self):
+        """The frame held (None when there is none)."""
+        return self._held[0] if self._held is not None else None
+
     def push(self, frame, t_start: float | None = None) -> Done | None:
         """Take ``frame``; returns the frame finished now (the one pushed before), or None."""
         if not self.enabled:

@@ -45,6 +45,28 @@ LATENCY_STAGES = ("received", "started", "network", "atoms_graph", "tracking", "
 CLOCK_OFFSET_LIMIT_S = 30.0
 #: how long :meth:`LiveService.stop` waits for each thread before abandoning it
 STOP_TIMEOUT_S = 10.0
+#: the next frame is waited for (so its network runs while this one's chemistry does) only when the
+#: frames come faster than this fraction of one frame's sequential analysis time allows
+HOLD_COST_RATIO = 0.8
+#: ... and for at most this many frame periods after the held frame arrived, and never longer than
+#: MAX_HOLD_S
+HOLD_PERIODS = 1.25
+MAX_HOLD_S = 0.25
+
+
+def hold_for_next_s(period_s: float, cost_s: float, since_arrival_s: float) -> float:
+    """How long the analysis thread waits for the next frame before finishing the held one alone.
+
+    Overlap (engine.overlap) finishes a frame when the next one is pushed, so the network of the next
+    runs beside this one's chemistry. Live, waiting for the next frame delays this one; it is worth it
+    only when the stream is too fast to analyse frame by frame: ``period_s`` (the stream's frame
+    period) below ``HOLD_COST_RATIO`` x ``cost_s`` (one frame's analysis time, stage by stage). Then
+    the next frame is due about one period after this one arrived (``since_arrival_s`` ago): wait
+    until ``HOLD_PERIODS`` periods have passed (at most ``MAX_HOLD_S``). Otherwise 0: a slow stream's
+    frames are finished at once, at the lowest latency. Unknown (nan, 0) figures give 0."""
+    if not (period_s > 0 and cost_s > 0) or not period_s < HOLD_COST_RATIO * cost_s:
+        return 0.0
+    return float(min(max(HOLD_PERIODS * period_s - since_arrival_s, 0.0), MAX_HOLD_S))
 
 
 class SwitchableRecorder:
@@ -182,6 +204,9 @@ class LiveService:
         self._last_error: str | None = None
         self._last_result: FrameResult | None = None
         self._clock_offset_s = 0.0
+        self._period_s = float("nan")         # the stream's frame period, running estimate (_observe_timing)
+        self._cost_s = float("nan")           # one frame's sequential analysis time, running estimate
+        self._last_arrival: tuple | None = None
         self._overlap_stopped = True          # False: the network thread did not stop (engine.overlap)
         from engine.stats_live import LiveStats
 
@@ -387,7 +412,7 @@ class LiveService:
         try:
             while not self._stop.is_set():
                 try:
-                    frame = self.source.read(timeout_s=0.0 if ov.pending else 0.1)
+                    frame = self.source.read(timeout_s=self._hold_s(ov.held_frame) if ov.pending else 0.1)
                 except SourceExhausted:
                     break
                 if frame is None or self._paused:
@@ -405,6 +430,25 @@ class LiveService:
         finally:
             self._overlap_stopped = ov.close(STOP_TIMEOUT_S)
 
+    def _hold_s(self, held) -> float:
+        """:func:`hold_for_next_s` for the held frame, from the stream's period (frames received per
+        second of ``t_received``, counted by ``seq`` so that dropped frames do not lengthen it) and
+        the last analysed frame's stage times."""
+        t = float(getattr(held, "t_received", 0.0) or 0.0)
+        return hold_for_next_s(self._period_s, self._cost_s, time.time() - t) if t else 0.0
+
+    def _observe_timing(self, frame, result) -> None:
+        """Running estimates of the stream's frame period and of one frame's sequential analysis time."""
+        t, seq = float(getattr(frame, "t_received", 0.0) or 0.0), int(getattr(frame, "seq", -1))
+        prev = self._last_arrival
+        if t and prev is not None and prev[2] == frame.series and seq > prev[1] and t > prev[0]:
+            p = (t - prev[0]) / (seq - prev[1])
+            self._period_s = p if not self._period_s > 0 else 0.8 * self._period_s + 0.2 * p
+        self._last_arrival = (t, seq, frame.series) if t else None
+        cost = sum(v for k, v in (result.timings_s or {}).items() if k not in ("total", "wait"))
+        if cost > 0:
+            self._cost_s = cost if not self._cost_s > 0 else 0.8 * self._cost_s + 0.2 * cost
+
     def _step(self, fn) -> None:
         """``fn()`` -> the :class:`engine.overlap.Done` frame (or None); account, publish, listeners."""
         try:
@@ -416,6 +460,7 @@ class LiveService:
                 self._last_error = f"{type(exc).__name__}: {exc}"
             return
         if done is not None:
+            self._observe_timing(done.frame, done.result)
             self._finished(done.frame, done.result, done.t_start)
 
     def _finished(self, frame, result: FrameResult, t_start: float) -> None:

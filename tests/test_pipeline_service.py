@@ -149,3 +149,18 @@ def test_recording_is_open_before_the_first_message_can_arrive(tmp_path, monkeyp
     finally:
         svc.stop()
     assert seen == [True]
+
+
+def test_hold_for_next_frame_only_when_the_stream_outpaces_frame_by_frame_analysis():
+    """engine.service.hold_for_next_s: a stream slower than frame-by-frame analysis is never held (lowest
+    latency); a faster one waits for the next frame until 1.25 periods after the held one arrived (its
+    network then runs beside this frame's chemistry), at most MAX_HOLD_S; unknown figures never hold."""
+    from engine.service import HOLD_PERIODS, MAX_HOLD_S, hold_for_next_s
+
+    assert hold_for_next_s(0.100, 0.028, 0.0) == 0.0                  # 10 Hz, 28 ms a frame: keep up as is
+    assert hold_for_next_s(0.030, 0.030, 0.0) == 0.0                  # as fast as the analysis, not faster
+    assert hold_for_next_s(0.025, 0.034, 0.005) == pytest.approx(HOLD_PERIODS * 0.025 - 0.005)
+    assert hold_for_next_s(0.025, 0.034, 0.040) == 0.0                # the next frame is late: finish this one
+    assert hold_for_next_s(1.0, 5.0, 0.0) == MAX_HOLD_S
+    for p, c in ((float("nan"), 0.03), (0.02, float("nan")), (0.0, 0.03), (0.02, 0.0)):
+        assert hold_for_next_s(p, c, 0.0) == 0.0
