@@ -25,9 +25,10 @@ results are those of :meth:`engine.pipeline.Pipeline.process`, frame by frame, i
 
 ``stemwatch analyze`` (:mod:`engine.analyze`) and the live service (:mod:`engine.service`) run their
 frames through it; ``Config.pipeline.overlap`` (``--overlap``) switches it: ``auto`` is on when the
-process may use two or more CPUs. Live, a frame is held back only while the next one is already
-waiting (the service polls without waiting first), so overlap never delays a frame to win throughput
-that the stream does not need.
+process may use two or more CPUs. Live, a frame is held back while the next one is already waiting,
+and waited on only while the stream comes faster than frame-by-frame analysis allows
+(:func:`engine.service.hold_for_next_s`), so overlap never delays a frame to win throughput that
+the stream does not need.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ Threads (all owned here or by the receiver):
   events and calls the listeners ``fn(result, status)`` (they must return at once; the dashboard
   only appends to a bounded deque);
 * with ``Config.pipeline.overlap`` on, the network thread of :mod:`engine.overlap` runs the network
-  of the newest frame while the analysis thread finishes the one before (only while the next frame
-  is already waiting; results and their order unchanged).
+  of the newest frame while the analysis thread finishes the one before (while the next frame is
+  already waiting, or due soon on a stream faster than frame-by-frame analysis:
+  :func:`hold_for_next_s`; results and their order unchanged).
 
 Events socket (docs/tracking.md): PUB, bound at ``events_endpoint``; each event is a two-part
 message ``[b"event", msgpack map]`` with the :class:`engine.types.Event` fields plus ``version``,
@@ -406,8 +407,9 @@ class LiveService:
         from engine.overlap import Overlap, overlap_enabled
         from streamer.source import SourceExhausted
 
-        # the network of a frame runs while the one before is finished (engine.overlap), but a frame
-        # is held back only while the next one is already waiting: never for throughput alone
+        # the network of a frame runs while the one before is finished (engine.overlap); a frame is
+        # held back while the next one is waiting, or due soon when the stream outpaces frame-by-frame
+        # analysis (hold_for_next_s): never for throughput the stream does not need
         ov = Overlap(self.pipeline, overlap_enabled(self.cfg.pipeline.overlap)).start()
         try:
             while not self._stop.is_set():
