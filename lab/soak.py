@@ -209,7 +209,7 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
              sample_period_s: float = 2.0, segment_s: float = 120.0, workdir: str | Path | None = None,
              keep_recordings: bool = False, cfg=None, dashboard: dict | None = None,
              progress: bool = True, kill_browser_at_s: float | None = None, warmup_frames: int = 0,
-             max_duration_s: float | None = None) -> dict:
+             max_duration_s: float | None = None, min_frames: int = 0) -> dict:
     """Run a soak (module docstring) and return its report (plain data).
 
     duration_s / max_frames : the source stops at whichever comes first. rate_hz : source frame rate
@@ -224,7 +224,9 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
     hang guard) until what the run is for has happened: the dashboard's rings filled (warmup_frames)
     and, with kill_browser_at_s, the browser killed and a frame analysed after it; then the source is
     stopped (SIGTERM: it ends its series and reports). The run's clock starts with the source, once the analyzer, the
-    dashboard and the browser's page are up.
+    dashboard and the browser's page are up. min_frames : with max_duration_s, the source is not
+    stopped before the analyzer has received this many frames (a source starved of CPU on a busy
+    machine sends fewer than ``rate_hz`` x ``duration_s`` in that time).
     """
     from dashboard.server import DashboardServer
     from engine.service import LiveService
@@ -354,8 +356,8 @@ def run_soak(movie: str | Path = DEFAULT_MOVIE, duration_s: float = 1800.0, max_
                 say(f"killed the browser ({len(pids)} processes) at {killed['at_s']:.0f} s")
             if max_duration_s is not None and not stopping and now - t_start >= duration_s and warm_at[0] is not None:
                 st_now = svc.status()
-                if kill_browser_at_s is None or br is None or (
-                        killed["at_s"] is not None and st_now["frames_analysed"] > killed["analysed_at_kill"]):
+                if st_now["frames_received"] >= min_frames and (kill_browser_at_s is None or br is None or (
+                        killed["at_s"] is not None and st_now["frames_analysed"] > killed["analysed_at_kill"])):
                     source.send_signal(signal.SIGTERM)         # it ends its series and prints its report
                     stopping = True
             if now - t_seg >= segment_s:

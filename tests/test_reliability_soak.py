@@ -53,13 +53,14 @@ def _check(r, min_series: int, strict_events: bool = False):
 @pytest.mark.browser
 def test_short_soak_flat_memory_nothing_lost_browser_killed_midway(tmp_path):
     """10.5 s at 8 frames/s (4 series of 20 frames and a part; longer on a busy machine, see
-    run_soak's max_duration_s). Two thirds in, the browser is killed
+    run_soak's max_duration_s and min_frames: with both cores loaded by other jobs the source process
+    once sent only 79 frames in 12 s). Two thirds in, the browser is killed
     (SIGKILL) while frames are being pushed to it: a browser disconnecting mid-update (criterion 3)
     changes nothing upstream (tests/test_reliability_faults.py has it alone, under -m slow)."""
     browser_paths()                        # skip (fail under CI=true) without chromium
     r = run_soak(duration_s=10.5, rate_hz=8, warmup_s=4, sample_period_s=0.3, segment_s=3.5, workdir=tmp_path,
                  dashboard=SMALL_DASHBOARD, progress=False, kill_browser_at_s=7,
-                 warmup_frames=3 * SMALL_DASHBOARD["history_frames"], max_duration_s=240)
+                 warmup_frames=3 * SMALL_DASHBOARD["history_frames"], max_duration_s=240, min_frames=84)
     _check(r, min_series=4)
     b = r["browser"]
     assert b["killed_at_s"] is not None and b["killed_processes"] >= 1
