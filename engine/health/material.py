@@ -72,7 +72,8 @@ from engine.health.material_fine import FINE_A_PX, fine_lattice
 from engine.health.material_mask import graphene_mask
 from engine.health.material_realspace import (RS_MIN_A_PX, real_space_candidates, real_space_rescue, real_space_scan,
                                               real_space_veto)
-from engine.health.material_spectrum import MIN_A_PX, O3, R_MAX, Spectrum, full_bins, on_lattice
+from engine.health.material_spectrum import (MIN_A_PX, O3, R_MAX, Spectrum, full_bins, on_lattice,
+                                              sublattice_ratio)
 
 VERDICTS = ("graphene", "not_graphene", "amorphous", "vacuum")
 GRAPHENE_A = 2.46
@@ -173,10 +174,7 @@ def _rho(F: np.ndarray, k1: np.ndarray, k2: np.ndarray) -> float:
     f1 = full_bins(F, a1[:, 0], a1[:, 1])
     f2 = full_bins(F, a2[:, 0], a2[:, 1])
     f3 = full_bins(F, -s12[:, 0], -s12[:, 1]).reshape(len(o), len(o))
-    B = complex((f1[:, None] * f2[None, :] * f3).sum())
-    delta = np.angle(np.exp(1j * (np.pi - np.angle(B)))) / 3.0          # in (-pi/3, pi/3]
-    t = abs(np.tan(delta)) / np.sqrt(3.0)
-    return float((1 - t) / (1 + t))
+    return sublattice_ratio(complex((f1[:, None] * f2[None, :] * f3).sum()))
 
 
 def _lattice(S: Spectrum, k1, q1, unconfirmed: list | None = None):

@@ -30,6 +30,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from engine.health.material_spectrum import sublattice_ratio
+
 FINE_A_PX = (30.0, 100.0)    # lattice constants searched, frame px (graphene at 0.025-0.082 A/px)
 FINE_SCORE = 6.0             # hexagon score (geometric mean of the 3 spots' power over their ring's level)
 FINE_SCORE_SURE = 10.0
@@ -76,9 +78,7 @@ def _ft(x: np.ndarray, f: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
 
 
 def _rho(F: np.ndarray) -> float:
-    delta = np.angle(np.exp(1j * (np.pi - np.angle(F[0] * F[1] * F[2])))) / 3.0
-    t = abs(np.tan(delta)) / np.sqrt(3.0)
-    return float((1 - t) / (1 + t))
+    return sublattice_ratio(complex(F[0] * F[1] * F[2]))
 
 
 def _measure(x: np.ndarray, r: float, t0: float, sc: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
