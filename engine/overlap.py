@@ -17,8 +17,8 @@ results are those of :meth:`engine.pipeline.Pipeline.process`, frame by frame, i
   checks the new frame's health, starts its network, finishes the frame before and returns it.
   On the CPU backend with the default thread count the network thread gets its own session with
   one thread fewer (:func:`network_for_overlap`): on two cores, one core per stage; frames whose
-  model grid is large (:data:`ALL_CORES_FROM_GRID_PX`) run on every core, as the network then
-  outlasts the rest of the frame before by far.
+  model grid is large (:data:`ALL_CORES_FROM_GRID_PX`, :data:`ALL_CORES_FROM_GRID_PX_INT8` for the
+  INT8 network) run on every core, as the network then outlasts the rest of the frame before by far.
 
 >>> with Overlap(pipe, enabled=True) as ov:                       # doctest: +SKIP
 ...     done = [d for f in frames for d in [ov.push(f)] if d] + [d for d in [ov.flush()] if d]

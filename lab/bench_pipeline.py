@@ -236,7 +236,8 @@ def bench_pipeline(quick: bool = False):
                               "latency": "t_acquired -> result ready (events published), live",
                               "FP32 reruns of marginal INT8 maps": fallbacks,
                               "at_rate_": f"{AT_RATE_SIZE}^2 only: a LiveService (default configuration) fed at "
-                                          f"{AT_RATE_HZ:.0f} Hz for 8 s: analysed frames/s, frames dropped, p50/p99 "
+                                          f"{AT_RATE_HZ:.0f} Hz for {3 if quick else 8} s: analysed frames/s, frames "
+                                          "dropped, p50/p99 "
                                           "latency t_acquired -> events published (issue 20's live target)",
                               **OVERLAP_NOTES})
 
