@@ -25,6 +25,7 @@ import numpy as np
 
 from engine.track import Tracker
 from engine.health.atoms import drop_outside, estimate_snr
+from engine.health.material_atoms import unsure_region
 from engine.health.monitor import SKIP_VERDICTS
 from engine.types import Atoms, Chemistry, Event, FrameChemistry, FrameResult
 from stemwatch.config import Config, EventConfig
@@ -388,14 +389,36 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
         maps = contrast_maps(frame.data, float(probs.frame_pixel_size_A))
         atoms = drop_outside(find_atoms(probs, cc, frame.data, maps), shape, cfg.health.edge_drop_A)
         result = build_chemistry(atoms, cc, None, frame.data, maps)    # motifs are named in order, by track()
+        snr = float(estimate_snr(np.asarray(frame.data), result, maps))   # (the noise: measured once)
+        if material is not None and snr >= 2.0:
+            # the part of the field where the network is unsure of its atoms: amorphous carbon or
+            # contamination, which the Fourier mask leaves in (engine/health/material_atoms.py)
+            region = unsure_region(result.atoms, shape)
+            if region is not None:
+                material = _leave_out(material, region)
+                probs = mask_probabilities(probs, material.mask)
+                atoms = drop_outside(find_atoms(probs, cc, frame.data, maps), shape, cfg.health.edge_drop_A)
+                result = build_chemistry(atoms, cc, None, frame.data, maps)
         if health is not None:
-            health.snr = float(estimate_snr(np.asarray(frame.data), result, maps))   # (the noise: measured once)
+            health.snr = snr
         timings["atoms_graph"] = time.perf_counter() - p1
     except Exception as exc:  # one bad frame must not stop the analysis
         msg = f"{type(exc).__name__}: {exc}"
         log.debug("%s", traceback.format_exc())
     timings["total"] = time.perf_counter() - p0
     return FrameChemistry(pixel_size_A=ps, chemistry=result, timings_s=timings, error=msg, material=material, **out)
+
+
+def _leave_out(material, region: np.ndarray):
+    """``material`` (a graphene verdict) with ``region`` (frame-shaped bool) outside its mask, the
+    fraction and the reason updated; a new object (a carried verdict is shared between frames)."""
+    import dataclasses
+
+    keep = ~region if material.mask is None else (np.asarray(material.mask, bool) & ~region)
+    frac = float(keep.mean())
+    why = (f"; the network is unsure of its atoms over {100.0 * float(region.mean()):.0f} % of the field "
+           "(amorphous carbon or contamination): left out")
+    return dataclasses.replace(material, mask=keep, graphene_fraction=frac, reason=material.reason + why)
 
 
 def frame_material(frame):
