@@ -7,10 +7,10 @@ invented atoms and Si: a static simulated field that is partly amorphous carbon 
 ``graphene_patch``, 0.15 A/px) gave ~40 "Si" a frame and 26 events in 12 frames.
 
 The network itself is the cue that rescaling cannot fake: on graphene it is sure of its atoms
-(confidence = P(atom) at the peak x P(species | atom): median 1.00 and the 0.5th percentile of the
-locally averaged confidence >= 0.79 on simulated graphene of every kind from 1e3 to 1e6 e/A^2, also with
-holes, grain boundaries, contamination and many dopants; the six real graphene frames >= 0.77), while in
-amorphous carbon it is not (locally averaged median 0.62-0.80). :func:`unsure_region` averages the
+(confidence = P(atom) at the peak x P(species | atom): median 1.00; the 0.5th percentile of the locally
+averaged confidence 0.79-1.00 on simulated whole graphene frames from 1e3 to 1e6 e/A^2, with holes, grain
+boundaries and many dopants, lower only under a contamination patch; 0.77-1.00 on the six real graphene
+frames), while in amorphous carbon it is not (locally averaged median 0.62-0.80). :func:`unsure_region` averages the
 confidence of the atoms over a Gaussian of :data:`SIGMA_A` on a grid of :data:`CELL_A` cells and marks
 the cells below :data:`MAX_CONFIDENCE` (and below the field's own level by :data:`BELOW_FIELD`) that
 form regions of at least :data:`MIN_AREA_A2`; the region is grown by :data:`GROW_A` (its edge atoms
