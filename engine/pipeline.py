@@ -102,6 +102,7 @@ class Pipeline:
         self.keep_image = keep_image
         self.series: str | None = None
         self._run = 0                     # Frame.run of the series being tracked (a rerun resets)
+        self._scale_noted: tuple | None = None   # (series, run) whose corrected pixel size was logged
         self.frames = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -122,6 +123,7 @@ class Pipeline:
         self.health.reset()
         self.material_cadence.reset()
         self.series = None
+        self._scale_noted = None
 
     def set_events(self, events: EventConfig) -> None:
         """Change debounce / confidence thresholds (takes effect on the next frame)."""
@@ -197,6 +199,11 @@ class Pipeline:
         timings = dict(fc.timings_s)
         spent = float(timings.pop("total", 0.0))
         health = fc.health
+        if health is not None and health.scale_note and self._scale_noted != (fc.series, fc.run):
+            self._scale_noted = (fc.series, fc.run)         # once per series, as the monitor's own warning
+            msg = f"series {fc.series}: {health.scale_note}"
+            log.warning("%s", msg)
+            self.health.warnings.append(msg)
         if fc.error is None and fc.chemistry is None:          # the network was not run (blank, too large, ...)
             self.recent_ok.append(False)
             self.recent_events.append(0)
@@ -361,6 +368,7 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             # lattice scale estimate could "calibrate" any hexagonal lattice into graphene.
             timings["total"] = time.perf_counter() - p0
             return FrameChemistry(pixel_size_A=ps, chemistry=None, timings_s=timings, material=material, **out)
+        ps = _graphene_scale(material, health, ps, cfg.health.scale_tolerance)
     coarse = float(getattr(health, "model_pixel_size_A", float("nan"))) if health is not None else float("nan")
     coarse_ok = bool(np.isfinite(coarse) and set(health.verdicts) & SKIP_VERDICTS == {"too_large"})
     if health is not None and (set(health.verdicts) & SKIP_VERDICTS and not coarse_ok or not usable_ps):
@@ -407,6 +415,32 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
         log.debug("%s", traceback.format_exc())
     timings["total"] = time.perf_counter() - p0
     return FrameChemistry(pixel_size_A=ps, chemistry=result, timings_s=timings, error=msg, material=material, **out)
+
+
+def _graphene_scale(material, health, ps: float, tolerance: float) -> float:
+    """The pixel size to analyse at, checked against the graphene lattice that the material verdict
+    measured (in frame px) on a graphene frame: when the lattice estimate in force
+    (``health.scale_source == "lattice"``) implies a graphene lattice constant off 2.46 A by more than
+    ``tolerance``, it measured another lattice of the field (a MoS2 flake beside the graphene: its 3.16 A
+    ring is the brighter one), and the frame is analysed at the declared size when that agrees with the
+    graphene lattice, else at the size the graphene lattice gives. ``health`` is updated to match."""
+    from engine.health.material import GRAPHENE_A
+
+    a_px = float(getattr(material, "lattice_constant_px", float("nan")))
+    if health is None or health.scale_source != "lattice" or not (np.isfinite(a_px) and a_px > 0):
+        return ps
+    implied = GRAPHENE_A / a_px
+    if abs(ps / implied - 1.0) <= tolerance:
+        return ps
+    declared = float(health.declared_pixel_size_A)
+    if np.isfinite(declared) and declared > 0 and abs(declared / implied - 1.0) <= tolerance:
+        health.scale_source, health.pixel_size_A = "declared", declared
+    else:
+        health.pixel_size_A = implied
+    health.scale_note = (f"the lattice estimate {ps:.4g} A/px measured another lattice of the field than "
+                         f"graphene's (a = {a_px:.1f} px, {implied:.4g} A/px): analysing at "
+                         f"{health.pixel_size_A:.4g} A/px ({health.scale_source})")
+    return float(health.pixel_size_A)
 
 
 def _leave_out(material, region: np.ndarray):

@@ -145,3 +145,39 @@ def test_dashboard_dims_the_part_of_the_field_not_analysed():
     assert _analysed_mask(R()) is mask
     R.material = MaterialVerdict("graphene", "x", graphene_fraction=1.0)
     assert _analysed_mask(R()) is None
+
+
+def _mos2_beside_graphene():
+    """Frame 0 of a simulated static field, graphene with a MoS2 flake over ~20 % of it (engine.sim
+    MaterialMovie ``graphene_patch`` seed 7, 512^2 at 0.2 A/px): the flake's 3.16 A lattice is the
+    brighter ring, and the lattice estimate reads it as graphene at 0.156 A/px."""
+    from engine.sim.materials import MaterialMovie
+    from engine.sim.movie import MovieSpec
+
+    spec = MovieSpec(n_frames=12, shape_px=(512, 512), pixel_size_A=0.2, drift_A_per_frame=(0.1, 0.05),
+                     drift_bound_A=5.0, seed=7)
+    item = next(iter(MaterialMovie(spec, "graphene_patch").frames()))
+    return item[0] if isinstance(item, tuple) else item
+
+
+@pytest.mark.parametrize("declared", [0.2, None])
+def test_scale_estimate_of_another_lattice_in_the_field_does_not_rescale_the_graphene(declared):
+    """Issue 21 criterion 3 / issue 13 criterion 1: the lattice estimate (0.156 A/px, MoS2's ring) is
+    checked against the graphene lattice the material verdict measured (a = 12.4 px): the frame is
+    analysed at the declared 0.2 A/px (or at graphene's 0.199 without a declaration), not at 0.156,
+    where it gave 12 false vacancy_created in 12 frames."""
+    from engine.health.scale import estimate_pixel_size
+
+    img = _mos2_beside_graphene()
+    assert abs(estimate_pixel_size(img).pixel_size_A - 0.156) < 0.002       # the trap is still there
+    p = Pipeline(Config().replace(inference={"backend": "onnx"}))
+    try:
+        r = p.process(Frame(data=img, series="mos2", seq=0, t_acquired=0.0, pixel_size_A=declared))
+    finally:
+        p.close()
+    assert r.material.verdict == "graphene"
+    assert r.health.scale_note and "another lattice" in r.health.scale_note
+    want = 0.2 if declared else 2.46 / r.material.lattice_constant_px
+    assert abs(r.pixel_size_A / want - 1.0) < 1e-6, (r.pixel_size_A, want)
+    assert abs(r.pixel_size_A / 0.2 - 1.0) < 0.02
+    assert r.health.scale_source == ("declared" if declared else "lattice")

@@ -69,6 +69,9 @@ class FrameHealth:
     tear_rows: tuple = ()                        # ((row, shift_px), ...): row boundaries where the raw pixels
                                                  # show a sideways step (engine.health.tear); the atoms
                                                  # confirm one (a scan tear: glitch) or none in after()
+    scale_note: str = ""                         # why the pixel size differs from the lattice estimate in
+                                                 # force (engine.pipeline: the estimate measured another
+                                                 # lattice of the field than graphene's); "" when it does not
 
     @property
     def ok(self) -> bool:
