@@ -176,6 +176,28 @@ def test_verdicts_from_the_raw_pixels():
     assert mon.before(Frame(im, "s2", 0, 14.0, 0.1)).ok        # a new series starts clean
 
 
+
+def test_fine_sampled_resolvable_graphene_is_not_blank():
+    """At 0.04 A/px an atom spreads over a ~1.1 A probe (~28 px): 4 x 4 block means left this 1e5 e/A^2
+    frame (C-atom SNR 5.3, from a lab.material_unsure_eval development frame, seed 61) "blank", and it was
+    not analysed; blocks of 8 and 16 px show its lattice. A 512^2 dark frame of read noise stays blank."""
+    from engine.sim.imaging import ImagingParams
+    from engine.sim.materials import material_example
+
+    ip = ImagingParams.from_dict({
+        "gamma": 1.76, "heavy_boost": 1.21, "sigma_C_A2": 0.0185, "probe_fwhm_A": 1.12, "astig_ratio": 1.01,
+        "astig_angle_deg": 124.6, "tail_fraction": 0.607, "tail_fwhm_A": 5.83, "tail_shift_A": 0.095,
+        "dose_e_per_A2": 1e5, "background_fraction": 0.013, "gradient_fraction": 0.0, "line_gain_std": 0.0,
+        "gain_counts_per_e": 0.44, "offset_counts": 635.8, "read_noise_counts": 0.83, "scan_lag": 0.18,
+        "flyback_amp_A": 0.108, "flyback_decay_px": 37.8, "atom_intensity_jitter": 0.073})
+    assert ip.atom_snr(0.04) > 3
+    ex = material_example(np.random.default_rng(0), "graphene", (512, 512), 0.04, params=ip)
+    mon = HealthMonitor(HealthConfig())
+    h = mon.before(Frame(ex.image, "fine", 0, 0.0, 0.04))
+    assert "blank" not in h.verdicts, h.reasons
+    dark = np.float32(635.8) + np.random.default_rng(1).normal(0, 0.83, (512, 512)).astype(np.float32)
+    assert "blank" in HealthMonitor(HealthConfig()).before(Frame(dark, "dark", 0, 0.0, 0.04)).verdicts
+
 def test_too_large_frames_are_not_analysed():
     img = _sim_frame(0.1, seed=1).image                    # declared as a 2 A/px survey frame: 5120 model px
     h = HealthMonitor(HealthConfig(scale="declared")).before(Frame(img, "s", 0, 0.0, 2.0))
