@@ -113,7 +113,7 @@ class _Capture:
 
 
 def frame_rows(inferencer, dose: float, pixel_size_A: float, frames: int, variant: str = VARIANT, cfg=None,
-               reported: bool = True) -> list[dict]:
+               reported: bool = True, seed: int | None = None) -> list[dict]:
     """Per held-out frame of one cell that has a hole core: its hole area, estimated C-atom SNR (the
     analyzer's, nan when not measurable), the true one, and :func:`hole_score` of the raw maps
     (``raw``) and of what the analyzer reports (``reported``; skipped with ``reported=False``)."""
@@ -127,8 +127,9 @@ def frame_rows(inferencer, dose: float, pixel_size_A: float, frames: int, varian
 
     cfg = cfg or Config()
     rows = []
+    seed_kw = {} if seed is None else {"seed": seed}
     for k, (image, xy, sp, fpx, ign, params) in enumerate(cell_frames(dose, pixel_size_A, variant, frames,
-                                                                       with_params=True)):
+                                                                       with_params=True, **seed_kw)):
         allxy = np.concatenate([xy, ign]) if len(ign) else xy
         core = hole_core(allxy, image.shape, fpx)
         if not core.any():
@@ -153,14 +154,15 @@ def frame_rows(inferencer, dose: float, pixel_size_A: float, frames: int, varian
 
 
 def sweep(inferencer, doses=DOSES, pixel_sizes=PIXEL_SIZES_A, frames: int = 6, variants=(VARIANT, "plain"),
-          progress: bool = False) -> list[dict]:
-    """:func:`frame_rows` over every dose x pixel size x variant (frames without a hole are skipped)."""
+          progress: bool = False, seed: int | None = None) -> list[dict]:
+    """:func:`frame_rows` over every dose x pixel size x variant (frames without a hole are skipped);
+    ``seed``: another set of the same cells than the held-out one (:func:`lab.infer.heldout.cell_frames`)."""
     rows = []
     for variant in variants:
         for dose in doses:
             for px in pixel_sizes:
                 t0 = time.time()
-                rr = frame_rows(inferencer, dose, px, frames, variant)
+                rr = frame_rows(inferencer, dose, px, frames, variant, seed=seed)
                 rows += rr
                 if progress:
                     print(f"{variant} {dose:.0e} {px}: {len(rr)} frames with a hole, {time.time() - t0:.1f} s",
@@ -168,7 +170,8 @@ def sweep(inferencer, doses=DOSES, pixel_sizes=PIXEL_SIZES_A, frames: int = 6, v
     return rows
 
 
-def lattice_effect(inferencer, doses=DOSES, pixel_sizes=PIXEL_SIZES_A, frames: int = 6, variant: str = "plain") -> dict:
+def lattice_effect(inferencer, doses=DOSES, pixel_sizes=PIXEL_SIZES_A, frames: int = 6, variant: str = "plain",
+                   seed: int | None = None, on=None) -> dict:
     """What the vacuum check (``ChemistryConfig.vacuum_min_dip``) costs on ordinary held-out frames:
     per dose, the detection :class:`lab.infer.evaluate.Counts` of the reported atoms
     (:func:`engine.pipeline.analyze_frame`) with the check off (``off``) and on (``on``), scored as the
@@ -181,13 +184,14 @@ def lattice_effect(inferencer, doses=DOSES, pixel_sizes=PIXEL_SIZES_A, frames: i
     from stemwatch.config import Config
     from streamer.frame import Frame
 
-    on = Config()
+    on = on or Config()
     off = on.replace(chemistry={"vacuum_min_dip": 0.0})
+    seed_kw = {} if seed is None else {"seed": seed}
     out = {}
     for dose in doses:
         res = {k: Counts() for k in ("off", "on", "off_snr_ok", "on_snr_ok")}
         for px in pixel_sizes:
-            for k, (image, xy, sp, fpx, ign) in enumerate(cell_frames(dose, px, variant, frames)):
+            for k, (image, xy, sp, fpx, ign) in enumerate(cell_frames(dose, px, variant, frames, **seed_kw)):
                 cap = _Capture(inferencer)
                 for name, cfg in (("off", off), ("on", on)):
                     fc = analyze_frame(Frame(image, "lattice", k, 0.0, fpx), cap if name == "off" else _Fixed(cap.probs),
@@ -281,7 +285,8 @@ def _recording_vacuum_check():
         vacuum.drop_in_vacuum = original
 
 
-def atom_rows(inferencer, dose: float, pixel_size_A: float, frames: int, variant: str = VARIANT) -> list[dict]:
+def atom_rows(inferencer, dose: float, pixel_size_A: float, frames: int, variant: str = VARIANT,
+              seed: int | None = None) -> list[dict]:
     """Per held-out frame of one cell that the vacuum check judges (a hole or not): every atom it was given,
     with what it measures there (:func:`engine.chem.vacuum.vacuum_dip` with ``judge_all``: ``dip``, ``rise``
     in noise sigma and ``rise_typical`` in typical C atoms, ``own`` contrast), the network's ``confidence``,
@@ -296,7 +301,8 @@ def atom_rows(inferencer, dose: float, pixel_size_A: float, frames: int, variant
 
     cfg = Config()
     rows = []
-    for k, (image, xy, sp, fpx, ign) in enumerate(cell_frames(dose, pixel_size_A, variant, frames)):
+    for k, (image, xy, sp, fpx, ign) in enumerate(cell_frames(dose, pixel_size_A, variant, frames,
+                                                              **({} if seed is None else {"seed": seed}))):
         allxy = np.concatenate([xy, ign]) if len(ign) else xy
         with _recording_vacuum_check() as calls:
             fc = analyze_frame(Frame(image, "atoms", k, 0.0, fpx), inferencer, cfg)
@@ -363,6 +369,8 @@ def main(argv=None) -> int:
     p.add_argument("--doses", type=float, nargs="+", default=list(DOSES), help="doses (e/A^2)")
     p.add_argument("--pixel-sizes", type=float, nargs="+", default=list(PIXEL_SIZES_A), help="pixel sizes (A)")
     p.add_argument("--variants", nargs="+", default=[VARIANT, "plain"], help="held-out variants (default holes plain)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="frames of another seed than the held-out 90417 (development / fresh checks)")
     p.add_argument("--worst", type=int, default=10, help="list this many worst frames of the reported atoms")
     p.add_argument("--atoms", action="store_true",
                    help="instead: the reported false atoms in the hole zones with what the vacuum check measures at "
@@ -377,16 +385,16 @@ def main(argv=None) -> int:
     if a.atoms:
         with Inferencer(InferenceConfig(backend="onnx")) as inf:
             rows = [r for v in a.variants for d in a.doses for px in a.pixel_sizes
-                    for r in atom_rows(inf, d, px, a.frames, v)]
+                    for r in atom_rows(inf, d, px, a.frames, v, seed=a.seed)]
         print(format_atoms(rows))
         return 0
     if a.lattice:
         with Inferencer(InferenceConfig(backend="onnx")) as inf:
-            eff = lattice_effect(inf, a.doses, a.pixel_sizes, a.frames)
+            eff = lattice_effect(inf, a.doses, a.pixel_sizes, a.frames, seed=a.seed)
         print(format_lattice_effect(eff))
         return 0
     with Inferencer(InferenceConfig(backend="onnx")) as inf:
-        rows = sweep(inf, a.doses, a.pixel_sizes, a.frames, a.variants, progress=True)
+        rows = sweep(inf, a.doses, a.pixel_sizes, a.frames, a.variants, progress=True, seed=a.seed)
     print(format_table(rows))
     for which in ("raw", "reported"):
         s = summarise(rows, which)
