@@ -335,7 +335,7 @@ def drop_in_vacuum(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float,
 
 
 #: the joint fit of :func:`fitted_amplitudes`: a square of this half-width (A) around the atom ...
-FIT_RADIUS_A = 2.0
+FIT_RADIUS_A = 1.6
 #: ... modelled as a plane plus a Gaussian of :data:`PROBE_SIGMA_A` (widened by the 0.2 A copy's smoothing)
 #: at every atom within FIT_RADIUS_A + FIT_REACH_A of it
 FIT_REACH_A = 1.0
@@ -353,7 +353,7 @@ def fitted_amplitudes(maps: tuple, xy_px: np.ndarray, pixel_size_A: float, idx: 
     surroundings are vacuum; a "continued" atom inside the rim fits to about nothing (the frame there is
     the rim atoms' tails over vacuum). All fits at once (batched normal equations)."""
     sm, _bg, pxd, f = maps
-    sm = np.asarray(sm, np.float64)
+    sm = np.asarray(sm)
     h, w = sm.shape
     idx = np.asarray(idx, np.int64)
     n = len(idx)
@@ -367,8 +367,9 @@ def fitted_amplitudes(maps: tuple, xy_px: np.ndarray, pixel_size_A: float, idx: 
     xs = c[:, 0:1] + off[None].astype(np.int64)                                # (n, m) columns, rows
     ys = c[:, 1:2] + off[None].astype(np.int64)
     vx, vy = (xs >= 0) & (xs < w), (ys >= 0) & (ys < h)
-    valid = (vy[:, :, None] & vx[:, None, :]).reshape(n, -1).astype(np.float64)  # (n, Q)
-    vals = sm[np.clip(ys, 0, h - 1)[:, :, None], np.clip(xs, 0, w - 1)[:, None, :]].reshape(n, -1) * valid
+    valid = (vy[:, :, None] & vx[:, None, :]).reshape(n, -1).astype(np.float32)  # (n, Q)
+    vals = sm[np.clip(ys, 0, h - 1)[:, :, None], np.clip(xs, 0, w - 1)[:, None, :]].reshape(n, -1).astype(np.float32)
+    vals *= valid
     # the neighbours of each atom (itself first), padded to the most any has
     tree = cKDTree(xy)
     reach = (FIT_RADIUS_A + FIT_REACH_A) / pxd
@@ -381,14 +382,16 @@ def fitted_amplitudes(maps: tuple, xy_px: np.ndarray, pixel_size_A: float, idx: 
         nb[r, :len(v)] = v
         use[r, :len(v)] = True
     s2 = 2.0 * (probe_sigma_A ** 2 + pxd ** 2) / pxd ** 2                     # (the copy's smoothing: ~1 px)
-    gx = np.exp(-(xs[:, None, :] - xy[nb, 0][:, :, None]) ** 2 / s2)           # (n, K, m): separable
-    gy = np.exp(-(ys[:, None, :] - xy[nb, 1][:, :, None]) ** 2 / s2)
-    G = (gy[:, :, :, None] * gx[:, :, None, :]).reshape(n, kmax, -1) * use[:, :, None]
-    dxq = np.broadcast_to(off[None, :], (len(off), len(off))).ravel() * pxd
-    dyq = np.broadcast_to(off[:, None], (len(off), len(off))).ravel() * pxd
-    plane = np.stack([np.ones_like(dxq), dxq, dyq])                           # (3, Q)
-    A = np.concatenate([G, np.broadcast_to(plane[None], (n, 3, len(dxq)))], 1) * valid[:, None, :]   # (n, K+3, Q)
-    AtA = A @ A.transpose(0, 2, 1)
+    gx = np.exp(-(xs[:, None, :] - xy[nb, 0][:, :, None]) ** 2 / s2).astype(np.float32)  # (n, K, m): separable
+    gy = np.exp(-(ys[:, None, :] - xy[nb, 1][:, :, None]) ** 2 / s2).astype(np.float32) * use[:, :, None]
+    m = len(off)
+    A = np.empty((n, kmax + 3, m * m), np.float32)                            # (n, K+3, Q): Gaussians, plane
+    np.multiply(gy[:, :, :, None], gx[:, :, None, :], out=A[:, :kmax].reshape(n, kmax, m, m))
+    A[:, kmax] = 1.0
+    A[:, kmax + 1] = np.tile(off * pxd, m)
+    A[:, kmax + 2] = np.repeat(off * pxd, m)
+    A *= valid[:, None, :]
+    AtA = (A @ A.transpose(0, 2, 1)).astype(np.float64)
     ridge = 1e-9 * np.trace(AtA, axis1=1, axis2=2)[:, None] + 1e-12
     kk = AtA.shape[1]
     AtA = AtA + ridge[:, :, None] * np.eye(kk)[None]
@@ -396,7 +399,7 @@ def fitted_amplitudes(maps: tuple, xy_px: np.ndarray, pixel_size_A: float, idx: 
     AtA[pad] = 0.0
     rr, cc = np.nonzero(pad)
     AtA[rr, cc, cc] = 1.0
-    rhs = np.stack([(A @ vals[:, :, None])[:, :, 0], np.broadcast_to(np.eye(kk)[0], (n, kk))], 2)  # (n, kk, 2)
+    rhs = np.stack([(A @ vals[:, :, None])[:, :, 0].astype(np.float64), np.broadcast_to(np.eye(kk)[0], (n, kk))], 2)
     rhs[pad] = 0.0
     try:
         sol = np.linalg.solve(AtA, rhs)
