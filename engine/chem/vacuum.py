@@ -47,6 +47,13 @@ atom over the level, unless its own contrast clears ``own_sigma``: a lattice ato
 a point in a hole lies below it by the hole's depth. That is the ring the network continues just inside
 a hole's rim, whose 2 A surroundings dip only half as much as the hole itself (on a held-out 1e4 frame,
 1.3 A inside the rim, by 0.16 units: hence 0.15, not 0.2; held-out lattice F1 within 0.001, Si unchanged).
+With :data:`FIT_SIGMA` > 0 it also removes an atom near vacuum that lies below the lattice level and does
+not show by itself when a joint fit with its neighbours (:func:`fitted_amplitudes`: a plane plus one
+Gaussian per atom, on the frame's 0.2 A copy) gives it less than :data:`FIT_FRACTION` of a typical C
+atom's amplitude by :data:`FIT_SIGMA` standard errors (:func:`no_atom_of_its_own`): the ring a network
+continues inside the rim of a shallow hole lies less than a typical atom's rise below the level, which a
+lattice atom in a darker patch can too, but with the rim atoms' tails modelled it fits to about nothing
+(held-out 1e4 frame of SNR 4.9: 0.15-0.32 of a typical atom; docs/model.md, "The joint fit").
 The hexagon centres come from the atoms themselves (for an atom i with neighbours j, k:
 ``x_j + x_k - x_i``). Without enough hexagons (< 20) or without a positive ``D`` nothing is removed.
 """
