@@ -24,7 +24,8 @@ Two sets of atoms are scored on every frame (whatever its SNR or verdict):
   declared (true) pixel size (material mask, :func:`engine.chem.atoms.find_atoms` with its raw-frame
   checks, atoms outside the frame dropped).
 
-``python -m lab.infer.holes [--frames N] [--pixel-sizes ...]`` prints the table of docs/model.md; ``--atoms`` what
+``python -m lab.infer.holes [--frames N] [--pixel-sizes ...] [--seed S] [--fit-sigma X]`` prints the table of
+docs/model.md (``--seed``: the same cells from another seed; ``--fit-sigma 0``: the vacuum check's joint fit off); ``--atoms`` what
 the vacuum check measures at the false atoms left in the zones and at the lattice atoms near vacuum
 (:func:`atom_rows`; docs/model.md, "What is left at 1e4 and 1e3"); ``--lattice`` the check's cost on plain frames.
 """
@@ -383,6 +384,8 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="+", default=[VARIANT, "plain"], help="held-out variants (default holes plain)")
     p.add_argument("--seed", type=int, default=None,
                    help="frames of another seed than the held-out 90417 (development / fresh checks)")
+    p.add_argument("--fit-sigma", type=float, default=None,
+                   help="engine.chem.vacuum.FIT_SIGMA for this run (0: the joint fit off, as before it; default: as shipped)")
     p.add_argument("--worst", type=int, default=10, help="list this many worst frames of the reported atoms")
     p.add_argument("--atoms", action="store_true",
                    help="instead: the reported false atoms in the hole zones with what the vacuum check measures at "
@@ -394,6 +397,13 @@ def main(argv=None) -> int:
     if a.frames < 1:
         print("--frames must be >= 1", file=sys.stderr)
         return 2
+    if a.fit_sigma is not None:
+        if a.fit_sigma < 0:
+            print("--fit-sigma must be >= 0", file=sys.stderr)
+            return 2
+        from engine.chem import vacuum
+
+        vacuum.FIT_SIGMA = a.fit_sigma
     if a.atoms:
         with Inferencer(InferenceConfig(backend="onnx")) as inf:
             rows = [r for v in a.variants for d in a.doses for px in a.pixel_sizes
