@@ -174,12 +174,14 @@ def test_network_maps_put_no_lattice_into_holes(inferencer):
     _assert_at_most_1_percent_false(_hole_rows(inferencer, 1e5, 0.2), "raw")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 criterion 3 NOT met at 1e4 (nor 1e3): 3 of 26 frames at 1e4 keep 3-5 false "
-                                       "atoms in or at the hole (12 of 267; before the lattice-level change: 11 frames, 50 of "
-                                       "319); here frame 2, estimated SNR 1.9 (low_snr), keeps 4 of 16: three rim atoms read 0.5-0.8 "
-                                       "A along the rim from their true place, which the noisy frame does not favour (no vacuum "
-                                       "around them), and one of the ring the network continues inside the rim, whose raw-frame "
-                                       "statistics overlap true lattice atoms of other held-out frames; docs/model.md")
+@pytest.mark.xfail(strict=True, reason="issue 13 criterion 3 NOT met at 1e4 (nor 1e3): 3 of 26 held-out frames at 1e4 keep 1-5 "
+                                       "false atoms in or at the hole (8 of 291; before the joint fit 4 frames, 13 of 296), all "
+                                       "three low_snr (estimated SNR 1.1-1.9); here frame 2, estimated SNR 1.9, keeps 5 of 17: three "
+                                       "rim atoms read 0.5-0.75 A off their true place (two of them one true atom read twice, 1.17 A "
+                                       "apart), and two of the ring the network continues inside the rim, whose fitted amplitudes "
+                                       "(0.6 and 1.05 of a typical C atom's, within a standard error of it) the noisy frame cannot tell "
+                                       "from an atom's. On development seeds 5101 / 5102, 4 and 5 frames of SNR >= 2 fail too; "
+                                       "docs/model.md")
 def test_no_lattice_in_holes_at_1e4(inferencer):
     _assert_at_most_1_percent_false(_hole_rows(inferencer, 1e4, 0.1), "reported")
 
@@ -198,8 +200,12 @@ def test_dark_test_removes_the_ring_continued_at_a_hole_of_a_resolved_frame_at_1
 
 def test_atom_features_of_what_is_left_in_holes_at_1e4(inferencer):
     """``lab.infer.holes --atoms`` (docs/model.md, "What is left at 1e4 and 1e3"): per frame the same atoms
-    in the zone and the same false ones as the hole table; on frame 5 at 0.2 A/px (SNR 4.9) the five false
-    atoms are the ring continued inside the rim: near vacuum and below the lattice level, yet kept."""
+    in the zone and the same false ones as the hole table; on frame 5 at 0.2 A/px (SNR 4.9) the six false
+    atoms given to the vacuum check are the ring continued inside the rim: near vacuum and below the lattice
+    level, yet by less than a typical atom's rise (five of them), so the darkness test kept five; the joint
+    fit (engine.chem.vacuum.no_atom_of_its_own) now removes them (all on the INT8 maps this machine runs; on
+    FP32 maps all but the weakest, 0.5 A from the frame's edge, which fits 3.0 standard errors below a
+    typical atom)."""
     from engine.chem.vacuum import DARK_MIN_DIP
     from lab.infer.holes import atom_rows, format_atoms
 
@@ -211,10 +217,27 @@ def test_atom_features_of_what_is_left_in_holes_at_1e4(inferencer):
         if r["frame"] in table:
             assert (int(z.sum()), int((z & ~r["matched"]).sum())) == (table[r["frame"]]["n"], table[r["frame"]]["false"])
     (r5,) = [r for r in rows if r["frame"] == 5]
-    false = r5["zone"] & r5["reported"] & ~r5["matched"]
-    assert false.sum() == 5 and (r5["rise"][false] < 0).all() and (r5["dip"][false] > DARK_MIN_DIP).all()
+    false = r5["zone"] & ~r5["matched"]
+    assert false.sum() >= 5 and (r5["rise"][false] < 0).all() and (r5["dip"][false] > DARK_MIN_DIP).all()
+    assert (r5["rise_typical"][false] > -1.0).sum() >= 5                        # the darkness test keeps them
     assert (r5["d"][false] > 1.0).all()                                         # not rim atoms read off
-    assert "holes 1e+04 0.2 #5" in format_atoms(rows)
+    assert (false & r5["reported"]).sum() <= 1 and table[5]["n"] >= 15         # the fit removes them
+    assert format_atoms(rows).startswith("reported false atoms in hole zones")
+
+
+def test_little_lattice_in_holes_on_the_resolvable_held_out_frames_at_1e4(inferencer):
+    """The held-out frames at 1e4 with a hole (``holes`` and ``plain``, every pixel size) whose estimated
+    C-atom SNR is >= 2 (the frames the analyzer raises events from): at most one false atom in and around
+    any hole, pooled precision there >= 0.99 (17 frames, 229 atoms; INT8 maps: none false; FP32 maps: 1). Before the joint
+    fit the SNR 4.9 frame (0.2 A/px #5) kept 5 of 22: the ring the network continues inside the rim of a
+    shallow 32 A^2 hole. A regression guard on this seed, not the criterion: on the same cells of other
+    seeds 1-6 frames of SNR >= 2 per seed still fail it (docs/model.md, "The joint fit")."""
+    from lab.infer.holes import summarise, sweep
+
+    rows = [r for r in sweep(inferencer, doses=(1e4,), frames=6) if r["snr_est"] >= 2.0]
+    assert len(rows) >= 15 and sum(r["reported"]["n"] for r in rows) >= 200
+    assert all(r["reported"]["false"] <= 1 for r in rows), [r for r in rows if r["reported"]["false"] > 1]
+    assert summarise(rows, "reported")["pooled"] >= 0.99
 
 
 def test_vacuum_check_removes_most_lattice_put_into_holes_at_1e4(inferencer):
@@ -255,10 +278,12 @@ def test_no_lattice_in_holes_table():
     _assert_at_most_1_percent_false([r for r in rows if r["dose"] >= 1e5], "reported")
     # 1e4 and 1e3 are not met (the strict xfail above); regression floors at what the check reaches now
     # (before its level came from the lattice alone: 1e4 pooled 0.843 with 11 frames over 1 %, 1e3 0.412;
-    # with the darkness test from a dip of 0.2 units: 1e4 0.9515 with 4 frames)
+    # with the darkness test from a dip of 0.2 units: 1e4 0.9515 with 4 frames; before the joint fit
+    # 0.9561 with 4, one of them SNR >= 2; with it 0.9725 with 3 (none of SNR >= 2) on the INT8 maps,
+    # 0.9691 with 4 (one) on FP32 maps)
     s4 = summarise([r for r in rows if r["dose"] == 1e4], "reported")
     s3 = summarise([r for r in rows if r["dose"] == 1e3], "reported")
-    assert s4["pooled"] >= 0.95 and s4["failing"] <= 3, s4
+    assert s4["pooled"] >= 0.965 and s4["failing"] <= 4 and s4["failing_ok"] <= 1, s4
     assert s3["pooled"] >= 0.55, s3
 
 

@@ -44,11 +44,13 @@ def test_lattice_put_into_a_hole_is_false_and_the_rim_counts():
 
     filled = hole_score(xy / PX, true / PX, core, PX)     # the lattice continued into the hole
     assert filled["false"] == hole.sum() and filled["core_false"] >= 1
+    assert filled["far_false"] == hole.sum()              # lattice in the hole: >= 1.42 A from every true atom
     assert filled["precision"] == (filled["n"] - hole.sum()) / filled["n"]
 
     moved = true.copy()
     moved[np.flatnonzero(rim)[0]] += [0.6, 0.0]           # a rim atom read 0.6 A off: false too
-    assert hole_score(moved / PX, true / PX, core, PX)["false"] == 1
+    s = hole_score(moved / PX, true / PX, core, PX)
+    assert s["false"] == 1 and s["far_false"] == 0        # ... but no lattice put into the hole
 
 
 def test_no_atoms_in_the_zone_is_no_precision():

@@ -47,6 +47,13 @@ atom over the level, unless its own contrast clears ``own_sigma``: a lattice ato
 a point in a hole lies below it by the hole's depth. That is the ring the network continues just inside
 a hole's rim, whose 2 A surroundings dip only half as much as the hole itself (on a held-out 1e4 frame,
 1.3 A inside the rim, by 0.16 units: hence 0.15, not 0.2; held-out lattice F1 within 0.001, Si unchanged).
+With :data:`FIT_SIGMA` > 0 it also removes an atom near vacuum that lies below the lattice level and does
+not show by itself when a joint fit with its neighbours (:func:`fitted_amplitudes`: a plane plus one
+Gaussian per atom, on the frame's 0.2 A copy) gives it less than :data:`FIT_FRACTION` of a typical C
+atom's amplitude by :data:`FIT_SIGMA` standard errors (:func:`no_atom_of_its_own`): the ring a network
+continues inside the rim of a shallow hole lies less than a typical atom's rise below the level, which a
+lattice atom in a darker patch can too, but with the rim atoms' tails modelled it fits to about nothing
+(held-out 1e4 frame of SNR 4.9: 0.15-0.32 of a typical atom; docs/model.md, "The joint fit").
 The hexagon centres come from the atoms themselves (for an atom i with neighbours j, k:
 ``x_j + x_k - x_i``). Without enough hexagons (< 20) or without a positive ``D`` nothing is removed.
 """
@@ -325,8 +332,131 @@ def drop_in_vacuum(atoms: Atoms, image: np.ndarray, maps: tuple, min_dip: float,
     keep = (dip <= threshold) | (own >= own_sigma * np.maximum(1.0, dip / threshold))
     if dark_sigma > 0:
         keep &= ~((dark[0] < -dark_sigma) & (dark[1] < -DARK_ATOMS) & (own < own_sigma))
+    if FIT_SIGMA > 0:
+        keep &= ~no_atom_of_its_own(atoms, image, maps, dip, keep & (dark[1] < FIT_MAX_RISE))
     if keep.all():
         return atoms
     from engine.chem.atoms import subset
 
     return subset(atoms, keep)
+
+
+#: the joint fit of :func:`fitted_amplitudes`: a square of this half-width (A) around the atom ...
+FIT_RADIUS_A = 1.6
+#: ... modelled as a plane plus a Gaussian of :data:`PROBE_SIGMA_A` (widened by the 0.2 A copy's smoothing)
+#: at every atom within FIT_RADIUS_A + FIT_REACH_A of it
+FIT_REACH_A = 1.0
+
+
+def fitted_amplitudes(maps: tuple, xy_px: np.ndarray, pixel_size_A: float, idx: np.ndarray,
+                      sigma_px: float, probe_sigma_A: float = PROBE_SIGMA_A) -> tuple[np.ndarray, np.ndarray]:
+    """``(amp, se)``: (len(idx),) each atom ``idx``'s own amplitude in a least-squares fit of the frame's
+    0.2 A copy (``maps``: :func:`engine.chem.atoms.contrast_maps`) in a square of half-width
+    :data:`FIT_RADIUS_A` around it by a plane plus one Gaussian per atom of ``xy_px`` within reach (the
+    atom and its neighbours, amplitudes free), and its standard error from the frame's pixel noise
+    ``sigma_px`` (as if the copy were the plain block mean: its 1-pixel smoothing leaves a fit of such
+    smooth functions nearly as informative). The neighbours' probe tails are modelled, not taken as the
+    atom's own signal: a lattice atom at a hole's rim keeps a typical amplitude though half its
+    surroundings are vacuum; a "continued" atom inside the rim fits to about nothing (the frame there is
+    the rim atoms' tails over vacuum). All fits at once (batched normal equations)."""
+    sm, _bg, pxd, f = maps
+    sm = np.asarray(sm)
+    h, w = sm.shape
+    idx = np.asarray(idx, np.int64)
+    n = len(idx)
+    amp, se = np.full(n, np.nan), np.full(n, np.nan)
+    if not n:
+        return amp, se
+    xy = (np.asarray(xy_px, np.float64).reshape(-1, 2) + 0.5) / f - 0.5          # on the 0.2 A grid
+    k = max(2, int(np.ceil(FIT_RADIUS_A / pxd)))
+    off = np.arange(-k, k + 1, dtype=np.float64)
+    c = np.rint(xy[idx]).astype(np.int64)                                       # (n, 2) patch centres (x, y)
+    xs = c[:, 0:1] + off[None].astype(np.int64)                                # (n, m) columns, rows
+    ys = c[:, 1:2] + off[None].astype(np.int64)
+    vx, vy = (xs >= 0) & (xs < w), (ys >= 0) & (ys < h)
+    valid = (vy[:, :, None] & vx[:, None, :]).reshape(n, -1).astype(np.float32)  # (n, Q)
+    vals = sm[np.clip(ys, 0, h - 1)[:, :, None], np.clip(xs, 0, w - 1)[:, None, :]].reshape(n, -1).astype(np.float32)
+    vals *= valid
+    # the neighbours of each atom (itself first), padded to the most any has
+    tree = cKDTree(xy)
+    reach = (FIT_RADIUS_A + FIT_REACH_A) / pxd
+    lists = tree.query_ball_point(xy[idx], reach)
+    kmax = max(len(v) for v in lists)
+    nb = np.zeros((n, kmax), np.int64)
+    use = np.zeros((n, kmax), bool)
+    for r, (i, v) in enumerate(zip(idx, lists)):
+        v = [i] + [j for j in v if j != i]
+        nb[r, :len(v)] = v
+        use[r, :len(v)] = True
+    s2 = 2.0 * (probe_sigma_A ** 2 + pxd ** 2) / pxd ** 2                     # (the copy's smoothing: ~1 px)
+    gx = np.exp(-(xs[:, None, :] - xy[nb, 0][:, :, None]) ** 2 / s2).astype(np.float32)  # (n, K, m): separable
+    gy = np.exp(-(ys[:, None, :] - xy[nb, 1][:, :, None]) ** 2 / s2).astype(np.float32) * use[:, :, None]
+    m = len(off)
+    A = np.empty((n, kmax + 3, m * m), np.float32)                            # (n, K+3, Q): Gaussians, plane
+    np.multiply(gy[:, :, :, None], gx[:, :, None, :], out=A[:, :kmax].reshape(n, kmax, m, m))
+    A[:, kmax] = 1.0
+    A[:, kmax + 1] = np.tile(off * pxd, m)
+    A[:, kmax + 2] = np.repeat(off * pxd, m)
+    A *= valid[:, None, :]
+    AtA = (A @ A.transpose(0, 2, 1)).astype(np.float64)
+    ridge = 1e-9 * np.trace(AtA, axis1=1, axis2=2)[:, None] + 1e-12
+    kk = AtA.shape[1]
+    AtA = AtA + ridge[:, :, None] * np.eye(kk)[None]
+    pad = ~np.concatenate([use, np.ones((n, 3), bool)], 1)                    # padded columns: identity rows
+    AtA[pad] = 0.0
+    rr, cc = np.nonzero(pad)
+    AtA[rr, cc, cc] = 1.0
+    rhs = np.stack([(A @ vals[:, :, None])[:, :, 0].astype(np.float64), np.broadcast_to(np.eye(kk)[0], (n, kk))], 2)
+    rhs[pad] = 0.0
+    try:
+        sol = np.linalg.solve(AtA, rhs)
+    except np.linalg.LinAlgError:
+        return amp, se
+    ok = valid.sum(1) >= 12
+    amp[ok] = sol[ok, 0, 0]
+    sigma_b = float(sigma_px) / f                                               # noise of an f x f block mean
+    se[ok] = sigma_b * np.sqrt(np.maximum(sol[ok, 0, 1], 0.0))
+    return amp, se
+
+#: an atom near vacuum (dip above :data:`DARK_MIN_DIP`) whose fitted amplitude is below this fraction of a
+#: typical C atom's ...
+FIT_FRACTION = 0.5
+#: ... and below the typical one by this many standard errors, is no atom (0: off)
+FIT_SIGMA = 3.0
+#: only atoms that lie below the lattice level (rise under this many typical C atoms) are fitted (the
+#: continued ring lies below the level: -1.0 to -0.2 on the development frames; a rim atom rises)
+FIT_MAX_RISE = 0.0
+#: the typical amplitude: the median over at most this many C atoms away from vacuum
+FIT_SAMPLE = 16
+
+
+def no_atom_of_its_own(atoms: Atoms, image: np.ndarray, maps: tuple, dip: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """(N,) bool: the atoms still kept (``keep``) near vacuum (``dip`` above :data:`DARK_MIN_DIP`) that the
+    raw frame shows to hold no atom of their own: in a joint fit with their neighbours
+    (:func:`fitted_amplitudes`), an amplitude below :data:`FIT_FRACTION` of the median of up to
+    :data:`FIT_SAMPLE` C atoms away from vacuum, by :data:`FIT_SIGMA` standard errors. This is the ring
+    a network continues inside a hole's rim at C-atom SNR >= ~4: the frame there is the rim atoms' probe
+    tails over vacuum, which the lattice-level tests (a point below the level, its surroundings dipped)
+    cannot tell from a lattice atom in a darker patch, and the fit can."""
+    from engine.chem.maps import noise_of
+
+    sp = np.asarray(atoms.species)
+    out = np.zeros(len(dip), bool)
+    cand = np.flatnonzero(keep & (dip > DARK_MIN_DIP) & (sp == 0))
+    if not len(cand):
+        return out
+    ref = np.flatnonzero((dip <= DARK_MIN_DIP) & (sp == 0))
+    if len(ref) < FIT_SAMPLE // 2:
+        return out
+    ref = ref[:: max(1, len(ref) // FIT_SAMPLE)][:FIT_SAMPLE]
+    sigma_px = noise_of(maps, image)
+    if not np.isfinite(sigma_px) or sigma_px <= 0:
+        return out
+    amp, se = fitted_amplitudes(maps, atoms.xy_px, atoms.pixel_size_A, np.r_[cand, ref], sigma_px)
+    typical = np.nanmedian(amp[len(cand):]) if np.isfinite(amp[len(cand):]).any() else np.nan
+    if not typical > 0:
+        return out
+    a, e = amp[:len(cand)], se[:len(cand)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[cand] = (a < FIT_FRACTION * typical) & ((typical - a) > FIT_SIGMA * e)
+    return out

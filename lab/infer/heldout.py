@@ -47,9 +47,11 @@ def sim_overrides(dose: float, variant: str) -> dict:
     return over
 
 
-def cell_frames(dose: float, pixel_size_A: float, variant: str, frames: int, with_params: bool = False):
+def cell_frames(dose: float, pixel_size_A: float, variant: str, frames: int, with_params: bool = False,
+                seed: int = HELDOUT_SEED):
     """Yield ``(image, xy_px, species, pixel_size_A, ignore_xy_px)`` for one cell, deterministically
     (with ``with_params``, a sixth item: the simulator's parameter dict, ``{}`` for foreign styles).
+    ``seed``: the held-out seed by default; another gives a development (or a fresh) set of the same cells.
 
     Contamination atoms are returned separately (``ignore_xy_px``): true and predicted atoms within
     1 A of them are not scored (amorphous patches hold no resolvable atoms)."""
@@ -58,7 +60,7 @@ def cell_frames(dose: float, pixel_size_A: float, variant: str, frames: int, wit
 
     foreign = variant.startswith("foreign:")
     vidx = 10 + FOREIGN_STYLES.index(variant.split(":", 1)[1]) if foreign else VARIANTS.index(variant)
-    key = [HELDOUT_SEED, int(round(np.log10(dose) * 10)) if dose > 0 else 0, int(round(pixel_size_A * 1000)), vidx]
+    key = [int(seed), int(round(np.log10(dose) * 10)) if dose > 0 else 0, int(round(pixel_size_A * 1000)), vidx]
     rng = np.random.default_rng(np.random.SeedSequence(key))
     n = int(round(FIELD_A / pixel_size_A))
     for _ in range(frames):

@@ -24,7 +24,8 @@ Two sets of atoms are scored on every frame (whatever its SNR or verdict):
   declared (true) pixel size (material mask, :func:`engine.chem.atoms.find_atoms` with its raw-frame
   checks, atoms outside the frame dropped).
 
-``python -m lab.infer.holes [--frames N] [--pixel-sizes ...]`` prints the table of docs/model.md; ``--atoms`` what
+``python -m lab.infer.holes [--frames N] [--pixel-sizes ...] [--seed S] [--fit-sigma X]`` prints the table of
+docs/model.md (``--seed``: the same cells from another seed; ``--fit-sigma 0``: the vacuum check's joint fit off); ``--atoms`` what
 the vacuum check measures at the false atoms left in the zones and at the lattice atoms near vacuum
 (:func:`atom_rows`; docs/model.md, "What is left at 1e4 and 1e3"); ``--lattice`` the check's cost on plain frames.
 """
@@ -47,6 +48,9 @@ from lab.radii import ATOM_MATCH_RADIUS_A
 HOLE_CORE_A = 2.0
 #: predicted atoms within this of the core are scored: the hole, its rim atoms and the match radius
 HOLE_ZONE_A = HOLE_CORE_A + ATOM_MATCH_RADIUS_A
+#: a false atom in a zone farther than this from every true atom is lattice put into the hole, not a true
+#: atom read off its place (half the C-C bond is 0.71 A)
+FAR_A = 1.0
 #: cores smaller than this (A^2) are ignored (a few pixels where a large vacancy complex grazes 2 A)
 MIN_CORE_A2 = 0.5
 DOSES = (1e3, 1e4, 1e5, 1e6)
@@ -84,8 +88,10 @@ def in_zone(xy_px: np.ndarray, core: np.ndarray, pixel_size_A: float, radius_A: 
 
 
 def hole_score(pred_xy_px: np.ndarray, true_xy_px: np.ndarray, core: np.ndarray, pixel_size_A: float) -> dict:
-    """``{"n", "false", "core_false", "precision"}`` of the predicted atoms in the zone around ``core``
-    (precision nan when none is there)."""
+    """``{"n", "false", "core_false", "far_false", "precision"}`` of the predicted atoms in the zone around
+    ``core`` (precision nan when none is there). ``far_false``: the false ones farther than
+    :data:`FAR_A` from every true atom (lattice put into the hole; the others are true atoms, mostly of
+    the rim, read 0.5-1 A off their place or read twice)."""
     pred = np.asarray(pred_xy_px, np.float64).reshape(-1, 2)
     true = np.asarray(true_xy_px, np.float64).reshape(-1, 2)
     zone = in_zone(pred, core, pixel_size_A)
@@ -95,8 +101,13 @@ def hole_score(pred_xy_px: np.ndarray, true_xy_px: np.ndarray, core: np.ndarray,
     deep = in_zone(pred, core, pixel_size_A, pixel_size_A)              # within a pixel of the core
     n = int(zone.sum())
     false = int((zone & ~matched).sum())
+    far = np.zeros(len(pred), bool)
+    if len(true) and len(pred):
+        far = cKDTree(true * pixel_size_A).query(pred * pixel_size_A)[0] > FAR_A
+    elif len(pred):
+        far[:] = True
     return {"n": n, "false": false, "core_false": int((deep & ~matched).sum()),
-            "precision": (n - false) / n if n else float("nan")}
+            "far_false": int((zone & ~matched & far).sum()), "precision": (n - false) / n if n else float("nan")}
 
 
 class _Capture:
@@ -113,7 +124,7 @@ class _Capture:
 
 
 def frame_rows(inferencer, dose: float, pixel_size_A: float, frames: int, variant: str = VARIANT, cfg=None,
-               reported: bool = True) -> list[dict]:
+               reported: bool = True, seed: int | None = None) -> list[dict]:
     """Per held-out frame of one cell that has a hole core: its hole area, estimated C-atom SNR (the
     analyzer's, nan when not measurable), the true one, and :func:`hole_score` of the raw maps
     (``raw``) and of what the analyzer reports (``reported``; skipped with ``reported=False``)."""
@@ -127,8 +138,9 @@ def frame_rows(inferencer, dose: float, pixel_size_A: float, frames: int, varian
 
     cfg = cfg or Config()
     rows = []
+    seed_kw = {} if seed is None else {"seed": seed}
     for k, (image, xy, sp, fpx, ign, params) in enumerate(cell_frames(dose, pixel_size_A, variant, frames,
-                                                                       with_params=True)):
+                                                                       with_params=True, **seed_kw)):
         allxy = np.concatenate([xy, ign]) if len(ign) else xy
         core = hole_core(allxy, image.shape, fpx)
         if not core.any():
@@ -153,14 +165,15 @@ def frame_rows(inferencer, dose: float, pixel_size_A: float, frames: int, varian
 
 
 def sweep(inferencer, doses=DOSES, pixel_sizes=PIXEL_SIZES_A, frames: int = 6, variants=(VARIANT, "plain"),
-          progress: bool = False) -> list[dict]:
-    """:func:`frame_rows` over every dose x pixel size x variant (frames without a hole are skipped)."""
+          progress: bool = False, seed: int | None = None) -> list[dict]:
+    """:func:`frame_rows` over every dose x pixel size x variant (frames without a hole are skipped);
+    ``seed``: another set of the same cells than the held-out one (:func:`lab.infer.heldout.cell_frames`)."""
     rows = []
     for variant in variants:
         for dose in doses:
             for px in pixel_sizes:
                 t0 = time.time()
-                rr = frame_rows(inferencer, dose, px, frames, variant)
+                rr = frame_rows(inferencer, dose, px, frames, variant, seed=seed)
                 rows += rr
                 if progress:
                     print(f"{variant} {dose:.0e} {px}: {len(rr)} frames with a hole, {time.time() - t0:.1f} s",
@@ -168,7 +181,8 @@ def sweep(inferencer, doses=DOSES, pixel_sizes=PIXEL_SIZES_A, frames: int = 6, v
     return rows
 
 
-def lattice_effect(inferencer, doses=DOSES, pixel_sizes=PIXEL_SIZES_A, frames: int = 6, variant: str = "plain") -> dict:
+def lattice_effect(inferencer, doses=DOSES, pixel_sizes=PIXEL_SIZES_A, frames: int = 6, variant: str = "plain",
+                   seed: int | None = None, on=None) -> dict:
     """What the vacuum check (``ChemistryConfig.vacuum_min_dip``) costs on ordinary held-out frames:
     per dose, the detection :class:`lab.infer.evaluate.Counts` of the reported atoms
     (:func:`engine.pipeline.analyze_frame`) with the check off (``off``) and on (``on``), scored as the
@@ -181,13 +195,14 @@ def lattice_effect(inferencer, doses=DOSES, pixel_sizes=PIXEL_SIZES_A, frames: i
     from stemwatch.config import Config
     from streamer.frame import Frame
 
-    on = Config()
+    on = on or Config()
     off = on.replace(chemistry={"vacuum_min_dip": 0.0})
+    seed_kw = {} if seed is None else {"seed": seed}
     out = {}
     for dose in doses:
         res = {k: Counts() for k in ("off", "on", "off_snr_ok", "on_snr_ok")}
         for px in pixel_sizes:
-            for k, (image, xy, sp, fpx, ign) in enumerate(cell_frames(dose, px, variant, frames)):
+            for k, (image, xy, sp, fpx, ign) in enumerate(cell_frames(dose, px, variant, frames, **seed_kw)):
                 cap = _Capture(inferencer)
                 for name, cfg in (("off", off), ("on", on)):
                     fc = analyze_frame(Frame(image, "lattice", k, 0.0, fpx), cap if name == "off" else _Fixed(cap.probs),
@@ -222,6 +237,8 @@ def summarise(rows: list[dict], which: str) -> dict:
     per = [r[which]["precision"] for r in rows if r[which]["n"]]
     worst = min(rows, key=lambda r: r[which]["precision"] if r[which]["n"] else 2.0, default=None)
     return {"frames": len(rows), "atoms": n, "false": false, "core_false": sum(r[which]["core_false"] for r in rows),
+            "far_false": sum(r[which]["far_false"] for r in rows),
+            "failing_far": sum(1 for r in rows if r[which]["n"] and r[which]["far_false"] > 0.01 * r[which]["n"]),
             "pooled": (n - false) / n if n else float("nan"), "worst": min(per) if per else float("nan"),
             "worst_frame": (f"{worst['variant']} {worst['dose']:.0e} {worst['pixel_size_A']} #{worst['frame']} "
                             f"({worst[which]['false']}/{worst[which]['n']})") if worst is not None and per else "",
@@ -281,7 +298,8 @@ def _recording_vacuum_check():
         vacuum.drop_in_vacuum = original
 
 
-def atom_rows(inferencer, dose: float, pixel_size_A: float, frames: int, variant: str = VARIANT) -> list[dict]:
+def atom_rows(inferencer, dose: float, pixel_size_A: float, frames: int, variant: str = VARIANT,
+              seed: int | None = None) -> list[dict]:
     """Per held-out frame of one cell that the vacuum check judges (a hole or not): every atom it was given,
     with what it measures there (:func:`engine.chem.vacuum.vacuum_dip` with ``judge_all``: ``dip``, ``rise``
     in noise sigma and ``rise_typical`` in typical C atoms, ``own`` contrast), the network's ``confidence``,
@@ -296,7 +314,8 @@ def atom_rows(inferencer, dose: float, pixel_size_A: float, frames: int, variant
 
     cfg = Config()
     rows = []
-    for k, (image, xy, sp, fpx, ign) in enumerate(cell_frames(dose, pixel_size_A, variant, frames)):
+    for k, (image, xy, sp, fpx, ign) in enumerate(cell_frames(dose, pixel_size_A, variant, frames,
+                                                              **({} if seed is None else {"seed": seed}))):
         allxy = np.concatenate([xy, ign]) if len(ign) else xy
         with _recording_vacuum_check() as calls:
             fc = analyze_frame(Frame(image, "atoms", k, 0.0, fpx), inferencer, cfg)
@@ -363,6 +382,10 @@ def main(argv=None) -> int:
     p.add_argument("--doses", type=float, nargs="+", default=list(DOSES), help="doses (e/A^2)")
     p.add_argument("--pixel-sizes", type=float, nargs="+", default=list(PIXEL_SIZES_A), help="pixel sizes (A)")
     p.add_argument("--variants", nargs="+", default=[VARIANT, "plain"], help="held-out variants (default holes plain)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="frames of another seed than the held-out 90417 (development / fresh checks)")
+    p.add_argument("--fit-sigma", type=float, default=None,
+                   help="engine.chem.vacuum.FIT_SIGMA for this run (0: the joint fit off, as before it; default: as shipped)")
     p.add_argument("--worst", type=int, default=10, help="list this many worst frames of the reported atoms")
     p.add_argument("--atoms", action="store_true",
                    help="instead: the reported false atoms in the hole zones with what the vacuum check measures at "
@@ -374,30 +397,43 @@ def main(argv=None) -> int:
     if a.frames < 1:
         print("--frames must be >= 1", file=sys.stderr)
         return 2
+    if a.fit_sigma is not None:
+        if a.fit_sigma < 0:
+            print("--fit-sigma must be >= 0", file=sys.stderr)
+            return 2
+        from engine.chem import vacuum
+
+        vacuum.FIT_SIGMA = a.fit_sigma
     if a.atoms:
         with Inferencer(InferenceConfig(backend="onnx")) as inf:
             rows = [r for v in a.variants for d in a.doses for px in a.pixel_sizes
-                    for r in atom_rows(inf, d, px, a.frames, v)]
+                    for r in atom_rows(inf, d, px, a.frames, v, seed=a.seed)]
         print(format_atoms(rows))
         return 0
     if a.lattice:
         with Inferencer(InferenceConfig(backend="onnx")) as inf:
-            eff = lattice_effect(inf, a.doses, a.pixel_sizes, a.frames)
+            eff = lattice_effect(inf, a.doses, a.pixel_sizes, a.frames, seed=a.seed)
         print(format_lattice_effect(eff))
         return 0
     with Inferencer(InferenceConfig(backend="onnx")) as inf:
-        rows = sweep(inf, a.doses, a.pixel_sizes, a.frames, a.variants, progress=True)
+        rows = sweep(inf, a.doses, a.pixel_sizes, a.frames, a.variants, progress=True, seed=a.seed)
     print(format_table(rows))
     for which in ("raw", "reported"):
         s = summarise(rows, which)
         print(f"{which}: {s['frames']} frames, {s['atoms']} atoms in holes, {s['false']} false ({s['core_false']} deep in "
-              f"the hole), pooled precision {s['pooled']:.4f}, worst {s['worst']:.4f} ({s['worst_frame']}), "
-              f"frames > 1 % false: {s['failing']}")
+              f"the hole, {s['far_false']} > {FAR_A} A from every true atom), pooled precision {s['pooled']:.4f}, worst "
+              f"{s['worst']:.4f} ({s['worst_frame']}), frames > 1 % false: {s['failing']} (counting only those > {FAR_A} A "
+              f"off: {s['failing_far']})")
+    for dose in sorted({r["dose"] for r in rows}):
+        s = summarise([r for r in rows if r["dose"] == dose], "reported")
+        print(f"reported at {dose:.0e}: {s['false']} false of {s['atoms']} on {s['failing']} frames > 1 % "
+              f"({s['failing_ok']} of SNR >= 2); > {FAR_A} A off: {s['far_false']} on {s['failing_far']} frames")
     bad = sorted(rows, key=lambda r: r["reported"]["precision"] if r["reported"]["n"] else 2.0)[: a.worst]
     for r in bad:
         print(f"  {r['variant']} {r['dose']:.0e} {r['pixel_size_A']} #{r['frame']}: hole {r['hole_A2']:.0f} A^2, "
               f"SNR est {r['snr_est']:.2f} true {r['snr_true']:.2f}, material {r['material']}, "
-              f"raw {r['raw']['false']}/{r['raw']['n']}, reported {r['reported']['false']}/{r['reported']['n']}")
+              f"raw {r['raw']['false']}/{r['raw']['n']}, reported {r['reported']['false']}/{r['reported']['n']} "
+              f"({r['reported']['far_false']} > {FAR_A} A off)")
     return 0
 
 
