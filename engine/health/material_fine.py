@@ -40,6 +40,10 @@ FINE_RHO_WEAK = 0.72         # ... below FINE_SCORE_SURE (graphene at 6-10 measu
 FINE_ALT_FRACTION = 0.1     # ... and this fraction of that hexagon's (a strong WS2 lattice of 59 px, 220, gave 4.4 at
                              # 30 degrees off: noise; graphene's first order measured 0.2-0.9 of its {11-20})
 FINE_ALT_SCORE = 4.0         # the first order found through a {11-20} hexagon (score >= FINE_SCORE) at least this
+FINE_SCORE_VACUUM = 4.5      # a frame the windowed spectrum calls vacuum: its noise is all a hexagon competes with
+FINE_RHO_VACUUM = 0.80       # ... with clearly equal sublattices
+FINE_PART_SCORE = 20.0       # one half of the field (the rest clutter: a contamination patch, a hole's edges)
+FINE_PART_RHO = 0.85         # ... with clearly equal sublattices
 FINE_MIN_BINNED_PX = 12.0    # the frame is binned further while the finest lattice keeps this many px per a
 _STEP = 0.5                  # DFT grid step (bins)
 FINE_LOCAL = 5.0             # bins a side of the surroundings each DFT bin is compared with
@@ -103,26 +107,58 @@ def fine_lattice(img: np.ndarray, b: int = 1) -> dict | None:
     ``img``, measured without a window at exact frequencies (:func:`fine_hexagon`). Returns a lattice
     dict (no spots: no mask; ``a_px`` in frame px, ``rho``, ``strength`` the hexagon score, ``fine``:
     True) when it is graphene by the module's rules, else None."""
-    m = fine_hexagon(img, b)
+    return fine_accept(fine_hexagon(img, b))
+
+
+def fine_accept(m: dict | None, score_min: float = FINE_SCORE, rho_min: float | None = None) -> dict | None:
+    """The lattice dict of :func:`fine_lattice` for the measurement ``m`` of :func:`fine_hexagon` (or of
+    :func:`fine_hexagon_parts`) when it is graphene: a hexagon scoring at least ``score_min`` with equal
+    sublattices (ratio >= FINE_RHO, >= FINE_RHO_WEAK below FINE_SCORE_SURE; ``rho_min``: at least this
+    whatever the score), or its first order found through a one-sublattice {11-20} hexagon; else None."""
     if m is None:
         return None
     if m["via_11_20"]:
         # (the {11-20} hexagon stands out on its own: its first order needs less)
-        ok = (m["score_11_20"] >= FINE_SCORE and m["score"] >= max(FINE_ALT_SCORE, FINE_ALT_FRACTION * m["score_11_20"])
+        ok = (m["score_11_20"] >= score_min and m["score"] >= max(FINE_ALT_SCORE, FINE_ALT_FRACTION * m["score_11_20"])
               and m["rho"] >= FINE_RHO)
     else:
-        ok = m["score"] >= FINE_SCORE and m["rho"] >= (FINE_RHO if m["score"] >= FINE_SCORE_SURE else FINE_RHO_WEAK)
+        ok = m["score"] >= score_min and m["rho"] >= (FINE_RHO if m["score"] >= FINE_SCORE_SURE else FINE_RHO_WEAK)
+    if rho_min is not None and m["rho"] < rho_min:
+        ok = False
     if not ok or not (FINE_A_PX[0] <= m["a_px"] <= FINE_A_PX[1]):
         return None
-    return {"spots": None, "a_px": m["a_px"], "rho": m["rho"], "width": float("nan"), "strength": m["score"],
-            "fine": True}
+    out = {"spots": None, "a_px": m["a_px"], "rho": m["rho"], "width": float("nan"), "strength": m["score"],
+           "fine": True}
+    if "part" in m:
+        out["part"] = m["part"]
+    return out
 
 
 def fine_hexagon(img: np.ndarray, b: int = 1) -> dict | None:
     """The measurement of :func:`fine_lattice`: the best hexagon's ``score``, ``rho``, ``a_px`` (frame px),
     ``via_11_20`` (its first order was found 30 degrees off a one-sublattice hexagon of score
     ``score_11_20``), or None for a frame too small to search."""
-    x, b = _prepared(img, b)
+    return _search(*_prepared(img, b))
+
+
+def fine_hexagon_parts(img: np.ndarray, b: int = 1) -> dict | None:
+    """:func:`fine_hexagon` on each half of the frame (left, right, top, bottom):
+    the best half's measurement with ``part`` naming it, or None. A graphene field half covered by a
+    contamination patch or a hole: the clutter's power at the columns' own frequencies raises the
+    whole-field transform's level around graphene's spots, while the clean half shows them clearly."""
+    h, w = img.shape
+    best = None
+    # (each half prepared on its own: its own clipping level, so a bright patch in the other half does not set it)
+    for name, part in (("left", img[:, :w // 2]), ("right", img[:, w // 2:]), ("top", img[:h // 2]),
+                       ("bottom", img[h // 2:])):
+        m = _search(*_prepared(part, b))
+        if m is not None and (best is None or m["score"] > best["score"]):
+            best = {**m, "part": name}
+    return best
+
+
+def _search(x: np.ndarray, b: int) -> dict | None:
+    """fine_hexagon on the prepared (binned by ``b``) frame ``x``."""
     h, w = x.shape
     n = min(h, w)
     # first-order radius (bins of the shorter side) of a lattice constant a: n / (a sqrt(3) / 2)
