@@ -44,7 +44,10 @@ WS2, hBN, ...), ``amorphous`` (amorphous carbon or contamination over the field,
    searched (with those objects replaced, where there are any) for a faint hexagon of a = 30-100 frame
    px in its *unwindowed* transform, evaluated by direct DFT at non-integer frequencies (a field of a
    few unit cells: the Hann window spreads and weakens its spots), each bin against its surroundings; graphene when the hexagon stands out and its bispectrum
-   says equal sublattices, and the windowed spectrum showed no clear hexagon of another scale.
+   says equal sublattices, and the windowed spectrum showed no clear hexagon of another scale. Where the
+   windowed spectrum saw nothing at all (``vacuum``) a fainter hexagon suffices (white noise is all it
+   competes with); where it saw clutter (``amorphous``, ``not_graphene``) each half of the field is also
+   searched alone (a contamination patch or a hole's edges over the other half).
 
 Frames of at least 384 px a side are binned 2 x 2 first (one 256^2 FFT for a 512^2 frame; the bins
 keep their frequencies in cycles per field, and graphene's {11-20} spots stay below the binned

@@ -23,6 +23,11 @@ Graphene when the hexagon stands out (score >= FINE_SCORE: on 320 amorphous and 
 frames at 0.03-0.08 A/px the best noise hexagon scored 2.7 in the median, at most 5.0) with equal
 sublattices (ratio >= FINE_RHO, >= FINE_RHO_WEAK for a hexagon below FINE_SCORE_SURE; simulated hBN
 measured <= 0.63, MoS2 and WS2 <= 0.14).
+
+Two looser uses, decided in ``material.classify_material`` by what the windowed spectrum saw: a frame it
+calls vacuum (nothing else above the noise) needs only FINE_SCORE_VACUUM with a ratio >= FINE_RHO_VACUUM;
+a frame it calls amorphous or not graphene is also searched half by half (:func:`fine_hexagon_parts`,
+FINE_PART_SCORE, FINE_PART_RHO): graphene over half the field beside a contamination patch or a hole.
 """
 
 from __future__ import annotations
