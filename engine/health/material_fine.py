@@ -153,17 +153,28 @@ def fine_hexagon_parts(img: np.ndarray, b: int = 1) -> dict | None:
     whole-field transform's level around graphene's spots, while the clean half shows them clearly."""
     h, w = img.shape
     best = None
-    # (each half prepared on its own: its own clipping level, so a bright patch in the other half does not set it)
+    # (each half prepared on its own: its own clipping level, so a bright patch in the other half does not set it;
+    # only the half with the best hexagon on the search grid is refined and measured)
     for name, part in (("left", img[:, :w // 2]), ("right", img[:, w // 2:]), ("top", img[:h // 2]),
                        ("bottom", img[h // 2:])):
-        m = _search(*_prepared(part, b))
-        if m is not None and (best is None or m["score"] > best["score"]):
-            best = {**m, "part": name}
-    return best
+        x, bx = _prepared(part, b)
+        g = _grid(x, bx)
+        if g is not None and (best is None or g[0] > best[3][0]):
+            best = (name, x, bx, g)
+    if best is None:
+        return None
+    name, x, bx, g = best
+    return {**_finish(x, bx, g), "part": name}
 
 
 def _search(x: np.ndarray, b: int) -> dict | None:
     """fine_hexagon on the prepared (binned by ``b``) frame ``x``."""
+    g = _grid(x, b)
+    return None if g is None else _finish(x, b, g)
+
+
+def _grid(x: np.ndarray, b: int):
+    """The polar search of :func:`_search`: (best score, radius, angle, n, (sy, sx), score function), or None."""
     h, w = x.shape
     n = min(h, w)
     # first-order radius (bins of the shorter side) of a lattice constant a: n / (a sqrt(3) / 2)
@@ -205,7 +216,12 @@ def _search(x: np.ndarray, b: int) -> dict | None:
 
     sc = score(RR, TT)
     i, j = np.unravel_index(int(np.argmax(sc)), sc.shape)
-    best, r, t0 = float(sc[i, j]), float(rs[i]), float(th[j])
+    return float(sc[i, j]), float(rs[i]), float(th[j]), n, (sy, sx), score
+
+
+def _finish(x: np.ndarray, b: int, g) -> dict:
+    """The best hexagon of :func:`_grid` refined and measured (sublattice ratio, a, the {11-20} lookup)."""
+    best, r, t0, n, (sy, sx), score = g
     k1, k2, rho, rho_half = _measure(x, r, t0, np.array([sy, sx]))
     via, s11 = False, float("nan")
     if rho < 0.3 and r / np.sqrt(3.0) >= 2.5:
