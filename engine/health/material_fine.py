@@ -38,6 +38,9 @@ from scipy import ndimage
 from engine.health.material_spectrum import sublattice_ratio
 
 FINE_A_PX = (30.0, 100.0)    # lattice constants searched, frame px (graphene at 0.025-0.082 A/px)
+FINE_A_EDGE = 0.95           # a hexagon found at the finest a searched may refine to this much finer (its spots move up
+                             # to a bin: ~5 % there); graphene with a hole at 0.084 A/px (a = 29.3 px, 11.7, ratio 1.00)
+                             # was lost on it
 FINE_SCORE = 6.0             # hexagon score (geometric mean of the 3 spots' power over their ring's level)
 FINE_SCORE_SURE = 10.0
 FINE_RHO = 0.75              # sublattice ratio at least this (hBN <= 0.63 on the development frames)
@@ -130,7 +133,7 @@ def fine_accept(m: dict | None, score_min: float = FINE_SCORE, rho_min: float | 
         ok = m["score"] >= score_min and m["rho"] >= (FINE_RHO if m["score"] >= FINE_SCORE_SURE else FINE_RHO_WEAK)
     if rho_min is not None and m["rho"] < rho_min:
         ok = False
-    if not ok or not (FINE_A_PX[0] <= m["a_px"] <= FINE_A_PX[1]):
+    if not ok or not (FINE_A_PX[0] * FINE_A_EDGE <= m["a_px"] <= FINE_A_PX[1]):
         return None
     out = {"spots": None, "a_px": m["a_px"], "rho": m["rho"], "width": float("nan"), "strength": m["score"],
            "fine": True}
