@@ -82,6 +82,7 @@ from engine.health.material_spectrum import (MIN_A_PX, O3, R_MAX, Spectrum, full
 VERDICTS = ("graphene", "not_graphene", "amorphous", "vacuum")
 GRAPHENE_A = 2.46
 BLOB_SKIP_STRENGTH = 32.0   # no second pass without bright objects after a hexagon this strong
+PART_SKIP_STRENGTH = 100.0  # no search of the halves after a hexagon this strong (graphene rescued that way: <= 49)
 
 #: Decision thresholds (dimensionless; measured on held-out simulated frames, docs/simulator.md §6).
 PEAK_MIN = 6.0             # hexagon score: geometric mean of the local contrasts of 3 spots at 0/60/120 deg
@@ -381,9 +382,11 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
         # a lattice (graphene at C-atom SNR 1.2-1.9 and 0.04-0.07 A/px scored 4.5-5.8 with ratios 0.86-1.0)
         lat = fine_accept(m, FINE_SCORE_VACUUM, FINE_RHO_VACUUM)
         how = " (a faint hexagon in a frame with nothing else above the noise)" if lat is not None else ""
-    if lat is None and v.verdict != "vacuum":
+    if lat is None and v.verdict != "vacuum" and not (v.symmetry == "hexagonal" and v.peak_strength >= PART_SKIP_STRENGTH):
         # part of the field graphene, the rest clutter of the columns' own size (a contamination patch, a
         # hole's edge): the clutter raises the whole field's transform around graphene's spots; each half alone
+        # (not beside a strong crystal lattice of another material: its halves show the same crystal, and the
+        # search would cost a MoS2 or hBN series ~8 ms per full check for nothing)
         lat = fine_accept(fine_hexagon_parts(fine_img, b), FINE_PART_SCORE, FINE_PART_RHO)
         how = f" (in the {lat['part']} half of the field)" if lat is not None else ""
     if lat is None or not _fine_agrees(v, lat["a_px"]) or real_space_veto(img, b, lat) is not None:
