@@ -674,7 +674,7 @@ def test_faint_fine_hexagon_in_a_frame_with_nothing_else_above_the_noise_is_grap
     """Graphene at 0.050-0.056 A/px and C-atom SNR 1.2-1.3: nothing in the windowed spectrum, no diffuse
     structure (`vacuum`), and the unwindowed hexagon scores 4.5-5.8 (< FINE_SCORE 6) with equal sublattices
     (0.94-1.0). In a frame called vacuum that hexagon competes with white noise only, whose best hexagon
-    scored <= 4.4 on 330 development frames called vacuum (<= 3.7 with a ratio >= 0.8)."""
+    scored <= 4.4 on ~630 development frames called vacuum (<= 4.04 with a ratio >= 0.8)."""
     from engine.health.material import _binned
     from engine.health.material_fine import FINE_RHO_VACUUM, FINE_SCORE, FINE_SCORE_VACUUM, fine_hexagon
     ex = _eval_frame(kind, state)

@@ -377,9 +377,10 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
     lat, how = fine_accept(m), ""
     if lat is None and v.verdict == "vacuum":
         # nothing above the noise in the windowed spectrum, no diffuse structure: white noise is all a faint
-        # hexagon competes with there (on ~330 development frames called vacuum that were not graphene its best
-        # hexagon scored <= 4.4, <= 3.7 with a ratio >= 0.8), so a lower score with clearly equal sublattices is
-        # a lattice (graphene at C-atom SNR 1.2-1.9 and 0.04-0.07 A/px scored 4.5-5.8 with ratios 0.86-1.0)
+        # hexagon competes with there (on ~630 development frames called vacuum that were not graphene its best
+        # hexagon scored <= 4.4, <= 4.04 with a ratio >= 0.8; a fresh seed's vacuum frame then reached 5.3 with
+        # 0.89), so a lower score with clearly equal sublattices is a lattice (graphene at C-atom SNR 1.0-1.9 and
+        # 0.03-0.06 A/px scored 4.5-5.8 with ratios 0.87-1.0)
         lat = fine_accept(m, FINE_SCORE_VACUUM, FINE_RHO_VACUUM)
         how = " (a faint hexagon in a frame with nothing else above the noise)" if lat is not None else ""
     if lat is None and v.verdict != "vacuum" and not (v.symmetry == "hexagonal" and v.peak_strength >= PART_SKIP_STRENGTH):
