@@ -83,6 +83,10 @@ VERDICTS = ("graphene", "not_graphene", "amorphous", "vacuum")
 GRAPHENE_A = 2.46
 BLOB_SKIP_STRENGTH = 32.0   # no second pass without bright objects after a hexagon this strong
 PART_SKIP_STRENGTH = 100.0  # no search of the halves after a hexagon this strong (graphene rescued that way: <= 49)
+#: the looser fine test of a frame called vacuum (FINE_SCORE_VACUUM) only on frames this large (px a side): its noise
+#: level was measured on 512^2 frames; on a 256^2 vacuum frame at 0.1 A/px (tests/test_pipeline_material.py) a noise
+#: hexagon of a = 59 px (4 unit cells across) passed it with a ratio of 0.88
+VACUUM_RESCUE_MIN_SIDE_PX = 384
 
 #: Decision thresholds (dimensionless; measured on held-out simulated frames, docs/simulator.md §6).
 PEAK_MIN = 6.0             # hexagon score: geometric mean of the local contrasts of 3 spots at 0/60/120 deg
@@ -375,7 +379,7 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
     fine_img = img if cleaned is None else cleaned[0]
     m = fine_hexagon(fine_img, b)
     lat, how = fine_accept(m), ""
-    if lat is None and v.verdict == "vacuum":
+    if lat is None and v.verdict == "vacuum" and min(shape) >= VACUUM_RESCUE_MIN_SIDE_PX:
         # nothing above the noise in the windowed spectrum, no diffuse structure: white noise is all a faint
         # hexagon competes with there (on ~630 development frames called vacuum that were not graphene its best
         # hexagon scored <= 4.4, <= 4.04 with a ratio >= 0.8; a fresh seed's vacuum frame then reached 5.3 with
