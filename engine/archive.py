@@ -259,8 +259,12 @@ def connect(scheduler, dashboard_address: str | None = ":8787", quiet: bool = Fa
 
         n = int(value or physical_cores())
         with _spawn_ignoring_sigint():
+            # the worker processes' own log lines stay off the terminal (silence_logs): a task's error
+            # reaches the client and is reported with its frame; after Ctrl-C the cluster is torn down
+            # under the workers, whose heartbeat then fails and was logged with a traceback (one run in
+            # four of tests/test_archive_cluster.py::test_ctrl_c_cancels_cleanly on a loaded machine)
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   dashboard_address=dashboard_address)
+                                   dashboard_address=dashboard_address, silence_logs=logging.CRITICAL)
         try:
             client = Client(cluster)
             try:
