@@ -110,19 +110,13 @@ def _measure(x: np.ndarray, r: float, t0: float, sc: np.ndarray) -> tuple[np.nda
     return k1, k2, _rho(_ft(x, f)), min(_rho(_ft(x, f, slice(None, h2))), _rho(_ft(x, f, slice(h2, None))))
 
 
-def fine_lattice(img: np.ndarray, b: int = 1) -> dict | None:
-    """The strongest hexagon of lattice constant FINE_A_PX (frame px) in the (binned by ``b``) frame
-    ``img``, measured without a window at exact frequencies (:func:`fine_hexagon`). Returns a lattice
-    dict (no spots: no mask; ``a_px`` in frame px, ``rho``, ``strength`` the hexagon score, ``fine``:
-    True) when it is graphene by the module's rules, else None."""
-    return fine_accept(fine_hexagon(img, b))
-
-
 def fine_accept(m: dict | None, score_min: float = FINE_SCORE, rho_min: float | None = None) -> dict | None:
-    """The lattice dict of :func:`fine_lattice` for the measurement ``m`` of :func:`fine_hexagon` (or of
-    :func:`fine_hexagon_parts`) when it is graphene: a hexagon scoring at least ``score_min`` with equal
-    sublattices (ratio >= FINE_RHO, >= FINE_RHO_WEAK below FINE_SCORE_SURE; ``rho_min``: at least this
-    whatever the score), or its first order found through a one-sublattice {11-20} hexagon; else None."""
+    """A lattice dict (no spots: no mask; ``a_px`` in frame px, ``rho``, ``strength`` the hexagon score,
+    ``fine``: True, and ``part`` when ``m`` has one) for the measurement ``m`` of :func:`fine_hexagon` (or of
+    :func:`fine_hexagon_parts`) when it is graphene: a hexagon of lattice constant FINE_A_PX scoring at least
+    ``score_min`` with equal sublattices (ratio >= FINE_RHO, >= FINE_RHO_WEAK below FINE_SCORE_SURE;
+    ``rho_min``: at least this whatever the score), or its first order found through a one-sublattice
+    {11-20} hexagon; else None."""
     if m is None:
         return None
     if m["via_11_20"]:
@@ -143,10 +137,13 @@ def fine_accept(m: dict | None, score_min: float = FINE_SCORE, rho_min: float | 
 
 
 def fine_hexagon(img: np.ndarray, b: int = 1) -> dict | None:
-    """The measurement of :func:`fine_lattice`: the best hexagon's ``score``, ``rho``, ``a_px`` (frame px),
+    """The strongest hexagon of lattice constant FINE_A_PX (frame px) in the (binned by ``b``) frame ``img``,
+    measured without a window at exact frequencies: its ``score``, ``rho``, ``a_px`` (frame px),
     ``via_11_20`` (its first order was found 30 degrees off a one-sublattice hexagon of score
-    ``score_11_20``), or None for a frame too small to search."""
-    return _search(*_prepared(img, b))
+    ``score_11_20``), or None for a frame too small to search (:func:`fine_accept` judges it)."""
+    x, b = _prepared(img, b)
+    g = _grid(x, b)
+    return None if g is None else _finish(x, b, g)
 
 
 def fine_hexagon_parts(img: np.ndarray, b: int = 1) -> dict | None:
@@ -170,14 +167,8 @@ def fine_hexagon_parts(img: np.ndarray, b: int = 1) -> dict | None:
     return {**_finish(x, bx, g), "part": name}
 
 
-def _search(x: np.ndarray, b: int) -> dict | None:
-    """fine_hexagon on the prepared (binned by ``b``) frame ``x``."""
-    g = _grid(x, b)
-    return None if g is None else _finish(x, b, g)
-
-
 def _grid(x: np.ndarray, b: int):
-    """The polar search of :func:`_search`: (best score, radius, angle, n, (sy, sx), score function), or None."""
+    """The polar search of :func:`fine_hexagon`: (best score, radius, angle, n, (sy, sx), score function), or None."""
     h, w = x.shape
     n = min(h, w)
     # first-order radius (bins of the shorter side) of a lattice constant a: n / (a sqrt(3) / 2)
