@@ -393,10 +393,13 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             timings["network"] = float(sub["network"])
         else:
             timings["network"] = p1 - pn
-        cc = cfg.chemistry
         maps = contrast_maps(frame.data, float(probs.frame_pixel_size_A))
-        atoms = drop_outside(find_atoms(probs, cc, frame.data, maps), shape, cfg.health.edge_drop_A)
-        result = build_chemistry(atoms, cc, None, frame.data, maps)    # motifs are named in order, by track()
+
+        def chemistry_of(p):      # atoms inside the frame, then the graph; motifs are named in order, by track()
+            atoms = drop_outside(find_atoms(p, cfg.chemistry, frame.data, maps), shape, cfg.health.edge_drop_A)
+            return build_chemistry(atoms, cfg.chemistry, None, frame.data, maps)
+
+        result = chemistry_of(probs)
         snr = float(estimate_snr(np.asarray(frame.data), result, maps))   # (the noise: measured once)
         if material is not None and snr >= 2.0:
             # the part of the field where the network is unsure of its atoms: amorphous carbon or
@@ -404,9 +407,7 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             region = unsure_region(result.atoms, shape)
             if region is not None:
                 material = _leave_out(material, region)
-                probs = mask_probabilities(probs, material.mask)
-                atoms = drop_outside(find_atoms(probs, cc, frame.data, maps), shape, cfg.health.edge_drop_A)
-                result = build_chemistry(atoms, cc, None, frame.data, maps)
+                result = chemistry_of(mask_probabilities(probs, material.mask))
         if health is not None:
             health.snr = snr
         timings["atoms_graph"] = time.perf_counter() - p1
