@@ -62,10 +62,10 @@ def nanmedian(x: np.ndarray) -> float:
 
 def percentiles(x: np.ndarray, qs) -> tuple[float, ...]:
     """``tuple(float(v) for v in np.percentile(x, qs))`` (method "linear", ``qs`` a sequence) of a
-    non-empty float64 array, from one ``np.partition``; other types go to numpy."""
+    non-empty float32 or float64 array, from one ``np.partition``; other types go to numpy."""
     a = np.asarray(x).ravel()
     n = a.size
-    if n == 0 or a.dtype != np.float64:
+    if n == 0 or a.dtype not in (np.float32, np.float64):
         return tuple(float(v) for v in np.percentile(a, qs))
     v = [(n - 1) * (float(q) / 100) for q in qs]
     lo = [int(np.floor(t)) for t in v]
@@ -77,6 +77,6 @@ def percentiles(x: np.ndarray, qs) -> tuple[float, ...]:
     for t, i, j in zip(v, lo, hi):
         g = t - i
         a0, b0 = float(p[i]), float(p[j])
-        diff = b0 - a0
+        diff = float(p[j] - p[i])                  # in the array's type, as numpy's lerp; the rest in float64
         out.append(b0 - diff * (1 - g) if g >= 0.5 else a0 + diff * g)
     return tuple(out)

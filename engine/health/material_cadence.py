@@ -53,6 +53,7 @@ from functools import lru_cache
 import numpy as np
 
 from engine.chem.filters import block_mean
+from engine.chem.quantile import median
 from engine.health.material import MaterialVerdict
 from engine.health.material_spectrum import full_bins
 
@@ -236,7 +237,7 @@ def _spot_contrast(S: Spectrum, idx: np.ndarray, neg: np.ndarray, ring_idx: np.n
     c = np.where(neg, np.conj(c), c)
     p = c.real ** 2 + c.imag ** 2
     peaks = np.array([p[0:9].max(), p[9:18].max(), p[18:43].reshape(5, 5)[1:4, 1:4].max()])
-    level = max(float(np.median(S.P.ravel()[ring_idx])), 1e-30)
+    level = max(median(S.P.ravel()[ring_idx]), 1e-30)
     contrast = float(np.exp(np.mean(np.log(np.maximum(peaks, 1e-30) / level))))
     # bispectrum over 3 x 3 offsets d1, d2 of k1 and k2 with k3 - (d1 + d2) exactly (the window's leakage cancels)
     B = (c[0:9, None] * c[None, 9:18] * c[18:43][_SUM]).sum()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.chem.quantile import percentile, percentiles
+from engine.chem.quantile import median, percentile, percentiles
 from engine.health.scale import ScaleEstimate, estimate_pixel_size
 from engine.health.tear import confirm_tear, row_shift_candidates
 
@@ -274,15 +274,16 @@ class HealthMonitor:
         m = float(b.mean())
         floor = percentile(g[::4, ::4], 0.1)
         if len(s.means) >= 3:
-            ref = float(np.median(s.means))
-            spread = max(abs(ref - float(np.median(s.floors))) * cfg.glitch_dose_ratio, 1e-12)
+            ref = median(np.fromiter(s.means, np.float64, len(s.means)))
+            spread = max(abs(ref - median(np.fromiter(s.floors, np.float64, len(s.floors)))) * cfg.glitch_dose_ratio,
+                         1e-12)
             if abs(m - ref) > spread:
                 h.add("glitch", f"mean intensity {m:.4g} vs {ref:.4g} in the series' recent frames (dose dip or spike)")
         # scan tear / line jump: a step in the (4-row block) row means far beyond their usual scatter
         rows = b.mean(axis=1)
         d = np.abs(np.diff(rows))
         if len(d) > 8:
-            mad = float(np.median(np.abs(d - np.median(d)))) * 1.4826 + 1e-12
+            mad = median(np.abs(d - median(d))) * 1.4826 + 1e-12
             big = d > cfg.tear_row_mad * mad
             if big.any() and float(d.max()) > 0.5 * contrast:
                 r = int(np.argmax(d))
@@ -408,7 +409,7 @@ def _noise_sigma(img: np.ndarray) -> float:
     d = np.diff(a, axis=1).ravel()
     if not len(d):
         return 0.0
-    return float(np.median(np.abs(d - np.median(d)))) * 1.4826 / np.sqrt(2.0)
+    return median(np.abs(d - median(d))) * 1.4826 / np.sqrt(2.0)
 
 
 def _noise_sigma_int(rows: np.ndarray) -> float:

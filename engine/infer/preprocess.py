@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, sparse
 
+from engine.chem.quantile import percentiles
+
 #: Normalisation recipe (also written into the ONNX metadata).
 NORMALISATION = {
     "method": "robust_percentile",
@@ -127,8 +129,7 @@ def normalisation_levels(x: np.ndarray, recipe: dict = NORMALISATION) -> tuple[f
     g = ndimage.gaussian_filter(np.asarray(x, dtype=np.float32), float(recipe["smooth_sigma_px"]), mode="nearest")
     # a strided subsample is enough for percentiles of a smoothed image and much cheaper
     step = max(1, int(np.sqrt(g.size / 65536.0)))
-    lo, hi = np.percentile(g[::step, ::step], [recipe["low_percentile"], recipe["high_percentile"]])
-    lo, hi = float(lo), float(hi)
+    lo, hi = percentiles(g[::step, ::step], (recipe["low_percentile"], recipe["high_percentile"]))
     if not hi - lo > 1e-12 * max(1.0, abs(hi)):
         hi = lo + 1.0                                       # flat frame: avoid dividing by zero
     return lo, hi
