@@ -33,10 +33,11 @@ def one_pass(pipe, frames: list, overlap: bool) -> tuple[float, float, dict]:
 
     pipe.reset()
     done, stages = [], {}
+    series = f"spin-{time.time()}"                 # one series per pass (the material check runs once)
     with Overlap(pipe, enabled=overlap) as ov:
         for i, img in enumerate(frames + [None]):
             d = ov.flush() if img is None else ov.push(
-                Frame(data=img, series=f"spin-{time.time()}", seq=i, t_acquired=time.time(), pixel_size_A=0.1))
+                Frame(data=img, series=series, seq=i, t_acquired=time.time(), pixel_size_A=0.1))
             if d is not None:
                 done.append((time.perf_counter(), time.process_time()))
                 for k, v in d.result.timings_s.items():
