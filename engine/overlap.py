@@ -282,7 +282,28 @@ def network_for_overlap(pipe):
         own.close()
         return None
     from_px = ALL_CORES_FROM_GRID_PX_INT8 if getattr(inf, "precision", "fp32") == "int8" else ALL_CORES_FROM_GRID_PX
-    return GridRouted(own, inf, float(getattr(inf, "model_pixel_size_A", 0.2) or 0.2), from_grid_px=from_px)
+    model_ps = float(getattr(inf, "model_pixel_size_A", 0.2) or 0.2)
+    small = own
+    if getattr(cfg.pipeline, "network_process", "off") == "auto" and process_available():
+        from engine.infer.process import ProcessInferencer
+
+        # the smallest grids: the network in a child process (started on the first such frame), the
+        # thread's own session as its fallback and for the grids between
+        small = ProcessInferencer(own.cfg, fallback=own, below_grid_px=PROCESS_BELOW_GRID_PX)
+    return GridRouted(small, inf, model_ps, from_grid_px=from_px)
+
+
+#: model-grid pixels below which the overlapped network runs in a process of its own
+#: (:mod:`engine.infer.process`): there the network's own Python (~0.5 ms a frame) held the GIL that
+#: the chemistry and tracking of the frame before need. 256^2 frames at 0.1 A/px (a 128^2 grid) went
+#: from 142 to 155 frames/s; 512^2 (256^2) lost 67 -> 63 to copying the maps, so they stay on the thread
+PROCESS_BELOW_GRID_PX = 192 * 192
+
+
+def process_available() -> bool:
+    """Whether the network process can be used here: POSIX (a socket pair passed to the child by its
+    file descriptor)."""
+    return os.name == "posix"
 
 
 def wants_network(health) -> bool:
@@ -325,8 +346,10 @@ class Overlap:
 
     def start(self) -> "Overlap":
         if self.enabled and self._stage is None:
-            self._own = network_for_overlap(self.pipe)
-            self._stage = InferenceStage(self._own if self._own is not None else self.pipe.inferencer).start()
+            kept = getattr(self.pipe, "overlap_network", None)      # the pipeline keeps it (and closes it)
+            self._own = network_for_overlap(self.pipe) if kept is None else None
+            net = kept() if kept is not None else self._own
+            self._stage = InferenceStage(net if net is not None else self.pipe.inferencer).start()
             self._inf = AheadInferencer(self._stage)
         return self
 

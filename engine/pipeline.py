@@ -51,6 +51,8 @@ MASK_BELOW = 1.0
 #: Frames smaller than this (either side) get no material verdict (assumed graphene): a few unit cells
 #: with one dopant near the centre do not show two equal sublattices reliably.
 MIN_SIDE_PX = 192
+#: :meth:`Pipeline.overlap_network` not made yet
+_NOT_MADE = object()
 
 
 def mask_probabilities(probs, mask: np.ndarray):
@@ -108,6 +110,7 @@ class Pipeline:
         self.last_error: str | None = None
         self.recent_ok: deque = deque(maxlen=int(self.cfg.events.k_of_n[1]))   # health of the last n frames
         self.recent_events: deque = deque(maxlen=int(self.cfg.events.k_of_n[1]))  # their transformation events
+        self._overlap_net = _NOT_MADE     # overlap_network(), made on first use
 
     # ------------------------------------------------------------------------------ info
     @property
@@ -133,7 +136,21 @@ class Pipeline:
         self.cfg = self.cfg.replace(events={"k_of_n": tuple(events.k_of_n),
                                             "min_confidence": events.min_confidence})
 
+    def overlap_network(self):
+        """The inferencer of :class:`engine.overlap.Overlap`'s network thread, made once by
+        :func:`engine.overlap.network_for_overlap` (a session of its own, and on small grids a process
+        of its own) and kept until :meth:`close`, so that every overlap of this pipeline shares it;
+        None: the network thread uses :attr:`inferencer`."""
+        if self._overlap_net is _NOT_MADE:
+            from engine.overlap import network_for_overlap
+
+            self._overlap_net = network_for_overlap(self)
+        return self._overlap_net
+
     def close(self) -> None:
+        net, self._overlap_net = self._overlap_net, _NOT_MADE
+        if net is not None and net is not _NOT_MADE:
+            net.close()
         close = getattr(self.inferencer, "close", None)
         if close is not None:
             close()

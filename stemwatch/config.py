@@ -249,6 +249,9 @@ class PipelineConfig(Section):
     overlap: Literal["auto", "on", "off"] = "auto"   # run the network of frame n+1 on its own thread while
                                                      # frame n's atoms, graph and tracks are computed (same
                                                      # results); auto: on when 2 or more CPUs are usable
+    network_process: Literal["auto", "off"] = "auto"  # with the overlap on the CPU backend, small model grids
+                                                     # run the network in a process of its own (no GIL
+                                                     # shared with the chemistry: engine/infer/process.py)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,165 @@
+"""The network in a process of its own (engine/infer/process.py): the same probabilities as the
+thread's session, byte for byte; a frame's error reads as without it; a child that dies or cannot
+start hands the frames to the fallback without losing one; nothing is left behind after close."""
+
+import glob
+import os
+import time
+
+import numpy as np
+import pytest
+
+from engine.infer import Inferencer
+from engine.infer.process import ProcessInferencer
+from engine.pipeline import Pipeline
+from stemwatch.config import Config
+from streamer.frame import Frame
+
+from _track_lattice import lattice_scene, render_frame
+
+PS = 0.1
+CFG = Config().replace(inference={"backend": "onnx", "threads": 1})
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="the network process needs POSIX")
+
+
+def _frames(n: int = 4, shape=(256, 256)) -> list[np.ndarray]:
+    """``n`` frames of one drifting field with a Si (float32)."""
+    pts, sp = lattice_scene(shape[0], PS, n_si=1, seed=5)
+    rng = np.random.default_rng(5)
+    return [render_frame((pts + np.array([0.1, 0.05]) * t) / PS, sp, shape, PS, rng=rng).astype(np.float32)
+            for t in range(n)]
+
+
+def _wait_ready(inf: ProcessInferencer, image, timeout_s: float = 60.0) -> None:
+    """Frames go to the fallback until the child has loaded the model: ask until it serves them."""
+    t_end = time.monotonic() + timeout_s
+    while inf.frames_in_process == 0:
+        inf.predict(image, PS)
+        assert time.monotonic() < t_end, "the network process did not start"
+        time.sleep(0.05)
+
+
+def _ours() -> set:
+    return set(glob.glob("/dev/shm/stemwatch-net-*"))
+
+
+@pytest.fixture()
+def proc():
+    inf = ProcessInferencer(CFG.inference, fallback=Inferencer(CFG.inference))
+    yield inf
+    inf.close()
+
+
+def test_same_probabilities_as_the_thread_session_byte_for_byte(proc):
+    frames = _frames()
+    before = _ours()
+    _wait_ready(proc, frames[0])
+    n0 = proc.frames_in_process
+    with Inferencer(CFG.inference) as ref:
+        for img in frames + [frames[0].astype(np.uint16), frames[1][:200, :176]]:   # another dtype, shape
+            a, b = proc.predict(img, PS), ref.predict(img, PS)
+            assert a.p.dtype == b.p.dtype and a.p.shape == b.p.shape
+            assert a.p.tobytes() == b.p.tobytes()
+            assert (a.pixel_size_A, a.frame_shape, a.frame_pixel_size_A) == \
+                   (b.pixel_size_A, b.frame_shape, b.frame_pixel_size_A)
+    assert proc.frames_in_process - n0 == len(frames) + 2, "every frame ran in the child"
+    assert set(proc.last_timings_s) == {"preprocess", "network"}
+    assert _ours() <= before, "the shared files are unlinked once both processes have them open"
+
+
+def test_a_frames_error_reads_as_without_the_process(proc):
+    frames = _frames(1)
+    _wait_ready(proc, frames[0])
+    with Inferencer(CFG.inference) as ref:
+        with pytest.raises(ValueError) as mine:
+            proc.predict(frames[0], -0.1)                  # raised by the Inferencer in the child
+        with pytest.raises(ValueError) as theirs:
+            ref.predict(frames[0], -0.1)
+    assert str(mine.value) == str(theirs.value)
+    n = proc.frames_in_process
+    assert proc.predict(frames[0], PS).p.shape[0] == 3 and proc.frames_in_process == n + 1, \
+        "an error in one frame does not end the child"
+
+
+def test_a_child_that_dies_hands_over_to_the_fallback(proc, caplog):
+    frames = _frames(3)
+    _wait_ready(proc, frames[0])
+    proc._proc.kill()                                      # the child dies between two frames
+    proc._proc.wait()
+    with Inferencer(CFG.inference) as ref:
+        for img in frames:
+            assert proc.predict(img, PS).p.tobytes() == ref.predict(img, PS).p.tobytes()
+    assert not proc.ready
+    assert "the network runs on its thread from now on" in caplog.text
+
+
+def test_a_child_that_cannot_start_is_not_waited_for(tmp_path, caplog):
+    bad = ProcessInferencer(CFG.inference, fallback=Inferencer(CFG.inference), start_timeout_s=60.0)
+    bad.cfg = CFG.inference.__class__(**{**CFG.inference.__dict__, "model_path": str(tmp_path / "missing.onnx")})
+    try:
+        frames = _frames(2)
+        with Inferencer(CFG.inference) as ref:
+            t_end = time.monotonic() + 60.0
+            while "did not start" not in caplog.text:      # the child reports the error, then frames stay here
+                assert bad.predict(frames[0], PS).p.tobytes() == ref.predict(frames[0], PS).p.tobytes()
+                assert time.monotonic() < t_end
+                time.sleep(0.05)
+            assert bad.predict(frames[1], PS).p.tobytes() == ref.predict(frames[1], PS).p.tobytes()
+        assert bad.frames_in_process == 0 and bad._proc is None
+    finally:
+        bad.close()
+
+
+def test_close_ends_the_child_and_leaves_no_files():
+    before = _ours()
+    inf = ProcessInferencer(CFG.inference, fallback=Inferencer(CFG.inference))
+    _wait_ready(inf, _frames(1)[0])
+    child = inf._proc
+    inf.close()
+    assert child.poll() is not None, "the child ended"
+    assert _ours() <= before
+
+
+def test_only_small_grids_go_to_the_child():
+    inf = ProcessInferencer(CFG.inference, fallback=Inferencer(CFG.inference), below_grid_px=192 * 192)
+    try:
+        inf.predict(_frames(1, (512, 512))[0], PS)        # a 256^2 grid: the fallback, no child started
+        assert inf._proc is None and inf.frames_in_process == 0
+        _wait_ready(inf, _frames(1)[0])                    # a 128^2 grid: the child
+    finally:
+        inf.close()
+
+
+def test_pipeline_keeps_one_network_process_for_all_its_overlaps():
+    """The overlap's network thread uses the pipeline's process (made once, closed with the pipeline), so
+    a live service or a benchmark that starts many overlaps starts one child; results are those of
+    frame-by-frame processing."""
+    from engine.infer.backends import physical_cores
+    from engine.overlap import Overlap
+
+    if physical_cores() < 2:
+        pytest.skip("one core: no overlap network")
+    cfg = Config().replace(inference={"backend": "onnx"}, pipeline={"overlap": "on"})
+    frames = _frames(6)
+    with Pipeline(cfg) as pipe:
+        net = pipe.overlap_network()
+        assert net is pipe.overlap_network()
+        small = net.small
+        assert isinstance(small, ProcessInferencer)
+        _wait_ready(small, frames[0])
+        child = small._proc
+        runs = []
+        for k in range(2):
+            pipe.reset()
+            with Overlap(pipe, enabled=True) as ov:
+                done = [d for i, f in enumerate(frames) for d in [ov.push(Frame(f, "s", i, 1.0 + i, PS))] if d]
+                done += [d for d in [ov.flush()] if d]
+            runs.append([(d.result.chemistry.atoms.xy_px.tobytes(), [e.kind for e in d.result.events]) for d in done])
+            assert small._proc is child and small.ready, "the same child serves every overlap"
+        assert small.frames_in_process >= 2 * len(frames)
+    assert child.poll() is not None, "closing the pipeline ends the child"
+    with Pipeline(cfg.replace(pipeline={"overlap": "off"})) as seq:
+        ref = [(r.chemistry.atoms.xy_px.tobytes(), [e.kind for e in r.events])
+               for r in (seq.process(Frame(f, "s", i, 1.0 + i, PS)) for i, f in enumerate(frames))]
+    assert runs[0] == runs[1] == ref
