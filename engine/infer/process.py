@@ -15,7 +15,7 @@ runs threads, no re-import of the caller's main script), connected by a socket p
 model file and thread count as the thread it replaces: the same numbers, byte for byte) and serves
 one frame at a time. Pixels go in and probabilities come out through two memory-mapped files in
 ``/dev/shm`` (unlinked as soon as both processes have them open: nothing is left behind after a
-crash); the pipe carries only small messages. The child ignores SIGINT (Ctrl-C stops the parent,
+crash); the socket carries only small msgpack messages (no pickle, as everywhere in stemwatch). The child ignores SIGINT (Ctrl-C stops the parent,
 which closes it) and ends when its pipe closes.
 
 Lifecycle: the child is started by the first :meth:`ProcessInferencer.predict` (frames that never
@@ -31,7 +31,9 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import select
 import signal
+import struct
 import tempfile
 import time
 
@@ -100,20 +102,57 @@ def _child_map(cache: dict, role: str, path: str, size: int):
     return mm
 
 
+class _Channel:
+    """Length-prefixed msgpack messages over a stream socket (a socket pair between the two processes)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def send(self, obj) -> None:
+        import msgpack
+
+        data = msgpack.packb(obj)
+        self.sock.sendall(struct.pack("!I", len(data)) + data)
+
+    def recv(self):
+        import msgpack
+
+        (n,) = struct.unpack("!I", self._exactly(4))
+        return msgpack.unpackb(self._exactly(n))
+
+    def _exactly(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError("the other end closed the socket")
+            buf += chunk
+        return bytes(buf)
+
+    def poll(self, timeout_s: float) -> bool:
+        """Whether a message (or the end) is waiting, within ``timeout_s``."""
+        return bool(select.select([self.sock], [], [], timeout_s)[0])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def serve(conn) -> None:
-    """The child's loop: the first message is the InferenceConfig; load the model, then answer
-    ``("run", ...)`` messages until ``None`` or the socket closes. Every reply is one tuple: ``("ok", shape, pixel_size_A, frame_shape,
-    frame_pixel_size_A, timings)`` (the maps written to the "out" file), ``("grow", nbytes)`` (the
-    "out" file is too small) or ``("error", type name, message)``."""
+    """The child's loop: the first message is the InferenceConfig's fields; load the model, then
+    answer ``["run", ...]`` messages until ``None`` or the socket closes. Every message is msgpack;
+    every reply one list: ``["ok", shape, pixel_size_A, frame_shape, frame_pixel_size_A, timings]``
+    (the maps written to the "out" file), ``["grow", nbytes]`` (the "out" file is too small) or
+    ``["error", type name, message]``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)            # Ctrl-C is the parent's to handle
     from engine.infer import Inferencer
+    from stemwatch.config import InferenceConfig
 
     try:
-        inf = Inferencer(conn.recv())
+        inf = Inferencer(InferenceConfig(**conn.recv()))
     except Exception as exc:  # reported to the parent, which falls back
-        conn.send(("error", type(exc).__name__, str(exc)))
+        conn.send(["error", type(exc).__name__, str(exc)])
         return
-    conn.send(("ready", str(getattr(inf.backend, "model_path", "")), inf.precision))
+    conn.send(["ready", str(getattr(inf.backend, "model_path", "")), inf.precision])
     maps: dict = {}
     try:
         while True:
@@ -124,20 +163,21 @@ def serve(conn) -> None:
             if msg is None:
                 break
             _, (in_path, in_size), (out_path, out_size), shape, dtype, ps, model_ps = msg
+            shape = tuple(shape)
             try:
                 src = _child_map(maps, "in", in_path, in_size)
                 img = np.frombuffer(src, dtype=np.dtype(dtype), count=int(np.prod(shape))).reshape(shape)
                 probs = inf.predict(img, ps) if model_ps is None else inf.predict(img, ps, model_pixel_size_A=model_ps)
                 p = np.ascontiguousarray(probs.p, dtype=np.float32)
                 if p.nbytes > out_size:
-                    conn.send(("grow", int(p.nbytes)))
+                    conn.send(["grow", int(p.nbytes)])
                     continue
                 dst = _child_map(maps, "out", out_path, out_size)
                 np.frombuffer(dst, dtype=np.float32, count=p.size)[:] = p.ravel()
-                conn.send(("ok", p.shape, float(probs.pixel_size_A), tuple(probs.frame_shape),
-                           float(probs.frame_pixel_size_A), dict(inf.last_timings_s)))
+                conn.send(["ok", list(p.shape), float(probs.pixel_size_A), [int(v) for v in probs.frame_shape],
+                             float(probs.frame_pixel_size_A), {k: float(v) for k, v in inf.last_timings_s.items()}])
             except Exception as exc:  # the frame's error, raised in the parent
-                conn.send(("error", type(exc).__name__, str(exc)))
+                conn.send(["error", type(exc).__name__, str(exc)])
     finally:
         inf.close()
 
@@ -202,7 +242,6 @@ class ProcessInferencer:
         import socket
         import subprocess
         import sys
-        from multiprocessing.connection import Connection
         from pathlib import Path
 
         import engine
@@ -215,9 +254,11 @@ class ProcessInferencer:
                                           pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
         finally:
             theirs.close()
-        self._conn = Connection(mine.detach())
+        self._conn = _Channel(mine)
         self._t_start = time.monotonic()
-        self._conn.send(self.cfg)
+        import dataclasses
+
+        self._conn.send(dataclasses.asdict(self.cfg))
 
     def _check_ready(self) -> bool:
         """Whether the child is ready now (reads its "ready" message when there is one, never waits)."""
@@ -303,8 +344,8 @@ class ProcessInferencer:
             need = 3 * h * w * 4
         for _ in range(2):
             outbuf = self._buffer("_out", need)
-            self._conn.send(("run", (inbuf.path, inbuf.size), (outbuf.path, outbuf.size), a.shape, a.dtype.str, ps,
-                             None if model_pixel_size_A is None else float(model_pixel_size_A)))
+            self._conn.send(["run", [inbuf.path, inbuf.size], [outbuf.path, outbuf.size], list(a.shape), a.dtype.str,
+                               ps, None if model_pixel_size_A is None else float(model_pixel_size_A)])
             reply = self._reply()
             inbuf.unlink()                        # both processes have the files open now
             if reply[0] == "grow":
@@ -316,7 +357,7 @@ class ProcessInferencer:
             _, shape, grid_ps, frame_shape, frame_ps, timings = reply
             self.last_timings_s = timings
             self.frames_in_process += 1
-            return Probabilities(p=outbuf.view(np.float32, shape).copy(), pixel_size_A=grid_ps,
+            return Probabilities(p=outbuf.view(np.float32, tuple(shape)).copy(), pixel_size_A=grid_ps,
                                  frame_shape=tuple(frame_shape), frame_pixel_size_A=frame_ps)
         raise NetworkProcessError("the network process asked twice for a larger output")
 
@@ -362,12 +403,12 @@ def main(argv=None) -> int:
     """``python -m engine.infer.process --fd N``: the child's entry point (:class:`ProcessInferencer`
     starts it; not for use by hand)."""
     import argparse
-    from multiprocessing.connection import Connection
+    import socket
 
     ap = argparse.ArgumentParser(prog="python -m engine.infer.process", description=main.__doc__)
     ap.add_argument("--fd", type=int, required=True, help="the socket to the parent (inherited)")
     args = ap.parse_args(argv)
-    conn = Connection(args.fd)
+    conn = _Channel(socket.socket(fileno=args.fd))
     try:
         serve(conn)
     finally:
