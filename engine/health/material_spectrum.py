@@ -26,7 +26,6 @@ CAND_LOG = 2.0             # ... among those with log(power / ring level) above 
 LOW_K, LOW_R = 12, 40      # and the LOW_K strongest bins (raw power) within LOW_R bins of the origin
 
 
-@functools.lru_cache(maxsize=8)
 def sublattice_ratio(bispectrum: complex) -> float:
     """The sublattice ratio of a honeycomb from the bispectrum F(k1) F(k2) F(k3) of its first-order
     spots (k1 + k2 + k3 = 0): (f_A w + f_B w*)^3 with w = e^(2 pi i / 3) has phase pi for equal
@@ -36,6 +35,7 @@ def sublattice_ratio(bispectrum: complex) -> float:
     return float((1 - t) / (1 + t))
 
 
+@functools.lru_cache(maxsize=8)
 def _geometry(h: int, w: int, b: int = 1):
     """Per-shape constants: 2-D periodic Hann window, the radial bin of every rfft2 bin (bins outside
     the search band go to a last "dump" bin), band counts, and the ky-axis wedge of the diffuse cue."""
