@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
+from engine.chem.quantile import percentile
 from engine.track import assign
 from engine.track.debounce import UNKNOWN, WILD
 from engine.track.events import EventLogic
@@ -233,7 +234,7 @@ class Tracker:
         the track (an atom that is really there, seen unsure)."""
         if not len(mt):
             return np.zeros(0, bool)
-        thr = min(float(self.cfg.rejoin_min_confidence), float(np.quantile(conf, 0.01)))
+        thr = min(float(self.cfg.rejoin_min_confidence), percentile(conf, 1.0))   # np.quantile(conf, 0.01)
         return (st.misses[mt] > 0) & ~st.weak_used[mt] & (conf[md] < thr)
 
     def _correct(self, st, mt, md, hop, world, atoms, conf, feats, seq) -> None:
