@@ -114,7 +114,9 @@ def test_a_child_that_cannot_start_is_not_waited_for(tmp_path, caplog):
 def test_close_ends_the_child_and_leaves_no_files():
     before = _ours()
     inf = ProcessInferencer(CFG.inference, fallback=Inferencer(CFG.inference))
-    _wait_ready(inf, _frames(1)[0])
+    assert inf.start(wait_s=60.0) and inf.ready, "started ahead of the first frame"
+    inf.predict(_frames(1)[0], PS)
+    assert inf.frames_in_process == 1
     child = inf._proc
     inf.close()
     assert child.poll() is not None, "the child ended"

@@ -236,6 +236,26 @@ class ProcessInferencer:
         """Whether the child has loaded the model and serves the frames."""
         return self._ready and self._proc is not None and self._proc.poll() is None
 
+    def start(self, wait_s: float = 0.0) -> bool:
+        """Start the child now (not on the first frame) and wait up to ``wait_s`` for it to load the
+        model; whether it is ready. A child that fails hands over to the fallback, as in :meth:`predict`."""
+        if self._failed:
+            return False
+        t_end = time.monotonic() + max(0.0, float(wait_s))
+        try:
+            if self._proc is None:
+                self._start()
+            while not self._check_ready():
+                if time.monotonic() >= t_end:
+                    return False
+                self._conn.poll(min(POLL_S, max(0.0, t_end - time.monotonic())))
+            return True
+        except (NetworkProcessError, OSError) as exc:
+            self._failed = True
+            log.warning("%s: the network runs on its thread from now on", exc)
+            self._stop(0.0)
+            return False
+
     def _start(self) -> None:
         """Start the child (not waiting for it): ``python -m engine.infer.process --fd N``, the
         package's own folder first on its path (the same ``engine`` as this process's)."""
