@@ -200,6 +200,11 @@ class AheadInferencer:
         probs, self.last_timings_s = self.stage.result(fut)
         return probs
 
+    def atoms_for(self, probs):
+        """The atoms found with ``probs`` where the network ran (:mod:`engine.infer.process`), else None."""
+        f = getattr(self.stage.inferencer, "atoms_for", None)
+        return f(probs) if f is not None else None
+
 
 #: model-grid pixels from which the network thread runs on every core (the pipeline's own session):
 #: there the network of one frame takes longer than the chemistry and tracking of the one before, so
@@ -245,6 +250,15 @@ class GridRouted:
         self.last_timings_s = dict(getattr(inf, "last_timings_s", None) or {})
         return out
 
+    def atoms_for(self, probs):
+        """The atoms found with ``probs`` by whichever inferencer ran it (None where none did)."""
+        for inf in (self.small, self.large):
+            f = getattr(inf, "atoms_for", None)
+            atoms = f(probs) if f is not None else None
+            if atoms is not None:
+                return atoms
+        return None
+
     def close(self) -> None:
         self.small.close()
 
@@ -289,7 +303,7 @@ def network_for_overlap(pipe):
 
         # the smallest grids: the network in a child process (started on the first such frame), the
         # thread's own session as its fallback and for the grids between
-        small = ProcessInferencer(own.cfg, fallback=own, below_grid_px=PROCESS_BELOW_GRID_PX)
+        small = ProcessInferencer(own.cfg, fallback=own, below_grid_px=PROCESS_BELOW_GRID_PX, chemistry=cfg.chemistry)
     return GridRouted(small, inf, model_ps, from_grid_px=from_px)
 
 

@@ -401,6 +401,10 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
         # a too_large frame that still resolves the lattice: on a coarser model grid (under the cap)
         probs = inferencer.predict(frame.data, ps, model_pixel_size_A=coarse) if coarse_ok else \
             inferencer.predict(frame.data, ps)
+        # the atoms, where the network's process found them with these very probabilities
+        # (engine/infer/process.py): used for them only, not for a masked copy
+        atoms_for = getattr(inferencer, "atoms_for", None)
+        net_probs, ahead = probs, (atoms_for(probs) if atoms_for is not None else None)
         if material is not None and material.mask is not None and material.graphene_fraction < MASK_BELOW:
             probs = mask_probabilities(probs, material.mask)
         p1 = time.perf_counter()
@@ -413,7 +417,8 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
         maps = contrast_maps(frame.data, float(probs.frame_pixel_size_A))
 
         def chemistry_of(p):      # atoms inside the frame, then the graph; motifs are named in order, by track()
-            atoms = drop_outside(find_atoms(p, cfg.chemistry, frame.data, maps), shape, cfg.health.edge_drop_A)
+            found = ahead if ahead is not None and p is net_probs else find_atoms(p, cfg.chemistry, frame.data, maps)
+            atoms = drop_outside(found, shape, cfg.health.edge_drop_A)
             return build_chemistry(atoms, cfg.chemistry, None, frame.data, maps)
 
         result = chemistry_of(probs)
@@ -427,7 +432,8 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                 result = chemistry_of(mask_probabilities(probs, material.mask))
         if health is not None:
             health.snr = snr
-        timings["atoms_graph"] = time.perf_counter() - p1
+        # (atoms found by the network's process: their time there counts here)
+        timings["atoms_graph"] = time.perf_counter() - p1 + (float(sub.get("atoms", 0.0)) if ahead is not None else 0.0)
     except Exception as exc:  # one bad frame must not stop the analysis
         msg = f"{type(exc).__name__}: {exc}"
         log.debug("%s", traceback.format_exc())

@@ -133,12 +133,17 @@ def test_only_small_grids_go_to_the_child():
         inf.close()
 
 
-def test_pipeline_keeps_one_network_process_for_all_its_overlaps():
+def test_pipeline_keeps_one_network_process_for_all_its_overlaps(monkeypatch):
     """The overlap's network thread uses the pipeline's process (made once, closed with the pipeline), so
-    a live service or a benchmark that starts many overlaps starts one child; results are those of
-    frame-by-frame processing."""
+    a live service or a benchmark that starts many overlaps starts one child; the child also finds the
+    atoms (the caller's thread does not); results are those of frame-by-frame processing, byte for byte."""
+    import engine.chem.atoms
     from engine.infer.backends import physical_cores
     from engine.overlap import Overlap
+
+    calls = []
+    find = engine.chem.atoms.find_atoms
+    monkeypatch.setattr(engine.chem.atoms, "find_atoms", lambda *a, **k: calls.append(1) or find(*a, **k))
 
     if physical_cores() < 2:
         pytest.skip("one core: no overlap network")
@@ -157,11 +162,65 @@ def test_pipeline_keeps_one_network_process_for_all_its_overlaps():
             with Overlap(pipe, enabled=True) as ov:
                 done = [d for i, f in enumerate(frames) for d in [ov.push(Frame(f, "s", i, 1.0 + i, PS))] if d]
                 done += [d for d in [ov.flush()] if d]
-            runs.append([(d.result.chemistry.atoms.xy_px.tobytes(), [e.kind for e in d.result.events]) for d in done])
+            runs.append([_digest(d.result) for d in done])
             assert small._proc is child and small.ready, "the same child serves every overlap"
         assert small.frames_in_process >= 2 * len(frames)
+        assert not calls, "the atoms of every frame were found in the network's process"
     assert child.poll() is not None, "closing the pipeline ends the child"
     with Pipeline(cfg.replace(pipeline={"overlap": "off"})) as seq:
-        ref = [(r.chemistry.atoms.xy_px.tobytes(), [e.kind for e in r.events])
-               for r in (seq.process(Frame(f, "s", i, 1.0 + i, PS)) for i, f in enumerate(frames))]
-    assert runs[0] == runs[1] == ref
+        ref = [_digest(seq.process(Frame(f, "s", i, 1.0 + i, PS))) for i, f in enumerate(frames)]
+    assert calls, "frame by frame, this thread finds them"
+    assert runs[0] == ref
+    # (a reset keeps numbering tracks where it left off: the second pass's ids differ, nothing else)
+    assert [r[:6] + r[7:] for r in runs[1]] == [r[:6] + r[7:] for r in ref]
+
+
+def _digest(r) -> tuple:
+    a = r.chemistry.atoms
+    return (a.xy_px.tobytes(), a.species.tobytes(), a.confidence.tobytes(), a.class_prob.tobytes(),
+            a.border.tobytes(), r.chemistry.bonds.tobytes(), r.track_ids.tobytes(),
+            [(e.kind, e.atom_id, e.confidence) for e in r.events])
+
+
+class _FoundAhead:
+    """An inferencer whose network 'process' found atoms for exactly the probabilities it returned
+    (a stand-in: a marker set of three atoms, so that the test sees which atoms analyze_frame used)."""
+
+    def __init__(self, inf):
+        from engine.types import Atoms
+
+        self.inf, self.given = inf, None
+        self.marker = Atoms(xy_px=np.array([[100.0, 100.0], [110.0, 100.0], [120.0, 100.0]]),
+                            species=np.zeros(3, np.int8), confidence=np.ones(3, np.float32),
+                            class_prob=np.tile(np.float32([0, 1, 0]), (3, 1)), border=np.zeros(3, bool),
+                            pixel_size_A=PS, frame_shape=(256, 256))
+
+    def predict(self, image, pixel_size_A, **kw):
+        self.given = self.inf.predict(image, pixel_size_A, **kw)
+        return self.given
+
+    def atoms_for(self, probs):
+        return self.marker if probs is self.given else None
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_analyze_frame_uses_the_atoms_found_ahead_only_for_those_very_probabilities(monkeypatch, masked):
+    """The atoms found with the network's probabilities are used as they are; once the material verdict's
+    mask changes the probabilities, the atoms are found again on the masked ones."""
+    import engine.pipeline as pl
+    from engine.health.material import MaterialVerdict
+
+    mask = np.ones((256, 256), bool)
+    mask[:, 200:] = False
+    verdict = MaterialVerdict(verdict="graphene", reason="test", lattice_constant_px=24.6, graphene_fraction=mask.mean(),
+                              mask=mask if masked else None)
+    monkeypatch.setattr(pl, "frame_material", lambda frame: verdict)
+    cfg = Config().replace(inference={"backend": "onnx", "threads": 1})
+    with Inferencer(cfg.inference) as inf:
+        fake = _FoundAhead(inf)
+        fc = pl.analyze_frame(Frame(_frames(1)[0], "s", 0, 1.0, pixel_size_A=PS), fake, cfg)
+    xy = fc.chemistry.atoms.xy_px
+    if masked:
+        assert len(xy) > 100 and xy[:, 0].max() < 200, "found again, on the masked probabilities"
+    else:
+        assert np.array_equal(xy, fake.marker.xy_px), "the atoms found ahead, as they are"

@@ -49,6 +49,9 @@ START_TIMEOUT_S = 60.0
 CLOSE_TIMEOUT_S = 5.0
 #: how often a waiting :meth:`ProcessInferencer.predict` checks that the child is still alive (s)
 POLL_S = 0.5
+#: the atoms of this many recent frames are kept for :meth:`ProcessInferencer.atoms_for` (frames run
+#: ahead by the overlap: at most two wait)
+KEEP_ATOMS = 4
 
 
 class _Shared:
@@ -140,15 +143,19 @@ class _Channel:
 def serve(conn) -> None:
     """The child's loop: the first message is the InferenceConfig's fields; load the model, then
     answer ``["run", ...]`` messages until ``None`` or the socket closes. Every message is msgpack;
-    every reply one list: ``["ok", shape, pixel_size_A, frame_shape, frame_pixel_size_A, timings]``
-    (the maps written to the "out" file), ``["grow", nbytes]`` (the "out" file is too small) or
+    every reply one list: ``["ok", shape, pixel_size_A, frame_shape, frame_pixel_size_A, timings,
+    atoms]`` (the maps written to the "out" file; atoms: :func:`_atoms_out` when the first message
+    has a "chemistry" section, else None), ``["grow", nbytes]`` (the "out" file is too small) or
     ``["error", type name, message]``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)            # Ctrl-C is the parent's to handle
     from engine.infer import Inferencer
-    from stemwatch.config import InferenceConfig
+    from stemwatch.config import Config
 
     try:
-        inf = Inferencer(InferenceConfig(**conn.recv()))
+        sections = conn.recv()
+        cfg = Config.from_dict(sections)
+        chem = cfg.chemistry if "chemistry" in sections else None
+        inf = Inferencer(cfg.inference)
     except Exception as exc:  # reported to the parent, which falls back
         conn.send(["error", type(exc).__name__, str(exc)])
         return
@@ -174,12 +181,58 @@ def serve(conn) -> None:
                     continue
                 dst = _child_map(maps, "out", out_path, out_size)
                 np.frombuffer(dst, dtype=np.float32, count=p.size)[:] = p.ravel()
+                timings = {k: float(v) for k, v in inf.last_timings_s.items()}
+                atoms = None
+                if chem is not None:                  # the frame's atoms too, as analyze_frame would find them
+                    atoms, timings["atoms"] = _find_atoms(probs, chem, img)
                 conn.send(["ok", list(p.shape), float(probs.pixel_size_A), [int(v) for v in probs.frame_shape],
-                             float(probs.frame_pixel_size_A), {k: float(v) for k, v in inf.last_timings_s.items()}])
+                           float(probs.frame_pixel_size_A), timings, atoms])
             except Exception as exc:  # the frame's error, raised in the parent
                 conn.send(["error", type(exc).__name__, str(exc)])
     finally:
         inf.close()
+
+
+def _find_atoms(probs, chem, img) -> tuple[list, float]:
+    """``(atoms message, seconds)``: :func:`engine.chem.atoms.find_atoms` of the frame, on the frame's
+    own contrast maps, exactly as :func:`engine.pipeline.analyze_frame` calls it."""
+    from engine.chem.atoms import contrast_maps, find_atoms
+
+    t0 = time.perf_counter()
+    atoms = find_atoms(probs, chem, img, contrast_maps(img, float(probs.frame_pixel_size_A)))
+    return _atoms_out(atoms), time.perf_counter() - t0
+
+
+def _atoms_out(atoms) -> list:
+    """An :class:`engine.types.Atoms` as msgpack-able fields: arrays as [dtype, shape, bytes]."""
+    import dataclasses
+
+    out = []
+    for f in dataclasses.fields(atoms):
+        v = getattr(atoms, f.name)
+        if isinstance(v, np.ndarray):
+            a = np.ascontiguousarray(v)
+            v = [a.dtype.str, list(a.shape), a.tobytes()]
+        elif isinstance(v, tuple):
+            v = [int(x) for x in v]
+        out.append(v)
+    return out
+
+
+def _atoms_in(fields: list):
+    """:func:`_atoms_out` back to an :class:`engine.types.Atoms` (writable arrays of the same types)."""
+    import dataclasses
+
+    from engine.types import Atoms
+
+    kw = {}
+    for f, v in zip(dataclasses.fields(Atoms), fields):
+        if isinstance(v, list) and len(v) == 3 and isinstance(v[2], bytes):
+            v = np.frombuffer(v[2], dtype=np.dtype(v[0])).reshape(tuple(v[1])).copy()
+        elif f.name == "frame_shape" and v is not None:
+            v = tuple(v)
+        kw[f.name] = v
+    return Atoms(**kw)
 
 
 class NetworkProcessError(RuntimeError):
@@ -192,13 +245,18 @@ class ProcessInferencer:
     inferencer on the same model and thread count, owned: closed with this one) serves the frames
     while the child starts and whenever it is not available. Used from one thread at a time (the
     overlap's network thread). ``below_grid_px``: only frames whose model grid has fewer pixels go to
-    the child (None: all). :attr:`last_timings_s` as :class:`engine.infer.Inferencer`'s;
+    the child (None: all). ``chemistry`` (a :class:`~stemwatch.config.ChemistryConfig`): the child
+    also finds the frame's atoms (:func:`engine.chem.atoms.find_atoms` on the frame's contrast maps,
+    the first step of :func:`engine.pipeline.analyze_frame`), handed out by :meth:`atoms_for`. :attr:`last_timings_s` as :class:`engine.infer.Inferencer`'s;
     :attr:`frames_in_process` counts the frames the child ran."""
 
-    def __init__(self, cfg, fallback, below_grid_px: int | None = None, start_timeout_s: float = START_TIMEOUT_S):
+    def __init__(self, cfg, fallback, below_grid_px: int | None = None, chemistry=None,
+                 start_timeout_s: float = START_TIMEOUT_S):
         self.cfg = cfg
         self.fallback = fallback
         self.below_grid_px = below_grid_px
+        self.chemistry = chemistry
+        self._atoms: list = []                    # (probabilities, atoms) of the last frames the child ran
         self.start_timeout_s = float(start_timeout_s)
         self.last_timings_s: dict[str, float] = {}
         self._proc = None
@@ -276,9 +334,12 @@ class ProcessInferencer:
             theirs.close()
         self._conn = _Channel(mine)
         self._t_start = time.monotonic()
-        import dataclasses
+        from stemwatch.config import plain
 
-        self._conn.send(dataclasses.asdict(self.cfg))
+        sections = {"inference": plain(self.cfg)}
+        if self.chemistry is not None:
+            sections["chemistry"] = plain(self.chemistry)
+        self._conn.send(sections)
 
     def _check_ready(self) -> bool:
         """Whether the child is ready now (reads its "ready" message when there is one, never waits)."""
@@ -374,12 +435,23 @@ class ProcessInferencer:
             outbuf.unlink()
             if reply[0] == "error":
                 raise _exception(reply[1], reply[2])
-            _, shape, grid_ps, frame_shape, frame_ps, timings = reply
+            _, shape, grid_ps, frame_shape, frame_ps, timings, atoms = reply
             self.last_timings_s = timings
             self.frames_in_process += 1
-            return Probabilities(p=outbuf.view(np.float32, tuple(shape)).copy(), pixel_size_A=grid_ps,
-                                 frame_shape=tuple(frame_shape), frame_pixel_size_A=frame_ps)
+            probs = Probabilities(p=outbuf.view(np.float32, tuple(shape)).copy(), pixel_size_A=grid_ps,
+                                  frame_shape=tuple(frame_shape), frame_pixel_size_A=frame_ps)
+            if atoms is not None:
+                self._atoms = (self._atoms + [(probs, _atoms_in(atoms))])[-KEEP_ATOMS:]
+            return probs
         raise NetworkProcessError("the network process asked twice for a larger output")
+
+    def atoms_for(self, probs):
+        """The atoms the child found with ``probs`` (the very object :meth:`predict` returned), or None
+        (no chemistry configured, a frame the fallback ran, or probabilities changed since)."""
+        for p, atoms in self._atoms:
+            if p is probs:
+                return atoms
+        return None
 
     def _stop(self, timeout_s: float) -> None:
         if self._proc is not None:
