@@ -108,7 +108,9 @@ NOTES = {"seq_/ov_": "overlap off / on (engine/overlap.py), same run, interleave
                      "offline frames/s of a whole pass and CPU ms per frame (all threads); live frames/s and p50/p99 latency t_acquired -> events "
                      "published, both fed at live_rate_hz = 1.5x the faster offline figure (overloaded: capacity)",
          "ov_/ova_": "overlap on: the default (the network thread on physical cores - 1 threads, its own session, "
-                     "below a 256^2 model grid, 320^2 for the INT8 network; every core from there: "
-                     "engine.overlap.GridRouted) / on every core at all sizes (inference.threads set), offline only",
+                     "below a 256^2 model grid, 320^2 for the INT8 network, and below a 192^2 grid in a process of "
+                     "its own that also finds the atoms, started before the timed passes: engine/infer/process.py; "
+                     "every core from there: engine.overlap.GridRouted) / on every core at all sizes "
+                     "(inference.threads set), offline only",
          "load_1min": "1-minute load average before-after the comparison (a loaded machine: compare columns, "
                       "not absolute figures)"}
