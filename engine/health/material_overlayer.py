@@ -37,12 +37,16 @@ from scipy import ndimage
 from engine.chem.atoms import sample_bilinear
 from engine.chem.quantile import median
 
-#: the floor of a heavy atom must exceed this fraction of MIN_FLOOR to judge the frame (the fast path)
-GATE = 0.6
-#: the floor and contrast references are medians over at most this many C atoms (evenly strided)
-REF_ATOMS = 256
-#: fewer C atoms than this: not judged
+#: the fast path: a frame is judged only where a heavy atom sits on a floor this much above the median
+#: atom's (units of the median C atom's contrast; development frames with a region had >= 0.94 there,
+#: clean ones mostly < 0.6, up to 2.2 beside Si clusters under a wide probe tail)
+GATE_FLOOR = 0.75
+#: the floor and contrast references are medians over about this many atoms (evenly strided; C only)
+REF_ATOMS = 128
+#: fewer C atoms than this among them: not judged
 MIN_C_ATOMS = 20
+#: the region is looked for within this distance (A) of the heavy atoms past the fast path
+LOCAL_A = 25.0
 #: grid cell (A) and smoothing (A, Gaussian sigma) of the floor and hollow averages
 CELL_A = 1.0
 SIGMA_A = 1.5
@@ -73,53 +77,84 @@ def overlayer_region(atoms, maps, rings, shape) -> np.ndarray | None:
     ``atoms``: an :class:`engine.types.Atoms` (px, with ``species`` and ``pixel_size_A``); ``maps``: the
     frame's :func:`engine.chem.maps.contrast_maps`; ``rings``: the graph's rings (atom index arrays,
     :attr:`engine.types.Chemistry.rings`); ``shape``: the frame's (H, W)."""
-    sp = np.asarray(atoms.species)
-    heavy = np.flatnonzero(sp != 0)
-    c_idx = np.flatnonzero(sp == 0)
-    if not len(heavy) or len(c_idx) < MIN_C_ATOMS:
+    sp = atoms.species
+    heavy = (sp != 0).nonzero()[0]
+    n = len(sp)
+    if not len(heavy) or n < MIN_C_ATOMS:
+        return None
+    ref = np.arange(0, n, max(1, n // REF_ATOMS))
+    ref = ref[sp[ref] == 0]
+    if len(ref) < MIN_C_ATOMS:
         return None
     sm, bg, _pxd, f = maps[:4]
-    xy = np.asarray(atoms.xy_px, np.float64).reshape(-1, 2)
-    sub = c_idx[:: max(1, len(c_idx) // REF_ATOMS)]
-    pts = np.concatenate([sub, heavy])
-    s_sm, s_bg = sample_bilinear((sm, bg), (xy[pts, 1] + 0.5) / f - 0.5, (xy[pts, 0] + 0.5) / f - 0.5)
-    k = len(sub)
+    xy = atoms.xy_px
+    s_sm, s_bg = _nearest(sm, bg, xy[np.concatenate([ref, heavy])], f)
+    k = len(ref)
     c_level = median(s_sm[:k] - s_bg[:k])
     if not c_level > 0:
         return None
-    ref = median(s_bg[:k])
-    if not ((s_bg[k:] - ref) > GATE * MIN_FLOOR * c_level).any():
+    level = median(s_bg[:k])
+    cand = heavy[(s_bg[k:] - level) > GATE_FLOOR * c_level]
+    if not len(cand):
         return None                                              # the fast path
-    return _region(xy, sm, bg, f, rings, c_level, ref, float(atoms.pixel_size_A), shape)
+    return _region(np.asarray(xy, np.float64).reshape(-1, 2), cand, sm, bg, f, rings, c_level, level,
+                   float(atoms.pixel_size_A), shape)
 
 
-def _region(xy, sm, bg, f, rings, c_level, ref, px, shape):
+def _nearest(sm, bg, p, f):
+    """``sm`` and ``bg`` at the map pixel nearest to each of the frame positions ``p`` ((n, 2) x, y):
+    the maps are smooth at this scale, and this costs a quarter of a bilinear sample."""
+    H, W = sm.shape
+    q = ((p + 0.5) * (1.0 / f)).astype(np.intp)               # floor((x + 0.5) / f): x >= -0.5 in the frame
+    np.minimum(q, (W - 1, H - 1), out=q)
+    np.maximum(q, 0, out=q)
+    i = q[:, 1] * W + q[:, 0]
+    return sm.ravel().take(i), bg.ravel().take(i)
+
+
+def _centres(xy, hexes):
+    """(n, 2) centres of hexagons (atom index arrays of 6)."""
+    idx = np.concatenate(hexes)
+    return np.add.reduceat(xy[idx], np.arange(0, len(idx), 6), axis=0) / 6.0
+
+
+def _region(xy, cand, sm, bg, f, rings, c_level, level, px, shape):
     H, W = (int(v) for v in shape)
     if not (px > 0 and H > 0 and W > 0):
         return None
-    (a_bg,) = sample_bilinear((bg,), (xy[:, 1] + 0.5) / f - 0.5, (xy[:, 0] + 0.5) / f - 0.5)
-    floor = (a_bg - ref) / c_level
     g = CELL_A / px                                              # frame px per cell
-    gh, gw = int(np.ceil(H / g)), int(np.ceil(W / g))
+    # the window: the candidates' bounding box and LOCAL_A around it, in whole cells
+    c0, r0 = (np.maximum(np.floor((xy[cand].min(0) - LOCAL_A / px) / g), 0)).astype(np.int64)
+    c1, r1 = (np.minimum(np.ceil((xy[cand].max(0) + LOCAL_A / px) / g), [np.ceil(W / g), np.ceil(H / g)])).astype(np.int64)
+    gh, gw = int(r1 - r0), int(c1 - c0)
+    if gh <= 0 or gw <= 0:
+        return None
+    lo = np.array([c0 * g, r0 * g])
+    inwin = ((xy[:, 0] >= lo[0]) & (xy[:, 0] < c1 * g) & (xy[:, 1] >= lo[1]) & (xy[:, 1] < r1 * g))
+    loc = xy[inwin]
+    (a_bg,) = sample_bilinear((bg,), (loc[:, 1] + 0.5) / f - 0.5, (loc[:, 0] + 0.5) / f - 0.5)
+    floor = (a_bg - level) / c_level
     n_cells = gh * gw
 
     def cells(p):
-        return (np.clip((p[:, 1] / g).astype(np.int64), 0, gh - 1) * gw
-                + np.clip((p[:, 0] / g).astype(np.int64), 0, gw - 1))
+        q = (p - lo) / g
+        return (np.clip(q[:, 1].astype(np.int64), 0, gh - 1) * gw + np.clip(q[:, 0].astype(np.int64), 0, gw - 1))
 
     s = SIGMA_A / CELL_A
-    fl, den = _grid_mean(cells(xy), floor, n_cells, (gh, gw), s)
+    fl, den = _grid_mean(cells(loc), floor, n_cells, (gh, gw), s)
     high = (fl > MIN_FLOOR) & (den >= MIN_ATOM_DENSITY * CELL_A ** 2)
     if not high.any():
         return None
-    hexes = [r for r in rings if len(r) == 6]
+    hexes = [r for r in rings if len(r) == 6 and inwin[r[0]]]
     filled = np.ones((gh, gw), bool)
     if hexes:
-        idx = np.concatenate(hexes)
-        centre = np.add.reduceat(xy[idx], np.arange(0, len(idx), 6), axis=0) / 6.0
+        # the hollows' fill against the field's (hexagons evenly strided over the whole field)
+        field = [r for r in rings[:: max(1, len(rings) // REF_ATOMS)] if len(r) == 6]
+        centre = _centres(xy, field + hexes)
         h_sm, h_bg = sample_bilinear((sm, bg), (centre[:, 1] + 0.5) / f - 0.5, (centre[:, 0] + 0.5) / f - 0.5)
         fill = (h_sm - h_bg) / c_level
-        fill -= median(fill)
+        fill = fill[len(field):] - (median(fill[:len(field)]) if len(field) >= MIN_C_ATOMS else median(fill))
+        centre = centre[len(field):]
         hl, hden = _grid_mean(cells(centre), fill, n_cells, (gh, gw), s)
         filled = (hden < MIN_RING_DENSITY * CELL_A ** 2) | (hl > MIN_FILL)
     region = high & filled
@@ -134,7 +169,11 @@ def _region(xy, sm, bg, f, rings, c_level, ref, px, shape):
     region = big[lab]
     grow = int(round(GROW_A / CELL_A))
     if grow > 0:
-        region = ndimage.binary_dilation(region, iterations=grow)
-    rows = np.minimum((np.arange(H) / g).astype(np.int64), gh - 1)
-    cols = np.minimum((np.arange(W) / g).astype(np.int64), gw - 1)
-    return region[rows][:, cols]
+        region = ndimage.binary_dilation(np.pad(region, grow), iterations=grow)[grow:-grow, grow:-grow]
+    out = np.zeros((H, W), bool)
+    rows = np.arange(int(r0 * g), min(H, int(np.ceil(r1 * g))))
+    cols = np.arange(int(c0 * g), min(W, int(np.ceil(c1 * g))))
+    ri = np.clip((rows / g).astype(np.int64) - r0, 0, gh - 1)
+    ci = np.clip((cols / g).astype(np.int64) - c0, 0, gw - 1)
+    out[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = region[ri][:, ci]
+    return out
