@@ -5,37 +5,40 @@ Amorphous hydrocarbon on a graphene sheet does not make the network unsure (the 
 it, and its atoms are confident), so :func:`engine.health.material_atoms.unsure_region` leaves it in;
 the network reads lattice C under a contamination atom as Si. On 15 simulated ``graphene_contamination``
 frames (lab.material_eval's kind, seed 81, C-atom SNR >= 2) 111 of 371 reported Si were false, all within
-3 A of a contamination atom (docs/material.md).
+3 A of a contamination atom (docs/material.md, ``python -m lab.contamination_eval``).
 
-The cue is the floor of the image: the hexagons' hollows, which are the darkest parts of clean graphene,
-are filled by the randomly placed atoms of an overlayer. :func:`engine.chem.maps.contrast_maps`' ``bg``
-(the minimum within 3 A: the hollows' level) rises under an overlayer; but it also rises beside a cluster
-of real Si when the probe has a wide tail (a tail of 60 % of the intensity and 7 A FWHM lifts the floor
-around five Si as much as a thin overlayer does). The tail is smooth, an overlayer is not: it fills
-the hollows unevenly, so the hollow centres (of the graph's hexagons) stand above the local minimum, or
-the hexagons are gone. A region is where both hold:
+The cue is the floor of the image: the hexagons' hollows, the darkest parts of clean graphene, are
+filled by the randomly placed atoms of an overlayer. :func:`engine.chem.maps.contrast_maps`' ``bg`` (the
+minimum within 3 A: the hollows' level) rises under an overlayer; but it also rises beside a cluster of
+real Si when the probe has a wide tail (a tail of 60 % of the intensity and 7 A FWHM lifts the floor
+around a few Si as much as a thin overlayer does). The tail is smooth, an overlayer is not: it fills
+the hollows unevenly, so the hollow centres (of the graph's hexagons) stand above the local minimum. A
+region is where both hold, on a grid of :data:`CELL_A` averaged over a Gaussian of :data:`SIGMA_A`:
 
-* the floor (``bg`` at the atoms, over the median atom's, in units of the median C atom's contrast),
-  averaged over :data:`SIGMA_A`, is above :data:`MIN_FLOOR`, and
-* the hexagons' hollows there (``sm - bg`` at their centres, same units, less the field's median) are
-  above :data:`MIN_FILL` on average, or there are (almost) no hexagons (:data:`MIN_RING_DENSITY`);
+* the floor (``bg`` at the atoms, over the median C atom's, in units of the median C atom's contrast
+  ``sm - bg``) is above :data:`MIN_FLOOR`, and
+* the hollows (``sm - bg`` at the centres of the graph's 6-rings with no atom within
+  :data:`MIN_HOLLOW_A` of the centre, same units, less the field's median) are above :data:`MIN_FILL`;
 
 in regions of at least :data:`MIN_AREA_A2`, grown by :data:`GROW_A` (the false Si lie up to 3 A beyond
 the contamination atoms). The pipeline leaves them out as it does an unsure region.
 
-The fast path (every frame without a high floor under a heavy atom): the floor at the heavy atoms
-against the floor and contrast of at most :data:`REF_ATOMS` C atoms (a few tens of microseconds). A
-region only matters where it holds a reported Si, so a frame whose heavy atoms all sit on a low floor
-gets none. Plain numpy / scipy.ndimage.
+The fast path (every frame without a high floor under a heavy atom, ~20 us on an 8,500-atom frame): the
+floor at the heavy atoms (nearest map pixel) against the floor and contrast of ~:data:`REF_ATOMS`
+evenly strided C atoms. A region only matters where it holds a reported Si, so a frame whose heavy atoms
+all sit below :data:`GATE_FLOOR` gets none; past it the region is looked for within :data:`LOCAL_A` of
+those heavy atoms. Plain numpy / scipy.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from engine.chem.atoms import sample_bilinear
 from engine.chem.quantile import median
+from engine.types import OTHER
 
 #: the fast path: a frame is judged only where a heavy atom sits on a floor this much above the median
 #: atom's (units of the median C atom's contrast; development frames with a region had >= 0.94 there,
@@ -51,13 +54,15 @@ LOCAL_A = 25.0
 CELL_A = 1.0
 SIGMA_A = 1.5
 #: averaged floor above the median atom's (units of the median C atom's contrast)
-MIN_FLOOR = 0.5
-#: averaged hollow fill above the field's median (same units) ...
-MIN_FILL = 0.4
-#: ... unless there are fewer hexagon centres than this per A^2 (graphene: 0.19)
-MIN_RING_DENSITY = 0.05
+MIN_FLOOR = 0.7
+#: averaged hollow fill above the field's median (same units): where there are no hexagons it is 0
+MIN_FILL = 0.6
+#: a hexagon with an atom closer than this (A) to its centre has no hollow
+MIN_HOLLOW_A = 0.8
 #: cells with fewer atoms than this per A^2 (graphene 0.38) are not judged (a hole)
 MIN_ATOM_DENSITY = 0.1
+#: no region within this distance (A) of a heavy "other" atom (an adatom)
+HEAVY_CLEAR_A = 6.0
 #: a region from this area (A^2: about 6 atoms of graphene)
 MIN_AREA_A2 = 16.0
 #: the region is grown by this much (A)
@@ -97,8 +102,8 @@ def overlayer_region(atoms, maps, rings, shape) -> np.ndarray | None:
     cand = heavy[(s_bg[k:] - level) > GATE_FLOOR * c_level]
     if not len(cand):
         return None                                              # the fast path
-    return _region(np.asarray(xy, np.float64).reshape(-1, 2), cand, sm, bg, f, rings, c_level, level,
-                   float(atoms.pixel_size_A), shape)
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    return _region(xy, cand, sm, bg, f, rings, c_level, level, float(atoms.pixel_size_A), shape, xy[sp == OTHER])
 
 
 def _nearest(sm, bg, p, f):
@@ -118,7 +123,7 @@ def _centres(xy, hexes):
     return np.add.reduceat(xy[idx], np.arange(0, len(idx), 6), axis=0) / 6.0
 
 
-def _region(xy, cand, sm, bg, f, rings, c_level, level, px, shape):
+def _region(xy, cand, sm, bg, f, rings, c_level, level, px, shape, other=None):
     H, W = (int(v) for v in shape)
     if not (px > 0 and H > 0 and W > 0):
         return None
@@ -146,18 +151,29 @@ def _region(xy, cand, sm, bg, f, rings, c_level, level, px, shape):
     if not high.any():
         return None
     hexes = [r for r in rings if len(r) == 6 and inwin[r[0]]]
-    filled = np.ones((gh, gw), bool)
-    if hexes:
-        # the hollows' fill against the field's (hexagons evenly strided over the whole field)
-        field = [r for r in rings[:: max(1, len(rings) // REF_ATOMS)] if len(r) == 6]
-        centre = _centres(xy, field + hexes)
-        h_sm, h_bg = sample_bilinear((sm, bg), (centre[:, 1] + 0.5) / f - 0.5, (centre[:, 0] + 0.5) / f - 0.5)
-        fill = (h_sm - h_bg) / c_level
-        fill = fill[len(field):] - (median(fill[:len(field)]) if len(field) >= MIN_C_ATOMS else median(fill))
-        centre = centre[len(field):]
-        hl, hden = _grid_mean(cells(centre), fill, n_cells, (gh, gw), s)
-        filled = (hden < MIN_RING_DENSITY * CELL_A ** 2) | (hl > MIN_FILL)
+    if not hexes:
+        return None
+    # the hollows' fill against the field's (hexagons evenly strided over the whole field)
+    field = [r for r in rings[:: max(1, len(rings) // REF_ATOMS)] if len(r) == 6]
+    centre = _centres(xy, field + hexes)
+    h_sm, h_bg = sample_bilinear((sm, bg), (centre[:, 1] + 0.5) / f - 0.5, (centre[:, 0] + 0.5) / f - 0.5)
+    fill = (h_sm - h_bg) / c_level
+    fill = fill[len(field):] - (median(fill[:len(field)]) if len(field) >= MIN_C_ATOMS else median(fill))
+    centre = centre[len(field):]
+    # a 6-ring with an atom at its centre (drawn around an adatom or a heavy atom) has no hollow
+    empty = cKDTree(loc).query(centre, distance_upper_bound=MIN_HOLLOW_A / px)[0] == np.inf
+    if not empty.any():
+        return None
+    hl, _ = _grid_mean(cells(centre[empty]), fill[empty], n_cells, (gh, gw), s)
+    filled = hl > MIN_FILL
     region = high & filled
+    if HEAVY_CLEAR_A > 0 and other is not None and len(other):
+        # a heavy "other" atom (an adatom) lifts the floor and the hollows around it through the tail,
+        # and is reported as itself (as engine.chem.defects.overlayer_regions does)
+        near = np.zeros(n_cells, bool)
+        near[cells(other)] = True
+        k = int(round(HEAVY_CLEAR_A / CELL_A))
+        region &= ~ndimage.binary_dilation(near.reshape(gh, gw), np.ones((2 * k + 1, 2 * k + 1), bool))
     if not region.any():
         return None
     lab, n = ndimage.label(region)
