@@ -18,8 +18,8 @@ called graphene with C-atom SNR >= 2, against the simulator's atoms:
   outside the analysed mask (``material.mask``), over all such cells;
 * frames given an overlayer region (the reason names it).
 
-``--movies`` also runs static (no drift) ``MaterialMovie("graphene_hole")`` movies of 10 frames, 256^2 at
-0.1 A/px (seeds 30 and 31 by default), with and without the region, and counts their events (the sample
+``--movies`` also runs static (no drift) ``MaterialMovie("graphene_hole")`` movies of 10 frames, 512^2 at
+0.2 A/px (seeds 30 and 31 by default), with and without the region, and counts their events (the sample
 is static: every event is false).
 
     python -m lab.contamination_eval [--frames 15] [--seed 81] [--size 512] [--movies 30,31]
@@ -157,7 +157,7 @@ def run_frames(examples, tag: str, progress: bool = True) -> list[dict]:
     return rows
 
 
-def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.1, size: int = 256, drift=(0.0, 0.0), bound: float = 0.0) -> dict:
+def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: int = 512, drift=(0.0, 0.0), bound: float = 0.0) -> dict:
     """Events of a static ``graphene_hole`` movie with the overlayer region and without it."""
     import engine.pipeline as pipeline_module
     from engine.pipeline import Pipeline
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
               flush=True)
     for seed in [int(s) for s in a.movies.split(",") if s.strip()]:
         m = run_movie(seed)
-        print(f"\nstatic graphene_hole movie seed {seed} (10 frames, 256^2, 0.1 A/px, no drift): events "
+        print(f"\nstatic graphene_hole movie seed {seed} (10 frames, 512^2, 0.2 A/px, no drift): events "
               f"{m['before']['events']} -> {m['after']['events']} ({m['before']['kinds']} -> {m['after']['kinds']}); "
               f"Si a frame {m['before']['si_per_frame']} -> {m['after']['si_per_frame']}; "
               f"frames with a region {m['after']['frames_with_region']}", flush=True)

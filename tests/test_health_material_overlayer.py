@@ -68,7 +68,7 @@ def test_contamination_on_graphene_gets_no_invented_si(pipe):
     after = score(r, ex)
     assert r.material.verdict == "graphene"
     assert "hollows are filled" in r.material.reason
-    assert r.material.mask is not None and 0.8 < r.material.graphene_fraction < 1.0
+    assert r.material.mask is not None and 0.6 < r.material.graphene_fraction < 0.95
     assert after["false_si_near"] <= 2, after
     assert after["true_si_kept"] == before["true_si_kept"] == after["true_si"], (before, after)
     assert after["lattice_kept"] >= before["lattice_kept"] - 5, (before, after)

@@ -38,7 +38,7 @@ from scipy.spatial import cKDTree
 
 from engine.chem.atoms import sample_bilinear
 from engine.chem.quantile import median
-from engine.types import OTHER
+from engine.types import OTHER, SI
 
 #: the fast path: a frame is judged only where a heavy atom sits on a floor this much above the median
 #: atom's (units of the median C atom's contrast; development frames with a region had >= 0.94 there,
@@ -61,12 +61,17 @@ MIN_FILL = 0.6
 MIN_HOLLOW_A = 0.8
 #: cells with fewer atoms than this per A^2 (graphene 0.38) are not judged (a hole)
 MIN_ATOM_DENSITY = 0.1
-#: no region within this distance (A) of a heavy "other" atom (an adatom)
+#: no region within this distance (A) of an adatom: a heavy "other" atom ...
 HEAVY_CLEAR_A = 6.0
+#: ... at least this many times as bright as the median Si (development adatoms: >= 2.75; an overlayer's
+#: blob read as "other": <= 2.1) ...
+ADATOM_RATIO = 2.5
+#: ... taken as this many C atoms on frames with fewer than 3 Si
+ADATOM_SI_LEVEL = 4.0
 #: a region from this area (A^2: about 6 atoms of graphene)
 MIN_AREA_A2 = 16.0
-#: the region is grown by this much (A)
-GROW_A = 3.0
+#: the region is grown by this much (A): the false Si lie up to 3 A beyond the contamination atoms
+GROW_A = 4.0
 
 
 def _grid_mean(cell: np.ndarray, values, n_cells: int, shape, s: float):
@@ -103,7 +108,25 @@ def overlayer_region(atoms, maps, rings, shape) -> np.ndarray | None:
     if not len(cand):
         return None                                              # the fast path
     xy = np.asarray(xy, np.float64).reshape(-1, 2)
-    return _region(xy, cand, sm, bg, f, rings, c_level, level, float(atoms.pixel_size_A), shape, xy[sp == OTHER])
+    return _region(xy, cand, sm, bg, f, rings, c_level, level, float(atoms.pixel_size_A), shape,
+                   _adatoms(xy, sp, sm, bg, f, c_level))
+
+
+def _adatoms(xy, sp, sm, bg, f, c_level):
+    """(k, 2) positions of the heavy "other" atoms bright enough to be adatoms: contrast at least
+    :data:`ADATOM_RATIO` x the median Si's (:data:`ADATOM_SI_LEVEL` x the C atom's with fewer than 3 Si).
+    An overlayer's blob read as "other" is about twice a Si; a Cu-like adatom three to twenty times."""
+    other = (sp == OTHER).nonzero()[0]
+    if not len(other):
+        return xy[other]
+    si = (sp == SI).nonzero()[0]
+    o_sm, o_bg = _nearest(sm, bg, xy[other], f)
+    if len(si) >= 3:
+        s_sm, s_bg = _nearest(sm, bg, xy[si], f)
+        si_level = median(s_sm - s_bg)
+    else:
+        si_level = ADATOM_SI_LEVEL * c_level
+    return xy[other[(o_sm - o_bg) >= ADATOM_RATIO * si_level]]
 
 
 def _nearest(sm, bg, p, f):
@@ -168,8 +191,8 @@ def _region(xy, cand, sm, bg, f, rings, c_level, level, px, shape, other=None):
     filled = hl > MIN_FILL
     region = high & filled
     if HEAVY_CLEAR_A > 0 and other is not None and len(other):
-        # a heavy "other" atom (an adatom) lifts the floor and the hollows around it through the tail,
-        # and is reported as itself (as engine.chem.defects.overlayer_regions does)
+        # an adatom lifts the floor and the hollows around it through the tail, and is reported as itself
+        # (as engine.chem.defects.overlayer_regions does)
         near = np.zeros(n_cells, bool)
         near[cells(other)] = True
         k = int(round(HEAVY_CLEAR_A / CELL_A))
