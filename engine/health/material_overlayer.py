@@ -44,6 +44,8 @@ from engine.types import OTHER, SI
 #: atom's (units of the median C atom's contrast; development frames with a region had >= 0.94 there,
 #: clean ones mostly < 0.6, up to 2.2 beside Si clusters under a wide probe tail)
 GATE_FLOOR = 0.75
+#: ... under at least this many heavy atoms
+MIN_CANDIDATES = 3
 #: the floor and contrast references are medians over about this many atoms (evenly strided; C only)
 REF_ATOMS = 128
 #: fewer C atoms than this among them: not judged
@@ -105,7 +107,7 @@ def overlayer_region(atoms, maps, rings, shape) -> np.ndarray | None:
         return None
     level = median(s_bg[:k])
     cand = heavy[(s_bg[k:] - level) > GATE_FLOOR * c_level]
-    if not len(cand):
+    if len(cand) < MIN_CANDIDATES:
         return None                                              # the fast path
     xy = np.asarray(xy, np.float64).reshape(-1, 2)
     return _region(xy, cand, sm, bg, f, rings, c_level, level, float(atoms.pixel_size_A), shape,
@@ -140,8 +142,14 @@ def _nearest(sm, bg, p, f):
     return sm.ravel().take(i), bg.ravel().take(i)
 
 
-def _centres(xy, hexes):
-    """(n, 2) centres of hexagons (atom index arrays of 6)."""
+def _hexagon_centres(xy, rings, px):
+    """(n, 2) frame-px centres (corner means) of the 6-rings: from a :class:`engine.chem.graph.RingList`'s
+    own centres, or from a plain list of atom index arrays."""
+    if hasattr(rings, "sizes") and hasattr(rings, "centre_A"):
+        return np.asarray(rings.centre_A, np.float64)[np.asarray(rings.sizes) == 6] / px
+    hexes = [r for r in rings if len(r) == 6]
+    if not hexes:
+        return np.zeros((0, 2))
     idx = np.concatenate(hexes)
     return np.add.reduceat(xy[idx], np.arange(0, len(idx), 6), axis=0) / 6.0
 
@@ -173,16 +181,18 @@ def _region(xy, cand, sm, bg, f, rings, c_level, level, px, shape, other=None):
     high = (fl > MIN_FLOOR) & (den >= MIN_ATOM_DENSITY * CELL_A ** 2)
     if not high.any():
         return None
-    hexes = [r for r in rings if len(r) == 6 and inwin[r[0]]]
-    if not hexes:
+    hexc = _hexagon_centres(xy, rings, px)
+    win = ((hexc[:, 0] >= lo[0]) & (hexc[:, 0] < c1 * g) & (hexc[:, 1] >= lo[1]) & (hexc[:, 1] < r1 * g))
+    if not win.any():
         return None
     # the hollows' fill against the field's (hexagons evenly strided over the whole field)
-    field = [r for r in rings[:: max(1, len(rings) // REF_ATOMS)] if len(r) == 6]
-    centre = _centres(xy, field + hexes)
+    field = hexc[:: max(1, len(hexc) // REF_ATOMS)]
+    centre = np.concatenate([field, hexc[win]])
     h_sm, h_bg = sample_bilinear((sm, bg), (centre[:, 1] + 0.5) / f - 0.5, (centre[:, 0] + 0.5) / f - 0.5)
     fill = (h_sm - h_bg) / c_level
-    fill = fill[len(field):] - (median(fill[:len(field)]) if len(field) >= MIN_C_ATOMS else median(fill))
-    centre = centre[len(field):]
+    k = len(field)
+    fill = fill[k:] - (median(fill[:k]) if k >= MIN_C_ATOMS else median(fill))
+    centre = centre[k:]
     # a 6-ring with an atom at its centre (drawn around an adatom or a heavy atom) has no hollow
     empty = cKDTree(loc).query(centre, distance_upper_bound=MIN_HOLLOW_A / px)[0] == np.inf
     if not empty.any():
@@ -193,10 +203,9 @@ def _region(xy, cand, sm, bg, f, rings, c_level, level, px, shape, other=None):
     if HEAVY_CLEAR_A > 0 and other is not None and len(other):
         # an adatom lifts the floor and the hollows around it through the tail, and is reported as itself
         # (as engine.chem.defects.overlayer_regions does)
-        near = np.zeros(n_cells, bool)
-        near[cells(other)] = True
         k = int(round(HEAVY_CLEAR_A / CELL_A))
-        region &= ~ndimage.binary_dilation(near.reshape(gh, gw), np.ones((2 * k + 1, 2 * k + 1), bool))
+        for ci, ri in ((other - lo) / g).astype(np.int64):
+            region[max(ri - k, 0):max(ri + k + 1, 0), max(ci - k, 0):max(ci + k + 1, 0)] = False
     if not region.any():
         return None
     lab, n = ndimage.label(region)
