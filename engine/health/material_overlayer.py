@@ -40,7 +40,7 @@ from engine.chem.atoms import sample_bilinear
 from engine.chem.quantile import median
 from engine.types import OTHER, SI
 
-#: the fast path: a frame is judged only where a heavy atom sits on a floor this much above the median
+#: the fast path: a frame is judged only where heavy atoms sit on a floor this much above the median C
 #: atom's (units of the median C atom's contrast; development frames with a region had >= 0.94 there,
 #: clean ones mostly < 0.6, up to 2.2 beside Si clusters under a wide probe tail)
 GATE_FLOOR = 0.75
@@ -55,7 +55,7 @@ LOCAL_A = 25.0
 #: grid cell (A) and smoothing (A, Gaussian sigma) of the floor and hollow averages
 CELL_A = 1.0
 SIGMA_A = 1.5
-#: averaged floor above the median atom's (units of the median C atom's contrast)
+#: averaged floor above the median C atom's (units of the median C atom's contrast)
 MIN_FLOOR = 0.7
 #: averaged hollow fill above the field's median (same units): where there are no hexagons it is 0
 MIN_FILL = 0.6
