@@ -26,6 +26,7 @@ import numpy as np
 from engine.track import Tracker
 from engine.health.atoms import drop_outside, estimate_snr
 from engine.health.material_atoms import unsure_region
+from engine.health.material_overlayer import overlayer_region
 from engine.health.monitor import SKIP_VERDICTS
 from engine.types import Atoms, Chemistry, Event, FrameChemistry, FrameResult
 from stemwatch.config import Config, EventConfig
@@ -429,6 +430,12 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             region = unsure_region(result.atoms, shape)
             if region is not None:
                 material = _leave_out(material, region)
+            # contamination lying on the lattice, whose atoms the network is sure of: the hollows are
+            # filled (engine/health/material_overlayer.py)
+            over = overlayer_region(result.atoms, maps, result.rings, shape)
+            if over is not None:
+                material = _leave_out(material, over, OVERLAYER_WHY)
+            if region is not None or over is not None:
                 result = chemistry_of(mask_probabilities(probs, material.mask))
         if health is not None:
             health.snr = snr
@@ -467,15 +474,19 @@ def _graphene_scale(material, health, ps: float, tolerance: float) -> float:
     return float(health.pixel_size_A)
 
 
-def _leave_out(material, region: np.ndarray):
+UNSURE_WHY = "the network is unsure of its atoms over {:.0f} % of the field (amorphous carbon or contamination)"
+OVERLAYER_WHY = "the lattice's hollows are filled over {:.0f} % of the field (contamination on the graphene)"
+
+
+def _leave_out(material, region: np.ndarray, why: str = UNSURE_WHY):
     """``material`` (a graphene verdict) with ``region`` (frame-shaped bool) outside its mask, the
-    fraction and the reason updated; a new object (a carried verdict is shared between frames)."""
+    fraction and the reason updated (``why``: formatted with the region's percentage of the field); a
+    new object (a carried verdict is shared between frames)."""
     import dataclasses
 
     keep = ~region if material.mask is None else (np.asarray(material.mask, bool) & ~region)
     frac = float(keep.mean())
-    why = (f"; the network is unsure of its atoms over {100.0 * float(region.mean()):.0f} % of the field "
-           "(amorphous carbon or contamination): left out")
+    why = "; " + why.format(100.0 * float(region.mean())) + ": left out"
     return dataclasses.replace(material, mask=keep, graphene_fraction=frac, reason=material.reason + why)
 
 

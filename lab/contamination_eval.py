@@ -1,0 +1,232 @@
+"""What the overlayer region (engine/health/material_overlayer.py) leaves out, on simulated frames.
+
+Laboratory code (not imported by the runtime). Frames over the simulator's imaging ranges (pixel size
+log-uniform in 0.03-0.3 A/px, dose log-uniform in 1e4-1e6 e/A^2): ``--frames`` graphene frames with a
+contamination patch (lab.material_eval's ``graphene_contamination``: engine.sim.structures.add_contamination,
+random light atoms over the lattice, 1-3 lobes of 3-15 A, 0.25 atoms/A^2 at the centre) drawn from
+``seed``, and as many clean frames (graphene, graphene with a large hole, graphene with 1-4 Si/nm^2; no
+contamination) drawn from ``seed + 1``. Each frame goes through :class:`engine.pipeline.Pipeline` with
+the overlayer region and without it (``overlayer_region`` replaced by None) and is scored, on frames
+called graphene with C-atom SNR >= 2, against the simulator's atoms:
+
+* false Si near contamination: reported Si (species != C) not within 0.5 A of a lattice Si and within
+  3 A of a contamination atom;
+* true Si kept on clean graphene: lattice Si more than 3 A from any contamination atom that a reported
+  Si lies within 0.5 A of;
+* lattice atoms kept on clean graphene: the same for lattice atoms and any reported atom;
+* clean graphene left out: 1 A cells holding a lattice atom and no contamination atom within 3 A,
+  outside the analysed mask (``material.mask``), over all such cells;
+* frames given an overlayer region (the reason names it).
+
+``--movies`` also runs static (no drift) ``MaterialMovie("graphene_hole")`` movies of 10 frames, 512^2 at
+0.2 A/px (seeds 30 and 31 by default), with and without the region, and counts their events (the sample
+is static: every event is false).
+
+    python -m lab.contamination_eval [--frames 15] [--seed 81] [--size 512] [--movies 30,31]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from unittest import mock
+
+import numpy as np
+
+
+def contaminated(seed: int, n: int, size: int):
+    """``n`` graphene frames with a contamination patch (module docstring)."""
+    from lab.material_eval import draw
+
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        yield draw("graphene_contamination", rng, size, (1e4, 1e6))
+
+
+def clean(seed: int, n: int, size: int):
+    """``n`` graphene frames without contamination: plain, one large hole, 1-4 Si/nm^2 in turn."""
+    from engine.sim.materials import material_example
+
+    rng = np.random.default_rng(seed)
+    for t in range(n):
+        px = float(np.exp(rng.uniform(np.log(0.03), np.log(0.3))))
+        kw = {"contamination": False}
+        if t % 3 == 2:
+            kw["si_per_nm2"] = float(rng.uniform(1.0, 4.0))
+        yield material_example(rng, ("graphene", "graphene_hole", "graphene")[t % 3], shape_px=(size, size),
+                               pixel_size_A=px, dose_range=(1e4, 1e6), **kw)
+
+
+def stress(seed: int, n: int, size: int):
+    """``n`` clean graphene frames that raise the floor without contamination: 4 Si/nm^2 under a probe
+    tail of 60 % of the intensity and 7 A FWHM (the other imaging parameters random), no holes, 0.15-0.3 A/px."""
+    from engine.sim.imaging import ImagingParams
+    from engine.sim.materials import material_example
+
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        px = float(np.exp(rng.uniform(np.log(0.15), np.log(0.3))))
+        ip = ImagingParams.random(rng, (1e4, 1e6))
+        ip.tail_fraction, ip.tail_fwhm_A = 0.6, 7.0
+        yield material_example(rng, "graphene", shape_px=(size, size), pixel_size_A=px, params=ip,
+                               contamination=False, holes=False, si_per_nm2=4.0)
+
+
+def score(result, ex) -> dict | None:
+    """The module docstring's counts for one frame's result (None: not scored)."""
+    from scipy.spatial import cKDTree
+
+    ch = result.chemistry
+    if ch is None or result.material is None or not result.material.is_graphene \
+            or not (result.health is not None and result.health.snr >= 2):
+        return None
+    px = ex.pixel_size_A
+    h, w = ex.image.shape
+    inside = (ex.xy_px[:, 0] >= 0) & (ex.xy_px[:, 0] < w) & (ex.xy_px[:, 1] >= 0) & (ex.xy_px[:, 1] < h)
+    cont = (~ex.lattice) & (ex.z <= 8)
+    lat = ex.lattice & inside
+    far = np.full(len(ex.xy_px), np.inf)
+    if cont.any():
+        far = cKDTree(ex.xy_px[cont]).query(ex.xy_px)[0] * px
+    clean_lat = lat & (far > 3.0)
+    clean_si = clean_lat & (ex.species == 1)
+    xy = np.asarray(ch.atoms.xy_px, float).reshape(-1, 2)
+    si = np.asarray(ch.atoms.species) != 0
+    out = {"si": int(si.sum()), "false_si_near": 0, "true_si": int(clean_si.sum()), "true_si_kept": 0,
+           "lattice": int(clean_lat.sum()), "lattice_kept": 0}
+    if len(xy):
+        tree = cKDTree(xy)
+        d_lat = tree.query(ex.xy_px[clean_lat])[0] * px
+        out["lattice_kept"] = int((d_lat < 0.5).sum())
+        if si.any():
+            d_si = cKDTree(xy[si]).query(ex.xy_px[clean_si])[0] * px if clean_si.any() else np.zeros(0)
+            out["true_si_kept"] = int((d_si < 0.5).sum())
+            lat_si = ex.lattice & (ex.species == 1)
+            d_true = cKDTree(ex.xy_px[lat_si]).query(xy[si])[0] * px if lat_si.any() else np.full(int(si.sum()), np.inf)
+            d_cont = cKDTree(ex.xy_px[cont]).query(xy[si])[0] * px if cont.any() else np.full(int(si.sum()), np.inf)
+            out["false_si_near"] = int(((d_true > 0.5) & (d_cont < 3.0)).sum())
+    # clean graphene cells (1 A) outside the analysed mask
+    g = 1.0 / px
+    cells = np.unique((ex.xy_px[clean_lat, 1] // g).astype(np.int64) * 100000 + (ex.xy_px[clean_lat, 0] // g).astype(np.int64))
+    mask = result.material.mask
+    out["cells"] = int(len(cells))
+    if mask is None:
+        out["cells_out"] = 0
+    else:
+        r = np.minimum(((cells // 100000) + 0.5) * g, h - 1).astype(np.int64)
+        c = np.minimum(((cells % 100000) + 0.5) * g, w - 1).astype(np.int64)
+        out["cells_out"] = int((~np.asarray(mask, bool)[r, c]).sum())
+    out["region"] = int("hollows are filled" in (result.material.reason or ""))
+    return out
+
+
+def run_frames(examples, tag: str, progress: bool = True) -> list[dict]:
+    import engine.pipeline as pipeline_module
+    from engine.pipeline import Pipeline
+    from stemwatch.config import Config
+    from streamer.frame import Frame
+
+    pipe = Pipeline(Config().replace(inference={"backend": "onnx"}))
+    rows = []
+    try:
+        for t, ex in enumerate(examples):
+            got = {}
+            for mode in ("before", "after"):
+                pipe.reset()
+                f = Frame(data=ex.image, series=f"{tag}-{t}-{mode}", seq=0, t_acquired=0.0,
+                          pixel_size_A=ex.pixel_size_A)
+                if mode == "before":
+                    with mock.patch.object(pipeline_module, "overlayer_region", lambda *a, **k: None):
+                        r = pipe.process(f)
+                else:
+                    r = pipe.process(f)
+                got[mode] = score(r, ex)
+            if got["before"] is None or got["after"] is None:
+                continue
+            row = {"t": t, "px": ex.pixel_size_A, "before": got["before"], "after": got["after"]}
+            rows.append(row)
+            if progress:
+                b, a = got["before"], got["after"]
+                print(f"  {tag} {t} {ex.pixel_size_A:.3f} A/px: false Si near {b['false_si_near']} -> "
+                      f"{a['false_si_near']}, true Si {b['true_si_kept']} -> {a['true_si_kept']} of {a['true_si']}, "
+                      f"lattice {b['lattice_kept']} -> {a['lattice_kept']} of {a['lattice']}, region {a['region']}",
+                      file=sys.stderr, flush=True)
+    finally:
+        pipe.close()
+    return rows
+
+
+def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: int = 512, drift=(0.0, 0.0), bound: float = 0.0) -> dict:
+    """Events of a static ``graphene_hole`` movie with the overlayer region and without it."""
+    import engine.pipeline as pipeline_module
+    from engine.pipeline import Pipeline
+    from engine.sim.materials import MaterialMovie
+    from engine.sim.movie import MovieSpec
+    from stemwatch.config import Config
+    from streamer.frame import Frame
+
+    spec = MovieSpec(n_frames=n_frames, shape_px=(size, size), pixel_size_A=pixel_size_A, drift_A_per_frame=tuple(drift),
+                     drift_bound_A=bound, seed=seed)
+    frames = [item[0] if isinstance(item, tuple) else item for item in MaterialMovie(spec, "graphene_hole").frames()]
+    out = {}
+    for mode in ("before", "after"):
+        pipe = Pipeline(Config().replace(inference={"backend": "onnx"}))
+        events, si, regions = [], [], 0
+        try:
+            ctx = mock.patch.object(pipeline_module, "overlayer_region", lambda *a, **k: None) if mode == "before" \
+                else contextlib.nullcontext()
+            with ctx:
+                for k, img in enumerate(frames):
+                    r = pipe.process(Frame(data=img, series=f"movie{seed}", seq=k, t_acquired=float(k),
+                                           pixel_size_A=pixel_size_A))
+                    events += list(r.events)
+                    if r.chemistry is not None:
+                        si.append(int((np.asarray(r.chemistry.atoms.species) != 0).sum()))
+                    regions += int("hollows are filled" in ((r.material.reason if r.material else "") or ""))
+        finally:
+            pipe.close()
+        out[mode] = {"events": len(events), "kinds": sorted({e.kind for e in events}), "si_per_frame": si,
+                     "frames_with_region": regions}
+    return out
+
+
+def summary(rows: list[dict]) -> dict:
+    keys = ("si", "false_si_near", "true_si", "true_si_kept", "lattice", "lattice_kept", "cells", "cells_out", "region")
+    return {m: {k: sum(r[m][k] for r in rows) for k in keys} for m in ("before", "after")}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=15, help="contaminated frames, and as many clean ones (default 15)")
+    ap.add_argument("--seed", type=int, default=81, help="random seed (clean frames: seed + 1)")
+    ap.add_argument("--size", type=int, default=512, help="frame side (px)")
+    ap.add_argument("--movies", default="30,31", help="static graphene_hole movie seeds ('' for none)")
+    a = ap.parse_args(argv)
+    print(f"seed {a.seed} (clean {a.seed + 1}), {a.frames} + {a.frames} frames of {a.size}^2; scored: graphene, SNR >= 2\n")
+    print("| frames | n | frames with a region | reported Si | false Si within 3 A of contamination | "
+          "true Si kept (clean graphene) | lattice atoms kept (clean graphene) | clean graphene left out |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, ex in (("contaminated", contaminated(a.seed, a.frames, a.size)),
+                     ("clean", clean(a.seed + 1, a.frames, a.size)),
+                     ("clean, 4 Si/nm^2, wide tail", stress(a.seed + 2, max(1, a.frames // 3), a.size))):
+        rows = run_frames(ex, name)
+        s = summary(rows)
+        b, f = s["before"], s["after"]
+        print(f"| {name} | {len(rows)} | {f['region']} | {b['si']} -> {f['si']} | {b['false_si_near']} -> "
+              f"{f['false_si_near']} | {b['true_si_kept']} -> {f['true_si_kept']} of {f['true_si']} "
+              f"({100 * f['true_si_kept'] / max(b['true_si_kept'], 1):.2f} %) | {b['lattice_kept']} -> "
+              f"{f['lattice_kept']} of {f['lattice']} ({100 * f['lattice_kept'] / max(b['lattice_kept'], 1):.2f} %) | "
+              f"{100 * b['cells_out'] / max(b['cells'], 1):.2f} -> {100 * f['cells_out'] / max(f['cells'], 1):.2f} % |",
+              flush=True)
+    for seed in [int(s) for s in a.movies.split(",") if s.strip()]:
+        m = run_movie(seed)
+        print(f"\nstatic graphene_hole movie seed {seed} (10 frames, 512^2, 0.2 A/px, no drift): events "
+              f"{m['before']['events']} -> {m['after']['events']} ({m['before']['kinds']} -> {m['after']['kinds']}); "
+              f"Si a frame {m['before']['si_per_frame']} -> {m['after']['si_per_frame']}; "
+              f"frames with a region {m['after']['frames_with_region']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
