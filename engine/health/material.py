@@ -76,7 +76,7 @@ from engine.health.material_fine import (FINE_A_PX, FINE_PART_RHO, FINE_PART_SCO
 from engine.health.material_mask import graphene_mask
 from engine.health.material_realspace import (RS_MIN_A_PX, real_space_candidates, real_space_rescue, real_space_scan,
                                               real_space_veto)
-from engine.health.material_spectrum import (MIN_A_PX, O3, R_MAX, Spectrum, full_bins, on_lattice,
+from engine.health.material_spectrum import (MIN_A_PX, N_TRY, O3, R_MAX, Spectrum, full_bins, on_lattice,
                                               sublattice_ratio)
 
 VERDICTS = ("graphene", "not_graphene", "amorphous", "vacuum")
@@ -107,9 +107,14 @@ RHO_BORDER = 0.90          # between RHO_GRAPHENE and this, a declared a like Mo
 A_TOLERANCE = 0.15         # relative difference to 2.46 A counted as "far" (calibration errors are smaller)
 TMD_A = (3.0, 3.35)        # a (A) at the declared pixel size that looks like MoS2 / WS2 / WSe2
 WIDTH_RANGE = (0.12, 0.90)  # column FWHM / a accepted for graphene (probe 0.7-1.3 A, blur, jitter, distortions)
+SUBHARMONIC_WIDTH = 0.05   # a lattice stepped down to lower-order spots with columns narrower than this (FWHM / a)
+                           # was a sub-harmonic of the lattice stepped down from (_lattice)
 RICH_CELLS = 18.0           # a lattice with at least this many unit cells across the field's shorter side ...
 RICH_STRENGTH = 12.0       # ... needs spots at least this strong (graphene there measured >= 15.9 on the development
                            # frames; noise hexagons at a = 8-26 px in fine-sampled amorphous and vacuum 5.3-10.7)
+SECOND_TOP_K = 96         # ... scored among this many bins of largest Q (low-frequency clutter outranks faint spots)
+SMEAR_REL = 0.20           # second lattice: candidates off the first lattice's rings (|k| not within this fraction
+                           # of a reflection's |g|) are tried first
 DIFFUSE_MIN = 0.6          # log power excess at atomic frequencies for amorphous matter
 
 
@@ -186,12 +191,14 @@ def _rho(F: np.ndarray, k1: np.ndarray, k2: np.ndarray) -> float:
     return sublattice_ratio(complex((f1[:, None] * f2[None, :] * f3).sum()))
 
 
-def _lattice(S: Spectrum, k1, q1, unconfirmed: list | None = None):
+def _lattice(S: Spectrum, k1, q1, unconfirmed: list | None = None, step: bool = True):
     """Analyse the lattice whose strongest spot is ``k1``: None if not a hexagonal lattice, else a dict
     with the three first-order spots, a (px), sublattice ratio, column width ratio, spot strength.
     ``unconfirmed``: a list; a hexagon that passes every test but the second-order confirmation is
-    analysed all the same and appended there (None is still returned for it)."""
+    analysed all the same and appended there (None is still returned for it). ``step``: look for
+    lower orders (False: ``k1`` is taken as a first-order spot)."""
     k1 = np.asarray(k1, float)
+    k1_start, q1_start = k1, q1
     kc = S.centroid(k1)                              # sub-bin position: rotations predict better
     pred = S.rot(kc, 120.0)
     bb, cc = S.spots(np.stack([k1, pred]), np.array([1, max(1, int(round(0.025 * np.hypot(*pred))))]))
@@ -203,7 +210,7 @@ def _lattice(S: Spectrum, k1, q1, unconfirmed: list | None = None):
     if score < PEAK_MIN or min(q1, q2, q60) < SPOT_FAINT:
         return None
     stepped = weak = False
-    for _ in range(3):                               # step down to the first order ({10-10}) spots
+    for _ in range(3 if step else 0):                # step down to the first order ({10-10}) spots
         # every lower order at once; the first (in _LOWER's order) whose 60-degree partner also
         # stands out wins
         kc = S.centroid(k1)
@@ -280,6 +287,14 @@ def _lattice(S: Spectrum, k1, q1, unconfirmed: list | None = None):
         ratio = np.sqrt(A2 / A1) / ((1 + rho) / np.sqrt(1 + rho * rho - rho))
         sigma_px = np.sqrt(-np.log(min(ratio, 0.999))) / (2 * np.pi) * d1_px
         width = float(2.3548 * sigma_px / a_px)
+    if stepped and np.isfinite(width) and width < SUBHARMONIC_WIDTH:
+        # the spots stepped down to are no first order: the "second order" (the spots stepped down from)
+        # outshines them beyond what any honeycomb of columns at least as wide as the probe gives (its
+        # {11-20} over {10-10} amplitude is at most the structure factors' ratio, <= 2). A faint
+        # sub-harmonic 30 degrees off a strong lattice (MoS2 beside graphene at 0.15 A/px: a = 37 px and
+        # FWHM / a = 0.01 below MoS2's 21.4 px) is no lattice of the sample: the spots started from are
+        # the first order
+        return _lattice(S, k1_start, q1_start, unconfirmed, step=False)
     strength = float(min(q1, q2, max(q3, q60)))
     if strength < SPOT_FAINT:                        # e.g. a step down onto a stray bin
         return None
@@ -441,6 +456,7 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
     if lat is None:
         lat = _agreed(weak, S)
     rescued_from = ""
+    other_refl = None           # reflections of another crystal beside the graphene (left out of the mask's windows)
     if lat is None:
         lat = real_space_candidates(img, b, S, cands)
         rescued_from = "no lattice the Fourier cues accept" if lat is not None else ""
@@ -480,15 +496,24 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
         m, n = (g.ravel() for g in np.mgrid[-2:3, -2:3])
         pts = m[:, None] * k1_[None, :] + n[:, None] * k2_[None, :]
         pts = pts[((m != 0) | (n != 0)) & (np.abs(pts * S.scale).max(axis=1) < 0.5)]
-        more = S.strongest(exclude=pts, lattice=(k1_, k2_))
+        # a strained or rippled crystal smears its reflections beyond the excluded bins, along their rings
+        # (ripples turn them, strain moves them radially by a few %), and they can use up the candidates tried
+        # (a MoS2 flake beside graphene at 0.15 A/px: every one tried was MoS2's, graphene's spots, contrast
+        # 60-200, never): the candidates off the first lattice's rings are tried first, then those on them
+        rings = np.hypot(*(np.vstack([k1_[None, :], pts]) * S.scale).T) * max(S.h, S.w)
+        more = (S.strongest(exclude=pts, lattice=(k1_, k2_), rings=rings, ring_rel=SMEAR_REL, top_k=SECOND_TOP_K)
+                + S.strongest(exclude=pts, lattice=(k1_, k2_)))
         lat2 = None
         for k, q in more:
             if q < PEAK_MIN:
-                break
+                continue
             lat2 = _lattice(S, k, q)
             if lat2 is not None and (on_lattice(np.asarray(lat2["spots"][:2], float), k1_, k2_).any()
                                      or _near_spots(lat2["spots"], lat["spots"], S)):
                 lat2 = None         # the first lattice's reflections, or its own spots smeared by strain
+            if (lat2 is not None and abs(lat2["a_px"] / lat["a_px"] - 1.0) <= SMEAR_REL
+                    and not _graphene_like(lat2, px)[0]):
+                lat2 = None         # another strained or rotated part of the same crystal: look on
             if lat2 is not None:
                 break
         # a second lattice must stand out clearly: faint noise hexagons (strength 4-10) are common in
@@ -496,6 +521,7 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
         if lat2 is not None and lat2["strength"] >= STRENGTH_WEAK and _graphene_like(lat2, px)[0]:
             other = (f"; another hexagonal lattice a = {_fmt_len(lat['a_px'], px)} with {why} covers part of "
                      "the field")
+            other_refl = np.vstack([np.asarray(lat["spots"], float), pts])
             lat, ok = lat2, True
     if ok:
         veto = real_space_veto(img, b, lat)
@@ -514,7 +540,7 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
             if far else "")
     mask, frac = (None, 1.0)
     if want_mask and lat["spots"] is not None:
-        mask, frac = graphene_mask(S, lat["spots"], shape)
+        mask, frac = graphene_mask(S, lat["spots"], shape, other_refl)
     return MaterialVerdict("graphene", f"{desc} with 2 sublattices of equal contrast ({lat['rho']:.2f}): "
                            f"graphene{other}{note}", graphene_fraction=frac, mask=mask, **fields)
 
