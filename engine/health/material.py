@@ -113,6 +113,7 @@ RICH_CELLS = 18.0           # a lattice with at least this many unit cells acros
 RICH_STRENGTH = 12.0       # ... needs spots at least this strong (graphene there measured >= 15.9 on the development
                            # frames; noise hexagons at a = 8-26 px in fine-sampled amorphous and vacuum 5.3-10.7)
 SECOND_TOP_K = 96         # ... scored among this many bins of largest Q (low-frequency clutter outranks faint spots)
+PROBE_RATIO = (0.5, 2.0)   # second lattice: its column FWHM (px) over the first lattice's, within these (_same_probe)
 SMEAR_REL = 0.20           # second lattice: candidates off the first lattice's rings (|k| not within this fraction
                            # of a reflection's |g|) are tried first
 DIFFUSE_MIN = 0.6          # log power excess at atomic frequencies for amorphous matter
@@ -332,6 +333,19 @@ def _agreed(weak: list, S: Spectrum) -> dict | None:
     return best[0] if len(best) >= AGREE_MIN else None
 
 
+def _same_probe(lat: dict, lat2: dict) -> bool:
+    """Whether two lattices of one frame have atom columns of about the same width in px (FWHM = width x a;
+    True when either width is unmeasured). The probe is fixed in A and both lie in the same frame, so the
+    columns of a second crystal beside the first are as wide in px as the first's (graphene beside MoS2 at
+    0.15 A/px, random imaging: 0.76-1.17 of MoS2's); a 'second lattice' of much narrower columns is no
+    crystal under this probe (WS2 and MoS2 at 0.057-0.069 A/px: fine hexagons of a = 0.57-0.72 A whose
+    columns were 0.21-0.35 of the crystal's, called graphene)."""
+    w1, w2 = lat["width"] * lat["a_px"], lat2["width"] * lat2["a_px"]
+    if not (np.isfinite(w1) and np.isfinite(w2) and w1 > 0):
+        return True
+    return PROBE_RATIO[0] <= w2 / w1 <= PROBE_RATIO[1]
+
+
 def _graphene_like(lat: dict, px: float | None) -> tuple[bool, str]:
     """(is graphene, why not) for an analysed lattice."""
     rho, width = lat["rho"], lat["width"]
@@ -514,6 +528,8 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
             if (lat2 is not None and abs(lat2["a_px"] / lat["a_px"] - 1.0) <= SMEAR_REL
                     and not _graphene_like(lat2, px)[0]):
                 lat2 = None         # another strained or rotated part of the same crystal: look on
+            if lat2 is not None and not _same_probe(lat, lat2):
+                lat2 = None         # columns of another width in px than the first lattice's: not atoms under this probe
             if lat2 is not None:
                 break
         # a second lattice must stand out clearly: faint noise hexagons (strength 4-10) are common in
