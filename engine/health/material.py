@@ -113,6 +113,7 @@ RICH_CELLS = 18.0           # a lattice with at least this many unit cells acros
 RICH_STRENGTH = 12.0       # ... needs spots at least this strong (graphene there measured >= 15.9 on the development
                            # frames; noise hexagons at a = 8-26 px in fine-sampled amorphous and vacuum 5.3-10.7)
 SECOND_TOP_K = 96         # ... scored among this many bins of largest Q (low-frequency clutter outranks faint spots)
+HIGHER_TOL = 0.05          # second lattice: a within this of the first's a / sqrt 3, / 2, / sqrt 7, / 3 is its higher order
 PROBE_RATIO = (0.5, 2.0)   # second lattice: its column FWHM (px) over the first lattice's, within these (_same_probe)
 SMEAR_REL = 0.20           # second lattice: candidates off the first lattice's rings (|k| not within this fraction
                            # of a reflection's |g|) are tried first
@@ -333,6 +334,19 @@ def _agreed(weak: list, S: Spectrum) -> dict | None:
     return best[0] if len(best) >= AGREE_MIN else None
 
 
+#: |g| of a hexagonal lattice's higher-order reflections over its first order's: {11-20}, {20-20}, {21-30}, {30-30}
+_HIGHER = np.sqrt(np.array([3.0, 4.0, 7.0, 9.0]))
+
+
+def _higher_order(lat: dict, lat2: dict) -> bool:
+    """Whether the hexagon ``lat2`` lies on a higher-order ring of ``lat`` (its lattice constant within
+    HIGHER_TOL of a / sqrt 3, a / 2, a / sqrt 7, a / 3): that lattice's own reflections, which a distorted
+    crystal moves off the exact m k1 + n k2 (hBN at 0.156 A/px: its {11-20} spots 7 bins off, called graphene
+    with a = 1.44 A). Graphene beside MoS2 or WS2 lies at a ratio of 1.28, beside hBN on the first ring."""
+    r = lat["a_px"] / lat2["a_px"]
+    return bool((np.abs(r / _HIGHER - 1.0) <= HIGHER_TOL).any())
+
+
 def _same_probe(lat: dict, lat2: dict) -> bool:
     """Whether two lattices of one frame have atom columns of about the same width in px (FWHM = width x a;
     True when either width is unmeasured). The probe is fixed in A and both lie in the same frame, so the
@@ -528,13 +542,18 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
             if (lat2 is not None and abs(lat2["a_px"] / lat["a_px"] - 1.0) <= SMEAR_REL
                     and not _graphene_like(lat2, px)[0]):
                 lat2 = None         # another strained or rotated part of the same crystal: look on
+            if lat2 is not None and _higher_order(lat, lat2):
+                lat2 = None         # a higher order of the first lattice, its spots moved off m k1 + n k2 by distortion
             if lat2 is not None and not _same_probe(lat, lat2):
                 lat2 = None         # columns of another width in px than the first lattice's: not atoms under this probe
-            if lat2 is not None:
+            # a second lattice must stand out clearly: faint noise hexagons (strength 4-10) are common in
+            # the many bins left once a strong lattice is excluded (an hBN frame read as graphene by one);
+            # one that is not graphene (e.g. graphene's own lattice read through a stray {11-20} triple) ends
+            # nothing: the next candidate may measure it better
+            if lat2 is not None and lat2["strength"] >= STRENGTH_WEAK and _graphene_like(lat2, px)[0]:
                 break
-        # a second lattice must stand out clearly: faint noise hexagons (strength 4-10) are common in
-        # the many bins left once a strong lattice is excluded (an hBN frame read as graphene by one)
-        if lat2 is not None and lat2["strength"] >= STRENGTH_WEAK and _graphene_like(lat2, px)[0]:
+            lat2 = None
+        if lat2 is not None:
             other = (f"; another hexagonal lattice a = {_fmt_len(lat['a_px'], px)} with {why} covers part of "
                      "the field")
             other_refl = np.vstack([np.asarray(lat["spots"], float), pts])
