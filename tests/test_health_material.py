@@ -753,5 +753,5 @@ def test_graphene_beside_a_mos2_flake_is_found_at_its_own_lattice_and_the_flake_
     ix, iy = np.rint(xy[inside]).astype(int).T
     in_mask = v.mask[iy, ix]
     mos2 = truth.species[inside] == OTHER
-    assert in_mask[mos2].mean() < 0.2            # the flake is left out (its rim may stay in)
-    assert in_mask[~mos2].mean() > 0.9           # the graphene is analysed (but for cells along the edge)
+    assert in_mask[mos2].mean() < 0.1            # the flake is left out
+    assert in_mask[~mos2].mean() > 0.8           # the graphene is analysed (but for cells along the edge)

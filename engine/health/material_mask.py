@@ -135,7 +135,7 @@ def graphene_mask(S: Spectrum, spots, shape, other=None):
     # the other crystal beyond its rim cells
     coarse = ndimage.binary_dilation(~empty, iterations=2)
     if crystal.any():
-        coarse &= ~ndimage.binary_erosion(crystal, iterations=1, border_value=1)
+        coarse &= ~crystal
     frac = float(coarse.mean())
     if frac > 1.0 - MASK_MIN_OUT:
         return None, 1.0                             # a corner or a rim: not worth dropping atoms for
