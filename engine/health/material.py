@@ -115,6 +115,7 @@ RICH_STRENGTH = 12.0       # ... needs spots at least this strong (graphene ther
 SECOND_TOP_K = 96         # ... scored among this many bins of largest Q (low-frequency clutter outranks faint spots)
 HIGHER_TOL = 0.05          # second lattice: a within this of the first's a / sqrt 3, / 2, / sqrt 7, / 3 is its higher order
 PROBE_RATIO = (0.5, 2.0)   # second lattice: its column FWHM (px) over the first lattice's, within these (_same_probe)
+OWN_MIN_FRACTION = 0.1    # a second lattice must hold at least this fraction of the field (its mask) to be another crystal
 SMEAR_REL = 0.20           # second lattice: candidates off the first lattice's rings (|k| not within this fraction
                            # of a reflection's |g|) are tried first
 DIFFUSE_MIN = 0.6          # log power excess at atomic frequencies for amorphous matter
@@ -484,7 +485,7 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
     if lat is None:
         lat = _agreed(weak, S)
     rescued_from = ""
-    other_refl = None           # reflections of another crystal beside the graphene (left out of the mask's windows)
+    other_refl = own_mask = None    # another crystal beside the graphene: its reflections, graphene's mask
     if lat is None:
         lat = real_space_candidates(img, b, S, cands)
         rescued_from = "no lattice the Fourier cues accept" if lat is not None else ""
@@ -554,10 +555,20 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
                 break
             lat2 = None
         if lat2 is not None:
-            other = (f"; another hexagonal lattice a = {_fmt_len(lat['a_px'], px)} with {why} covers part of "
-                     "the field")
-            other_refl = np.vstack([np.asarray(lat["spots"], float), pts])
-            lat, ok = lat2, True
+            # two crystals side by side hold different parts of the field: a 'second lattice' whose region (the
+            # mask, with the first crystal's part left out) is nowhere is a feature of the first crystal (WS2 and
+            # MoS2 at 0.26-0.29 A/px: faint hexagons at 1.27-1.30 x their first-order radius, strength 13-14
+            # beside 9,000-15,000, lay only where the crystal was; graphene beside a MoS2 flake kept 51-82 %)
+            refl = np.vstack([np.asarray(lat["spots"], float), pts])
+            own = graphene_mask(S, lat2["spots"], shape, refl)
+            if own[1] < OWN_MIN_FRACTION:
+                why += (f"; a faint hexagonal lattice a = {_fmt_len(lat2['a_px'], px)} lies only where this one "
+                        "is")
+            else:
+                other = (f"; another hexagonal lattice a = {_fmt_len(lat['a_px'], px)} with {why} covers part of "
+                         "the field")
+                other_refl, own_mask = refl, own
+                lat, ok = lat2, True
     if ok:
         veto = real_space_veto(img, b, lat)
         if veto is not None:
@@ -574,8 +585,10 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
     note = (f"; at the declared pixel size a = {a_px * px:.2f} A, not 2.46 A: the pixel size looks wrong"
             if far else "")
     mask, frac = (None, 1.0)
-    if want_mask and lat["spots"] is not None:
-        mask, frac = graphene_mask(S, lat["spots"], shape, other_refl)
+    if want_mask and other_refl is not None:
+        mask, frac = own_mask
+    elif want_mask and lat["spots"] is not None:
+        mask, frac = graphene_mask(S, lat["spots"], shape)
     return MaterialVerdict("graphene", f"{desc} with 2 sublattices of equal contrast ({lat['rho']:.2f}): "
                            f"graphene{other}{note}", graphene_fraction=frac, mask=mask, **fields)
 
