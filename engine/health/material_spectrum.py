@@ -266,9 +266,13 @@ class Spectrum:
         largest Q scored (TOP_K)."""
         Q = self.Q
         if len(rings):
-            Q = Q.copy()
-            for r in rings:
-                Q[np.abs(self.rh - r) <= ring_rel * r] = -np.inf
+            # each bin against the nearest ring radius below and above it (sorted): three full-plane passes
+            R = np.unique(np.asarray(rings, float))
+            j = np.searchsorted(R, self.rh)
+            lo = R[np.maximum(j - 1, 0)]
+            hi = R[np.minimum(j, len(R) - 1)]
+            on = (np.abs(self.rh - lo) <= ring_rel * lo) | (np.abs(self.rh - hi) <= ring_rel * hi)
+            Q = np.where(on, np.float32(-np.inf), Q)
         if len(exclude):
             Q = Q.copy() if Q is self.Q else Q
             ex = np.asarray(exclude, float).reshape(-1, 2)
