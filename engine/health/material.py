@@ -76,7 +76,7 @@ from engine.health.material_fine import (FINE_A_PX, FINE_PART_RHO, FINE_PART_SCO
 from engine.health.material_mask import graphene_mask
 from engine.health.material_realspace import (RS_MIN_A_PX, real_space_candidates, real_space_rescue, real_space_scan,
                                               real_space_veto)
-from engine.health.material_spectrum import (MIN_A_PX, N_TRY, O3, R_MAX, Spectrum, full_bins, on_lattice,
+from engine.health.material_spectrum import (MIN_A_PX, O3, R_MAX, Spectrum, full_bins, on_lattice,
                                               sublattice_ratio)
 
 VERDICTS = ("graphene", "not_graphene", "amorphous", "vacuum")
