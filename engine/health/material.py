@@ -107,9 +107,17 @@ RHO_BORDER = 0.90          # between RHO_GRAPHENE and this, a declared a like Mo
 A_TOLERANCE = 0.15         # relative difference to 2.46 A counted as "far" (calibration errors are smaller)
 TMD_A = (3.0, 3.35)        # a (A) at the declared pixel size that looks like MoS2 / WS2 / WSe2
 WIDTH_RANGE = (0.12, 0.90)  # column FWHM / a accepted for graphene (probe 0.7-1.3 A, blur, jitter, distortions)
+SUBHARMONIC_WIDTH = 0.05   # a lattice stepped down to lower-order spots with columns narrower than this (FWHM / a)
+                           # was a sub-harmonic of the lattice stepped down from (_lattice)
 RICH_CELLS = 18.0           # a lattice with at least this many unit cells across the field's shorter side ...
 RICH_STRENGTH = 12.0       # ... needs spots at least this strong (graphene there measured >= 15.9 on the development
                            # frames; noise hexagons at a = 8-26 px in fine-sampled amorphous and vacuum 5.3-10.7)
+SECOND_TOP_K = 96         # ... scored among this many bins of largest Q (low-frequency clutter outranks faint spots)
+HIGHER_TOL = 0.05          # second lattice: a within this of the first's a / sqrt 3, / 2, / sqrt 7, / 3 is its higher order
+PROBE_RATIO = (0.5, 2.0)   # second lattice: its column FWHM (px) over the first lattice's, within these (_same_probe)
+OWN_MIN_FRACTION = 0.1    # a second lattice must hold at least this fraction of the field (its mask) to be another crystal
+SMEAR_REL = 0.20           # second lattice: candidates off the first lattice's rings (|k| not within this fraction
+                           # of a reflection's |g|) are tried first
 DIFFUSE_MIN = 0.6          # log power excess at atomic frequencies for amorphous matter
 
 
@@ -186,12 +194,14 @@ def _rho(F: np.ndarray, k1: np.ndarray, k2: np.ndarray) -> float:
     return sublattice_ratio(complex((f1[:, None] * f2[None, :] * f3).sum()))
 
 
-def _lattice(S: Spectrum, k1, q1, unconfirmed: list | None = None):
+def _lattice(S: Spectrum, k1, q1, unconfirmed: list | None = None, step: bool = True):
     """Analyse the lattice whose strongest spot is ``k1``: None if not a hexagonal lattice, else a dict
     with the three first-order spots, a (px), sublattice ratio, column width ratio, spot strength.
     ``unconfirmed``: a list; a hexagon that passes every test but the second-order confirmation is
-    analysed all the same and appended there (None is still returned for it)."""
+    analysed all the same and appended there (None is still returned for it). ``step``: look for
+    lower orders (False: ``k1`` is taken as a first-order spot)."""
     k1 = np.asarray(k1, float)
+    k1_start, q1_start = k1, q1
     kc = S.centroid(k1)                              # sub-bin position: rotations predict better
     pred = S.rot(kc, 120.0)
     bb, cc = S.spots(np.stack([k1, pred]), np.array([1, max(1, int(round(0.025 * np.hypot(*pred))))]))
@@ -203,7 +213,7 @@ def _lattice(S: Spectrum, k1, q1, unconfirmed: list | None = None):
     if score < PEAK_MIN or min(q1, q2, q60) < SPOT_FAINT:
         return None
     stepped = weak = False
-    for _ in range(3):                               # step down to the first order ({10-10}) spots
+    for _ in range(3 if step else 0):                # step down to the first order ({10-10}) spots
         # every lower order at once; the first (in _LOWER's order) whose 60-degree partner also
         # stands out wins
         kc = S.centroid(k1)
@@ -280,6 +290,14 @@ def _lattice(S: Spectrum, k1, q1, unconfirmed: list | None = None):
         ratio = np.sqrt(A2 / A1) / ((1 + rho) / np.sqrt(1 + rho * rho - rho))
         sigma_px = np.sqrt(-np.log(min(ratio, 0.999))) / (2 * np.pi) * d1_px
         width = float(2.3548 * sigma_px / a_px)
+    if stepped and np.isfinite(width) and width < SUBHARMONIC_WIDTH:
+        # the spots stepped down to are no first order: the "second order" (the spots stepped down from)
+        # outshines them beyond what any honeycomb of columns at least as wide as the probe gives (its
+        # {11-20} over {10-10} amplitude is at most the structure factors' ratio, <= 2). A faint
+        # sub-harmonic 30 degrees off a strong lattice (MoS2 beside graphene at 0.15 A/px: a = 37 px and
+        # FWHM / a = 0.01 below MoS2's 21.4 px) is no lattice of the sample: the spots started from are
+        # the first order
+        return _lattice(S, k1_start, q1_start, unconfirmed, step=False)
     strength = float(min(q1, q2, max(q3, q60)))
     if strength < SPOT_FAINT:                        # e.g. a step down onto a stray bin
         return None
@@ -315,6 +333,32 @@ def _agreed(weak: list, S: Spectrum) -> dict | None:
         if len(grp) > len(best):
             best = grp
     return best[0] if len(best) >= AGREE_MIN else None
+
+
+#: |g| of a hexagonal lattice's higher-order reflections over its first order's: {11-20}, {20-20}, {21-30}, {30-30}
+_HIGHER = np.sqrt(np.array([3.0, 4.0, 7.0, 9.0]))
+
+
+def _higher_order(lat: dict, lat2: dict) -> bool:
+    """Whether the hexagon ``lat2`` lies on a higher-order ring of ``lat`` (its lattice constant within
+    HIGHER_TOL of a / sqrt 3, a / 2, a / sqrt 7, a / 3): that lattice's own reflections, which a distorted
+    crystal moves off the exact m k1 + n k2 (hBN at 0.156 A/px: its {11-20} spots 7 bins off, called graphene
+    with a = 1.44 A). Graphene beside MoS2 or WS2 lies at a ratio of 1.28, beside hBN on the first ring."""
+    r = lat["a_px"] / lat2["a_px"]
+    return bool((np.abs(r / _HIGHER - 1.0) <= HIGHER_TOL).any())
+
+
+def _same_probe(lat: dict, lat2: dict) -> bool:
+    """Whether two lattices of one frame have atom columns of about the same width in px (FWHM = width x a;
+    True when either width is unmeasured). The probe is fixed in A and both lie in the same frame, so the
+    columns of a second crystal beside the first are as wide in px as the first's (graphene beside MoS2 at
+    0.15 A/px, random imaging: 0.76-1.17 of MoS2's); a 'second lattice' of much narrower columns is no
+    crystal under this probe (WS2 and MoS2 at 0.057-0.069 A/px: fine hexagons of a = 0.57-0.72 A whose
+    columns were 0.21-0.35 of the crystal's, called graphene)."""
+    w1, w2 = lat["width"] * lat["a_px"], lat2["width"] * lat2["a_px"]
+    if not (np.isfinite(w1) and np.isfinite(w2) and w1 > 0):
+        return True
+    return PROBE_RATIO[0] <= w2 / w1 <= PROBE_RATIO[1]
 
 
 def _graphene_like(lat: dict, px: float | None) -> tuple[bool, str]:
@@ -441,6 +485,7 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
     if lat is None:
         lat = _agreed(weak, S)
     rescued_from = ""
+    other_refl = own_mask = None    # another crystal beside the graphene: its reflections, graphene's mask
     if lat is None:
         lat = real_space_candidates(img, b, S, cands)
         rescued_from = "no lattice the Fourier cues accept" if lat is not None else ""
@@ -480,23 +525,50 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
         m, n = (g.ravel() for g in np.mgrid[-2:3, -2:3])
         pts = m[:, None] * k1_[None, :] + n[:, None] * k2_[None, :]
         pts = pts[((m != 0) | (n != 0)) & (np.abs(pts * S.scale).max(axis=1) < 0.5)]
-        more = S.strongest(exclude=pts, lattice=(k1_, k2_))
+        # a strained or rippled crystal smears its reflections beyond the excluded bins, along their rings
+        # (ripples turn them, strain moves them radially by a few %), and they can use up the candidates tried
+        # (a MoS2 flake beside graphene at 0.15 A/px: every one tried was MoS2's, graphene's spots, contrast
+        # 60-200, never): the candidates off the first lattice's rings are tried first, then those on them
+        rings = np.hypot(*(np.vstack([k1_[None, :], pts]) * S.scale).T) * max(S.h, S.w)
+        more = (S.strongest(exclude=pts, lattice=(k1_, k2_), rings=rings, ring_rel=SMEAR_REL, top_k=SECOND_TOP_K)
+                + S.strongest(exclude=pts, lattice=(k1_, k2_)))
         lat2 = None
         for k, q in more:
             if q < PEAK_MIN:
-                break
+                continue
             lat2 = _lattice(S, k, q)
             if lat2 is not None and (on_lattice(np.asarray(lat2["spots"][:2], float), k1_, k2_).any()
                                      or _near_spots(lat2["spots"], lat["spots"], S)):
                 lat2 = None         # the first lattice's reflections, or its own spots smeared by strain
-            if lat2 is not None:
+            if (lat2 is not None and abs(lat2["a_px"] / lat["a_px"] - 1.0) <= SMEAR_REL
+                    and not _graphene_like(lat2, px)[0]):
+                lat2 = None         # another strained or rotated part of the same crystal: look on
+            if lat2 is not None and _higher_order(lat, lat2):
+                lat2 = None         # a higher order of the first lattice, its spots moved off m k1 + n k2 by distortion
+            if lat2 is not None and not _same_probe(lat, lat2):
+                lat2 = None         # columns of another width in px than the first lattice's: not atoms under this probe
+            # a second lattice must stand out clearly: faint noise hexagons (strength 4-10) are common in
+            # the many bins left once a strong lattice is excluded (an hBN frame read as graphene by one);
+            # one that is not graphene (e.g. graphene's own lattice read through a stray {11-20} triple) ends
+            # nothing: the next candidate may measure it better
+            if lat2 is not None and lat2["strength"] >= STRENGTH_WEAK and _graphene_like(lat2, px)[0]:
                 break
-        # a second lattice must stand out clearly: faint noise hexagons (strength 4-10) are common in
-        # the many bins left once a strong lattice is excluded (an hBN frame read as graphene by one)
-        if lat2 is not None and lat2["strength"] >= STRENGTH_WEAK and _graphene_like(lat2, px)[0]:
-            other = (f"; another hexagonal lattice a = {_fmt_len(lat['a_px'], px)} with {why} covers part of "
-                     "the field")
-            lat, ok = lat2, True
+            lat2 = None
+        if lat2 is not None:
+            # two crystals side by side hold different parts of the field: a 'second lattice' whose region (the
+            # mask, with the first crystal's part left out) is nowhere is a feature of the first crystal (WS2 and
+            # MoS2 at 0.26-0.29 A/px: faint hexagons at 1.27-1.30 x their first-order radius, strength 13-14
+            # beside 9,000-15,000, lay only where the crystal was; graphene beside a MoS2 flake kept 51-82 %)
+            refl = np.vstack([np.asarray(lat["spots"], float), pts])
+            own = graphene_mask(S, lat2["spots"], shape, refl)
+            if own[1] < OWN_MIN_FRACTION:
+                why += (f"; a faint hexagonal lattice a = {_fmt_len(lat2['a_px'], px)} lies only where this one "
+                        "is")
+            else:
+                other = (f"; another hexagonal lattice a = {_fmt_len(lat['a_px'], px)} with {why} covers part of "
+                         "the field")
+                other_refl, own_mask = refl, own
+                lat, ok = lat2, True
     if ok:
         veto = real_space_veto(img, b, lat)
         if veto is not None:
@@ -513,7 +585,9 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
     note = (f"; at the declared pixel size a = {a_px * px:.2f} A, not 2.46 A: the pixel size looks wrong"
             if far else "")
     mask, frac = (None, 1.0)
-    if want_mask and lat["spots"] is not None:
+    if want_mask and other_refl is not None:
+        mask, frac = own_mask
+    elif want_mask and lat["spots"] is not None:
         mask, frac = graphene_mask(S, lat["spots"], shape)
     return MaterialVerdict("graphene", f"{desc} with 2 sublattices of equal contrast ({lat['rho']:.2f}): "
                            f"graphene{other}{note}", graphene_fraction=frac, mask=mask, **fields)

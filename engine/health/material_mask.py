@@ -30,6 +30,10 @@ MASK_MIN_CELLS = 3
 MASK_MIN_EMPTY = 0.06
 MASK_MIN_OUT = 0.1         # ... and the grown region must still leave out this much of the field
 MASK_MIN_GRID = 8          # the grid has 2 x (a third of the first-order spots' radius in bins, <= 8) cells a side
+OTHER_NOTCH_BINS = 3.0     # another crystal's reflections: bins within max(this, OTHER_NOTCH_REL |g|) left out
+OTHER_NOTCH_REL = 0.1
+OTHER_SURE = 8.0           # another crystal's part: cells where its first-order spots stand this far over the noise ...
+OTHER_REL = 0.1            # ... and at least this fraction of its 95th percentile cell (and over graphene's own)
 GRAIN_Q = 12.0             # a spot on graphene's first-order ring this far above the ring level is another grain's
 
 
@@ -49,10 +53,52 @@ def _mask_geometry(n: int, h: int, w: int):
     return win, idx
 
 
-def graphene_mask(S: Spectrum, spots, shape):
+def _demodulated(S: Spectrum, ks: np.ndarray, m: int, notch=None) -> np.ndarray:
+    """The spots ``ks`` ((K, 2) signed bins) demodulated on a 2m x 2m grid (windows of 2m bins a side around
+    each): their summed power over the noise expected in each cell (the windows' diffuse level, shaped by
+    the Hann window), averaged over 3 x 3 cells. ``notch``: (K, 2) signed bins of reflections whose
+    surroundings (max(OTHER_NOTCH_BINS, OTHER_NOTCH_REL |g|)) are left out of the windows."""
+    h, w = S.h, S.w
+    n = 2 * m
+    o = np.fft.ifftshift(np.arange(-m, m))           # window offsets in ifft order (no shift needed)
+    cy = np.rint(ks[:, 0]).astype(np.int64)[:, None, None] + o[None, :, None]
+    cx = np.rint(ks[:, 1]).astype(np.int64)[:, None, None] + o[None, None, :]
+    sub = full_bins(S.F, cy, cx)
+    keep = np.ones(sub.shape, bool)
+    if notch is not None and len(notch):
+        g = np.asarray(notch, float).reshape(-1, 2)
+        g = np.vstack([g, -g])
+        rad = np.maximum(OTHER_NOTCH_BINS, OTHER_NOTCH_REL * np.hypot(g[:, 0], g[:, 1]))
+        for gy, gx, r in zip(g[:, 0], g[:, 1], rad):
+            keep &= np.hypot(cy - gy, cx - gx) > r
+        sub = np.where(keep, sub, 0)
+    env = sfft.ifft2(sub, axes=(1, 2), workers=1)
+    env2 = (env.real * env.real + env.imag * env.imag).sum(0)
+    # noise expected per cell: each window's diffuse level (ring level of the trimmed log-mean, whose
+    # exp is ~0.56 of the mean power of noise), spread over n^2 cells, shaped by the window
+    iy, ix = cy % h, cx % w
+    lev = S.ring[S.Rf[iy, ix]]
+    lev = np.where(np.isfinite(lev) & keep, lev, 0.0).sum() / 0.56 / float(n) ** 4
+    win, idx = _mask_geometry(n, h, w)
+    w2 = win * win                                   # signal and noise power both go with the window^2
+    score = env2 / np.maximum(lev * w2 / np.mean(w2), 1e-300)
+    score = score[idx[0], idx[1]]
+    # cells of a few unit cells' worth of spots are noisy: judge each with its 3 x 3 neighbours
+    return ndimage.uniform_filter(score, 3, mode="nearest")
+
+
+def graphene_mask(S: Spectrum, spots, shape, other=None):
     """Where the graphene lattice is, or None for the whole field (module docstring): the first-order
     spots of the lattice found and of other graphene grains (strong spots on the same ring)
-    demodulated on a coarse grid, their summed power over the noise expected there."""
+    demodulated on a coarse grid, their summed power over the noise expected there.
+
+    ``other``: (K, 2) signed bins of the reflections of another crystal in the field (a MoS2 flake beside
+    the graphene), its three first-order spots first. Its spots, thousands of times the noise and smeared
+    by strain, reach into graphene's windows (they are left out of them), and its heavier, brighter part
+    of the field raises graphene's windows there all the same (a MoS2 flake at 0.15 A/px scored 20-74
+    against graphene's own 2-5): the other crystal's part is mapped by its own first-order spots and lies
+    outside the graphene region wherever its lattice is clearly there (>= OTHER_SURE over the noise, >=
+    OTHER_REL of its strongest cells) and stronger than graphene's."""
     h, w = S.h, S.w
     spots = [np.asarray(k, float) for k in spots]
     r1 = float(np.mean([np.hypot(*(k * S.scale)) for k in spots])) * max(h, w)
@@ -64,28 +110,17 @@ def graphene_mask(S: Spectrum, spots, shape):
         return None, 1.0                             # spots too close to the origin to map the field
     extra = _grain_spots(S, spots, r1)
     ks = np.array(spots + extra, float)
-    o = np.fft.ifftshift(np.arange(-m, m))           # window offsets in ifft order (no shift needed)
-    cy = np.rint(ks[:, 0]).astype(np.int64)[:, None, None] + o[None, :, None]
-    cx = np.rint(ks[:, 1]).astype(np.int64)[:, None, None] + o[None, None, :]
-    sub = full_bins(S.F, cy, cx)
-    env = sfft.ifft2(sub, axes=(1, 2), workers=1)
-    env2 = (env.real * env.real + env.imag * env.imag).sum(0)
-    # noise expected per cell: each window's diffuse level (ring level of the trimmed log-mean, whose
-    # exp is ~0.56 of the mean power of noise), spread over n^2 cells, shaped by the window
-    iy, ix = cy % h, cx % w
-    lev = S.ring[S.Rf[iy, ix]]
-    lev = np.where(np.isfinite(lev), lev, 0.0).sum() / 0.56 / float(n) ** 4
-    win, idx = _mask_geometry(n, h, w)
-    w2 = win * win                                   # signal and noise power both go with the window^2
-    score = env2 / np.maximum(lev * w2 / np.mean(w2), 1e-300)
-    score = score[idx[0], idx[1]]
-    # cells of a few unit cells' worth of spots are noisy: judge each with its 3 x 3 neighbours
-    score = ndimage.uniform_filter(score, 3, mode="nearest")
-    flat = score.ravel()
-    top = float(np.partition(flat, (3 * len(flat)) // 4)[(3 * len(flat)) // 4])     # 75th percentile
-    if top < MASK_SURE:
+    score = _demodulated(S, ks, m, other)
+    crystal = np.zeros(score.shape, bool)
+    if other is not None and len(other) >= 3:
+        so = _demodulated(S, np.asarray(other, float)[:3], m)
+        top_o = float(np.percentile(so, 95))
+        crystal = (so >= OTHER_SURE) & (so >= OTHER_REL * top_o) & (so > score)
+    flat = score[~crystal] if crystal.any() else score.ravel()
+    top = float(np.partition(flat, (3 * len(flat)) // 4)[(3 * len(flat)) // 4]) if len(flat) else 0.0   # 75th pct
+    if top < MASK_SURE and not crystal.any():
         return None, 1.0                             # too faint to map: the whole field
-    empty = (score < MASK_NOISE) & (score < MASK_REL * top)   # at the noise level, far below the graphene
+    empty = ((score < MASK_NOISE) & (score < MASK_REL * top)) | crystal   # at the noise level, far below the graphene
     if empty.mean() < MASK_MIN_EMPTY:
         return None, 1.0
     lab, nlab = ndimage.label(empty)
@@ -96,8 +131,11 @@ def graphene_mask(S: Spectrum, spots, shape):
         empty &= ~small[lab]
     if empty.mean() < MASK_MIN_EMPTY:
         return None, 1.0
-    # keep the region's edge atoms (and undo the spread of the 3 x 3 judgement into the graphene)
+    # keep the region's edge atoms (and undo the spread of the 3 x 3 judgement into the graphene); not into
+    # the other crystal beyond its rim cells
     coarse = ndimage.binary_dilation(~empty, iterations=2)
+    if crystal.any():
+        coarse &= ~crystal
     frac = float(coarse.mean())
     if frac > 1.0 - MASK_MIN_OUT:
         return None, 1.0                             # a corner or a rim: not worth dropping atoms for

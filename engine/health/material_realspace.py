@@ -65,6 +65,17 @@ def _neighbour_pairs(yx: np.ndarray, r_min: float, r_max: float):
     return pairs, d
 
 
+#: the neighbours a real-space test pairs up (0.7-1.3 of the spacing tried) must lie at that spacing: their median
+#: distance within this fraction of it. Graphene beside MoS2 at 0.049-0.086 A/px, tested at MoS2's scale (a = 3.2 A),
+#: paired graphene's hexagon centres at 0.76-0.81 of it and was 'graphene with a = 3.2 A'
+RS_SCALE_TOL = 0.12
+
+
+def _at_scale(dist: np.ndarray, spacing: float) -> bool:
+    """Whether the paired neighbours' median distance ``dist`` is ``spacing`` within RS_SCALE_TOL."""
+    return bool(len(dist)) and abs(float(np.median(dist)) / spacing - 1.0) <= RS_SCALE_TOL
+
+
 def _sublattice_contrast(va: np.ndarray, vb: np.ndarray, bg: float, k: int):
     """(rho = dimmer / brighter, k, z): the two sublattices' median intensities ``va``, ``vb`` above the
     hexagon centres' ``bg``, and the dimmer one's in standard errors of k sites (from the pooled MAD);
@@ -103,6 +114,8 @@ def site_contrast(img: np.ndarray, a_px: float, cache: dict | None = None):
     th0 = np.angle(np.exp(6j * th).mean()) / 6.0
     c3 = np.cos(3.0 * (th - th0))               # +1: bond i -> j along th0 + n 120 (i on one sublattice)
     fw, bw = c3 > 0.87, c3 < -0.87
+    if not _at_scale(np.hypot(d[:, 0], d[:, 1])[fw | bw], cc):
+        return None
     n = len(yx)
     plus = np.bincount(pairs[:, 0], fw, n) + np.bincount(pairs[:, 1], bw, n)
     minus = np.bincount(pairs[:, 0], bw, n) + np.bincount(pairs[:, 1], fw, n)
@@ -229,6 +242,8 @@ def centre_contrast(img: np.ndarray, a_px: float, cache: dict | None = None):
     th = np.arctan2(d[:, 0], d[:, 1])
     thc = np.angle(np.exp(6j * th).mean()) / 6.0
     on = np.cos(6.0 * (th - thc)) > 0.5                  # along a lattice direction (+- 10 degrees: scan distortions)
+    if not _at_scale(np.hypot(d[:, 0], d[:, 1])[on], a):
+        return None
     n = len(yx)
     deg = np.bincount(pairs[on, 0], minlength=n) + np.bincount(pairs[on, 1], minlength=n)
     good = deg >= 2

@@ -255,15 +255,26 @@ class Spectrum:
         t = np.deg2rad(deg)
         return np.array([f[0] * np.cos(t) + f[1] * np.sin(t), -f[0] * np.sin(t) + f[1] * np.cos(t)]) / self.scale
 
-    def strongest(self, exclude=(), lattice=None):
+    def strongest(self, exclude=(), lattice=None, n_try: int = N_TRY, rings=(), ring_rel: float = 0.1,
+                  top_k: int = TOP_K):
         """The strongest spot: of the ``TOP_K`` band bins of largest Q, the one of largest local
         contrast (:meth:`spots`), leaving out +-r bins around the (signed) bins in ``exclude``.
-        Returns up to ``N_TRY`` (signed (ky, kx) bin, hexagon score: geometric mean of the three
+        Returns up to ``n_try`` (signed (ky, kx) bin, hexagon score: geometric mean of the three
         local contrasts), best first. ``lattice`` : (k1, k2) of a lattice already found; candidates
-        on its reflections m k1 + n k2 are left out."""
+        on its reflections m k1 + n k2 are left out. ``rings`` : radii (bins of the longer side) whose rings
+        (+- ``ring_rel``) are left out as a whole (a strained crystal's smeared reflections); ``top_k``: bins of
+        largest Q scored (TOP_K)."""
         Q = self.Q
+        if len(rings):
+            # each bin against the nearest ring radius below and above it (sorted): three full-plane passes
+            R = np.unique(np.asarray(rings, float))
+            j = np.searchsorted(R, self.rh)
+            lo = R[np.maximum(j - 1, 0)]
+            hi = R[np.minimum(j, len(R) - 1)]
+            on = (np.abs(self.rh - lo) <= ring_rel * lo) | (np.abs(self.rh - hi) <= ring_rel * hi)
+            Q = np.where(on, np.float32(-np.inf), Q)
         if len(exclude):
-            Q = Q.copy()
+            Q = Q.copy() if Q is self.Q else Q
             ex = np.asarray(exclude, float).reshape(-1, 2)
             ex = np.vstack([ex, -ex])
             r = np.maximum(3, np.rint(0.06 * np.hypot(ex[:, 0], ex[:, 1]))).astype(np.int64)
@@ -276,8 +287,8 @@ class Spectrum:
         cand = np.flatnonzero(flat > np.float32(CAND_LOG))
         if len(cand) == 0:
             cand = np.array([int(np.argmax(flat))], dtype=np.int64)
-        if len(cand) > TOP_K:
-            cand = cand[np.argpartition(flat[cand], len(cand) - TOP_K)[-TOP_K:]]
+        if len(cand) > top_k:
+            cand = cand[np.argpartition(flat[cand], len(cand) - top_k)[-top_k:]]
         # plus the LOW_K strongest bins by raw power at small radii (<= LOW_R bins): few cycles per
         # field (fine sampling) put the spots where the rings are too short to normalise against
         n_lo = min(LOW_R, self.h // 2 - 1, Q.shape[1] - 1)
@@ -304,7 +315,7 @@ class Spectrum:
         _, c = self.spots(allk, 2)
         c = np.maximum(c.reshape(3, n), 1e-3)
         score = np.exp(np.log(c).mean(axis=0))
-        order = np.argsort(score)[::-1][:N_TRY]
+        order = np.argsort(score)[::-1][:n_try]
         return [(ks[j], float(score[j])) for j in order]
 
     def rot_many(self, ks: np.ndarray, deg: float) -> np.ndarray:
