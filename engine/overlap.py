@@ -309,8 +309,9 @@ def network_for_overlap(pipe):
 
 #: model-grid pixels below which the overlapped network runs in a process of its own
 #: (:mod:`engine.infer.process`): there the network's own Python (~0.5 ms a frame) held the GIL that
-#: the chemistry and tracking of the frame before need. 256^2 frames at 0.1 A/px (a 128^2 grid) went
-#: from 142 to 155 frames/s; 512^2 (256^2) lost 67 -> 63 to copying the maps, so they stay on the thread
+#: the chemistry and tracking of the frame before need, and the child finds the atoms too. 256^2 frames
+#: at 0.1 A/px (a 128^2 grid) went from 141 to 164.5 frames/s; 512^2 (a 256^2 grid) would lose 66 -> 53
+#: (the child's one core runs its network and atoms: the bottleneck), so they stay on the thread
 PROCESS_BELOW_GRID_PX = 192 * 192
 
 

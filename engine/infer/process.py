@@ -4,10 +4,11 @@ With the overlap of :mod:`engine.overlap` the network of frame n+1 runs on a thr
 caller finishes frame n. ONNX Runtime releases the GIL while it runs, but the network's own Python
 (resampling, normalisation, the INT8 fallback's checks: ~0.5 ms a 256^2 frame) does not, and on two
 cores the caller's atoms, graph and tracking (~6 ms of Python and small numpy calls) wait for it.
-In a child process that work no longer takes the caller's GIL: 256^2 frames at 0.1 A/px went from
-142 to 155 frames/s in interleaved passes (docs/tracking.md). Larger frames gain nothing (their
-network outlasts the rest, and copying the maps costs more), so :func:`engine.overlap.network_for_overlap`
-routes only small model grids here.
+In a child process that work no longer takes the caller's GIL, and the child also finds the atoms
+(``chemistry``: ~1.5 ms a frame more off the caller's thread): 256^2 frames at 0.1 A/px went from
+141 to 164.5 frames/s in interleaved 48-frame passes, idle (docs/tracking.md). Larger frames lose
+(their network and atoms on the child's one core outlast the rest: 512^2 66 -> 53), so
+:func:`engine.overlap.network_for_overlap` routes only small model grids here.
 
 The child is ``python -m engine.infer.process`` (a fresh interpreter: no fork of a process that
 runs threads, no re-import of the caller's main script), connected by a socket pair; it builds an
