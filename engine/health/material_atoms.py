@@ -70,18 +70,24 @@ def unsure_region(atoms, shape) -> np.ndarray | None:
     level = np.where(some, num / np.maximum(den, 1e-12), 1.0)
     field = float(np.percentile(level[some], 90)) if some.any() else 1.0
     unsure = some & (level < MAX_CONFIDENCE) & (level < field - BELOW_FIELD)
-    if not unsure.any():
+    region = large_regions(unsure, CELL_A, MIN_AREA_A2, GROW_A)
+    if region is None:
         return None
-    lab, n = ndimage.label(unsure)
-    area = np.bincount(lab.ravel(), minlength=n + 1) * CELL_A ** 2
-    big = area >= MIN_AREA_A2
+    rows = np.minimum((np.arange(H) / f).astype(np.int64), gh - 1)
+    cols = np.minimum((np.arange(W) / f).astype(np.int64), gw - 1)
+    return region[rows][:, cols]
+
+
+def large_regions(cells: np.ndarray, cell_A: float, min_area_A2: float, grow_A: float) -> np.ndarray | None:
+    """The connected parts of ``cells`` (a bool grid of ``cell_A`` cells) of at least ``min_area_A2``,
+    grown by ``grow_A``; None when there is none."""
+    if not cells.any():
+        return None
+    lab, n = ndimage.label(cells)
+    big = np.bincount(lab.ravel(), minlength=n + 1) * cell_A ** 2 >= min_area_A2
     big[0] = False
     if not big.any():
         return None
     region = big[lab]
-    grow = int(round(GROW_A / CELL_A))
-    if grow > 0:
-        region = ndimage.binary_dilation(region, iterations=grow)
-    rows = np.minimum((np.arange(H) / f).astype(np.int64), gh - 1)
-    cols = np.minimum((np.arange(W) / f).astype(np.int64), gw - 1)
-    return region[rows][:, cols]
+    grow = int(round(grow_A / cell_A))
+    return ndimage.binary_dilation(region, iterations=grow) if grow > 0 else region

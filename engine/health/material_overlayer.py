@@ -38,6 +38,7 @@ from scipy.spatial import cKDTree
 
 from engine.chem.atoms import sample_bilinear
 from engine.chem.quantile import median
+from engine.health.material_atoms import large_regions
 from engine.types import OTHER, SI
 
 #: the fast path: a frame is judged only where heavy atoms sit on a floor this much above the median C
@@ -206,18 +207,9 @@ def _region(xy, cand, sm, bg, f, rings, c_level, level, px, shape, other=None):
         k = int(round(HEAVY_CLEAR_A / CELL_A))
         for ci, ri in ((other - lo) / g).astype(np.int64):
             region[max(ri - k, 0):max(ri + k + 1, 0), max(ci - k, 0):max(ci + k + 1, 0)] = False
-    if not region.any():
+    region = large_regions(region, CELL_A, MIN_AREA_A2, GROW_A)
+    if region is None:
         return None
-    lab, n = ndimage.label(region)
-    area = np.bincount(lab.ravel(), minlength=n + 1) * CELL_A ** 2
-    big = area >= MIN_AREA_A2
-    big[0] = False
-    if not big.any():
-        return None
-    region = big[lab]
-    grow = int(round(GROW_A / CELL_A))
-    if grow > 0:
-        region = ndimage.binary_dilation(np.pad(region, grow), iterations=grow)[grow:-grow, grow:-grow]
     out = np.zeros((H, W), bool)
     rows = np.arange(int(r0 * g), min(H, int(np.ceil(r1 * g))))
     cols = np.arange(int(c0 * g), min(W, int(np.ceil(c1 * g))))
