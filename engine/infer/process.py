@@ -142,7 +142,8 @@ class _Channel:
 
 
 def serve(conn) -> None:
-    """The child's loop: the first message is the InferenceConfig's fields; load the model, then
+    """The child's loop: the first message is the configuration's "inference" section (and, for the
+    atoms too, its "chemistry" section), as :meth:`stemwatch.config.Config.to_dict` writes them; load the model, then
     answer ``["run", ...]`` messages until ``None`` or the socket closes. Every message is msgpack;
     every reply one list: ``["ok", shape, pixel_size_A, frame_shape, frame_pixel_size_A, timings,
     atoms]`` (the maps written to the "out" file; atoms: :func:`_atoms_out` when the first message
