@@ -533,9 +533,12 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
         more = (S.strongest(exclude=pts, lattice=(k1_, k2_), rings=rings, ring_rel=SMEAR_REL, top_k=SECOND_TOP_K)
                 + S.strongest(exclude=pts, lattice=(k1_, k2_)))
         lat2 = None
+        tried = set()                   # the two searches can return the same bin: analysed once
         for k, q in more:
-            if q < PEAK_MIN:
+            key = tuple(np.asarray(k).ravel().tolist())
+            if q < PEAK_MIN or key in tried:
                 continue
+            tried.add(key)
             lat2 = _lattice(S, k, q)
             if lat2 is not None and (on_lattice(np.asarray(lat2["spots"][:2], float), k1_, k2_).any()
                                      or _near_spots(lat2["spots"], lat["spots"], S)):
