@@ -249,8 +249,9 @@ class ProcessInferencer:
     overlap's network thread). ``below_grid_px``: only frames whose model grid has fewer pixels go to
     the child (None: all). ``chemistry`` (a :class:`~stemwatch.config.ChemistryConfig`): the child
     also finds the frame's atoms (:func:`engine.chem.atoms.find_atoms` on the frame's contrast maps,
-    the first step of :func:`engine.pipeline.analyze_frame`), handed out by :meth:`atoms_for`. :attr:`last_timings_s` as :class:`engine.infer.Inferencer`'s;
-    :attr:`frames_in_process` counts the frames the child ran."""
+    the first step of :func:`engine.pipeline.analyze_frame`), handed out by :meth:`atoms_for`.
+    :attr:`last_timings_s` as :class:`engine.infer.Inferencer`'s; :attr:`frames_in_process` counts the
+    frames the child ran."""
 
     def __init__(self, cfg, fallback, below_grid_px: int | None = None, chemistry=None,
                  start_timeout_s: float = START_TIMEOUT_S):
@@ -311,10 +312,14 @@ class ProcessInferencer:
                 self._conn.poll(min(POLL_S, max(0.0, t_end - time.monotonic())))
             return True
         except (NetworkProcessError, OSError) as exc:
-            self._failed = True
-            log.warning("%s: the network runs on its thread from now on", exc)
-            self._stop(0.0)
+            self._give_up(exc)
             return False
+
+    def _give_up(self, exc: Exception) -> None:
+        """The child failed: it is stopped and the fallback serves every frame from now on (one warning)."""
+        self._failed = True
+        log.warning("%s: the network runs on its thread from now on", exc)
+        self._stop(0.0)
 
     def _start(self) -> None:
         """Start the child (not waiting for it): ``python -m engine.infer.process --fd N``, the
@@ -389,42 +394,36 @@ class ProcessInferencer:
 
     def predict(self, image, pixel_size_A: float, model_pixel_size_A: float | None = None) -> Probabilities:
         a = np.asarray(image)
-        if a.ndim == 2 and a.dtype.kind in "iuf" and a.size > 0 and not self._failed and \
-                self._small(a.shape, pixel_size_A, model_pixel_size_A):
-            try:
-                if self._proc is None:
-                    self._start()
-                if self._check_ready():
-                    return self._predict(a, pixel_size_A, model_pixel_size_A)
-            except (NetworkProcessError, OSError) as exc:
-                self._failed = True
-                log.warning("%s: the network runs on its thread from now on", exc)
-                self._stop(0.0)
+        if a.ndim == 2 and a.dtype.kind in "iuf" and a.size > 0 and not self._failed:
+            grid = self._grid(a.shape, pixel_size_A, model_pixel_size_A)
+            if self.below_grid_px is None or (grid is not None and grid[0] * grid[1] < self.below_grid_px):
+                try:
+                    if self._proc is None:
+                        self._start()
+                    if self._check_ready():
+                        return self._predict(a, pixel_size_A, model_pixel_size_A, grid)
+                except (NetworkProcessError, OSError) as exc:
+                    self._give_up(exc)
         out = (self.fallback.predict(image, pixel_size_A) if model_pixel_size_A is None else
                self.fallback.predict(image, pixel_size_A, model_pixel_size_A=model_pixel_size_A))
         self.last_timings_s = dict(getattr(self.fallback, "last_timings_s", None) or {})
         return out
 
-    def _small(self, shape, pixel_size_A: float, model_pixel_size_A) -> bool:
-        """Whether a frame of ``shape`` goes to the child (its model grid under ``below_grid_px``)."""
+    def _grid(self, shape, pixel_size_A: float, model_pixel_size_A) -> tuple[int, int] | None:
+        """The model grid ``(h, w)`` of a frame of ``shape``; None for an unusable pixel size (the
+        Inferencer reports that)."""
         from engine.infer.preprocess import grid_shape
 
         ps = float(pixel_size_A)
-        if self.below_grid_px is None or not (np.isfinite(ps) and ps > 0):
-            return self.below_grid_px is None
-        h, w = grid_shape(tuple(shape), ps, float(model_pixel_size_A or self.model_pixel_size_A))
-        return h * w < self.below_grid_px
+        if not (np.isfinite(ps) and ps > 0):
+            return None
+        return grid_shape(tuple(shape), ps, float(model_pixel_size_A or self.model_pixel_size_A))
 
-    def _predict(self, a: np.ndarray, pixel_size_A: float, model_pixel_size_A) -> Probabilities:
-        from engine.infer.preprocess import grid_shape
-
+    def _predict(self, a: np.ndarray, pixel_size_A: float, model_pixel_size_A, grid) -> Probabilities:
         ps = float(pixel_size_A)
         inbuf = self._buffer("_in", a.nbytes)
         inbuf.view(a.dtype, a.shape)[...] = a
-        need = 4096
-        if ps > 0 and np.isfinite(ps):
-            h, w = grid_shape(a.shape, ps, float(model_pixel_size_A or self.model_pixel_size_A))
-            need = 3 * h * w * 4
+        need = 3 * grid[0] * grid[1] * 4 if grid is not None else 4096      # (a bad pixel size: the error)
         for _ in range(2):
             outbuf = self._buffer("_out", need)
             self._conn.send(["run", [inbuf.path, inbuf.size], [outbuf.path, outbuf.size], list(a.shape), a.dtype.str,
