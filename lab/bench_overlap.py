@@ -48,7 +48,7 @@ def offline_fps(pipe, frames: list, overlap: bool) -> tuple[float, float]:
 
 def warm_overlap_network(pipe, wait_s: float = 60.0) -> bool:
     """Start the pipeline's overlap network ahead of the timed passes (its network process, where it
-    has one, loads the model in ~0.5 s: a live session pays that once, not per 12-frame pass);
+    has one, loads the model in ~0.5 s: a live session pays that once, not per timed pass);
     whether a process is ready (False: none, or the thread's session serves)."""
     net = pipe.overlap_network() if hasattr(pipe, "overlap_network") else None
     small = getattr(net, "small", None)
