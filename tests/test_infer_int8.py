@@ -196,26 +196,16 @@ def test_cpu_flags_read_from_cpuinfo_text():
 
 def test_choose_rules():
     ok, missing = (True, "m_int8.onnx"), (False, "no INT8 model")
-    calls = []
-
-    def timer(t32, t8):
-        def f():
-            calls.append(1)
-            return t32, t8
-        return f
-
-    assert cp.choose("fp32", ok, {"avx2", "avx512_vnni"}, timer(1, 0.1))[0] == "fp32"
-    assert cp.choose("int8", ok, frozenset(), timer(1, 9))[0] == "int8"          # asked for: no questions
+    assert cp.choose("fp32", ok, {"avx2", "avx512_vnni"})[0] == "fp32"
+    assert cp.choose("int8", ok, frozenset())[0] == "int8"                       # asked for: no questions
     with pytest.raises(cp.Int8Unavailable, match="no INT8 model"):
         cp.choose("int8", missing, {"avx2"})
     assert cp.choose("auto", missing, {"avx2", "avx512_vnni"})[0] == "fp32"
     assert cp.choose("auto", ok, {"sse4_2", "avx"})[0] == "fp32"               # no AVX2
     assert cp.choose("auto", ok, {"avx2", "avx_vnni"})[0] == "int8"
     assert cp.choose("auto", ok, {"avx2", "amx_int8"})[0] == "int8"
-    assert not calls                                                             # flags decided, no timing
-    p, why = cp.choose("auto", ok, {"avx2", "avx512bw"}, timer(1.0, 0.5))
-    assert p == "int8" and "timed" in why and len(calls) == 1
-    assert cp.choose("auto", ok, {"avx2"}, timer(1.0, 0.95))[0] == "fp32"       # not 10 % faster
+    p, why = cp.choose("auto", ok, {"avx2", "avx512f", "avx512bw"})           # no VNNI: FP32, never timed
+    assert p == "fp32" and "without VNNI" in why
     with pytest.raises(ValueError):
         cp.choose("fast", ok, {"avx2"})
 
@@ -254,28 +244,24 @@ def test_selection_wires_the_rules_to_the_model_file(monkeypatch, flags, expect)
             assert inf.precision == asked and ("int8" in inf.description) == (asked == "int8")
 
 
-def test_auto_times_both_on_avx2_without_vnni(monkeypatch):
+def test_auto_on_avx2_without_vnni_runs_fp32_whatever_the_timing(monkeypatch):
+    """Without VNNI, `auto` runs FP32 from the flags alone. It used to time both networks at start-up:
+    on this machine INT8 is about twice as fast, so that rule picked INT8, and on a loaded machine the pick
+    could differ from run to run (the same file analysed twice, with different networks)."""
     from engine.infer.probe import select_backend
 
-    monkeypatch.setattr(cp, "cpu_flags", lambda: frozenset({"avx2"}))
-    real_time_both = cp.time_both
-    seen = []
-
-    def fake_time_both(make32, make8):
-        a, b = make32(), make8()                   # the real backends are built from the two files
-        seen.append((a.precision, b.precision, b.model_path.name))
-        a.close(), b.close()
-        return 1.0, 2.0                            # INT8 slower here -> fp32
-
-    monkeypatch.setattr(cp, "time_both", fake_time_both)
+    monkeypatch.setattr(cp, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512bw"}))
     be, reason = select_backend("onnx", InferenceConfig(backend="onnx"))
-    be.close()
-    assert seen == [("fp32", "int8", INT8.name)] and be.precision == "fp32" and "timed at start-up" in reason
-    # and the real timer runs both on one input, returning two positive medians
-    t32, t8 = real_time_both(lambda: select_backend("onnx", InferenceConfig(cpu_precision="fp32"))[0],
-                           lambda: select_backend("onnx", InferenceConfig(cpu_precision="int8"))[0],
-                           side_px=64, repeats=2)
-    assert t32 > 0 and t8 > 0
+    try:
+        assert be.precision == "fp32" and be.model_path.name == DEFAULT_MODEL.name, reason
+        assert "without VNNI" in reason
+    finally:
+        be.close()
+    be, _ = select_backend("onnx", InferenceConfig(backend="onnx", cpu_precision="int8"))   # asked for: runs
+    try:
+        assert "int8" in be.description
+    finally:
+        be.close()
 
 
 # ----------------------------------------------------------------------------------- accuracy

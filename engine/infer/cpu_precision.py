@@ -3,7 +3,7 @@
 ``Config.inference.cpu_precision`` (``--precision``): ``fp32`` always runs the FP32 model (the
 reference); ``int8`` runs ``<model>_int8.onnx`` next to it (made by ``stemwatch export --int8``) and
 fails with a clear message when that file is missing or was quantised from another FP32 model;
-``auto`` (default) picks INT8 only where it is faster:
+``auto`` (default) picks INT8 only where it is both faster and computed exactly:
 
 1. no INT8 file beside the model, or one made from another FP32 model -> FP32;
 2. the CPU lacks AVX2 (``/proc/cpuinfo`` flags) -> FP32: ONNX Runtime's integer kernels then have
@@ -11,9 +11,11 @@ fails with a clear message when that file is missing or was quantised from anoth
 3. the CPU has VNNI (``avx512_vnni``, ``avx_vnni``) or AMX-INT8 -> INT8: one instruction per 4-way
    u8 x s8 dot product, no intermediate saturation (measured 2.0-2.5x less network time than FP32 on the
    project's AVX-512-VNNI machine, see ``stemwatch bench infer``);
-4. AVX2 or AVX-512 without VNNI -> a short start-up timing decides: both sessions run the same
-   128x128 input interleaved, 5 times each after one warm-up; INT8 wins only when its median is at
-   most 0.9x FP32's (a margin that a noisy machine does not cross by chance).
+4. AVX2 or AVX-512 without VNNI -> FP32. There ONNX Runtime's u8 x s8 kernels add pairs of products
+   in 16 bits (``vpmaddubsw``), which can saturate (microsoft/onnxruntime#12088), so the INT8 maps could
+   differ from the ones measured with VNNI; and the choice must not depend on the machine's load. (An
+   earlier rule timed both sessions at start-up: the same file analysed twice on one machine could then
+   run different networks.) ``--precision int8`` still runs INT8 there, as asked.
 
 Nothing is cached between calls or globally: each backend construction decides afresh, and the
 decision and why are in the backend's ``description`` / the ``Inferencer.selection_reason``.
@@ -23,14 +25,9 @@ TensorRT never uses the INT8 file (it builds FP16 or FP32 engines from the FP32 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-import numpy as np
-
 PRECISIONS = ("auto", "fp32", "int8")
-#: INT8 must be at least this much faster at start-up timing (rule 4)
-TIMING_MARGIN = 0.9
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx_vnni_int8")
 
 
@@ -77,30 +74,9 @@ def int8_matches(int8_file: Path, fp32_sha256: str) -> tuple[bool, str]:
     return True, f"{int8_file.name}"
 
 
-def time_both(make_fp32, make_int8, side_px: int = 128, repeats: int = 5) -> tuple[float, float]:
-    """Median seconds per run of two backends (callables returning one) on the same input, interleaved."""
-    x = np.random.default_rng(0).random((1, 1, side_px, side_px), dtype=np.float32)
-    a, b = make_fp32(), make_int8()
-    try:
-        a.run(x), b.run(x)
-        ta, tb = [], []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            a.run(x)
-            t1 = time.perf_counter()
-            b.run(x)
-            t2 = time.perf_counter()
-            ta.append(t1 - t0)
-            tb.append(t2 - t1)
-        return float(np.median(ta)), float(np.median(tb))
-    finally:
-        a.close()
-        b.close()
-
-
-def choose(requested: str, int8_ok: tuple[bool, str], flags: frozenset[str], timer=None) -> tuple[str, str]:
-    """``(precision, reason)`` by the rules of the module docstring. ``timer()`` -> ``(fp32_s, int8_s)``
-    is called only for rule 4."""
+def choose(requested: str, int8_ok: tuple[bool, str], flags: frozenset[str]) -> tuple[str, str]:
+    """``(precision, reason)`` by the rules of the module docstring: from the request, the INT8 file's
+    check and the CPU flags alone, so the same machine always makes the same choice."""
     if requested not in PRECISIONS:
         raise ValueError(f"CPU precision must be one of {PRECISIONS}, got {requested!r}")
     ok, why = int8_ok
@@ -117,9 +93,4 @@ def choose(requested: str, int8_ok: tuple[bool, str], flags: frozenset[str], tim
     vnni = sorted(f for f in VNNI_FLAGS if f in flags)
     if vnni:
         return "int8", f"auto: CPU has {'/'.join(vnni)} -> int8"
-    if timer is None:
-        return "fp32", "auto: AVX2 without VNNI and no timing -> fp32"
-    t32, t8 = timer()
-    pick = "int8" if t8 <= TIMING_MARGIN * t32 else "fp32"
-    return pick, (f"auto: AVX2 without VNNI, timed at start-up: fp32 {t32 * 1e3:.1f} ms, int8 {t8 * 1e3:.1f} ms "
-                  f"-> {pick}")
+    return "fp32", "auto: AVX2 without VNNI (u8 x s8 products may saturate there) -> fp32"

@@ -56,9 +56,7 @@ def _make_onnx(cfg: InferenceConfig, contract):
         return be
     q = cp.int8_path(contract.path)
     ok = cp.int8_matches(q, contract.sha256) if requested != "fp32" else (False, "not looked for")
-    precision, reason = cp.choose(requested, ok, cp.cpu_flags(),
-                                  timer=lambda: cp.time_both(lambda: make(contract.path, "fp32"),
-                                                             lambda: make(q, "int8")))
+    precision, reason = cp.choose(requested, ok, cp.cpu_flags())
     be = make(q if precision == "int8" else contract.path, precision)
     be.precision_reason = reason
     if precision == "int8" and getattr(cfg, "int8_fp32_fallback", True):
