@@ -23,7 +23,7 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", metavar="FILE", default=None, help="ONNX model (default: the shipped one)")
     g.add_argument("--precision", choices=choices(InferenceConfig, "cpu_precision"), default=None,
                    help=f"CPU backend network: fp32 (the reference), int8 (<model>_int8.onnx) or auto (INT8 on CPUs "
-                        f"where it is faster; default: config, {d.inference.cpu_precision}); TensorRT ignores it")
+                        f"with VNNI, else FP32; default: config, {d.inference.cpu_precision}); TensorRT ignores it")
     g.add_argument("--k-of-n", nargs=2, type=int, metavar=("K", "N"), default=None,
                    help="debounce: a new state must hold K of the last N frames (default: config, "
                         f"{' '.join(map(str, d.events.k_of_n))})")

@@ -65,7 +65,7 @@ class InferenceConfig(Section):
     threads: int | None = None                       # CPU threads; None = physical cores
     engine_cache_dir: str | None = None              # TensorRT engine cache; None = user cache dir
     cpu_precision: Literal["auto", "fp32", "int8"] = "auto"  # ONNX Runtime CPU: FP32 reference or the INT8
-                                                     # <model>_int8.onnx; auto: INT8 where faster (engine/infer/
+                                                     # <model>_int8.onnx; auto: INT8 on CPUs with VNNI (engine/infer/
                                                      # cpu_precision.py); TensorRT never uses INT8
     int8_fp32_fallback: bool = True                  # INT8: rerun a marginal map (undecided, or a Si share
                                                      # near 0.5) with the FP32 reference (engine/infer/fallback.py)
