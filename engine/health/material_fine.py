@@ -17,7 +17,9 @@ transform at the reciprocal lattice points is the same as folding the frame onto
 (motif averaging) and reading the motif's first Fourier components.
 
 A hexagon whose phase says "one sublattice" (ratio < 0.3) may be graphene's {11-20} spots (sharp
-probe): its first order at 1/sqrt(3) the radius, 30 degrees off, is then measured instead.
+probe): its first order at 1/sqrt(3) the radius, 30 degrees off, is then measured instead (the best hexagon
+within VIA_LOBE_BINS of that prediction at the {11-20} radius: where the grid puts a faint hexagon is good to
+about its spots' main lobe).
 
 Graphene when the hexagon stands out (score >= FINE_SCORE: on 320 amorphous and vacuum development
 frames at 0.03-0.08 A/px the best noise hexagon scored 2.7 in the median, at most 5.0) with equal
