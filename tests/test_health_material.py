@@ -717,6 +717,27 @@ def test_fine_hexagon_refined_just_past_the_finest_lattice_searched_is_kept():
         assert v.lattice_constant_px == pytest.approx(GRAPHENE_A / ex.pixel_size_A, rel=0.05)
 
 
+#: development frame (lab.material_eval --seed 4006, graphene_grains 11), by the generator state before it
+GRAINS_4006_11 = {"state": 17699336631965148407800811902692883905, "inc": 142223598021201528735937829208504118835,
+                  "has_uint32": 1, "uinteger": 3371296297}
+
+
+def test_first_order_predicted_from_a_one_sublattice_hexagon_is_searched_over_its_uncertainty():
+    """Graphene grains at 0.0306 A/px (a 16 A field, C-atom SNR 2.2, a sharp 0.76 A probe): the best unwindowed
+    hexagon is graphene's {11-20} triple (4.9, one 'sublattice', ratio 0.23), whose first order lies at 1/sqrt 3
+    its radius, 30 degrees on. Read at that one predicted point it scored 3.6 (< FINE_ALT_SCORE 4), and the frame
+    was `vacuum` at every declaration; three degrees on (0.4 bin at the first order, within the {11-20} spots'
+    main lobe at theirs) it scores 5.0 with equal sublattices (0.89)."""
+    from engine.health.material import _binned
+    from engine.health.material_fine import FINE_ALT_SCORE, FINE_RHO_VACUUM, FINE_SCORE_VACUUM, fine_hexagon
+    ex = _eval_frame("graphene_grains", GRAINS_4006_11)
+    assert ex.pixel_size_A == pytest.approx(0.0306, abs=1e-4)
+    m = fine_hexagon(*_binned(ex.image.astype(np.float32)))
+    assert m["via_11_20"] and m["score_11_20"] >= FINE_SCORE_VACUUM
+    assert m["score"] >= FINE_ALT_SCORE + 0.5 and m["rho"] >= FINE_RHO_VACUUM
+    _graphene_at_every_declaration(ex.image, ex.pixel_size_A, "nothing else above the noise", rel=0.1)
+
+
 def _mos2_flake_beside_graphene(shape):
     """Frame 0 of a static simulated field, graphene with a MoS2 flake over 32 % of it (engine.sim
     MaterialMovie ``graphene_patch`` seed 18 at 0.15 A/px, 1e5 e/A^2): graphene's lattice is a = 16.4 px."""
