@@ -67,25 +67,6 @@ def analysed_split(v, truth) -> tuple[float, float]:
             float(kept[~flake].mean()) if (~flake).any() else float("nan"))
 
 
-def load_cadence(ref: str):
-    """``engine/health/material_cadence.py`` at git revision ``ref`` as a module of its own."""
-    import importlib.util
-    import subprocess
-    import tempfile
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    src = subprocess.run(["git", "show", f"{ref}:engine/health/material_cadence.py"], cwd=root, capture_output=True,
-                         text=True, check=True).stdout
-    path = Path(tempfile.mkdtemp()) / "material_cadence_ref.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location(f"_cadence_{abs(hash(ref))}", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod                     # (dataclasses look their module up there)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def evaluate_movie(frames, truths, px: float, every_n: int = 20, ref_module=None) -> dict:
     from engine.health.material_cadence import MaterialCadence
     from engine.health.monitor import FrameHealth
@@ -175,6 +156,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     imaging = "random" if a.imaging == "random" else None
+    from lab.material_bench import load_cadence
+
     ref_module = load_cadence(a.against) if a.against else None
     arms = "every frame / " + (f"{a.against} / " if a.against else "") + "new"
     print(f"| seed | A/px | frames masked (every frame) | full checks ({'REV / ' if a.against else ''}new) | guard / drift "

@@ -172,8 +172,8 @@ class Spectrum:
     a few spots), ``b`` the binning."""
 
     F: np.ndarray
-    P: np.ndarray
-    ring_mean: np.ndarray
+    P: np.ndarray | None
+    ring_mean: np.ndarray | None
     b: int
     shape: tuple                                     # the binned frame's (h, w)
 
@@ -200,9 +200,10 @@ def binned(image, b: int) -> np.ndarray | None:
     return x
 
 
-def binned_spectrum(x: np.ndarray, b: int, region: np.ndarray | None = None) -> Spectrum | None:
+def binned_spectrum(x: np.ndarray, b: int, region: np.ndarray | None = None, levels: bool = True) -> Spectrum | None:
     """The guard's spectrum of the binned frame ``x`` (from :func:`binned`; overwritten). ``region``:
-    as in :func:`spectrum` (frame-shaped, sampled at the blocks' centres)."""
+    as in :func:`spectrum` (frame-shaped, sampled at the blocks' centres). ``levels`` False: ``F`` only
+    (``P`` and ``ring_mean`` None: all :func:`measure_drift` needs)."""
     from scipy import fft as sfft
 
     h, w = x.shape
@@ -220,6 +221,8 @@ def binned_spectrum(x: np.ndarray, b: int, region: np.ndarray | None = None) -> 
     x -= np.float32(m)
     x *= win
     F = sfft.rfft2(x, workers=1)
+    if not levels:
+        return Spectrum(F, None, None, b, (h, w))
     P = F.real ** 2 + F.imag ** 2
     # each ring's level: its log-mean power (a few strong spots barely move it, even on the short rings
     # near the origin where 6 spots are a tenth of the ring), scaled to the mean for exponential noise
@@ -435,7 +438,9 @@ def measure_drift(S: Spectrum, fp: Fingerprint, prior=(0.0, 0.0)) -> tuple[float
     X = np.where(fp.drift_bins, X / np.maximum(np.abs(X), 1e-30), 0)
     h, w = S.shape
     c = sfft.irfft2(X, s=(h, w), workers=1)
-    sd = float(c.std())
+    # the surface's std from Parseval: K unit bins, each with its mirror (no kx = 0 or Nyquist column among
+    # them), and no DC: sum c^2 = 2K / (h w), mean 0
+    sd = float(np.sqrt(2.0 * np.count_nonzero(fp.drift_bins))) / (h * w)
     if not sd > 0:
         return 0.0, 0.0, 0.0
     b = fp.b
@@ -618,7 +623,7 @@ class MaterialCadence:
         if a.ndim != 2 or tuple(a.shape) != fp.shape:
             return True, "frame shape differs from the checked frame", None
         x = binned(a, fp.b)
-        S = None if x is None else binned_spectrum(x.copy(), fp.b)
+        S = None if x is None else binned_spectrum(x.copy(), fp.b, levels=False)
         if S is None:
             return True, "no usable pixels", None
         k = s.since + 1
@@ -629,7 +634,7 @@ class MaterialCadence:
         if abs(dy) > DRIFT_MAX_FRACTION * H or abs(dx) > DRIFT_MAX_FRACTION * W:
             return True, f"drift: the mask moved by ({dx:+.0f}, {dy:+.0f}) px since frame {s.checked_frame}", None
         mask = shift_mask(s.verdict.mask, dy, dx)
-        frac = float(mask.mean())
+        frac = np.count_nonzero(mask) / mask.size
         if frac < DRIFT_MIN_KEPT:
             return True, f"drift: the moved mask keeps {100 * frac:.0f} % of the field", None
         Sg = binned_spectrum(x, fp.b, mask)
