@@ -30,15 +30,17 @@ import sys
 import numpy as np
 
 
-def movie(seed: int, px: float, n: int, imaging=None, dose=1e5, drift=(0.45, 0.25), size=512, fraction=None):
-    """(frames, truths) of a drifting graphene-beside-MoS2 movie (``fraction``: of the simulated sample,
-    which reaches beyond the field by the drift's span, covered by the flake; default U(0.15, 0.4))."""
+def movie(seed: int, px: float, n: int, imaging=None, dose=1e5, drift=(0.45, 0.25), size=512, fraction=None,
+          other: str = "MoS2"):
+    """(frames, truths) of a drifting movie of graphene beside ``other`` (MoS2, amorphous or vacuum;
+    ``fraction``: of the simulated sample, which reaches beyond the field by the drift's span, covered by
+    it; default U(0.15, 0.4))."""
     from engine.sim.materials import MaterialMovie
     from engine.sim.movie import MovieSpec
 
     spec = MovieSpec(n_frames=n, shape_px=(size, size), pixel_size_A=px, dose_e_per_A2=dose, imaging=imaging,
                      drift_A_per_frame=drift, seed=seed)
-    out = list(MaterialMovie(spec, "graphene_patch", other="MoS2", fraction=fraction).frames())
+    out = list(MaterialMovie(spec, "graphene_patch", other=other, fraction=fraction).frames())
     return [img for img, _ in out], [t for _, t in out]
 
 
@@ -62,7 +64,11 @@ def analysed_split(v, truth) -> tuple[float, float]:
         kept = v.mask[iy, ix]
     else:
         kept = np.ones(len(ix), bool)
-    flake = truth.species[ins] == OTHER
+    from engine.sim.structures import LABEL
+
+    # the other material's atoms: MoS2's (species OTHER) or amorphous carbon's (labelled contamination; the
+    # graphene of a patch sample has no contamination of its own)
+    flake = (truth.species[ins] == OTHER) | (truth.label[ins] == LABEL["contamination"])
     return (float(kept[flake].mean()) if flake.any() else float("nan"),
             float(kept[~flake].mean()) if (~flake).any() else float("nan"))
 
@@ -116,6 +122,13 @@ def _measured(check: str) -> tuple[float, float]:
     return (float(m.group(1)), float(m.group(2))) if m else (float("nan"), float("nan"))
 
 
+def _peak(check: str) -> float:
+    """The phase-correlation peak from a carried verdict's check ("... (peak 12.3)")."""
+    import re
+
+    return float(re.search(r"\(peak ([0-9.]+)\)", check).group(1))
+
+
 def summary(res: dict) -> dict:
     rows = res["rows"]
     ious = [r["iou"] for r in rows if "iou" in r]
@@ -127,6 +140,8 @@ def summary(res: dict) -> dict:
            "iou_median": float(np.median(ious)) if ious else None,
            "iou_true_drift_median": float(np.median([r["iou_true_drift"] for r in rows if "iou" in r])) if ious else None,
            "drift_error_px_max": max(r["drift_error_px"] for r in rows if "iou" in r) if ious else None,
+           "drift_peak_min": min((_peak(r["check"]) for r in rows if r["carried"] and "drift (" in r["check"]),
+                                 default=None),
            "ref_full_checks": res.get("ref_full_checks")}
     # the share of the flake's atoms analysed, over the frames each way analyses (called graphene); the share of
     # the lattice atoms analysed over all frames (a frame not called graphene keeps none)
@@ -148,6 +163,8 @@ def main(argv=None) -> int:
     ap.add_argument("--imaging", choices=("default", "random"), default="default")
     ap.add_argument("--dose", type=float, default=1e5)
     ap.add_argument("--drift", type=float, nargs=2, default=(0.45, 0.25), metavar=("DX", "DY"), help="A per frame")
+    ap.add_argument("--other", choices=("MoS2", "amorphous", "vacuum"), default="MoS2",
+                    help="what lies beside the graphene (default MoS2; the 'flake' columns then count its atoms)")
     ap.add_argument("--fraction", type=float, default=None,
                     help="share of the simulated sample covered by the flake (default U(0.15, 0.4); 0.5: the edge "
                          "crosses the field's centre at the start)")
@@ -162,12 +179,13 @@ def main(argv=None) -> int:
     arms = "every frame / " + (f"{a.against} / " if a.against else "") + "new"
     print(f"| seed | A/px | frames masked (every frame) | full checks ({'REV / ' if a.against else ''}new) | guard / drift "
           f"fired (new) | carried masks | IoU carried vs fresh: min / median (n); moved by the true drift: median | "
-          f"drift error max (px) | graphene frames ({arms}) | flake atoms analysed in them ({arms}) | lattice atoms "
+          f"drift error max (px); lowest peak | graphene frames ({arms}) | flake atoms analysed in them ({arms}) | lattice atoms "
           f"analysed ({arms}) |\n|---|---|---|---|---|---|---|---|---|---|---|")
     allres = []
     for seed in a.seeds:
         for px in a.pixel_sizes:
-            frames, truths = movie(seed, px, a.frames, imaging, a.dose, tuple(a.drift), fraction=a.fraction)
+            frames, truths = movie(seed, px, a.frames, imaging, a.dose, tuple(a.drift), fraction=a.fraction,
+                                   other=a.other)
             sm = summary(evaluate_movie(frames, truths, px, a.every_n, ref_module))
             sm.update(seed=seed, pixel_size_A=px)
             allres.append(sm)
@@ -181,7 +199,7 @@ def main(argv=None) -> int:
             fc = (f"{sm['ref_full_checks']} / " if a.against else "") + str(sm["full_checks"])
             print(f"| {seed} | {px} | {sm['masked_old']} | {fc} | {sm['guard_fired']} / {sm['drift_lost']} | "
                   f"{sm['carried_masks']} | {f(sm['iou_min'])} / {f(sm['iou_median'])} ({sm['iou_n']}); "
-                  f"{f(sm['iou_true_drift_median'])} | {f(sm['drift_error_px_max'])} | "
+                  f"{f(sm['iou_true_drift_median'])} | {f(sm['drift_error_px_max'])}; {f(sm['drift_peak_min'])} | "
                   f"{' / '.join(str(sm['graphene_' + p]) for p in (('old', 'ref', 'new') if a.against else ('old', 'new')))} | "
                   f"{arms_of('flake_in')} | {arms_of('lattice_in')} |",
                   flush=True)
