@@ -503,7 +503,8 @@ class CadenceState:
     guard_fired: int = 0
     carried: int = 0
     shift: tuple = (0.0, 0.0)                        # (dy, dx) frame px the field moved since the last full check
-    velocity: tuple = (0.0, 0.0)                     # the series' drift (frame px per frame) last measured
+    velocity: tuple = (0.0, 0.0)                     # the series' drift (frame px per frame) last measured (a
+                                                     # masked series: the drift predicted for the next frame)
     drift_lost: int = 0                              # full checks because a masked field could not be followed
 
 
@@ -630,6 +631,7 @@ class MaterialCadence:
         dy, dx, peak = measure_drift(S, fp, (s.velocity[0] * k, s.velocity[1] * k))
         H, W = fp.shape
         if peak < DRIFT_MIN_PEAK:
+            s.velocity = (0.0, 0.0)          # (the drift may have changed: the next search starts from none)
             return True, f"drift: the field could not be followed (phase-correlation peak {peak:.1f})", None
         if abs(dy) > DRIFT_MAX_FRACTION * H or abs(dx) > DRIFT_MAX_FRACTION * W:
             return True, f"drift: the mask moved by ({dx:+.0f}, {dy:+.0f}) px since frame {s.checked_frame}", None
