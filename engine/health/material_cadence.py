@@ -245,8 +245,9 @@ class Fingerprint:
     the spots' contrast; phase : their bispectrum phase (rad); own : bins that are the reference's own
     strong bins (excluded from the foreign-peak test); foreign : the reference's strongest bin
     outside them (power over its ring's mean). For a verdict whose mask is in use (the guard's figures then
-    come from the graphene region alone): F, the whole field's binned spectrum, and drift_bins, the bins
-    that :func:`measure_drift` correlates (:func:`_drift_bins`); else None."""
+    come from the graphene region alone): drift_bins, the bins that :func:`measure_drift` correlates
+    (:func:`_drift_bins`), and F, the conjugate phases of the whole field's binned spectrum there (unit
+    magnitude; 0 elsewhere); else None."""
 
     shape: tuple
     b: int
@@ -356,7 +357,11 @@ def fingerprint(image, verdict: MaterialVerdict, region: np.ndarray | None = Non
     rest = q[~own]
     fp.foreign = float(rest.max()) if rest.size else 0.0
     if region is not None:
-        fp.F, fp.drift_bins = whole.F, _drift_bins(whole)
+        keep = _drift_bins(whole)
+        # the reference's phases over those bins (unit magnitude, 0 elsewhere): the frame's own phases times
+        # these are the whitened cross-power spectrum
+        fp.F = np.where(keep, np.conj(whole.F) / np.maximum(np.abs(whole.F), np.float32(1e-30)), 0).astype(np.complex64)
+        fp.drift_bins = keep
     return fp
 
 
@@ -434,8 +439,8 @@ def measure_drift(S: Spectrum, fp: Fingerprint, prior=(0.0, 0.0)) -> tuple[float
 
     if fp.F is None or fp.drift_bins is None or S.F.shape != fp.F.shape:
         return 0.0, 0.0, 0.0
-    X = S.F * np.conj(fp.F)
-    X = np.where(fp.drift_bins, X / np.maximum(np.abs(X), 1e-30), 0)
+    X = S.F * fp.F                                   # (fp.F: the reference's conjugate phases, 0 off drift_bins)
+    X /= np.maximum(np.abs(S.F), np.float32(1e-30))
     h, w = S.shape
     c = sfft.irfft2(X, s=(h, w), workers=1)
     # the surface's std from Parseval: K unit bins, each with its mirror (no kx = 0 or Nyquist column among
