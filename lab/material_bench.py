@@ -23,6 +23,15 @@ the guard's own cost (median over the carried-over frames) and the number of ful
 
     python -m lab.material_bench --series 50 --repeat 5 [--pixel-size 0.04] [--switch MoS2]
 
+``--movie beside_MoS2`` judges a drifting field of graphene beside a MoS2 flake instead (engine.sim
+``MaterialMovie`` ``graphene_patch`` with ``other="MoS2"``, the flake over 40 % of the simulated sample; at
+0.15 A/px with ``--seed 1`` every frame's full check gives a graphene mask): a masked series. With
+``--against REV`` the old way is ``engine/health/material_cadence.py`` as it was at git revision REV (before
+the mask was carried: a full check on every frame while one was in use), interleaved frame by frame with
+today's cadence; the table gives both and their ratio:
+
+    python -m lab.material_bench --series 50 --repeat 5 --movie beside_MoS2 --pixel-size 0.15 --against dc1f23c
+
 ``--pipeline N`` runs ``Pipeline.process`` (CPU backend, overlap off) on the N frames of ``stemwatch bench
 pipeline``'s 512^2 movie with a full material check on every frame (``material_recheck_every_n_frames``
 1: the behaviour before the cadence) and with the default cadence, the two pipelines interleaved frame
@@ -109,10 +118,28 @@ def bench(size: int = 512, repeat: int = 200, pixel_size_A: float = 0.1, against
     return out
 
 
+def load_cadence(ref: str):
+    """``engine/health/material_cadence.py`` at git revision ``ref`` as a module of its own (it imports
+    today's ``engine.health.material``)."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    src = subprocess.run(["git", "show", f"{ref}:engine/health/material_cadence.py"], cwd=root, capture_output=True,
+                         text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp()) / "material_cadence_ref.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location(f"_cadence_{abs(hash(ref))}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod                     # (dataclasses look their module up there)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def series_frames(n: int, size: int, pixel_size_A: float, switch: str | None = None, seed: int = 1,
-                  imaging: str | None = None):
+                  imaging: str | None = None, movie: str = "graphene"):
     """An n-frame simulated graphene movie (drift, dopants) as pipeline Frames of one series; with
-    ``switch`` its second half shows that material (same imaging and drift; no jump)."""
+    ``switch`` its second half shows that material (same imaging and drift; no jump). ``movie``
+    ``beside_MoS2``: graphene beside a MoS2 flake (the flake over 40 % of the simulated sample)."""
     import dataclasses
 
     from engine.sim.materials import MaterialMovie
@@ -123,7 +150,12 @@ def series_frames(n: int, size: int, pixel_size_A: float, switch: str | None = N
     spec = MovieSpec(n_frames=n, shape_px=(size, size), pixel_size_A=pixel_size_A, dose_e_per_A2=1e5,
                      imaging=imaging, drift_A_per_frame=(0.45, 0.25), dopants=dop, first_dopant_centre=False,
                      seed=seed)
-    imgs = [img for img, _ in simulate_movie(spec)]
+    if movie == "beside_MoS2":
+        imgs = [img for img, _ in MaterialMovie(spec, "graphene_patch", other="MoS2", fraction=0.4).frames()]
+    elif movie == "graphene":
+        imgs = [img for img, _ in simulate_movie(spec)]
+    else:
+        raise ValueError(f"movie must be graphene or beside_MoS2, got {movie!r}")
     if switch:
         k = n // 2
         other = [img for img, _ in MaterialMovie(dataclasses.replace(spec, n_frames=n - k), switch).frames()]
@@ -132,8 +164,9 @@ def series_frames(n: int, size: int, pixel_size_A: float, switch: str | None = N
             for i, img in enumerate(imgs)]
 
 
-def bench_series(frames, repeat: int = 5, every_n: int | None = None) -> dict:
-    """Old (full check on every frame) vs new (the cadence), interleaved frame by frame."""
+def bench_series(frames, repeat: int = 5, every_n: int | None = None, against=None) -> dict:
+    """Old (full check on every frame; or ``against``'s ``MaterialCadence``, a material_cadence module of
+    another revision: :func:`load_cadence`) vs new (today's cadence), interleaved frame by frame."""
     from engine.health.material_cadence import MaterialCadence
     from engine.health.monitor import FrameHealth
     from engine.pipeline import frame_material
@@ -141,29 +174,42 @@ def bench_series(frames, repeat: int = 5, every_n: int | None = None) -> dict:
 
     n = every_n or Config().chemistry.material_recheck_every_n_frames
     cad = MaterialCadence(n)
+    ref = against.MaterialCadence(n) if against is not None else None
+
+    def old_way(f):
+        return ref.verdict(f, FrameHealth(), frame_material) if ref is not None else frame_material(f)
+
     for f in frames[:3]:                                  # warm-up (imports, caches)
-        frame_material(f)
+        old_way(f)
         cad.verdict(f, FrameHealth(), frame_material)
-    old, new, guard, fulls, fired = [], [], [], [], []
+    old, new, guard, fulls, fired, masked, old_fulls = [], [], [], [], [], [], []
     for _ in range(repeat):
         cad.reset()
+        if ref is not None:
+            ref.reset()
         to, tn = np.empty(len(frames)), np.empty(len(frames))
+        nm = 0
         for i, f in enumerate(frames):
             c0 = time.process_time()
-            frame_material(f)
+            old_way(f)
             c1 = time.process_time()
             v = cad.verdict(f, FrameHealth(), frame_material)
             c2 = time.process_time()
             to[i], tn[i] = c1 - c0, c2 - c1
+            nm += int(v.is_graphene and v.mask is not None and v.graphene_fraction < cad.mask_below)
             if v.carried_over:
                 guard.append(c2 - c1)
         old.append(to.mean())
         new.append(tn.mean())
         fulls.append(cad.s.full_checks)
-        fired.append(cad.s.guard_fired)
+        fired.append(cad.s.guard_fired + cad.s.drift_lost)
+        masked.append(nm)
+        old_fulls.append(ref.s.full_checks if ref is not None else len(frames))
     return {"frames": len(frames), "every_n": n, "old_ms": 1e3 * float(np.median(old)),
             "new_ms": 1e3 * float(np.median(new)), "guard_ms": 1e3 * float(np.median(guard)) if guard else None,
-            "full_checks": int(np.median(fulls)), "guard_fired": int(np.median(fired))}
+            "full_checks": int(np.median(fulls)), "guard_fired": int(np.median(fired)),
+            "old_full_checks": int(np.median(old_fulls)), "masked_frames": int(np.median(masked)),
+            "ratio_per_repeat": [float(a / b) for a, b in zip(old, new)]}
 
 
 def bench_pipeline_cadence(n: int = 24, size: int = 512, repeat: int = 2) -> dict:
@@ -215,7 +261,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=200, help="calls per frame and version (default 200)")
     ap.add_argument("--pixel-size", type=float, default=0.1, help="A/px of the frames (default 0.1)")
     ap.add_argument("--against", default=None, metavar="REF",
-                    help="also time engine/health/material.py at this git revision, interleaved")
+                    help="also time engine/health/material.py at this git revision, interleaved (with --series: "
+                         "engine/health/material_cadence.py of that revision as the old way)")
     ap.add_argument("--json", default=None, help="write the figures here")
     ap.add_argument("--series", type=int, default=0, metavar="N",
                     help="time the per-series cadence on an N-frame simulated graphene movie instead")
@@ -224,6 +271,8 @@ def main(argv=None) -> int:
     ap.add_argument("--imaging", choices=("default", "random"), default="default",
                     help="with --series: the movie's imaging (random: drawn over the simulator's ranges from --seed)")
     ap.add_argument("--seed", type=int, default=1, help="with --series: the movie's seed (default 1)")
+    ap.add_argument("--movie", choices=("graphene", "beside_MoS2"), default="graphene",
+                    help="with --series: graphene (default) or graphene beside a MoS2 flake (a masked series)")
     ap.add_argument("--every-n", type=int, default=None,
                     help="with --series: full check at least every this many frames (default: the Config's)")
     ap.add_argument("--pipeline", type=int, default=0, metavar="N",
@@ -245,18 +294,22 @@ def main(argv=None) -> int:
         import os
 
         frames = series_frames(a.series, a.size, a.pixel_size, a.switch, a.seed,
-                               "random" if a.imaging == "random" else None)
-        res = bench_series(frames, a.repeat, a.every_n)
-        print(f"material verdict on a {res['frames']}-frame {a.size}x{a.size} series at {a.pixel_size} A/px "
+                               "random" if a.imaging == "random" else None, a.movie)
+        ref = load_cadence(a.against) if a.against else None
+        res = bench_series(frames, a.repeat, a.every_n, ref)
+        old_name = f"old: cadence of {a.against}" if a.against else "old: every frame"
+        print(f"material verdict on a {res['frames']}-frame {a.size}x{a.size} {a.movie} series at {a.pixel_size} A/px "
               f"({a.imaging} imaging, seed {a.seed})"
               f"{' switching to ' + a.switch + ' halfway' if a.switch else ''}; {a.repeat} repeats, interleaved; "
-              f"load average {os.getloadavg()[0]:.1f}")
-        print("| per frame (CPU ms, process_time, median of the series means) | old: every frame | new: cadence |\n|---|---|---|")
+              f"load average {os.getloadavg()[0]:.1f}; frames with a mask in use (new): {res['masked_frames']}")
+        print(f"| per frame (CPU ms, process_time, median of the series means) | {old_name} | new: cadence |\n|---|---|---|")
         print(f"| amortised | {res['old_ms']:.2f} | {res['new_ms']:.2f} |")
+        r = res["ratio_per_repeat"]
+        print(f"| old / new (per repeat: median, min-max) | {np.median(r):.2f} ({min(r):.2f}-{max(r):.2f}) | |")
         print(f"| guard alone (carried-over frames) | | {res['guard_ms']:.2f} |" if res["guard_ms"] is not None else
               "| guard alone | | (no carried-over frame) |")
-        print(f"| full checks per series | {res['frames']} | {res['full_checks']} (every {res['every_n']}; "
-              f"guard fired {res['guard_fired']}) |")
+        print(f"| full checks per series | {res['old_full_checks']} | {res['full_checks']} (every {res['every_n']}; "
+              f"guard or drift fired {res['guard_fired']}) |")
         return _write_json(res, a.json)
     against = load_revision(a.against) if a.against else None
     res = bench(a.size, a.repeat, a.pixel_size, against)

@@ -8,14 +8,19 @@ per pipeline, reset with the series) runs the full check only
   ``fov_jump`` (the frame's own health verdict, or one found after the previous frame's atoms:
   :meth:`MaterialCadence.invalidate`), when the declared or the lattice-estimated pixel size changes;
 * every ``recheck_every_n_frames`` frames (``Config.chemistry.material_recheck_every_n_frames``);
-* on every frame while the series' verdict carries a graphene mask (a partly graphene field: the mask
-  must follow the drift; rare), and on every frame of a series whose lattice spots are too faint for
-  the guard to watch (:data:`SPOT_USABLE`; fine sampling at low dose);
+* on every frame of a series whose lattice spots are too faint for the guard to watch
+  (:data:`SPOT_USABLE`; fine sampling at low dose);
 * on the frame after a full check whose verdict is new (the series' first) or changed: a verdict is
   carried over only once two full checks in a row agree, so one misjudged frame (a low-dose graphene
   frame called ``not_graphene``, or worse a MoS2 frame called ``graphene``) is not repeated for up to
   N frames but stays one frame, as with a full check on every frame;
-* whenever the **guard** fires.
+* whenever the **guard** fires;
+* while the series' verdict carries a graphene mask that the pipeline applies (a partly graphene field,
+  e.g. graphene beside a MoS2 flake), whenever the field's drift since the full check cannot be followed
+  (:func:`measure_drift`: no clear phase-correlation peak near the drift predicted, a jump or another
+  field), or has moved the mask by more than :data:`DRIFT_MAX_FRACTION` of the field. In between, the
+  full check's mask is carried moved with the drift (:func:`shift_mask`), and the guard looks at the
+  moved graphene region only.
 
 The guard (:func:`fingerprint`, :func:`guard`) is a binned spectrum of the frame (block means to
 ~128 px a side, one 128^2 real FFT: 0.5-1 ms of CPU on a loaded 2-core machine): against the spectrum of the frame the verdict came
@@ -86,6 +91,18 @@ OWN_LEVEL = 8.0
 CLIP_STD = 3.0
 #: Rings closer to the origin than this (bins) are ignored (gradients, the window's leakage).
 MIN_RING_BINS = 3
+#: Drift of a masked field (a graphene mask carried between full checks, moved with the field): the
+#: phase-correlation peak is searched within this many binned px of the shift predicted from the
+#: series' drift so far (a second, weaker peak of the MoS2 flake's texture lies ~20 binned px off) ...
+DRIFT_SEARCH_BINS = 5
+#: ... and must stand this far over the correlation surface's std (unrelated frames: <= ~4.5 anywhere,
+#: ~3 within the search window), else the field is not followed: full check.
+DRIFT_MIN_PEAK = 6.0
+#: A mask moved by more than this fraction of the frame's side (either axis) since the full check is
+#: extrapolated over too much of the field (the strip that came into view takes the edge's value): full check.
+DRIFT_MAX_FRACTION = 0.25
+#: A carried mask that keeps less than this fraction of the field (the graphene drifted out): full check.
+DRIFT_MIN_KEPT = 0.05
 
 
 @dataclass(frozen=MaterialVerdict.__dataclass_params__.frozen)      # (a frozen parent needs a frozen child)
@@ -112,10 +129,12 @@ class CadencedVerdict(MaterialVerdict):
         return d
 
 
-def _as_cadenced(v: MaterialVerdict, carried_from_frame: int, check: str, reason: str | None = None) -> CadencedVerdict:
+def _as_cadenced(v: MaterialVerdict, carried_from_frame: int, check: str, reason: str | None = None,
+                 **fields) -> CadencedVerdict:
     kw = {f.name: getattr(v, f.name) for f in dataclasses.fields(MaterialVerdict)}
     if reason is not None:
         kw["reason"] = reason
+    kw.update(fields)                                # (a carried mask moved with the drift, its fraction)
     return CadencedVerdict(**kw, carried_from_frame=int(carried_from_frame), check=check)
 
 
@@ -153,16 +172,23 @@ class Spectrum:
     a few spots), ``b`` the binning."""
 
     F: np.ndarray
-    P: np.ndarray
-    ring_mean: np.ndarray
+    P: np.ndarray | None
+    ring_mean: np.ndarray | None
     b: int
     shape: tuple                                     # the binned frame's (h, w)
 
 
-def spectrum(image, b: int) -> Spectrum | None:
-    """The binned, windowed spectrum of ``image`` (None when the frame has no usable pixels)."""
-    from scipy import fft as sfft
+def spectrum(image, b: int, region: np.ndarray | None = None) -> Spectrum | None:
+    """The binned, windowed spectrum of ``image`` (None when the frame has no usable pixels).
+    ``region``: frame-shaped bool, the part of the field to look at (a graphene mask); the binned
+    pixels outside it take the mean of those inside."""
+    x = binned(image, b)
+    return None if x is None else binned_spectrum(x, b, region)
 
+
+def binned(image, b: int) -> np.ndarray | None:
+    """``image`` block-averaged by ``b`` (whole blocks only; non-finite pixels replaced by the median),
+    float32; None when the frame has no usable pixels."""
     a = np.asarray(image)
     if a.ndim != 2 or min(a.shape) < 16 * b:
         return None
@@ -171,7 +197,22 @@ def spectrum(image, b: int) -> Spectrum | None:
         if not np.isfinite(x).any():
             return None
         x = np.where(np.isfinite(x), x, np.float32(np.nanmedian(x)))
+    return x
+
+
+def binned_spectrum(x: np.ndarray, b: int, region: np.ndarray | None = None, levels: bool = True) -> Spectrum | None:
+    """The guard's spectrum of the binned frame ``x`` (from :func:`binned`; overwritten). ``region``:
+    as in :func:`spectrum` (frame-shaped, sampled at the blocks' centres). ``levels`` False: ``F`` only
+    (``P`` and ``ring_mean`` None: all :func:`measure_drift` needs)."""
+    from scipy import fft as sfft
+
     h, w = x.shape
+    if region is not None:
+        r = np.asarray(region, bool)[b // 2::b, b // 2::b][:h, :w]
+        if r.shape != x.shape or not r.any():
+            return None
+        if not r.all():
+            x[~r] = np.float32(x[r].mean(dtype=np.float64))
     win, ring, count, _ = _geometry(h, w)
     m, sd = float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
     if CLIP_STD:
@@ -180,6 +221,8 @@ def spectrum(image, b: int) -> Spectrum | None:
     x -= np.float32(m)
     x *= win
     F = sfft.rfft2(x, workers=1)
+    if not levels:
+        return Spectrum(F, None, None, b, (h, w))
     P = F.real ** 2 + F.imag ** 2
     # each ring's level: its log-mean power (a few strong spots barely move it, even on the short rings
     # near the origin where 6 spots are a tenth of the ring), scaled to the mean for exponential noise
@@ -201,7 +244,10 @@ class Fingerprint:
     (None: no usable lattice spots); spot_ring : bin indices (flat) of the spots' ring; contrast :
     the spots' contrast; phase : their bispectrum phase (rad); own : bins that are the reference's own
     strong bins (excluded from the foreign-peak test); foreign : the reference's strongest bin
-    outside them (power over its ring's mean)."""
+    outside them (power over its ring's mean). For a verdict whose mask is in use (the guard's figures then
+    come from the graphene region alone): drift_bins, the bins that :func:`measure_drift` correlates
+    (:func:`_drift_bins`), and F, the conjugate phases of the whole field's binned spectrum there (unit
+    magnitude; 0 elsewhere); else None."""
 
     shape: tuple
     b: int
@@ -212,6 +258,8 @@ class Fingerprint:
     own: np.ndarray | None = field(default=None, repr=False)
     foreign: float = 0.0
     gather: tuple | None = field(default=None, repr=False)    # _gather(spots, binned shape)
+    F: np.ndarray | None = field(default=None, repr=False)
+    drift_bins: np.ndarray | None = field(default=None, repr=False)
 
 
 #: offsets (d1 + d2) of the k3 bins in the bispectrum sum, as indices into the 5 x 5 grid around k3
@@ -257,15 +305,23 @@ def _norm(S: Spectrum) -> np.ndarray:
     return q
 
 
-def fingerprint(image, verdict: MaterialVerdict) -> Fingerprint | None:
-    """The guard's reference from the frame of a full check and its verdict."""
+def fingerprint(image, verdict: MaterialVerdict, region: np.ndarray | None = None) -> Fingerprint | None:
+    """The guard's reference from the frame of a full check and its verdict. ``region``: the verdict's
+    graphene mask when one is in use: the guard's tests then look at that part of the field only (a
+    bright MoS2 flake over a third of the field raised the rings so that graphene's spots stood out
+    only 13-26 there, too little to watch), and :func:`measure_drift` keeps the whole field's
+    spectrum (the flake's edge and texture are what show the drift best)."""
     a = np.asarray(image)
     if a.ndim != 2:
         return None
     a_px = float(getattr(verdict, "lattice_constant_px", float("nan")))
     f1 = 2.0 / (np.sqrt(3.0) * a_px) if np.isfinite(a_px) and a_px > 0 else None      # cycles per frame px
     b = _binning(a.shape, f1)
-    S = spectrum(a, b)
+    x = binned(a, b)
+    if x is None:
+        return None
+    whole = binned_spectrum(x.copy() if region is not None else x, b)
+    S = whole if region is None else binned_spectrum(x, b, region)
     if S is None:
         return None
     fp = Fingerprint(shape=tuple(a.shape), b=b)
@@ -296,33 +352,62 @@ def fingerprint(image, verdict: MaterialVerdict) -> Fingerprint | None:
             if contrast >= SPOT_USABLE:
                 fp.spots, fp.spot_ring, fp.contrast, fp.phase = spots, ring_idx, contrast, phase
                 fp.gather = (idx, neg)
-    own = q > OWN_LEVEL
-    if own.any():
-        # grown by 2 bins (a diamond; rows wrap: they continue at negative frequencies)
-        seed, grown = own, own.copy()
-        for dy, dx in ((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if 0 < abs(dy) + abs(dx) <= 2):
-            sh = np.roll(seed, dy, axis=0)
-            if dx > 0:
-                grown[:, dx:] |= sh[:, :-dx]
-            elif dx < 0:
-                grown[:, :dx] |= sh[:, -dx:]
-            else:
-                grown |= sh
-        own = grown
+    own = _grown(q > OWN_LEVEL)
     fp.own = own
     rest = q[~own]
     fp.foreign = float(rest.max()) if rest.size else 0.0
+    if region is not None:
+        keep = _drift_bins(whole)
+        # the reference's phases over those bins (unit magnitude, 0 elsewhere): the frame's own phases times
+        # these are the whitened cross-power spectrum
+        fp.F = np.where(keep, np.conj(whole.F) / np.maximum(np.abs(whole.F), np.float32(1e-30)), 0).astype(np.complex64)
+        fp.drift_bins = keep
     return fp
+
+
+def _grown(strong: np.ndarray) -> np.ndarray:
+    """``strong`` (half-plane bool) grown by 2 bins (a diamond; rows wrap: they continue at negative
+    frequencies)."""
+    if not strong.any():
+        return strong
+    grown = strong.copy()
+    for dy, dx in ((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if 0 < abs(dy) + abs(dx) <= 2):
+        sh = np.roll(strong, dy, axis=0)
+        if dx > 0:
+            grown[:, dx:] |= sh[:, :-dx]
+        elif dx < 0:
+            grown[:, :dx] |= sh[:, -dx:]
+        else:
+            grown |= sh
+    return grown
+
+
+def _drift_bins(S: Spectrum) -> np.ndarray:
+    """The bins :func:`measure_drift` correlates: not the frame's strong bins (its lattices: no aliasing
+    at their periods), grown by 2 bins; not the axes nor the rings next to the origin (scan artefacts and
+    gradients, fixed in the frame)."""
+    q = _norm(S)
+    grown = _grown(q > OWN_LEVEL)
+    keep = ~grown & (q > 0)                          # (_norm: 0 on the axes, next to the origin, in the corners)
+    return keep
 
 
 def guard(image, fp: Fingerprint) -> tuple[bool, str]:
     """(fires, why): whether ``image`` may show something else than the frame of ``fp``."""
+    S, why = _frame_spectrum(image, fp)
+    return (True, why) if S is None else _guard(S, fp)
+
+
+def _frame_spectrum(image, fp: Fingerprint) -> tuple[Spectrum | None, str]:
+    """The guard's spectrum of ``image`` at the binning of ``fp`` (None and why when it cannot be compared)."""
     a = np.asarray(image)
     if a.ndim != 2 or tuple(a.shape) != fp.shape:
-        return True, "frame shape differs from the checked frame"
+        return None, "frame shape differs from the checked frame"
     S = spectrum(a, fp.b)
-    if S is None:
-        return True, "no usable pixels"
+    return (None, "no usable pixels") if S is None else (S, "")
+
+
+def _guard(S: Spectrum, fp: Fingerprint) -> tuple[bool, str]:
     why = []
     if fp.spots is not None:
         contrast, phase = _spot_contrast(S, *fp.gather, fp.spot_ring)
@@ -341,6 +426,66 @@ def guard(image, fp: Fingerprint) -> tuple[bool, str]:
         return True, f"guard: a new spectral peak {foreign:.0f} x its ring (checked frame {fp.foreign:.0f})"
     why.append(f"new peaks {foreign:.0f} (was {fp.foreign:.0f})")
     return False, "guard ok: " + ", ".join(why)
+
+
+# ---------------------------------------------------------------------------------------------- drift
+def measure_drift(S: Spectrum, fp: Fingerprint, prior=(0.0, 0.0)) -> tuple[float, float, float]:
+    """(dy, dx, peak): how far the field of the frame of ``S`` has moved since the frame of ``fp`` (frame
+    px: the content of the reference at (y, x) is now at (y + dy, x + dx)), by phase correlation of the
+    two binned spectra over ``fp.drift_bins``; the peak is searched within :data:`DRIFT_SEARCH_BINS`
+    binned px of ``prior`` (the shift predicted, frame px) and refined by a parabola through its
+    neighbours. ``peak``: its height over the correlation surface's std (0: no reference)."""
+    from scipy import fft as sfft
+
+    if fp.F is None or fp.drift_bins is None or S.F.shape != fp.F.shape:
+        return 0.0, 0.0, 0.0
+    X = S.F * fp.F                                   # (fp.F: the reference's conjugate phases, 0 off drift_bins)
+    X /= np.maximum(np.abs(S.F), np.float32(1e-30))
+    h, w = S.shape
+    c = sfft.irfft2(X, s=(h, w), workers=1)
+    # the surface's std from Parseval: K unit bins, each with its mirror (no kx = 0 or Nyquist column among
+    # them), and no DC: sum c^2 = 2K / (h w), mean 0
+    sd = float(np.sqrt(2.0 * np.count_nonzero(fp.drift_bins))) / (h * w)
+    if not sd > 0:
+        return 0.0, 0.0, 0.0
+    b = fp.b
+    py, px = float(prior[0]) / b, float(prior[1]) / b
+    r = DRIFT_SEARCH_BINS
+    oy = np.arange(int(np.floor(py)) - r, int(np.ceil(py)) + r + 1)
+    ox = np.arange(int(np.floor(px)) - r, int(np.ceil(px)) + r + 1)
+    win = c[np.ix_(oy % h, ox % w)]
+    near = (oy[:, None] - py) ** 2 + (ox[None, :] - px) ** 2 <= (r + 0.5) ** 2
+    k = int(np.argmax(np.where(near, win, -np.inf)))
+    iy, ix = int(oy[k // len(ox)]), int(ox[k % len(ox)])
+
+    def vertex(lo, mid, hi):                     # parabola through three samples: offset of its top
+        d = lo - 2.0 * mid + hi
+        return 0.5 * (lo - hi) / d if d < 0 else 0.0
+
+    m = float(c[iy % h, ix % w])
+    dy = iy + vertex(float(c[(iy - 1) % h, ix % w]), m, float(c[(iy + 1) % h, ix % w]))
+    dx = ix + vertex(float(c[iy % h, (ix - 1) % w]), m, float(c[iy % h, (ix + 1) % w]))
+    return dy * b, dx * b, m / sd
+
+
+def shift_mask(mask: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """``mask`` (frame-shaped bool) moved with the field by (dy, dx) frame px (rounded); the strips that
+    came into view take the value at the edge they came in from (the nearest cell known)."""
+    m = np.asarray(mask, bool)
+    H, W = m.shape
+    dy, dx = int(np.clip(round(dy), -(H - 1), H - 1)), int(np.clip(round(dx), -(W - 1), W - 1))
+    out = np.empty_like(m)
+    out[max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)] = \
+        m[max(-dy, 0):H - max(dy, 0), max(-dx, 0):W - max(dx, 0)]
+    if dy > 0:
+        out[:dy] = out[dy]
+    elif dy < 0:
+        out[H + dy:] = out[H + dy - 1]
+    if dx > 0:
+        out[:, :dx] = out[:, dx:dx + 1]
+    elif dx < 0:
+        out[:, W + dx:] = out[:, W + dx - 1:W + dx]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- cadence
@@ -362,6 +507,10 @@ class CadenceState:
     full_checks: int = 0                             # in this series
     guard_fired: int = 0
     carried: int = 0
+    shift: tuple = (0.0, 0.0)                        # (dy, dx) frame px the field moved since the last full check
+    velocity: tuple = (0.0, 0.0)                     # the series' drift (frame px per frame) last measured (a
+                                                     # masked series: the drift predicted for the next frame)
+    drift_lost: int = 0                              # full checks because a masked field could not be followed
 
 
 #: A lattice pixel-size estimate that moves by more than this fraction (or appears / disappears) is a
@@ -427,37 +576,80 @@ class MaterialCadence:
             return "pixel-size estimate changed"
         if s.since + 1 >= self.n:
             return f"every {self.n} frames"
-        if self._masked(s.verdict):
-            return "a graphene mask is in use (it must follow the drift)"
         if s.fp is None:
             return "no guard reference (the lattice's spots are too faint to watch, or none could be measured)"
         return ""
 
     def verdict(self, frame, health, full) -> CadencedVerdict:
         """The frame's material verdict: ``full(frame)`` (a :class:`MaterialVerdict`) when due or when
-        the guard fires, else the series' verdict carried over."""
+        the guard fires, else the series' verdict carried over (with its graphene mask, when one is in
+        use, moved with the drift measured since the full check: :meth:`_follow`)."""
         s = self.s
         run = int(getattr(frame, "run", 0))
         if frame.series != s.series or run != s.run:
             self.s = s = CadenceState(series=frame.series, run=run)
         why = self._due(frame, health)
         if not why:
-            fired, note = guard(frame.data, s.fp)
+            v = s.verdict
+            fired, note, moved = self._follow(frame) if self._masked(v) else (*guard(frame.data, s.fp), {})
             if not fired:
                 s.since += 1
                 s.carried += 1
-                v = s.verdict
-                return _as_cadenced(v, s.checked_frame, note,
-                                    reason=f"{v.reason} (carried over from frame {s.checked_frame})")
-            s.guard_fired += 1
+                reason = f"{v.reason} (carried over from frame {s.checked_frame}"
+                if moved:
+                    dy, dx = s.shift
+                    reason += f"; its mask moved with the drift by ({dx:+.0f}, {dy:+.0f}) px"
+                return _as_cadenced(v, s.checked_frame, note, reason=reason + ")", **moved)
+            if note.startswith("drift:"):
+                s.drift_lost += 1
+            else:
+                s.guard_fired += 1
             why = note
         v = full(frame)
         s.confirmed = s.verdict is not None and s.verdict.verdict == v.verdict
         s.verdict, s.checked_frame, s.since, s.invalid = v, int(frame.seq), 0, ""
+        s.shift = (0.0, 0.0)
         s.full_checks += 1
         s.shape, s.declared_A, s.estimated_A = _keys(frame, health)
-        needs_guard = self.n > 1 and not self._masked(v)
-        s.fp = fingerprint(frame.data, v) if needs_guard else None
+        s.fp = fingerprint(frame.data, v, v.mask if self._masked(v) else None) if self.n > 1 else None
         if s.fp is not None and s.fp.spots is None and v.verdict in ("graphene", "not_graphene"):
             s.fp = None                      # a lattice whose spots are too faint to watch: every frame in full
         return _as_cadenced(v, -1, why)
+
+    def _follow(self, frame) -> tuple[bool, str, dict | None]:
+        """The guard on a frame of a series whose graphene mask is in use, with the mask moved with the
+        field: (fires, why, ``{"mask", "graphene_fraction"}`` of the moved mask). The drift since the
+        full check is measured on the whole field's binned spectrum (:func:`measure_drift`, predicted
+        from the series' velocity); the guard's tests then look at the moved graphene region only. Fires
+        ("drift: ...") when no clear correlation peak lies near the drift predicted (another field, or a
+        jump), when the mask has moved by more than :data:`DRIFT_MAX_FRACTION` of the field, or when it
+        keeps less than :data:`DRIFT_MIN_KEPT` of it; else as :func:`guard`."""
+        s, fp = self.s, self.s.fp
+        a = np.asarray(frame.data)
+        if a.ndim != 2 or tuple(a.shape) != fp.shape:
+            return True, "frame shape differs from the checked frame", None
+        x = binned(a, fp.b)
+        S = None if x is None else binned_spectrum(x.copy(), fp.b, levels=False)
+        if S is None:
+            return True, "no usable pixels", None
+        k = s.since + 1
+        dy, dx, peak = measure_drift(S, fp, (s.velocity[0] * k, s.velocity[1] * k))
+        H, W = fp.shape
+        if peak < DRIFT_MIN_PEAK:
+            s.velocity = (0.0, 0.0)          # (the drift may have changed: the next search starts from none)
+            return True, f"drift: the field could not be followed (phase-correlation peak {peak:.1f})", None
+        if abs(dy) > DRIFT_MAX_FRACTION * H or abs(dx) > DRIFT_MAX_FRACTION * W:
+            return True, f"drift: the mask moved by ({dx:+.0f}, {dy:+.0f}) px since frame {s.checked_frame}", None
+        mask = shift_mask(s.verdict.mask, dy, dx)
+        frac = np.count_nonzero(mask) / mask.size
+        if frac < DRIFT_MIN_KEPT:
+            return True, f"drift: the moved mask keeps {100 * frac:.0f} % of the field", None
+        Sg = binned_spectrum(x, fp.b, mask)
+        if Sg is None:
+            return True, "no usable pixels in the graphene region", None
+        fired, note = _guard(Sg, fp)
+        if fired:
+            return True, note, None
+        s.shift, s.velocity = (dy, dx), (dy / k, dx / k)
+        return False, f"{note}, drift ({dx:+.1f}, {dy:+.1f}) px (peak {peak:.1f})", \
+            {"mask": mask, "graphene_fraction": frac}

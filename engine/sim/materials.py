@@ -283,10 +283,11 @@ class MaterialMovie:
 
     spec : a :class:`engine.sim.movie.MovieSpec` (shape, pixel size, frames, drift, dose, imaging,
     output, seed are used; dopants, extras and events are ignored); material : one of
-    :data:`MATERIALS` other than the event-bearing ``graphene``.
+    :data:`MATERIALS` other than the event-bearing ``graphene``; other keywords go to
+    :func:`material_sample` (e.g. ``other="MoS2"`` for ``graphene_patch``: graphene beside a MoS2 flake).
     """
 
-    def __init__(self, spec, material: str):
+    def __init__(self, spec, material: str, **sample_kw):
         import dataclasses
 
         from engine.sim.movie import default_imaging
@@ -310,7 +311,8 @@ class MaterialMovie:
         self._drift = np.asarray(spec.drift_A_per_frame, float)
         self.span_A = float(np.abs(self._drift).max() * n) if spec.n_frames is not None else 0.0
         reach = min(self.span_A, float(spec.drift_bound_A))
-        self.sample = material_sample(material, (w * ps + 2 * reach + 8, h * ps + 2 * reach + 8), r_scene, margin_A=4.0)
+        self.sample = material_sample(material, (w * ps + 2 * reach + 8, h * ps + 2 * reach + 8), r_scene, margin_A=4.0,
+                                      **sample_kw)
         self.bound_A = reach
         self.events: list = []
         self.frames_kept: list = []
