@@ -151,6 +151,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             with open(args.json, "w") as f:
                 json.dump(cmp, f, indent=2)
         return 0 if cmp["within"] else 1
+    if args.seed is not None and args.snr:
+        print("stemwatch eval-model: --snr scores the held-out seed only; drop --seed", file=sys.stderr)
+        return 2
     cfg = InferenceConfig(backend=args.backend, model_path=args.model, cpu_precision=args.precision)
     table = accuracy_table(cfg, frames_per_cell=args.frames, quick=args.quick, progress=True,
                            **({} if args.seed is None else {"seed": args.seed}))

@@ -167,6 +167,14 @@ def test_train_init_from_onnx_with_hole_emphasis(tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["hole_weight"] == 5.0 and cfg["hole_fraction"] == 0.6 and cfg["init_from"] == str(DEFAULT_MODEL)
     assert (out / "stemwatch_fcn.onnx").is_file()
-    x = np.random.default_rng(4).random((1, 1, 64, 64)).astype(np.float32)
-    # three steps at 1e-4 barely move it: the fine-tune starts from the shipped weights, not from scratch
-    assert np.abs(_onnx_probs(out / "stemwatch_fcn.onnx", x) - _onnx_probs(DEFAULT_MODEL, x)).max() < 0.2
+    # three small steps barely move it: it starts from the shipped weights (a 3-step run from scratch finds nothing)
+    from engine.infer import Inferencer
+    from lab.infer.evaluate import find_atoms_simple, score_frame
+    from lab.infer.heldout import cell_frames
+    from stemwatch.config import InferenceConfig
+
+    (image, xy, sp, px, ign), = cell_frames(1e5, 0.1, "plain", 1, seed=5101)
+    with Inferencer(InferenceConfig(backend="onnx", model_path=str(out / "stemwatch_fcn.onnx"),
+                                    cpu_precision="fp32")) as inf:
+        pxy, psp = find_atoms_simple(inf.predict(image, px))
+    assert score_frame(pxy, psp, xy, sp, image.shape, px, ignore_xy_px=ign).f1 > 0.95
