@@ -44,6 +44,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.low_dose_fraction = args.low_dose_fraction
     if args.new_per_step is not None:
         cfg.new_per_step = args.new_per_step
+    if args.hole_fraction is not None:
+        cfg.hole_fraction = args.hole_fraction
+    if args.hole_weight is not None:
+        cfg.hole_weight = args.hole_weight
+    if args.lr is not None:
+        cfg.lr = args.lr
+    if args.warmup is not None:
+        cfg.warmup_steps = args.warmup
+    if args.time_schedule:
+        if not args.minutes:
+            print("stemwatch train: --time-schedule needs --minutes", file=sys.stderr)
+            return 2
+        cfg.time_schedule = True
+    if args.init:
+        if args.resume:
+            print("stemwatch train: give --init or --resume, not both", file=sys.stderr)
+            return 2
+        cfg.init_from = args.init
     summary = train(cfg, resume=args.resume, progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
     if args.install:
@@ -133,8 +151,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             with open(args.json, "w") as f:
                 json.dump(cmp, f, indent=2)
         return 0 if cmp["within"] else 1
+    if args.seed is not None and args.snr:
+        print("stemwatch eval-model: --snr scores the held-out seed only; drop --seed", file=sys.stderr)
+        return 2
     cfg = InferenceConfig(backend=args.backend, model_path=args.model, cpu_precision=args.precision)
-    table = accuracy_table(cfg, frames_per_cell=args.frames, quick=args.quick, progress=True)
+    table = accuracy_table(cfg, frames_per_cell=args.frames, quick=args.quick, progress=True,
+                           **({} if args.seed is None else {"seed": args.seed}))
     print(format_table(table))
     if args.snr:
         from lab.infer.heldout import format_snr_breakdown, snr_breakdown
@@ -212,6 +234,19 @@ def register(sub) -> None:
     p.add_argument("--bank", type=int, default=None, help="simulated frames before the first step (default 600)")
     p.add_argument("--val-frames", type=int, default=None, help="validation frames (default 24)")
     p.add_argument("--resume", default=None, help="continue from a checkpoint (ckpt_last.npz)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="fine-tune: start at step 0 with a fresh optimiser from these weights, an FP32 ONNX model "
+                        "(e.g. engine/models/stemwatch_fcn.onnx; BatchNorm re-calibrated) or an npz checkpoint")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-3)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 200)")
+    p.add_argument("--time-schedule", action="store_true",
+                   help="with --minutes: decay the learning rate by the larger of the step and wall-time fractions, "
+                        "so a run stopped by time still ends annealed (not bitwise reproducible)")
+    p.add_argument("--hole-fraction", type=float, default=None,
+                   help="share of training frames simulated with a hole (default 0: as the simulator draws, ~25 %%)")
+    p.add_argument("--hole-weight", type=float, default=None,
+                   help="loss weight of the pixels in and around a hole (the hole and 2.5 A around it: the band "
+                        "inside the rim, labelled background, and the rim atoms; default 1: off)")
     p.add_argument("--install", action="store_true", help="copy the exported ONNX files into engine/models")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train)
@@ -256,6 +291,8 @@ def register(sub) -> None:
                         "cell's F1 or Si precision/recall differs by more than 0.002)")
     p.add_argument("--frames", type=int, default=6, help="frames per table cell (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="fewer cells")
+    p.add_argument("--seed", type=int, default=None,
+                   help="frames from another seed than the held-out one (development checks; not with --snr)")
     p.add_argument("--snr", action="store_true",
                    help="also split the 1e3 and 1e4 e/A^2 cells by each frame's C-atom signal-to-noise ratio")
     p.add_argument("--json", default=None, help="also write the table as JSON to this file")

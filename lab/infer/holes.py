@@ -386,6 +386,9 @@ def main(argv=None) -> int:
                    help="frames of another seed than the held-out 90417 (development / fresh checks)")
     p.add_argument("--fit-sigma", type=float, default=None,
                    help="engine.chem.vacuum.FIT_SIGMA for this run (0: the joint fit off, as before it; default: as shipped)")
+    p.add_argument("--model", default=None, metavar="FILE",
+                   help="FP32 ONNX model to score (default: the shipped one; its _int8 file beside it is used as the "
+                        "analyzer would, cpu_precision auto)")
     p.add_argument("--worst", type=int, default=10, help="list this many worst frames of the reported atoms")
     p.add_argument("--atoms", action="store_true",
                    help="instead: the reported false atoms in the hole zones with what the vacuum check measures at "
@@ -404,18 +407,19 @@ def main(argv=None) -> int:
         from engine.chem import vacuum
 
         vacuum.FIT_SIGMA = a.fit_sigma
+    icfg = InferenceConfig(backend="onnx", model_path=a.model)
     if a.atoms:
-        with Inferencer(InferenceConfig(backend="onnx")) as inf:
+        with Inferencer(icfg) as inf:
             rows = [r for v in a.variants for d in a.doses for px in a.pixel_sizes
                     for r in atom_rows(inf, d, px, a.frames, v, seed=a.seed)]
         print(format_atoms(rows))
         return 0
     if a.lattice:
-        with Inferencer(InferenceConfig(backend="onnx")) as inf:
+        with Inferencer(icfg) as inf:
             eff = lattice_effect(inf, a.doses, a.pixel_sizes, a.frames, seed=a.seed)
         print(format_lattice_effect(eff))
         return 0
-    with Inferencer(InferenceConfig(backend="onnx")) as inf:
+    with Inferencer(icfg) as inf:
         rows = sweep(inf, a.doses, a.pixel_sizes, a.frames, a.variants, progress=True, seed=a.seed)
     print(format_table(rows))
     for which in ("raw", "reported"):

@@ -159,21 +159,27 @@ def photometric(rng: np.random.Generator, x: np.ndarray, strength: float = 1.0) 
 
 
 def augment_crop(rng: np.random.Generator, item: BankItem, crop_px: int, strength: float = 1.0,
-                 return_ignore: bool = False):
+                 return_ignore: bool = False, extra: np.ndarray | None = None):
     """A normalised, augmented random crop of ``item``: ``(x float32 (c, c), xy, cls)``.
 
     Photometric augmentation and the inference normalisation act on the whole bank image (as the
     live path normalises whole frames); then a random crop with a random 90-degree rotation and
-    flip (labels follow).
+    flip (labels follow). ``extra``: an optional array of the bank image's shape (e.g. :func:`hole_zone`)
+    cropped, rotated and flipped with it and returned last; it draws no random numbers.
     """
     x = normalise(photometric(rng, item.image, strength), NORMALISATION)
     h, w = x.shape
     if h < crop_px or w < crop_px:
-        x = np.pad(x, ((0, max(0, crop_px - h)), (0, max(0, crop_px - w))), mode="reflect")
+        pad = ((0, max(0, crop_px - h)), (0, max(0, crop_px - w)))
+        x = np.pad(x, pad, mode="reflect")
+        if extra is not None:
+            extra = np.pad(extra, pad, mode="reflect")
         h, w = x.shape
     y0 = int(rng.integers(0, h - crop_px + 1))
     x0 = int(rng.integers(0, w - crop_px + 1))
     x = x[y0:y0 + crop_px, x0:x0 + crop_px]
+    if extra is not None:
+        extra = extra[y0:y0 + crop_px, x0:x0 + crop_px]
     off = np.array([x0, y0], np.float64)
     xy = item.xy - off
     keep = (xy[:, 0] > -3) & (xy[:, 0] < crop_px + 2) & (xy[:, 1] > -3) & (xy[:, 1] < crop_px + 2)
@@ -182,25 +188,73 @@ def augment_crop(rng: np.random.Generator, item: BankItem, crop_px: int, strengt
     c = (crop_px - 1) / 2.0
     for _ in range(int(rng.integers(0, 4))):   # np.rot90: new[i, j] = old[j, n-1-i]
         x = np.rot90(x)
+        if extra is not None:
+            extra = np.rot90(extra)
         xy = np.stack([xy[:, 1], 2 * c - xy[:, 0]], axis=1)
         ign = np.stack([ign[:, 1], 2 * c - ign[:, 0]], axis=1)
     if rng.random() < 0.5:
         x = x[:, ::-1]
+        if extra is not None:
+            extra = extra[:, ::-1]
         xy = np.stack([2 * c - xy[:, 0], xy[:, 1]], axis=1)
         ign = np.stack([2 * c - ign[:, 0], ign[:, 1]], axis=1)
-    if return_ignore:
-        return np.ascontiguousarray(x, dtype=np.float32), xy, cls, ign
-    return np.ascontiguousarray(x, dtype=np.float32), xy, cls
+    out = (np.ascontiguousarray(x, dtype=np.float32), xy, cls) + ((ign,) if return_ignore else ())
+    if extra is not None:
+        out += (np.ascontiguousarray(extra),)
+    return out
+
+
+#: hole zone of the loss weighting (``--hole-weight``): as lab.infer.holes scores it, the points farther
+#: than HOLE_CORE_A from every atom (the hole) grown by HOLE_ZONE_A (the band inside the rim where a
+#: continued lattice sits, and the rim atoms)
+HOLE_CORE_A = 2.0
+HOLE_ZONE_A = 2.5
+MIN_CORE_A2 = 0.5
+
+
+def hole_zone(item: BankItem, core_A: float = HOLE_CORE_A, zone_A: float = HOLE_ZONE_A) -> np.ndarray:
+    """(h, w) bool on the item's grid: the hole zone (all False without a hole). Every atom counts (lattice
+    and contamination); the truth holds atoms up to 3 A outside the frame, so the frame edge makes no hole.
+    Cached on the item."""
+    cached = getattr(item, "_hole_zone", None)
+    if cached is not None:
+        return cached
+    h, w = item.image.shape
+    pts = [np.asarray(item.xy, np.float64).reshape(-1, 2)]
+    if item.ignore_xy is not None and len(item.ignore_xy):
+        pts.append(np.asarray(item.ignore_xy, np.float64).reshape(-1, 2))
+    pts = np.concatenate(pts)
+    if not len(pts):
+        zone = np.ones((h, w), bool)
+    else:
+        from scipy.spatial import cKDTree
+
+        yy, xx = np.mgrid[0:h, 0:w]
+        d, _ = cKDTree(pts).query(np.c_[xx.ravel(), yy.ravel()], distance_upper_bound=core_A / item.grid_px_A)
+        core = ~np.isfinite(d).reshape(h, w)
+        if core.any():      # specks below 0.5 A^2 (a vacancy complex grazing 2 A) are no hole (lab.infer.holes)
+            lab, n = ndimage.label(core)
+            area = ndimage.sum_labels(core, lab, np.arange(1, n + 1)) * item.grid_px_A ** 2
+            core = np.isin(lab, 1 + np.flatnonzero(area >= MIN_CORE_A2))
+        zone = ndimage.distance_transform_edt(~core) <= zone_A / item.grid_px_A if core.any() else core
+    item._hole_zone = zone
+    return zone
 
 
 def make_batch(rng: np.random.Generator, bank: list[BankItem], batch: int, crop_px: int, label_radius_px: float,
-               strength: float = 1.0):
-    """A training batch: ``(x float32 (B,1,c,c) normalised, labels int64 (B,c,c))``."""
+               strength: float = 1.0, with_zone: bool = False):
+    """A training batch: ``(x float32 (B,1,c,c) normalised, labels int64 (B,c,c))``; with ``with_zone``
+    also the crops' :func:`hole_zone` masks (bool (B,c,c)), same random draws."""
     xs = np.empty((batch, 1, crop_px, crop_px), np.float32)
     ys = np.empty((batch, crop_px, crop_px), np.int64)
+    zs = np.zeros((batch, crop_px, crop_px), bool) if with_zone else None
     for b in range(batch):
         item = bank[int(rng.integers(0, len(bank)))]
-        xs[b, 0], xy, cls, ign = augment_crop(rng, item, crop_px, strength, return_ignore=True)
+        if with_zone:
+            xs[b, 0], xy, cls, ign, zs[b] = augment_crop(rng, item, crop_px, strength, return_ignore=True,
+                                                         extra=hole_zone(item))
+        else:
+            xs[b, 0], xy, cls, ign = augment_crop(rng, item, crop_px, strength, return_ignore=True)
         ys[b] = rasterise_labels((crop_px, crop_px), xy, cls, label_radius_px, ign,
                                  IGNORE_RADIUS_A / item.grid_px_A)
-    return xs, ys
+    return (xs, ys, zs) if with_zone else (xs, ys)

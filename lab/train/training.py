@@ -62,6 +62,14 @@ class TrainConfig:
     low_dose_fraction: float = 0.4          # share of bank frames drawn from low_dose_range_e_per_A2 instead
     low_dose_range_e_per_A2: tuple = (1e3, 3e4)  # of the simulator's full 1e3-1e6 (the hard, informative frames)
     sim_overrides: dict = field(default_factory=dict)
+    # hole emphasis (issue 13 criterion 3; off by default, so the shipped recipe is unchanged):
+    hole_fraction: float = 0.0              # share of bank frames simulated with a hole (0: as drawn, ~25 %)
+    hole_weight: float = 1.0                # loss weight of pixels in a hole's zone (lab.train.data.hole_zone)
+    time_schedule: bool = False             # with max_minutes: the cosine decay follows the larger of the step
+                                            # and wall-time fractions, so a run cut by time still anneals
+                                            # (not bitwise reproducible: depends on the machine's speed)
+    init_from: str = ""                     # start (step 0, fresh optimiser) from these weights: an ONNX model
+                                            # (lab.train.from_onnx) or an npz checkpoint
 
 
 # ----------------------------------------------------------------------------- checkpoints (npz)
@@ -164,6 +172,20 @@ def evaluate_torch(net, frames, model_px_A: float) -> dict:
 
 # ----------------------------------------------------------------------------- training
 
+def hole_weighted_loss(logits, labels, zone, class_weights, hole_weight: float):
+    """Class-weighted cross-entropy with every pixel in a hole's zone (``zone``, bool (B, h, w)) weighted
+    ``hole_weight`` times more: the weighted mean over non-ignored pixels, normalised like
+    ``F.cross_entropy(weight=class_weights, ignore_index=-1)`` (equal to it where ``zone`` is empty)."""
+    import torch
+    import torch.nn.functional as F
+
+    per = F.cross_entropy(logits, labels, weight=class_weights, ignore_index=-1, reduction="none")
+    valid = labels >= 0
+    cw = class_weights[labels.clamp(min=0)] * valid
+    pw = 1.0 + (float(hole_weight) - 1.0) * zone.to(per.dtype)
+    return (per * pw).sum() / (cw * pw).sum().clamp(min=1e-12)
+
+
 def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True) -> dict:
     """Train, checkpoint, validate and export. Returns a summary dict (also ``summary.json``)."""
     import torch
@@ -186,6 +208,21 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True) ->
     net = StemFCN(tuple(cfg.widths), cfg.convs)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_step = 0
+    if resume and cfg.init_from:
+        raise ValueError("give either resume or init_from, not both")
+    init_onnx = bool(cfg.init_from) and str(cfg.init_from).endswith(".onnx")
+    if cfg.init_from:
+        if init_onnx:
+            from lab.train.from_onnx import net_from_onnx
+
+            net = net_from_onnx(cfg.init_from)
+        else:
+            net, _ = load_checkpoint(cfg.init_from)
+        if tuple(net.widths) != tuple(cfg.widths) or net.convs != cfg.convs:
+            raise ValueError(f"init_from {cfg.init_from}: architecture {net.widths}x{net.convs} is not the "
+                             f"configured {tuple(cfg.widths)}x{cfg.convs}")
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        net.train()
     if resume:
         net, meta = load_checkpoint(resume)
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -194,10 +231,18 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True) ->
         net.train()
     arch = {"widths": list(cfg.widths), "convs": cfg.convs}
 
+    t_sched = [None]        # wall-clock start of the decay (time_schedule)
+
     def lr_at(step):
         if step < cfg.warmup_steps:
             return cfg.lr * (step + 1) / cfg.warmup_steps
         t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        if cfg.time_schedule and cfg.max_minutes:
+            now = time.time()
+            if t_sched[0] is None:
+                t_sched[0] = now
+            left = cfg.max_minutes * 60 - (t_sched[0] - t_start)
+            t = max(t, (now - t_sched[0]) / max(1.0, left))
         return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
     def new_item():
@@ -207,6 +252,8 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True) ->
         over = {"si_per_nm2": si, **cfg.sim_overrides}
         if cfg.low_dose_fraction > 0 and bank_rng.random() < cfg.low_dose_fraction:
             over["dose_range"] = tuple(cfg.low_dose_range_e_per_A2)
+        if cfg.hole_fraction > 0 and bank_rng.random() < cfg.hole_fraction:
+            over["holes"] = True
         return make_bank_item(bank_rng, cfg.model_px_A * zoom, cfg.bank_side_px, tuple(cfg.pixel_size_range_A),
                               **over)
 
@@ -221,6 +268,13 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True) ->
     t_bank = time.time() - t_start
     print(json.dumps({"event": "bank_ready", "frames": len(bank), "seconds": round(t_bank, 1)}), file=log_f, flush=True)
     val = validation_set(cfg)
+    if init_onnx:       # BatchNorm statistics of the folded model's activations (eval function unchanged)
+        from lab.train.from_onnx import calibrate_batchnorm
+
+        cal_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 5]))
+        calibrate_batchnorm(net, [make_batch(cal_rng, bank, cfg.batch, cfg.crop_px,
+                                             cfg.label_radius_A / cfg.model_px_A)[0] for _ in range(8)])
+        net.train()
     weights = torch.tensor(cfg.class_weights, dtype=torch.float32)
     radius_px = cfg.label_radius_A / cfg.model_px_A
     best = (-1.0, None)
@@ -242,9 +296,14 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True) ->
                 bank.pop(0)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        xb, yb = make_batch(aug_rng, bank, cfg.batch, cfg.crop_px, radius_px)
-        logits = net(torch.from_numpy(xb))
-        loss = F.cross_entropy(logits, torch.from_numpy(yb), weight=weights, ignore_index=-1)
+        if cfg.hole_weight != 1.0:
+            xb, yb, zb = make_batch(aug_rng, bank, cfg.batch, cfg.crop_px, radius_px, with_zone=True)
+            logits = net(torch.from_numpy(xb))
+            loss = hole_weighted_loss(logits, torch.from_numpy(yb), torch.from_numpy(zb), weights, cfg.hole_weight)
+        else:
+            xb, yb = make_batch(aug_rng, bank, cfg.batch, cfg.crop_px, radius_px)
+            logits = net(torch.from_numpy(xb))
+            loss = F.cross_entropy(logits, torch.from_numpy(yb), weight=weights, ignore_index=-1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
