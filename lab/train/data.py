@@ -18,7 +18,7 @@ under it included: the network is taught neither to invent atoms there nor to su
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -44,6 +44,8 @@ class BankItem:
     grid_px_A: float
     dose: float              # e/A^2 if the simulator reported it, else nan
     ignore_xy: np.ndarray | None = None   # (M, 2) contamination atoms (grid px): loss ignored near them
+    #: :func:`hole_zone` at its default radii, filled on first use (a bank item is drawn many times)
+    zone: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def frame_to_grid(image: np.ndarray, xy_px: np.ndarray, frame_px_A: float, model_px_A: float):
@@ -215,10 +217,10 @@ MIN_CORE_A2 = 0.5
 def hole_zone(item: BankItem, core_A: float = HOLE_CORE_A, zone_A: float = HOLE_ZONE_A) -> np.ndarray:
     """(h, w) bool on the item's grid: the hole zone (all False without a hole). Every atom counts (lattice
     and contamination); the truth holds atoms up to 3 A outside the frame, so the frame edge makes no hole.
-    Cached on the item."""
-    cached = getattr(item, "_hole_zone", None)
-    if cached is not None:
-        return cached
+    At the default radii cached on the item (``item.zone``)."""
+    default = (core_A, zone_A) == (HOLE_CORE_A, HOLE_ZONE_A)
+    if default and item.zone is not None:
+        return item.zone
     h, w = item.image.shape
     pts = [np.asarray(item.xy, np.float64).reshape(-1, 2)]
     if item.ignore_xy is not None and len(item.ignore_xy):
@@ -237,7 +239,8 @@ def hole_zone(item: BankItem, core_A: float = HOLE_CORE_A, zone_A: float = HOLE_
             area = ndimage.sum_labels(core, lab, np.arange(1, n + 1)) * item.grid_px_A ** 2
             core = np.isin(lab, 1 + np.flatnonzero(area >= MIN_CORE_A2))
         zone = ndimage.distance_transform_edt(~core) <= zone_A / item.grid_px_A if core.any() else core
-    item._hole_zone = zone
+    if default:
+        item.zone = zone
     return zone
 
 
