@@ -63,6 +63,22 @@ def test_bonds_confirm_a_tear_only_where_the_atoms_moved():
     assert confirm_tear(((120, 2.5),), xy, chem.bonds, 320, 0.1) is None         # the atoms did not move
 
 
+
+def test_a_one_row_spike_of_the_bond_profile_confirms_no_tear(monkeypatch):
+    """A tear's edge is crossed by bonds over several rows; one row over the threshold is one odd bond
+    (switching-77 frame 19 on FP32 maps: 0.81 px on one row against 0.80, a line glitch called a tear).
+    Fails on the rule before: the window's maximum alone confirmed it."""
+    import engine.health.tear as tear
+
+    prof = np.zeros(320)
+    prof[121] = 0.81                                         # one row just over 0.5 x 1.6 px
+    monkeypatch.setattr(tear, "bond_step_profile", lambda *a, **k: prof.copy())
+    assert tear.confirm_tear(((120, 2.5),), np.zeros((0, 2)), np.zeros((0, 2)), 320, 0.1) is None
+    prof[123] = 0.9                                          # two rows within 4 of the candidate: a tear
+    assert tear.confirm_tear(((120, 2.5),), np.zeros((0, 2)), np.zeros((0, 2)), 320, 0.1) == (120, 2.5)
+    prof[123] = -0.9                                         # the second row the wrong way: none
+    assert tear.confirm_tear(((120, 2.5),), np.zeros((0, 2)), np.zeros((0, 2)), 320, 0.1) is None
+
 @needs_model
 @pytest.mark.parametrize("contrast,dose", [("HAADF", 3e4), ("MAADF", 1e6)])
 def test_a_scan_tear_frame_is_a_glitch_and_the_drifting_frames_are_ok(contrast, dose):

@@ -13,7 +13,8 @@ the band are displaced by 0.1-0.5 A with no change in the sample. Two cheap test
   row boundary, the mean x offset of the lower end of each bond that crosses it, against the frame's
   median bond of the same orientation (strain and in-frame drift shear every bond alike and cancel).
   A tear shifts exactly the bonds that cross its edge. A candidate is a tear when this profile shows
-  at least half its step (>= 0.8 px and >= 0.08 A), with the same sign, within 4 rows.
+  at least half its step (>= 0.8 px and >= 0.08 A), with the same sign, on at least 2 row boundaries
+  within 4 rows of it (a one-row spike is one odd bond, not a shifted band).
 
 A single shifted row (the scan's ordinary line jitter) moves no atom centroid and gives no candidate:
 ``m`` rows are averaged on each side. Vectorised: block means by a cumulative sum, nine lags, bincounts.
@@ -34,6 +35,9 @@ MAX_COLUMNS = 512
 BOND_FRACTION = 0.5
 #: ... within this many rows of the candidate
 CONFIRM_ROWS = 4
+#: ... on at least this many row boundaries (a tear's edge is crossed by bonds over ~a bond's height;
+#: one row's spike of the profile is a single misplaced atom, e.g. a merged pair on FP32 maps)
+CONFIRM_MIN_ROWS = 2
 
 
 def row_shift_profile(img: np.ndarray, pixel_size_A: float) -> tuple[np.ndarray, np.ndarray]:
@@ -154,6 +158,6 @@ def confirm_tear(candidates, xy_px, bonds, n_rows: int, pixel_size_A: float, min
     for row, shift in candidates:
         w = prof[max(0, row - CONFIRM_ROWS):row + CONFIRM_ROWS + 1]
         w = w[np.isfinite(w)]
-        if len(w) and (np.max(w * np.sign(shift)) >= thr):
+        if np.count_nonzero(w * np.sign(shift) >= thr) >= CONFIRM_MIN_ROWS:
             return int(row), float(shift)
     return None
