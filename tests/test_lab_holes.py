@@ -59,3 +59,20 @@ def test_no_atoms_in_the_zone_is_no_precision():
     core = hole_core(true / PX, SHAPE, PX)
     s = hole_score(np.zeros((0, 2)), true / PX, core, PX)
     assert s["n"] == 0 and s["false"] == 0 and s["precision"] != s["precision"]
+
+
+def test_snr_bands_pool_frames_by_their_estimated_snr():
+    from lab.infer.holes import format_snr_bands, snr_bands
+
+    def row(dose, snr, n, false, far):
+        return {"dose": dose, "snr_est": snr, "reported": {"n": n, "false": false, "far_false": far}}
+
+    rows = [row(1e4, 1.5, 10, 2, 1), row(1e4, 2.5, 20, 1, 0), row(1e4, 2.9, 30, 0, 0),
+            row(1e4, 5.0, 100, 0, 0), row(1e4, float("nan"), 5, 5, 5), row(1e3, 0.5, 4, 4, 4)]
+    bands = {(b["dose"], b["snr_lo"]): b for b in snr_bands(rows)}
+    assert set(bands) == {(1e3, 0.0), (1e4, 1.0), (1e4, 2.0), (1e4, 4.0)}        # no estimate: left out
+    b = bands[1e4, 2.0]
+    assert (b["frames"], b["atoms"], b["false"], b["far_false"], b["failing"], b["failing_far"]) == (2, 50, 1, 0, 1, 0)
+    assert abs(b["pooled"] - 0.98) < 1e-12 and b["pooled_far"] == 1.0
+    assert bands[1e4, 4.0]["pooled"] == 1.0 and bands[1e4, 4.0]["snr_hi"] == float("inf")
+    assert "| 1e+04 | >= 4 | 1 | 100 | 0 |" in format_snr_bands(snr_bands(rows))

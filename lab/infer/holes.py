@@ -27,7 +27,8 @@ Two sets of atoms are scored on every frame (whatever its SNR or verdict):
 ``python -m lab.infer.holes [--frames N] [--pixel-sizes ...] [--seed S] [--fit-sigma X]`` prints the table of
 docs/model.md (``--seed``: the same cells from another seed; ``--fit-sigma 0``: the vacuum check's joint fit off); ``--atoms`` what
 the vacuum check measures at the false atoms left in the zones and at the lattice atoms near vacuum
-(:func:`atom_rows`; docs/model.md, "What is left at 1e4 and 1e3"); ``--lattice`` the check's cost on plain frames.
+(:func:`atom_rows`; docs/model.md, "What is left at 1e4 and 1e3"); ``--lattice`` the check's cost on plain frames;
+``--by-snr [SEED ...]`` the reported precision per dose and band of estimated SNR, pooled over seeds.
 """
 
 from __future__ import annotations
@@ -247,6 +248,43 @@ def summarise(rows: list[dict], which: str) -> dict:
                               and r.get("snr_est", float("nan")) >= 2.0)}
 
 
+#: edges of the estimated C-atom SNR bands of :func:`snr_bands`
+SNR_EDGES = (0.0, 1.0, 2.0, 3.0, 4.0, float("inf"))
+
+
+def snr_bands(rows: list[dict], which: str = "reported", edges=SNR_EDGES) -> list[dict]:
+    """Per dose and band of the estimated C-atom SNR (``edges``; frames without an estimate left out):
+    frames, atoms in the zones, false ones, those > :data:`FAR_A` off, pooled precision both ways and the
+    frames over 1 % false both ways. Pooled over whatever ``rows`` hold (several seeds: concatenate)."""
+    out = []
+    for dose in sorted({r["dose"] for r in rows}):
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            rr = [r for r in rows if r["dose"] == dose and lo <= r.get("snr_est", float("nan")) < hi]
+            if not rr:
+                continue
+            n = sum(r[which]["n"] for r in rr)
+            false = sum(r[which]["false"] for r in rr)
+            far = sum(r[which]["far_false"] for r in rr)
+            out.append({"dose": dose, "snr_lo": lo, "snr_hi": hi, "frames": len(rr), "atoms": n, "false": false,
+                        "far_false": far, "pooled": (n - false) / n if n else float("nan"),
+                        "pooled_far": (n - far) / n if n else float("nan"),
+                        "failing": sum(1 for r in rr if r[which]["false"] > 0.01 * r[which]["n"]),
+                        "failing_far": sum(1 for r in rr if r[which]["far_false"] > 0.01 * r[which]["n"])})
+    return out
+
+
+def format_snr_bands(bands: list[dict]) -> str:
+    """Markdown table of :func:`snr_bands`."""
+    fmt = lambda v: "-" if v != v else f"{v:.4f}"  # noqa: E731
+    lines = [f"| dose (e/A^2) | estimated SNR | frames | atoms in zones | false | pooled P | frames > 1 % | "
+             f"false > {FAR_A} A off | pooled P (> {FAR_A} A) | frames > 1 % (> {FAR_A} A) |", "|" + "---|" * 10]
+    for b in bands:
+        band = f">= {b['snr_lo']:g}" if b["snr_hi"] == float("inf") else f"{b['snr_lo']:g}-{b['snr_hi']:g}"
+        lines.append(f"| {b['dose']:.0e} | {band} | {b['frames']} | {b['atoms']} | {b['false']} | {fmt(b['pooled'])} | "
+                     f"{b['failing']} | {b['far_false']} | {fmt(b['pooled_far'])} | {b['failing_far']} |")
+    return "\n".join(lines)
+
+
 def format_table(rows: list[dict]) -> str:
     """Markdown: per dose x pixel size, raw maps and reported atoms (pooled precision, worst frame,
     frames above 1 % false), then per dose over every pixel size."""
@@ -384,6 +422,9 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="+", default=[VARIANT, "plain"], help="held-out variants (default holes plain)")
     p.add_argument("--seed", type=int, default=None,
                    help="frames of another seed than the held-out 90417 (development / fresh checks)")
+    p.add_argument("--by-snr", type=int, nargs="*", default=None, metavar="SEED",
+                   help="instead: the reported atoms' precision in the hole zones per dose and band of estimated C-atom "
+                        "SNR, pooled over these seeds (none given: the held-out one, or --seed)")
     p.add_argument("--fit-sigma", type=float, default=None,
                    help="engine.chem.vacuum.FIT_SIGMA for this run (0: the joint fit off, as before it; default: as shipped)")
     p.add_argument("--model", default=None, metavar="FILE",
@@ -413,6 +454,13 @@ def main(argv=None) -> int:
             rows = [r for v in a.variants for d in a.doses for px in a.pixel_sizes
                     for r in atom_rows(inf, d, px, a.frames, v, seed=a.seed)]
         print(format_atoms(rows))
+        return 0
+    if a.by_snr is not None:
+        seeds = a.by_snr or [a.seed]
+        with Inferencer(icfg) as inf:
+            rows = [r for seed in seeds for r in sweep(inf, a.doses, a.pixel_sizes, a.frames, a.variants,
+                                                       progress=True, seed=seed)]
+        print(format_snr_bands(snr_bands(rows)))
         return 0
     if a.lattice:
         with Inferencer(icfg) as inf:
