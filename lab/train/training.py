@@ -176,7 +176,6 @@ def hole_weighted_loss(logits, labels, zone, class_weights, hole_weight: float):
     """Class-weighted cross-entropy with every pixel in a hole's zone (``zone``, bool (B, h, w)) weighted
     ``hole_weight`` times more: the weighted mean over non-ignored pixels, normalised like
     ``F.cross_entropy(weight=class_weights, ignore_index=-1)`` (equal to it where ``zone`` is empty)."""
-    import torch
     import torch.nn.functional as F
 
     per = F.cross_entropy(logits, labels, weight=class_weights, ignore_index=-1, reduction="none")
