@@ -160,7 +160,7 @@ def test_softmax_tail_is_the_softmax():
     """lab.train.quantize.softmax_tail on a 1x1-conv + Softmax(axis 1) graph: ONNX Runtime gives the
     same probabilities as before, also for logits far beyond exp's float32 range (the max is taken
     off first); a Softmax over another axis is refused."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
