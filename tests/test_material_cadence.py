@@ -390,3 +390,46 @@ def test_shift_mask_moves_the_region_and_fills_the_strip_that_came_in_from_the_e
     want[:, 6:] = True                                         # column 9 moved to 6; 7-9 came in: the edge's value
     assert (out == want).all()
     assert (shift_mask(m, 0, 0) == m).all() and shift_mask(m, 0, 0) is not m
+
+
+def test_fast_paths_of_the_guard_give_the_same_numbers_bit_for_bit():
+    """The carried frame's shortcuts (issue 21 criterion 5, cost) change no figure: integer frames' block
+    means summed rows first, the mean and std from one sum, the 2-bin growth without rolls, and the
+    foreign-peak test read from the bins it watches, against the plain computations they replace."""
+    from engine.chem.filters import block_mean
+    from engine.health.material_cadence import (OWN_LEVEL, Fingerprint, _block_mean_int, _foreign, _grown, _mean_std,
+                                                _norm, _watched, binned, binned_spectrum)
+
+    rng = np.random.default_rng(5)
+    for dtype, lo, hi in ((np.uint16, 0, 65536), (np.uint8, 0, 256), (np.int16, -32768, 32768)):
+        for b in (2, 3, 4, 7, 16):
+            a = rng.integers(lo, hi, size=(16 * b + b * 3, 16 * b + b * 5)).astype(dtype)
+            a[:b, :b] = hi - 1                                 # a block at the largest value: sums up to 2^24
+            assert np.array_equal(_block_mean_int(a, b), block_mean(a, b))
+            assert np.array_equal(binned(a[:-1, :-2], b), block_mean(a[:-1, :-2][:16 * b + b * 2, :16 * b + b * 4], b))
+    for _ in range(20):
+        x = (rng.standard_normal((96, 128)) * rng.uniform(1, 1e3) + rng.uniform(-10, 1e4)).astype(np.float32)
+        assert _mean_std(x) == (float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64)))
+
+    def grown_rolled(strong):                                   # the growth as it was written before
+        grown = strong.copy()
+        for dy, dx in ((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if 0 < abs(dy) + abs(dx) <= 2):
+            sh = np.roll(strong, dy, axis=0)
+            if dx > 0:
+                grown[:, dx:] |= sh[:, :-dx]
+            elif dx < 0:
+                grown[:, :dx] |= sh[:, -dx:]
+            else:
+                grown |= sh
+        return grown
+
+    for p in (0.002, 0.02, 0.2):
+        s = rng.random((64, 33)) < p
+        s[0, 0] = s[-1, 5] = s[3, -1] = True                    # wrapping rows, the last column
+        assert np.array_equal(_grown(s), grown_rolled(s))
+    for img in _graphene(0.1)[:2] + (_other("MoS2", 0.1),):
+        S = binned_spectrum(binned(np.asarray(img), 4), 4)
+        q = _norm(S)
+        own = _grown(q > OWN_LEVEL)
+        fp = Fingerprint(shape=(512, 512), b=4, own=own, watch=_watched(S.shape, own))
+        assert _foreign(S, fp) == float(q[~own].max())

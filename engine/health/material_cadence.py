@@ -192,12 +192,38 @@ def binned(image, b: int) -> np.ndarray | None:
     a = np.asarray(image)
     if a.ndim != 2 or min(a.shape) < 16 * b:
         return None
-    x = block_mean(a[:(a.shape[0] // b) * b, :(a.shape[1] // b) * b], b)      # whole blocks only
+    a = a[:(a.shape[0] // b) * b, :(a.shape[1] // b) * b]                         # whole blocks only
+    if a.dtype.kind in "ui" and a.dtype.itemsize <= 2 and 1 < b <= 16:
+        return _block_mean_int(a, b)
+    x = block_mean(a, b)
     if not np.isfinite(x).all():
         if not np.isfinite(x).any():
             return None
         x = np.where(np.isfinite(x), x, np.float32(np.nanmedian(x)))
     return x
+
+
+def _block_mean_int(a: np.ndarray, b: int) -> np.ndarray:
+    """:func:`~engine.chem.filters.block_mean` of a frame of 8- or 16-bit integers whose side is a multiple
+    of ``b`` (<= 16), bit for bit: every partial sum is an integer below 2^24, exact in float32 in any order,
+    so the rows are summed first (contiguous reads, casting on the fly: about half the time)."""
+    h, w = a.shape
+    r = np.add.reduce(a.reshape(h // b, b, w), axis=1, dtype=np.float32)
+    out = r[:, 0::b] + r[:, 1::b]
+    for j in range(2, b):
+        out += r[:, j::b]
+    out /= np.float32(b * b)
+    return out
+
+
+def _mean_std(x: np.ndarray) -> tuple[float, float]:
+    """``(x.mean(dtype=np.float64), x.std(dtype=np.float64))`` bit for bit (numpy's own steps: the float64
+    sum, its mean, the squared deviations' float64 sum), with the sum taken once."""
+    n = x.size
+    m = np.add.reduce(x, axis=None, dtype=np.float64) / n
+    d = np.subtract(x, m, dtype=np.float64)
+    np.multiply(d, d, out=d)
+    return float(m), float(np.sqrt(np.add.reduce(d, axis=None, dtype=np.float64) / n))
 
 
 def binned_spectrum(x: np.ndarray, b: int, region: np.ndarray | None = None, levels: bool = True) -> Spectrum | None:
@@ -209,12 +235,17 @@ def binned_spectrum(x: np.ndarray, b: int, region: np.ndarray | None = None, lev
     h, w = x.shape
     if region is not None:
         r = np.asarray(region, bool)[b // 2::b, b // 2::b][:h, :w]
-        if r.shape != x.shape or not r.any():
+        if r.shape != x.shape:
             return None
-        if not r.all():
-            x[~r] = np.float32(x[r].mean(dtype=np.float64))
+        k = np.count_nonzero(r)
+        if k == 0:
+            return None
+        if k < r.size:
+            inside = x[r]
+            # (x[r].mean(dtype=np.float64): the same float64 sum over the same gathered values, divided alike)
+            x[~r] = np.float32(np.add.reduce(inside, axis=None, dtype=np.float64) / k)
     win, ring, count, _ = _geometry(h, w)
-    m, sd = float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
+    m, sd = _mean_std(x)
     if CLIP_STD:
         np.minimum(x, np.float32(m + CLIP_STD * sd), out=x)
         m = float(x.mean(dtype=np.float64))
@@ -247,7 +278,9 @@ class Fingerprint:
     outside them (power over its ring's mean). For a verdict whose mask is in use (the guard's figures then
     come from the graphene region alone): drift_bins, the bins that :func:`measure_drift` correlates
     (:func:`_drift_bins`), and F, the conjugate phases of the whole field's binned spectrum there (unit
-    magnitude; 0 elsewhere); else None."""
+    magnitude; 0 elsewhere), and drift_count, how many such bins; else None (0). watch: the flat indices of
+    the bins the foreign-peak test reads (not ``own``, and not set to 0 by :func:`_norm`) and their rings
+    (:func:`_foreign`)."""
 
     shape: tuple
     b: int
@@ -260,6 +293,8 @@ class Fingerprint:
     gather: tuple | None = field(default=None, repr=False)    # _gather(spots, binned shape)
     F: np.ndarray | None = field(default=None, repr=False)
     drift_bins: np.ndarray | None = field(default=None, repr=False)
+    drift_count: int = 0                                     # bins in drift_bins
+    watch: np.ndarray | None = field(default=None, repr=False)       # (flat bins, their rings): see _foreign
 
 
 #: offsets (d1 + d2) of the k3 bins in the bispectrum sum, as indices into the 5 x 5 grid around k3
@@ -290,6 +325,33 @@ def _spot_contrast(S: Spectrum, idx: np.ndarray, neg: np.ndarray, ring_idx: np.n
     # bispectrum over 3 x 3 offsets d1, d2 of k1 and k2 with k3 - (d1 + d2) exactly (the window's leakage cancels)
     B = (c[0:9, None] * c[None, 9:18] * c[18:43][_SUM]).sum()
     return contrast, float(np.angle(B))
+
+
+def _foreign(S: Spectrum, fp: Fingerprint) -> float:
+    """The strongest bin of ``S`` outside the reference's own strong bins (power over its ring's level,
+    as :func:`_norm`; 0 where it sets 0). From ``fp.watch`` (the bins that :func:`_norm` does not set to 0,
+    outside ``fp.own``): the same divisions on those bins only, the bins set to 0 adding a 0."""
+    if fp.watch is not None and fp.own is not None and fp.own.shape == S.P.shape:
+        idx, ring = fp.watch
+        if idx.size:
+            v = S.P.ravel()[idx] / np.maximum(S.ring_mean, 1e-30)[ring]
+            return float(v.max())                    # (>= 0: the 0s of the bins left out never exceed it)
+        return 0.0
+    q = _norm(S)
+    rest = q[~fp.own] if fp.own is not None and fp.own.shape == q.shape else q
+    return float(rest.max()) if rest.size else 0.0
+
+
+def _watched(shape: tuple, own: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(flat indices, rings) of the bins of an rfft2 half plane of the binned ``shape`` that :func:`_norm`
+    keeps (not next to the origin, inside the inscribed circle, off the axes) and that are not ``own``."""
+    h, w = shape
+    ring = _geometry(h, w)[1]
+    keep = (ring >= MIN_RING_BINS) & (ring < min(h, w) // 2) & ~own
+    keep[:, 0] = False
+    keep[0, :] = False
+    idx = np.flatnonzero(keep)
+    return idx, ring.ravel()[idx]
 
 
 def _norm(S: Spectrum) -> np.ndarray:
@@ -356,13 +418,18 @@ def fingerprint(image, verdict: MaterialVerdict, region: np.ndarray | None = Non
     fp.own = own
     rest = q[~own]
     fp.foreign = float(rest.max()) if rest.size else 0.0
+    fp.watch = _watched(S.shape, own)
     if region is not None:
         keep = _drift_bins(whole)
         # the reference's phases over those bins (unit magnitude, 0 elsewhere): the frame's own phases times
         # these are the whitened cross-power spectrum
         fp.F = np.where(keep, np.conj(whole.F) / np.maximum(np.abs(whole.F), np.float32(1e-30)), 0).astype(np.complex64)
         fp.drift_bins = keep
+        fp.drift_count = int(np.count_nonzero(keep))
     return fp
+
+
+_DIAMOND = tuple((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if 0 < abs(dy) + abs(dx) <= 2)
 
 
 def _grown(strong: np.ndarray) -> np.ndarray:
@@ -370,15 +437,14 @@ def _grown(strong: np.ndarray) -> np.ndarray:
     frequencies)."""
     if not strong.any():
         return strong
+    h, w = strong.shape
+    pad = np.zeros((h + 4, w + 4), bool)             # rows wrapped by 2, columns padded with False
+    pad[2:h + 2, 2:w + 2] = strong
+    pad[:2, 2:w + 2] = strong[h - 2:]
+    pad[h + 2:, 2:w + 2] = strong[:2]
     grown = strong.copy()
-    for dy, dx in ((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if 0 < abs(dy) + abs(dx) <= 2):
-        sh = np.roll(strong, dy, axis=0)
-        if dx > 0:
-            grown[:, dx:] |= sh[:, :-dx]
-        elif dx < 0:
-            grown[:, :dx] |= sh[:, -dx:]
-        else:
-            grown |= sh
+    for dy, dx in _DIAMOND:
+        grown |= pad[2 + dy:2 + dy + h, 2 + dx:2 + dx + w]
     return grown
 
 
@@ -419,9 +485,7 @@ def _guard(S: Spectrum, fp: Fingerprint) -> tuple[bool, str]:
             return True, (f"guard: the sublattice phase moved by {np.degrees(dphi):.0f} deg "
                           f"(spot contrast {contrast:.1f})")
         why.append(f"spots {contrast:.0f} (was {fp.contrast:.0f}), phase {np.degrees(dphi):.0f} deg")
-    q = _norm(S)
-    rest = q[~fp.own] if fp.own is not None and fp.own.shape == q.shape else q
-    foreign = float(rest.max()) if rest.size else 0.0
+    foreign = _foreign(S, fp)
     if foreign > max(FOREIGN_FLOOR, FOREIGN_GAIN * fp.foreign):
         return True, f"guard: a new spectral peak {foreign:.0f} x its ring (checked frame {fp.foreign:.0f})"
     why.append(f"new peaks {foreign:.0f} (was {fp.foreign:.0f})")
@@ -445,7 +509,7 @@ def measure_drift(S: Spectrum, fp: Fingerprint, prior=(0.0, 0.0)) -> tuple[float
     c = sfft.irfft2(X, s=(h, w), workers=1)
     # the surface's std from Parseval: K unit bins, each with its mirror (no kx = 0 or Nyquist column among
     # them), and no DC: sum c^2 = 2K / (h w), mean 0
-    sd = float(np.sqrt(2.0 * np.count_nonzero(fp.drift_bins))) / (h * w)
+    sd = float(np.sqrt(2.0 * (fp.drift_count or np.count_nonzero(fp.drift_bins)))) / (h * w)
     if not sd > 0:
         return 0.0, 0.0, 0.0
     b = fp.b
@@ -473,7 +537,7 @@ def shift_mask(mask: np.ndarray, dy: float, dx: float) -> np.ndarray:
     came into view take the value at the edge they came in from (the nearest cell known)."""
     m = np.asarray(mask, bool)
     H, W = m.shape
-    dy, dx = int(np.clip(round(dy), -(H - 1), H - 1)), int(np.clip(round(dx), -(W - 1), W - 1))
+    dy, dx = min(max(int(round(dy)), -(H - 1)), H - 1), min(max(int(round(dx)), -(W - 1)), W - 1)
     out = np.empty_like(m)
     out[max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)] = \
         m[max(-dy, 0):H - max(dy, 0), max(-dx, 0):W - max(dx, 0)]
