@@ -119,19 +119,38 @@ def bench(size: int = 512, repeat: int = 200, pixel_size_A: float = 0.1, against
 
 
 def load_cadence(ref: str):
-    """``engine/health/material_cadence.py`` at git revision ``ref`` as a module of its own (it imports
-    today's ``engine.health.material``)."""
+    """``engine/health/material_cadence.py`` at git revision ``ref`` as a module of its own, with the
+    ``engine/health/material*.py`` of that revision (:func:`load_revision`: the full check as it was too);
+    its ``frame_material`` is :func:`engine.pipeline.frame_material` with that revision's full check."""
     import importlib.util
 
     root = Path(__file__).resolve().parents[1]
+    material = load_revision(ref)
+    pkg = material.__name__.rsplit(".", 1)[0]
     src = subprocess.run(["git", "show", f"{ref}:engine/health/material_cadence.py"], cwd=root, capture_output=True,
                          text=True, check=True).stdout
+    src = src.replace("from engine.health.material", f"from {pkg}.material")     # (and its material_* siblings)
     path = Path(tempfile.mkdtemp()) / "material_cadence_ref.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location(f"_cadence_{abs(hash(ref))}", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod                     # (dataclasses look their module up there)
-    spec.loader.exec_module(mod)
+    sys.path.insert(0, str(Path(material.__file__).parents[1]))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(Path(material.__file__).parents[1]))
+
+    def frame_material(frame):                       # engine.pipeline.frame_material with that revision's check
+        from engine.pipeline import MIN_SIDE_PX
+
+        data = np.asarray(frame.data)
+        if data.ndim != 2 or min(data.shape) < MIN_SIDE_PX:
+            return material.MaterialVerdict("graphene", "frame too small for a material verdict: assumed graphene",
+                                            graphene_fraction=1.0)
+        return material.classify_material(data, float(frame.pixel_size_A) if frame.pixel_size_A else None)
+
+    mod.frame_material = frame_material
     return mod
 
 
@@ -177,7 +196,7 @@ def bench_series(frames, repeat: int = 5, every_n: int | None = None, against=No
     ref = against.MaterialCadence(n) if against is not None else None
 
     def old_way(f):
-        return ref.verdict(f, FrameHealth(), frame_material) if ref is not None else frame_material(f)
+        return ref.verdict(f, FrameHealth(), against.frame_material) if ref is not None else frame_material(f)
 
     for f in frames[:3]:                                  # warm-up (imports, caches)
         old_way(f)

@@ -675,7 +675,8 @@ class MaterialCadence:
         s.shift = (0.0, 0.0)
         s.full_checks += 1
         s.shape, s.declared_A, s.estimated_A = _keys(frame, health)
-        s.fp = fingerprint(frame.data, v, v.mask if self._masked(v) else None) if self.n > 1 else None
+        # (a verdict not yet confirmed gets the full check on the next frame whatever the guard says: no reference)
+        s.fp = fingerprint(frame.data, v, v.mask if self._masked(v) else None) if self.n > 1 and s.confirmed else None
         if s.fp is not None and s.fp.spots is None and v.verdict in ("graphene", "not_graphene"):
             s.fp = None                      # a lattice whose spots are too faint to watch: every frame in full
         return _as_cadenced(v, -1, why)

@@ -69,7 +69,14 @@ def _demodulated(S: Spectrum, ks: np.ndarray, m: int, notch=None) -> np.ndarray:
         g = np.asarray(notch, float).reshape(-1, 2)
         g = np.vstack([g, -g])
         rad = np.maximum(OTHER_NOTCH_BINS, OTHER_NOTCH_REL * np.hypot(g[:, 0], g[:, 1]))
-        for gy, gx, r in zip(g[:, 0], g[:, 1], rad):
+        # only the reflections that reach a window can leave anything out: a lower bound of each one's distance
+        # to each window's box of bins, with half a bin to spare, skips the others (the same bins are left out)
+        y0, y1 = cy.min(axis=(1, 2)), cy.max(axis=(1, 2))
+        x0, x1 = cx.min(axis=(1, 2)), cx.max(axis=(1, 2))
+        ddy = np.maximum(0.0, np.maximum(y0[None, :] - g[:, :1], g[:, :1] - y1[None, :]))
+        ddx = np.maximum(0.0, np.maximum(x0[None, :] - g[:, 1:], g[:, 1:] - x1[None, :]))
+        reach = (np.hypot(ddy, ddx) <= rad[:, None] + 0.5).any(axis=1)
+        for gy, gx, r in zip(g[reach, 0], g[reach, 1], rad[reach]):
             keep &= np.hypot(cy - gy, cx - gx) > r
         sub = np.where(keep, sub, 0)
     env = sfft.ifft2(sub, axes=(1, 2), workers=1)
