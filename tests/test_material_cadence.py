@@ -397,8 +397,9 @@ def test_fast_paths_of_the_guard_give_the_same_numbers_bit_for_bit():
     means summed rows first, the mean and std from one sum, the 2-bin growth without rolls, and the
     foreign-peak test read from the bins it watches, against the plain computations they replace."""
     from engine.chem.filters import block_mean
-    from engine.health.material_cadence import (OWN_LEVEL, Fingerprint, _block_mean_int, _foreign, _grown, _mean_std,
-                                                _norm, _watched, binned, binned_spectrum)
+    from engine.chem.quantile import median
+    from engine.health.material_cadence import (_SUM, OWN_LEVEL, Fingerprint, _block_mean_int, _foreign, _gather, _grown,
+                                                _mean_std, _norm, _spot_contrast, _watched, binned, binned_spectrum)
 
     rng = np.random.default_rng(5)
     for dtype, lo, hi in ((np.uint16, 0, 65536), (np.uint8, 0, 256), (np.int16, -32768, 32768)):
@@ -433,3 +434,14 @@ def test_fast_paths_of_the_guard_give_the_same_numbers_bit_for_bit():
         own = _grown(q > OWN_LEVEL)
         fp = Fingerprint(shape=(512, 512), b=4, own=own, watch=_watched(S.shape, own))
         assert _foreign(S, fp) == float(q[~own].max())
+        # the spots' contrast and bispectrum phase as they were read before (np.where / conj, one max per spot)
+        spots = np.array([[5, 17], [12, -4], [-17, -13]])
+        idx, neg = _gather(spots, S.shape)
+        ring_idx = np.arange(40, 400)
+        c = np.where(neg, np.conj(S.F.ravel()[idx]), S.F.ravel()[idx])
+        p = c.real ** 2 + c.imag ** 2
+        peaks = np.array([p[0:9].max(), p[9:18].max(), p[18:43].reshape(5, 5)[1:4, 1:4].max()])
+        level = max(median(S.P.ravel()[ring_idx]), 1e-30)
+        want = (float(np.exp(np.mean(np.log(np.maximum(peaks, 1e-30) / level)))),
+                float(np.angle((c[0:9, None] * c[None, 9:18] * c[18:43][_SUM]).sum())))
+        assert _spot_contrast(S, idx, neg, ring_idx) == want

@@ -55,7 +55,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import math
+
 import numpy as np
+from scipy import fft as sfft
 
 from engine.chem.filters import block_mean
 from engine.chem.quantile import median
@@ -129,9 +132,12 @@ class CadencedVerdict(MaterialVerdict):
         return d
 
 
+_VERDICT_FIELDS = tuple(f.name for f in dataclasses.fields(MaterialVerdict))
+
+
 def _as_cadenced(v: MaterialVerdict, carried_from_frame: int, check: str, reason: str | None = None,
                  **fields) -> CadencedVerdict:
-    kw = {f.name: getattr(v, f.name) for f in dataclasses.fields(MaterialVerdict)}
+    kw = {name: getattr(v, name) for name in _VERDICT_FIELDS}
     if reason is not None:
         kw["reason"] = reason
     kw.update(fields)                                # (a carried mask moved with the drift, its fraction)
@@ -230,8 +236,6 @@ def binned_spectrum(x: np.ndarray, b: int, region: np.ndarray | None = None, lev
     """The guard's spectrum of the binned frame ``x`` (from :func:`binned`; overwritten). ``region``:
     as in :func:`spectrum` (frame-shaped, sampled at the blocks' centres). ``levels`` False: ``F`` only
     (``P`` and ``ring_mean`` None: all :func:`measure_drift` needs)."""
-    from scipy import fft as sfft
-
     h, w = x.shape
     if region is not None:
         r = np.asarray(region, bool)[b // 2::b, b // 2::b][:h, :w]
@@ -300,6 +304,8 @@ class Fingerprint:
 #: offsets (d1 + d2) of the k3 bins in the bispectrum sum, as indices into the 5 x 5 grid around k3
 _SUM = (2 - (_OFF[:, None, :] + _OFF[None, :, :])) @ np.array([5, 1])
 _GRID = np.array([(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)])
+#: the 27 of the 43 coefficients whose largest power per spot is its peak (k3: the 3 x 3 centre of its 5 x 5 grid)
+_PEAKS = np.r_[0:18, 18 + np.array([6, 7, 8, 11, 12, 13, 16, 17, 18])]
 
 
 def _gather(spots: np.ndarray, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
@@ -316,10 +322,10 @@ def _gather(spots: np.ndarray, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
 def _spot_contrast(S: Spectrum, idx: np.ndarray, neg: np.ndarray, ring_idx: np.ndarray) -> tuple[float, float]:
     """(geometric-mean contrast of the three spots over their ring's median power, bispectrum phase in
     rad) from the coefficients at ``idx`` (:func:`_gather`)."""
-    c = S.F.ravel()[idx]
-    c = np.where(neg, np.conj(c), c)
+    c = S.F.ravel()[idx]                             # (a copy)
+    np.negative(c.imag, out=c.imag, where=neg)       # the conjugate where the bin is read from -k
     p = c.real ** 2 + c.imag ** 2
-    peaks = np.array([p[0:9].max(), p[9:18].max(), p[18:43].reshape(5, 5)[1:4, 1:4].max()])
+    peaks = p[_PEAKS].reshape(3, 9).max(axis=1)      # 3 x 3 bins of k1, of k2, and the centre of k3's 5 x 5
     level = max(median(S.P.ravel()[ring_idx]), 1e-30)
     contrast = float(np.exp(np.mean(np.log(np.maximum(peaks, 1e-30) / level))))
     # bispectrum over 3 x 3 offsets d1, d2 of k1 and k2 with k3 - (d1 + d2) exactly (the window's leakage cancels)
@@ -480,11 +486,13 @@ def _guard(S: Spectrum, fp: Fingerprint) -> tuple[bool, str]:
         if contrast < max(SPOT_FLOOR, SPOT_DROP * fp.contrast):
             return True, f"guard: the lattice spots fell to contrast {contrast:.1f} (checked frame {fp.contrast:.1f})"
         dphi = abs(float(np.angle(np.exp(1j * (phase - fp.phase)))))
-        noise = np.degrees(np.sqrt(1.5 / max(contrast, 1e-9) + 1.5 / fp.contrast))
-        if np.degrees(dphi) > float(np.clip(3.0 * noise, *PHASE_TOL_DEG)):
-            return True, (f"guard: the sublattice phase moved by {np.degrees(dphi):.0f} deg "
+        # (math.sqrt, math.degrees: the same IEEE square root and product by 180 / pi as numpy's)
+        noise = math.degrees(math.sqrt(1.5 / max(contrast, 1e-9) + 1.5 / fp.contrast))
+        deg = math.degrees(dphi)
+        if deg > min(max(3.0 * noise, PHASE_TOL_DEG[0]), PHASE_TOL_DEG[1]):
+            return True, (f"guard: the sublattice phase moved by {deg:.0f} deg "
                           f"(spot contrast {contrast:.1f})")
-        why.append(f"spots {contrast:.0f} (was {fp.contrast:.0f}), phase {np.degrees(dphi):.0f} deg")
+        why.append(f"spots {contrast:.0f} (was {fp.contrast:.0f}), phase {deg:.0f} deg")
     foreign = _foreign(S, fp)
     if foreign > max(FOREIGN_FLOOR, FOREIGN_GAIN * fp.foreign):
         return True, f"guard: a new spectral peak {foreign:.0f} x its ring (checked frame {fp.foreign:.0f})"
@@ -499,8 +507,6 @@ def measure_drift(S: Spectrum, fp: Fingerprint, prior=(0.0, 0.0)) -> tuple[float
     two binned spectra over ``fp.drift_bins``; the peak is searched within :data:`DRIFT_SEARCH_BINS`
     binned px of ``prior`` (the shift predicted, frame px) and refined by a parabola through its
     neighbours. ``peak``: its height over the correlation surface's std (0: no reference)."""
-    from scipy import fft as sfft
-
     if fp.F is None or fp.drift_bins is None or S.F.shape != fp.F.shape:
         return 0.0, 0.0, 0.0
     X = S.F * fp.F                                   # (fp.F: the reference's conjugate phases, 0 off drift_bins)
@@ -515,10 +521,14 @@ def measure_drift(S: Spectrum, fp: Fingerprint, prior=(0.0, 0.0)) -> tuple[float
     b = fp.b
     py, px = float(prior[0]) / b, float(prior[1]) / b
     r = DRIFT_SEARCH_BINS
-    oy = np.arange(int(np.floor(py)) - r, int(np.ceil(py)) + r + 1)
-    ox = np.arange(int(np.floor(px)) - r, int(np.ceil(px)) + r + 1)
-    win = c[np.ix_(oy % h, ox % w)]
-    near = (oy[:, None] - py) ** 2 + (ox[None, :] - px) ** 2 <= (r + 0.5) ** 2
+    y0, x0 = math.floor(py) - r, math.floor(px) - r
+    oy = np.arange(y0, math.ceil(py) + r + 1)
+    ox = np.arange(x0, math.ceil(px) + r + 1)
+    if 0 <= y0 and oy[-1] < h and 0 <= x0 and ox[-1] < w:
+        win = c[y0:y0 + len(oy), x0:x0 + len(ox)]
+    else:
+        win = c[np.ix_(oy % h, ox % w)]
+    near = ((oy - py) ** 2)[:, None] + ((ox - px) ** 2)[None, :] <= (r + 0.5) ** 2
     k = int(np.argmax(np.where(near, win, -np.inf)))
     iy, ix = int(oy[k // len(ox)]), int(ox[k % len(ox)])
 
