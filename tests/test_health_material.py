@@ -776,3 +776,23 @@ def test_graphene_beside_a_mos2_flake_is_found_at_its_own_lattice_and_the_flake_
     mos2 = truth.species[inside] == OTHER
     assert in_mask[mos2].mean() < 0.1            # the flake is left out
     assert in_mask[~mos2].mean() > 0.8           # the graphene is analysed (but for cells along the edge)
+
+
+def test_integer_frames_are_binned_from_their_counts_bit_for_bit():
+    """8- and 16-bit frames skip the float32 copy of the whole frame (issue 21 criterion 5, cost): their 2 x 2
+    sums are integers below 2^18, so binning the counts gives the float32 frame's binning exactly, and the
+    verdict of an integer frame is the verdict of its float32 copy."""
+    from engine.health.material import _binned, _binned_int
+
+    rng = np.random.default_rng(8)
+    for dtype, lo, hi in ((np.uint16, 0, 65536), (np.uint8, 0, 256), (np.int16, -32768, 32768)):
+        for shape in ((512, 512), (384, 401), (1100, 1031)):               # (odd sides; > 1024: cropped)
+            a = rng.integers(lo, hi, size=shape).astype(dtype)
+            want, b = _binned(a.astype(np.float32))
+            assert b == 2 and np.array_equal(_binned_int(a), want)
+    for material, seed in (("graphene", 3), ("MoS2", 1)):
+        img = np.clip(np.rint(_frame(material, 0.1, seed=seed).image), 0, 65535).astype(np.uint16)
+        for px in (0.1, None):
+            u, f = classify_material(img, px), classify_material(img.astype(np.float32), px)
+            assert u.to_dict() == f.to_dict()
+            assert (u.mask is None and f.mask is None) or np.array_equal(u.mask, f.mask)

@@ -385,19 +385,28 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
         contrasts (module docstring); the verdict comes from the image.
     want_mask : also return the graphene region (a coarse mask) for graphene frames.
     """
-    img = np.asarray(image, dtype=np.float32)
-    if img.ndim != 2 or min(img.shape) < 64:
-        raise ValueError(f"classify_material needs a 2-D frame of at least 64 x 64 px, got shape {img.shape}")
+    raw = np.asarray(image)
+    if raw.ndim != 2 or min(raw.shape) < 64:
+        raise ValueError(f"classify_material needs a 2-D frame of at least 64 x 64 px, got shape {raw.shape}")
     px = float(pixel_size_A) if pixel_size_A is not None and np.isfinite(pixel_size_A) and pixel_size_A > 0 else None
-    finite = np.isfinite(img)
-    if not finite.all():
-        if not finite.any():
-            return MaterialVerdict("vacuum", "no finite pixels: nothing to see")
-        img = np.where(finite, img, np.float32(np.median(img[finite])))
-    if float(img.max()) == float(img.min()):
-        return MaterialVerdict("vacuum", "constant frame: no sample (or beam blanked)")
-    shape = img.shape
-    img, b = _binned(img)
+    if raw.dtype.kind in "ui" and raw.dtype.itemsize <= 2 and min(raw.shape) >= BIN_FROM_PX:
+        # 8- and 16-bit detector counts: all finite, and the 2 x 2 sums are exact in float32 in any order, so
+        # the frame is binned straight from its integers (no float32 copy of the whole frame first)
+        if raw.max() == raw.min():
+            return MaterialVerdict("vacuum", "constant frame: no sample (or beam blanked)")
+        shape = raw.shape
+        img, b = _binned_int(raw), 2
+    else:
+        img = np.asarray(raw, dtype=np.float32)
+        finite = np.isfinite(img)
+        if not finite.all():
+            if not finite.any():
+                return MaterialVerdict("vacuum", "no finite pixels: nothing to see")
+            img = np.where(finite, img, np.float32(np.median(img[finite])))
+        if float(img.max()) == float(img.min()):
+            return MaterialVerdict("vacuum", "constant frame: no sample (or beam blanked)")
+        shape = img.shape
+        img, b = _binned(img)
     v = _classify(img, b, px, want_mask, shape)
     if v.is_graphene:
         return v
@@ -522,7 +531,7 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
         # (every reflection m k1 + n k2 of the first lattice is left out: its higher orders are no
         # second lattice)
         k1_, k2_ = (np.asarray(v, float) for v in lat["spots"][:2])
-        m, n = (g.ravel() for g in np.mgrid[-2:3, -2:3])
+        m, n = _MN
         pts = m[:, None] * k1_[None, :] + n[:, None] * k2_[None, :]
         pts = pts[((m != 0) | (n != 0)) & (np.abs(pts * S.scale).max(axis=1) < 0.5)]
         # a strained or rippled crystal smears its reflections beyond the excluded bins, along their rings
@@ -530,8 +539,12 @@ def _classify(img: np.ndarray, b: int, px: float | None, want_mask: bool, shape)
         # (a MoS2 flake beside graphene at 0.15 A/px: every one tried was MoS2's, graphene's spots, contrast
         # 60-200, never): the candidates off the first lattice's rings are tried first, then those on them
         rings = np.hypot(*(np.vstack([k1_[None, :], pts]) * S.scale).T) * max(S.h, S.w)
-        more = (S.strongest(exclude=pts, lattice=(k1_, k2_), rings=rings, ring_rel=SMEAR_REL, top_k=SECOND_TOP_K)
-                + S.strongest(exclude=pts, lattice=(k1_, k2_)))
+        def candidates():           # (the second search only when the first one's candidates found nothing)
+            yield from S.strongest(exclude=pts, lattice=(k1_, k2_), rings=rings, ring_rel=SMEAR_REL,
+                                   top_k=SECOND_TOP_K)
+            yield from S.strongest(exclude=pts, lattice=(k1_, k2_))
+
+        more = candidates()
         lat2 = None
         tried = set()                   # the two searches can return the same bin: analysed once
         for k, q in more:
@@ -614,6 +627,23 @@ def _binned(img: np.ndarray) -> tuple[np.ndarray, int]:
     out += a[0::2, 1::2]
     out += a[1::2, 1::2]
     return out, 2
+
+
+#: (m, n) of the reflections m k1 + n k2 of a first lattice left out of the search for a second one
+_MN = tuple(g.ravel() for g in np.mgrid[-2:3, -2:3])
+for _g in _MN:
+    _g.setflags(write=False)
+
+
+def _binned_int(a: np.ndarray) -> np.ndarray:
+    """:func:`_binned` of a frame of 8- or 16-bit integers (both sides >= BIN_FROM_PX), bit for bit: the
+    four values of a block sum to an integer below 2^18, exact in float32 whatever the order."""
+    h, w = a.shape
+    h2, w2 = min(h // 2, MAX_SIDE_PX), min(w // 2, MAX_SIDE_PX)
+    y0, x0 = (h - 2 * h2) // 2, (w - 2 * w2) // 2
+    a = a[y0:y0 + 2 * h2, x0:x0 + 2 * w2]
+    r = np.add.reduce(a.reshape(h2, 2, 2 * w2), axis=1, dtype=np.float32)
+    return r[:, 0::2] + r[:, 1::2]
 
 
 def _fmt_len(a_px: float, px: float | None) -> str:

@@ -147,6 +147,8 @@ def graphene_mask(S: Spectrum, spots, shape, other=None):
     if frac > 1.0 - MASK_MIN_OUT:
         return None, 1.0                             # a corner or a rim: not worth dropping atoms for
     H, W = shape
+    if H % n == 0 and W % n == 0:                    # (the same cells, without two gathers over the frame)
+        return np.repeat(np.repeat(coarse, H // n, axis=0), W // n, axis=1), frac
     ry = np.minimum((np.arange(H) * n) // H, n - 1)
     rx = np.minimum((np.arange(W) * n) // W, n - 1)
     return coarse[ry][:, rx], frac
