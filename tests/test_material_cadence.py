@@ -445,3 +445,11 @@ def test_fast_paths_of_the_guard_give_the_same_numbers_bit_for_bit():
         want = (float(np.exp(np.mean(np.log(np.maximum(peaks, 1e-30) / level)))),
                 float(np.angle((c[0:9, None] * c[None, 9:18] * c[18:43][_SUM]).sum())))
         assert _spot_contrast(S, idx, neg, ring_idx) == want
+    # measure_drift's whitening: numpy's complex64 / float32 is (re, im) x (1 / |F|) in float32 (Smith's method)
+    F = (rng.standard_normal((64, 33)) + 1j * rng.standard_normal((64, 33))).astype(np.complex64) * np.float32(1e3)
+    a = np.maximum(np.abs(F), np.float32(1e-30))
+    X = F.copy()
+    scl = np.float32(1) / a
+    X.real *= scl
+    X.imag *= scl
+    assert np.array_equal(X, F / a)

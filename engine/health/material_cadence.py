@@ -510,7 +510,11 @@ def measure_drift(S: Spectrum, fp: Fingerprint, prior=(0.0, 0.0)) -> tuple[float
     if fp.F is None or fp.drift_bins is None or S.F.shape != fp.F.shape:
         return 0.0, 0.0, 0.0
     X = S.F * fp.F                                   # (fp.F: the reference's conjugate phases, 0 off drift_bins)
-    X /= np.maximum(np.abs(S.F), np.float32(1e-30))
+    # / |F|: numpy divides a complex64 by a real one as Smith's method does, (re, im) x (1 / |F|) in float32;
+    # the same products without the complex division's other steps (about half the time)
+    scl = np.float32(1) / np.maximum(np.abs(S.F), np.float32(1e-30))
+    X.real *= scl
+    X.imag *= scl
     h, w = S.shape
     c = sfft.irfft2(X, s=(h, w), workers=1)
     # the surface's std from Parseval: K unit bins, each with its mirror (no kx = 0 or Nyquist column among
