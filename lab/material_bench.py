@@ -32,6 +32,11 @@ today's cadence; the table gives both and their ratio:
 
     python -m lab.material_bench --series 50 --repeat 5 --movie beside_MoS2 --pixel-size 0.15 --against dc1f23c
 
+``--movie beside_MoS2`` without ``--series`` times the full check alone (``classify_material``) on the first
+10 frames of that movie, ``--repeat`` passes (with ``--against REV``: that revision's, interleaved):
+
+    python -m lab.material_bench --movie beside_MoS2 --pixel-size 0.15 --repeat 10 --against 42987a4
+
 ``--pipeline N`` runs ``Pipeline.process`` (CPU backend, overlap off) on the N frames of ``stemwatch bench
 pipeline``'s 512^2 movie with a full material check on every frame (``material_recheck_every_n_frames``
 1: the behaviour before the cadence) and with the default cadence, the two pipelines interleaved frame
@@ -116,6 +121,27 @@ def bench(size: int = 512, repeat: int = 200, pixel_size_A: float = 0.1, against
                              "p90_ms": 1e3 * float(np.percentile(t[k], 90)), "cpu_ms": 1e3 * float(c[k].mean())}
                          for k in fns}
     return out
+
+
+def bench_movie(images, pixel_size_A: float, repeat: int = 5, against=None) -> dict:
+    """classify_material (and ``against``'s, interleaved frame by frame) on every frame of a movie, ``repeat``
+    passes: CPU time per call (``time.thread_time``), the median and mean over all calls."""
+    from engine.health.material import classify_material
+
+    fns = {"new": classify_material}
+    if against is not None:
+        fns["old"] = against.classify_material
+    for fn in fns.values():
+        fn(images[0], pixel_size_A)
+    c = {k: [] for k in fns}
+    for _ in range(repeat):
+        for img in images:
+            for k, fn in fns.items():
+                c0 = time.thread_time()
+                fn(img, pixel_size_A)
+                c[k].append(time.thread_time() - c0)
+    return {k: {"cpu_ms_median": 1e3 * float(np.median(v)), "cpu_ms_mean": 1e3 * float(np.mean(v)), "calls": len(v)}
+            for k, v in c.items()}
 
 
 def load_cadence(ref: str):
@@ -300,6 +326,21 @@ def main(argv=None) -> int:
     ap.add_argument("--pipeline", type=int, default=0, metavar="N",
                     help="time Pipeline.process on N 512^2 bench frames, full check every frame vs the cadence")
     a = ap.parse_args(argv)
+    if a.movie != "graphene" and not a.series:
+        import os
+
+        frames = series_frames(10, a.size, a.pixel_size, None, a.seed, "random" if a.imaging == "random" else None,
+                               a.movie)
+        res = bench_movie([f.data for f in frames], a.pixel_size, a.repeat, load_revision(a.against) if a.against else None)
+        print(f"classify_material on the 10 frames of a {a.size}x{a.size} {a.movie} movie at {a.pixel_size} A/px "
+              f"(seed {a.seed}), {a.repeat} passes, interleaved; load average {os.getloadavg()[0]:.1f}")
+        print("| version | CPU ms per call (median) | (mean) |\n|---|---|---|")
+        for k, v in res.items():
+            print(f"| {'current' if k == 'new' else a.against} | {v['cpu_ms_median']:.2f} | {v['cpu_ms_mean']:.2f} |")
+        if "old" in res:
+            print(f"| {a.against} / current | {res['old']['cpu_ms_median'] / res['new']['cpu_ms_median']:.2f} | "
+                  f"{res['old']['cpu_ms_mean'] / res['new']['cpu_ms_mean']:.2f} |")
+        return _write_json(res, a.json)
     if a.pipeline:
         import os
 
