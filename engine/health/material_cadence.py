@@ -52,10 +52,9 @@ and ``check``) whose reason ends with "(carried over from frame k)".
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-
-import math
 
 import numpy as np
 from scipy import fft as sfft
