@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.health.material_cadence import (DRIFT_MIN_PEAK, Fingerprint, _binning, _drift_bins, binned,
-                                            binned_spectrum, measure_drift)
+from engine.health.material_cadence import (DRIFT_MIN_PEAK, Fingerprint, binned, binned_spectrum, binning_for,
+                                            drift_reference, measure_drift)
 
 #: a region found on a frame is still left out on this many frames after it (0: per frame, as before)
 HOLD_FRAMES = 5
@@ -53,6 +53,7 @@ class OverlayerHold:
     def __init__(self, hold_frames: int = HOLD_FRAMES):
         self.hold_frames = int(hold_frames)
         self.key: tuple | None = None        # (series, run) the state belongs to
+        self.note = ""                        # why the held region was dropped on the last frame
         self.reset()
 
     def reset(self) -> None:
@@ -62,7 +63,6 @@ class OverlayerHold:
         self.velocity = (0.0, 0.0)            # the drift measured last (frame px per frame)
         self.residual = np.zeros(2)           # sub-pixel drift not yet applied to ``held``
         self.frames_held = 0                  # frames on which the held region added to the frame's own
-        self.note = ""                        # why the held region was dropped on the last frame
         self.added = False                    # whether the held region added to the last frame's own
 
     def forget(self, frame, health=None) -> None:
@@ -85,8 +85,7 @@ class OverlayerHold:
         self.note, self.added = "", False
         if self.hold_frames <= 0 or a.ndim != 2 or (self.held is None and region is None):
             return region
-        f1 = 2.0 / (np.sqrt(3.0) * lattice_px) if np.isfinite(lattice_px) and lattice_px > 0 else None
-        b = _binning(a.shape, f1) if self.ref is None else self.ref.b
+        b = binning_for(a.shape, lattice_px) if self.ref is None else self.ref.b
         x = binned(a, b)
         S = None if x is None else binned_spectrum(x, b)
         if S is None:
@@ -120,8 +119,5 @@ class OverlayerHold:
         if self.held is None or not self.held.any():
             self.reset()
             return out
-        keep = _drift_bins(S)
-        self.ref = Fingerprint(shape=tuple(a.shape), b=b, drift_bins=keep,
-                               F=np.where(keep, np.conj(S.F) / np.maximum(np.abs(S.F), np.float32(1e-30)),
-                                          0).astype(np.complex64))
+        self.ref = drift_reference(S, a.shape)
         return out
