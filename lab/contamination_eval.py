@@ -22,7 +22,13 @@ called graphene with C-atom SNR >= 2, against the simulator's atoms:
 0.2 A/px (seeds 30 and 31 by default), with and without the region, and counts their events (the sample
 is static: every event is false).
 
+With the overlayer region held over recent frames (engine/health/overlayer_hold.py) the movies run in
+three modes (:func:`run_movie`: ``none``, ``frame``, ``held``); ``--contaminated-movies`` adds
+``graphene_hole`` movies with a contamination patch forced, ``--drifts`` drifting ones; each movie frame
+is also scored as above against the simulator's truth (summed over the frames).
+
     python -m lab.contamination_eval [--frames 15] [--seed 81] [--size 512] [--movies 30,31]
+        [--contaminated-movies 36,40] [--event-movies 30,31] [--drifts 0:0,0.3:0.5]
 """
 
 from __future__ import annotations
@@ -221,6 +227,39 @@ def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: in
     return out
 
 
+def run_event_movie(seed: int, drift=(0.0, 0.0), n_frames: int = 20) -> dict:
+    """Clean graphene with true events (engine.sim MovieSimulator, 512^2 at 0.2 A/px, 6 Si3 and 2 Si4,
+    a random event every ~3 frames; the bundled movies' imaging for even seeds, random imaging for odd
+    ones; no contamination): the region held (``held``) against decided per frame (``frame``). The
+    region must not appear there: the events must be the same."""
+    from engine.pipeline import Pipeline
+    from engine.sim.movie import MovieSimulator, MovieSpec
+    from stemwatch.config import Config
+    from streamer.frame import Frame
+
+    spec = MovieSpec(n_frames=n_frames, shape_px=(512, 512), pixel_size_A=0.2, drift_A_per_frame=tuple(drift),
+                     seed=seed, dopants=("si3",) * 6 + ("si4",) * 2, event_rate_per_frame=0.3,
+                     min_event_gap_frames=2, imaging="random" if seed % 2 else None)
+    sim = MovieSimulator(spec)
+    frames = [item[0] if isinstance(item, tuple) else item for item in sim.frames()]
+    out = {"true_events": len(sim.events)}
+    for mode in ("frame", "held"):
+        pipe = Pipeline(Config().replace(inference={"backend": "onnx"}))
+        if mode == "frame":
+            pipe.overlayer_hold.hold_frames = 0
+        events, regions, si = [], 0, 0
+        try:
+            for k, img in enumerate(frames):
+                r = pipe.process(Frame(data=img, series=f"events{seed}", seq=k, t_acquired=float(k), pixel_size_A=0.2))
+                events += [(e.frame, e.kind, e.atom_id) for e in r.events]
+                regions += int("hollows are filled" in ((r.material.reason if r.material else "") or ""))
+                si += int((np.asarray(r.chemistry.atoms.species) != 0).sum()) if r.chemistry is not None else 0
+        finally:
+            pipe.close()
+        out[mode] = {"events": events, "frames_with_region": regions, "si": si}
+    return out
+
+
 def movie_line(seed: int, m: dict, what: str) -> str:
     modes = [k for k in MOVIE_MODES if k in m]
     return (f"movie seed {seed} ({what}): events " + " -> ".join(str(m[k]["events"]) for k in modes)
@@ -243,13 +282,19 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=512, help="frame side (px)")
     ap.add_argument("--movies", default="30,31", help="static graphene_hole movie seeds ('' for none)")
     ap.add_argument("--contaminated-movies", default="", help="graphene_hole movie seeds with a contamination "
-                    "patch forced, each static and drifting ('' for none)")
+                    "patch forced ('' for none)")
+    ap.add_argument("--event-movies", default="", help="clean graphene movie seeds with true events "
+                    "(run_event_movie; '' for none)")
+    ap.add_argument("--drifts", default="0:0", help="movie drifts, A per frame as y:x (MovieSpec's order), "
+                    "comma-separated (default 0:0, static)")
     a = ap.parse_args(argv)
-    print(f"seed {a.seed} (clean {a.seed + 1}), {a.frames} + {a.frames} frames of {a.size}^2; scored: graphene, SNR >= 2\n")
-    print("| frames | n | frames with a region | reported Si | false Si within 3 A of contamination | "
-          "true Si kept (clean graphene) | lattice atoms kept (clean graphene) | clean graphene left out |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, ex in (("contaminated", contaminated(a.seed, a.frames, a.size)),
+    if a.frames > 0:
+        print(f"seed {a.seed} (clean {a.seed + 1}), {a.frames} + {a.frames} frames of {a.size}^2; scored: graphene, "
+              "SNR >= 2\n")
+        print("| frames | n | frames with a region | reported Si | false Si within 3 A of contamination | "
+              "true Si kept (clean graphene) | lattice atoms kept (clean graphene) | clean graphene left out |")
+        print("|---|---|---|---|---|---|---|---|")
+    for name, ex in () if a.frames <= 0 else (("contaminated", contaminated(a.seed, a.frames, a.size)),
                      ("clean", clean(a.seed + 1, a.frames, a.size)),
                      ("clean, 4 Si/nm^2, wide tail", stress(a.seed + 2, max(1, a.frames // 3), a.size))):
         rows = run_frames(ex, name)
@@ -261,14 +306,23 @@ def main(argv=None) -> int:
               f"{f['lattice_kept']} of {f['lattice']} ({100 * f['lattice_kept'] / max(b['lattice_kept'], 1):.2f} %) | "
               f"{100 * b['cells_out'] / max(b['cells'], 1):.2f} -> {100 * f['cells_out'] / max(f['cells'], 1):.2f} % |",
               flush=True)
-    for seed in [int(s) for s in a.movies.split(",") if s.strip()]:
-        m = run_movie(seed)
-        print("\n" + movie_line(seed, m, "graphene_hole, 10 frames, 512^2, 0.2 A/px, no drift"), flush=True)
-    for seed in [int(s) for s in a.contaminated_movies.split(",") if s.strip()]:
-        for drift in ((0.0, 0.0), (0.3, 0.5)):
-            m = run_movie(seed, drift=drift, contamination=True)
-            print("\n" + movie_line(seed, m, f"graphene_hole with contamination, 10 frames, 512^2, 0.2 A/px, "
-                                     f"drift {drift} A/frame"), flush=True)
+    drifts = [tuple(float(v) for v in d.split(":")) for d in a.drifts.split(",") if d.strip()]
+    for seed in [int(s) for s in a.event_movies.split(",") if s.strip()]:
+        for drift in drifts:
+            m = run_event_movie(seed, drift=drift)
+            f, h = m["frame"], m["held"]
+            print(f"\nclean event movie seed {seed} (20 frames, 512^2, 0.2 A/px, drift {drift} A/frame, "
+                  f"{m['true_events']} true events): events {len(f['events'])} -> {len(h['events'])} "
+                  f"({'identical' if f['events'] == h['events'] else 'DIFFERENT'}), frames with a region "
+                  f"{f['frames_with_region']} -> {h['frames_with_region']}, Si {f['si']} -> {h['si']}  [frame -> held]",
+                  flush=True)
+    for seeds, cont, what in ((a.movies, None, "graphene_hole"),
+                              (a.contaminated_movies, True, "graphene_hole with contamination")):
+        for seed in [int(s) for s in seeds.split(",") if s.strip()]:
+            for drift in drifts:
+                m = run_movie(seed, drift=drift, contamination=cont)
+                print("\n" + movie_line(seed, m, f"{what}, 10 frames, 512^2, 0.2 A/px, drift {drift} A/frame"),
+                      flush=True)
     return 0
 
 
