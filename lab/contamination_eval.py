@@ -285,7 +285,7 @@ def main(argv=None) -> int:
                     "patch forced ('' for none)")
     ap.add_argument("--event-movies", default="", help="clean graphene movie seeds with true events "
                     "(run_event_movie; '' for none)")
-    ap.add_argument("--drifts", default="0:0", help="movie drifts, A per frame as y:x (MovieSpec's order), "
+    ap.add_argument("--drifts", default="0:0", help="movie drifts, A per frame as x:y (MovieSpec.s drift_A_per_frame), "
                     "comma-separated (default 0:0, static)")
     a = ap.parse_args(argv)
     if a.frames > 0:
