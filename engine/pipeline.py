@@ -428,10 +428,11 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             timings["network"] = p1 - pn
         maps = contrast_maps(frame.data, float(probs.frame_pixel_size_A))
 
-        def chemistry_of(p):      # atoms inside the frame, then the graph; motifs are named in order, by track()
+        def chemistry_of(p, mask=None):   # atoms inside the frame, then the graph; motifs are named in order, by track()
             found = ahead if ahead is not None and p is net_probs else find_atoms(p, cfg.chemistry, frame.data, maps)
             atoms = drop_outside(found, shape, cfg.health.edge_drop_A)
-            return build_chemistry(atoms, cfg.chemistry, None, frame.data, maps)
+            return build_chemistry(atoms, cfg.chemistry, None, frame.data, maps,
+                                   outside=None if mask is None or not EDGE_AT_MASK else ~np.asarray(mask, bool))
 
         result = chemistry_of(probs)
         snr = float(estimate_snr(np.asarray(frame.data), result, maps))   # (the noise: measured once)
@@ -451,7 +452,7 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                 material = _leave_out(material, over, OVERLAYER_WHY if overlayer_hold is None or not overlayer_hold.added
                                       else OVERLAYER_WHY + " (with the region of recent frames held)")
             if region is not None or over is not None:
-                result = chemistry_of(mask_probabilities(probs, material.mask))
+                result = chemistry_of(mask_probabilities(probs, material.mask), material.mask)
         if health is not None:
             health.snr = snr
         # (atoms found by the network's process: their time there counts here)
@@ -489,6 +490,8 @@ def _graphene_scale(material, health, ps: float, tolerance: float) -> float:
     return float(health.pixel_size_A)
 
 
+#: atoms near the unsure / overlayer regions left out are not judged for defects, as near the frame edge
+EDGE_AT_MASK = True
 UNSURE_WHY = "the network is unsure of its atoms over {:.0f} % of the field (amorphous carbon or contamination)"
 OVERLAYER_WHY = "the lattice's hollows are filled over {:.0f} % of the field (contamination on the graphene)"
 

@@ -124,3 +124,17 @@ def test_a_static_contaminated_field_raises_no_flicker_events():
     assert d["events"] <= 2, d["kinds"]
     assert d["false_si_near"] < m["held"]["false_si_near"]
     assert d["true_si_kept"] == m["held"]["true_si_kept"]
+
+
+def test_atoms_at_the_edge_of_a_region_left_out_are_not_judged():
+    """The lattice is cut where a region is left out, as at the frame edge: atoms within the edge margin
+    of it are in the defect finder's edge zone (engine.chem.defects.near_left_out)."""
+    from engine.chem.defects import near_left_out
+
+    out = np.zeros((200, 200), bool)
+    out[:, 120:] = True                                  # the right part of the field left out
+    xy = np.array([[10.0, 50.0], [100.0, 50.0], [110.0, 150.0], [119.0, 10.0], [60.0, 100.0]])
+    # 0.1 A/px, a 3 A margin: 30 px (to within the 1 A cells)
+    got = near_left_out(xy, out, 0.1, 3.0)
+    assert got.tolist() == [False, True, True, True, False]
+    assert not near_left_out(xy, np.zeros((200, 200), bool), 0.1, 3.0).any()
