@@ -105,22 +105,22 @@ def test_shift_held_fills_what_came_into_view_with_nothing():
 
 def test_a_static_contaminated_field_raises_no_flicker_events():
     """The static graphene_hole movie of seed 31 (engine.sim MaterialMovie, 512^2 at 0.2 A/px, a
-    contamination blob at the hole; every event is false). With the thick-patch rule alone (the thin
-    path off) and the region decided per frame, Si at its edge flickered (4 events: si_appeared /
+    contamination blob at the hole; every event is false). With the thick-patch rule alone (the
+    default: the thin path off) and the region decided per frame, Si at its edge flickered (4 events: si_appeared /
     si_lost); with the region held, at most the one of the region's growth over the first frames
-    remains. With the thin path on (the default) the region covers more of the blob: 2 events (si_lost,
+    remains. With the thin path on the region covers more of the blob: 2 events (si_lost,
     vacancy_created), fewer false Si."""
     from engine.health import material_overlayer
     from lab.contamination_eval import run_movie
 
-    with mock.patch.object(material_overlayer, "THIN_GATE_FILL", np.inf):
-        m = run_movie(31, n_frames=10, modes=("frame", "held"))
+    m = run_movie(31, n_frames=10, modes=("frame", "held"))    # (the default: the thin path off)
     assert m["frame"]["events"] >= 3                  # (the per-frame region: what the hold fixes)
     assert m["held"]["events"] <= 1, m["held"]["kinds"]
     assert m["held"]["frames_held"] >= 5
     assert m["held"]["false_si_near"] < m["frame"]["false_si_near"]
     assert m["held"]["true_si_kept"] == m["frame"]["true_si_kept"]
-    d = run_movie(31, n_frames=10, modes=("held",))["held"]
+    with mock.patch.object(material_overlayer, "THIN_PATH", True):
+        d = run_movie(31, n_frames=10, modes=("held",))["held"]
     assert d["events"] <= 2, d["kinds"]
     assert d["false_si_near"] < m["held"]["false_si_near"]
     assert d["true_si_kept"] == m["held"]["true_si_kept"]
