@@ -102,6 +102,10 @@ class Pipeline:
 
         # the material verdict per series: a full check now and then, a cheap guard in between
         self.material_cadence = MaterialCadence(self.cfg.chemistry.material_recheck_every_n_frames, MASK_BELOW)
+        from engine.health.overlayer_hold import OverlayerHold
+
+        # the contamination region of the series: held over a few frames, moved with the drift
+        self.overlayer_hold = OverlayerHold()
         self.keep_image = keep_image
         self.series: str | None = None
         self._run = 0                     # Frame.run of the series being tracked (a rerun resets)
@@ -126,6 +130,7 @@ class Pipeline:
         self.tracker.reset()
         self.health.reset()
         self.material_cadence.reset()
+        self.overlayer_hold.reset()
         self.series = None
         self._scale_noted = None
 
@@ -193,7 +198,7 @@ class Pipeline:
         health, pre = checked if checked is not None else self.check(frame)
         fc = analyze_frame(frame, inferencer if inferencer is not None else self.inferencer, self.cfg,
                            health=health, keep_image=self.keep_image, t_start=t_start,
-                           material_cadence=self.material_cadence)
+                           material_cadence=self.material_cadence, overlayer_hold=self.overlayer_hold)
         fc.timings_s["health"] = pre + fc.timings_s.get("health", 0.0)
         fc.timings_s["total"] = fc.timings_s.get("total", 0.0) + pre
         return self.track(fc)
@@ -243,6 +248,7 @@ class Pipeline:
                     if "fov_jump" in health.verdicts:
                         self.tracker.reset()
                         self.material_cadence.invalidate("fov_jump (the dopants moved)")
+                        self.overlayer_hold.reset()
                         events = [_fov_jump_event(fc)]
                     timings["tracking"] = 0.0
                     timings["total"] = spent + time.perf_counter() - p2
@@ -347,7 +353,7 @@ class NoInference:
 
 
 def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool = False,
-                  t_start: float | None = None, material_cadence=None) -> FrameChemistry:
+                  t_start: float | None = None, material_cadence=None, overlayer_hold=None) -> FrameChemistry:
     """frame -> network -> atoms -> lattice graph: the part of :meth:`Pipeline.process` that
     depends on the frame alone (given its health from :meth:`engine.health.HealthMonitor.before`,
     which says the pixel size to analyse at and whether to run the network at all), so any process
@@ -360,6 +366,9 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
     (chemistry None), never raised; a frame the network is not run on has chemistry None and no error.
     material_cadence : the series' :class:`engine.health.material_cadence.MaterialCadence` (frames in
     order: the full material check now and then, a guard in between); None: a full check on this frame.
+    overlayer_hold : the series' :class:`engine.health.overlayer_hold.OverlayerHold` (frames in order: the
+    contamination region found on recent frames is left out too, moved with the drift); None: the
+    region of this frame alone.
     """
     from engine.chem.atoms import contrast_maps, find_atoms
     from engine.chem.chemistry import build_chemistry
@@ -381,6 +390,8 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             material_cadence.verdict(frame, health, frame_material)
         timings["material"] = time.perf_counter() - p0
         if not material.is_graphene:
+            if overlayer_hold is not None:
+                overlayer_hold.forget(frame)            # (another field: nothing of the last one is held)
             # not graphene: no atoms, no species, no events; the tracker keeps its state (as after a
             # dropped frame). The material is judged at the frame's declared pixel size (or none): the
             # lattice scale estimate could "calibrate" any hexagonal lattice into graphene.
@@ -417,10 +428,11 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             timings["network"] = p1 - pn
         maps = contrast_maps(frame.data, float(probs.frame_pixel_size_A))
 
-        def chemistry_of(p):      # atoms inside the frame, then the graph; motifs are named in order, by track()
+        def chemistry_of(p, mask=None):   # atoms inside the frame, then the graph; motifs are named in order, by track()
             found = ahead if ahead is not None and p is net_probs else find_atoms(p, cfg.chemistry, frame.data, maps)
             atoms = drop_outside(found, shape, cfg.health.edge_drop_A)
-            return build_chemistry(atoms, cfg.chemistry, None, frame.data, maps)
+            return build_chemistry(atoms, cfg.chemistry, None, frame.data, maps,
+                                   outside=None if mask is None or not EDGE_AT_MASK else ~np.asarray(mask, bool))
 
         result = chemistry_of(probs)
         snr = float(estimate_snr(np.asarray(frame.data), result, maps))   # (the noise: measured once)
@@ -433,10 +445,14 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             # contamination lying on the lattice, whose atoms the network is sure of: the hollows are
             # filled (engine/health/material_overlayer.py)
             over = overlayer_region(result.atoms, maps, result.rings, shape)
+            if overlayer_hold is not None:
+                over = overlayer_hold.update(frame, health, over, float(getattr(material, "lattice_constant_px",
+                                                                                float("nan"))))
             if over is not None:
-                material = _leave_out(material, over, OVERLAYER_WHY)
+                material = _leave_out(material, over, OVERLAYER_WHY if overlayer_hold is None or not overlayer_hold.added
+                                      else OVERLAYER_WHY + " (with the region of recent frames held)")
             if region is not None or over is not None:
-                result = chemistry_of(mask_probabilities(probs, material.mask))
+                result = chemistry_of(mask_probabilities(probs, material.mask), material.mask)
         if health is not None:
             health.snr = snr
         # (atoms found by the network's process: their time there counts here)
@@ -474,6 +490,8 @@ def _graphene_scale(material, health, ps: float, tolerance: float) -> float:
     return float(health.pixel_size_A)
 
 
+#: atoms near the unsure / overlayer regions left out are not judged for defects, as near the frame edge
+EDGE_AT_MASK = True
 UNSURE_WHY = "the network is unsure of its atoms over {:.0f} % of the field (amorphous carbon or contamination)"
 OVERLAYER_WHY = "the lattice's hollows are filled over {:.0f} % of the field (contamination on the graphene)"
 

@@ -22,7 +22,13 @@ called graphene with C-atom SNR >= 2, against the simulator's atoms:
 0.2 A/px (seeds 30 and 31 by default), with and without the region, and counts their events (the sample
 is static: every event is false).
 
+With the overlayer region held over recent frames (engine/health/overlayer_hold.py) the movies run in
+three modes (:func:`run_movie`: ``none``, ``frame``, ``held``); ``--contaminated-movies`` adds
+``graphene_hole`` movies with a contamination patch forced, ``--drifts`` drifting ones; each movie frame
+is also scored as above against the simulator's truth (summed over the frames).
+
     python -m lab.contamination_eval [--frames 15] [--seed 81] [--size 512] [--movies 30,31]
+        [--contaminated-movies 36,40] [--event-movies 30,31] [--drifts 0:0,0.3:0.5]
 """
 
 from __future__ import annotations
@@ -157,8 +163,28 @@ def run_frames(examples, tag: str, progress: bool = True) -> list[dict]:
     return rows
 
 
-def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: int = 512, drift=(0.0, 0.0), bound: float = 0.0) -> dict:
-    """Events of a static ``graphene_hole`` movie with the overlayer region and without it."""
+MOVIE_MODES = ("none", "frame", "held")
+
+
+def _truth_example(img, truth, px):
+    """The simulator's truth of a movie frame in the shape :func:`score` reads (contamination: its label)."""
+    from types import SimpleNamespace
+
+    from engine.sim.structures import LABEL
+
+    cont = truth.label == LABEL["contamination"]
+    return SimpleNamespace(image=img, pixel_size_A=px, xy_px=truth.xy_px, species=truth.species,
+                           lattice=~cont & (truth.label != LABEL["adatom"]), z=np.where(cont, 6, 99))
+
+
+def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: int = 512, drift=(0.0, 0.0),
+              bound: float = 0.0, contamination: bool | None = None, modes=MOVIE_MODES) -> dict:
+    """Events of a ``graphene_hole`` movie (the sample static, so every event is false) in each of
+    ``modes``: ``none`` without the overlayer region, ``frame`` with the region of each frame alone
+    (:class:`engine.health.overlayer_hold.OverlayerHold` off), ``held`` with the region of recent frames
+    held (the pipeline's default). ``drift``: A per frame (y, x as MovieSpec); ``contamination``: force a
+    contamination patch on the sample (None: drawn, in ~30 % of samples). Each frame is also scored as
+    :func:`score` against the simulator's truth (summed over the frames)."""
     import engine.pipeline as pipeline_module
     from engine.pipeline import Pipeline
     from engine.sim.materials import MaterialMovie
@@ -168,27 +194,80 @@ def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: in
 
     spec = MovieSpec(n_frames=n_frames, shape_px=(size, size), pixel_size_A=pixel_size_A, drift_A_per_frame=tuple(drift),
                      drift_bound_A=bound, seed=seed)
-    frames = [item[0] if isinstance(item, tuple) else item for item in MaterialMovie(spec, "graphene_hole").frames()]
+    kw = {} if contamination is None else {"contamination": bool(contamination)}
+    frames = list(MaterialMovie(spec, "graphene_hole", **kw).frames())
     out = {}
-    for mode in ("before", "after"):
+    for mode in modes:
         pipe = Pipeline(Config().replace(inference={"backend": "onnx"}))
-        events, si, regions = [], [], 0
+        if mode == "frame":
+            pipe.overlayer_hold.hold_frames = 0
+        events, si, regions, held, scores = [], [], 0, 0, []
         try:
-            ctx = mock.patch.object(pipeline_module, "overlayer_region", lambda *a, **k: None) if mode == "before" \
+            ctx = mock.patch.object(pipeline_module, "overlayer_region", lambda *a, **k: None) if mode == "none" \
                 else contextlib.nullcontext()
             with ctx:
-                for k, img in enumerate(frames):
+                for k, (img, truth) in enumerate(frames):
                     r = pipe.process(Frame(data=img, series=f"movie{seed}", seq=k, t_acquired=float(k),
                                            pixel_size_A=pixel_size_A))
                     events += list(r.events)
                     if r.chemistry is not None:
                         si.append(int((np.asarray(r.chemistry.atoms.species) != 0).sum()))
-                    regions += int("hollows are filled" in ((r.material.reason if r.material else "") or ""))
+                    reason = (r.material.reason if r.material else "") or ""
+                    regions += int("hollows are filled" in reason)
+                    held += int("held)" in reason)
+                    sc = score(r, _truth_example(img, truth, pixel_size_A))
+                    if sc is not None:
+                        scores.append(sc)
         finally:
             pipe.close()
+        keys = ("si", "false_si_near", "true_si", "true_si_kept", "lattice", "lattice_kept")
         out[mode] = {"events": len(events), "kinds": sorted({e.kind for e in events}), "si_per_frame": si,
-                     "frames_with_region": regions}
+                     "frames_with_region": regions, "frames_held": held,
+                     **{k: sum(x[k] for x in scores) for k in keys}}
     return out
+
+
+def run_event_movie(seed: int, drift=(0.0, 0.0), n_frames: int = 20) -> dict:
+    """Clean graphene with true events (engine.sim MovieSimulator, 512^2 at 0.2 A/px, 6 Si3 and 2 Si4,
+    a random event every ~3 frames; the bundled movies' imaging for even seeds, random imaging for odd
+    ones; no contamination): the region held (``held``) against decided per frame (``frame``). The
+    region must not appear there: the events must be the same."""
+    from engine.pipeline import Pipeline
+    from engine.sim.movie import MovieSimulator, MovieSpec
+    from stemwatch.config import Config
+    from streamer.frame import Frame
+
+    spec = MovieSpec(n_frames=n_frames, shape_px=(512, 512), pixel_size_A=0.2, drift_A_per_frame=tuple(drift),
+                     seed=seed, dopants=("si3",) * 6 + ("si4",) * 2, event_rate_per_frame=0.3,
+                     min_event_gap_frames=2, imaging="random" if seed % 2 else None)
+    sim = MovieSimulator(spec)
+    frames = [item[0] if isinstance(item, tuple) else item for item in sim.frames()]
+    out = {"true_events": len(sim.events)}
+    for mode in ("frame", "held"):
+        pipe = Pipeline(Config().replace(inference={"backend": "onnx"}))
+        if mode == "frame":
+            pipe.overlayer_hold.hold_frames = 0
+        events, regions, si = [], 0, 0
+        try:
+            for k, img in enumerate(frames):
+                r = pipe.process(Frame(data=img, series=f"events{seed}", seq=k, t_acquired=float(k), pixel_size_A=0.2))
+                events += [(e.frame, e.kind, e.atom_id) for e in r.events]
+                regions += int("hollows are filled" in ((r.material.reason if r.material else "") or ""))
+                si += int((np.asarray(r.chemistry.atoms.species) != 0).sum()) if r.chemistry is not None else 0
+        finally:
+            pipe.close()
+        out[mode] = {"events": events, "frames_with_region": regions, "si": si}
+    return out
+
+
+def movie_line(seed: int, m: dict, what: str) -> str:
+    modes = [k for k in MOVIE_MODES if k in m]
+    return (f"movie seed {seed} ({what}): events " + " -> ".join(str(m[k]["events"]) for k in modes)
+            + " (" + " -> ".join(str(m[k]["kinds"]) for k in modes) + "); false Si near contamination "
+            + " -> ".join(str(m[k]["false_si_near"]) for k in modes) + "; true Si kept "
+            + " -> ".join(f"{m[k]['true_si_kept']}" for k in modes) + f" of {m[modes[-1]]['true_si']}; frames with a "
+            f"region {m[modes[-1]]['frames_with_region']} (held added to {m[modes[-1]]['frames_held']}); "
+            "Si a frame " + " -> ".join(str(m[k]["si_per_frame"]) for k in modes) + f"  [{' -> '.join(modes)}]")
 
 
 def summary(rows: list[dict]) -> dict:
@@ -202,12 +281,20 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=81, help="random seed (clean frames: seed + 1)")
     ap.add_argument("--size", type=int, default=512, help="frame side (px)")
     ap.add_argument("--movies", default="30,31", help="static graphene_hole movie seeds ('' for none)")
+    ap.add_argument("--contaminated-movies", default="", help="graphene_hole movie seeds with a contamination "
+                    "patch forced ('' for none)")
+    ap.add_argument("--event-movies", default="", help="clean graphene movie seeds with true events "
+                    "(run_event_movie; '' for none)")
+    ap.add_argument("--drifts", default="0:0", help="movie drifts, A per frame as x:y (MovieSpec.s drift_A_per_frame), "
+                    "comma-separated (default 0:0, static)")
     a = ap.parse_args(argv)
-    print(f"seed {a.seed} (clean {a.seed + 1}), {a.frames} + {a.frames} frames of {a.size}^2; scored: graphene, SNR >= 2\n")
-    print("| frames | n | frames with a region | reported Si | false Si within 3 A of contamination | "
-          "true Si kept (clean graphene) | lattice atoms kept (clean graphene) | clean graphene left out |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, ex in (("contaminated", contaminated(a.seed, a.frames, a.size)),
+    if a.frames > 0:
+        print(f"seed {a.seed} (clean {a.seed + 1}), {a.frames} + {a.frames} frames of {a.size}^2; scored: graphene, "
+              "SNR >= 2\n")
+        print("| frames | n | frames with a region | reported Si | false Si within 3 A of contamination | "
+              "true Si kept (clean graphene) | lattice atoms kept (clean graphene) | clean graphene left out |")
+        print("|---|---|---|---|---|---|---|---|")
+    for name, ex in () if a.frames <= 0 else (("contaminated", contaminated(a.seed, a.frames, a.size)),
                      ("clean", clean(a.seed + 1, a.frames, a.size)),
                      ("clean, 4 Si/nm^2, wide tail", stress(a.seed + 2, max(1, a.frames // 3), a.size))):
         rows = run_frames(ex, name)
@@ -219,12 +306,23 @@ def main(argv=None) -> int:
               f"{f['lattice_kept']} of {f['lattice']} ({100 * f['lattice_kept'] / max(b['lattice_kept'], 1):.2f} %) | "
               f"{100 * b['cells_out'] / max(b['cells'], 1):.2f} -> {100 * f['cells_out'] / max(f['cells'], 1):.2f} % |",
               flush=True)
-    for seed in [int(s) for s in a.movies.split(",") if s.strip()]:
-        m = run_movie(seed)
-        print(f"\nstatic graphene_hole movie seed {seed} (10 frames, 512^2, 0.2 A/px, no drift): events "
-              f"{m['before']['events']} -> {m['after']['events']} ({m['before']['kinds']} -> {m['after']['kinds']}); "
-              f"Si a frame {m['before']['si_per_frame']} -> {m['after']['si_per_frame']}; "
-              f"frames with a region {m['after']['frames_with_region']}", flush=True)
+    drifts = [tuple(float(v) for v in d.split(":")) for d in a.drifts.split(",") if d.strip()]
+    for seed in [int(s) for s in a.event_movies.split(",") if s.strip()]:
+        for drift in drifts:
+            m = run_event_movie(seed, drift=drift)
+            f, h = m["frame"], m["held"]
+            print(f"\nclean event movie seed {seed} (20 frames, 512^2, 0.2 A/px, drift {drift} A/frame, "
+                  f"{m['true_events']} true events): events {len(f['events'])} -> {len(h['events'])} "
+                  f"({'identical' if f['events'] == h['events'] else 'DIFFERENT'}), frames with a region "
+                  f"{f['frames_with_region']} -> {h['frames_with_region']}, Si {f['si']} -> {h['si']}  [frame -> held]",
+                  flush=True)
+    for seeds, cont, what in ((a.movies, None, "graphene_hole"),
+                              (a.contaminated_movies, True, "graphene_hole with contamination")):
+        for seed in [int(s) for s in seeds.split(",") if s.strip()]:
+            for drift in drifts:
+                m = run_movie(seed, drift=drift, contamination=cont)
+                print("\n" + movie_line(seed, m, f"{what}, 10 frames, 512^2, 0.2 A/px, drift {drift} A/frame"),
+                      flush=True)
     return 0
 
 

@@ -46,14 +46,16 @@ def _pore_brightness(image: np.ndarray, atoms: Atoms, f: _graph.Faces, chem_ring
 
 
 def build_chemistry(atoms: Atoms, cfg, motifs=None, image: np.ndarray | None = None,
-                    maps: tuple | None = None) -> Chemistry:
+                    maps: tuple | None = None, outside: np.ndarray | None = None) -> Chemistry:
     """The lattice graph of one frame and its defects.
 
     ``cfg``: :class:`stemwatch.config.ChemistryConfig`. ``motifs``: optional
     :class:`engine.chem.motifs.MotifLibrary`; when given, every defect's ``motif`` is named and the
     library counts it. ``image``: the raw frame (frame pixels), optional: tells bright pores
     (contamination) from holes, and bright overlayers. ``maps``: the image's
-    :func:`engine.chem.atoms.contrast_maps`, if already computed.
+    :func:`engine.chem.atoms.contrast_maps`, if already computed. ``outside``: frame-shaped bool, the
+    part of the field left out of the analysis (a material mask's complement): atoms near it are not
+    judged, as near the frame edge (the lattice is cut there).
     """
     n = len(atoms)
     xy_A = atoms.xy_A
@@ -64,6 +66,8 @@ def build_chemistry(atoms: Atoms, cfg, motifs=None, image: np.ndarray | None = N
     f = _graph.faces(xy_A, bonds)
     rings = _graph.ring_list(xy_A, f)
     edge_zone = _defects.near_frame_edge(atoms.xy_px, atoms.frame_shape, atoms.pixel_size_A, cfg.edge_margin_A)
+    if outside is not None:
+        edge_zone |= _defects.near_left_out(atoms.xy_px, outside, atoms.pixel_size_A, cfg.edge_margin_A)
     dop = _defects.dopant_groups(sp, bonds, coord, atoms.xy_px, heavy=(sp != 0) & ~adatom)
     if adatom.any():
         other_c = float(_graph.cutoff_table(cfg.bond_cutoff_A)[2, 0]) * scale

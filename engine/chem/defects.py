@@ -62,6 +62,28 @@ PATTERNS: dict[tuple[int, ...], tuple[str, str]] = {
 REGION_KINDS = ("edge", "hole", "contamination")
 
 
+def near_left_out(xy_px: np.ndarray, outside: np.ndarray, pixel_size_A: float, margin_A: float) -> np.ndarray:
+    """True for atoms within about ``margin_A`` of the part of the field left out (``outside``: frame-shaped
+    bool, e.g. a contamination region's mask): the lattice is cut there as at the frame edge. On a grid
+    of ~1 A cells (a cell is out when any of its pixels is), dilated by the margin."""
+    from scipy import ndimage
+
+    out = np.asarray(outside, bool)
+    if len(xy_px) == 0 or not out.any():
+        return np.zeros(len(xy_px), bool)
+    H, W = out.shape
+    c = max(1, int(round(1.0 / pixel_size_A)))
+    gh, gw = -(-H // c), -(-W // c)
+    pad = np.zeros((gh * c, gw * c), bool)
+    pad[:H, :W] = out
+    cells = pad.reshape(gh, c, gw, c).any(axis=(1, 3))
+    k = int(np.ceil(margin_A / (c * pixel_size_A)))
+    if k > 0:
+        cells = ndimage.binary_dilation(cells, iterations=k)
+    q = np.clip((np.asarray(xy_px) + 0.5) // c, 0, [gw - 1, gh - 1]).astype(np.int64)
+    return cells[q[:, 1], q[:, 0]]
+
+
 def near_frame_edge(xy_px: np.ndarray, frame_shape, pixel_size_A: float, margin_A: float) -> np.ndarray:
     """True for atoms within ``margin_A`` of the frame edge (bounding box of the atoms if unknown)."""
     if len(xy_px) == 0:

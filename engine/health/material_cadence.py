@@ -425,13 +425,26 @@ def fingerprint(image, verdict: MaterialVerdict, region: np.ndarray | None = Non
     fp.foreign = float(rest.max()) if rest.size else 0.0
     fp.watch = _watched(S.shape, own)
     if region is not None:
-        keep = _drift_bins(whole)
-        # the reference's phases over those bins (unit magnitude, 0 elsewhere): the frame's own phases times
-        # these are the whitened cross-power spectrum
-        fp.F = np.where(keep, np.conj(whole.F) / np.maximum(np.abs(whole.F), np.float32(1e-30)), 0).astype(np.complex64)
-        fp.drift_bins = keep
-        fp.drift_count = int(np.count_nonzero(keep))
+        ref = drift_reference(whole, fp.shape)
+        fp.F, fp.drift_bins, fp.drift_count = ref.F, ref.drift_bins, ref.drift_count
     return fp
+
+
+def drift_reference(S: Spectrum, shape: tuple) -> Fingerprint:
+    """A reference for :func:`measure_drift` from the spectrum ``S`` (with its levels) of the whole field
+    of a frame of ``shape``: the frame's phases over :func:`_drift_bins` (unit magnitude, 0 elsewhere):
+    a later frame's own phases times these are the whitened cross-power spectrum."""
+    keep = _drift_bins(S)
+    F = np.where(keep, np.conj(S.F) / np.maximum(np.abs(S.F), np.float32(1e-30)), 0).astype(np.complex64)
+    return Fingerprint(shape=tuple(shape), b=S.b, F=F, drift_bins=keep, drift_count=int(np.count_nonzero(keep)))
+
+
+def binning_for(shape, lattice_px: float = float("nan")) -> int:
+    """The guard's block size for a frame of ``shape`` whose lattice constant is ``lattice_px`` frame px
+    (NaN: not known): towards :data:`TARGET_SIDE_PX` a side, the lattice's first-order spots below
+    :data:`MAX_SPOT_NYQUIST` of the binned Nyquist frequency."""
+    ok = np.isfinite(lattice_px) and lattice_px > 0
+    return _binning(shape, 2.0 / (np.sqrt(3.0) * lattice_px) if ok else None)
 
 
 _DIAMOND = tuple((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if 0 < abs(dy) + abs(dx) <= 2)

@@ -1,0 +1,123 @@
+"""The contamination region of a series, held for a few frames and moved with the field (issue 21,
+criterion 2).
+
+:func:`engine.health.material_overlayer.overlayer_region` decides the region on each frame alone. On a
+static field its edge moves with the noise from frame to frame, and a Si there is left out on one frame
+and analysed on the next: false ``si_appeared`` / ``si_lost`` events (the static ``graphene_hole`` movie
+of seed 31 kept 4 of its 10, all at the region's edge: docs/material.md). Contamination does not come
+and go between two frames, so :class:`OverlayerHold` (one per :class:`engine.pipeline.Pipeline`, beside
+its material cadence) leaves out the union of the region found on this frame and those found on the
+last :data:`HOLD_FRAMES` frames of the series, each moved with the field's drift since.
+
+The drift from one frame to the next is measured as the material cadence measures a masked field's
+(:func:`engine.health.material_cadence.measure_drift`: phase correlation of the binned frames, the
+lattice's own spectral peaks left out, so that the contamination, holes and edges show the shift and
+the lattice's period cannot alias it). Nothing is held where it cannot be placed: the held region is
+dropped when no clear correlation peak lies near the drift predicted, on a new series (``series`` or
+``run``), a frame-shape change, a ``fov_jump`` (the frame's health verdict, or one found from the
+previous frame's atoms: :meth:`OverlayerHold.reset` from :meth:`engine.pipeline.Pipeline.track`) and a
+frame that is not graphene. A series on which no region was ever found costs nothing (no spectrum is
+computed): clean graphene is never touched.
+
+Cost while a region is held: one 128^2 binned real FFT and its inverse a frame (~1 ms), and a few
+frame-sized boolean operations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.health.material_cadence import (DRIFT_MIN_PEAK, Fingerprint, binned, binned_spectrum, binning_for,
+                                            drift_reference, measure_drift)
+
+#: a region found on a frame is still left out on this many frames after it (0: per frame, as before)
+HOLD_FRAMES = 5
+
+
+def shift_held(held: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``held`` (frame-shaped) moved with the field by whole px (dy, dx); what came into view is 0 (no
+    region known there; unlike :func:`engine.health.material_cadence.shift_mask`, no extrapolation)."""
+    H, W = held.shape
+    out = np.zeros_like(held)
+    if abs(dy) >= H or abs(dx) >= W:
+        return out
+    out[max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)] = \
+        held[max(-dy, 0):H - max(dy, 0), max(-dx, 0):W - max(dx, 0)]
+    return out
+
+
+class OverlayerHold:
+    """The overlayer region of a series held over :data:`HOLD_FRAMES` frames (module docstring). Called
+    in frame order from one thread, on the frames whose region is decided (graphene, SNR >= 2)."""
+
+    def __init__(self, hold_frames: int = HOLD_FRAMES):
+        self.hold_frames = int(hold_frames)
+        self.key: tuple | None = None        # (series, run) the state belongs to
+        self.note = ""                        # why the held region was dropped on the last frame
+        self.reset()
+
+    def reset(self) -> None:
+        """Hold nothing (a new series, a ``fov_jump``, a field that cannot be followed)."""
+        self.held: np.ndarray | None = None  # frames each px stays left out (uint8, frame-shaped)
+        self.ref: Fingerprint | None = None   # the last frame's whitened spectrum (measure_drift's reference)
+        self.velocity = (0.0, 0.0)            # the drift measured last (frame px per frame)
+        self.residual = np.zeros(2)           # sub-pixel drift not yet applied to ``held``
+        self.frames_held = 0                  # frames on which the held region added to the frame's own
+        self.added = False                    # whether the held region added to the last frame's own
+
+    def forget(self, frame, health=None) -> None:
+        """Called on a frame whose region is not decided: drop the held region when the field may have
+        changed (not graphene, a new series, ...)."""
+        self.reset()
+        self.key = (frame.series, int(getattr(frame, "run", 0)))
+
+    def update(self, frame, health, region: np.ndarray | None, lattice_px: float = float("nan")) -> np.ndarray | None:
+        """The region to leave out on ``frame``: ``region`` (this frame's, frame-shaped bool, or None)
+        together with those of the last :attr:`hold_frames` frames moved with the drift; None when
+        there is none. ``lattice_px``: the graphene lattice constant in frame px (keeps the binned
+        spectrum's lattice peaks off its Nyquist frequency), NaN when not known."""
+        key = (frame.series, int(getattr(frame, "run", 0)))
+        a = np.asarray(frame.data)
+        if key != self.key or (self.held is not None and self.held.shape != a.shape) or \
+                (health is not None and "fov_jump" in getattr(health, "verdicts", ())):
+            self.reset()
+            self.key = key
+        self.note, self.added = "", False
+        if self.hold_frames <= 0 or a.ndim != 2 or (self.held is None and region is None):
+            return region
+        b = binning_for(a.shape, lattice_px) if self.ref is None else self.ref.b
+        x = binned(a, b)
+        S = None if x is None else binned_spectrum(x, b)
+        if S is None:
+            self.reset()
+            return region
+        if self.held is not None:
+            dy, dx, peak = measure_drift(S, self.ref, self.velocity) if self.ref is not None else (0.0, 0.0, 0.0)
+            if peak < DRIFT_MIN_PEAK:
+                self.reset()
+                self.note = f"held region dropped: the field could not be followed (peak {peak:.1f})"
+            else:
+                self.velocity = (dy, dx)
+                self.residual += (dy, dx)
+                step = np.rint(self.residual)
+                self.residual -= step
+                if step.any():
+                    self.held = shift_held(self.held, int(step[0]), int(step[1]))
+                np.subtract(self.held, 1, out=self.held, where=self.held > 0)
+        out = region
+        if self.held is not None:
+            old = self.held > 0
+            if old.any():
+                out = old if region is None else (old | region)
+                if region is None or (old & ~region).any():
+                    self.frames_held += 1
+                    self.added = True
+        if region is not None:
+            if self.held is None:
+                self.held = np.zeros(a.shape, np.uint8)
+            self.held[region] = self.hold_frames
+        if self.held is None or not self.held.any():
+            self.reset()
+            return out
+        self.ref = drift_reference(S, a.shape)
+        return out
