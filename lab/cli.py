@@ -40,18 +40,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.warmup_steps = max(1, args.steps // 4)
     if args.widths:
         cfg.widths = tuple(int(w) for w in args.widths.split(","))
-    if args.low_dose_fraction is not None:
-        cfg.low_dose_fraction = args.low_dose_fraction
-    if args.new_per_step is not None:
-        cfg.new_per_step = args.new_per_step
-    if args.hole_fraction is not None:
-        cfg.hole_fraction = args.hole_fraction
-    if args.hole_weight is not None:
-        cfg.hole_weight = args.hole_weight
-    if args.lr is not None:
-        cfg.lr = args.lr
-    if args.warmup is not None:
-        cfg.warmup_steps = args.warmup
+    for option, field_name in (("low_dose_fraction", "low_dose_fraction"), ("new_per_step", "new_per_step"),
+                               ("hole_fraction", "hole_fraction"), ("hole_weight", "hole_weight"), ("lr", "lr"),
+                               ("warmup", "warmup_steps")):
+        if getattr(args, option) is not None:            # given on the command line: overrides the default
+            setattr(cfg, field_name, getattr(args, option))
     if args.time_schedule:
         if not args.minutes:
             print("stemwatch train: --time-schedule needs --minutes", file=sys.stderr)
