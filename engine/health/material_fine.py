@@ -39,7 +39,8 @@ from scipy import ndimage
 
 from engine.health.material_spectrum import sublattice_ratio
 
-FINE_A_PX = (30.0, 100.0)    # lattice constants searched, frame px (graphene at 0.025-0.082 A/px)
+FINE_A_PX = (25.0, 100.0)    # lattice constants searched, frame px (graphene at 0.025-0.098 A/px; from 30 px until
+                             # 2026-12-03: graphene at 0.087-0.090 A/px whose windowed spectrum shows only {11-20} was lost)
 FINE_A_EDGE = 0.95           # a hexagon found at the finest a searched may refine to this much finer (its spots move up
                              # to a bin: ~5 % there); graphene with a hole at 0.084 A/px (a = 29.3 px, 11.7, ratio 1.00)
                              # was lost on it
