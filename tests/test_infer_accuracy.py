@@ -252,13 +252,16 @@ def test_little_lattice_in_holes_on_the_resolvable_held_out_frames_at_1e4(infere
 def test_vacuum_check_removes_most_lattice_put_into_holes_at_1e4(inferencer):
     """Where the criterion is not met, the vacuum check still removes at least 90 % of the false atoms the
     network puts in and around holes (pooled over the frames), and at most one frame of the cell keeps more
-    than 1 % false there (a regression floor: before the check's level came from the lattice alone, 15 of
-    79 were left, on 3 frames)."""
+    than 1 % false there besides frame 4 (a regression floor: before the check's level came from the lattice
+    alone, 15 of 79 were left, on 3 frames). Frame 4 (estimated SNR 5.3) was `not_graphene` until the
+    material check's fine search reached a = 25 px (2026-12-03), so none of its atoms was reported; now its
+    20 atoms in the zone are, one of them false, and it is held to at most that one."""
     rows = _hole_rows(inferencer, 1e4, 0.1)
     raw = sum(r["raw"]["false"] for r in rows)
     reported = sum(r["reported"]["false"] for r in rows)
     assert raw >= 20 and reported <= 0.1 * raw, (raw, reported)
-    assert sum(1 for r in rows if r["reported"]["false"] > 0.01 * r["reported"]["n"]) <= 1, rows
+    assert sum(1 for r in rows if r["frame"] != 4 and r["reported"]["false"] > 0.01 * r["reported"]["n"]) <= 1, rows
+    assert all(r["reported"]["false"] <= 1 and r["reported"]["n"] >= 15 for r in rows if r["frame"] == 4), rows
 
 
 def test_vacuum_check_keeps_lattice_frames(inferencer):
