@@ -785,14 +785,15 @@ def test_integer_frames_are_binned_from_their_counts_bit_for_bit():
     """8- and 16-bit frames skip the float32 copy of the whole frame (issue 21 criterion 5, cost): their 2 x 2
     sums are integers below 2^18, so binning the counts gives the float32 frame's binning exactly, and the
     verdict of an integer frame is the verdict of its float32 copy."""
-    from engine.health.material import _binned, _binned_int
+    from engine.chem.filters import block_sum
+    from engine.health.material import _binned, _binned_window
 
     rng = np.random.default_rng(8)
     for dtype, lo, hi in ((np.uint16, 0, 65536), (np.uint8, 0, 256), (np.int16, -32768, 32768)):
         for shape in ((512, 512), (384, 401), (1100, 1031)):               # (odd sides; > 1024: cropped)
             a = rng.integers(lo, hi, size=shape).astype(dtype)
             want, b = _binned(a.astype(np.float32))
-            assert b == 2 and np.array_equal(_binned_int(a), want)
+            assert b == 2 and np.array_equal(block_sum(_binned_window(a), 2), want)
     for material, seed in (("graphene", 3), ("MoS2", 1)):
         img = np.clip(np.rint(_frame(material, 0.1, seed=seed).image), 0, 65535).astype(np.uint16)
         for px in (0.1, None):

@@ -398,7 +398,7 @@ def test_fast_paths_of_the_guard_give_the_same_numbers_bit_for_bit():
     foreign-peak test read from the bins it watches, against the plain computations they replace."""
     from engine.chem.filters import block_mean
     from engine.chem.quantile import median
-    from engine.health.material_cadence import (_SUM, OWN_LEVEL, Fingerprint, _block_mean_int, _foreign, _gather, _grown,
+    from engine.health.material_cadence import (_SUM, OWN_LEVEL, Fingerprint, _foreign, _gather, _grown,
                                                 _mean_std, _norm, _spot_contrast, _watched, binned, binned_spectrum)
 
     rng = np.random.default_rng(5)
@@ -406,7 +406,8 @@ def test_fast_paths_of_the_guard_give_the_same_numbers_bit_for_bit():
         for b in (2, 3, 4, 7, 16):
             a = rng.integers(lo, hi, size=(16 * b + b * 3, 16 * b + b * 5)).astype(dtype)
             a[:b, :b] = hi - 1                                 # a block at the largest value: sums up to 2^24
-            assert np.array_equal(_block_mean_int(a, b), block_mean(a, b))
+            # (block_mean of integers in whole blocks sums them rows first; of their float32 copy, columns first)
+            assert np.array_equal(block_mean(a, b), block_mean(a.astype(np.float32), b))
             assert np.array_equal(binned(a[:-1, :-2], b), block_mean(a[:-1, :-2][:16 * b + b * 2, :16 * b + b * 4], b))
     for _ in range(20):
         x = (rng.standard_normal((96, 128)) * rng.uniform(1, 1e3) + rng.uniform(-10, 1e4)).astype(np.float32)

@@ -115,7 +115,24 @@ def binomial5(a: np.ndarray) -> np.ndarray:
 
 def block_mean(a: np.ndarray, f: int) -> np.ndarray:
     """Mean over ``f`` x ``f`` blocks (edges replicated up to a multiple of ``f``)."""
+    out = block_sum(a, f)
+    out /= np.float32(f * f)
+    return out
+
+
+def block_sum(a: np.ndarray, f: int) -> np.ndarray:
+    """Sum over ``f`` x ``f`` blocks, float32 (edges replicated up to a multiple of ``f``). A frame of 8- or
+    16-bit integers in whole blocks (``f`` <= 16) is summed rows first, straight from its integers: every
+    partial sum is an integer below 2^24, exact in float32 in any order, so the result is the same bit for
+    bit, in about half the time (contiguous reads, no float32 copy of the frame)."""
+    a = np.asarray(a)
     h, w = a.shape
+    if a.dtype.kind in "ui" and a.dtype.itemsize <= 2 and 1 < f <= 16 and h % f == 0 and w % f == 0:
+        r = np.add.reduce(a.reshape(h // f, f, w), axis=1, dtype=np.float32)
+        out = r[:, 0::f] + r[:, 1::f]
+        for j in range(2, f):
+            out += r[:, j::f]
+        return out
     H, W = -(-h // f) * f, -(-w // f) * f
     if (H, W) != (h, w):
         a = pad2d(a, ((0, H - h), (0, W - w)))
@@ -128,7 +145,6 @@ def block_mean(a: np.ndarray, f: int) -> np.ndarray:
     out = cols[0::f] + cols[1::f] if f > 1 else cols[0::f].copy()
     for i in range(2, f):
         out += cols[i::f]
-    out /= np.float32(f * f)
     return out
 
 

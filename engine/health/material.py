@@ -70,6 +70,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.chem.filters import block_sum
 from engine.health.material_blobs import without_blobs
 from engine.health.material_fine import (FINE_A_PX, FINE_PART_RHO, FINE_PART_SCORE, FINE_RHO_VACUUM, FINE_SCORE_VACUUM,
                                           fine_accept, fine_hexagon, fine_hexagon_parts)
@@ -395,7 +396,7 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
         if raw.max() == raw.min():
             return MaterialVerdict("vacuum", "constant frame: no sample (or beam blanked)")
         shape = raw.shape
-        img, b = _binned_int(raw), 2
+        img, b = block_sum(_binned_window(raw), 2), 2
     else:
         img = np.asarray(raw, dtype=np.float32)
         finite = np.isfinite(img)
@@ -616,13 +617,19 @@ BIN_FROM_PX = 384
 MAX_SIDE_PX = 512
 
 
+def _binned_window(a: np.ndarray) -> np.ndarray:
+    """The central part of ``a`` that :func:`_binned` bins: whole 2 x 2 blocks, at most MAX_SIDE_PX of them a side."""
+    h, w = a.shape
+    h2, w2 = min(h // 2, MAX_SIDE_PX), min(w // 2, MAX_SIDE_PX)
+    y0, x0 = (h - 2 * h2) // 2, (w - 2 * w2) // 2
+    return a[y0:y0 + 2 * h2, x0:x0 + 2 * w2]
+
+
 def _binned(img: np.ndarray) -> tuple[np.ndarray, int]:
     h, w = img.shape
     if min(h, w) < BIN_FROM_PX:
         return img, 1
-    h2, w2 = min(h // 2, MAX_SIDE_PX), min(w // 2, MAX_SIDE_PX)
-    y0, x0 = (h - 2 * h2) // 2, (w - 2 * w2) // 2
-    a = img[y0:y0 + 2 * h2, x0:x0 + 2 * w2]
+    a = _binned_window(img)
     out = a[0::2, 0::2] + a[1::2, 0::2]
     out += a[0::2, 1::2]
     out += a[1::2, 1::2]
@@ -633,17 +640,6 @@ def _binned(img: np.ndarray) -> tuple[np.ndarray, int]:
 _MN = tuple(g.ravel() for g in np.mgrid[-2:3, -2:3])
 for _g in _MN:
     _g.setflags(write=False)
-
-
-def _binned_int(a: np.ndarray) -> np.ndarray:
-    """:func:`_binned` of a frame of 8- or 16-bit integers (both sides >= BIN_FROM_PX), bit for bit: the
-    four values of a block sum to an integer below 2^18, exact in float32 whatever the order."""
-    h, w = a.shape
-    h2, w2 = min(h // 2, MAX_SIDE_PX), min(w // 2, MAX_SIDE_PX)
-    y0, x0 = (h - 2 * h2) // 2, (w - 2 * w2) // 2
-    a = a[y0:y0 + 2 * h2, x0:x0 + 2 * w2]
-    r = np.add.reduce(a.reshape(h2, 2, 2 * w2), axis=1, dtype=np.float32)
-    return r[:, 0::2] + r[:, 1::2]
 
 
 def _fmt_len(a_px: float, px: float | None) -> str:

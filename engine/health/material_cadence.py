@@ -198,27 +198,14 @@ def binned(image, b: int) -> np.ndarray | None:
     if a.ndim != 2 or min(a.shape) < 16 * b:
         return None
     a = a[:(a.shape[0] // b) * b, :(a.shape[1] // b) * b]                         # whole blocks only
-    if a.dtype.kind in "ui" and a.dtype.itemsize <= 2 and 1 < b <= 16:
-        return _block_mean_int(a, b)
-    x = block_mean(a, b)
+    x = block_mean(a, b)                             # (8/16-bit counts: summed from the integers, exactly)
+    if a.dtype.kind in "ui":
+        return x                                     # (integers are finite)
     if not np.isfinite(x).all():
         if not np.isfinite(x).any():
             return None
         x = np.where(np.isfinite(x), x, np.float32(np.nanmedian(x)))
     return x
-
-
-def _block_mean_int(a: np.ndarray, b: int) -> np.ndarray:
-    """:func:`~engine.chem.filters.block_mean` of a frame of 8- or 16-bit integers whose side is a multiple
-    of ``b`` (<= 16), bit for bit: every partial sum is an integer below 2^24, exact in float32 in any order,
-    so the rows are summed first (contiguous reads, casting on the fly: about half the time)."""
-    h, w = a.shape
-    r = np.add.reduce(a.reshape(h // b, b, w), axis=1, dtype=np.float32)
-    out = r[:, 0::b] + r[:, 1::b]
-    for j in range(2, b):
-        out += r[:, j::b]
-    out /= np.float32(b * b)
-    return out
 
 
 def _mean_std(x: np.ndarray) -> tuple[float, float]:
