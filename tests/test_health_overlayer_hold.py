@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from engine.health.overlayer_hold import HOLD_FRAMES, OverlayerHold, shift_held
+from engine.health.material_cadence import shifted
+from engine.health.overlayer_hold import HOLD_FRAMES, OverlayerHold
 
 
 def _field(seed: int = 0, size: int = 512 + 64) -> np.ndarray:
@@ -97,9 +98,9 @@ def test_without_a_region_nothing_is_computed():
     assert hold.held is None and hold.ref is None
 
 
-def test_shift_held_fills_what_came_into_view_with_nothing():
+def test_shifted_fills_what_came_into_view_with_nothing():
     m = np.ones((6, 8), np.uint8)
-    s = shift_held(m, 2, -3)
+    s = shifted(m, 2, -3)
     assert s[:2].sum() == 0 and s[:, -3:].sum() == 0 and s[2:, :-3].all()
 
 

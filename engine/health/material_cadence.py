@@ -545,15 +545,24 @@ def measure_drift(S: Spectrum, fp: Fingerprint, prior=(0.0, 0.0)) -> tuple[float
     return dy * b, dx * b, m / sd
 
 
+def shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``a`` (2-D) moved with the field by whole px (dy, dx); what came into view is 0."""
+    H, W = a.shape
+    out = np.zeros_like(a)
+    if abs(dy) >= H or abs(dx) >= W:
+        return out
+    out[max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)] = \
+        a[max(-dy, 0):H - max(dy, 0), max(-dx, 0):W - max(dx, 0)]
+    return out
+
+
 def shift_mask(mask: np.ndarray, dy: float, dx: float) -> np.ndarray:
     """``mask`` (frame-shaped bool) moved with the field by (dy, dx) frame px (rounded); the strips that
     came into view take the value at the edge they came in from (the nearest cell known)."""
     m = np.asarray(mask, bool)
     H, W = m.shape
     dy, dx = min(max(int(round(dy)), -(H - 1)), H - 1), min(max(int(round(dx)), -(W - 1)), W - 1)
-    out = np.empty_like(m)
-    out[max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)] = \
-        m[max(-dy, 0):H - max(dy, 0), max(-dx, 0):W - max(dx, 0)]
+    out = shifted(m, dy, dx)
     if dy > 0:
         out[:dy] = out[dy]
     elif dy < 0:

@@ -28,22 +28,10 @@ from __future__ import annotations
 import numpy as np
 
 from engine.health.material_cadence import (DRIFT_MIN_PEAK, Fingerprint, binned, binned_spectrum, binning_for,
-                                            drift_reference, measure_drift)
+                                            drift_reference, measure_drift, shifted)
 
 #: a region found on a frame is still left out on this many frames after it (0: per frame, as before)
 HOLD_FRAMES = 5
-
-
-def shift_held(held: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``held`` (frame-shaped) moved with the field by whole px (dy, dx); what came into view is 0 (no
-    region known there; unlike :func:`engine.health.material_cadence.shift_mask`, no extrapolation)."""
-    H, W = held.shape
-    out = np.zeros_like(held)
-    if abs(dy) >= H or abs(dx) >= W:
-        return out
-    out[max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)] = \
-        held[max(-dy, 0):H - max(dy, 0), max(-dx, 0):W - max(dx, 0)]
-    return out
 
 
 class OverlayerHold:
@@ -102,7 +90,7 @@ class OverlayerHold:
                 step = np.rint(self.residual)
                 self.residual -= step
                 if step.any():
-                    self.held = shift_held(self.held, int(step[0]), int(step[1]))
+                    self.held = shifted(self.held, int(step[0]), int(step[1]))   # (no extrapolation: 0 came into view)
                 np.subtract(self.held, 1, out=self.held, where=self.held > 0)
         out = region
         if self.held is not None:
