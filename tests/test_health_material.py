@@ -633,7 +633,7 @@ DOPANTS_4008_13 = {"state": 100937688048082809273798884664312397661, "inc": 3605
                    "uinteger": 3697911490}
 
 
-@pytest.mark.parametrize("kind,state,px,how", [("graphene", G_4005_18, 0.0445, "half of the field"),
+@pytest.mark.parametrize("kind,state,px,how", [("graphene", G_4005_18, 0.0445, ""),
                                                 ("graphene_contamination", CONT_4006_7, 0.0486, "")])
 def test_graphene_half_covered_by_clutter_is_found_in_its_clean_half(kind, state, px, how):
     """Graphene at 0.044-0.049 A/px (C-atom SNR 20-21) with a contamination patch over about half of the
@@ -642,8 +642,9 @@ def test_graphene_half_covered_by_clutter_is_found_in_its_clean_half(kind, state
     (the {11-20} hexagon, 0.12) at every declaration. The clean half alone shows the hexagon (>= 30, equal
     sublattices; the best half of ~1,050 amorphous, vacuum, hBN, MoS2 and WS2 development frames at 0.03-0.13
     A/px not called vacuum: <= 12.7 with a ratio >= 0.8). Since the fine search starts at a = 25 px
-    (FINE_A_PX) the second frame is already graphene from its whole field (a = 2.40 A, ratio 0.95): either
-    path is asserted there, the clean half's hexagon in both."""
+    (FINE_A_PX) the second frame is already graphene from its whole field (a = 2.40 A, ratio 0.95), and since
+    the search over the part of the field at the lattice's level (fine_hexagon_level, 2026-12-03) the first one
+    is found there before its halves are searched: either path is asserted, the clean half's hexagon in both."""
     from engine.health.material import _binned
     from engine.health.material_blobs import without_blobs
     from engine.health.material_fine import FINE_PART_RHO, FINE_PART_SCORE, fine_hexagon_parts
@@ -821,3 +822,61 @@ def test_graphene_just_coarser_than_the_old_fine_range_whose_first_order_is_fain
     ex = _eval_frame(kind, state)
     assert ex.pixel_size_A == pytest.approx(px, abs=1e-4)
     _graphene_at_every_declaration(ex.image, ex.pixel_size_A, "exact frequencies", rel=0.05)
+
+
+#: development frames (2026-12-03 session): lab.material_eval draws with --pixel-size 0.03 0.08 (seed 4003) and
+#: 0.03 0.06 (seed 4006), by the generator state before each
+HOLE_4003_26 = {"state": 199744765765311265374973371331851143069, "inc": 110281136136789642217605312779254150625,
+                "uinteger": 951014302}
+GRAINS_4006_22 = {"state": 321749372028048150143737409151954124703, "inc": 142223598021201528735937829208504118835,
+                  "uinteger": 1068516304}
+DOPANTS_4006_37 = {"state": 223596512151344498518662242054809972533, "inc": 142223598021201528735937829208504118835,
+                   "uinteger": 1239321107}
+DOPANTS_4006_0 = {"state": 141616367284262941542602828775341967355, "inc": 142223598021201528735937829208504118835,
+                  "uinteger": 2547727319}
+
+
+@pytest.mark.parametrize("kind,state,px_range,px", [("graphene_hole", HOLE_4003_26, FINE, 0.0315),
+                                                    ("graphene_grains", GRAINS_4006_22, (0.03, 0.06), 0.0308),
+                                                    ("graphene_dopants", DOPANTS_4006_37, (0.03, 0.06), 0.0353)])
+def test_graphene_of_few_unit_cells_is_found_over_the_part_of_the_field_at_its_level(kind, state, px_range, px):
+    """Graphene at 0.031-0.035 A/px (15-18 A fields, C-atom SNR 5.2-8.7) with a hole, a grain boundary and
+    contamination, or many Si and a heavy cluster: the hole's noise and edges or the bright objects compete
+    with graphene's first-order spots over the whole field (unwindowed hexagon below FINE_SCORE), and the frames
+    were `amorphous` at every declaration. Over the part of the field at the lattice's own level the hexagon
+    passes with equal sublattices."""
+    from engine.health.material import _binned
+    from engine.health.material_fine import fine_accept, fine_hexagon, fine_hexagon_level
+    ex = _eval_frame(kind, state, px_range)
+    assert ex.pixel_size_A == pytest.approx(px, abs=1e-4)
+    img, b = _binned(ex.image.astype(np.float32))
+    assert fine_accept(fine_hexagon(img, b)) is None
+    _graphene_at_every_declaration(ex.image, ex.pixel_size_A, "at the lattice's own level", rel=0.05)
+
+
+def test_a_uniform_field_gets_no_second_fine_search():
+    """Vacuum, amorphous carbon and whole graphene fields leave nothing out: the search over the part at the
+    lattice's level is not made (it would only be another look at the same noise)."""
+    from engine.health.material import _binned
+    from engine.health.material_fine import fine_hexagon_level, level_weights
+    for kind, seed in (("vacuum", 3), ("amorphous", 4), ("graphene", 5)):
+        ex = material_example(np.random.default_rng(seed), kind, (SIZE, SIZE), 0.04, dose_range=(1e5, 1e5),
+                              **({"holes": False, "contamination": False} if kind == "graphene" else {}))
+        img, b = _binned(ex.image.astype(np.float32))
+        assert level_weights(img, b) is None, kind
+        assert fine_hexagon_level(img, b) is None, kind
+
+
+def test_a_few_si_on_one_sublattice_of_a_few_sites_veto_nothing():
+    """Graphene with 1-4 Si/nm^2 at 0.035 A/px (C-atom SNR 7.3): a Fourier hexagon of 16.8 with equal
+    sublattices (0.80-0.89), but in real space the Si tipped the medians of the 8 sites per sublattice found
+    (0.46, z 13), and the real-space veto made the frame `not_graphene`. A veto now needs RS_VETO_MIN_SITES
+    sites per sublattice (the hBN frame it was made for: 122)."""
+    from engine.health.material import _binned
+    from engine.health.material_realspace import RS_VETO_MIN_SITES, RS_VETO_RHO, RS_Z, site_contrast
+    ex = _eval_frame("graphene_dopants", DOPANTS_4006_0, (0.03, 0.06))
+    assert ex.pixel_size_A == pytest.approx(0.0346, abs=1e-4)
+    img, b = _binned(ex.image.astype(np.float32))
+    rho, sites, z = site_contrast(img, GRAPHENE_A / ex.pixel_size_A / b)
+    assert rho < RS_VETO_RHO and z >= RS_Z and sites < RS_VETO_MIN_SITES
+    _graphene_at_every_declaration(ex.image, ex.pixel_size_A, rel=0.05)

@@ -72,8 +72,10 @@ import numpy as np
 
 from engine.chem.filters import block_sum
 from engine.health.material_blobs import without_blobs
-from engine.health.material_fine import (FINE_A_PX, FINE_PART_RHO, FINE_PART_SCORE, FINE_RHO_VACUUM, FINE_SCORE_VACUUM,
-                                          fine_accept, fine_hexagon, fine_hexagon_parts)
+from engine.health.material_fine import (FINE_A_PX, FINE_PART_RHO, FINE_PART_SCORE, FINE_RHO_VACUUM, FINE_SCORE_SURE,
+                                          FINE_SCORE_VACUUM,
+                                          fine_accept, fine_hexagon, fine_hexagon_level,
+                                          fine_hexagon_parts)
 from engine.health.material_mask import graphene_mask
 from engine.health.material_realspace import (RS_MIN_A_PX, real_space_candidates, real_space_rescue, real_space_scan,
                                               real_space_veto)
@@ -433,6 +435,12 @@ def classify_material(image, pixel_size_A: float | None = None, want_mask: bool 
     fine_img = img if cleaned is None else cleaned[0]
     m = fine_hexagon(fine_img, b)
     lat, how = fine_accept(m), ""
+    if lat is None and (m is None or m["score"] < FINE_SCORE_SURE):
+        # a hole, a bright patch or many bright adatoms in a field of few unit cells: the part of the field at
+        # the lattice's own level alone (nothing left out of a uniform field: no second search there; nor after
+        # a clear hexagon the whole field rejects: a crystal's part has the crystal's sublattices)
+        lat = fine_accept(fine_hexagon_level(fine_img, b))
+        how = " (over the part of the field at the lattice's own level)" if lat is not None else ""
     if lat is None and v.verdict == "vacuum" and min(shape) >= VACUUM_RESCUE_MIN_SIDE_PX:
         # nothing above the noise in the windowed spectrum, no diffuse structure: white noise is all a faint
         # hexagon competes with there (on ~630 development frames called vacuum that were not graphene its best

@@ -60,17 +60,28 @@ FINE_RHO_VACUUM = 0.80       # ... with clearly equal sublattices
 FINE_PART_SCORE = 20.0       # one half of the field (the rest clutter: a contamination patch, a hole's edges)
 FINE_PART_RHO = 0.85         # ... with clearly equal sublattices
 FINE_MIN_BINNED_PX = 12.0    # the frame is binned further while the finest lattice keeps this many px per a
+LEVEL_SMOOTH = 0.3           # the lattice-level part of the field (fine_hexagon_level): smoothing, x the widest a searched
+LEVEL_MAD = 3.0              # ... within this many robust std of the smoothed frame's median
+LEVEL_WHOLE = 0.97           # ... searched only when it leaves out more than 3 % of the field
+LEVEL_MIN = 0.3              # ... and keeps at least this fraction
 _STEP = 0.5                  # DFT grid step (bins)
 FINE_LOCAL = 5.0             # bins a side of the surroundings each DFT bin is compared with
 _GAMMA = 0.5772156649
 
 
-def _prepared(img: np.ndarray, b: int) -> tuple[np.ndarray, int]:
+def _binned_fine(img: np.ndarray, b: int) -> tuple[np.ndarray, int]:
+    """``img`` (binned by ``b``) binned 2 x 2 further while the finest lattice searched keeps
+    2 FINE_MIN_BINNED_PX px per a; returns (frame, its binning)."""
     x = np.asarray(img, np.float32)
     while FINE_A_PX[0] / b >= 2 * FINE_MIN_BINNED_PX and min(x.shape) >= 128:
         h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
         x = x[:h:2, :w:2] + x[1:h:2, :w:2] + x[:h:2, 1:w:2] + x[1:h:2, 1:w:2]
         b *= 2
+    return x, b
+
+
+def _prepared(img: np.ndarray, b: int) -> tuple[np.ndarray, int]:
+    x, b = _binned_fine(img, b)
     sub = x[::4]
     x = np.minimum(x, np.float32(float(sub.mean()) + 4.0 * float(sub.std())))
     x = x - ndimage.gaussian_filter(x, 0.5 * FINE_A_PX[0] / b, mode="reflect")
@@ -151,6 +162,38 @@ def fine_hexagon(img: np.ndarray, b: int = 1) -> dict | None:
     x, b = _prepared(img, b)
     g = _grid(x, b)
     return None if g is None else _finish(x, b, g)
+
+
+def level_weights(x: np.ndarray, b: int) -> np.ndarray | None:
+    """Weights (0-1, the shape of ``x``, a frame binned by ``b``) of the part of the field at the lattice's
+    own level: the frame smoothed over LEVEL_SMOOTH x the widest lattice searched (columns merge, so neither
+    sublattice of a crystal stands out) within LEVEL_MAD robust standard deviations of its median, the
+    boundary softened. None where that is (almost) the whole field (>= LEVEL_WHOLE: the plain search is the
+    same) or too little of it (< LEVEL_MIN)."""
+    s = ndimage.gaussian_filter(np.asarray(x, np.float32), LEVEL_SMOOTH * FINE_A_PX[1] / b)
+    med = float(np.median(s))
+    mad = 1.4826 * float(np.median(np.abs(s - med)))
+    if not mad > 0:
+        return None
+    w = ndimage.gaussian_filter((np.abs(s - med) <= LEVEL_MAD * mad).astype(np.float32), 0.25 * FINE_A_PX[0] / b)
+    return w if LEVEL_MIN <= float(w.mean()) < LEVEL_WHOLE else None
+
+
+def fine_hexagon_level(img: np.ndarray, b: int = 1) -> dict | None:
+    """:func:`fine_hexagon` over the part of the field at the lattice's own level (:func:`level_weights`):
+    a hole, a bright contamination patch or a cluster of bright adatoms in a field of a few unit cells is
+    left out, so neither its noise nor its edges' clutter compete with graphene's spots (graphene with a hole
+    or many Si at 0.031-0.036 A/px, C-atom SNR 4.8-8.7, scored below FINE_SCORE over the whole field). The
+    weighted frame is searched like the whole one; None where the weights leave out nothing (or nearly all)."""
+    xb, bb = _binned_fine(img, b)
+    w = level_weights(xb, bb)
+    if w is None:
+        return None
+    x, bx = _prepared(img, b)
+    w = w[:x.shape[0], :x.shape[1]]
+    xw = (x - np.float32(np.average(x, weights=w))) * w
+    g = _grid(xw, bx)
+    return None if g is None else _finish(xw, bx, g)
 
 
 def fine_hexagon_parts(img: np.ndarray, b: int = 1) -> dict | None:
