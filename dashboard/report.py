@@ -373,9 +373,9 @@ def build_report(out_dir: str | os.PathLike, html_path: str | os.PathLike | None
                     + "<h2>Events by kind (rates over all dopants' observed exposure)</h2>"
                     + _table(erows, ["event", "n", "per frame", "per e/Å²", "cross-section (barn)"])
                     + clusters_html
-                    + f"<p class='note'>A dopant is a tracked Si; its state is its number of bonded C (3-fold, "
-                      f"4-fold), or dimer / cluster when bonded to heavy atoms. Frames whose verdict is not ok "
-                      f"are unknown"
+                    + "<p class='note'>A dopant is a tracked Si; its state is its number of bonded C (3-fold, "
+                      "4-fold), or dimer / cluster when bonded to heavy atoms. Frames whose verdict is not ok "
+                      "are unknown"
                       + (f"; so are runs shorter than {sd['method']['min_run_frames']} frames"
                          if sd['method']['min_run_frames'] > 1 else "")
                       + f"; gaps longer than {sd['method']['max_gap_frames']} frames end a run of observation. "
