@@ -6,8 +6,10 @@ contamination patch (lab.material_eval's ``graphene_contamination``: engine.sim.
 random light atoms over the lattice, 1-3 lobes of 3-15 A, 0.25 atoms/A^2 at the centre) drawn from
 ``seed``, and as many clean frames (graphene, graphene with a large hole, graphene with 1-4 Si/nm^2; no
 contamination) drawn from ``seed + 1``. Each frame goes through :class:`engine.pipeline.Pipeline` with
-the overlayer region and without it (``overlayer_region`` replaced by None) and is scored, on frames
-called graphene with C-atom SNR >= 2, against the simulator's atoms:
+the overlayer region and the per-atom rule (``engine.pipeline.OVERLAYER_SI``: a Si on contamination read as
+C) and without either (``overlayer_region`` replaced by None, ``OVERLAYER_SI`` False; ``--no-atom-rule``:
+the rule off in both, so "after" is the region alone) and is scored, on frames called graphene with C-atom
+SNR >= 2, against the simulator's atoms:
 
 * false Si near contamination: reported Si (species != C) not within 0.5 A of a lattice Si and within
   3 A of a contamination atom;
@@ -16,19 +18,20 @@ called graphene with C-atom SNR >= 2, against the simulator's atoms:
 * lattice atoms kept on clean graphene: the same for lattice atoms and any reported atom;
 * clean graphene left out: 1 A cells holding a lattice atom and no contamination atom within 3 A,
   outside the analysed mask (``material.mask``), over all such cells;
-* frames given an overlayer region (the reason names it).
+* frames given an overlayer region (the reason names it); Si read as C by the per-atom rule (the
+  reason counts them).
 
 ``--movies`` also runs static (no drift) ``MaterialMovie("graphene_hole")`` movies of 10 frames, 512^2 at
 0.2 A/px (seeds 30 and 31 by default), with and without the region, and counts their events (the sample
 is static: every event is false).
 
 With the overlayer region held over recent frames (engine/health/overlayer_hold.py) the movies run in
-three modes (:func:`run_movie`: ``none``, ``frame``, ``held``); ``--contaminated-movies`` adds
+three modes (:func:`run_movie`: ``none`` (no region, no per-atom rule), ``frame``, ``held``); ``--contaminated-movies`` adds
 ``graphene_hole`` movies with a contamination patch forced, ``--drifts`` drifting ones; each movie frame
 is also scored as above against the simulator's truth (summed over the frames).
 
     python -m lab.contamination_eval [--frames 15] [--seed 81] [--size 512] [--movies 30,31]
-        [--contaminated-movies 36,40] [--event-movies 30,31] [--drifts 0:0,0.3:0.5]
+        [--contaminated-movies 36,40] [--event-movies 30,31] [--drifts 0:0,0.3:0.5] [--no-atom-rule]
 """
 
 from __future__ import annotations

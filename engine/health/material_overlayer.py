@@ -28,6 +28,9 @@ floor at the heavy atoms (nearest map pixel) against the floor and contrast of ~
 evenly strided C atoms. A region only matters where it holds a reported Si, so a frame whose heavy atoms
 all sit below :data:`GATE_FLOOR` gets none; past it the region is looked for within :data:`LOCAL_A` of
 those heavy atoms. Plain numpy / scipy.
+
+What the region leaves in is judged per reported Si by :func:`overlayer_si` (a bond too short for a Si and
+a column dimmer than a Si or wider than the probe; or bonds averaging a C's): read as C by the pipeline.
 """
 
 from __future__ import annotations
