@@ -26,7 +26,7 @@ import numpy as np
 from engine.track import Tracker
 from engine.health.atoms import drop_outside, estimate_snr
 from engine.health.material_atoms import unsure_region
-from engine.health.material_overlayer import overlayer_region
+from engine.health.material_overlayer import overlayer_region, overlayer_si
 from engine.health.monitor import SKIP_VERDICTS
 from engine.types import Atoms, Chemistry, Event, FrameChemistry, FrameResult
 from stemwatch.config import Config, EventConfig
@@ -453,6 +453,13 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                                       else OVERLAYER_WHY + " (with the region of recent frames held)")
             if region is not None or over is not None:
                 result = chemistry_of(mask_probabilities(probs, material.mask), material.mask)
+            # per atom: a "Si" with a bond too short for Si whose column is dimmer than a Si or wider than
+            # the probe is the lattice C under a contamination atom (engine/health/material_overlayer.py)
+            if OVERLAYER_SI:
+                demoted = overlayer_si(result.atoms, maps, result.bonds, result.bond_length_A, snr)
+                if len(demoted):
+                    result, material = _read_as_c(result, demoted, material, cfg, frame.data, maps,
+                                                  material.mask if region is not None or over is not None else None)
         if health is not None:
             health.snr = snr
         # (atoms found by the network's process: their time there counts here)
@@ -494,6 +501,29 @@ def _graphene_scale(material, health, ps: float, tolerance: float) -> float:
 EDGE_AT_MASK = True
 UNSURE_WHY = "the network is unsure of its atoms over {:.0f} % of the field (amorphous carbon or contamination)"
 OVERLAYER_WHY = "the lattice's hollows are filled over {:.0f} % of the field (contamination on the graphene)"
+
+
+#: reported Si that are contamination over the lattice (engine.health.material_overlayer.overlayer_si) are
+#: read as C
+OVERLAYER_SI = True
+OVERLAYER_SI_WHY = "{} Si on contamination (a bond < 1.5 A, a column dimmer than Si or wider than the probe): read as C"
+
+
+def _read_as_c(result, idx: np.ndarray, material, cfg: Config, image, maps, mask):
+    """``result`` (a Chemistry) with the atoms ``idx`` read as C and the graph built again (as
+    ``chemistry_of`` built it: ``mask`` the analysed part or None), and ``material`` with the count in its
+    reason (a new object: a carried verdict is shared between frames)."""
+    import dataclasses
+
+    from engine.chem.chemistry import build_chemistry
+
+    sp = np.array(result.atoms.species, np.int8, copy=True)
+    sp[idx] = 0
+    atoms = dataclasses.replace(result.atoms, species=sp)
+    chem = build_chemistry(atoms, cfg.chemistry, None, image, maps,
+                           outside=None if mask is None or not EDGE_AT_MASK else ~np.asarray(mask, bool))
+    material = dataclasses.replace(material, reason=(material.reason or "") + "; " + OVERLAYER_SI_WHY.format(len(idx)))
+    return chem, material
 
 
 def _leave_out(material, region: np.ndarray, why: str = UNSURE_WHY):

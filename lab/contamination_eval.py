@@ -6,8 +6,10 @@ contamination patch (lab.material_eval's ``graphene_contamination``: engine.sim.
 random light atoms over the lattice, 1-3 lobes of 3-15 A, 0.25 atoms/A^2 at the centre) drawn from
 ``seed``, and as many clean frames (graphene, graphene with a large hole, graphene with 1-4 Si/nm^2; no
 contamination) drawn from ``seed + 1``. Each frame goes through :class:`engine.pipeline.Pipeline` with
-the overlayer region and without it (``overlayer_region`` replaced by None) and is scored, on frames
-called graphene with C-atom SNR >= 2, against the simulator's atoms:
+the overlayer region and the per-atom rule (``engine.pipeline.OVERLAYER_SI``: a Si on contamination read as
+C) and without either (``overlayer_region`` replaced by None, ``OVERLAYER_SI`` False; ``--no-atom-rule``:
+the rule off in both, so "after" is the region alone) and is scored, on frames called graphene with C-atom
+SNR >= 2, against the simulator's atoms:
 
 * false Si near contamination: reported Si (species != C) not within 0.5 A of a lattice Si and within
   3 A of a contamination atom;
@@ -16,25 +18,27 @@ called graphene with C-atom SNR >= 2, against the simulator's atoms:
 * lattice atoms kept on clean graphene: the same for lattice atoms and any reported atom;
 * clean graphene left out: 1 A cells holding a lattice atom and no contamination atom within 3 A,
   outside the analysed mask (``material.mask``), over all such cells;
-* frames given an overlayer region (the reason names it).
+* frames given an overlayer region (the reason names it); Si read as C by the per-atom rule (the
+  reason counts them).
 
 ``--movies`` also runs static (no drift) ``MaterialMovie("graphene_hole")`` movies of 10 frames, 512^2 at
 0.2 A/px (seeds 30 and 31 by default), with and without the region, and counts their events (the sample
 is static: every event is false).
 
 With the overlayer region held over recent frames (engine/health/overlayer_hold.py) the movies run in
-three modes (:func:`run_movie`: ``none``, ``frame``, ``held``); ``--contaminated-movies`` adds
+three modes (:func:`run_movie`: ``none`` (no region, no per-atom rule), ``frame``, ``held``); ``--contaminated-movies`` adds
 ``graphene_hole`` movies with a contamination patch forced, ``--drifts`` drifting ones; each movie frame
 is also scored as above against the simulator's truth (summed over the frames).
 
     python -m lab.contamination_eval [--frames 15] [--seed 81] [--size 512] [--movies 30,31]
-        [--contaminated-movies 36,40] [--event-movies 30,31] [--drifts 0:0,0.3:0.5]
+        [--contaminated-movies 36,40] [--event-movies 30,31] [--drifts 0:0,0.3:0.5] [--no-atom-rule]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 from unittest import mock
 
@@ -124,6 +128,8 @@ def score(result, ex) -> dict | None:
         c = np.minimum(((cells % 100000) + 0.5) * g, w - 1).astype(np.int64)
         out["cells_out"] = int((~np.asarray(mask, bool)[r, c]).sum())
     out["region"] = int("hollows are filled" in (result.material.reason or ""))
+    m = re.search(r"(\d+) Si on contamination", result.material.reason or "")
+    out["read_as_c"] = int(m.group(1)) if m else 0
     return out
 
 
@@ -143,7 +149,8 @@ def run_frames(examples, tag: str, progress: bool = True) -> list[dict]:
                 f = Frame(data=ex.image, series=f"{tag}-{t}-{mode}", seq=0, t_acquired=0.0,
                           pixel_size_A=ex.pixel_size_A)
                 if mode == "before":
-                    with mock.patch.object(pipeline_module, "overlayer_region", lambda *a, **k: None):
+                    with mock.patch.object(pipeline_module, "overlayer_region", lambda *a, **k: None), \
+                            mock.patch.object(pipeline_module, "OVERLAYER_SI", False):
                         r = pipe.process(f)
                 else:
                     r = pipe.process(f)
@@ -205,7 +212,9 @@ def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: in
         try:
             ctx = mock.patch.object(pipeline_module, "overlayer_region", lambda *a, **k: None) if mode == "none" \
                 else contextlib.nullcontext()
-            with ctx:
+            ctx2 = mock.patch.object(pipeline_module, "OVERLAYER_SI", False) if mode == "none" \
+                else contextlib.nullcontext()
+            with ctx, ctx2:
                 for k, (img, truth) in enumerate(frames):
                     r = pipe.process(Frame(data=img, series=f"movie{seed}", seq=k, t_acquired=float(k),
                                            pixel_size_A=pixel_size_A))
@@ -271,7 +280,8 @@ def movie_line(seed: int, m: dict, what: str) -> str:
 
 
 def summary(rows: list[dict]) -> dict:
-    keys = ("si", "false_si_near", "true_si", "true_si_kept", "lattice", "lattice_kept", "cells", "cells_out", "region")
+    keys = ("si", "false_si_near", "true_si", "true_si_kept", "lattice", "lattice_kept", "cells", "cells_out", "region",
+            "read_as_c")
     return {m: {k: sum(r[m][k] for r in rows) for k in keys} for m in ("before", "after")}
 
 
@@ -285,22 +295,28 @@ def main(argv=None) -> int:
                     "patch forced ('' for none)")
     ap.add_argument("--event-movies", default="", help="clean graphene movie seeds with true events "
                     "(run_event_movie; '' for none)")
+    ap.add_argument("--no-atom-rule", action="store_true", help="the per-atom rule (pipeline.OVERLAYER_SI, "
+                    "material_overlayer.overlayer_si) off in every mode: the overlayer region alone")
     ap.add_argument("--drifts", default="0:0", help="movie drifts, A per frame as x:y (MovieSpec.s drift_A_per_frame), "
                     "comma-separated (default 0:0, static)")
     a = ap.parse_args(argv)
+    if a.no_atom_rule:
+        import engine.pipeline as pipeline_module
+
+        pipeline_module.OVERLAYER_SI = False
     if a.frames > 0:
         print(f"seed {a.seed} (clean {a.seed + 1}), {a.frames} + {a.frames} frames of {a.size}^2; scored: graphene, "
               "SNR >= 2\n")
-        print("| frames | n | frames with a region | reported Si | false Si within 3 A of contamination | "
+        print("| frames | n | frames with a region | Si read as C | reported Si | false Si within 3 A of contamination | "
               "true Si kept (clean graphene) | lattice atoms kept (clean graphene) | clean graphene left out |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
     for name, ex in () if a.frames <= 0 else (("contaminated", contaminated(a.seed, a.frames, a.size)),
                      ("clean", clean(a.seed + 1, a.frames, a.size)),
                      ("clean, 4 Si/nm^2, wide tail", stress(a.seed + 2, max(1, a.frames // 3), a.size))):
         rows = run_frames(ex, name)
         s = summary(rows)
         b, f = s["before"], s["after"]
-        print(f"| {name} | {len(rows)} | {f['region']} | {b['si']} -> {f['si']} | {b['false_si_near']} -> "
+        print(f"| {name} | {len(rows)} | {f['region']} | {f['read_as_c']} | {b['si']} -> {f['si']} | {b['false_si_near']} -> "
               f"{f['false_si_near']} | {b['true_si_kept']} -> {f['true_si_kept']} of {f['true_si']} "
               f"({100 * f['true_si_kept'] / max(b['true_si_kept'], 1):.2f} %) | {b['lattice_kept']} -> "
               f"{f['lattice_kept']} of {f['lattice']} ({100 * f['lattice_kept'] / max(b['lattice_kept'], 1):.2f} %) | "

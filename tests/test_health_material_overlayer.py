@@ -14,6 +14,14 @@ from engine.health import material_overlayer
 from lab.contamination_eval import score
 
 
+@pytest.fixture(autouse=True)
+def _region_alone():
+    """These tests measure the overlayer region alone: the per-atom rule (pipeline.OVERLAYER_SI,
+    tests/test_health_overlayer_si.py) off."""
+    with mock.patch.object(pipeline_module, "OVERLAYER_SI", False):
+        yield
+
+
 @pytest.fixture(scope="module")
 def pipe():
     from engine.pipeline import Pipeline

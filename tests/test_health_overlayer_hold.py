@@ -110,17 +110,25 @@ def test_a_static_contaminated_field_raises_no_flicker_events():
     default: the thin path off) and the region decided per frame, Si at its edge flickered (4 events: si_appeared /
     si_lost); with the region held, at most the one of the region's growth over the first frames
     remains. With the thin path on the region covers more of the blob: 2 events (si_lost,
-    vacancy_created), fewer false Si."""
+    vacancy_created), fewer false Si. (The region alone: the per-atom rule off. With it, the default,
+    the blob's edge Si are read as C on every frame: no event per frame or held, fewer false Si.)"""
+    import engine.pipeline as pipeline_module
     from engine.health import material_overlayer
     from lab.contamination_eval import run_movie
 
-    m = run_movie(31, n_frames=10, modes=("frame", "held"))    # (the default: the thin path off)
+    with mock.patch.object(pipeline_module, "OVERLAYER_SI", True):
+        a = run_movie(31, n_frames=10, modes=("frame", "held"))
+    assert a["frame"]["events"] == a["held"]["events"] == 0, (a["frame"]["kinds"], a["held"]["kinds"])
+    with mock.patch.object(pipeline_module, "OVERLAYER_SI", False):
+        m = run_movie(31, n_frames=10, modes=("frame", "held"))    # (the default: the thin path off)
+    assert a["held"]["false_si_near"] < m["held"]["false_si_near"]
+    assert a["held"]["true_si_kept"] == m["held"]["true_si_kept"]
     assert m["frame"]["events"] >= 3                  # (the per-frame region: what the hold fixes)
     assert m["held"]["events"] <= 1, m["held"]["kinds"]
     assert m["held"]["frames_held"] >= 5
     assert m["held"]["false_si_near"] < m["frame"]["false_si_near"]
     assert m["held"]["true_si_kept"] == m["frame"]["true_si_kept"]
-    with mock.patch.object(material_overlayer, "THIN_PATH", True):
+    with mock.patch.object(material_overlayer, "THIN_PATH", True), mock.patch.object(pipeline_module, "OVERLAYER_SI", False):
         d = run_movie(31, n_frames=10, modes=("held",))["held"]
     assert d["events"] <= 2, d["kinds"]
     assert d["false_si_near"] < m["held"]["false_si_near"]

@@ -28,6 +28,9 @@ floor at the heavy atoms (nearest map pixel) against the floor and contrast of ~
 evenly strided C atoms. A region only matters where it holds a reported Si, so a frame whose heavy atoms
 all sit below :data:`GATE_FLOOR` gets none; past it the region is looked for within :data:`LOCAL_A` of
 those heavy atoms. Plain numpy / scipy.
+
+What the region leaves in is judged per reported Si by :func:`overlayer_si` (a bond too short for a Si and
+a column dimmer than a Si or wider than the probe; or bonds averaging a C's): read as C by the pipeline.
 """
 
 from __future__ import annotations
@@ -311,3 +314,77 @@ def _region(xy, cand, sm, bg, f, rings, c_level, level, px, shape, other=None, t
     ci = np.clip((cols / g).astype(np.int64) - c0, 0, gw - 1)
     out[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = region[ri][:, ci]
     return out
+
+
+#: Per atom (:func:`overlayer_si`): a reported Si is the lattice C under (or beside) a contamination atom
+#: when the frame's C-atom SNR is at least this (below it the column shapes are in the noise: on the
+#: development frames the true Si that looked like contamination were all at SNR < 12) ...
+SI_MIN_SNR = 12.0
+#: ... it has a bond shorter than this (A): a Si-C bond is 1.6-1.8 A projected, C-C 1.42; the false Si sit
+#: between a lattice C and the contamination atom over it (median 0.4 A from the lattice site) ...
+SI_MAX_BOND_A = 1.5
+#: ... and its column is dimmer than a Si can be (net contrast ``sm - bg`` below this many median C atoms;
+#: Si is (14/6)^gamma = 3.3-5.4 x C for gamma 1.4-2.0) ...
+SI_MAX_NET = 3.0
+#: ... or wider than the probe: its contrast falls by less than this fraction at SI_RING_A from the centre
+#: (a Si column: 0.65-0.98, a contamination blob over the lattice 0.2-0.8)
+SI_MIN_FALL = 0.6
+SI_RING_A = 1.1
+#: A reported Si bonded like a C whatever its column: at least SI_C_BONDS bonds averaging below
+#: SI_C_MEAN_BOND_A (true Si on the development frames: >= 1.55 A at SNR >= 8), on a frame of SNR >= SI_C_MIN_SNR
+SI_C_MEAN_BOND_A = 1.48
+SI_C_BONDS = 2
+SI_C_MIN_SNR = 8.0
+_RING_ANGLES = np.linspace(0.0, 2.0 * np.pi, 12, endpoint=False)
+
+
+def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float) -> np.ndarray:
+    """Indices of the reported Si (species SI) that are contamination over the lattice, not Si: on a
+    frame of C-atom SNR >= :data:`SI_MIN_SNR`, a Si with a bond shorter than :data:`SI_MAX_BOND_A` whose
+    column is dimmer than a Si (net contrast < :data:`SI_MAX_NET` x the median C atom's) or wider than the
+    probe (contrast falling by less than :data:`SI_MIN_FALL` at :data:`SI_RING_A`). The pipeline reads
+    them as C (the lattice C under the contamination atom: the graph keeps its site).
+
+    ``atoms``: :class:`engine.types.Atoms`; ``maps``: the frame's :func:`engine.chem.maps.contrast_maps`;
+    ``bonds`` / ``bond_length_A``: the graph's (:class:`engine.types.Chemistry`). Plain numpy, no loop over
+    atoms; an empty array on the fast path (SNR too low, no Si, no short bond)."""
+    sp = np.asarray(atoms.species)
+    none = np.zeros(0, np.int64)
+    if not (snr >= min(SI_MIN_SNR, SI_C_MIN_SNR)) or not (sp == SI).any():
+        return none
+    b = np.asarray(bonds, np.int64).reshape(-1, 2)
+    length = np.asarray(bond_length_A, np.float64).reshape(-1)
+    si_bond = (sp[b[:, 0]] == SI) | (sp[b[:, 1]] == SI)
+    if not si_bond.any():
+        return none
+    b, length = b[si_bond], length[si_bond]
+    n = len(sp)
+    # bonded like a C: the mean of the Si's bonds
+    ends, twice = b.ravel(), np.repeat(length, 2)
+    cnt = np.bincount(ends, None, n)
+    mean = np.bincount(ends, twice, n) / np.maximum(cnt, 1)
+    like_c = np.flatnonzero((sp == SI) & (cnt >= SI_C_BONDS) & (mean < SI_C_MEAN_BOND_A)) if snr >= SI_C_MIN_SNR \
+        else none
+    if not snr >= SI_MIN_SNR:
+        return like_c
+    short = b[length < SI_MAX_BOND_A].ravel()
+    cand = np.unique(short[sp[short] == SI])
+    c = np.flatnonzero(sp == 0)
+    if not len(cand) or len(c) < MIN_C_ATOMS:
+        return like_c
+    sm, bg, pxd, f = maps[:4]
+    xy = np.asarray(atoms.xy_px, np.float64).reshape(-1, 2)
+    p = xy[np.concatenate([c, cand])]
+    rows, cols = (p[:, 1] + 0.5) / f - 0.5, (p[:, 0] + 0.5) / f - 0.5
+    a_sm, a_bg = sample_bilinear((sm, bg), rows, cols)
+    net = a_sm - a_bg
+    k = len(c)
+    c_level = median(net[:k])
+    if not c_level > 0:
+        return like_c
+    net, a_sm, rows, cols = net[k:], a_sm[k:], rows[k:], cols[k:]
+    r = SI_RING_A / pxd
+    (ring,) = sample_bilinear((sm,), (rows[:, None] + r * np.sin(_RING_ANGLES)[None]).ravel(),
+                              (cols[:, None] + r * np.cos(_RING_ANGLES)[None]).ravel())
+    fall = (a_sm - ring.reshape(len(cand), -1).mean(1)) / np.maximum(net, 1e-12)
+    return np.union1d(like_c, cand[(net < SI_MAX_NET * c_level) | (fall < SI_MIN_FALL)])
