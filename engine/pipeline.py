@@ -27,6 +27,7 @@ from engine.track import Tracker
 from engine.health.atoms import drop_outside, estimate_snr
 from engine.health.material_atoms import unsure_region
 from engine.health.material_overlayer import overlayer_region, overlayer_si
+from engine.health.overlayer_hold import SI_HOLD_A
 from engine.health.monitor import SKIP_VERDICTS
 from engine.types import Atoms, Chemistry, Event, FrameChemistry, FrameResult
 from stemwatch.config import Config, EventConfig
@@ -457,9 +458,15 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             # the probe is the lattice C under a contamination atom (engine/health/material_overlayer.py)
             if OVERLAYER_SI:
                 demoted = overlayer_si(result.atoms, maps, result.bonds, result.bond_length_A, snr)
+                held = 0
+                if overlayer_hold is not None:
+                    # and those within SI_HOLD_A of a Si read as C on the last frames (moved with the drift)
+                    demoted = overlayer_hold.read_as_c(result.atoms, demoted, SI_HOLD_A / float(probs.frame_pixel_size_A))
+                    held = overlayer_hold.si_added
                 if len(demoted):
                     result, material = _read_as_c(result, demoted, material, cfg, frame.data, maps,
-                                                  material.mask if region is not None or over is not None else None)
+                                                  material.mask if region is not None or over is not None else None,
+                                                  held)
         if health is not None:
             health.snr = snr
         # (atoms found by the network's process: their time there counts here)
@@ -507,12 +514,14 @@ OVERLAYER_WHY = "the lattice's hollows are filled over {:.0f} % of the field (co
 #: read as C
 OVERLAYER_SI = True
 OVERLAYER_SI_WHY = "{} Si on contamination (a bond < 1.5 A, a column dimmer than Si or wider than the probe): read as C"
+OVERLAYER_SI_HELD = " ({} of them within {:.1f} A of one read as C on recent frames)"
 
 
-def _read_as_c(result, idx: np.ndarray, material, cfg: Config, image, maps, mask):
+def _read_as_c(result, idx: np.ndarray, material, cfg: Config, image, maps, mask, held: int = 0):
     """``result`` (a Chemistry) with the atoms ``idx`` read as C and the graph built again (as
     ``chemistry_of`` built it: ``mask`` the analysed part or None), and ``material`` with the count in its
-    reason (a new object: a carried verdict is shared between frames)."""
+    reason (a new object: a carried verdict is shared between frames); ``held`` of them were read as C by
+    the positions held from recent frames (engine.health.overlayer_hold), counted apart."""
     import dataclasses
 
     from engine.chem.chemistry import build_chemistry
@@ -522,7 +531,8 @@ def _read_as_c(result, idx: np.ndarray, material, cfg: Config, image, maps, mask
     atoms = dataclasses.replace(result.atoms, species=sp)
     chem = build_chemistry(atoms, cfg.chemistry, None, image, maps,
                            outside=None if mask is None or not EDGE_AT_MASK else ~np.asarray(mask, bool))
-    material = dataclasses.replace(material, reason=(material.reason or "") + "; " + OVERLAYER_SI_WHY.format(len(idx)))
+    why = OVERLAYER_SI_WHY.format(len(idx)) + (OVERLAYER_SI_HELD.format(held, SI_HOLD_A) if held else "")
+    material = dataclasses.replace(material, reason=(material.reason or "") + "; " + why)
     return chem, material
 
 

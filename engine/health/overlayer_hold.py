@@ -21,6 +21,14 @@ computed): clean graphene is never touched.
 
 Cost while a region is held: one 128^2 binned real FFT and its inverse a frame (~1 ms), and a few
 frame-sized boolean operations.
+
+The per-atom reading is held the same way (:meth:`OverlayerHold.read_as_c`): the positions of the Si
+that :func:`engine.health.material_overlayer.overlayer_si` read as C on a frame are kept for the same
+frames, moved with the same drift (sub-pixel, as measured) and dropped on the same resets; a reported Si
+within :data:`SI_HOLD_A` of one is read as C too (a column at the rule's thresholds is then not read as
+C on one frame and as Si on the next: false ``si_appeared`` / ``si_lost`` events). Only the frame's own
+readings are remembered (a held one does not renew itself). A series on which no Si was read as C holds
+nothing and computes nothing more.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from engine.health.material_cadence import (DRIFT_MIN_PEAK, Fingerprint, binned,
 
 #: a region found on a frame is still left out on this many frames after it (0: per frame, as before)
 HOLD_FRAMES = 5
+#: a reported Si within this distance (A) of a held position of a Si read as C is read as C too
+SI_HOLD_A = 0.5
 
 
 class OverlayerHold:
@@ -52,6 +62,10 @@ class OverlayerHold:
         self.residual = np.zeros(2)           # sub-pixel drift not yet applied to ``held``
         self.frames_held = 0                  # frames on which the held region added to the frame's own
         self.added = False                    # whether the held region added to the last frame's own
+        self.si_xy: np.ndarray | None = None  # positions (frame px, x y) of the Si read as C on recent frames
+        self.si_left: np.ndarray | None = None  # frames each stays held (as ``held``)
+        self.si_added = 0                     # Si read as C on the last frame by the held positions alone
+        self._pending = None                  # (frame data, lattice_px) of this frame when no spectrum was taken
 
     def forget(self, frame, health=None) -> None:
         """Called on a frame whose region is not decided: drop the held region when the field may have
@@ -70,8 +84,11 @@ class OverlayerHold:
                 (health is not None and "fov_jump" in getattr(health, "verdicts", ())):
             self.reset()
             self.key = key
-        self.note, self.added = "", False
-        if self.hold_frames <= 0 or a.ndim != 2 or (self.held is None and region is None):
+        self.note, self.added, self.si_added, self._pending = "", False, 0, None
+        if self.hold_frames <= 0 or a.ndim != 2:
+            return region
+        if self.held is None and self.si_xy is None and region is None:
+            self._pending = (a, lattice_px)         # (read_as_c takes the spectrum if it has a Si to hold)
             return region
         b = binning_for(a.shape, lattice_px) if self.ref is None else self.ref.b
         x = binned(a, b)
@@ -79,7 +96,7 @@ class OverlayerHold:
         if S is None:
             self.reset()
             return region
-        if self.held is not None:
+        if self.held is not None or self.si_xy is not None:
             dy, dx, peak = measure_drift(S, self.ref, self.velocity) if self.ref is not None else (0.0, 0.0, 0.0)
             if peak < DRIFT_MIN_PEAK:
                 self.reset()
@@ -89,9 +106,15 @@ class OverlayerHold:
                 self.residual += (dy, dx)
                 step = np.rint(self.residual)
                 self.residual -= step
-                if step.any():
-                    self.held = shifted(self.held, int(step[0]), int(step[1]))   # (no extrapolation: 0 came into view)
-                np.subtract(self.held, 1, out=self.held, where=self.held > 0)
+                if self.held is not None:
+                    if step.any():
+                        self.held = shifted(self.held, int(step[0]), int(step[1]))   # (no extrapolation: 0 came into view)
+                    np.subtract(self.held, 1, out=self.held, where=self.held > 0)
+                if self.si_xy is not None:
+                    self.si_xy += (dx, dy)                 # (x, y: the drift as measured, not rounded)
+                    self.si_left -= 1
+                    keep = self.si_left > 0
+                    self.si_xy, self.si_left = (self.si_xy[keep], self.si_left[keep]) if keep.any() else (None, None)
         out = region
         if self.held is not None:
             old = self.held > 0
@@ -104,8 +127,53 @@ class OverlayerHold:
             if self.held is None:
                 self.held = np.zeros(a.shape, np.uint8)
             self.held[region] = self.hold_frames
-        if self.held is None or not self.held.any():
+        if self.held is not None and not self.held.any():
+            self.held = None
+        if self.held is None and self.si_xy is None:
             self.reset()
+            self._pending = (a, lattice_px)
             return out
         self.ref = drift_reference(S, a.shape)
+        return out
+
+    def read_as_c(self, atoms, own: np.ndarray, radius_px: float) -> np.ndarray:
+        """The atoms to read as C on the frame last passed to :meth:`update`: ``own`` (indices the frame's
+        rule read as C) together with the reported Si (species SI) within ``radius_px`` of a position held
+        from the last :attr:`hold_frames` frames (their count: :attr:`si_added`); ``own``'s positions are
+        held from now on. ``atoms``: :class:`engine.types.Atoms` of the frame. Nothing is computed while
+        nothing is held and ``own`` is empty."""
+        from engine.health.material_overlayer import SI
+
+        own = np.asarray(own, np.int64).reshape(-1)
+        self.si_added = 0
+        if self.hold_frames <= 0 or (self.si_xy is None and not len(own)):
+            return own
+        xy = np.asarray(atoms.xy_px, np.float64).reshape(-1, 2)
+        out = own
+        if self.si_xy is not None and radius_px > 0:
+            from scipy.spatial import cKDTree
+
+            cand = np.flatnonzero(np.asarray(atoms.species) == SI)
+            cand = cand[~np.isin(cand, own)]
+            if len(cand):
+                d, _ = cKDTree(self.si_xy).query(xy[cand], distance_upper_bound=radius_px)
+                extra = cand[np.isfinite(d)]
+                if len(extra):
+                    self.si_added = int(len(extra))
+                    out = np.union1d(own, extra)
+        if len(own):
+            if self.ref is None:                      # (nothing was held: this frame's spectrum, the reference)
+                if self._pending is None:
+                    return out                        # (no spectrum on this frame: the field cannot be followed)
+                a, lattice_px = self._pending
+                x = binned(a, binning_for(a.shape, lattice_px))
+                S = None if x is None else binned_spectrum(x, binning_for(a.shape, lattice_px))
+                if S is None:
+                    return out
+                self.ref = drift_reference(S, a.shape)
+            new = xy[own]
+            left = np.full(len(own), self.hold_frames, np.int64)
+            self.si_xy = new if self.si_xy is None else np.concatenate([self.si_xy, new])
+            self.si_left = left if self.si_left is None else np.concatenate([self.si_left, left])
+        self._pending = None
         return out

@@ -1,0 +1,109 @@
+"""Issue 21, criterion 2: the per-atom reading "a Si on contamination is C"
+(engine.health.material_overlayer.overlayer_si) held over a series as the contamination region is
+(engine.health.overlayer_hold.OverlayerHold.read_as_c): a Si at the rule's thresholds is not read as C on
+one frame and as Si on the next (false si_appeared / si_lost / si_hop events); a Si where nothing was read
+as C is untouched."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from unittest import mock
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from engine.health import overlayer_hold
+from engine.health.material_overlayer import SI
+from engine.health.overlayer_hold import HOLD_FRAMES, OverlayerHold
+
+R_PX = 2.5        # SI_HOLD_A at 0.2 A/px
+
+
+def _field(seed: int = 0, size: int = 512 + 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return ndimage.gaussian_filter(rng.normal(size=(size, size)), 3.0) * 50 + 1000
+
+
+def _frame(img, seq: int, series: str = "s", noise_seed: int | None = None):
+    if noise_seed is not None:
+        img = img + np.random.default_rng(noise_seed).normal(0, 2.0, img.shape)
+    return SimpleNamespace(data=img.astype(np.float32), series=series, run=0, seq=seq)
+
+
+def _atoms(xy, species):
+    return SimpleNamespace(xy_px=np.asarray(xy, np.float64).reshape(-1, 2), species=np.asarray(species, np.int8))
+
+
+def _step(hold, img, k, xy, species, own, series="s", health=None):
+    hold.update(_frame(img, k, series, noise_seed=k), health, None)
+    return hold.read_as_c(_atoms(xy, species), np.asarray(own, np.int64), R_PX)
+
+
+def test_a_si_read_as_c_on_one_frame_stays_c_on_the_next():
+    img = _field()[32:544, 32:544]
+    hold = OverlayerHold()
+    # frame 0: the rule reads the Si at (200, 300) as C
+    got = _step(hold, img, 0, [(200, 300), (400, 100)], [SI, SI], [0])
+    assert got.tolist() == [0] and hold.si_added == 0
+    # frame 1: the same column 0.3 px off, the rule now says Si: read as C (held); the Si at (400, 100),
+    # never read as C, and a C beside the held position are left as they are
+    got = _step(hold, img, 1, [(200.3, 299.8), (400, 100), (201, 300)], [SI, SI, 0], [])
+    assert got.tolist() == [0] and hold.si_added == 1
+    # a column beyond SI_HOLD_A (1 A = 5 px at 0.2 A/px) is not the held one
+    got = _step(hold, img, 2, [(205, 300)], [SI], [])
+    assert got.tolist() == [] and hold.si_added == 0
+
+
+def test_the_held_reading_expires_and_does_not_renew_itself():
+    img = _field()[32:544, 32:544]
+    hold = OverlayerHold()
+    _step(hold, img, 0, [(200, 300)], [SI], [0])
+    got = [_step(hold, img, k, [(200, 300)], [SI], []).tolist() for k in range(1, HOLD_FRAMES + 2)]
+    assert got[:HOLD_FRAMES - 1] == [[0]] * (HOLD_FRAMES - 1)      # (as the region: HOLD_FRAMES - 1 frames after)
+    assert got[HOLD_FRAMES - 1:] == [[], []]
+    assert hold.si_xy is None and hold.ref is None                   # nothing held: nothing computed
+
+
+@pytest.mark.parametrize("dy, dx", [(3, -5), (-7, 2)])
+def test_the_held_positions_move_with_the_drift(dy, dx):
+    big = _field()
+    hold = OverlayerHold()
+    y0, x0 = 32, 32
+    _step(hold, big[y0:y0 + 512, x0:x0 + 512], 0, [(300, 200)], [SI], [0])
+    # the field moved by (dy, dx) px per frame: the column is now at (300 + dx, 200 + dy) (x, y) and beyond R_PX
+    # of where it was
+    for k in (1, 2):
+        img = big[y0 - k * dy:y0 - k * dy + 512, x0 - k * dx:x0 - k * dx + 512]
+        got = _step(hold, img, k, [(300 + k * dx, 200 + k * dy), (300, 200)], [SI, SI], [])
+        assert got.tolist() == [0], (k, hold.si_xy)
+
+
+def test_nothing_is_held_across_a_new_series_or_a_fov_jump():
+    img = _field()[32:544, 32:544]
+    hold = OverlayerHold()
+    _step(hold, img, 0, [(200, 300)], [SI], [0])
+    assert _step(hold, img, 0, [(200, 300)], [SI], [], series="t").tolist() == []
+    _step(hold, img, 1, [(200, 300)], [SI], [0], series="t")
+    jump = SimpleNamespace(verdicts=("fov_jump",))
+    assert _step(hold, img, 2, [(200, 300)], [SI], [], series="t", health=jump).tolist() == []
+    _step(hold, img, 3, [(200, 300)], [SI], [0], series="t")
+    hold.reset()                                          # (Pipeline.track's fov_jump, another field)
+    assert _step(hold, img, 4, [(200, 300)], [SI], [], series="t").tolist() == []
+
+
+def test_nothing_is_computed_where_nothing_is_read_as_c():
+    img = _field()[32:544, 32:544]
+    hold = OverlayerHold()
+    with mock.patch.object(overlayer_hold, "binned_spectrum", side_effect=AssertionError("computed")), \
+            mock.patch("scipy.spatial.cKDTree", side_effect=AssertionError("computed")):
+        for k in range(4):
+            assert _step(hold, img, k, [(200, 300), (100, 100)], [SI, 0], []).tolist() == []
+    assert hold.si_xy is None and hold.ref is None
+
+
+def test_per_frame_mode_holds_nothing():
+    img = _field()[32:544, 32:544]
+    hold = OverlayerHold(hold_frames=0)
+    _step(hold, img, 0, [(200, 300)], [SI], [0])
+    assert _step(hold, img, 1, [(200, 300)], [SI], []).tolist() == []
