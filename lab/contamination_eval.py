@@ -188,7 +188,8 @@ def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: in
               bound: float = 0.0, contamination: bool | None = None, modes=MOVIE_MODES) -> dict:
     """Events of a ``graphene_hole`` movie (the sample static, so every event is false) in each of
     ``modes``: ``none`` without the overlayer region, ``frame`` with the region of each frame alone
-    (:class:`engine.health.overlayer_hold.OverlayerHold` off), ``held`` with the region of recent frames
+    (:class:`engine.health.overlayer_hold.OverlayerHold` off: neither the region nor the per-atom reading
+    held), ``held`` with the region and the Si read as C of recent frames
     held (the pipeline's default). ``drift``: A per frame (y, x as MovieSpec); ``contamination``: force a
     contamination patch on the sample (None: drawn, in ~30 % of samples). Each frame is also scored as
     :func:`score` against the simulator's truth (summed over the frames)."""
@@ -208,7 +209,7 @@ def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: in
         pipe = Pipeline(Config().replace(inference={"backend": "onnx"}))
         if mode == "frame":
             pipe.overlayer_hold.hold_frames = 0
-        events, si, regions, held, scores = [], [], 0, 0, []
+        events, si, regions, held, scores, si_held = [], [], 0, 0, [], 0
         try:
             ctx = mock.patch.object(pipeline_module, "overlayer_region", lambda *a, **k: None) if mode == "none" \
                 else contextlib.nullcontext()
@@ -224,6 +225,8 @@ def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: in
                     reason = (r.material.reason if r.material else "") or ""
                     regions += int("hollows are filled" in reason)
                     held += int("held)" in reason)
+                    m = re.search(r"\((\d+) of them within", reason)
+                    si_held += int(m.group(1)) if m else 0
                     sc = score(r, _truth_example(img, truth, pixel_size_A))
                     if sc is not None:
                         scores.append(sc)
@@ -231,7 +234,7 @@ def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: in
             pipe.close()
         keys = ("si", "false_si_near", "true_si", "true_si_kept", "lattice", "lattice_kept")
         out[mode] = {"events": len(events), "kinds": sorted({e.kind for e in events}), "si_per_frame": si,
-                     "frames_with_region": regions, "frames_held": held,
+                     "frames_with_region": regions, "frames_held": held, "si_held": si_held,
                      **{k: sum(x[k] for x in scores) for k in keys}}
     return out
 
@@ -276,6 +279,7 @@ def movie_line(seed: int, m: dict, what: str) -> str:
             + " -> ".join(str(m[k]["false_si_near"]) for k in modes) + "; true Si kept "
             + " -> ".join(f"{m[k]['true_si_kept']}" for k in modes) + f" of {m[modes[-1]]['true_si']}; frames with a "
             f"region {m[modes[-1]]['frames_with_region']} (held added to {m[modes[-1]]['frames_held']}); "
+            f"Si read as C by the held positions {m[modes[-1]].get('si_held', 0)}; "
             "Si a frame " + " -> ".join(str(m[k]["si_per_frame"]) for k in modes) + f"  [{' -> '.join(modes)}]")
 
 

@@ -42,7 +42,7 @@ def _step(hold, img, k, xy, species, own, series="s", health=None):
 
 def test_a_si_read_as_c_on_one_frame_stays_c_on_the_next():
     img = _field()[32:544, 32:544]
-    hold = OverlayerHold()
+    hold = OverlayerHold(min_readings=1)
     # frame 0: the rule reads the Si at (200, 300) as C
     got = _step(hold, img, 0, [(200, 300), (400, 100)], [SI, SI], [0])
     assert got.tolist() == [0] and hold.si_added == 0
@@ -55,20 +55,36 @@ def test_a_si_read_as_c_on_one_frame_stays_c_on_the_next():
     assert got.tolist() == [] and hold.si_added == 0
 
 
-def test_the_held_reading_expires_and_does_not_renew_itself():
+def test_the_held_reading_lasts_while_the_column_is_reported_and_then_expires():
     img = _field()[32:544, 32:544]
     hold = OverlayerHold()
+    _step(hold, img, 0, [(200, 300)], [SI], [0])
+    # the rule never reads it as C again: held (renewed) while a Si is reported there ...
+    got = [_step(hold, img, k, [(200.2, 300)], [SI], []).tolist() for k in range(1, 2 * HOLD_FRAMES)]
+    assert got == [[0]] * (2 * HOLD_FRAMES - 1)
+    # ... and dropped HOLD_FRAMES - 1 frames after none is (a C there does not renew it)
+    k0 = 2 * HOLD_FRAMES
+    for k in range(k0, k0 + HOLD_FRAMES - 1):
+        assert _step(hold, img, k, [(200.2, 300)], [0], []).tolist() == []
+        assert hold.si_xy is not None
+    assert _step(hold, img, k0 + HOLD_FRAMES - 1, [(200.2, 300)], [SI], []).tolist() == []
+    assert hold.si_xy is None and hold.ref is None                   # nothing held: nothing computed
+
+
+def test_without_renewal_the_held_reading_expires():
+    img = _field()[32:544, 32:544]
+    hold = OverlayerHold(renew=False)
     _step(hold, img, 0, [(200, 300)], [SI], [0])
     got = [_step(hold, img, k, [(200, 300)], [SI], []).tolist() for k in range(1, HOLD_FRAMES + 2)]
     assert got[:HOLD_FRAMES - 1] == [[0]] * (HOLD_FRAMES - 1)      # (as the region: HOLD_FRAMES - 1 frames after)
     assert got[HOLD_FRAMES - 1:] == [[], []]
-    assert hold.si_xy is None and hold.ref is None                   # nothing held: nothing computed
+    assert hold.si_xy is None and hold.ref is None
 
 
 @pytest.mark.parametrize("dy, dx", [(3, -5), (-7, 2)])
 def test_the_held_positions_move_with_the_drift(dy, dx):
     big = _field()
-    hold = OverlayerHold()
+    hold = OverlayerHold(min_readings=1)
     y0, x0 = 32, 32
     _step(hold, big[y0:y0 + 512, x0:x0 + 512], 0, [(300, 200)], [SI], [0])
     # the field moved by (dy, dx) px per frame: the column is now at (300 + dx, 200 + dy) (x, y) and beyond R_PX
@@ -81,7 +97,7 @@ def test_the_held_positions_move_with_the_drift(dy, dx):
 
 def test_nothing_is_held_across_a_new_series_or_a_fov_jump():
     img = _field()[32:544, 32:544]
-    hold = OverlayerHold()
+    hold = OverlayerHold(min_readings=1)
     _step(hold, img, 0, [(200, 300)], [SI], [0])
     assert _step(hold, img, 0, [(200, 300)], [SI], [], series="t").tolist() == []
     _step(hold, img, 1, [(200, 300)], [SI], [0], series="t")
@@ -90,6 +106,19 @@ def test_nothing_is_held_across_a_new_series_or_a_fov_jump():
     _step(hold, img, 3, [(200, 300)], [SI], [0], series="t")
     hold.reset()                                          # (Pipeline.track's fov_jump, another field)
     assert _step(hold, img, 4, [(200, 300)], [SI], [], series="t").tolist() == []
+
+
+def test_a_position_can_require_two_readings():
+    """min_readings=2 (measured worse, not the default): a single reading is not held; a second one
+    within the hold makes it held, at its newest position."""
+    img = _field()[32:544, 32:544]
+    hold = OverlayerHold(min_readings=2, renew=False)
+    assert _step(hold, img, 0, [(200, 300)], [SI], [0]).tolist() == [0]
+    assert _step(hold, img, 1, [(200.2, 300)], [SI], []).tolist() == []           # one reading: not held
+    assert _step(hold, img, 2, [(200.4, 300)], [SI], [0]).tolist() == [0]         # the second reading
+    got = [_step(hold, img, k, [(200.5, 300.1)], [SI], []).tolist() for k in range(3, 3 + HOLD_FRAMES)]
+    assert got == [[0]] * (HOLD_FRAMES - 1) + [[]]
+    assert hold.si_xy is None
 
 
 def test_nothing_is_computed_where_nothing_is_read_as_c():
@@ -107,3 +136,30 @@ def test_per_frame_mode_holds_nothing():
     hold = OverlayerHold(hold_frames=0)
     _step(hold, img, 0, [(200, 300)], [SI], [0])
     assert _step(hold, img, 1, [(200, 300)], [SI], []).tolist() == []
+
+
+def test_a_flickering_si_on_contamination_raises_no_event_when_held():
+    """The static graphene_hole movie of seed 36 (engine.sim MaterialMovie, 512^2 at 0.2 A/px, a thin
+    contamination patch; every event is false). Read per frame, a column at the rule's thresholds is C on
+    one frame and Si on the next: a si_hop, 6 events (as before the hold). Held, it stays C: 3 events, no
+    si_hop, fewer false Si near contamination, every true Si kept."""
+    from lab.contamination_eval import run_movie
+
+    m = run_movie(36, n_frames=10, modes=("frame", "held"))
+    f, h = m["frame"], m["held"]
+    assert "si_hop" in f["kinds"] and f["events"] >= 6, f["kinds"]
+    assert "si_hop" not in h["kinds"] and h["events"] <= f["events"] - 2, h["kinds"]
+    assert h["si_held"] > 0
+    assert h["false_si_near"] < f["false_si_near"]
+    assert h["true_si_kept"] == f["true_si_kept"] == h["true_si"]
+
+
+def test_true_si_of_clean_graphene_are_untouched():
+    """Clean graphene with true events (lab.contamination_eval.run_event_movie seed 30: 20 frames, 6 Si3
+    and 2 Si4): nothing is read as C, so nothing is held: the same events and Si with the hold as per frame
+    (and as before it: 5 events, 158 Si over the frames)."""
+    from lab.contamination_eval import run_event_movie
+
+    m = run_event_movie(30)
+    assert m["held"]["events"] == m["frame"]["events"] and len(m["held"]["events"]) == 5
+    assert m["held"]["si"] == m["frame"]["si"] == 158

@@ -26,9 +26,12 @@ The per-atom reading is held the same way (:meth:`OverlayerHold.read_as_c`): the
 that :func:`engine.health.material_overlayer.overlayer_si` read as C on a frame are kept for the same
 frames, moved with the same drift (sub-pixel, as measured) and dropped on the same resets; a reported Si
 within :data:`SI_HOLD_A` of one is read as C too (a column at the rule's thresholds is then not read as
-C on one frame and as Si on the next: false ``si_appeared`` / ``si_lost`` events). Only the frame's own
-readings are remembered (a held one does not renew itself). A series on which no Si was read as C holds
-nothing and computes nothing more.
+C on one frame and as Si on the next: false ``si_appeared`` / ``si_lost`` / ``si_hop`` events). A Si
+read as C by a held position renews it (:data:`SI_HOLD_RENEW`): the reading lasts while a Si is reported
+there and ends :data:`HOLD_FRAMES` - 1 frames after none is (the contamination atom over a lattice C does
+not turn into a Si between frames; the price: a Si that replaces that C while the reading is held is read
+as C too). A series on which no Si was read as C holds nothing and computes nothing more (cost while
+held: a cKDTree of the held positions, a few us).
 """
 
 from __future__ import annotations
@@ -42,14 +45,23 @@ from engine.health.material_cadence import (DRIFT_MIN_PEAK, Fingerprint, binned,
 HOLD_FRAMES = 5
 #: a reported Si within this distance (A) of a held position of a Si read as C is read as C too
 SI_HOLD_A = 0.5
+#: a position is held once the rule has read a Si there as C on this many frames, each within
+#: :data:`HOLD_FRAMES` frames of the last (1: a reading on a single frame is held; 2 was measured worse:
+#: docs/material.md)
+SI_HOLD_READINGS = 1
+#: a Si read as C by a held position renews the hold there (the reading lasts while the column is
+#: reported, and ends HOLD_FRAMES - 1 frames after it is not; False: only the rule's own readings renew it)
+SI_HOLD_RENEW = True
 
 
 class OverlayerHold:
     """The overlayer region of a series held over :data:`HOLD_FRAMES` frames (module docstring). Called
     in frame order from one thread, on the frames whose region is decided (graphene, SNR >= 2)."""
 
-    def __init__(self, hold_frames: int = HOLD_FRAMES):
+    def __init__(self, hold_frames: int = HOLD_FRAMES, min_readings: int = SI_HOLD_READINGS, renew: bool = SI_HOLD_RENEW):
         self.hold_frames = int(hold_frames)
+        self.min_readings = int(min_readings)
+        self.renew = bool(renew)
         self.key: tuple | None = None        # (series, run) the state belongs to
         self.note = ""                        # why the held region was dropped on the last frame
         self.reset()
@@ -64,6 +76,7 @@ class OverlayerHold:
         self.added = False                    # whether the held region added to the last frame's own
         self.si_xy: np.ndarray | None = None  # positions (frame px, x y) of the Si read as C on recent frames
         self.si_left: np.ndarray | None = None  # frames each stays held (as ``held``)
+        self.si_hits: np.ndarray | None = None  # frames on which the rule read a Si there as C
         self.si_added = 0                     # Si read as C on the last frame by the held positions alone
         self._pending = None                  # (frame data, lattice_px) of this frame when no spectrum was taken
 
@@ -114,7 +127,8 @@ class OverlayerHold:
                     self.si_xy += (dx, dy)                 # (x, y: the drift as measured, not rounded)
                     self.si_left -= 1
                     keep = self.si_left > 0
-                    self.si_xy, self.si_left = (self.si_xy[keep], self.si_left[keep]) if keep.any() else (None, None)
+                    self.si_xy, self.si_left, self.si_hits = (self.si_xy[keep], self.si_left[keep], self.si_hits[keep]) \
+                        if keep.any() else (None, None, None)
         out = region
         if self.held is not None:
             old = self.held > 0
@@ -139,8 +153,9 @@ class OverlayerHold:
     def read_as_c(self, atoms, own: np.ndarray, radius_px: float) -> np.ndarray:
         """The atoms to read as C on the frame last passed to :meth:`update`: ``own`` (indices the frame's
         rule read as C) together with the reported Si (species SI) within ``radius_px`` of a position held
-        from the last :attr:`hold_frames` frames (their count: :attr:`si_added`); ``own``'s positions are
-        held from now on. ``atoms``: :class:`engine.types.Atoms` of the frame. Nothing is computed while
+        from the last :attr:`hold_frames` frames (their count: :attr:`si_added`; held once read as C on
+        :attr:`min_readings` frames, renewed by a Si read as C there when :attr:`renew`); ``own``'s
+        positions are held from now on. ``atoms``: :class:`engine.types.Atoms` of the frame. Nothing is computed while
         nothing is held and ``own`` is empty."""
         from engine.health.material_overlayer import SI
 
@@ -149,15 +164,20 @@ class OverlayerHold:
         if self.hold_frames <= 0 or (self.si_xy is None and not len(own)):
             return own
         xy = np.asarray(atoms.xy_px, np.float64).reshape(-1, 2)
-        out = own
+        out, tree = own, None
         if self.si_xy is not None and radius_px > 0:
             from scipy.spatial import cKDTree
 
+            tree = cKDTree(self.si_xy)
+            sure = self.si_hits >= self.min_readings
             cand = np.flatnonzero(np.asarray(atoms.species) == SI)
             cand = cand[~np.isin(cand, own)]
-            if len(cand):
-                d, _ = cKDTree(self.si_xy).query(xy[cand], distance_upper_bound=radius_px)
-                extra = cand[np.isfinite(d)]
+            if len(cand) and sure.any():
+                d, j = tree.query(xy[cand], distance_upper_bound=radius_px)
+                hit = np.isfinite(d)
+                extra = cand[hit][sure[j[hit]]]
+                if self.renew and len(extra):
+                    self.si_left[j[hit][sure[j[hit]]]] = self.hold_frames
                 if len(extra):
                     self.si_added = int(len(extra))
                     out = np.union1d(own, extra)
@@ -166,14 +186,26 @@ class OverlayerHold:
                 if self._pending is None:
                     return out                        # (no spectrum on this frame: the field cannot be followed)
                 a, lattice_px = self._pending
-                x = binned(a, binning_for(a.shape, lattice_px))
-                S = None if x is None else binned_spectrum(x, binning_for(a.shape, lattice_px))
+                b = binning_for(a.shape, lattice_px)
+                x = binned(a, b)
+                S = None if x is None else binned_spectrum(x, b)
                 if S is None:
                     return out
                 self.ref = drift_reference(S, a.shape)
             new = xy[own]
-            left = np.full(len(own), self.hold_frames, np.int64)
-            self.si_xy = new if self.si_xy is None else np.concatenate([self.si_xy, new])
-            self.si_left = left if self.si_left is None else np.concatenate([self.si_left, left])
+            if tree is not None:                      # a reading again where one is held: it counts there
+                d, j = tree.query(new, distance_upper_bound=radius_px)
+                again = np.isfinite(d)
+                jj = np.unique(j[again])
+                self.si_hits[jj] += 1
+                self.si_left[jj] = self.hold_frames
+                self.si_xy[j[again]] = new[again]     # (the newest position)
+                new = new[~again]
+            if len(new):
+                left = np.full(len(new), self.hold_frames, np.int64)
+                hits = np.ones(len(new), np.int64)
+                self.si_xy = new if self.si_xy is None else np.concatenate([self.si_xy, new])
+                self.si_left = left if self.si_left is None else np.concatenate([self.si_left, left])
+                self.si_hits = hits if self.si_hits is None else np.concatenate([self.si_hits, hits])
         self._pending = None
         return out
