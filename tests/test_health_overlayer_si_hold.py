@@ -145,7 +145,7 @@ def test_a_flickering_si_on_contamination_raises_no_event_when_held():
     si_hop, fewer false Si near contamination, every true Si kept."""
     from lab.contamination_eval import run_movie
 
-    m = run_movie(36, n_frames=10, modes=("frame", "held"))
+    m = run_movie(36, n_frames=10, contamination=True, modes=("frame", "held"))
     f, h = m["frame"], m["held"]
     assert "si_hop" in f["kinds"] and f["events"] >= 6, f["kinds"]
     assert "si_hop" not in h["kinds"] and h["events"] <= f["events"] - 2, h["kinds"]
