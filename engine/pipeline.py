@@ -461,7 +461,8 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                 held = 0
                 if overlayer_hold is not None:
                     # and those within SI_HOLD_A of a Si read as C on the last frames (moved with the drift)
-                    demoted = overlayer_hold.read_as_c(result.atoms, demoted, SI_HOLD_A / float(probs.frame_pixel_size_A))
+                    demoted = overlayer_hold.read_as_c(result.atoms, demoted,
+                                                       SI_HOLD_A / float(probs.frame_pixel_size_A))
                     held = overlayer_hold.si_added
                 if len(demoted):
                     result, material = _read_as_c(result, demoted, material, cfg, frame.data, maps,
