@@ -459,7 +459,7 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             if OVERLAYER_SI:
                 demoted = overlayer_si(result.atoms, maps, result.bonds, result.bond_length_A, snr)
                 held = 0
-                if overlayer_hold is not None:
+                if overlayer_hold is not None and OVERLAYER_SI_HOLD:
                     # and those within SI_HOLD_A of a Si read as C on the last frames (moved with the drift)
                     demoted = overlayer_hold.read_as_c(result.atoms, demoted,
                                                        SI_HOLD_A / float(probs.frame_pixel_size_A))
@@ -516,6 +516,10 @@ OVERLAYER_WHY = "the lattice's hollows are filled over {:.0f} % of the field (co
 OVERLAYER_SI = True
 OVERLAYER_SI_WHY = "{} Si on contamination (a bond < 1.5 A, a column dimmer than Si or wider than the probe): read as C"
 OVERLAYER_SI_HELD = " ({} of them within {:.1f} A of one read as C on recent frames)"
+#: the per-atom reading held over a series (engine.health.overlayer_hold.OverlayerHold.read_as_c). Off: on
+#: the development movies it removed flicker events (95 -> 76), on 6 fresh movie seeds it did not (98 -> 103,
+#: more on drifting ones), the false Si fell on every movie, no true Si changed (docs/material.md)
+OVERLAYER_SI_HOLD = False
 
 
 def _read_as_c(result, idx: np.ndarray, material, cfg: Config, image, maps, mask, held: int = 0):

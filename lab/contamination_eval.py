@@ -31,7 +31,7 @@ three modes (:func:`run_movie`: ``none`` (no region, no per-atom rule), ``frame`
 is also scored as above against the simulator's truth (summed over the frames).
 
     python -m lab.contamination_eval [--frames 15] [--seed 81] [--size 512] [--movies 30,31]
-        [--contaminated-movies 36,40] [--event-movies 30,31] [--drifts 0:0,0.3:0.5] [--no-atom-rule]
+        [--contaminated-movies 36,40] [--event-movies 30,31] [--drifts 0:0,0.3:0.5] [--no-atom-rule] [--si-hold]
 """
 
 from __future__ import annotations
@@ -303,7 +303,13 @@ def main(argv=None) -> int:
                     "material_overlayer.overlayer_si) off in every mode: the overlayer region alone")
     ap.add_argument("--drifts", default="0:0", help="movie drifts, A per frame as x:y (MovieSpec.s drift_A_per_frame), "
                     "comma-separated (default 0:0, static)")
+    ap.add_argument("--si-hold", action="store_true", help="the per-atom reading held over a series "
+                    "(pipeline.OVERLAYER_SI_HOLD, off by default) in the held mode")
     a = ap.parse_args(argv)
+    if a.si_hold:
+        import engine.pipeline as pipeline_module
+
+        pipeline_module.OVERLAYER_SI_HOLD = True
     if a.no_atom_rule:
         import engine.pipeline as pipeline_module
 

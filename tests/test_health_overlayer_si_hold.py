@@ -139,13 +139,16 @@ def test_per_frame_mode_holds_nothing():
 
 
 def test_a_flickering_si_on_contamination_raises_no_event_when_held():
-    """The static graphene_hole movie of seed 36 (engine.sim MaterialMovie, 512^2 at 0.2 A/px, a thin
-    contamination patch; every event is false). Read per frame, a column at the rule's thresholds is C on
-    one frame and Si on the next: a si_hop, 6 events (as before the hold). Held, it stays C: 3 events, no
-    si_hop, fewer false Si near contamination, every true Si kept."""
+    """With the reading held (pipeline.OVERLAYER_SI_HOLD, off by default): the static graphene_hole movie
+    of seed 36 (engine.sim MaterialMovie, 512^2 at 0.2 A/px, a thin contamination patch; every event is
+    false). Read per frame, a column at the rule's thresholds is C on one frame and Si on the next: a
+    si_hop, 6 events (as before the hold). Held, it stays C: 1 event, no si_hop, fewer false Si near
+    contamination, every true Si kept."""
+    import engine.pipeline as pipeline_module
     from lab.contamination_eval import run_movie
 
-    m = run_movie(36, n_frames=10, contamination=True, modes=("frame", "held"))
+    with mock.patch.object(pipeline_module, "OVERLAYER_SI_HOLD", True):
+        m = run_movie(36, n_frames=10, contamination=True, modes=("frame", "held"))
     f, h = m["frame"], m["held"]
     assert "si_hop" in f["kinds"] and f["events"] >= 6, f["kinds"]
     assert "si_hop" not in h["kinds"] and h["events"] <= f["events"] - 2, h["kinds"]
@@ -158,8 +161,10 @@ def test_true_si_of_clean_graphene_are_untouched():
     """Clean graphene with true events (lab.contamination_eval.run_event_movie seed 30: 20 frames, 6 Si3
     and 2 Si4): nothing is read as C, so nothing is held: the same events and Si with the hold as per frame
     (and as before it: 5 events, 158 Si over the frames)."""
+    import engine.pipeline as pipeline_module
     from lab.contamination_eval import run_event_movie
 
-    m = run_event_movie(30)
+    with mock.patch.object(pipeline_module, "OVERLAYER_SI_HOLD", True):
+        m = run_event_movie(30)
     assert m["held"]["events"] == m["frame"]["events"] and len(m["held"]["events"]) == 5
     assert m["held"]["si"] == m["frame"]["si"] == 158
