@@ -22,7 +22,9 @@ computed): clean graphene is never touched.
 Cost while a region is held: one 128^2 binned real FFT and its inverse a frame (~1 ms), and a few
 frame-sized boolean operations.
 
-The per-atom reading is held the same way (:meth:`OverlayerHold.read_as_c`): the positions of the Si
+The per-atom reading can be held the same way (:meth:`OverlayerHold.read_as_c`; used by the pipeline
+only when ``engine.pipeline.OVERLAYER_SI_HOLD``, off by default: on fresh movies it raised as many events
+as it removed, docs/material.md): the positions of the Si
 that :func:`engine.health.material_overlayer.overlayer_si` read as C on a frame are kept for the same
 frames, moved with the same drift (sub-pixel, as measured) and dropped on the same resets; a reported Si
 within :data:`SI_HOLD_A` of one is read as C too (a column at the rule's thresholds is then not read as
