@@ -846,7 +846,7 @@ def test_graphene_of_few_unit_cells_is_found_over_the_part_of_the_field_at_its_l
     were `amorphous` at every declaration. Over the part of the field at the lattice's own level the hexagon
     passes with equal sublattices."""
     from engine.health.material import _binned
-    from engine.health.material_fine import fine_accept, fine_hexagon, fine_hexagon_level
+    from engine.health.material_fine import fine_accept, fine_hexagon
     ex = _eval_frame(kind, state, px_range)
     assert ex.pixel_size_A == pytest.approx(px, abs=1e-4)
     img, b = _binned(ex.image.astype(np.float32))
