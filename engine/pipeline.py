@@ -372,7 +372,6 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
     region of this frame alone.
     """
     from engine.chem.atoms import contrast_maps, find_atoms
-    from engine.chem.chemistry import build_chemistry
 
     live = t_start is not None
     t_start = time.time() if t_start is None else t_start
@@ -432,8 +431,7 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
         def chemistry_of(p, mask=None):   # atoms inside the frame, then the graph; motifs are named in order, by track()
             found = ahead if ahead is not None and p is net_probs else find_atoms(p, cfg.chemistry, frame.data, maps)
             atoms = drop_outside(found, shape, cfg.health.edge_drop_A)
-            return build_chemistry(atoms, cfg.chemistry, None, frame.data, maps,
-                                   outside=None if mask is None or not EDGE_AT_MASK else ~np.asarray(mask, bool))
+            return _graph(atoms, cfg, frame.data, maps, mask)
 
         result = chemistry_of(probs)
         snr = float(estimate_snr(np.asarray(frame.data), result, maps))   # (the noise: measured once)
@@ -522,6 +520,16 @@ OVERLAYER_SI_HELD = " ({} of them within {:.1f} A of one read as C on recent fra
 OVERLAYER_SI_HOLD = False
 
 
+def _graph(atoms, cfg: Config, image, maps, mask=None):
+    """The lattice graph and defects of ``atoms`` (motifs are named later, in frame order, by track());
+    ``mask``: the analysed part of the field (frame-shaped bool) or None: atoms near what it leaves out are in
+    the defect finder's edge zone when EDGE_AT_MASK."""
+    from engine.chem.chemistry import build_chemistry
+
+    return build_chemistry(atoms, cfg.chemistry, None, image, maps,
+                           outside=None if mask is None or not EDGE_AT_MASK else ~np.asarray(mask, bool))
+
+
 def _read_as_c(result, idx: np.ndarray, material, cfg: Config, image, maps, mask, held: int = 0):
     """``result`` (a Chemistry) with the atoms ``idx`` read as C and the graph built again (as
     ``chemistry_of`` built it: ``mask`` the analysed part or None), and ``material`` with the count in its
@@ -529,13 +537,9 @@ def _read_as_c(result, idx: np.ndarray, material, cfg: Config, image, maps, mask
     the positions held from recent frames (engine.health.overlayer_hold), counted apart."""
     import dataclasses
 
-    from engine.chem.chemistry import build_chemistry
-
     sp = np.array(result.atoms.species, np.int8, copy=True)
     sp[idx] = 0
-    atoms = dataclasses.replace(result.atoms, species=sp)
-    chem = build_chemistry(atoms, cfg.chemistry, None, image, maps,
-                           outside=None if mask is None or not EDGE_AT_MASK else ~np.asarray(mask, bool))
+    chem = _graph(dataclasses.replace(result.atoms, species=sp), cfg, image, maps, mask)
     why = OVERLAYER_SI_WHY.format(len(idx)) + (OVERLAYER_SI_HELD.format(held, SI_HOLD_A) if held else "")
     material = dataclasses.replace(material, reason=(material.reason or "") + "; " + why)
     return chem, material

@@ -81,7 +81,12 @@ def _binned_fine(img: np.ndarray, b: int) -> tuple[np.ndarray, int]:
 
 
 def _prepared(img: np.ndarray, b: int) -> tuple[np.ndarray, int]:
-    x, b = _binned_fine(img, b)
+    return _clipped_highpass(*_binned_fine(img, b))
+
+
+def _clipped_highpass(x: np.ndarray, b: int) -> tuple[np.ndarray, int]:
+    """A frame from :func:`_binned_fine` (not modified) with bright outliers clipped and high-passed at
+    ~ the finest lattice searched."""
     sub = x[::4]
     x = np.minimum(x, np.float32(float(sub.mean()) + 4.0 * float(sub.std())))
     x = x - ndimage.gaussian_filter(x, 0.5 * FINE_A_PX[0] / b, mode="reflect")
@@ -189,8 +194,7 @@ def fine_hexagon_level(img: np.ndarray, b: int = 1) -> dict | None:
     w = level_weights(xb, bb)
     if w is None:
         return None
-    x, bx = _prepared(img, b)
-    w = w[:x.shape[0], :x.shape[1]]
+    x, bx = _clipped_highpass(xb, bb)
     xw = (x - np.float32(np.average(x, weights=w))) * w
     g = _grid(xw, bx)
     return None if g is None else _finish(xw, bx, g)
