@@ -42,6 +42,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.widths = tuple(int(w) for w in args.widths.split(","))
     for option, field_name in (("low_dose_fraction", "low_dose_fraction"), ("new_per_step", "new_per_step"),
                                ("hole_fraction", "hole_fraction"), ("hole_weight", "hole_weight"), ("lr", "lr"),
+                               ("contamination_fraction", "contamination_fraction"),
+                               ("contamination_labels", "contamination_labels"),
                                ("warmup", "warmup_steps")):
         if getattr(args, option) is not None:            # given on the command line: overrides the default
             setattr(cfg, field_name, getattr(args, option))
@@ -240,6 +242,12 @@ def register(sub) -> None:
     p.add_argument("--hole-weight", type=float, default=None,
                    help="loss weight of the pixels in and around a hole (the hole and 2.5 A around it: the band "
                         "inside the rim, labelled background, and the rim atoms; default 1: off)")
+    p.add_argument("--contamination-fraction", type=float, default=None,
+                   help="share of training frames simulated with contamination (default 0: as the simulator draws, "
+                        "~30 %%)")
+    p.add_argument("--contamination-labels", choices=("ignore", "background"), default=None,
+                   help="ignore (default): no loss within 1 A of a contamination atom; background: its atoms are "
+                        "background and the lattice atoms under it keep their class")
     p.add_argument("--install", action="store_true", help="copy the exported ONNX files into engine/models")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train)

@@ -178,3 +178,31 @@ def test_train_init_from_onnx_with_hole_emphasis(tmp_path):
                                     cpu_precision="fp32")) as inf:
         pxy, psp = find_atoms_simple(inf.predict(image, px))
     assert score_frame(pxy, psp, xy, sp, image.shape, px, ignore_xy_px=ign).f1 > 0.95
+
+
+def test_contamination_labels_background_keeps_the_lattice_under_a_patch():
+    """``ignore_contamination=False`` (``--contamination-labels background``, issue 21 criterion 2): no pixel is
+    ignored, the lattice atoms under a patch keep their C discs and the patch's own atoms are background; the
+    same random draws as the default."""
+    item = _lattice_item(None)
+    centre = np.array([48.0, 48.0])
+    near = np.hypot(*(item.xy - centre).T) < 12
+    rng = np.random.default_rng(7)
+    patch = centre + rng.uniform(-12, 12, (40, 2))          # non-lattice atoms over the lattice
+    item.ignore_xy = patch
+    y_ign = make_batch(np.random.default_rng(3), [item], 3, 96, 2.0)[1]
+    y_bg = make_batch(np.random.default_rng(3), [item], 3, 96, 2.0, ignore_contamination=False)[1]
+    assert (y_ign == -1).any() and not (y_bg == -1).any()
+    assert set(np.unique(y_bg)) == {0, 1}
+    # where the default ignores, the background labelling holds the lattice's C discs and background between them
+    ign = y_ign == -1
+    assert (y_bg[ign] == 1).any() and (y_bg[ign] == 0).any()
+    np.testing.assert_array_equal(y_bg[~ign], y_ign[~ign])
+    assert near.sum() >= 8                                  # the patch lies over lattice atoms
+
+
+def test_default_training_recipe_ignores_contamination():
+    from lab.train.training import TrainConfig
+
+    cfg = TrainConfig()
+    assert cfg.contamination_fraction == 0.0 and cfg.contamination_labels == "ignore"

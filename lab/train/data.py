@@ -245,9 +245,11 @@ def hole_zone(item: BankItem, core_A: float = HOLE_CORE_A, zone_A: float = HOLE_
 
 
 def make_batch(rng: np.random.Generator, bank: list[BankItem], batch: int, crop_px: int, label_radius_px: float,
-               strength: float = 1.0, with_zone: bool = False):
+               strength: float = 1.0, with_zone: bool = False, ignore_contamination: bool = True):
     """A training batch: ``(x float32 (B,1,c,c) normalised, labels int64 (B,c,c))``; with ``with_zone``
-    also the crops' :func:`hole_zone` masks (bool (B,c,c)), same random draws."""
+    also the crops' :func:`hole_zone` masks (bool (B,c,c)), same random draws. ``ignore_contamination``
+    False: no pixel is ignored; the contamination's atoms are background and the lattice atoms under them
+    keep their discs (same random draws)."""
     xs = np.empty((batch, 1, crop_px, crop_px), np.float32)
     ys = np.empty((batch, crop_px, crop_px), np.int64)
     zs = np.zeros((batch, crop_px, crop_px), bool) if with_zone else None
@@ -258,6 +260,6 @@ def make_batch(rng: np.random.Generator, bank: list[BankItem], batch: int, crop_
                                                          extra=hole_zone(item))
         else:
             xs[b, 0], xy, cls, ign = augment_crop(rng, item, crop_px, strength, return_ignore=True)
-        ys[b] = rasterise_labels((crop_px, crop_px), xy, cls, label_radius_px, ign,
-                                 IGNORE_RADIUS_A / item.grid_px_A)
+        ys[b] = rasterise_labels((crop_px, crop_px), xy, cls, label_radius_px,
+                                 ign if ignore_contamination else None, IGNORE_RADIUS_A / item.grid_px_A)
     return (xs, ys, zs) if with_zone else (xs, ys)

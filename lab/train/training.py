@@ -68,6 +68,11 @@ class TrainConfig:
     time_schedule: bool = False             # with max_minutes: the cosine decay follows the larger of the step
                                             # and wall-time fractions, so a run cut by time still anneals
                                             # (not bitwise reproducible: depends on the machine's speed)
+    # contamination supervision (issue 21 criterion 2; off by default, so the shipped recipe is unchanged):
+    contamination_fraction: float = 0.0     # share of bank frames simulated with contamination (0: as drawn, ~30 %)
+    contamination_labels: str = "ignore"    # "ignore": no loss within IGNORE_RADIUS_A of a contamination atom;
+                                            # "background": the contamination's atoms are background and the
+                                            # lattice atoms under them keep their class (C under a patch is C)
     init_from: str = ""                     # start (step 0, fresh optimiser) from these weights: an ONNX model
                                             # (lab.train.from_onnx) or an npz checkpoint
 
@@ -253,6 +258,8 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True) ->
             over["dose_range"] = tuple(cfg.low_dose_range_e_per_A2)
         if cfg.hole_fraction > 0 and bank_rng.random() < cfg.hole_fraction:
             over["holes"] = True
+        if cfg.contamination_fraction > 0 and bank_rng.random() < cfg.contamination_fraction:
+            over["contamination"] = True
         return make_bank_item(bank_rng, cfg.model_px_A * zoom, cfg.bank_side_px, tuple(cfg.pixel_size_range_A),
                               **over)
 
@@ -275,6 +282,9 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True) ->
                                              cfg.label_radius_A / cfg.model_px_A)[0] for _ in range(8)])
         net.train()
     weights = torch.tensor(cfg.class_weights, dtype=torch.float32)
+    if cfg.contamination_labels not in ("ignore", "background"):
+        raise ValueError(f"contamination_labels must be 'ignore' or 'background', not {cfg.contamination_labels!r}")
+    ignore_contam = cfg.contamination_labels == "ignore"
     radius_px = cfg.label_radius_A / cfg.model_px_A
     best = (-1.0, None)
     meta_base = {"arch": arch, "config": asdict(cfg)}
@@ -296,11 +306,12 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True) ->
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         if cfg.hole_weight != 1.0:
-            xb, yb, zb = make_batch(aug_rng, bank, cfg.batch, cfg.crop_px, radius_px, with_zone=True)
+            xb, yb, zb = make_batch(aug_rng, bank, cfg.batch, cfg.crop_px, radius_px, with_zone=True,
+                                    ignore_contamination=ignore_contam)
             logits = net(torch.from_numpy(xb))
             loss = hole_weighted_loss(logits, torch.from_numpy(yb), torch.from_numpy(zb), weights, cfg.hole_weight)
         else:
-            xb, yb = make_batch(aug_rng, bank, cfg.batch, cfg.crop_px, radius_px)
+            xb, yb = make_batch(aug_rng, bank, cfg.batch, cfg.crop_px, radius_px, ignore_contamination=ignore_contam)
             logits = net(torch.from_numpy(xb))
             loss = F.cross_entropy(logits, torch.from_numpy(yb), weight=weights, ignore_index=-1)
         opt.zero_grad(set_to_none=True)
