@@ -133,13 +133,19 @@ def score(result, ex) -> dict | None:
     return out
 
 
-def run_frames(examples, tag: str, progress: bool = True) -> list[dict]:
-    import engine.pipeline as pipeline_module
+def _pipeline(model: str | None):
+    """The analyzer on the ONNX Runtime backend with ``model`` (None: the shipped one)."""
     from engine.pipeline import Pipeline
     from stemwatch.config import Config
+
+    return Pipeline(Config().replace(inference={"backend": "onnx", "model_path": model}))
+
+
+def run_frames(examples, tag: str, progress: bool = True, model: str | None = None) -> list[dict]:
+    import engine.pipeline as pipeline_module
     from streamer.frame import Frame
 
-    pipe = Pipeline(Config().replace(inference={"backend": "onnx"}))
+    pipe = _pipeline(model)
     rows = []
     try:
         for t, ex in enumerate(examples):
@@ -185,7 +191,7 @@ def _truth_example(img, truth, px):
 
 
 def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: int = 512, drift=(0.0, 0.0),
-              bound: float = 0.0, contamination: bool | None = None, modes=MOVIE_MODES) -> dict:
+              bound: float = 0.0, contamination: bool | None = None, modes=MOVIE_MODES, model: str | None = None) -> dict:
     """Events of a ``graphene_hole`` movie (the sample static, so every event is false) in each of
     ``modes``: ``none`` without the overlayer region, ``frame`` with the region of each frame alone
     (:class:`engine.health.overlayer_hold.OverlayerHold` off: neither the region nor the per-atom reading
@@ -194,10 +200,8 @@ def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: in
     contamination patch on the sample (None: drawn, in ~30 % of samples). Each frame is also scored as
     :func:`score` against the simulator's truth (summed over the frames)."""
     import engine.pipeline as pipeline_module
-    from engine.pipeline import Pipeline
     from engine.sim.materials import MaterialMovie
     from engine.sim.movie import MovieSpec
-    from stemwatch.config import Config
     from streamer.frame import Frame
 
     spec = MovieSpec(n_frames=n_frames, shape_px=(size, size), pixel_size_A=pixel_size_A, drift_A_per_frame=tuple(drift),
@@ -206,7 +210,7 @@ def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: in
     frames = list(MaterialMovie(spec, "graphene_hole", **kw).frames())
     out = {}
     for mode in modes:
-        pipe = Pipeline(Config().replace(inference={"backend": "onnx"}))
+        pipe = _pipeline(model)
         if mode == "frame":
             pipe.overlayer_hold.hold_frames = 0
         events, si, regions, held, scores, si_held = [], [], 0, 0, [], 0
@@ -239,14 +243,12 @@ def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: in
     return out
 
 
-def run_event_movie(seed: int, drift=(0.0, 0.0), n_frames: int = 20) -> dict:
+def run_event_movie(seed: int, drift=(0.0, 0.0), n_frames: int = 20, model: str | None = None) -> dict:
     """Clean graphene with true events (engine.sim MovieSimulator, 512^2 at 0.2 A/px, 6 Si3 and 2 Si4,
     a random event every ~3 frames; the bundled movies' imaging for even seeds, random imaging for odd
     ones; no contamination): the region held (``held``) against decided per frame (``frame``). The
     region must not appear there: the events must be the same."""
-    from engine.pipeline import Pipeline
     from engine.sim.movie import MovieSimulator, MovieSpec
-    from stemwatch.config import Config
     from streamer.frame import Frame
 
     spec = MovieSpec(n_frames=n_frames, shape_px=(512, 512), pixel_size_A=0.2, drift_A_per_frame=tuple(drift),
@@ -256,7 +258,7 @@ def run_event_movie(seed: int, drift=(0.0, 0.0), n_frames: int = 20) -> dict:
     frames = [item[0] if isinstance(item, tuple) else item for item in sim.frames()]
     out = {"true_events": len(sim.events)}
     for mode in ("frame", "held"):
-        pipe = Pipeline(Config().replace(inference={"backend": "onnx"}))
+        pipe = _pipeline(model)
         if mode == "frame":
             pipe.overlayer_hold.hold_frames = 0
         events, regions, si = [], 0, 0
@@ -305,6 +307,8 @@ def main(argv=None) -> int:
                     "comma-separated (default 0:0, static)")
     ap.add_argument("--si-hold", action="store_true", help="the per-atom reading held over a series "
                     "(pipeline.OVERLAYER_SI_HOLD, off by default) in the held mode")
+    ap.add_argument("--model", default=None, help="FP32 ONNX model (default: the shipped one; its INT8 variant beside "
+                    "it is used where the analyzer would use the shipped one's)")
     a = ap.parse_args(argv)
     if a.si_hold:
         import engine.pipeline as pipeline_module
@@ -323,7 +327,7 @@ def main(argv=None) -> int:
     for name, ex in () if a.frames <= 0 else (("contaminated", contaminated(a.seed, a.frames, a.size)),
                      ("clean", clean(a.seed + 1, a.frames, a.size)),
                      ("clean, 4 Si/nm^2, wide tail", stress(a.seed + 2, max(1, a.frames // 3), a.size))):
-        rows = run_frames(ex, name)
+        rows = run_frames(ex, name, model=a.model)
         s = summary(rows)
         b, f = s["before"], s["after"]
         print(f"| {name} | {len(rows)} | {f['region']} | {f['read_as_c']} | {b['si']} -> {f['si']} | {b['false_si_near']} -> "
@@ -335,7 +339,7 @@ def main(argv=None) -> int:
     drifts = [tuple(float(v) for v in d.split(":")) for d in a.drifts.split(",") if d.strip()]
     for seed in [int(s) for s in a.event_movies.split(",") if s.strip()]:
         for drift in drifts:
-            m = run_event_movie(seed, drift=drift)
+            m = run_event_movie(seed, drift=drift, model=a.model)
             f, h = m["frame"], m["held"]
             print(f"\nclean event movie seed {seed} (20 frames, 512^2, 0.2 A/px, drift {drift} A/frame, "
                   f"{m['true_events']} true events): events {len(f['events'])} -> {len(h['events'])} "
@@ -346,7 +350,7 @@ def main(argv=None) -> int:
                               (a.contaminated_movies, True, "graphene_hole with contamination")):
         for seed in [int(s) for s in seeds.split(",") if s.strip()]:
             for drift in drifts:
-                m = run_movie(seed, drift=drift, contamination=cont)
+                m = run_movie(seed, drift=drift, contamination=cont, model=a.model)
                 print("\n" + movie_line(seed, m, f"{what}, 10 frames, 512^2, 0.2 A/px, drift {drift} A/frame"),
                       flush=True)
     return 0
