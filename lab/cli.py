@@ -76,12 +76,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return _export_int8(args, Path(args.model) if args.model else None)
     from engine.infer.preprocess import NORMALISATION
     from lab.train.export import export_both
-    from lab.train.training import load_checkpoint
+    from lab.train.training import load_checkpoint, recipe
 
     net, meta = load_checkpoint(args.checkpoint)
     cfg = meta.get("config", {})
     extra = {"training": {"checkpoint": Path(args.checkpoint).name, "step": meta.get("step"),
-                          "seed": cfg.get("seed"), "val": meta.get("val")}}
+                          "seed": cfg.get("seed"), "val": meta.get("val"), "recipe": recipe(cfg, meta.get("init_sha256"))}}
     p32, p16 = export_both(net, args.out, float(cfg.get("model_px_A", 0.2)), NORMALISATION, extra_metadata=extra)
     print(f"wrote {p32} ({p32.stat().st_size / 1e6:.2f} MB) and {p16} ({p16.stat().st_size / 1e6:.2f} MB)")
     return _export_int8(args, p32) if args.int8 else 0

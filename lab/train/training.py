@@ -77,6 +77,25 @@ class TrainConfig:
                                             # (lab.train.from_onnx) or an npz checkpoint
 
 
+def recipe(config: dict, init_sha256: str | None = None) -> dict:
+    """What a run changed from the default recipe (a :class:`TrainConfig` as a dict, e.g. a checkpoint's
+    ``config``): the fields that differ, for the model's provenance metadata, with ``init_from`` named by
+    file and by ``init_sha256`` (hashed when training started: the file may have been replaced since).
+    Bookkeeping fields (output folder, threads, logging cadence) are left out."""
+    default = asdict(TrainConfig())
+    skip = {"out_dir", "threads", "val_every", "checkpoint_every", "max_minutes", "time_schedule"}
+    out = {}
+    for k, v in config.items():
+        if k in skip or k not in default:
+            continue
+        d = default[k]
+        if (list(v) if isinstance(v, (list, tuple)) else v) != (list(d) if isinstance(d, (list, tuple)) else d):
+            out[k] = list(v) if isinstance(v, tuple) else v
+    if out.get("init_from"):
+        out["init_from"] = {"file": Path(out["init_from"]).name, **({"sha256": init_sha256} if init_sha256 else {})}
+    return out
+
+
 # ----------------------------------------------------------------------------- checkpoints (npz)
 
 def save_checkpoint(path: Path, net, opt, step: int, meta: dict) -> None:
@@ -288,6 +307,10 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True) ->
     radius_px = cfg.label_radius_A / cfg.model_px_A
     best = (-1.0, None)
     meta_base = {"arch": arch, "config": asdict(cfg)}
+    if cfg.init_from:                     # provenance: the starting weights as they were when training began
+        import hashlib
+
+        meta_base["init_sha256"] = hashlib.sha256(Path(cfg.init_from).read_bytes()).hexdigest()
     net.train()
     steps = range(start_step, cfg.steps)
     bar = tqdm(steps, desc="training", unit="step", file=sys.stderr, initial=start_step, total=cfg.steps) \
@@ -347,7 +370,8 @@ def train(cfg: TrainConfig, resume: str | None = None, progress: bool = True) ->
     net.eval()
     extra = {"training": {"seed": cfg.seed, "steps": last_step, "batch": cfg.batch, "crop_px": cfg.crop_px,
                           "train_minutes": round(train_s / 60, 1), "val": final_metrics,
-                          "pixel_size_range_A": list(cfg.pixel_size_range_A), "label_radius_A": cfg.label_radius_A}}
+                          "pixel_size_range_A": list(cfg.pixel_size_range_A), "label_radius_A": cfg.label_radius_A,
+                          "recipe": recipe(asdict(cfg), meta_base.get("init_sha256"))}}
     p32, p16 = export_both(net, out, cfg.model_px_A, NORMALISATION, extra_metadata=extra)
     summary = {"steps": last_step, "stopped_early": stopped_early, "train_seconds": round(train_s, 1),
                "bank_seconds": round(t_bank, 1), "params": net.n_params(),
