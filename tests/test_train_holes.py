@@ -206,3 +206,17 @@ def test_default_training_recipe_ignores_contamination():
 
     cfg = TrainConfig()
     assert cfg.contamination_fraction == 0.0 and cfg.contamination_labels == "ignore"
+
+
+def test_recipe_records_what_differs_from_the_default_and_the_starting_weights():
+    from dataclasses import asdict
+
+    from lab.train.training import TrainConfig, recipe
+
+    assert recipe(asdict(TrainConfig())) == {}
+    cfg = TrainConfig(out_dir="elsewhere", threads=1, lr=3e-4, contamination_fraction=0.6,
+                      contamination_labels="background", init_from="/some/dir/stemwatch_fcn.onnx")
+    r = recipe(asdict(cfg), "ab" * 32)
+    assert r == {"lr": 3e-4, "contamination_fraction": 0.6, "contamination_labels": "background",
+                 "init_from": {"file": "stemwatch_fcn.onnx", "sha256": "ab" * 32}}
+    assert recipe(asdict(cfg))["init_from"] == {"file": "stemwatch_fcn.onnx"}
