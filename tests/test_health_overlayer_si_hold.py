@@ -11,24 +11,13 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from engine.health import overlayer_hold
 from engine.health.material_overlayer import SI
+from _hold_frames import field as _field, frame as _frame
 from engine.health.overlayer_hold import HOLD_FRAMES, OverlayerHold
 
 R_PX = 2.5        # SI_HOLD_A at 0.2 A/px
-
-
-def _field(seed: int = 0, size: int = 512 + 64) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return ndimage.gaussian_filter(rng.normal(size=(size, size)), 3.0) * 50 + 1000
-
-
-def _frame(img, seq: int, series: str = "s", noise_seed: int | None = None):
-    if noise_seed is not None:
-        img = img + np.random.default_rng(noise_seed).normal(0, 2.0, img.shape)
-    return SimpleNamespace(data=img.astype(np.float32), series=series, run=0, seq=seq)
 
 
 def _atoms(xy, species):
@@ -124,7 +113,7 @@ def test_a_position_can_require_two_readings():
 def test_nothing_is_computed_where_nothing_is_read_as_c():
     img = _field()[32:544, 32:544]
     hold = OverlayerHold()
-    with mock.patch.object(overlayer_hold, "binned_spectrum", side_effect=AssertionError("computed")), \
+    with mock.patch.object(overlayer_hold, "spectrum", side_effect=AssertionError("computed")), \
             mock.patch("scipy.spatial.cKDTree", side_effect=AssertionError("computed")):
         for k in range(4):
             assert _step(hold, img, k, [(200, 300), (100, 100)], [SI, 0], []).tolist() == []

@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.health.material_cadence import (DRIFT_MIN_PEAK, Fingerprint, binned, binned_spectrum, binning_for,
-                                            drift_reference, measure_drift, shifted)
+from engine.health.material_cadence import (DRIFT_MIN_PEAK, Fingerprint, binning_for, drift_reference,
+                                            measure_drift, shifted, spectrum)
+from engine.types import SI
 
 #: a region found on a frame is still left out on this many frames after it (0: per frame, as before)
 HOLD_FRAMES = 5
@@ -107,9 +108,7 @@ class OverlayerHold:
         if self.held is None and self.si_xy is None and region is None:
             self._pending = (a, lattice_px)         # (read_as_c takes the spectrum if it has a Si to hold)
             return region
-        b = binning_for(a.shape, lattice_px) if self.ref is None else self.ref.b
-        x = binned(a, b)
-        S = None if x is None else binned_spectrum(x, b)
+        S = spectrum(a, binning_for(a.shape, lattice_px) if self.ref is None else self.ref.b)
         if S is None:
             self.reset()
             return region
@@ -164,8 +163,6 @@ class OverlayerHold:
         :attr:`min_readings` frames, renewed by a Si read as C there when :attr:`renew`); ``own``'s
         positions are held from now on. ``atoms``: :class:`engine.types.Atoms` of the frame. Nothing is
         computed while nothing is held and ``own`` is empty."""
-        from engine.health.material_overlayer import SI
-
         own = np.asarray(own, np.int64).reshape(-1)
         self.si_added = 0
         if self.hold_frames <= 0 or (self.si_xy is None and not len(own)):
@@ -193,9 +190,7 @@ class OverlayerHold:
                 if self._pending is None:
                     return out                        # (no spectrum on this frame: the field cannot be followed)
                 a, lattice_px = self._pending
-                b = binning_for(a.shape, lattice_px)
-                x = binned(a, b)
-                S = None if x is None else binned_spectrum(x, b)
+                S = spectrum(a, binning_for(a.shape, lattice_px))
                 if S is None:
                     return out
                 self.ref = drift_reference(S, a.shape)
