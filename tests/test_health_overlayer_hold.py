@@ -12,19 +12,8 @@ import pytest
 from scipy import ndimage
 
 from engine.health.material_cadence import shifted
+from _hold_frames import field as _field, frame as _frame
 from engine.health.overlayer_hold import HOLD_FRAMES, OverlayerHold
-
-
-def _field(seed: int = 0, size: int = 512 + 64) -> np.ndarray:
-    """A non-periodic texture (blobs of a few px), larger than the frames cut from it."""
-    rng = np.random.default_rng(seed)
-    return ndimage.gaussian_filter(rng.normal(size=(size, size)), 3.0) * 50 + 1000
-
-
-def _frame(img, seq: int, series: str = "s", run: int = 0, noise_seed: int | None = None):
-    if noise_seed is not None:
-        img = img + np.random.default_rng(noise_seed).normal(0, 2.0, img.shape)
-    return SimpleNamespace(data=img.astype(np.float32), series=series, run=run, seq=seq)
 
 
 def _disc(shape, cy, cx, r):
