@@ -133,6 +133,17 @@ def score(result, ex) -> dict | None:
     return out
 
 
+@contextlib.contextmanager
+def _without_guards():
+    """The analyzer with neither the overlayer region (``overlayer_region`` replaced by None) nor the
+    per-atom rule (``OVERLAYER_SI`` False): the "before" frames and the "none" movie mode."""
+    import engine.pipeline as pipeline_module
+
+    with mock.patch.object(pipeline_module, "overlayer_region", lambda *a, **k: None), \
+            mock.patch.object(pipeline_module, "OVERLAYER_SI", False):
+        yield
+
+
 def _pipeline(model: str | None):
     """The analyzer on the ONNX Runtime backend with ``model`` (None: the shipped one)."""
     from engine.pipeline import Pipeline
@@ -142,7 +153,6 @@ def _pipeline(model: str | None):
 
 
 def run_frames(examples, tag: str, progress: bool = True, model: str | None = None) -> list[dict]:
-    import engine.pipeline as pipeline_module
     from streamer.frame import Frame
 
     pipe = _pipeline(model)
@@ -155,8 +165,7 @@ def run_frames(examples, tag: str, progress: bool = True, model: str | None = No
                 f = Frame(data=ex.image, series=f"{tag}-{t}-{mode}", seq=0, t_acquired=0.0,
                           pixel_size_A=ex.pixel_size_A)
                 if mode == "before":
-                    with mock.patch.object(pipeline_module, "overlayer_region", lambda *a, **k: None), \
-                            mock.patch.object(pipeline_module, "OVERLAYER_SI", False):
+                    with _without_guards():
                         r = pipe.process(f)
                 else:
                     r = pipe.process(f)
@@ -199,7 +208,6 @@ def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: in
     held (the pipeline's default). ``drift``: A per frame (y, x as MovieSpec); ``contamination``: force a
     contamination patch on the sample (None: drawn, in ~30 % of samples). Each frame is also scored as
     :func:`score` against the simulator's truth (summed over the frames)."""
-    import engine.pipeline as pipeline_module
     from engine.sim.materials import MaterialMovie
     from engine.sim.movie import MovieSpec
     from streamer.frame import Frame
@@ -215,11 +223,7 @@ def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: in
             pipe.overlayer_hold.hold_frames = 0
         events, si, regions, held, scores, si_held = [], [], 0, 0, [], 0
         try:
-            ctx = mock.patch.object(pipeline_module, "overlayer_region", lambda *a, **k: None) if mode == "none" \
-                else contextlib.nullcontext()
-            ctx2 = mock.patch.object(pipeline_module, "OVERLAYER_SI", False) if mode == "none" \
-                else contextlib.nullcontext()
-            with ctx, ctx2:
+            with _without_guards() if mode == "none" else contextlib.nullcontext():
                 for k, (img, truth) in enumerate(frames):
                     r = pipe.process(Frame(data=img, series=f"movie{seed}", seq=k, t_acquired=float(k),
                                            pixel_size_A=pixel_size_A))
