@@ -69,6 +69,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if args.interpolate:
+        return _export_interpolated(args)
     if args.checkpoint is None and not args.int8:
         print("stemwatch export: give a CHECKPOINT (and/or --int8 to quantise an FP32 model)", file=sys.stderr)
         return 2
@@ -84,6 +86,31 @@ def _cmd_export(args: argparse.Namespace) -> int:
                           "seed": cfg.get("seed"), "val": meta.get("val"), "recipe": recipe(cfg, meta.get("init_sha256"))}}
     p32, p16 = export_both(net, args.out, float(cfg.get("model_px_A", 0.2)), NORMALISATION, extra_metadata=extra)
     print(f"wrote {p32} ({p32.stat().st_size / 1e6:.2f} MB) and {p16} ({p16.stat().st_size / 1e6:.2f} MB)")
+    return _export_int8(args, p32) if args.int8 else 0
+
+
+def _export_interpolated(args: argparse.Namespace) -> int:
+    """``export --interpolate BASE TUNED --alpha A``: WiSE-FT weights (lab.train.interpolate), FP32 + FP16."""
+    from pathlib import Path
+
+    from engine.infer.preprocess import NORMALISATION
+    from lab.train.export import export_both
+    from lab.train.interpolate import interpolate_nets
+
+    if args.checkpoint is not None:
+        print("stemwatch export: give a CHECKPOINT or --interpolate, not both", file=sys.stderr)
+        return 2
+    missing = [p for p in args.interpolate if not Path(p).is_file()]
+    if missing:
+        print(f"stemwatch export: model {missing[0]} not found", file=sys.stderr)
+        return 2
+    try:
+        net, provenance, px = interpolate_nets(*args.interpolate, args.alpha)
+    except ValueError as exc:
+        print(f"stemwatch export --interpolate: {exc}", file=sys.stderr)
+        return 2
+    p32, p16 = export_both(net, args.out, px, NORMALISATION, extra_metadata={"training": provenance})
+    print(f"wrote {p32} and {p16}: {args.alpha:g} x {args.interpolate[1]} + {1 - args.alpha:g} x {args.interpolate[0]}")
     return _export_int8(args, p32) if args.int8 else 0
 
 
@@ -258,6 +285,11 @@ def register(sub) -> None:
     p.add_argument("checkpoint", nargs="?", default=None,
                    help="ckpt_best.npz or ckpt_last.npz from `stemwatch train` (optional with --int8)")
     p.add_argument("--out", default="engine/models", help="output folder (default: %(default)s)")
+    g = p.add_argument_group("weight interpolation (WiSE-FT)")
+    g.add_argument("--interpolate", nargs=2, metavar=("BASE", "TUNED"), default=None,
+                   help="instead of a CHECKPOINT: export (1 - alpha) x BASE + alpha x TUNED, two FP32 ONNX models of "
+                        "one architecture (e.g. the shipped model and a fine-tune from it)")
+    g.add_argument("--alpha", type=float, default=0.5, help="weight of TUNED, 0..1 (default: %(default)s)")
     g = p.add_argument_group("INT8 (issue 20)")
     g.add_argument("--int8", action="store_true",
                    help="also (without CHECKPOINT: only) write <model>_int8.onnx, a static QDQ INT8 variant for the "
