@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from engine.infer.model import DEFAULT_MODEL  # noqa: E402
 
 
 def _perturbed_copy(path, out, scale=0.2, seed=0):
-    """The shipped model with every convolution weight and bias multiplied by (1 + scale * N(0, 1)): a stand-in 'fine-tune'."""
+    """The shipped model with every convolution weight and bias multiplied by (1 + scale * N(0, 1)): a
+    stand-in 'fine-tune'."""
     rng = np.random.default_rng(seed)
     proto = onnx.load(str(path))
     for init in proto.graph.initializer:
@@ -64,7 +66,9 @@ def test_interpolation_ends_are_the_two_models_and_the_middle_is_their_mean(tmp_
     meta = {p.key: p.value for p in onnx.load(str(mid), load_external_data=False).metadata_props}
     interp = json.loads(meta["stemwatch.training"])["interpolation"]
     assert interp["alpha"] == 0.5 and interp["tuned"]["file"] == "tuned.onnx"
-    assert interp["base"]["file"] == DEFAULT_MODEL.name and len(interp["base"]["sha256"]) == 64
+    assert interp["base"]["file"] == DEFAULT_MODEL.name
+    assert interp["base"]["sha256"] == hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest()
+    assert interp["tuned"]["sha256"] == hashlib.sha256(tuned.read_bytes()).hexdigest()
     assert meta["stemwatch.pixel_size_A"] == "0.2"
 
 

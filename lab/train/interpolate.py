@@ -13,24 +13,8 @@ like any trained network. ``alpha = 0`` gives the base network, ``alpha = 1`` th
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
-
-
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _metadata(path: str | Path) -> dict:
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}
 
 
 def interpolate_nets(base: str | Path, tuned: str | Path, alpha: float):
@@ -39,12 +23,14 @@ def interpolate_nets(base: str | Path, tuned: str | Path, alpha: float):
     differ in architecture, pixel size or normalisation (an interpolation of those would be meaningless)."""
     import torch
 
+    from engine.infer.model import ModelContract
     from lab.train.from_onnx import net_from_onnx
 
     alpha = float(alpha)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    mb, mt = _metadata(base), _metadata(tuned)
+    cb, ct = ModelContract.load(base), ModelContract.load(tuned)       # metadata and sha256, one read each
+    mb, mt = cb.metadata, ct.metadata
     for key in ("stemwatch.architecture", "stemwatch.pixel_size_A", "stemwatch.normalisation",
                 "stemwatch.classes", "stemwatch.precision"):
         if mb.get(key) != mt.get(key):
@@ -64,6 +50,6 @@ def interpolate_nets(base: str | Path, tuned: str | Path, alpha: float):
     training = json.loads(mt.get("stemwatch.training", "{}") or "{}")
     provenance = {**training, "interpolation": {
         "alpha": alpha, "method": "WiSE-FT weight interpolation of the BatchNorm-folded convolutions",
-        "base": {"file": Path(base).name, "sha256": sha256_of(base)},
-        "tuned": {"file": Path(tuned).name, "sha256": sha256_of(tuned)}}}
-    return net_t, provenance, float(mt["stemwatch.pixel_size_A"])
+        "base": {"file": Path(base).name, "sha256": cb.sha256},
+        "tuned": {"file": Path(tuned).name, "sha256": ct.sha256}}}
+    return net_t, provenance, ct.pixel_size_A
