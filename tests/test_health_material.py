@@ -216,8 +216,9 @@ def test_fine_sampled_graphene_whose_fourier_hexagon_is_clutter_gets_its_scale_f
     The frame used to be the sixth graphene_hole frame of seed 2041's development stream (0.040 A/px), after
     160 other draws; on an AMD EPYC without AVX-512 (2026-12-03) the same code and stream drew other
     frames (cause not found; not numpy 2.3.5 / 2.4.5 / 2.4.6 nor scipy 1.17.0 / 1.17.1, not numpy's AVX2
-    paths), so the test read a 0.092 A/px frame and failed. This frame is drawn from its own seed: found by scanning seeds
-    ``[2041, s]`` for a fine-sampled hole frame whose verdict came from real space (s = 252 of 0-252)."""
+    paths), so the test read a 0.092 A/px frame and failed. This frame is drawn from its own seed: found by
+    scanning seeds ``[2041, s]`` for a fine-sampled hole frame whose verdict came from real space (s = 252 of
+    0-252). (docs/model.md, "The held-out frames depend on the CPU", has the likely mechanism since.)"""
     from lab.material_eval import draw
 
     ex = draw("graphene_hole", np.random.default_rng([2041, 252]), SIZE, (1e4, 1e6), px_range=(0.035, 0.05))
