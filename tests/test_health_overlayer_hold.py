@@ -103,13 +103,16 @@ def test_a_static_contaminated_field_raises_no_flicker_events():
     the blob's edge Si are read as C on every frame: no event per frame or held, fewer false Si.)"""
     import engine.pipeline as pipeline_module
     from engine.health import material_overlayer
+    from _networks import V2_MODEL
     from lab.contamination_eval import run_movie
 
+    V2 = str(V2_MODEL)     # the network shipped until 2026-12-03, whose false Si the movie was chosen for
+
     with mock.patch.object(pipeline_module, "OVERLAYER_SI", True):
-        a = run_movie(31, n_frames=10, modes=("frame", "held"))
+        a = run_movie(31, n_frames=10, modes=("frame", "held"), model=V2)
     assert a["frame"]["events"] == a["held"]["events"] == 0, (a["frame"]["kinds"], a["held"]["kinds"])
     with mock.patch.object(pipeline_module, "OVERLAYER_SI", False):
-        m = run_movie(31, n_frames=10, modes=("frame", "held"))    # (the default: the thin path off)
+        m = run_movie(31, n_frames=10, modes=("frame", "held"), model=V2)    # (the default: the thin path off)
     assert a["held"]["false_si_near"] < m["held"]["false_si_near"]
     assert a["held"]["true_si_kept"] == m["held"]["true_si_kept"]
     assert m["frame"]["events"] >= 3                  # (the per-frame region: what the hold fixes)
@@ -118,7 +121,7 @@ def test_a_static_contaminated_field_raises_no_flicker_events():
     assert m["held"]["false_si_near"] < m["frame"]["false_si_near"]
     assert m["held"]["true_si_kept"] == m["frame"]["true_si_kept"]
     with mock.patch.object(material_overlayer, "THIN_PATH", True), mock.patch.object(pipeline_module, "OVERLAYER_SI", False):
-        d = run_movie(31, n_frames=10, modes=("held",))["held"]
+        d = run_movie(31, n_frames=10, modes=("held",), model=V2)["held"]
     assert d["events"] <= 2, d["kinds"]
     assert d["false_si_near"] < m["held"]["false_si_near"]
     assert d["true_si_kept"] == m["held"]["true_si_kept"]

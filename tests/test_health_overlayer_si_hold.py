@@ -134,10 +134,13 @@ def test_a_flickering_si_on_contamination_raises_no_event_when_held():
     si_hop, 6 events (as before the hold). Held, it stays C: 1 event, no si_hop, fewer false Si near
     contamination, every true Si kept."""
     import engine.pipeline as pipeline_module
+    from _networks import V2_MODEL
     from lab.contamination_eval import run_movie
 
+    V2 = str(V2_MODEL)     # the network shipped until 2026-12-03, whose false Si the movie was chosen for
+
     with mock.patch.object(pipeline_module, "OVERLAYER_SI_HOLD", True):
-        m = run_movie(36, n_frames=10, contamination=True, modes=("frame", "held"))
+        m = run_movie(36, n_frames=10, contamination=True, modes=("frame", "held"), model=V2)
     f, h = m["frame"], m["held"]
     assert "si_hop" in f["kinds"] and f["events"] >= 6, f["kinds"]
     assert "si_hop" not in h["kinds"] and h["events"] <= f["events"] - 2, h["kinds"]

@@ -311,9 +311,13 @@ def test_no_lattice_in_holes_table():
     # with 6 (2) on INT8 (2026-12-03, second session), so the test failed on such machines. It now runs the
     # FP32 reference, so the precision no longer follows the CPU's flags (the frames themselves still may:
     # docs/model.md, "The held-out frames depend on the CPU"), with the floor at FP32's figure.
+    # The network shipped on 2026-12-03 (v2 interpolated with the contamination fine-tune, docs/model.md) puts
+    # 3 more false atoms into the 1e4 holes on that CPU: 26 of 360 (0.9278; v2 there: 23 of 361, 0.9363), on the
+    # same 7 frames over 1 % (3 of SNR >= 2). Taken knowingly for its fewer false Si near contamination (issue
+    # 21 criterion 2: 90 -> 30 before the guards on development seed 81); the floor is at its figure.
     s4 = summarise([r for r in rows if r["dose"] == 1e4], "reported")
     s3 = summarise([r for r in rows if r["dose"] == 1e3], "reported")
-    assert s4["pooled"] >= 0.93 and s4["failing"] <= 7 and s4["failing_ok"] <= 3, s4
+    assert s4["pooled"] >= 0.925 and s4["failing"] <= 7 and s4["failing_ok"] <= 3, s4
     assert s3["pooled"] >= 0.55, s3
 
 

@@ -1,0 +1,23 @@
+"""Networks the tests pin, beside the shipped one (engine/models).
+
+``V2_MODEL`` is the network shipped until 2026-12-03 (``runs/train_v2``, docs/model.md; FP32 only, so it
+runs FP32 on every CPU). The contamination guards (engine.health.material_overlayer's region and per-atom
+rule, engine.health.overlayer_hold) act on the false Si a network reads near contamination; the shipped
+network, interpolated with the contamination fine-tune, reads few of them on the guards' test frames, so
+those tests run on the network whose false Si they were written for. The shipped network's own figures on
+the same frames are tested beside them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+V2_MODEL = Path(__file__).parent / "data" / "models" / "stemwatch_fcn_v2.onnx"
+V2_SHA256 = "2f3f3554c68642cdae88654584141ba72907ce5e020210428e6c87bfa0844665"
+
+
+def pipeline(model: Path | None = None):
+    """An analyzer on the ONNX Runtime backend with ``model`` (None: the shipped network)."""
+    from engine.pipeline import Pipeline
+    from stemwatch.config import Config
+
+    return Pipeline(Config().replace(inference={"backend": "onnx", "model_path": None if model is None else str(model)}))
