@@ -12,7 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 V2_MODEL = Path(__file__).parent / "data" / "models" / "stemwatch_fcn_v2.onnx"
-V2_SHA256 = "2f3f3554c68642cdae88654584141ba72907ce5e020210428e6c87bfa0844665"
+#: the contamination fine-tune of v2 (``runs/train_contam3``, docs/model.md "Contamination fine-tune"): the
+#: shipped network is 0.4 x V2_MODEL + 0.6 x this (``stemwatch export --interpolate``), kept so that the
+#: shipped weights can be made again (tests/test_train_interpolate.py)
+FINETUNE_MODEL = Path(__file__).parent / "data" / "models" / "stemwatch_fcn_contamination_finetune.onnx"
 
 
 def pipeline(model: Path | None = None):

@@ -13,12 +13,17 @@ pytest.importorskip("engine.sim")
 
 
 #: the slow criterion tests run each CPU precision explicitly (``auto`` picks INT8 only on CPUs with
-#: VNNI, so an unpinned run measured FP32 on one machine and INT8 on another). INT8 misses one 5-8-5
-#: divacancy (1e5 e/A^2, 0.1 A/px) that FP32 finds: vacancies 13 of 14 (measured 2026-12-02).
+#: VNNI, so an unpinned run measured FP32 on one machine and INT8 on another). v2's INT8 missed one 5-8-5
+#: divacancy (1e5 e/A^2, 0.1 A/px) that FP32 finds: vacancies 13 of 14 (measured 2026-12-02). The network
+#: shipped since 2026-12-03 (v3) finds it with INT8 too: at 1e5-1e6 13 of 13 on an AMD EPYC without VNNI,
+#: where v2's INT8 found 12 of 13 (that CPU draws other frames: docs/model.md), so the high-dose test runs
+#: both precisions plainly. Over every dose kept by the SNR (test_criterion_5) v3's INT8 still misses one
+#: vacancy of 14 on that CPU (a V1), as FP32 does there.
 INT8_VACANCY = pytest.mark.xfail(strict=True, raises=AssertionError,
-                                 reason="INT8 misses one 5-8-5 divacancy of 14 at 1e5 e/A^2, 0.1 A/px (vacancy recall "
-                                        "0.929 < 0.95); FP32 finds all 14 (issue 20)")
+                                 reason="INT8 misses one vacancy of 14 over the doses kept by the SNR (vacancy recall "
+                                        "0.929 < 0.95; v2: a 5-8-5 at 1e5 e/A^2, 0.1 A/px; v3: a V1) (issue 20)")
 PRECISIONS = [pytest.param("fp32", id="fp32"), pytest.param("int8", id="int8", marks=INT8_VACANCY)]
+HIGH_DOSE_PRECISIONS = ["fp32", "int8"]
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +56,11 @@ def inferencer(inferencer_of):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("precision", HIGH_DOSE_PRECISIONS)
 def test_criterion_5_at_high_dose(inferencer_of, precision):
     """Criterion 5 at 1e5 and 1e6 (both pixel sizes, 10 frames a cell): every target holds (vacancies
-    14/14 on this sample with FP32; 13/14 before a heavy adatom's pentagons stopped hiding a 5-8-5)."""
+    14/14 on this sample with FP32; 13/14 before a heavy adatom's pentagons stopped hiding a 5-8-5; with
+    INT8 since v3)."""
     from lab.chem.heldout import run_heldout
 
     table = run_heldout(n_frames=10, doses=(1e5, 1e6), inferencer=inferencer_of(precision), progress=False)

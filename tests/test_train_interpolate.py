@@ -86,3 +86,21 @@ def test_interpolation_refuses_other_architectures_and_bad_alpha_in_one_line(tmp
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "stemwatch_fcn.onnx").exists()
+
+
+def test_the_shipped_network_is_v2_interpolated_with_the_stored_fine_tune(tmp_path):
+    """Provenance of the shipped network (docs/model.md, "Status"): both parents are stored
+    (tests/data/models: v2 and the contamination fine-tune of it), the shipped file's metadata names them
+    by sha256 with alpha 0.6, and exporting the interpolation again gives the shipped weights bit for bit."""
+    from _networks import FINETUNE_MODEL, V2_MODEL
+
+    meta = {p.key: p.value for p in onnx.load(str(DEFAULT_MODEL), load_external_data=False).metadata_props}
+    interp = json.loads(meta["stemwatch.training"])["interpolation"]
+    sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    assert interp["base"]["sha256"] == sha(V2_MODEL) and interp["tuned"]["sha256"] == sha(FINETUNE_MODEL)
+    r = _export(V2_MODEL, FINETUNE_MODEL, interp["alpha"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    again, shipped = _weights(tmp_path / "stemwatch_fcn.onnx"), _weights(DEFAULT_MODEL)
+    assert interp["alpha"] == 0.6 and again.keys() == shipped.keys()
+    for name, w in shipped.items():
+        assert np.array_equal(again[name], w), name
