@@ -343,15 +343,28 @@ def test_held_out_handful():
 
 @pytest.mark.slow
 def test_held_out_accuracy_full_range():
-    """Criterion 4 over 0.03-0.3 A/px: seed 4012, fresh when first run (a8bea97, the eighth pass): graphene kept
-    99.16 % of 952, non-graphene rejected 100 % of 800. Not every seed holds: of the four fresh seeds of that
-    pass 4009 gave 99.58 % / 100 %, 4011 99.14 % / 99.00 %, and 4010 **98.72 %** / 99.50 % (pooled 99.15 % /
-    99.63 %); the graphene lost is at 0.03-0.05 A/px (fields of 15-25 A at low C-atom SNR, clutter or Si) and
-    one hole at 0.13 A/px (docs/material.md)."""
+    """Criterion 4 over 0.03-0.3 A/px, pooled over seeds 4009-4012 (the eighth pass's four fresh seeds; 4011
+    and 4012 were run once on its final code, a8bea97). On that machine: 4009 99.58 % / 100 %, 4010 **98.72 %** /
+    99.50 %, 4011 99.14 % / 99.00 %, 4012 99.16 % / 100 % (graphene kept / non-graphene rejected), pooled 99.15 %
+    / 99.63 %. The same seeds are other frames on another CPU (docs/model.md, "The held-out frames depend on the
+    CPU"): on an AMD EPYC without AVX-512 (2026-12-03) 100 / 100, 99.14 / 100, 99.13 / 100 and **98.71 %** /
+    99.00 %, pooled 99.25 % / 99.75 %, so the test held on seed 4012 alone failed there. The criterion holds
+    pooled on both; not every seed does. The graphene lost is at 0.03-0.05 A/px (fields of 15-25 A at low C-atom
+    SNR, clutter or Si) and a hole at 0.13 A/px (docs/material.md)."""
     from lab.material_eval import evaluate
-    res = evaluate(per_kind=40, seed=4012, size=SIZE)
-    assert res["graphene_kept"] >= 0.99, res["graphene_kept"]
-    assert res["non_graphene_rejected"] >= 0.99, res["non_graphene_rejected"]
+
+    g_ok = g_n = o_ok = o_n = 0
+    for seed in (4009, 4010, 4011, 4012):
+        res = evaluate(per_kind=40, seed=seed, size=SIZE)
+        g_ok += res["graphene_kept"] * res["graphene_frames"]
+        g_n += res["graphene_frames"]
+        o_ok += res["non_graphene_rejected"] * res["non_graphene_frames"]
+        o_n += res["non_graphene_frames"]
+        assert res["graphene_kept"] >= 0.985 and res["non_graphene_rejected"] >= 0.985, (seed, res["graphene_kept"],
+                                                                                          res["non_graphene_rejected"])
+    assert g_n >= 3600 and o_n >= 3200, (g_n, o_n)
+    assert g_ok / g_n >= 0.99, g_ok / g_n
+    assert o_ok / o_n >= 0.99, o_ok / o_n
 
 
 @pytest.mark.slow
