@@ -147,18 +147,11 @@ def _jump_to_shown(drv, chain, kind):
     """Click the newest ``kind`` row (:func:`_click_shown`) and wait until the page shows its frame:
     the Event; or None (retry) when the page says the frame has left the history meanwhile (the
     replay loops: each loop restarts the series, and a restarted series starts a new history; on a
-    busy machine a loop can end between finding the row and the click). "Shows its frame" means the frame
-    number *and* the event's own highlight: the next loop's live frame of the same number, arriving before
-    the click is handled, shows the number without it (seen once on a 2-core machine with both cores busy)."""
+    busy machine a loop can end between finding the row and the click)."""
     ev = _click_shown(drv, chain, kind)
     if ev is None:
         return None
-
-    def shows_it() -> bool:
-        labels = js(drv, "return model('highlight_source').data.label")
-        return _page(drv)["seq"] == ev.frame and any(f"#{ev.atom_id}" in lab for lab in labels)
-
-    state = wait_for(lambda: "shown" if shows_it() else (
+    state = wait_for(lambda: "shown" if _page(drv)["seq"] == ev.frame else (
         "gone" if "no longer in the history" in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')")
         else None), what="the clicked event's frame, or word that it is gone")
     return ev if state == "shown" else None
