@@ -144,8 +144,9 @@ def _without_guards():
         yield
 
 
-def _pipeline(model: str | None):
-    """The analyzer on the ONNX Runtime backend with ``model`` (None: the shipped one)."""
+def analyzer(model: str | None = None):
+    """The analyzer on the ONNX Runtime backend with ``model`` (None: the shipped one); the tests of the
+    contamination guards make theirs with it too."""
     from engine.pipeline import Pipeline
     from stemwatch.config import Config
 
@@ -155,7 +156,7 @@ def _pipeline(model: str | None):
 def run_frames(examples, tag: str, progress: bool = True, model: str | None = None) -> list[dict]:
     from streamer.frame import Frame
 
-    pipe = _pipeline(model)
+    pipe = analyzer(model)
     rows = []
     try:
         for t, ex in enumerate(examples):
@@ -218,7 +219,7 @@ def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: in
     frames = list(MaterialMovie(spec, "graphene_hole", **kw).frames())
     out = {}
     for mode in modes:
-        pipe = _pipeline(model)
+        pipe = analyzer(model)
         if mode == "frame":
             pipe.overlayer_hold.hold_frames = 0
         events, si, regions, held, scores, si_held = [], [], 0, 0, [], 0
@@ -262,7 +263,7 @@ def run_event_movie(seed: int, drift=(0.0, 0.0), n_frames: int = 20, model: str 
     frames = [item[0] if isinstance(item, tuple) else item for item in sim.frames()]
     out = {"true_events": len(sim.events)}
     for mode in ("frame", "held"):
-        pipe = _pipeline(model)
+        pipe = analyzer(model)
         if mode == "frame":
             pipe.overlayer_hold.hold_frames = 0
         events, regions, si = [], 0, 0

@@ -17,10 +17,3 @@ V2_MODEL = Path(__file__).parent / "data" / "models" / "stemwatch_fcn_v2.onnx"
 #: shipped weights can be made again (tests/test_train_interpolate.py)
 FINETUNE_MODEL = Path(__file__).parent / "data" / "models" / "stemwatch_fcn_contamination_finetune.onnx"
 
-
-def pipeline(model: Path | None = None):
-    """An analyzer on the ONNX Runtime backend with ``model`` (None: the shipped network)."""
-    from engine.pipeline import Pipeline
-    from stemwatch.config import Config
-
-    return Pipeline(Config().replace(inference={"backend": "onnx", "model_path": None if model is None else str(model)}))

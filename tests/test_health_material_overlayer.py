@@ -11,8 +11,8 @@ import pytest
 
 import engine.pipeline as pipeline_module
 from engine.health import material_overlayer
-from _networks import V2_MODEL, pipeline
-from lab.contamination_eval import score
+from _networks import V2_MODEL
+from lab.contamination_eval import analyzer, score
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +26,7 @@ def _region_alone():
 @pytest.fixture(scope="module")
 def pipe():
     """The analyzer with the shipped network."""
-    p = pipeline()
+    p = analyzer()
     yield p
     p.close()
 
@@ -36,7 +36,7 @@ def pipe_v2():
     """The analyzer with the network shipped until 2026-12-03 (tests/_networks.py): the traps below were
     written for its false Si near contamination; the shipped network reads few of them
     (test_the_shipped_network_reads_fewer_false_si_on_the_traps)."""
-    p = pipeline(V2_MODEL)
+    p = analyzer(str(V2_MODEL))
     yield p
     p.close()
 

@@ -12,14 +12,14 @@ import pytest
 
 import engine.pipeline as pipeline_module
 from engine.health import material_overlayer
-from _networks import V2_MODEL, pipeline
-from lab.contamination_eval import score
+from _networks import V2_MODEL
+from lab.contamination_eval import analyzer, score
 
 
 @pytest.fixture(scope="module")
 def pipe():
     """The analyzer with the shipped network."""
-    p = pipeline()
+    p = analyzer()
     yield p
     p.close()
 
@@ -28,7 +28,7 @@ def pipe():
 def pipe_v2():
     """The analyzer with the network shipped until 2026-12-03 (tests/_networks.py), whose false Si near
     contamination the trap below was written for."""
-    p = pipeline(V2_MODEL)
+    p = analyzer(str(V2_MODEL))
     yield p
     p.close()
 
