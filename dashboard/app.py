@@ -105,6 +105,21 @@ o.start(); o.stop(ac.currentTime + 0.5);
 """
 
 
+#: Runs in the page when the event table's selection changes: the operator's click is resolved there,
+#: against the rows the page shows, and its event key (not the row index) goes to the server on
+#: ``event_pick.tags`` = [key, counter]. A row index could name another event by the time the
+#: server reads it: the table is newest first and re-rendered as events arrive, so rows move down.
+#: ``event_pick.data.key`` is the event the server has selected (0: none): the server's own
+#: highlighting of that row changes the selection too, and is not echoed back as a click.
+PICK_JS = """
+const i = cb_obj.indices;
+if (i.length === 0) { return; }
+const key = src.data.key[i[0]];
+if (key === undefined || key === pick.data.key[0]) { return; }
+pick.tags = [key, (pick.tags.length > 1 ? pick.tags[1] : 0) + 1];
+"""
+
+
 def legend_html(items: list[tuple[str, str | None, float]]) -> str:
     """A compact HTML legend: (label, colour, marker size px; -1 square swatch) per entry;
     colour None draws a dashed square (defect), "ring" a red ring (event), "tri" a triangle."""
@@ -324,7 +339,11 @@ class TabSession:
                 TableColumn(field="conf", title="conf.", width=36)]
         self.table = DataTable(source=self.event_source, columns=cols, width=470, height=290, index_position=None,
                                selectable=True, sortable=False, name="event_table", row_height=36)
-        self.event_source.selected.on_change("indices", self._on_select)
+        # a click is resolved to its event key in the page (PICK_JS), never from an index on the server
+        self.event_pick = ColumnDataSource({"key": [0]}, name="event_pick")
+        self.event_source.selected.js_on_change("indices", CustomJS(
+            args={"src": self.event_source, "pick": self.event_pick}, code=PICK_JS))
+        self.event_pick.on_change("tags", self._on_pick)
 
         # ---- per-dopant timeline
         self.tl_source = ColumnDataSource({"x": np.zeros(0, np.float32), "lane": np.zeros(0, np.float32),
@@ -510,12 +529,9 @@ class TabSession:
         try:
             if list(data["key"]) != list(self.event_source.data.get("key", [])):
                 self.event_source.data = data          # only when the visible rows changed (bookkeeping
-            sel = []                                   # hidden by the filter does not redraw the table)
-            if self.selected_key is not None and self.selected_key in data["key"]:
-                sel = [data["key"].index(self.selected_key)]
-            self.event_source.selected.indices = sel
-        finally:
+        finally:                                       # hidden by the filter does not redraw the table)
             self._quiet = False
+        self._mark_selected()
         self.last_event_key = self.hub.events[-1].key if self.hub.events else 0
         newest = self.alarm.banner_row(self.hub.events, self._series())
         if newest is not None and newest.key > self.last_alarm_key:
@@ -578,10 +594,26 @@ class TabSession:
             self.alarm.mute(row_.event.kind)
         self._refresh_banner(time.time(), flash=False, force=True)
 
-    def _on_select(self, attr: str, old: Any, new: Any) -> None:
+    def _mark_selected(self) -> None:
+        """Tell the page which event is selected (``event_pick.data``), then highlight its row in the
+        table's current rows. In this order: the page then recognises the highlight as the server's own
+        selection and sends no click for it (PICK_JS)."""
+        key = self.selected_key or 0
+        if list(self.event_pick.data["key"]) != [key]:
+            self.event_pick.data = {"key": [key]}
+        keys = list(self.event_source.data.get("key", []))
+        self._quiet = True
+        try:
+            self.event_source.selected.indices = [keys.index(key)] if key in keys else []
+        finally:
+            self._quiet = False
+
+    def _on_pick(self, attr: str, old: Any, new: Any) -> None:
+        """The operator clicked a row: ``new`` = [event key, click counter] (PICK_JS). Shows that event's
+        frame; the selection (event_pick.data) is updated last, after the frame or the message."""
         if self._quiet or not new:
             return
-        key = self.event_source.data["key"][new[0]]
+        key = int(new[0])
         row_ = next((r for r in self.hub.events if r.key == key), None)
         if row_ is None:
             return
@@ -591,13 +623,14 @@ class TabSession:
         self._set_live(False)
         if df is None or df.idx != row_.idx:
             self.msg.text = f'<div class="msg">frame {row_.event.frame} is no longer in the history</div>'
-            return
-        self._show(df, highlight=[row_.event])
-        self._quiet = True
-        try:
-            self.slider.value = df.idx
-        finally:
-            self._quiet = False
+        else:
+            self._show(df, highlight=[row_.event])
+            self._quiet = True
+            try:
+                self.slider.value = df.idx
+            finally:
+                self._quiet = False
+        self._mark_selected()
 
     # ------------------------------------------------------------------ history
     def _set_live(self, live: bool) -> None:
@@ -615,6 +648,7 @@ class TabSession:
         self._set_live(bool(new))
         if new:
             self.selected_key = None
+            self._mark_selected()
             self._fast_tick()
 
     def _on_slider(self, attr: str, old: Any, new: Any) -> None:

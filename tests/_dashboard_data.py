@@ -134,3 +134,18 @@ class Lattice:
                      kind="si_3_to_4" if to4 else "si_4_to_3", atom_id=self.si_track(k), x=x / self.p, y=y / self.p,
                      x_A=x, y_A=y, before="3-fold" if to4 else "4-fold", after="4-fold" if to4 else "3-fold",
                      confidence=0.93, first_frame=seq - 2)
+
+
+def click_row(tab, row: int, seen: dict | None = None) -> None:
+    """What a page sends when the operator clicks row ``row`` of the event table it shows.
+
+    ``seen``: the table data the page had at the click (default: the server's current data; a page
+    can lag the server by an update). Bokeh's DataTable sets the selection's indices (an index into
+    the page's rows), then the page's CustomJS (``dashboard.app.PICK_JS``) sends that row's event key
+    on the ``event_pick`` model, unless it is the event the server already has selected (a page
+    without that model sends the indices only)."""
+    seen = tab.event_source.data if seen is None else seen
+    tab.event_source.selected.indices = [row]
+    pick = tab.doc.get_model_by_name("event_pick")
+    if pick is not None and seen["key"][row] != pick.data["key"][0]:
+        pick.tags = [seen["key"][row], (pick.tags[1] if pick.tags else 0) + 1]

@@ -8,7 +8,7 @@ import numpy as np
 
 from bokeh.document import Document
 
-from _dashboard_data import Lattice
+from _dashboard_data import Lattice, click_row
 from _gallery import assert_si_3_then_4_fold
 from dashboard.app import make_document
 from dashboard.state import DashboardHub
@@ -113,7 +113,7 @@ def test_event_click_shows_before_and_after_crops_the_same_as_analyze_writes(tmp
     row = hub.events[-1]
     assert hub.gallery_png(row) is not None
     assert "click an event" in tab.gallery.text                 # drawn only when asked (~200 kB a picture)
-    tab.event_source.selected.indices = [0]                     # the operator clicks the row
+    click_row(tab, 0)                                           # the operator clicks the row
     assert f'data-key="{row.key}"' in tab.gallery.text
     png = base64.b64decode(tab.gallery.text.split("base64,")[1].split('"')[0])
     pic = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))

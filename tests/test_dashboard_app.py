@@ -6,7 +6,7 @@ import numpy as np
 from bokeh.document import Document
 from bokeh.protocol import Protocol
 
-from _dashboard_data import Lattice
+from _dashboard_data import Lattice, click_row
 from dashboard.app import make_document
 from dashboard.state import DashboardHub
 from stemwatch.config import DashboardConfig
@@ -134,7 +134,7 @@ def test_event_click_shows_its_frame_highlighted_then_back_to_live():
     assert tab.shown.seq == 39 and tab.live.active
     assert tab.event_source.data["frame"] == [12]
     assert "Si 3→4-fold" in tab.banner.text
-    tab.event_source.selected.indices = [0]                     # the operator clicks the row
+    click_row(tab, 0)                                           # the operator clicks the row
     assert not tab.live.active and tab.shown.seq == 12
     assert tab.meta.data["seq"] == [12] and tab.slider.value == tab.shown.idx
     hl = tab.hl_source.data
@@ -154,6 +154,38 @@ def test_event_click_shows_its_frame_highlighted_then_back_to_live():
     assert tab.shown.seq == 7
     tab.live.active = True                                      # "back to live"
     assert tab.shown.seq == 44
+
+
+def test_click_jumps_to_the_event_the_page_showed_in_that_row_although_rows_moved_meanwhile():
+    """The table is newest first: a new event moves every row down. A click computed against the rows the
+    page still shows, arriving after the server re-rendered the table, must jump to the event that was
+    in that row on the page (it once jumped to whichever event had moved into that row on the server)."""
+    hub = DashboardHub(DashboardConfig(ack_timeout_s=0.0))
+    tab = make_document(Document(), hub)
+    lat = Lattice(shape=(128, 128), n_si=2)
+    script = {8: 0, 14: 1, 20: 0}                               # frame -> dopant that switches
+    seen = None
+    for seq in range(26):
+        ev = [lat.switch(script[seq], seq)] if seq in script else []
+        hub.publish(lat.result(seq, events=ev))
+        hub.drain()
+        tab._fast_tick()
+        if seq == 16:                                           # the page's table: frames 14, 8
+            seen = {k: list(v) for k, v in tab.event_source.data.items()}
+    assert seen["frame"] == [14, 8]
+    assert tab.event_source.data["frame"] == [20, 14, 8]        # the server has re-rendered since
+    aimed = next(r for r in hub.events if r.key == seen["key"][1])
+    click_row(tab, 1, seen)                                     # the operator clicks "frame 8" on the page
+    assert not tab.live.active
+    assert tab.shown.seq == 8 and tab.shown.idx == aimed.idx    # that event's frame, not frame 14's
+    assert tab.selected_key == aimed.key
+    assert any(f"#{lat.si_track(0)}" in lab for lab in tab.hl_source.data["label"])
+    assert f'data-key="{aimed.key}"' in tab.gallery.text
+    sel = tab.event_source.selected.indices                     # its row is highlighted in the server's rows
+    assert [tab.event_source.data["key"][i] for i in sel] == [aimed.key]
+    # the selection's indices alone (resolved against rows that may have moved) never change the view
+    tab.event_source.selected.indices = [0]
+    assert tab.shown.seq == 8 and tab.selected_key == aimed.key
 
 
 def test_timeline_has_one_lane_per_dopant_with_its_coordination():
