@@ -125,36 +125,47 @@ return null;
 
 
 def _click_shown(drv, chain, kind):
-    """Click (a real click) the newest row of a ``kind`` event the page shows; the Event, or None to
-    retry. The replay loops, so events keep coming, and on a busy machine the page's table lags the
-    analyzer by several events: the row is picked on the page (frame and track) and matched there."""
+    """Click (a real click) the newest row of a ``kind`` event the page shows; the EventRow the page
+    picked, or None to retry. The replay loops, so events keep coming, and on a busy machine the page's
+    table lags the analyzer by several events: the row is picked on the page, and the event clicked is
+    the key the page sent for it (``event_pick.tags``, set in the click's own handler). A row that moved
+    under the pointer between finding and clicking it (the table is newest first) is another event:
+    the page shows that one, and the test aims again."""
     found = js(drv, FIND_ROW, event_label(kind))
     if found is None:
         return None
     cell, texts = found
-    ev = next((r.event for r in reversed(chain.dash.hub.events) if r.event.kind == kind
-               and str(r.event.frame) == texts[1] and str(r.event.atom_id) == texts[4]), None)
-    if ev is None:
-        return None
+    before = js(drv, "return model('event_pick').tags")
     try:
         cell.click()
     except Exception:                  # stale: the grid re-rendered meanwhile
         return None
-    return ev
+    picked = js(drv, "return model('event_pick').tags")
+    if not picked or picked == before:           # no new pick (e.g. the row was the selected event)
+        return None
+    row = next((r for r in list(chain.dash.hub.events) if r.key == picked[0]), None)
+    if row is None or row.event.kind != kind or (str(row.event.frame), str(row.event.atom_id)) != (texts[1], texts[4]):
+        return None
+    return row
 
 
 def _jump_to_shown(drv, chain, kind):
-    """Click the newest ``kind`` row (:func:`_click_shown`) and wait until the page shows its frame:
-    the Event; or None (retry) when the page says the frame has left the history meanwhile (the
-    replay loops: each loop restarts the series, and a restarted series starts a new history; on a
-    busy machine a loop can end between finding the row and the click)."""
-    ev = _click_shown(drv, chain, kind)
-    if ev is None:
+    """Click the newest ``kind`` row (:func:`_click_shown`) and wait until the server has taken that
+    click (the page's ``event_pick.data`` names the clicked event: it is set after the frame or the
+    message); then the Event if the page shows the event's own frame (its history index: a later
+    replay loop's live frame has the same frame number, never the same index), or None (retry) when
+    the frame has left the history meanwhile (each loop restarts the series, and a restarted series
+    starts a new history; on a busy machine a loop can end between finding the row and the click)."""
+    row = _click_shown(drv, chain, kind)
+    if row is None:
         return None
-    state = wait_for(lambda: "shown" if _page(drv)["seq"] == ev.frame else (
-        "gone" if "no longer in the history" in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')")
-        else None), what="the clicked event's frame, or word that it is gone")
-    return ev if state == "shown" else None
+    wait_for(lambda: js(drv, "return model('event_pick').data.key[0]") == row.key,
+             what="the server to take the click")
+    if js(drv, "return model('frame_meta').data.idx[0]") == row.idx:
+        return row.event
+    if "no longer in the history" not in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')"):
+        pytest.fail(f"the page took the click on event {row.key} but shows neither its frame nor word that it is gone")
+    return None
 
 
 def test_replay_shows_frames_alerts_and_jumps_to_the_event(switching_chain, browser, tmp_path):
