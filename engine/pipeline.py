@@ -257,7 +257,8 @@ class Pipeline:
                     return self._result(fc, chem, timings, health=health, events=events,
                                         track_ids=np.full(n, -1, np.int64), confirmed=np.zeros(n, bool))
                 self.recent_ok.append(True)
-                upd = self.tracker.update(chem, int(fc.seq), float(fc.t_acquired), frame_shape=fc.frame_shape)
+                upd = self.tracker.update(chem, int(fc.seq), float(fc.t_acquired), frame_shape=fc.frame_shape,
+                                          analysed=_analysed_part(fc.material))
                 self.recent_events.append(sum(e.category != "bookkeeping" for e in upd.events))
                 if upd.events and getattr(self.cfg.events, "calibrate_confidence", False):
                     from engine.health.confidence import calibrate_events
@@ -320,6 +321,12 @@ def _graphene_fraction(material) -> float:
         return 1.0
     f = float(material.graphene_fraction)
     return f if 0.0 < f < MASK_BELOW else 1.0
+
+
+def _analysed_part(material):
+    """The part of the field analysed (frame-shaped bool) when the verdict's mask was applied, else None:
+    for the tracker its boundary is an edge of the field."""
+    return material.mask if _graphene_fraction(material) < 1.0 else None
 
 
 def _tracker_events(events: EventConfig, own: EventConfig) -> EventConfig:

@@ -434,7 +434,7 @@ def test_pipeline_counts_the_transformation_events_of_the_window():
     pipe.set_events(EventConfig(k_of_n=(3, 4), min_confidence=0.0))
     queue = []
 
-    def update(chem, seq, t, frame_shape=None):
+    def update(chem, seq, t, frame_shape=None, analysed=None):
         n = len(chem.atoms)
         return TrackUpdate(track_ids=np.zeros(n, np.int64), events=queue.pop(0), confirmed=np.zeros(n, bool),
                            drift_px=(0.0, 0.0), drift_A=(0.0, 0.0), drift_searched=False, n_tracks=0)

@@ -13,25 +13,72 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from engine.track.store import TrackStore
 
 
-def near_edge(xy_A: np.ndarray, shape_A: np.ndarray | None, margin_A: float) -> np.ndarray:
-    """(N,) bool: positions (frame A) closer than ``margin_A`` to the field's edge (negative: that
-    far outside it). ``shape_A`` (width, height) A, None: nothing is near."""
-    if shape_A is None:
-        return np.zeros(len(xy_A), bool)
-    return np.any((xy_A < margin_A) | (xy_A > shape_A - margin_A), axis=1)
+#: cell of the left-out part's distance map (A): the masks it is made from are coarser (the Fourier mask's
+#: cells, the contamination regions' 1 A grid), and the tracker's margins are 0.5-3 A
+LEFT_OUT_CELL_A = 0.5
 
 
-def edge_distance(xy_A: np.ndarray, shape_A: np.ndarray | None) -> np.ndarray:
+@dataclass(frozen=True)
+class LeftOut:
+    """The part of a frame left out of the analysis (a hole, amorphous carbon, contamination: the
+    material verdict's mask) as the tracker sees it: for it that part is beyond the field's edge.
+    ``distance_A`` (rows, cols) on a grid of ``cell_A``: signed distance (A) of each cell's centre to
+    the boundary, positive in the analysed part, negative in the part left out."""
+
+    distance_A: np.ndarray
+    cell_A: float
+
+    @classmethod
+    def of(cls, analysed, pixel_size_A: float) -> "LeftOut | None":
+        """From ``analysed`` (frame-shaped bool: the part analysed) at ``pixel_size_A``; None when it
+        leaves nothing out (or is None)."""
+        if analysed is None:
+            return None
+        m = np.asarray(analysed, bool)
+        if m.ndim != 2 or m.all():
+            return None
+        step = max(1, int(LEFT_OUT_CELL_A / float(pixel_size_A)))
+        g = m[step // 2::step, step // 2::step]
+        if g.all():
+            return None
+        cell = step * float(pixel_size_A)
+        inside = ndimage.distance_transform_edt(g, sampling=cell)
+        outside = ndimage.distance_transform_edt(~g, sampling=cell)
+        return cls(np.where(g, inside - 0.5 * cell, 0.5 * cell - outside), cell)
+
+    def distance(self, xy_A: np.ndarray) -> np.ndarray:
+        """(N,) signed distance (A) of positions (frame A, x y) to the part left out (negative: in it);
+        positions beyond the frame take the nearest cell's."""
+        xy_A = np.asarray(xy_A, float).reshape(-1, 2)
+        h, w = self.distance_A.shape
+        c = np.clip((xy_A[:, 0] / self.cell_A).astype(np.int64), 0, w - 1)
+        r = np.clip((xy_A[:, 1] / self.cell_A).astype(np.int64), 0, h - 1)
+        return self.distance_A[r, c]
+
+
+def edge_distance(xy_A: np.ndarray, shape_A: np.ndarray | None, left_out: LeftOut | None = None) -> np.ndarray:
     """(N,) distance (A) of positions (frame A) inside the field to its nearest edge (negative
-    outside); ``shape_A`` None: inf."""
-    if shape_A is None:
-        return np.full(len(xy_A), np.inf)
+    outside); ``shape_A`` None: inf. ``left_out``: the part of the frame not analysed, an edge too."""
     xy_A = np.asarray(xy_A, float).reshape(-1, 2)
-    return np.minimum(xy_A, shape_A - xy_A).min(axis=1)
+    d = np.full(len(xy_A), np.inf) if shape_A is None else np.minimum(xy_A, shape_A - xy_A).min(axis=1)
+    if left_out is not None and len(xy_A):
+        d = np.minimum(d, left_out.distance(xy_A))
+    return d
+
+
+def near_edge(xy_A: np.ndarray, shape_A: np.ndarray | None, margin_A: float,
+              left_out: LeftOut | None = None) -> np.ndarray:
+    """(N,) bool: positions (frame A) closer than ``margin_A`` to the field's edge (negative: that
+    far outside it). ``shape_A`` (width, height) A, None: nothing is near. ``left_out``: the part of
+    the frame not analysed (:class:`LeftOut`), whose boundary is an edge of the field too."""
+    if shape_A is None and left_out is None:
+        return np.zeros(len(xy_A), bool)
+    return edge_distance(xy_A, shape_A, left_out) < margin_A
 
 
 @dataclass

@@ -42,7 +42,7 @@ from engine.track import assign
 from engine.track.debounce import UNKNOWN, WILD
 from engine.track.events import EventLogic
 from engine.track.motion import MAX_SEARCH_GAP_FRAMES, DriftKalman, MotionModel  # noqa: F401 (re-export)
-from engine.track.snapshot import TrackSnapshot, edge_distance, near_edge
+from engine.track.snapshot import LeftOut, TrackSnapshot, edge_distance, near_edge
 from engine.track.store import TrackStore
 from engine.types import C, Chemistry
 from stemwatch.config import EventConfig, TrackingConfig
@@ -133,6 +133,7 @@ class Tracker:
         self._last_seq: int | None = None
         self._ps: float | None = None
         self._shape_A: np.ndarray | None = None
+        self._left_out: LeftOut | None = None
         self._formula_codes: dict[str, int] = {}
         self.left_field = np.zeros(0, bool)
         self.revived_rows = np.zeros(0, np.int64)
@@ -156,12 +157,16 @@ class Tracker:
 
     # ------------------------------------------------------------------------------ main
     def update(self, chem: Chemistry, seq: int, t_acquired: float,
-               frame_shape: tuple[int, int] | None = None) -> TrackUpdate:
+               frame_shape: tuple[int, int] | None = None, analysed: np.ndarray | None = None) -> TrackUpdate:
         """Track one frame. ``chem`` holds the frame's atoms (px) and bonds; ``seq`` its number;
-        ``frame_shape`` (H, W) px tells where the field edges are (default: the atoms' extent)."""
+        ``frame_shape`` (H, W) px tells where the field edges are (default: the atoms' extent);
+        ``analysed`` (frame-shaped bool, None: all of it) the part of the frame analysed: the boundary of
+        the part left out (a hole, amorphous carbon, contamination) is an edge of the field, so an atom
+        that a growing region covers has left the field, not the sample, and one it uncovers entered it."""
         atoms = chem.atoms
         N = len(atoms)
         ps = self._set_geometry(float(atoms.pixel_size_A), atoms, frame_shape)
+        self._left_out = LeftOut.of(analysed, ps)
         gap = 1 if self._last_seq is None else max(1, int(seq) - int(self._last_seq))
         xy_A = np.asarray(atoms.xy_px, np.float64).reshape(-1, 2) * ps
         feats = _features(chem, self._formula_codes)
@@ -265,7 +270,7 @@ class Tracker:
         pred_A = self.to_frame(st.pos[unmatched])
         unobs = self._near_edge(pred_A, self.cfg.edge_unobservable_A)
         st.misses[unmatched[~unobs]] += 1
-        st.miss_edge_A[unmatched] = np.minimum(st.miss_edge_A[unmatched], edge_distance(pred_A, self._shape_A))
+        st.miss_edge_A[unmatched] = np.minimum(st.miss_edge_A[unmatched], edge_distance(pred_A, self._shape_A, self._left_out))
         self.left_field[unmatched] = self._near_edge(pred_A, -self.cfg.border_margin_A)
 
     def _births(self, st, mt, md, world, xy_A, atoms, conf, feats, seq, shift) -> np.ndarray:
@@ -320,7 +325,7 @@ class Tracker:
 
     # ------------------------------------------------------------------------------ pieces
     def _near_edge(self, xy_A: np.ndarray, margin_A: float) -> np.ndarray:
-        return near_edge(xy_A, self._shape_A, margin_A)
+        return near_edge(xy_A, self._shape_A, margin_A, self._left_out)
 
     def _track_species(self, st: TrackStore) -> np.ndarray:
         """Debounced species, or the last observed species while not yet decided."""
