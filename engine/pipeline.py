@@ -27,6 +27,7 @@ from engine.track import Tracker
 from engine.health.atoms import drop_outside, estimate_snr
 from engine.health.material_atoms import unsure_region
 from engine.health.material_overlayer import overlayer_region, overlayer_si
+from engine.health.off_lattice import DISC_A, RADIUS_A as OFF_LATTICE_A, discs, off_lattice
 from engine.health.overlayer_hold import SI_HOLD_A
 from engine.health.monitor import SKIP_VERDICTS
 from engine.types import Atoms, Chemistry, Event, FrameChemistry, FrameResult
@@ -459,6 +460,14 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                                       else OVERLAYER_WHY + " (with the region of recent frames held)")
             if region is not None or over is not None:
                 result = chemistry_of(mask_probabilities(probs, material.mask), material.mask)
+            # heavy atoms of the part analysed that no ring of the lattice comes near: contamination or
+            # adatoms floating in a hole, on no graphene (engine/health/off_lattice.py)
+            off = off_lattice(result) if OFF_LATTICE else np.zeros(0, np.int64)
+            if len(off):
+                material = _leave_out(material, discs(result.atoms.xy_px[off], shape,
+                                                      DISC_A / float(probs.frame_pixel_size_A)),
+                                      OFF_LATTICE_WHY.format(len(off), "s" if len(off) > 1 else ""))
+                result = chemistry_of(mask_probabilities(probs, material.mask), material.mask)
             # per atom: a "Si" with a bond too short for Si whose column is dimmer than a Si or wider than
             # the probe is the lattice C under a contamination atom (engine/health/material_overlayer.py)
             if OVERLAYER_SI:
@@ -471,7 +480,8 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                     held = overlayer_hold.si_added
                 if len(demoted):
                     result, material = _read_as_c(result, demoted, material, cfg, frame.data, maps,
-                                                  material.mask if region is not None or over is not None else None,
+                                                  material.mask if region is not None or over is not None or len(off)
+                                                  else None,
                                                   held)
         if health is not None:
             health.snr = snr
@@ -519,6 +529,10 @@ OVERLAYER_WHY = "the lattice's hollows are filled over {:.0f} % of the field (co
 #: reported Si that are contamination over the lattice (engine.health.material_overlayer.overlayer_si) are
 #: read as C
 OVERLAYER_SI = True
+#: heavy atoms with no ring member of the graph within engine.health.off_lattice.RADIUS_A are left out
+OFF_LATTICE = True
+OFF_LATTICE_WHY = ("{} heavy atom{} off the lattice (no ring of the graph within " + f"{OFF_LATTICE_A:g}"
+                   + " A: contamination or adatoms in a hole)")
 OVERLAYER_SI_WHY = "{} Si on contamination (a bond < 1.5 A, a column dimmer than Si or wider than the probe): read as C"
 OVERLAYER_SI_HELD = " ({} of them within {:.1f} A of one read as C on recent frames)"
 #: the per-atom reading held over a series (engine.health.overlayer_hold.OverlayerHold.read_as_c). Off: on

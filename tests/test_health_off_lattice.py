@@ -1,0 +1,92 @@
+"""Issue 21, criterion 2: heavy atoms that no ring of the lattice graph comes near (contamination or
+adatoms floating in a hole: on no graphene) are left out of the analysis
+(engine.health.off_lattice, engine.pipeline.OFF_LATTICE; docs/material.md)."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+import engine.pipeline as pipeline_module
+from engine.health.off_lattice import discs, off_lattice
+from engine.types import SI, Atoms, Chemistry
+from lab.contamination_eval import analyzer
+
+
+@pytest.fixture(scope="module")
+def movie42():
+    """A static ``graphene_hole`` movie frame with contamination forced (seed 42, 512^2 at 0.2 A/px): a
+    contamination blob floats in the hole, and the network reads a cluster of it as a Si 5.8 A from the
+    nearest lattice atom (8.5 A from the nearest ring of the graph)."""
+    from engine.sim.materials import MaterialMovie
+    from engine.sim.movie import MovieSpec
+    from engine.sim.structures import LABEL
+
+    spec = MovieSpec(n_frames=1, shape_px=(512, 512), pixel_size_A=0.2, drift_A_per_frame=(0.0, 0.0),
+                     drift_bound_A=0.0, seed=42)
+    img, truth = next(iter(MaterialMovie(spec, "graphene_hole", contamination=True).frames()))
+    lattice = (truth.label != LABEL["contamination"]) & (truth.label != LABEL["adatom"])
+    si = truth.xy_px[lattice & (truth.species == 1)]
+    inside = np.all((si >= 10) & (si < 502), axis=1)           # 2 A from the frame's edge
+    return img, truth.xy_px[lattice], si[inside]
+
+
+def _si_far_and_kept(img, lattice_xy, true_si_xy, on: bool):
+    from streamer.frame import Frame
+
+    pipe = analyzer()
+    try:
+        with mock.patch.object(pipeline_module, "OFF_LATTICE", on):
+            r = pipe.process(Frame(data=img, series="off-lattice", seq=0, t_acquired=0.0, pixel_size_A=0.2))
+    finally:
+        pipe.close()
+    xy = np.asarray(r.chemistry.atoms.xy_px, float)
+    si = xy[np.asarray(r.chemistry.atoms.species) == SI]
+    far = int((cKDTree(lattice_xy).query(si)[0] * 0.2 > 3.0).sum())
+    kept = int((cKDTree(si).query(true_si_xy)[0] * 0.2 < 0.5).sum())
+    return far, kept, r
+
+
+def test_a_si_floating_in_a_hole_is_left_out_and_every_true_si_kept(movie42):
+    img, lattice_xy, true_si_xy = movie42
+    far0, kept0, _ = _si_far_and_kept(img, lattice_xy, true_si_xy, on=False)
+    far, kept, r = _si_far_and_kept(img, lattice_xy, true_si_xy, on=True)
+    assert far0 >= 1                                 # before: a "Si" on no graphene
+    assert far == 0 and kept == kept0 and kept0 == len(true_si_xy)
+    assert "off the lattice" in r.material.reason and r.material.graphene_fraction < 1.0
+    assert not [e for e in r.events if e.category == "transformation"]
+
+
+def _chem(xy_A, species, rings, ps=0.1):
+    n = len(xy_A)
+    atoms = Atoms(xy_px=np.asarray(xy_A, float) / ps, species=np.asarray(species, np.int8),
+                  confidence=np.ones(n, np.float32), class_prob=np.zeros((n, 3), np.float32),
+                  border=np.zeros(n, bool), pixel_size_A=ps)
+    return Chemistry(atoms=atoms, bonds=np.zeros((0, 2), np.int32), bond_length_A=np.zeros(0),
+                     coordination=np.zeros(n, np.int16), rings=rings)
+
+
+def test_off_lattice_on_plain_arrays():
+    # 40 ring members on a line 1.4 A apart (y = 0), heavy atoms at 0 (a member), 1.8, 2.9 and 3.5 A off it
+    line = np.c_[np.arange(40) * 1.4, np.zeros(40)]
+    heavy = np.array([[14.0, 1.8], [14.0, 2.9], [14.0, 3.5], [30.0, 12.0]])
+    xy = np.vstack([line, heavy])
+    sp = np.r_[np.zeros(40), [SI, SI, 2, SI]]
+    sp[5] = SI
+    rings = [np.arange(k, k + 6) for k in range(0, 36, 6)] + [np.arange(34, 40)]
+    got = off_lattice(_chem(xy, sp, rings))
+    assert sorted(got.tolist()) == [42, 43]          # 3.5 A off (an "other" heavy atom), and far away
+    # no heavy atom, no rings, or too few ring members: nothing judged
+    assert len(off_lattice(_chem(xy, np.zeros(len(xy)), rings))) == 0
+    assert len(off_lattice(_chem(xy, sp, []))) == 0
+    assert len(off_lattice(_chem(xy, sp, rings[:2]))) == 0
+
+
+def test_discs():
+    m = discs(np.array([[10.0, 20.0], [-3.0, 0.0]]), (40, 50), 3.0)
+    assert m[20, 10] and m[20, 13] and not m[20, 14] and m[0, 0] and not m[5, 5]
+    # a whole disc of radius 3 px is 29 px; the one centred 3 px left of the frame keeps only (0, 0)
+    assert m.sum() == 29 + 1
