@@ -354,7 +354,11 @@ class EventLogic:
                 count = int((ring[r, f.cols] == 0).sum())
                 if st.sp_state[r] == SI:
                     f.emit("si_lost", r, first, "Si", "left field" if edge else "ejected", count / f.n, xy_px=xy_px)
-                elif not (edge or ce):                     # C: a Si neighbour's own event reports it
+                elif not (edge or ce) and not st.conf[r] < snap.unsure_below:
+                    # C (a Si neighbour's own event reports it): a vacancy is a site emptied of an atom the
+                    # network was sure of; one last seen unsure (the tracker's rejoin rule) was a column it
+                    # barely made out -- under contamination, 0.36-0.95 where the frame's 1st percentile
+                    # was 0.97-0.99; the true vacancies of the development alarm set were last seen at >= 0.9999
                     on_site = tree.query_ball_point(pred_A, self.cfg.max_speed_A_per_frame) if tree is not None else []
                     if det_track is not None:              # (its own unsure detection, counted as a miss)
                         on_site = [j for j in on_site if det_track[j] != r]

@@ -121,3 +121,6 @@ class TrackSnapshot:
     rotor_min_deg: float = 45.0                # a rotor must turn by more than this (EventConfig)
     motif_classes_raised: set | None = None    # new_motif classes raised this session (the tracker's set,
                                                # kept across series; the new-motif rule adds to it)
+    unsure_below: float = 0.0                  # a detection less sure than this is unsure (the tracker's
+                                               # rejoin rule: rejoin_min_confidence and this frame's 1st
+                                               # percentile); a C last seen unsure that ends is no vacancy

@@ -184,7 +184,8 @@ class Tracker:
         self.motion.predict(st.P, gap)
         mt, md, hop = self._assign(st, tree, xy_A, sp) if len(st) and N else (np.zeros(0, np.int64),) * 2 + (
             np.zeros(0, bool),)
-        weak = self._weak_rejoins(st, mt, md, conf)
+        unsure_below = min(float(self.cfg.rejoin_min_confidence), percentile(conf, 1.0)) if N else 0.0
+        weak = self._weak_rejoins(st, mt, md, conf, unsure_below)
         self._correct(st, mt[~weak], md[~weak], hop[~weak], world, atoms, conf, feats, seq)
         self._count_misses(st, mt[~weak])
         st.weak_used[mt[weak]] = True
@@ -195,7 +196,8 @@ class Tracker:
         matched_all[mt[weak]] = False
         st.confirmed[:] |= st.hits >= self.cfg.confirm_frames
         self._write_rings(st, det_track, matched_all, feats, world)
-        events = self.events_logic.step(self._snapshot(chem, seq, t_acquired, world), chem, det_track, tree)
+        events = self.events_logic.step(self._snapshot(chem, seq, t_acquired, world, unsure_below), chem, det_track,
+                                        tree)
         track_ids = st.id[det_track] if N else np.zeros(0, np.int64)
         confirmed = st.confirmed[det_track] if N else np.zeros(0, bool)
         self._remove_dead()
@@ -230,7 +232,7 @@ class Tracker:
         self.revived_rows = np.zeros(0, np.int64)
         self._revive_parked()
 
-    def _weak_rejoins(self, st, mt, md, conf) -> np.ndarray:
+    def _weak_rejoins(self, st, mt, md, conf, thr: float) -> np.ndarray:
         """Matches (bool per pair) that count as a miss: an unsure detection -- below
         ``rejoin_min_confidence`` and below 99 % of this frame's detections -- on a track missed in
         the frame before, once per run of misses. On a site emptied at low dose the network can
@@ -239,7 +241,6 @@ class Tracker:
         the track (an atom that is really there, seen unsure)."""
         if not len(mt):
             return np.zeros(0, bool)
-        thr = min(float(self.cfg.rejoin_min_confidence), percentile(conf, 1.0))   # np.quantile(conf, 0.01)
         return (st.misses[mt] > 0) & ~st.weak_used[mt] & (conf[md] < thr)
 
     def _correct(self, st, mt, md, hop, world, atoms, conf, feats, seq) -> None:
@@ -295,7 +296,8 @@ class Tracker:
         self.left_field = np.concatenate([self.left_field, np.zeros(T - len(self.left_field), bool)])
         return det_track
 
-    def _snapshot(self, chem: Chemistry, seq: int, t_acquired: float, world: np.ndarray) -> TrackSnapshot:
+    def _snapshot(self, chem: Chemistry, seq: int, t_acquired: float, world: np.ndarray,
+                  unsure_below: float = 0.0) -> TrackSnapshot:
         """What the event machines see of this frame (plain data; engine.track.snapshot)."""
         st, ps = self.store, self._ps or 1.0
         k, n = (int(v) for v in self.ecfg.k_of_n)
@@ -312,7 +314,8 @@ class Tracker:
             in_exclusion=at_border | (st.miss_edge_A < self.cfg.border_margin_A),
             left_field=self.left_field, revived_rows=self.revived_rows,
             defect_world_A=self.to_world(centres * ps), world_A=world,
-            rotor_min_deg=float(self.ecfg.rotor_min_deg), motif_classes_raised=self.motif_classes_raised)
+            rotor_min_deg=float(self.ecfg.rotor_min_deg), motif_classes_raised=self.motif_classes_raised,
+            unsure_below=float(unsure_below))
 
     # ------------------------------------------------------------------------------ coordinates
     def to_frame(self, world_A: np.ndarray) -> np.ndarray:
