@@ -138,11 +138,13 @@ def score(result, ex) -> dict | None:
 @contextlib.contextmanager
 def _without_guards():
     """The analyzer with neither the overlayer region (``overlayer_region`` replaced by None) nor the
-    per-atom rule (``OVERLAYER_SI`` False): the "before" frames and the "none" movie mode."""
+    per-atom rule (``OVERLAYER_SI`` False) nor the heavy atoms off the lattice left out (``OFF_LATTICE``
+    False, since 2026-12-03's fourth session): the "before" frames and the "none" movie mode."""
     import engine.pipeline as pipeline_module
 
     with mock.patch.object(pipeline_module, "overlayer_region", lambda *a, **k: None), \
-            mock.patch.object(pipeline_module, "OVERLAYER_SI", False):
+            mock.patch.object(pipeline_module, "OVERLAYER_SI", False), \
+            mock.patch.object(pipeline_module, "OFF_LATTICE", False):
         yield
 
 

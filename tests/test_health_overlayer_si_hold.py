@@ -142,7 +142,9 @@ def test_a_flickering_si_on_contamination_raises_no_event_when_held():
     with mock.patch.object(pipeline_module, "OVERLAYER_SI_HOLD", True):
         m = run_movie(36, n_frames=10, contamination=True, modes=("frame", "held"), model=V2)
     f, h = m["frame"], m["held"]
-    assert "si_hop" in f["kinds"] and f["events"] >= 6, f["kinds"]
+    # (events = transformations since 2026-12-03's fourth session: si_hop, si_appeared, new_motif; before,
+    # with the bookkeeping of the region's edge counted in, 6)
+    assert "si_hop" in f["kinds"] and f["events"] >= 3, f["kinds"]
     assert "si_hop" not in h["kinds"] and h["events"] <= f["events"] - 2, h["kinds"]
     assert h["si_held"] > 0
     assert h["false_si_near"] < f["false_si_near"]
