@@ -13,7 +13,8 @@ under a wide tail) the farthest true Si, at a hole's edge with one neighbour, me
 :func:`off_lattice` gives the heavy atoms (species not C) with no ring member within
 :data:`RADIUS_A`; the pipeline leaves a disc of :data:`DISC_A` around each out of the analysis, as it
 leaves out the other parts that are not graphene (the material verdict's mask). Plain numpy / scipy:
-one KD-tree query of the heavy atoms against the ring members, nothing on a frame without heavy atoms.
+the ring members and their bonded atoms are on the lattice (two boolean passes); a KD-tree of the ring
+members only for a heavy atom that is neither; nothing on a frame without heavy atoms.
 """
 
 from __future__ import annotations
@@ -43,10 +44,18 @@ def off_lattice(chem, radius_A: float = RADIUS_A) -> np.ndarray:
     if not len(heavy) or not len(chem.rings):
         return none
     member = np.zeros(len(sp), bool)
-    member[np.concatenate([np.asarray(r, np.int64) for r in chem.rings])] = True
+    flat = getattr(chem.rings, "atoms", None)          # engine.chem.graph.RingList: the members stored flat
+    member[np.asarray(flat, np.int64) if flat is not None else
+           np.concatenate([np.asarray(r, np.int64) for r in chem.rings])] = True
     if member.sum() < MIN_RING_ATOMS:
         return none
     heavy = heavy[~member[heavy]]                  # a ring member is on the lattice by definition
+    if len(heavy):                                 # and so is an atom bonded to one (a Si at a hole's edge)
+        b = np.asarray(chem.bonds, np.int64).reshape(-1, 2)
+        bonded = np.zeros(len(sp), bool)
+        bonded[b[member[b[:, 1]], 0]] = True
+        bonded[b[member[b[:, 0]], 1]] = True
+        heavy = heavy[~bonded[heavy]]
     if not len(heavy):
         return none
     xy = np.asarray(chem.atoms.xy_px, np.float64).reshape(-1, 2)
