@@ -458,8 +458,10 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             if over is not None:
                 material = _leave_out(material, over, OVERLAYER_WHY if overlayer_hold is None or not overlayer_hold.added
                                       else OVERLAYER_WHY + " (with the region of recent frames held)")
+            analysed = None               # the mask the chemistry was last built inside (None: the first pass)
             if region is not None or over is not None:
-                result = chemistry_of(mask_probabilities(probs, material.mask), material.mask)
+                analysed = material.mask
+                result = chemistry_of(mask_probabilities(probs, analysed), analysed)
             # heavy atoms of the part analysed that no ring of the lattice comes near: contamination or
             # adatoms floating in a hole, on no graphene (engine/health/off_lattice.py)
             off = off_lattice(result) if OFF_LATTICE else np.zeros(0, np.int64)
@@ -467,7 +469,8 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                 material = _leave_out(material, discs(result.atoms.xy_px[off], shape,
                                                       DISC_A / float(probs.frame_pixel_size_A)),
                                       OFF_LATTICE_WHY.format(len(off), "s" if len(off) > 1 else ""))
-                result = chemistry_of(mask_probabilities(probs, material.mask), material.mask)
+                analysed = material.mask
+                result = chemistry_of(mask_probabilities(probs, analysed), analysed)
             # per atom: a "Si" with a bond too short for Si whose column is dimmer than a Si or wider than
             # the probe is the lattice C under a contamination atom (engine/health/material_overlayer.py)
             if OVERLAYER_SI:
@@ -479,10 +482,7 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                                                        SI_HOLD_A / float(probs.frame_pixel_size_A))
                     held = overlayer_hold.si_added
                 if len(demoted):
-                    result, material = _read_as_c(result, demoted, material, cfg, frame.data, maps,
-                                                  material.mask if region is not None or over is not None or len(off)
-                                                  else None,
-                                                  held)
+                    result, material = _read_as_c(result, demoted, material, cfg, frame.data, maps, analysed, held)
         if health is not None:
             health.snr = snr
         # (atoms found by the network's process: their time there counts here)
