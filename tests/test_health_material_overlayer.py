@@ -125,7 +125,8 @@ def _bright_si_under_a_short_tail(seed: int = 1):
 def test_hollows_lit_by_bright_si_are_not_contamination(pipe):
     """The tail of a bright Si fills the hollows of its hexagons (by 0.45 C contrasts at the median on
     such frames, 1.03 at the 90th percentile): the region found there left out 24 of this frame's 153 true
-    Si. Those hexagons now count as unfilled: no region, the same atoms and species as without the check."""
+    Si. A part whose filled hollows are mostly lit by a bright Si is now dropped: no region, the same atoms
+    and species as without the check."""
     ex = _bright_si_under_a_short_tail()
     calls = []
     real = material_overlayer._region
