@@ -67,9 +67,9 @@ MIN_FLOOR = 0.7
 MIN_FILL = 0.6
 #: a hexagon with an atom closer than this (A) to its centre has no hollow
 MIN_HOLLOW_A = 0.8
-#: a part of the region whose filled hollows are mostly (a share > LIT_MAX_SHARE) those of hexagons with a
+#: a region whose filled hollows are mostly (a share > LIT_MAX_SHARE) those of hexagons with a
 #: Si corner (within HOLLOW_HEAVY_A of the centre; corners are at 1.42 A) as bright as a Si (net contrast
-#: >= HOLLOW_BRIGHT x the median C atom's) is dropped: the probe's tail lit them. Clean graphene with
+#: >= HOLLOW_BRIGHT x the median C atom's) is dropped, piece by piece: the probe's tail lit them. Clean graphene with
 #: 3 Si/nm^2 of ~7 C contrasts under a 60 %/2.7 A tail: the hollows of hexagons with one Si corner filled
 #: by 0.45 C contrasts at the median, 1.03 at the 90th percentile, 0-5 filled hollows per frame without a
 #: heavy corner against 100-150 with one, and regions that left out up to 27 of 154 true Si. On the
@@ -77,6 +77,9 @@ MIN_HOLLOW_A = 0.8
 HOLLOW_HEAVY_A = 1.9
 HOLLOW_BRIGHT = 3.0
 LIT_MAX_SHARE = 0.75
+#: ... judged over the whole region, from this many filled hollows (the bright-Si frames: 50-150, in 11-22
+#: pieces of 1-56 each; the v2 network's blob of MaterialMovie seed 31, read as bright Si: 1-4)
+LIT_MIN_HOLLOWS = 20
 #: cells with fewer atoms than this per A^2 (graphene 0.38) are not judged (a hole)
 MIN_ATOM_DENSITY = 0.1
 #: no region within this distance (A) of an adatom: a heavy "other" atom ...
@@ -93,10 +96,12 @@ GROW_A = 4.0
 
 #: Thin contamination under a sharp probe (the bundled movies' imaging: 0.95 A probe, a 15 %/3 A tail)
 #: barely raises the floor (the minimum within 3 A still finds an empty hollow) but fills the hollows.
-#: OFF by default: on the held-out seeds 8104 / 8105 (docs/material.md) it gave a region on a clean frame
-#: (6 of 172 true Si lost) and lost 7 of 196 true Si near contamination, where the thick path alone lost
-#: none; on the development seeds and movies it had lost none.
-THIN_PATH = False
+#: On by default since 2026-12-04 (docs/material.md, "Session of 2026-12-04"); it had been off since the
+#: held-out seeds 8104 / 8105 gave a region on a clean dense-Si frame (6 of 172 true Si lost) and lost 7 of
+#: 196 true Si near contamination, and since it raised events on drifting movies at the moving edge of
+#: the region. Since then the tracker takes a region's boundary for the field's edge, and a part lit by
+#: bright Si is dropped (:func:`_lit_by_si`).
+THIN_PATH = True
 #: The second gate: heavy atoms on a floor above this (same units as GATE_FLOOR) ...
 THIN_GATE_FLOOR = 0.15
 #: ... whose own hexagons' hollows (the 6-rings they belong to, empty or not) are filled this much above
@@ -242,10 +247,12 @@ def _grown(cells: np.ndarray, grow_A: float) -> np.ndarray:
 
 
 def _lit_by_si(region, loc, si, a_bg, sm, f, c_level, px, centre, fill, cells) -> np.ndarray:
-    """The parts (connected pieces of ``region``) whose filled hollows (hexagon centres ``centre`` with
-    ``fill`` > :data:`MIN_FILL`) mostly (a share > :data:`LIT_MAX_SHARE`) have a Si corner as bright as a Si
-    (:data:`HOLLOW_BRIGHT`, within :data:`HOLLOW_HEAVY_A`): the probe's tail lit them, not contamination.
-    ``loc`` / ``si`` / ``a_bg``: the window's atoms, which are Si, their ``bg``."""
+    """The parts of ``region`` lit by bright Si, not filled by contamination: when at least
+    :data:`LIT_MIN_HOLLOWS` of its filled hollows (hexagon centres ``centre`` with ``fill`` >
+    :data:`MIN_FILL`, the thin path's too) lie in it and more than :data:`LIT_MAX_SHARE` of them have a Si corner as bright as a
+    Si (:data:`HOLLOW_BRIGHT`, within :data:`HOLLOW_HEAVY_A`), its connected pieces with that share (or
+    with no filled hollow of their own); else nothing. ``loc`` / ``si`` / ``a_bg``: the window's atoms,
+    which are Si, their ``bg``."""
     out = np.zeros_like(region)
     filled = fill > MIN_FILL
     if not si.any() or not filled.any():
@@ -257,9 +264,13 @@ def _lit_by_si(region, loc, si, a_bg, sm, f, c_level, px, centre, fill, cells) -
     lit = cKDTree(bright).query(centre[filled], distance_upper_bound=HOLLOW_HEAVY_A / px)[0] < np.inf
     lab, n_lab = ndimage.label(region)
     piece = lab.ravel()[cells(centre[filled])]
+    inside = piece > 0
+    if inside.sum() < LIT_MIN_HOLLOWS or lit[inside].sum() <= LIT_MAX_SHARE * inside.sum():
+        return out                      # (the region as a whole is not the bright Si's: a few filled hollows
+                                        # beside a blob read as Si are no evidence either way)
     n_lit = np.bincount(piece, lit, n_lab + 1)
     n_all = np.bincount(piece, None, n_lab + 1)
-    drop = (n_all > 0) & (n_lit > LIT_MAX_SHARE * n_all)
+    drop = n_lit >= LIT_MAX_SHARE * n_all      # (a piece with no filled hollow of its own goes with the rest)
     drop[0] = False
     return drop[lab]
 
