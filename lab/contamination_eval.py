@@ -34,7 +34,7 @@ is also scored as above against the simulator's truth (summed over the frames).
 
     python -m lab.contamination_eval [--frames 15] [--seed 81] [--size 512] [--movies 30,31]
         [--contaminated-movies 36,40] [--event-movies 30,31] [--drifts 0:0,0.3:0.5] [--no-atom-rule] [--si-hold]
-        [--no-thin-path]
+        [--thin-path]
 """
 
 from __future__ import annotations
@@ -319,8 +319,8 @@ def main(argv=None) -> int:
                     "material_overlayer.overlayer_si) off in every mode: the overlayer region alone")
     ap.add_argument("--drifts", default="0:0", help="movie drifts, A per frame as x:y (MovieSpec.s drift_A_per_frame), "
                     "comma-separated (default 0:0, static)")
-    ap.add_argument("--no-thin-path", action="store_true", help="the overlayer region's thin path "
-                    "(engine.health.material_overlayer.THIN_PATH, on by default since 2026-12-04) off: the thick path alone")
+    ap.add_argument("--thin-path", action="store_true", help="the overlayer region's thin path on "
+                    "(engine.health.material_overlayer.THIN_PATH, off by default)")
     ap.add_argument("--si-hold", action="store_true", help="the per-atom reading held over a series "
                     "(pipeline.OVERLAYER_SI_HOLD, off by default) in the held mode")
     ap.add_argument("--model", default=None, help="FP32 ONNX model (default: the shipped one; its INT8 variant beside "
@@ -330,10 +330,10 @@ def main(argv=None) -> int:
         import engine.pipeline as pipeline_module
 
         pipeline_module.OVERLAYER_SI_HOLD = True
-    if a.no_thin_path:
+    if a.thin_path:
         from engine.health import material_overlayer
 
-        material_overlayer.THIN_PATH = False
+        material_overlayer.THIN_PATH = True
     if a.no_atom_rule:
         import engine.pipeline as pipeline_module
 

@@ -185,14 +185,14 @@ def test_thin_contamination_under_a_sharp_probe_is_left_out(pipe_v2):
     on graphene (engine.sim MaterialMovie "graphene_hole" seed 33, contamination forced, 512^2 at
     0.2 A/px): the floor under the false Si rises by 0.1-0.7 C contrasts only, below the thick path's
     gate, and 28 of the 30 reported Si were false, none left out. The thin path (the Si's own hollows
-    filled, the region grown over the connected filled hollows; on by default, see THIN_PATH) leaves the
+    filled, the region grown over the connected filled hollows; off by default, see THIN_PATH) leaves the
     patch out; the true Si of the clean graphene are all kept."""
     pipe = pipe_v2   # the network the trap was written for
     ex = _thin_patch_seed_33()
     before = score(_process(pipe, ex, region=False), ex)
-    with mock.patch.object(material_overlayer, "THIN_PATH", False):
-        thick_only = score(_process(pipe, ex), ex)
-    r = _process(pipe, ex)                                      # (the default: the thin path on)
+    thick_only = score(_process(pipe, ex), ex)                  # (the default: the thin path is off)
+    with mock.patch.object(material_overlayer, "THIN_PATH", True):
+        r = _process(pipe, ex)
     after = score(r, ex)
     assert before["false_si_near"] >= 20, before                 # the trap
     assert thick_only["false_si_near"] == before["false_si_near"]  # the thick path does not see it

@@ -95,8 +95,8 @@ def test_shifted_fills_what_came_into_view_with_nothing():
 
 def test_a_static_contaminated_field_raises_no_flicker_events():
     """The static graphene_hole movie of seed 31 (engine.sim MaterialMovie, 512^2 at 0.2 A/px, a
-    contamination blob at the hole; every event is false). With the thick-patch rule alone (the thin
-    path off; it is on by default since 2026-12-04) and the region decided per frame, Si at its edge flickered (4 events: si_appeared /
+    contamination blob at the hole; every event is false). With the thick-patch rule alone (the
+    default: the thin path off) and the region decided per frame, Si at its edge flickered (4 events: si_appeared /
     si_lost) until the tracker took the region's boundary for an edge of the field (none now); the region
     held leaves out more of the blob (fewer false Si). With the thin path on the region covers more of the blob: 2 events (si_lost,
     vacancy_created), fewer false Si. (The region alone: the per-atom rule off. With it, the default,
@@ -123,7 +123,7 @@ def test_a_static_contaminated_field_raises_no_flicker_events():
     assert m["held"]["frames_held"] >= 5
     assert m["held"]["false_si_near"] < m["frame"]["false_si_near"]
     assert m["held"]["true_si_kept"] == m["frame"]["true_si_kept"]
-    with mock.patch.object(pipeline_module, "OVERLAYER_SI", False):      # (the default: the thin path on)
+    with mock.patch.object(material_overlayer, "THIN_PATH", True), mock.patch.object(pipeline_module, "OVERLAYER_SI", False):
         d = run_movie(31, n_frames=10, modes=("held",), model=V2)["held"]
     assert d["events"] <= 2, d["kinds"]
     assert d["false_si_near"] < m["held"]["false_si_near"]

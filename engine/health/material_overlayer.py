@@ -67,9 +67,9 @@ MIN_FLOOR = 0.7
 MIN_FILL = 0.6
 #: a hexagon with an atom closer than this (A) to its centre has no hollow
 MIN_HOLLOW_A = 0.8
-#: a region whose filled hollows are mostly (a share > LIT_MAX_SHARE) those of hexagons with a
+#: a part of the region whose filled hollows are mostly (a share > LIT_MAX_SHARE) those of hexagons with a
 #: Si corner (within HOLLOW_HEAVY_A of the centre; corners are at 1.42 A) as bright as a Si (net contrast
-#: >= HOLLOW_BRIGHT x the median C atom's) is dropped, piece by piece: the probe's tail lit them. Clean graphene with
+#: >= HOLLOW_BRIGHT x the median C atom's) is dropped: the probe's tail lit them. Clean graphene with
 #: 3 Si/nm^2 of ~7 C contrasts under a 60 %/2.7 A tail: the hollows of hexagons with one Si corner filled
 #: by 0.45 C contrasts at the median, 1.03 at the 90th percentile, 0-5 filled hollows per frame without a
 #: heavy corner against 100-150 with one, and regions that left out up to 27 of 154 true Si. On the
@@ -77,9 +77,10 @@ MIN_HOLLOW_A = 0.8
 HOLLOW_HEAVY_A = 1.9
 HOLLOW_BRIGHT = 3.0
 LIT_MAX_SHARE = 0.75
-#: ... judged over the whole region, from this many filled hollows (the bright-Si frames: 50-150, in 11-22
-#: pieces of 1-56 each; the v2 network's blob of MaterialMovie seed 31, read as bright Si: 1-4)
-LIT_MIN_HOLLOWS = 20
+#: ... where the bright Si are dense: at least this many per nm^2 of the region's window (the bright-Si
+#: frames: 3 Si/nm^2; the v2 network's blob of MaterialMovie seed 31, 1-4 filled hollows beside its
+#: bright false Si in a field of ~0.3 Si/nm^2, keeps its region)
+LIT_MIN_SI_PER_NM2 = 1.0
 #: cells with fewer atoms than this per A^2 (graphene 0.38) are not judged (a hole)
 MIN_ATOM_DENSITY = 0.1
 #: no region within this distance (A) of an adatom: a heavy "other" atom ...
@@ -96,12 +97,14 @@ GROW_A = 4.0
 
 #: Thin contamination under a sharp probe (the bundled movies' imaging: 0.95 A probe, a 15 %/3 A tail)
 #: barely raises the floor (the minimum within 3 A still finds an empty hollow) but fills the hollows.
-#: On by default since 2026-12-04 (docs/material.md, "Session of 2026-12-04"); it had been off since the
-#: held-out seeds 8104 / 8105 gave a region on a clean dense-Si frame (6 of 172 true Si lost) and lost 7 of
-#: 196 true Si near contamination, and since it raised events on drifting movies at the moving edge of
-#: the region. Since then the tracker takes a region's boundary for the field's edge, and a part lit by
-#: bright Si is dropped (:func:`_lit_by_si`).
-THIN_PATH = True
+#: OFF by default: on the held-out seeds 8104 / 8105 (docs/material.md) it gave a region on a clean frame
+#: (6 of 172 true Si lost) and lost 7 of 196 true Si near contamination, where the thick path alone lost
+#: none. Tried again on 2026-12-04 (docs/material.md, "Session of 2026-12-04") with the tracker taking a
+#: region's boundary for the field's edge and the bright-Si check: on held-out movies 81-86 it cut the
+#: false transformations 8 -> 3 (static) and 8 -> 2 (drifting) and the false Si near contamination 171 ->
+#: 58 and 153 -> 34, but on 30 held-out clean frames with 1-4 Si/nm^2 (seed 5202) it put a region on 3
+#: more of them and lost 7 more true Si: off, as decided before that run.
+THIN_PATH = False
 #: The second gate: heavy atoms on a floor above this (same units as GATE_FLOOR) ...
 THIN_GATE_FLOOR = 0.15
 #: ... whose own hexagons' hollows (the 6-rings they belong to, empty or not) are filled this much above
@@ -247,12 +250,11 @@ def _grown(cells: np.ndarray, grow_A: float) -> np.ndarray:
 
 
 def _lit_by_si(region, loc, si, a_bg, sm, f, c_level, px, centre, fill, cells) -> np.ndarray:
-    """The parts of ``region`` lit by bright Si, not filled by contamination: when at least
-    :data:`LIT_MIN_HOLLOWS` of its filled hollows (hexagon centres ``centre`` with ``fill`` >
-    :data:`MIN_FILL`, the thin path's too) lie in it and more than :data:`LIT_MAX_SHARE` of them have a Si corner as bright as a
-    Si (:data:`HOLLOW_BRIGHT`, within :data:`HOLLOW_HEAVY_A`), its connected pieces with that share (or
-    with no filled hollow of their own); else nothing. ``loc`` / ``si`` / ``a_bg``: the window's atoms,
-    which are Si, their ``bg``."""
+    """The parts of ``region`` (its connected pieces) lit by bright Si, not filled by contamination: where
+    the window holds at least :data:`LIT_MIN_SI_PER_NM2` Si as bright as a Si (:data:`HOLLOW_BRIGHT`), the
+    pieces more than :data:`LIT_MAX_SHARE` of whose filled hollows (hexagon centres ``centre`` with
+    ``fill`` > :data:`MIN_FILL`) have such a Si corner (within :data:`HOLLOW_HEAVY_A`). ``loc`` / ``si`` /
+    ``a_bg``: the window's atoms, which are Si, their ``bg``."""
     out = np.zeros_like(region)
     filled = fill > MIN_FILL
     if not si.any() or not filled.any():
@@ -261,16 +263,14 @@ def _lit_by_si(region, loc, si, a_bg, sm, f, c_level, px, centre, fill, cells) -
     bright = loc[si][s_sm - a_bg[si] >= HOLLOW_BRIGHT * c_level]
     if not len(bright):
         return out
+    if len(bright) < LIT_MIN_SI_PER_NM2 * region.size * CELL_A ** 2 / 100.0:
+        return out                      # (Si too sparse to light the hollows: a blob read as Si is no Si)
     lit = cKDTree(bright).query(centre[filled], distance_upper_bound=HOLLOW_HEAVY_A / px)[0] < np.inf
     lab, n_lab = ndimage.label(region)
     piece = lab.ravel()[cells(centre[filled])]
-    inside = piece > 0
-    if inside.sum() < LIT_MIN_HOLLOWS or lit[inside].sum() <= LIT_MAX_SHARE * inside.sum():
-        return out                      # (the region as a whole is not the bright Si's: a few filled hollows
-                                        # beside a blob read as Si are no evidence either way)
     n_lit = np.bincount(piece, lit, n_lab + 1)
     n_all = np.bincount(piece, None, n_lab + 1)
-    drop = n_lit >= LIT_MAX_SHARE * n_all      # (a piece with no filled hollow of its own goes with the rest)
+    drop = (n_all > 0) & (n_lit > LIT_MAX_SHARE * n_all)
     drop[0] = False
     return drop[lab]
 
