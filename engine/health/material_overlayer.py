@@ -166,7 +166,7 @@ def overlayer_region(atoms, maps, rings, shape) -> np.ndarray | None:
     if len(cand) + len(thin) < MIN_CANDIDATES:
         return None
     return _region(xy, np.concatenate([cand, thin]), sm, bg, f, rings, c_level, level, px, shape,
-                   _adatoms(xy, sp, sm, bg, f, c_level), thin=len(thin) > 0, heavy=sp == SI)
+                   _adatoms(xy, sp, sm, bg, f, c_level), thin=len(thin) > 0, si=sp == SI)
 
 
 def _own_hollow_fill(xy, idx, n, sm, bg, f, rings, c_level, px) -> np.ndarray:
@@ -275,7 +275,7 @@ def _lit_by_si(region, loc, si, a_bg, sm, f, c_level, px, centre, fill, cells) -
     return drop[lab]
 
 
-def _region(xy, cand, sm, bg, f, rings, c_level, level, px, shape, other=None, thin=False, heavy=None):
+def _region(xy, cand, sm, bg, f, rings, c_level, level, px, shape, other=None, thin=False, si=None):
     H, W = (int(v) for v in shape)
     if not (px > 0 and H > 0 and W > 0):
         return None
@@ -331,8 +331,8 @@ def _region(xy, cand, sm, bg, f, rings, c_level, level, px, shape, other=None, t
             keep[np.unique(lab[seed])] = True
             keep[0] = False
             extra = keep[lab] & ~region
-    if heavy is not None and (region.any() or (extra is not None and extra.any())):
-        lit = _lit_by_si(region if extra is None else region | extra, loc, np.asarray(heavy, bool)[inwin], a_bg,
+    if si is not None and (region.any() or (extra is not None and extra.any())):
+        lit = _lit_by_si(region if extra is None else region | extra, loc, np.asarray(si, bool)[inwin], a_bg,
                          sm, f, c_level, px, centre[empty], fill[empty], cells)
         region &= ~lit
         if extra is not None:
