@@ -108,12 +108,11 @@ def test_a_static_contaminated_field_raises_no_flicker_events():
 
     V2 = str(V2_MODEL)     # the network shipped until 2026-12-03, whose false Si the movie was chosen for
 
-    thick = mock.patch.object(material_overlayer, "THIN_PATH", False)
-    with thick, mock.patch.object(pipeline_module, "OVERLAYER_SI", True):
+    with mock.patch.object(pipeline_module, "OVERLAYER_SI", True):
         a = run_movie(31, n_frames=10, modes=("frame", "held"), model=V2)
     assert a["frame"]["events"] == a["held"]["events"] == 0, (a["frame"]["kinds"], a["held"]["kinds"])
-    with thick, mock.patch.object(pipeline_module, "OVERLAYER_SI", False):
-        m = run_movie(31, n_frames=10, modes=("frame", "held"), model=V2)
+    with mock.patch.object(pipeline_module, "OVERLAYER_SI", False):
+        m = run_movie(31, n_frames=10, modes=("frame", "held"), model=V2)    # (the default: the thin path off)
     assert a["held"]["false_si_near"] < m["held"]["false_si_near"]
     assert a["held"]["true_si_kept"] == m["held"]["true_si_kept"]
     # per frame, the Si flickering at the region's edge raised 4 events until the tracker took the boundary of
