@@ -45,6 +45,8 @@ class Chain:
         self.cfg = (cfg or Config()).replace(dashboard={"port": 0})
         self.endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
         self.stop_replay = threading.Event()
+        self.flowing = threading.Event()             # cleared: the "microscope" holds its next frame
+        self.flowing.set()
         self.sent: dict[int, float] = {}             # frames sent so far -> wall time of that send
         self.thread = None
         import tempfile
@@ -63,6 +65,7 @@ class Chain:
 
         def on_message(messages, frames):
             self.sent.setdefault(frames, time.time())
+            self.flowing.wait()
 
         self.thread = threading.Thread(target=replay, args=(str(self.source), self.endpoint), daemon=True,
                                        kwargs={"speed": self.speed, "loops": 0, "stop": self.stop_replay,
@@ -75,6 +78,7 @@ class Chain:
 
     def close(self):
         self.stop_replay.set()
+        self.flowing.set()
         self.service.stop()
         self.dash.stop()
         if self.thread is not None:
@@ -124,39 +128,43 @@ return null;
 """
 
 
-def _click_shown(drv, chain, kind):
+def _click_shown(drv, chain, kind, why):
     """Click (a real click) the newest row of a ``kind`` event the page shows; the EventRow the page
     picked, or None to retry. The replay loops, so events keep coming, and on a busy machine the page's
     table lags the analyzer by several events: the row is picked on the page, and the event clicked is
     the key the page sent for it (``event_pick.tags``, set in the click's own handler). A row that moved
     under the pointer between finding and clicking it (the table is newest first) is another event:
-    the page shows that one, and the test aims again."""
+    the page shows that one, and the test aims again. ``why`` gets the reason of a retry."""
     found = js(drv, FIND_ROW, event_label(kind))
     if found is None:
+        why[:] = ["no row of the kind on the page"]
         return None
     cell, texts = found
     before = js(drv, "return model('event_pick').tags")
     try:
         cell.click()
     except Exception:                  # stale: the grid re-rendered meanwhile
+        why[:] = ["the row went stale before the click"]
         return None
     picked = js(drv, "return model('event_pick').tags")
     if not picked or picked == before:           # no new pick (e.g. the row was the selected event)
+        why[:] = [f"the click picked nothing new (row {texts})"]
         return None
     row = next((r for r in list(chain.dash.hub.events) if r.key == picked[0]), None)
     if row is None or row.event.kind != kind or (str(row.event.frame), str(row.event.atom_id)) != (texts[1], texts[4]):
+        why[:] = [f"the click picked event {picked[0]}, not the row {texts}"]
         return None
     return row
 
 
-def _jump_to_shown(drv, chain, kind):
+def _jump_to_shown(drv, chain, kind, why):
     """Click the newest ``kind`` row (:func:`_click_shown`) and wait until the server has taken that
     click (the page's ``event_pick.data`` names the clicked event: it is set after the frame or the
     message); then the Event if the page shows the event's own frame (its history index: a later
     replay loop's live frame has the same frame number, never the same index), or None (retry) when
     the frame has left the history meanwhile (each loop restarts the series, and a restarted series
     starts a new history; on a busy machine a loop can end between finding the row and the click)."""
-    row = _click_shown(drv, chain, kind)
+    row = _click_shown(drv, chain, kind, why)
     if row is None:
         return None
     wait_for(lambda: js(drv, "return model('event_pick').data.key[0]") == row.key,
@@ -165,6 +173,7 @@ def _jump_to_shown(drv, chain, kind):
         return row.event
     if "no longer in the history" not in js(drv, "return deep('.msg').map(e => e.textContent).join(' ')"):
         pytest.fail(f"the page took the click on event {row.key} but shows neither its frame nor word that it is gone")
+    why[:] = [f"frame {row.event.frame} of event {row.key} has left the history"]
     return None
 
 
@@ -215,7 +224,21 @@ def test_replay_shows_frames_alerts_and_jumps_to_the_event(switching_chain, brow
           f"(detected on frame {ev.frame}, truth frame {gt['frame']})")
     # clicking the event shows its frame, with the dopant ringed, while live frames go on
     wait_for(lambda: _page(drv)["seq"] > ev.frame + 2, what="later frames")
-    ev = wait_for(lambda: _jump_to_shown(drv, chain, "si_3_to_4"), CLICK_WAIT_S, what="the event's frame")
+    # the operator clicks while the microscope holds still: on a busy machine the page's table lags
+    # the analyzer, and a looping replay moves rows under the pointer and sends the frames of the
+    # events shown out of the history before the click lands (make test with both cores loaded
+    # timed out here, twice in a row, the replay looping on); the page first catches up with the
+    # newest event of the kind
+    chain.flowing.clear()
+    newest = max(r.key for r in list(chain.dash.hub.events) if r.event.kind == "si_3_to_4")
+    wait_for(lambda: newest in js(drv, "return Array.from(model('event_source').data.key)"),
+             CLICK_WAIT_S, what="the page's event table to catch up")
+    why = ["no attempt"]
+    try:
+        ev = wait_for(lambda: _jump_to_shown(drv, chain, "si_3_to_4", why), CLICK_WAIT_S, what="the event's frame")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last attempt: {why[0]}") from None
+    chain.flowing.set()
     t = truth_of(ev)
     assert ev.frame >= t["frame"] and np.hypot(ev.x_A - t["x_A"], ev.y_A - t["y_A"]) < 1.5
     assert _page(drv)["seq"] == ev.frame
