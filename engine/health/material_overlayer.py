@@ -46,9 +46,6 @@ from engine.chem.quantile import median
 from engine.health.material_atoms import large_regions
 from engine.types import OTHER, SI
 
-#: atoms per nm^2 of graphene (a = 2.46 A)
-GRAPHENE_ATOMS_PER_NM2 = 100.0 * 2.0 / (2.46 ** 2 * np.sqrt(3.0) / 2.0)
-
 #: the fast path: a frame is judged only where heavy atoms sit on a floor this much above the median C
 #: atom's (units of the median C atom's contrast; development frames with a region had >= 0.94 there,
 #: clean ones mostly < 0.6, up to 2.2 beside Si clusters under a wide probe tail)
@@ -106,7 +103,10 @@ GROW_A = 4.0
 #: region's boundary for the field's edge and the bright-Si check: on held-out movies 81-86 it cut the
 #: false transformations 8 -> 3 (static) and 8 -> 2 (drifting) and the false Si near contamination 171 ->
 #: 58 and 153 -> 34, but on 30 held-out clean frames with 1-4 Si/nm^2 (seed 5202) it put a region on 3
-#: more of them and lost 7 more true Si: off, as decided before that run.
+#: more of them and lost 7 more true Si: off, as decided before that run. Gated the same day to frames
+#: with < 0.75 Si per nm^2 (docs/material.md, "the thin path gated by Si density"): no loss on clean
+#: frames, but on held-out movies 93-98 no fewer false Si (static) and one more transformation
+#: (drifting): off, and the gate not kept.
 THIN_PATH = False
 #: The second gate: heavy atoms on a floor above this (same units as GATE_FLOOR) ...
 THIN_GATE_FLOOR = 0.15
@@ -122,12 +122,6 @@ THIN_MIN_FLOOR = 0.1
 #: thinner parts (on the bundled movies' imaging false Si sat on hollows filled by 0.12-0.6 (quartiles
 #: 0.12 / 0.6), true Si on clean graphene by <= 0.04, <= 0.56 under a 60 %/7 A tail)
 THIN_EXTEND_FILL = 0.25
-#: ... only on frames with fewer Si than this per nm^2 of lattice (the frame's atoms over graphene's
-#: 38.2 per nm^2; the thin candidates also open the thick path to a frame): dense Si light the hollows between them through the probe's tail, which
-#: the thin cells cannot tell from a thin overlayer (development: clean frames with 1-4 Si/nm^2 drawn,
-#: seed 5201, measured 0.86-3.7 by the network's Si; contaminated frames, seed 81, 0-0.61; the
-#: contaminated movies ~0.2)
-THIN_MAX_SI_PER_NM2 = 0.75
 #: the thin part of a region is grown by this much (A) only (GROW_A: 4 A reached true Si 3.4 A from
 #: the patch's outermost atom)
 THIN_GROW_A = 2.0
@@ -165,9 +159,7 @@ def overlayer_region(atoms, maps, rings, shape) -> np.ndarray | None:
     level = median(s_bg[:k])
     floor = s_bg[k:] - level
     cand = heavy[floor > GATE_FLOOR * c_level]
-    thin = heavy[:0]
-    if THIN_PATH and np.count_nonzero(sp == SI) * GRAPHENE_ATOMS_PER_NM2 < THIN_MAX_SI_PER_NM2 * n:
-        thin = heavy[(floor > THIN_GATE_FLOOR * c_level) & (floor <= GATE_FLOOR * c_level)]
+    thin = heavy[(floor > THIN_GATE_FLOOR * c_level) & (floor <= GATE_FLOOR * c_level)] if THIN_PATH else heavy[:0]
     if len(cand) + len(thin) < MIN_CANDIDATES:
         return None                                              # the fast path
     xy = np.asarray(xy, np.float64).reshape(-1, 2)
