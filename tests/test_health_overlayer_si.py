@@ -127,3 +127,71 @@ def test_overlayer_si_on_plain_arrays():
     assert len(material_overlayer.overlayer_si(atoms, maps, bonds, lengths, snr=5.0)) == 0
     # at SNR 10 only the bonding rule judges
     assert list(material_overlayer.overlayer_si(atoms, maps, bonds, lengths, snr=10.0)) == [si[2]]
+
+
+def _columns_frame(amps, px=0.1, H=240):
+    """A synthetic frame: C columns (amplitude 1) on a square grid of 2.5 A and "Si" columns of ``amps``
+    (x C) between them; (image, Atoms, index of each Si)."""
+    from engine.types import Atoms
+
+    yy, xx = np.mgrid[0:H, 0:H].astype(np.float64)
+    rng = np.random.default_rng(0)
+    c_xy = np.array([(15 + 25 * i, 15 + 25 * j) for i in range(9) for j in range(9)], float)
+    si_xy = np.array([(27.5 + 50 * (k % 4), 27.5 + 50 * (k // 4)) for k in range(len(amps))], float)
+    img = np.full((H, H), 1.0)
+    sig = 0.35 / px
+    for (x, y), amp in [(p, 1.0) for p in c_xy] + list(zip(si_xy, amps)):
+        img += amp * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sig * sig))
+    img += rng.normal(0, 0.01, img.shape)
+    xy = np.concatenate([c_xy, si_xy])
+    n = len(xy)
+    sp = np.zeros(n, np.int8)
+    sp[len(c_xy):] = 1
+    atoms = Atoms(xy, sp, np.ones(n, np.float32), np.zeros((n, 3), np.float32), np.zeros(n, bool), px, (H, H))
+    return img, atoms, np.arange(len(c_xy), n)
+
+
+def test_a_si_dimmer_than_the_frames_own_si_is_judged_against_them():
+    """A "Si" of 3.5 C contrasts is above SI_MAX_NET (3 C) but well below this frame's Si (5 C): with a bond
+    too short for a Si it is read as C (a lattice C with a contamination atom stacked on it); the same
+    column with Si-C bonds is kept; and where every Si of the frame is that dim (a weaker gamma, or the
+    frame's Si mostly false), none is read as C: the ratio judges, never the absolute level alone.
+    (SI_REL_NET is off in the pipeline, docs/material.md; it is set here.)"""
+    from engine.chem.maps import contrast_maps
+
+    def judged(amps, short):
+        img, atoms, si = _columns_frame(amps)
+        bonds = np.array([[k, s] for k, s in enumerate(si)])            # one C neighbour each
+        lengths = np.where(np.isin(np.arange(len(si)), short), 1.42, 1.75)
+        got = material_overlayer.overlayer_si(atoms, contrast_maps(img, 0.1), bonds, lengths, snr=30.0)
+        return [int(np.flatnonzero(si == g)[0]) for g in got]
+
+    assert judged([5.0] * 6 + [3.5], short=[6]) == []                  # the default: the absolute level alone
+    with mock.patch.object(material_overlayer, "SI_REL_NET", 0.87):
+        assert judged([5.0] * 6 + [3.5], short=[6]) == [6]
+        assert judged([5.0] * 6 + [3.5], short=[]) == []
+        assert judged([3.5] * 7, short=[6]) == []
+        assert judged([5.0] * 6 + [4.7], short=[6]) == []              # a Si's spread: kept
+
+
+def test_a_c_under_a_contamination_atom_dimmer_than_the_frames_si_is_read_as_c(pipe):
+    """The bundled movies' imaging and a contamination patch (engine.sim MaterialMovie "graphene_hole" seed 94,
+    contamination forced, 512^2 at 0.2 A/px, SNR ~43): 4 reported Si are lattice C with a contamination
+    atom stacked 0.1-0.3 A off their column, 3.0-3.5 C contrasts where the frame's Si read 4.2 (above
+    SI_MAX_NET, so the absolute rule keeps them). Judged against the frame's own Si (SI_REL_NET 0.87, off in
+    the pipeline: docs/material.md), 3 are read as C; every true Si is kept."""
+    from engine.sim.materials import MaterialMovie
+    from engine.sim.movie import MovieSpec
+    from lab.contamination_eval import _truth_example
+
+    spec = MovieSpec(n_frames=1, shape_px=(512, 512), pixel_size_A=0.2, drift_A_per_frame=(0.0, 0.0),
+                     drift_bound_A=0.0, seed=94)
+    img, truth = next(iter(MaterialMovie(spec, "graphene_hole", contamination=True).frames()))
+    ex = _truth_example(img, truth, 0.2)
+    absolute = score(_process(pipe, img, 0.2), ex)
+    with mock.patch.object(material_overlayer, "SI_REL_NET", 0.87):
+        r = _process(pipe, img, 0.2)
+    after = score(r, ex)
+    assert absolute["false_si_near"] >= 4 and absolute["read_as_c"] == 0, absolute      # the trap
+    assert after["false_si_near"] <= 1 and after["read_as_c"] >= 3, after
+    assert after["true_si_kept"] == absolute["true_si_kept"] == after["true_si"], (absolute, after)
