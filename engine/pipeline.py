@@ -481,7 +481,15 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                     demoted = overlayer_hold.read_as_c(result.atoms, demoted,
                                                        SI_HOLD_A / float(probs.frame_pixel_size_A))
                     held = overlayer_hold.si_added
-                if len(demoted):
+                if len(demoted) and OVERLAYER_SI_DISCS:
+                    # left out (a disc each) instead: for the tracker the field's edge, so a column read as
+                    # C on some frames and as Si on others makes no event (engine.track: parked, revived)
+                    material = _leave_out(material, discs(result.atoms.xy_px[demoted], shape,
+                                                          SI_DISC_A / float(probs.frame_pixel_size_A)),
+                                          OVERLAYER_SI_DISCS_WHY.format(len(demoted)))
+                    analysed = material.mask
+                    result = chemistry_of(mask_probabilities(probs, analysed), analysed)
+                elif len(demoted):
                     result, material = _read_as_c(result, demoted, material, cfg, frame.data, maps, analysed, held)
         if health is not None:
             health.snr = snr
@@ -527,7 +535,7 @@ OVERLAYER_WHY = "the lattice's hollows are filled over {:.0f} % of the field (co
 
 
 #: reported Si that are contamination over the lattice (engine.health.material_overlayer.overlayer_si) are
-#: read as C
+#: left out (OVERLAYER_SI_DISCS) or read as C
 OVERLAYER_SI = True
 #: heavy atoms with no ring member of the graph within engine.health.off_lattice.RADIUS_A are left out
 OFF_LATTICE = True
@@ -539,6 +547,15 @@ OVERLAYER_SI_HELD = " ({} of them within {:.1f} A of one read as C on recent fra
 #: the development movies it removed flicker events (95 -> 76), on 6 fresh movie seeds it did not (98 -> 103,
 #: more on drifting ones), the false Si fell on every movie, no true Si changed (docs/material.md)
 OVERLAYER_SI_HOLD = False
+#: the Si the per-atom rule reads as C are left out of the analysis, a disc of SI_DISC_A each (the column,
+#: not its lattice neighbours 1.42 A away), not read as C: for the tracker a left-out part is the field's
+#: edge, so a column read as C on some frames and as Si on others is parked and revived, no event (with
+#: material_overlayer.SI_REL_NET the ratio rule's flicker raised an si_appeared on held-out movie 104;
+#: docs/material.md). False: read as C (the lattice keeps the site)
+OVERLAYER_SI_DISCS = True
+SI_DISC_A = 1.0
+OVERLAYER_SI_DISCS_WHY = ("{} Si on contamination (a bond < 1.5 A, a column dimmer than Si or wider than the probe)"
+                          " ({{:.2f}} % of the field)")
 
 
 def _graph(atoms, cfg: Config, image, maps, mask=None):

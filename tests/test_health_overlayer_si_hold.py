@@ -132,16 +132,21 @@ def test_a_flickering_si_on_contamination_raises_no_event_when_held():
     of seed 36 (engine.sim MaterialMovie, 512^2 at 0.2 A/px, a thin contamination patch; every event is
     false). Read per frame, a column at the rule's thresholds is C on one frame and Si on the next: a
     si_hop, 6 events (as before the hold). Held, it stays C: 1 event, no si_hop, fewer false Si near
-    contamination, every true Si kept."""
+    contamination, every true Si kept. (All on the reading as C, pipeline.OVERLAYER_SI_DISCS off; the
+    default, leaving such Si out, makes fewer events per frame without any hold: the tracker parks the
+    column while it is left out.)"""
     import engine.pipeline as pipeline_module
     from _networks import V2_MODEL
     from lab.contamination_eval import run_movie
 
     V2 = str(V2_MODEL)     # the network shipped until 2026-12-03, whose false Si the movie was chosen for
 
-    with mock.patch.object(pipeline_module, "OVERLAYER_SI_HOLD", True):
+    with mock.patch.object(pipeline_module, "OVERLAYER_SI_HOLD", True), \
+            mock.patch.object(pipeline_module, "OVERLAYER_SI_DISCS", False):
         m = run_movie(36, n_frames=10, contamination=True, modes=("frame", "held"), model=V2)
     f, h = m["frame"], m["held"]
+    d = run_movie(36, n_frames=10, contamination=True, modes=("frame",), model=V2)["frame"]   # the default
+    assert d["events"] < f["events"] and d["true_si_kept"] == f["true_si_kept"], (d["kinds"], f["kinds"])
     # (events = transformations since 2026-12-03's fourth session: si_hop, si_appeared, new_motif; before,
     # with the bookkeeping of the region's edge counted in, 6)
     assert "si_hop" in f["kinds"] and f["events"] >= 3, f["kinds"]
