@@ -486,7 +486,8 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                     # C on some frames and as Si on others makes no event (engine.track: parked, revived)
                     material = _leave_out(material, discs(result.atoms.xy_px[demoted], shape,
                                                           SI_DISC_A / float(probs.frame_pixel_size_A)),
-                                          OVERLAYER_SI_DISCS_WHY.format(len(demoted)))
+                                          OVERLAYER_SI_DISCS_WHY.format(len(demoted))
+                                          + (OVERLAYER_SI_HELD.format(held, SI_HOLD_A) if held else ""))
                     analysed = material.mask
                     result = chemistry_of(mask_probabilities(probs, analysed), analysed)
                 elif len(demoted):

@@ -337,11 +337,11 @@ def main(argv=None) -> int:
                     "comma-separated (default 0:0, static)")
     ap.add_argument("--thin-path", action="store_true", help="the overlayer region's thin path on "
                     "(engine.health.material_overlayer.THIN_PATH, off by default)")
-    ap.add_argument("--si-rel-net", type=float, default=None, help="the per-atom rule also reads a short-bonded Si "
-                    "dimmer than this fraction of the frame's median Si as C (material_overlayer.SI_REL_NET, "
-                    "default 0: off; tried at 0.87)")
-    ap.add_argument("--si-discs", action="store_true", help="the Si the per-atom rule reads as C are left out "
-                    "(a disc each; pipeline.OVERLAYER_SI_DISCS, off by default) instead")
+    ap.add_argument("--si-rel-net", type=float, default=None, help="the per-atom rule also judges a short-bonded Si "
+                    "dimmer than this fraction of the frame's median Si to be contamination "
+                    "(material_overlayer.SI_REL_NET; default: the shipped 0.87; 0: off, as before 2026-12-04)")
+    ap.add_argument("--si-read-as-c", action="store_true", help="the Si the per-atom rule judges to be contamination "
+                    "are read as C, as before 2026-12-04, not left out (pipeline.OVERLAYER_SI_DISCS off)")
     ap.add_argument("--si-hold", action="store_true", help="the per-atom reading held over a series "
                     "(pipeline.OVERLAYER_SI_HOLD, off by default) in the held mode")
     ap.add_argument("--model", default=None, help="FP32 ONNX model (default: the shipped one; its INT8 variant beside "
@@ -351,10 +351,10 @@ def main(argv=None) -> int:
         import engine.pipeline as pipeline_module
 
         pipeline_module.OVERLAYER_SI_HOLD = True
-    if a.si_discs:
+    if a.si_read_as_c:
         import engine.pipeline as pipeline_module
 
-        pipeline_module.OVERLAYER_SI_DISCS = True
+        pipeline_module.OVERLAYER_SI_DISCS = False
     if a.si_rel_net is not None:
         from engine.health import material_overlayer
 

@@ -408,8 +408,9 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float) -> np.ndarray:
     frame of C-atom SNR >= :data:`SI_MIN_SNR`, a Si with a bond shorter than :data:`SI_MAX_BOND_A` whose
     column is dimmer than a Si (net contrast < :data:`SI_MAX_NET` x the median C atom's, or, when
     :data:`SI_REL_NET` is set, < that fraction of the frame's median Si) or wider than the
-    probe (contrast falling by less than :data:`SI_MIN_FALL` at :data:`SI_RING_A`). The pipeline reads
-    them as C (the lattice C under the contamination atom: the graph keeps its site).
+    probe (contrast falling by less than :data:`SI_MIN_FALL` at :data:`SI_RING_A`). The pipeline leaves
+    them out (``engine.pipeline.OVERLAYER_SI_DISCS``) or reads them as C (the lattice C under the
+    contamination atom: the graph keeps its site).
 
     ``atoms``: :class:`engine.types.Atoms`; ``maps``: the frame's :func:`engine.chem.maps.contrast_maps`;
     ``bonds`` / ``bond_length_A``: the graph's (:class:`engine.types.Chemistry`). Plain numpy, no loop over
