@@ -462,15 +462,20 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             if region is not None or over is not None:
                 analysed = material.mask
                 result = chemistry_of(mask_probabilities(probs, analysed), analysed)
+
+            def leave_out_discs(idx, radius_A, why):
+                """``material`` with a disc around each atom ``idx`` of ``result`` left out, and the chemistry
+                built again inside the new mask."""
+                m = _leave_out(material, discs(result.atoms.xy_px[idx], shape,
+                                               radius_A / float(probs.frame_pixel_size_A)), why)
+                return m, m.mask, chemistry_of(mask_probabilities(probs, m.mask), m.mask)
+
             # heavy atoms of the part analysed that no ring of the lattice comes near: contamination or
             # adatoms floating in a hole, on no graphene (engine/health/off_lattice.py)
             off = off_lattice(result) if OFF_LATTICE else np.zeros(0, np.int64)
             if len(off):
-                material = _leave_out(material, discs(result.atoms.xy_px[off], shape,
-                                                      DISC_A / float(probs.frame_pixel_size_A)),
-                                      OFF_LATTICE_WHY.format(len(off), "s" if len(off) > 1 else ""))
-                analysed = material.mask
-                result = chemistry_of(mask_probabilities(probs, analysed), analysed)
+                material, analysed, result = leave_out_discs(
+                    off, DISC_A, OFF_LATTICE_WHY.format(len(off), "s" if len(off) > 1 else ""))
             # per atom: a "Si" with a bond too short for Si whose column is dimmer than a Si or wider than
             # the probe is the lattice C under a contamination atom (engine/health/material_overlayer.py)
             if OVERLAYER_SI:
@@ -484,12 +489,9 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                 if len(demoted) and OVERLAYER_SI_DISCS:
                     # left out (a disc each) instead: for the tracker the field's edge, so a column read as
                     # C on some frames and as Si on others makes no event (engine.track: parked, revived)
-                    material = _leave_out(material, discs(result.atoms.xy_px[demoted], shape,
-                                                          SI_DISC_A / float(probs.frame_pixel_size_A)),
-                                          OVERLAYER_SI_DISCS_WHY.format(len(demoted))
-                                          + (OVERLAYER_SI_HELD.format(held, SI_HOLD_A) if held else ""))
-                    analysed = material.mask
-                    result = chemistry_of(mask_probabilities(probs, analysed), analysed)
+                    material, analysed, result = leave_out_discs(
+                        demoted, SI_DISC_A, OVERLAYER_SI_DISCS_WHY.format(len(demoted))
+                        + (OVERLAYER_SI_HELD.format(held, SI_HOLD_A) if held else ""))
                 elif len(demoted):
                     result, material = _read_as_c(result, demoted, material, cfg, frame.data, maps, analysed, held)
         if health is not None:
@@ -542,7 +544,8 @@ OVERLAYER_SI = True
 OFF_LATTICE = True
 OFF_LATTICE_WHY = ("{} heavy atom{} off the lattice (no ring of the graph within " + f"{OFF_LATTICE_A:g}"
                    + " A: contamination or adatoms in a hole)")
-OVERLAYER_SI_WHY = "{} Si on contamination (a bond < 1.5 A, a column dimmer than Si or wider than the probe): read as C"
+OVERLAYER_SI_WHAT = "{} Si on contamination (a bond < 1.5 A, a column dimmer than Si or wider than the probe)"
+OVERLAYER_SI_WHY = OVERLAYER_SI_WHAT + ": read as C"
 OVERLAYER_SI_HELD = " ({} of them within {:.1f} A of one read as C on recent frames)"
 #: the per-atom reading held over a series (engine.health.overlayer_hold.OverlayerHold.read_as_c). Off: on
 #: the development movies it removed flicker events (95 -> 76), on 6 fresh movie seeds it did not (98 -> 103,
@@ -555,8 +558,7 @@ OVERLAYER_SI_HOLD = False
 #: docs/material.md). False: read as C (the lattice keeps the site)
 OVERLAYER_SI_DISCS = True
 SI_DISC_A = 1.0
-OVERLAYER_SI_DISCS_WHY = ("{} Si on contamination (a bond < 1.5 A, a column dimmer than Si or wider than the probe)"
-                          " ({{:.2f}} % of the field)")
+OVERLAYER_SI_DISCS_WHY = OVERLAYER_SI_WHAT + " ({{:.2f}} % of the field)"     # (_leave_out adds ": left out")
 
 
 def _graph(atoms, cfg: Config, image, maps, mask=None):

@@ -370,19 +370,16 @@ def main(argv=None) -> int:
     if a.frames > 0:
         print(f"seed {a.seed} (clean {a.seed + 1}), {a.frames} + {a.frames} frames of {a.size}^2; scored: graphene, "
               "SNR >= 2\n")
-        print("| frames | n | frames with a region | Si read as C | reported Si | false Si within 3 A of contamination | "
-              "true Si kept (clean graphene) | lattice atoms kept (clean graphene) | clean graphene left out |")
-        print("|---|---|---|---|---|---|---|---|---|")
     sets = [] if a.frames <= 0 else [("contaminated", contaminated(a.seed, a.frames, a.size)),
                                      ("clean", clean(a.seed + 1, a.frames, a.size)),
                                      ("clean, 4 Si/nm^2, wide tail", stress(a.seed + 2, max(1, a.frames // 3), a.size))]
     if a.dopant_frames > 0:
-        if a.frames <= 0:
-            print(f"| frames (size {a.size}^2) | n | frames with a region | Si read as C | reported Si | false Si within 3 A "
-                  "of contamination | true Si kept (clean graphene) | lattice atoms kept (clean graphene) | "
-                  "clean graphene left out |")
-            print("|---|---|---|---|---|---|---|---|---|")
-        sets.append((f"clean, 1-4 Si/nm^2 (seed {a.dopant_seed})", dopants(a.dopant_seed, a.dopant_frames, a.size)))
+        sets.append((f"clean, 1-4 Si/nm^2 (seed {a.dopant_seed}, {a.size}^2)",
+                     dopants(a.dopant_seed, a.dopant_frames, a.size)))
+    if sets:
+        print("| frames | n | frames with a region | Si read as C | reported Si | false Si within 3 A of contamination | "
+              "true Si kept (clean graphene) | lattice atoms kept (clean graphene) | clean graphene left out |")
+        print("|---|---|---|---|---|---|---|---|---|")
     for name, ex in sets:
         rows = run_frames(ex, name, model=a.model)
         s = summary(rows)

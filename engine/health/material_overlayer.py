@@ -441,7 +441,7 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float) -> np.ndarray:
         return like_c
     sm, bg, pxd, f = maps[:4]
     xy = np.asarray(atoms.xy_px, np.float64).reshape(-1, 2)
-    si = np.flatnonzero(sp == SI)
+    si = np.flatnonzero(sp == SI) if SI_REL_NET > 0 else cand[:0]   # (sampled for the ratio only)
     p = xy[np.concatenate([c, cand, si])]
     rows, cols = (p[:, 1] + 0.5) / f - 0.5, (p[:, 0] + 0.5) / f - 0.5
     a_sm, a_bg = sample_bilinear((sm, bg), rows, cols)
@@ -451,7 +451,7 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float) -> np.ndarray:
     if not c_level > 0:
         return like_c
     dim = SI_MAX_NET * c_level
-    if SI_REL_NET > 0 and len(si) >= SI_REL_MIN_SI:
+    if len(si) >= SI_REL_MIN_SI:
         dim = max(dim, SI_REL_NET * median(net[m:]))
     net, a_sm, rows, cols = net[k:m], a_sm[k:m], rows[k:m], cols[k:m]
     r = SI_RING_A / pxd
