@@ -479,7 +479,8 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             # per atom: a "Si" with a bond too short for Si whose column is dimmer than a Si or wider than
             # the probe is the lattice C under a contamination atom (engine/health/material_overlayer.py)
             if OVERLAYER_SI:
-                demoted = overlayer_si(result.atoms, maps, result.bonds, result.bond_length_A, snr)
+                demoted = overlayer_si(result.atoms, maps, result.bonds, result.bond_length_A, snr,
+                                       getattr(material, "mask", None))
                 held = 0
                 if overlayer_hold is not None and OVERLAYER_SI_HOLD:
                     # and those within SI_HOLD_A of a Si read as C on the last frames (moved with the drift)
@@ -544,7 +545,8 @@ OVERLAYER_SI = True
 OFF_LATTICE = True
 OFF_LATTICE_WHY = ("{} heavy atom{} off the lattice (no ring of the graph within " + f"{OFF_LATTICE_A:g}"
                    + " A: contamination or adatoms in a hole)")
-OVERLAYER_SI_WHAT = "{} Si on contamination (a bond < 1.5 A, a column dimmer than Si or wider than the probe)"
+OVERLAYER_SI_WHAT = ("{} Si on contamination (a column far dimmer than the frame's Si, or a bond < 1.5 A with a "
+                     "column dimmer than Si or wider than the probe)")
 OVERLAYER_SI_WHY = OVERLAYER_SI_WHAT + ": read as C"
 OVERLAYER_SI_HELD = " ({} of them within {:.1f} A of one read as C on recent frames)"
 #: the per-atom reading held over a series (engine.health.overlayer_hold.OverlayerHold.read_as_c). Off: on

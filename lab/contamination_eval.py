@@ -340,6 +340,10 @@ def main(argv=None) -> int:
     ap.add_argument("--si-rel-net", type=float, default=None, help="the per-atom rule also judges a short-bonded Si "
                     "dimmer than this fraction of the frame's median Si to be contamination "
                     "(material_overlayer.SI_REL_NET; default: the shipped 0.87; 0: off, as before 2026-12-04)")
+    ap.add_argument("--si-z-net", type=float, default=None, help="the per-atom rule also judges, whatever its bonds, a Si "
+                    "dimmer than --si-rel-net x the frame's median Si and more than this many robust spreads below it "
+                    "to be contamination (material_overlayer.SI_Z_NET; default: the shipped 5; 0: off, as before the "
+                    "third session of 2026-12-04)")
     ap.add_argument("--si-read-as-c", action="store_true", help="the Si the per-atom rule judges to be contamination "
                     "are read as C, as before 2026-12-04, not left out (pipeline.OVERLAYER_SI_DISCS off)")
     ap.add_argument("--si-hold", action="store_true", help="the per-atom reading held over a series "
@@ -359,6 +363,10 @@ def main(argv=None) -> int:
         from engine.health import material_overlayer
 
         material_overlayer.SI_REL_NET = float(a.si_rel_net)
+    if a.si_z_net is not None:
+        from engine.health import material_overlayer
+
+        material_overlayer.SI_Z_NET = float(a.si_z_net)
     if a.thin_path:
         from engine.health import material_overlayer
 

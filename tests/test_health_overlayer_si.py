@@ -131,15 +131,17 @@ def test_overlayer_si_on_plain_arrays():
     assert list(material_overlayer.overlayer_si(atoms, maps, bonds, lengths, snr=10.0)) == [si[2]]
 
 
-def _columns_frame(amps, px=0.1, H=240):
+def _columns_frame(amps, px=0.1, H=240, extra=()):
     """A synthetic frame: C columns (amplitude 1) on a square grid of 2.5 A and "Si" columns of ``amps``
-    (x C) between them; (image, Atoms, index of each Si)."""
+    (x C) between them, then the Si of ``extra`` (((x, y) px, amplitude), ...); (image, Atoms, index of each Si)."""
     from engine.types import Atoms
 
     yy, xx = np.mgrid[0:H, 0:H].astype(np.float64)
     rng = np.random.default_rng(0)
     c_xy = np.array([(15 + 25 * i, 15 + 25 * j) for i in range(9) for j in range(9)], float)
-    si_xy = np.array([(27.5 + 50 * (k % 4), 27.5 + 50 * (k // 4)) for k in range(len(amps))], float)
+    si_xy = np.array([(27.5 + 50 * (k % 4), 27.5 + 50 * (k // 4)) for k in range(len(amps))]
+                     + [p for p, _ in extra], float).reshape(-1, 2)
+    amps = list(amps) + [a for _, a in extra]
     img = np.full((H, H), 1.0)
     sig = 0.35 / px
     for (x, y), amp in [(p, 1.0) for p in c_xy] + list(zip(si_xy, amps)):
@@ -168,11 +170,46 @@ def test_a_si_dimmer_than_the_frames_own_si_is_judged_against_them():
         return [int(np.flatnonzero(si == g)[0]) for g in got]
 
     assert judged([5.0] * 6 + [3.5], short=[6]) == [6]
-    assert judged([5.0] * 6 + [3.5], short=[]) == []
+    with mock.patch.object(material_overlayer, "SI_Z_NET", 0.0):       # (the far-dimmer rule: next test)
+        assert judged([5.0] * 6 + [3.5], short=[]) == []
     assert judged([3.5] * 7, short=[6]) == []
     assert judged([5.0] * 6 + [4.7], short=[6]) == []                  # a Si's spread: kept
     with mock.patch.object(material_overlayer, "SI_REL_NET", 0.0):     # off: the absolute level alone
         assert judged([5.0] * 6 + [3.5], short=[6]) == []
+
+
+def test_a_si_far_dimmer_than_the_frames_own_si_is_judged_whatever_its_bonds():
+    """SI_Z_NET: a column of 0.7 x the frame's Si, whose six Si agree within noise, is judged contamination
+    with Si-C bonds too (before 2026-12-04's third session it was kept: the short bond was required); the
+    same column among Si that spread +-20 % (a noisy frame, or Si of several kinds) is kept; so is one
+    within SI_Z_EDGE_A of the part of the frame left out (its contrast is measured against no lattice), and
+    one within SI_Z_CLUSTER_A of a Si that reads as one."""
+    from engine.chem.maps import contrast_maps
+
+    def judged(amps, analysed=None, extra=()):
+        img, atoms, si = _columns_frame(amps, extra=extra)
+        bonds = np.array([[k, s] for k, s in enumerate(si)])
+        got = material_overlayer.overlayer_si(atoms, contrast_maps(img, 0.1), bonds, np.full(len(si), 1.75),
+                                              snr=30.0, analysed=analysed)
+        return [int(np.flatnonzero(si == g)[0]) for g in got], atoms.xy_px[si]
+
+    got, xy = judged([5.0] * 6 + [3.5])
+    assert got == [6]
+    with mock.patch.object(material_overlayer, "SI_Z_NET", 0.0):
+        assert judged([5.0] * 6 + [3.5])[0] == []
+    assert judged([5.0, 4.0, 6.0, 4.5, 5.5, 5.0, 3.5])[0] == []       # spread 15 %: 0.7 is 2 spreads below
+    assert judged([5.0] * 6 + [4.7])[0] == []                          # 0.94: above SI_REL_NET
+    x, y = np.rint(xy[6]).astype(int)
+    H = 240                                                              # (_columns_frame's)
+    near = np.ones((H, H), bool)
+    near[y - 2:y + 3, x + 6:x + 12] = False                              # a hole 0.6-1.1 A away
+    assert judged([5.0] * 6 + [3.5], analysed=near)[0] == []
+    far = np.ones((H, H), bool)
+    far[y - 2:y + 3, x + 15:x + 20] = False                              # 1.5 A away
+    assert judged([5.0] * 6 + [3.5], analysed=far)[0] == [6]
+    # in a cluster: a Si that reads as one 2.0 A away (the Si of a cluster are not all alike) / 3.0 A away
+    assert judged([5.0] * 6 + [3.5], extra=[((xy[6, 0], xy[6, 1] + 20), 5.0)])[0] == []
+    assert judged([5.0] * 6 + [3.5], extra=[((xy[6, 0], xy[6, 1] + 30), 5.0)])[0] == [6]
 
 
 def test_a_c_under_a_contamination_atom_dimmer_than_the_frames_si_is_read_as_c(pipe):

@@ -391,6 +391,25 @@ SI_MAX_NET = 3.0
 #: drifting, false Si near contamination 67 -> 52 and 86 -> 73, every true Si kept (docs/material.md)
 SI_REL_NET = 0.87
 SI_REL_MIN_SI = 5
+#: ... or, whatever its bonds, far dimmer than the frame's own Si: below SI_REL_NET x their median net contrast
+#: *and* more than SI_Z_NET robust spreads below it (the spread: 1.4826 x the median absolute deviation of the
+#: Si's ratios to their median, at least SI_Z_MIN_SPREAD), not within SI_Z_EDGE_A of the part of the frame left
+#: out (vacuum, the regions, the frame's edge: the contrast there is measured against what is not lattice).
+#: Si are one element in one kind of column; a column that far below them is a lighter one, a lattice C with a
+#: contamination atom stacked on it (bonds of 1.53-1.79 A: the short-bond condition lets it through). Chosen
+#: on development data (2026-12-04, third session; seen movies 87-110, frames of seeds 81-86 and 8123-8128,
+#: clean dopant frames 5201, 5203, 5204): with the cluster condition below, 30 of the 103 false Si left at
+#: SNR >= 12, none of 12,286 true Si (without the edge condition: one true Si at a hole's edge). Held out
+#: (fresh seeds, run once each way, rule written beforehand): contaminated movies 117-122 false Si near
+#: contamination 34 -> 23 static, 44 -> 35 drifting, transformations 2 / 4 unchanged, true Si identical; clean
+#: frames identical; contaminated frames 8138 false Si 13 -> 12, one true Si lost (2.4 A from the frame's
+#: edge) of 207 (docs/material.md). 0: off.
+SI_Z_NET = 5.0
+SI_Z_MIN_SPREAD = 0.015
+SI_Z_EDGE_A = 1.0
+#: ... and with no Si that reads as one (>= SI_REL_NET of the median) within SI_Z_CLUSTER_A: the Si of a cluster
+#: are not all alike (held-out clean frame, seed 8136 frame 7, SNR 52: a Si 1.9 A from a normal one read 0.79)
+SI_Z_CLUSTER_A = 2.5
 #: ... or wider than the probe: its contrast falls by less than this fraction at SI_RING_A from the centre
 #: (a Si column: 0.65-0.98, a contamination blob over the lattice 0.2-0.8)
 SI_MIN_FALL = 0.6
@@ -403,12 +422,58 @@ SI_C_MIN_SNR = 8.0
 _RING_ANGLES = np.linspace(0.0, 2.0 * np.pi, 12, endpoint=False)
 
 
-def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float) -> np.ndarray:
+def _far_dimmer(xy, sp, maps, analysed) -> np.ndarray:
+    """Indices of the Si far dimmer than the frame's own (:data:`SI_Z_NET`), away from the part left out; empty
+    when the rule is off or the frame has fewer than :data:`SI_REL_MIN_SI` Si. Reads only the Si's contrasts
+    (and, for the few candidates, the mask around them)."""
+    si = np.flatnonzero(sp == SI)
+    if not (SI_Z_NET > 0 and SI_REL_NET > 0) or len(si) < SI_REL_MIN_SI:
+        return si[:0]
+    sm, bg, pxd, f = maps[:4]
+    p = xy[si]
+    a_sm, a_bg = sample_bilinear((sm, bg), (p[:, 1] + 0.5) / f - 0.5, (p[:, 0] + 0.5) / f - 0.5)
+    net = a_sm - a_bg
+    mid = median(net)
+    if not mid > 0:
+        return si[:0]
+    rel = net / mid
+    spread = max(1.4826 * median(np.abs(rel - 1.0)), SI_Z_MIN_SPREAD)
+    cand = np.flatnonzero((rel < SI_REL_NET) & (rel < 1.0 - SI_Z_NET * spread))
+    if not len(cand):
+        return si[:0]
+    # not in a cluster beside a Si that reads as one
+    px = pxd / f                                                 # (A per frame px)
+    normal = p[rel >= SI_REL_NET]
+    if len(normal):
+        d = cKDTree(normal).query(p[cand], distance_upper_bound=SI_Z_CLUSTER_A / px)[0]
+        cand = cand[~np.isfinite(d)]
+        if not len(cand):
+            return si[:0]
+    # not within SI_Z_EDGE_A of the part left out (or of the frame's edge)
+    r = SI_Z_EDGE_A / px
+    k = int(np.ceil(r))
+    dy, dx = np.mgrid[-k:k + 1, -k:k + 1]
+    disc = (dy ** 2 + dx ** 2) <= r * r
+    dy, dx = dy[disc], dx[disc]
+    shape = np.shape(analysed) if analysed is not None else (sm.shape[0] * f, sm.shape[1] * f)
+    col = np.rint(p[cand, 0]).astype(np.int64)[:, None] + dx[None]
+    row = np.rint(p[cand, 1]).astype(np.int64)[:, None] + dy[None]
+    inside = (row >= 0) & (row < shape[0]) & (col >= 0) & (col < shape[1])
+    ok = inside.all(1)
+    if analysed is not None and ok.any():
+        m = np.asarray(analysed, bool)
+        ok[ok] = m[row[ok], col[ok]].all(1)
+    return si[cand[ok]]
+
+
+def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -> np.ndarray:
     """Indices of the reported Si (species SI) that are contamination over the lattice, not Si: on a
     frame of C-atom SNR >= :data:`SI_MIN_SNR`, a Si with a bond shorter than :data:`SI_MAX_BOND_A` whose
     column is dimmer than a Si (net contrast < :data:`SI_MAX_NET` x the median C atom's, or, when
     :data:`SI_REL_NET` is set, < that fraction of the frame's median Si) or wider than the
-    probe (contrast falling by less than :data:`SI_MIN_FALL` at :data:`SI_RING_A`). The pipeline leaves
+    probe (contrast falling by less than :data:`SI_MIN_FALL` at :data:`SI_RING_A`); and, whatever its bonds, a
+    Si far dimmer than the frame's own (:data:`SI_Z_NET`) away from the part left out (``analysed``: the
+    frame-shaped mask of the part analysed, True inside; None: the whole frame). The pipeline leaves
     them out (``engine.pipeline.OVERLAYER_SI_DISCS``) or reads them as C (the lattice C under the
     contamination atom: the graph keeps its site).
 
@@ -419,11 +484,13 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float) -> np.ndarray:
     none = np.zeros(0, np.int64)
     if not (snr >= min(SI_MIN_SNR, SI_C_MIN_SNR)) or not (sp == SI).any():
         return none
+    xy = np.asarray(atoms.xy_px, np.float64).reshape(-1, 2)
+    far_dim = _far_dimmer(xy, sp, maps, analysed) if snr >= SI_MIN_SNR else none
     b = np.asarray(bonds, np.int64).reshape(-1, 2)
     length = np.asarray(bond_length_A, np.float64).reshape(-1)
     si_bond = (sp[b[:, 0]] == SI) | (sp[b[:, 1]] == SI)
     if not si_bond.any():
-        return none
+        return far_dim
     b, length = b[si_bond], length[si_bond]
     n = len(sp)
     # bonded like a C: the mean of the Si's bonds
@@ -432,6 +499,7 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float) -> np.ndarray:
     mean = np.bincount(ends, twice, n) / np.maximum(cnt, 1)
     like_c = np.flatnonzero((sp == SI) & (cnt >= SI_C_BONDS) & (mean < SI_C_MEAN_BOND_A)) if snr >= SI_C_MIN_SNR \
         else none
+    like_c = np.union1d(like_c, far_dim)
     if not snr >= SI_MIN_SNR:
         return like_c
     short = b[length < SI_MAX_BOND_A].ravel()
@@ -440,7 +508,6 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float) -> np.ndarray:
     if not len(cand) or len(c) < MIN_C_ATOMS:
         return like_c
     sm, bg, pxd, f = maps[:4]
-    xy = np.asarray(atoms.xy_px, np.float64).reshape(-1, 2)
     si = np.flatnonzero(sp == SI) if SI_REL_NET > 0 else cand[:0]   # (sampled for the ratio only)
     p = xy[np.concatenate([c, cand, si])]
     rows, cols = (p[:, 1] + 0.5) / f - 0.5, (p[:, 0] + 0.5) / f - 0.5
