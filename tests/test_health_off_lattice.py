@@ -37,9 +37,14 @@ def movie42():
 def _si_far_and_kept(img, lattice_xy, true_si_xy, on: bool):
     from streamer.frame import Frame
 
+    from engine.health import material_overlayer
+
     pipe = analyzer()
     try:
-        with mock.patch.object(pipeline_module, "OFF_LATTICE", on):
+        # (the per-atom rule's far-dimmer Si, SI_Z_NET, off: since 2026-12-04 it also takes this floating "Si",
+        # which reads 0.75 of the frame's Si; this is off_lattice's test)
+        with mock.patch.object(pipeline_module, "OFF_LATTICE", on), \
+                mock.patch.object(material_overlayer, "SI_Z_NET", 0.0):
             r = pipe.process(Frame(data=img, series="off-lattice", seq=0, t_acquired=0.0, pixel_size_A=0.2))
     finally:
         pipe.close()
