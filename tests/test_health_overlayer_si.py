@@ -182,7 +182,7 @@ def test_a_si_far_dimmer_than_the_frames_own_si_is_judged_whatever_its_bonds():
     """SI_Z_NET: a column of 0.7 x the frame's Si, whose six Si agree within noise, is judged contamination
     with Si-C bonds too (before 2026-12-04's third session it was kept: the short bond was required); the
     same column among Si that spread +-20 % (a noisy frame, or Si of several kinds) is kept; so is one
-    within SI_Z_EDGE_A of the part of the frame left out (its contrast is measured against no lattice), and
+    within SI_Z_EDGE_A of the part of the frame left out (its floor is measured against no lattice), and
     one within SI_Z_CLUSTER_A of a Si that reads as one."""
     from engine.chem.maps import contrast_maps
 
@@ -202,10 +202,10 @@ def test_a_si_far_dimmer_than_the_frames_own_si_is_judged_whatever_its_bonds():
     x, y = np.rint(xy[6]).astype(int)
     H = 240                                                              # (_columns_frame's)
     near = np.ones((H, H), bool)
-    near[y - 2:y + 3, x + 6:x + 12] = False                              # a hole 0.6-1.1 A away
+    near[y - 2:y + 3, x + 22:x + 28] = False                             # a hole 2.2-2.7 A away
     assert judged([5.0] * 6 + [3.5], analysed=near)[0] == []
     far = np.ones((H, H), bool)
-    far[y - 2:y + 3, x + 15:x + 20] = False                              # 1.5 A away
+    far[y - 2:y + 3, x + 32:x + 38] = False                              # 3.2 A away
     assert judged([5.0] * 6 + [3.5], analysed=far)[0] == [6]
     # in a cluster: a Si that reads as one 2.0 A away (the Si of a cluster are not all alike) / 3.0 A away
     assert judged([5.0] * 6 + [3.5], extra=[((xy[6, 0], xy[6, 1] + 20), 5.0)])[0] == []
