@@ -403,7 +403,7 @@ SI_REL_MIN_SI = 5
 #: (fresh seeds, run once each way, rule written beforehand): contaminated movies 117-122 false Si near
 #: contamination 34 -> 23 static, 44 -> 35 drifting, transformations 2 / 4 unchanged, true Si identical; clean
 #: frames identical; contaminated frames 8138 false Si 13 -> 12, one true Si lost (2.4 A from the frame's
-#: edge) of 207 (docs/material.md). 0: off.
+#: edge) of 207; with SI_Z_EDGE_A 3 A, movies 123-128 167 -> 163, clean frames identical (docs/material.md). 0: off.
 SI_Z_NET = 5.0
 SI_Z_MIN_SPREAD = 0.015
 #: (3 A: the floor ``bg`` is the minimum within 3 A, found over a truncated window nearer the edge; at 1 A, a
