@@ -480,7 +480,7 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             # the probe is the lattice C under a contamination atom (engine/health/material_overlayer.py)
             if OVERLAYER_SI:
                 demoted = overlayer_si(result.atoms, maps, result.bonds, result.bond_length_A, snr,
-                                       getattr(material, "mask", None))
+                                       material.mask)
                 held = 0
                 if overlayer_hold is not None and OVERLAYER_SI_HOLD:
                     # and those within SI_HOLD_A of a Si read as C on the last frames (moved with the drift)

@@ -351,29 +351,20 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="FP32 ONNX model (default: the shipped one; its INT8 variant beside "
                     "it is used where the analyzer would use the shipped one's)")
     a = ap.parse_args(argv)
-    if a.si_hold:
-        import engine.pipeline as pipeline_module
+    import engine.pipeline as pipeline_module
+    from engine.health import material_overlayer
 
+    if a.si_hold:
         pipeline_module.OVERLAYER_SI_HOLD = True
     if a.si_read_as_c:
-        import engine.pipeline as pipeline_module
-
         pipeline_module.OVERLAYER_SI_DISCS = False
     if a.si_rel_net is not None:
-        from engine.health import material_overlayer
-
         material_overlayer.SI_REL_NET = float(a.si_rel_net)
     if a.si_z_net is not None:
-        from engine.health import material_overlayer
-
         material_overlayer.SI_Z_NET = float(a.si_z_net)
     if a.thin_path:
-        from engine.health import material_overlayer
-
         material_overlayer.THIN_PATH = True
     if a.no_atom_rule:
-        import engine.pipeline as pipeline_module
-
         pipeline_module.OVERLAYER_SI = False
     if a.frames > 0:
         print(f"seed {a.seed} (clean {a.seed + 1}), {a.frames} + {a.frames} frames of {a.size}^2; scored: graphene, "

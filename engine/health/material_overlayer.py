@@ -425,20 +425,16 @@ SI_C_MIN_SNR = 8.0
 _RING_ANGLES = np.linspace(0.0, 2.0 * np.pi, 12, endpoint=False)
 
 
-def _far_dimmer(xy, sp, maps, analysed) -> np.ndarray:
+def _far_dimmer(xy, si, net, maps, analysed) -> np.ndarray:
     """Indices of the Si far dimmer than the frame's own (:data:`SI_Z_NET`), away from the part left out; empty
-    when the rule is off or the frame has fewer than :data:`SI_REL_MIN_SI` Si. Reads only the Si's contrasts
-    (and, for the few candidates, the mask around them)."""
-    si = np.flatnonzero(sp == SI)
-    if not (SI_Z_NET > 0 and SI_REL_NET > 0) or len(si) < SI_REL_MIN_SI:
+    when the rule is off. ``si``: the frame's Si (at least :data:`SI_REL_MIN_SI`), ``net``: their net contrasts
+    (:func:`overlayer_si` samples them once for both its ratio rules); reads, for the few candidates, the
+    mask around them."""
+    mid = median(net)
+    if not (SI_Z_NET > 0 and mid > 0):
         return si[:0]
     sm, bg, pxd, f = maps[:4]
     p = xy[si]
-    a_sm, a_bg = sample_bilinear((sm, bg), (p[:, 1] + 0.5) / f - 0.5, (p[:, 0] + 0.5) / f - 0.5)
-    net = a_sm - a_bg
-    mid = median(net)
-    if not mid > 0:
-        return si[:0]
     rel = net / mid
     spread = max(1.4826 * median(np.abs(rel - 1.0)), SI_Z_MIN_SPREAD)
     cand = np.flatnonzero((rel < SI_REL_NET) & (rel < 1.0 - SI_Z_NET * spread))
@@ -488,7 +484,14 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -
     if not (snr >= min(SI_MIN_SNR, SI_C_MIN_SNR)) or not (sp == SI).any():
         return none
     xy = np.asarray(atoms.xy_px, np.float64).reshape(-1, 2)
-    far_dim = _far_dimmer(xy, sp, maps, analysed) if snr >= SI_MIN_SNR else none
+    # the frame's own Si, sampled once for both ratio rules (SI_REL_NET with a short bond, SI_Z_NET without)
+    si = np.flatnonzero(sp == SI)
+    si_net = None
+    if SI_REL_NET > 0 and len(si) >= SI_REL_MIN_SI and snr >= SI_MIN_SNR:
+        sm, bg, pxd, f = maps[:4]
+        s_sm, s_bg = sample_bilinear((sm, bg), (xy[si, 1] + 0.5) / f - 0.5, (xy[si, 0] + 0.5) / f - 0.5)
+        si_net = s_sm - s_bg
+    far_dim = _far_dimmer(xy, si, si_net, maps, analysed) if si_net is not None else none
     b = np.asarray(bonds, np.int64).reshape(-1, 2)
     length = np.asarray(bond_length_A, np.float64).reshape(-1)
     si_bond = (sp[b[:, 0]] == SI) | (sp[b[:, 1]] == SI)
@@ -502,30 +505,29 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -
     mean = np.bincount(ends, twice, n) / np.maximum(cnt, 1)
     like_c = np.flatnonzero((sp == SI) & (cnt >= SI_C_BONDS) & (mean < SI_C_MEAN_BOND_A)) if snr >= SI_C_MIN_SNR \
         else none
-    like_c = np.union1d(like_c, far_dim)
+    judged = np.union1d(like_c, far_dim)
     if not snr >= SI_MIN_SNR:
-        return like_c
+        return judged
     short = b[length < SI_MAX_BOND_A].ravel()
     cand = np.unique(short[sp[short] == SI])
     c = np.flatnonzero(sp == 0)
     if not len(cand) or len(c) < MIN_C_ATOMS:
-        return like_c
+        return judged
     sm, bg, pxd, f = maps[:4]
-    si = np.flatnonzero(sp == SI) if SI_REL_NET > 0 else cand[:0]   # (sampled for the ratio only)
-    p = xy[np.concatenate([c, cand, si])]
+    p = xy[np.concatenate([c, cand])]
     rows, cols = (p[:, 1] + 0.5) / f - 0.5, (p[:, 0] + 0.5) / f - 0.5
     a_sm, a_bg = sample_bilinear((sm, bg), rows, cols)
     net = a_sm - a_bg
-    k, m = len(c), len(c) + len(cand)
+    k = len(c)
     c_level = median(net[:k])
     if not c_level > 0:
-        return like_c
+        return judged
     dim = SI_MAX_NET * c_level
-    if len(si) >= SI_REL_MIN_SI:
-        dim = max(dim, SI_REL_NET * median(net[m:]))
-    net, a_sm, rows, cols = net[k:m], a_sm[k:m], rows[k:m], cols[k:m]
+    if si_net is not None:
+        dim = max(dim, SI_REL_NET * median(si_net))
+    net, a_sm, rows, cols = net[k:], a_sm[k:], rows[k:], cols[k:]
     r = SI_RING_A / pxd
     (ring,) = sample_bilinear((sm,), (rows[:, None] + r * np.sin(_RING_ANGLES)[None]).ravel(),
                               (cols[:, None] + r * np.cos(_RING_ANGLES)[None]).ravel())
     fall = (a_sm - ring.reshape(len(cand), -1).mean(1)) / np.maximum(net, 1e-12)
-    return np.union1d(like_c, cand[(net < dim) | (fall < SI_MIN_FALL)])
+    return np.union1d(judged, cand[(net < dim) | (fall < SI_MIN_FALL)])
