@@ -131,9 +131,10 @@ def test_overlayer_si_on_plain_arrays():
     assert list(material_overlayer.overlayer_si(atoms, maps, bonds, lengths, snr=10.0)) == [si[2]]
 
 
-def _columns_frame(amps, px=0.1, H=240, extra=()):
+def _columns_frame(amps, px=0.1, H=240, extra=(), sigma_A=0.35):
     """A synthetic frame: C columns (amplitude 1) on a square grid of 2.5 A and "Si" columns of ``amps``
-    (x C) between them, then the Si of ``extra`` (((x, y) px, amplitude), ...); (image, Atoms, index of each Si)."""
+    (x C) between them, then the Si of ``extra`` (((x, y) px, amplitude), ...), all Gaussians of ``sigma_A``;
+    (image, Atoms, index of each Si)."""
     from engine.types import Atoms
 
     yy, xx = np.mgrid[0:H, 0:H].astype(np.float64)
@@ -143,7 +144,7 @@ def _columns_frame(amps, px=0.1, H=240, extra=()):
                      + [p for p, _ in extra], float).reshape(-1, 2)
     amps = list(amps) + [a for _, a in extra]
     img = np.full((H, H), 1.0)
-    sig = 0.35 / px
+    sig = sigma_A / px
     for (x, y), amp in [(p, 1.0) for p in c_xy] + list(zip(si_xy, amps)):
         img += amp * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sig * sig))
     img += rng.normal(0, 0.01, img.shape)
@@ -210,6 +211,32 @@ def test_a_si_far_dimmer_than_the_frames_own_si_is_judged_whatever_its_bonds():
     # in a cluster: a Si that reads as one 2.0 A away (the Si of a cluster are not all alike) / 3.0 A away
     assert judged([5.0] * 6 + [3.5], extra=[((xy[6, 0], xy[6, 1] + 20), 5.0)])[0] == []
     assert judged([5.0] * 6 + [3.5], extra=[((xy[6, 0], xy[6, 1] + 30), 5.0)])[0] == [6]
+
+
+def test_the_width_test_reads_the_ring_away_from_other_si():
+    """SI_RING_CLEAR_A: a Si of a cluster (two Si 1.7 A away) with a short bond, under a probe of 0.55 A sigma,
+    is kept: the ring's points by its neighbours read their light, not its width (before 2026-12-04's fourth
+    session it was judged wider than the probe: a dense clean dopant frame lost 23 true Si so); a wide blob
+    (sigma 1 A, a contamination atom over the lattice) beside a Si is still judged, on the ring's other points."""
+    from engine.chem.maps import contrast_maps
+
+    def judged(amps, extra, blob_A=0.0):
+        img, atoms, si = _columns_frame(amps, extra=extra, sigma_A=0.55)
+        if blob_A:
+            x0, y0 = atoms.xy_px[si[0]]
+            yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]].astype(np.float64)
+            img = img + 5.0 * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * (blob_A / 0.1) ** 2))
+        got = material_overlayer.overlayer_si(atoms, contrast_maps(img, 0.1), np.array([[0, si[0]]]),
+                                              np.array([1.42]), snr=30.0)
+        return [int(np.flatnonzero(si == g)[0]) for g in got]
+
+    x0, y0 = 27.5, 27.5                                                  # (_columns_frame's first Si)
+    cluster = [((x0, y0 + 17), 5.0), ((x0 + 14.7, y0 + 8.5), 5.0)]
+    assert judged([5.0] * 6, cluster) == []
+    with mock.patch.object(material_overlayer, "SI_RING_CLEAR_A", 0.0):  # every point: judged wide
+        assert judged([5.0] * 6, cluster) == [0]
+    assert judged([5.0] * 6, []) == []                                   # alone: a Si's width
+    assert judged([0.0] + [5.0] * 5, cluster[:1], blob_A=1.0) == [0]     # a wide blob beside a Si
 
 
 def test_a_c_under_a_contamination_atom_dimmer_than_the_frames_si_is_read_as_c(pipe):
