@@ -344,6 +344,10 @@ def main(argv=None) -> int:
                     "dimmer than --si-rel-net x the frame's median Si and more than this many robust spreads below it "
                     "to be contamination (material_overlayer.SI_Z_NET; default: the shipped 5; 0: off, as before the "
                     "third session of 2026-12-04)")
+    ap.add_argument("--si-wide", type=float, default=None, help="the per-atom rule also judges, whatever its bonds, a Si "
+                    "whose column is at least this many times as wide (RMS radius) as the frame's C columns' to be "
+                    "contamination (material_overlayer.SI_WIDE; default: the shipped 1.0; 0: off, as before the fourth "
+                    "session of 2026-12-04)")
     ap.add_argument("--si-read-as-c", action="store_true", help="the Si the per-atom rule judges to be contamination "
                     "are read as C, as before 2026-12-04, not left out (pipeline.OVERLAYER_SI_DISCS off)")
     ap.add_argument("--si-hold", action="store_true", help="the per-atom reading held over a series "
@@ -362,6 +366,8 @@ def main(argv=None) -> int:
         material_overlayer.SI_REL_NET = float(a.si_rel_net)
     if a.si_z_net is not None:
         material_overlayer.SI_Z_NET = float(a.si_z_net)
+    if a.si_wide is not None:
+        material_overlayer.SI_WIDE = float(a.si_wide)
     if a.thin_path:
         material_overlayer.THIN_PATH = True
     if a.no_atom_rule:

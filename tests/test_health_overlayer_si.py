@@ -124,13 +124,19 @@ def test_overlayer_si_on_plain_arrays():
     bonds = np.array([[0, si[0]], [1, si[0]], [2, si[0]], [3, si[1]], [4, si[1]], [5, si[2]], [6, si[2]]])
     lengths = np.array([1.75, 1.76, 1.74, 1.42, 1.75, 1.42, 1.45])
     maps = contrast_maps(img, px)
-    got = material_overlayer.overlayer_si(atoms, maps, bonds, lengths, snr=30.0)
+    # (SI_WIDE off: this frame's C columns have no neighbours, its Si four at 1.77 A, so the Si read wider than C;
+    # in graphene every column has three)
+    with mock.patch.object(material_overlayer, "SI_WIDE", 0.0):
+        got = material_overlayer.overlayer_si(atoms, maps, bonds, lengths, snr=30.0)
     assert list(got) == [si[1], si[2]], got
     assert len(material_overlayer.overlayer_si(atoms, maps, bonds, lengths, snr=5.0)) == 0
     # at SNR 10 only the bonding rule judges
     assert list(material_overlayer.overlayer_si(atoms, maps, bonds, lengths, snr=10.0)) == [si[2]]
 
 
+# _WIDE_OFF: the tests on _columns_frame turn SI_WIDE off. Its C columns stand alone on a square grid, its Si between
+# four of them 1.77 A away, so every Si reads wider than the C (in graphene every column has three neighbours);
+# SI_WIDE has its own test on a honeycomb below.
 def _columns_frame(amps, px=0.1, H=240, extra=(), sigma_A=0.35):
     """A synthetic frame: C columns (amplitude 1) on a square grid of 2.5 A and "Si" columns of ``amps``
     (x C) between them, then the Si of ``extra`` (((x, y) px, amplitude), ...), all Gaussians of ``sigma_A``;
@@ -156,6 +162,7 @@ def _columns_frame(amps, px=0.1, H=240, extra=(), sigma_A=0.35):
     return img, atoms, np.arange(len(c_xy), n)
 
 
+@mock.patch.object(material_overlayer, "SI_WIDE", 0.0)    # (_columns_frame: see _WIDE_OFF)
 def test_a_si_dimmer_than_the_frames_own_si_is_judged_against_them():
     """A "Si" of 3.5 C contrasts is above SI_MAX_NET (3 C) but well below this frame's Si (5 C): with a bond
     too short for a Si it is read as C (a lattice C with a contamination atom stacked on it); the same
@@ -179,6 +186,7 @@ def test_a_si_dimmer_than_the_frames_own_si_is_judged_against_them():
         assert judged([5.0] * 6 + [3.5], short=[6]) == []
 
 
+@mock.patch.object(material_overlayer, "SI_WIDE", 0.0)    # (_columns_frame: see _WIDE_OFF)
 def test_a_si_far_dimmer_than_the_frames_own_si_is_judged_whatever_its_bonds():
     """SI_Z_NET: a column of 0.7 x the frame's Si, whose six Si agree within noise, is judged contamination
     with Si-C bonds too (before 2026-12-04's third session it was kept: the short bond was required); the
@@ -213,6 +221,7 @@ def test_a_si_far_dimmer_than_the_frames_own_si_is_judged_whatever_its_bonds():
     assert judged([5.0] * 6 + [3.5], extra=[((xy[6, 0], xy[6, 1] + 30), 5.0)])[0] == [6]
 
 
+@mock.patch.object(material_overlayer, "SI_WIDE", 0.0)    # (_columns_frame: see _WIDE_OFF)
 def test_the_width_test_reads_the_ring_away_from_other_si():
     """SI_RING_CLEAR_A: a Si of a cluster (two Si 1.7 A away) with a short bond, under a probe of 0.55 A sigma,
     is kept: the ring's points by its neighbours read their light, not its width (before 2026-12-04's fourth
@@ -239,6 +248,65 @@ def test_the_width_test_reads_the_ring_away_from_other_si():
     assert judged([0.0] + [5.0] * 5, cluster[:1], blob_A=1.0) == [0]     # a wide blob beside a Si
 
 
+def _honeycomb(si_amp=3.3, stacked_on=0.0, n_stacked=5, px=0.1, H=300, sigma_A=0.4):
+    """A synthetic graphene frame (Gaussian columns of ``sigma_A``, C amplitude 1): six Si (``si_amp`` x C, 5 A
+    apart about the centre) and, at the centre, a lattice site with ``n_stacked`` contamination C atoms 0.6 A
+    around it (a C site, or a Si one when ``stacked_on`` > 0: its amplitude), reported as a Si at the light's
+    centroid; (image, Atoms, index of the stacked column, indices of the six Si)."""
+    from engine.types import Atoms
+
+    a = 2.46
+    ij = np.mgrid[-15:30, -5:30].reshape(2, -1).T.astype(float)
+    cells = ij[:, :1] * [a, 0.0] + ij[:, 1:] * [a / 2, a * np.sqrt(3) / 2]
+    pts = np.concatenate([cells, cells + [a / 2, a / (2 * np.sqrt(3))]])
+    pts = pts[((pts > 0.5) & (pts < H * px - 0.5)).all(1)] / px
+    order = np.argsort(np.hypot(*(pts - H / 2).T))
+    sites = []
+    for k in order:                                     # the centre, then six sites >= 5 A from every other
+        if all(np.hypot(*(pts[k] - pts[j])) * px > 5 for j in sites):
+            sites.append(k)
+        if len(sites) == 7:
+            break
+    centre, si = sites[0], np.array(sites[1:])
+    amp = np.ones(len(pts))
+    amp[si] = si_amp
+    amp[centre] = stacked_on or 1.0
+    t = np.linspace(0, 2 * np.pi, n_stacked, endpoint=False) + 0.3
+    extra = pts[centre] + 0.6 / px * np.stack([np.cos(t), np.sin(t)], -1)
+    yy, xx = np.mgrid[0:H, 0:H].astype(np.float64)
+    img = np.full((H, H), 0.5)
+    sig = sigma_A / px
+    for (x, y), A in zip(np.concatenate([pts, extra]), np.concatenate([amp, np.ones(len(extra))])):
+        img += A * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sig * sig))
+    img += np.random.default_rng(0).normal(0, 0.01, img.shape)
+    xy = pts.copy()
+    xy[centre] = (pts[centre] * amp[centre] + extra.sum(0)) / (amp[centre] + len(extra))
+    sp = np.zeros(len(pts), np.int8)
+    sp[si] = sp[centre] = 1
+    n = len(pts)
+    return img, Atoms(xy, sp, np.ones(n, np.float32), np.zeros((n, 3), np.float32), np.zeros(n, bool), px, (H, H)), \
+        centre, si
+
+
+def test_a_si_as_wide_as_the_frames_c_columns_is_judged_whatever_its_bonds():
+    """SI_WIDE: on a honeycomb, the six Si (3.3 x C, a gamma of 1.4) read 0.93 of the C columns' RMS radius; a
+    lattice C with five contamination atoms within 0.6 A of it reads 1.06 of them, and 0.92 of the frame's Si,
+    so no brightness rule judges it: judged as wide as a C (before 2026-12-04's fourth session it was kept).
+    A Si with the same contamination on it is brighter than the frame's Si (SI_WIDE_MAX_REL), and kept."""
+    from engine.chem.maps import contrast_maps
+
+    def judged(**kw):
+        img, atoms, centre, si = _honeycomb(**kw)
+        none = np.zeros((0, 2), np.int64)
+        got = material_overlayer.overlayer_si(atoms, contrast_maps(img, 0.1), none, np.zeros(0), snr=30.0)
+        return ["stacked" if g == centre else "si" for g in got]
+
+    assert judged() == ["stacked"]
+    with mock.patch.object(material_overlayer, "SI_WIDE", 0.0):
+        assert judged() == []
+    assert judged(stacked_on=3.3) == []
+
+
 def test_a_c_under_a_contamination_atom_dimmer_than_the_frames_si_is_read_as_c(pipe):
     """The bundled movies' imaging and a contamination patch (engine.sim MaterialMovie "graphene_hole" seed 94,
     contamination forced, 512^2 at 0.2 A/px, SNR ~43): 4 reported Si are lattice C with a contamination
@@ -253,8 +321,8 @@ def test_a_c_under_a_contamination_atom_dimmer_than_the_frames_si_is_read_as_c(p
                      drift_bound_A=0.0, seed=94)
     img, truth = next(iter(MaterialMovie(spec, "graphene_hole", contamination=True).frames()))
     ex = _truth_example(img, truth, 0.2)
-    with mock.patch.object(material_overlayer, "SI_REL_NET", 0.0):
-        absolute = score(_process(pipe, img, 0.2), ex)
+    with mock.patch.object(material_overlayer, "SI_REL_NET", 0.0), mock.patch.object(material_overlayer, "SI_WIDE", 0.0):
+        absolute = score(_process(pipe, img, 0.2), ex)       # (SI_WIDE: it reads one of the four too)
     r = _process(pipe, img, 0.2)
     after = score(r, ex)
     assert absolute["false_si_near"] >= 4 and absolute["read_as_c"] == 0, absolute      # the trap

@@ -23,11 +23,13 @@ WORK_PIXEL_A = 0.2
 class ContrastMaps(tuple):
     """``(sm, bg, pxd, f)`` (see :func:`contrast_maps`), with per-frame results computed on first use.
 
-    ``image``: the frame the maps were made from (the noise is measured on it)."""
+    ``image``: the frame the maps were made from (the noise is measured on it); ``block``: that frame
+    block-averaged by ``f``, before the smoothing (the column shapes at ``pxd``; None when not kept)."""
 
-    def __new__(cls, sm, bg, pxd, f, image=None):
+    def __new__(cls, sm, bg, pxd, f, image=None, block=None):
         self = super().__new__(cls, (sm, bg, pxd, f))
         self.image = image
+        self.block = block
         self._cache = {}
         return self
 
@@ -76,4 +78,4 @@ def contrast_maps(image: np.ndarray, pixel_size_A: float) -> ContrastMaps:
     sm = binomial5(img)
     size = max(3, int(round(3.0 / pxd)) | 1)
     bg = binomial5(shift_max(shift_max(sm, size, 0, np.minimum), size, 1, np.minimum))
-    return ContrastMaps(sm, bg, pxd, f, image)
+    return ContrastMaps(sm, bg, pxd, f, image, block=img)

@@ -425,6 +425,20 @@ SI_RING_A = 1.1
 #: took, true 23 -> 0 (all of a dense dopant frame's clusters), false 10 -> 10; 1.0-1.5 A the same. 0: every point
 SI_RING_CLEAR_A = 1.2
 SI_RING_MIN_POINTS = 3
+#: ... or, whatever its bonds, at least as wide as the frame's C columns: the RMS radius of its column (the frame
+#: block-averaged to the maps' grid, less the floor ``bg``, within SI_WIDE_DISC_A) over the median C column's above
+#: SI_WIDE. A single heavier atom under the same probe stands out of the same neighbours' tails: the frame's true Si
+#: read 0.81-1.00 of its C (0.1-99.9 %; median 0.90); a lattice C with a contamination atom stacked beside its
+#: centre reads as wide as a C or wider (median 1.01). Not for a column brighter than SI_WIDE_MAX_REL x the frame's
+#: Si (a Si with a contamination atom on it is still a Si), nor one with another Si within SI_WIDE_CLUSTER_A (a
+#: cluster's neighbour widens it), nor within SI_Z_EDGE_A of the part left out. Chosen on development data
+#: (2026-12-04, fourth session; seen movies 87-140, contaminated frames 81/84/8123/8126/8135/8138/8141, clean dopant
+#: frames 5201/5203/5204/5207/5209, clean and wide-tail frames): at SNR >= 12, 141 of the 463 false Si left by the
+#: rules before it, 1 of 19,179 true Si (a lone Si with a contamination atom 0.5 A from it). 0: off
+SI_WIDE = 1.0
+SI_WIDE_DISC_A = 0.9
+SI_WIDE_MAX_REL = 1.1
+SI_WIDE_CLUSTER_A = 2.0
 #: A reported Si bonded like a C whatever its column: at least SI_C_BONDS bonds averaging below
 #: SI_C_MEAN_BOND_A (true Si on the development frames: >= 1.55 A at SNR >= 8), on a frame of SNR >= SI_C_MIN_SNR
 SI_C_MEAN_BOND_A = 1.48
@@ -441,7 +455,7 @@ def _far_dimmer(xy, si, net, maps, analysed) -> np.ndarray:
     mid = median(net)
     if not (SI_Z_NET > 0 and mid > 0):
         return si[:0]
-    sm, bg, pxd, f = maps[:4]
+    pxd, f = maps[2], maps[3]
     p = xy[si]
     rel = net / mid
     spread = max(1.4826 * median(np.abs(rel - 1.0)), SI_Z_MIN_SPREAD)
@@ -456,21 +470,82 @@ def _far_dimmer(xy, si, net, maps, analysed) -> np.ndarray:
         cand = cand[~np.isfinite(d)]
         if not len(cand):
             return si[:0]
-    # not within SI_Z_EDGE_A of the part left out (or of the frame's edge)
+    return si[cand[_away_from_left_out(p[cand], px, maps, analysed)]]
+
+
+def _away_from_left_out(p, px, maps, analysed) -> np.ndarray:
+    """bool per point ``p`` (frame px): no pixel within :data:`SI_Z_EDGE_A` of it is outside the frame or left out
+    (``analysed`` False; None: the whole frame analysed); ``px``: A per frame px."""
+    sm, f = maps[0], maps[3]
     r = SI_Z_EDGE_A / px
     k = int(np.ceil(r))
     dy, dx = np.mgrid[-k:k + 1, -k:k + 1]
     disc = (dy ** 2 + dx ** 2) <= r * r
     dy, dx = dy[disc], dx[disc]
     shape = np.shape(analysed) if analysed is not None else (sm.shape[0] * f, sm.shape[1] * f)
-    col = np.rint(p[cand, 0]).astype(np.int64)[:, None] + dx[None]
-    row = np.rint(p[cand, 1]).astype(np.int64)[:, None] + dy[None]
+    col = np.rint(p[:, 0]).astype(np.int64)[:, None] + dx[None]
+    row = np.rint(p[:, 1]).astype(np.int64)[:, None] + dy[None]
     inside = (row >= 0) & (row < shape[0]) & (col >= 0) & (col < shape[1])
     ok = inside.all(1)
     if analysed is not None and ok.any():
         m = np.asarray(analysed, bool)
         ok[ok] = m[row[ok], col[ok]].all(1)
-    return si[cand[ok]]
+    return ok
+
+
+def _rms_radius(a, floor, rows, cols, r):
+    """RMS radius (px of ``a``) of the column at each map position (``rows``, ``cols``, float): ``a - floor`` (per
+    point, clipped at 0) over the disc of radius ``r`` px around the nearest pixel, about its own centroid; NaN
+    where the disc leaves the map or holds nothing above the floor."""
+    k = int(np.ceil(r))
+    dy, dx = np.mgrid[-k:k + 1, -k:k + 1]
+    disc = (dy ** 2 + dx ** 2) <= r * r
+    dy, dx = dy[disc], dx[disc]
+    r0, c0 = np.rint(rows).astype(np.int64), np.rint(cols).astype(np.int64)
+    inside = (r0 >= k) & (r0 < a.shape[0] - k) & (c0 >= k) & (c0 < a.shape[1] - k)
+    out = np.full(len(r0), np.nan)
+    if not inside.any():
+        return out
+    a = np.ascontiguousarray(a)
+    flat = (r0[inside] * a.shape[1] + c0[inside])[:, None] + (dy * a.shape[1] + dx)[None]
+    w = np.maximum(a.ravel().take(flat) - floor[inside, None], 0.0)
+    # the weights' sum and first and second moments at once: (n, disc) @ (disc, 4)
+    m = w @ np.stack([np.ones(len(dy)), dy, dx, dy * dy + dx * dx], 1).astype(w.dtype)
+    ok = m[:, 0] > 0
+    m = m[ok] / m[ok, :1]
+    var = m[:, 3] - m[:, 1] ** 2 - m[:, 2] ** 2
+    out[np.flatnonzero(inside)[ok]] = np.sqrt(np.maximum(var, 0.0))
+    return out
+
+
+def _wider_than_c(xy, si, rel, c, maps, analysed) -> np.ndarray:
+    """Indices of the Si at least :data:`SI_WIDE` x as wide as the frame's C columns (see there); ``rel``: each Si's
+    net contrast over the frame's median Si's, ``c``: the frame's C atoms; empty when the rule is off or the maps
+    keep no block-averaged frame."""
+    block = getattr(maps, "block", None)
+    if not SI_WIDE > 0 or block is None or len(c) < MIN_C_ATOMS:
+        return si[:0]
+    sm, bg, pxd, f = maps[:4]
+    px = pxd / f
+    cand = np.flatnonzero(rel < SI_WIDE_MAX_REL)
+    if not len(cand):
+        return si[:0]
+    ref = c[::max(1, len(c) // REF_ATOMS)]
+    p = xy[np.concatenate([ref, si[cand]])]
+    rows, cols = (p[:, 1] + 0.5) / f - 0.5, (p[:, 0] + 0.5) / f - 0.5
+    (floor,) = sample_bilinear((bg,), rows, cols)
+    size = _rms_radius(np.asarray(block), floor, rows, cols, SI_WIDE_DISC_A / pxd)
+    c_size = np.nanmedian(size[:len(ref)]) if np.isfinite(size[:len(ref)]).any() else np.nan
+    if not c_size > 0:
+        return si[:0]
+    with np.errstate(invalid="ignore"):
+        cand = cand[size[len(ref):] > SI_WIDE * c_size]
+    if len(cand) and len(si) > 1:                # not with another Si within SI_WIDE_CLUSTER_A
+        d = cKDTree(xy[si]).query(xy[si[cand]], k=2, distance_upper_bound=SI_WIDE_CLUSTER_A / px)[0][:, 1]
+        cand = cand[~np.isfinite(d)]
+    if not len(cand):
+        return si[:0]
+    return si[cand[_away_from_left_out(xy[si[cand]], px, maps, analysed)]]
 
 
 def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -> np.ndarray:
@@ -479,7 +554,8 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -
     column is dimmer than a Si (net contrast < :data:`SI_MAX_NET` x the median C atom's, or, when
     :data:`SI_REL_NET` is set, < that fraction of the frame's median Si) or wider than the
     probe (contrast falling by less than :data:`SI_MIN_FALL` at :data:`SI_RING_A`); and, whatever its bonds, a
-    Si far dimmer than the frame's own (:data:`SI_Z_NET`) away from the part left out (``analysed``: the
+    Si far dimmer than the frame's own (:data:`SI_Z_NET`) or as wide as the frame's C columns (:data:`SI_WIDE`), away
+    from the part left out (``analysed``: the
     frame-shaped mask of the part analysed, True inside; None: the whole frame). The pipeline leaves
     them out (``engine.pipeline.OVERLAYER_SI_DISCS``) or reads them as C (the lattice C under the
     contamination atom: the graph keeps its site).
@@ -492,19 +568,26 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -
     if not (snr >= min(SI_MIN_SNR, SI_C_MIN_SNR)) or not (sp == SI).any():
         return none
     xy = np.asarray(atoms.xy_px, np.float64).reshape(-1, 2)
-    # the frame's own Si, sampled once for both ratio rules (SI_REL_NET with a short bond, SI_Z_NET without)
+    # the frame's own Si, sampled once for the ratio rules (SI_REL_NET with a short bond; SI_Z_NET and SI_WIDE's
+    # brightness cap without)
     si = np.flatnonzero(sp == SI)
     si_net = None
-    if SI_REL_NET > 0 and len(si) >= SI_REL_MIN_SI and snr >= SI_MIN_SNR:
+    wide = none
+    if snr >= SI_MIN_SNR:
         sm, bg, pxd, f = maps[:4]
         s_sm, s_bg = sample_bilinear((sm, bg), (xy[si, 1] + 0.5) / f - 0.5, (xy[si, 0] + 0.5) / f - 0.5)
-        si_net = s_sm - s_bg
-    far_dim = _far_dimmer(xy, si, si_net, maps, analysed) if si_net is not None else none
+        net_si = s_sm - s_bg
+        mid = median(net_si)
+        if mid > 0:
+            wide = _wider_than_c(xy, si, net_si / mid, np.flatnonzero(sp == 0), maps, analysed)
+        if SI_REL_NET > 0 and len(si) >= SI_REL_MIN_SI:
+            si_net = net_si
+    by_column = np.union1d(_far_dimmer(xy, si, si_net, maps, analysed) if si_net is not None else none, wide)
     b = np.asarray(bonds, np.int64).reshape(-1, 2)
     length = np.asarray(bond_length_A, np.float64).reshape(-1)
     si_bond = (sp[b[:, 0]] == SI) | (sp[b[:, 1]] == SI)
     if not si_bond.any():
-        return far_dim
+        return by_column
     b, length = b[si_bond], length[si_bond]
     n = len(sp)
     # bonded like a C: the mean of the Si's bonds
@@ -513,7 +596,7 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -
     mean = np.bincount(ends, twice, n) / np.maximum(cnt, 1)
     like_c = np.flatnonzero((sp == SI) & (cnt >= SI_C_BONDS) & (mean < SI_C_MEAN_BOND_A)) if snr >= SI_C_MIN_SNR \
         else none
-    judged = np.union1d(like_c, far_dim)
+    judged = np.union1d(like_c, by_column)
     if not snr >= SI_MIN_SNR:
         return judged
     short = b[length < SI_MAX_BOND_A].ravel()
