@@ -32,8 +32,9 @@ all sit below :data:`GATE_FLOOR` gets none; past it the region is looked for wit
 those heavy atoms. Plain numpy / scipy.
 
 What the region leaves in is judged per reported Si by :func:`overlayer_si` (a bond too short for a Si and
-a column dimmer than a Si, absolutely or against the frame's own Si, or wider than the probe; or bonds
-averaging a C's): left out by the pipeline, a disc each (``engine.pipeline.OVERLAYER_SI_DISCS``).
+a column dimmer than a Si, absolutely or against the frame's own Si, or wider than the probe; bonds
+averaging a C's; or, whatever the bonds, a column far dimmer than the frame's Si or as wide as its C columns):
+left out by the pipeline, a disc each (``engine.pipeline.OVERLAYER_SI_DISCS``).
 """
 
 from __future__ import annotations
@@ -525,7 +526,7 @@ def _wider_than_c(xy, si, rel, c, maps, analysed) -> np.ndarray:
     block = getattr(maps, "block", None)
     if not SI_WIDE > 0 or block is None or len(c) < MIN_C_ATOMS:
         return si[:0]
-    sm, bg, pxd, f = maps[:4]
+    bg, pxd, f = maps[1], maps[2], maps[3]
     px = pxd / f
     cand = np.flatnonzero(rel < SI_WIDE_MAX_REL)
     if not len(cand):
@@ -555,8 +556,8 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -
     :data:`SI_REL_NET` is set, < that fraction of the frame's median Si) or wider than the
     probe (contrast falling by less than :data:`SI_MIN_FALL` at :data:`SI_RING_A`); and, whatever its bonds, a
     Si far dimmer than the frame's own (:data:`SI_Z_NET`) or as wide as the frame's C columns (:data:`SI_WIDE`), away
-    from the part left out (``analysed``: the
-    frame-shaped mask of the part analysed, True inside; None: the whole frame). The pipeline leaves
+    from the part left out (``analysed``: the frame-shaped mask of the part analysed, True inside; None: the whole
+    frame). The pipeline leaves
     them out (``engine.pipeline.OVERLAYER_SI_DISCS``) or reads them as C (the lattice C under the
     contamination atom: the graph keeps its site).
 
@@ -572,17 +573,17 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -
     # brightness cap without)
     si = np.flatnonzero(sp == SI)
     si_net = None
-    wide = none
+    as_wide_as_c = none
     if snr >= SI_MIN_SNR:
         sm, bg, pxd, f = maps[:4]
         s_sm, s_bg = sample_bilinear((sm, bg), (xy[si, 1] + 0.5) / f - 0.5, (xy[si, 0] + 0.5) / f - 0.5)
         net_si = s_sm - s_bg
         mid = median(net_si)
         if mid > 0:
-            wide = _wider_than_c(xy, si, net_si / mid, np.flatnonzero(sp == 0), maps, analysed)
+            as_wide_as_c = _wider_than_c(xy, si, net_si / mid, np.flatnonzero(sp == 0), maps, analysed)
         if SI_REL_NET > 0 and len(si) >= SI_REL_MIN_SI:
             si_net = net_si
-    by_column = np.union1d(_far_dimmer(xy, si, si_net, maps, analysed) if si_net is not None else none, wide)
+    by_column = np.union1d(_far_dimmer(xy, si, si_net, maps, analysed) if si_net is not None else none, as_wide_as_c)
     b = np.asarray(bonds, np.int64).reshape(-1, 2)
     length = np.asarray(bond_length_A, np.float64).reshape(-1)
     si_bond = (sp[b[:, 0]] == SI) | (sp[b[:, 1]] == SI)
@@ -624,8 +625,8 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -
     clear = _clear_of_other_si(xy, si, cand, pxd / f)
     n_clear = clear.sum(1)
     fall = (a_sm - (ring * clear).sum(1) / np.maximum(n_clear, 1)) / np.maximum(net, 1e-12)
-    wide = (n_clear >= SI_RING_MIN_POINTS) & (fall < SI_MIN_FALL)
-    return np.union1d(judged, cand[(net < dim) | wide])
+    wider_than_probe = (n_clear >= SI_RING_MIN_POINTS) & (fall < SI_MIN_FALL)
+    return np.union1d(judged, cand[(net < dim) | wider_than_probe])
 
 
 def _clear_of_other_si(xy, si, cand, px) -> np.ndarray:
