@@ -328,3 +328,23 @@ def test_a_c_under_a_contamination_atom_dimmer_than_the_frames_si_is_read_as_c(p
     assert absolute["false_si_near"] >= 4 and absolute["read_as_c"] == 0, absolute      # the trap
     assert after["false_si_near"] <= 1 and after["read_as_c"] >= 3, after
     assert after["true_si_kept"] == absolute["true_si_kept"] == after["true_si"], (absolute, after)
+
+
+def test_rms_radius_of_a_column_is_its_own_width_about_its_centroid():
+    """material_overlayer._rms_radius on plain arrays: a 2-D Gaussian of sigma 2 px has an RMS radius of
+    sqrt(2) x 2 px (the 8 px disc cuts off almost nothing), read the same 0.8 px off its centre (about its own
+    centroid), wider for sigma 2.5 px, less the floor given; NaN where the disc leaves the map."""
+    yy, xx = np.mgrid[0:64, 0:64].astype(np.float64)
+
+    def column(sigma, floor=0.0):
+        return floor + np.exp(-((yy - 30) ** 2 + (xx - 30) ** 2) / (2 * sigma ** 2))
+
+    def radius(a, rows, cols, floor=0.0):
+        rows, cols = np.asarray(rows, float), np.asarray(cols, float)
+        return material_overlayer._rms_radius(a, np.full(len(rows), floor), rows, cols, 8.0)
+
+    got = radius(column(2.0), [30.0, 30.8], [30.0, 29.6])
+    assert np.allclose(got, 2.0 * np.sqrt(2.0), rtol=0.01), got
+    assert radius(column(2.5), [30.0], [30.0])[0] > got[0] * 1.2
+    assert np.isclose(radius(column(2.0, floor=3.0), [30.0], [30.0], floor=3.0)[0], got[0])
+    assert np.isnan(radius(column(2.0), [5.0], [30.0])[0])
