@@ -545,8 +545,8 @@ OVERLAYER_SI = True
 OFF_LATTICE = True
 OFF_LATTICE_WHY = ("{} heavy atom{} off the lattice (no ring of the graph within " + f"{OFF_LATTICE_A:g}"
                    + " A: contamination or adatoms in a hole)")
-OVERLAYER_SI_WHAT = ("{} Si on contamination (a column far dimmer than the frame's Si, or a bond < 1.5 A with a "
-                     "column dimmer than Si or wider than the probe)")
+OVERLAYER_SI_WHAT = ("{} Si on contamination (a column far dimmer than the frame's Si or as wide as its C columns, "
+                     "or a bond < 1.5 A with a column dimmer than Si or wider than the probe)")
 OVERLAYER_SI_WHY = OVERLAYER_SI_WHAT + ": read as C"
 OVERLAYER_SI_HELD = " ({} of them within {:.1f} A of one read as C on recent frames)"
 #: the per-atom reading held over a series (engine.health.overlayer_hold.OverlayerHold.read_as_c). Off: on

@@ -39,6 +39,8 @@ left out by the pipeline, a disc each (``engine.pipeline.OVERLAYER_SI_DISCS``).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
@@ -519,10 +521,10 @@ def _rms_radius(a, floor, rows, cols, r):
     return out
 
 
-def _wider_than_c(xy, si, rel, c, maps, analysed) -> np.ndarray:
+def _wider_than_c(xy, si, rel, c, maps, analysed, si_tree) -> np.ndarray:
     """Indices of the Si at least :data:`SI_WIDE` x as wide as the frame's C columns (see there); ``rel``: each Si's
-    net contrast over the frame's median Si's, ``c``: the frame's C atoms; empty when the rule is off or the maps
-    keep no block-averaged frame."""
+    net contrast over the frame's median Si's, ``c``: the frame's C atoms, ``si_tree()``: the KD-tree of ``xy[si]``
+    (built once, when first asked for); empty when the rule is off or the maps keep no block-averaged frame."""
     block = getattr(maps, "block", None)
     if not SI_WIDE > 0 or block is None or len(c) < MIN_C_ATOMS:
         return si[:0]
@@ -542,7 +544,7 @@ def _wider_than_c(xy, si, rel, c, maps, analysed) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         cand = cand[size[len(ref):] > SI_WIDE * c_size]
     if len(cand) and len(si) > 1:                # not with another Si within SI_WIDE_CLUSTER_A
-        d = cKDTree(xy[si]).query(xy[si[cand]], k=2, distance_upper_bound=SI_WIDE_CLUSTER_A / px)[0][:, 1]
+        d = si_tree().query(xy[si[cand]], k=2, distance_upper_bound=SI_WIDE_CLUSTER_A / px)[0][:, 1]
         cand = cand[~np.isfinite(d)]
     if not len(cand):
         return si[:0]
@@ -572,6 +574,8 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -
     # the frame's own Si, sampled once for the ratio rules (SI_REL_NET with a short bond; SI_Z_NET and SI_WIDE's
     # brightness cap without)
     si = np.flatnonzero(sp == SI)
+    # the KD-tree of the Si, for the two rules that ask which Si lie near a candidate: built once, and only if asked
+    si_tree = functools.cache(lambda: cKDTree(xy[si]))
     si_net = None
     as_wide_as_c = none
     if snr >= SI_MIN_SNR:
@@ -580,7 +584,7 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -
         net_si = s_sm - s_bg
         mid = median(net_si)
         if mid > 0:
-            as_wide_as_c = _wider_than_c(xy, si, net_si / mid, np.flatnonzero(sp == 0), maps, analysed)
+            as_wide_as_c = _wider_than_c(xy, si, net_si / mid, np.flatnonzero(sp == 0), maps, analysed, si_tree)
         if SI_REL_NET > 0 and len(si) >= SI_REL_MIN_SI:
             si_net = net_si
     by_column = np.union1d(_far_dimmer(xy, si, si_net, maps, analysed) if si_net is not None else none, as_wide_as_c)
@@ -622,22 +626,23 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -
     (ring,) = sample_bilinear((sm,), (rows[:, None] + r * np.sin(_RING_ANGLES)[None]).ravel(),
                               (cols[:, None] + r * np.cos(_RING_ANGLES)[None]).ravel())
     ring = ring.reshape(len(cand), -1)
-    clear = _clear_of_other_si(xy, si, cand, pxd / f)
+    clear = _clear_of_other_si(xy, si, cand, pxd / f, si_tree)
     n_clear = clear.sum(1)
     fall = (a_sm - (ring * clear).sum(1) / np.maximum(n_clear, 1)) / np.maximum(net, 1e-12)
     wider_than_probe = (n_clear >= SI_RING_MIN_POINTS) & (fall < SI_MIN_FALL)
     return np.union1d(judged, cand[(net < dim) | wider_than_probe])
 
 
-def _clear_of_other_si(xy, si, cand, px) -> np.ndarray:
+def _clear_of_other_si(xy, si, cand, px, si_tree) -> np.ndarray:
     """(len(cand), len(_RING_ANGLES)) bool: the width test's ring points of each candidate (``cand``, indices
-    into ``xy``, all in ``si``) at least :data:`SI_RING_CLEAR_A` from every other Si; ``px``: A per frame px."""
+    into ``xy``, all in ``si``) at least :data:`SI_RING_CLEAR_A` from every other Si; ``px``: A per frame px;
+    ``si_tree()``: the KD-tree of ``xy[si]``."""
     n = len(_RING_ANGLES)
     if not SI_RING_CLEAR_A > 0 or len(si) < 2:
         return np.ones((len(cand), n), bool)
     step = SI_RING_A / px * np.stack([np.cos(_RING_ANGLES), np.sin(_RING_ANGLES)], -1)
     pts = (xy[cand][:, None, :] + step[None]).reshape(-1, 2)
-    d, i = cKDTree(xy[si]).query(pts, k=2)
+    d, i = si_tree().query(pts, k=2)
     own = np.repeat(np.searchsorted(si, cand), n)
     other = np.where(i[:, 0] == own, d[:, 1], d[:, 0])
     return (other * px >= SI_RING_CLEAR_A).reshape(len(cand), n)
