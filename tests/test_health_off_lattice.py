@@ -11,6 +11,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 import engine.pipeline as pipeline_module
+from engine.health import material_overlayer
 from engine.health.off_lattice import discs, off_lattice
 from engine.types import SI, Atoms, Chemistry
 from lab.contamination_eval import analyzer
@@ -36,8 +37,6 @@ def movie42():
 
 def _si_far_and_kept(img, lattice_xy, true_si_xy, on: bool):
     from streamer.frame import Frame
-
-    from engine.health import material_overlayer
 
     pipe = analyzer()
     try:

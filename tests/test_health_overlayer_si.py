@@ -96,29 +96,42 @@ def test_dense_si_under_a_wide_tail_are_all_kept(pipe):
     assert s["true_si_kept"] == s_ref["true_si_kept"] >= s["true_si"] - 3, (s, s_ref)
 
 
+def _gaussian_frame(points_px, amps, sigma_px, H, base=1.0):
+    """A synthetic H x H frame: ``base`` plus a Gaussian of ``sigma_px`` and amplitude ``amps[k]`` at each point
+    (x, y) px, in order, then the noise of seed 0 (sigma 0.01)."""
+    yy, xx = np.mgrid[0:H, 0:H].astype(np.float64)
+    img = np.full((H, H), base)
+    for (x, y), amp in zip(points_px, amps):
+        img += amp * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma_px * sigma_px))
+    img += np.random.default_rng(0).normal(0, 0.01, img.shape)
+    return img
+
+
+def _plain_atoms(xy, species, px, H):
+    """:class:`engine.types.Atoms` of these positions (frame px) and species on an H x H frame, confidence 1."""
+    from engine.types import Atoms
+
+    n = len(xy)
+    return Atoms(np.asarray(xy, float), np.asarray(species, np.int8), np.ones(n, np.float32),
+                 np.zeros((n, 3), np.float32), np.zeros(n, bool), px, (H, H))
+
+
 def test_overlayer_si_on_plain_arrays():
     """The function itself on a synthetic frame: a Si column (5 x C, probe-sized) with Si-C bonds of
     1.75 A is kept; a 'Si' as dim as 2 C columns with a 1.42 A bond is read as C; a Si bonded at
     1.42 / 1.45 A is read as C whatever its column; nothing at SNR 5."""
     from engine.chem.maps import contrast_maps
-    from engine.types import Atoms
 
     px, H = 0.1, 200
-    yy, xx = np.mgrid[0:H, 0:H].astype(np.float64)
-    rng = np.random.default_rng(0)
     # C columns on a square grid of 2.5 A (isolated, as the contrast maps see them), three "Si" columns
     c_xy = np.array([(15 + 25 * i, 15 + 25 * j) for i in range(8) for j in range(8)], float)
     si_xy = np.array([(52.5, 52.5), (127.5, 52.5), (52.5, 127.5)])
-    img = np.full((H, H), 1.0)
-    sig = 0.35 / px
-    for (x, y), amp in [(p, 1.0) for p in c_xy] + [(si_xy[0], 5.0), (si_xy[1], 2.0), (si_xy[2], 5.0)]:
-        img += amp * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sig * sig))
-    img += rng.normal(0, 0.01, img.shape)
     xy = np.concatenate([c_xy, si_xy])
     n = len(xy)
+    img = _gaussian_frame(xy, [1.0] * len(c_xy) + [5.0, 2.0, 5.0], 0.35 / px, H)
     sp = np.zeros(n, np.int8)
     sp[-3:] = 1
-    atoms = Atoms(xy, sp, np.ones(n, np.float32), np.zeros((n, 3), np.float32), np.zeros(n, bool), px, (H, H))
+    atoms = _plain_atoms(xy, sp, px, H)
     si = np.arange(n - 3, n)
     # bonds (indices into a few C atoms; lengths as stated)
     bonds = np.array([[0, si[0]], [1, si[0]], [2, si[0]], [3, si[1]], [4, si[1]], [5, si[2]], [6, si[2]]])
@@ -141,25 +154,16 @@ def _columns_frame(amps, px=0.1, H=240, extra=(), sigma_A=0.35):
     """A synthetic frame: C columns (amplitude 1) on a square grid of 2.5 A and "Si" columns of ``amps``
     (x C) between them, then the Si of ``extra`` (((x, y) px, amplitude), ...), all Gaussians of ``sigma_A``;
     (image, Atoms, index of each Si)."""
-    from engine.types import Atoms
-
-    yy, xx = np.mgrid[0:H, 0:H].astype(np.float64)
-    rng = np.random.default_rng(0)
     c_xy = np.array([(15 + 25 * i, 15 + 25 * j) for i in range(9) for j in range(9)], float)
     si_xy = np.array([(27.5 + 50 * (k % 4), 27.5 + 50 * (k // 4)) for k in range(len(amps))]
                      + [p for p, _ in extra], float).reshape(-1, 2)
     amps = list(amps) + [a for _, a in extra]
-    img = np.full((H, H), 1.0)
-    sig = sigma_A / px
-    for (x, y), amp in [(p, 1.0) for p in c_xy] + list(zip(si_xy, amps)):
-        img += amp * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sig * sig))
-    img += rng.normal(0, 0.01, img.shape)
     xy = np.concatenate([c_xy, si_xy])
     n = len(xy)
+    img = _gaussian_frame(xy, [1.0] * len(c_xy) + amps, sigma_A / px, H)
     sp = np.zeros(n, np.int8)
     sp[len(c_xy):] = 1
-    atoms = Atoms(xy, sp, np.ones(n, np.float32), np.zeros((n, 3), np.float32), np.zeros(n, bool), px, (H, H))
-    return img, atoms, np.arange(len(c_xy), n)
+    return img, _plain_atoms(xy, sp, px, H), np.arange(len(c_xy), n)
 
 
 @mock.patch.object(material_overlayer, "SI_WIDE", 0.0)    # (_columns_frame: see _WIDE_OFF)
@@ -253,8 +257,6 @@ def _honeycomb(si_amp=3.3, stacked_on=0.0, n_stacked=5, px=0.1, H=300, sigma_A=0
     apart about the centre) and, at the centre, a lattice site with ``n_stacked`` contamination C atoms 0.6 A
     around it (a C site, or a Si one when ``stacked_on`` > 0: its amplitude), reported as a Si at the light's
     centroid; (image, Atoms, index of the stacked column, indices of the six Si)."""
-    from engine.types import Atoms
-
     a = 2.46
     ij = np.mgrid[-15:30, -5:30].reshape(2, -1).T.astype(float)
     cells = ij[:, :1] * [a, 0.0] + ij[:, 1:] * [a / 2, a * np.sqrt(3) / 2]
@@ -273,19 +275,13 @@ def _honeycomb(si_amp=3.3, stacked_on=0.0, n_stacked=5, px=0.1, H=300, sigma_A=0
     amp[centre] = stacked_on or 1.0
     t = np.linspace(0, 2 * np.pi, n_stacked, endpoint=False) + 0.3
     extra = pts[centre] + 0.6 / px * np.stack([np.cos(t), np.sin(t)], -1)
-    yy, xx = np.mgrid[0:H, 0:H].astype(np.float64)
-    img = np.full((H, H), 0.5)
-    sig = sigma_A / px
-    for (x, y), A in zip(np.concatenate([pts, extra]), np.concatenate([amp, np.ones(len(extra))])):
-        img += A * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sig * sig))
-    img += np.random.default_rng(0).normal(0, 0.01, img.shape)
+    img = _gaussian_frame(np.concatenate([pts, extra]), np.concatenate([amp, np.ones(len(extra))]), sigma_A / px, H,
+                          base=0.5)
     xy = pts.copy()
     xy[centre] = (pts[centre] * amp[centre] + extra.sum(0)) / (amp[centre] + len(extra))
     sp = np.zeros(len(pts), np.int8)
     sp[si] = sp[centre] = 1
-    n = len(pts)
-    return img, Atoms(xy, sp, np.ones(n, np.float32), np.zeros((n, 3), np.float32), np.zeros(n, bool), px, (H, H)), \
-        centre, si
+    return img, _plain_atoms(xy, sp, px, H), centre, si
 
 
 def test_a_si_as_wide_as_the_frames_c_columns_is_judged_whatever_its_bonds():

@@ -12,7 +12,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from engine.health import overlayer_hold
+from engine.health import material_overlayer, overlayer_hold
 from engine.health.material_overlayer import SI
 from _hold_frames import field as _field, frame as _frame
 from engine.health.overlayer_hold import HOLD_FRAMES, OverlayerHold
@@ -140,8 +140,6 @@ def test_a_flickering_si_on_contamination_raises_no_event_when_held():
     from lab.contamination_eval import run_movie
 
     V2 = str(V2_MODEL)     # the network shipped until 2026-12-03, whose false Si the movie was chosen for
-
-    from engine.health import material_overlayer
 
     # (the far-dimmer and as-wide-as-C rules, SI_Z_NET and SI_WIDE, off: they read the flickering column on every
     # frame, and this is the hold's test)
