@@ -26,7 +26,7 @@ import numpy as np
 from engine.track import Tracker
 from engine.health.atoms import drop_outside, estimate_snr
 from engine.health.material_atoms import unsure_region
-from engine.health.material_overlayer import overlayer_region, overlayer_si
+from engine.health.material_overlayer import overlayer_region, overlayer_si, si_near_contamination
 from engine.health.off_lattice import DISC_A, RADIUS_A as OFF_LATTICE_A, discs, off_lattice
 from engine.health.overlayer_hold import SI_HOLD_A
 from engine.health.monitor import SKIP_VERDICTS
@@ -444,6 +444,7 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
         result = chemistry_of(probs)
         snr = float(estimate_snr(np.asarray(frame.data), result, maps))   # (the noise: measured once)
         if material is not None and snr >= 2.0:
+            not_graphene = material.mask      # (the verdict's own mask: what the contamination rules add is below)
             # the part of the field where the network is unsure of its atoms: amorphous carbon or
             # contamination, which the Fourier mask leaves in (engine/health/material_atoms.py)
             region = unsure_region(result.atoms, shape)
@@ -481,6 +482,10 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             if OVERLAYER_SI:
                 demoted = overlayer_si(result.atoms, maps, result.bonds, result.bond_length_A, snr,
                                        material.mask)
+                # and the Si beside the contamination found, on weaker evidence: the part the rules above left
+                # out (not what the verdict left out as not graphene) and the Si just judged
+                demoted = np.union1d(demoted, si_near_contamination(
+                    result.atoms, maps, demoted, _left_out_since(not_graphene, material.mask), snr, SI_DISC_A))
                 held = 0
                 if overlayer_hold is not None and OVERLAYER_SI_HOLD:
                     # and those within SI_HOLD_A of a Si read as C on the last frames (moved with the drift)
@@ -546,7 +551,8 @@ OFF_LATTICE = True
 OFF_LATTICE_WHY = ("{} heavy atom{} off the lattice (no ring of the graph within " + f"{OFF_LATTICE_A:g}"
                    + " A: contamination or adatoms in a hole)")
 OVERLAYER_SI_WHAT = ("{} Si on contamination (a column far dimmer than the frame's Si or as wide as its C columns, "
-                     "or a bond < 1.5 A with a column dimmer than Si or wider than the probe)")
+                     "or a bond < 1.5 A with a column dimmer than Si or wider than the probe, or beside contamination "
+                     "found with a column dimmer than the frame's Si or as wide as its C)")
 OVERLAYER_SI_WHY = OVERLAYER_SI_WHAT + ": read as C"
 OVERLAYER_SI_HELD = " ({} of them within {:.1f} A of one read as C on recent frames)"
 #: the per-atom reading held over a series (engine.health.overlayer_hold.OverlayerHold.read_as_c). Off: on
@@ -586,6 +592,15 @@ def _read_as_c(result, idx: np.ndarray, material, cfg: Config, image, maps, mask
     why = OVERLAYER_SI_WHY.format(len(idx)) + (OVERLAYER_SI_HELD.format(held, SI_HOLD_A) if held else "")
     material = dataclasses.replace(material, reason=(material.reason or "") + "; " + why)
     return chem, material
+
+
+def _left_out_since(before, after):
+    """Frame-shaped bool, True where the mask ``after`` leaves out what ``before`` kept (None: the whole frame
+    kept); None when ``after`` leaves out nothing."""
+    if after is None:
+        return None
+    out = ~np.asarray(after, bool)
+    return out if before is None else out & np.asarray(before, bool)
 
 
 def _leave_out(material, region: np.ndarray, why: str = UNSURE_WHY):

@@ -344,6 +344,10 @@ def main(argv=None) -> int:
                     "dimmer than --si-rel-net x the frame's median Si and more than this many robust spreads below it "
                     "to be contamination (material_overlayer.SI_Z_NET; default: the shipped 5; 0: off, as before the "
                     "third session of 2026-12-04)")
+    ap.add_argument("--si-near", type=float, default=None, help="the per-atom rule also judges a Si within this many A "
+                    "of the contamination found (left out, or a Si judged) that reads dimmer than 0.95 x the frame's Si or "
+                    "as wide as its C columns (material_overlayer.SI_NEAR_A; default: the shipped 4.0; 0: off, as before "
+                    "2026-12-05)")
     ap.add_argument("--si-wide", type=float, default=None, help="the per-atom rule also judges, whatever its bonds, a Si "
                     "whose column is at least this many times as wide (RMS radius) as the frame's C columns' to be "
                     "contamination (material_overlayer.SI_WIDE; default: the shipped 1.0; 0: off, as before the fourth "
@@ -366,6 +370,8 @@ def main(argv=None) -> int:
         material_overlayer.SI_REL_NET = float(a.si_rel_net)
     if a.si_z_net is not None:
         material_overlayer.SI_Z_NET = float(a.si_z_net)
+    if a.si_near is not None:
+        material_overlayer.SI_NEAR_A = float(a.si_near)
     if a.si_wide is not None:
         material_overlayer.SI_WIDE = float(a.si_wide)
     if a.thin_path:

@@ -344,3 +344,52 @@ def test_rms_radius_of_a_column_is_its_own_width_about_its_centroid():
     assert radius(column(2.5), [30.0], [30.0])[0] > got[0] * 1.2
     assert np.isclose(radius(column(2.0, floor=3.0), [30.0], [30.0], floor=3.0)[0], got[0])
     assert np.isnan(radius(column(2.0), [5.0], [30.0])[0])
+
+
+def test_a_si_beside_the_contamination_found_is_judged_on_weaker_evidence():
+    """SI_NEAR_A / SI_NEAR_REL (material_overlayer.si_near_contamination): on the honeycomb, the stacked column
+    (0.92 of the frame's Si, 1.06 of its C width) is judged when the part left out for contamination lies 3 A
+    from it, or a judged Si's disc within 4 A; not with the part left out 5 A away, nor with nothing found, nor
+    at SNR 10. A true Si (1.0 of the frame's Si, 0.93 of the C width) 3 A from the part left out is kept."""
+    from engine.chem.maps import contrast_maps
+
+    img, atoms, centre, si = _honeycomb()
+    maps = contrast_maps(img, 0.1)
+    xy = atoms.xy_px
+
+    def left_out_at(k, d_A):
+        """The frame-shaped mask of a 0.5 A disc ``d_A`` from atom ``k``, on the side away from the frame's centre."""
+        away = (xy[k] - 150.0) / max(np.hypot(*(xy[k] - 150.0)), 1e-9) if k != centre else np.array([0.0, 1.0])
+        x, y = xy[k] + away * d_A / 0.1
+        yy, xx = np.mgrid[0:300, 0:300]
+        return (xx - x) ** 2 + (yy - y) ** 2 <= 5 ** 2
+
+    def judged(left_out=None, judged_si=(), disc_A=1.0, snr=30.0):
+        got = material_overlayer.si_near_contamination(atoms, maps, np.array(judged_si, np.int64), left_out, snr, disc_A)
+        return ["stacked" if g == centre else "si" for g in got]
+
+    assert judged() == []                                                # nothing found: nothing beside it
+    assert judged(left_out_at(centre, 3.0)) == ["stacked"]
+    assert judged(left_out_at(centre, 5.0)) == []
+    assert judged(left_out_at(centre, 3.0), snr=10.0) == []
+    with mock.patch.object(material_overlayer, "SI_NEAR_A", 0.0):
+        assert judged(left_out_at(centre, 3.0)) == []
+    assert judged(left_out_at(si[0], 3.0)) == []                         # a true Si beside it: kept
+    d = np.hypot(*(xy[si[0]] - xy[centre])) * 0.1                        # (5-6 A: _honeycomb's spacing)
+    assert judged(judged_si=[si[0]], disc_A=d - 3.5) == ["stacked"]      # a judged Si's disc 3.5 A away
+    assert judged(judged_si=[si[0]], disc_A=d - 4.5) == []               # 4.5 A away
+
+
+def test_only_what_the_contamination_rules_left_out_counts_as_contamination():
+    """pipeline._left_out_since: the part of the field left out after the verdict's own mask (vacuum, another
+    material: not contamination) is what the contamination rules added; None when nothing is left out."""
+    from engine.pipeline import _left_out_since
+
+    verdict = np.ones((4, 4), bool)
+    verdict[:, 0] = False                                                # vacuum
+    after = verdict.copy()
+    after[1, 2] = False                                                  # a Si's disc
+    got = _left_out_since(verdict, after)
+    assert got.sum() == 1 and got[1, 2]
+    assert _left_out_since(None, after).sum() == 5
+    assert _left_out_since(verdict, None) is None

@@ -33,8 +33,10 @@ those heavy atoms. Plain numpy / scipy.
 
 What the region leaves in is judged per reported Si by :func:`overlayer_si` (a bond too short for a Si and
 a column dimmer than a Si, absolutely or against the frame's own Si, or wider than the probe; bonds
-averaging a C's; or, whatever the bonds, a column far dimmer than the frame's Si or as wide as its C columns):
-left out by the pipeline, a disc each (``engine.pipeline.OVERLAYER_SI_DISCS``).
+averaging a C's; or, whatever the bonds, a column far dimmer than the frame's Si or as wide as its C columns),
+and then by :func:`si_near_contamination` (within :data:`SI_NEAR_A` of the contamination found, a column a little
+dimmer than the frame's Si or as wide as its C columns): left out by the pipeline, a disc each
+(``engine.pipeline.OVERLAYER_SI_DISCS``).
 """
 
 from __future__ import annotations
@@ -631,6 +633,91 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -
     fall = (a_sm - (ring * clear).sum(1) / np.maximum(n_clear, 1)) / np.maximum(net, 1e-12)
     wider_than_probe = (n_clear >= SI_RING_MIN_POINTS) & (fall < SI_MIN_FALL)
     return np.union1d(judged, cand[(net < dim) | wider_than_probe])
+
+
+#: Beside contamination found (:func:`si_near_contamination`): a reported Si within SI_NEAR_A of the part of the
+#: field the contamination rules left out, or of a Si they judged (its disc), is judged contamination on weaker
+#: evidence than the rules above ask of a Si anywhere: a column dimmer than SI_NEAR_REL x the frame's median Si
+#: (on a frame with at least SI_REL_MIN_SI Si), or at least SI_WIDE x as wide as the frame's C columns. Where the
+#: frame holds contamination, the columns beside it are its likeliest place. Chosen on development data
+#: (2026-12-05; movies 35-45, 93-109 and 141-146 static and drifting, contaminated frames 81/84/8123/8126/8138/
+#: 8141/8150, clean dopant frames 5207/5209/5212): of the Si within 4 A, 89 of 91 false Si and none of 9 true Si
+#: more than 3 A from any contamination atom (those read 0.99-1.13 of the frame's Si and 0.93-1.00 of its C
+#: width); 0.5 A more either way took more true Si or fewer false. 0: off
+SI_NEAR_A = 4.0
+SI_NEAR_REL = 0.95
+_NEAR_STEP_A = 0.5            # (the grid on which the part left out is looked for: finer than the smallest disc)
+
+
+def si_near_contamination(atoms, maps, judged, left_out, snr: float, disc_A: float) -> np.ndarray:
+    """Indices of the reported Si (species SI, not in ``judged``) beside the contamination that the frame's rules
+    found: within :data:`SI_NEAR_A` of the part ``left_out`` (frame-shaped bool, True where the contamination
+    rules left the field out; None: nothing) or of the disc of ``disc_A`` around a Si in ``judged`` (indices
+    into ``atoms``: :func:`overlayer_si`'s), whose column reads dimmer than :data:`SI_NEAR_REL` x the frame's
+    median Si or as wide as its C columns (:data:`SI_WIDE`); on a frame of SNR >= :data:`SI_MIN_SNR`. The part
+    left out for not being graphene (vacuum, another material) is not contamination: pass only what the
+    contamination rules left out. One pass: the Si judged here do not open the search around themselves."""
+    sp = np.asarray(atoms.species)
+    none = np.zeros(0, np.int64)
+    if not (SI_NEAR_A > 0 and snr >= SI_MIN_SNR):
+        return none
+    judged = np.asarray(judged, np.int64)
+    has_left_out = left_out is not None and np.asarray(left_out, bool).any()
+    if not (len(judged) or has_left_out):
+        return none
+    si = np.flatnonzero(sp == SI)
+    c = np.flatnonzero(sp == 0)
+    rest = np.setdiff1d(si, judged)
+    if not len(rest) or len(c) < MIN_C_ATOMS:
+        return none
+    xy = np.asarray(atoms.xy_px, np.float64).reshape(-1, 2)
+    sm, bg, pxd, f = maps[:4]
+    px = pxd / f                                                  # (A per frame px)
+    near = _near_mask(xy[rest], px, left_out, SI_NEAR_A) if has_left_out else np.zeros(len(rest), bool)
+    if len(judged):
+        d = cKDTree(xy[judged]).query(xy[rest], distance_upper_bound=(SI_NEAR_A + disc_A) / px)[0]
+        near |= np.isfinite(d)
+    cand = rest[near]
+    if not len(cand):
+        return none
+    dim = np.zeros(len(cand), bool)
+    if len(si) >= SI_REL_MIN_SI:
+        s_sm, s_bg = sample_bilinear((sm, bg), (xy[si, 1] + 0.5) / f - 0.5, (xy[si, 0] + 0.5) / f - 0.5)
+        net = s_sm - s_bg
+        mid = median(net)
+        if mid > 0:
+            dim = net[np.searchsorted(si, cand)] < SI_NEAR_REL * mid
+    wide = np.zeros(len(cand), bool)
+    block = getattr(maps, "block", None)
+    if SI_WIDE > 0 and block is not None:
+        ref = c[::max(1, len(c) // REF_ATOMS)]
+        p = xy[np.concatenate([ref, cand])]
+        rows, cols = (p[:, 1] + 0.5) / f - 0.5, (p[:, 0] + 0.5) / f - 0.5
+        (floor,) = sample_bilinear((bg,), rows, cols)
+        size = _rms_radius(np.asarray(block), floor, rows, cols, SI_WIDE_DISC_A / pxd)
+        if np.isfinite(size[:len(ref)]).any():
+            c_size = np.nanmedian(size[:len(ref)])
+            with np.errstate(invalid="ignore"):
+                wide = size[len(ref):] > SI_WIDE * c_size
+    return cand[dim | wide]
+
+
+def _near_mask(p, px, mask, radius_A) -> np.ndarray:
+    """bool per point ``p`` (frame px): ``mask`` (frame-shaped bool) is True somewhere within ``radius_A`` of it,
+    looked for on a grid of :data:`_NEAR_STEP_A` (points outside the frame are not read); ``px``: A per frame px."""
+    m = np.asarray(mask, bool)
+    s = max(1, int(_NEAR_STEP_A / px))
+    r = radius_A / px
+    k = int(np.ceil(r / s)) * s
+    dy, dx = np.mgrid[-k:k + 1:s, -k:k + 1:s]
+    disc = (dy ** 2 + dx ** 2) <= r * r
+    dy, dx = dy[disc], dx[disc]
+    row = np.rint(p[:, 1]).astype(np.int64)[:, None] + dy[None]
+    col = np.rint(p[:, 0]).astype(np.int64)[:, None] + dx[None]
+    inside = (row >= 0) & (row < m.shape[0]) & (col >= 0) & (col < m.shape[1])
+    hit = np.zeros(row.shape, bool)
+    hit[inside] = m[row[inside], col[inside]]
+    return hit.any(1)
 
 
 def _clear_of_other_si(xy, si, cand, px, si_tree) -> np.ndarray:
