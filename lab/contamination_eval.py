@@ -348,6 +348,8 @@ def main(argv=None) -> int:
                     "of the contamination found (left out, or a Si judged) that reads dimmer than 0.95 x the frame's Si or "
                     "as wide as its C columns (material_overlayer.SI_NEAR_A; default: the shipped 4.0; 0: off, as before "
                     "2026-12-05)")
+    ap.add_argument("--si-wide-max-rel", type=float, default=None, help="the as-wide-as-C rule's brightness cap, in the "
+                    "frame's median Si (material_overlayer.SI_WIDE_MAX_REL; default: the shipped none, inf; 1.1: as before 2026-12-05)")
     ap.add_argument("--si-wide", type=float, default=None, help="the per-atom rule also judges, whatever its bonds, a Si "
                     "whose column is at least this many times as wide (RMS radius) as the frame's C columns' to be "
                     "contamination (material_overlayer.SI_WIDE; default: the shipped 1.0; 0: off, as before the fourth "
@@ -374,6 +376,8 @@ def main(argv=None) -> int:
         material_overlayer.SI_NEAR_A = float(a.si_near)
     if a.si_wide is not None:
         material_overlayer.SI_WIDE = float(a.si_wide)
+    if a.si_wide_max_rel is not None:
+        material_overlayer.SI_WIDE_MAX_REL = float(a.si_wide_max_rel)
     if a.thin_path:
         material_overlayer.THIN_PATH = True
     if a.no_atom_rule:

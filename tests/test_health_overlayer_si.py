@@ -288,7 +288,8 @@ def test_a_si_as_wide_as_the_frames_c_columns_is_judged_whatever_its_bonds():
     """SI_WIDE: on a honeycomb, the six Si (3.3 x C, a gamma of 1.4) read 0.93 of the C columns' RMS radius; a
     lattice C with five contamination atoms within 0.6 A of it reads 1.06 of them, and 0.92 of the frame's Si,
     so no brightness rule judges it: judged as wide as a C (before 2026-12-04's fourth session it was kept).
-    A Si with the same contamination on it is brighter than the frame's Si (SI_WIDE_MAX_REL), and kept."""
+    A Si with the same contamination on it, brighter than the frame's Si and as wide, is left out too since 2026-12-05
+    (not clean graphene either way); with the old brightness cap (SI_WIDE_MAX_REL 1.1) it is kept."""
     from engine.chem.maps import contrast_maps
 
     def judged(**kw):
@@ -300,7 +301,9 @@ def test_a_si_as_wide_as_the_frames_c_columns_is_judged_whatever_its_bonds():
     assert judged() == ["stacked"]
     with mock.patch.object(material_overlayer, "SI_WIDE", 0.0):
         assert judged() == []
-    assert judged(stacked_on=3.3) == []
+    assert judged(stacked_on=3.3) == ["stacked"]
+    with mock.patch.object(material_overlayer, "SI_WIDE_MAX_REL", 1.1):
+        assert judged(stacked_on=3.3) == []
 
 
 def test_a_c_under_a_contamination_atom_dimmer_than_the_frames_si_is_read_as_c(pipe):
@@ -365,7 +368,8 @@ def test_a_si_beside_the_contamination_found_is_judged_on_weaker_evidence():
         return (xx - x) ** 2 + (yy - y) ** 2 <= 5 ** 2
 
     def judged(left_out=None, judged_si=(), disc_A=1.0, snr=30.0):
-        got = material_overlayer.si_near_contamination(atoms, maps, np.array(judged_si, np.int64), left_out, snr, disc_A)
+        got = material_overlayer.si_near_contamination(atoms, maps, np.array(judged_si, np.int64), left_out, snr,
+                                                        disc_A)
         return ["stacked" if g == centre else "si" for g in got]
 
     assert judged() == []                                                # nothing found: nothing beside it

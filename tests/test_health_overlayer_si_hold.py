@@ -145,8 +145,8 @@ def test_a_flickering_si_on_contamination_raises_no_event_when_held():
     # the flickering column on every frame, and this is the hold's test)
     with mock.patch.object(pipeline_module, "OVERLAYER_SI_HOLD", True), \
             mock.patch.object(pipeline_module, "OVERLAYER_SI_DISCS", False), \
-            mock.patch.object(material_overlayer, "SI_Z_NET", 0.0), mock.patch.object(material_overlayer, "SI_WIDE", 0.0), \
-            mock.patch.object(material_overlayer, "SI_NEAR_A", 0.0):
+            mock.patch.object(material_overlayer, "SI_Z_NET", 0.0), \
+            mock.patch.object(material_overlayer, "SI_WIDE", 0.0), mock.patch.object(material_overlayer, "SI_NEAR_A", 0.0):
         m = run_movie(36, n_frames=10, contamination=True, modes=("frame", "held"), model=V2)
     f, h = m["frame"], m["held"]
     d = run_movie(36, n_frames=10, contamination=True, modes=("frame",), model=V2)["frame"]   # the default
