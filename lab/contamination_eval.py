@@ -349,7 +349,8 @@ def main(argv=None) -> int:
                     "as wide as its C columns (material_overlayer.SI_NEAR_A; default: the shipped 4.0; 0: off, as before "
                     "2026-12-05)")
     ap.add_argument("--si-wide-max-rel", type=float, default=None, help="the as-wide-as-C rule's brightness cap, in the "
-                    "frame's median Si (material_overlayer.SI_WIDE_MAX_REL; default: the shipped none, inf; 1.1: as before 2026-12-05)")
+                    "frame's median Si (material_overlayer.SI_WIDE_MAX_REL; default: the shipped none, inf; 1.1: as "
+                    "before 2026-12-05)")
     ap.add_argument("--si-wide", type=float, default=None, help="the per-atom rule also judges, whatever its bonds, a Si "
                     "whose column is at least this many times as wide (RMS radius) as the frame's C columns' to be "
                     "contamination (material_overlayer.SI_WIDE; default: the shipped 1.0; 0: off, as before the fourth "

@@ -437,10 +437,9 @@ SI_RING_MIN_POINTS = 3
 #: centre reads as wide as a C or wider (median 1.01). Not (until 2026-12-05) for a column brighter than
 #: SI_WIDE_MAX_REL x the frame's Si (a Si with a contamination atom on it is still a Si); nor one with another Si
 #: within SI_WIDE_CLUSTER_A (a cluster's neighbour widens it), nor within SI_Z_EDGE_A of the part left out. Chosen on
-#: development data
-#: (2026-12-04, fourth session; seen movies 87-140, contaminated frames 81/84/8123/8126/8135/8138/8141, clean
-#: dopant frames 5201/5203/5204/5207/5209, clean and wide-tail frames): at SNR >= 12, 141 of the 463 false Si left by
-#: the rules before it, 1 of 19,179 true Si (a lone Si with a contamination atom 0.5 A from it). 0: off
+#: development data (2026-12-04, fourth session; seen movies 87-140, contaminated frames 81/84/8123/8126/8135/8138/
+#: 8141, clean dopant frames 5201/5203/5204/5207/5209, clean and wide-tail frames): at SNR >= 12, 141 of the 463
+#: false Si left by the rules before it, 1 of 19,179 true Si (a lone Si with a contamination atom 0.5 A from it). 0: off
 SI_WIDE = 1.0
 SI_WIDE_DISC_A = 0.9
 #: The brightness cap, since 2026-12-05 none: a column as wide as the frame's C and brighter than its Si is a Si or a C
@@ -530,28 +529,34 @@ def _rms_radius(a, floor, rows, cols, r):
     return out
 
 
+def _width_over_c(xy, c, idx, maps) -> np.ndarray:
+    """The RMS radius of each column ``idx`` (indices into ``xy``) over the median of ~:data:`REF_ATOMS` evenly
+    strided C columns ``c`` of the frame (:func:`_rms_radius` on the maps' block-averaged frame ``maps.block``, less
+    the floor ``bg``, within :data:`SI_WIDE_DISC_A`); NaN where unknown (all NaN when no C column is)."""
+    bg, pxd, f = maps[1], maps[2], maps[3]
+    ref = c[::max(1, len(c) // REF_ATOMS)]
+    p = xy[np.concatenate([ref, idx])]
+    rows, cols = (p[:, 1] + 0.5) / f - 0.5, (p[:, 0] + 0.5) / f - 0.5
+    (floor,) = sample_bilinear((bg,), rows, cols)
+    size = _rms_radius(np.asarray(maps.block), floor, rows, cols, SI_WIDE_DISC_A / pxd)
+    c_size = np.nanmedian(size[:len(ref)]) if np.isfinite(size[:len(ref)]).any() else np.nan
+    if not c_size > 0:
+        return np.full(len(idx), np.nan)
+    return size[len(ref):] / c_size
+
+
 def _wider_than_c(xy, si, rel, c, maps, analysed, si_tree) -> np.ndarray:
     """Indices of the Si at least :data:`SI_WIDE` x as wide as the frame's C columns (see there); ``rel``: each Si's
     net contrast over the frame's median Si's, ``c``: the frame's C atoms, ``si_tree()``: the KD-tree of ``xy[si]``
     (built once, when first asked for); empty when the rule is off or the maps keep no block-averaged frame."""
-    block = getattr(maps, "block", None)
-    if not SI_WIDE > 0 or block is None or len(c) < MIN_C_ATOMS:
+    if not SI_WIDE > 0 or getattr(maps, "block", None) is None or len(c) < MIN_C_ATOMS:
         return si[:0]
-    bg, pxd, f = maps[1], maps[2], maps[3]
-    px = pxd / f
+    px = maps[2] / maps[3]                                       # (A per frame px)
     cand = np.flatnonzero(rel < SI_WIDE_MAX_REL)
     if not len(cand):
         return si[:0]
-    ref = c[::max(1, len(c) // REF_ATOMS)]
-    p = xy[np.concatenate([ref, si[cand]])]
-    rows, cols = (p[:, 1] + 0.5) / f - 0.5, (p[:, 0] + 0.5) / f - 0.5
-    (floor,) = sample_bilinear((bg,), rows, cols)
-    size = _rms_radius(np.asarray(block), floor, rows, cols, SI_WIDE_DISC_A / pxd)
-    c_size = np.nanmedian(size[:len(ref)]) if np.isfinite(size[:len(ref)]).any() else np.nan
-    if not c_size > 0:
-        return si[:0]
     with np.errstate(invalid="ignore"):
-        cand = cand[size[len(ref):] > SI_WIDE * c_size]
+        cand = cand[_width_over_c(xy, c, si[cand], maps) > SI_WIDE]
     if len(cand) and len(si) > 1:                # not with another Si within SI_WIDE_CLUSTER_A
         d = si_tree().query(xy[si[cand]], k=2, distance_upper_bound=SI_WIDE_CLUSTER_A / px)[0][:, 1]
         cand = cand[~np.isfinite(d)]
@@ -650,7 +655,7 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -
 #: (2026-12-05; movies 35-45, 93-109 and 141-146 static and drifting, contaminated frames 81/84/8123/8126/8138/
 #: 8141/8150, clean dopant frames 5207/5209/5212): of the Si within 4 A, 89 of 91 false Si and none of 9 true Si
 #: more than 3 A from any contamination atom (those read 0.99-1.13 of the frame's Si and 0.93-1.00 of its C
-#: width); 0.5 A more either way took more true Si or fewer false. 0: off
+#: width); at 3 A it took fewer false Si (47 / 41 left of 58 on the development movies, against 27 / 30). 0: off
 SI_NEAR_A = 4.0
 SI_NEAR_REL = 0.95
 _NEAR_STEP_A = 0.5            # (the grid on which the part left out is looked for: finer than the smallest disc)
@@ -695,17 +700,9 @@ def si_near_contamination(atoms, maps, judged, left_out, snr: float, disc_A: flo
         if mid > 0:
             dim = net[np.searchsorted(si, cand)] < SI_NEAR_REL * mid
     wide = np.zeros(len(cand), bool)
-    block = getattr(maps, "block", None)
-    if SI_WIDE > 0 and block is not None:
-        ref = c[::max(1, len(c) // REF_ATOMS)]
-        p = xy[np.concatenate([ref, cand])]
-        rows, cols = (p[:, 1] + 0.5) / f - 0.5, (p[:, 0] + 0.5) / f - 0.5
-        (floor,) = sample_bilinear((bg,), rows, cols)
-        size = _rms_radius(np.asarray(block), floor, rows, cols, SI_WIDE_DISC_A / pxd)
-        if np.isfinite(size[:len(ref)]).any():
-            c_size = np.nanmedian(size[:len(ref)])
-            with np.errstate(invalid="ignore"):
-                wide = size[len(ref):] > SI_WIDE * c_size
+    if SI_WIDE > 0 and getattr(maps, "block", None) is not None:
+        with np.errstate(invalid="ignore"):
+            wide = _width_over_c(xy, c, cand, maps) > SI_WIDE
     return cand[dim | wide]
 
 
