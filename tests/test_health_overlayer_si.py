@@ -397,3 +397,24 @@ def test_only_what_the_contamination_rules_left_out_counts_as_contamination():
     assert got.sum() == 1 and got[1, 2]
     assert _left_out_since(None, after).sum() == 5
     assert _left_out_since(verdict, None) is None
+
+
+def test_the_pipeline_leaves_out_a_si_beside_the_contamination_found(pipe):
+    """In the pipeline (engine.pipeline: si_near_contamination after overlayer_si): the first frame of the bundled
+    movies' imaging with a contamination patch (MaterialMovie "graphene_hole" seed 146, contamination forced, 512^2 at
+    0.2 A/px) keeps a false Si near contamination with the rule off; with it on, the Si beside the contamination the
+    other rules found are left out too, and every true Si on clean graphene is kept."""
+    from engine.sim.materials import MaterialMovie
+    from engine.sim.movie import MovieSpec
+    from lab.contamination_eval import _truth_example
+
+    spec = MovieSpec(n_frames=1, shape_px=(512, 512), pixel_size_A=0.2, drift_A_per_frame=(0.0, 0.0),
+                     drift_bound_A=0.0, seed=146)
+    img, truth = next(iter(MaterialMovie(spec, "graphene_hole", contamination=True).frames()))
+    ex = _truth_example(img, truth, 0.2)
+    with mock.patch.object(material_overlayer, "SI_NEAR_A", 0.0):
+        off = score(_process(pipe, img, 0.2), ex)
+    on = score(_process(pipe, img, 0.2), ex)
+    assert off["false_si_near"] >= 1, off                                # the trap
+    assert on["false_si_near"] < off["false_si_near"] and on["read_as_c"] > off["read_as_c"], (off, on)
+    assert on["true_si_kept"] == off["true_si_kept"], (off, on)
