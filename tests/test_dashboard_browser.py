@@ -85,13 +85,29 @@ def _frame(drv):
                 status: deep('.status').map(e => e.textContent).join(' ')};""")
 
 
+def _watch_frames(drv):
+    """From now on, the page records the frame's seq and its first atom's x each time ``frame_meta`` changes. The
+    server sends a frame as several messages, ``frame_meta`` last, so at that moment the atoms are the same frame's;
+    a poll between two of them can read the next frame's atoms with the last one's seq (seen with both cores busy)."""
+    js(drv, """
+        const m = model('frame_meta'), a = model('atom_source');
+        window.__frames = [];
+        m.connect(m.properties.data.change, () => window.__frames.push({seq: m.data.seq[0], x0: a.data.x[0]}));
+        return true;""")
+
+
 def test_live_frame_and_atoms_update(live):
     dash, feeder, drv = live
+    _watch_frames(drv)
     first = _frame(drv)
     assert first["img_len"] == 256 * 256 and first["n_atoms"] == len(feeder.lat.xy_A)
     later = wait_for(lambda: (f := _frame(drv))["seq"] >= first["seq"] + 5 and f, what="5 newer frames")
     assert later["img_sum"] != first["img_sum"]                  # a new image, not the same one again
-    assert later["x0"] - first["x0"] == pytest.approx(0.02 * (later["seq"] - first["seq"]), abs=1e-3)  # drift
+    # the atoms drift with the frames: read where each frame was complete
+    seen = wait_for(lambda: (f := js(drv, "return window.__frames;")) and f[-1]["seq"] >= f[0]["seq"] + 5 and f,
+                    what="5 newer complete frames")
+    a, b = seen[0], seen[-1]
+    assert b["x0"] - a["x0"] == pytest.approx(0.02 * (b["seq"] - a["seq"]), abs=1e-3), seen     # drift
     assert "LIVE" in later["status"] and "ONNX Runtime CPU" in later["status"]
     assert "display" in later["status"]
     tab = next(iter(dash.sessions))
