@@ -488,15 +488,8 @@ def _away_from_left_out(p, px, maps, analysed) -> np.ndarray:
     """bool per point ``p`` (frame px): no pixel within :data:`SI_Z_EDGE_A` of it is outside the frame or left out
     (``analysed`` False; None: the whole frame analysed); ``px``: A per frame px."""
     sm, f = maps[0], maps[3]
-    r = SI_Z_EDGE_A / px
-    k = int(np.ceil(r))
-    dy, dx = np.mgrid[-k:k + 1, -k:k + 1]
-    disc = (dy ** 2 + dx ** 2) <= r * r
-    dy, dx = dy[disc], dx[disc]
     shape = np.shape(analysed) if analysed is not None else (sm.shape[0] * f, sm.shape[1] * f)
-    col = np.rint(p[:, 0]).astype(np.int64)[:, None] + dx[None]
-    row = np.rint(p[:, 1]).astype(np.int64)[:, None] + dy[None]
-    inside = (row >= 0) & (row < shape[0]) & (col >= 0) & (col < shape[1])
+    row, col, inside = _pixels_around(p, SI_Z_EDGE_A / px, shape)
     ok = inside.all(1)
     if analysed is not None and ok.any():
         m = np.asarray(analysed, bool)
@@ -504,14 +497,29 @@ def _away_from_left_out(p, px, maps, analysed) -> np.ndarray:
     return ok
 
 
+def _grid_disc(r, step=1):
+    """(dy, dx): the integer offsets within ``r`` px of the origin, on a grid of ``step`` px."""
+    k = int(np.ceil(r / step)) * step
+    dy, dx = np.mgrid[-k:k + 1:step, -k:k + 1:step]
+    disc = (dy ** 2 + dx ** 2) <= r * r
+    return dy[disc], dx[disc]
+
+
+def _pixels_around(p, r, shape, step=1):
+    """(row, col, inside), each (len(p), n): the frame pixels within ``r`` px of each point ``p`` ((x, y) frame px,
+    rounded), on a grid of ``step`` px, and whether each lies in a frame of ``shape``."""
+    dy, dx = _grid_disc(r, step)
+    row = np.rint(p[:, 1]).astype(np.int64)[:, None] + dy[None]
+    col = np.rint(p[:, 0]).astype(np.int64)[:, None] + dx[None]
+    return row, col, (row >= 0) & (row < shape[0]) & (col >= 0) & (col < shape[1])
+
+
 def _rms_radius(a, floor, rows, cols, r):
     """RMS radius (px of ``a``) of the column at each map position (``rows``, ``cols``, float): ``a - floor`` (per
     point, clipped at 0) over the disc of radius ``r`` px around the nearest pixel, about its own centroid; NaN
     where the disc leaves the map or holds nothing above the floor."""
     k = int(np.ceil(r))
-    dy, dx = np.mgrid[-k:k + 1, -k:k + 1]
-    disc = (dy ** 2 + dx ** 2) <= r * r
-    dy, dx = dy[disc], dx[disc]
+    dy, dx = _grid_disc(r)
     r0, c0 = np.rint(rows).astype(np.int64), np.rint(cols).astype(np.int64)
     inside = (r0 >= k) & (r0 < a.shape[0] - k) & (c0 >= k) & (c0 < a.shape[1] - k)
     out = np.full(len(r0), np.nan)
@@ -710,15 +718,7 @@ def _near_mask(p, px, mask, radius_A) -> np.ndarray:
     """bool per point ``p`` (frame px): ``mask`` (frame-shaped bool) is True somewhere within ``radius_A`` of it,
     looked for on a grid of :data:`_NEAR_STEP_A` (points outside the frame are not read); ``px``: A per frame px."""
     m = np.asarray(mask, bool)
-    s = max(1, int(_NEAR_STEP_A / px))
-    r = radius_A / px
-    k = int(np.ceil(r / s)) * s
-    dy, dx = np.mgrid[-k:k + 1:s, -k:k + 1:s]
-    disc = (dy ** 2 + dx ** 2) <= r * r
-    dy, dx = dy[disc], dx[disc]
-    row = np.rint(p[:, 1]).astype(np.int64)[:, None] + dy[None]
-    col = np.rint(p[:, 0]).astype(np.int64)[:, None] + dx[None]
-    inside = (row >= 0) & (row < m.shape[0]) & (col >= 0) & (col < m.shape[1])
+    row, col, inside = _pixels_around(p, radius_A / px, m.shape, max(1, int(_NEAR_STEP_A / px)))
     hit = np.zeros(row.shape, bool)
     hit[inside] = m[row[inside], col[inside]]
     return hit.any(1)
