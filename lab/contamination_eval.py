@@ -319,6 +319,35 @@ def summary(rows: list[dict]) -> dict:
     return {m: {k: sum(r[m][k] for r in rows) for k in keys} for m in ("before", "after")}
 
 
+#: the per-atom rule's parameters a flag overrides (a float each; not given: the shipped value): (flag, the
+#: engine.health.material_overlayer constant, help)
+_RULE_FLAGS = (
+    ("--si-rel-net", "SI_REL_NET",
+     "the per-atom rule also judges a short-bonded Si "
+     "dimmer than this fraction of the frame's median Si to be contamination "
+     "(material_overlayer.SI_REL_NET; default: the shipped 0.87; 0: off, as before 2026-12-04)"),
+    ("--si-z-net", "SI_Z_NET",
+     "the per-atom rule also judges, whatever its bonds, a Si "
+     "dimmer than --si-rel-net x the frame's median Si and more than this many robust spreads below it "
+     "to be contamination (material_overlayer.SI_Z_NET; default: the shipped 5; 0: off, as before the "
+     "third session of 2026-12-04)"),
+    ("--si-near", "SI_NEAR_A",
+     "the per-atom rule also judges a Si within this many A "
+     "of the contamination found (left out, or a Si judged) that reads dimmer than 0.95 x the frame's Si or "
+     "as wide as its C columns (material_overlayer.SI_NEAR_A; default: the shipped 4.0; 0: off, as before "
+     "2026-12-05)"),
+    ("--si-wide-max-rel", "SI_WIDE_MAX_REL",
+     "the as-wide-as-C rule's brightness cap, in the "
+     "frame's median Si (material_overlayer.SI_WIDE_MAX_REL; default: the shipped none, inf; 1.1: as "
+     "before 2026-12-05)"),
+    ("--si-wide", "SI_WIDE",
+     "the per-atom rule also judges, whatever its bonds, a Si "
+     "whose column is at least this many times as wide (RMS radius) as the frame's C columns' to be "
+     "contamination (material_overlayer.SI_WIDE; default: the shipped 1.0; 0: off, as before the fourth "
+     "session of 2026-12-04)"),
+)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=15, help="contaminated frames, and as many clean ones (default 15)")
@@ -337,24 +366,8 @@ def main(argv=None) -> int:
                     "comma-separated (default 0:0, static)")
     ap.add_argument("--thin-path", action="store_true", help="the overlayer region's thin path on "
                     "(engine.health.material_overlayer.THIN_PATH, off by default)")
-    ap.add_argument("--si-rel-net", type=float, default=None, help="the per-atom rule also judges a short-bonded Si "
-                    "dimmer than this fraction of the frame's median Si to be contamination "
-                    "(material_overlayer.SI_REL_NET; default: the shipped 0.87; 0: off, as before 2026-12-04)")
-    ap.add_argument("--si-z-net", type=float, default=None, help="the per-atom rule also judges, whatever its bonds, a Si "
-                    "dimmer than --si-rel-net x the frame's median Si and more than this many robust spreads below it "
-                    "to be contamination (material_overlayer.SI_Z_NET; default: the shipped 5; 0: off, as before the "
-                    "third session of 2026-12-04)")
-    ap.add_argument("--si-near", type=float, default=None, help="the per-atom rule also judges a Si within this many A "
-                    "of the contamination found (left out, or a Si judged) that reads dimmer than 0.95 x the frame's Si or "
-                    "as wide as its C columns (material_overlayer.SI_NEAR_A; default: the shipped 4.0; 0: off, as before "
-                    "2026-12-05)")
-    ap.add_argument("--si-wide-max-rel", type=float, default=None, help="the as-wide-as-C rule's brightness cap, in the "
-                    "frame's median Si (material_overlayer.SI_WIDE_MAX_REL; default: the shipped none, inf; 1.1: as "
-                    "before 2026-12-05)")
-    ap.add_argument("--si-wide", type=float, default=None, help="the per-atom rule also judges, whatever its bonds, a Si "
-                    "whose column is at least this many times as wide (RMS radius) as the frame's C columns' to be "
-                    "contamination (material_overlayer.SI_WIDE; default: the shipped 1.0; 0: off, as before the fourth "
-                    "session of 2026-12-04)")
+    for flag, _, text in _RULE_FLAGS:
+        ap.add_argument(flag, type=float, default=None, help=text)
     ap.add_argument("--si-read-as-c", action="store_true", help="the Si the per-atom rule judges to be contamination "
                     "are read as C, as before 2026-12-04, not left out (pipeline.OVERLAYER_SI_DISCS off)")
     ap.add_argument("--si-hold", action="store_true", help="the per-atom reading held over a series "
@@ -369,16 +382,10 @@ def main(argv=None) -> int:
         pipeline_module.OVERLAYER_SI_HOLD = True
     if a.si_read_as_c:
         pipeline_module.OVERLAYER_SI_DISCS = False
-    if a.si_rel_net is not None:
-        material_overlayer.SI_REL_NET = float(a.si_rel_net)
-    if a.si_z_net is not None:
-        material_overlayer.SI_Z_NET = float(a.si_z_net)
-    if a.si_near is not None:
-        material_overlayer.SI_NEAR_A = float(a.si_near)
-    if a.si_wide is not None:
-        material_overlayer.SI_WIDE = float(a.si_wide)
-    if a.si_wide_max_rel is not None:
-        material_overlayer.SI_WIDE_MAX_REL = float(a.si_wide_max_rel)
+    for flag, name, _ in _RULE_FLAGS:
+        value = getattr(a, flag[2:].replace("-", "_"))
+        if value is not None:
+            setattr(material_overlayer, name, float(value))
     if a.thin_path:
         material_overlayer.THIN_PATH = True
     if a.no_atom_rule:
