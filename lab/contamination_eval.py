@@ -11,8 +11,9 @@ C) and without either (``overlayer_region`` replaced by None, ``OVERLAYER_SI`` F
 the rule off in both, so "after" is the region alone) and is scored, on frames called graphene with C-atom
 SNR >= 2, against the simulator's atoms:
 
-* false Si near contamination: reported Si (species != C) not within 0.5 A of a lattice Si and within
-  3 A of a contamination atom;
+* false Si near contamination: reported Si (species != C) not within 0.5 A of a lattice Si or of a heavy
+  adatom (species != C, not contamination) and within 3 A of a contamination atom (until 2026-12-05 a heavy
+  adatom found where it is, near contamination, was counted as a false Si);
 * true Si kept on clean graphene: lattice Si more than 3 A from any contamination atom that a reported
   Si lies within 0.5 A of;
 * lattice atoms kept on clean graphene: the same for lattice atoms and any reported atom;
@@ -129,8 +130,9 @@ def score(result, ex) -> dict | None:
         if si.any():
             d_si = cKDTree(xy[si]).query(ex.xy_px[clean_si])[0] * px if clean_si.any() else np.zeros(0)
             out["true_si_kept"] = int((d_si < 0.5).sum())
-            lat_si = ex.lattice & (ex.species == 1)
-            d_true = cKDTree(ex.xy_px[lat_si]).query(xy[si])[0] * px if lat_si.any() else np.full(int(si.sum()), np.inf)
+            # a reported Si or heavy atom is true where the sample has one: a lattice Si or a heavy adatom
+            true_x = ~cont & (ex.species != 0)
+            d_true = cKDTree(ex.xy_px[true_x]).query(xy[si])[0] * px if true_x.any() else np.full(int(si.sum()), np.inf)
             d_cont = cKDTree(ex.xy_px[cont]).query(xy[si])[0] * px if cont.any() else np.full(int(si.sum()), np.inf)
             out["false_si_near"] = int(((d_true > 0.5) & (d_cont < 3.0)).sum())
     # clean graphene cells (1 A) outside the analysed mask
