@@ -342,6 +342,10 @@ _RULE_FLAGS = (
      "the as-wide-as-C rule's brightness cap, in the "
      "frame's median Si (material_overlayer.SI_WIDE_MAX_REL; default: the shipped none, inf; 1.1: as "
      "before 2026-12-05)"),
+    ("--si-wide-edge", "SI_WIDE_EDGE_A",
+     "the as-wide-as-C rule judges a Si this many A or more from the frame's edge (its column's disc must "
+     "also lie in the frame; material_overlayer.SI_WIDE_EDGE_A; default: the shipped 0; 3: as before the "
+     "second session of 2026-12-05)"),
     ("--si-wide", "SI_WIDE",
      "the per-atom rule also judges, whatever its bonds, a Si "
      "whose column is at least this many times as wide (RMS radius) as the frame's C columns' to be "

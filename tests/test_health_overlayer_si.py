@@ -306,6 +306,33 @@ def test_a_si_as_wide_as_the_frames_c_columns_is_judged_whatever_its_bonds():
         assert judged(stacked_on=3.3) == []
 
 
+def test_a_si_as_wide_as_the_frames_c_columns_is_judged_near_the_frames_edge():
+    """SI_WIDE_EDGE_A: the honeycomb's stacked column (a lattice C under five contamination atoms, as wide as a C),
+    with the frame cut 2 A from it, is judged as wide as a C: its 0.9 A disc lies in the frame (until 2026-12-05's
+    second session no Si within 3 A of the frame's edge was: SI_WIDE_EDGE_A 3). Cut 0.5 A from it, the disc leaves
+    the frame: no width, no verdict."""
+    from engine.chem.maps import contrast_maps
+    from engine.types import Atoms
+
+    img, atoms, centre, si = _honeycomb()
+
+    def judged(cut_A):
+        c0 = int(round(atoms.xy_px[centre, 0] - cut_A / 0.1))
+        keep = atoms.xy_px[:, 0] - c0 >= 0
+        part = img[:, c0:]
+        n = int(keep.sum())
+        cut = Atoms(atoms.xy_px[keep] - [c0, 0.0], atoms.species[keep], np.ones(n, np.float32),
+                    np.zeros((n, 3), np.float32), np.zeros(n, bool), 0.1, part.shape)
+        none = np.zeros((0, 2), np.int64)
+        got = material_overlayer.overlayer_si(cut, contrast_maps(part, 0.1), none, np.zeros(0), snr=30.0)
+        return ["stacked" if g == np.searchsorted(np.flatnonzero(keep), centre) else "si" for g in got]
+
+    assert judged(2.0) == ["stacked"]
+    assert judged(0.5) == []
+    with mock.patch.object(material_overlayer, "SI_WIDE_EDGE_A", 3.0):
+        assert judged(2.0) == []
+
+
 def test_a_c_under_a_contamination_atom_dimmer_than_the_frames_si_is_read_as_c(pipe):
     """The bundled movies' imaging and a contamination patch (engine.sim MaterialMovie "graphene_hole" seed 94,
     contamination forced, 512^2 at 0.2 A/px, SNR ~43): 4 reported Si are lattice C with a contamination

@@ -450,6 +450,15 @@ SI_WIDE_DISC_A = 0.9
 #: identical; the real frames identical (docs/material.md). 1.1: the cap as before.
 SI_WIDE_MAX_REL = float("inf")
 SI_WIDE_CLUSTER_A = 2.0
+#: ... nor (since 2026-12-05's second session) within SI_WIDE_EDGE_A of the frame's edge: 0, any Si whose
+#: SI_WIDE_DISC_A disc lies in the frame (the width is read on that disc, less a floor ``bg`` that the edge
+#: truncates the window of). Chosen on development data (the reported Si of seen movies 93-158 and frames
+#: 8150/8153/8156, dopants 5209/5213/5214, SNR >= 12): the true Si 1-3 A from the edge on clean graphene read
+#: 0.81-0.99 of the frame's C width (about 1,400 Si), the false Si there 0.97-1.05 (25 of
+#: the 78 false Si left on the movies lay within 3 A of the edge). Held out (8158 / 159-164 / 5215, rule written
+#: first): false Si near contamination 43 -> 33 static, 32 -> 27 drifting, everything else identical; real frames
+#: identical (docs/material.md). 3: as before.
+SI_WIDE_EDGE_A = 0.0
 #: A reported Si bonded like a C whatever its column: at least SI_C_BONDS bonds averaging below
 #: SI_C_MEAN_BOND_A (true Si on the development frames: >= 1.55 A at SNR >= 8), on a frame of SNR >= SI_C_MIN_SNR
 SI_C_MEAN_BOND_A = 1.48
@@ -484,16 +493,21 @@ def _far_dimmer(xy, si, net, maps, analysed) -> np.ndarray:
     return si[cand[_away_from_left_out(p[cand], px, maps, analysed)]]
 
 
-def _away_from_left_out(p, px, maps, analysed) -> np.ndarray:
-    """bool per point ``p`` (frame px): no pixel within :data:`SI_Z_EDGE_A` of it is outside the frame or left out
-    (``analysed`` False; None: the whole frame analysed); ``px``: A per frame px."""
+def _away_from_left_out(p, px, maps, analysed, frame_edge_A=None) -> np.ndarray:
+    """bool per point ``p`` (frame px): no pixel within :data:`SI_Z_EDGE_A` of it is left out (``analysed`` False;
+    None: the whole frame analysed), and none within ``frame_edge_A`` (None: :data:`SI_Z_EDGE_A` too) is outside
+    the frame; ``px``: A per frame px."""
     sm, f = maps[0], maps[3]
     shape = np.shape(analysed) if analysed is not None else (sm.shape[0] * f, sm.shape[1] * f)
     row, col, inside = _pixels_around(p, SI_Z_EDGE_A / px, shape)
-    ok = inside.all(1)
+    if frame_edge_A is None or frame_edge_A >= SI_Z_EDGE_A:
+        ok = inside.all(1)
+    else:
+        _, _, near = _pixels_around(p, frame_edge_A / px, shape)
+        ok = near.all(1)
     if analysed is not None and ok.any():
         m = np.asarray(analysed, bool)
-        ok[ok] = m[row[ok], col[ok]].all(1)
+        ok[ok] = np.where(inside[ok], m[np.clip(row[ok], 0, shape[0] - 1), np.clip(col[ok], 0, shape[1] - 1)], True).all(1)
     return ok
 
 
@@ -570,7 +584,7 @@ def _wider_than_c(xy, si, rel, c, maps, analysed, si_tree) -> np.ndarray:
         cand = cand[~np.isfinite(d)]
     if not len(cand):
         return si[:0]
-    return si[cand[_away_from_left_out(xy[si[cand]], px, maps, analysed)]]
+    return si[cand[_away_from_left_out(xy[si[cand]], px, maps, analysed, SI_WIDE_EDGE_A)]]
 
 
 def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -> np.ndarray:
