@@ -14,6 +14,8 @@ SNR >= 2, against the simulator's atoms:
 * false Si near contamination: reported Si (species != C) not within 0.5 A of a lattice Si or of a heavy
   adatom (species != C, not contamination) and within 3 A of a contamination atom (until 2026-12-05 a heavy
   adatom found where it is, near contamination, was counted as a false Si);
+  of them, those the analyzer flags at the frame's edge (``Atoms.border``: within ``border_A`` = 1 A, half-visible
+  columns; the model card's detection table leaves that band out) are also counted apart;
 * true Si kept on clean graphene: lattice Si more than 3 A from any contamination atom that a reported
   Si lies within 0.5 A of;
 * lattice atoms kept on clean graphene: the same for lattice atoms and any reported atom;
@@ -121,8 +123,8 @@ def score(result, ex) -> dict | None:
     clean_si = clean_lat & (ex.species == 1)
     xy = np.asarray(ch.atoms.xy_px, float).reshape(-1, 2)
     si = np.asarray(ch.atoms.species) != 0
-    out = {"si": int(si.sum()), "false_si_near": 0, "true_si": int(clean_si.sum()), "true_si_kept": 0,
-           "lattice": int(clean_lat.sum()), "lattice_kept": 0}
+    out = {"si": int(si.sum()), "false_si_near": 0, "false_si_edge": 0, "true_si": int(clean_si.sum()),
+           "true_si_kept": 0, "lattice": int(clean_lat.sum()), "lattice_kept": 0}
     if len(xy):
         tree = cKDTree(xy)
         d_lat = tree.query(ex.xy_px[clean_lat])[0] * px
@@ -134,7 +136,12 @@ def score(result, ex) -> dict | None:
             true_x = ~cont & (ex.species != 0)
             d_true = cKDTree(ex.xy_px[true_x]).query(xy[si])[0] * px if true_x.any() else np.full(int(si.sum()), np.inf)
             d_cont = cKDTree(ex.xy_px[cont]).query(xy[si])[0] * px if cont.any() else np.full(int(si.sum()), np.inf)
-            out["false_si_near"] = int(((d_true > 0.5) & (d_cont < 3.0)).sum())
+            is_false = (d_true > 0.5) & (d_cont < 3.0)
+            out["false_si_near"] = int(is_false.sum())
+            # of them, the half-visible ones the analyzer flags at the frame's edge (Atoms.border, border_A = 1 A)
+            border = getattr(ch.atoms, "border", None)
+            if border is not None:
+                out["false_si_edge"] = int((is_false & np.asarray(border, bool)[si]).sum())
     # clean graphene cells (1 A) outside the analysed mask
     g = 1.0 / px
     cells = np.unique((ex.xy_px[clean_lat, 1] // g).astype(np.int64) * 100000 + (ex.xy_px[clean_lat, 0] // g).astype(np.int64))
@@ -262,7 +269,7 @@ def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: in
                         scores.append(sc)
         finally:
             pipe.close()
-        keys = ("si", "false_si_near", "true_si", "true_si_kept", "lattice", "lattice_kept")
+        keys = ("si", "false_si_near", "false_si_edge", "true_si", "true_si_kept", "lattice", "lattice_kept")
         alarms = [e for e in events if e.category != "bookkeeping"]
         out[mode] = {"events": len(alarms), "bookkeeping": len(events) - len(alarms),
                      "kinds": sorted({e.kind for e in alarms}), "si_per_frame": si,
@@ -308,7 +315,8 @@ def movie_line(seed: int, m: dict, what: str) -> str:
             + " -> ".join(str(m[k]["bookkeeping"]) for k in modes) + " more) "
             + " -> ".join(str(m[k]["events"]) for k in modes)
             + " (" + " -> ".join(str(m[k]["kinds"]) for k in modes) + "); false Si near contamination "
-            + " -> ".join(str(m[k]["false_si_near"]) for k in modes) + "; true Si kept "
+            + " -> ".join(str(m[k]["false_si_near"]) for k in modes) + " (at the frame's edge "
+            + " -> ".join(str(m[k].get("false_si_edge", 0)) for k in modes) + "); true Si kept "
             + " -> ".join(f"{m[k]['true_si_kept']}" for k in modes) + f" of {m[modes[-1]]['true_si']}; frames with a "
             f"region {m[modes[-1]]['frames_with_region']} (held added to {m[modes[-1]]['frames_held']}); "
             f"Si read as C by the held positions {m[modes[-1]].get('si_held', 0)}; "
@@ -316,8 +324,8 @@ def movie_line(seed: int, m: dict, what: str) -> str:
 
 
 def summary(rows: list[dict]) -> dict:
-    keys = ("si", "false_si_near", "true_si", "true_si_kept", "lattice", "lattice_kept", "cells", "cells_out", "region",
-            "read_as_c")
+    keys = ("si", "false_si_near", "false_si_edge", "true_si", "true_si_kept", "lattice", "lattice_kept", "cells",
+            "cells_out", "region", "read_as_c")
     return {m: {k: sum(r[m][k] for r in rows) for k in keys} for m in ("before", "after")}
 
 
@@ -414,7 +422,7 @@ def main(argv=None) -> int:
         s = summary(rows)
         b, f = s["before"], s["after"]
         print(f"| {name} | {len(rows)} | {f['region']} | {f['read_as_c']} | {b['si']} -> {f['si']} | {b['false_si_near']} -> "
-              f"{f['false_si_near']} | {b['true_si_kept']} -> {f['true_si_kept']} of {f['true_si']} "
+              f"{f['false_si_near']} ({f['false_si_edge']} at the edge) | {b['true_si_kept']} -> {f['true_si_kept']} of {f['true_si']} "
               f"({100 * f['true_si_kept'] / max(b['true_si_kept'], 1):.2f} %) | {b['lattice_kept']} -> "
               f"{f['lattice_kept']} of {f['lattice']} ({100 * f['lattice_kept'] / max(b['lattice_kept'], 1):.2f} %) | "
               f"{100 * b['cells_out'] / max(b['cells'], 1):.2f} -> {100 * f['cells_out'] / max(f['cells'], 1):.2f} % |",

@@ -7,8 +7,9 @@ import numpy as np
 from lab.contamination_eval import score
 
 
-def _result(xy_px, species):
-    atoms = SimpleNamespace(xy_px=np.asarray(xy_px, float), species=np.asarray(species, np.int8))
+def _result(xy_px, species, border=None):
+    atoms = SimpleNamespace(xy_px=np.asarray(xy_px, float), species=np.asarray(species, np.int8),
+                            border=np.zeros(len(species), bool) if border is None else np.asarray(border, bool))
     return SimpleNamespace(chemistry=SimpleNamespace(atoms=atoms), health=SimpleNamespace(snr=30.0),
                            material=SimpleNamespace(is_graphene=True, mask=None, reason="graphene"))
 
@@ -27,6 +28,17 @@ def test_a_heavy_adatom_found_where_it_is_beside_contamination_is_not_a_false_si
     s = score(_result([[40.0, 40.0], [100.0, 100.0], [150.0, 150.0]], [1, 2, 1]), truth)
     assert s["false_si_near"] == 1, s
     assert s["si"] == 3 and s["true_si"] == 1 and s["true_si_kept"] == 1, s
+    assert s["false_si_edge"] == 0, s
     # the adatom read where there is none is still false
     s = score(_result([[40.0, 40.0], [111.0, 104.0]], [1, 2]), truth)
     assert s["false_si_near"] == 1, s
+
+
+def test_false_si_the_analyzer_flags_at_the_frames_edge_are_counted_apart():
+    """Of the false Si near contamination, those flagged at the frame's edge (Atoms.border) are counted apart too."""
+    truth = SimpleNamespace(
+        image=np.zeros((200, 200)), pixel_size_A=0.2,
+        xy_px=np.array([[2.0, 100.0], [2.5, 100.0], [100.0, 100.0], [100.5, 100.0]]),
+        species=np.array([0, 0, 0, 0]), lattice=np.array([True, False, True, False]), z=np.array([6, 6, 6, 6]))
+    s = score(_result([[2.0, 100.0], [100.0, 100.0]], [1, 1], border=[True, False]), truth)
+    assert s["false_si_near"] == 2 and s["false_si_edge"] == 1, s
