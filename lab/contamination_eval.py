@@ -354,6 +354,9 @@ _RULE_FLAGS = (
      "the as-wide-as-C rule judges a Si this many A or more from the frame's edge (its column's disc must "
      "also lie in the frame; material_overlayer.SI_WIDE_EDGE_A; default: the shipped 0; 3: as before the "
      "second session of 2026-12-05)"),
+    ("--region-any-seed", "SEED_ANY_ATOM",
+     "1: the overlayer region is seeded by any atom on a high floor, C too (material_overlayer.SEED_ANY_ATOM; "
+     "tried 2026-12-05, off); 0: by heavy atoms only (the shipped default)"),
     ("--si-wide", "SI_WIDE",
      "the per-atom rule also judges, whatever its bonds, a Si "
      "whose column is at least this many times as wide (RMS radius) as the frame's C columns' to be "

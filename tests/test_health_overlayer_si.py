@@ -445,3 +445,28 @@ def test_the_pipeline_leaves_out_a_si_beside_the_contamination_found(pipe):
     assert off["false_si_near"] >= 1, off                                # the trap
     assert on["false_si_near"] < off["false_si_near"] and on["read_as_c"] > off["read_as_c"], (off, on)
     assert on["true_si_kept"] == off["true_si_kept"], (off, on)
+
+
+def test_contamination_with_no_heavy_atom_on_its_floor_still_gets_its_region(pipe):
+    """material_overlayer.SEED_ANY_ATOM: the third frame of the bundled movies' imaging with a contamination patch
+    (MaterialMovie "graphene_hole" seed 148, contamination forced, 512^2 at 0.2 A/px) has contamination on the
+    lattice whose high floor lies under C atoms only: seeded by heavy atoms alone (until 2026-12-05's second session)
+    the overlayer region is not looked for there and a false Si near it is reported; seeded by any atom on that
+    floor, the region leaves the patch out, the false Si with it, and every true Si and clean lattice atom is kept.
+    (The option is off: on held-out movies it moved a false event from a static movie to a drifting one.)"""
+    from engine.sim.materials import MaterialMovie
+    from engine.sim.movie import MovieSpec
+    from lab.contamination_eval import _truth_example
+
+    spec = MovieSpec(n_frames=3, shape_px=(512, 512), pixel_size_A=0.2, drift_A_per_frame=(0.0, 0.0),
+                     drift_bound_A=0.0, seed=148)
+    img, truth = list(MaterialMovie(spec, "graphene_hole", contamination=True).frames())[2]
+    ex = _truth_example(img, truth, 0.2)
+    r_heavy = _process(pipe, img, 0.2)                                  # (the default)
+    with mock.patch.object(material_overlayer, "SEED_ANY_ATOM", True):
+        r_any = _process(pipe, img, 0.2)
+    heavy, any_ = score(r_heavy, ex), score(r_any, ex)
+    assert heavy["region"] == 0 and heavy["false_si_near"] >= 1, heavy                 # the trap
+    assert any_["region"] == 1 and any_["false_si_near"] < heavy["false_si_near"], any_
+    assert any_["true_si_kept"] == heavy["true_si_kept"] == any_["true_si"], (heavy, any_)
+    assert any_["lattice_kept"] == heavy["lattice_kept"] and any_["cells_out"] == heavy["cells_out"], (heavy, any_)
