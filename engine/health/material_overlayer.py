@@ -520,7 +520,8 @@ def _away_from_left_out(p, px, maps, analysed, frame_edge_A=None) -> np.ndarray:
         ok = near.all(1)
     if analysed is not None and ok.any():
         m = np.asarray(analysed, bool)
-        ok[ok] = np.where(inside[ok], m[np.clip(row[ok], 0, shape[0] - 1), np.clip(col[ok], 0, shape[1] - 1)], True).all(1)
+        r, c = np.clip(row[ok], 0, shape[0] - 1), np.clip(col[ok], 0, shape[1] - 1)
+        ok[ok] = np.where(inside[ok], m[r, c], True).all(1)           # (pixels outside the frame: not left out)
     return ok
 
 
