@@ -316,7 +316,7 @@ def movie_line(seed: int, m: dict, what: str) -> str:
             + " -> ".join(str(m[k]["events"]) for k in modes)
             + " (" + " -> ".join(str(m[k]["kinds"]) for k in modes) + "); false Si near contamination "
             + " -> ".join(str(m[k]["false_si_near"]) for k in modes) + " (at the frame's edge "
-            + " -> ".join(str(m[k].get("false_si_edge", 0)) for k in modes) + "); true Si kept "
+            + " -> ".join(str(m[k]["false_si_edge"]) for k in modes) + "); true Si kept "
             + " -> ".join(f"{m[k]['true_si_kept']}" for k in modes) + f" of {m[modes[-1]]['true_si']}; frames with a "
             f"region {m[modes[-1]]['frames_with_region']} (held added to {m[modes[-1]]['frames_held']}); "
             f"Si read as C by the held positions {m[modes[-1]].get('si_held', 0)}; "
@@ -329,8 +329,8 @@ def summary(rows: list[dict]) -> dict:
     return {m: {k: sum(r[m][k] for r in rows) for k in keys} for m in ("before", "after")}
 
 
-#: the per-atom rule's parameters a flag overrides (a float each; not given: the shipped value): (flag, the
-#: engine.health.material_overlayer constant, help)
+#: the contamination rules' parameters a flag overrides (a float each, 0 / 1 for a switch; not given: the shipped
+#: value): (flag, the engine.health.material_overlayer constant, help)
 _RULE_FLAGS = (
     ("--si-rel-net", "SI_REL_NET",
      "the per-atom rule also judges a short-bonded Si "
