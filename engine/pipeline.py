@@ -27,7 +27,7 @@ from engine.track import Tracker
 from engine.health.atoms import drop_outside, estimate_snr
 from engine.health.material_atoms import unsure_region
 from engine.health.material_overlayer import overlayer_region, overlayer_si, si_near_contamination
-from engine.health.off_lattice import DISC_A, RADIUS_A as OFF_LATTICE_A, discs, off_lattice
+from engine.health.off_lattice import DISC_A, RADIUS_A as OFF_LATTICE_A, discs, off_lattice, unbonded_dim
 from engine.health.overlayer_hold import SI_HOLD_A
 from engine.health.monitor import SKIP_VERDICTS
 from engine.types import Atoms, Chemistry, Event, FrameChemistry, FrameResult
@@ -464,19 +464,32 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                 analysed = material.mask
                 result = chemistry_of(mask_probabilities(probs, analysed), analysed)
 
-            def leave_out_discs(idx, radius_A, why):
+            def leave_out_discs(idx, radius_A, why, material, result):
                 """``material`` with a disc around each atom ``idx`` of ``result`` left out, and the chemistry
                 built again inside the new mask."""
                 m = _leave_out(material, discs(result.atoms.xy_px[idx], shape,
                                                radius_A / float(probs.frame_pixel_size_A)), why)
                 return m, m.mask, chemistry_of(mask_probabilities(probs, m.mask), m.mask)
 
-            # heavy atoms of the part analysed that no ring of the lattice comes near: contamination or
-            # adatoms floating in a hole, on no graphene (engine/health/off_lattice.py)
-            off = off_lattice(result) if OFF_LATTICE else np.zeros(0, np.int64)
-            if len(off):
-                material, analysed, result = leave_out_discs(
-                    off, DISC_A, OFF_LATTICE_WHY.format(len(off), "s" if len(off) > 1 else ""))
+            def leave_out_off_lattice(material, analysed, result):
+                """Heavy atoms of the part analysed that no ring of the lattice comes near (contamination or
+                adatoms floating in a hole, on no graphene), and those nearer a ring but bonded to none of its
+                atoms whose column is dimmer than a Si can be (contamination at a hole's rim), left out
+                (engine/health/off_lattice.py): ``(material, analysed, result)`` as they are then."""
+                if not OFF_LATTICE:
+                    return material, analysed, result
+                off = off_lattice(result)
+                if len(off):
+                    material, analysed, result = leave_out_discs(
+                        off, DISC_A, OFF_LATTICE_WHY.format(len(off), "s" if len(off) > 1 else ""), material, result)
+                dim = unbonded_dim(result, maps, snr)
+                if len(dim):
+                    material, analysed, result = leave_out_discs(
+                        dim, SI_DISC_A, UNBONDED_DIM_WHY.format(len(dim), "s" if len(dim) > 1 else ""), material,
+                        result)
+                return material, analysed, result
+
+            material, analysed, result = leave_out_off_lattice(material, analysed, result)
             # per atom: a "Si" with a bond too short for Si whose column is dimmer than a Si or wider than
             # the probe is the lattice C under a contamination atom (engine/health/material_overlayer.py)
             if OVERLAYER_SI:
@@ -497,7 +510,9 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                     # C on some frames and as Si on others makes no event (engine.track: parked, revived)
                     material, analysed, result = leave_out_discs(
                         demoted, SI_DISC_A, OVERLAYER_SI_DISCS_WHY.format(len(demoted))
-                        + (OVERLAYER_SI_HELD.format(held, SI_HOLD_A) if held else ""))
+                        + (OVERLAYER_SI_HELD.format(held, SI_HOLD_A) if held else ""), material, result)
+                    # the rings through the columns just left out are gone: what they held to the lattice is judged again
+                    material, analysed, result = leave_out_off_lattice(material, analysed, result)
                 elif len(demoted):
                     result, material = _read_as_c(result, demoted, material, cfg, frame.data, maps, analysed, held)
         if health is not None:
@@ -550,6 +565,10 @@ OVERLAYER_SI = True
 OFF_LATTICE = True
 OFF_LATTICE_WHY = ("{} heavy atom{} off the lattice (no ring of the graph within " + f"{OFF_LATTICE_A:g}"
                    + " A: contamination or adatoms in a hole)")
+#: ... and those bonded to no ring member whose column is dimmer than a Si can be
+#: (engine.health.off_lattice.unbonded_dim; its DIM_MAX_NET 0: off), a disc of SI_DISC_A each
+UNBONDED_DIM_WHY = ("{} heavy atom{} bonded to no ring of the lattice with a column dimmer than a Si "
+                    "(contamination at a hole's rim)")
 OVERLAYER_SI_WHAT = ("{} Si on contamination (a column far dimmer than the frame's Si or as wide as its C columns, "
                      "or a bond < 1.5 A with a column dimmer than Si or wider than the probe, or beside contamination "
                      "found with a column dimmer than the frame's Si or as wide as its C)")

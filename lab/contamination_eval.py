@@ -385,6 +385,10 @@ def main(argv=None) -> int:
                     "(engine.health.material_overlayer.THIN_PATH, off by default)")
     for flag, _, text in _RULE_FLAGS:
         ap.add_argument(flag, type=float, default=None, help=text)
+    ap.add_argument("--unbonded-dim", type=float, default=None, help="a heavy atom bonded to no ring of the "
+                    "lattice is left out when its column is dimmer than this many C columns "
+                    "(engine.health.off_lattice.DIM_MAX_NET; default: the shipped 3.0; 0: off, as before the third "
+                    "session of 2026-12-05)")
     ap.add_argument("--si-read-as-c", action="store_true", help="the Si the per-atom rule judges to be contamination "
                     "are read as C, as before 2026-12-04, not left out (pipeline.OVERLAYER_SI_DISCS off)")
     ap.add_argument("--si-hold", action="store_true", help="the per-atom reading held over a series "
@@ -405,6 +409,10 @@ def main(argv=None) -> int:
             setattr(material_overlayer, name, float(value))
     if a.thin_path:
         material_overlayer.THIN_PATH = True
+    if a.unbonded_dim is not None:
+        from engine.health import off_lattice
+
+        off_lattice.DIM_MAX_NET = float(a.unbonded_dim)
     if a.no_atom_rule:
         pipeline_module.OVERLAYER_SI = False
     if a.frames > 0:
