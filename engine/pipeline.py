@@ -511,7 +511,8 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                     material, analysed, result = leave_out_discs(
                         demoted, SI_DISC_A, OVERLAYER_SI_DISCS_WHY.format(len(demoted))
                         + (OVERLAYER_SI_HELD.format(held, SI_HOLD_A) if held else ""), material, result)
-                    # the rings through the columns just left out are gone: what they held to the lattice is judged again
+                    # the rings through the columns just left out are gone: what they held to the lattice is
+                    # judged again
                     material, analysed, result = leave_out_off_lattice(material, analysed, result)
                 elif len(demoted):
                     result, material = _read_as_c(result, demoted, material, cfg, frame.data, maps, analysed, held)

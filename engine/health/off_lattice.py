@@ -46,7 +46,7 @@ MIN_RING_ATOMS = 30
 #: engine.health.material_overlayer.SI_MAX_NET: the same bound). At a hole's rim the floor ``bg`` is the
 #: vacuum's, below the lattice's, which makes such an atom read brighter, never dimmer. Development (the seen
 #: movies 159-170, contaminated frames 8158/8161, wide-tail frames 8155-8163, dopant frames 5213-5216;
-#: 2026-12-05, third session): 36 false Si at 1.0-2.0, no true Si (16,069); at 2.0 the same. 0: off
+#: 2026-12-05, third session): 36 false Si at 1.0-2.0, none of the 16,069 true Si; at 2.0 the same. 0: off
 DIM_MAX_NET = 3.0
 #: ... on frames of C-atom SNR at least this (material_overlayer.SI_MIN_SNR: column contrasts are read there)
 DIM_MIN_SNR = 12.0
