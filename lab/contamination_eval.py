@@ -357,6 +357,10 @@ _RULE_FLAGS = (
     ("--region-any-seed", "SEED_ANY_ATOM",
      "1: the overlayer region is seeded by any atom on a high floor, C too (material_overlayer.SEED_ANY_ATOM; "
      "tried 2026-12-05, off); 0: by heavy atoms only (the shipped default)"),
+    ("--si-min-bond", "SI_MIN_BOND_A",
+     "the per-atom rule also judges, whatever its column, a Si with a bond shorter than this (A) to be contamination "
+     "(material_overlayer.SI_MIN_BOND_A; default: the shipped 1.35; 0: off, as before the third session of "
+     "2026-12-05)"),
     ("--si-wide", "SI_WIDE",
      "the per-atom rule also judges, whatever its bonds, a Si "
      "whose column is at least this many times as wide (RMS radius) as the frame's C columns' to be "

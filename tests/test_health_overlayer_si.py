@@ -347,8 +347,9 @@ def test_a_c_under_a_contamination_atom_dimmer_than_the_frames_si_is_read_as_c(p
                      drift_bound_A=0.0, seed=94)
     img, truth = next(iter(MaterialMovie(spec, "graphene_hole", contamination=True).frames()))
     ex = _truth_example(img, truth, 0.2)
-    with mock.patch.object(material_overlayer, "SI_REL_NET", 0.0), mock.patch.object(material_overlayer, "SI_WIDE", 0.0):
-        absolute = score(_process(pipe, img, 0.2), ex)       # (SI_WIDE: it reads one of the four too)
+    with mock.patch.object(material_overlayer, "SI_REL_NET", 0.0), mock.patch.object(material_overlayer, "SI_WIDE", 0.0), \
+            mock.patch.object(material_overlayer, "SI_MIN_BOND_A", 0.0):
+        absolute = score(_process(pipe, img, 0.2), ex)       # (SI_WIDE, SI_MIN_BOND_A: each reads one of the four too)
     r = _process(pipe, img, 0.2)
     after = score(r, ex)
     assert absolute["false_si_near"] >= 4 and absolute["read_as_c"] == 0, absolute      # the trap
@@ -470,3 +471,29 @@ def test_contamination_with_no_heavy_atom_on_its_floor_still_gets_its_region(pip
     assert any_["region"] == 1 and any_["false_si_near"] < heavy["false_si_near"], any_
     assert any_["true_si_kept"] == heavy["true_si_kept"] == any_["true_si"], (heavy, any_)
     assert any_["lattice_kept"] == heavy["lattice_kept"] and any_["cells_out"] == heavy["cells_out"], (heavy, any_)
+
+
+def test_a_si_with_a_bond_shorter_than_graphenes_is_judged_whatever_its_column():
+    """A bright, probe-sized "Si" (5 x C) with one bond of 1.30 A (shorter than graphene's C-C, 1.42; a Si-C bond is
+    1.6-1.9 A projected) is judged at SNR >= 12, however Si-like its column; with a shortest bond of 1.40 A it is
+    not (the short-bond rule asks a dim or wide column there); nothing at SNR 10 or with SI_MIN_BOND_A 0."""
+    from engine.chem.maps import contrast_maps
+
+    px, H = 0.1, 200
+    c_xy = np.array([(15 + 25 * i, 15 + 25 * j) for i in range(8) for j in range(8)], float)
+    si_xy = np.array([(52.5, 52.5), (127.5, 52.5)])
+    xy = np.concatenate([c_xy, si_xy])
+    n = len(xy)
+    img = _gaussian_frame(xy, [1.0] * len(c_xy) + [5.0, 5.0], 0.35 / px, H)
+    sp = np.zeros(n, np.int8)
+    sp[-2:] = 1
+    atoms = _plain_atoms(xy, sp, px, H)
+    si = np.arange(n - 2, n)
+    bonds = np.array([[0, si[0]], [1, si[0]], [2, si[0]], [3, si[1]], [4, si[1]], [5, si[1]]])
+    lengths = np.array([1.30, 1.75, 1.76, 1.40, 1.75, 1.74])
+    maps = contrast_maps(img, px)
+    with mock.patch.object(material_overlayer, "SI_WIDE", 0.0):                       # (_WIDE_OFF, below)
+        assert list(material_overlayer.overlayer_si(atoms, maps, bonds, lengths, snr=30.0)) == [si[0]]
+        assert len(material_overlayer.overlayer_si(atoms, maps, bonds, lengths, snr=10.0)) == 0
+        with mock.patch.object(material_overlayer, "SI_MIN_BOND_A", 0.0):
+            assert len(material_overlayer.overlayer_si(atoms, maps, bonds, lengths, snr=30.0)) == 0

@@ -472,6 +472,13 @@ SI_WIDE_CLUSTER_A = 2.0
 #: first): false Si near contamination 43 -> 33 static, 32 -> 27 drifting, everything else identical; real frames
 #: identical (docs/material.md). 3: as before.
 SI_WIDE_EDGE_A = 0.0
+#: ... or, whatever its column, a bond shorter than this (A): shorter than graphene's own C-C bond (1.42 A), where a
+#: Si-C bond is 1.6-1.9 A projected (the real frames' Si: 1.64-1.86, lab.chem.evaluate realdata). A C with a
+#: contamination atom stacked beside its centre is read there, pulled towards a neighbour. Development (2026-12-05,
+#: third session; a feature dump over the seen movies 159-170, contaminated frames 8158/8161, wide-tail frames
+#: 8155-8163, dopant frames 5213-5216, SNR >= 12): 18 false Si (movies 162 and 166, as bright as the frame's Si or
+#: brighter, which no column test takes), no true Si; the nearest true Si 1.41 A (two in clutter). 0: off
+SI_MIN_BOND_A = 1.35
 #: A reported Si bonded like a C whatever its column: at least SI_C_BONDS bonds averaging below
 #: SI_C_MEAN_BOND_A (true Si on the development frames: >= 1.55 A at SNR >= 8), on a frame of SNR >= SI_C_MIN_SNR
 SI_C_MEAN_BOND_A = 1.48
@@ -656,6 +663,9 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -
         return judged
     short = b[length < SI_MAX_BOND_A].ravel()
     cand = np.unique(short[sp[short] == SI])
+    if SI_MIN_BOND_A > 0 and len(cand):                 # a bond no Si can have: whatever its column
+        too_short = b[length < SI_MIN_BOND_A].ravel()
+        judged = np.union1d(judged, too_short[sp[too_short] == SI])
     c = np.flatnonzero(sp == 0)
     if not len(cand) or len(c) < MIN_C_ATOMS:
         return judged
