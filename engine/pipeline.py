@@ -26,7 +26,7 @@ import numpy as np
 from engine.track import Tracker
 from engine.health.atoms import drop_outside, estimate_snr
 from engine.health.material_atoms import unsure_region
-from engine.health.material_overlayer import overlayer_region, overlayer_si, si_near_contamination
+from engine.health.material_overlayer import SI_MIN_BOND_A, overlayer_region, overlayer_si, si_near_contamination
 from engine.health.off_lattice import DISC_A, RADIUS_A as OFF_LATTICE_A, discs, off_lattice, unbonded_dim
 from engine.health.overlayer_hold import SI_HOLD_A
 from engine.health.monitor import SKIP_VERDICTS
@@ -571,7 +571,8 @@ OFF_LATTICE_WHY = ("{} heavy atom{} off the lattice (no ring of the graph within
 UNBONDED_DIM_WHY = ("{} heavy atom{} bonded to no ring of the lattice with a column dimmer than a Si "
                     "(contamination at a hole's rim)")
 OVERLAYER_SI_WHAT = ("{} Si on contamination (a column far dimmer than the frame's Si or as wide as its C columns, "
-                     "or a bond < 1.5 A with a column dimmer than Si or wider than the probe, or beside contamination "
+                     "or a bond < 1.5 A with a column dimmer than Si or wider than the probe, or a bond < "
+                     f"{SI_MIN_BOND_A:g} A, or beside contamination "
                      "found with a column dimmer than the frame's Si or as wide as its C)")
 OVERLAYER_SI_WHY = OVERLAYER_SI_WHAT + ": read as C"
 OVERLAYER_SI_HELD = " ({} of them within {:.1f} A of one read as C on recent frames)"

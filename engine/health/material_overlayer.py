@@ -613,7 +613,8 @@ def overlayer_si(atoms, maps, bonds, bond_length_A, snr: float, analysed=None) -
     frame of C-atom SNR >= :data:`SI_MIN_SNR`, a Si with a bond shorter than :data:`SI_MAX_BOND_A` whose
     column is dimmer than a Si (net contrast < :data:`SI_MAX_NET` x the median C atom's, or, when
     :data:`SI_REL_NET` is set, < that fraction of the frame's median Si) or wider than the
-    probe (contrast falling by less than :data:`SI_MIN_FALL` at :data:`SI_RING_A`); and, whatever its bonds, a
+    probe (contrast falling by less than :data:`SI_MIN_FALL` at :data:`SI_RING_A`), or, whatever its column, one
+    shorter than :data:`SI_MIN_BOND_A` (shorter than graphene's C-C bond); and, whatever its bonds, a
     Si far dimmer than the frame's own (:data:`SI_Z_NET`) or as wide as the frame's C columns (:data:`SI_WIDE`), away
     from the part left out (``analysed``: the frame-shaped mask of the part analysed, True inside; None: the whole
     frame). The pipeline leaves
