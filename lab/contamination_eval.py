@@ -354,6 +354,10 @@ _RULE_FLAGS = (
      "the as-wide-as-C rule judges a Si this many A or more from the frame's edge (its column's disc must "
      "also lie in the frame; material_overlayer.SI_WIDE_EDGE_A; default: the shipped 0; 3: as before the "
      "second session of 2026-12-05)"),
+    ("--si-wide-along-edge", "SI_WIDE_ALONG_EDGE",
+     "1: the as-wide-as-C rule reads a half-visible column (its disc leaves the frame on one side) by its width "
+     "along the edge (material_overlayer.SI_WIDE_ALONG_EDGE; default: the shipped 1; 0: off, as before the fourth "
+     "session of 2026-12-05)"),
     ("--region-any-seed", "SEED_ANY_ATOM",
      "1: the overlayer region is seeded by any atom on a high floor, C too (material_overlayer.SEED_ANY_ATOM; "
      "tried 2026-12-05, off); 0: by heavy atoms only (the shipped default)"),

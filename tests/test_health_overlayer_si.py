@@ -310,14 +310,15 @@ def test_a_si_as_wide_as_the_frames_c_columns_is_judged_near_the_frames_edge():
     """SI_WIDE_EDGE_A: the honeycomb's stacked column (a lattice C under five contamination atoms, as wide as a C),
     with the frame cut 2 A from it, is judged as wide as a C: its 0.9 A disc lies in the frame (until 2026-12-05's
     second session no Si within 3 A of the frame's edge was: SI_WIDE_EDGE_A 3). Cut 0.5 A from it, the disc leaves
-    the frame: no width, no verdict."""
+    the frame, and the column is read by its width along the edge (SI_WIDE_ALONG_EDGE, since 2026-12-05's fourth
+    session; before it, no width and no verdict there): judged too. A true Si cut the same way is kept."""
     from engine.chem.maps import contrast_maps
     from engine.types import Atoms
 
     img, atoms, centre, si = _honeycomb()
 
-    def judged(cut_A):
-        c0 = int(round(atoms.xy_px[centre, 0] - cut_A / 0.1))
+    def judged(cut_A, at=centre):
+        c0 = int(round(atoms.xy_px[at, 0] - cut_A / 0.1))
         keep = atoms.xy_px[:, 0] - c0 >= 0
         part = img[:, c0:]
         n = int(keep.sum())
@@ -328,9 +329,35 @@ def test_a_si_as_wide_as_the_frames_c_columns_is_judged_near_the_frames_edge():
         return ["stacked" if g == np.searchsorted(np.flatnonzero(keep), centre) else "si" for g in got]
 
     assert judged(2.0) == ["stacked"]
-    assert judged(0.5) == []
+    assert judged(0.5) == ["stacked"]
+    for k in si:                                             # each true Si, as close to the edge
+        assert "si" not in judged(0.5, at=k), k
+    with mock.patch.object(material_overlayer, "SI_WIDE_ALONG_EDGE", False):
+        assert judged(0.5) == []
     with mock.patch.object(material_overlayer, "SI_WIDE_EDGE_A", 3.0):
         assert judged(2.0) == []
+
+
+def test_edge_width_of_a_half_visible_column_is_its_width_along_the_edge():
+    """material_overlayer._edge_width on plain arrays: a 2-D Gaussian of sigma 2 px whose 8 px disc the map's top
+    or left edge cuts reads sigma along that edge, however much of the disc is cut (its centre 1-5 px in), and
+    wider for sigma 2.5 px; a column whose disc lies in the map, or leaves it at a corner, gets no such width."""
+    yy, xx = np.mgrid[0:64, 0:64].astype(np.float64)
+
+    def width(sigma, row, col):
+        a = np.exp(-((yy - row) ** 2 + (xx - col) ** 2) / (2 * sigma ** 2))
+        got, axis = material_overlayer._edge_width(a, np.zeros(1), np.array([float(row)]), np.array([float(col)]), 8.0)
+        return got[0], axis[0]
+
+    for d in (1, 3, 5):
+        w, axis = width(2.0, d, 30)                          # cut by the top edge: read along the columns
+        assert axis == 1 and abs(w - 2.0) < 0.05, (d, w, axis)
+        w, axis = width(2.0, 30, d)                          # by the left edge: along the rows
+        assert axis == 0 and abs(w - 2.0) < 0.05, (d, w, axis)
+    assert width(2.5, 3, 30)[0] > 2.4
+    for row, col in ((30, 30), (3, 3)):
+        w, axis = width(2.0, row, col)
+        assert np.isnan(w) and axis == -1, (row, col, w, axis)
 
 
 def test_a_c_under_a_contamination_atom_dimmer_than_the_frames_si_is_read_as_c(pipe):
