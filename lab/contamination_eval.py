@@ -229,13 +229,15 @@ def _truth_example(img, truth, px):
 
 
 def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: int = 512, drift=(0.0, 0.0),
-              bound: float = 0.0, contamination: bool | None = None, modes=MOVIE_MODES, model: str | None = None) -> dict:
+              bound: float = 0.0, contamination: bool | None = None, modes=MOVIE_MODES, model: str | None = None,
+              contamination_step_A: float = 0.0) -> dict:
     """Events of a ``graphene_hole`` movie (the sample static, so every event is false) in each of
     ``modes``: ``none`` without the overlayer region, ``frame`` with the region of each frame alone
     (:class:`engine.health.overlayer_hold.OverlayerHold` off: neither the region nor the per-atom reading
     held), ``held`` with the region and the Si read as C of recent frames
     held (the pipeline's default). ``drift``: A per frame (y, x as MovieSpec); ``contamination``: force a
-    contamination patch on the sample (None: drawn, in ~30 % of samples). Each frame is also scored as
+    contamination patch on the sample (None: drawn, in ~30 % of samples); ``contamination_step_A``: the
+    contamination atoms walk between frames (MaterialMovie's; 0: static). Each frame is also scored as
     :func:`score` against the simulator's truth (summed over the frames)."""
     from engine.sim.materials import MaterialMovie
     from engine.sim.movie import MovieSpec
@@ -244,7 +246,7 @@ def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: in
     spec = MovieSpec(n_frames=n_frames, shape_px=(size, size), pixel_size_A=pixel_size_A, drift_A_per_frame=tuple(drift),
                      drift_bound_A=bound, seed=seed)
     kw = {} if contamination is None else {"contamination": bool(contamination)}
-    frames = list(MaterialMovie(spec, "graphene_hole", **kw).frames())
+    frames = list(MaterialMovie(spec, "graphene_hole", contamination_step_A=contamination_step_A, **kw).frames())
     out = {}
     for mode in modes:
         pipe = analyzer(model)
@@ -387,6 +389,9 @@ def main(argv=None) -> int:
                     "(run_event_movie; '' for none)")
     ap.add_argument("--no-atom-rule", action="store_true", help="the per-atom rule (pipeline.OVERLAYER_SI, "
                     "material_overlayer.overlayer_si) off in every mode: the overlayer region alone")
+    ap.add_argument("--contamination-step", type=float, default=0.0, help="the contaminated movies' contamination "
+                    "atoms walk this RMS step (A per axis) between frames, as real hydrocarbon does under the beam "
+                    "(engine.sim MaterialMovie contamination_step_A; default 0: static, as every earlier measurement)")
     ap.add_argument("--drifts", default="0:0", help="movie drifts, A per frame as x:y (MovieSpec.s drift_A_per_frame), "
                     "comma-separated (default 0:0, static)")
     ap.add_argument("--thin-path", action="store_true", help="the overlayer region's thin path on "
@@ -460,8 +465,10 @@ def main(argv=None) -> int:
                               (a.contaminated_movies, True, "graphene_hole with contamination")):
         for seed in [int(s) for s in seeds.split(",") if s.strip()]:
             for drift in drifts:
-                m = run_movie(seed, drift=drift, contamination=cont, model=a.model)
-                print("\n" + movie_line(seed, m, f"{what}, 10 frames, 512^2, 0.2 A/px, drift {drift} A/frame"),
+                step = a.contamination_step if cont else 0.0
+                m = run_movie(seed, drift=drift, contamination=cont, model=a.model, contamination_step_A=step)
+                walk = f", contamination walking {step:g} A a frame" if step else ""
+                print("\n" + movie_line(seed, m, f"{what}, 10 frames, 512^2, 0.2 A/px, drift {drift} A/frame{walk}"),
                       flush=True)
     return 0
 

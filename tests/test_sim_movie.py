@@ -218,3 +218,37 @@ def test_static_extras_added_over_the_sheet_are_in_every_frame(kind, label):
     assert frames.shape[0] == 3
     n = [int((f.label == st.LABEL[label]).sum()) for f in gt.frames]
     assert n[0] >= 1 and len(set(n)) == 1, n
+
+
+def test_walking_contamination_moves_only_the_contamination_and_leaves_the_default_as_it_was():
+    """MaterialMovie's ``contamination_step_A``: with steps of 0.5 A the contamination atoms of a graphene_hole
+    field (contamination forced) move between frames by about 0.5 x sqrt(2) A RMS, while every lattice atom stays
+    put (the field is static) and each atom keeps its id; the default and an explicit 0 render the same frames, and
+    a walking movie's first frame is the static one's (the walk has a stream of its own, spawned after the others,
+    so the default movies are those of the code before the option: checked against it by hash, 2026-12-05); a
+    negative step is a clear error."""
+    from engine.sim.materials import MaterialMovie
+
+    spec = MovieSpec(n_frames=3, shape_px=(128, 128), pixel_size_A=0.2, drift_A_per_frame=(0.0, 0.0),
+                     drift_bound_A=0.0, seed=7)
+
+    def movie(**kw):
+        return list(MaterialMovie(spec, "graphene_hole", contamination=True, **kw).frames())
+
+    static, still, walking = movie(), movie(contamination_step_A=0.0), movie(contamination_step_A=0.5)
+    for (a, ta), (b, tb) in zip(static, still):
+        assert np.array_equal(a, b) and np.array_equal(ta.xy_px, tb.xy_px)
+    assert np.array_equal(static[0][0], walking[0][0])          # the first frame: before any step
+    cont_label = st.LABEL["contamination"]
+    for f in (1, 2):
+        t0, t1 = walking[f - 1][1], walking[f][1]
+        common, i0, i1 = np.intersect1d(t0.ids, t1.ids, return_indices=True)
+        moved = np.hypot(*((t1.xy_px[i1] - t0.xy_px[i0]) * 0.2).T)
+        cont = t1.label[i1] == cont_label
+        assert cont.sum() >= 20, cont.sum()
+        assert np.allclose(moved[~cont], 0.0)                    # lattice and dopants stay put
+        rms = float(np.sqrt(np.mean(moved[cont] ** 2)))
+        assert 0.5 < rms < 0.9, rms                               # 0.5 x sqrt(2) = 0.71 A expected
+    assert not np.array_equal(static[1][0], walking[1][0])
+    with pytest.raises(ValueError, match="contamination_step_A"):
+        MaterialMovie(spec, "graphene_hole", contamination_step_A=-1.0)

@@ -284,10 +284,14 @@ class MaterialMovie:
     spec : a :class:`engine.sim.movie.MovieSpec` (shape, pixel size, frames, drift, dose, imaging,
     output, seed are used; dopants, extras and events are ignored); material : one of
     :data:`MATERIALS` other than the event-bearing ``graphene``; other keywords go to
-    :func:`material_sample` (e.g. ``other="MoS2"`` for ``graphene_patch``: graphene beside a MoS2 flake).
+    :func:`material_sample` (e.g. ``other="MoS2"`` for ``graphene_patch``: graphene beside a MoS2 flake);
+    contamination_step_A : the RMS step (A, per axis) of a random walk that each contamination atom takes between
+    one frame and the next (hydrocarbon contamination is mobile under the beam; the lattice and its dopants stay
+    put). 0 (the default): a static sample, the frames exactly as before the option existed (its steps come from
+    a stream of their own).
     """
 
-    def __init__(self, spec, material: str, **sample_kw):
+    def __init__(self, spec, material: str, contamination_step_A: float = 0.0, **sample_kw):
         import dataclasses
 
         from engine.sim.movie import default_imaging
@@ -313,6 +317,10 @@ class MaterialMovie:
         reach = min(self.span_A, float(spec.drift_bound_A))
         self.sample = material_sample(material, (w * ps + 2 * reach + 8, h * ps + 2 * reach + 8), r_scene, margin_A=4.0,
                                       **sample_kw)
+        if not (np.isfinite(contamination_step_A) and contamination_step_A >= 0):
+            raise ValueError(f"contamination_step_A must be >= 0, got {contamination_step_A!r}")
+        self.contamination_step_A = float(contamination_step_A)
+        (self._r_walk,) = (np.random.default_rng(s) for s in ss.spawn(1))   # (after the three above: they stay)
         self.bound_A = reach
         self.events: list = []
         self.frames_kept: list = []
@@ -324,6 +332,7 @@ class MaterialMovie:
         h, w = spec.shape_px
         ps = float(spec.pixel_size_A)
         base = np.array([self.bound_A + 4.0, self.bound_A + 4.0])
+        sample = self.sample                        # (a walking contamination moves a copy of it)
         f = 0
         while spec.n_frames is None or f < spec.n_frames:
             shift = self._drift * f
@@ -332,7 +341,9 @@ class MaterialMovie:
             elif spec.n_frames is None:
                 shift = np.zeros(2)
             origin = base + shift
-            img, xy = render(self.sample, self.imaging, (h, w), ps, self._r_noise, origin_A=tuple(origin))
+            if f > 0 and self.contamination_step_A > 0:
+                sample = self._walk_contamination(sample)
+            img, xy = render(sample, self.imaging, (h, w), ps, self._r_noise, origin_A=tuple(origin))
             inside = ((xy[:, 0] >= -0.5) & (xy[:, 0] < w - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] < h - 0.5)
                       if len(xy) else np.zeros(0, bool))
             truth = FrameTruth(seq=f, xy_px=xy[inside], xy_A=xy[inside] * ps,
@@ -345,6 +356,15 @@ class MaterialMovie:
                 img = np.clip(np.rint(img), 0, 65535).astype(np.uint16)
             yield img, truth
             f += 1
+
+    def _walk_contamination(self, sample):
+        """``sample`` with its contamination atoms one step further on their random walk
+        (:attr:`contamination_step_A` per axis, RMS): a copy; the lattice and its dopants as they were."""
+        sample = sample.copy()
+        cont = sample.label == st.LABEL["contamination"]
+        if cont.any():
+            sample.xy_A[cont] += self._r_walk.normal(0.0, self.contamination_step_A, (int(cont.sum()), 2))
+        return sample
 
     def ground_truth(self):
         from engine.sim.truth import GroundTruth
