@@ -409,6 +409,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="FP32 ONNX model (default: the shipped one; its INT8 variant beside "
                     "it is used where the analyzer would use the shipped one's)")
     a = ap.parse_args(argv)
+    if not a.contamination_step >= 0:
+        ap.error(f"--contamination-step must be >= 0 A, got {a.contamination_step}")
     import engine.pipeline as pipeline_module
     from engine.health import material_overlayer
 

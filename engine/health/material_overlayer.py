@@ -579,8 +579,7 @@ def _column_variances(a, floor, rows, cols, r, partial=False):
         return out[0], out[1]
     a = np.ascontiguousarray(a)
     if partial:
-        row, col = r0[sel, None] + dy[None], c0[sel, None] + dx[None]
-        inside = (row >= 0) & (row < a.shape[0]) & (col >= 0) & (col < a.shape[1])
+        row, col, inside = _pixels_around(np.stack([cols[sel], rows[sel]], 1), r, a.shape)
         v = a[np.clip(row, 0, a.shape[0] - 1), np.clip(col, 0, a.shape[1] - 1)]
         w = np.where(inside, np.maximum(v - floor[sel, None], 0.0), 0.0)
     else:

@@ -332,7 +332,9 @@ class MaterialMovie:
         h, w = spec.shape_px
         ps = float(spec.pixel_size_A)
         base = np.array([self.bound_A + 4.0, self.bound_A + 4.0])
-        sample = self.sample                        # (a walking contamination moves a copy of it)
+        walk = self.contamination_step_A > 0
+        sample = self.sample.copy() if walk else self.sample        # (a walking contamination moves a copy of it)
+        cont = sample.label == st.LABEL["contamination"] if walk else None
         f = 0
         while spec.n_frames is None or f < spec.n_frames:
             shift = self._drift * f
@@ -341,8 +343,8 @@ class MaterialMovie:
             elif spec.n_frames is None:
                 shift = np.zeros(2)
             origin = base + shift
-            if f > 0 and self.contamination_step_A > 0:
-                sample = self._walk_contamination(sample)
+            if f > 0 and walk and cont.any():                 # one step of the contamination's random walk
+                sample.xy_A[cont] += self._r_walk.normal(0.0, self.contamination_step_A, (int(cont.sum()), 2))
             img, xy = render(sample, self.imaging, (h, w), ps, self._r_noise, origin_A=tuple(origin))
             inside = ((xy[:, 0] >= -0.5) & (xy[:, 0] < w - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] < h - 0.5)
                       if len(xy) else np.zeros(0, bool))
@@ -356,15 +358,6 @@ class MaterialMovie:
                 img = np.clip(np.rint(img), 0, 65535).astype(np.uint16)
             yield img, truth
             f += 1
-
-    def _walk_contamination(self, sample):
-        """``sample`` with its contamination atoms one step further on their random walk
-        (:attr:`contamination_step_A` per axis, RMS): a copy; the lattice and its dopants as they were."""
-        sample = sample.copy()
-        cont = sample.label == st.LABEL["contamination"]
-        if cont.any():
-            sample.xy_A[cont] += self._r_walk.normal(0.0, self.contamination_step_A, (int(cont.sum()), 2))
-        return sample
 
     def ground_truth(self):
         from engine.sim.truth import GroundTruth
