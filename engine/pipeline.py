@@ -108,6 +108,10 @@ class Pipeline:
 
         # the contamination region of the series: held over a few frames, moved with the drift
         self.overlayer_hold = OverlayerHold()
+        from engine.health.overlayer_change import FieldChange
+
+        # the last frame, to tell a Si from contamination that moves between frames
+        self.field_change = FieldChange()
         self.keep_image = keep_image
         self.series: str | None = None
         self._run = 0                     # Frame.run of the series being tracked (a rerun resets)
@@ -133,6 +137,7 @@ class Pipeline:
         self.health.reset()
         self.material_cadence.reset()
         self.overlayer_hold.reset()
+        self.field_change.reset()
         self.series = None
         self._scale_noted = None
 
@@ -200,7 +205,8 @@ class Pipeline:
         health, pre = checked if checked is not None else self.check(frame)
         fc = analyze_frame(frame, inferencer if inferencer is not None else self.inferencer, self.cfg,
                            health=health, keep_image=self.keep_image, t_start=t_start,
-                           material_cadence=self.material_cadence, overlayer_hold=self.overlayer_hold)
+                           material_cadence=self.material_cadence, overlayer_hold=self.overlayer_hold,
+                           field_change=self.field_change)
         fc.timings_s["health"] = pre + fc.timings_s.get("health", 0.0)
         fc.timings_s["total"] = fc.timings_s.get("total", 0.0) + pre
         return self.track(fc)
@@ -251,6 +257,7 @@ class Pipeline:
                         self.tracker.reset()
                         self.material_cadence.invalidate("fov_jump (the dopants moved)")
                         self.overlayer_hold.reset()
+                        self.field_change.reset()
                         events = [_fov_jump_event(fc)]
                     timings["tracking"] = 0.0
                     timings["total"] = spent + time.perf_counter() - p2
@@ -362,7 +369,8 @@ class NoInference:
 
 
 def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool = False,
-                  t_start: float | None = None, material_cadence=None, overlayer_hold=None) -> FrameChemistry:
+                  t_start: float | None = None, material_cadence=None, overlayer_hold=None,
+                  field_change=None) -> FrameChemistry:
     """frame -> network -> atoms -> lattice graph: the part of :meth:`Pipeline.process` that
     depends on the frame alone (given its health from :meth:`engine.health.HealthMonitor.before`,
     which says the pixel size to analyse at and whether to run the network at all), so any process
@@ -378,6 +386,9 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
     overlayer_hold : the series' :class:`engine.health.overlayer_hold.OverlayerHold` (frames in order: the
     contamination region found on recent frames is left out too, moved with the drift); None: the
     region of this frame alone.
+    field_change : the series' :class:`engine.health.overlayer_change.FieldChange` (frames in order: a Si
+    around which the field changes between frames by far more than its noise is judged contamination, on a
+    series where contamination was found); None: not judged so.
     """
     from engine.chem.atoms import contrast_maps, find_atoms
 
@@ -400,6 +411,8 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
         if not material.is_graphene:
             if overlayer_hold is not None:
                 overlayer_hold.forget(frame)            # (another field: nothing of the last one is held)
+            if field_change is not None:
+                field_change.reset()
             # not graphene: no atoms, no species, no events; the tracker keeps its state (as after a
             # dropped frame). The material is judged at the frame's declared pixel size (or none): the
             # lattice scale estimate could "calibrate" any hexagonal lattice into graphene.
@@ -456,6 +469,9 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
             if overlayer_hold is not None:
                 over = overlayer_hold.update(frame, health, over, float(getattr(material, "lattice_constant_px",
                                                                                 float("nan"))))
+            if field_change is not None and OVERLAYER_SI_CHANGE:
+                field_change.observe(frame, float(probs.frame_pixel_size_A),
+                                     float(getattr(material, "lattice_constant_px", float("nan"))))
             if over is not None:
                 material = _leave_out(material, over, OVERLAYER_WHY if overlayer_hold is None or not overlayer_hold.added
                                       else OVERLAYER_WHY + " (with the region of recent frames held)")
@@ -499,7 +515,16 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                 # out (not what the verdict left out as not graphene) and the Si just judged
                 demoted = np.union1d(demoted, si_near_contamination(
                     result.atoms, maps, demoted, _left_out_since(not_graphene, material.mask), snr, SI_DISC_A))
-                held = 0
+                held = changed = 0
+                if field_change is not None and OVERLAYER_SI_CHANGE:
+                    # and the Si around which the field changed from the last frame by far more than its noise:
+                    # contamination moving under the beam (engine/health/overlayer_change.py), on a series where
+                    # contamination was found on this frame or a recent one
+                    since = _left_out_since(not_graphene, material.mask)
+                    moving = field_change.changing_si(result.atoms, bool(len(demoted))
+                                                      or (since is not None and bool(since.any())))
+                    changed = int(len(np.setdiff1d(moving, demoted)))
+                    demoted = np.union1d(demoted, moving)
                 if overlayer_hold is not None and OVERLAYER_SI_HOLD:
                     # and those within SI_HOLD_A of a Si read as C on the last frames (moved with the drift)
                     demoted = overlayer_hold.read_as_c(result.atoms, demoted,
@@ -510,6 +535,7 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                     # C on some frames and as Si on others makes no event (engine.track: parked, revived)
                     material, analysed, result = leave_out_discs(
                         demoted, SI_DISC_A, OVERLAYER_SI_DISCS_WHY.format(len(demoted))
+                        + (OVERLAYER_SI_CHANGED.format(changed) if changed else "")
                         + (OVERLAYER_SI_HELD.format(held, SI_HOLD_A) if held else ""), material, result)
                     # the rings through the columns just left out are gone: what they held to the lattice is
                     # judged again
@@ -576,6 +602,11 @@ OVERLAYER_SI_WHAT = ("{} Si on contamination (a column far dimmer than the frame
                      "found with a column dimmer than the frame's Si or as wide as its C)")
 OVERLAYER_SI_WHY = OVERLAYER_SI_WHAT + ": read as C"
 OVERLAYER_SI_HELD = " ({} of them within {:.1f} A of one read as C on recent frames)"
+#: reported Si around which the field changes between frames by far more than its noise (moving
+#: contamination: engine.health.overlayer_change; its CHANGE_MAX 0: off) are judged with them, on a series
+#: where contamination was found on the frame or on one of the last few
+OVERLAYER_SI_CHANGE = True
+OVERLAYER_SI_CHANGED = " ({} of them where the field around changes between frames: moving contamination)"
 #: the per-atom reading held over a series (engine.health.overlayer_hold.OverlayerHold.read_as_c). Off: on
 #: the development movies it removed flicker events (95 -> 76), on 6 fresh movie seeds it did not (98 -> 103,
 #: more on drifting ones), the false Si fell on every movie, no true Si changed (docs/material.md)
