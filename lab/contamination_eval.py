@@ -280,17 +280,19 @@ def run_movie(seed: int, n_frames: int = 10, pixel_size_A: float = 0.2, size: in
     return out
 
 
-def run_event_movie(seed: int, drift=(0.0, 0.0), n_frames: int = 20, model: str | None = None) -> dict:
+def run_event_movie(seed: int, drift=(0.0, 0.0), n_frames: int = 20, model: str | None = None, extras=()) -> dict:
     """Clean graphene with true events (engine.sim MovieSimulator, 512^2 at 0.2 A/px, 6 Si3 and 2 Si4,
     a random event every ~3 frames; the bundled movies' imaging for even seeds, random imaging for odd
     ones; no contamination): the region held (``held``) against decided per frame (``frame``). The
-    region must not appear there: the events must be the same."""
+    region must not appear there: the events must be the same. ``extras``: static defects of
+    engine.sim.movie.EXTRA_KINDS added (``("contamination",) * 2``: true events on a field where the contamination
+    guards are at work; ``changed``: the frames on which engine.health.overlayer_change measured the change)."""
     from engine.sim.movie import MovieSimulator, MovieSpec
     from streamer.frame import Frame
 
     spec = MovieSpec(n_frames=n_frames, shape_px=(512, 512), pixel_size_A=0.2, drift_A_per_frame=tuple(drift),
                      seed=seed, dopants=("si3",) * 6 + ("si4",) * 2, event_rate_per_frame=0.3,
-                     min_event_gap_frames=2, imaging="random" if seed % 2 else None)
+                     min_event_gap_frames=2, imaging="random" if seed % 2 else None, extras=tuple(extras))
     sim = MovieSimulator(spec)
     frames = [item[0] if isinstance(item, tuple) else item for item in sim.frames()]
     out = {"true_events": len(sim.events)}
@@ -298,16 +300,17 @@ def run_event_movie(seed: int, drift=(0.0, 0.0), n_frames: int = 20, model: str 
         pipe = analyzer(model)
         if mode == "frame":
             pipe.overlayer_hold.hold_frames = 0
-        events, regions, si = [], 0, 0
+        events, regions, si, changed = [], 0, 0, 0
         try:
             for k, img in enumerate(frames):
                 r = pipe.process(Frame(data=img, series=f"events{seed}", seq=k, t_acquired=float(k), pixel_size_A=0.2))
                 events += [(e.frame, e.kind, e.atom_id) for e in r.events]
                 regions += int("hollows are filled" in ((r.material.reason if r.material else "") or ""))
+                changed += int(pipe.field_change.change is not None)
                 si += int((np.asarray(r.chemistry.atoms.species) != 0).sum()) if r.chemistry is not None else 0
         finally:
             pipe.close()
-        out[mode] = {"events": events, "frames_with_region": regions, "si": si}
+        out[mode] = {"events": events, "frames_with_region": regions, "si": si, "changed": changed}
     return out
 
 
@@ -387,6 +390,9 @@ def main(argv=None) -> int:
                     "patch forced ('' for none)")
     ap.add_argument("--event-movies", default="", help="clean graphene movie seeds with true events "
                     "(run_event_movie; '' for none)")
+    ap.add_argument("--event-extras", default="", help="static defects added to the event movies, comma-separated "
+                    "kinds of engine.sim.movie.EXTRA_KINDS (e.g. contamination,contamination: true events on a field "
+                    "where contamination is found; default none: clean)")
     ap.add_argument("--no-atom-rule", action="store_true", help="the per-atom rule (pipeline.OVERLAYER_SI, "
                     "material_overlayer.overlayer_si) off in every mode: the overlayer region alone")
     ap.add_argument("--contamination-step", type=float, default=0.0, help="the contaminated movies' contamination "
@@ -404,6 +410,10 @@ def main(argv=None) -> int:
                     "session of 2026-12-05)")
     ap.add_argument("--si-read-as-c", action="store_true", help="the Si the per-atom rule judges to be contamination "
                     "are read as C, as before 2026-12-04, not left out (pipeline.OVERLAYER_SI_DISCS off)")
+    ap.add_argument("--si-change-max", type=float, default=None, help="a reported Si around which the field changes "
+                    "between frames by more than this many times its noise is judged contamination "
+                    "(engine.health.overlayer_change.CHANGE_MAX; default: the shipped value; 0: off, as before "
+                    "2026-12-06)")
     ap.add_argument("--si-hold", action="store_true", help="the per-atom reading held over a series "
                     "(pipeline.OVERLAYER_SI_HOLD, off by default) in the held mode")
     ap.add_argument("--model", default=None, help="FP32 ONNX model (default: the shipped one; its INT8 variant beside "
@@ -416,6 +426,12 @@ def main(argv=None) -> int:
 
     if a.si_hold:
         pipeline_module.OVERLAYER_SI_HOLD = True
+    if a.si_change_max is not None:
+        if not a.si_change_max >= 0:
+            ap.error(f"--si-change-max must be >= 0, got {a.si_change_max}")
+        from engine.health import overlayer_change
+
+        overlayer_change.CHANGE_MAX = float(a.si_change_max)
     if a.si_read_as_c:
         pipeline_module.OVERLAYER_SI_DISCS = False
     for flag, name, _ in _RULE_FLAGS:
@@ -454,14 +470,22 @@ def main(argv=None) -> int:
               f"{100 * b['cells_out'] / max(b['cells'], 1):.2f} -> {100 * f['cells_out'] / max(f['cells'], 1):.2f} % |",
               flush=True)
     drifts = [tuple(float(v) for v in d.split(":")) for d in a.drifts.split(",") if d.strip()]
+    extras = tuple(x.strip() for x in a.event_extras.split(",") if x.strip())
+    from engine.sim.movie import EXTRA_KINDS
+
+    if set(extras) - set(EXTRA_KINDS):
+        ap.error(f"--event-extras: unknown kind(s) {sorted(set(extras) - set(EXTRA_KINDS))}; use {', '.join(EXTRA_KINDS)}")
     for seed in [int(s) for s in a.event_movies.split(",") if s.strip()]:
         for drift in drifts:
-            m = run_event_movie(seed, drift=drift, model=a.model)
+            m = run_event_movie(seed, drift=drift, model=a.model, extras=extras)
             f, h = m["frame"], m["held"]
-            print(f"\nclean event movie seed {seed} (20 frames, 512^2, 0.2 A/px, drift {drift} A/frame, "
+            print(f"\n{'clean ' if not extras else ''}event movie seed {seed} (20 frames, 512^2, 0.2 A/px, drift {drift} A/frame, "
+                  + (f"with {', '.join(extras)}, " if extras else "") +
                   f"{m['true_events']} true events): events {len(f['events'])} -> {len(h['events'])} "
                   f"({'identical' if f['events'] == h['events'] else 'DIFFERENT'}), frames with a region "
-                  f"{f['frames_with_region']} -> {h['frames_with_region']}, Si {f['si']} -> {h['si']}  [frame -> held]",
+                  f"{f['frames_with_region']} -> {h['frames_with_region']}, Si {f['si']} -> {h['si']}, frames with the change "
+                  f"measured {f['changed']} -> {h['changed']}  [frame -> held]; "
+                  f"held events {sorted((fr, kind) for fr, kind, _ in h['events'])}",
                   flush=True)
     for seeds, cont, what in ((a.movies, None, "graphene_hole"),
                               (a.contaminated_movies, True, "graphene_hole with contamination")):
