@@ -106,6 +106,19 @@ def test_field_change_judges_the_si_in_moving_contamination_once_contamination_i
         assert list(fc.changing_si(_atoms(si1), found)) == want, (found, fc.note)
 
 
+def test_field_change_follows_a_pixel_size_that_moves_a_little_and_forgets_a_rescaled_field():
+    """A pixel size estimated from the lattice moves by a fraction of a percent from frame to frame: the frames
+    are still compared (across a binning step too: 0.1601 A/px bins by 2, 0.1599 by 3); a step
+    beyond PIXEL_SIZE_RTOL starts afresh."""
+    img0, si0 = _scene(patch_seed=10)
+    img1, si1 = _scene(patch_seed=11)
+    for ps0, ps1, want in ((PX, PX * 1.004, [0]), (0.1601, 0.1599, [0]), (PX, PX * 1.1, [])):
+        fc = oc.FieldChange()
+        fc.observe(_frame(_draw(img0, 1), 0), ps0)
+        fc.observe(_frame(_draw(img1, 2), 1), ps1)
+        assert list(fc.changing_si(_atoms(si1), True)) == want, (ps0, ps1, fc.note)
+
+
 def test_field_change_stays_on_for_gate_frames_and_forgets_a_new_series():
     imgs = [_draw(_scene(patch_seed=10 + k)[0], k) for k in range(oc.GATE_FRAMES + 2)]
     si = _atoms(_scene()[1])

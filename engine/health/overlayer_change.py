@@ -177,6 +177,9 @@ def si_change(change: np.ndarray, xy_px: np.ndarray, pixel_size_A: float) -> np.
 #: judged), the change is measured on it and on this many frames after it (contamination does not go away
 #: between two frames; the rules that found it may miss it on the next)
 GATE_FRAMES = 5
+#: frames whose pixel sizes differ by less than this (relative) are compared; a larger step starts the series
+#: afresh (the field was rescaled)
+PIXEL_SIZE_RTOL = 0.02
 
 
 class FieldChange:
@@ -191,7 +194,8 @@ class FieldChange:
 
     def reset(self) -> None:
         """Forget the series (a new one, a ``fov_jump``, a frame that is not graphene)."""
-        self.key: tuple | None = None       # (series, run, shape, pixel size) of ``last``
+        self.key: tuple | None = None       # (series, run, shape) of ``last``
+        self.pixel_size_A = float("nan")    # the pixel size the series is analysed at (A/px)
         self.last = None                    # (frame data copy, lattice_px) of the last frame observed
         self.now = None                     # (frame data, lattice_px) of this frame
         self.smooth_last: np.ndarray | None = None   # smoothed(last) and smoothed(now), once computed
@@ -207,10 +211,14 @@ class FieldChange:
         """This frame of the series (``frame.data`` 2-D; ``pixel_size_A`` the size it is analysed at;
         ``lattice_px`` graphene's lattice constant in frame px, NaN when not known)."""
         a = np.asarray(frame.data)
-        key = (frame.series, int(getattr(frame, "run", 0)), a.shape, float(pixel_size_A))
-        if key != self.key:
+        key = (frame.series, int(getattr(frame, "run", 0)), a.shape)
+        ps = float(pixel_size_A)
+        # (a pixel size estimated from the lattice moves a little from frame to frame: within PIXEL_SIZE_RTOL the
+        # frames are compared; beyond it the field was rescaled)
+        if key != self.key or not abs(ps / self.pixel_size_A - 1.0) <= PIXEL_SIZE_RTOL:
             self.reset()
             self.key = key
+        self.pixel_size_A = ps
         self.last, self.smooth_last, self.spec_last = self.now, self.smooth_now, self.spec_now   # (None after a reset)
         self.now, self.smooth_now, self.spec_now = (np.array(a, copy=True), float(lattice_px)), None, None   # (a copy: the source may reuse its buffers)
         self.change, self.note = None, ""
@@ -218,7 +226,7 @@ class FieldChange:
 
     def changing_si(self, atoms, found: bool) -> np.ndarray:
         """Indices of the reported Si (species SI) of ``atoms`` (this frame's) around which the field changed
-        from the last frame by more than :data:`CHANGE_MAX` times its noise (:func:`disc_change`): moving
+        from the last frame beyond its noise, :func:`si_change` above :data:`CHANGE_MAX`: moving
         contamination. ``found``: contamination was found on this frame (opens the measurement for it and
         the next :attr:`gate_frames` - 1 frames). Empty when the measurement is closed, there is no last
         frame of the series, or the field could not be followed from it (:attr:`note`)."""
@@ -234,7 +242,7 @@ class FieldChange:
             if self.change is None:
                 return np.zeros(0, np.int64)
         xy = np.asarray(atoms.xy_px, np.float64).reshape(-1, 2)[si]
-        c = si_change(self.change, xy, self.key[3])
+        c = si_change(self.change, xy, self.pixel_size_A)
         return si[np.nan_to_num(c, nan=0.0) > CHANGE_MAX].astype(np.int64)
 
     def _measure(self) -> np.ndarray | None:
@@ -243,7 +251,7 @@ class FieldChange:
         from engine.health.material_cadence import DRIFT_MIN_PEAK, binning_for, drift_reference, measure_drift, spectrum
 
         (before, lattice_px), (now, _) = self.last, self.now
-        ps = self.key[3]
+        ps = self.pixel_size_A
         b_fft = binning_for(now.shape, lattice_px)
         S0 = self.spec_last if self.spec_last is not None and self.spec_last.b == b_fft else spectrum(before, b_fft)
         S1 = self.spec_now = spectrum(now, b_fft)
@@ -256,7 +264,7 @@ class FieldChange:
             return None
         self.velocity = (dy, dx)
         b = binning(ps)
-        if self.smooth_last is None:
-            self.smooth_last = smoothed(before, ps)
         self.smooth_now = smoothed(now, ps)
+        if self.smooth_last is None or self.smooth_last.shape != self.smooth_now.shape:
+            self.smooth_last = smoothed(before, ps)        # (binned alike: the pixel size may have moved a little)
         return change_map(self.smooth_now, self.smooth_last, (dy / b, dx / b))
