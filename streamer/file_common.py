@@ -75,6 +75,19 @@ def utc_seconds(iso: str | None, assume_utc: bool = True) -> float | None:
     return dt.timestamp()
 
 
+def open_zip_member(zf, info, name: str):
+    """``zf.open(info)`` (a :class:`zipfile.ZipFile` member) for a reader of the file ``name``: a member flagged
+    encrypted (zipfile raises RuntimeError: a password is required) or stored with a method zipfile cannot
+    read (NotImplementedError) is a FileImportError saying so."""
+    from streamer.importers import FileImportError
+
+    try:
+        return zf.open(info)
+    except (RuntimeError, NotImplementedError) as exc:
+        member = getattr(info, "filename", info)
+        raise FileImportError(f"{name}: {member} cannot be read ({exc})") from None
+
+
 def check_frame_bytes(name: str, shape, dtype) -> None:
     """Refuse a frame that would not fit the import memory limit (before anything is read)."""
     from streamer.importers import FileImportError, import_memory_limit

@@ -219,24 +219,18 @@ def _npy_truncated(path: Path, shape, dtype, head: int, whole: int, pixel_size_A
                                  {"frame_time_s": float(frame_time_s)}, what=".npy stack")
 
 
-def _zip_open(zf: zipfile.ZipFile, info, name: str):
-    """``zf.open(info)``; an encrypted member (zipfile raises RuntimeError) is a FileImportError."""
-    try:
-        return zf.open(info)
-    except RuntimeError as exc:
-        raise FileImportError(f"{name}: {info.filename} cannot be read ({exc})") from None
-
-
 def _npz_headers(path: Path) -> dict:
     """name -> (shape, dtype) of every array of an .npz, from the member headers (nothing loaded);
     each declared size checked against the memory limit (and the stored bytes, when uncompressed)."""
+    from streamer.file_common import open_zip_member
+
     out = {}
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             if not info.filename.endswith(".npy"):
                 continue
             what = f"array {info.filename[:-4]!r}"
-            with _zip_open(zf, info, path.name) as fh:
+            with open_zip_member(zf, info, path.name) as fh:
                 shape, dtype, _, head = _npy_header(fh, path.name, what)
             holds = info.file_size - head
             _declared(path.name, what, shape, dtype, holds=holds)

@@ -24,7 +24,8 @@ from typing import Iterator
 
 import numpy as np
 
-from streamer.file_common import check_frame_bytes, flat_meta, frames_one_by_one, length_A, time_s, utc_seconds
+from streamer.file_common import (check_frame_bytes, flat_meta, frames_one_by_one, length_A, open_zip_member, time_s,
+                                  utc_seconds)
 from streamer.frame import Frame
 
 MAX_PROPERTIES_BYTES = 64 << 20
@@ -130,7 +131,7 @@ def _stored_npy(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo):
 
     from streamer.importers import FileImportError
 
-    with zf.open(info) as fh:
+    with open_zip_member(zf, info, path.name) as fh:
         try:
             version = npf.read_magic(fh)
             reader = npf.read_array_header_1_0 if version == (1, 0) else npf.read_array_header_2_0
@@ -159,7 +160,7 @@ def _stored_npy(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo):
             raise FileImportError(f"{path.name}: data.npy runs past the end of the file: truncated")
         return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
     check_frame_bytes(path.name, shape, dtype)                   # compressed: the whole array is read
-    with zf.open(info) as fh:
+    with open_zip_member(zf, info, path.name) as fh:
         return np.load(fh, allow_pickle=False)
 
 
@@ -180,7 +181,7 @@ def read_ndata(path: Path, pixel_size_A=None, frame_time_s: float = 0.2, key=Non
             mi = zf.getinfo("metadata.json")
             if mi.file_size > MAX_PROPERTIES_BYTES:
                 raise FileImportError(f"{path.name}: metadata.json declares more than {MAX_PROPERTIES_BYTES} bytes")
-            with zf.open(mi) as fh:
+            with open_zip_member(zf, mi, path.name) as fh:
                 props = _properties(fh.read(), path.name)
         arr = _stored_npy(path, zf, zf.getinfo("data.npy"))
     shape = tuple(int(v) for v in arr.shape)

@@ -197,3 +197,24 @@ def test_a_truncated_npy_stack_gives_its_whole_frames_and_analyze_says_it_is_inc
     assert "frames 0-3 of 10 were read" in summary["input_problem"]
     assert main(["analyze", str(cut), "--out", str(tmp_path / "out2"), "--pixel-size", "0.1", "--backend", "onnx",
                  "--quiet", "--allow-partial"]) == 0
+
+
+@pytest.mark.parametrize("member", ["data.npy", "metadata.json"])
+def test_an_ndata_member_flagged_encrypted_is_refused_with_one_clear_error(tmp_path, member):
+    """A damaged .ndata whose central directory marks a member encrypted (general-purpose flag bit 0): zipfile
+    raises RuntimeError ("password required") on opening it, which escaped the importer's one error type
+    (found by test_fuzz_mutated_ndata_fails_cleanly on 2026-12-06); it is a FileImportError naming the member."""
+    p = tmp_path / "f.ndata"
+    _ndata(p, _stack(n=1, h=16, w=16)[0], {"spatial_calibrations": [{"scale": 0.1, "units": "nm"}] * 2})
+    data = bytearray(p.read_bytes())
+    entry = data.find(b"PK\x01\x02")
+    while entry >= 0:                       # the central directory entry of ``member``
+        n_name = int.from_bytes(data[entry + 28:entry + 30], "little")
+        if bytes(data[entry + 46:entry + 46 + n_name]) == member.encode():
+            break
+        entry = data.find(b"PK\x01\x02", entry + 4)
+    assert entry >= 0
+    data[entry + 8] |= 0x01                  # general-purpose bit flag: encrypted
+    p.write_bytes(bytes(data))
+    with pytest.raises(FileImportError, match=member.replace(".", r"\.") + " cannot be read"):
+        list(open_frames(p))
