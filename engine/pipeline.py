@@ -513,16 +513,15 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                                        material.mask)
                 # and the Si beside the contamination found, on weaker evidence: the part the rules above left
                 # out (not what the verdict left out as not graphene) and the Si just judged
-                demoted = np.union1d(demoted, si_near_contamination(
-                    result.atoms, maps, demoted, _left_out_since(not_graphene, material.mask), snr, SI_DISC_A))
+                left_out = _left_out_since(not_graphene, material.mask)
+                demoted = np.union1d(demoted, si_near_contamination(result.atoms, maps, demoted, left_out, snr, SI_DISC_A))
                 held = changed = 0
                 if field_change is not None and OVERLAYER_SI_CHANGE:
                     # and the Si around which the field changed from the last frame by far more than its noise:
                     # contamination moving under the beam (engine/health/overlayer_change.py), on a series where
                     # contamination was found on this frame or a recent one
-                    since = _left_out_since(not_graphene, material.mask)
                     moving = field_change.changing_si(result.atoms, bool(len(demoted))
-                                                      or (since is not None and bool(since.any())))
+                                                      or (left_out is not None and bool(left_out.any())))
                     changed = int(len(np.setdiff1d(moving, demoted)))
                     demoted = np.union1d(demoted, moving)
                 if overlayer_hold is not None and OVERLAYER_SI_HOLD:
