@@ -31,7 +31,7 @@ test: venv
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 test-slow: venv
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow --hypothesis-profile explore
 
 bench: venv
 	$(PY) -m stemwatch bench all --out bench_results
