@@ -13,12 +13,19 @@ identical to one process by construction):
 2. ``analyze`` task per chunk of ``chunk_frames`` frames, on the workers: the worker reads its
    frames from the input path (:func:`streamer.chunks.read_chunk`; the path must be visible to
    every worker) and runs :func:`engine.pipeline.analyze_frame` (network, atoms, lattice graph)
-   on each; the network is loaded once per worker process (:class:`AnalyzerPlugin`).
+   on each; the network is loaded once per worker process (:class:`AnalyzerPlugin`). What a
+   series carries from frame to frame (:class:`engine.pipeline.SeriesState`: the material cadence,
+   the contamination region held, the last frame for the field's change) goes from one chunk to
+   the next: an input's chunks run one after another, each from the state the one before left,
+   and the inputs run side by side.
 3. On the client, as chunks complete (:func:`distributed.as_completed`), each input's chunks are
    taken in frame order into its own :meth:`Pipeline.track <engine.pipeline.Pipeline.track>`
-   (motif naming, tracking, events) and :class:`engine.analyze.ResultWriter`.
+   (motif naming, tracking, events) and :class:`engine.analyze.ResultWriter`. When tracking finds
+   the field jumped (``fov_jump``) after a frame that is not its chunk's last, the chunk is
+   analysed again from the state it started from, told of the jump, as one process would have
+   analysed the frames after it.
 
-Tasks are pure functions of the input file, so a worker lost mid-run (killed, out of memory) costs
+Tasks are pure functions of the input file (and of the series state they are handed), so a worker lost mid-run (killed, out of memory) costs
 only its running tasks, which the scheduler runs again elsewhere; nothing is lost or duplicated.
 At most a window of chunks is in flight at a time, which bounds client memory and makes Ctrl-C
 prompt: futures are cancelled, each folder's summary.json and the index say "cancelled", and a
@@ -179,29 +186,43 @@ class ChunkResult:
     backend: str
     worker: str
     compute_s: float
+    state: object = None         # the engine.pipeline.SeriesState after the chunk's last frame
 
 
 def analyze_chunk(plugin_name: str, input_index: int, plan: InputPlan, start: int, stop: int,
-                  cfg, first: int = 0, healths=None) -> ChunkResult | str:
+                  cfg, first: int = 0, healths=None, state=None, jumps=()) -> ChunkResult | str:
     """Worker task: read frames ``start..stop-1`` of the (chunk) plan from its path and run
-    :func:`engine.pipeline.analyze_frame` on each; the reason instead when the file cannot be read
-    any more (changed, truncated or removed since it was planned). ``first``: the index of the
-    chunk's first frame in the input (for messages)."""
-    from engine.pipeline import analyze_frame
+    :func:`engine.pipeline.analyze_frame` on each, in order, carrying the series state
+    (:class:`engine.pipeline.SeriesState`) from frame to frame; the reason instead when the file cannot
+    be read any more (changed, truncated or removed since it was planned). ``first``: the index of the
+    chunk's first frame in the input. ``state``: the state the chunk before left (None: the input's
+    first chunk, a new state); a copy is carried on, and returned with the result. ``jumps``: input frame
+    indices after which the field jumped (a ``fov_jump`` that tracking found after their atoms)."""
+    import copy
+
+    from engine.pipeline import SeriesState, analyze_frame
     from streamer.importers import FileImportError
 
     worker = get_worker()
     plugin = worker.plugins[plugin_name]
     t0 = time.perf_counter()
+    # (a copy: a cluster of threads hands the client's own object to the task, and a task run again
+    # after a lost worker must start from the state as it was)
+    state = SeriesState.new(cfg) if state is None else copy.deepcopy(state)
+    jumps = frozenset(int(j) for j in jumps)
     with plugin.lock:
         inf = plugin.get()
         try:
             hs = healths if healths is not None else [None] * (stop - start)
-            frames = [analyze_frame(f, inf, cfg, health=h) for f, h in zip(read_chunk(plan, start, stop), hs)]
+            frames = []
+            for k, (f, h) in enumerate(zip(read_chunk(plan, start, stop), hs)):
+                frames.append(analyze_frame(f, inf, cfg, health=h, **state.as_kwargs()))
+                if first + k in jumps:
+                    state.fov_jump()
         except (OSError, FileImportError) as exc:
             return f"frames {first}-{first + stop - start - 1}: {exc}"
     desc = str(getattr(inf, "description", "") or type(inf).__name__)
-    return ChunkResult(input_index, first, frames, desc, str(worker.address), time.perf_counter() - t0)
+    return ChunkResult(input_index, first, frames, desc, str(worker.address), time.perf_counter() - t0, state)
 
 
 def plan_task(path: str, pixel_size_A, key, limit, plugin_name: str | None = None,
@@ -309,7 +330,9 @@ class _Input:
         self.healths: list = []                # FrameHealth per frame, from the plan task's health pass
         self.n_chunks = 0
         self.next_chunk = 0
-        self.buffered: dict[int, ChunkResult] = {}
+        self.state = None                      # the SeriesState the next chunk starts from (None: a new one)
+        self.jumps: set = set()                # frames after which tracking found the field jumped
+        self.taken = 0                         # frames tracked so far
         self.futures: set = set()
         self.pipe = None
         self.writer = None
@@ -453,30 +476,48 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
                     start = c * chunk_frames
                     stop = min(start + chunk_frames, s.plan.n_frames)
                     part, a, b = chunk_plan(s.plan, start, stop)
+                    jumps = sorted(j for j in s.jumps if start <= j < stop)
                     f = client.submit(analyze_chunk, plugin.name, i, part, a, b, cfg, start, s.healths[start:stop],
-                                      key=f"analyze-{s.name}-{start:06d}-{run}", retries=0, resources=resources)
+                                      s.state, jumps, key=f"analyze-{s.name}-{start:06d}-{len(jumps)}-{run}",
+                                      retries=0, resources=resources)
                     kinds[f] = ("chunk", i, c)
                     s.futures.add(f)
                     ac.add(f)
 
             last_index = [time.time()]
 
-            def take(s: _Input, res: ChunkResult) -> None:
+            def take(s: _Input, res: ChunkResult) -> bool:
+                """Track the chunk's frames not tracked yet, in order; False when tracking found the field
+                jumped after a frame that is not the chunk's last: the frames after it were analysed with
+                the old field's series state, so the chunk is analysed again from the state it started
+                from, told of the jump (frames up to it come out the same and are not tracked twice)."""
                 if s.pipe is None:
                     s.pipe = Pipeline.tracking_only(cfg)
                     s.writer = ResultWriter(s.out)
                 s.backend = res.backend
                 s.compute_s += res.compute_s
-                for fc in res.frames:
+                last = res.start + len(res.frames) - 1
+                for k, fc in enumerate(res.frames):
+                    q = res.start + k
+                    if q < s.taken:
+                        continue
                     r = s.pipe.track(fc)
                     s.writer.write(r)
                     s.frames_done += 1
+                    s.taken = q + 1
                     bar.update(1)
                     if on_result is not None:
                         on_result(s.index, r)
+                    if q not in s.jumps and any(e.kind == "fov_jump" for e in r.events):
+                        s.jumps.add(q)
+                        if q < last:
+                            return False
+                        res.state.fov_jump()
                 if time.time() - last_index[0] >= INDEX_PERIOD_S:   # a live index for whoever watches a long run
                     write_index()
                     last_index[0] = time.time()
+                s.state = res.state
+                return True
 
             # a Ctrl-C is also remembered: the KeyboardInterrupt it raises can land inside a Dask call
             # that absorbs it (seen: a run interrupted mid-way finished with status 0); the loop
@@ -527,15 +568,18 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
                         s.plan_s = time.time() - t_ready
                         s.status = "running"
                         s.n_chunks = -(-res.n_frames // chunk_frames)
-                        todo.extend((s.index, c) for c in range(s.n_chunks))
+                        if s.n_chunks:
+                            todo.append((s.index, 0))
                         bar.total = sum(x.plan.n_frames for x in states if x.plan)
                         bar.refresh()
                     else:
-                        s.buffered[kind[2]] = res
-                        while s.next_chunk in s.buffered:
-                            take(s, s.buffered.pop(s.next_chunk))
+                        # an input's chunks run one after another, each from the series state the one before
+                        # left (a chain): inputs run side by side
+                        if take(s, res):
                             s.next_chunk += 1
-                        if s.next_chunk == s.n_chunks:
+                        if s.next_chunk < s.n_chunks:
+                            todo.appendleft((s.index, s.next_chunk))
+                        else:
                             finish(s, "ok")
                     submit_more()
                 if interrupted.is_set():

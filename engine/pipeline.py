@@ -20,6 +20,7 @@ import logging
 import time
 import traceback
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,6 +75,52 @@ def mask_probabilities(probs, mask: np.ndarray):
     return Probabilities(p, probs.pixel_size_A, probs.frame_shape, probs.frame_pixel_size_A)
 
 
+@dataclass
+class SeriesState:
+    """What :func:`analyze_frame` carries from one frame of a series to the next, as one object, so
+    that whoever analyses a series in frame order (a :class:`Pipeline`; a chain of Dask tasks, each
+    taking the state the one before it left: :mod:`engine.archive`) analyses every frame alike.
+
+    material_cadence : the material verdict, a full check now and then and a guard in between
+    (:class:`engine.health.material_cadence.MaterialCadence`). overlayer_hold : the contamination
+    region of recent frames, moved with the drift (:class:`engine.health.overlayer_hold.OverlayerHold`).
+    field_change : the last frame, to tell a Si from contamination moving between frames
+    (:class:`engine.health.overlayer_change.FieldChange`). Each forgets a series when a frame of
+    another one comes; :meth:`fov_jump` is what a jump of the field found after a frame's atoms
+    (:meth:`Pipeline.track`) does to them. Plain objects: it pickles, and a copy carries on alike."""
+
+    material_cadence: object
+    overlayer_hold: object
+    field_change: object
+
+    @classmethod
+    def new(cls, cfg: Config) -> "SeriesState":
+        from engine.health.material_cadence import MaterialCadence
+        from engine.health.overlayer_change import FieldChange
+        from engine.health.overlayer_hold import OverlayerHold
+
+        return cls(MaterialCadence(cfg.chemistry.material_recheck_every_n_frames, MASK_BELOW), OverlayerHold(),
+                   FieldChange())
+
+    def as_kwargs(self) -> dict:
+        """The keyword arguments of :func:`analyze_frame` that carry it."""
+        return dict(material_cadence=self.material_cadence, overlayer_hold=self.overlayer_hold,
+                    field_change=self.field_change)
+
+    def reset(self) -> None:
+        """A new series: nothing of the last one is carried."""
+        self.material_cadence.reset()
+        self.overlayer_hold.reset()
+        self.field_change.reset()
+
+    def fov_jump(self) -> None:
+        """The field jumped (found after a frame's atoms): the next frame gets a full material check, and
+        no contamination region or last frame of the old field is carried."""
+        self.material_cadence.invalidate("fov_jump (the dopants moved)")
+        self.overlayer_hold.reset()
+        self.field_change.reset()
+
+
 class Pipeline:
     """frame -> FrameResult. Not thread-safe: one thread calls :meth:`process`.
 
@@ -100,18 +147,8 @@ class Pipeline:
 
         self.health = HealthMonitor(getattr(self.cfg, "health", None),
                                     float(getattr(inferencer, "model_pixel_size_A", 0.2) or 0.2))
-        from engine.health.material_cadence import MaterialCadence
-
-        # the material verdict per series: a full check now and then, a cheap guard in between
-        self.material_cadence = MaterialCadence(self.cfg.chemistry.material_recheck_every_n_frames, MASK_BELOW)
-        from engine.health.overlayer_hold import OverlayerHold
-
-        # the contamination region of the series: held over a few frames, moved with the drift
-        self.overlayer_hold = OverlayerHold()
-        from engine.health.overlayer_change import FieldChange
-
-        # the last frame, to tell a Si from contamination that moves between frames
-        self.field_change = FieldChange()
+        # what analyze_frame carries from frame to frame of a series
+        self.series_state = SeriesState.new(self.cfg)
         self.keep_image = keep_image
         self.series: str | None = None
         self._run = 0                     # Frame.run of the series being tracked (a rerun resets)
@@ -125,6 +162,18 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------ info
     @property
+    def material_cadence(self):
+        return self.series_state.material_cadence
+
+    @property
+    def overlayer_hold(self):
+        return self.series_state.overlayer_hold
+
+    @property
+    def field_change(self):
+        return self.series_state.field_change
+
+    @property
     def backend_description(self) -> str:
         inf = self.inferencer
         return str(getattr(inf, "description", None) or getattr(getattr(inf, "backend", None), "description", "")
@@ -135,9 +184,7 @@ class Pipeline:
         """Forget tracks (a new series)."""
         self.tracker.reset()
         self.health.reset()
-        self.material_cadence.reset()
-        self.overlayer_hold.reset()
-        self.field_change.reset()
+        self.series_state.reset()
         self.series = None
         self._scale_noted = None
 
@@ -197,16 +244,15 @@ class Pipeline:
         one whose network ran ahead on its own thread).
 
         Three steps: the frame's health from its raw pixels and the series so far (verdicts and the
-        pixel size to analyse at: :meth:`engine.health.HealthMonitor.before`, sequential), the
-        order-independent :func:`analyze_frame` (network, atoms, graph) and the sequential
-        :meth:`track`. The Dask archive path (:mod:`engine.archive`) runs the same three: the
+        pixel size to analyse at: :meth:`engine.health.HealthMonitor.before`, sequential),
+        :func:`analyze_frame` (network, atoms, graph, with the series' :class:`SeriesState`) and the
+        sequential :meth:`track`. The Dask archive path (:mod:`engine.archive`) runs the same three: the
         health pass in frame order on the worker that plans the input, ``analyze_frame`` on any
-        worker, ``track`` on the client."""
+        worker in chunks that hand the series state on, ``track`` on the client."""
         health, pre = checked if checked is not None else self.check(frame)
         fc = analyze_frame(frame, inferencer if inferencer is not None else self.inferencer, self.cfg,
                            health=health, keep_image=self.keep_image, t_start=t_start,
-                           material_cadence=self.material_cadence, overlayer_hold=self.overlayer_hold,
-                           field_change=self.field_change)
+                           **self.series_state.as_kwargs())
         fc.timings_s["health"] = pre + fc.timings_s.get("health", 0.0)
         fc.timings_s["total"] = fc.timings_s.get("total", 0.0) + pre
         return self.track(fc)
@@ -255,9 +301,7 @@ class Pipeline:
                     events = []
                     if "fov_jump" in health.verdicts:
                         self.tracker.reset()
-                        self.material_cadence.invalidate("fov_jump (the dopants moved)")
-                        self.overlayer_hold.reset()
-                        self.field_change.reset()
+                        self.series_state.fov_jump()
                         events = [_fov_jump_event(fc)]
                     timings["tracking"] = 0.0
                     timings["total"] = spent + time.perf_counter() - p2
@@ -372,9 +416,10 @@ def analyze_frame(frame, inferencer, cfg: Config, health=None, keep_image: bool 
                   t_start: float | None = None, material_cadence=None, overlayer_hold=None,
                   field_change=None) -> FrameChemistry:
     """frame -> network -> atoms -> lattice graph: the part of :meth:`Pipeline.process` that
-    depends on the frame alone (given its health from :meth:`engine.health.HealthMonitor.before`,
-    which says the pixel size to analyse at and whether to run the network at all), so any process
-    may compute it for any frame (a Dask worker of ``stemwatch analyze --scheduler``);
+    depends on the frame (given its health from :meth:`engine.health.HealthMonitor.before`,
+    which says the pixel size to analyse at and whether to run the network at all) and on the state the
+    series' earlier frames left (the three objects of a :class:`SeriesState`, passed as keywords), so any
+    process given that state may compute it (a Dask worker of ``stemwatch analyze --scheduler``);
     :meth:`Pipeline.track` takes it on in frame order.
 
     inferencer : ``predict(image, pixel_size_A) -> Probabilities``; cfg : the :class:`Config`.
