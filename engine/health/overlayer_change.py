@@ -71,19 +71,19 @@ def smoothed(image: np.ndarray, pixel_size_A: float) -> np.ndarray:
     smoothed by :data:`CHANGE_SMOOTH_A`: float32, what :func:`change_map` compares."""
     from scipy import ndimage as ndi
 
-    a = np.asarray(image, np.float32)
+    a = np.asarray(image)
     if a.ndim != 2:
         raise ValueError(f"image must be 2-D, got shape {a.shape}")
     b = binning(pixel_size_A)
     if b > 1:
+        from engine.chem.filters import block_mean
+
         h, w = (a.shape[0] // b) * b, (a.shape[1] // b) * b
         if h == 0 or w == 0:
             raise ValueError(f"image of shape {a.shape} is smaller than one {b} x {b} bin")
-        out = np.zeros((h // b, w // b), np.float32)
-        for i in range(b):                     # (strided sums: several times faster than a reshaped mean)
-            for j in range(b):
-                out += a[i:h:b, j:w:b]
-        a = out * np.float32(1.0 / (b * b))
+        a = block_mean(a[:h, :w], b)       # (float32; 8/16-bit counts summed exactly from the integers)
+    else:
+        a = a.astype(np.float32)
     return ndi.gaussian_filter(a, CHANGE_SMOOTH_A / (b * float(pixel_size_A)))
 
 
@@ -202,8 +202,8 @@ class FieldChange:
         self.now = None                     # (frame data, lattice_px) of this frame
         self.smooth_last: np.ndarray | None = None   # smoothed(last) and smoothed(now), once computed
         self.smooth_now: np.ndarray | None = None
-        self.spec_last = None               # the drift spectra (material_cadence.spectrum) of both, once computed
-        self.spec_now = None
+        self.ref_last = None                # measure_drift's references (material_cadence.drift_reference) of both,
+        self.ref_now = None                 # once computed
         self.open_left = 0                  # frames the measurement stays on
         self.velocity = (0.0, 0.0)          # the drift measured last (frame px per frame)
         self.change: np.ndarray | None = None        # this frame's change map, once measured
@@ -221,8 +221,8 @@ class FieldChange:
             self.reset()
             self.key = key
         self.pixel_size_A = ps
-        self.last, self.smooth_last, self.spec_last = self.now, self.smooth_now, self.spec_now   # (None after a reset)
-        self.now, self.smooth_now, self.spec_now = (np.array(a, copy=True), float(lattice_px)), None, None   # (a copy: the source may reuse its buffers)
+        self.last, self.smooth_last, self.ref_last = self.now, self.smooth_now, self.ref_now   # (None after a reset)
+        self.now, self.smooth_now, self.ref_now = (np.array(a, copy=True), float(lattice_px)), None, None   # (a copy: the source may reuse its buffers)
         self.change, self.note = None, ""
         self.open_left = max(self.open_left - 1, 0)
 
@@ -255,12 +255,16 @@ class FieldChange:
         (before, lattice_px), (now, _) = self.last, self.now
         ps = self.pixel_size_A
         b_fft = binning_for(now.shape, lattice_px)
-        S0 = self.spec_last if self.spec_last is not None and self.spec_last.b == b_fft else spectrum(before, b_fft)
-        S1 = self.spec_now = spectrum(now, b_fft)
-        if S0 is None or S1 is None:
+        R0 = self.ref_last
+        if R0 is None or R0.b != b_fft:
+            S0 = spectrum(before, b_fft)
+            R0 = None if S0 is None else drift_reference(S0, before.shape)
+        S1 = spectrum(now, b_fft)
+        self.ref_now = None if S1 is None else drift_reference(S1, now.shape)   # (the next frame's R0)
+        if R0 is None or S1 is None:
             self.note = "no change measured: a frame without usable pixels"
             return None
-        dy, dx, peak = measure_drift(S1, drift_reference(S0, before.shape), self.velocity)
+        dy, dx, peak = measure_drift(S1, R0, self.velocity)
         if peak < DRIFT_MIN_PEAK:
             self.note = f"no change measured: the field could not be followed (peak {peak:.1f})"
             return None
