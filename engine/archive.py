@@ -332,7 +332,6 @@ class _Input:
         self.next_chunk = 0
         self.state = None                      # the SeriesState the next chunk starts from (None: a new one)
         self.jumps: set = set()                # frames after which tracking found the field jumped
-        self.taken = 0                         # frames tracked so far
         self.futures: set = set()
         self.pipe = None
         self.writer = None
@@ -499,12 +498,11 @@ def analyze_archive(inputs, out_dir, cfg=None, scheduler="local", pixel_size_A: 
                 last = res.start + len(res.frames) - 1
                 for k, fc in enumerate(res.frames):
                     q = res.start + k
-                    if q < s.taken:
+                    if q < s.frames_done:           # (frames are tracked in order from 0: these already were)
                         continue
                     r = s.pipe.track(fc)
                     s.writer.write(r)
                     s.frames_done += 1
-                    s.taken = q + 1
                     bar.update(1)
                     if on_result is not None:
                         on_result(s.index, r)
