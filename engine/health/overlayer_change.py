@@ -24,9 +24,10 @@ rotors up to 1e7 e/A^2: :data:`CHANGE_MAX`'s comment, tests/test_health_overlaye
 Plain functions on arrays, and :class:`FieldChange`, the state of a series (one per
 :class:`engine.pipeline.Pipeline`): it keeps a copy of the last frame and measures the change only while
 contamination has been found on the series (:data:`GATE_FRAMES`): clean graphene is never judged so. Cost
-while it measures (this 2-core machine, median of 40; the two drift spectra, one frame smoothed, the noise
-scale, the ring at 30 Si): 2.3 ms at 256^2, 3.5 ms at 512^2, 9.1 ms at 1024^2 (docs/material.md); otherwise the
-frame copy, 0.03 ms at 512^2.
+while it measures on consecutive frames (this 2-core machine, median of 40; this frame's drift spectrum and
+reference, one frame smoothed, the noise scale, the ring at 30 Si; observe and changing_si on walking-contamination
+frames, 2026-12-06): 2.3 ms at 256^2, 4.1 ms at 512^2, 11.4 ms at 1024^2 (docs/material.md); otherwise the frame
+copy, 0.03 ms at 512^2.
 """
 
 from __future__ import annotations
